@@ -1,0 +1,208 @@
+"""The hook API of tierd: every hook a plugin can implement, in one place.
+
+Built-in modules (``tierd.plugins.*``) and third-party packages (entry point
+group ``tierd``) implement these hooks in exactly the same way::
+
+    from tierd.core.plugins import hookimpl
+
+    @hookimpl
+    def tierd_routes(daemon):
+        return [Route("GET", "/v1/hello", hello, auth="tenant")]
+
+Rules:
+
+* Implementations may be plain or ``async def``; core awaits whatever is
+  awaitable.
+* An implementation may accept any subset of a hook's arguments.
+* The API grows only by adding arguments; removing or renaming is a breaking
+  change for third parties.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("tierd")
+
+
+# --- configuration ----------------------------------------------------------
+
+
+@hookspec
+def tierd_config_schema(registries):
+    """Declare the configuration sections this plugin owns.
+
+    Called when a configuration file is loaded or reloaded (by ``tierd run``,
+    ``tierd check-config`` and on SIGHUP), before anything starts.
+    ``registries`` is the :class:`tierd.core.registry.Registries` collected
+    from all plugins (channel types, importers, ...), so a section can validate
+    names that other plugins contribute.
+
+    Return a dict ``{section_name: schema}`` where each schema is built from
+    :mod:`tierd.core.schema` (``Obj``, ``Str``, ``Duration``, ...). Core
+    validates the section, fills in defaults and reports every error with
+    file, line and key path. The validated section is then
+    ``daemon.config[section_name]``.
+    """
+
+
+@hookspec
+def tierd_config_reloaded(daemon, config):
+    """React to a configuration that was reloaded and validated.
+
+    Called after SIGHUP or ``POST /v1/admin/reload`` once the new
+    configuration passed validation and became ``daemon.config``. ``config``
+    is the new configuration (a dict). Work in flight must not be
+    interrupted: rebuild only what depends on the changed keys. May be async.
+    Return value ignored.
+    """
+
+
+# --- storage ----------------------------------------------------------------
+
+
+@hookspec
+def tierd_migrations():
+    """Declare this plugin's database migrations.
+
+    Called at startup and by ``tierd migrate`` / ``tierd db status``, before
+    plugins start. Return a dict ``{namespace: [sql, sql, ...]}``: migration
+    number N of a namespace is the N-th script of its list (1-based). Core
+    applies the scripts not yet recorded, each inside one transaction, and
+    records them in ``schema_migrations``. Never edit a released script;
+    append a new one.
+    """
+
+
+# --- lifecycle --------------------------------------------------------------
+
+
+@hookspec
+def tierd_startup(daemon):
+    """Start this plugin's long-running work.
+
+    Called once per process after the configuration is validated, the
+    database is migrated and the registries are collected, and before the
+    control API accepts requests and READY=1 is sent. ``daemon`` is the
+    :class:`tierd.core.daemon.Daemon` (``config``, ``db``, ``bus``,
+    ``scheduler``, ``metrics``, ``registries``, ``spawn()``). May be async.
+    Return value ignored.
+    """
+
+
+@hookspec
+def tierd_shutdown(daemon):
+    """Stop this plugin's work before the process exits.
+
+    Called on SIGTERM/SIGINT after the control API stopped accepting
+    requests, and before the database closes. Let in-flight work finish (the
+    daemon gives a grace period, then cancels tasks it spawned). May be async.
+    Return value ignored.
+    """
+
+
+# --- control API ------------------------------------------------------------
+
+
+@hookspec
+def tierd_routes(daemon):
+    """Contribute HTTP routes to the control API.
+
+    Called once at startup, before the API listens. Return a list of
+    :class:`tierd.core.api.Route` (method, path, async handler, ``auth`` one
+    of ``"tenant"``, ``"admin"``, ``"public"``, summary, request and response
+    descriptions for the OpenAPI document). Core adds authentication, JSON
+    errors and the OpenAPI entry; handlers read ``request["tenant"]``.
+    """
+
+
+# --- command line -----------------------------------------------------------
+
+
+@hookspec
+def tierd_cli(cli):
+    """Add command groups to the ``tierd`` command line.
+
+    Called when the CLI starts, with the root :class:`click.Group`. Add
+    commands with ``cli.add_command(...)``. Commands get a
+    :class:`tierd.core.cli_helpers.CliContext` through
+    ``@pass_cli`` (configuration, ``--json`` output, a client for the running
+    daemon's API). Return value ignored.
+    """
+
+
+# --- scheduler --------------------------------------------------------------
+
+
+@hookspec
+def tierd_jobs(daemon):
+    """Declare timers: interval or cron jobs run by the daemon's scheduler.
+
+    Called at startup and again after every configuration reload (jobs are
+    rebuilt from the configuration; ids must be stable). Return a list of
+    :class:`tierd.core.scheduler.Job`. A job only wakes code up: work that
+    must survive a crash is a database row the job picks up.
+    """
+
+
+# --- event bus --------------------------------------------------------------
+
+
+@hookspec
+def tierd_event_consumers(daemon):
+    """Subscribe to the event bus.
+
+    Called once at startup. Return a list of
+    :class:`tierd.core.events.Consumer` (a stable ``name``, an async
+    ``handle(events)`` taking a list of :class:`tierd.core.events.Event`,
+    optional ``types`` patterns). Each consumer has a durable cursor: it sees
+    every event at least once, in order, across crashes; an event is
+    re-delivered if ``handle`` raised or the process died before the cursor
+    moved, so ``handle`` must be idempotent.
+    """
+
+
+# --- registries third parties extend -----------------------------------------
+
+
+@hookspec
+def tierd_register_channels(register):
+    """Register notification channel types.
+
+    Called once when the plugin manager is built. Call
+    ``register(cls)`` for each :class:`tierd.core.registry.Channel` subclass
+    (``type_name``, ``schema`` of its config, ``async send(message)`` that
+    returns a :class:`tierd.core.registry.SendResult`). Return value ignored.
+    """
+
+
+@hookspec
+def tierd_register_statement_importers(register):
+    """Register bank statement importers.
+
+    Called once when the plugin manager is built. Call ``register(importer)``
+    for each :class:`tierd.core.registry.StatementImporter` (``format_name``,
+    ``detect(head: bytes) -> bool``, ``parse(data: bytes, options)`` returning
+    statements and lines or raising ``StatementError`` that names the line or
+    element). Return value ignored.
+    """
+
+
+@hookspec
+def tierd_register_report_generators(register):
+    """Register report generators.
+
+    Called once when the plugin manager is built. Call ``register(generator)``
+    for each :class:`tierd.core.registry.ReportGenerator` (``name``,
+    ``columns``, async ``rows(daemon, tenant, params)``). Return value
+    ignored.
+    """
+
+
+@hookspec
+def tierd_register_report_exporters(register):
+    """Register report exporters (output formats such as CSV or PDF).
+
+    Called once when the plugin manager is built. Call ``register(exporter)``
+    for each :class:`tierd.core.registry.ReportExporter` (``format_name``,
+    ``media_type``, ``extension``, ``export(columns, rows, out)``). Return
+    value ignored.
+    """

@@ -1,0 +1,229 @@
+"""Registries third parties extend, and the contracts of what goes in them.
+
+Core collects four registries from the ``tierd_register_*`` hooks when the
+plugin manager is built (see :mod:`tierd.core.hookspecs`):
+
+* ``channels``: notification channel types (:class:`Channel` subclasses)
+* ``statement_importers``: bank statement formats (:class:`StatementImporter`)
+* ``report_generators``: reports (:class:`ReportGenerator`)
+* ``report_exporters``: output formats (:class:`ReportExporter`)
+
+The base classes below are the whole contract: a third-party package needs
+nothing else from tierd to add a channel, a format, a report or an exporter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from decimal import Decimal
+from typing import Any, Callable, ClassVar
+
+
+class RegistryError(Exception):
+    """A plugin registered something malformed or a duplicate name."""
+
+
+# --- notification channels ---------------------------------------------------
+
+
+@dataclasses.dataclass
+class Attachment:
+    filename: str
+    content: bytes
+    media_type: str = "application/octet-stream"
+
+
+@dataclasses.dataclass
+class Message:
+    """What a channel sends: rendered text plus the facts it came from."""
+
+    subject: str
+    body: str
+    html: str | None = None
+    attachments: list[Attachment] = dataclasses.field(default_factory=list)
+    #: "info", "warning" or "critical"; channels map it to their own notion.
+    severity: str = "info"
+    #: The events this message is about (one, or several for a digest).
+    events: list[dict] = dataclasses.field(default_factory=list)
+    #: Stable id of this notification, for receivers that de-duplicate.
+    id: str = ""
+
+
+@dataclasses.dataclass
+class SendResult:
+    """Outcome of one send attempt."""
+
+    outcome: str  # "delivered" | "retry" | "failed"
+    detail: str = ""
+    #: For "retry": seconds the remote asked us to wait (e.g. Retry-After).
+    retry_after: float | None = None
+
+    @classmethod
+    def delivered(cls, detail: str = "") -> "SendResult":
+        return cls("delivered", detail)
+
+    @classmethod
+    def retry(cls, detail: str, retry_after: float | None = None) -> "SendResult":
+        return cls("retry", detail, retry_after)
+
+    @classmethod
+    def failed(cls, detail: str) -> "SendResult":
+        return cls("failed", detail)
+
+
+class Channel:
+    """A notification channel type. Subclass it and register the class.
+
+    ``schema`` is a :mod:`tierd.core.schema` ``Obj`` for the instance's
+    configuration (without the ``type`` key, which core adds). An instance
+    is created per configured channel with its validated config dict and a
+    shared ``aiohttp.ClientSession`` (``self.http``).
+    """
+
+    type_name: ClassVar[str] = ""
+    schema: ClassVar[Any] = None
+
+    def __init__(self, name: str, config: dict, http=None):
+        self.name = name
+        self.config = config
+        self.http = http
+
+    async def send(self, message: Message) -> SendResult:  # pragma: no cover
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release resources (connections). Called on shutdown and reload."""
+
+
+# --- bank statements ------------------------------------------------------------
+
+
+class StatementError(ValueError):
+    """A statement file is malformed. ``location`` names the line or element."""
+
+    def __init__(self, message: str, location: str | None = None):
+        self.location = location
+        super().__init__(f"{location}: {message}" if location else message)
+
+
+@dataclasses.dataclass
+class StatementLine:
+    booking_date: dt.date
+    amount: Decimal  # signed: credit > 0, debit < 0
+    currency: str
+    value_date: dt.date | None = None
+    counterparty_name: str = ""
+    counterparty_account: str = ""
+    remittance: str = ""
+    end_to_end_id: str = ""
+    bank_reference: str = ""
+    #: The source text of this line (an XML fragment, the MT940 :61:/:86:
+    #: block, the CSV row), kept so a person can check what the bank said.
+    raw: str = ""
+    #: Where in the file it was (e.g. "line 12" or an XPath), for errors.
+    location: str = ""
+
+
+@dataclasses.dataclass
+class Statement:
+    lines: list[StatementLine]
+    account: str = ""  # IBAN or account number, if the format says
+    currency: str = ""
+    statement_id: str = ""
+    opening_balance: Decimal | None = None
+    closing_balance: Decimal | None = None
+    opening_date: dt.date | None = None
+    closing_date: dt.date | None = None
+
+
+class StatementImporter:
+    """A statement format. Register an instance."""
+
+    format_name: str = ""
+    #: Human description for `tierd plugins` and the API.
+    description: str = ""
+
+    def detect(self, head: bytes, filename: str = "") -> bool:
+        """True if ``head`` (the first 4 KiB of a file) looks like this format."""
+        return False
+
+    def parse(self, data: bytes, options: dict | None = None) -> list[Statement]:
+        """Parse a whole file. Raise :class:`StatementError` on bad input."""
+        raise NotImplementedError
+
+
+# --- reports ------------------------------------------------------------------
+
+
+class ReportGenerator:
+    """A report: named columns and an async iterator of rows (tuples)."""
+
+    name: str = ""
+    description: str = ""
+    columns: list[str] = []
+
+    async def rows(self, daemon, tenant: str | None, params: dict):  # pragma: no cover
+        raise NotImplementedError
+        yield
+
+
+class ReportExporter:
+    """An output format for reports."""
+
+    format_name: str = ""
+    media_type: str = "application/octet-stream"
+    extension: str = ""
+
+    def export(self, title: str, columns: list[str], rows, out) -> None:  # pragma: no cover
+        """Write ``rows`` (an iterable of tuples) to the binary file ``out``."""
+        raise NotImplementedError
+
+
+# --- collection ---------------------------------------------------------------
+
+
+_KINDS = {
+    "channels": ("tierd_register_channels", "type_name"),
+    "statement_importers": ("tierd_register_statement_importers", "format_name"),
+    "report_generators": ("tierd_register_report_generators", "name"),
+    "report_exporters": ("tierd_register_report_exporters", "format_name"),
+}
+
+
+@dataclasses.dataclass
+class Registries:
+    channels: dict[str, type[Channel]] = dataclasses.field(default_factory=dict)
+    statement_importers: dict[str, StatementImporter] = dataclasses.field(default_factory=dict)
+    report_generators: dict[str, ReportGenerator] = dataclasses.field(default_factory=dict)
+    report_exporters: dict[str, ReportExporter] = dataclasses.field(default_factory=dict)
+    #: name -> plugin name that registered it, for `tierd plugins`.
+    origins: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def collect_registries(pm) -> Registries:
+    """Call every ``tierd_register_*`` hook and validate what comes back."""
+    regs = Registries()
+    for kind, (hook_name, key_attr) in _KINDS.items():
+        target = getattr(regs, kind)
+        hook = getattr(pm.hook, hook_name)
+        for impl in hook.get_hookimpls():
+            plugin_name = impl.plugin_name
+
+            def register(obj, _target=target, _kind=kind, _plugin=plugin_name, _key=key_attr):
+                name = getattr(obj, _key, "")
+                if not name or not isinstance(name, str):
+                    raise RegistryError(f"plugin {_plugin!r} registered a {_kind} entry without {_key}")
+                if name in _target:
+                    raise RegistryError(
+                        f"plugin {_plugin!r} registered {_kind} {name!r}, "
+                        f"already registered by {regs.origins.get(_kind + ':' + name)!r}"
+                    )
+                _target[name] = obj
+                regs.origins[_kind + ":" + name] = _plugin
+
+            impl.function(**{a: register for a in impl.argnames})
+    return regs
+
+
+RegisterFn = Callable[[Any], None]
