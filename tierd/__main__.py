@@ -1,0 +1,3 @@
+from tierd.core.cli import main
+
+main()

@@ -1,0 +1,126 @@
+"""What route handlers need: the Route record, JSON errors, bodies, pages.
+
+Plugins import from here; the application itself is built in ``web_app.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+
+@dataclasses.dataclass
+class Route:
+    """One control API route contributed by core or a plugin.
+
+    ``auth``: ``"tenant"`` (a tenant token, or the admin token acting for a
+    tenant), ``"admin"`` (the admin token only) or ``"public"``.
+    ``body`` and ``response`` are optional JSON-schema fragments for the
+    OpenAPI document; ``params`` describes query parameters ``{name: description}``.
+    """
+
+    method: str
+    path: str
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    auth: str = "tenant"
+    summary: str = ""
+    body: dict | None = None
+    response: dict | None = None
+    params: dict[str, str] = dataclasses.field(default_factory=dict)
+    tag: str = ""
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {"code", "message", ...}}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+    def to_response(self) -> web.Response:
+        error = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            error["details"] = self.details
+        return json_response({"error": error}, status=self.status)
+
+
+def _default(obj):
+    # Decimal, dates, paths... are given as strings: JSON has no money type.
+    return str(obj)
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, default=_default, separators=(",", ":"))
+
+
+def json_response(obj, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.Response(text=dumps(obj), status=status, content_type="application/json", headers=headers)
+
+
+async def read_json(request: web.Request, required: bool = True) -> dict:
+    """The request body as a JSON object; 400/413 ApiErrors otherwise."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, "body_too_large", f"body exceeds {request.app['max_body']} bytes")
+    if not raw.strip():
+        if required:
+            raise ApiError(400, "invalid_json", "a JSON object body is required")
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}")
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "body must be a JSON object")
+    return body
+
+
+def require_tenant(request: web.Request) -> str:
+    """The tenant a request acts for. The admin token names one explicitly."""
+    tenant = request.get("tenant")
+    if tenant:
+        return tenant
+    raise ApiError(400, "tenant_required",
+                   "the admin token acts for a tenant only when the Tierd-Tenant header or ?tenant= names it")
+
+
+def tenant_scope(request: web.Request) -> str | None:
+    """Tenant to filter on: the caller's tenant, or None (all) for the bare admin token."""
+    return request.get("tenant")
+
+
+def page_params(request: web.Request, default: int = 50, maximum: int = 500) -> tuple[int, str | None]:
+    """``?limit=`` and the decoded ``?cursor=`` (None on the first page)."""
+    raw_limit = request.query.get("limit", str(default))
+    try:
+        limit = int(raw_limit)
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", f"limit must be an integer, got {raw_limit!r}")
+    if not 1 <= limit <= maximum:
+        raise ApiError(400, "invalid_parameter", f"limit must be between 1 and {maximum}")
+    cursor = request.query.get("cursor")
+    if cursor:
+        try:
+            cursor = base64.urlsafe_b64decode(cursor.encode() + b"==").decode()
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
+    return limit, cursor or None
+
+
+def encode_cursor(value) -> str:
+    return base64.urlsafe_b64encode(str(value).encode()).decode().rstrip("=")
+
+
+def page(items: list, limit: int, cursor_of: Callable[[Any], Any]) -> dict:
+    """Cut ``items`` (fetched with ``limit + 1``) into a page with ``next_cursor``."""
+    more = len(items) > limit
+    items = items[:limit]
+    return {"data": items, "next_cursor": encode_cursor(cursor_of(items[-1])) if more and items else None}

@@ -1,0 +1,294 @@
+"""The ``tierd`` command line. Plugins add their groups through ``tierd_cli``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import sys
+
+import click
+
+from tierd import __version__
+from tierd.core import tenants as tenant_store
+from tierd.core.cli_helpers import CliContext, json_option, pass_cli
+from tierd.core.config import ConfigError
+from tierd.core.logs import setup_logging
+from tierd.core.plugins import make_plugin_manager
+
+
+@click.group()
+@click.option("--config", "config_path", metavar="PATH", envvar=None,
+              help="Configuration file (default: $TIERD_CONFIG, ./config/tierd.yaml, /etc/tierd/tierd.yaml).")
+@click.pass_context
+def cli(ctx, config_path):
+    """tierd: webhooks, notifications, reconciliation and reports in one daemon."""
+    ctx.obj = CliContext(config_path)
+
+
+@cli.command()
+@pass_cli
+def run(cli_ctx):
+    """Run the daemon in the foreground (systemd runs exactly this)."""
+    from tierd.core.daemon import serve
+
+    try:
+        pm, registries, config = cli_ctx.load()
+    except click.ClickException as exc:
+        setup_logging()
+        click.echo(f"tierd: refusing to start: {exc.message}", err=True)
+        sys.exit(1)
+    setup_logging(config["logging"]["level"], config["logging"]["format"])
+    sys.exit(asyncio.run(serve(pm, registries, config)))
+
+
+@cli.command("check-config")
+@json_option
+@pass_cli
+def check_config(cli_ctx, as_json):
+    """Validate the configuration; print every error at once."""
+    from tierd.core.daemon import prepare
+
+    path = cli_ctx.config_path
+    try:
+        prepare(path)
+    except ConfigError as exc:
+        if as_json:
+            click.echo(json.dumps({"ok": False, "path": str(path) if path else None, "errors": exc.errors}, indent=2))
+        else:
+            for error in exc.errors:
+                click.echo(error, err=True)
+            click.echo(f"{len(exc.errors)} error(s)", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps({"ok": True, "path": str(path) if path else None, "errors": []}))
+    else:
+        click.echo(f"{path or '<built-in defaults>'}: OK")
+
+
+@cli.command()
+@json_option
+@pass_cli
+def plugins(cli_ctx, as_json):
+    """List loaded plugins, their versions, origins and hooks."""
+    from tierd.core.plugins import get_plugins
+
+    pm, registries, _ = cli_ctx.load()
+    info = get_plugins(pm)
+    if as_json:
+        cli_ctx.output(info, as_json=True)
+        return
+    for plugin in info:
+        click.echo(f"{plugin['name']} {plugin['version']} ({plugin['origin']})")
+        click.echo(f"  hooks: {', '.join(h.removeprefix('tierd_') for h in plugin['hooks'])}")
+    for kind in ("channels", "statement_importers", "report_generators", "report_exporters"):
+        names = sorted(getattr(registries, kind))
+        if names:
+            click.echo(f"{kind.replace('_', ' ')}: {', '.join(names)}")
+
+
+@cli.command()
+def version():
+    """Print the version."""
+    click.echo(f"tierd {__version__}")
+
+
+# --- database ---------------------------------------------------------------------------
+
+
+def _with_db(cli_ctx, fn, migrate: bool = True):
+    """Open the configured database, run ``fn(db)``, close it."""
+    from tierd.core.daemon import all_migrations
+    from tierd.core.storage import Database
+
+    pm, _, config = cli_ctx.load()
+
+    async def main():
+        db = await Database(config["storage"]["path"], config["storage"]["busy_timeout"]).open()
+        try:
+            if migrate:
+                await db.migrate(all_migrations(pm))
+            return await fn(db, pm)
+        finally:
+            await db.close()
+
+    try:
+        return asyncio.run(main())
+    except tenant_store.TenantError as exc:
+        raise click.ClickException(f"{exc.code}: {exc}")
+
+
+@cli.command()
+@json_option
+@pass_cli
+def migrate(cli_ctx, as_json):
+    """Apply pending database migrations."""
+    from tierd.core.daemon import all_migrations
+
+    applied = _with_db(cli_ctx, lambda db, pm: db.migrate(all_migrations(pm)), migrate=False)
+    if as_json:
+        cli_ctx.output([{"namespace": ns, "version": v} for ns, v in applied], as_json=True)
+    elif applied:
+        for ns, v in applied:
+            click.echo(f"applied {ns} {v}")
+    else:
+        click.echo("database is up to date")
+
+
+@cli.group()
+def db():
+    """Database status and backups."""
+
+
+@db.command("status")
+@json_option
+@pass_cli
+def db_status(cli_ctx, as_json):
+    """Show migrations applied and pending per namespace."""
+    from tierd.core.daemon import all_migrations
+
+    async def status(database, pm):
+        return await database.migration_status(all_migrations(pm))
+
+    rows = _with_db(cli_ctx, status, migrate=False)
+    if not as_json:
+        click.echo(f"database: {cli_ctx.config['storage']['path']}")
+    cli_ctx.output(rows, ["namespace", "applied", "available", "pending"], as_json)
+
+
+@db.command("backup")
+@click.argument("path")
+@pass_cli
+def db_backup(cli_ctx, path):
+    """Write a consistent copy of the database to PATH (safe while the daemon runs)."""
+    _with_db(cli_ctx, lambda database, pm: database.backup(path), migrate=False)
+    click.echo(f"backup written to {path}")
+
+
+# --- tenants and tokens -----------------------------------------------------------------
+
+
+def _ts(value):
+    return dt.datetime.fromtimestamp(value, dt.timezone.utc).strftime("%Y-%m-%d %H:%M") if value else None
+
+
+@cli.group()
+def tenants():
+    """Create and list tenants."""
+
+
+@tenants.command("create")
+@click.argument("name")
+@json_option
+@pass_cli
+def tenants_create(cli_ctx, name, as_json):
+    """Create tenant NAME."""
+    tenant = _with_db(cli_ctx, lambda db, pm: tenant_store.create_tenant(db, name))
+    cli_ctx.output(tenant, as_json=as_json) if as_json else click.echo(f"created tenant {name}")
+
+
+@tenants.command("list")
+@json_option
+@pass_cli
+def tenants_list(cli_ctx, as_json):
+    """List tenants."""
+    rows = _with_db(cli_ctx, lambda db, pm: tenant_store.list_tenants(db))
+    if not as_json:
+        rows = [r | {"created_at": _ts(r["created_at"])} for r in rows]
+    cli_ctx.output(rows, ["id", "active_tokens", "created_at"], as_json)
+
+
+@cli.group()
+def tokens():
+    """Create, list and revoke tenant API tokens."""
+
+
+@tokens.command("create")
+@click.option("--tenant", required=True)
+@click.option("--description", default="")
+@json_option
+@pass_cli
+def tokens_create(cli_ctx, tenant, description, as_json):
+    """Create a token for TENANT. It is printed once; only its hash is stored."""
+    token = _with_db(cli_ctx, lambda db, pm: tenant_store.create_token(db, tenant, description))
+    if as_json:
+        cli_ctx.output(token, as_json=True)
+    else:
+        click.echo(f"token {token['id']} for tenant {tenant} (shown once, store it now):", err=True)
+        click.echo(token["token"])
+
+
+@tokens.command("list")
+@click.option("--tenant")
+@json_option
+@pass_cli
+def tokens_list(cli_ctx, tenant, as_json):
+    """List tokens (never the tokens themselves)."""
+    rows = _with_db(cli_ctx, lambda db, pm: tenant_store.list_tokens(db, tenant))
+    if not as_json:
+        rows = [r | {"created_at": _ts(r["created_at"]), "revoked_at": _ts(r["revoked_at"])} for r in rows]
+    cli_ctx.output(rows, ["id", "tenant", "description", "created_at", "revoked_at"], as_json)
+
+
+@tokens.command("revoke")
+@click.argument("token_id")
+@pass_cli
+def tokens_revoke(cli_ctx, token_id):
+    """Revoke token TOKEN_ID (takes effect within 5 seconds in a running daemon)."""
+    _with_db(cli_ctx, lambda db, pm: tenant_store.revoke_token(db, token_id))
+    click.echo(f"revoked {token_id}")
+
+
+# --- events -----------------------------------------------------------------------------
+
+
+@cli.group()
+def events():
+    """Publish and list events through the running daemon."""
+
+
+@events.command("publish")
+@click.option("--tenant", required=True)
+@click.option("--type", "type_", required=True, help="e.g. invoice.paid")
+@click.option("--data", default="{}", help="JSON object")
+@click.option("--id", "key", default=None, help="Idempotency key")
+@json_option
+@pass_cli
+def events_publish(cli_ctx, tenant, type_, data, key, as_json):
+    """Publish one event for TENANT."""
+    try:
+        payload = json.loads(data)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--data")
+    body = {"type": type_, "data": payload} | ({"id": key} if key else {})
+    cli_ctx.output(cli_ctx.api.post("/v1/events", body, tenant=tenant), as_json=as_json)
+
+
+@events.command("list")
+@click.option("--tenant")
+@click.option("--type", "type_", default=None)
+@click.option("--limit", default=50)
+@json_option
+@pass_cli
+def events_list(cli_ctx, tenant, type_, limit, as_json):
+    """List recent events."""
+    data = cli_ctx.api.get("/v1/events", tenant=tenant, params={"type": type_, "limit": limit})
+    cli_ctx.output(data["data"], ["id", "tenant", "type", "created_at"], as_json)
+
+
+@cli.command()
+@pass_cli
+def reload(cli_ctx):
+    """Ask the running daemon to reload its configuration."""
+    cli_ctx.api.post("/v1/admin/reload")
+    click.echo("configuration reloaded")
+
+
+def build_cli() -> click.Group:
+    pm = make_plugin_manager()
+    pm.hook.tierd_cli(cli=cli)
+    return cli
+
+
+def main():
+    build_cli()(prog_name="tierd")

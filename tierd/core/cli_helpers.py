@@ -1,0 +1,193 @@
+"""What CLI commands (core's and plugins') share: config, API client, output."""
+
+from __future__ import annotations
+
+import functools
+import http.client
+import json
+import socket
+import sys
+import urllib.parse
+from pathlib import Path
+
+import click
+
+from tierd.core.config import ConfigError, find_config_path
+
+
+class ApiClient:
+    """A small synchronous client for the running daemon's control API (admin token)."""
+
+    def __init__(self, listen: str, token: str | None, timeout: float = 60.0):
+        self.listen = listen
+        self.token = token
+        self.timeout = timeout
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self.listen.startswith("unix:"):
+            path = self.listen[len("unix:"):]
+            conn = http.client.HTTPConnection("localhost", timeout=self.timeout)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            sock.connect(path)
+            conn.sock = sock
+            return conn
+        host, _, port = self.listen.rpartition(":")
+        host = host.strip("[]")
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return http.client.HTTPConnection(host, int(port), timeout=self.timeout)
+
+    def request(self, method: str, path: str, json_body=None, tenant: str | None = None,
+                params: dict | None = None, body: bytes | None = None, content_type: str | None = None):
+        if params:
+            clean = {k: v for k, v in params.items() if v is not None}
+            if clean:
+                path += "?" + urllib.parse.urlencode(clean)
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if tenant:
+            headers["Tierd-Tenant"] = tenant
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            content_type = "application/json"
+        if content_type:
+            headers["Content-Type"] = content_type
+        try:
+            conn = self._connection()
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise click.ClickException(f"cannot reach the tierd daemon at {self.listen}: {exc} (is `tierd run` running?)")
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError:
+            data = {"raw": raw.decode(errors="replace")}
+        if response.status >= 400:
+            error = data.get("error", {}) if isinstance(data, dict) else {}
+            message = error.get("message", raw.decode(errors="replace")[:500])
+            details = error.get("details")
+            extra = ""
+            if details:
+                extra = "\n" + "\n".join(f"  {d}" for d in details) if isinstance(details, list) else f"\n  {details}"
+            raise click.ClickException(f"{error.get('code', response.status)}: {message}{extra}")
+        return data
+
+    def get(self, path, tenant=None, params=None):
+        return self.request("GET", path, tenant=tenant, params=params)
+
+    def post(self, path, json=None, tenant=None, params=None):
+        return self.request("POST", path, json_body=json if json is not None else {}, tenant=tenant, params=params)
+
+    def put(self, path, json=None, tenant=None):
+        return self.request("PUT", path, json_body=json or {}, tenant=tenant)
+
+    def delete(self, path, tenant=None, params=None):
+        return self.request("DELETE", path, tenant=tenant, params=params)
+
+
+class CliContext:
+    def __init__(self, config_path: str | None):
+        self._config_path_arg = config_path
+        self._loaded = None
+
+    @property
+    def config_path(self) -> Path | None:
+        try:
+            return find_config_path(self._config_path_arg)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc))
+
+    def load(self):
+        """(plugin manager, registries, config); a bad config is a clean error."""
+        if self._loaded is None:
+            from tierd.core.daemon import prepare
+
+            try:
+                self._loaded = prepare(self.config_path)
+            except ConfigError as exc:
+                raise click.ClickException("invalid configuration:\n" + str(exc))
+        return self._loaded
+
+    @property
+    def config(self):
+        return self.load()[2]
+
+    @property
+    def api(self) -> ApiClient:
+        server = self.config["server"]
+        return ApiClient(server["listen"], server.get("admin_token"))
+
+    @staticmethod
+    def output(data, columns: list[str] | None = None, as_json: bool = False) -> None:
+        """Print ``data`` as JSON (for scripts) or as a readable table / key list."""
+        if as_json:
+            click.echo(json.dumps(data, indent=2, default=str))
+            return
+        if isinstance(data, dict):
+            width = max((len(k) for k in data), default=0)
+            for key, value in data.items():
+                if isinstance(value, (dict, list)):
+                    value = json.dumps(value, default=str)
+                click.echo(f"{key.ljust(width)}  {value}")
+            return
+        echo_table(data, columns)
+
+    @staticmethod
+    def progress(iterable=None, length=None, label="", as_json=False):
+        if as_json or not sys.stderr.isatty():
+            return _Quiet(iterable)
+        return click.progressbar(iterable, length=length, label=label, file=sys.stderr)
+
+
+class _Quiet:
+    """A progress bar that shows nothing (for --json and pipes)."""
+
+    def __init__(self, iterable):
+        self._iterable = iterable
+
+    def __enter__(self):
+        return self._iterable if self._iterable is not None else self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n):
+        pass
+
+
+def echo_table(rows: list[dict], columns: list[str] | None = None) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    columns = columns or list(rows[0].keys())
+
+    def cell(value) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value, default=str)
+        text = str(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    table = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for r in table:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+def pass_cli(fn):
+    """Give a command the CliContext as its first argument."""
+
+    @click.pass_context
+    @functools.wraps(fn)
+    def wrapper(ctx, *args, **kwargs):
+        return fn(ctx.find_object(CliContext), *args, **kwargs)
+
+    return wrapper
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")

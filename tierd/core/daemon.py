@@ -1,0 +1,237 @@
+"""The daemon: config, plugins, storage, bus, scheduler and API in one loop.
+
+Lifecycle (``tierd run``): load and validate the configuration, build the
+plugin manager, open and migrate the database, start plugins and consumers,
+listen, then tell systemd READY=1. SIGHUP reloads; SIGTERM/SIGINT stop
+gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import prometheus_client
+from aiohttp import web
+
+from tierd import __version__
+from tierd.core import systemd
+from tierd.core.clock import Clock
+from tierd.core.config import ConfigError, load_config
+from tierd.core.events import EventBus
+from tierd.core.plugins import call_async, get_plugins, make_plugin_manager
+from tierd.core.registry import collect_registries
+from tierd.core.scheduler import Job, apply_jobs, make_scheduler
+from tierd.core.storage import CORE_MIGRATIONS, Database
+from tierd.core.web_app import build_app
+
+log = logging.getLogger("tierd")
+
+
+def prepare(config_path: Path | None, env=None):
+    """Plugin manager, registries and validated config for ``config_path``.
+
+    Raises ConfigError. The plugin list depends on ``plugins.disabled`` in the
+    config, so a config that disables plugins is loaded twice.
+    """
+    kwargs = {} if env is None else {"env": env}
+    pm = make_plugin_manager()
+    registries = collect_registries(pm)
+    config = load_config(config_path, plugin_schemas(pm, registries), **kwargs)
+    disabled = config["plugins"]["disabled"]
+    if disabled:
+        pm = make_plugin_manager(disabled)
+        registries = collect_registries(pm)
+        config = load_config(config_path, plugin_schemas(pm, registries), **kwargs)
+    return pm, registries, config
+
+
+def plugin_schemas(pm, registries) -> dict:
+    schemas = {}
+    for result in pm.hook.tierd_config_schema(registries=registries):
+        schemas.update(result or {})
+    return schemas
+
+
+def all_migrations(pm) -> dict[str, list[str]]:
+    migrations = {"core": CORE_MIGRATIONS}
+    for result in reversed(pm.hook.tierd_migrations()):
+        migrations.update(result or {})
+    return migrations
+
+
+class Daemon:
+    def __init__(self, pm, registries, config, clock: Clock | None = None):
+        self.pm = pm
+        self.registries = registries
+        self.config = config
+        self.config_path = config.path
+        self.clock = clock or Clock()
+        self.metrics = prometheus_client.CollectorRegistry()
+        prometheus_client.ProcessCollector(registry=self.metrics)
+        self.db: Database | None = None
+        self.bus: EventBus | None = None
+        self.scheduler = make_scheduler()
+        self.stopping = asyncio.Event()
+        self.ready = False
+        self.not_ready_reason = "starting"
+        self.url: str | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._runner: web.AppRunner | None = None
+        self._tenants: set[str] = set()
+        self._reload_lock = asyncio.Lock()
+        self._events_accepted = prometheus_client.Counter(
+            "tierd_events_accepted", "Events accepted through the API or published by plugins",
+            registry=self.metrics)
+        self._consumer_lag = prometheus_client.Gauge(
+            "tierd_consumer_lag_events", "Events not yet processed by each consumer", ["consumer"],
+            registry=self.metrics)
+
+    # --- helpers for plugins --------------------------------------------------------
+
+    def spawn(self, coro, name: str | None = None) -> asyncio.Task:
+        """Run ``coro`` in the background; cancelled after the grace period on shutdown."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task):
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("background task %s crashed", t.get_name(), exc_info=t.exception())
+
+        task.add_done_callback(done)
+        return task
+
+    async def tenant_exists(self, tenant: str) -> bool:
+        if tenant in self._tenants:
+            return True
+        if await self.db.fetchone("SELECT 1 FROM tenants WHERE id=?", (tenant,)):
+            self._tenants.add(tenant)
+            return True
+        return False
+
+    def plugin_info(self) -> list[dict]:
+        return get_plugins(self.pm)
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        storage = self.config["storage"]
+        self.db = await Database(storage["path"], storage["busy_timeout"]).open()
+        self.not_ready_reason = "migrating"
+        await self.db.migrate(all_migrations(self.pm))
+        self.bus = EventBus(self.db, self.clock, on_publish=self._events_accepted.inc)
+        self.not_ready_reason = "starting plugins"
+        await call_async(self.pm.hook.tierd_startup, daemon=self)
+        for consumers in self.pm.hook.tierd_event_consumers(daemon=self):
+            for consumer in consumers or []:
+                self.spawn(self.bus.run_consumer(consumer, self.stopping), name=f"consumer:{consumer.name}")
+        self._apply_jobs()
+        self.scheduler.start()
+        routes = [r for result in self.pm.hook.tierd_routes(daemon=self) for r in (result or [])]
+        self._runner = web.AppRunner(build_app(self, routes), access_log=None,
+                                     shutdown_timeout=self.config["server"]["shutdown_grace"])
+        await self._runner.setup()
+        await self._listen(self.config["server"]["listen"])
+        interval = systemd.watchdog_interval()
+        if interval:
+            self.spawn(self._watchdog(interval), name="watchdog")
+        self.ready = True
+        self.not_ready_reason = ""
+        log.info("tierd %s ready on %s (database %s)", __version__, self.url, storage["path"])
+        systemd.notify(f"READY=1\nSTATUS=listening on {self.url}")
+
+    async def _listen(self, listen: str) -> None:
+        if listen.startswith("unix:"):
+            path = listen[len("unix:"):]
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            site = web.UnixSite(self._runner, path)
+            self.url = listen
+        else:
+            host, _, port = listen.rpartition(":")
+            host = host.strip("[]") or "127.0.0.1"
+            site = web.TCPSite(self._runner, host, int(port))
+        await site.start()
+        if not listen.startswith("unix:"):
+            sock = site._server.sockets[0]  # the real port when 0 was asked for
+            real_host, real_port = sock.getsockname()[:2]
+            self.url = f"http://{'[' + real_host + ']' if ':' in real_host else real_host}:{real_port}"
+
+    def _apply_jobs(self) -> None:
+        jobs = [Job("core.metrics", self._update_metrics, interval=5)]
+        for result in self.pm.hook.tierd_jobs(daemon=self):
+            jobs.extend(result or [])
+        apply_jobs(self.scheduler, jobs)
+
+    async def _update_metrics(self) -> None:
+        for name, lag in (await self.bus.lag()).items():
+            self._consumer_lag.labels(name).set(lag)
+
+    async def _watchdog(self, interval: float) -> None:
+        # Pinged from the loop itself: a blocked loop stops the pings.
+        while not self.stopping.is_set():
+            systemd.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    async def stop(self) -> None:
+        log.info("stopping")
+        systemd.notify("STOPPING=1")
+        self.ready = False
+        self.not_ready_reason = "stopping"
+        if self._runner is not None:
+            await self._runner.cleanup()  # stops accepting, lets in-flight requests finish
+        self.stopping.set()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        await call_async(self.pm.hook.tierd_shutdown, daemon=self)
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=self.config["server"]["shutdown_grace"])
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self.db is not None:
+            await self.db.close()
+        log.info("stopped")
+
+    async def reload(self) -> tuple[bool, list[str]]:
+        """Validate the config file again and switch to it; keep the old one on error."""
+        async with self._reload_lock:
+            systemd.reloading()
+            try:
+                try:
+                    config = load_config(self.config_path, plugin_schemas(self.pm, self.registries))
+                except ConfigError as exc:
+                    for error in exc.errors:
+                        log.error("reload refused: %s", error)
+                    return False, list(exc.errors)
+                if config["plugins"]["disabled"] != self.config["plugins"]["disabled"]:
+                    log.warning("plugins.disabled changed: restart tierd to apply it")
+                self.config = config
+                await call_async(self.pm.hook.tierd_config_reloaded, daemon=self, config=config)
+                self._apply_jobs()
+                log.info("configuration reloaded from %s", self.config_path or "<defaults>")
+                return True, []
+            finally:
+                systemd.notify("READY=1")
+
+
+async def serve(pm, registries, config) -> int:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
+    loop = asyncio.get_running_loop()
+    daemon = Daemon(pm, registries, config)
+    stop = asyncio.Event()
+    # Handlers go in before READY=1, so an early SIGHUP cannot kill us.
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: daemon.spawn(daemon.reload(), name="reload"))
+    try:
+        await daemon.start()
+    except Exception as exc:
+        log.error("startup failed: %s", exc, exc_info=not isinstance(exc, OSError))
+        await daemon.stop()
+        return 1
+    await stop.wait()
+    await daemon.stop()
+    return 0

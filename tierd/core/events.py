@@ -1,0 +1,225 @@
+"""The event bus: a durable log in SQLite with a stored cursor per consumer.
+
+``publish`` answers only after the event row is committed. Concurrent
+publishers are committed together in one transaction (group commit): one
+fsync for many events is what makes durable intake fast. Each consumer reads
+the log from its own cursor and moves the cursor only after its handler
+returned, so it sees every event at least once, in order, across crashes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import re
+import secrets
+import time
+from typing import Awaitable, Callable
+
+from tierd.core.clock import iso
+
+log = logging.getLogger("tierd.events")
+
+TYPE_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    seq: int
+    id: str
+    tenant: str
+    type: str
+    data: dict
+    created_at: str
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "tenant": self.tenant, "type": self.type,
+                "data": self.data, "created_at": self.created_at}
+
+
+@dataclasses.dataclass
+class Consumer:
+    """A durable subscriber to the bus (see ``tierd_event_consumers``)."""
+
+    name: str
+    handle: Callable[[list[Event]], Awaitable[None]]
+    types: list[str] = dataclasses.field(default_factory=lambda: ["*"])
+    batch_size: int = 200
+
+
+def type_matches(pattern: str, event_type: str) -> bool:
+    """``*`` matches all; ``invoice.*`` matches ``invoice.paid`` and deeper; else exact."""
+    if pattern == "*":
+        return True
+    if pattern.endswith(".*"):
+        return event_type.startswith(pattern[:-1])
+    return pattern == event_type
+
+
+def new_event_id() -> str:
+    return "evt_" + secrets.token_urlsafe(16)
+
+
+def _row_to_event(row) -> Event:
+    return Event(row["seq"], row["id"], row["tenant_id"], row["type"],
+                 json.loads(row["data"]), iso(row["created_at"]))
+
+
+class EventBus:
+    def __init__(self, db, clock, on_publish=None):
+        self.db = db
+        self.clock = clock
+        #: Called with the number of new events after each commit (metrics).
+        self.on_publish = on_publish
+        self._pending: list[tuple[tuple, asyncio.Future]] = []
+        self._flushing = False
+        self._wakeups: list[asyncio.Event] = []
+        self.published = 0
+
+    # --- publishing -------------------------------------------------------------
+
+    async def publish(self, tenant: str, type: str, data: dict, key: str | None = None) -> Event:
+        """Store an event durably and return it."""
+        event, _created = await self.publish_ex(tenant, type, data, key)
+        return event
+
+    async def publish_ex(self, tenant: str, type: str, data: dict, key: str | None = None) -> tuple[Event, bool]:
+        """Like ``publish``; also says whether the event is new (False: same key seen)."""
+        if not TYPE_RE.match(type):
+            raise ValueError(f"event type {type!r} is not dotted lowercase")
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append(((tenant, type, data, key), future))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                # Yield once so that requests arriving together share a commit.
+                await asyncio.sleep(0)
+                batch, self._pending = self._pending, []
+                try:
+                    results = await self._insert(batch)
+                except Exception as exc:  # the whole batch failed: nothing was stored
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for (_, fut), result in zip(batch, results):
+                    if not fut.done():
+                        fut.set_result(result)
+                self._wake()
+        finally:
+            self._flushing = False
+
+    async def _insert(self, batch) -> list[tuple[Event, bool]]:
+        results = []
+        seen: dict[tuple[str, str], Event] = {}
+        now = self.clock.time()
+        async with self.db.transaction() as tx:
+            for (tenant, type_, data, key), _ in batch:
+                if key is not None:
+                    if (tenant, key) in seen:
+                        results.append((seen[(tenant, key)], False))
+                        continue
+                    row = await tx.fetchone(
+                        "SELECT * FROM events WHERE tenant_id=? AND idempotency_key=?", (tenant, key))
+                    if row is not None:
+                        results.append((_row_to_event(row), False))
+                        continue
+                event_id = new_event_id()
+                cur = await tx.execute(
+                    "INSERT INTO events(id, tenant_id, type, data, idempotency_key, created_at)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (event_id, tenant, type_, json.dumps(data, separators=(",", ":")), key, now))
+                event = Event(cur.lastrowid, event_id, tenant, type_, data, iso(now))
+                if key is not None:
+                    seen[(tenant, key)] = event
+                results.append((event, True))
+        created = sum(1 for _, new in results if new)
+        self.published += created
+        if self.on_publish is not None:
+            self.on_publish(created)
+        return results
+
+    def _wake(self) -> None:
+        for wakeup in self._wakeups:
+            wakeup.set()
+
+    # --- reading ----------------------------------------------------------------
+
+    async def get(self, tenant: str | None, event_id: str) -> Event | None:
+        sql, params = "SELECT * FROM events WHERE id=?", [event_id]
+        if tenant is not None:
+            sql += " AND tenant_id=?"
+            params.append(tenant)
+        row = await self.db.fetchone(sql, params)
+        return _row_to_event(row) if row else None
+
+    async def list(self, tenant: str | None, after_seq: int, limit: int, type_pattern: str | None = None) -> list[Event]:
+        sql, params = "SELECT * FROM events WHERE seq>?", [after_seq]
+        if tenant is not None:
+            sql += " AND tenant_id=?"
+            params.append(tenant)
+        sql += " ORDER BY seq DESC LIMIT ?" if after_seq < 0 else " ORDER BY seq LIMIT ?"
+        params.append(limit)
+        events = [_row_to_event(r) for r in await self.db.fetchall(sql, params)]
+        return [e for e in events if type_pattern is None or type_matches(type_pattern, e.type)]
+
+    # --- consuming ---------------------------------------------------------------
+
+    async def run_consumer(self, consumer: Consumer, stopping: asyncio.Event) -> None:
+        """Feed ``consumer`` from its cursor until ``stopping`` is set."""
+        wakeup = asyncio.Event()
+        self._wakeups.append(wakeup)
+        backoff = 0.5
+        try:
+            row = await self.db.fetchone("SELECT last_seq FROM consumer_cursors WHERE name=?", (consumer.name,))
+            cursor = row["last_seq"] if row else 0
+            while not stopping.is_set():
+                wakeup.clear()
+                rows = await self.db.fetchall(
+                    "SELECT * FROM events WHERE seq>? ORDER BY seq LIMIT ?", (cursor, consumer.batch_size))
+                if not rows:
+                    await _wait_any(wakeup, stopping, timeout=1.0)
+                    continue
+                events = [_row_to_event(r) for r in rows]
+                wanted = [e for e in events if any(type_matches(p, e.type) for p in consumer.types)]
+                try:
+                    if wanted:
+                        await consumer.handle(wanted)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("consumer %s failed on events %d..%d; retrying in %.1fs",
+                                  consumer.name, events[0].seq, events[-1].seq, backoff)
+                    await _wait_any(stopping, timeout=backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                backoff = 0.5
+                cursor = events[-1].seq
+                await self.db.execute(
+                    "INSERT INTO consumer_cursors(name, last_seq, updated_at) VALUES (?,?,?)"
+                    " ON CONFLICT(name) DO UPDATE SET last_seq=excluded.last_seq, updated_at=excluded.updated_at",
+                    (consumer.name, cursor, time.time()))
+        finally:
+            self._wakeups.remove(wakeup)
+
+    async def lag(self) -> dict[str, int]:
+        """Events not yet consumed, per consumer (for /metrics and `tierd db status`)."""
+        top = await self.db.fetchone("SELECT COALESCE(MAX(seq), 0) AS m FROM events")
+        rows = await self.db.fetchall("SELECT name, last_seq FROM consumer_cursors")
+        return {r["name"]: top["m"] - r["last_seq"] for r in rows}
+
+
+async def _wait_any(*events: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

@@ -1,0 +1,96 @@
+"""The plugin manager: built-ins and third-party plugins, loaded the same way.
+
+Set ``TIERD_TRACE_HOOKS=1`` to log every hook call with its arguments and
+results (as datasette does): the cheapest way to see what a plugin does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import os
+
+import pluggy
+
+from tierd.core import hookspecs
+
+hookimpl = pluggy.HookimplMarker("tierd")
+
+#: Built-in modules, registered exactly like entry points of the "tierd" group.
+DEFAULT_PLUGINS = (
+    "tierd.plugins.webhooks",
+    "tierd.plugins.notifications",
+    "tierd.plugins.reconciliation",
+)
+
+log = logging.getLogger("tierd.plugins")
+
+
+def make_plugin_manager(disabled: list[str] | tuple = (), load_entrypoints: bool = True,
+                        builtins: tuple = DEFAULT_PLUGINS) -> pluggy.PluginManager:
+    """Build a fresh plugin manager (one per daemon or test, never global).
+
+    ``disabled`` holds plugin names (``webhooks`` or ``tierd.plugins.webhooks``
+    for built-ins, the entry-point name for third parties).
+    """
+    pm = pluggy.PluginManager("tierd")
+    pm.add_hookspecs(hookspecs)
+    blocked = set(disabled)
+    for name in builtins:
+        short = name.rsplit(".", 1)[-1]
+        if name in blocked or short in blocked:
+            pm.set_blocked(name)
+            continue
+        module = importlib.import_module(name)
+        pm.register(module, name=name)
+    for name in blocked:
+        pm.set_blocked(name)
+    if load_entrypoints:
+        pm.load_setuptools_entrypoints("tierd")
+    # A misspelt hookimpl name fails loudly instead of silently doing nothing.
+    pm.check_pending()
+    if os.environ.get("TIERD_TRACE_HOOKS"):
+        _trace(pm)
+    return pm
+
+
+def _trace(pm: pluggy.PluginManager) -> None:
+    def before(hook_name, impls, kwargs):
+        log.debug("hook %s(%s) -> %s", hook_name, ", ".join(kwargs), [i.plugin_name for i in impls])
+
+    def after(outcome, hook_name, impls, kwargs):
+        log.debug("hook %s returned %r", hook_name, outcome.get_result() if not outcome.exception else outcome.exception)
+
+    pm.add_hookcall_monitoring(before, after)
+
+
+async def await_me_maybe(value):
+    """Await ``value`` if it is awaitable (hooks may be sync or async)."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+async def call_async(hook, **kwargs) -> list:
+    """Call a hook and await every awaitable result, in registration order."""
+    return [await await_me_maybe(r) for r in hook(**kwargs)]
+
+
+def get_plugins(pm: pluggy.PluginManager) -> list[dict]:
+    """Name, version, origin and implemented hooks of every loaded plugin."""
+    dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+    out = []
+    for plugin in pm.get_plugins():
+        name = pm.get_name(plugin)
+        dist = dists.get(id(plugin))
+        if dist is not None:
+            origin, version = f"entry point ({dist.project_name})", dist.version
+        else:
+            from tierd import __version__
+
+            origin, version = "built-in", __version__
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        out.append({"name": name, "version": version, "origin": origin,
+                    "module": getattr(plugin, "__name__", repr(plugin)), "hooks": hooks})
+    return sorted(out, key=lambda p: (p["origin"] != "built-in", p["name"]))

@@ -1,0 +1,64 @@
+"""Timers. One APScheduler AsyncIOScheduler, memory job store only.
+
+A job only wakes code up; the database says what work there is. Jobs are
+rebuilt from the configuration at every start and reload, with stable ids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Awaitable, Callable
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+log = logging.getLogger("tierd.scheduler")
+
+
+@dataclasses.dataclass
+class Job:
+    """An interval (seconds) or cron (5 fields) timer calling an async function."""
+
+    id: str
+    func: Callable[[], Awaitable[None]]
+    interval: float | None = None
+    cron: str | None = None
+    timezone: str = "UTC"
+
+    def trigger(self):
+        if self.cron:
+            return CronTrigger.from_crontab(self.cron, timezone=self.timezone)
+        if self.interval:
+            return IntervalTrigger(seconds=self.interval)
+        raise ValueError(f"job {self.id!r} needs interval or cron")
+
+
+def make_scheduler() -> AsyncIOScheduler:
+    # The default misfire grace of 1 s silently drops late runs on a busy
+    # loop; coalescing keeps a long-missed job from running many times.
+    scheduler = AsyncIOScheduler(
+        timezone="UTC",
+        job_defaults={"misfire_grace_time": 300, "coalesce": True, "max_instances": 1},
+    )
+
+    def listener(event):
+        if event.code == EVENT_JOB_MISSED:
+            log.warning("scheduled job %s missed its run at %s", event.job_id, event.scheduled_run_time)
+        elif event.exception is not None:
+            log.error("scheduled job %s failed: %r", event.job_id, event.exception)
+
+    scheduler.add_listener(listener, EVENT_JOB_MISSED | EVENT_JOB_ERROR)
+    return scheduler
+
+
+def apply_jobs(scheduler: AsyncIOScheduler, jobs: list[Job]) -> None:
+    """Make the scheduler's jobs exactly ``jobs`` (add, replace, remove)."""
+    wanted = {job.id for job in jobs}
+    for existing in scheduler.get_jobs():
+        if existing.id not in wanted:
+            existing.remove()
+    for job in jobs:
+        scheduler.add_job(job.func, job.trigger(), id=job.id, name=job.id, replace_existing=True)

@@ -1,0 +1,214 @@
+"""Embedded storage: one SQLite file in WAL mode, with numbered migrations.
+
+One writer connection serialised by an asyncio lock (SQLite has one writer
+anyway) and one reader connection, so reads never wait for a write
+transaction. SQL lives in each plugin's ``store.py``; this module only runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import aiosqlite
+
+log = logging.getLogger("tierd.storage")
+
+CORE_MIGRATIONS = [
+    # 1: tenants, tokens and the event log with its consumer cursors.
+    """
+    CREATE TABLE tenants (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        token_hash TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        tenant_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        data TEXT NOT NULL,
+        idempotency_key TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX events_idempotency ON events(tenant_id, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX events_tenant_time ON events(tenant_id, created_at);
+    CREATE TABLE consumer_cursors (
+        name TEXT PRIMARY KEY,
+        last_seq INTEGER NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
+]
+
+
+class Transaction:
+    """The handle given inside ``async with db.transaction()``."""
+
+    def __init__(self, conn: aiosqlite.Connection):
+        self._conn = conn
+
+    async def execute(self, sql: str, params=()):
+        return await self._conn.execute(sql, params)
+
+    async def executemany(self, sql: str, seq):
+        return await self._conn.executemany(sql, seq)
+
+    async def executescript(self, sql: str):
+        return await self._conn.executescript(sql)
+
+    async def fetchall(self, sql: str, params=()) -> list[sqlite3.Row]:
+        return list(await self._conn.execute_fetchall(sql, params))
+
+    async def fetchone(self, sql: str, params=()) -> sqlite3.Row | None:
+        rows = await self._conn.execute_fetchall(sql, params)
+        return rows[0] if rows else None
+
+
+class Database:
+    def __init__(self, path: str | Path, busy_timeout: float = 5.0):
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> "Database":
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                # Created 0600 before SQLite touches it: it holds secrets.
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self._writer = await self._connect()
+        await self._writer.execute("PRAGMA journal_mode=WAL")
+        self._reader = await self._connect()
+        return self
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        await conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        # NORMAL is durable in WAL mode across process crashes (kill -9);
+        # only an OS crash or power loss can lose the last commits.
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    async def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    # --- reads ---------------------------------------------------------------
+
+    async def fetchall(self, sql: str, params=()) -> list[sqlite3.Row]:
+        return list(await self._reader.execute_fetchall(sql, params))
+
+    async def fetchone(self, sql: str, params=()) -> sqlite3.Row | None:
+        rows = await self._reader.execute_fetchall(sql, params)
+        return rows[0] if rows else None
+
+    # --- writes --------------------------------------------------------------
+
+    async def execute(self, sql: str, params=()):
+        async with self._lock:
+            return await self._writer.execute(sql, params)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self):
+        async with self._lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield Transaction(self._writer)
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            else:
+                await self._writer.execute("COMMIT")
+
+    # --- migrations ------------------------------------------------------------
+
+    async def migration_status(self, migrations: dict[str, list[str]]) -> list[dict]:
+        """For each namespace: applied and available migration numbers."""
+        await self._ensure_migrations_table()
+        applied = {}
+        for row in await self.fetchall("SELECT namespace, MAX(version) AS v FROM schema_migrations GROUP BY namespace"):
+            applied[row["namespace"]] = row["v"]
+        return [
+            {"namespace": ns, "applied": applied.get(ns, 0), "available": len(scripts),
+             "pending": max(0, len(scripts) - applied.get(ns, 0))}
+            for ns, scripts in migrations.items()
+        ]
+
+    async def migrate(self, migrations: dict[str, list[str]]) -> list[tuple[str, int]]:
+        """Apply every migration not yet recorded; each in its own transaction."""
+        await self._ensure_migrations_table()
+        done = []
+        for status in await self.migration_status(migrations):
+            ns = status["namespace"]
+            for version in range(status["applied"] + 1, status["available"] + 1):
+                script = migrations[ns][version - 1]
+                async with self.transaction() as tx:
+                    # executescript would COMMIT our transaction; run statements one by one.
+                    for statement in _split_sql(script):
+                        await tx.execute(statement)
+                    await tx.execute(
+                        "INSERT INTO schema_migrations(namespace, version, applied_at) VALUES (?,?,?)",
+                        (ns, version, time.time()),
+                    )
+                log.info("applied migration %s %d", ns, version)
+                done.append((ns, version))
+        return done
+
+    async def _ensure_migrations_table(self) -> None:
+        await self.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " namespace TEXT NOT NULL, version INTEGER NOT NULL, applied_at REAL NOT NULL,"
+            " PRIMARY KEY (namespace, version))"
+        )
+
+    # --- backup ------------------------------------------------------------------
+
+    async def backup(self, target: str | Path) -> None:
+        """A consistent copy of the live database (SQLite's online backup API)."""
+        target = Path(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".partial")
+        if tmp.exists():
+            tmp.unlink()
+        os.close(os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600))
+        dest = await aiosqlite.connect(tmp)
+        try:
+            await self._reader.backup(dest)
+        finally:
+            await dest.close()
+        os.replace(tmp, target)
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration script into complete statements (triggers included)."""
+    statements, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                statements.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        statements.append(buf.strip())
+    return statements

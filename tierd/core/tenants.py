@@ -1,0 +1,83 @@
+"""Tenants and their API tokens. Only a SHA-256 of each token is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+TOKEN_PREFIX = "tierd_"
+
+
+class TenantError(ValueError):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def create_tenant(db, name: str) -> dict:
+    if not NAME_RE.match(name or ""):
+        raise TenantError("invalid_tenant_name",
+                          "tenant names are 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit")
+    async with db.transaction() as tx:
+        if await tx.fetchone("SELECT 1 FROM tenants WHERE id=?", (name,)):
+            raise TenantError("tenant_exists", f"tenant {name!r} already exists")
+        now = time.time()
+        await tx.execute("INSERT INTO tenants(id, name, created_at) VALUES (?,?,?)", (name, name, now))
+    return {"id": name, "name": name, "created_at": now}
+
+
+async def ensure_tenant(db, name: str) -> None:
+    """Create the tenant if missing (for tenants named in the config)."""
+    await db.execute("INSERT OR IGNORE INTO tenants(id, name, created_at) VALUES (?,?,?)", (name, name, time.time()))
+
+
+async def list_tenants(db) -> list[dict]:
+    rows = await db.fetchall(
+        "SELECT t.id, t.name, t.created_at,"
+        " (SELECT COUNT(*) FROM tokens k WHERE k.tenant_id=t.id AND k.revoked_at IS NULL) AS active_tokens"
+        " FROM tenants t ORDER BY t.id")
+    return [dict(r) for r in rows]
+
+
+async def create_token(db, tenant: str, description: str = "") -> dict:
+    """A new token for ``tenant``. The token itself is returned once, never stored."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token_id = "tok_" + secrets.token_hex(6)
+    async with db.transaction() as tx:
+        if not await tx.fetchone("SELECT 1 FROM tenants WHERE id=?", (tenant,)):
+            raise TenantError("tenant_not_found", f"no tenant {tenant!r}")
+        await tx.execute(
+            "INSERT INTO tokens(id, tenant_id, token_hash, description, created_at) VALUES (?,?,?,?,?)",
+            (token_id, tenant, hash_token(token), description, time.time()))
+    return {"id": token_id, "tenant": tenant, "token": token, "description": description}
+
+
+async def list_tokens(db, tenant: str | None = None) -> list[dict]:
+    sql = "SELECT id, tenant_id AS tenant, description, created_at, revoked_at FROM tokens"
+    params = ()
+    if tenant:
+        sql, params = sql + " WHERE tenant_id=?", (tenant,)
+    return [dict(r) for r in await db.fetchall(sql + " ORDER BY created_at", params)]
+
+
+async def revoke_token(db, token_id: str) -> dict:
+    async with db.transaction() as tx:
+        row = await tx.fetchone("SELECT id, tenant_id, revoked_at FROM tokens WHERE id=?", (token_id,))
+        if row is None:
+            raise TenantError("token_not_found", f"no token {token_id!r}")
+        if row["revoked_at"] is None:
+            await tx.execute("UPDATE tokens SET revoked_at=? WHERE id=?", (time.time(), token_id))
+    return {"id": token_id, "tenant": row["tenant_id"], "revoked": True}
+
+
+async def tenant_for_token(db, token: str) -> str | None:
+    row = await db.fetchone(
+        "SELECT tenant_id FROM tokens WHERE token_hash=? AND revoked_at IS NULL", (hash_token(token),))
+    return row["tenant_id"] if row else None

@@ -1,0 +1,269 @@
+"""The control API application: middlewares, authentication, core routes.
+
+Every answer is JSON; every error is ``{"error": {"code", "message"}}`` with a
+stable code. Handlers never leak a stack trace: an unexpected exception is
+logged and answered as ``internal_error``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import time
+
+import prometheus_client
+from aiohttp import web
+
+from tierd.core import tenants
+from tierd.core.api import ApiError, Route, json_response, page, page_params, read_json, require_tenant, tenant_scope
+from tierd.core.events import TYPE_RE
+from tierd.core.openapi import build_openapi
+
+log = logging.getLogger("tierd.api")
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type"}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.to_response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        message = exc.reason if exc.status != 404 else f"no route {request.method} {request.path}"
+        if exc.status == 413:
+            message = f"body exceeds {request.app['max_body']} bytes"
+        return ApiError(exc.status, code, message).to_response()
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return ApiError(500, "internal_error", "internal error; see the daemon log").to_response()
+
+
+def host_guard(allowed_hosts: list[str], check: bool):
+    """Refuse foreign Host and Origin headers (DNS rebinding from a browser)."""
+    allowed = {h.lower() for h in allowed_hosts}
+
+    def host_ok(value: str) -> bool:
+        host = value.lower()
+        if host.startswith("["):
+            host = host[: host.find("]") + 1]
+        elif ":" in host:
+            host = host.rsplit(":", 1)[0]
+        return host in allowed
+
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        if check:
+            if not host_ok(request.host or ""):
+                raise ApiError(403, "host_not_allowed", f"Host {request.host!r} is not in server.allowed_hosts")
+            origin = request.headers.get("Origin")
+            if origin and origin != "null" and not host_ok(origin.split("://", 1)[-1]):
+                raise ApiError(403, "origin_not_allowed", "cross-origin requests are refused")
+            if origin == "null":
+                raise ApiError(403, "origin_not_allowed", "cross-origin requests are refused")
+        return await handler(request)
+
+    return middleware
+
+
+class Authenticator:
+    """Bearer tokens: the admin token from the config, or a tenant token (hashed in the DB)."""
+
+    CACHE_SECONDS = 5.0  # a revoked token stops working within this time, in every process
+
+    def __init__(self, daemon):
+        self.daemon = daemon
+        self._cache: dict[str, tuple[str | None, float]] = {}
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+    async def identify(self, request: web.Request) -> tuple[bool, str | None]:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthorized", "an Authorization: Bearer token is required")
+        token = token.strip()
+        admin = self.daemon.config["server"].get("admin_token")
+        if admin and hmac.compare_digest(token.encode(), admin.encode()):
+            return True, None
+        now = time.monotonic()
+        cached = self._cache.get(token)
+        if cached and cached[1] > now:
+            tenant = cached[0]
+        else:
+            tenant = await tenants.tenant_for_token(self.daemon.db, token)
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[token] = (tenant, now + self.CACHE_SECONDS)
+        if tenant is None:
+            raise ApiError(401, "unauthorized", "the token is not valid")
+        return False, tenant
+
+
+def with_auth(route: Route, auth: Authenticator):
+    handler = route.handler
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request):
+        if route.auth == "public":
+            return await handler(request)
+        is_admin, tenant = await auth.identify(request)
+        if route.auth == "admin" and not is_admin:
+            raise ApiError(403, "admin_only", "this route needs the admin token")
+        if is_admin:
+            tenant = request.headers.get("Tierd-Tenant") or request.query.get("tenant") or None
+        request["admin"] = is_admin
+        request["tenant"] = tenant
+        return await handler(request)
+
+    return wrapped
+
+
+def build_app(daemon, plugin_routes: list[Route]) -> web.Application:
+    server = daemon.config["server"]
+    max_body = server["max_body"]
+    on_unix = str(server["listen"]).startswith("unix:")
+    app = web.Application(
+        client_max_size=max_body,
+        middlewares=[error_middleware, host_guard(server["allowed_hosts"], check=not on_unix)],
+    )
+    app["daemon"] = daemon
+    app["max_body"] = max_body
+    auth = Authenticator(daemon)
+    app["auth"] = auth
+    routes = core_routes(daemon) + plugin_routes
+    seen = set()
+    for route in routes:
+        key = (route.method.upper(), route.path)
+        if key in seen:
+            raise ValueError(f"two plugins define {route.method} {route.path}")
+        seen.add(key)
+        app.router.add_route(route.method.upper(), route.path, with_auth(route, auth))
+    app["routes"] = routes
+    app["openapi"] = build_openapi(routes)
+    return app
+
+
+# --- core routes ---------------------------------------------------------------
+
+
+def core_routes(daemon) -> list[Route]:
+    async def healthz(request):
+        return json_response({"status": "ok"})
+
+    async def readyz(request):
+        if daemon.ready:
+            return json_response({"ready": True})
+        return json_response({"ready": False, "reason": daemon.not_ready_reason}, status=503)
+
+    async def metrics(request):
+        body = prometheus_client.generate_latest(daemon.metrics)
+        return web.Response(body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
+
+    async def openapi(request):
+        return json_response(request.app["openapi"])
+
+    async def post_event(request):
+        tenant = require_tenant(request)
+        body = await read_json(request)
+        unknown = set(body) - {"type", "data", "id"}
+        if unknown:
+            raise ApiError(400, "invalid_event", f"unknown field(s): {', '.join(sorted(unknown))}")
+        type_ = body.get("type")
+        if not isinstance(type_, str) or not TYPE_RE.match(type_) or len(type_) > 200:
+            raise ApiError(400, "invalid_event_type",
+                           "type must be a dotted lowercase name such as 'invoice.paid'")
+        data = body.get("data", {})
+        if not isinstance(data, dict):
+            raise ApiError(400, "invalid_event", "data must be a JSON object")
+        key = body.get("id")
+        if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 200):
+            raise ApiError(400, "invalid_event", "id must be a string of 1 to 200 characters")
+        if not await daemon.tenant_exists(tenant):
+            raise ApiError(404, "tenant_not_found", f"no tenant {tenant!r}")
+        event, created = await daemon.bus.publish_ex(tenant, type_, data, key)
+        return json_response(event.to_json(), status=202 if created else 200)
+
+    async def list_events(request):
+        tenant = tenant_scope(request)
+        limit, cursor = page_params(request)
+        after = int(cursor) if cursor and cursor.isdigit() else 0
+        events = await daemon.bus.list(tenant, after, limit + 1, request.query.get("type"))
+        return json_response(page([e.to_json() | {"seq": e.seq} for e in events], limit, lambda e: e["seq"]))
+
+    async def get_event(request):
+        event = await daemon.bus.get(tenant_scope(request), request.match_info["id"])
+        if event is None:
+            raise ApiError(404, "not_found", f"no event {request.match_info['id']}")
+        return json_response(event.to_json())
+
+    def tenant_call(fn):
+        async def call(*args):
+            try:
+                return await fn(daemon.db, *args)
+            except tenants.TenantError as exc:
+                status = 404 if exc.code.endswith("not_found") else 409 if exc.code == "tenant_exists" else 400
+                raise ApiError(status, exc.code, str(exc))
+        return call
+
+    async def admin_list_tenants(request):
+        return json_response({"data": await tenants.list_tenants(daemon.db)})
+
+    async def admin_create_tenant(request):
+        body = await read_json(request)
+        return json_response(await tenant_call(tenants.create_tenant)(body.get("name")), status=201)
+
+    async def admin_create_token(request):
+        body = await read_json(request, required=False)
+        token = await tenant_call(tenants.create_token)(request.match_info["tenant"], str(body.get("description", "")))
+        return json_response(token, status=201)
+
+    async def admin_list_tokens(request):
+        return json_response({"data": await tenants.list_tokens(daemon.db, request.match_info["tenant"])})
+
+    async def admin_revoke_token(request):
+        result = await tenant_call(tenants.revoke_token)(request.match_info["id"])
+        request.app["auth"].forget()
+        return json_response(result)
+
+    async def admin_reload(request):
+        ok, errors = await daemon.reload()
+        if not ok:
+            raise ApiError(422, "config_invalid", "the new configuration was refused; the old one keeps running",
+                           details=errors)
+        return json_response({"reloaded": True})
+
+    async def admin_plugins(request):
+        return json_response({"data": daemon.plugin_info()})
+
+    tag = "core"
+    return [
+        Route("GET", "/healthz", healthz, auth="public", summary="Liveness", tag=tag),
+        Route("GET", "/readyz", readyz, auth="public", summary="Ready after migrations and plugin startup", tag=tag),
+        Route("GET", "/metrics", metrics, auth="public", summary="Prometheus metrics", tag=tag),
+        Route("GET", "/v1/openapi.json", openapi, auth="public", summary="This API as OpenAPI 3", tag=tag),
+        Route("POST", "/v1/events", post_event, summary="Publish an event (202 new, 200 same id seen)", tag="events",
+              body={"type": "object", "required": ["type"], "properties": {
+                  "type": {"type": "string", "example": "invoice.paid"}, "data": {"type": "object"},
+                  "id": {"type": "string", "description": "idempotency key"}}}),
+        Route("GET", "/v1/events", list_events, summary="List events", tag="events",
+              params={"type": "type pattern, e.g. invoice.*"}),
+        Route("GET", "/v1/events/{id}", get_event, summary="One event", tag="events"),
+        Route("GET", "/v1/admin/tenants", admin_list_tenants, auth="admin", summary="List tenants", tag="admin"),
+        Route("POST", "/v1/admin/tenants", admin_create_tenant, auth="admin", summary="Create a tenant", tag="admin",
+              body={"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}),
+        Route("GET", "/v1/admin/tenants/{tenant}/tokens", admin_list_tokens, auth="admin",
+              summary="List a tenant's tokens", tag="admin"),
+        Route("POST", "/v1/admin/tenants/{tenant}/tokens", admin_create_token, auth="admin",
+              summary="Create a token (shown once)", tag="admin"),
+        Route("DELETE", "/v1/admin/tokens/{id}", admin_revoke_token, auth="admin", summary="Revoke a token", tag="admin"),
+        Route("POST", "/v1/admin/reload", admin_reload, auth="admin", summary="Reload the configuration", tag="admin"),
+        Route("GET", "/v1/admin/plugins", admin_plugins, auth="admin", summary="Loaded plugins", tag="admin"),
+    ]
