@@ -302,3 +302,22 @@ def shared_statements() -> Path:
     if not path.is_dir():
         pytest.skip("../shared/data/statements is not present")
     return path
+
+
+def install_example(folder: str, module: str) -> None:
+    """pip-install ``examples/FOLDER`` into this interpreter, as a user would.
+
+    No dependencies (tierd itself is already installed) and no build
+    isolation (the test environment has setuptools), so it works offline.
+    """
+    import importlib
+
+    try:
+        importlib.import_module(module)
+        return
+    except ImportError:
+        pass
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(ROOT / "examples" / folder)],
+        check=True, capture_output=True)
+    importlib.invalidate_caches()

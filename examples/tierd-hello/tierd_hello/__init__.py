@@ -1,0 +1,54 @@
+"""Example tierd plugin: counts events per tenant and type, and shows them."""
+
+import click
+
+from tierd.core.api import Route, json_response, require_tenant
+from tierd.core.cli_helpers import json_option, pass_cli
+from tierd.core.events import Consumer
+from tierd.core.plugins import hookimpl
+
+
+@hookimpl
+def tierd_migrations():
+    return {"hello": ["""
+        CREATE TABLE hello_seen (
+            tenant_id TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            PRIMARY KEY (tenant_id, event_id)
+        );
+    """]}
+
+
+@hookimpl
+def tierd_event_consumers(daemon):
+    async def handle(events):
+        # INSERT OR IGNORE: a re-delivered event is not counted twice.
+        async with daemon.db.transaction() as tx:
+            await tx.executemany(
+                "INSERT OR IGNORE INTO hello_seen(tenant_id, event_id, type) VALUES (?,?,?)",
+                [(e.tenant, e.id, e.type) for e in events])
+
+    return [Consumer("hello", handle)]
+
+
+@hookimpl
+def tierd_routes(daemon):
+    async def hello(request):
+        tenant = require_tenant(request)
+        rows = await daemon.db.fetchall(
+            "SELECT type, COUNT(*) AS n FROM hello_seen WHERE tenant_id=? GROUP BY type ORDER BY type", (tenant,))
+        return json_response({"tenant": tenant, "seen": {r["type"]: r["n"] for r in rows}})
+
+    return [Route("GET", "/v1/hello", hello, summary="Events seen by the hello plugin")]
+
+
+@hookimpl
+def tierd_cli(cli):
+    @cli.command("hello")
+    @click.option("--tenant", required=True)
+    @json_option
+    @pass_cli
+    def hello(cli_ctx, tenant, as_json):
+        """Show how many events of each type the hello plugin saw."""
+        cli_ctx.output(cli_ctx.api.get("/v1/hello", tenant=tenant)["seen"], as_json=as_json)
