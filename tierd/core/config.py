@@ -1,0 +1,372 @@
+"""Load tierd's one configuration file: find it, parse it, interpolate, validate.
+
+Every problem is reported at once, each as ``FILE:LINE: KEY.PATH: message``
+(see :class:`ConfigError`), so an admin fixes the file in one pass. To get
+line numbers the YAML is composed into PyYAML's node tree and the Python
+value is built from it by hand, recording where every key and list item sits.
+
+String values may refer to the environment and to files (for systemd
+credentials)::
+
+    password: ${SMTP_PASSWORD}                  # error if unset
+    from: ${SMTP_FROM:-tierd@localhost}         # default if unset or empty
+    token: ${file:/run/credentials/tierd.service/token}   # file content, trailing newline dropped
+    token: ${file:${CREDENTIALS_DIRECTORY}/token}
+    price: $$5                                  # a literal "$5"
+
+Interpolated values are always strings.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import yaml
+
+from tierd.core.schema import (
+    MISSING, Any, Duration, Enum, Field, Int, List, Obj, Reject, SchemaError, Str,
+    did_you_mean, show, validate,
+)
+
+__all__ = ["Config", "ConfigError", "CORE_SCHEMAS", "DEFAULT_LOCATIONS", "ListenAddress",
+           "find_config_path", "load_config"]
+
+DEFAULTS_LABEL = "<defaults>"
+DEFAULT_LOCATIONS = (Path("config/tierd.yaml"), Path("/etc/tierd/tierd.yaml"))
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``.errors`` holds one line per problem."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__(errors)
+        self.errors = list(errors)
+
+    def __str__(self) -> str:
+        return "\n".join(self.errors)
+
+
+class Config(dict):
+    """The validated configuration: one key per section, every section present.
+
+    ``path`` is the file it came from (None for built-in defaults);
+    ``source_lines`` maps key paths (tuples) to ``(line, column)``, 1-based.
+    """
+
+    def __init__(self, data=(), path: Path | None = None, source_lines: dict | None = None):
+        super().__init__(data)
+        self.path = path
+        self.source_lines = source_lines or {}
+
+
+# --- core sections ----------------------------------------------------------
+
+
+class ListenAddress(Field):
+    """Where the control API listens: ``HOST:PORT`` (``[::1]:8765`` for IPv6) or ``unix:/path``."""
+
+    type_name = "listen address"
+
+    def parse(self, value):
+        if not isinstance(value, str):
+            raise self.mismatch(value)
+        if value.startswith("unix:"):
+            if len(value) == len("unix:"):
+                raise Reject("unix: needs a socket path, e.g. unix:/run/tierd/api.sock")
+            return value
+        host, _, port = value.rpartition(":")
+        bare_ipv6 = ":" in host and not (host.startswith("[") and host.endswith("]"))
+        if not host or bare_ipv6 or not port.isdigit() or int(port) > 65535:
+            raise Reject(f"invalid listen address {value!r} (use HOST:PORT such as "
+                         "127.0.0.1:8765 or [::1]:8765, or unix:/path/to.sock)")
+        return value
+
+
+CORE_SCHEMAS: dict[str, Field] = {
+    "server": Obj({
+        "listen": ListenAddress(default="127.0.0.1:8765",
+                                doc="HOST:PORT or unix:/path/to.sock for the control API"),
+        "admin_token": Str(default=None, secret=True,
+                           doc="Token of the admin API; unset or empty disables it"),
+        "max_body": Int(default=262144, min=1, doc="Largest accepted request body, in bytes"),
+        "allowed_hosts": List(Str(min_len=1), default=["127.0.0.1", "localhost", "[::1]"],
+                              doc="Host header values accepted (DNS rebinding protection)"),
+        "shutdown_grace": Duration(default="10s", doc="Time given to work in flight on shutdown"),
+    }),
+    "storage": Obj({
+        "path": Str(default="./var/tierd.db", min_len=1, doc="SQLite database file"),
+        "busy_timeout": Duration(default="5s", doc="How long to wait for a locked database"),
+    }),
+    "logging": Obj({
+        "level": Enum(["DEBUG", "INFO", "WARNING", "ERROR"], default="INFO"),
+        "format": Enum(["text", "json"], default="text"),
+    }),
+    "plugins": Obj({
+        "disabled": List(Str(min_len=1), default=[], doc="Names of plugins not to load"),
+    }),
+}
+
+
+class _Sections(Obj):
+    """The top level of the file: one section per core module and plugin."""
+
+    def unknown_key_message(self, key) -> str:
+        hint = did_you_mean(key, self.fields) or " (no installed plugin declares it)"
+        return f"unknown section {key!r}{hint}"
+
+
+# --- finding and reading the file -------------------------------------------
+
+
+def find_config_path(cli_path: str | None = None, env: Mapping[str, str] = os.environ) -> Path | None:
+    """Return the file to load: ``--config``, ``$TIERD_CONFIG``, then the default locations.
+
+    None means no file: built-in defaults. A path given explicitly (option or
+    variable) must exist: silently falling back to defaults would hide a typo.
+    """
+    for given, origin in ((cli_path, "--config"), (env.get("TIERD_CONFIG"), "$TIERD_CONFIG")):
+        if given:
+            path = Path(given)
+            if not path.is_file():
+                reason = "is not a file" if path.exists() else "does not exist"
+                raise ConfigError([f"{path}: configuration file {reason} (given by {origin})"])
+            return path
+    return next((path for path in DEFAULT_LOCATIONS if path.is_file()), None)
+
+
+class _Interpolation(Exception):
+    """A ``${...}`` reference that cannot be resolved."""
+
+
+# `$$`, or `${...}` whose body may hold one level of nested `${...}`.
+_REFERENCE = re.compile(r"\$\$|\$\{((?:\$\{[^{}]*\}|[^{}])*)\}")
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _interpolate(text: str, env: Mapping[str, str], base_dir: Path) -> str:
+    """Replace ``$$``, ``${VAR}``, ``${VAR:-default}`` and ``${file:PATH}`` in text."""
+
+    def resolve(match: re.Match) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        expression = match.group(1)
+        if expression.startswith("file:"):
+            return _read_secret(base_dir / _interpolate(expression[5:], env, base_dir))
+        name, has_default, default = expression.partition(":-")
+        if not _VARIABLE.fullmatch(name):
+            raise _Interpolation(f"invalid reference ${{{expression}}} (write $$ for a literal $)")
+        value = env.get(name)
+        if has_default and not value:  # shell semantics: unset or empty
+            return _interpolate(default, env, base_dir)
+        if value is None:
+            raise _Interpolation(f"environment variable {name} is not set")
+        return value
+
+    return _REFERENCE.sub(resolve, text)
+
+
+def _read_secret(path: Path) -> str:
+    """The content of a secret file (e.g. a systemd credential), without the trailing newline."""
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise _Interpolation(f"cannot read secret file {path}: {reason}") from None
+
+
+class _Problem(NamedTuple):
+    """An error found while reading, with the line it belongs to (None: unknown)."""
+
+    line: int | None
+    text: str
+
+
+def _position(mark) -> tuple[int, int]:
+    return mark.line + 1, mark.column + 1
+
+
+class _YamlReader:
+    """Build the Python value of a YAML file from its node tree, recording positions.
+
+    Syntax errors abort (raise :class:`ConfigError`); errors in well-formed
+    YAML (duplicate keys, unresolvable ``${...}``) are collected in
+    ``problems`` so they are reported with the schema errors.
+    """
+
+    def __init__(self, label: str, env: Mapping[str, str], base_dir: Path):
+        self.label = label
+        self.env = env
+        self.base_dir = base_dir
+        self.lines: dict[tuple, tuple[int, int]] = {}
+        self.problems: list[_Problem] = []
+        self.failed_paths: set[tuple] = set()  # values already reported; skip their schema errors
+        self._checked_mappings: set[int] = set()
+
+    def read(self, data: bytes):
+        self.loader = yaml.SafeLoader(data)
+        try:
+            node = self.loader.get_single_node()
+            return {} if node is None else self._build(node, (), frozenset())
+        except yaml.MarkedYAMLError as exc:
+            raise ConfigError([self._syntax_error(exc)]) from None
+        except yaml.YAMLError as exc:  # e.g. undecodable bytes: no mark to point at
+            raise ConfigError([f"{self.label}: {exc}"]) from None
+        finally:
+            self.loader.dispose()
+
+    def _syntax_error(self, exc: yaml.MarkedYAMLError) -> str:
+        mark = exc.problem_mark or exc.context_mark
+        message = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.problem and exc.context_mark:
+            message += f" ({exc.context} at line {exc.context_mark.line + 1})"
+        line, column = _position(mark)
+        return f"{self.label}:{line}:{column}: {message}"
+
+    def _problem(self, node, path, message: str) -> None:
+        line = node.start_mark.line + 1
+        self.problems.append(_Problem(line, f"{self.label}:{line}: {SchemaError(path, message)}"))
+
+    def _build(self, node, path: tuple, active: frozenset):
+        if id(node) in active:  # an alias pointing at one of its own ancestors
+            self._problem(node, path, "recursive alias")
+            return None
+        active = active | {id(node)}
+        if isinstance(node, yaml.MappingNode):
+            return self._build_mapping(node, path, active)
+        if isinstance(node, yaml.SequenceNode):
+            items = []
+            for index, item in enumerate(node.value):
+                self.lines[path + (index,)] = _position(item.start_mark)
+                items.append(self._build(item, path + (index,), active))
+            return items
+        return self._build_scalar(node, path)
+
+    def _build_mapping(self, node, path: tuple, active: frozenset) -> dict:
+        if id(node) not in self._checked_mappings:  # an aliased mapping is checked once
+            self._checked_mappings.add(id(node))
+            self._check_duplicates(node, path)
+        self.loader.flatten_mapping(node)  # resolve `<<: *base` merge keys in place
+        result = {}
+        for key_node, value_node in node.value:  # merged keys first: explicit keys override
+            key = self._build_key(key_node, path)
+            if key is MISSING:
+                continue
+            self.lines[path + (key,)] = _position(key_node.start_mark)
+            result[key] = self._build(value_node, path + (key,), active)
+        return result
+
+    def _build_key(self, key_node, path: tuple):
+        """The Python key of a mapping entry, or MISSING (after reporting) if unusable."""
+        if not isinstance(key_node, yaml.ScalarNode):
+            self._problem(key_node, path, "mapping keys must be plain values, not lists or mappings")
+            return MISSING
+        try:
+            return self.loader.construct_object(key_node)
+        except yaml.MarkedYAMLError as exc:
+            self.problems.append(_Problem(exc.problem_mark.line + 1, self._syntax_error(exc)))
+            return MISSING
+
+    def _check_duplicates(self, node, path: tuple) -> None:
+        first_lines: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = self.loader.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in first_lines:
+                self._problem(key_node, path + (key,),
+                              f"duplicate key (first defined on line {first_lines[key]})")
+            else:
+                first_lines[key] = line
+
+    def _build_scalar(self, node, path: tuple):
+        try:
+            value = self.loader.construct_object(node)
+        except yaml.MarkedYAMLError as exc:  # e.g. an unknown tag such as !env
+            self.problems.append(_Problem(node.start_mark.line + 1, self._syntax_error(exc)))
+            self.failed_paths.add(path)
+            return None
+        if isinstance(value, str) and "$" in value:
+            try:
+                value = _interpolate(value, self.env, self.base_dir)
+            except _Interpolation as exc:
+                self._problem(node, path, str(exc))
+                self.failed_paths.add(path)
+        return value
+
+
+# --- validation -------------------------------------------------------------
+
+
+def _line_of(path: tuple, lines: dict) -> int | None:
+    """The line of the key at path, or of its nearest ancestor present in the file."""
+    for length in range(len(path), 0, -1):
+        if path[:length] in lines:
+            return lines[path[:length]][0]
+    return None
+
+
+def _disabled_plugins(raw: dict) -> list[str]:
+    """plugins.disabled from the raw file; [] if invalid (its errors are reported later)."""
+    clean, errors = validate(CORE_SCHEMAS["plugins"], raw.get("plugins") or MISSING)
+    return [] if errors else clean["disabled"]
+
+
+def _root_schema(plugin_schemas: Mapping[str, Field], disabled: list[str]) -> _Sections:
+    clashes = sorted(set(plugin_schemas) & set(CORE_SCHEMAS))
+    if clashes:
+        raise ValueError(f"plugin config sections clash with core sections: {', '.join(clashes)}")
+    sections = {**CORE_SCHEMAS, **plugin_schemas}
+    for name in disabled:
+        if name not in CORE_SCHEMAS:
+            # A disabled plugin may not even be installed: keep its section as written.
+            sections[name] = Any(default=None, doc="section of a disabled plugin, not validated")
+    return _Sections(sections)
+
+
+def load_config(path: Path | None, plugin_schemas: Mapping[str, Field],
+                env: Mapping[str, str] = os.environ) -> Config:
+    """Read, interpolate and validate the configuration file (None: built-in defaults).
+
+    ``plugin_schemas`` maps section names to schemas (from the
+    ``tierd_config_schema`` hook). Returns a :class:`Config` with every
+    section present and defaults filled in; raises :class:`ConfigError`
+    listing every problem, sorted by line.
+    """
+    label = str(path) if path is not None else DEFAULTS_LABEL
+    raw, reader = {}, None
+    if path is not None:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError([f"{label}: cannot read configuration file: {exc.strerror}"]) from None
+        reader = _YamlReader(label, env, path.parent)
+        raw = reader.read(data)
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{label}:1: the top level must be a mapping of sections "
+                           f"(server:, storage:, ...), got {show(raw)}"])
+
+    root = _root_schema(plugin_schemas, _disabled_plugins(raw))
+    # A section header whose keys are all commented out (`server:`) means "all defaults".
+    raw = {name: {} if value is None and isinstance(root.fields.get(name), Obj) else value
+           for name, value in raw.items()}
+    clean, errors = validate(root, raw)
+
+    lines = reader.lines if reader else {}
+    problems = list(reader.problems) if reader else []
+    for error in errors:
+        if reader and error.path in reader.failed_paths:
+            continue  # already reported as the reason the value is wrong
+        line = _line_of(error.path, lines)
+        where = f"{label}:{line}" if line is not None else label
+        problems.append(_Problem(line, f"{where}: {error}"))
+    if problems:
+        # Stable sort: file order first, then errors without a line (absent keys and sections).
+        problems.sort(key=lambda problem: (problem.line is None, problem.line or 0))
+        raise ConfigError([problem.text for problem in problems])
+    return Config(clean, path=path, source_lines=lines)

@@ -1,0 +1,600 @@
+"""A small declarative validator for configuration sections.
+
+Core and every plugin describe their config section with these field classes::
+
+    SCHEMA = Obj({
+        "timeout": Duration(default="15s", doc="Per attempt"),
+        "retry_schedule": List(Duration(), default=["0s", "5s", "5m"]),
+    })
+    value, errors = validate(SCHEMA, raw)
+
+Validation never stops at the first problem: every error is collected as a
+:class:`SchemaError` carrying the key path, so that an admin fixes a file in
+one pass. Clean values are plain Python (dicts, lists, str, int, float,
+``decimal.Decimal``, ``ipaddress`` networks) with defaults filled in.
+
+Writing a field: subclass :class:`Field`, set ``type_name`` and implement
+``parse(value)`` returning the clean value or raising :class:`Reject`.
+Containers override ``convert(value, path, errors)`` instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import decimal
+import difflib
+import ipaddress
+import math
+import re
+import zoneinfo
+from collections.abc import Callable, Iterable
+from typing import Any as AnyType
+from urllib.parse import urlsplit
+
+from apscheduler.triggers.cron import CronTrigger
+
+__all__ = [
+    "MISSING", "SchemaError", "Invalid", "Reject", "Field", "Str", "Int", "Float", "Bool",
+    "Decimal", "Duration", "Enum", "Cidr", "Url", "TimeZone", "Cron", "Any", "List", "Map",
+    "Obj", "OneOf", "validate", "describe", "format_path", "show", "did_you_mean",
+    "parse_duration",
+]
+
+Path = tuple  # of str keys and int list indexes
+
+
+class _Missing:
+    """Marks "no default": distinct from None, which is a legitimate default."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: AnyType = _Missing()
+
+
+def format_path(path: Path) -> str:
+    """Render a key path the way an admin reads it: ``webhooks.retry_schedule[2]``."""
+    text = ""
+    for part in path:
+        if isinstance(part, int) and not isinstance(part, bool):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+@dataclasses.dataclass(frozen=True)
+class SchemaError:
+    """One problem found in a value: where (key path) and what."""
+
+    path: Path
+    message: str
+
+    def __str__(self) -> str:
+        where = format_path(self.path)
+        return f"{where}: {self.message}" if where else self.message
+
+
+class Invalid(Exception):
+    """Raised by :meth:`Field.validate`; ``.errors`` lists every problem found."""
+
+    def __init__(self, errors: list[SchemaError]):
+        super().__init__("\n".join(map(str, errors)))
+        self.errors = errors
+
+
+class Reject(Exception):
+    """Raised by a field's ``parse()``: the value is wrong, the message says why."""
+
+
+def show(value: AnyType) -> str:
+    """Name a received value for an error message: its YAML type, and the value if scalar."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"string {value if len(value) <= 60 else value[:57] + '...'!r}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def did_you_mean(word: AnyType, candidates: Iterable) -> str:
+    """Return `` (did you mean 'x'?)`` for the closest candidate, or ``""``.
+
+    Case is ignored when comparing, so ``info`` suggests ``INFO``.
+    """
+    if not isinstance(word, str):
+        return ""
+    by_lower = {c.lower(): c for c in candidates if isinstance(c, str)}
+    match = difflib.get_close_matches(word.lower(), list(by_lower), n=1)
+    return f" (did you mean {by_lower[match[0]]!r}?)" if match else ""
+
+
+def _article(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
+
+
+def _check_range(value, low, high, fmt: Callable = str):
+    """Return value if it lies within [low, high] (either bound optional), else reject."""
+    if low is not None and value < low:
+        raise Reject(f"must be at least {fmt(low)}, got {fmt(value)}")
+    if high is not None and value > high:
+        raise Reject(f"must be at most {fmt(high)}, got {fmt(value)}")
+    return value
+
+
+class Field:
+    """Base of all fields.
+
+    ``default``: used when the key is absent (validated like a value from the
+    file, so ``Duration(default="10s")`` yields ``10.0``); ``required``: the
+    key must be present; ``nullable``: ``null`` is accepted (implied by
+    ``default=None``); ``doc``: one line for generated docs; ``secret``: the
+    value is never echoed in error messages.
+    """
+
+    type_name = "value"
+
+    def __init__(self, *, default=MISSING, required=False, nullable=False, doc="", secret=False):
+        self.default = default
+        self.required = required
+        self.nullable = nullable or default is None
+        self.doc = doc
+        self.secret = secret
+
+    def validate(self, value, path: Path = ()):
+        """Return the clean value, or raise :class:`Invalid` listing every error."""
+        errors: list[SchemaError] = []
+        clean = self.collect(value, tuple(path), errors)
+        if errors:
+            raise Invalid(errors)
+        return clean
+
+    def collect(self, value, path: Path, errors: list[SchemaError]):
+        """Validate value found at path; append errors; return the clean value (None if invalid)."""
+        if value is None:
+            if not self.nullable:
+                errors.append(SchemaError(path, f"expected {_article(self.type_name)}, got null"))
+            return None
+        return self.convert(value, path, errors)
+
+    def absent(self, path: Path, errors: list[SchemaError]):
+        """Return the value for a key missing from its mapping: the default, or None."""
+        if self.required:
+            errors.append(SchemaError(path, f"required key is missing ({_article(self.type_name)})"))
+            return None
+        if self.default is MISSING:
+            return None
+        # Deep copy: a mutable default must never be shared between configs.
+        return self.collect(copy.deepcopy(self.default), path, errors)
+
+    def convert(self, value, path: Path, errors: list[SchemaError]):
+        """Validate a non-null value. Scalars implement :meth:`parse` instead."""
+        try:
+            return self.parse(value)
+        except Reject as exc:
+            errors.append(SchemaError(path, str(exc)))
+            return None
+
+    def parse(self, value):
+        """Return the clean form of a non-null scalar or raise :class:`Reject`."""
+        raise NotImplementedError
+
+    def shown(self, value) -> str:
+        """:func:`show` the value, unless it is a secret."""
+        return f"{type(value).__name__} (value hidden)" if self.secret else show(value)
+
+    def mismatch(self, value) -> Reject:
+        """The error for a value of the wrong type."""
+        return Reject(f"expected {_article(self.type_name)}, got {self.shown(value)}")
+
+    def children(self) -> list[tuple[str, "Field"]]:
+        """Nested fields as (path suffix, field), for :func:`describe`."""
+        return []
+
+
+# --- scalars ----------------------------------------------------------------
+
+
+class Str(Field):
+    """A string, optionally with a minimum length, a regex (full match) or a set of choices."""
+
+    type_name = "string"
+
+    def __init__(self, *, min_len=0, pattern=None, choices=None, **options):
+        super().__init__(**options)
+        self.min_len = min_len
+        self.pattern = re.compile(pattern) if isinstance(pattern, str) else pattern
+        self.choices = tuple(choices) if choices is not None else None
+
+    def mismatch(self, value) -> Reject:
+        reject = super().mismatch(value)
+        if isinstance(value, (int, float, bool)):  # YAML read `1.0` or `yes` as a non-string
+            reject = Reject(f"{reject} (put it in quotes to make it a string)")
+        return reject
+
+    def parse(self, value):
+        if not isinstance(value, str):
+            raise self.mismatch(value)
+        if len(value) < self.min_len:
+            raise Reject("must not be empty" if self.min_len == 1
+                         else f"must be at least {self.min_len} characters long")
+        if self.pattern is not None and not self.pattern.fullmatch(value):
+            raise Reject(f"{self.shown(value)} does not match the pattern {self.pattern.pattern!r}")
+        if self.choices is not None and value not in self.choices:
+            raise Reject(f"expected one of {', '.join(map(repr, self.choices))}, "
+                         f"got {self.shown(value)}{did_you_mean(value, self.choices)}")
+        return value
+
+
+class Int(Field):
+    """An integer (booleans are not integers here), optionally bounded."""
+
+    type_name = "integer"
+
+    def __init__(self, *, min=None, max=None, **options):
+        super().__init__(**options)
+        self.min, self.max = min, max
+
+    def parse(self, value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.mismatch(value)
+        return _check_range(value, self.min, self.max)
+
+
+class Float(Field):
+    """A finite number (an integer is accepted), returned as float, optionally bounded."""
+
+    type_name = "number"
+
+    def __init__(self, *, min=None, max=None, **options):
+        super().__init__(**options)
+        self.min, self.max = min, max
+
+    def parse(self, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.mismatch(value)
+        if not math.isfinite(value):
+            raise Reject(f"must be a finite number, got {value}")
+        return _check_range(float(value), self.min, self.max)
+
+
+class Bool(Field):
+    """A YAML boolean (true/false, yes/no); strings and numbers are rejected."""
+
+    type_name = "boolean"
+
+    def parse(self, value):
+        if not isinstance(value, bool):
+            raise self.mismatch(value)
+        return value
+
+
+class Decimal(Field):
+    """An exact decimal number for money: returns ``decimal.Decimal``, never a float.
+
+    YAML reads ``0.1`` as a float; it is converted through ``str()`` so the
+    result is ``Decimal("0.1")``, not the binary approximation.
+    """
+
+    type_name = "decimal number"
+
+    def __init__(self, *, min=None, max=None, **options):
+        super().__init__(**options)
+        self.min = None if min is None else decimal.Decimal(str(min))
+        self.max = None if max is None else decimal.Decimal(str(max))
+
+    def parse(self, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str, decimal.Decimal)):
+            raise self.mismatch(value)
+        try:
+            number = decimal.Decimal(str(value).strip())
+        except decimal.InvalidOperation:
+            raise Reject(f"expected a decimal number such as 12.50, got {self.shown(value)}") from None
+        if not number.is_finite():
+            raise Reject(f"must be a finite decimal number, got {self.shown(value)}")
+        return _check_range(number, self.min, self.max)
+
+
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value) -> float:
+    """Return the seconds in a duration: a number of seconds, or "500ms", "15s", "1h30m", ..."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and re.fullmatch(r"\d+(?:\.\d+)?", value.strip()):
+        seconds = float(value)
+    elif isinstance(value, str) and _DURATION.fullmatch(value.strip()):
+        seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
+    else:
+        raise Reject(f"invalid duration {value!r} (use e.g. 500ms, 15s, 5m, 2h, 1d)")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise Reject(f"invalid duration {value!r}: must be a finite, non-negative time")
+    return seconds
+
+
+def _format_seconds(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+class Duration(Field):
+    """A time span, returned as float seconds; ``min`` is seconds or a duration string."""
+
+    type_name = "duration"
+
+    def __init__(self, *, min=None, **options):
+        super().__init__(**options)
+        self.min = None if min is None else parse_duration(min)
+
+    def parse(self, value):
+        return _check_range(parse_duration(value), self.min, None, _format_seconds)
+
+
+class Enum(Field):
+    """One of a fixed list of values."""
+
+    def __init__(self, values, **options):
+        super().__init__(**options)
+        self.values = tuple(values)
+        self.type_name = "one of " + ", ".join(map(repr, self.values))
+
+    def parse(self, value):
+        if value in self.values:
+            return value
+        raise Reject(f"expected {self.type_name}, got {self.shown(value)}"
+                     f"{did_you_mean(value, self.values)}")
+
+
+class Cidr(Field):
+    """An IP network such as ``10.0.0.0/8`` (host bits allowed), returned as ``ipaddress`` network."""
+
+    type_name = "CIDR network"
+
+    def parse(self, value):
+        if not isinstance(value, str):
+            raise self.mismatch(value)
+        try:
+            return ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            raise Reject(f"invalid CIDR network {value!r} (use e.g. 10.0.0.0/8 or fd00::/8)") from None
+
+
+class Url(Field):
+    """An absolute URL with one of the given schemes and a host; returned as str."""
+
+    type_name = "URL"
+
+    def __init__(self, *, schemes=("http", "https"), **options):
+        super().__init__(**options)
+        self.schemes = tuple(schemes)
+
+    def parse(self, value):
+        if not isinstance(value, str):
+            raise self.mismatch(value)
+        try:
+            parts = urlsplit(value)
+            host = parts.hostname
+        except ValueError:  # e.g. a malformed IPv6 literal
+            host, parts = None, None
+        if parts is None or parts.scheme not in self.schemes:
+            wanted = " or ".join(f"{scheme}://" for scheme in self.schemes)
+            raise Reject(f"invalid URL {value!r}: must start with {wanted}")
+        if not host:
+            raise Reject(f"invalid URL {value!r}: no host name")
+        return value
+
+
+class TimeZone(Field):
+    """An IANA time zone name such as ``Europe/Zurich``; returned as str."""
+
+    type_name = "time zone"
+
+    def parse(self, value):
+        if not isinstance(value, str):
+            raise self.mismatch(value)
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            hint = did_you_mean(value, zoneinfo.available_timezones())
+            raise Reject(f"unknown time zone {value!r}{hint}") from None
+        return value
+
+
+class Cron(Field):
+    """A 5-field crontab expression (minute hour day month weekday); returned as str."""
+
+    type_name = "cron expression"
+
+    def parse(self, value):
+        if not isinstance(value, str):
+            raise self.mismatch(value)
+        try:
+            # The same parser the scheduler uses, so what passes here runs there.
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise Reject(f"invalid cron expression {value!r}: {exc} "
+                         "(use 5 fields: minute hour day-of-month month day-of-week)") from None
+        return value
+
+
+class Any(Field):
+    """Anything, unchecked (null included)."""
+
+    type_name = "value"
+
+    def __init__(self, **options):
+        options.setdefault("nullable", True)
+        super().__init__(**options)
+
+    def parse(self, value):
+        return value
+
+
+# --- containers -------------------------------------------------------------
+
+
+class List(Field):
+    """A list whose items all match ``item``."""
+
+    type_name = "list"
+
+    def __init__(self, item: Field, *, min_len=0, **options):
+        super().__init__(**options)
+        self.item = item
+        self.min_len = min_len
+
+    def convert(self, value, path, errors):
+        if not isinstance(value, list):
+            errors.append(SchemaError(path, str(self.mismatch(value))))
+            return None
+        if len(value) < self.min_len:
+            errors.append(SchemaError(path, f"needs at least {self.min_len} item(s), got {len(value)}"))
+        return [self.item.collect(item, path + (i,), errors) for i, item in enumerate(value)]
+
+    def children(self):
+        return [("[]", self.item)]
+
+
+class Map(Field):
+    """A mapping with arbitrary keys (checked by ``key``) whose values all match ``value``."""
+
+    type_name = "mapping"
+
+    def __init__(self, value: Field, *, key: Field | None = None, **options):
+        super().__init__(**options)
+        self.value = value
+        self.key = key if key is not None else Str()
+
+    def convert(self, value, path, errors):
+        if not isinstance(value, dict):
+            errors.append(SchemaError(path, str(self.mismatch(value))))
+            return None
+        result = {}
+        for key, item in value.items():
+            key_errors: list[SchemaError] = []
+            clean_key = self.key.collect(key, path + (key,), key_errors)
+            errors.extend(SchemaError(e.path, f"invalid key: {e.message}") for e in key_errors)
+            result[key if key_errors else clean_key] = self.value.collect(item, path + (key,), errors)
+        return result
+
+    def children(self):
+        return [(".<name>", self.value)]
+
+
+class Obj(Field):
+    """A mapping with known keys, each with its own field.
+
+    Unknown keys are errors (with a "did you mean" suggestion) unless
+    ``extra=True``, which keeps them unchecked. Absent keys get their
+    field's default; an absent ``Obj`` without a default gets its own
+    nested defaults. ``check(value) -> [(subpath, message), ...]`` adds
+    cross-field errors; it runs only when every field was valid, so it may
+    rely on clean values.
+    """
+
+    type_name = "mapping"
+
+    def __init__(self, fields: dict[str, Field], *, extra=False, check=None, **options):
+        super().__init__(**options)
+        self.fields = dict(fields)
+        self.extra = extra
+        self.check = check
+
+    def convert(self, value, path, errors):
+        if not isinstance(value, dict):
+            errors.append(SchemaError(path, str(self.mismatch(value))))
+            return None
+        errors_before = len(errors)
+        result = {}
+        for key, item in value.items():
+            field = self.fields.get(key)
+            if field is not None:
+                result[key] = field.collect(item, path + (key,), errors)
+            elif self.extra:
+                result[key] = item
+            else:
+                errors.append(SchemaError(path + (key,), self.unknown_key_message(key)))
+        for name, field in self.fields.items():
+            if name not in value:
+                result[name] = field.absent(path + (name,), errors)
+        if self.check is not None and len(errors) == errors_before:
+            errors.extend(SchemaError(path + tuple(sub), message) for sub, message in self.check(result))
+        return result
+
+    def absent(self, path, errors):
+        if self.required or self.default is not MISSING:
+            return super().absent(path, errors)
+        return self.collect({}, path, errors)
+
+    def unknown_key_message(self, key) -> str:
+        """The error for a key no field declares; subclasses may word it for their context."""
+        return f"unknown key {key!r}{did_you_mean(key, self.fields)}"
+
+    def children(self):
+        return [(f".{name}", field) for name, field in self.fields.items()]
+
+
+class OneOf(Field):
+    """The first of several fields that accepts the value (e.g. a duration or a cron string)."""
+
+    def __init__(self, *fields: Field, **options):
+        super().__init__(**options)
+        self.fields = fields
+        self.type_name = " or ".join(_article(f.type_name) for f in fields)
+
+    def convert(self, value, path, errors):
+        attempts = []
+        for field in self.fields:
+            field_errors: list[SchemaError] = []
+            clean = field.collect(value, path, field_errors)
+            if not field_errors:
+                return clean
+            attempts.append(field_errors)
+        # When exactly one alternative got past the value's top level (e.g. it
+        # is a mapping and only one alternative is an Obj), its nested errors
+        # tell the admin more than a generic "expected X or Y".
+        shaped = [errs for errs in attempts if all(e.path != path for e in errs)]
+        if len(shaped) == 1:
+            errors.extend(shaped[0])
+        else:
+            errors.append(SchemaError(path, f"expected {self.type_name}, got {self.shown(value)}"))
+        return None
+
+
+# --- entry points -----------------------------------------------------------
+
+
+def validate(schema: Field, value, path: Path = ()) -> tuple[AnyType, list[SchemaError]]:
+    """Validate value against schema; return (clean value, every error found).
+
+    ``value=MISSING`` stands for an absent key: the schema's defaults are used.
+    """
+    errors: list[SchemaError] = []
+    if value is MISSING:
+        clean = schema.absent(tuple(path), errors)
+    else:
+        clean = schema.collect(value, tuple(path), errors)
+    return clean, errors
+
+
+def describe(schema: Field, prefix: str = "") -> list[tuple[str, str, AnyType, str]]:
+    """List ``(dotted_path, type_name, default, doc)`` for every nested field, for docs.
+
+    List items appear as ``name[]`` and map values as ``name.<name>``;
+    ``default`` is :data:`MISSING` when there is none.
+    """
+    rows = []
+    for suffix, field in schema.children():
+        path = (prefix + suffix).lstrip(".")
+        rows.append((path, field.type_name, field.default, field.doc))
+        rows.extend(describe(field, path))
+    return rows
