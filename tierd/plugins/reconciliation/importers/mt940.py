@@ -1,0 +1,212 @@
+"""SWIFT MT940 (statement) and MT942 (interim report), read with ``mt-940``.
+
+The ``mt940`` library does the field parsing, but it is lenient: it reads
+``:61:110101D1x,00`` as an amount of 1 and merges every statement of a file
+into one object. So this module first splits the file into statements and
+checks each tag against the SWIFT layout itself (naming the line of a bad
+one), then lets the library parse each statement on its own, which keeps
+opening and closing balances per statement.
+
+The ``:86:`` text is mined for the structured sub-fields German (``?20``..)
+and Dutch (``/EREF/``..) banks put in it: counterparty, IBAN, end-to-end id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import mt940
+
+from tierd.core.registry import Statement, StatementError, StatementImporter, StatementLine
+
+from .base import clean, decode_text
+
+_TAG = re.compile(r"^:(\d\d[A-Z]?):(.*)$")
+_FIELD_61 = re.compile(
+    r"(?P<date>\d{6})(?P<entry>\d{4})?(?P<mark>R?[DC])(?P<funds>[A-Z])?(?P<amount>\d{1,15},\d{0,2})"
+    r"(?P<type>[NSF][A-Z0-9]{3})(?P<rest>.*)",
+    re.S,
+)
+_BALANCE = re.compile(r"(?P<mark>[DC])(?P<date>\d{6})(?P<ccy>[A-Z]{3})(?P<amount>\d{1,15},\d{0,2})\s*")
+_FLOOR = re.compile(r"[A-Z]{3}[DC]?\d{1,15},\d{0,2}\s*")
+_SUM = re.compile(r"\d{1,5}[A-Z]{3}\d{1,15},\d{0,2}\s*")
+_DATETIME = re.compile(r"\d{10}([+-]\d{4})?\s*")
+_BALANCE_TAGS = ("60F", "60M", "62F", "62M", "64", "65", "60", "62")
+
+
+def _check_date(yymmdd: str, where: str) -> None:
+    month, day = int(yymmdd[2:4]), int(yymmdd[4:6])
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        raise StatementError(f"bad date {yymmdd!r}", where)
+
+
+def _fields(text: str) -> list[tuple[str, str, int]]:
+    """``(tag, value, line number)`` for every tag; continuation lines join."""
+    fields: list[list] = []
+    in_banner = True  # before the first tag, or after a "-" separator
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.rstrip("\r")
+        m = _TAG.match(line)
+        if m and m.group(1) != "940":
+            fields.append([m.group(1), m.group(2), number])
+            in_banner = False
+        elif line.strip() == "-" or line.startswith("-}"):
+            in_banner = True  # end of a statement; bank banners may follow
+        elif not line.strip() or line.startswith("{") or in_banner:
+            continue  # blank lines, SWIFT envelope blocks, "940"/BIC banners
+        else:
+            fields[-1][1] += "\n" + line
+    return [tuple(f) for f in fields]
+
+
+def _validate(tag: str, value: str, where: str) -> None:
+    """Check a tag's value against its SWIFT layout before the library sees it."""
+    first = value.split("\n", 1)[0]
+    if tag == "61":
+        m = _FIELD_61.fullmatch(value)
+        if not m:
+            raise StatementError(f"bad :61: statement line {first!r}", where)
+        _check_date(m.group("date"), where)
+    elif tag in _BALANCE_TAGS:
+        m = _BALANCE.fullmatch(first)
+        if not m:
+            raise StatementError(f"bad :{tag}: balance {first!r}", where)
+        _check_date(m.group("date"), where)
+    elif tag == "34F" and not _FLOOR.fullmatch(first):
+        raise StatementError(f"bad :34F: floor limit {first!r}", where)
+    elif tag in ("90D", "90C") and not _SUM.fullmatch(first):
+        raise StatementError(f"bad :{tag}: sum of entries {first!r}", where)
+    elif tag == "13D" and not _DATETIME.fullmatch(first):
+        raise StatementError(f"bad :13D: date-time {first!r}", where)
+
+
+def _structured_details(details: str) -> dict:
+    """Counterparty, IBAN, end-to-end id and remittance from ``:86:`` text."""
+    flat = details.replace("\n", "")
+    out = {"name": "", "account": "", "e2e": "", "remittance": clean(details)}
+    if re.match(r"^\d{3}\?", flat) or flat.startswith("?"):
+        # German "Mehrzweckfeld": ?20..?29 and ?60..?63 remittance, ?31 IBAN,
+        # ?32/?33 name.
+        parts = dict()
+        for code, text in re.findall(r"\?(\d\d)([^?]*)", flat):
+            parts.setdefault(code, []).append(text)
+        remit = "".join("".join(parts.get(f"{c}", [])) for c in list(range(20, 30)) + list(range(60, 64)))
+        out["name"] = clean("".join(parts.get("32", []) + parts.get("33", [])))
+        out["account"] = clean("".join(parts.get("31", [])))
+        m = re.search(r"EREF\+(\S+?)(?=(KREF|MREF|CRED|SVWZ|ABWA|$|\s))", remit)
+        if m and m.group(1).upper() != "NOTPROVIDED":
+            out["e2e"] = m.group(1)
+        svwz = re.search(r"SVWZ\+(.*)", remit)
+        out["remittance"] = clean(svwz.group(1) if svwz else remit)
+    elif re.search(r"/(EREF|NAME|REMI|IBAN)/", flat):
+        # Dutch banks (ING, Rabobank, ABN AMRO SEPA): /CODE/value/CODE/value.
+        tokens = re.split(r"/(EREF|NAME|REMI|IBAN|CNTP|ORDP|BENM|ID|CSID|MARF|TRTP|ADDR|BIC|RTRN|SVCL|ULTC|ULTD)/", "/" + flat)
+        pairs = dict(zip(tokens[1::2], tokens[2::2]))
+        if pairs.get("EREF", "").strip("/").upper() not in ("", "NOTPROVIDED"):
+            out["e2e"] = pairs["EREF"].strip("/ ")
+        name = pairs.get("NAME", "")
+        out["name"] = clean(name.strip("/"))
+        out["account"] = clean(pairs.get("IBAN", "").strip("/"))
+        if pairs.get("REMI"):
+            out["remittance"] = clean(pairs["REMI"].strip("/"))
+    return out
+
+
+class Mt940Importer(StatementImporter):
+    format_name = "mt940"
+    description = "SWIFT MT940 statement and MT942 interim report"
+
+    def detect(self, head: bytes, filename: str = "") -> bool:
+        text = head.decode("latin-1")
+        return bool(re.search(r"(^|\n):20:", text)) and bool(re.search(r"\n:(25|28C?|61|60F):", text))
+
+    def parse(self, data: bytes, options: dict | None = None) -> list[Statement]:
+        text = decode_text(data, (options or {}).get("encoding") or "latin-1")
+        fields = _fields(text)
+        if not fields:
+            raise StatementError("no MT940 tags found", "line 1")
+        # Split at every :20: (transaction reference number), one per statement.
+        blocks: list[list[tuple[str, str, int]]] = []
+        for field in fields:
+            if field[0] == "20" or not blocks:
+                blocks.append([])
+            blocks[-1].append(field)
+        return [self._statement(block) for block in blocks]
+
+    def _statement(self, block: list[tuple[str, str, int]]) -> Statement:
+        for tag, value, number in block:
+            _validate(tag, value, f"line {number}")
+        if block[0][0] != "20":
+            raise StatementError("statement does not start with :20:", f"line {block[0][2]}")
+        source = "\n".join(f":{tag}:{value}" for tag, value, _ in block) + "\n-"
+        parsed = mt940.models.Transactions()
+        try:
+            parsed.parse(source)
+        except Exception as exc:  # the library raises ValueError/KeyError/... on bad input
+            raise StatementError(f"unreadable statement ({exc})", f"line {block[0][2]}") from None
+        d = parsed.data
+        stmt = Statement(
+            lines=[],
+            account=str(d.get("account_identification") or ""),
+            statement_id=str(d.get("transaction_reference") or ""),
+        )
+        # A statement split over several messages has intermediate (M)
+        # balances instead of final (F) ones; either checks the lines.
+        opening = d.get("final_opening_balance") or d.get("intermediate_opening_balance") or d.get("opening_balance")
+        closing = d.get("final_closing_balance") or d.get("intermediate_closing_balance") or d.get("closing_balance")
+        if opening is not None:
+            stmt.opening_balance, stmt.opening_date = opening.amount.amount, opening.date
+            stmt.currency = opening.amount.currency
+        if closing is not None:
+            stmt.closing_balance, stmt.closing_date = closing.amount.amount, closing.date
+            stmt.currency = stmt.currency or closing.amount.currency
+        stmt.currency = stmt.currency or str(d.get("currency") or "")
+
+        # Pair each library transaction with the source lines it came from.
+        tx_fields: list[list[tuple[str, str, int]]] = []
+        for tag, value, number in block:
+            if tag == "61":
+                tx_fields.append([(tag, value, number)])
+            elif tag == "86" and tx_fields:
+                tx_fields[-1].append((tag, value, number))
+        if len(tx_fields) != len(parsed.transactions):
+            raise StatementError("statement lines could not be read", f"line {block[0][2]}")
+        for tx, src in zip(parsed.transactions, tx_fields):
+            stmt.lines.append(self._line(tx.data, src, stmt.currency))
+        return stmt
+
+    @staticmethod
+    def _line(data: dict, src: list[tuple[str, str, int]], currency: str) -> StatementLine:
+        details = "\n".join(v for t, v, _ in src if t == "86") or str(data.get("transaction_details") or "")
+        info = _structured_details(details)
+        amount = data["amount"].amount
+        bank_ref = str(data.get("bank_reference") or "").strip()
+        customer_ref = str(data.get("customer_reference") or "").strip()
+        # :61: "//" bank reference is the bank's own; NONREF means none.
+        if bank_ref.upper() == "NONREF":
+            bank_ref = ""
+        remittance = info["remittance"]
+        if customer_ref and customer_ref.upper() != "NONREF" and customer_ref not in remittance:
+            remittance = (remittance + " " + customer_ref).strip()
+        entry_date = data.get("entry_date") or data.get("date")
+        return StatementLine(
+            booking_date=_as_date(entry_date),
+            value_date=_as_date(data.get("date")),
+            amount=amount,
+            currency=data["amount"].currency or currency,
+            counterparty_name=info["name"] or clean(str(data.get("extra_details") or "")),
+            counterparty_account=info["account"],
+            remittance=remittance,
+            end_to_end_id=info["e2e"],
+            bank_reference=bank_ref,
+            raw="\n".join(f":{t}:{v}" for t, v, _ in src),
+            location=f"line {src[0][2]}",
+        )
+
+
+def _as_date(value):
+    """``mt940.models.Date`` is a ``datetime.date`` subclass; return a plain date."""
+    if value is None:
+        return None
+    return dt.date(value.year, value.month, value.day)
