@@ -169,6 +169,11 @@ def test_disabled_plugin_section_is_not_validated(tmp_path):
     assert config["reports"] == {"anything": ["goes"]}
 
 
+def test_plugin_disabled_by_module_name_owns_its_section(tmp_path):
+    path = write(tmp_path, "plugins:\n  disabled: [tierd.plugins.webhooks]\nwebhooks: {timeout: 1x}\n")
+    assert load_config(path, {}, env={})["webhooks"] == {"timeout": "1x"}
+
+
 # --- interpolation ----------------------------------------------------------
 
 

@@ -322,9 +322,11 @@ def _root_schema(plugin_schemas: Mapping[str, Field], disabled: list[str]) -> _S
         raise ValueError(f"plugin config sections clash with core sections: {', '.join(clashes)}")
     sections = {**CORE_SCHEMAS, **plugin_schemas}
     for name in disabled:
-        if name not in CORE_SCHEMAS:
+        # Built-ins may be disabled by module name: tierd.plugins.webhooks owns `webhooks:`.
+        section = name.rpartition(".")[2]
+        if section not in CORE_SCHEMAS:
             # A disabled plugin may not even be installed: keep its section as written.
-            sections[name] = Any(default=None, doc="section of a disabled plugin, not validated")
+            sections[section] = Any(default=None, doc="section of a disabled plugin, not validated")
     return _Sections(sections)
 
 
