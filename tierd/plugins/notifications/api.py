@@ -1,0 +1,213 @@
+"""Control API: notification history, test and manual sends, silences.
+
+A tenant token sees only notifications caused by its own events and only
+its own silences; the admin token sees everything (or one tenant with
+``Tierd-Tenant``). Sending (test, manual) is admin-only: channels belong to
+the operator.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+from tierd.core.api import ApiError, Route, json_response, page, page_params, read_json, tenant_scope
+from tierd.core.clock import iso, parse_iso
+from tierd.core.schema import validate
+
+from . import store
+from .silences import SILENCE_MATCHERS_SCHEMA
+from .service import service_of
+from .templates import html_from_text
+
+STATUSES = ("pending", "delivered", "failed", "muted", "throttled", "grouped", "digested")
+_SEVERITIES = ("info", "warning", "critical")
+
+
+def _time(ts: float | None) -> str | None:
+    return iso(ts) if ts is not None else None
+
+
+def notification_json(row, attempts=(), full: bool = False) -> dict:
+    events = json.loads(row["events"])
+    out = {
+        "id": row["id"], "tenant": row["tenant_id"], "kind": row["kind"], "status": row["status"],
+        "reason": row["reason"], "channel": row["channel"], "route": row["route"],
+        "event_id": row["event_id"], "event_type": row["event_type"], "event_ids": [e.get("id") for e in events],
+        "digest_id": row["digest_id"], "severity": row["severity"], "subject": row["subject"],
+        "attempt_count": row["attempts"], "next_attempt_at": _time(row["next_attempt_at"]) if row["status"] == "pending" else None,
+        "last_error": row["last_error"], "created_at": _time(row["created_at"]), "sent_at": _time(row["sent_at"]),
+        "attempts": [{"attempt": a["attempt"], "at": _time(a["at"]), "outcome": a["outcome"], "detail": a["detail"],
+                      "duration_ms": a["duration_ms"]} for a in attempts],
+    }
+    if full:
+        out.update(body=row["body"], html=row["html"], events=events)
+    return out
+
+
+def _parse_time(request, name: str) -> float | None:
+    raw = request.query.get(name)
+    if not raw:
+        return None
+    try:
+        return parse_iso(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", f"{name} must be an ISO-8601 time, got {raw!r}")
+
+
+async def list_notifications(request):
+    daemon = request.app["daemon"]
+    limit, cursor = page_params(request)
+    status = request.query.get("status")
+    if status is not None and status not in STATUSES:
+        raise ApiError(400, "invalid_parameter", f"status must be one of {', '.join(STATUSES)}")
+    if cursor is not None and not cursor.isdigit():
+        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
+    rows = await store.history(
+        daemon.db, tenant=tenant_scope(request), channel=request.query.get("channel"), status=status,
+        event=request.query.get("event"), route=request.query.get("route"), kind=request.query.get("kind"),
+        since=_parse_time(request, "since"), until=_parse_time(request, "until"),
+        before_seq=int(cursor) if cursor else None, limit=limit + 1)
+    attempts = await store.attempts_of(daemon.db, [r["id"] for r in rows[:limit]])
+    items = [dict(notification_json(r, attempts.get(r["id"], [])), _seq=r["seq"]) for r in rows]
+    result = page(items, limit, cursor_of=lambda item: item["_seq"])
+    for item in result["data"]:
+        item.pop("_seq")
+    return json_response(result)
+
+
+async def get_notification(request):
+    daemon = request.app["daemon"]
+    row = await store.get(daemon.db, request.match_info["id"], tenant_scope(request))
+    if row is None:
+        raise ApiError(404, "not_found", f"no notification {request.match_info['id']}")
+    attempts = await store.attempts_of(daemon.db, [row["id"]])
+    return json_response(notification_json(row, attempts.get(row["id"], []), full=True))
+
+
+async def _send_now(request, kind: str, defaults: dict):
+    """Insert a durable row for an operator send and attempt it right away."""
+    daemon = request.app["daemon"]
+    service = service_of(daemon)
+    body = await read_json(request)
+    channel = body.get("channel")
+    if not isinstance(channel, str) or channel not in service.runtime.channels:
+        raise ApiError(400 if not isinstance(channel, str) else 404, "unknown_channel",
+                       f"no channel {channel!r} (configured: {', '.join(sorted(service.runtime.channels)) or 'none'})")
+    subject, text = body.get("subject", defaults["subject"]), body.get("body", defaults["body"])
+    severity = body.get("severity", "info")
+    if not isinstance(subject, str) or not isinstance(text, str) or severity not in _SEVERITIES:
+        raise ApiError(400, "invalid_message", "subject and body must be strings; severity info, warning or critical")
+    now = daemon.clock.time()
+    row = {"id": store.new_id(), "tenant_id": "", "kind": kind, "channel": channel, "status": "pending",
+           "subject": subject, "body": text, "severity": severity, "next_attempt_at": now, "created_at": now}
+    row["html"] = html_from_text(subject, text)
+    async with daemon.db.transaction() as tx:
+        await store.insert_notification(tx, row)
+    stored = await store.get(daemon.db, row["id"])
+    if body.get("wait", True):
+        await service.dispatcher.send_inline(stored)
+    else:
+        service.dispatcher.wake()
+    stored = await store.get(daemon.db, row["id"])
+    attempts = await store.attempts_of(daemon.db, [row["id"]])
+    return json_response(notification_json(stored, attempts.get(row["id"], []), full=True),
+                         status=200 if body.get("wait", True) else 202)
+
+
+async def test_channel(request):
+    return await _send_now(request, "test", {
+        "subject": "tierd test notification",
+        "body": "This is a test message from tierd. If you can read it, the channel works.",
+    })
+
+
+async def send_message(request):
+    return await _send_now(request, "manual", {"subject": "", "body": ""})
+
+
+async def list_channels(request):
+    service = service_of(request.app["daemon"])
+    return json_response({"data": [{"name": name, "type": ch.type_name}
+                                   for name, ch in sorted(service.runtime.channels.items())]})
+
+
+# --- silences -------------------------------------------------------------------------
+
+
+def silence_json(row) -> dict:
+    return {"id": row["id"], "tenant": row["tenant_id"], "matchers": json.loads(row["matchers"]),
+            "starts_at": _time(row["starts_at"]), "ends_at": _time(row["ends_at"]), "comment": row["comment"],
+            "created_by": row["created_by"], "created_at": _time(row["created_at"])}
+
+
+async def create_silence(request):
+    daemon = request.app["daemon"]
+    body = await read_json(request)
+    unknown = set(body) - {"matchers", "starts_at", "ends_at", "comment"}
+    if unknown:
+        raise ApiError(400, "invalid_silence", f"unknown field(s): {', '.join(sorted(unknown))}")
+    matchers, errors = validate(SILENCE_MATCHERS_SCHEMA, body.get("matchers") or {}, ("matchers",))
+    if errors:
+        raise ApiError(400, "invalid_silence", "; ".join(map(str, errors)))
+    now = daemon.clock.time()
+    try:
+        starts = parse_iso(body["starts_at"]) if body.get("starts_at") else now
+        ends = parse_iso(body["ends_at"])
+    except KeyError:
+        raise ApiError(400, "invalid_silence", "ends_at is required (ISO-8601)")
+    except (TypeError, ValueError):
+        raise ApiError(400, "invalid_silence", "starts_at and ends_at must be ISO-8601 times")
+    if ends <= max(starts, now):
+        raise ApiError(400, "invalid_silence", "ends_at must be in the future and after starts_at")
+    row = {"id": "sil_" + secrets.token_urlsafe(9), "tenant_id": request.get("tenant"),
+           "matchers": {k: v for k, v in matchers.items() if v not in (None, {}, [])},
+           "starts_at": starts, "ends_at": ends, "comment": str(body.get("comment", "")),
+           "created_by": "admin" if request.get("admin") else f"tenant:{request.get('tenant')}", "created_at": now}
+    await store.insert_silence(daemon.db, row)
+    created = await store.silences(daemon.db, tenant=row["tenant_id"])
+    return json_response(silence_json(next(r for r in created if r["id"] == row["id"])), status=201)
+
+
+async def list_silences(request):
+    daemon = request.app["daemon"]
+    active = request.query.get("all") not in ("1", "true")
+    rows = await store.silences(daemon.db, tenant=tenant_scope(request),
+                                active_at=daemon.clock.time() if active else None)
+    return json_response({"data": [silence_json(r) for r in rows]})
+
+
+async def delete_silence(request):
+    daemon = request.app["daemon"]
+    if not await store.delete_silence(daemon.db, request.match_info["id"], tenant_scope(request)):
+        raise ApiError(404, "not_found", f"no silence {request.match_info['id']}")
+    return json_response({"deleted": request.match_info["id"]})
+
+
+def routes() -> list[Route]:
+    tag = "notifications"
+    # Static paths before /v1/notifications/{id}: aiohttp matches in order.
+    return [
+        Route("GET", "/v1/notifications", list_notifications, auth="tenant", tag=tag,
+              summary="Notification history (newest first) with every attempt",
+              params={"channel": "channel name", "status": "|".join(STATUSES), "event": "event id",
+                      "route": "route name", "kind": "event|digest|test|manual",
+                      "since": "ISO-8601", "until": "ISO-8601", "limit": "1..500", "cursor": "next_cursor"}),
+        Route("POST", "/v1/notifications/test", test_channel, auth="admin", tag=tag,
+              summary="Send a test message to a channel now and answer with the result",
+              body={"type": "object", "required": ["channel"], "properties": {"channel": {"type": "string"}}}),
+        Route("POST", "/v1/notifications/send", send_message, auth="admin", tag=tag,
+              summary="Send a message to a channel (durably; waits for the first attempt unless wait=false)",
+              body={"type": "object", "required": ["channel", "subject", "body"]}),
+        Route("GET", "/v1/notifications/channels", list_channels, auth="admin", tag=tag,
+              summary="Configured channels and their types"),
+        Route("GET", "/v1/notifications/silences", list_silences, auth="tenant", tag=tag,
+              summary="Silences not yet ended (?all=1: also ended ones)"),
+        Route("POST", "/v1/notifications/silences", create_silence, auth="tenant", tag=tag,
+              summary="Mute notifications matching matchers until ends_at",
+              body={"type": "object", "required": ["matchers", "ends_at"]}),
+        Route("DELETE", "/v1/notifications/silences/{id}", delete_silence, auth="tenant", tag=tag,
+              summary="Delete a silence"),
+        Route("GET", "/v1/notifications/{id}", get_notification, auth="tenant", tag=tag,
+              summary="One notification with its body, events and attempts"),
+    ]

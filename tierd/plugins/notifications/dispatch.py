@@ -1,0 +1,236 @@
+"""The dispatcher: flush due groups into digests, send due notifications.
+
+One task per daemon. It is woken by an ``asyncio.Event`` (new rows) and by
+its own timer (the next retry or group flush, at most ``poll_interval``
+away); the database says what is due, so after a crash or ``kill -9``
+everything pending is found again. Time comes from ``daemon.clock``; tests
+call :meth:`Dispatcher.tick` after moving a fake clock instead of sleeping.
+
+Delivery is at least once: a notification is marked after its send, so a
+crash in between sends it again on restart (receivers get a stable id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import prometheus_client
+
+from tierd.core.registry import Message, SendResult
+
+from . import grouping, store
+from .intake import throttle_reason, throttled
+from .templates import context_for, render
+
+log = logging.getLogger("tierd.notifications")
+
+#: How long a row sent inline (test, manual send) is hidden from the dispatcher.
+INLINE_LEASE = 120.0
+#: Upper bound of one channel send; a hung third-party channel must not block a batch forever.
+SEND_TIMEOUT = 300.0
+_SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+class Metrics:
+    """Counters per channel, on the daemon's registry."""
+
+    def __init__(self, registry):
+        def counter(name, doc):
+            return prometheus_client.Counter(name, doc, ["channel"], registry=registry)
+
+        self.sent = counter("tierd_notifications_sent", "Notifications delivered")
+        self.failed = counter("tierd_notifications_failed", "Notifications failed permanently")
+        self.retried = counter("tierd_notifications_retried", "Send attempts that will be retried")
+        self.muted = counter("tierd_notifications_muted", "Notifications muted by a silence or time interval")
+        self.throttled = counter("tierd_notifications_throttled", "Notifications dropped by a route throttle")
+
+
+def backoff_delay(attempt: int, retry: dict, retry_after: float | None) -> float:
+    """Delay before attempt ``attempt + 1``: Retry-After if given, else exponential."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), retry["max_backoff"])
+    return min(retry["backoff"] * (2 ** (attempt - 1)), retry["max_backoff"])
+
+
+def message_of(row) -> Message:
+    return Message(subject=row["subject"], body=row["body"], html=row["html"], severity=row["severity"],
+                   events=json.loads(row["events"]), id=row["id"])
+
+
+class Dispatcher:
+    def __init__(self, db, clock, metrics: Metrics, runtime_of, max_in_flight: int = 50,
+                 poll_interval: float = 1.0):
+        self.db = db
+        self.clock = clock
+        self.metrics = metrics
+        self._runtime_of = runtime_of  # a callable: the runtime changes on reload
+        self.max_in_flight = max_in_flight
+        self.poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._inflight: set[str] = set()
+
+    @property
+    def runtime(self):
+        return self._runtime_of()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            self._wake.clear()
+            try:
+                busy = await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("notification dispatcher tick failed")
+                busy = 0
+            if busy:
+                continue  # more may be due right away
+            await _wait_any(self._wake, stopping, timeout=await self._idle_timeout())
+
+    async def _idle_timeout(self) -> float:
+        """Sleep until the next due row (by the daemon clock), at most poll_interval."""
+        due = [t for t in (await store.next_attempt(self.db), await store.next_group_flush(self.db)) if t]
+        if not due:
+            return self.poll_interval
+        return max(0.0, min(self.poll_interval, min(due) - self.clock.time()))
+
+    async def tick(self) -> int:
+        """Flush due groups, then send due notifications; returns how many were handled."""
+        now = self.clock.time()
+        flushed = await self.flush_groups(now)
+        await store.delete_expired_groups(self.db, now)
+        sent = await self.send_due(now)
+        return flushed + sent
+
+    # --- groups ------------------------------------------------------------------------
+
+    async def flush_groups(self, now: float) -> int:
+        groups = await store.due_groups(self.db, now)
+        for group in groups:
+            await self._flush(group, now)
+        return len(groups)
+
+    async def _flush(self, group, now: float) -> None:
+        runtime = self.runtime
+        node = runtime.tree.by_id.get(group["route"])
+        settings = node.settings if node is not None else None
+        repeat = settings["repeat_interval"] if settings else 4 * 3600.0
+        async with self.db.transaction() as tx:
+            items = await store.group_items(tx, group["id"])
+            if not items:
+                await store.set_group_times(tx, group["id"], grouping.on_flush(now, repeat), flushed=False)
+                return
+            events = [json.loads(i["events"])[0] for i in items]
+            labels = json.loads(group["labels"])
+            severity = max((i["severity"] for i in items), key=lambda s: _SEVERITY_RANK.get(s, 0))
+            digest = {
+                "id": store.new_id(), "tenant_id": group["tenant_id"], "kind": "digest" if len(items) > 1 else "event",
+                "dedup_key": f"{group['group_key']}#{group['flushes'] + 1}",
+                "event_id": events[0]["id"], "event_type": events[0]["type"] if len({e["type"] for e in events}) == 1 else "*",
+                "route": group["route"], "channel": group["channel"], "events": events, "created_at": now,
+                "severity": severity,
+            }
+            if settings and await throttled(tx, settings, group["route"], group["channel"], now):
+                digest.update(status="throttled", reason=throttle_reason(settings))
+                self.metrics.throttled.labels(group["channel"]).inc()
+            else:
+                ctx = context_for(events, labels, group["route"], group["channel"])
+                rendered = render(runtime.templates(settings, group["channel"]), ctx)
+                digest.update(status="pending", next_attempt_at=now, reason=rendered.error,
+                              subject=rendered.subject, body=rendered.body, html=rendered.html)
+            await store.insert_notification(tx, digest)
+            await store.mark_digested(tx, [i["id"] for i in items], digest["id"], now)
+            await store.set_group_times(tx, group["id"], grouping.on_flush(now, repeat), flushed=True)
+        log.info("group %s: %d event(s) -> %s %s", group["group_key"], len(items), digest["kind"], digest["id"])
+
+    # --- sending -------------------------------------------------------------------------
+
+    async def send_due(self, now: float) -> int:
+        rows = [r for r in await store.due_notifications(self.db, now, self.max_in_flight * 4)
+                if r["id"] not in self._inflight]
+        if not rows:
+            return 0
+        sem = asyncio.Semaphore(self.max_in_flight)
+
+        async def one(row):
+            async with sem:
+                return await self.attempt(row)
+
+        self._inflight.update(r["id"] for r in rows)
+        try:
+            outcomes = await asyncio.gather(*(one(r) for r in rows))
+            async with self.db.transaction() as tx:
+                await store.record_attempts(tx, outcomes)
+        finally:
+            self._inflight.difference_update(r["id"] for r in rows)
+        self._count(outcomes)
+        return len(rows)
+
+    async def send_inline(self, row) -> dict:
+        """Send one freshly inserted row now (test and manual sends) and record it."""
+        await store.lease(self.db, row["id"], self.clock.time() + INLINE_LEASE)
+        self._inflight.add(row["id"])
+        try:
+            outcome = await self.attempt(row)
+            async with self.db.transaction() as tx:
+                await store.record_attempts(tx, [outcome])
+        finally:
+            self._inflight.discard(row["id"])
+        self._count([outcome])
+        return outcome
+
+    async def attempt(self, row) -> dict:
+        """Send ``row`` once; return the attempt record and the row's next state."""
+        runtime = self.runtime
+        channel = runtime.channels.get(row["channel"])
+        started = time.monotonic()
+        if channel is None:
+            result = SendResult.failed(f"channel {row['channel']!r} is not configured (any more)")
+        else:
+            try:
+                result = await asyncio.wait_for(channel.send(message_of(row)), SEND_TIMEOUT)
+                if not isinstance(result, SendResult):
+                    raise TypeError(f"send() returned {type(result).__name__}, not SendResult")
+            except asyncio.TimeoutError:
+                result = SendResult.retry(f"channel send did not finish within {SEND_TIMEOUT:g}s")
+            except Exception as exc:  # a bug in a channel: keep the row, retry, tell the log
+                log.exception("channel %s raised", row["channel"])
+                result = SendResult.retry(f"channel raised {type(exc).__name__}: {exc}")
+        now = self.clock.time()
+        attempt = row["attempts"] + 1
+        out = {"id": row["id"], "channel": row["channel"], "attempt": attempt, "at": now,
+               "outcome": result.outcome, "detail": result.detail[:2000],
+               "duration_ms": round((time.monotonic() - started) * 1000, 1),
+               "next_attempt_at": None, "last_error": "", "sent_at": None}
+        if result.outcome == "delivered":
+            out.update(status="delivered", sent_at=now)
+        elif result.outcome == "retry" and attempt < runtime.retry["max_attempts"]:
+            out.update(status="pending", last_error=result.detail,
+                       next_attempt_at=now + backoff_delay(attempt, runtime.retry, result.retry_after))
+        else:
+            detail = result.detail if result.outcome == "failed" else f"gave up after {attempt} attempts: {result.detail}"
+            out.update(status="failed", last_error=detail)
+        return out
+
+    def _count(self, outcomes: list[dict]) -> None:
+        for o in outcomes:
+            counter = {"delivered": self.metrics.sent, "pending": self.metrics.retried,
+                       "failed": self.metrics.failed}[o["status"]]
+            counter.labels(o["channel"]).inc()
+            if o["status"] == "failed":
+                log.warning("notification %s to %s failed: %s", o["id"], o["channel"], o["last_error"])
+
+
+async def _wait_any(*events: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

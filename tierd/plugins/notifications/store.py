@@ -1,0 +1,313 @@
+"""The notifications tables and every SQL statement of the module.
+
+One row per (event, route, channel) in ``notifications`` -- whatever became
+of it: ``pending`` (to send, maybe after a retry delay), ``delivered``,
+``failed``, ``muted``, ``throttled``, ``grouped`` (waiting in a group) or
+``digested`` (sent as part of the digest ``digest_id``). Digests, test and
+manual sends are rows too (``kind``). ``dedup_key`` is UNIQUE, which makes
+event intake idempotent: an event consumed twice inserts nothing the second
+time. Every send attempt is a row in ``notification_attempts``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+MIGRATIONS = [
+    # 1: notifications, attempts, groups, silences.
+    """
+    CREATE TABLE notifications (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        tenant_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        dedup_key TEXT UNIQUE,
+        event_id TEXT,
+        event_type TEXT,
+        route TEXT,
+        channel TEXT NOT NULL,
+        group_id INTEGER,
+        digest_id TEXT,
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        severity TEXT NOT NULL DEFAULT 'info',
+        subject TEXT NOT NULL DEFAULT '',
+        body TEXT NOT NULL DEFAULT '',
+        html TEXT,
+        events TEXT NOT NULL DEFAULT '[]',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        last_error TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        sent_at REAL
+    );
+    CREATE INDEX notifications_due ON notifications(next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX notifications_tenant ON notifications(tenant_id, seq);
+    CREATE INDEX notifications_event ON notifications(event_id);
+    CREATE INDEX notifications_group ON notifications(group_id) WHERE status = 'grouped';
+    CREATE INDEX notifications_throttle ON notifications(route, channel, created_at);
+    CREATE TABLE notification_attempts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        notification_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        at REAL NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        duration_ms REAL NOT NULL DEFAULT 0
+    );
+    CREATE INDEX notification_attempts_by_notification ON notification_attempts(notification_id, attempt);
+    CREATE TABLE notification_groups (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        group_key TEXT NOT NULL UNIQUE,
+        tenant_id TEXT NOT NULL,
+        route TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        next_flush_at REAL,
+        last_flush_at REAL,
+        expires_at REAL,
+        flushes INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX notification_groups_due ON notification_groups(next_flush_at) WHERE next_flush_at IS NOT NULL;
+    CREATE TABLE notification_silences (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT,
+        matchers TEXT NOT NULL,
+        starts_at REAL NOT NULL,
+        ends_at REAL NOT NULL,
+        comment TEXT NOT NULL DEFAULT '',
+        created_by TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL
+    );
+    """,
+]
+
+#: Statuses that count as "sent or about to be" for throttling.
+SENDING_STATUSES = ("pending", "delivered", "failed")
+FINAL_STATUSES = ("delivered", "failed", "muted", "throttled", "digested")
+
+
+def new_id() -> str:
+    return "ntf_" + secrets.token_urlsafe(12)
+
+
+def _dumps(value) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
+# --- intake --------------------------------------------------------------------------
+
+
+async def insert_notification(tx, row: dict) -> bool:
+    """Insert a notification unless its ``dedup_key`` exists; True if inserted."""
+    row = {"html": None, "digest_id": None, "group_id": None, "reason": "", "next_attempt_at": None,
+           "event_id": None, "event_type": None, "route": None, "dedup_key": None, "severity": "info",
+           "subject": "", "body": "", **row}
+    row["events"] = _dumps(row.get("events") or [])
+    row["updated_at"] = row["created_at"]
+    cols = ["id", "tenant_id", "kind", "dedup_key", "event_id", "event_type", "route", "channel", "group_id",
+            "digest_id", "status", "reason", "severity", "subject", "body", "html", "events",
+            "next_attempt_at", "created_at", "updated_at"]
+    cur = await tx.execute(
+        f"INSERT OR IGNORE INTO notifications({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+        [row[c] for c in cols])
+    return cur.rowcount == 1
+
+
+async def count_recent(tx, route: str, channel: str, since: float) -> int:
+    """Notifications of (route, channel) sent or queued since ``since`` (throttling)."""
+    row = await tx.fetchone(
+        "SELECT COUNT(*) AS n FROM notifications WHERE route=? AND channel=? AND created_at>=?"
+        f" AND kind IN ('event','digest') AND status IN ({','.join('?' * len(SENDING_STATUSES))})",
+        (route, channel, since, *SENDING_STATUSES))
+    return row["n"]
+
+
+async def get_group(tx, key: str):
+    return await tx.fetchone("SELECT * FROM notification_groups WHERE group_key=?", (key,))
+
+
+async def save_group(tx, existing, key: str, tenant: str, route: str, channel: str, labels: dict,
+                     times, now: float) -> int:
+    """Create or update a group's timers; returns its id."""
+    if existing is None:
+        cur = await tx.execute(
+            "INSERT INTO notification_groups(group_key, tenant_id, route, channel, labels, next_flush_at,"
+            " last_flush_at, expires_at, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            (key, tenant, route, channel, _dumps(labels), times.next_flush_at, times.last_flush_at,
+             times.expires_at, now))
+        return cur.lastrowid
+    await tx.execute(
+        "UPDATE notification_groups SET next_flush_at=?, last_flush_at=?, expires_at=? WHERE id=?",
+        (times.next_flush_at, times.last_flush_at, times.expires_at, existing["id"]))
+    return existing["id"]
+
+
+# --- groups ----------------------------------------------------------------------------
+
+
+async def due_groups(db, now: float, limit: int = 100):
+    return await db.fetchall(
+        "SELECT * FROM notification_groups WHERE next_flush_at IS NOT NULL AND next_flush_at<=?"
+        " ORDER BY next_flush_at LIMIT ?", (now, limit))
+
+
+async def next_group_flush(db) -> float | None:
+    row = await db.fetchone("SELECT MIN(next_flush_at) AS t FROM notification_groups WHERE next_flush_at IS NOT NULL")
+    return row["t"]
+
+
+async def group_items(tx, group_id: int):
+    return await tx.fetchall(
+        "SELECT * FROM notifications WHERE group_id=? AND status='grouped' ORDER BY seq", (group_id,))
+
+
+async def mark_digested(tx, item_ids: list[str], digest_id: str, now: float) -> None:
+    await tx.executemany("UPDATE notifications SET status='digested', digest_id=?, updated_at=? WHERE id=?",
+                         [(digest_id, now, i) for i in item_ids])
+
+
+async def set_group_times(tx, group_id: int, times, flushed: bool) -> None:
+    await tx.execute(
+        "UPDATE notification_groups SET next_flush_at=?, last_flush_at=?, expires_at=?,"
+        " flushes=flushes+? WHERE id=?",
+        (times.next_flush_at, times.last_flush_at, times.expires_at, 1 if flushed else 0, group_id))
+
+
+async def delete_expired_groups(db, now: float) -> None:
+    await db.execute("DELETE FROM notification_groups WHERE next_flush_at IS NULL AND expires_at<=?", (now,))
+
+
+# --- sending ----------------------------------------------------------------------------
+
+
+async def due_notifications(db, now: float, limit: int):
+    return await db.fetchall(
+        "SELECT * FROM notifications WHERE status='pending' AND next_attempt_at<=?"
+        " ORDER BY next_attempt_at LIMIT ?", (now, limit))
+
+
+async def next_attempt(db) -> float | None:
+    row = await db.fetchone("SELECT MIN(next_attempt_at) AS t FROM notifications WHERE status='pending'")
+    return row["t"]
+
+
+async def get(db, notification_id: str, tenant: str | None = None):
+    sql, params = "SELECT * FROM notifications WHERE id=?", [notification_id]
+    if tenant is not None:
+        sql += " AND tenant_id=?"
+        params.append(tenant)
+    return await db.fetchone(sql, params)
+
+
+async def record_attempts(tx, outcomes: list[dict]) -> None:
+    """Write attempts and the resulting status of each notification, in one go."""
+    await tx.executemany(
+        "INSERT INTO notification_attempts(notification_id, attempt, at, outcome, detail, duration_ms)"
+        " VALUES (?,?,?,?,?,?)",
+        [(o["id"], o["attempt"], o["at"], o["outcome"], o["detail"], o["duration_ms"]) for o in outcomes])
+    await tx.executemany(
+        "UPDATE notifications SET status=?, attempts=?, next_attempt_at=?, last_error=?, updated_at=?,"
+        " sent_at=? WHERE id=?",
+        [(o["status"], o["attempt"], o["next_attempt_at"], o["last_error"], o["at"], o["sent_at"], o["id"])
+         for o in outcomes])
+
+
+async def lease(db, notification_id: str, until: float) -> None:
+    """Push a pending row out of the dispatcher's reach while it is sent inline."""
+    await db.execute("UPDATE notifications SET next_attempt_at=? WHERE id=? AND status='pending'",
+                     (until, notification_id))
+
+
+# --- history ----------------------------------------------------------------------------
+
+
+async def history(db, *, tenant: str | None, channel=None, status=None, event=None, route=None, kind=None,
+                  since=None, until=None, before_seq=None, limit=50):
+    """Newest first; ``tenant=None`` is the admin's view of every tenant."""
+    where, params = [], []
+    for col, value in (("tenant_id", tenant), ("channel", channel), ("status", status), ("route", route),
+                       ("kind", kind)):
+        if value is not None:
+            where.append(f"{col}=?")
+            params.append(value)
+    if event is not None:
+        # The event's own rows and the digests that carried it.
+        where.append("(event_id=? OR id IN (SELECT digest_id FROM notifications WHERE event_id=?"
+                     " AND digest_id IS NOT NULL))")
+        params += [event, event]
+    if since is not None:
+        where.append("created_at>=?")
+        params.append(since)
+    if until is not None:
+        where.append("created_at<?")
+        params.append(until)
+    if before_seq is not None:
+        where.append("seq<?")
+        params.append(before_seq)
+    sql = "SELECT * FROM notifications"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY seq DESC LIMIT ?"
+    params.append(limit)
+    return await db.fetchall(sql, params)
+
+
+async def attempts_of(db, ids: list[str]) -> dict[str, list]:
+    if not ids:
+        return {}
+    rows = await db.fetchall(
+        f"SELECT * FROM notification_attempts WHERE notification_id IN ({','.join('?' * len(ids))})"
+        " ORDER BY notification_id, attempt", ids)
+    out: dict[str, list] = {}
+    for r in rows:
+        out.setdefault(r["notification_id"], []).append(r)
+    return out
+
+
+async def purge(db, older_than: float) -> int:
+    """Delete finished notifications (and their attempts) created before ``older_than``."""
+    async with db.transaction() as tx:
+        marks = ",".join("?" * len(FINAL_STATUSES))
+        await tx.execute(
+            "DELETE FROM notification_attempts WHERE notification_id IN (SELECT id FROM notifications"
+            f" WHERE created_at<? AND status IN ({marks}))", (older_than, *FINAL_STATUSES))
+        cur = await tx.execute(f"DELETE FROM notifications WHERE created_at<? AND status IN ({marks})",
+                               (older_than, *FINAL_STATUSES))
+        return cur.rowcount
+
+
+# --- silences -------------------------------------------------------------------------------
+
+
+async def insert_silence(db, row: dict) -> None:
+    await db.execute(
+        "INSERT INTO notification_silences(id, tenant_id, matchers, starts_at, ends_at, comment, created_by,"
+        " created_at) VALUES (?,?,?,?,?,?,?,?)",
+        (row["id"], row["tenant_id"], _dumps(row["matchers"]), row["starts_at"], row["ends_at"],
+         row["comment"], row["created_by"], row["created_at"]))
+
+
+async def silences(db, tenant: str | None = None, active_at: float | None = None):
+    """Silences visible to ``tenant`` (None: all), optionally only those not ended."""
+    where, params = [], []
+    if tenant is not None:
+        where.append("tenant_id=?")
+        params.append(tenant)
+    if active_at is not None:
+        where.append("ends_at>?")
+        params.append(active_at)
+    sql = "SELECT * FROM notification_silences" + (" WHERE " + " AND ".join(where) if where else "")
+    return await db.fetchall(sql + " ORDER BY created_at", params)
+
+
+async def delete_silence(db, silence_id: str, tenant: str | None) -> bool:
+    sql, params = "DELETE FROM notification_silences WHERE id=?", [silence_id]
+    if tenant is not None:
+        sql += " AND tenant_id=?"
+        params.append(tenant)
+    cur = await db.execute(sql, params)
+    return cur.rowcount == 1
