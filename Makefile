@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 
 $(BIN)/tierd: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(BIN)/tierd
 

@@ -94,18 +94,19 @@ class Database:
                 # Created 0600 before SQLite touches it: it holds secrets.
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._writer = await self._connect()
-        await self._writer.execute("PRAGMA journal_mode=WAL")
+        await self._writer.execute_fetchall("PRAGMA journal_mode=WAL")
         self._reader = await self._connect()
         return self
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
         conn.row_factory = sqlite3.Row
-        await conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
-        await conn.execute("PRAGMA foreign_keys=ON")
+        # PRAGMAs are read to the end: an unfinished statement holds a lock.
+        await conn.execute_fetchall(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        await conn.execute_fetchall("PRAGMA foreign_keys=ON")
         # NORMAL is durable in WAL mode across process crashes (kill -9);
         # only an OS crash or power loss can lose the last commits.
-        await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute_fetchall("PRAGMA synchronous=NORMAL")
         return conn
 
     async def close(self) -> None:
