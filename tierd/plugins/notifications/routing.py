@@ -34,6 +34,7 @@ from typing import Any
 
 from tierd.core.events import type_matches
 from tierd.core.schema import Any as AnyField
+from tierd.core.schema import did_you_mean
 from tierd.core.schema import Bool, Duration, Enum, Int, List, Map, Obj, OneOf, Str, validate
 
 from .templates import check_template
@@ -124,11 +125,16 @@ def _is_ops(cond) -> bool:
 
 
 def _flatten(conditions: dict, prefix: str = "") -> dict:
-    """``{customer: {country: DE}}`` -> ``{"customer.country": "DE"}``; op dicts stay whole."""
+    """``{customer: {country: DE}}`` -> ``{"customer.country": "DE"}``; op dicts stay whole.
+
+    A mapping whose keys are all operators is a condition; one with no
+    operator keys is a nested field; one mixing both is kept whole so that
+    :func:`condition_errors` reports it (most likely a misspelt operator).
+    """
     flat = {}
     for key, cond in conditions.items():
         path = f"{prefix}{key}"
-        if isinstance(cond, dict) and not _is_ops(cond):
+        if isinstance(cond, dict) and cond and not any(k in OPERATORS for k in cond):
             flat.update(_flatten(cond, path + "."))
         else:
             flat[path] = cond
@@ -176,11 +182,11 @@ def condition_errors(conditions: dict) -> list[tuple[tuple, str]]:
     """Config errors in a ``data`` match (unknown operators, bad regexes, operands)."""
     errors = []
     for path, spec in _flatten(conditions or {}).items():
-        if isinstance(spec, dict):
-            unknown = [k for k in spec if k not in OPERATORS]
-            if unknown:
-                errors.append(((path,), f"unknown operator {unknown[0]!r} (use {', '.join(OPERATORS)})"))
-                continue
+        if isinstance(spec, dict) and not _is_ops(spec) and spec:
+            unknown = next(k for k in spec if k not in OPERATORS)
+            errors.append(((path,), f"unknown operator {unknown!r}{did_you_mean(unknown, OPERATORS)}"
+                                    f" (operators: {', '.join(OPERATORS)})"))
+            continue
         if not _is_ops(spec):
             continue
         for op, operand in spec.items():
@@ -272,8 +278,12 @@ class RouteMatch:
 class RoutingTree:
     """The routes of a ``notifications`` section, ready to evaluate events."""
 
-    def __init__(self, routes: list[dict], root_settings: dict | None = None):
+    def __init__(self, routes: list[dict], root_settings: dict | None = None, first: list[dict] = ()):
+        """``first``: named routes tried before ``routes`` (the operator-alert route),
+        which leave the positional ids of ``routes`` unchanged."""
         self.root = RouteNode("root", Matcher(None), {**ROOT_DEFAULTS, **(root_settings or {})})
+        for i, spec in enumerate(first):
+            self.root.children.append(build_node(spec, self.root.settings, f"first{i}"))
         for i, spec in enumerate(routes):
             self.root.children.append(build_node(spec, self.root.settings, str(i)))
         self.by_id = {}

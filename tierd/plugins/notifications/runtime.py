@@ -41,11 +41,8 @@ def operator_route(section: dict) -> dict | None:
 
 
 def build_tree(section: dict) -> RoutingTree:
-    routes = list(section.get("routes") or [])
     op = operator_route(section)
-    if op is not None:
-        routes.insert(0, op)
-    return RoutingTree(routes)
+    return RoutingTree(section.get("routes") or [], first=[op] if op else [])
 
 
 class Runtime:

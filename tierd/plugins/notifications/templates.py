@@ -59,7 +59,7 @@ DEFAULTS: dict[str, tuple[str, str]] = {
         "Reconciliation{% if data.run_id %} run {{ data.run_id }}{% endif %} for tenant {{ tenant or '-' }} "
         "left {{ data.count if data.count is defined else 'some' }} item(s) unmatched"
         "{% if data.account %} on account {{ data.account }}{% endif %}.\n"
-        "{% for item in (data['items'] or [])[:20] %}- {{ item.description or item.reference or item.id }}"
+        "{% for item in (data.get('items') or [])[:20] %}- {{ item.description or item.reference or item.id }}"
         "{% if item.amount is defined %} {{ item.amount }} {{ item.currency }}{% endif %}\n{% endfor %}",
     ),
     "reconciliation.run.completed": (
