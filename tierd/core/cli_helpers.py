@@ -117,8 +117,9 @@ class CliContext:
 
     @property
     def api(self) -> ApiClient:
-        server = self.config["server"]
-        return ApiClient(server["listen"], server.get("admin_token"))
+        from tierd.core.tenants import local_admin_token
+
+        return ApiClient(self.config["server"]["listen"], local_admin_token(self.config))
 
     @staticmethod
     def output(data, columns: list[str] | None = None, as_json: bool = False) -> None:

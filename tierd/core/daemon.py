@@ -25,6 +25,7 @@ from tierd.core.plugins import call_async, get_plugins, make_plugin_manager
 from tierd.core.registry import collect_registries
 from tierd.core.scheduler import Job, apply_jobs, make_scheduler
 from tierd.core.storage import CORE_MIGRATIONS, Database
+from tierd.core.tenants import local_admin_token
 from tierd.core.web_app import build_app
 
 log = logging.getLogger("tierd")
@@ -119,6 +120,7 @@ class Daemon:
 
     async def start(self) -> None:
         storage = self.config["storage"]
+        self.config["server"]["admin_token"] = local_admin_token(self.config, create=True)
         self.db = await Database(storage["path"], storage["busy_timeout"]).open()
         self.not_ready_reason = "migrating"
         await self.db.migrate(all_migrations(self.pm))
@@ -208,6 +210,7 @@ class Daemon:
                     return False, list(exc.errors)
                 if config["plugins"]["disabled"] != self.config["plugins"]["disabled"]:
                     log.warning("plugins.disabled changed: restart tierd to apply it")
+                config["server"]["admin_token"] = local_admin_token(config, create=True)
                 self.config = config
                 await call_async(self.pm.hook.tierd_config_reloaded, daemon=self, config=config)
                 self._apply_jobs()

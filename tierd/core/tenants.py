@@ -81,3 +81,29 @@ async def tenant_for_token(db, token: str) -> str | None:
     row = await db.fetchone(
         "SELECT tenant_id FROM tokens WHERE token_hash=? AND revoked_at IS NULL", (hash_token(token),))
     return row["tenant_id"] if row else None
+
+
+def local_admin_token(config, create: bool = False) -> str | None:
+    """The admin token: from the config, else the one kept beside the database.
+
+    With no ``server.admin_token`` configured, the daemon makes a random one
+    at first start and keeps it in ``admin.token`` (mode 0600) next to the
+    database, where the CLI on the same machine finds it: the quick start
+    needs no secret to be invented, and nothing guessable is ever accepted.
+    """
+    import os
+    from pathlib import Path
+
+    configured = config["server"].get("admin_token")
+    if configured:
+        return configured
+    path = Path(config["storage"]["path"]).parent / "admin.token"
+    if path.exists():
+        return path.read_text().strip() or None
+    if not create:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("tierd_admin_" + secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
