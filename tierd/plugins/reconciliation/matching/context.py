@@ -1,0 +1,138 @@
+"""The engine's working set: items prepared once, and indexes over open items.
+
+Amounts become integers in the smallest unit the data uses, dates become
+ordinals, references and names are normalised once; every rule then works
+on these. Candidates always come from an index (amount buckets sorted by
+date, reference keys, name keys sorted by date), never from all pairs.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from decimal import Decimal
+
+from .model import BankLine, LedgerEntry
+from .text import is_reference, name_keys, norm_name, norm_ref, ref_grams
+
+#: A name key shared by more open items than this is too common to block on.
+MAX_NAME_POSTINGS = 2000
+
+
+class Item:
+    """One bank line or ledger entry, prepared for matching."""
+
+    __slots__ = ("id", "side", "day", "units", "currency", "name", "name_keys", "keys", "grams", "ref", "src")
+
+    def __init__(self, side: str, src, scale: int):
+        self.side = side
+        self.src = src
+        self.id = src.id
+        self.day = src.date.toordinal()
+        self.units = int(src.amount.scaleb(scale))
+        self.currency = src.currency
+        self.name = norm_name(src.counterparty)
+        self.name_keys = name_keys(self.name)
+        if side == "bank":
+            e2e = norm_ref(src.end_to_end_id)
+            self.keys = frozenset(k for k in (e2e,) if is_reference(k))
+            self.grams = ref_grams(src.remittance, src.end_to_end_id)
+            self.ref = ""
+        else:
+            # The ledger side is looked up by its invoice number / reference
+            # and by its external id (some payers quote the document id).
+            self.ref = norm_ref(src.reference)
+            ext = norm_ref(src.external_id)
+            self.keys = frozenset(k for k in (self.ref, ext) if is_reference(k))
+            self.grams = frozenset()
+
+
+def decimal_places(*groups) -> int:
+    """The most decimal places any amount uses (2 for EUR, 3 for KWD ...)."""
+    places = 0
+    for group in groups:
+        for x in group:
+            exp = x.amount.as_tuple().exponent
+            if isinstance(exp, int) and -exp > places:
+                places = -exp
+    return min(places, 6)
+
+
+class Context:
+    """All items of one engine call, and which of them are still open."""
+
+    def __init__(self, banks: list[BankLine], ledgers: list[LedgerEntry]):
+        self.scale = decimal_places(banks, ledgers)
+        # Sorting by id first makes every later step independent of input order.
+        self.banks = {b.id: Item("bank", b, self.scale) for b in sorted(banks, key=lambda x: x.id)}
+        self.ledgers = {e.id: Item("ledger", e, self.scale) for e in sorted(ledgers, key=lambda x: x.id)}
+        if len(self.banks) != len(banks) or len(self.ledgers) != len(ledgers):
+            raise ValueError("item ids must be unique on each side")
+        self.open_banks: dict[str, Item] = dict(self.banks)
+        self.open_ledgers: dict[str, Item] = dict(self.ledgers)
+
+    def to_decimal(self, units: int) -> Decimal:
+        return Decimal(units).scaleb(-self.scale)
+
+    def close(self, bank_ids, ledger_ids) -> None:
+        for i in bank_ids:
+            del self.open_banks[i]
+        for i in ledger_ids:
+            del self.open_ledgers[i]
+
+
+class DatedIndex:
+    """Items grouped under keys, each group sorted by date for window lookups."""
+
+    def __init__(self):
+        self._groups: dict = defaultdict(list)
+        self._days: dict = {}
+
+    def add(self, key, item: Item) -> None:
+        self._groups[key].append(item)
+
+    def freeze(self, max_size: int | None = None) -> "DatedIndex":
+        for key in list(self._groups):
+            group = self._groups[key]
+            if max_size is not None and len(group) > max_size:
+                del self._groups[key]
+                continue
+            group.sort(key=lambda it: (it.day, it.id))
+            self._days[key] = [it.day for it in group]
+        return self
+
+    def window(self, key, day: int, days: int) -> list[Item]:
+        group = self._groups.get(key)
+        if not group:
+            return []
+        ds = self._days[key]
+        return group[bisect.bisect_left(ds, day - days): bisect.bisect_right(ds, day + days)]
+
+    def get(self, key) -> list[Item]:
+        return self._groups.get(key, [])
+
+
+def amount_index(items) -> DatedIndex:
+    """(currency, amount) -> items by date: the equal-amount candidates."""
+    index = DatedIndex()
+    for it in items:
+        index.add((it.currency, it.units), it)
+    return index.freeze()
+
+
+def key_index(items, keys_of=lambda it: it.keys) -> DatedIndex:
+    """Reference key -> items (the hash map the reference rule looks up)."""
+    index = DatedIndex()
+    for it in items:
+        for key in keys_of(it):
+            index.add(key, it)
+    return index.freeze()
+
+
+def name_index(items) -> DatedIndex:
+    """(currency, name word) -> items by date: same-counterparty candidates."""
+    index = DatedIndex()
+    for it in items:
+        for key in it.name_keys:
+            index.add((it.currency, key), it)
+    return index.freeze(max_size=MAX_NAME_POSTINGS)

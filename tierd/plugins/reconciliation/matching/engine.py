@@ -1,0 +1,73 @@
+"""Run the configured rule passes over open items: the public entry point.
+
+``reconcile(bank_lines, ledger_entries, config)`` is pure and synchronous;
+the daemon runs it with ``asyncio.to_thread`` so the event loop stays free.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from .context import Context
+from .model import BankLine, EngineConfig, LedgerEntry, Match, Result
+from .resolve import dedupe, resolve
+from .rules import RULES, Candidate
+
+
+class RuleConfigError(ValueError):
+    """An account names a rule that does not exist."""
+
+
+def check_rules(rules: list[dict]) -> list[str]:
+    """Problems with a rules list (empty when fine); used by the config schema."""
+    return [f"rules[{i}]: unknown rule {r.get('rule')!r} (known: {', '.join(RULES)})"
+            for i, r in enumerate(rules) if r.get("rule") not in RULES]
+
+
+def reconcile(bank_lines: list[BankLine], ledger_entries: list[LedgerEntry], config: EngineConfig | None = None) -> Result:
+    """Match bank lines with ledger entries; the result does not depend on input order."""
+    config = config or EngineConfig()
+    problems = check_rules(config.rules)
+    if problems:
+        raise RuleConfigError("; ".join(problems))
+    ctx = Context(bank_lines, ledger_entries)
+    matches: list[Match] = []
+    pending: list[Candidate] = []
+    by_rule: Counter = Counter()
+    for rule_cfg in config.rules:
+        if not ctx.open_banks or not ctx.open_ledgers:
+            break
+        params = {k: v for k, v in rule_cfg.items() if k != "rule"}
+        candidates = RULES[rule_cfg["rule"]](ctx, params)
+        auto, suggested = resolve(
+            candidates,
+            threshold=float(params.get("auto_threshold", config.auto_threshold)),
+            min_margin=config.min_margin,
+            floor=config.suggestion_threshold,
+            auto=bool(params.get("auto", True)),
+        )
+        for c in auto:
+            ctx.close(c.bank_ids, c.ledger_ids)
+            matches.append(_to_match(ctx, c))
+            by_rule[c.rule] += 1
+        pending.extend(suggested)
+    return Result(matches=matches, suggestions=_suggestions(ctx, pending, config), by_rule=dict(by_rule))
+
+
+def _to_match(ctx: Context, c: Candidate) -> Match:
+    return Match(rule=c.rule, score=c.score, explanation="; ".join(c.reasons), bank_ids=c.bank_ids,
+                 ledger_ids=c.ledger_ids, adjustment=ctx.to_decimal(c.adjustment))
+
+
+def _suggestions(ctx: Context, pending: list[Candidate], config: EngineConfig) -> list[Match]:
+    """Suggestions whose items are all still open, best first, a few per item."""
+    per_item: Counter = Counter()
+    out = []
+    for c in dedupe(pending):
+        if not all(i in ctx.open_banks for i in c.bank_ids) or not all(i in ctx.open_ledgers for i in c.ledger_ids):
+            continue
+        if any(per_item[item] >= config.max_suggestions_per_item for item in c.items):
+            continue
+        per_item.update(c.items)
+        out.append(_to_match(ctx, c))
+    return out

@@ -1,0 +1,93 @@
+"""What goes into the matching engine and what comes out of it.
+
+Plain dataclasses, no database and no asyncio: the engine is a pure
+function of these, which is what makes it testable, benchmarkable and safe
+to run in a worker thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from decimal import Decimal
+
+#: The rule passes used when an account configures none, in this order.
+DEFAULT_RULES: tuple[dict, ...] = (
+    {"rule": "reference"},
+    {"rule": "amount_date", "window_days": 3},
+    {"rule": "fuzzy_counterparty", "min_similarity": 85, "window_days": 5},
+    {"rule": "batch", "max_items": 5, "window_days": 3},
+    {"rule": "partial", "max_items": 5, "window_days": 14},
+    {"rule": "tolerance", "absolute": "2.50", "percent": 0.5, "window_days": 5},
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class BankLine:
+    """An open statement line, as the engine sees it."""
+
+    id: str
+    date: dt.date
+    amount: Decimal  # signed: credit > 0
+    currency: str
+    counterparty: str = ""
+    remittance: str = ""
+    end_to_end_id: str = ""
+    bank_reference: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class LedgerEntry:
+    """An open ledger entry; ``amount`` is signed as the bank sees it."""
+
+    id: str
+    date: dt.date
+    amount: Decimal
+    currency: str
+    counterparty: str = ""
+    reference: str = ""
+    description: str = ""
+    external_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Match:
+    """Bank lines and ledger entries that belong together.
+
+    ``sum(bank amounts) == sum(ledger amounts) + adjustment``; the adjustment
+    is non-zero only for the tolerance rule (bank fees, rounding).
+    """
+
+    rule: str
+    score: float
+    explanation: str
+    bank_ids: tuple[str, ...]
+    ledger_ids: tuple[str, ...]
+    adjustment: Decimal = Decimal(0)
+
+
+#: A suggestion has the same shape: a match a person has to confirm.
+Suggestion = Match
+
+
+@dataclasses.dataclass
+class EngineConfig:
+    """How an account is reconciled (``reconciliation.accounts[].rules`` etc.)."""
+
+    rules: list[dict] = dataclasses.field(default_factory=lambda: [dict(r) for r in DEFAULT_RULES])
+    #: A candidate is matched automatically only at or above this score ...
+    auto_threshold: float = 0.85
+    #: ... and only when it beats every competing candidate by this much.
+    min_margin: float = 0.05
+    #: Candidates below this score are not even suggested.
+    suggestion_threshold: float = 0.5
+    #: At most this many suggestions name the same item.
+    max_suggestions_per_item: int = 3
+
+
+@dataclasses.dataclass
+class Result:
+    matches: list[Match]
+    suggestions: list[Suggestion]
+    #: rule name -> number of automatic matches it made.
+    by_rule: dict[str, int]
