@@ -372,3 +372,19 @@ def load_config(path: Path | None, plugin_schemas: Mapping[str, Field],
         problems.sort(key=lambda problem: (problem.line is None, problem.line or 0))
         raise ConfigError([problem.text for problem in problems])
     return Config(clean, path=path, source_lines=lines)
+
+
+def peek_disabled_plugins(path: Path | None) -> list[str]:
+    """``plugins.disabled`` read quickly, before any plugin is imported.
+
+    A plugin that cannot even be imported (a missing optional dependency) can
+    so be disabled in the file. Any problem here yields [] and is reported by
+    the full ``load_config`` later.
+    """
+    if path is None:
+        return []
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        return _disabled_plugins(raw) if isinstance(raw, dict) else []
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, AttributeError, TypeError):
+        return []

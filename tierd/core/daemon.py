@@ -19,7 +19,7 @@ from aiohttp import web
 from tierd import __version__
 from tierd.core import systemd
 from tierd.core.clock import Clock
-from tierd.core.config import ConfigError, load_config
+from tierd.core.config import ConfigError, load_config, peek_disabled_plugins
 from tierd.core.events import EventBus
 from tierd.core.plugins import call_async, get_plugins, make_plugin_manager
 from tierd.core.registry import collect_registries
@@ -34,18 +34,13 @@ log = logging.getLogger("tierd")
 def prepare(config_path: Path | None, env=None):
     """Plugin manager, registries and validated config for ``config_path``.
 
-    Raises ConfigError. The plugin list depends on ``plugins.disabled`` in the
-    config, so a config that disables plugins is loaded twice.
+    Raises ConfigError. Plugins listed in ``plugins.disabled`` are never
+    imported.
     """
     kwargs = {} if env is None else {"env": env}
-    pm = make_plugin_manager()
+    pm = make_plugin_manager(peek_disabled_plugins(config_path))
     registries = collect_registries(pm)
     config = load_config(config_path, plugin_schemas(pm, registries), **kwargs)
-    disabled = config["plugins"]["disabled"]
-    if disabled:
-        pm = make_plugin_manager(disabled)
-        registries = collect_registries(pm)
-        config = load_config(config_path, plugin_schemas(pm, registries), **kwargs)
     return pm, registries, config
 
 
