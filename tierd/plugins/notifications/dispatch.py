@@ -131,7 +131,9 @@ class Dispatcher:
             severity = max((i["severity"] for i in items), key=lambda s: _SEVERITY_RANK.get(s, 0))
             digest = {
                 "id": store.new_id(), "tenant_id": group["tenant_id"], "kind": "digest" if len(items) > 1 else "event",
-                "dedup_key": f"{group['group_key']}#{group['flushes'] + 1}",
+                # The group's row id is never reused (AUTOINCREMENT): a group closed
+                # and opened again must not collide with its former digests.
+                "dedup_key": f"{group['group_key']}#{group['id']}.{group['flushes'] + 1}",
                 "event_id": events[0]["id"], "event_type": events[0]["type"] if len({e["type"] for e in events}) == 1 else "*",
                 "route": group["route"], "channel": group["channel"], "events": events, "created_at": now,
                 "severity": severity,
