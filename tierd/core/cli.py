@@ -284,11 +284,27 @@ def reload(cli_ctx):
     click.echo("configuration reloaded")
 
 
-def build_cli() -> click.Group:
-    pm = make_plugin_manager()
+def _config_path_from_argv(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def build_cli(argv: list[str] | None = None) -> click.Group:
+    """The root group with every enabled plugin's commands added."""
+    from tierd.core.config import find_config_path, peek_disabled_plugins
+
+    try:
+        path = find_config_path(_config_path_from_argv(argv or []))
+    except ConfigError:
+        path = None  # the command itself reports the missing file
+    pm = make_plugin_manager(peek_disabled_plugins(path))
     pm.hook.tierd_cli(cli=cli)
     return cli
 
 
 def main():
-    build_cli()(prog_name="tierd")
+    build_cli(sys.argv[1:])(prog_name="tierd")

@@ -117,30 +117,37 @@ class EventBus:
             self._flushing = False
 
     async def _insert(self, batch) -> list[tuple[Event, bool]]:
-        results = []
-        seen: dict[tuple[str, str], Event] = {}
+        """One transaction for the whole batch: a few statements, not one per event."""
         now = self.clock.time()
+        created_at = iso(now)
+        keyed = {(args[0], args[3]) for args, _ in batch if args[3] is not None}
+        results: list[tuple[Event | None, bool]] = []
+        rows = []
         async with self.db.transaction() as tx:
+            known: dict[tuple[str, str], Event] = {}
+            for tenant, key in keyed:
+                row = await tx.fetchone("SELECT * FROM events WHERE tenant_id=? AND idempotency_key=?", (tenant, key))
+                if row is not None:
+                    known[(tenant, key)] = _row_to_event(row)
             for (tenant, type_, data, key), _ in batch:
+                if key is not None and (tenant, key) in known:
+                    results.append((known[(tenant, key)], False))
+                    continue
+                event = Event(0, new_event_id(), tenant, type_, data, created_at)
                 if key is not None:
-                    if (tenant, key) in seen:
-                        results.append((seen[(tenant, key)], False))
-                        continue
-                    row = await tx.fetchone(
-                        "SELECT * FROM events WHERE tenant_id=? AND idempotency_key=?", (tenant, key))
-                    if row is not None:
-                        results.append((_row_to_event(row), False))
-                        continue
-                event_id = new_event_id()
-                cur = await tx.execute(
-                    "INSERT INTO events(id, tenant_id, type, data, idempotency_key, created_at)"
-                    " VALUES (?,?,?,?,?,?)",
-                    (event_id, tenant, type_, json.dumps(data, separators=(",", ":")), key, now))
-                event = Event(cur.lastrowid, event_id, tenant, type_, data, iso(now))
-                if key is not None:
-                    seen[(tenant, key)] = event
+                    known[(tenant, key)] = event  # a repeat within this batch gets this one
+                rows.append((event.id, tenant, type_, json.dumps(data, separators=(",", ":")), key, now))
                 results.append((event, True))
-        created = sum(1 for _, new in results if new)
+            if rows:
+                await tx.executemany(
+                    "INSERT INTO events(id, tenant_id, type, data, idempotency_key, created_at)"
+                    " VALUES (?,?,?,?,?,?)", rows)
+                # One writer holds the lock: the batch got consecutive sequence numbers.
+                last = (await tx.fetchone("SELECT MAX(seq) AS m FROM events"))["m"]
+                first = last - len(rows) + 1
+                seqs = {row[0]: first + i for i, row in enumerate(rows)}
+                results = [(dataclasses.replace(e, seq=seqs.get(e.id, e.seq)), new) for e, new in results]
+        created = len(rows)
         self.published += created
         if self.on_publish is not None:
             self.on_publish(created)
