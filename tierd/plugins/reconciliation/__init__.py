@@ -1,0 +1,99 @@
+"""Bank reconciliation: statements and ledger in, explained matches out.
+
+This module is a plugin like any third-party one: everything below is a
+hook implementation (see :mod:`tierd.core.hookspecs`). The pieces:
+
+* ``importers/`` - CAMT.053, MT940/MT942, OFX, CSV (registered as statement importers)
+* ``matching/`` - the pure matching engine (rules, conflict settlement)
+* ``imports.py`` / ``ledger.py`` - getting both sides in, de-duplicated
+* ``runs.py`` / ``manual.py`` - automatic runs, and what people decide
+* ``store.py`` - tables and SQL; ``api.py`` / ``cli.py`` - the interfaces
+* ``inbox.py`` - folders watched for statement files
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tierd.core.plugins import hookimpl
+from tierd.core.scheduler import Job
+
+from . import api, inbox, runs, store
+from .cli import recon_cli
+from .importers import builtin_importers
+from .settings import SCHEMA, section
+
+log = logging.getLogger("tierd.reconciliation")
+
+
+@hookimpl
+def tierd_config_schema(registries):
+    return {"reconciliation": SCHEMA}
+
+
+@hookimpl
+def tierd_migrations():
+    return {"reconciliation": store.MIGRATIONS}
+
+
+@hookimpl
+def tierd_register_statement_importers(register):
+    for importer in builtin_importers():
+        register(importer)
+
+
+async def _sync_config_accounts(daemon) -> None:
+    """Accounts of the config file become (or update) rows; tenants are created on the fly."""
+    from tierd.core.tenants import ensure_tenant
+
+    now = daemon.clock.now().isoformat()
+    for acct in section(daemon.config)["accounts"]:
+        await ensure_tenant(daemon.db, acct["tenant"])
+        await store.upsert_config_account(daemon.db, acct, now)
+
+
+@hookimpl
+async def tierd_startup(daemon):
+    await store.fail_interrupted_runs(daemon.db, daemon.clock.now().isoformat())
+    await _sync_config_accounts(daemon)
+
+
+@hookimpl
+async def tierd_config_reloaded(daemon, config):
+    await _sync_config_accounts(daemon)
+
+
+@hookimpl
+def tierd_routes(daemon):
+    return api.routes()
+
+
+def _scheduled_run(daemon, tenant: str, account_id: str):
+    async def job():
+        account = await store.get_account(daemon.db, tenant, account_id)
+        if account is None:
+            return
+        try:
+            await runs.run_account(daemon, tenant, account, "schedule", "scheduler")
+        except Exception:  # logged here: the scheduler only knows the job failed
+            log.exception("scheduled reconciliation run of %s/%s failed", tenant, account_id)
+
+    return job
+
+
+@hookimpl
+def tierd_jobs(daemon):
+    cfg = section(daemon.config)
+    jobs = [Job(id=f"reconciliation.run.{a['tenant']}.{a['id']}", func=_scheduled_run(daemon, a["tenant"], a["id"]),
+                cron=a["schedule"]) for a in cfg["accounts"] if a.get("schedule")]
+    if any(a.get("inbox") for a in cfg["accounts"]):
+        async def poll_inboxes():
+            await inbox.poll(daemon)
+
+        jobs.append(Job(id="reconciliation.inbox", func=poll_inboxes, interval=cfg["inbox_poll_interval"]))
+    return jobs
+
+
+@hookimpl
+def tierd_cli(cli):
+    cli.add_command(recon_cli)

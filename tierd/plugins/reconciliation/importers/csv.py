@@ -36,7 +36,8 @@ DEFAULT_LAYOUT = {
 
 def layout_problems(layout: dict) -> list[str]:
     """What is wrong with a layout (empty when it is usable); for config checks."""
-    cols = layout.get("columns") or {}
+    # A validated config fills unmapped fields with None: only mapped ones count.
+    cols = {k: v for k, v in (layout.get("columns") or {}).items() if v}
     problems = [f"unknown field {name!r} in columns" for name in cols if name not in FIELDS]
     if "booking_date" not in cols:
         problems.append("columns.booking_date is required")
@@ -88,6 +89,8 @@ class CsvImporter(StatementImporter):
     def _positions(columns: dict, header: list[str], number: int) -> dict[str, int]:
         positions = {}
         for field_name, column in columns.items():
+            if not column:
+                continue
             if column not in header:
                 raise StatementError(f"column {column!r} (for {field_name}) is not in the header {header}", f"line {number}")
             positions[field_name] = header.index(column)
@@ -102,7 +105,7 @@ class CsvImporter(StatementImporter):
 
         dec = layout["decimal"]
         if "amount" in pos:
-            amount = parse_localized_decimal(cell("amount"), dec, where + f" column {layout['columns']['amount']!r}")
+            amount = parse_localized_decimal(cell("amount"), dec, where + " amount")
         else:
             debit_text, credit_text = cell("debit"), cell("credit")
             debit = parse_localized_decimal(debit_text, dec, where + " debit") if debit_text else Decimal(0)

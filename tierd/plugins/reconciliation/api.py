@@ -1,0 +1,310 @@
+"""HTTP routes under ``/v1/reconciliation``: accounts, imports, ledger, runs, matches.
+
+Every handler resolves the account inside the caller's tenant first; an
+account of another tenant is answered exactly like a missing one (404).
+Who did something is the ``Tierd-Actor`` header when a front end passes the
+person's name, else the token kind ("admin" or "tenant:<id>").
+"""
+
+from __future__ import annotations
+
+
+from aiohttp import web
+
+from tierd.core.api import ApiError, Route, json_response, page, page_params, read_json, require_tenant
+from tierd.core.registry import StatementError
+
+from . import imports, ledger, manual, runs, store
+from .settings import ACCOUNT_ID_RE, CURRENCY_RE, section
+
+PREFIX = "/v1/reconciliation/accounts"
+TAG = "reconciliation"
+
+
+def actor_of(request: web.Request) -> str:
+    named = request.headers.get("Tierd-Actor", "").strip()
+    if named:
+        return named[:100]
+    return "admin" if request.get("admin") else f"tenant:{request.get('tenant')}"
+
+
+async def account_of(request: web.Request) -> tuple[str, dict]:
+    tenant = require_tenant(request)
+    account = await store.get_account(request.app["daemon"].db, tenant, request.match_info["account"])
+    if account is None:
+        raise ApiError(404, "not_found", f"no reconciliation account {request.match_info['account']!r}")
+    return tenant, account
+
+
+# --- accounts ---------------------------------------------------------------------------------------
+
+
+async def list_accounts(request):
+    tenant = require_tenant(request)
+    return json_response({"data": await store.list_accounts(request.app["daemon"].db, tenant)})
+
+
+async def create_account(request):
+    tenant = require_tenant(request)
+    daemon = request.app["daemon"]
+    body = await read_json(request)
+    problems = []
+    unknown = sorted(set(body) - {"id", "name", "currency", "iban", "account_number", "csv_format", "ledger_format"})
+    if unknown:
+        problems.append(f"unknown field(s): {', '.join(unknown)}")
+    if not isinstance(body.get("id"), str) or not ACCOUNT_ID_RE.fullmatch(body["id"]):
+        problems.append("id is required: letters, digits, '.', '_' or '-', up to 64 characters")
+    if not isinstance(body.get("currency"), str) or not CURRENCY_RE.fullmatch(body["currency"]):
+        problems.append("currency is required: an ISO 4217 code such as EUR")
+    for key in ("name", "iban", "account_number", "csv_format", "ledger_format"):
+        if body.get(key) is not None and not isinstance(body[key], str):
+            problems.append(f"{key} must be a string")
+    cfg = section(daemon.config)
+    for key, table in (("csv_format", "csv_formats"), ("ledger_format", "ledger_formats")):
+        if isinstance(body.get(key), str) and body[key] not in cfg[table]:
+            problems.append(f"{key} {body[key]!r} is not defined in reconciliation.{table}")
+    if problems:
+        raise ApiError(422, "invalid_account", problems[0], problems)
+    acct = {"id": body["id"], "name": body.get("name") or "", "currency": body["currency"],
+            "iban": (body.get("iban") or "").replace(" ", "").upper(), "account_number": body.get("account_number") or "",
+            "csv_format": body.get("csv_format"), "ledger_format": body.get("ledger_format"),
+            "created_by": actor_of(request)}
+    if not await store.create_account(daemon.db, tenant, acct, daemon.clock.now().isoformat()):
+        raise ApiError(409, "account_exists", f"account {body['id']!r} already exists")
+    return json_response(await store.get_account(daemon.db, tenant, body["id"]), status=201)
+
+
+async def get_account(request):
+    _, account = await account_of(request)
+    return json_response(account)
+
+
+# --- statements --------------------------------------------------------------------------------------
+
+
+async def read_upload(request: web.Request, limit: int) -> tuple[bytes, str]:
+    """The file of a raw or multipart upload, streamed with its own size limit.
+
+    Statement files are larger than the API's general body limit, so the
+    body is read from the stream here rather than through ``read()``.
+    """
+    filename = request.query.get("filename", "")
+    if request.content_type.startswith("multipart/"):
+        reader = await request.multipart()
+        async for part in reader:
+            if part.filename or part.name == "file":
+                return await _read_limited(part, limit), part.filename or filename
+        raise ApiError(400, "file_required", "the multipart body has no file part")
+    data = await _read_limited(request.content, limit)
+    if not data:
+        raise ApiError(400, "file_required", "the request body is empty: send the statement file")
+    return data, filename
+
+
+async def _read_limited(stream, limit: int) -> bytes:
+    chunks, size = [], 0
+    while True:
+        chunk = await stream.read_chunk(65536) if hasattr(stream, "read_chunk") else await stream.read(65536)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body_too_large", f"statement exceeds {limit} bytes (reconciliation.max_statement_size)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def import_statement(request):
+    tenant, account = await account_of(request)
+    daemon = request.app["daemon"]
+    cfg = section(daemon.config)
+    fmt = request.query.get("format") or None
+    if fmt is not None and fmt not in daemon.registries.statement_importers:
+        raise ApiError(422, "unknown_format", f"unknown format {fmt!r}",
+                       {"known": sorted(daemon.registries.statement_importers)})
+    data, filename = await read_upload(request, cfg["max_statement_size"])
+    layout = cfg["csv_formats"].get(account["csv_format"]) if account["csv_format"] else None
+    try:
+        result = await imports.import_statement(daemon, tenant, account, data, fmt=fmt, filename=filename,
+                                                csv_layout=layout, actor=actor_of(request))
+    except imports.AccountMismatch as exc:
+        raise ApiError(422, "statement_account_mismatch", str(exc), {"location": exc.location})
+    except StatementError as exc:
+        raise ApiError(422, "statement_invalid", str(exc), {"location": exc.location})
+    return json_response(result, status=201)
+
+
+# --- ledger ------------------------------------------------------------------------------------------
+
+
+async def post_ledger(request):
+    tenant, account = await account_of(request)
+    daemon = request.app["daemon"]
+    cfg = section(daemon.config)
+    raw, _ = await read_upload(request, cfg["max_statement_size"])
+    is_csv = request.content_type in ("text/csv", "application/csv") or request.query.get("format") == "csv"
+    try:
+        if is_csv:
+            layout_name = request.query.get("layout") or account["ledger_format"]
+            if layout_name and layout_name not in cfg["ledger_formats"]:
+                raise ApiError(422, "unknown_layout", f"no ledger_formats entry named {layout_name!r}")
+            items = ledger.parse_csv_entries(raw, cfg["ledger_formats"].get(layout_name) if layout_name else None)
+        else:
+            items = ledger.parse_json_entries(raw)
+        entries = ledger.validate_entries(items, account["currency"])
+    except ledger.LedgerError as exc:
+        raise ApiError(422, "ledger_invalid", str(exc), exc.problems)
+    except UnicodeDecodeError:
+        raise ApiError(422, "ledger_invalid", "the body is not UTF-8 text")
+    result = await ledger.upsert_entries(daemon, tenant, account["id"], entries, actor_of(request))
+    return json_response(result, status=200)
+
+
+# --- runs ----------------------------------------------------------------------------------------------
+
+
+async def start_run(request):
+    tenant, account = await account_of(request)
+    run = await runs.run_account(request.app["daemon"], tenant, account, "api", actor_of(request))
+    return json_response(run, status=201)
+
+
+async def get_run(request):
+    tenant, account = await account_of(request)
+    run = await store.get_run(request.app["daemon"].db, tenant, account["id"], request.match_info["run"])
+    if run is None:
+        raise ApiError(404, "not_found", f"no run {request.match_info['run']}")
+    return json_response(run)
+
+
+async def _matches_page(request, run_id: str | None):
+    tenant, account = await account_of(request)
+    limit, cursor = page_params(request)
+    status = request.query.get("status", "active" if run_id is None else None)
+    if status not in (None, "active", "undone"):
+        raise ApiError(400, "invalid_parameter", "status must be active or undone")
+    items = await store.list_matches(request.app["daemon"].db, tenant, account["id"], run_id=run_id, status=status,
+                                     limit=limit + 1, after=cursor)
+    return json_response(page(items, limit, cursor_of=lambda m: m["id"]))
+
+
+async def _suggestions_page(request, run_id: str | None):
+    tenant, account = await account_of(request)
+    limit, cursor = page_params(request)
+    status = request.query.get("status", "open")
+    items = await store.list_suggestions(request.app["daemon"].db, tenant, account["id"], run_id=run_id,
+                                         status=None if status == "all" else status, limit=limit + 1, after=cursor)
+    return json_response(page(items, limit, cursor_of=lambda s: s["id"]))
+
+
+async def run_matches(request):
+    await get_run(request)  # 404 for an unknown run
+    return await _matches_page(request, request.match_info["run"])
+
+
+async def run_suggestions(request):
+    await get_run(request)
+    return await _suggestions_page(request, request.match_info["run"])
+
+
+async def list_matches(request):
+    return await _matches_page(request, None)
+
+
+async def list_suggestions(request):
+    return await _suggestions_page(request, None)
+
+
+# --- open items -------------------------------------------------------------------------------------------
+
+
+async def open_items(request):
+    """Both sides' open items with their age in days (``?side=bank|ledger``)."""
+    tenant, account = await account_of(request)
+    daemon = request.app["daemon"]
+    side = request.query.get("side", "all")
+    if side not in ("all", "bank", "ledger"):
+        raise ApiError(400, "invalid_parameter", "side must be bank, ledger or all")
+    try:
+        min_age = int(request.query.get("min_age_days", "0"))
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", "min_age_days must be an integer")
+    today = daemon.clock.now().date()
+    out: dict = {}
+    if side in ("all", "bank"):
+        rows = await store.open_lines(daemon.db, tenant, account["id"])
+        out["statement_lines"] = [store.public_line(r) | {"age_days": runs.age_days(r["booking_date"], today)}
+                                  for r in rows if runs.age_days(r["booking_date"], today) >= min_age]
+    if side in ("all", "ledger"):
+        rows = await store.open_entries(daemon.db, tenant, account["id"])
+        out["ledger_entries"] = [store.public_entry(r) | {"age_days": runs.age_days(r["date"], today)}
+                                 for r in rows if runs.age_days(r["date"], today) >= min_age]
+    out["as_of"] = today.isoformat()
+    return json_response(out)
+
+
+# --- people ------------------------------------------------------------------------------------------------
+
+
+async def create_match(request):
+    tenant, account = await account_of(request)
+    body = await read_json(request)
+    match = await manual.manual_match(request.app["daemon"], tenant, account, body, actor_of(request))
+    return json_response(match, status=201)
+
+
+async def get_match(request):
+    tenant, account = await account_of(request)
+    match = await store.get_match(request.app["daemon"].db, tenant, account["id"], request.match_info["match"])
+    if match is None:
+        raise ApiError(404, "not_found", f"no match {request.match_info['match']}")
+    return json_response(match)
+
+
+async def delete_match(request):
+    tenant, account = await account_of(request)
+    match = await manual.undo(request.app["daemon"], tenant, account, request.match_info["match"], actor_of(request))
+    return json_response(match)
+
+
+async def accept_suggestion(request):
+    tenant, account = await account_of(request)
+    match = await manual.accept_suggestion(request.app["daemon"], tenant, account, request.match_info["suggestion"],
+                                           actor_of(request))
+    return json_response(match, status=201)
+
+
+async def audit_log(request):
+    tenant, account = await account_of(request)
+    limit, cursor = page_params(request)
+    try:
+        after = int(cursor) if cursor else None
+    except ValueError:
+        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
+    rows = await store.list_audit(request.app["daemon"].db, tenant, account["id"], limit + 1, after)
+    return json_response(page(rows, limit, cursor_of=lambda r: r["id"]))
+
+
+def routes() -> list[Route]:
+    a = PREFIX + "/{account}"
+    spec = [
+        ("GET", PREFIX, list_accounts, "List reconciliation accounts"),
+        ("POST", PREFIX, create_account, "Create a reconciliation account"),
+        ("GET", a, get_account, "Get an account"),
+        ("POST", a + "/statements", import_statement, "Import a statement file (raw body or multipart; ?format=)"),
+        ("POST", a + "/ledger", post_ledger, "Upsert ledger entries (JSON, JSON lines or CSV)"),
+        ("POST", a + "/runs", start_run, "Run the matching rules over the open items"),
+        ("GET", a + "/runs/{run}", get_run, "Get a run and its counts"),
+        ("GET", a + "/runs/{run}/matches", run_matches, "Matches made by a run"),
+        ("GET", a + "/runs/{run}/suggestions", run_suggestions, "Suggestions of a run"),
+        ("GET", a + "/open-items", open_items, "Open statement lines and ledger entries, with age"),
+        ("GET", a + "/matches", list_matches, "Matches of the account (?status=active|undone)"),
+        ("POST", a + "/matches", create_match, "Match items by hand"),
+        ("GET", a + "/matches/{match}", get_match, "Get a match with its items"),
+        ("DELETE", a + "/matches/{match}", delete_match, "Undo a match (its items become open again)"),
+        ("GET", a + "/suggestions", list_suggestions, "Open suggestions (?status=open|accepted|stale|all)"),
+        ("POST", a + "/suggestions/{suggestion}/accept", accept_suggestion, "Accept a suggestion as a match"),
+        ("GET", a + "/audit", audit_log, "Who changed what, when"),
+    ]
+    return [Route(method, path, handler, auth="tenant", summary=summary, tag=TAG)
+            for method, path, handler, summary in spec]

@@ -1,0 +1,207 @@
+"""``tierd recon ...``: the reconciliation commands, talking to the running daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from tierd.core.cli_helpers import json_option, pass_cli
+
+BASE = "/v1/reconciliation/accounts"
+CHUNK = 64 * 1024
+
+tenant_option = click.option("--tenant", required=True, help="Tenant id")
+account_option = click.option("--account", required=True, help="Account id")
+
+
+@click.group("recon")
+def recon_cli():
+    """Bank reconciliation: import statements and ledger, run the matching, review."""
+
+
+@recon_cli.command("accounts")
+@tenant_option
+@json_option
+@pass_cli
+def accounts(cli, tenant, as_json):
+    """List the tenant's accounts."""
+    data = cli.api.get(BASE, tenant=tenant)["data"]
+    cli.output(data, columns=["id", "name", "currency", "iban", "account_number", "source"], as_json=as_json)
+
+
+def _upload(cli, path: Path, url: str, tenant: str, params: dict, as_json: bool, content_type: str):
+    """Send a file as the request body, in chunks, with a progress bar."""
+    size = path.stat().st_size
+    with cli.progress(length=size, label=path.name, as_json=as_json) as bar:
+        def chunks():
+            with path.open("rb") as f:
+                while chunk := f.read(CHUNK):
+                    bar.update(len(chunk))
+                    yield chunk
+
+        return cli.api.request("POST", url, tenant=tenant, params=params, body=chunks(), content_type=content_type)
+
+
+@recon_cli.command("import")
+@tenant_option
+@account_option
+@click.option("--format", "fmt", default=None, help="camt053, mt940, ofx, csv ... (default: detect)")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+@pass_cli
+def import_(cli, tenant, account, fmt, files, as_json):
+    """Import statement files (each in one transaction)."""
+    results = []
+    for path in files:
+        result = _upload(cli, path, f"{BASE}/{account}/statements", tenant, {"format": fmt, "filename": path.name},
+                         as_json, "application/octet-stream")
+        results.append(result)
+        if not as_json:
+            line = (f"{path.name}: {result['format']}, {result['new']} new, {result['duplicates']} duplicate, "
+                    f"{result['rejected']} rejected")
+            for b in result["balances"]:
+                if not b["ok"]:
+                    line += (f"\n  balance mismatch in statement {b['statement']}: opening {b['opening']} + lines "
+                             f"{b['lines_total']} = {b['computed_closing']}, the bank says {b['closing']}")
+            click.echo(line)
+    if as_json:
+        cli.output(results, as_json=True)
+
+
+@recon_cli.command("ledger")
+@tenant_option
+@account_option
+@click.option("--layout", default=None, help="ledger_formats entry for a CSV file")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+@pass_cli
+def ledger(cli, tenant, account, layout, file, as_json):
+    """Upsert ledger entries from a JSON, JSON-lines or CSV file."""
+    is_csv = file.suffix.lower() == ".csv"
+    result = _upload(cli, file, f"{BASE}/{account}/ledger", tenant, {"layout": layout, "format": "csv" if is_csv else None},
+                     as_json, "text/csv" if is_csv else "application/json")
+    if as_json:
+        cli.output(result, as_json=True)
+    else:
+        click.echo(f"{result['new']} new, {result['updated']} updated, {result['unchanged']} unchanged, "
+                   f"{len(result['conflicts'])} conflicts")
+        for c in result["conflicts"]:
+            click.echo(f"  {c['external_id']}: {c['reason']}")
+
+
+@recon_cli.command("run")
+@tenant_option
+@account_option
+@json_option
+@pass_cli
+def run(cli, tenant, account, as_json):
+    """Run the matching rules over the open items."""
+    result = cli.api.post(f"{BASE}/{account}/runs", tenant=tenant)
+    if as_json:
+        cli.output(result, as_json=True)
+        return
+    c = result["counts"]
+    click.echo(f"run {result['id']} {result['status']}: {c.get('matches', 0)} matches, {c.get('suggestions', 0)} "
+               f"suggestions; open now: {c.get('bank_lines_open', 0)} statement lines, "
+               f"{c.get('ledger_entries_open', 0)} ledger entries")
+    for rule, n in sorted((c.get("by_rule") or {}).items()):
+        click.echo(f"  {rule}: {n}")
+
+
+@recon_cli.command("open-items")
+@tenant_option
+@account_option
+@click.option("--side", type=click.Choice(["all", "bank", "ledger"]), default="all")
+@click.option("--min-age-days", type=int, default=0)
+@json_option
+@pass_cli
+def open_items(cli, tenant, account, side, min_age_days, as_json):
+    """Open statement lines and ledger entries, with their age."""
+    data = cli.api.get(f"{BASE}/{account}/open-items", tenant=tenant, params={"side": side, "min_age_days": min_age_days})
+    if as_json:
+        cli.output(data, as_json=True)
+        return
+    if "statement_lines" in data:
+        click.echo("Statement lines:")
+        cli.output(data["statement_lines"], columns=["id", "booking_date", "age_days", "amount", "currency",
+                                                     "counterparty_name", "remittance", "bank_reference"])
+    if "ledger_entries" in data:
+        click.echo("Ledger entries:")
+        cli.output(data["ledger_entries"], columns=["id", "external_id", "date", "age_days", "amount", "currency",
+                                                    "counterparty", "reference"])
+
+
+def _match_rows(matches: list[dict]) -> list[dict]:
+    return [{"id": m["id"], "rule": m["rule"], "score": m["score"],
+             "lines": ",".join(str(x["id"]) for x in m["statement_lines"]),
+             "entries": ",".join(x["external_id"] for x in m["ledger_entries"]),
+             "adjustment": m["adjustment"], "explanation": m["explanation"]} for m in matches]
+
+
+@recon_cli.command("matches")
+@tenant_option
+@account_option
+@click.option("--run", "run_id", default=None, help="Only the matches of this run")
+@click.option("--suggestions", is_flag=True, help="Show the open suggestions instead")
+@click.option("--limit", type=int, default=100)
+@json_option
+@pass_cli
+def matches(cli, tenant, account, run_id, suggestions, limit, as_json):
+    """Matches (or suggestions) with their rule, score and explanation."""
+    kind = "suggestions" if suggestions else "matches"
+    path = f"{BASE}/{account}/runs/{run_id}/{kind}" if run_id else f"{BASE}/{account}/{kind}"
+    data = cli.api.get(path, tenant=tenant, params={"limit": limit})["data"]
+    if as_json:
+        cli.output(data, as_json=True)
+    elif suggestions:
+        cli.output([{k: s[k] for k in ("id", "rule", "score", "bank_ids", "ledger_ids", "explanation")} for s in data],
+                   as_json=False)
+    else:
+        cli.output(_match_rows(data), as_json=False)
+
+
+@recon_cli.command("match")
+@tenant_option
+@account_option
+@click.option("--line", "lines", multiple=True, type=int, help="Statement line id (repeat)")
+@click.option("--entry", "entries", multiple=True, type=int, help="Ledger entry id (repeat)")
+@click.option("--adjustment", default="0", help="Difference kept as an adjustment (bank - ledger)")
+@click.option("--note", default="")
+@json_option
+@pass_cli
+def match(cli, tenant, account, lines, entries, adjustment, note, as_json):
+    """Match items by hand."""
+    body = {"statement_line_ids": list(lines), "ledger_entry_ids": list(entries), "adjustment": adjustment, "note": note}
+    result = cli.api.post(f"{BASE}/{account}/matches", json=body, tenant=tenant)
+    cli.output(result if as_json else _match_rows([result])[0], as_json=as_json)
+
+
+@recon_cli.command("accept")
+@tenant_option
+@account_option
+@click.argument("suggestion_id")
+@json_option
+@pass_cli
+def accept(cli, tenant, account, suggestion_id, as_json):
+    """Accept a suggestion."""
+    result = cli.api.post(f"{BASE}/{account}/suggestions/{suggestion_id}/accept", tenant=tenant)
+    cli.output(result if as_json else _match_rows([result])[0], as_json=as_json)
+
+
+@recon_cli.command("unmatch")
+@tenant_option
+@account_option
+@click.argument("match_id")
+@json_option
+@pass_cli
+def unmatch(cli, tenant, account, match_id, as_json):
+    """Undo a match: its items become open again."""
+    result = cli.api.delete(f"{BASE}/{account}/matches/{match_id}", tenant=tenant)
+    if as_json:
+        cli.output(result, as_json=True)
+    else:
+        click.echo(f"match {result['id']} undone; {len(result['statement_lines'])} statement lines and "
+                   f"{len(result['ledger_entries'])} ledger entries are open again")

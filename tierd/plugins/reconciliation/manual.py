@@ -1,0 +1,121 @@
+"""What people do: match by hand, accept a suggestion, undo a match.
+
+Each is one transaction with an audit row (who, when, what). Errors are
+:class:`tierd.core.api.ApiError` with stable codes, raised before anything
+changes.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from tierd.core.api import ApiError
+
+from . import store
+
+
+def _ids(value, name: str) -> list[int]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+        raise ApiError(422, "invalid_match", f"{name} must be a list of item ids (integers)")
+    if len(set(value)) != len(value):
+        raise ApiError(422, "invalid_match", f"{name} lists an item twice")
+    return sorted(value)
+
+
+def _decimal(value, name: str) -> Decimal:
+    try:
+        if isinstance(value, (bool, float)) or not isinstance(value, (str, int)):
+            raise InvalidOperation
+        out = Decimal(str(value))
+        if not out.is_finite():
+            raise InvalidOperation
+        return out
+    except InvalidOperation:
+        raise ApiError(422, "invalid_match", f"{name} must be a decimal string such as \"-2.50\"") from None
+
+
+async def _load_open(db, tenant: str, account_id: str, side: str, ids: list[int]) -> list[dict]:
+    rows = await store.items_by_id(db, tenant, account_id, side, ids)
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        what = "statement line" if side == "bank" else "ledger entry"
+        raise ApiError(404, "item_not_found", f"no {what} {missing[0]} in this account", {"side": side, "ids": missing})
+    taken = [i for i in ids if rows[i]["match_id"]]
+    if taken:
+        raise ApiError(409, "item_not_open", f"item {taken[0]} is already matched ({rows[taken[0]]['match_id']})",
+                       {"side": side, "ids": taken})
+    return [rows[i] for i in ids]
+
+
+async def manual_match(daemon, tenant: str, account: dict, body: dict, actor: str) -> dict:
+    """Match chosen items; ``sum(bank) - sum(ledger)`` must equal the adjustment."""
+    bank_ids = _ids(body.get("statement_line_ids"), "statement_line_ids")
+    ledger_ids = _ids(body.get("ledger_entry_ids"), "ledger_entry_ids")
+    if not bank_ids and not ledger_ids:
+        raise ApiError(422, "invalid_match", "name at least one statement line or ledger entry")
+    adjustment = _decimal(body.get("adjustment", "0"), "adjustment")
+    note = body.get("note", "")
+    if not isinstance(note, str) or len(note) > 500:
+        raise ApiError(422, "invalid_match", "note must be text of up to 500 characters")
+    db = daemon.db
+    lines = await _load_open(db, tenant, account["id"], "bank", bank_ids)
+    entries = await _load_open(db, tenant, account["id"], "ledger", ledger_ids)
+    bank_total = sum((Decimal(r["amount"]) for r in lines), Decimal(0))
+    ledger_total = sum((Decimal(r["amount"]) for r in entries), Decimal(0))
+    if bank_total - ledger_total != adjustment:
+        raise ApiError(422, "amounts_unbalanced",
+                       f"statement lines total {bank_total}, ledger entries {ledger_total}: the difference "
+                       f"{bank_total - ledger_total} must be given as \"adjustment\"",
+                       {"bank_total": str(bank_total), "ledger_total": str(ledger_total),
+                        "difference": str(bank_total - ledger_total)})
+    explanation = f"matched by hand by {actor}; " + (
+        "amounts balance" if not adjustment else f"difference {adjustment} kept as an adjustment")
+    if note:
+        explanation += f"; note: {note}"
+    now = daemon.clock.now().isoformat()
+    try:
+        async with db.transaction() as tx:
+            match_id = await store.create_match(
+                tx, tenant, account["id"], run_id=None, kind="manual", rule="manual", score=1.0, explanation=explanation,
+                adjustment=adjustment, bank_ids=bank_ids, ledger_ids=ledger_ids, actor=actor, now=now)
+            await store.audit(tx, tenant, account["id"], now, actor, "match.created", match_id,
+                              {"statement_line_ids": bank_ids, "ledger_entry_ids": ledger_ids, "adjustment": adjustment})
+    except store.Conflict:
+        raise ApiError(409, "item_not_open", "an item was matched meanwhile; reload the open items") from None
+    return await store.get_match(db, tenant, account["id"], match_id)
+
+
+async def accept_suggestion(daemon, tenant: str, account: dict, suggestion_id: str, actor: str) -> dict:
+    db = daemon.db
+    s = await store.get_suggestion(db, tenant, account["id"], suggestion_id)
+    if s is None:
+        raise ApiError(404, "not_found", f"no suggestion {suggestion_id}")
+    if s["status"] != "open":
+        raise ApiError(409, "suggestion_not_open", f"suggestion {suggestion_id} is {s['status']}")
+    now = daemon.clock.now().isoformat()
+    try:
+        async with db.transaction() as tx:
+            match_id = await store.create_match(
+                tx, tenant, account["id"], run_id=s["run_id"], kind="accepted", rule=s["rule"], score=s["score"],
+                explanation=f"{s['explanation']}; accepted by {actor}", adjustment=Decimal(s["adjustment"]),
+                bank_ids=s["bank_ids"], ledger_ids=s["ledger_ids"], actor=actor, now=now)
+            await store.decide_suggestion(tx, tenant, suggestion_id, "accepted", actor, now)
+            await store.audit(tx, tenant, account["id"], now, actor, "suggestion.accepted", suggestion_id,
+                              {"match_id": match_id})
+    except store.Conflict:
+        async with db.transaction() as tx:
+            await store.decide_suggestion(tx, tenant, suggestion_id, "stale", actor, now)
+        raise ApiError(409, "item_not_open", "an item of this suggestion was matched meanwhile") from None
+    return await store.get_match(db, tenant, account["id"], match_id)
+
+
+async def undo(daemon, tenant: str, account: dict, match_id: str, actor: str) -> dict:
+    db = daemon.db
+    now = daemon.clock.now().isoformat()
+    async with db.transaction() as tx:
+        if not await store.undo_match(tx, tenant, account["id"], match_id, actor, now):
+            raise ApiError(404, "not_found", f"no active match {match_id}")
+        await store.audit(tx, tenant, account["id"], now, actor, "match.undone", match_id, {})
+    return await store.get_match(db, tenant, account["id"], match_id)

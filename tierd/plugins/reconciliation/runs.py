@@ -1,0 +1,129 @@
+"""Reconciliation runs: open items in, matches and suggestions out, events published.
+
+A run is a row before any work starts (so a crash leaves a trace, marked
+failed at the next start). The engine runs in a worker thread over a
+snapshot of the open items; its matches are then written in one
+transaction, each guarded against items that were matched meanwhile by a
+person (those matches are skipped, never forced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from decimal import Decimal
+
+from . import store
+from .matching import BankLine, LedgerEntry, reconcile
+from .settings import account_settings, engine_config
+
+EVENT_RUN_COMPLETED = "reconciliation.run.completed"
+EVENT_EXCEPTIONS = "reconciliation.exceptions"
+#: How many exception items an event lists (the count is always complete).
+EXCEPTION_SAMPLE = 50
+
+# One run per account at a time: two concurrent runs would only fight over
+# the same open items.
+_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+
+def _bank_line(row: dict) -> BankLine:
+    return BankLine(id=str(row["id"]), date=dt.date.fromisoformat(row["booking_date"]), amount=Decimal(row["amount"]),
+                    currency=row["currency"], counterparty=row["counterparty_name"], remittance=row["remittance"],
+                    end_to_end_id=row["end_to_end_id"], bank_reference=row["bank_reference"])
+
+
+def _ledger_entry(row: dict) -> LedgerEntry:
+    return LedgerEntry(id=str(row["id"]), date=dt.date.fromisoformat(row["date"]), amount=Decimal(row["amount"]),
+                       currency=row["currency"], counterparty=row["counterparty"], reference=row["reference"],
+                       description=row["description"], external_id=row["external_id"])
+
+
+async def run_account(daemon, tenant: str, account: dict, trigger: str, actor: str) -> dict:
+    """Run the account's rules over its open items; returns the finished run."""
+    lock = _locks.setdefault((tenant, account["id"]), asyncio.Lock())
+    async with lock:
+        return await _run(daemon, tenant, account, trigger, actor)
+
+
+async def _run(daemon, tenant: str, account: dict, trigger: str, actor: str) -> dict:
+    db = daemon.db
+    settings = account_settings(daemon.config, tenant, account["id"])
+    config = engine_config(settings)
+    run_id = await store.start_run(db, tenant, account["id"], trigger, daemon.clock.now().isoformat())
+    try:
+        lines = await store.open_lines(db, tenant, account["id"])
+        entries = await store.open_entries(db, tenant, account["id"])
+        result = await asyncio.to_thread(reconcile, [_bank_line(r) for r in lines], [_ledger_entry(r) for r in entries], config)
+        now = daemon.clock.now().isoformat()
+        made, skipped, matched_lines, matched_entries = 0, 0, 0, 0
+        async with db.transaction() as tx:
+            for m in result.matches:
+                try:
+                    await store.create_match(
+                        tx, tenant, account["id"], run_id=run_id, kind="auto", rule=m.rule, score=m.score,
+                        explanation=m.explanation, adjustment=m.adjustment, bank_ids=[int(i) for i in m.bank_ids],
+                        ledger_ids=[int(i) for i in m.ledger_ids], actor=actor, now=now)
+                except store.Conflict:
+                    skipped += 1
+                    continue
+                made += 1
+                matched_lines += len(m.bank_ids)
+                matched_entries += len(m.ledger_ids)
+            await store.replace_suggestions(tx, tenant, account["id"], run_id, [
+                {"rule": s.rule, "score": s.score, "explanation": s.explanation, "adjustment": s.adjustment,
+                 "bank_ids": [int(i) for i in s.bank_ids], "ledger_ids": [int(i) for i in s.ledger_ids]}
+                for s in result.suggestions], now)
+            counts = {
+                "bank_lines_open_before": len(lines), "ledger_entries_open_before": len(entries),
+                "matches": made, "suggestions": len(result.suggestions), "skipped_conflicts": skipped,
+                "bank_lines_matched": matched_lines, "ledger_entries_matched": matched_entries,
+                "bank_lines_open": len(lines) - matched_lines, "ledger_entries_open": len(entries) - matched_entries,
+                "by_rule": result.by_rule,
+            }
+            await store.finish_run(tx, tenant, run_id, "completed", counts, now)
+            await store.audit(tx, tenant, account["id"], now, actor, "run.completed", run_id, counts)
+    except Exception as exc:
+        await store.finish_run(db, tenant, run_id, "failed", {}, daemon.clock.now().isoformat(), error=str(exc))
+        raise
+    await daemon.bus.publish(tenant, EVENT_RUN_COMPLETED, {"account": account["id"], "run_id": run_id, "trigger": trigger,
+                                                           "counts": counts}, key=run_id)
+    await publish_exceptions(daemon, tenant, account, settings, run_id)
+    return await store.get_run(db, tenant, account["id"], run_id)
+
+
+def age_days(date_text: str, today: dt.date) -> int:
+    return (today - dt.date.fromisoformat(date_text)).days
+
+
+def exception_items(lines: list[dict], entries: list[dict], today: dt.date, max_age: int | None,
+                    min_amount: Decimal | None) -> list[dict]:
+    """Open items older than ``max_age`` days or at least ``min_amount`` large."""
+    out = []
+    for side, rows, date_key in (("bank", lines, "booking_date"), ("ledger", entries, "date")):
+        for r in rows:
+            age = age_days(r[date_key], today)
+            too_old = max_age is not None and age > max_age
+            too_big = min_amount is not None and abs(Decimal(r["amount"])) >= min_amount
+            if too_old or too_big:
+                out.append({"side": side, "id": r["id"], "date": r[date_key], "amount": r["amount"], "age_days": age,
+                            "reasons": [x for x, on in (("age", too_old), ("amount", too_big)) if on],
+                            "reference": r.get("bank_reference") or r.get("external_id") or ""})
+    return out
+
+
+async def publish_exceptions(daemon, tenant: str, account: dict, settings: dict | None, run_id: str) -> None:
+    """Publish ``reconciliation.exceptions`` when open items pass the account's limits."""
+    limits = (settings or {}).get("exceptions") or {"max_age_days": 30, "min_amount": None}
+    today = daemon.clock.now().date()
+    items = exception_items(await store.open_lines(daemon.db, tenant, account["id"]),
+                            await store.open_entries(daemon.db, tenant, account["id"]), today,
+                            limits.get("max_age_days"), limits.get("min_amount"))
+    if not items:
+        return
+    await daemon.bus.publish(tenant, EVENT_EXCEPTIONS, {
+        "account": account["id"], "run_id": run_id, "count": len(items),
+        "max_age_days": limits.get("max_age_days"),
+        "min_amount": str(limits["min_amount"]) if limits.get("min_amount") is not None else None,
+        "items": items[:EXCEPTION_SAMPLE],
+    }, key=f"{run_id}:exceptions")

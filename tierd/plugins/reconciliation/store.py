@@ -1,0 +1,523 @@
+"""The reconciliation tables and every SQL statement that touches them.
+
+Every table carries ``tenant_id`` and every query filters on it: a tenant
+can never see or change another tenant's accounts, lines or matches.
+Money is ``TEXT`` (``str(Decimal)``), dates are ISO ``YYYY-MM-DD``, times
+ISO-8601 UTC. An item is open while its ``match_id`` is NULL; a match owns
+its items through ``recon_match_items`` and undoing it frees exactly those.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from decimal import Decimal
+
+MIGRATIONS = [
+    # 1: accounts, imports, both sides of the ledger, runs, matches, suggestions, audit.
+    """
+    CREATE TABLE recon_accounts (
+        tenant_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        currency TEXT NOT NULL,
+        iban TEXT NOT NULL DEFAULT '',
+        account_number TEXT NOT NULL DEFAULT '',
+        csv_format TEXT,
+        ledger_format TEXT,
+        source TEXT NOT NULL,              -- 'config' or 'api'
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, id)
+    );
+    CREATE TABLE recon_imports (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        filename TEXT NOT NULL DEFAULT '',
+        format TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        new_lines INTEGER NOT NULL,
+        duplicate_lines INTEGER NOT NULL,
+        rejected_lines INTEGER NOT NULL,
+        report TEXT NOT NULL,              -- JSON: balances, rejected reasons
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL
+    );
+    CREATE INDEX recon_imports_account ON recon_imports(tenant_id, account_id, created_at);
+    CREATE TABLE recon_bank_lines (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        import_id TEXT NOT NULL,
+        booking_date TEXT NOT NULL,
+        value_date TEXT,
+        amount TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        counterparty_name TEXT NOT NULL DEFAULT '',
+        counterparty_account TEXT NOT NULL DEFAULT '',
+        remittance TEXT NOT NULL DEFAULT '',
+        end_to_end_id TEXT NOT NULL DEFAULT '',
+        bank_reference TEXT NOT NULL DEFAULT '',
+        dedup_key TEXT NOT NULL,
+        raw TEXT NOT NULL DEFAULT '',
+        location TEXT NOT NULL DEFAULT '',
+        match_id TEXT,
+        created_at TEXT NOT NULL,
+        UNIQUE (tenant_id, account_id, dedup_key)
+    );
+    CREATE INDEX recon_bank_open ON recon_bank_lines(tenant_id, account_id, match_id, booking_date);
+    CREATE TABLE recon_ledger_entries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        date TEXT NOT NULL,
+        amount TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        counterparty TEXT NOT NULL DEFAULT '',
+        reference TEXT NOT NULL DEFAULT '',
+        description TEXT NOT NULL DEFAULT '',
+        match_id TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (tenant_id, account_id, external_id)
+    );
+    CREATE INDEX recon_ledger_open ON recon_ledger_entries(tenant_id, account_id, match_id, date);
+    CREATE TABLE recon_runs (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        status TEXT NOT NULL,              -- running, completed, failed
+        trigger TEXT NOT NULL,             -- api, schedule, cli
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        counts TEXT NOT NULL DEFAULT '{}',
+        error TEXT
+    );
+    CREATE INDEX recon_runs_account ON recon_runs(tenant_id, account_id, started_at);
+    CREATE TABLE recon_matches (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        run_id TEXT,
+        kind TEXT NOT NULL,                -- auto, manual, accepted
+        rule TEXT NOT NULL,
+        score REAL NOT NULL,
+        explanation TEXT NOT NULL,
+        adjustment TEXT NOT NULL DEFAULT '0',
+        status TEXT NOT NULL,              -- active, undone
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        undone_at TEXT,
+        undone_by TEXT
+    );
+    CREATE INDEX recon_matches_account ON recon_matches(tenant_id, account_id, status, created_at);
+    CREATE INDEX recon_matches_run ON recon_matches(tenant_id, run_id);
+    CREATE TABLE recon_match_items (
+        match_id TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        side TEXT NOT NULL,                -- bank, ledger
+        item_id INTEGER NOT NULL,
+        PRIMARY KEY (match_id, side, item_id)
+    );
+    CREATE TABLE recon_suggestions (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        score REAL NOT NULL,
+        explanation TEXT NOT NULL,
+        adjustment TEXT NOT NULL DEFAULT '0',
+        bank_ids TEXT NOT NULL,            -- JSON list of line ids
+        ledger_ids TEXT NOT NULL,          -- JSON list of entry ids
+        status TEXT NOT NULL,              -- open, accepted, stale
+        created_at TEXT NOT NULL,
+        decided_at TEXT,
+        decided_by TEXT
+    );
+    CREATE INDEX recon_suggestions_account ON recon_suggestions(tenant_id, account_id, status);
+    CREATE TABLE recon_audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        object_id TEXT NOT NULL DEFAULT '',
+        details TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX recon_audit_account ON recon_audit(tenant_id, account_id, id);
+    """,
+]
+
+#: SQLite's limit on bound parameters is 999 in old builds; stay under it.
+CHUNK = 500
+
+
+class Conflict(Exception):
+    """Items are no longer open (someone matched them meanwhile)."""
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+def chunks(seq, size=CHUNK):
+    seq = list(seq)
+    for i in range(0, len(seq), size):
+        yield seq[i:i + size]
+
+
+def marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+# --- accounts -------------------------------------------------------------------------
+
+ACCOUNT_COLUMNS = "id, name, currency, iban, account_number, csv_format, ledger_format, source, created_at, updated_at"
+
+
+async def upsert_config_account(db, acct: dict, now: str) -> None:
+    """Make the row of an account defined in the config file match the file."""
+    await db.execute(
+        "INSERT INTO recon_accounts (tenant_id, id, name, currency, iban, account_number, csv_format, ledger_format,"
+        " source, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?, 'config', ?, ?)"
+        " ON CONFLICT (tenant_id, id) DO UPDATE SET name=excluded.name, currency=excluded.currency,"
+        " iban=excluded.iban, account_number=excluded.account_number, csv_format=excluded.csv_format,"
+        " ledger_format=excluded.ledger_format, source='config', updated_at=excluded.updated_at",
+        (acct["tenant"], acct["id"], acct["name"], acct["currency"], acct["iban"], acct["account_number"],
+         acct["csv_format"], acct["ledger_format"], now, now))
+
+
+async def create_account(db, tenant: str, acct: dict, now: str) -> bool:
+    """Insert an API-created account; False when the id is taken."""
+    async with db.transaction() as tx:
+        if await tx.fetchone("SELECT 1 FROM recon_accounts WHERE tenant_id=? AND id=?", (tenant, acct["id"])):
+            return False
+        await tx.execute(
+            "INSERT INTO recon_accounts (tenant_id, id, name, currency, iban, account_number, csv_format, ledger_format,"
+            " source, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?, 'api', ?, ?)",
+            (tenant, acct["id"], acct["name"], acct["currency"], acct["iban"], acct["account_number"],
+             acct.get("csv_format"), acct.get("ledger_format"), now, now))
+        await audit(tx, tenant, acct["id"], now, acct.get("created_by", ""), "account.created", acct["id"], {})
+    return True
+
+
+async def get_account(db, tenant: str, account_id: str) -> dict | None:
+    row = await db.fetchone(f"SELECT {ACCOUNT_COLUMNS} FROM recon_accounts WHERE tenant_id=? AND id=?", (tenant, account_id))
+    return dict(row) if row else None
+
+
+async def list_accounts(db, tenant: str) -> list[dict]:
+    rows = await db.fetchall(f"SELECT {ACCOUNT_COLUMNS} FROM recon_accounts WHERE tenant_id=? ORDER BY id", (tenant,))
+    return [dict(r) for r in rows]
+
+
+# --- statement lines ---------------------------------------------------------------------
+
+LINE_COLUMNS = ("id, booking_date, value_date, amount, currency, counterparty_name, counterparty_account, remittance,"
+                " end_to_end_id, bank_reference, match_id, import_id")
+
+
+async def known_dedup_keys(tx, tenant: str, account_id: str, keys: list[str]) -> set[str]:
+    found = set()
+    for part in chunks(keys):
+        rows = await tx.fetchall(
+            f"SELECT dedup_key FROM recon_bank_lines WHERE tenant_id=? AND account_id=? AND dedup_key IN ({marks(len(part))})",
+            (tenant, account_id, *part))
+        found.update(r["dedup_key"] for r in rows)
+    return found
+
+
+async def insert_lines(tx, tenant: str, account_id: str, import_id: str, lines: list[dict], now: str) -> None:
+    await tx.executemany(
+        "INSERT INTO recon_bank_lines (tenant_id, account_id, import_id, booking_date, value_date, amount, currency,"
+        " counterparty_name, counterparty_account, remittance, end_to_end_id, bank_reference, dedup_key, raw, location,"
+        " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        [(tenant, account_id, import_id, ln["booking_date"], ln["value_date"], ln["amount"], ln["currency"],
+          ln["counterparty_name"], ln["counterparty_account"], ln["remittance"], ln["end_to_end_id"],
+          ln["bank_reference"], ln["dedup_key"], ln["raw"], ln["location"], now) for ln in lines])
+
+
+async def insert_import(tx, tenant: str, account_id: str, record: dict) -> None:
+    await tx.execute(
+        "INSERT INTO recon_imports (id, tenant_id, account_id, filename, format, sha256, new_lines, duplicate_lines,"
+        " rejected_lines, report, created_at, created_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (record["id"], tenant, account_id, record["filename"], record["format"], record["sha256"], record["new"],
+         record["duplicates"], record["rejected"], json.dumps(record["report"], default=str), record["created_at"],
+         record["created_by"]))
+
+
+# --- ledger entries -----------------------------------------------------------------------
+
+ENTRY_COLUMNS = "id, external_id, date, amount, currency, counterparty, reference, description, match_id"
+
+
+async def ledger_by_external_ids(tx, tenant: str, account_id: str, ext_ids: list[str]) -> dict[str, dict]:
+    out = {}
+    for part in chunks(ext_ids):
+        rows = await tx.fetchall(
+            f"SELECT {ENTRY_COLUMNS} FROM recon_ledger_entries WHERE tenant_id=? AND account_id=?"
+            f" AND external_id IN ({marks(len(part))})", (tenant, account_id, *part))
+        out.update({r["external_id"]: dict(r) for r in rows})
+    return out
+
+
+async def insert_entries(tx, tenant: str, account_id: str, entries: list[dict], now: str) -> None:
+    await tx.executemany(
+        "INSERT INTO recon_ledger_entries (tenant_id, account_id, external_id, date, amount, currency, counterparty,"
+        " reference, description, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        [(tenant, account_id, e["external_id"], e["date"], e["amount"], e["currency"], e["counterparty"], e["reference"],
+          e["description"], now, now) for e in entries])
+
+
+async def update_entries(tx, tenant: str, account_id: str, entries: list[dict], now: str) -> None:
+    await tx.executemany(
+        "UPDATE recon_ledger_entries SET date=?, amount=?, currency=?, counterparty=?, reference=?, description=?,"
+        " updated_at=? WHERE tenant_id=? AND account_id=? AND external_id=? AND match_id IS NULL",
+        [(e["date"], e["amount"], e["currency"], e["counterparty"], e["reference"], e["description"], now, tenant,
+          account_id, e["external_id"]) for e in entries])
+
+
+# --- open items ------------------------------------------------------------------------------
+
+
+async def open_lines(db, tenant: str, account_id: str) -> list[dict]:
+    rows = await db.fetchall(
+        f"SELECT {LINE_COLUMNS} FROM recon_bank_lines WHERE tenant_id=? AND account_id=? AND match_id IS NULL"
+        " ORDER BY booking_date, id", (tenant, account_id))
+    return [dict(r) for r in rows]
+
+
+async def open_entries(db, tenant: str, account_id: str) -> list[dict]:
+    rows = await db.fetchall(
+        f"SELECT {ENTRY_COLUMNS} FROM recon_ledger_entries WHERE tenant_id=? AND account_id=? AND match_id IS NULL"
+        " ORDER BY date, id", (tenant, account_id))
+    return [dict(r) for r in rows]
+
+
+async def items_by_id(db, tenant: str, account_id: str, side: str, ids: list[int]) -> dict[int, dict]:
+    table, cols = ("recon_bank_lines", LINE_COLUMNS) if side == "bank" else ("recon_ledger_entries", ENTRY_COLUMNS)
+    out = {}
+    for part in chunks(ids):
+        rows = await db.fetchall(
+            f"SELECT {cols} FROM {table} WHERE tenant_id=? AND account_id=? AND id IN ({marks(len(part))})",
+            (tenant, account_id, *part))
+        out.update({r["id"]: dict(r) for r in rows})
+    return out
+
+
+# --- matches ---------------------------------------------------------------------------------
+
+
+async def create_match(tx, tenant: str, account_id: str, *, run_id: str | None, kind: str, rule: str, score: float,
+                       explanation: str, adjustment: Decimal, bank_ids: list[int], ledger_ids: list[int], actor: str,
+                       now: str) -> str:
+    """Record a match and close its items; :class:`Conflict` if any is not open."""
+    match_id = new_id("m")
+    # A savepoint, so a conflict on the last item undoes the first ones and
+    # the surrounding transaction (a whole run) can go on with other matches.
+    await tx.execute("SAVEPOINT create_match")
+    for table, ids in (("recon_bank_lines", bank_ids), ("recon_ledger_entries", ledger_ids)):
+        for part in chunks(ids):
+            cur = await tx.execute(
+                f"UPDATE {table} SET match_id=? WHERE tenant_id=? AND account_id=? AND match_id IS NULL"
+                f" AND id IN ({marks(len(part))})", (match_id, tenant, account_id, *part))
+            if cur.rowcount != len(part):
+                await tx.execute("ROLLBACK TO create_match")
+                await tx.execute("RELEASE create_match")
+                raise Conflict("some items are not open any more")
+    await tx.execute(
+        "INSERT INTO recon_matches (id, tenant_id, account_id, run_id, kind, rule, score, explanation, adjustment, status,"
+        " created_at, created_by) VALUES (?,?,?,?,?,?,?,?,?, 'active', ?, ?)",
+        (match_id, tenant, account_id, run_id, kind, rule, score, explanation, str(adjustment), now, actor))
+    await tx.executemany(
+        "INSERT INTO recon_match_items (match_id, tenant_id, side, item_id) VALUES (?,?,?,?)",
+        [(match_id, tenant, "bank", i) for i in bank_ids] + [(match_id, tenant, "ledger", i) for i in ledger_ids])
+    await tx.execute("RELEASE create_match")
+    return match_id
+
+
+async def undo_match(tx, tenant: str, account_id: str, match_id: str, actor: str, now: str) -> bool:
+    """Mark a match undone and reopen exactly its items; False if not active."""
+    cur = await tx.execute(
+        "UPDATE recon_matches SET status='undone', undone_at=?, undone_by=? WHERE tenant_id=? AND account_id=? AND id=?"
+        " AND status='active'", (now, actor, tenant, account_id, match_id))
+    if cur.rowcount != 1:
+        return False
+    for table in ("recon_bank_lines", "recon_ledger_entries"):
+        await tx.execute(f"UPDATE {table} SET match_id=NULL WHERE tenant_id=? AND account_id=? AND match_id=?",
+                         (tenant, account_id, match_id))
+    return True
+
+
+MATCH_COLUMNS = ("id, run_id, kind, rule, score, explanation, adjustment, status, created_at, created_by, undone_at,"
+                 " undone_by")
+
+
+async def get_match(db, tenant: str, account_id: str, match_id: str) -> dict | None:
+    row = await db.fetchone(f"SELECT {MATCH_COLUMNS} FROM recon_matches WHERE tenant_id=? AND account_id=? AND id=?",
+                            (tenant, account_id, match_id))
+    if row is None:
+        return None
+    return (await with_items(db, tenant, account_id, [dict(row)]))[0]
+
+
+async def list_matches(db, tenant: str, account_id: str, *, run_id: str | None, status: str | None, limit: int,
+                       after: str | None) -> list[dict]:
+    sql = f"SELECT {MATCH_COLUMNS} FROM recon_matches WHERE tenant_id=? AND account_id=?"
+    params: list = [tenant, account_id]
+    if run_id:
+        sql += " AND run_id=?"
+        params.append(run_id)
+    if status:
+        sql += " AND status=?"
+        params.append(status)
+    if after:
+        sql += " AND id>?"
+        params.append(after)
+    sql += " ORDER BY id LIMIT ?"
+    params.append(limit)
+    rows = [dict(r) for r in await db.fetchall(sql, params)]
+    return await with_items(db, tenant, account_id, rows)
+
+
+async def with_items(db, tenant: str, account_id: str, matches: list[dict]) -> list[dict]:
+    """Attach ``statement_lines`` and ``ledger_entries`` to each match."""
+    if not matches:
+        return matches
+    ids = [m["id"] for m in matches]
+    links: list = []
+    for part in chunks(ids):
+        links += await db.fetchall(
+            f"SELECT match_id, side, item_id FROM recon_match_items WHERE tenant_id=? AND match_id IN ({marks(len(part))})"
+            " ORDER BY item_id", (tenant, *part))
+    lines = await items_by_id(db, tenant, account_id, "bank", [r["item_id"] for r in links if r["side"] == "bank"])
+    entries = await items_by_id(db, tenant, account_id, "ledger", [r["item_id"] for r in links if r["side"] == "ledger"])
+    for m in matches:
+        m["statement_lines"], m["ledger_entries"] = [], []
+    by_id = {m["id"]: m for m in matches}
+    for r in links:
+        m = by_id[r["match_id"]]
+        if r["side"] == "bank" and r["item_id"] in lines:
+            m["statement_lines"].append(public_line(lines[r["item_id"]]))
+        elif r["side"] == "ledger" and r["item_id"] in entries:
+            m["ledger_entries"].append(public_entry(entries[r["item_id"]]))
+    return matches
+
+
+def public_line(row: dict) -> dict:
+    out = {k: row[k] for k in ("id", "booking_date", "value_date", "amount", "currency", "counterparty_name",
+                               "counterparty_account", "remittance", "end_to_end_id", "bank_reference")}
+    out["side"] = "bank"
+    return out
+
+
+def public_entry(row: dict) -> dict:
+    out = {k: row[k] for k in ("id", "external_id", "date", "amount", "currency", "counterparty", "reference",
+                               "description")}
+    out["side"] = "ledger"
+    return out
+
+
+# --- suggestions ------------------------------------------------------------------------------
+
+
+async def replace_suggestions(tx, tenant: str, account_id: str, run_id: str, suggestions: list[dict], now: str) -> None:
+    """A run's suggestions supersede the previous run's open ones."""
+    await tx.execute("UPDATE recon_suggestions SET status='stale' WHERE tenant_id=? AND account_id=? AND status='open'",
+                     (tenant, account_id))
+    await tx.executemany(
+        "INSERT INTO recon_suggestions (id, tenant_id, account_id, run_id, rule, score, explanation, adjustment, bank_ids,"
+        " ledger_ids, status, created_at) VALUES (?,?,?,?,?,?,?,?,?,?, 'open', ?)",
+        [(new_id("s"), tenant, account_id, run_id, s["rule"], s["score"], s["explanation"], str(s["adjustment"]),
+          json.dumps(s["bank_ids"]), json.dumps(s["ledger_ids"]), now) for s in suggestions])
+
+
+SUGGESTION_COLUMNS = "id, run_id, rule, score, explanation, adjustment, bank_ids, ledger_ids, status, created_at"
+
+
+def _suggestion(row) -> dict:
+    out = dict(row)
+    out["bank_ids"] = json.loads(out["bank_ids"])
+    out["ledger_ids"] = json.loads(out["ledger_ids"])
+    return out
+
+
+async def get_suggestion(db, tenant: str, account_id: str, suggestion_id: str) -> dict | None:
+    row = await db.fetchone(
+        f"SELECT {SUGGESTION_COLUMNS} FROM recon_suggestions WHERE tenant_id=? AND account_id=? AND id=?",
+        (tenant, account_id, suggestion_id))
+    return _suggestion(row) if row else None
+
+
+async def list_suggestions(db, tenant: str, account_id: str, *, run_id: str | None, status: str | None, limit: int,
+                           after: str | None) -> list[dict]:
+    sql = f"SELECT {SUGGESTION_COLUMNS} FROM recon_suggestions WHERE tenant_id=? AND account_id=?"
+    params: list = [tenant, account_id]
+    for column, value in (("run_id", run_id), ("status", status)):
+        if value:
+            sql += f" AND {column}=?"
+            params.append(value)
+    if after:
+        sql += " AND id>?"
+        params.append(after)
+    sql += " ORDER BY id LIMIT ?"
+    params.append(limit)
+    return [_suggestion(r) for r in await db.fetchall(sql, params)]
+
+
+async def decide_suggestion(tx, tenant: str, suggestion_id: str, status: str, actor: str, now: str) -> None:
+    await tx.execute("UPDATE recon_suggestions SET status=?, decided_at=?, decided_by=? WHERE tenant_id=? AND id=?",
+                     (status, now, actor, tenant, suggestion_id))
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+RUN_COLUMNS = "id, account_id, status, trigger, started_at, finished_at, counts, error"
+
+
+async def start_run(db, tenant: str, account_id: str, trigger: str, now: str) -> str:
+    run_id = new_id("run")
+    await db.execute("INSERT INTO recon_runs (id, tenant_id, account_id, status, trigger, started_at) VALUES (?,?,?,?,?,?)",
+                     (run_id, tenant, account_id, "running", trigger, now))
+    return run_id
+
+
+async def finish_run(tx, tenant: str, run_id: str, status: str, counts: dict, now: str, error: str | None = None) -> None:
+    await tx.execute("UPDATE recon_runs SET status=?, finished_at=?, counts=?, error=? WHERE tenant_id=? AND id=?",
+                     (status, now, json.dumps(counts), error, tenant, run_id))
+
+
+async def get_run(db, tenant: str, account_id: str, run_id: str) -> dict | None:
+    row = await db.fetchone(f"SELECT {RUN_COLUMNS} FROM recon_runs WHERE tenant_id=? AND account_id=? AND id=?",
+                            (tenant, account_id, run_id))
+    if row is None:
+        return None
+    out = dict(row)
+    out["counts"] = json.loads(out["counts"])
+    return out
+
+
+async def fail_interrupted_runs(db, now: str) -> None:
+    """Runs left 'running' by a crash will never finish: say so."""
+    await db.execute("UPDATE recon_runs SET status='failed', finished_at=?, error='interrupted (daemon stopped)'"
+                     " WHERE status='running'", (now,))
+
+
+# --- audit ----------------------------------------------------------------------------------------
+
+
+async def audit(tx, tenant: str, account_id: str, now: str, actor: str, action: str, object_id: str, details: dict) -> None:
+    await tx.execute(
+        "INSERT INTO recon_audit (tenant_id, account_id, at, actor, action, object_id, details) VALUES (?,?,?,?,?,?,?)",
+        (tenant, account_id, now, actor, action, object_id, json.dumps(details, default=str)))
+
+
+async def list_audit(db, tenant: str, account_id: str, limit: int, after: int | None) -> list[dict]:
+    rows = await db.fetchall(
+        "SELECT id, at, actor, action, object_id, details FROM recon_audit WHERE tenant_id=? AND account_id=? AND id>?"
+        " ORDER BY id LIMIT ?", (tenant, account_id, after or 0, limit))
+    return [dict(r) | {"details": json.loads(r["details"])} for r in rows]
