@@ -96,7 +96,7 @@ class SmtpServer:
         return self.handler.messages
 
     def channel_config(self, ca_file=None, **extra) -> dict:
-        cfg = {"host": "127.0.0.1", "port": self.port, "from": "tierd@example.com", "to": ["ops@example.com"]}
+        cfg = {"type": "email", "host": "127.0.0.1", "port": self.port, "from": "tierd@example.com", "to": ["ops@example.com"]}
         if self.mode == "starttls":
             cfg.update(starttls=True, username=USER, password=PASSWORD, ca_file=str(ca_file))
         elif self.mode == "tls":

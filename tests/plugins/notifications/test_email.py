@@ -33,7 +33,7 @@ def smtp(certs):
 
 
 def channel(config):
-    clean, errors = validate(EmailChannel.schema, config)
+    clean, errors = validate(EmailChannel.schema, {k: v for k, v in config.items() if k != "type"})
     assert not errors, errors
     return EmailChannel("ops-mail", clean)
 

@@ -1,0 +1,226 @@
+"""End to end: the daemon as a subprocess with a YAML routing tree, a real
+SMTP server, chat receivers and a third-party channel package."""
+
+import asyncio
+import datetime as dt
+import inspect
+import json
+import time
+
+import pytest
+from aiohttp import web
+
+from conftest import install_example
+from notify_helpers import PASSWORD, Certs, SmtpServer
+
+
+async def until(predicate, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def example_channel():
+    install_example("tierd-example-channel", "tierd_example_channel")
+
+
+@pytest.fixture
+def smtp(tmp_path):
+    certs = Certs(tmp_path)
+    server = SmtpServer(certs, "starttls").start()
+    server.ca_file = certs.ca_file
+    yield server
+    server.stop()
+
+
+def notifications_config(smtp, audit_path):
+    return {
+        "channels": {
+            "ops-mail": smtp.channel_config(smtp.ca_file, password="${SMTP_PASSWORD}"),
+            "team-chat": {"type": "slack", "url": "${SLACK_WEBHOOK_URL}"},
+            "audit": {"type": "jsonl", "path": str(audit_path)},
+        },
+        "operator_alerts": "ops-mail",
+        "operator_group_wait": "1s",
+        "routes": [
+            {"name": "big-invoices", "match": {"type": "invoice.*", "tenant": "acme", "data": {"amount": {"gt": 1000}}},
+             "channels": ["ops-mail", "team-chat"], "continue": True,
+             "subject": "Big invoice {{ data.number }}: {{ data.amount }} {{ data.currency }}"},
+            {"name": "payment-bursts", "match": {"type": "payment.failed"}, "channels": ["team-chat"],
+             "group_by": ["type"], "group_wait": "3s", "group_interval": "1m"},
+            {"name": "audit", "match": {"type": "*"}, "channels": ["audit"]},
+        ],
+        "retry": {"max_attempts": 10, "backoff": "300ms", "max_backoff": "1s"},
+    }
+
+
+async def test_end_to_end(tierd_daemon, receiver, smtp, tmp_path, example_channel):
+    slack = await receiver()
+    audit = tmp_path / "audit.jsonl"
+    d = tierd_daemon({"notifications": notifications_config(smtp, audit)},
+                     env={"SMTP_PASSWORD": PASSWORD, "SLACK_WEBHOOK_URL": slack.url + "/services/T/B/X"})
+    acme = await asyncio.to_thread(d.create_tenant, "acme")
+    other = await asyncio.to_thread(d.create_tenant, "other")
+
+    async def post(type_, data, token=acme):
+        status, body = await d.arequest("POST", "/v1/events", {"type": type_, "data": data}, token=token)
+        assert status == 202, body
+        return body
+
+    async def history(token=None, **params):
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        status, body = await d.arequest("GET", f"/v1/notifications?{query}", token=token)
+        assert status == 200, body
+        return body["data"]
+
+    # 1. A big invoice reaches mail and chat (and, by continue, the audit file); a small one only the audit.
+    big = await post("invoice.paid", {"number": "INV-7", "amount": "5000.00", "currency": "EUR"})
+    await post("invoice.paid", {"number": "INV-8", "amount": "10.00", "currency": "EUR"})
+    await until(lambda: len(smtp.messages) == 1 and len(slack.requests) == 1, what="mail and chat")
+    assert smtp.messages[0]["Subject"] == "Big invoice INV-7: 5000.00 EUR"
+    assert "INV-7" in smtp.messages[0].get_body(("plain",)).get_content()
+    chat = slack.json_bodies()[0]
+    assert chat["text"] == "Big invoice INV-7: 5000.00 EUR" and chat["blocks"][0]["type"] == "header"
+    await until(lambda: audit.exists() and len(audit.read_text().splitlines()) == 2, what="third-party channel")
+    assert [json.loads(line)["events"][0]["data"]["number"] for line in audit.read_text().splitlines()] == ["INV-7", "INV-8"]
+    rows = await history(event=big["id"])
+    assert sorted((r["channel"], r["status"], r["route"]) for r in rows) == [
+        ("audit", "delivered", "audit"), ("ops-mail", "delivered", "big-invoices"),
+        ("team-chat", "delivered", "big-invoices")]
+    assert all(r["attempts"][0]["outcome"] == "delivered" for r in rows)
+
+    # 2. A burst of 50 similar events arrives as one digest.
+    await asyncio.gather(*(post("payment.failed", {"payment": f"p{i}"}) for i in range(50)))
+    await until(lambda: len(slack.requests) == 2, what="the digest")
+    digest = slack.json_bodies()[1]
+    assert digest["text"] == "50 × payment.failed (acme)"
+    await asyncio.sleep(0.5)
+    assert len(slack.requests) == 2
+    (digest_row,) = await history(kind="digest")
+    assert len(digest_row["event_ids"]) == 50 and digest_row["status"] == "delivered"
+
+    # 3. A silence created by the tenant mutes its notifications; they are recorded as muted.
+    ends = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).isoformat()
+    status, silence = await d.arequest("POST", "/v1/notifications/silences",
+                                       {"matchers": {"type": "invoice.*"}, "ends_at": ends, "comment": "month end"},
+                                       token=acme)
+    assert status == 201 and silence["tenant"] == "acme"
+    muted = await post("invoice.paid", {"number": "INV-9", "amount": "9000", "currency": "EUR"})
+    rows = await until(lambda: _rows_for(history, muted["id"], 3), what="muted rows")
+    assert {r["status"] for r in rows} == {"muted"} and rows[0]["reason"] == f"silence {silence['id']}"
+    assert len(smtp.messages) == 1
+    status, listed = await d.arequest("GET", "/v1/notifications/silences", token=other)
+    assert listed["data"] == []  # another tenant does not see it
+    status, _ = await d.arequest("DELETE", f"/v1/notifications/silences/{silence['id']}", token=other)
+    assert status == 404
+    status, _ = await d.arequest("DELETE", f"/v1/notifications/silences/{silence['id']}", token=acme)
+    assert status == 200
+
+    # 4. Operator alerts: the daemon's own events go to the ops mailbox.
+    await post("webhook.endpoint.disabled", {"endpoint_id": "we_1", "url": "https://x.example/hook",
+                                             "reason": "410 Gone"})
+    await until(lambda: len(smtp.messages) == 2, what="the operator alert mail")
+    assert smtp.messages[1]["Subject"] == "Webhook endpoint disabled: https://x.example/hook"
+
+    # 5. Tenants see only notifications caused by their own events; the admin sees all.
+    await post("invoice.paid", {"number": "O-1", "amount": "1"}, token=other)
+    await until(lambda: _count(history, 1, token=other), what="other's notification")
+    mine = await history(token=acme, limit=500)
+    assert mine and {r["tenant"] for r in mine} == {"acme"}
+    theirs = await history(token=other)
+    assert [r["tenant"] for r in theirs] == ["other"]
+    status, _ = await d.arequest("GET", f"/v1/notifications/{mine[0]['id']}", token=other)
+    assert status == 404
+    page1 = await history(limit=2)
+    status, body = await d.arequest("GET", "/v1/notifications?limit=2")
+    status, body2 = await d.arequest("GET", f"/v1/notifications?limit=2&cursor={body['next_cursor']}")
+    assert [r["id"] for r in body["data"]] == [r["id"] for r in page1]
+    assert not {r["id"] for r in body2["data"]} & {r["id"] for r in page1}
+
+    # 6. Test sends answer with the result; the CLI sends, shows history and explains routes.
+    status, result = await d.arequest("POST", "/v1/notifications/test", {"channel": "team-chat"})
+    assert status == 200 and result["status"] == "delivered" and result["kind"] == "test"
+    assert slack.json_bodies()[-1]["text"] == "tierd test notification"
+    status, body = await d.arequest("POST", "/v1/notifications/test", {"channel": "nope"})
+    assert status == 404 and body["error"]["code"] == "unknown_channel"
+    status, _ = await d.arequest("POST", "/v1/notifications/test", {"channel": "team-chat"}, token=acme)
+    assert status == 403
+    out = await asyncio.to_thread(d.cli, "notify", "send", "--channel", "ops-mail", "--subject", "Hello ops",
+                                  "--body", "from the CLI")
+    assert out.returncode == 0 and "delivered" in out.stdout, out.stderr
+    assert smtp.messages[-1]["Subject"] == "Hello ops"
+    out = await asyncio.to_thread(d.cli, "notify", "history", "--channel", "ops-mail", "--json")
+    assert out.returncode == 0, out.stderr
+    assert {r["channel"] for r in json.loads(out.stdout)} == {"ops-mail"}
+    event_file = tmp_path / "event.json"
+    event_file.write_text(json.dumps({"type": "invoice.paid", "tenant": "acme", "data": {"amount": 2000}}))
+    out = await asyncio.to_thread(d.cli, "notify", "routes", "test", "--event", str(event_file), "--json")
+    assert out.returncode == 0, out.stderr
+    assert [(r["route"], r["channels"]) for r in json.loads(out.stdout)["routes"]] == [
+        ("big-invoices", ["ops-mail", "team-chat"]), ("audit", ["audit"])]
+    out = await asyncio.to_thread(d.cli, "notify", "routes", "test", "--event", str(event_file))
+    assert "route big-invoices (big-invoices) -> ops-mail, team-chat" in out.stdout
+
+    # 7. Metrics by channel.
+    status, text = await d.arequest("GET", "/metrics")
+    assert 'tierd_notifications_sent_total{channel="team-chat"}' in text
+    assert 'tierd_notifications_muted_total{channel="ops-mail"} 1.0' in text
+
+
+async def _rows_for(history, event_id, n):
+    rows = await history(event=event_id)
+    return rows if len(rows) == n else None
+
+
+async def _count(history, n, **kw):
+    return len(await history(**kw)) >= n
+
+
+async def test_kill_9_loses_nothing(tierd_daemon, receiver, smtp, tmp_path, example_channel):
+    """Groups waiting in group_wait and sends waiting for a retry survive kill -9."""
+    slack = await receiver()
+    state = {"up": False}
+    accepted = []  # texts the receiver answered 200 to
+
+    async def respond(request, body):
+        if state["up"]:
+            accepted.append(json.loads(body)["text"])
+            return web.Response(text="ok")
+        return web.Response(status=503, text="down for maintenance")
+
+    slack.responder = respond
+    d = tierd_daemon({"notifications": notifications_config(smtp, tmp_path / "audit.jsonl")},
+                     env={"SMTP_PASSWORD": PASSWORD, "SLACK_WEBHOOK_URL": slack.url})
+    acme = await asyncio.to_thread(d.create_tenant, "acme")
+    for i in range(3):  # chat is down: these are retried
+        await d.arequest("POST", "/v1/events", {"type": "invoice.paid",
+                                                 "data": {"number": f"K{i}", "amount": 2000 + i}}, token=acme)
+    await until(lambda: len(slack.requests) >= 3, what="first failing attempts")
+    for i in range(20):  # waiting in group_wait (3s) when the process dies
+        await d.arequest("POST", "/v1/events", {"type": "payment.failed", "data": {"n": i}}, token=acme)
+    d.kill9()
+
+    state["up"] = True
+    await asyncio.to_thread(d.start)
+
+    async def delivered():
+        status, body = await d.arequest("GET", "/v1/notifications?channel=team-chat&limit=500")
+        rows = [r for r in body["data"] if r["kind"] in ("event", "digest") and r["status"] != "digested"]
+        return rows if rows and all(r["status"] == "delivered" for r in rows) and len(rows) == 4 else None
+
+    rows = await until(delivered, timeout=30, what="everything delivered after restart")
+    # Each notification delivered exactly once after the restart: nothing lost, nothing doubled.
+    assert sorted(accepted) == ["20 × payment.failed (acme)", "Big invoice K0: 2000", "Big invoice K1: 2001",
+                                "Big invoice K2: 2002"]
+    (digest,) = [r for r in rows if r["kind"] == "digest"]
+    assert len(digest["event_ids"]) == 20
+    big = [r for r in rows if r["kind"] == "event"]
+    assert all(r["attempt_count"] >= 2 and r["attempts"][0]["outcome"] == "retry" for r in big)
+    assert "HTTP 503: down for maintenance" in big[0]["attempts"][0]["detail"]
