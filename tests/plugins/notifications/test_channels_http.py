@@ -160,3 +160,17 @@ def test_retry_after_http_date():
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert parse_retry_after("garbage") is None
     assert classify(302, "").outcome == "failed"  # redirects are not followed: a misconfigured URL
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+async def test_apprise_json_to_receiver(receiver):
+    pytest.importorskip("apprise")
+    from tierd.plugins.notifications.channels import AppriseChannel
+
+    r = await receiver()
+    channel = make(AppriseChannel, {"urls": [r.url.replace("http://", "json://") + "/apprise"]}, None)
+    assert (await channel.send(MSG)).outcome == "delivered"
+    body = json.loads(r.requests[0]["body"])
+    assert body["title"] == "3 invoices paid" and body["message"] == MSG.body and body["type"] == "warning"
+    r.responder = lambda req, body: _respond(500, "x")
+    assert (await channel.send(MSG)).outcome == "retry"

@@ -64,7 +64,12 @@ def notifications_config(smtp, audit_path):
 async def test_end_to_end(tierd_daemon, receiver, smtp, tmp_path, example_channel):
     slack = await receiver()
     audit = tmp_path / "audit.jsonl"
-    d = tierd_daemon({"notifications": notifications_config(smtp, audit)},
+    teams, ntfy = await receiver(), await receiver()
+    cfg = notifications_config(smtp, audit)
+    cfg["channels"] |= {"teams-ops": {"type": "teams", "url": teams.url + "/workflows/1"},
+                        "phone": {"type": "ntfy", "url": ntfy.url, "topic": "tierd-ops"}}
+    cfg["routes"][0]["channels"] += ["teams-ops", "phone"]
+    d = tierd_daemon({"notifications": cfg},
                      env={"SMTP_PASSWORD": PASSWORD, "SLACK_WEBHOOK_URL": slack.url + "/services/T/B/X"})
     acme = await asyncio.to_thread(d.create_tenant, "acme")
     other = await asyncio.to_thread(d.create_tenant, "other")
@@ -88,12 +93,19 @@ async def test_end_to_end(tierd_daemon, receiver, smtp, tmp_path, example_channe
     assert "INV-7" in smtp.messages[0].get_body(("plain",)).get_content()
     chat = slack.json_bodies()[0]
     assert chat["text"] == "Big invoice INV-7: 5000.00 EUR" and chat["blocks"][0]["type"] == "header"
+    await until(lambda: teams.requests and ntfy.requests, what="teams and ntfy")
+    card = teams.json_bodies()[0]["attachments"][0]
+    assert card["contentType"] == "application/vnd.microsoft.card.adaptive"
+    assert card["content"]["body"][0]["text"] == "Big invoice INV-7: 5000.00 EUR"
+    push = ntfy.json_bodies()[0]
+    assert (push["topic"], push["title"], push["priority"]) == ("tierd-ops", "Big invoice INV-7: 5000.00 EUR", 3)
     await until(lambda: audit.exists() and len(audit.read_text().splitlines()) == 2, what="third-party channel")
     assert [json.loads(line)["events"][0]["data"]["number"] for line in audit.read_text().splitlines()] == ["INV-7", "INV-8"]
     rows = await history(event=big["id"])
     assert sorted((r["channel"], r["status"], r["route"]) for r in rows) == [
         ("audit", "delivered", "audit"), ("ops-mail", "delivered", "big-invoices"),
-        ("team-chat", "delivered", "big-invoices")]
+        ("phone", "delivered", "big-invoices"), ("team-chat", "delivered", "big-invoices"),
+        ("teams-ops", "delivered", "big-invoices")]
     assert all(r["attempts"][0]["outcome"] == "delivered" for r in rows)
 
     # 2. A burst of 50 similar events arrives as one digest.
@@ -113,7 +125,7 @@ async def test_end_to_end(tierd_daemon, receiver, smtp, tmp_path, example_channe
                                        token=acme)
     assert status == 201 and silence["tenant"] == "acme"
     muted = await post("invoice.paid", {"number": "INV-9", "amount": "9000", "currency": "EUR"})
-    rows = await until(lambda: _rows_for(history, muted["id"], 3), what="muted rows")
+    rows = await until(lambda: _rows_for(history, muted["id"], 5), what="muted rows")
     assert {r["status"] for r in rows} == {"muted"} and rows[0]["reason"] == f"silence {silence['id']}"
     assert len(smtp.messages) == 1
     status, listed = await d.arequest("GET", "/v1/notifications/silences", token=other)
@@ -164,14 +176,23 @@ async def test_end_to_end(tierd_daemon, receiver, smtp, tmp_path, example_channe
     out = await asyncio.to_thread(d.cli, "notify", "routes", "test", "--event", str(event_file), "--json")
     assert out.returncode == 0, out.stderr
     assert [(r["route"], r["channels"]) for r in json.loads(out.stdout)["routes"]] == [
-        ("big-invoices", ["ops-mail", "team-chat"]), ("audit", ["audit"])]
+        ("big-invoices", ["ops-mail", "team-chat", "teams-ops", "phone"]), ("audit", ["audit"])]
     out = await asyncio.to_thread(d.cli, "notify", "routes", "test", "--event", str(event_file))
-    assert "route big-invoices (big-invoices) -> ops-mail, team-chat" in out.stdout
+    assert "route big-invoices (big-invoices) -> ops-mail, team-chat, teams-ops, phone" in out.stdout
 
     # 7. Metrics by channel.
     status, text = await d.arequest("GET", "/metrics")
     assert 'tierd_notifications_sent_total{channel="team-chat"}' in text
     assert 'tierd_notifications_muted_total{channel="ops-mail"} 1.0' in text
+
+    # 8. A reload switches the routing tree without a restart.
+    cfg["routes"].insert(0, {"name": "reloaded", "match": {"type": "invoice.voided"}, "channels": ["team-chat"],
+                             "subject": "voided {{ data.number }}"})
+    d.write_config(d.config | {"notifications": cfg})
+    status, body = await d.arequest("POST", "/v1/admin/reload", {})
+    assert status == 200, body
+    await post("invoice.voided", {"number": "INV-1"})
+    await until(lambda: slack.json_bodies()[-1]["text"] == "voided INV-1", what="the reloaded route")
 
 
 async def _rows_for(history, event_id, n):
