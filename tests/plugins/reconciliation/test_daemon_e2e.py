@@ -189,3 +189,41 @@ def test_cli_against_the_daemon(recon, tmp_path):
     bad.write_text(":20:X\n:25:1\n:28C:1\n:60F:C261101EUR1,00\n:61:2611011101C1x,00NTRFNONREF\n-\n")
     result = d.cli("recon", "import", "--tenant", "acme", "--account", "main-eur", str(bad))
     assert result.returncode != 0 and "statement_invalid" in result.stderr and "line 5" in result.stderr
+
+
+def test_inbox_folder_imports_and_sorts_files(tierd_daemon, tmp_path):
+    import time
+
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    config = daemon_config()
+    config["reconciliation"]["inbox_poll_interval"] = "0.2s"
+    config["reconciliation"]["accounts"][0]["inbox"] = str(folder)
+    d = tierd_daemon(config)
+    (folder / "nov.xml").write_bytes((FIXTURES / "camt053_v2_batch.xml").read_bytes())
+    (folder / "broken.sta").write_text(":20:X\n:25:1\n:28C:1\n:60F:C261101EUR1,00\n:61:2611011101C1x,00NTRFNONREF\n-\n")
+    (folder / "upload.part").write_text("still being written")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not ((folder / "processed" / "nov.xml").exists()
+                                               and (folder / "failed" / "broken.sta").exists()):
+        time.sleep(0.1)
+    assert (folder / "processed" / "nov.xml").exists(), d.logs()
+    error = (folder / "failed" / "broken.sta.error.txt").read_text()
+    assert error.startswith("line 5: bad :61: statement line")
+    assert (folder / "upload.part").exists()  # partial files are left alone
+    status, items = d.request("GET", f"{BASE}/main-eur/open-items?side=bank", tenant="acme")
+    assert status == 200 and len(items["statement_lines"]) == 5
+
+
+def test_scheduled_runs_and_inbox_become_jobs():
+    from types import SimpleNamespace
+
+    from tierd.plugins.reconciliation import tierd_jobs
+    from tierd.plugins.reconciliation.settings import SCHEMA
+
+    section = SCHEMA.validate({"accounts": [
+        {"id": "a", "tenant": "acme", "currency": "EUR", "schedule": "0 6 * * *", "inbox": "/tmp/x"},
+        {"id": "b", "tenant": "acme", "currency": "EUR"}]})
+    jobs = tierd_jobs(SimpleNamespace(config={"reconciliation": section}))
+    assert sorted((j.id, j.cron, j.interval) for j in jobs) == [
+        ("reconciliation.inbox", None, 10.0), ("reconciliation.run.acme.a", "0 6 * * *", None)]
