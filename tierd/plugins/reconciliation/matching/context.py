@@ -13,7 +13,7 @@ from collections import defaultdict
 from decimal import Decimal
 
 from .model import BankLine, LedgerEntry
-from .text import is_reference, name_keys, norm_name, norm_ref, ref_grams
+from .text import flat_name, is_reference, name_keys, name_similarity, norm_name, norm_ref, ref_grams
 
 #: A name key shared by more open items than this is too common to block on.
 MAX_NAME_POSTINGS = 2000
@@ -22,7 +22,7 @@ MAX_NAME_POSTINGS = 2000
 class Item:
     """One bank line or ledger entry, prepared for matching."""
 
-    __slots__ = ("id", "side", "day", "units", "currency", "name", "name_keys", "keys", "grams", "ref", "src")
+    __slots__ = ("id", "side", "day", "units", "currency", "name", "flat", "name_keys", "keys", "grams", "ref", "src")
 
     def __init__(self, side: str, src, scale: int):
         self.side = side
@@ -32,6 +32,7 @@ class Item:
         self.units = int(src.amount.scaleb(scale))
         self.currency = src.currency
         self.name = norm_name(src.counterparty)
+        self.flat = flat_name(src.counterparty)
         self.name_keys = name_keys(self.name)
         if side == "bank":
             e2e = norm_ref(src.end_to_end_id)
@@ -45,6 +46,11 @@ class Item:
             ext = norm_ref(src.external_id)
             self.keys = frozenset(k for k in (self.ref, ext) if is_reference(k))
             self.grams = frozenset()
+
+
+def similarity(x: Item, y: Item) -> float | None:
+    """Counterparty similarity of two items, 0..1 (None when a name is missing)."""
+    return name_similarity(x.name, y.name, x.flat, y.flat)
 
 
 def decimal_places(*groups) -> int:

@@ -6,6 +6,8 @@ the daemon runs it with ``asyncio.to_thread`` so the event loop stays free.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from collections import Counter
 
 from .context import Context
@@ -24,12 +26,35 @@ def check_rules(rules: list[dict]) -> list[str]:
             for i, r in enumerate(rules) if r.get("rule") not in RULES]
 
 
+@contextlib.contextmanager
+def _gc_paused():
+    """Pause the cyclic garbage collector for the duration of a run.
+
+    A run allocates millions of small, acyclic objects (items, index lists,
+    candidates); each allocation burst triggers collections that walk the
+    whole growing heap, which made 100k-line runs about 40% slower. Nothing
+    here forms cycles, and the collector resumes (and catches up) right after.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def reconcile(bank_lines: list[BankLine], ledger_entries: list[LedgerEntry], config: EngineConfig | None = None) -> Result:
     """Match bank lines with ledger entries; the result does not depend on input order."""
     config = config or EngineConfig()
     problems = check_rules(config.rules)
     if problems:
         raise RuleConfigError("; ".join(problems))
+    with _gc_paused():
+        return _reconcile(bank_lines, ledger_entries, config)
+
+
+def _reconcile(bank_lines: list[BankLine], ledger_entries: list[LedgerEntry], config: EngineConfig) -> Result:
     ctx = Context(bank_lines, ledger_entries)
     matches: list[Match] = []
     pending: list[Candidate] = []

@@ -12,9 +12,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Callable, Iterator
 
-from .context import Context, Item, amount_index, key_index, name_index
+from .context import Context, Item, amount_index, key_index, name_index, similarity
 from .subsets import subsets_summing_to
-from .text import fuzzy_ref_score, name_similarity
+from .text import fuzzy_ref_score
 
 
 class Candidate:
@@ -113,7 +113,7 @@ def reference_rule(ctx: Context, p: dict) -> list[Candidate]:
             if l.currency != b.currency or l.units != b.units:
                 continue
             d = abs(b.day - l.day)
-            sim = name_similarity(b.name, l.name)
+            sim = similarity(b, l)
             score = 0.9 + 0.05 * closeness(d, window) + 0.05 * (name_weight(sim) if sim is not None else 0.5)
             if names_differ(sim):
                 # A typo in one reference can make it another real invoice's
@@ -131,7 +131,7 @@ def amount_date_rule(ctx: Context, p: dict) -> list[Candidate]:
     window = int(p.get("window_days", 3))
     out = []
     for b, l, d in _equal_amount_pairs(ctx, window):
-        sim = name_similarity(b.name, l.name)
+        sim = similarity(b, l)
         if names_differ(sim):
             # Same amount, different parties: what decoys look like. Not even
             # a suggestion (round amounts would flood people with them).
@@ -151,7 +151,7 @@ def fuzzy_counterparty_rule(ctx: Context, p: dict) -> list[Candidate]:
     min_sim = float(p.get("min_similarity", 85)) / 100
     out = []
     for b, l, d in _equal_amount_pairs(ctx, window):
-        sim = name_similarity(b.name, l.name)
+        sim = similarity(b, l)
         if sim is None or sim < min_sim:
             continue
         score = 0.65 + 0.25 * sim + 0.1 * closeness(d, window)
@@ -182,12 +182,17 @@ def _subset_rule(ctx: Context, p: dict, rule: str, targets: dict, pool: dict,
     for t in targets.values():
         sign = 1 if t.units > 0 else -1
         groups: dict[str, dict[str, Item]] = {}
+        named: dict[str, Item] = {}  # an item shows up under several name keys
         for nk in t.name_keys:
             for it in by_name.window((t.currency, nk), t.day, window):
                 if it.units * sign > 0 and abs(it.units) < abs(t.units):
-                    sim = name_similarity(t.name, it.name)
-                    if sim is not None and sim >= min_sim:
-                        groups.setdefault("name:" + it.name, {})[it.id] = it
+                    named[it.id] = it
+        for it in named.values():
+            sim = similarity(t, it)
+            if sim is not None and sim >= min_sim:
+                # One group per target: everything named like the target is
+                # the same counterparty, whatever its spelling.
+                groups.setdefault("name:", {})[it.id] = it
         for key in sorted(target_keys(t)):
             for it in by_key.window(key, t.day, window):
                 if it.currency == t.currency and it.units * sign > 0 and abs(it.units) < abs(t.units):
@@ -202,7 +207,7 @@ def _subset_rule(ctx: Context, p: dict, rule: str, targets: dict, pool: dict,
 
 def _subset_candidate(ctx, rule, t: Item, chosen: list[Item], by_ref: bool, target_keys, pool_keys, window) -> Candidate:
     spread = max(abs(c.day - t.day) for c in chosen)
-    sims = [name_similarity(t.name, c.name) for c in chosen]
+    sims = [similarity(t, c) for c in chosen]
     sim = min((s for s in sims if s is not None), default=None)
     tkeys = target_keys(t)
     referenced = [c for c in chosen if tkeys & pool_keys(c)]
@@ -271,7 +276,7 @@ def tolerance_rule(ctx: Context, p: dict) -> list[Candidate]:
                 continue
             exact = bool((b.keys | b.grams) & l.keys)
             fref = 1.0 if exact else (fuzzy_ref_score(l.ref, b.grams) if l.ref else 0.0)
-            sim = name_similarity(b.name, l.name)
+            sim = similarity(b, l)
             if not fref and (sim is None or sim < min_sim):
                 continue
             d = abs(b.day - l.day)

@@ -85,13 +85,36 @@ def norm_name(text: str) -> str:
     return " ".join(kept or words)
 
 
+@functools.lru_cache(maxsize=65536)
+def flat_name(text: str) -> str:
+    """``"Zoqui nSA"`` -> ``"zoquinsa"``: letters and digits only, legal form kept.
+
+    Compared next to the word-wise form, it forgives a space in the wrong
+    place (banks wrap and cut names), which splits words differently.
+    """
+    return "".join(_WORD.findall(strip_accents((text or "").lower())))
+
+
+@functools.lru_cache(maxsize=65536)
 def name_keys(normalised: str) -> tuple[str, ...]:
-    """Blocking keys of a normalised name: its words of three letters or more."""
-    return tuple(sorted({w for w in normalised.split() if len(w) >= 3}))
+    """Blocking keys of a normalised name, robust to one typo in a word.
+
+    Each word of three letters or more gives itself, its letters sorted (a
+    transposition keeps them), and its first and last four letters (a
+    wrong letter spares at least one of them).
+    """
+    keys = set()
+    for w in normalised.split():
+        if len(w) >= 3:
+            keys.update((w, "~" + "".join(sorted(w)), w[:4] + "<", ">" + w[-4:]))
+    return tuple(sorted(keys))
 
 
-def name_similarity(a: str, b: str) -> float | None:
-    """0..1 similarity of two normalised names; None when either is unknown."""
+def name_similarity(a: str, b: str, a_flat: str = "", b_flat: str = "") -> float | None:
+    """0..1 similarity of two names (normalised, and optionally flat); None if either is unknown."""
     if not a or not b:
         return None
-    return fuzz.token_set_ratio(a, b) / 100
+    sim = fuzz.token_set_ratio(a, b)
+    if a_flat and b_flat and sim < 100:
+        sim = max(sim, fuzz.ratio(a_flat, b_flat))
+    return sim / 100
