@@ -101,7 +101,7 @@ async def test_end_to_end(tierd_daemon, receiver, smtp, tmp_path, example_channe
     assert (push["topic"], push["title"], push["priority"]) == ("tierd-ops", "Big invoice INV-7: 5000.00 EUR", 3)
     await until(lambda: audit.exists() and len(audit.read_text().splitlines()) == 2, what="third-party channel")
     assert [json.loads(line)["events"][0]["data"]["number"] for line in audit.read_text().splitlines()] == ["INV-7", "INV-8"]
-    rows = await history(event=big["id"])
+    rows = await until(lambda: _rows_for(history, big["id"], 5, status="delivered"), what="recorded outcomes")
     assert sorted((r["channel"], r["status"], r["route"]) for r in rows) == [
         ("audit", "delivered", "audit"), ("ops-mail", "delivered", "big-invoices"),
         ("phone", "delivered", "big-invoices"), ("team-chat", "delivered", "big-invoices"),
@@ -195,9 +195,10 @@ async def test_end_to_end(tierd_daemon, receiver, smtp, tmp_path, example_channe
     await until(lambda: slack.json_bodies()[-1]["text"] == "voided INV-1", what="the reloaded route")
 
 
-async def _rows_for(history, event_id, n):
+async def _rows_for(history, event_id, n, status=None):
     rows = await history(event=event_id)
-    return rows if len(rows) == n else None
+    ok = len(rows) == n and (status is None or all(r["status"] == status for r in rows))
+    return rows if ok else None
 
 
 async def _count(history, n, **kw):

@@ -70,7 +70,10 @@ class Dispatcher:
         self.max_in_flight = max_in_flight
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
-        self._inflight: set[str] = set()
+        self._inflight: set[str] = set()  # ids being sent or not yet recorded
+        self._tasks: set[asyncio.Task] = set()
+        self._finished: list[dict] = []  # outcomes waiting to be written
+        self._next_cleanup = 0.0
 
     @property
     def runtime(self):
@@ -80,33 +83,50 @@ class Dispatcher:
         self._wake.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            self._wake.clear()
-            try:
-                busy = await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("notification dispatcher tick failed")
-                busy = 0
-            if busy:
-                continue  # more may be due right away
-            await _wait_any(self._wake, stopping, timeout=await self._idle_timeout())
+        """The daemon's loop: never waits for a slow send before starting others."""
+        try:
+            while not stopping.is_set():
+                self._wake.clear()
+                try:
+                    busy = await self.tick(wait=False)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("notification dispatcher tick failed")
+                    busy = 0
+                if busy and self._free_slots():
+                    continue  # more may be due right away
+                await _wait_any(self._wake, stopping, timeout=await self._idle_timeout())
+        finally:
+            # Shutdown: let sends in flight finish and record them (the daemon
+            # cancels us after its grace period; unrecorded rows stay pending).
+            await self.drain()
 
     async def _idle_timeout(self) -> float:
         """Sleep until the next due row (by the daemon clock), at most poll_interval."""
-        due = [t for t in (await store.next_attempt(self.db), await store.next_group_flush(self.db)) if t]
+        # Rows in flight are pending and due, but their task wakes us when done.
+        due = [t for t in (await store.next_attempt(self.db, exclude=self._inflight),
+                           await store.next_group_flush(self.db)) if t]
         if not due:
             return self.poll_interval
         return max(0.0, min(self.poll_interval, min(due) - self.clock.time()))
 
-    async def tick(self) -> int:
-        """Flush due groups, then send due notifications; returns how many were handled."""
+    async def tick(self, wait: bool = True) -> int:
+        """Flush due groups, record finished sends, start due ones; returns work done.
+
+        ``wait=True`` (tests, benchmarks) also waits until every send started
+        has finished and is recorded; the daemon's loop passes False.
+        """
         now = self.clock.time()
         flushed = await self.flush_groups(now)
-        await store.delete_expired_groups(self.db, now)
-        sent = await self.send_due(now)
-        return flushed + sent
+        if now >= self._next_cleanup:  # a write: not on every tick
+            await store.delete_expired_groups(self.db, now)
+            self._next_cleanup = now + 60
+        recorded = await self.record_finished()
+        started = await self.start_due(now)
+        if wait:
+            recorded += await self.drain()
+        return flushed + recorded + started
 
     # --- groups ------------------------------------------------------------------------
 
@@ -153,26 +173,54 @@ class Dispatcher:
 
     # --- sending -------------------------------------------------------------------------
 
-    async def send_due(self, now: float) -> int:
-        rows = [r for r in await store.due_notifications(self.db, now, self.max_in_flight * 4)
-                if r["id"] not in self._inflight]
-        if not rows:
+    def _free_slots(self) -> int:
+        return self.max_in_flight - len(self._inflight)
+
+    async def start_due(self, now: float) -> int:
+        """Start a task for each due row while there are free slots."""
+        free = self._free_slots()
+        if free <= 0:
             return 0
-        sem = asyncio.Semaphore(self.max_in_flight)
-
-        async def one(row):
-            async with sem:
-                return await self.attempt(row)
-
-        self._inflight.update(r["id"] for r in rows)
-        try:
-            outcomes = await asyncio.gather(*(one(r) for r in rows))
-            async with self.db.transaction() as tx:
-                await store.record_attempts(tx, outcomes)
-        finally:
-            self._inflight.difference_update(r["id"] for r in rows)
-        self._count(outcomes)
+        rows = [r for r in await store.due_notifications(self.db, now, free + len(self._inflight))
+                if r["id"] not in self._inflight][:free]
+        for row in rows:
+            # A row stays in _inflight until its outcome is written, so that a
+            # later tick cannot pick it up (and send it twice) in between.
+            self._inflight.add(row["id"])
+            task = asyncio.get_running_loop().create_task(self._send(row), name=f"notify:{row['id']}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return len(rows)
+
+    async def _send(self, row) -> None:
+        try:
+            outcome = await self.attempt(row)
+            # Not `self._finished.append(await ...)`: that would bind the list
+            # before the await, and record_finished() swaps it meanwhile.
+            self._finished.append(outcome)
+        finally:
+            self._wake.set()
+
+    async def record_finished(self) -> int:
+        """Write the outcomes of finished sends in one transaction."""
+        done, self._finished = self._finished, []
+        if not done:
+            return 0
+        try:
+            async with self.db.transaction() as tx:
+                await store.record_attempts(tx, done)
+        finally:
+            # Even if the write failed the rows are still pending: sending them
+            # again is the at-least-once contract.
+            self._inflight.difference_update(o["id"] for o in done)
+        self._count(done)
+        return len(done)
+
+    async def drain(self) -> int:
+        """Wait for every send in flight, then record them all."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        return await self.record_finished()
 
     async def send_inline(self, row) -> dict:
         """Send one freshly inserted row now (test and manual sends) and record it."""

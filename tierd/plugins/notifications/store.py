@@ -190,8 +190,13 @@ async def due_notifications(db, now: float, limit: int):
         " ORDER BY next_attempt_at LIMIT ?", (now, limit))
 
 
-async def next_attempt(db) -> float | None:
-    row = await db.fetchone("SELECT MIN(next_attempt_at) AS t FROM notifications WHERE status='pending'")
+async def next_attempt(db, exclude=()) -> float | None:
+    """When the next pending row is due, ignoring the ids in ``exclude`` (in flight)."""
+    exclude = list(exclude)
+    sql = "SELECT MIN(next_attempt_at) AS t FROM notifications WHERE status='pending'"
+    if exclude:
+        sql += f" AND id NOT IN ({','.join('?' * len(exclude))})"
+    row = await db.fetchone(sql, exclude)
     return row["t"]
 
 
