@@ -20,7 +20,11 @@ belong together):
 * unmatched noise: 5% extra bank lines and 5% extra ledger entries, half of
   them copying the amount of a real item nearby (decoys)
 
-Usage: ``python bench/reconciliation.py [--sizes 1000,10000,100000] [--seed 1]``
+Usage: ``python bench/reconciliation.py [--sizes 1000,10000,100000] [--seed 1] [--span-days 365|auto]``
+
+With the default one-year span the data gets denser as N grows (more
+same-amount lines per day), which is the harder case for time; ``auto``
+keeps the density of a busy account and lets only the history grow.
 Figures only, never asserts: see DESIGN.md ("bench/ prints figures").
 """
 
@@ -49,9 +53,10 @@ JUNK = ["thank you", "payment", "Zahlung", "ref", "order", "monthly", "invoice",
 
 
 class Generator:
-    def __init__(self, n: int, seed: int):
+    def __init__(self, n: int, seed: int, span_days: int = 365):
         self.rng = random.Random(seed)
         self.n = n
+        self.span_days = span_days
         self.banks: list[BankLine] = []
         self.ledgers: list[LedgerEntry] = []
         self.truth: list[tuple[frozenset, frozenset]] = []
@@ -88,7 +93,7 @@ class Generator:
         return Decimal(round(10 ** r.uniform(0.7, 4.3), 2)).quantize(Decimal("0.01"))
 
     def _day(self) -> dt.date:
-        return START + dt.timedelta(days=self.rng.randrange(365))
+        return START + dt.timedelta(days=self.rng.randrange(self.span_days))
 
     def _ref(self) -> str:
         self.invoice += self.rng.randint(1, 3)
@@ -228,8 +233,13 @@ class Generator:
             self._ledger(self._amount(), self._day(), r.choice(self.companies), self._ref())
 
 
-def measure(n: int, seed: int) -> dict:
-    gen = Generator(n, seed)
+def span_for(n: int, span: str) -> int:
+    """Days the data covers: fixed (denser as n grows) or "auto" (about 300 lines a day)."""
+    return max(30, n // 300) if span == "auto" else int(span)
+
+
+def measure(n: int, seed: int, span_days: int) -> dict:
+    gen = Generator(n, seed, span_days)
     gen.build()
     t0 = time.perf_counter()
     result = reconcile(gen.banks, gen.ledgers)
@@ -242,7 +252,7 @@ def measure(n: int, seed: int) -> dict:
     recall_by_kind = {k: round(100 * sum(1 for t, kk in gen.kind_of.items() if kk == k and t in found)
                                / max(1, sum(1 for kk in gen.kind_of.values() if kk == k)), 1) for k in kinds}
     return {
-        "n": n, "bank_lines": len(gen.banks), "ledger_entries": len(gen.ledgers), "truth_groups": len(truth),
+        "n": n, "span_days": span_days, "bank_lines": len(gen.banks), "ledger_entries": len(gen.ledgers), "truth_groups": len(truth),
         "auto_matches": len(auto), "correct": correct, "suggestions": len(result.suggestions),
         "precision": correct / len(auto) if auto else 1.0, "recall": correct / len(truth) if truth else 1.0,
         "seconds": elapsed, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -254,15 +264,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1000,10000,100000", help="comma-separated N (lines per side)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--span-days", default="365",
+                        help='days the data covers (default 365: one year, so density grows with N); '
+                             '"auto" keeps about 300 lines a day, so only the history grows')
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one size, print JSON
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.seed)))
+        print(json.dumps(measure(args.one, args.seed, span_for(args.one, args.span_days))))
         return
+    print(f"data over {args.span_days} days (--span-days); seed {args.seed}")
     print(f"{'N':>7} {'bank':>7} {'ledger':>7} {'auto':>7} {'sugg':>6} {'precision':>9} {'recall':>7} {'time s':>7} {'RSS MB':>7}  by rule")
     previous = None
     for n in (int(s) for s in args.sizes.split(",")):
-        out = subprocess.run([sys.executable, __file__, "--one", str(n), "--seed", str(args.seed)],
+        out = subprocess.run([sys.executable, __file__, "--one", str(n), "--seed", str(args.seed),
+                              "--span-days", args.span_days],
                              check=True, capture_output=True, text=True).stdout
         r = json.loads(out)
         growth = ""

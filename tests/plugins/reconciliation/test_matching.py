@@ -133,14 +133,21 @@ def test_currency_must_agree():
 
 
 def test_conflicts_are_settled_globally_one_to_one():
-    # b1 could take l1 or l2; b2 can only take l2: the global answer gives l2 to b2.
-    banks = [bank("b1", "100.00", 0, "Acme"), bank("b2", "100.00", 3, "Acme")]
-    ledgers = [ledger("l1", "100.00", 0, "Acme"), ledger("l2", "100.00", 3, "Acme")]
+    # Each bank line could take either entry (same amount, within the window);
+    # the near-references decide, whichever pair is closer in date.
+    banks = [bank("b1", "100.00", 1, remit="INV 1001"), bank("b2", "100.00", 2, remit="INV 2002")]
+    ledgers = [ledger("l1", "100.00", 0, ref="INV-1001"), ledger("l2", "100.00", 3, ref="INV-2002")]
     r = reconcile(banks, ledgers, EngineConfig(rules=[{"rule": "amount_date", "window_days": 3}]))
     assert pairs(r) == {(("b1",), ("l1",)), (("b2",), ("l2",))}
-    # Every item is used at most once.
     used = [i for m in r.matches for i in m.bank_ids + m.ledger_ids]
-    assert len(used) == len(set(used))
+    assert len(used) == len(set(used))  # every item at most once
+
+
+def test_a_nearer_date_alone_does_not_decide():
+    # Same customer, same amount, two open invoices: which one was paid is a
+    # question for a person, even though one is booked closer in time.
+    r = reconcile([bank("b1", "250.00", 2, "Acme")], [ledger("l1", "250.00", 2, "Acme"), ledger("l2", "250.00", 0, "Acme")])
+    assert r.matches == [] and {s.ledger_ids for s in r.suggestions} == {("l1",), ("l2",)}
 
 
 def test_result_does_not_depend_on_input_order():

@@ -2,8 +2,10 @@
 
 Candidates are taken best first (score, then ids). A candidate is matched
 automatically when all its items are still free, its score reaches the
-threshold, and it beats by ``min_margin`` every other candidate that wants
-one of its items and could still be made. Anything else worth showing
+threshold, and its evidence (the score without the share that only says how
+close the dates are) beats by ``min_margin`` every other candidate that wants
+one of its items and could still be made: a nearer date alone never decides
+between two otherwise equal candidates. Anything else worth showing
 becomes a suggestion for a person, and its items stay open for the later,
 more specific passes. Taking candidates in score order while demanding a
 margin over all live competitors on *either* side means an automatic match
@@ -46,7 +48,7 @@ def resolve(candidates: list[Candidate], threshold: float, min_margin: float, fl
         if any(i in taken for i in items):
             continue
         runner_up = _best_competitor(n, items, ordered, by_item, taken)
-        if auto and c.score >= threshold and c.score - runner_up >= min_margin:
+        if auto and c.score >= threshold and c.evidence - runner_up >= min_margin:
             matches.append(c)
             taken.update(items)
         else:
@@ -55,16 +57,13 @@ def resolve(candidates: list[Candidate], threshold: float, min_margin: float, fl
 
 
 def _best_competitor(n: int, items, ordered: list[Candidate], by_item, taken) -> float:
-    """Score of the best other candidate sharing an item and still feasible."""
+    """Evidence (score without date closeness) of the strongest other live candidate sharing an item."""
     best = 0.0
     for item in items:
         for m in by_item[item]:
-            if m == n:
-                continue
             other = ordered[m]
             if other.score <= best:
-                break  # lists are sorted: nothing better further on
-            if not any(i in taken for i in other.items):
-                best = other.score
-                break
+                break  # sorted by score, and evidence <= score: nothing stronger further on
+            if m != n and other.evidence > best and not any(i in taken for i in other.items):
+                best = other.evidence
     return best

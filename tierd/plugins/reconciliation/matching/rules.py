@@ -20,11 +20,15 @@ from .text import fuzzy_ref_score
 class Candidate:
     """A proposed match: the items, its score and why."""
 
-    __slots__ = ("score", "bank_ids", "ledger_ids", "rule", "reasons", "adjustment")
+    __slots__ = ("score", "evidence", "bank_ids", "ledger_ids", "rule", "reasons", "adjustment")
 
-    def __init__(self, rule: str, score: float, banks, ledgers, reasons: list[str], adjustment: int = 0):
+    def __init__(self, rule: str, score: float, banks, ledgers, reasons: list[str], adjustment: int = 0,
+                 date_part: float = 0.0):
         self.rule = rule
         self.score = round(min(max(score, 0.0), 1.0), 4)
+        # The score without its date-closeness share: two candidates that
+        # differ only in how close their dates are count as a close call.
+        self.evidence = round(self.score - date_part, 4)
         self.bank_ids = tuple(sorted(b.id for b in banks))
         self.ledger_ids = tuple(sorted(e.id for e in ledgers))
         self.reasons = reasons
@@ -114,7 +118,8 @@ def reference_rule(ctx: Context, p: dict) -> list[Candidate]:
                 continue
             d = abs(b.day - l.day)
             sim = similarity(b, l)
-            score = 0.9 + 0.05 * closeness(d, window) + 0.05 * (name_weight(sim) if sim is not None else 0.5)
+            date_part = 0.05 * closeness(d, window)
+            score = 0.9 + date_part + 0.05 * (name_weight(sim) if sim is not None else 0.5)
             if names_differ(sim):
                 # A typo in one reference can make it another real invoice's
                 # number: when the names disagree a person should look.
@@ -122,7 +127,7 @@ def reference_rule(ctx: Context, p: dict) -> list[Candidate]:
             label = l.src.reference if key == l.ref else l.src.external_id
             reasons = [f"reference {label} in {where}", "amounts equal", days_phrase(d),
                        "but the counterparty names differ" if names_differ(sim) else None]
-            out.append(Candidate("reference", score, [b], [l], _clean(reasons)))
+            out.append(Candidate("reference", score, [b], [l], _clean(reasons), date_part=date_part))
     return out
 
 
@@ -137,11 +142,12 @@ def amount_date_rule(ctx: Context, p: dict) -> list[Candidate]:
             # a suggestion (round amounts would flood people with them).
             continue
         fref = fuzzy_ref_score(l.ref, b.grams) if l.ref else 0.0
-        score = 0.6 + 0.25 * closeness(d, window) + 0.15 * max(name_weight(sim), fref)
+        date_part = 0.25 * closeness(d, window)
+        score = 0.6 + date_part + 0.15 * max(name_weight(sim), fref)
         reasons = ["amounts equal", days_phrase(d),
                    f"reference {l.src.reference} nearly in remittance ({round(fref * 100)}% alike)" if fref else None,
                    name_phrase(sim)]
-        out.append(Candidate("amount_date", score, [b], [l], _clean(reasons)))
+        out.append(Candidate("amount_date", score, [b], [l], _clean(reasons), date_part=date_part))
     return out
 
 
@@ -154,9 +160,10 @@ def fuzzy_counterparty_rule(ctx: Context, p: dict) -> list[Candidate]:
         sim = similarity(b, l)
         if sim is None or sim < min_sim:
             continue
-        score = 0.65 + 0.25 * sim + 0.1 * closeness(d, window)
+        date_part = 0.1 * closeness(d, window)
+        score = 0.65 + 0.25 * sim + date_part
         reasons = [name_phrase(sim), "amounts equal", days_phrase(d)]
-        out.append(Candidate("fuzzy_counterparty", score, [b], [l], reasons))
+        out.append(Candidate("fuzzy_counterparty", score, [b], [l], reasons, date_part=date_part))
     return out
 
 
@@ -212,7 +219,8 @@ def _subset_candidate(ctx, rule, t: Item, chosen: list[Item], by_ref: bool, targ
     tkeys = target_keys(t)
     referenced = [c for c in chosen if tkeys & pool_keys(c)]
     ref_frac = len(referenced) / len(chosen)
-    score = 0.8 + 0.1 * ref_frac + 0.05 * name_weight(sim) + 0.05 * closeness(spread, window)
+    date_part = 0.05 * closeness(spread, window)
+    score = 0.8 + 0.1 * ref_frac + 0.05 * name_weight(sim) + date_part
     if rule == "batch":
         banks, ledgers = [t], chosen
         head = f"{len(chosen)} ledger entries add up to the bank amount {ctx.to_decimal(t.units)}"
@@ -225,7 +233,7 @@ def _subset_candidate(ctx, rule, t: Item, chosen: list[Item], by_ref: bool, targ
     reasons = [head + (f" from {party}" if party else ""),
                f"reference{'s' if len(refs) > 1 else ''} {', '.join(refs)} in remittance" if refs else None,
                name_phrase(sim), days_phrase(spread, within=True)]
-    return Candidate(rule, score, banks, ledgers, _clean(reasons))
+    return Candidate(rule, score, banks, ledgers, _clean(reasons), date_part=date_part)
 
 
 def _bank_keys(b: Item) -> frozenset:
@@ -280,7 +288,8 @@ def tolerance_rule(ctx: Context, p: dict) -> list[Candidate]:
             if not fref and (sim is None or sim < min_sim):
                 continue
             d = abs(b.day - l.day)
-            score = (0.7 + 0.2 * fref + 0.05 * name_weight(sim) + 0.05 * closeness(d, window)
+            date_part = 0.05 * closeness(d, window)
+            score = (0.7 + 0.2 * fref + 0.05 * name_weight(sim) + date_part
                      - 0.05 * abs(diff) / max(tol, 1) - (0.1 if names_differ(sim) else 0.0))
             adj = ctx.to_decimal(diff)
             reasons = [
@@ -291,7 +300,7 @@ def tolerance_rule(ctx: Context, p: dict) -> list[Candidate]:
                 f"within the tolerance of {ctx.to_decimal(tol)}, kept as an adjustment",
                 days_phrase(d),
             ]
-            out.append(Candidate("tolerance", score, [b], [l], _clean(reasons), adjustment=diff))
+            out.append(Candidate("tolerance", score, [b], [l], _clean(reasons), adjustment=diff, date_part=date_part))
     return out
 
 
