@@ -246,3 +246,49 @@ async def test_kill_9_loses_nothing(tierd_daemon, receiver, smtp, tmp_path, exam
     big = [r for r in rows if r["kind"] == "event"]
     assert all(r["attempt_count"] >= 2 and r["attempts"][0]["outcome"] == "retry" for r in big)
     assert "HTTP 503: down for maintenance" in big[0]["attempts"][0]["detail"]
+
+
+async def test_api_validation_and_filters(tierd_daemon):
+    d = tierd_daemon({"notifications": {"channels": {"journal": {"type": "log"}},
+                                        "routes": [{"match": {"type": "*"}, "channels": ["journal"]}]}})
+    acme = await asyncio.to_thread(d.create_tenant, "acme")
+    for i in range(3):
+        await d.arequest("POST", "/v1/events", {"type": "invoice.paid", "data": {"n": i}}, token=acme)
+
+    async def data(path, token=None):
+        status, body = await d.arequest("GET", path, token=token)
+        assert status == 200, body
+        return body["data"]
+
+    await until(lambda: _count_status(data, 3), what="three delivered")
+    assert len(await data("/v1/notifications?channel=journal&status=delivered")) == 3
+    assert await data("/v1/notifications?status=failed") == []
+    assert await data("/v1/notifications?since=2999-01-01T00:00:00Z") == []
+    assert len(await data("/v1/notifications?until=2999-01-01T00:00:00Z", token=acme)) == 3
+    one = (await data("/v1/notifications?limit=1"))[0]
+    status, full = await d.arequest("GET", f"/v1/notifications/{one['id']}", token=acme)
+    assert status == 200 and full["events"][0]["type"] == "invoice.paid" and "body" in full
+
+    for path, code in [("/v1/notifications?status=sent", "invalid_parameter"),
+                       ("/v1/notifications?since=yesterday", "invalid_parameter"),
+                       ("/v1/notifications?limit=0", "invalid_parameter")]:
+        status, body = await d.arequest("GET", path)
+        assert (status, body["error"]["code"]) == (400, code), path
+    for silence, message in [
+        ({"matchers": {"type": "x"}}, "ends_at is required"),
+        ({"matchers": {"type": "x"}, "ends_at": "2000-01-01T00:00:00Z"}, "in the future"),
+        ({"matchers": {"typ": "x"}, "ends_at": "2999-01-01T00:00:00Z"}, "unknown key 'typ'"),
+        ({"matchers": {"data": {"a": {"regex": "("}}}, "ends_at": "2999-01-01T00:00:00Z"}, "invalid regex"),
+        ({"matchers": {}, "ends_at": "2999-01-01T00:00:00Z", "extra": 1}, "unknown field"),
+    ]:
+        status, body = await d.arequest("POST", "/v1/notifications/silences", silence, token=acme)
+        assert status == 400 and body["error"]["code"] == "invalid_silence", body
+        assert message in body["error"]["message"], body
+    status, body = await d.arequest("POST", "/v1/notifications/send", {"channel": "journal", "subject": 5})
+    assert status == 400 and body["error"]["code"] == "invalid_message"
+    status, body = await d.arequest("GET", "/v1/notifications/channels")
+    assert body["data"] == [{"name": "journal", "type": "log"}]
+
+
+async def _count_status(data, n):
+    return len(await data("/v1/notifications?status=delivered")) == n

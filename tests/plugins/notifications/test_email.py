@@ -105,3 +105,12 @@ async def test_connection_refused_is_transient():
 def test_schema_requires_host_from_to():
     _, errors = validate(EmailChannel.schema, {"port": 25})
     assert {e.path for e in errors} == {("host",), ("from",), ("to",)}
+
+
+async def test_some_recipients_refused_is_delivered_with_detail(smtp, certs):
+    server = smtp("starttls")
+    server.handler.rcpt_replies = ["550 5.1.1 No such user"]  # the first RCPT only
+    result = await channel(server.channel_config(certs.ca_file, to=["gone@example.com", "ops@example.com"])).send(MSG)
+    assert result.outcome == "delivered"
+    assert "for 1 recipient(s)" in result.detail and "refused: gone@example.com (550" in result.detail
+    assert server.handler.envelopes[0].rcpt_tos == ["ops@example.com"]

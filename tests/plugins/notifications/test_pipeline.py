@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from tierd.core.clock import FakeClock
-from tierd.core.registry import Channel, SendResult
+from tierd.core.registry import Channel
 from tierd.core.schema import validate
 from tierd.core.storage import CORE_MIGRATIONS, Database
 from tierd.plugins.notifications import store
@@ -289,3 +289,43 @@ def test_backoff_doubles_up_to_max():
     retry = {"backoff": 10.0, "max_backoff": 60.0}
     assert [backoff_delay(n, retry, None) for n in range(1, 6)] == [10, 20, 40, 60, 60]
     assert backoff_delay(1, retry, 3600) == 60.0
+
+
+async def test_run_loop_does_not_wait_for_a_slow_channel(harness, receiver):
+    """The daemon's loop: a hanging send does not hold back the others, and
+    stopping waits for sends in flight and records them."""
+    import asyncio
+
+    slow, fast = await receiver(), await receiver()
+    release = asyncio.Event()
+
+    async def hang(request, body):
+        await release.wait()
+        return web.Response(text="late")
+
+    slow.responder = hang
+    h = harness.configure({
+        "channels": {"slow": {"type": "webhook", "url": slow.url, "timeout": "30s"},
+                     "fast": {"type": "webhook", "url": fast.url}},
+        "routes": [{"match": {"type": "slow.*"}, "channels": ["slow"]},
+                   {"match": {"type": "fast.*"}, "channels": ["fast"]}],
+    })
+    stopping = asyncio.Event()
+    task = asyncio.create_task(h.dispatcher.run(stopping))
+    await h.ingest(h.event("slow.one"))
+    h.dispatcher.wake()
+    await slow.wait_for(1)
+    await h.ingest(h.event("fast.one"), h.event("fast.two"))
+    h.dispatcher.wake()
+    await fast.wait_for(2, timeout=5)
+    for _ in range(100):
+        if len(await h.rows(status="delivered")) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert [r["channel"] for r in await h.rows(status="delivered")] == ["fast", "fast"]
+    assert [r["channel"] for r in await h.rows(status="pending")] == ["slow"]
+    stopping.set()
+    await asyncio.sleep(0.05)
+    release.set()
+    await asyncio.wait_for(task, 5)  # drains: the slow send is recorded before the loop ends
+    assert len(await h.rows(status="delivered")) == 3

@@ -81,7 +81,7 @@ class EmailChannel(Channel):
         port = cfg.get("port") or (465 if tls else 587 if starttls else 25)
         recipients = list(cfg["to"]) + list(cfg.get("cc") or [])
         try:
-            await aiosmtplib.send(
+            refused, _reply = await aiosmtplib.send(
                 self.build(message),
                 hostname=cfg["host"], port=port,
                 username=cfg.get("username") or None, password=cfg.get("password") or None,
@@ -98,4 +98,8 @@ class EmailChannel(Channel):
         except (aiosmtplib.SMTPException, OSError) as exc:
             # Timeouts, refused connections, TLS handshakes that failed: try later.
             return SendResult.retry(f"{type(exc).__name__}: {exc}")
-        return SendResult.delivered(f"accepted by {cfg['host']}:{port} for {len(recipients)} recipient(s)")
+        detail = f"accepted by {cfg['host']}:{port} for {len(recipients) - len(refused)} recipient(s)"
+        if refused:
+            # Some recipients got it: retrying would send them a duplicate. Say who did not.
+            detail += "; refused: " + ", ".join(f"{rcpt} ({r.code} {r.message})" for rcpt, r in refused.items())
+        return SendResult.delivered(detail)
