@@ -91,6 +91,7 @@ async def test_end_to_end(tierd_daemon, receiver, smtp, tmp_path, example_channe
     await until(lambda: len(smtp.messages) == 1 and len(slack.requests) == 1, what="mail and chat")
     assert smtp.messages[0]["Subject"] == "Big invoice INV-7: 5000.00 EUR"
     assert "INV-7" in smtp.messages[0].get_body(("plain",)).get_content()
+    assert "INV-7" in smtp.messages[0].get_body(("html",)).get_content()
     chat = slack.json_bodies()[0]
     assert chat["text"] == "Big invoice INV-7: 5000.00 EUR" and chat["blocks"][0]["type"] == "header"
     await until(lambda: teams.requests and ntfy.requests, what="teams and ntfy")
@@ -116,7 +117,8 @@ async def test_end_to_end(tierd_daemon, receiver, smtp, tmp_path, example_channe
     await asyncio.sleep(0.5)
     assert len(slack.requests) == 2
     (digest_row,) = await history(kind="digest")
-    assert len(digest_row["event_ids"]) == 50 and digest_row["status"] == "delivered"
+    assert digest_row["event_count"] == 50 and len(digest_row["event_ids"]) == 50
+    assert digest_row["status"] == "delivered"
 
     # 3. A silence created by the tenant mutes its notifications; they are recorded as muted.
     ends = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).isoformat()

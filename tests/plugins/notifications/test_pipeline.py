@@ -151,6 +151,20 @@ async def test_burst_becomes_one_digest_and_group_timers(harness, receiver):
     assert len(r.requests) == 3
 
 
+async def test_a_huge_burst_is_still_one_digest(harness, receiver):
+    r = await receiver()
+    h = harness.configure(config(r.url, group_by=["type"], group_wait="10s"))
+    await h.ingest(*[h.event(n=i) for i in range(250)])
+    await h.tick(10)
+    await h.tick()
+    (digest,) = await h.rows(kind="digest")
+    assert digest["event_count"] == 250 and len(json.loads(digest["events"])) == 200
+    (payload,) = r.json_bodies()
+    assert payload["subject"] == "250 × invoice.paid (acme)" and len(payload["events"]) == 200
+    assert "... and 200 more" in payload["body"]
+    assert len(await h.rows(digest_id=digest["id"])) == 250
+
+
 async def test_groups_are_per_tenant_and_label(harness, receiver):
     r = await receiver()
     h = harness.configure(config(r.url, group_by=["data.account"], group_wait="10s"))

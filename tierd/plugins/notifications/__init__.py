@@ -42,9 +42,10 @@ def tierd_startup(daemon):
 
 @hookimpl
 def tierd_event_consumers(daemon):
-    from .service import service_of
+    from .service import _SERVICES
 
-    return [service_of(daemon).consumer()]
+    service = _SERVICES.get(daemon)  # None if startup did not run (nothing to consume for)
+    return [service.consumer()] if service is not None else []
 
 
 @hookimpl
@@ -74,9 +75,10 @@ def tierd_routes(daemon):
 def tierd_jobs(daemon):
     from tierd.core.scheduler import Job
 
-    from .service import service_of
+    from .service import _SERVICES
 
-    return [Job(id="notifications.retention", func=service_of(daemon).purge, interval=3600)]
+    service = _SERVICES.get(daemon)
+    return [Job(id="notifications.retention", func=service.purge, interval=3600)] if service is not None else []
 
 
 @hookimpl

@@ -18,7 +18,6 @@ from tierd.core.schema import validate
 from . import store
 from .silences import SILENCE_MATCHERS_SCHEMA
 from .service import service_of
-from .templates import html_from_text
 
 STATUSES = ("pending", "delivered", "failed", "muted", "throttled", "grouped", "digested")
 _SEVERITIES = ("info", "warning", "critical")
@@ -34,6 +33,7 @@ def notification_json(row, attempts=(), full: bool = False) -> dict:
         "id": row["id"], "tenant": row["tenant_id"], "kind": row["kind"], "status": row["status"],
         "reason": row["reason"], "channel": row["channel"], "route": row["route"],
         "event_id": row["event_id"], "event_type": row["event_type"], "event_ids": [e.get("id") for e in events],
+        "event_count": row["event_count"],
         "digest_id": row["digest_id"], "severity": row["severity"], "subject": row["subject"],
         "attempt_count": row["attempts"], "next_attempt_at": _time(row["next_attempt_at"]) if row["status"] == "pending" else None,
         "last_error": row["last_error"], "created_at": _time(row["created_at"]), "sent_at": _time(row["sent_at"]),
@@ -101,7 +101,6 @@ async def _send_now(request, kind: str, defaults: dict):
     now = daemon.clock.time()
     row = {"id": store.new_id(), "tenant_id": "", "kind": kind, "channel": channel, "status": "pending",
            "subject": subject, "body": text, "severity": severity, "next_attempt_at": now, "created_at": now}
-    row["html"] = html_from_text(subject, text)
     async with daemon.db.transaction() as tx:
         await store.insert_notification(tx, row)
     stored = await store.get(daemon.db, row["id"])

@@ -66,7 +66,7 @@ def history(cli, channel, status, event, tenant, since, limit, as_json):
     if as_json:
         cli.output(data, as_json=True)
         return
-    rows = [{**r, "events": len(r["event_ids"]), "error": r["last_error"] or r["reason"]} for r in data]
+    rows = [{**r, "events": r["event_count"], "error": r["last_error"] or r["reason"]} for r in data]
     cli.output(rows, columns=["created_at", "id", "kind", "channel", "route", "status", "events", "subject", "error"])
 
 

@@ -32,6 +32,9 @@ INLINE_LEASE = 120.0
 #: Upper bound of one channel send; a hung third-party channel must not block a batch forever.
 SEND_TIMEOUT = 300.0
 _SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+#: Events a digest carries (in its row, to channels and templates); a larger
+#: burst is still one digest, whose ``count`` says how many it stands for.
+DIGEST_EVENTS = 200
 
 
 class Metrics:
@@ -146,7 +149,7 @@ class Dispatcher:
             if not items:
                 await store.set_group_times(tx, group["id"], grouping.on_flush(now, repeat), flushed=False)
                 return
-            events = [json.loads(i["events"])[0] for i in items]
+            events = [json.loads(i["events"])[0] for i in items[:DIGEST_EVENTS]]
             labels = json.loads(group["labels"])
             severity = max((i["severity"] for i in items), key=lambda s: _SEVERITY_RANK.get(s, 0))
             digest = {
@@ -154,15 +157,17 @@ class Dispatcher:
                 # The group's row id is never reused (AUTOINCREMENT): a group closed
                 # and opened again must not collide with its former digests.
                 "dedup_key": f"{group['group_key']}#{group['id']}.{group['flushes'] + 1}",
-                "event_id": events[0]["id"], "event_type": events[0]["type"] if len({e["type"] for e in events}) == 1 else "*",
+                "event_id": events[0]["id"],
+                "event_type": events[0]["type"] if len({e["type"] for e in events}) == 1 else "*",
                 "route": group["route"], "channel": group["channel"], "events": events, "created_at": now,
+                "event_count": len(items),
                 "severity": severity,
             }
             if settings and await throttled(tx, settings, group["route"], group["channel"], now):
                 digest.update(status="throttled", reason=throttle_reason(settings))
                 self.metrics.throttled.labels(group["channel"]).inc()
             else:
-                ctx = context_for(events, labels, group["route"], group["channel"])
+                ctx = context_for(events, labels, group["route"], group["channel"], count=len(items))
                 rendered = render(runtime.templates(settings, group["channel"]), ctx)
                 digest.update(status="pending", next_attempt_at=now, reason=rendered.error,
                               subject=rendered.subject, body=rendered.body, html=rendered.html)

@@ -36,6 +36,7 @@ MIGRATIONS = [
         body TEXT NOT NULL DEFAULT '',
         html TEXT,
         events TEXT NOT NULL DEFAULT '[]',
+        event_count INTEGER NOT NULL DEFAULT 0,
         attempts INTEGER NOT NULL DEFAULT 0,
         next_attempt_at REAL,
         last_error TEXT NOT NULL DEFAULT '',
@@ -106,10 +107,11 @@ async def insert_notification(tx, row: dict) -> bool:
     row = {"html": None, "digest_id": None, "group_id": None, "reason": "", "next_attempt_at": None,
            "event_id": None, "event_type": None, "route": None, "dedup_key": None, "severity": "info",
            "subject": "", "body": "", **row}
+    row.setdefault("event_count", len(row.get("events") or []))
     row["events"] = _dumps(row.get("events") or [])
     row["updated_at"] = row["created_at"]
     cols = ["id", "tenant_id", "kind", "dedup_key", "event_id", "event_type", "route", "channel", "group_id",
-            "digest_id", "status", "reason", "severity", "subject", "body", "html", "events",
+            "digest_id", "status", "reason", "severity", "subject", "body", "html", "events", "event_count",
             "next_attempt_at", "created_at", "updated_at"]
     cur = await tx.execute(
         f"INSERT OR IGNORE INTO notifications({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",

@@ -87,7 +87,8 @@ DIGEST = (
     " from {{ events[0].created_at }} to {{ events[-1].created_at }}:\n"
     "{% for e in events[:50] %}- {{ e.created_at }} {{ e.type }} {{ e.id }}"
     "{% if e.data.summary %}: {{ e.data.summary }}{% endif %}\n{% endfor %}"
-    "{% if count > 50 %}... and {{ count - 50 }} more (see `tierd notify history`)\n{% endif %}",
+    "{% if count > events[:50] | length %}... and {{ count - events[:50] | length }} more"
+    " (see `tierd notify history`)\n{% endif %}",
 )
 
 #: Event types whose default severity is not "info".
@@ -143,10 +144,12 @@ def render_string(source: str, context: dict) -> str:
     return _compile(source).render(context)
 
 
-def context_for(events: list[dict], labels: dict | None = None, route: str = "", channel: str = "") -> dict:
+def context_for(events: list[dict], labels: dict | None = None, route: str = "", channel: str = "",
+                count: int | None = None) -> dict:
+    """The template context; ``count`` is the digest's size when ``events`` holds only its first part."""
     first = events[0] if events else {"id": "", "tenant": "", "type": "", "data": {}, "created_at": ""}
     return {
-        "event": first, "events": events, "count": len(events),
+        "event": first, "events": events, "count": len(events) if count is None else count,
         "data": first.get("data") or {}, "tenant": first.get("tenant", ""), "type": first.get("type", ""),
         "labels": labels or {}, "route": route, "channel": channel,
     }
@@ -181,11 +184,12 @@ def render(spec: TemplateSpec, ctx: dict) -> Rendered:
     try:
         subject = render_string(spec.subject or default_subject, ctx).strip()
         body = render_string(spec.body or default_body, ctx).strip()
-        html = render_string(spec.html, ctx) if spec.html else html_from_text(subject, body)
+        # Without an html template the email channel derives HTML from the text.
+        html = render_string(spec.html, ctx) if spec.html else None
         return Rendered(" ".join(subject.split()), body, html)
     except Exception as exc:  # any template failure: never drop the notification
         error = f"template render error ({type(exc).__name__}: {exc}); sent the plain default"
         log.warning("%s; route=%s channel=%s event=%s", error, ctx.get("route"), ctx.get("channel"),
                     ctx["event"].get("id"))
         subject, body = plain_fallback(ctx)
-        return Rendered(subject, body, html_from_text(subject, body), error)
+        return Rendered(subject, body, None, error)

@@ -17,6 +17,8 @@ import aiosmtplib
 from tierd.core.registry import Channel, Message, SendResult
 from tierd.core.schema import Bool, Duration, Int, List, Obj, Str
 
+from ..templates import html_from_text
+
 
 def _smtp_outcome(code: int, text: str) -> SendResult:
     detail = f"SMTP {code}: {text}".strip()
@@ -60,8 +62,8 @@ class EmailChannel(Channel):
             # Lets mail filters and people correlate with `tierd notify history`.
             mail["X-Tierd-Notification"] = message.id
         mail.set_content(message.body)
-        if message.html:
-            mail.add_alternative(message.html, subtype="html")
+        # Every mail gets an HTML part: the template's, or the text made readable.
+        mail.add_alternative(message.html or html_from_text(message.subject, message.body), subtype="html")
         for att in message.attachments:
             maintype, _, subtype = att.media_type.partition("/")
             mail.add_attachment(att.content, maintype=maintype, subtype=subtype or "octet-stream",
