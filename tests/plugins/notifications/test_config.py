@@ -1,6 +1,7 @@
 """The notifications section through core's loader: the example file, errors
 with file and line, and check-config catching template syntax errors."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,33 @@ def test_check_config_reports_template_syntax_error(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert "notifications.channels.j.subject: template syntax error on line 1" in out.stdout + out.stderr
+
+
+def test_routes_test_works_offline(tmp_path):
+    """`tierd notify routes test` needs only the config file, no running daemon."""
+    path = tmp_path / "tierd.yaml"
+    path.write_text(yaml.safe_dump({
+        "server": {"listen": "127.0.0.1:1"},  # nothing listens there
+        "notifications": {
+            "channels": {"mail": {"type": "log"}, "chat": {"type": "log"}},
+            "time_intervals": {"always": {"weekdays": ["monday:sunday"]}},
+            "routes": [{"name": "big", "match": {"type": "invoice.*", "data": {"amount": {"gt": 1000}}},
+                        "channels": ["mail"], "group_by": ["type"], "group_wait": "30s",
+                        "routes": [{"name": "eur", "match": {"data": {"currency": "EUR"}}, "channels": ["chat"],
+                                    "mute_time_intervals": ["always"]}]}],
+        }}))
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"type": "invoice.paid", "tenant": "acme", "data": {"amount": 5000, "currency": "EUR"}}))
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "tierd", "--config", str(path), "notify", "routes", "test",
+                               "--event", str(event), *args], capture_output=True, text=True, timeout=60)
+
+    out = run()
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ('route eur (big > eur) -> chat  grouped by {"type": "invoice.paid"}, '
+                                  'first digest after 30s  MUTED now (mute_time_interval always)')
+    result = json.loads(run("--json").stdout)
+    assert result["routes"][0]["route"] == "eur" and result["routes"][0]["channels"] == ["chat"]
+    event.write_text(json.dumps({"type": "invoice.paid", "data": {"amount": 5}}))
+    assert "no route matches" in run().stdout

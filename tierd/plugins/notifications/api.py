@@ -17,6 +17,7 @@ from tierd.core.schema import validate
 
 from . import store
 from .silences import SILENCE_MATCHERS_SCHEMA
+from .dispatch import INLINE_LEASE
 from .service import service_of
 
 STATUSES = ("pending", "delivered", "failed", "muted", "throttled", "grouped", "digested")
@@ -99,19 +100,23 @@ async def _send_now(request, kind: str, defaults: dict):
     if not isinstance(subject, str) or not isinstance(text, str) or severity not in _SEVERITIES:
         raise ApiError(400, "invalid_message", "subject and body must be strings; severity info, warning or critical")
     now = daemon.clock.time()
+    wait = body.get("wait", True)
+    # Sent inline: the row is due only after a lease, so the dispatcher does not
+    # send it too; if we crash mid-send, the dispatcher retries it after the lease.
+    due = now + INLINE_LEASE if wait else now
     row = {"id": store.new_id(), "tenant_id": "", "kind": kind, "channel": channel, "status": "pending",
-           "subject": subject, "body": text, "severity": severity, "next_attempt_at": now, "created_at": now}
+           "subject": subject, "body": text, "severity": severity, "next_attempt_at": due, "created_at": now}
     async with daemon.db.transaction() as tx:
         await store.insert_notification(tx, row)
     stored = await store.get(daemon.db, row["id"])
-    if body.get("wait", True):
+    if wait:
         await service.dispatcher.send_inline(stored)
     else:
         service.dispatcher.wake()
     stored = await store.get(daemon.db, row["id"])
     attempts = await store.attempts_of(daemon.db, [row["id"]])
     return json_response(notification_json(stored, attempts.get(row["id"], []), full=True),
-                         status=200 if body.get("wait", True) else 202)
+                         status=200 if wait else 202)
 
 
 async def test_channel(request):

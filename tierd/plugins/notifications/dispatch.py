@@ -228,8 +228,7 @@ class Dispatcher:
         return await self.record_finished()
 
     async def send_inline(self, row) -> dict:
-        """Send one freshly inserted row now (test and manual sends) and record it."""
-        await store.lease(self.db, row["id"], self.clock.time() + INLINE_LEASE)
+        """Send one row now (test and manual sends; inserted with a lease) and record it."""
         self._inflight.add(row["id"])
         try:
             outcome = await self.attempt(row)

@@ -223,12 +223,6 @@ async def record_attempts(tx, outcomes: list[dict]) -> None:
          for o in outcomes])
 
 
-async def lease(db, notification_id: str, until: float) -> None:
-    """Push a pending row out of the dispatcher's reach while it is sent inline."""
-    await db.execute("UPDATE notifications SET next_attempt_at=? WHERE id=? AND status='pending'",
-                     (until, notification_id))
-
-
 # --- history ----------------------------------------------------------------------------
 
 
