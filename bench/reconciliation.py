@@ -15,10 +15,11 @@ belong together):
 * 5% batch deposits (one bank line = 2..4 ledger entries of one customer)
 * 4% partial payments (2..3 bank lines = one ledger entry)
 * 5% bank fees deducted (amounts differ by up to 2.50 or 0.5%)
-* 15% of amounts are round (100.00, 250.00 ...) so same-amount decoys occur
-  naturally, and dates shift by 0..5 days between the two sides
-* unmatched noise: 5% extra bank lines and 5% extra ledger entries, half of
-  them copying the amount of a real item nearby (decoys)
+* 15% same-amount decoys: a round amount, and another customer's entry (or
+  payment) of the same amount a day or two away; besides, 15% of all amounts
+  are round (100.00, 250.00 ...), and dates shift by 0..3 days between sides
+* unmatched noise on both sides (at least 5%, topped up so that each side
+  has N items), half of it copying the amount of a real item nearby
 
 Usage: ``python bench/reconciliation.py [--sizes 1000,10000,100000] [--seed 1] [--span-days 365|auto]``
 
@@ -47,7 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tierd.plugins.reconciliation.matching import BankLine, LedgerEntry, reconcile  # noqa: E402
 
 START = dt.date(2026, 1, 1)
-SYLLABLES = "ka lo mi ne ra to su vi xe zo ber tan gor lin mar pel quin rod sten vor wel".split()
+SYLLABLES = ("ka lo mi ne ra to su vi xe zo ber tan gor lin mar pel quin rod sten vor wel "
+             "da fi hu jo ku le no pa ri se ti bu cho dre fla gri pro tra sol ven").split()
 LEGAL = ["GmbH", "AG", "Ltd", "LLC", "Inc", "SA", "BV", "", ""]
 JUNK = ["thank you", "payment", "Zahlung", "ref", "order", "monthly", "invoice", "Rechnung", "pmt", ""]
 
@@ -69,7 +71,7 @@ class Generator:
 
     def _company(self) -> str:
         r = self.rng
-        word = "".join(r.choice(SYLLABLES) for _ in range(r.randint(2, 3))).capitalize()
+        word = "".join(r.choice(SYLLABLES) for _ in range(r.randint(2, 4))).capitalize()
         second = "".join(r.choice(SYLLABLES) for _ in range(2)).capitalize() if r.random() < 0.5 else ""
         return " ".join(p for p in (word, second, r.choice(LEGAL)) if p)
 
@@ -132,12 +134,16 @@ class Generator:
         kinds = [("exact", 44), ("typo", 12), ("noref", 10), ("bare", 5), ("batch", 5), ("partial", 4), ("fee", 5),
                  ("decoy", 15)]
         weights = [w for _, w in kinds]
-        while len(self.banks) < self.n * 0.95 and len(self.ledgers) < self.n * 0.95:
+        while max(len(self.banks), len(self.ledgers)) < self.n * 0.95:
             kind = r.choices([k for k, _ in kinds], weights)[0]
             getattr(self, "_" + kind)()
             self.kind_of[self.truth[-1]] = kind
-        for _ in range(int(self.n * 0.05)):  # unmatched noise on both sides
-            self._noise()
+        # Unmatched noise on both sides: at least 5%, and enough to give
+        # each side N items.
+        while len(self.banks) < self.n:
+            self._bank_noise()
+        while len(self.ledgers) < self.n:
+            self._ledger_noise()
         # Items arrive in no particular order.
         r.shuffle(self.banks)
         r.shuffle(self.ledgers)
@@ -170,9 +176,14 @@ class Generator:
         # A round amount, and another customer's entry of the same amount nearby.
         amount = Decimal(self.rng.choice([100, 200, 250, 500, 1000]))
         self._pair(self._remit_with if self.rng.random() < 0.5 else (lambda ref: "payment"), amount=amount)
+        # Half the time another customer owes it (ledger side), half the time
+        # another customer pays it (bank side).
         true = self.ledgers[-1]
-        self._ledger(true.amount, true.date + dt.timedelta(days=self.rng.choice([-1, 0, 1])),
-                     self.rng.choice(self.companies), self._ref())
+        near = true.date + dt.timedelta(days=self.rng.choice([-1, 0, 1, 2]))
+        if self.rng.random() < 0.5:
+            self._ledger(true.amount, near, self.rng.choice(self.companies), self._ref())
+        else:
+            self._bank(true.amount, near, self._bank_name(self.rng.choice(self.companies)), "payment")
 
     def _batch(self):
         r = self.rng
@@ -192,7 +203,7 @@ class Generator:
         d = self._day()
         total = (self._amount() + Decimal(100)).quantize(Decimal("0.01"))
         k = r.randint(2, 3)
-        cuts = sorted(Decimal(r.randint(10, 90)) / 100 for _ in range(k - 1))
+        cuts = sorted(Decimal(c) / 100 for c in r.sample(range(10, 91), k - 1))  # distinct: no empty share
         shares, last = [], Decimal(0)
         for c in cuts + [Decimal(1)]:
             shares.append((total * (c - last)).quantize(Decimal("0.01")))
@@ -216,16 +227,20 @@ class Generator:
         bid = self._bank(amount - fee, ld + dt.timedelta(days=r.randint(0, 3)), self._bank_name(name), remit)
         self.truth.append((frozenset([bid]), frozenset([lid])))
 
-    def _noise(self):
+    def _bank_noise(self):
         r = self.rng
-        # Bank side: fees, interest, card payments nobody booked.
+        # Fees, interest, card payments nobody booked; half of them with the
+        # amount of some ledger entry, booked near it.
         if r.random() < 0.5 and self.ledgers:
             twin = r.choice(self.ledgers)  # same amount as some ledger entry, nearby
             self._bank(twin.amount, twin.date + dt.timedelta(days=r.randint(-10, 10)), r.choice(["", "CARD 4711", "BANK"]),
                        r.choice(["card payment", "interest", "charges Q3", ""]))
         else:
             self._bank(-self._amount(), self._day(), "", r.choice(["card payment", "interest", "charges"]))
-        # Ledger side: invoices not paid yet.
+
+    def _ledger_noise(self):
+        r = self.rng
+        # Invoices not paid yet; half of them with the amount of some bank line.
         if r.random() < 0.5 and self.banks:
             twin = r.choice(self.banks)
             self._ledger(twin.amount, twin.date + dt.timedelta(days=r.randint(-10, 10)), r.choice(self.companies), self._ref())

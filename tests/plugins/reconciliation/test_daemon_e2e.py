@@ -37,6 +37,7 @@ LEDGER = [
     {"external_id": "L-4", "date": "2026-11-02", "amount": "80.00", "counterparty": "Gamma e.K.", "reference": "INV-2003"},
     {"external_id": "L-5", "date": "2026-11-04", "amount": "-45.50", "counterparty": "Stadtwerke", "reference": ""},
     {"external_id": "L-6", "date": "2026-10-01", "amount": "500.00", "counterparty": "Nobody Ltd", "reference": "INV-9999"},
+    {"external_id": "L-7", "date": "2026-11-04", "amount": "20.00", "counterparty": "Kasse", "description": "cash"},
 ]
 
 
@@ -102,9 +103,9 @@ def test_reconciliation_end_to_end(recon):
 
     # Ledger entries as JSON lines; sending them again is idempotent; bad ones change nothing.
     status, body = call("POST", f"{BASE}/main-eur/ledger", data=ndjson(LEDGER), headers={"Content-Type": "application/x-ndjson"})
-    assert (status, body["new"]) == (200, 6), body
+    assert (status, body["new"]) == (200, 7), body
     status, body = call("POST", f"{BASE}/main-eur/ledger", body={"entries": LEDGER})
-    assert (status, body["new"], body["unchanged"]) == (200, 0, 6)
+    assert (status, body["new"], body["unchanged"]) == (200, 0, 7)
     status, body = call("POST", f"{BASE}/main-eur/ledger",
                         body={"entries": [{"external_id": "L-7", "date": "2026-11-31", "amount": "1"}]})
     assert status == 422 and body["error"]["code"] == "ledger_invalid" and "entries[0]: date" in body["error"]["details"][0]
@@ -112,7 +113,7 @@ def test_reconciliation_end_to_end(recon):
     # Run the rules.
     status, run = call("POST", f"{BASE}/main-eur/runs")
     assert status == 201 and run["status"] == "completed", run
-    assert run["counts"]["matches"] == 4 and run["counts"]["by_rule"] == {"reference": 4}
+    assert run["counts"]["matches"] == 5 and run["counts"]["by_rule"] == {"reference": 4, "amount_date": 1}
     status, page = call("GET", f"{BASE}/main-eur/runs/{run['id']}/matches")
     by_entry = {m["ledger_entries"][0]["external_id"]: m for m in page["data"]}
     m1 = by_entry["L-1"]
@@ -120,17 +121,19 @@ def test_reconciliation_end_to_end(recon):
     assert m1["explanation"].startswith("reference INV-1043 in remittance; amounts equal; booked 1 day apart")
     assert [ln["bank_reference"] for ln in m1["statement_lines"]] == ["BREF-0001"]
 
-    # The electricity bill (-45.50) is on both the CAMT and the CSV statement:
-    # two equally good bank lines, so it is left to a person as suggestions.
+    assert by_entry["L-5"]["explanation"] == "amounts equal; booked the same day; counterparty names 100% alike"
+
+    # Two identical cash deposits of 20.00 and one ledger entry: either line
+    # could be it, so the engine only suggests, and a person decides.
     status, items = call("GET", f"{BASE}/main-eur/open-items?side=ledger")
-    l5_id = next(e["id"] for e in items["ledger_entries"] if e["external_id"] == "L-5")
+    l7_id = next(e["id"] for e in items["ledger_entries"] if e["external_id"] == "L-7")
     status, page = call("GET", f"{BASE}/main-eur/runs/{run['id']}/suggestions")
-    l5 = sorted((s for s in page["data"] if s["ledger_ids"] == [l5_id]), key=lambda s: -s["score"])
-    assert len(l5) == 2 and l5[0]["bank_ids"] != l5[1]["bank_ids"]
-    status, accepted = call("POST", f"{BASE}/main-eur/suggestions/{l5[0]['id']}/accept", headers={"Tierd-Actor": "carol"})
+    l7 = [s for s in page["data"] if s["ledger_ids"] == [l7_id]]
+    assert len(l7) == 2 and l7[0]["bank_ids"] != l7[1]["bank_ids"]
+    status, accepted = call("POST", f"{BASE}/main-eur/suggestions/{l7[0]['id']}/accept", headers={"Tierd-Actor": "carol"})
     assert status == 201 and accepted["kind"] == "accepted" and accepted["explanation"].endswith("accepted by carol")
-    assert [e["external_id"] for e in accepted["ledger_entries"]] == ["L-5"]
-    status, body = call("POST", f"{BASE}/main-eur/suggestions/{l5[1]['id']}/accept")
+    assert [e["external_id"] for e in accepted["ledger_entries"]] == ["L-7"]
+    status, body = call("POST", f"{BASE}/main-eur/suggestions/{l7[1]['id']}/accept")
     assert status == 409 and body["error"]["code"] == "item_not_open"
 
     # Open items on both sides, with age; the old unpaid invoice is still there.

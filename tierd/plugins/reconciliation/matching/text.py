@@ -114,7 +114,13 @@ def name_similarity(a: str, b: str, a_flat: str = "", b_flat: str = "") -> float
     """0..1 similarity of two names (normalised, and optionally flat); None if either is unknown."""
     if not a or not b:
         return None
-    sim = fuzz.token_set_ratio(a, b)
-    if a_flat and b_flat and sim < 100:
+    if a == b:
+        return 1.0
+    # token_set_ratio alone says 100 when one name's words are a subset of
+    # the other's ("Lopel" / "Rodka Lopel"): averaged with token_sort_ratio,
+    # a subset still scores well ("Stadtwerke" / "Stadtwerke Koeln": 90) but
+    # no longer looks identical.
+    sim = (fuzz.token_set_ratio(a, b) + fuzz.token_sort_ratio(a, b)) / 2
+    if a_flat and b_flat:
         sim = max(sim, fuzz.ratio(a_flat, b_flat))
     return sim / 100
