@@ -153,6 +153,7 @@ def silences():
 @json_option
 @pass_cli
 def silences_list(cli, tenant, show_all, as_json):
+    """Silences not yet ended (all tenants for the admin, unless --tenant)."""
     data = cli.api.get("/v1/notifications/silences", tenant=tenant, params={"all": "1"} if show_all else None)
     cli.output(data["data"], columns=["id", "tenant", "matchers", "starts_at", "ends_at", "comment"], as_json=as_json)
 
@@ -167,6 +168,7 @@ def silences_list(cli, tenant, show_all, as_json):
 @json_option
 @pass_cli
 def silences_add(cli, type_, tenant, channel, route, duration, comment, as_json):
+    """Mute matching notifications from now for --for (they are recorded as muted)."""
     from tierd.core.schema import Reject, parse_duration
 
     try:
@@ -185,5 +187,6 @@ def silences_add(cli, type_, tenant, channel, route, duration, comment, as_json)
 @click.option("--tenant")
 @pass_cli
 def silences_delete(cli, silence_id, tenant):
+    """End a silence now."""
     cli.api.delete(f"/v1/notifications/silences/{silence_id}", tenant=tenant)
     click.echo(f"deleted {silence_id}")

@@ -61,7 +61,11 @@ async def _one(tx, runtime, event, route, settings, channel, now, when, silences
     dedup = f"{event['id']}|{route}|{channel}"
     if await tx.fetchone("SELECT 1 FROM notifications WHERE dedup_key=?", (dedup,)):
         return  # seen before: the bus re-delivered this event
+    # Rendered for every row, even those not sent: history shows what a muted,
+    # throttled or grouped notification said.
+    rendered = render(runtime.templates(settings, channel), context_for([event], {}, route, channel))
     row = {
+        "subject": rendered.subject, "body": rendered.body, "html": rendered.html,
         "id": store.new_id(), "tenant_id": event.get("tenant", ""), "kind": "event", "dedup_key": dedup,
         "event_id": event["id"], "event_type": event["type"], "route": route, "channel": channel,
         "events": [event], "created_at": now, "severity": runtime.severity(settings, event["type"]),
@@ -89,10 +93,7 @@ async def _one(tx, runtime, event, route, settings, channel, now, when, silences
         await store.insert_notification(tx, {**row, "status": "throttled", "reason": throttle_reason(settings)})
         result.throttled[channel] = result.throttled.get(channel, 0) + 1
         return
-    rendered = render(runtime.templates(settings, channel), context_for([event], {}, route, channel))
-    await store.insert_notification(tx, {
-        **row, "status": "pending", "next_attempt_at": now, "reason": rendered.error,
-        "subject": rendered.subject, "body": rendered.body, "html": rendered.html})
+    await store.insert_notification(tx, {**row, "status": "pending", "next_attempt_at": now, "reason": rendered.error})
     result.pending += 1
 
 
