@@ -244,3 +244,80 @@ def test_scheduled_runs_and_inbox_become_jobs():
     jobs = tierd_jobs(SimpleNamespace(config={"reconciliation": section}))
     assert sorted((j.id, j.cron, j.interval) for j in jobs) == [
         ("reconciliation.inbox", None, 10.0), ("reconciliation.run.acme.a", "0 6 * * *", None)]
+
+
+def test_bad_input_gets_clear_errors_and_changes_nothing(recon):
+    d, call = recon
+    raw = {"Content-Type": "application/octet-stream"}
+    # Accounts: validation, duplicates, unknown layouts.
+    status, body = call("POST", BASE, {"id": "bad id!", "currency": "euro"})
+    assert status == 422 and body["error"]["code"] == "invalid_account" and len(body["error"]["details"]) == 2
+    status, body = call("POST", BASE, {"id": "main-eur", "currency": "EUR"})
+    assert status == 409 and body["error"]["code"] == "account_exists"
+    status, body = call("POST", BASE, {"id": "usd", "currency": "USD", "csv_format": "nope"})
+    assert status == 422 and "csv_formats" in body["error"]["message"]
+    status, body = call("POST", BASE, {"id": "usd", "currency": "USD", "name": "Dollar account"})
+    assert status == 201 and body["source"] == "api"
+    # Statements: unknown format, empty body, another account's file, unknown account.
+    status, body = call("POST", f"{BASE}/usd/statements?format=qif", data=b"x", headers=raw)
+    assert status == 422 and body["error"]["code"] == "unknown_format"
+    status, body = call("POST", f"{BASE}/usd/statements", data=b"", headers=raw)
+    assert status == 400 and body["error"]["code"] == "file_required"
+    camt = (FIXTURES / "camt053_v2_batch.xml").read_bytes()
+    status, body = call("POST", f"{BASE}/main-eur/statements", data=camt.replace(b"DE8937040044", b"DE0000000000"), headers=raw)
+    assert status == 422 and body["error"]["code"] == "statement_account_mismatch"
+    status, body = call("POST", f"{BASE}/nope/statements", data=camt, headers=raw)
+    assert status == 404
+    # Lines in another currency are counted as rejected, not imported.
+    status, body = call("POST", f"{BASE}/usd/statements", data=camt, headers=raw)
+    assert status == 201 and (body["new"], body["rejected"]) == (0, 5)
+    # A multipart upload works like a raw one.
+    boundary = "tierdboundary"
+    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"nov.xml\"\r\n"
+            f"Content-Type: application/xml\r\n\r\n").encode() + camt + f"\r\n--{boundary}--\r\n".encode()
+    status, body = call("POST", f"{BASE}/main-eur/statements", data=form,
+                        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 201 and (body["filename"], body["new"]) == ("nov.xml", 5)
+    status, imports = call("GET", f"{BASE}/main-eur/imports")
+    assert [i["new_lines"] for i in imports["data"]] == [5]
+    # Ledger: not JSON, bad fields; nothing stored.
+    status, body = call("POST", f"{BASE}/main-eur/ledger", data=b"{not json", headers={"Content-Type": "application/json"})
+    assert status == 422 and body["error"]["code"] == "ledger_invalid"
+    status, body = call("POST", f"{BASE}/main-eur/ledger", {"entries": [
+        {"external_id": "A", "date": "2026-11-01", "amount": "1"}, {"external_id": "B", "date": "2026-11-01", "amount": 1.5e3}]})
+    assert status == 200  # JSON numbers are read as exact decimals
+    status, items = call("GET", f"{BASE}/main-eur/open-items?side=ledger")
+    assert [e["amount"] for e in items["ledger_entries"]] == ["1", "1500"] and items["ledger_entries_total"] == 2
+    # Manual matches: bad ids, unknown items.
+    status, body = call("POST", f"{BASE}/main-eur/matches", {"statement_line_ids": ["x"]})
+    assert status == 422 and body["error"]["code"] == "invalid_match"
+    status, body = call("POST", f"{BASE}/main-eur/matches", {"statement_line_ids": [999999], "ledger_entry_ids": []})
+    assert status == 404 and body["error"]["code"] == "item_not_found"
+    status, body = call("DELETE", f"{BASE}/main-eur/matches/m_nope")
+    assert status == 404
+    status, body = call("GET", f"{BASE}/main-eur/open-items?limit=0")
+    assert status == 400 and body["error"]["code"] == "invalid_parameter"
+
+
+def test_tenants_are_walls(recon):
+    d, call = recon
+    raw = {"Content-Type": "application/octet-stream"}
+    camt = (FIXTURES / "camt053_v2_batch.xml").read_bytes()
+    call("POST", f"{BASE}/main-eur/statements", data=camt, headers=raw)
+    call("POST", f"{BASE}/main-eur/ledger", data=ndjson(LEDGER), headers={"Content-Type": "application/x-ndjson"})
+    status, run = call("POST", f"{BASE}/main-eur/runs")
+    status, page = call("GET", f"{BASE}/main-eur/matches")
+    match_id = page["data"][0]["id"]
+    other = d.create_tenant("globex")
+    # globex may have an account with the same id: it is a different account.
+    status, body = call("POST", BASE, {"id": "main-eur", "currency": "EUR"}, token_=other)
+    assert status == 201
+    for method, path in [("GET", f"{BASE}/main-eur/matches/{match_id}"), ("DELETE", f"{BASE}/main-eur/matches/{match_id}"),
+                         ("GET", f"{BASE}/main-eur/runs/{run['id']}")]:
+        status, body = call(method, path, token_=other)
+        assert status == 404, (method, path, body)
+    status, items = call("GET", f"{BASE}/main-eur/open-items", token_=other)
+    assert items["statement_lines"] == [] and items["ledger_entries"] == []
+    # ... and acme's match is untouched.
+    status, match = call("GET", f"{BASE}/main-eur/matches/{match_id}")
+    assert status == 200 and match["status"] == "active"

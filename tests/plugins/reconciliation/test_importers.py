@@ -246,3 +246,16 @@ def test_detect_unknown_uses_fallback_or_fails():
     assert detect_format(b"a;b\n1;2\n", importers, filename="upload", fallback="csv") == "csv"
     with pytest.raises(StatementError):
         detect_format(b"hello", importers, filename="upload")
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+def test_mt940_names_in_utf8_or_latin1(encoding):
+    text = read("mt940_two_statements.sta").decode().replace("Mueller GmbH", "Müller GmbH")
+    first, _ = Mt940Importer().parse(text.encode(encoding))
+    assert first.lines[0].counterparty_name == "Müller GmbH"
+
+
+def test_ofx_named_charset():
+    text = read("ofx1_sgml.ofx").decode().replace("CHARSET:1252", "CHARSET:ISO-8859-1").replace("Acme Corp", "Société Générale")
+    [stmt] = OfxImporter().parse(text.encode("latin-1"))
+    assert stmt.lines[0].counterparty_name == "Société Générale"

@@ -218,29 +218,50 @@ async def list_suggestions(request):
 # --- open items -------------------------------------------------------------------------------------------
 
 
+def _int_param(request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", f"{name} must be an integer, got {raw!r}")
+    if not low <= value <= high:
+        raise ApiError(400, "invalid_parameter", f"{name} must be between {low} and {high}")
+    return value
+
+
 async def open_items(request):
-    """Both sides' open items with their age in days (``?side=bank|ledger``)."""
+    """Both sides' open items, oldest first, with their age in days.
+
+    ``?side=bank|ledger|all``, ``?min_age_days=``, ``?limit=`` (per side);
+    the totals count every open item that passes the filter.
+    """
     tenant, account = await account_of(request)
     daemon = request.app["daemon"]
     side = request.query.get("side", "all")
     if side not in ("all", "bank", "ledger"):
         raise ApiError(400, "invalid_parameter", "side must be bank, ledger or all")
-    try:
-        min_age = int(request.query.get("min_age_days", "0"))
-    except ValueError:
-        raise ApiError(400, "invalid_parameter", "min_age_days must be an integer")
+    min_age = _int_param(request, "min_age_days", 0, 0, 100000)
+    limit = _int_param(request, "limit", 1000, 1, 10000)
     today = daemon.clock.now().date()
-    out: dict = {}
-    if side in ("all", "bank"):
-        rows = await store.open_lines(daemon.db, tenant, account["id"])
-        out["statement_lines"] = [store.public_line(r) | {"age_days": runs.age_days(r["booking_date"], today)}
-                                  for r in rows if runs.age_days(r["booking_date"], today) >= min_age]
-    if side in ("all", "ledger"):
-        rows = await store.open_entries(daemon.db, tenant, account["id"])
-        out["ledger_entries"] = [store.public_entry(r) | {"age_days": runs.age_days(r["date"], today)}
-                                 for r in rows if runs.age_days(r["date"], today) >= min_age]
-    out["as_of"] = today.isoformat()
+    out: dict = {"as_of": today.isoformat()}
+    sides = [("statement_lines", "bank", store.open_lines, store.public_line, "booking_date"),
+             ("ledger_entries", "ledger", store.open_entries, store.public_entry, "date")]
+    for key, name, load, public, date_key in sides:
+        if side not in ("all", name):
+            continue
+        rows = [public(r) | {"age_days": runs.age_days(r[date_key], today)}
+                for r in await load(daemon.db, tenant, account["id"])]
+        rows = [r for r in rows if r["age_days"] >= min_age]
+        out[key] = rows[:limit]
+        out[key + "_total"] = len(rows)
     return json_response(out)
+
+
+async def list_imports(request):
+    tenant, account = await account_of(request)
+    limit, cursor = page_params(request)
+    rows = await store.list_imports(request.app["daemon"].db, tenant, account["id"], limit + 1, cursor)
+    return json_response(page(rows, limit, cursor_of=lambda r: r["id"]))
 
 
 # --- people ------------------------------------------------------------------------------------------------
@@ -292,6 +313,7 @@ def routes() -> list[Route]:
         ("POST", PREFIX, create_account, "Create a reconciliation account"),
         ("GET", a, get_account, "Get an account"),
         ("POST", a + "/statements", import_statement, "Import a statement file (raw body or multipart; ?format=)"),
+        ("GET", a + "/imports", list_imports, "Statement imports with their counts and balance checks"),
         ("POST", a + "/ledger", post_ledger, "Upsert ledger entries (JSON, JSON lines or CSV)"),
         ("POST", a + "/runs", start_run, "Run the matching rules over the open items"),
         ("GET", a + "/runs/{run}", get_run, "Get a run and its counts"),

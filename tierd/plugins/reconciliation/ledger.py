@@ -120,6 +120,8 @@ def validate_entries(items: list[tuple[str, dict]], currency: str) -> list[dict]
             amount = Decimal(str(amount).strip())
             if not amount.is_finite():
                 raise InvalidOperation
+            if amount.as_tuple().exponent > 0:
+                amount = amount.quantize(Decimal(1))  # 1.5e3 -> 1500, not "1.5E+3"
         except InvalidOperation:
             problems.append(f"{where}: amount must be a decimal string such as \"-12.50\", got {e.get('amount')!r}")
             continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from decimal import Decimal
 
 MIGRATIONS = [
@@ -161,7 +162,9 @@ class Conflict(Exception):
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(8)}"
+    """``m_0192f3a4b5c6d7e8f9a0``: milliseconds first, so ids sort in creation order
+    (lists page by id and read chronologically), then randomness."""
+    return f"{prefix}_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(4)}"
 
 
 def chunks(seq, size=CHUNK):
@@ -248,6 +251,14 @@ async def insert_import(tx, tenant: str, account_id: str, record: dict) -> None:
         (record["id"], tenant, account_id, record["filename"], record["format"], record["sha256"], record["new"],
          record["duplicates"], record["rejected"], json.dumps(record["report"], default=str), record["created_at"],
          record["created_by"]))
+
+
+async def list_imports(db, tenant: str, account_id: str, limit: int, after: str | None) -> list[dict]:
+    rows = await db.fetchall(
+        "SELECT id, filename, format, sha256, new_lines, duplicate_lines, rejected_lines, report, created_at, created_by"
+        " FROM recon_imports WHERE tenant_id=? AND account_id=? AND id>? ORDER BY id LIMIT ?",
+        (tenant, account_id, after or "", limit))
+    return [dict(r) | {"report": json.loads(r["report"])} for r in rows]
 
 
 # --- ledger entries -----------------------------------------------------------------------

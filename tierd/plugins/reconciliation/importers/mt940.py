@@ -122,7 +122,17 @@ class Mt940Importer(StatementImporter):
         return bool(re.search(r"(^|\n):20:", text)) and bool(re.search(r"\n:(25|28C?|61|60F):", text))
 
     def parse(self, data: bytes, options: dict | None = None) -> list[Statement]:
-        text = decode_text(data, (options or {}).get("encoding") or "latin-1")
+        encoding = (options or {}).get("encoding")
+        if encoding is None:
+            # SWIFT's character set is a subset of ASCII, but bank exports
+            # carry names in UTF-8 or Latin-1: try UTF-8, which rarely
+            # decodes Latin-1 text by accident, then fall back.
+            try:
+                data.decode("utf-8")
+                encoding = "utf-8"
+            except UnicodeDecodeError:
+                encoding = "latin-1"
+        text = decode_text(data, encoding)
         fields = _fields(text)
         if not fields:
             raise StatementError("no MT940 tags found", "line 1")

@@ -60,9 +60,11 @@ def _encoding(data: bytes) -> str:
         return m.group(1)
     if re.search(r"ENCODING:\s*UTF-8", head, re.I):
         return "utf-8"
-    m = re.search(r"CHARSET:\s*(\d+)", head)
-    if m:
-        return "cp" + m.group(1)
+    m = re.search(r"CHARSET:\s*([\w-]+)", head)
+    if m and m.group(1).isdigit():
+        return "cp" + m.group(1)  # OFX 1.x names Windows code pages by number: 1252
+    if m and m.group(1).upper() not in ("NONE", "USASCII"):
+        return m.group(1)  # e.g. ISO-8859-1
     return "utf-8"
 
 
