@@ -285,9 +285,9 @@ def test_bad_input_gets_clear_errors_and_changes_nothing(recon):
     assert status == 422 and body["error"]["code"] == "ledger_invalid"
     status, body = call("POST", f"{BASE}/main-eur/ledger", {"entries": [
         {"external_id": "A", "date": "2026-11-01", "amount": "1"}, {"external_id": "B", "date": "2026-11-01", "amount": 1.5e3}]})
-    assert status == 200  # JSON numbers are read as exact decimals
+    assert status == 200  # JSON numbers are read as exact decimals (json.dumps wrote 1500.0)
     status, items = call("GET", f"{BASE}/main-eur/open-items?side=ledger")
-    assert [e["amount"] for e in items["ledger_entries"]] == ["1", "1500"] and items["ledger_entries_total"] == 2
+    assert [e["amount"] for e in items["ledger_entries"]] == ["1", "1500.0"] and items["ledger_entries_total"] == 2
     # Manual matches: bad ids, unknown items.
     status, body = call("POST", f"{BASE}/main-eur/matches", {"statement_line_ids": ["x"]})
     assert status == 422 and body["error"]["code"] == "invalid_match"
