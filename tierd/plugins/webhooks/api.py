@@ -1,0 +1,301 @@
+"""Control API routes: endpoints, secrets, deliveries, recovery and test sends.
+
+Every handler acts for one tenant (``require_tenant``) and every query is
+filtered on it, so another tenant's id is answered 404 like a missing one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import urlsplit
+
+from tierd.core.api import ApiError, Route, json_response, page, page_params, read_json, require_tenant
+from tierd.core.clock import iso, parse_iso
+
+from . import runtime
+from .signing import check_secret, new_secret
+from .store import Claimed, payload_of
+
+TAG = "webhooks"
+_PATTERN = re.compile(r"^(\*|[a-z0-9_-]+(\.[a-z0-9_-]+)*(\.\*)?)$")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+#: Headers a tenant may not set: they are the signature scheme's or HTTP's own.
+RESERVED_HEADERS = frozenset({
+    "webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "user-agent",
+    "host", "transfer-encoding", "connection", "te", "upgrade", "trailer", "keep-alive", "proxy-authorization",
+})
+STATUSES = ("pending", "inflight", "succeeded", "failed")
+FIELDS = {"url", "event_types", "description", "enabled", "headers", "rate_limit", "metadata", "secret"}
+
+
+def _public(endpoint: dict) -> dict:
+    return {k: v for k, v in endpoint.items() if not k.startswith("_")}
+
+
+def _invalid(errors: list[str]):
+    return ApiError(400, "invalid_webhook", "; ".join(errors), details=errors)
+
+
+def check_fields(body: dict, settings: dict, policy, creating: bool) -> dict:
+    """Validate an endpoint body; return the clean fields or raise 400 listing every error."""
+    errors: list[str] = []
+    unknown = set(body) - FIELDS
+    if unknown:
+        errors.append(f"unknown field(s): {', '.join(sorted(unknown))}")
+    if not creating and "secret" in body:
+        errors.append("secret cannot be changed here; use POST /v1/webhooks/{id}/rotate-secret")
+    clean: dict = {}
+    if "url" in body or creating:
+        url = body.get("url")
+        problem = _url_problem(url, settings, policy)
+        if problem:
+            errors.append(problem)
+        clean["url"] = url
+    if "event_types" in body:
+        types = body["event_types"]
+        if not isinstance(types, list) or not all(isinstance(t, str) and _PATTERN.match(t) for t in types):
+            errors.append("event_types must be a list of event types such as 'invoice.paid' or "
+                          "wildcards such as 'invoice.*' (empty: every event)")
+        elif len(types) > 200:
+            errors.append("event_types holds at most 200 entries")
+        clean["event_types"] = types
+    if "description" in body:
+        if not isinstance(body["description"], str) or len(body["description"]) > 1000:
+            errors.append("description must be a string of at most 1000 characters")
+        clean["description"] = body["description"]
+    if "enabled" in body:
+        if not isinstance(body["enabled"], bool):
+            errors.append("enabled must be true or false")
+        clean["enabled"] = body["enabled"]
+    if "headers" in body:
+        errors += _header_problems(body["headers"])
+        clean["headers"] = body["headers"]
+    if "rate_limit" in body:
+        rate = body["rate_limit"]
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0):
+            errors.append("rate_limit must be null or a number of requests per second above 0")
+        clean["rate_limit"] = rate
+    if "metadata" in body:
+        if not isinstance(body["metadata"], dict):
+            errors.append("metadata must be a JSON object")
+        clean["metadata"] = body["metadata"]
+    if body.get("secret") is not None and creating:
+        problem = check_secret(body["secret"])
+        if problem:
+            errors.append(problem)
+        clean["secret"] = body["secret"]
+    if errors:
+        raise _invalid(errors)
+    return clean
+
+
+def _url_problem(url, settings: dict, policy) -> str | None:
+    if not isinstance(url, str) or not url or len(url) > 2000:
+        return "url must be a string of at most 2000 characters"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return f"url {url!r} is not a valid URL"
+    schemes = ("https", "http") if settings["allow_http"] else ("https",)
+    if parts.scheme not in schemes:
+        return ("url must start with https:// (http:// is allowed only with webhooks.allow_http)"
+                if parts.scheme == "http" else "url must start with https://")
+    if not host:
+        return f"url {url!r} has no host"
+    if parts.username or parts.password:
+        return "url must not carry credentials; use headers"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None  # a name: checked on every attempt, after resolution
+    why = policy.refusal(host)
+    return f"url points at a refused destination: {why} (see webhooks.allow_destinations)" if why else None
+
+
+def _header_problems(headers) -> list[str]:
+    if not isinstance(headers, dict):
+        return ["headers must be an object of header names to string values"]
+    problems = []
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            problems.append(f"header name {name!r} is not valid")
+        elif name.lower() in RESERVED_HEADERS:
+            problems.append(f"header {name!r} is set by tierd and cannot be overridden")
+        if not isinstance(value, str) or "\r" in value or "\n" in value or len(value) > 4096:
+            problems.append(f"header {name!r} must be a single-line string")
+    return problems
+
+
+def _time_param(request, name: str) -> float | None:
+    value = request.query.get(name)
+    if value is None:
+        return None
+    try:
+        return parse_iso(value)
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", f"{name} must be an ISO-8601 time, got {value!r}")
+
+
+# --- handlers -----------------------------------------------------------------------------
+
+
+def routes() -> list[Route]:
+    async def context(request):
+        tenant = require_tenant(request)
+        return tenant, runtime.of(request.app["daemon"])
+
+    async def endpoint_or_404(request, tenant, module) -> dict:
+        endpoint_id = request.match_info["id"]
+        endpoint = await module.store.get_endpoint(tenant, endpoint_id)
+        if endpoint is None:
+            raise ApiError(404, "not_found", f"no webhook endpoint {endpoint_id}")
+        return endpoint
+
+    async def create(request):
+        tenant, module = await context(request)
+        body = await read_json(request)
+        fields = check_fields(body, module.settings, module.dispatcher.policy, creating=True)
+        secret = fields.pop("secret", None) or new_secret()
+        endpoint = await module.store.create_endpoint(tenant, fields, secret, module.daemon.clock.time())
+        return json_response(_public(endpoint) | {"secret": secret}, status=201)
+
+    async def list_endpoints(request):
+        tenant, module = await context(request)
+        limit, cursor = page_params(request)
+        items = await module.store.list_endpoints(tenant, limit + 1, cursor)
+        return json_response(page([_public(e) for e in items], limit, lambda e: e["id"]))
+
+    async def get_endpoint(request):
+        tenant, module = await context(request)
+        return json_response(_public(await endpoint_or_404(request, tenant, module)))
+
+    async def update_endpoint(request):
+        tenant, module = await context(request)
+        endpoint = await endpoint_or_404(request, tenant, module)
+        body = await read_json(request)
+        fields = check_fields(body, module.settings, module.dispatcher.policy, creating=False)
+        updated = await module.store.update_endpoint(tenant, endpoint["id"], fields, module.daemon.clock.time())
+        module.dispatcher.wake()  # re-enabled: its pending deliveries are due
+        return json_response(_public(updated))
+
+    async def delete_endpoint(request):
+        tenant, module = await context(request)
+        endpoint = await endpoint_or_404(request, tenant, module)
+        await module.store.delete_endpoint(tenant, endpoint["id"])
+        return json_response({"deleted": endpoint["id"]})
+
+    async def get_secret(request):
+        tenant, module = await context(request)
+        endpoint = await endpoint_or_404(request, tenant, module)
+        now = module.daemon.clock.time()
+        grace = endpoint["_previous_secret_until"]
+        in_grace = endpoint["_previous_secret"] is not None and (grace or 0) > now
+        return json_response({"secret": endpoint["_secret"],
+                              "previous_secret_valid_until": iso(grace) if in_grace else None})
+
+    async def rotate_secret(request):
+        tenant, module = await context(request)
+        endpoint = await endpoint_or_404(request, tenant, module)
+        body = await read_json(request, required=False)
+        secret = body.get("secret") or new_secret()
+        problem = check_secret(secret)
+        if problem:
+            raise _invalid([problem])
+        now = module.daemon.clock.time()
+        until = now + module.settings["rotation_grace"]
+        await module.store.rotate_secret(tenant, endpoint["id"], secret, until, now)
+        return json_response({"secret": secret, "previous_secret_valid_until": iso(until)})
+
+    async def list_deliveries(request):
+        tenant, module = await context(request)
+        endpoint = await endpoint_or_404(request, tenant, module)
+        limit, cursor = page_params(request)
+        status = request.query.get("status")
+        if status is not None and status not in STATUSES:
+            raise ApiError(400, "invalid_parameter", f"status must be one of {', '.join(STATUSES)}")
+        if cursor is not None and not cursor.isdigit():
+            raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
+        items = await module.store.list_deliveries(
+            tenant, endpoint["id"], limit=limit + 1, before_seq=int(cursor) if cursor else None, status=status,
+            event_type=request.query.get("event_type"), since=_time_param(request, "since"),
+            until=_time_param(request, "until"))
+        result = page(items, limit, lambda d: d["_seq"])
+        result["data"] = [_public(d) for d in result["data"]]
+        return json_response(result)
+
+    async def delivery_or_404(request, tenant, module) -> dict:
+        delivery_id = request.match_info["id"]
+        delivery = await module.store.get_delivery(tenant, delivery_id)
+        if delivery is None:
+            raise ApiError(404, "not_found", f"no delivery {delivery_id}")
+        return delivery
+
+    async def get_delivery(request):
+        tenant, module = await context(request)
+        delivery = await delivery_or_404(request, tenant, module)
+        attempts = await module.store.attempts_of(delivery["_seq"])
+        return json_response(_public(delivery) | {"attempts_detail": attempts})
+
+    async def retry_delivery(request):
+        tenant, module = await context(request)
+        delivery = await delivery_or_404(request, tenant, module)
+        if not await module.store.requeue(tenant, delivery["id"], module.daemon.clock.time()):
+            raise ApiError(409, "in_flight", f"delivery {delivery['id']} is being sent right now")
+        module.dispatcher.wake()
+        return json_response({"id": delivery["id"], "status": "pending"}, status=202)
+
+    async def recover(request):
+        tenant, module = await context(request)
+        endpoint = await endpoint_or_404(request, tenant, module)
+        body = await read_json(request)
+        since = body.get("since")
+        try:
+            since_ts = parse_iso(since) if isinstance(since, str) else None
+        except ValueError:
+            since_ts = None
+        if since_ts is None:
+            raise ApiError(400, "invalid_parameter", "since must be an ISO-8601 time such as 2026-11-28T00:00:00Z")
+        count = await module.store.recover(tenant, endpoint["id"], since_ts, module.daemon.clock.time())
+        module.dispatcher.wake()
+        return json_response({"requeued": count}, status=202)
+
+    async def test_send(request):
+        tenant, module = await context(request)
+        endpoint = await endpoint_or_404(request, tenant, module)
+        body = await read_json(request, required=False)
+        data = body.get("data", {"message": "test event from tierd"})
+        if not isinstance(data, dict):
+            raise ApiError(400, "invalid_parameter", "data must be a JSON object")
+        now = module.daemon.clock.time()
+        payload = payload_of("webhook.test", iso(now), data)
+        seq = await module.store.create_test_delivery(tenant, endpoint["id"], payload, now)
+        delivery: Claimed = await module.store.claim_one(seq, now)
+        outcome = await module.dispatcher.send_now(delivery)
+        return json_response({
+            "delivery_id": delivery.id, "outcome": outcome.outcome, "status_code": outcome.status_code,
+            "latency_ms": outcome.latency_ms, "error": outcome.error, "response_body": outcome.response_body,
+            "delivery_status": outcome.next_status,
+        })
+
+    one = "/v1/webhooks/{id}"
+    return [
+        Route("POST", "/v1/webhooks", create, summary="Create a webhook endpoint (answers its secret)", tag=TAG),
+        Route("GET", "/v1/webhooks", list_endpoints, summary="List webhook endpoints", tag=TAG),
+        Route("GET", one, get_endpoint, summary="One webhook endpoint", tag=TAG),
+        Route("PUT", one, update_endpoint, summary="Change a webhook endpoint (fields given only)", tag=TAG),
+        Route("DELETE", one, delete_endpoint, summary="Delete a webhook endpoint and its history", tag=TAG),
+        Route("GET", one + "/secret", get_secret, summary="The endpoint's signing secret", tag=TAG),
+        Route("POST", one + "/rotate-secret", rotate_secret,
+              summary="New signing secret; the old one also signs during rotation_grace", tag=TAG),
+        Route("GET", one + "/deliveries", list_deliveries, summary="Deliveries of an endpoint, newest first", tag=TAG,
+              params={"status": "pending, inflight, succeeded or failed", "event_type": "exact or 'invoice.*'",
+                      "since": "ISO-8601, created at or after", "until": "ISO-8601, created before"}),
+        Route("POST", one + "/recover", recover, summary="Re-queue failed deliveries created since a time", tag=TAG),
+        Route("POST", one + "/test", test_send, summary="Send a webhook.test event now and answer the result",
+              tag=TAG),
+        Route("GET", "/v1/deliveries/{id}", get_delivery, summary="One delivery with its attempts", tag=TAG),
+        Route("POST", "/v1/deliveries/{id}/retry", retry_delivery, summary="Send a delivery again now", tag=TAG),
+    ]

@@ -1,0 +1,343 @@
+"""The delivery loop: claim due deliveries, send them, record every attempt.
+
+One task claims due rows (oldest due first, in bounded batches) and starts
+one task per delivery. Limits keep one bad endpoint from hurting the
+others: a global cap on requests in flight, a cap per endpoint and an
+optional rate per endpoint. An endpoint at its cap is simply not given more
+work (its rows stay pending in the database), so a hanging or failing
+endpoint holds at most its own share of the global slots, and memory is
+bounded by ``max_in_flight`` whatever the backlog.
+
+Results are written back in small batches, one transaction each. A crash
+between a request and its record means the delivery is sent again after the
+restart (at least once); a delivery recorded as succeeded never is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+import aiohttp
+
+from tierd import __version__
+
+from . import retry
+from .metrics import WebhookMetrics
+from .signing import signature_header
+from .ssrf import AddressPolicy, find_refusal, make_connector
+from .store import Claimed, Outcome, Store
+
+log = logging.getLogger("tierd.webhooks")
+
+#: How much of a response body each attempt keeps.
+BODY_LIMIT = 4096
+#: Rows claimed per query at most (a backlog is drained in slices this big).
+CLAIM_BATCH = 500
+#: Longest sleep of the loop when nothing wakes it (retries coming due).
+TICK = 1.0
+
+
+class TokenBucket:
+    """``rate`` requests per second with bursts of up to ``max(1, rate)``; never blocks."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.updated = time.monotonic()
+
+    def available(self) -> int:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        return int(self.tokens)
+
+    def take(self) -> None:
+        self.tokens -= 1
+
+
+class Dispatcher:
+    def __init__(self, daemon, store: Store, settings: dict,
+                 on_disabled: Callable[[str, str], "asyncio.Future"] | None = None):
+        self.daemon = daemon
+        self.store = store
+        self.clock = daemon.clock
+        self.metrics = WebhookMetrics(daemon.metrics)
+        #: Called as ``await on_disabled(endpoint_id, reason)`` after a 410 disabled an endpoint.
+        self.on_disabled = on_disabled
+        self.wakeup = asyncio.Event()
+        self.in_flight = 0
+        self.per_endpoint: dict[str, int] = {}
+        self.buckets: dict[str, TokenBucket] = {}
+        self.tasks: set[asyncio.Task] = set()
+        self.results: list[Outcome] = []
+        self.results_ready = asyncio.Event()
+        self.session: aiohttp.ClientSession | None = None
+        self.policy = AddressPolicy()
+        self._stopping = asyncio.Event()
+        self.configure(settings)
+
+    def configure(self, settings: dict) -> None:
+        """Apply (re)loaded settings; requests in flight keep theirs."""
+        self.settings = settings
+        # The resolver and socket factory hold this very object: new
+        # connections see the new allowlist at once.
+        self.policy.allow = list(settings["allow_destinations"])
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        released = await self.store.requeue_inflight()
+        if released:
+            log.info("%d webhook deliveries were in flight when tierd stopped; sending them again", released)
+        # The connector limit is ours to enforce (per endpoint, not per host): 0 = none.
+        self.session = aiohttp.ClientSession(
+            connector=make_connector(self.policy, limit=0), cookie_jar=aiohttp.DummyCookieJar(),
+            headers={"User-Agent": f"tierd/{__version__}"}, auto_decompress=False)
+        self.daemon.spawn(self._loop(), name="webhooks.dispatch")
+        self.daemon.spawn(self._writer(), name="webhooks.results")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop claiming, let requests in flight finish (up to ``grace``), record them."""
+        self._stopping.set()
+        self.wakeup.set()
+        if self.tasks:
+            _, pending = await asyncio.wait(list(self.tasks), timeout=grace)
+            for task in pending:
+                task.cancel()  # their rows stay in flight and are sent again at the next start
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._flush()
+        self.results_ready.set()
+        if self.session is not None:
+            await self.session.close()
+
+    def wake(self) -> None:
+        """New work may be due (called by the consumer and the API)."""
+        self.wakeup.set()
+
+    # --- claiming ------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            self.wakeup.clear()
+            try:
+                started = await self.fill()
+            except Exception:
+                log.exception("webhook dispatch failed; retrying in 1 s")
+                started = 0
+                await asyncio.sleep(1)
+            if started and self.in_flight < self.settings["max_in_flight"]:
+                continue  # there may be more due right now
+            try:
+                await asyncio.wait_for(self.wakeup.wait(), timeout=await self._idle_time())
+            except asyncio.TimeoutError:
+                pass
+
+    async def _idle_time(self) -> float:
+        """How long the loop may sleep when nobody wakes it."""
+        if any(b.available() < 1 for b in self.buckets.values()):
+            return 0.05  # a rate-limited endpoint gets a token soon
+        next_due = await self.store.next_due()
+        if next_due is None:
+            return TICK
+        return min(TICK, max(0.01, next_due - self.clock.time()))
+
+    def _room(self, endpoint_id: str, rate_limit: float | None) -> int:
+        """Requests this endpoint may start now (its cap and its rate)."""
+        room = self.settings["endpoint_max_in_flight"] - self.per_endpoint.get(endpoint_id, 0)
+        if rate_limit:
+            bucket = self.buckets.get(endpoint_id)
+            if bucket is None or bucket.rate != rate_limit:
+                bucket = self.buckets[endpoint_id] = TokenBucket(rate_limit)
+            room = min(room, bucket.available())
+        else:
+            self.buckets.pop(endpoint_id, None)
+        return room
+
+    async def fill(self) -> int:
+        """Claim as many due deliveries as there are free slots and start them."""
+        free = self.settings["max_in_flight"] - self.in_flight
+        if free <= 0:
+            return 0
+        busy = [ep for ep, n in self.per_endpoint.items() if n >= self.settings["endpoint_max_in_flight"]]
+        busy += [ep for ep, bucket in self.buckets.items() if bucket.available() < 1]
+        claimed = await self.store.claim(self.clock.time(), min(free, CLAIM_BATCH),
+                                         self.settings["endpoint_max_in_flight"], busy, self._room)
+        for delivery in claimed:
+            self.in_flight += 1
+            self.per_endpoint[delivery.endpoint_id] = self.per_endpoint.get(delivery.endpoint_id, 0) + 1
+            bucket = self.buckets.get(delivery.endpoint_id)
+            if bucket is not None:
+                bucket.take()
+            task = asyncio.get_running_loop().create_task(self._run(delivery))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return len(claimed)
+
+    async def _run(self, delivery: Claimed) -> None:
+        try:
+            outcome = await self.attempt(delivery)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not kill the loop nor lose the row
+            log.exception("webhook delivery %s crashed", delivery.id)
+            outcome = self.outcome(delivery, self.clock.time(), "internal_error", None, 0.0,
+                                   f"internal error: {type(exc).__name__}", None, None)
+        finally:
+            self.in_flight -= 1
+            left = self.per_endpoint.get(delivery.endpoint_id, 1) - 1
+            if left > 0:
+                self.per_endpoint[delivery.endpoint_id] = left
+            else:
+                self.per_endpoint.pop(delivery.endpoint_id, None)
+            self.wakeup.set()
+        self.results.append(outcome)
+        self.results_ready.set()
+
+    # --- one attempt -----------------------------------------------------------------------
+
+    async def attempt(self, delivery: Claimed) -> Outcome:
+        """Send ``delivery`` once and say what happened (not yet stored)."""
+        now = self.clock.time()
+        timestamp = int(now)
+        body = delivery.payload.encode()
+        # Static headers first: ours win, a tenant cannot forge a signature header.
+        headers = dict(delivery.headers)
+        headers.update({
+            "webhook-id": delivery.id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature_header(delivery.secrets, delivery.id, timestamp, body),
+            "content-type": "application/json",
+            "user-agent": f"tierd/{__version__}",
+        })
+        timeout = self.settings["timeout"]
+        status = retry_after = error = snippet = None
+        started = time.monotonic()
+        try:
+            async with self.session.post(delivery.url, data=body, headers=headers, allow_redirects=False,
+                                         timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After")
+                snippet = await _read_head(resp, BODY_LIMIT)
+            kind = "success" if 200 <= status < 300 else "gone" if status == 410 else "http_error"
+            if kind != "success":
+                error = f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
+        except asyncio.TimeoutError:
+            kind, error = "timeout", f"no complete answer within {timeout:g}s"
+        except (aiohttp.ClientError, OSError) as exc:
+            refusal = find_refusal(exc)
+            if refusal is not None:
+                kind, error = "refused", str(refusal)
+            elif isinstance(exc, aiohttp.ClientConnectorError):
+                kind, error = "connect_error", f"cannot connect: {exc.os_error or exc}"
+            else:
+                kind, error = "connect_error" if isinstance(exc, OSError) else "http_error", \
+                    f"{type(exc).__name__}: {exc}"
+        latency = time.monotonic() - started
+        self.metrics.latency.observe(latency)
+        return self.outcome(delivery, now, kind, status, latency, error, snippet, retry_after)
+
+    def outcome(self, delivery: Claimed, now: float, kind: str, status: int | None, latency: float,
+                error: str | None, snippet: str | None, retry_after: str | None) -> Outcome:
+        """Decide what comes next for a delivery after an attempt."""
+        self.metrics.attempts.labels(kind).inc()
+        if kind == "success":
+            next_status, due_at = "succeeded", None
+        elif kind == "gone":
+            next_status, due_at = "failed", None  # 410: the receiver told us to stop
+        else:
+            delay = retry.next_delay(self.settings["retry_schedule"], delivery.attempts + 1,
+                                     status=status, retry_after=retry_after, now=now)
+            next_status, due_at = ("failed", None) if delay is None else ("pending", now + delay)
+        if delivery.attempts == 0:
+            # Event accepted -> first attempt: the latency the issue cares about.
+            self.metrics.first_attempt_delay.observe(max(0.0, now - delivery.created_at))
+        return Outcome(delivery.seq, delivery.tenant_id, delivery.endpoint_id, now, kind, status,
+                       round(latency * 1000, 2), error, snippet, next_status, due_at,
+                       disable_endpoint=kind == "gone")
+
+    async def send_now(self, delivery: Claimed) -> Outcome:
+        """One attempt outside the queue (test sends), recorded like any other."""
+        outcome = await self.attempt(delivery)
+        await self._record([outcome])
+        return outcome
+
+    # --- recording results --------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        while not self._stopping.is_set():
+            await self.results_ready.wait()
+            self.results_ready.clear()
+            await asyncio.sleep(0.002)  # let a few results gather: one transaction for all
+            try:
+                await self._flush()
+            except Exception:
+                log.exception("could not record webhook attempts; retrying in 1 s")
+                await asyncio.sleep(1)
+                self.results_ready.set()
+
+    async def _flush(self) -> None:
+        while self.results:
+            batch, self.results = self.results[:500], self.results[500:]
+            try:
+                await self._record(batch)
+            except BaseException:
+                self.results = batch + self.results
+                raise
+
+    async def _record(self, batch: list[Outcome]) -> None:
+        await self.store.record(batch)
+        if any(o.next_status != "pending" for o in batch) or any(o.due_at for o in batch):
+            self.wakeup.set()
+        for o in batch:
+            if o.disable_endpoint:
+                await self.disable(o.endpoint_id, "the endpoint answered 410 Gone")
+
+    async def disable(self, endpoint_id: str, reason: str) -> bool:
+        """Disable an endpoint and tell the bus; False if it was not enabled."""
+        endpoint = await self.store.disable_endpoint(endpoint_id, reason, self.clock.time())
+        if endpoint is None:
+            return False
+        log.warning("webhook endpoint %s disabled: %s", endpoint_id, reason)
+        if self.on_disabled is not None:
+            await self.on_disabled(endpoint, reason)
+        return True
+
+    # --- jobs ------------------------------------------------------------------------------------
+
+    async def disable_failing(self) -> int:
+        """Disable endpoints whose deliveries have all failed for ``disable_after``."""
+        cutoff = self.clock.time() - self.settings["disable_after"]
+        count = 0
+        for endpoint_id in await self.store.endpoints_failing_since(cutoff):
+            days = self.settings["disable_after"] / 86400
+            count += await self.disable(endpoint_id, f"every delivery failed for more than {days:g} days")
+        return count
+
+    async def prune(self) -> int:
+        removed = await self.store.prune(self.clock.time() - self.settings["retention"])
+        if removed:
+            log.info("webhooks retention: pruned %d old attempts and finished deliveries", removed)
+        return removed
+
+    async def update_metrics(self) -> None:
+        now = self.clock.time()
+        due, oldest = await self.store.due_stats(now)
+        self.metrics.due.set(due)
+        self.metrics.oldest_due_age.set(max(0.0, now - oldest) if oldest is not None else 0)
+        self.metrics.disabled.set(await self.store.count_disabled())
+
+
+async def _read_head(resp: aiohttp.ClientResponse, limit: int) -> str:
+    """The first ``limit`` bytes of a response body, as text."""
+    chunks, size = [], 0
+    while size < limit:
+        chunk = await resp.content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks).decode("utf-8", "replace")

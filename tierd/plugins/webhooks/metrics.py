@@ -1,0 +1,27 @@
+"""Prometheus metrics of the webhooks module (on the daemon's /metrics)."""
+
+from __future__ import annotations
+
+import prometheus_client
+
+
+class WebhookMetrics:
+    def __init__(self, registry):
+        self.attempts = prometheus_client.Counter(
+            "tierd_webhook_attempts", "Webhook delivery attempts by outcome "
+            "(success, http_error, timeout, connect_error, refused, gone, internal_error)",
+            ["outcome"], registry=registry)
+        self.latency = prometheus_client.Histogram(
+            "tierd_webhook_attempt_duration_seconds", "Duration of webhook requests (send to answer)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=registry)
+        self.first_attempt_delay = prometheus_client.Histogram(
+            "tierd_webhook_first_attempt_delay_seconds", "From event accepted to the first delivery attempt",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60), registry=registry)
+        self.due = prometheus_client.Gauge(
+            "tierd_webhook_deliveries_due", "Deliveries due now (pending, due time passed, endpoint enabled)",
+            registry=registry)
+        self.oldest_due_age = prometheus_client.Gauge(
+            "tierd_webhook_oldest_due_age_seconds", "Age of the oldest due delivery (0 when none)",
+            registry=registry)
+        self.disabled = prometheus_client.Gauge(
+            "tierd_webhook_endpoints_disabled", "Disabled webhook endpoints", registry=registry)

@@ -1,0 +1,59 @@
+"""The module's running state for one daemon: store, dispatcher, consumer.
+
+Hook implementations in ``__init__`` and route handlers in ``api`` reach it
+through :func:`of`.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from tierd.core.events import Event
+
+from .dispatch import Dispatcher
+from .store import Store
+
+_RUNNING: "weakref.WeakKeyDictionary[object, Webhooks]" = weakref.WeakKeyDictionary()
+
+
+class Webhooks:
+    def __init__(self, daemon):
+        self.daemon = daemon
+        self.store = Store(daemon.db)
+        self.dispatcher = Dispatcher(daemon, self.store, daemon.config["webhooks"], on_disabled=self._disabled)
+
+    @property
+    def settings(self) -> dict:
+        return self.daemon.config["webhooks"]
+
+    @classmethod
+    async def start(cls, daemon) -> "Webhooks":
+        running = _RUNNING[daemon] = cls(daemon)
+        await running.dispatcher.start()
+        return running
+
+    async def stop(self) -> None:
+        grace = max(0.5, self.daemon.config["server"]["shutdown_grace"] - 1)
+        await self.dispatcher.stop(grace=min(grace, self.settings["timeout"]))
+
+    async def consume(self, events: list[Event]) -> None:
+        """The bus consumer: one delivery per (event, matching enabled endpoint)."""
+        due_at = self.daemon.clock.time() + self.settings["retry_schedule"][0]
+        created = await self.store.create_deliveries(events, due_at)
+        if created:
+            self.dispatcher.wake()
+
+    async def _disabled(self, endpoint: dict, reason: str) -> None:
+        await self.daemon.bus.publish(endpoint["_tenant_id"], "webhook.endpoint.disabled", {
+            "endpoint_id": endpoint["id"], "url": endpoint["url"], "reason": reason,
+            "description": endpoint["description"],
+        })
+
+
+def of(daemon) -> Webhooks:
+    """The running module of ``daemon`` (started by ``tierd_startup``)."""
+    return _RUNNING[daemon]
+
+
+def get(daemon) -> Webhooks | None:
+    return _RUNNING.get(daemon)

@@ -1,0 +1,488 @@
+"""Webhook tables and every SQL statement that touches them.
+
+Three tables: endpoints (the subscriptions), deliveries (one per event and
+endpoint; a pending row with a ``due_at`` *is* the scheduled retry, so
+retries survive restarts) and attempts (the history). Every query filters on
+``tenant_id`` where a tenant is involved.
+
+Delivery status: ``pending`` (waiting for ``due_at``) -> ``inflight``
+(claimed by the dispatcher; ``claimed_at`` set) -> ``succeeded`` | ``failed``
+| back to ``pending`` with a later ``due_at``. At startup ``inflight`` rows
+left by a crash go back to ``pending`` (at-least-once delivery).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets as _secrets
+from typing import Callable, Iterable
+
+from tierd.core.clock import parse_iso
+from tierd.core.events import Event, type_matches
+
+MIGRATIONS = [
+    # 1: endpoints, deliveries, attempts.
+    """
+    CREATE TABLE webhook_endpoints (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        url TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        event_types TEXT NOT NULL DEFAULT '[]',
+        headers TEXT NOT NULL DEFAULT '{}',
+        metadata TEXT NOT NULL DEFAULT '{}',
+        rate_limit REAL,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        disabled_reason TEXT,
+        disabled_at REAL,
+        secret TEXT NOT NULL,
+        previous_secret TEXT,
+        previous_secret_until REAL,
+        failing_since REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX webhook_endpoints_tenant ON webhook_endpoints(tenant_id, created_at);
+    CREATE TABLE webhook_deliveries (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        tenant_id TEXT NOT NULL,
+        endpoint_id TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        due_at REAL,
+        claimed_at REAL,
+        created_at REAL NOT NULL,
+        last_attempt_at REAL,
+        last_status_code INTEGER,
+        last_error TEXT,
+        finished_at REAL,
+        UNIQUE (endpoint_id, event_id)
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(endpoint_id, due_at) WHERE status = 'pending';
+    CREATE INDEX webhook_deliveries_due_all ON webhook_deliveries(due_at) WHERE status = 'pending';
+    CREATE INDEX webhook_deliveries_inflight ON webhook_deliveries(status) WHERE status = 'inflight';
+    CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries(endpoint_id, seq);
+    CREATE INDEX webhook_deliveries_created ON webhook_deliveries(created_at);
+    CREATE TABLE webhook_attempts (
+        id INTEGER PRIMARY KEY,
+        delivery_seq INTEGER NOT NULL,
+        tenant_id TEXT NOT NULL,
+        endpoint_id TEXT NOT NULL,
+        attempted_at REAL NOT NULL,
+        status_code INTEGER,
+        latency_ms REAL,
+        outcome TEXT NOT NULL,
+        error TEXT,
+        response_body TEXT
+    );
+    CREATE INDEX webhook_attempts_delivery ON webhook_attempts(delivery_seq);
+    CREATE INDEX webhook_attempts_time ON webhook_attempts(attempted_at);
+    """,
+]
+
+ENDPOINT_FIELDS = ("url", "description", "event_types", "headers", "metadata", "rate_limit", "enabled")
+JSON_FIELDS = ("event_types", "headers", "metadata")
+
+
+def new_endpoint_id() -> str:
+    return "ep_" + _secrets.token_hex(10)
+
+
+def new_delivery_id() -> str:
+    # Also the ``webhook-id`` header: unique per delivery, stable across retries.
+    return "msg_" + _secrets.token_hex(12)
+
+
+def payload_of(event_type: str, timestamp: str, data: dict) -> str:
+    """The request body, built once: retries send the very same bytes."""
+    return json.dumps({"type": event_type, "timestamp": timestamp, "data": data}, separators=(",", ":"))
+
+
+def endpoint_matches(event_types: list[str], event_type: str) -> bool:
+    """An empty filter means every event type."""
+    return not event_types or any(type_matches(p, event_type) for p in event_types)
+
+
+@dataclasses.dataclass
+class Claimed:
+    """A delivery the dispatcher took, with what it needs to send it."""
+
+    seq: int
+    id: str
+    tenant_id: str
+    endpoint_id: str
+    event_type: str
+    payload: str
+    attempts: int
+    created_at: float
+    url: str
+    headers: dict
+    secrets: list[str]
+    rate_limit: float | None
+
+
+@dataclasses.dataclass
+class Outcome:
+    """The result of one attempt, as the dispatcher writes it back."""
+
+    seq: int
+    tenant_id: str
+    endpoint_id: str
+    attempted_at: float
+    outcome: str                 # success | http_error | timeout | connect_error | refused | gone
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+    response_body: str | None
+    next_status: str             # succeeded | pending | failed
+    due_at: float | None
+    disable_endpoint: bool = False
+
+
+class Store:
+    def __init__(self, db):
+        self.db = db
+
+    # --- endpoints --------------------------------------------------------------
+
+    async def create_endpoint(self, tenant: str, fields: dict, secret: str, now: float) -> dict:
+        endpoint_id = new_endpoint_id()
+        await self.db.execute(
+            "INSERT INTO webhook_endpoints(id, tenant_id, url, description, event_types, headers, metadata,"
+            " rate_limit, enabled, secret, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (endpoint_id, tenant, fields["url"], fields.get("description", ""),
+             json.dumps(fields.get("event_types", [])), json.dumps(fields.get("headers", {})),
+             json.dumps(fields.get("metadata", {})), fields.get("rate_limit"),
+             int(fields.get("enabled", True)), secret, now, now))
+        return await self.get_endpoint(tenant, endpoint_id)
+
+    async def get_endpoint(self, tenant: str, endpoint_id: str) -> dict | None:
+        row = await self.db.fetchone(
+            "SELECT * FROM webhook_endpoints WHERE tenant_id=? AND id=?", (tenant, endpoint_id))
+        return _endpoint(row) if row else None
+
+    async def list_endpoints(self, tenant: str, limit: int, after: str | None) -> list[dict]:
+        sql, params = "SELECT * FROM webhook_endpoints WHERE tenant_id=?", [tenant]
+        if after:
+            sql += " AND id>?"
+            params.append(after)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(limit)
+        return [_endpoint(r) for r in await self.db.fetchall(sql, params)]
+
+    async def update_endpoint(self, tenant: str, endpoint_id: str, fields: dict, now: float) -> dict | None:
+        sets, params = [], []
+        for key in ENDPOINT_FIELDS:
+            if key in fields:
+                value = fields[key]
+                sets.append(f"{key}=?")
+                params.append(json.dumps(value) if key in JSON_FIELDS else int(value) if key == "enabled" else value)
+        if fields.get("enabled") is True:
+            # Re-enabling starts a fresh failure window.
+            sets += ["disabled_reason=NULL", "disabled_at=NULL", "failing_since=NULL"]
+        sets.append("updated_at=?")
+        params += [now, tenant, endpoint_id]
+        await self.db.execute(f"UPDATE webhook_endpoints SET {', '.join(sets)} WHERE tenant_id=? AND id=?", params)
+        return await self.get_endpoint(tenant, endpoint_id)
+
+    async def delete_endpoint(self, tenant: str, endpoint_id: str) -> bool:
+        async with self.db.transaction() as tx:
+            cur = await tx.execute("DELETE FROM webhook_endpoints WHERE tenant_id=? AND id=?", (tenant, endpoint_id))
+            if cur.rowcount == 0:
+                return False
+            await tx.execute("DELETE FROM webhook_attempts WHERE tenant_id=? AND endpoint_id=?", (tenant, endpoint_id))
+            await tx.execute("DELETE FROM webhook_deliveries WHERE tenant_id=? AND endpoint_id=?", (tenant, endpoint_id))
+        return True
+
+    async def rotate_secret(self, tenant: str, endpoint_id: str, new: str, grace_until: float, now: float) -> bool:
+        cur = await self.db.execute(
+            "UPDATE webhook_endpoints SET previous_secret=secret, previous_secret_until=?, secret=?, updated_at=?"
+            " WHERE tenant_id=? AND id=?", (grace_until, new, now, tenant, endpoint_id))
+        return cur.rowcount > 0
+
+    async def disable_endpoint(self, endpoint_id: str, reason: str, now: float) -> dict | None:
+        """Disable an enabled endpoint; returns it, or None if it was not enabled."""
+        async with self.db.transaction() as tx:
+            cur = await tx.execute(
+                "UPDATE webhook_endpoints SET enabled=0, disabled_reason=?, disabled_at=?, updated_at=?"
+                " WHERE id=? AND enabled=1", (reason, now, now, endpoint_id))
+            if cur.rowcount == 0:
+                return None
+            row = await tx.fetchone("SELECT * FROM webhook_endpoints WHERE id=?", (endpoint_id,))
+        return _endpoint(row)
+
+    async def endpoints_failing_since(self, cutoff: float) -> list[str]:
+        rows = await self.db.fetchall(
+            "SELECT id FROM webhook_endpoints WHERE enabled=1 AND failing_since IS NOT NULL AND failing_since<=?",
+            (cutoff,))
+        return [r["id"] for r in rows]
+
+    async def count_disabled(self) -> int:
+        row = await self.db.fetchone("SELECT COUNT(*) AS n FROM webhook_endpoints WHERE enabled=0")
+        return row["n"]
+
+    # --- deliveries: creation ----------------------------------------------------------
+
+    async def create_deliveries(self, events: list[Event], due_at: float) -> int:
+        """One delivery per (event, matching enabled endpoint), in one transaction.
+
+        Idempotent: a re-delivered event hits UNIQUE(endpoint_id, event_id)
+        and is ignored. Returns the number of rows inserted.
+        """
+        tenants = sorted({e.tenant for e in events})
+        async with self.db.transaction() as tx:
+            endpoints = await tx.fetchall(
+                "SELECT id, tenant_id, event_types FROM webhook_endpoints"
+                " WHERE enabled=1 AND tenant_id IN (SELECT value FROM json_each(?))", (json.dumps(tenants),))
+            by_tenant: dict[str, list[tuple[str, list[str]]]] = {}
+            for ep in endpoints:
+                by_tenant.setdefault(ep["tenant_id"], []).append((ep["id"], json.loads(ep["event_types"])))
+            rows = []
+            for event in events:
+                payload = None
+                for endpoint_id, patterns in by_tenant.get(event.tenant, ()):
+                    if not endpoint_matches(patterns, event.type):
+                        continue
+                    payload = payload or payload_of(event.type, event.created_at, event.data)
+                    rows.append((new_delivery_id(), event.tenant, endpoint_id, event.id, event.type, payload,
+                                 due_at, parse_iso(event.created_at)))
+            if not rows:
+                return 0
+            before = tx._conn.total_changes
+            await tx.executemany(
+                "INSERT OR IGNORE INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload,"
+                " status, due_at, created_at) VALUES (?,?,?,?,?,?,'pending',?,?)", rows)
+            return tx._conn.total_changes - before
+
+    async def create_test_delivery(self, tenant: str, endpoint_id: str, payload: str, now: float) -> int:
+        """A ``webhook.test`` delivery, claimed at once (the API sends it itself)."""
+        cur = await self.db.execute(
+            "INSERT INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload, status,"
+            " claimed_at, created_at) VALUES (?,?,?,?,?,?,'inflight',?,?)",
+            (new_delivery_id(), tenant, endpoint_id, "test_" + _secrets.token_hex(10), "webhook.test",
+             payload, now, now))
+        return cur.lastrowid
+
+    # --- deliveries: the dispatcher's side ---------------------------------------------------
+
+    async def requeue_inflight(self) -> int:
+        """Deliveries a crash left in flight go back to pending (sent again: at least once)."""
+        cur = await self.db.execute(
+            "UPDATE webhook_deliveries SET status='pending', claimed_at=NULL,"
+            " due_at=COALESCE(due_at, created_at) WHERE status='inflight'")
+        return cur.rowcount
+
+    async def claim(self, now: float, limit: int, per_endpoint: int, busy: Iterable[str],
+                    room: Callable[[str, float | None], int] | None = None) -> list[Claimed]:
+        """Take up to ``limit`` due deliveries, oldest due first, at most
+        ``per_endpoint`` per endpoint, none of the ``busy`` endpoints.
+
+        The per-endpoint subquery walks the (endpoint_id, due_at) index, so a
+        backlog of one endpoint costs nothing to the others and the work is
+        bounded by ``limit`` however many rows are due. ``room(endpoint_id,
+        rate_limit)`` says how many more an endpoint may take now (its free
+        in-flight slots and rate tokens); rows beyond it stay pending.
+        """
+        if limit <= 0:
+            return []
+        async with self.db.transaction() as tx:
+            rows = await tx.fetchall(
+                "SELECT d.seq, d.id, d.tenant_id, d.endpoint_id, d.event_type, d.payload, d.attempts, d.created_at,"
+                " e.url, e.headers, e.secret, e.previous_secret, e.previous_secret_until, e.rate_limit"
+                " FROM webhook_endpoints e JOIN webhook_deliveries d ON d.seq IN ("
+                "   SELECT x.seq FROM webhook_deliveries x WHERE x.endpoint_id=e.id AND x.status='pending'"
+                "   AND x.due_at<=? ORDER BY x.due_at LIMIT ?)"
+                " WHERE e.enabled=1 AND e.id NOT IN (SELECT value FROM json_each(?))"
+                " ORDER BY d.due_at LIMIT ?",
+                (now, per_endpoint, json.dumps(list(busy)), limit))
+            if room is not None:
+                taken: dict[str, int] = {}
+                kept = []
+                for r in rows:
+                    n = taken.get(r["endpoint_id"], 0)
+                    if n < room(r["endpoint_id"], r["rate_limit"]):
+                        taken[r["endpoint_id"]] = n + 1
+                        kept.append(r)
+                rows = kept
+            if rows:
+                await tx.execute(
+                    "UPDATE webhook_deliveries SET status='inflight', claimed_at=?"
+                    " WHERE seq IN (SELECT value FROM json_each(?))", (now, json.dumps([r["seq"] for r in rows])))
+        return [_claimed(r, now) for r in rows]
+
+    async def claim_one(self, seq: int, now: float) -> Claimed | None:
+        """The claimed row ``seq`` with its endpoint (for test sends)."""
+        row = await self.db.fetchone(
+            "SELECT d.seq, d.id, d.tenant_id, d.endpoint_id, d.event_type, d.payload, d.attempts, d.created_at,"
+            " e.url, e.headers, e.secret, e.previous_secret, e.previous_secret_until, e.rate_limit"
+            " FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id=d.endpoint_id WHERE d.seq=?", (seq,))
+        return _claimed(row, now) if row else None
+
+    async def next_due(self) -> float | None:
+        row = await self.db.fetchone(
+            "SELECT MIN(d.due_at) AS t FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id=d.endpoint_id"
+            " WHERE d.status='pending' AND e.enabled=1")
+        return row["t"] if row else None
+
+    async def record(self, outcomes: list[Outcome]) -> None:
+        """Write a batch of attempt results in one transaction."""
+        async with self.db.transaction() as tx:
+            await tx.executemany(
+                "INSERT INTO webhook_attempts(delivery_seq, tenant_id, endpoint_id, attempted_at, status_code,"
+                " latency_ms, outcome, error, response_body) VALUES (?,?,?,?,?,?,?,?,?)",
+                [(o.seq, o.tenant_id, o.endpoint_id, o.attempted_at, o.status_code, o.latency_ms, o.outcome,
+                  o.error, o.response_body) for o in outcomes])
+            await tx.executemany(
+                "UPDATE webhook_deliveries SET status=?, due_at=?, claimed_at=NULL, attempts=attempts+1,"
+                " last_attempt_at=?, last_status_code=?, last_error=?,"
+                " finished_at=CASE WHEN ? IN ('succeeded','failed') THEN ? ELSE NULL END WHERE seq=?",
+                [(o.next_status, o.due_at, o.attempted_at, o.status_code, o.error, o.next_status, o.attempted_at,
+                  o.seq) for o in outcomes])
+            ok = sorted({o.endpoint_id for o in outcomes if o.outcome == "success"})
+            bad = sorted({o.endpoint_id for o in outcomes if o.outcome != "success"} - set(ok))
+            # The failure window starts at the first failure after the last success.
+            await tx.executemany("UPDATE webhook_endpoints SET failing_since=NULL"
+                                 " WHERE id=? AND failing_since IS NOT NULL", [(e,) for e in ok])
+            first_fail = {}
+            for o in outcomes:
+                if o.endpoint_id in bad:
+                    first_fail.setdefault(o.endpoint_id, o.attempted_at)
+            await tx.executemany("UPDATE webhook_endpoints SET failing_since=? WHERE id=? AND failing_since IS NULL",
+                                 [(t, e) for e, t in first_fail.items()])
+
+    async def due_stats(self, now: float) -> tuple[int, float | None]:
+        """(deliveries due now, due_at of the oldest) over enabled endpoints."""
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) AS n, MIN(d.due_at) AS oldest FROM webhook_deliveries d"
+            " JOIN webhook_endpoints e ON e.id=d.endpoint_id"
+            " WHERE d.status='pending' AND d.due_at<=? AND e.enabled=1", (now,))
+        return row["n"], row["oldest"]
+
+    # --- deliveries: history and recovery ----------------------------------------------------
+
+    async def list_deliveries(self, tenant: str, endpoint_id: str, *, limit: int, before_seq: int | None,
+                              status: str | None, event_type: str | None, since: float | None,
+                              until: float | None) -> list[dict]:
+        sql = "SELECT * FROM webhook_deliveries WHERE tenant_id=? AND endpoint_id=?"
+        params: list = [tenant, endpoint_id]
+        for clause, value in (("seq<?", before_seq), ("status=?", status), ("created_at>=?", since),
+                              ("created_at<?", until)):
+            if value is not None:
+                sql += " AND " + clause
+                params.append(value)
+        if event_type:
+            if event_type.endswith(".*"):
+                sql += " AND event_type LIKE ? ESCAPE '\\'"
+                params.append(event_type[:-1].replace("_", "\\_").replace("%", "\\%") + "%")
+            elif event_type != "*":
+                sql += " AND event_type=?"
+                params.append(event_type)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        params.append(limit)
+        return [_delivery(r) for r in await self.db.fetchall(sql, params)]
+
+    async def get_delivery(self, tenant: str, delivery_id: str) -> dict | None:
+        row = await self.db.fetchone(
+            "SELECT * FROM webhook_deliveries WHERE tenant_id=? AND id=?", (tenant, delivery_id))
+        return _delivery(row) if row else None
+
+    async def attempts_of(self, seq: int) -> list[dict]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM webhook_attempts WHERE delivery_seq=? ORDER BY id", (seq,))
+        return [_attempt(r) for r in rows]
+
+    async def last_attempt(self, seq: int) -> dict | None:
+        row = await self.db.fetchone(
+            "SELECT * FROM webhook_attempts WHERE delivery_seq=? ORDER BY id DESC LIMIT 1", (seq,))
+        return _attempt(row) if row else None
+
+    async def requeue(self, tenant: str, delivery_id: str, now: float) -> bool:
+        """Send a delivery again now (any state but in flight)."""
+        cur = await self.db.execute(
+            "UPDATE webhook_deliveries SET status='pending', due_at=?, finished_at=NULL"
+            " WHERE tenant_id=? AND id=? AND status!='inflight'", (now, tenant, delivery_id))
+        return cur.rowcount > 0
+
+    async def recover(self, tenant: str, endpoint_id: str, since: float, now: float) -> int:
+        """Re-queue every failed delivery of an endpoint created since ``since``."""
+        cur = await self.db.execute(
+            "UPDATE webhook_deliveries SET status='pending', due_at=?, finished_at=NULL"
+            " WHERE tenant_id=? AND endpoint_id=? AND status='failed' AND created_at>=?",
+            (now, tenant, endpoint_id, since))
+        return cur.rowcount
+
+    async def prune(self, cutoff: float, batch: int = 5000) -> int:
+        """Delete attempts and finished deliveries older than ``cutoff``, in small
+        transactions so the writer lock is never held long."""
+        removed = 0
+        while True:
+            async with self.db.transaction() as tx:
+                a = await tx.execute(
+                    "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts"
+                    " WHERE attempted_at<? LIMIT ?)", (cutoff, batch))
+                d = await tx.execute(
+                    "DELETE FROM webhook_deliveries WHERE seq IN (SELECT seq FROM webhook_deliveries"
+                    " WHERE created_at<? AND status IN ('succeeded','failed') LIMIT ?)", (cutoff, batch))
+            removed += a.rowcount + d.rowcount
+            if a.rowcount < batch and d.rowcount < batch:
+                return removed
+
+
+# --- row -> dict ---------------------------------------------------------------------------
+
+
+def _endpoint(row) -> dict:
+    from tierd.core.clock import iso
+
+    return {
+        "id": row["id"], "url": row["url"], "description": row["description"],
+        "event_types": json.loads(row["event_types"]), "headers": json.loads(row["headers"]),
+        "metadata": json.loads(row["metadata"]), "rate_limit": row["rate_limit"],
+        "enabled": bool(row["enabled"]), "disabled_reason": row["disabled_reason"],
+        "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
+        # Internal (stripped by the API): owner and secrets.
+        "_tenant_id": row["tenant_id"], "_secret": row["secret"], "_previous_secret": row["previous_secret"],
+        "_previous_secret_until": row["previous_secret_until"],
+    }
+
+
+def _iso_or_none(ts):
+    from tierd.core.clock import iso
+
+    return iso(ts) if ts is not None else None
+
+
+def _delivery(row) -> dict:
+    return {
+        "id": row["id"], "endpoint_id": row["endpoint_id"], "event_id": row["event_id"],
+        "event_type": row["event_type"], "status": row["status"], "attempts": row["attempts"],
+        "created_at": _iso_or_none(row["created_at"]),
+        "next_attempt_at": _iso_or_none(row["due_at"]) if row["status"] == "pending" else None,
+        "last_attempt_at": _iso_or_none(row["last_attempt_at"]),
+        "last_status_code": row["last_status_code"], "last_error": row["last_error"],
+        "finished_at": _iso_or_none(row["finished_at"]),
+        "payload": json.loads(row["payload"]),
+        "_seq": row["seq"],
+    }
+
+
+def _attempt(row) -> dict:
+    return {
+        "attempted_at": _iso_or_none(row["attempted_at"]), "outcome": row["outcome"],
+        "status_code": row["status_code"], "latency_ms": row["latency_ms"], "error": row["error"],
+        "response_body": row["response_body"],
+    }
+
+
+def _claimed(row, now: float) -> Claimed:
+    secrets = [row["secret"]]
+    if row["previous_secret"] and (row["previous_secret_until"] or 0) > now:
+        secrets.append(row["previous_secret"])
+    return Claimed(row["seq"], row["id"], row["tenant_id"], row["endpoint_id"], row["event_type"], row["payload"],
+                   row["attempts"], row["created_at"], row["url"], json.loads(row["headers"]), secrets,
+                   row["rate_limit"])
