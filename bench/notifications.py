@@ -98,6 +98,7 @@ async def bench_tierd(url: str, n: int, concurrency: int) -> tuple[float, float]
              "subject": "Invoice {{ data.number }}: {{ data.amount }} {{ data.currency }}"},
         ],
         "max_in_flight": concurrency,
+        "max_in_flight_per_channel": concurrency,
     })
     assert not errors, errors
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,7 +108,7 @@ async def bench_tierd(url: str, n: int, concurrency: int) -> tuple[float, float]
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
             runtime = Runtime(section, Regs, http)
             dispatcher = Dispatcher(db, clock, Metrics(prometheus_client.CollectorRegistry()), lambda: runtime,
-                                    max_in_flight=concurrency)
+                                    max_in_flight=concurrency, max_per_channel=concurrency)
             events = _events(n)
             start = time.perf_counter()
             for i in range(0, n, 500):  # the bus hands the consumer batches of 500

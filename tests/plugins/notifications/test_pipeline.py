@@ -306,8 +306,9 @@ def test_backoff_doubles_up_to_max():
 
 
 async def test_run_loop_does_not_wait_for_a_slow_channel(harness, receiver):
-    """The daemon's loop: a hanging send does not hold back the others, and
-    stopping waits for sends in flight and records them."""
+    """The daemon's loop: a hanging channel holds at most its per-channel share
+    of the slots, the others keep flowing, and stopping waits for the sends in
+    flight and records them."""
     import asyncio
 
     slow, fast = await receiver(), await receiver()
@@ -324,22 +325,24 @@ async def test_run_loop_does_not_wait_for_a_slow_channel(harness, receiver):
         "routes": [{"match": {"type": "slow.*"}, "channels": ["slow"]},
                    {"match": {"type": "fast.*"}, "channels": ["fast"]}],
     })
+    h.dispatcher.max_in_flight, h.dispatcher.max_per_channel = 4, 2
     stopping = asyncio.Event()
     task = asyncio.create_task(h.dispatcher.run(stopping))
-    await h.ingest(h.event("slow.one"))
+    await h.ingest(*[h.event("slow.one") for _ in range(5)])
     h.dispatcher.wake()
-    await slow.wait_for(1)
-    await h.ingest(h.event("fast.one"), h.event("fast.two"))
+    await slow.wait_for(2)
+    await h.ingest(*[h.event("fast.one") for _ in range(6)])
     h.dispatcher.wake()
-    await fast.wait_for(2, timeout=5)
+    await fast.wait_for(6, timeout=5)
     for _ in range(100):
-        if len(await h.rows(status="delivered")) == 2:
+        if len(await h.rows(status="delivered")) == 6:
             break
         await asyncio.sleep(0.02)
-    assert [r["channel"] for r in await h.rows(status="delivered")] == ["fast", "fast"]
-    assert [r["channel"] for r in await h.rows(status="pending")] == ["slow"]
+    assert [r["channel"] for r in await h.rows(status="delivered")] == ["fast"] * 6
+    assert len(slow.requests) == 2  # its share, not every slot
     stopping.set()
     await asyncio.sleep(0.05)
     release.set()
-    await asyncio.wait_for(task, 5)  # drains: the slow send is recorded before the loop ends
-    assert len(await h.rows(status="delivered")) == 3
+    await asyncio.wait_for(task, 5)  # drains: the two slow sends are recorded before the loop ends
+    assert len(await h.rows(status="delivered", channel="slow")) == 2
+    assert len(await h.rows(status="pending", channel="slow")) == 3  # still queued, for the next start

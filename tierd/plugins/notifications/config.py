@@ -76,6 +76,8 @@ def make_schema(registries) -> Obj:
             "max_backoff": Duration(default="1h", doc="Upper bound of a retry delay"),
         }),
         "max_in_flight": Int(default=50, min=1, doc="Concurrent sends"),
+        "max_in_flight_per_channel": Int(default=10, min=1,
+                                         doc="Concurrent sends to one channel (a slow one cannot take every slot)"),
         "poll_interval": Duration(default="1s", min="10ms", doc="Dispatcher tick when idle"),
         "retention": Duration(default="30d", doc="Finished notifications older than this are deleted"),
     }, check=check)

@@ -13,6 +13,7 @@ crash in between sends it again on restart (receivers get a stable id).
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import time
@@ -65,15 +66,17 @@ def message_of(row) -> Message:
 
 class Dispatcher:
     def __init__(self, db, clock, metrics: Metrics, runtime_of, max_in_flight: int = 50,
-                 poll_interval: float = 1.0):
+                 poll_interval: float = 1.0, max_per_channel: int = 10):
         self.db = db
         self.clock = clock
         self.metrics = metrics
         self._runtime_of = runtime_of  # a callable: the runtime changes on reload
         self.max_in_flight = max_in_flight
+        # One slow or failing channel must not take every slot from the others.
+        self.max_per_channel = max_per_channel
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
-        self._inflight: set[str] = set()  # ids being sent or not yet recorded
+        self._inflight: dict[str, str] = {}  # id -> channel, being sent or not yet recorded
         self._tasks: set[asyncio.Task] = set()
         self._finished: list[dict] = []  # outcomes waiting to be written
         self._next_cleanup = 0.0
@@ -108,7 +111,8 @@ class Dispatcher:
     async def _idle_timeout(self) -> float:
         """Sleep until the next due row (by the daemon clock), at most poll_interval."""
         # Rows in flight are pending and due, but their task wakes us when done.
-        due = [t for t in (await store.next_attempt(self.db, exclude=self._inflight),
+        due = [t for t in (await store.next_attempt(self.db, exclude=self._inflight,
+                                                    exclude_channels=self._saturated()),
                            await store.next_group_flush(self.db)) if t]
         if not due:
             return self.poll_interval
@@ -181,17 +185,28 @@ class Dispatcher:
     def _free_slots(self) -> int:
         return self.max_in_flight - len(self._inflight)
 
+    def _saturated(self) -> list[str]:
+        busy = collections.Counter(self._inflight.values())
+        return [channel for channel, n in busy.items() if n >= self.max_per_channel]
+
     async def start_due(self, now: float) -> int:
         """Start a task for each due row while there are free slots."""
         free = self._free_slots()
         if free <= 0:
             return 0
-        rows = [r for r in await store.due_notifications(self.db, now, free + len(self._inflight))
-                if r["id"] not in self._inflight][:free]
+        busy = collections.Counter(self._inflight.values())
+        rows = []
+        for row in await store.due_notifications(self.db, now, free + len(self._inflight), self._saturated()):
+            if row["id"] in self._inflight or busy[row["channel"]] >= self.max_per_channel:
+                continue
+            busy[row["channel"]] += 1
+            rows.append(row)
+            if len(rows) == free:
+                break
         for row in rows:
             # A row stays in _inflight until its outcome is written, so that a
             # later tick cannot pick it up (and send it twice) in between.
-            self._inflight.add(row["id"])
+            self._inflight[row["id"]] = row["channel"]
             task = asyncio.get_running_loop().create_task(self._send(row), name=f"notify:{row['id']}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -217,7 +232,8 @@ class Dispatcher:
         finally:
             # Even if the write failed the rows are still pending: sending them
             # again is the at-least-once contract.
-            self._inflight.difference_update(o["id"] for o in done)
+            for o in done:
+                self._inflight.pop(o["id"], None)
         self._count(done)
         return len(done)
 
@@ -229,13 +245,13 @@ class Dispatcher:
 
     async def send_inline(self, row) -> dict:
         """Send one row now (test and manual sends; inserted with a lease) and record it."""
-        self._inflight.add(row["id"])
+        self._inflight[row["id"]] = row["channel"]
         try:
             outcome = await self.attempt(row)
             async with self.db.transaction() as tx:
                 await store.record_attempts(tx, [outcome])
         finally:
-            self._inflight.discard(row["id"])
+            self._inflight.pop(row["id"], None)
         self._count([outcome])
         return outcome
 

@@ -39,7 +39,8 @@ class NotificationService:
         self.runtime = Runtime(self.section, daemon.registries, self.http)
         self.metrics = Metrics(daemon.metrics)
         self.dispatcher = Dispatcher(daemon.db, daemon.clock, self.metrics, lambda: self.runtime,
-                                     self.section["max_in_flight"], self.section["poll_interval"])
+                                     self.section["max_in_flight"], self.section["poll_interval"],
+                                     self.section["max_in_flight_per_channel"])
 
     @classmethod
     def start(cls, daemon) -> "NotificationService":
@@ -68,6 +69,7 @@ class NotificationService:
         self.section = config["notifications"]
         self.runtime = Runtime(self.section, self.daemon.registries, self.http)
         self.dispatcher.max_in_flight = self.section["max_in_flight"]
+        self.dispatcher.max_per_channel = self.section["max_in_flight_per_channel"]
         self.dispatcher.poll_interval = self.section["poll_interval"]
         await old.close()
         self.dispatcher.wake()

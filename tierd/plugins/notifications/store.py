@@ -186,19 +186,25 @@ async def delete_expired_groups(db, now: float) -> None:
 # --- sending ----------------------------------------------------------------------------
 
 
-async def due_notifications(db, now: float, limit: int):
+def _not_in(column: str, values) -> tuple[str, list]:
+    values = list(values)
+    return (f" AND {column} NOT IN ({','.join('?' * len(values))})", values) if values else ("", [])
+
+
+async def due_notifications(db, now: float, limit: int, exclude_channels=()):
+    """Pending rows due at ``now``, oldest first, skipping channels that are saturated."""
+    extra, params = _not_in("channel", exclude_channels)
     return await db.fetchall(
-        "SELECT * FROM notifications WHERE status='pending' AND next_attempt_at<=?"
-        " ORDER BY next_attempt_at LIMIT ?", (now, limit))
+        "SELECT * FROM notifications WHERE status='pending' AND next_attempt_at<=?" + extra
+        + " ORDER BY next_attempt_at LIMIT ?", (now, *params, limit))
 
 
-async def next_attempt(db, exclude=()) -> float | None:
-    """When the next pending row is due, ignoring the ids in ``exclude`` (in flight)."""
-    exclude = list(exclude)
-    sql = "SELECT MIN(next_attempt_at) AS t FROM notifications WHERE status='pending'"
-    if exclude:
-        sql += f" AND id NOT IN ({','.join('?' * len(exclude))})"
-    row = await db.fetchone(sql, exclude)
+async def next_attempt(db, exclude=(), exclude_channels=()) -> float | None:
+    """When the next pending row is due, ignoring ids in flight and saturated channels."""
+    ids_sql, ids = _not_in("id", exclude)
+    ch_sql, channels = _not_in("channel", exclude_channels)
+    row = await db.fetchone("SELECT MIN(next_attempt_at) AS t FROM notifications WHERE status='pending'"
+                            + ids_sql + ch_sql, ids + channels)
     return row["t"]
 
 
