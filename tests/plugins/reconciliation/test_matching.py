@@ -79,6 +79,7 @@ def test_same_amount_decoys_are_settled_by_name_or_left_to_people():
     # With no names at all the two are equally good: only suggestions.
     r = reconcile([bank("b1", "100.00", 0)], [ledger("l1", "100.00", 1), ledger("l2", "100.00", 1)])
     assert r.matches == [] and {s.ledger_ids for s in r.suggestions} == {("l1",), ("l2",)}
+    assert r.suggestions[0].explanation.endswith("another candidate for the same items is about as good")
 
 
 def test_fuzzy_counterparty_with_typo_reference():
@@ -172,6 +173,9 @@ def test_threshold_and_rule_that_only_suggests():
     cfg = EngineConfig(rules=[{"rule": "amount_date", "auto": False}])
     r = reconcile([bank("b1", "10.00")], [ledger("l1", "10.00")], cfg)
     assert r.matches == [] and len(r.suggestions) == 1 and r.suggestions[0].rule == "amount_date"
+    assert r.suggestions[0].explanation.endswith("this rule only suggests")
+    r = reconcile([bank("b1", "10.00", 2)], [ledger("l1", "10.00")])  # no names, two days apart: 0.73
+    assert r.matches == [] and r.suggestions[0].explanation.endswith("below the automatic threshold of 0.85")
 
 
 def test_unknown_rule_is_an_error():

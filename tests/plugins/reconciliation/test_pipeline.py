@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tierd.core.registry import Statement, StatementError, StatementLine
+from tierd.core.registry import StatementError, StatementLine
 from tierd.core.schema import Invalid
 from tierd.plugins.reconciliation import ledger
 from tierd.plugins.reconciliation.imports import AccountMismatch, dedup_keys, plan_import

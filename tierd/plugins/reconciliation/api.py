@@ -65,6 +65,8 @@ async def create_account(request):
             problems.append(f"{key} {body[key]!r} is not defined in reconciliation.{table}")
     if problems:
         raise ApiError(422, "invalid_account", problems[0], problems)
+    if not await daemon.tenant_exists(tenant):
+        raise ApiError(404, "not_found", f"no tenant {tenant!r}")
     acct = {"id": body["id"], "name": body.get("name") or "", "currency": body["currency"],
             "iban": (body.get("iban") or "").replace(" ", "").upper(), "account_number": body.get("account_number") or "",
             "csv_format": body.get("csv_format"), "ledger_format": body.get("ledger_format"),
@@ -122,6 +124,9 @@ async def import_statement(request):
     if fmt is not None and fmt not in daemon.registries.statement_importers:
         raise ApiError(422, "unknown_format", f"unknown format {fmt!r}",
                        {"known": sorted(daemon.registries.statement_importers)})
+    if account["csv_format"] and account["csv_format"] not in cfg["csv_formats"]:
+        raise ApiError(422, "unknown_layout", f"the account's csv_format {account['csv_format']!r} is no longer "
+                       "defined in reconciliation.csv_formats")
     data, filename = await read_upload(request, cfg["max_statement_size"])
     layout = cfg["csv_formats"].get(account["csv_format"]) if account["csv_format"] else None
     try:

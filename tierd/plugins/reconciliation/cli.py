@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import click
@@ -156,11 +154,20 @@ def matches(cli, tenant, account, run_id, suggestions, limit, as_json):
     data = cli.api.get(path, tenant=tenant, params={"limit": limit})["data"]
     if as_json:
         cli.output(data, as_json=True)
-    elif suggestions:
-        cli.output([{k: s[k] for k in ("id", "rule", "score", "bank_ids", "ledger_ids", "explanation")} for s in data],
-                   as_json=False)
-    else:
-        cli.output(_match_rows(data), as_json=False)
+        return
+    if not data:
+        click.echo("(none)")
+    # Explanations are the point here: each gets a line of its own, unclipped.
+    for item in data:
+        if suggestions:
+            lines, entries = item["bank_ids"], item["ledger_ids"]
+        else:
+            lines = [x["id"] for x in item["statement_lines"]]
+            entries = [x["external_id"] for x in item["ledger_entries"]]
+        adjustment = f"  adjustment {item['adjustment']}" if item["adjustment"] not in ("0", "0.00", "0.0") else ""
+        click.echo(f"{item['id']}  {item['rule']}  score {item['score']}  statement lines "
+                   f"{', '.join(map(str, lines))} <-> ledger {', '.join(map(str, entries))}{adjustment}")
+        click.echo(f"    {item['explanation']}")
 
 
 @recon_cli.command("match")

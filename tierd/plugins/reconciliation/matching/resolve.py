@@ -51,8 +51,15 @@ def resolve(candidates: list[Candidate], threshold: float, min_margin: float, fl
         if auto and c.score >= threshold and c.evidence - runner_up >= min_margin:
             matches.append(c)
             taken.update(items)
+            continue
+        # Say why a person is asked, so the suggestion reads as a question.
+        if c.evidence - runner_up < min_margin:
+            c.reasons = c.reasons + ["another candidate for the same items is about as good"]
+        elif not auto:
+            c.reasons = c.reasons + ["this rule only suggests"]
         else:
-            suggestions.append(c)
+            c.reasons = c.reasons + [f"score below the automatic threshold of {threshold:g}"]
+        suggestions.append(c)
     return matches, suggestions
 
 
