@@ -1,0 +1,250 @@
+"""Deliveries to real aiohttp receivers on loopback that verify signatures themselves."""
+
+import asyncio
+import json
+import time
+
+import pytest
+from aiohttp import web
+
+from tierd import __version__
+from webhook_helpers import LocalDaemon, VerifyingReceiver
+
+
+@pytest.fixture
+async def local(tmp_path):
+    made = []
+
+    async def factory(**kwargs) -> LocalDaemon:
+        workdir = tmp_path / f"d{len(made)}"
+        workdir.mkdir()
+        d = await LocalDaemon(workdir, **kwargs).start()
+        made.append(d)
+        return d
+
+    yield factory
+    for d in made:
+        await d.stop()
+
+
+@pytest.fixture
+async def hook_receiver():
+    made = []
+
+    async def factory() -> VerifyingReceiver:
+        r = await VerifyingReceiver().start()
+        made.append(r)
+        return r
+
+    yield factory
+    for r in made:
+        await r.close()
+
+
+async def setup(local, hook_receiver, **endpoint_fields):
+    d = await local()
+    await d.tenant("acme")
+    r = await hook_receiver()
+    ep = await d.endpoint("acme", r.url + "/hook", **endpoint_fields)
+    r.secrets = [ep["secret"]]
+    return d, r, ep
+
+
+async def test_success_signed_with_standard_headers(local, hook_receiver):
+    d, r, ep = await setup(local, hook_receiver, headers={"X-Team": "billing"})
+    assert ep["secret"].startswith("whsec_")
+    event = await d.publish("acme", "invoice.paid", {"amount": "12.50"})
+    await r.wait_for(1)
+    req = r.requests[0]
+    assert r.verified == [True]
+    h = {k.lower(): v for k, v in req["headers"].items()}
+    assert h["content-type"] == "application/json"
+    assert h["user-agent"] == f"tierd/{__version__}"
+    assert h["x-team"] == "billing"
+    assert h["webhook-id"].startswith("msg_")
+    assert abs(int(h["webhook-timestamp"]) - time.time()) < 5
+    body = json.loads(req["body"])
+    assert body == {"type": "invoice.paid", "timestamp": event["created_at"], "data": {"amount": "12.50"}}
+    rows = await d.wait_delivery("acme", ep["id"], "succeeded")
+    assert rows[0]["id"] == h["webhook-id"] and rows[0]["attempts"] == 1
+    status, detail = await d.call("GET", f"/v1/deliveries/{rows[0]['id']}", tenant="acme")
+    assert status == 200
+    [attempt] = detail["attempts_detail"]
+    assert attempt["status_code"] == 200 and attempt["outcome"] == "success"
+    assert attempt["response_body"] == "ok" and attempt["latency_ms"] >= 0
+
+
+async def test_500_then_200_same_id_new_timestamp_and_signature(local, hook_receiver):
+    d, r, ep = await setup(local, hook_receiver)
+    answers = [web.Response(status=500, text="boom"), web.Response(text="fine")]
+
+    async def responder(request, body):
+        return answers.pop(0)
+
+    r.responder = responder
+    await d.publish("acme", "invoice.paid", {"n": 1})
+    await r.wait_for(2, timeout=10)
+    first, second = (({k.lower(): v for k, v in q["headers"].items()}) for q in r.requests)
+    assert first["webhook-id"] == second["webhook-id"]
+    assert int(second["webhook-timestamp"]) >= int(first["webhook-timestamp"])
+    assert r.requests[1]["time"] - r.requests[0]["time"] >= 0.85  # the 1 s step (jitter 10%)
+    assert r.verified == [True, True]
+    [row] = await d.wait_delivery("acme", ep["id"], "succeeded")
+    status, detail = await d.call("GET", f"/v1/deliveries/{row['id']}", tenant="acme")
+    assert [a["status_code"] for a in detail["attempts_detail"]] == [500, 200]
+    assert detail["attempts_detail"][0]["response_body"] == "boom"
+    assert detail["attempts_detail"][0]["error"] == "HTTP 500"
+
+
+async def test_schedule_spent_means_failed_and_body_is_cut_at_4k(local, hook_receiver):
+    d, r, ep = await setup(local, hook_receiver)
+
+    async def responder(request, body):
+        return web.Response(status=503, text="x" * 10000)
+
+    r.responder = responder
+    await d.publish("acme", "invoice.paid")
+    [row] = await d.wait_delivery("acme", ep["id"], "failed", timeout=10)
+    assert len(r.requests) == 3 and row["attempts"] == 3
+    status, detail = await d.call("GET", f"/v1/deliveries/{row['id']}", tenant="acme")
+    assert all(len(a["response_body"]) == 4096 for a in detail["attempts_detail"])
+    # A manual retry sends a failed delivery again.
+    r.responder = None
+    status, _ = await d.call("POST", f"/v1/deliveries/{row['id']}/retry", tenant="acme")
+    assert status == 202
+    await d.wait_delivery("acme", ep["id"], "succeeded")
+    assert len(r.requests) == 4
+
+
+async def test_timeout_then_success(local, hook_receiver):
+    d, r, ep = await setup(local, hook_receiver)
+    calls = []
+
+    async def responder(request, body):
+        calls.append(1)
+        if len(calls) == 1:
+            await asyncio.sleep(5)  # beyond the 2 s timeout of the test config
+        return web.Response(text="ok")
+
+    r.responder = responder
+    await d.publish("acme", "invoice.paid")
+    [row] = await d.wait_delivery("acme", ep["id"], "succeeded", timeout=15)
+    status, detail = await d.call("GET", f"/v1/deliveries/{row['id']}", tenant="acme")
+    first = detail["attempts_detail"][0]
+    assert first["outcome"] == "timeout" and first["status_code"] is None
+    assert 1900 <= first["latency_ms"] < 4000
+
+
+async def test_connection_refused_is_retried_then_failed(local):
+    from conftest import free_port
+
+    d = await local()
+    await d.tenant("acme")
+    ep = await d.endpoint("acme", f"http://127.0.0.1:{free_port()}/nobody")
+    await d.publish("acme", "invoice.paid")
+    [row] = await d.wait_delivery("acme", ep["id"], "failed", timeout=10)
+    status, detail = await d.call("GET", f"/v1/deliveries/{row['id']}", tenant="acme")
+    assert [a["outcome"] for a in detail["attempts_detail"]] == ["connect_error"] * 3
+    assert "connect" in detail["attempts_detail"][0]["error"].lower()
+
+
+async def test_410_disables_endpoint_and_publishes_event(local, hook_receiver):
+    d, r, ep = await setup(local, hook_receiver)
+
+    async def responder(request, body):
+        return web.Response(status=410)
+
+    r.responder = responder
+    await d.publish("acme", "invoice.paid")
+    [row] = await d.wait_delivery("acme", ep["id"], "failed", timeout=10)
+    assert len(r.requests) == 1 and row["attempts"] == 1
+    status, body = await d.call("GET", f"/v1/webhooks/{ep['id']}", tenant="acme")
+    assert body["enabled"] is False and "410" in body["disabled_reason"]
+    events = await d.daemon.bus.list("acme", 0, 100, "webhook.endpoint.disabled")
+    assert [e.data["endpoint_id"] for e in events] == [ep["id"]]
+
+
+async def test_429_retry_after_is_honoured_within_bounds(local, hook_receiver):
+    d, r, ep = await setup(local, hook_receiver)
+    answers = [web.Response(status=429, headers={"Retry-After": "60"}), web.Response(text="ok")]
+
+    async def responder(request, body):
+        return answers.pop(0)
+
+    r.responder = responder
+    await d.publish("acme", "invoice.paid")
+    await r.wait_for(2, timeout=10)
+    gap = r.requests[1]["time"] - r.requests[0]["time"]
+    # Scheduled 1 s; Retry-After 60 is clamped to twice the scheduled delay.
+    assert 1.8 <= gap <= 3.0, gap
+
+
+async def test_wildcard_and_exact_filters(local, hook_receiver):
+    d = await local()
+    await d.tenant("acme")
+    r_inv, r_exact, r_all = await hook_receiver(), await hook_receiver(), await hook_receiver()
+    await d.endpoint("acme", r_inv.url, event_types=["invoice.*"])
+    await d.endpoint("acme", r_exact.url, event_types=["customer.created"])
+    await d.endpoint("acme", r_all.url, event_types=[])
+    for t in ("invoice.paid", "invoice.line.added", "customer.created", "customer.deleted", "invoices.x"):
+        await d.publish("acme", t)
+    await r_all.wait_for(5)
+    await r_inv.wait_for(2)
+    await r_exact.wait_for(1)
+    await asyncio.sleep(0.3)
+    assert sorted(b["type"] for b in r_inv.json_bodies()) == ["invoice.line.added", "invoice.paid"]
+    assert [b["type"] for b in r_exact.json_bodies()] == ["customer.created"]
+    assert len(r_all.requests) == 5
+
+
+async def test_secret_rotation_sends_both_signatures_during_grace(local, hook_receiver):
+    d, r, ep = await setup(local, hook_receiver)
+    old = ep["secret"]
+    status, rotated = await d.call("POST", f"/v1/webhooks/{ep['id']}/rotate-secret", tenant="acme")
+    assert status == 200 and rotated["secret"] != old and rotated["secret"].startswith("whsec_")
+    status, current = await d.call("GET", f"/v1/webhooks/{ep['id']}/secret", tenant="acme")
+    assert current["secret"] == rotated["secret"] and current["previous_secret_valid_until"]
+    await d.publish("acme", "invoice.paid")
+    await r.wait_for(1)
+    from tierd.plugins.webhooks import verify
+
+    req = r.requests[0]
+    assert len(req["headers"]["webhook-signature"].split()) == 2
+    verify(old, req["body"], req["headers"])            # a receiver still on the old secret
+    verify(rotated["secret"], req["body"], req["headers"])  # and one already on the new
+    # After the grace period only the new secret signs.
+    d.clock.advance(24 * 3600 + 1)
+    await d.publish("acme", "invoice.paid")
+    await r.wait_for(2)
+    assert len(r.requests[1]["headers"]["webhook-signature"].split()) == 1
+
+
+async def test_caller_supplied_secret_and_validation_errors(local):
+    d = await local()
+    await d.tenant("acme")
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8G"
+    ep = await d.endpoint("acme", "http://127.0.0.1:9/x", secret=secret)
+    assert ep["secret"] == secret
+    bad = [
+        {"url": "ftp://example.com"},
+        {"url": "https://example.com", "secret": "whsec_c2hvcnQ="},
+        {"url": "https://example.com", "event_types": ["Invoice Paid"]},
+        {"url": "https://example.com", "headers": {"webhook-signature": "v1,forged"}},
+        {"url": "https://example.com", "rate_limit": -1},
+        {"url": "https://example.com", "colour": "blue"},
+        {"url": "https://10.0.0.5/hook"},
+    ]
+    for body in bad:
+        status, answer = await d.call("POST", "/v1/webhooks", body, tenant="acme")
+        assert status == 400 and answer["error"]["code"] == "invalid_webhook", (body, answer)
+    status, answer = await d.call("GET", "/v1/webhooks", tenant="acme")
+    assert len(answer["data"]) == 1
+
+
+async def test_http_needs_allow_http(local):
+    d = await local(webhooks={"allow_http": False})
+    await d.tenant("acme")
+    status, answer = await d.call("POST", "/v1/webhooks", {"url": "http://example.com/h"}, tenant="acme")
+    assert status == 400 and "allow_http" in answer["error"]["message"]
+    status, answer = await d.call("POST", "/v1/webhooks", {"url": "https://example.com/h"}, tenant="acme")
+    assert status == 201
