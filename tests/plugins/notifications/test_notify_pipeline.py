@@ -346,3 +346,35 @@ async def test_run_loop_does_not_wait_for_a_slow_channel(harness, receiver):
     await asyncio.wait_for(task, 5)  # drains: the two slow sends are recorded before the loop ends
     assert len(await h.rows(status="delivered", channel="slow")) == 2
     assert len(await h.rows(status="pending", channel="slow")) == 3  # still queued, for the next start
+
+
+async def test_smtp_4xx_is_retried_then_delivered_and_5xx_fails(harness, tmp_path):
+    from notify_helpers import Certs, SmtpServer
+
+    certs = Certs(tmp_path)
+    server = SmtpServer(certs, "starttls").start()
+    try:
+        h = harness.configure({
+            "channels": {"mail": server.channel_config(certs.ca_file)},
+            "routes": [{"match": {"type": "*"}, "channels": ["mail"]}],
+            "retry": {"max_attempts": 5, "backoff": "30s", "max_backoff": "10m"},
+        })
+        server.handler.rcpt_replies = ["451 4.7.1 Greylisted"]
+        await h.ingest(h.event("webhook.endpoint.disabled", endpoint_id="we_1"))
+        await h.tick()
+        (row,) = await h.rows()
+        assert row["status"] == "pending" and "SMTP 451" in row["last_error"]
+        await h.tick(30)  # the backoff
+        (row,) = await h.rows()
+        assert row["status"] == "delivered" and row["attempts"] == 2
+        assert server.messages[0]["Subject"] == "Webhook endpoint disabled: we_1"
+
+        server.handler.rcpt_replies = ["550 5.1.1 No such user"]
+        await h.ingest(h.event("webhook.endpoint.disabled", endpoint_id="we_2"))
+        await h.tick()
+        row = (await h.rows())[-1]
+        assert row["status"] == "failed" and row["attempts"] == 1 and "SMTP 550" in row["last_error"]
+        await h.tick(3600)
+        assert (await h.rows())[-1]["attempts"] == 1 and len(server.messages) == 1  # never retried
+    finally:
+        server.stop()
