@@ -8,37 +8,7 @@ import pytest
 from aiohttp import web
 
 from tierd import __version__
-from webhook_helpers import LocalDaemon, VerifyingReceiver
-
-
-@pytest.fixture
-async def local(tmp_path):
-    made = []
-
-    async def factory(**kwargs) -> LocalDaemon:
-        workdir = tmp_path / f"d{len(made)}"
-        workdir.mkdir()
-        d = await LocalDaemon(workdir, **kwargs).start()
-        made.append(d)
-        return d
-
-    yield factory
-    for d in made:
-        await d.stop()
-
-
-@pytest.fixture
-async def hook_receiver():
-    made = []
-
-    async def factory() -> VerifyingReceiver:
-        r = await VerifyingReceiver().start()
-        made.append(r)
-        return r
-
-    yield factory
-    for r in made:
-        await r.close()
+from webhook_helpers import hook_receiver, local  # noqa: F401 (fixtures)
 
 
 async def setup(local, hook_receiver, **endpoint_fields):

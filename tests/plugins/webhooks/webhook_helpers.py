@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 
+import pytest
 import yaml
 from aiohttp import ClientSession, web
 
@@ -140,3 +141,36 @@ class VerifyingReceiver(Receiver):
             ok = False
         self.verified.append(ok)
         return await super()._handle(request)  # read() is cached: the body is recorded as sent
+
+
+# --- fixtures (import them into a test module to use them) ---------------------------
+
+
+@pytest.fixture
+async def local(tmp_path):
+    made = []
+
+    async def factory(**kwargs) -> LocalDaemon:
+        workdir = tmp_path / f"d{len(made)}"
+        workdir.mkdir()
+        d = await LocalDaemon(workdir, **kwargs).start()
+        made.append(d)
+        return d
+
+    yield factory
+    for d in made:
+        await d.stop()
+
+
+@pytest.fixture
+async def hook_receiver():
+    made = []
+
+    async def factory() -> VerifyingReceiver:
+        r = await VerifyingReceiver().start()
+        made.append(r)
+        return r
+
+    yield factory
+    for r in made:
+        await r.close()

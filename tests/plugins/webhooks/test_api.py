@@ -1,0 +1,199 @@
+"""API behaviour: tenant walls, history filters and pages, recovery, test
+sends, SSRF refusals with the default config, disabling, retention, metrics."""
+
+import asyncio
+
+from aiohttp import web
+
+from tierd.core.clock import iso
+from webhook_helpers import hook_receiver, local  # noqa: F401 (fixtures)
+
+
+async def test_tenant_walls(local, hook_receiver):
+    d = await local()
+    acme_token = await d.tenant("acme")
+    globex_token = await d.tenant("globex")
+    r = await hook_receiver()
+    ep = await d.endpoint("acme", r.url)
+    await d.publish("acme", "invoice.paid")
+    [delivery] = await d.wait_delivery("acme", ep["id"], "succeeded")
+    # The owner sees it with its own token...
+    status, _ = await d.call("GET", f"/v1/webhooks/{ep['id']}", token=acme_token)
+    assert status == 200
+    # ...another tenant gets 404 for every route, as if it did not exist.
+    for method, path, body in [
+        ("GET", f"/v1/webhooks/{ep['id']}", None), ("PUT", f"/v1/webhooks/{ep['id']}", {"enabled": False}),
+        ("DELETE", f"/v1/webhooks/{ep['id']}", None), ("GET", f"/v1/webhooks/{ep['id']}/secret", None),
+        ("POST", f"/v1/webhooks/{ep['id']}/rotate-secret", {}), ("GET", f"/v1/webhooks/{ep['id']}/deliveries", None),
+        ("POST", f"/v1/webhooks/{ep['id']}/recover", {"since": "2020-01-01T00:00:00Z"}),
+        ("POST", f"/v1/webhooks/{ep['id']}/test", {}), ("GET", f"/v1/deliveries/{delivery['id']}", None),
+        ("POST", f"/v1/deliveries/{delivery['id']}/retry", {}),
+    ]:
+        status, answer = await d.call(method, path, body, token=globex_token)
+        assert status == 404 and answer["error"]["code"] == "not_found", (method, path, answer)
+    status, answer = await d.call("GET", "/v1/webhooks", token=globex_token)
+    assert answer["data"] == []
+    # globex's events never reach acme's endpoint.
+    await d.publish("globex", "invoice.paid")
+    await asyncio.sleep(0.3)
+    assert len(r.requests) == 1
+    status, answer = await d.call("GET", f"/v1/webhooks/{ep['id']}", token=acme_token)
+    assert answer["enabled"] is True
+
+
+async def test_endpoint_crud_and_secret_not_in_listing(local):
+    d = await local()
+    await d.tenant("acme")
+    ep = await d.endpoint("acme", "https://example.com/a", description="A", event_types=["invoice.*"],
+                          metadata={"team": "billing"}, rate_limit=5)
+    for _ in range(3):
+        await d.endpoint("acme", "https://example.com/b")
+    status, first = await d.call("GET", "/v1/webhooks", tenant="acme", params={"limit": 2})
+    status, second = await d.call("GET", "/v1/webhooks", tenant="acme",
+                                  params={"limit": 2, "cursor": first["next_cursor"]})
+    assert len(first["data"]) == 2 and len(second["data"]) == 2 and second["next_cursor"] is None
+    assert all("secret" not in e for e in first["data"] + second["data"])
+    status, updated = await d.call("PUT", f"/v1/webhooks/{ep['id']}",
+                                   {"enabled": False, "event_types": ["invoice.paid"]}, tenant="acme")
+    assert status == 200 and updated["enabled"] is False and updated["event_types"] == ["invoice.paid"]
+    assert updated["metadata"] == {"team": "billing"} and updated["rate_limit"] == 5
+    status, _ = await d.call("DELETE", f"/v1/webhooks/{ep['id']}", tenant="acme")
+    assert status == 200
+    status, _ = await d.call("GET", f"/v1/webhooks/{ep['id']}", tenant="acme")
+    assert status == 404
+
+
+async def test_ssrf_refused_with_default_config(local, hook_receiver):
+    d = await local(webhooks={"allow_destinations": []})
+    await d.tenant("acme")
+    r = await hook_receiver()
+    # Literal non-public addresses are refused when the endpoint is created...
+    for url in ("http://127.0.0.1/x", "http://[::1]/x", "http://169.254.169.254/latest/meta-data",
+                "http://[::ffff:7f00:1]/x", "http://10.1.2.3/x"):
+        status, answer = await d.call("POST", "/v1/webhooks", {"url": url}, tenant="acme")
+        assert status == 400 and "refused" in answer["error"]["message"], (url, answer)
+    # ...and names are checked on the addresses they resolve to, at every attempt.
+    ep = await d.endpoint("acme", r.url.replace("127.0.0.1", "localhost"))
+    await d.publish("acme", "invoice.paid")
+    [row] = await d.wait_delivery("acme", ep["id"], "failed", timeout=10)
+    status, detail = await d.call("GET", f"/v1/deliveries/{row['id']}", tenant="acme")
+    assert {a["outcome"] for a in detail["attempts_detail"]} == {"refused"}
+    assert "loopback" in detail["attempts_detail"][0]["error"]
+    assert r.requests == []
+
+
+async def test_deliveries_filters_pages_and_recover(local, hook_receiver):
+    d = await local()
+    await d.tenant("acme")
+    r = await hook_receiver()
+
+    async def failing(request, body):
+        return web.Response(status=500)
+
+    r.responder = failing
+    ep = await d.endpoint("acme", r.url)
+    for i in range(3):
+        await d.publish("acme", "invoice.paid", {"i": i})
+    await d.publish("acme", "customer.created")
+    await d.wait_delivery("acme", ep["id"], "failed", count=4, timeout=10)
+    assert len(await d.deliveries("acme", ep["id"], event_type="invoice.*")) == 3
+    assert len(await d.deliveries("acme", ep["id"], event_type="customer.created")) == 1
+    assert await d.deliveries("acme", ep["id"], status="succeeded") == []
+    assert await d.deliveries("acme", ep["id"], since=iso(d.clock.time() + 60)) == []
+    # cursor pages, newest first
+    status, page1 = await d.call("GET", f"/v1/webhooks/{ep['id']}/deliveries", tenant="acme", params={"limit": 3})
+    status, page2 = await d.call("GET", f"/v1/webhooks/{ep['id']}/deliveries", tenant="acme",
+                                 params={"limit": 3, "cursor": page1["next_cursor"]})
+    ids = [x["id"] for x in page1["data"] + page2["data"]]
+    assert len(ids) == 4 == len(set(ids)) and page2["next_cursor"] is None
+    assert page1["data"][0]["event_type"] == "customer.created"
+    status, answer = await d.call("GET", f"/v1/webhooks/{ep['id']}/deliveries", tenant="acme",
+                                  params={"status": "bogus"})
+    assert status == 400
+    # The receiver is fixed: recover everything that failed since an hour ago.
+    r.responder = None
+    status, answer = await d.call("POST", f"/v1/webhooks/{ep['id']}/recover",
+                                  {"since": iso(d.clock.time() - 3600)}, tenant="acme")
+    assert status == 202 and answer["requeued"] == 4
+    await d.wait_delivery("acme", ep["id"], "succeeded", count=4)
+    status, answer = await d.call("POST", f"/v1/webhooks/{ep['id']}/recover", {"since": "yesterday"}, tenant="acme")
+    assert status == 400
+
+
+async def test_test_send_answers_the_attempt(local, hook_receiver):
+    d = await local()
+    await d.tenant("acme")
+    r = await hook_receiver()
+    ep = await d.endpoint("acme", r.url)
+    r.secrets = [ep["secret"]]
+    status, result = await d.call("POST", f"/v1/webhooks/{ep['id']}/test", {}, tenant="acme")
+    assert status == 200 and result["outcome"] == "success" and result["status_code"] == 200
+    assert r.verified == [True] and r.json_bodies()[0]["type"] == "webhook.test"
+
+    async def teapot(request, body):
+        return web.Response(status=418, text="short and stout")
+
+    r.responder = teapot
+    status, result = await d.call("POST", f"/v1/webhooks/{ep['id']}/test", {"data": {"x": 1}}, tenant="acme")
+    assert result["outcome"] == "http_error" and result["status_code"] == 418
+    assert result["response_body"] == "short and stout"
+    assert r.json_bodies()[1]["data"] == {"x": 1}
+
+
+async def test_endpoint_failing_for_disable_after_is_disabled(local, hook_receiver):
+    d = await local(webhooks={"disable_after": "5d"})
+    await d.tenant("acme")
+    r = await hook_receiver()
+
+    async def failing(request, body):
+        return web.Response(status=500)
+
+    r.responder = failing
+    ep = await d.endpoint("acme", r.url)
+    await d.publish("acme", "invoice.paid")
+    await d.wait_delivery("acme", ep["id"], "failed", timeout=10)
+    dispatcher = d.webhooks.dispatcher
+    assert await dispatcher.disable_failing() == 0  # failing, but not for 5 days yet
+    d.clock.advance(5 * 86400 + 10)
+    assert await dispatcher.disable_failing() == 1
+    status, body = await d.call("GET", f"/v1/webhooks/{ep['id']}", tenant="acme")
+    assert body["enabled"] is False and "failed" in body["disabled_reason"]
+    [event] = await d.daemon.bus.list("acme", 0, 10, "webhook.endpoint.disabled")
+    assert event.data["endpoint_id"] == ep["id"]
+    # Re-enabling starts a new window; one success clears it.
+    r.responder = None
+    await d.call("PUT", f"/v1/webhooks/{ep['id']}", {"enabled": True}, tenant="acme")
+    await d.publish("acme", "invoice.paid")
+    await d.wait_delivery("acme", ep["id"], "succeeded")
+    await asyncio.sleep(0.1)
+    d.clock.advance(10 * 86400)
+    assert await dispatcher.disable_failing() == 0
+
+
+async def test_retention_prunes_old_attempts_and_finished_deliveries(local, hook_receiver):
+    d = await local(webhooks={"retention": "30d"})
+    await d.tenant("acme")
+    r = await hook_receiver()
+    ep = await d.endpoint("acme", r.url)
+    await d.publish("acme", "invoice.paid")
+    await d.wait_delivery("acme", ep["id"], "succeeded")
+    assert await d.webhooks.dispatcher.prune() == 0
+    d.clock.advance(31 * 86400)
+    assert await d.webhooks.dispatcher.prune() == 2  # one attempt, one delivery
+    assert await d.deliveries("acme", ep["id"]) == []
+
+
+async def test_metrics(local, hook_receiver):
+    d = await local()
+    await d.tenant("acme")
+    r = await hook_receiver()
+    ep = await d.endpoint("acme", r.url)
+    await d.publish("acme", "invoice.paid")
+    await d.wait_delivery("acme", ep["id"], "succeeded")
+    await d.webhooks.dispatcher.update_metrics()
+    async with d.session.get(d.url + "/metrics") as resp:
+        text = await resp.text()
+    for name in ('tierd_webhook_attempts_total{outcome="success"} 1.0', "tierd_webhook_attempt_duration_seconds_bucket",
+                 "tierd_webhook_first_attempt_delay_seconds_count 1.0", "tierd_webhook_deliveries_due 0.0",
+                 "tierd_webhook_oldest_due_age_seconds 0.0", "tierd_webhook_endpoints_disabled 0.0"):
+        assert name in text, name
