@@ -16,13 +16,22 @@ def event(type_, data=None, tenant="acme", id_="evt_1"):
 @pytest.mark.parametrize("type_,data,subject,body_part", [
     ("webhook.endpoint.disabled", {"endpoint_id": "we_1", "url": "https://x.example/hook", "reason": "410 Gone"},
      "Webhook endpoint disabled: https://x.example/hook", "because 410 Gone"),
-    ("reconciliation.exceptions", {"count": 3, "account": "CH93", "items": [{"reference": "R1", "amount": "5.00",
-                                                                              "currency": "CHF"}]},
-     "Reconciliation: 3 exception(s) on CH93", "- R1 5.00 CHF"),
-    ("reconciliation.run.completed", {"run_id": "run_1", "matched": 10, "unmatched": 2},
-     "Reconciliation run completed", "10 matched, 2 open"),
-    ("reconciliation.statement.imported", {"format": "camt053", "lines": 42, "account": "CH93"},
-     "Statement imported for CH93", "42 line(s)"),
+    ("reconciliation.exceptions", {"account": "acc_1", "run_id": "run_1", "count": 2, "max_age_days": 30,
+                                   "items": [{"side": "bank", "id": 7, "date": "2026-10-01", "amount": "-5.00",
+                                              "age_days": 58, "reasons": ["age"], "reference": "R1"},
+                                             {"side": "ledger", "id": 9, "date": "2026-10-02", "amount": "12.00",
+                                              "age_days": 57, "reasons": ["age"], "reference": ""}]},
+     "Reconciliation: 2 exception(s) on acc_1",
+     "older than 30 days).\n- bank 2026-10-01 R1 -5.00, 58 days\n- ledger 2026-10-02 9 12.00, 57 days"),
+    ("reconciliation.run.completed", {"account": "acc_1", "run_id": "run_1", "trigger": "api", "counts": {
+        "matches": 10, "suggestions": 2, "bank_lines_open": 3, "ledger_entries_open": 1}},
+     "Reconciliation run completed for acc_1",
+     "completed: 10 match(es), 2 suggestion(s) to review; 3 bank line(s) and 1 ledger entr(ies) still open."),
+    ("reconciliation.statement.imported", {"account": "acc_1", "format": "camt053", "filename": "s.xml",
+                                           "new": 42, "duplicates": 1, "rejected": 0, "balance_mismatches": 1},
+     "Statement imported for acc_1",
+     "(camt053) from s.xml was imported for tenant acme: 42 new line(s), 1 duplicate(s), 0 rejected.\n"
+     "Warning: 1 balance mismatch(es)."),
     ("webhook.delivery.failed", {"url": "https://x.example/hook", "attempts": 8, "last_error": "HTTP 500"},
      "Webhook delivery failed: https://x.example/hook", "Last error: HTTP 500"),
     ("invoice.paid", {"amount": "12.50"}, "invoice.paid (acme)", '"amount": "12.50"'),
@@ -50,7 +59,9 @@ def test_digest_default_lists_events():
     events = [event("invoice.paid", {"summary": f"#{i}"}, id_=f"evt_{i}") for i in range(60)]
     out = render(TemplateSpec(), context_for(events, {"type": "invoice.paid"}))
     assert out.subject == "60 × invoice.paid (acme)"
-    assert "- 2026-11-28T12:00:00Z invoice.paid evt_0: #0" in out.body
+    lines = out.body.splitlines()
+    assert lines[1] == "- 2026-11-28T12:00:00Z invoice.paid evt_0: #0"
+    assert lines[2] == "- 2026-11-28T12:00:00Z invoice.paid evt_1: #1"
     assert "and 10 more" in out.body
 
 

@@ -30,6 +30,8 @@ from jinja2.sandbox import SandboxedEnvironment
 
 log = logging.getLogger("tierd.notifications.templates")
 
+# trim_blocks: admins write block tags on lines of their own in YAML. It also
+# eats a newline right after a block tag, so the defaults below never put one there.
 _env = SandboxedEnvironment(autoescape=False, trim_blocks=True, lstrip_blocks=True,
                             keep_trailing_newline=False)
 _env.filters["json"] = lambda v, indent=None: json.dumps(v, indent=indent, default=str, ensure_ascii=False)
@@ -53,27 +55,37 @@ DEFAULTS: dict[str, tuple[str, str]] = {
         "{% if data.event_type %}Event: {{ data.event_type }} {{ data.event_id }}\n{% endif %}"
         "{% if data.error or data.last_error %}Last error: {{ data.error or data.last_error }}\n{% endif %}",
     ),
+    # Field names follow what the reconciliation module publishes (runs.py, imports.py).
     "reconciliation.exceptions": (
         "Reconciliation: {{ data.count if data.count is defined else 'new' }} exception(s)"
         "{% if data.account %} on {{ data.account }}{% endif %}",
         "Reconciliation{% if data.run_id %} run {{ data.run_id }}{% endif %} for tenant {{ tenant or '-' }} "
-        "left {{ data.count if data.count is defined else 'some' }} item(s) unmatched"
-        "{% if data.account %} on account {{ data.account }}{% endif %}.\n"
-        "{% for item in (data.get('items') or [])[:20] %}- {{ item.description or item.reference or item.id }}"
-        "{% if item.amount is defined %} {{ item.amount }} {{ item.currency }}{% endif %}\n{% endfor %}",
+        "left {{ data.count if data.count is defined else 'some' }} item(s) open past the limits"
+        "{% if data.account %} on account {{ data.account }}{% endif %}"
+        "{% if data.max_age_days %} (older than {{ data.max_age_days }} days"
+        "{{ (' or at least ' ~ data.min_amount) if data.min_amount else '' }}){% endif %}.\n"
+        "{% for item in (data.get('items') or [])[:20] %}- {{ item.side ~ ' ' if item.side else '' }}"
+        "{{ item.date ~ ' ' if item.date else '' }}{{ item.reference or item.description or item.id }}"
+        "{{ (' ' ~ item.amount ~ (' ' ~ item.currency if item.currency else '')) if item.amount is defined else '' }}"
+        "{{ (', ' ~ item.age_days ~ ' days') if item.age_days is defined else '' }}\n{% endfor %}"
+        "{{ ('... and ' ~ (data.count - 20) ~ ' more') if data.count is defined and data.count > 20 else '' }}",
     ),
     "reconciliation.run.completed": (
         "Reconciliation run completed{% if data.account %} for {{ data.account }}{% endif %}",
-        "Reconciliation{% if data.run_id %} run {{ data.run_id }}{% endif %} for tenant {{ tenant or '-' }} completed:"
-        " {{ data.matched if data.matched is defined else '?' }} matched,"
-        " {{ data.unmatched if data.unmatched is defined else (data.exceptions if data.exceptions is defined else '?') }}"
-        " open.",
+        "{% set c = data.get('counts') or {} %}"
+        "Reconciliation{% if data.run_id %} run {{ data.run_id }}{% endif %} for tenant {{ tenant or '-' }}"
+        "{% if data.account %} on account {{ data.account }}{% endif %} completed:"
+        " {{ c.get('matches', '?') }} match(es), {{ c.get('suggestions', 0) }} suggestion(s) to review;"
+        " {{ c.get('bank_lines_open', '?') }} bank line(s) and {{ c.get('ledger_entries_open', '?') }}"
+        " ledger entr(ies) still open.",
     ),
     "reconciliation.statement.imported": (
         "Statement imported{% if data.account %} for {{ data.account }}{% endif %}",
         "A bank statement{% if data.format %} ({{ data.format }}){% endif %}"
         "{% if data.filename %} from {{ data.filename }}{% endif %} was imported for tenant {{ tenant or '-' }}"
-        "{% if data.lines is defined %}: {{ data.lines }} line(s){% endif %}.",
+        "{{ (': ' ~ data.new ~ ' new line(s), ' ~ data.get('duplicates', 0) ~ ' duplicate(s), '"
+        " ~ data.get('rejected', 0) ~ ' rejected') if data.new is defined else '' }}."
+        "{{ ('\nWarning: ' ~ data.balance_mismatches ~ ' balance mismatch(es).') if data.balance_mismatches else '' }}",
     ),
 }
 GENERIC = (
@@ -86,7 +98,7 @@ DIGEST = (
     "{{ count }} events{% for k, v in labels.items() %}{% if k != 'type' %}, {{ k }}={{ v }}{% endif %}{% endfor %}"
     " from {{ events[0].created_at }} to {{ events[-1].created_at }}:\n"
     "{% for e in events[:50] %}- {{ e.created_at }} {{ e.type }} {{ e.id }}"
-    "{% if e.data.summary %}: {{ e.data.summary }}{% endif %}\n{% endfor %}"
+    "{{ (': ' ~ e.data.summary) if e.data.summary else '' }}\n{% endfor %}"
     "{% if count > events[:50] | length %}... and {{ count - events[:50] | length }} more"
     " (see `tierd notify history`)\n{% endif %}",
 )
