@@ -56,20 +56,14 @@ async def _run(daemon, tenant: str, account: dict, trigger: str, actor: str) -> 
         entries = await store.open_entries(db, tenant, account["id"])
         result = await asyncio.to_thread(reconcile, [_bank_line(r) for r in lines], [_ledger_entry(r) for r in entries], config)
         now = daemon.clock.now().isoformat()
-        made, skipped, matched_lines, matched_entries = 0, 0, 0, 0
         async with db.transaction() as tx:
-            for m in result.matches:
-                try:
-                    await store.create_match(
-                        tx, tenant, account["id"], run_id=run_id, kind="auto", rule=m.rule, score=m.score,
-                        explanation=m.explanation, adjustment=m.adjustment, bank_ids=[int(i) for i in m.bank_ids],
-                        ledger_ids=[int(i) for i in m.ledger_ids], actor=actor, now=now)
-                except store.Conflict:
-                    skipped += 1
-                    continue
-                made += 1
-                matched_lines += len(m.bank_ids)
-                matched_entries += len(m.ledger_ids)
+            created, skipped = await store.create_matches_bulk(tx, tenant, account["id"], [
+                {"rule": m.rule, "score": m.score, "explanation": m.explanation, "adjustment": m.adjustment,
+                 "bank_ids": [int(i) for i in m.bank_ids], "ledger_ids": [int(i) for i in m.ledger_ids]}
+                for m in result.matches], run_id=run_id, actor=actor, now=now)
+            made = len(created)
+            matched_lines = sum(len(m["bank_ids"]) for m in created)
+            matched_entries = sum(len(m["ledger_ids"]) for m in created)
             await store.replace_suggestions(tx, tenant, account["id"], run_id, [
                 {"rule": s.rule, "score": s.score, "explanation": s.explanation, "adjustment": s.adjustment,
                  "bank_ids": [int(i) for i in s.bank_ids], "ledger_ids": [int(i) for i in s.ledger_ids]}

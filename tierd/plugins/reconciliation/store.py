@@ -351,6 +351,50 @@ async def create_match(tx, tenant: str, account_id: str, *, run_id: str | None, 
     return match_id
 
 
+async def open_ids(tx, tenant: str, account_id: str) -> tuple[set[int], set[int]]:
+    """Ids of the open statement lines and ledger entries, read inside a transaction."""
+    lines = await tx.fetchall("SELECT id FROM recon_bank_lines WHERE tenant_id=? AND account_id=? AND match_id IS NULL",
+                              (tenant, account_id))
+    entries = await tx.fetchall("SELECT id FROM recon_ledger_entries WHERE tenant_id=? AND account_id=?"
+                                " AND match_id IS NULL", (tenant, account_id))
+    return {r["id"] for r in lines}, {r["id"] for r in entries}
+
+
+async def create_matches_bulk(tx, tenant: str, account_id: str, matches: list[dict], *, run_id: str, actor: str,
+                              now: str) -> tuple[list[dict], int]:
+    """Record many automatic matches at once; returns (created, skipped).
+
+    A run writes tens of thousands of matches: one statement per match and
+    item would take longer than the matching itself. Inside the caller's
+    transaction the open items are read once, matches whose items are no
+    longer all open (a person matched one meanwhile) are skipped, and the
+    rest is written with a handful of ``executemany`` calls.
+    """
+    open_lines, open_entries = await open_ids(tx, tenant, account_id)
+    created, skipped = [], 0
+    for m in matches:
+        if all(i in open_lines for i in m["bank_ids"]) and all(i in open_entries for i in m["ledger_ids"]):
+            open_lines.difference_update(m["bank_ids"])
+            open_entries.difference_update(m["ledger_ids"])
+            created.append({**m, "id": new_id("m")})
+        else:
+            skipped += 1
+    await tx.executemany(
+        "INSERT INTO recon_matches (id, tenant_id, account_id, run_id, kind, rule, score, explanation, adjustment, status,"
+        " created_at, created_by) VALUES (?,?,?,?, 'auto', ?,?,?,?, 'active', ?, ?)",
+        [(m["id"], tenant, account_id, run_id, m["rule"], m["score"], m["explanation"], str(m["adjustment"]), now, actor)
+         for m in created])
+    await tx.executemany(
+        "INSERT INTO recon_match_items (match_id, tenant_id, side, item_id) VALUES (?,?,?,?)",
+        [(m["id"], tenant, side, i) for m in created
+         for side, ids in (("bank", m["bank_ids"]), ("ledger", m["ledger_ids"])) for i in ids])
+    for table, side in (("recon_bank_lines", "bank_ids"), ("recon_ledger_entries", "ledger_ids")):
+        await tx.executemany(
+            f"UPDATE {table} SET match_id=? WHERE tenant_id=? AND account_id=? AND id=? AND match_id IS NULL",
+            [(m["id"], tenant, account_id, i) for m in created for i in m[side]])
+    return created, skipped
+
+
 async def undo_match(tx, tenant: str, account_id: str, match_id: str, actor: str, now: str) -> bool:
     """Mark a match undone and reopen exactly its items; False if not active."""
     cur = await tx.execute(

@@ -1,0 +1,98 @@
+"""The SQL layer on a real SQLite file: matching writes, conflicts, undo, tenant walls."""
+
+from decimal import Decimal
+
+import pytest
+
+from tierd.core.storage import Database
+from tierd.plugins.reconciliation import store
+
+NOW = "2026-11-28T12:00:00+00:00"
+
+
+@pytest.fixture
+async def db(tmp_path):
+    database = await Database(tmp_path / "recon.db").open()
+    await database.migrate({"reconciliation": store.MIGRATIONS})
+    yield database
+    await database.close()
+
+
+def line(key: str, amount: str) -> dict:
+    return {"booking_date": "2026-11-02", "value_date": None, "amount": amount, "currency": "EUR",
+            "counterparty_name": "", "counterparty_account": "", "remittance": "", "end_to_end_id": "",
+            "bank_reference": key, "dedup_key": key, "raw": "", "location": ""}
+
+
+def entry(ext: str, amount: str) -> dict:
+    return {"external_id": ext, "date": "2026-11-02", "amount": amount, "currency": "EUR", "counterparty": "",
+            "reference": "", "description": ""}
+
+
+async def seed(db, tenant: str) -> tuple[list[int], list[int]]:
+    async with db.transaction() as tx:
+        await store.insert_lines(tx, tenant, "acct", "imp_1", [line("A", "10"), line("B", "20"), line("C", "30")], NOW)
+        await store.insert_entries(tx, tenant, "acct", [entry("E1", "10"), entry("E2", "20"), entry("E3", "30")], NOW)
+    lines = [r["id"] for r in await store.open_lines(db, tenant, "acct")]
+    entries = [r["id"] for r in await store.open_entries(db, tenant, "acct")]
+    return lines, entries
+
+
+def auto(bank_ids, ledger_ids) -> dict:
+    return {"rule": "amount_date", "score": 0.9, "explanation": "x", "adjustment": Decimal(0), "bank_ids": bank_ids,
+            "ledger_ids": ledger_ids}
+
+
+async def test_bulk_matches_skip_items_matched_meanwhile_and_undo_frees_only_their_items(db):
+    lines, entries = await seed(db, "acme")
+    # A person matched line A meanwhile.
+    async with db.transaction() as tx:
+        manual = await store.create_match(tx, "acme", "acct", run_id=None, kind="manual", rule="manual", score=1.0,
+                                          explanation="by hand", adjustment=Decimal(0), bank_ids=[lines[0]],
+                                          ledger_ids=[entries[0]], actor="alice", now=NOW)
+    async with db.transaction() as tx:
+        created, skipped = await store.create_matches_bulk(
+            tx, "acme", "acct", [auto([lines[0]], [entries[1]]), auto([lines[1]], [entries[1]]),
+                                 auto([lines[2]], [entries[2]])], run_id="run_1", actor="scheduler", now=NOW)
+    assert (len(created), skipped) == (2, 1)
+    assert await store.open_lines(db, "acme", "acct") == []
+    # Undo one automatic match: exactly its two items come back.
+    async with db.transaction() as tx:
+        assert await store.undo_match(tx, "acme", "acct", created[0]["id"], "bob", NOW)
+        assert not await store.undo_match(tx, "acme", "acct", created[0]["id"], "bob", NOW)  # only once
+    assert [r["id"] for r in await store.open_lines(db, "acme", "acct")] == [lines[1]]
+    assert [r["id"] for r in await store.open_entries(db, "acme", "acct")] == [entries[1]]
+    match = await store.get_match(db, "acme", "acct", manual)
+    assert [x["bank_reference"] for x in match["statement_lines"]] == ["A"]
+    assert [x["external_id"] for x in match["ledger_entries"]] == ["E1"]
+
+
+async def test_a_conflicting_manual_match_changes_nothing(db):
+    lines, entries = await seed(db, "acme")
+    async with db.transaction() as tx:
+        await store.create_match(tx, "acme", "acct", run_id=None, kind="manual", rule="manual", score=1.0, explanation="",
+                                 adjustment=Decimal(0), bank_ids=[lines[0]], ledger_ids=[entries[0]], actor="a", now=NOW)
+    with pytest.raises(store.Conflict):
+        async with db.transaction() as tx:
+            await store.create_match(tx, "acme", "acct", run_id=None, kind="manual", rule="manual", score=1.0,
+                                     explanation="", adjustment=Decimal(0), bank_ids=[lines[1]],
+                                     ledger_ids=[entries[0]], actor="a", now=NOW)
+    # Line B was not left half-matched.
+    assert lines[1] in [r["id"] for r in await store.open_lines(db, "acme", "acct")]
+
+
+async def test_another_tenants_items_cannot_be_matched_or_seen(db):
+    acme_lines, acme_entries = await seed(db, "acme")
+    globex_lines, _ = await seed(db, "globex")
+    with pytest.raises(store.Conflict):
+        async with db.transaction() as tx:
+            await store.create_match(tx, "globex", "acct", run_id=None, kind="manual", rule="manual", score=1.0,
+                                     explanation="", adjustment=Decimal(0), bank_ids=[acme_lines[0]],
+                                     ledger_ids=[], actor="mallory", now=NOW)
+    async with db.transaction() as tx:
+        created, skipped = await store.create_matches_bulk(tx, "globex", "acct", [auto([acme_lines[1]], [acme_entries[1]])],
+                                                           run_id="run_x", actor="x", now=NOW)
+    assert (created, skipped) == ([], 1)
+    assert len(await store.open_lines(db, "acme", "acct")) == 3
+    assert await store.items_by_id(db, "globex", "acct", "bank", acme_lines) == {}
+    assert set(await store.items_by_id(db, "globex", "acct", "bank", globex_lines)) == set(globex_lines)
