@@ -321,3 +321,14 @@ def test_tenants_are_walls(recon):
     # ... and acme's match is untouched.
     status, match = call("GET", f"{BASE}/main-eur/matches/{match_id}")
     assert status == 200 and match["status"] == "active"
+
+
+def test_reload_adds_accounts_from_the_config(recon):
+    d, call = recon
+    config = daemon_config()
+    config["reconciliation"]["accounts"].append({"id": "usd-ops", "tenant": "acme", "currency": "USD", "name": "Ops"})
+    d.write_config(json.loads(json.dumps(d.config | config)))
+    status, body = d.request("POST", "/v1/admin/reload", {})
+    assert status == 200, body
+    status, body = call("GET", BASE)
+    assert [a["id"] for a in body["data"]] == ["main-eur", "usd-ops"]

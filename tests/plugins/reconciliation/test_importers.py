@@ -259,3 +259,16 @@ def test_ofx_named_charset():
     text = read("ofx1_sgml.ofx").decode().replace("CHARSET:1252", "CHARSET:ISO-8859-1").replace("Acme Corp", "Société Générale")
     [stmt] = OfxImporter().parse(text.encode("latin-1"))
     assert stmt.lines[0].counterparty_name == "Société Générale"
+
+
+@pytest.mark.parametrize("version", ["03", "04", "05", "06", "07"])
+def test_camt053_versions_between_02_and_08(version):
+    data = read("camt053_v8_batch.xml").replace(b"camt.053.001.08", f"camt.053.001.{version}".encode())
+    [stmt] = Camt053Importer().parse(data)
+    assert [ln.amount for ln in stmt.lines] == [Decimal("700.00"), Decimal("500.00"), Decimal("-200.00")]
+
+
+def test_camt053_version_01_is_refused():
+    data = read("camt053_v2_batch.xml").replace(b"camt.053.001.02", b"camt.053.001.01")
+    with pytest.raises(StatementError, match="not supported"):
+        Camt053Importer().parse(data)
