@@ -1,0 +1,120 @@
+"""The daemon as a subprocess: kill -9 while deliveries are in flight loses
+nothing acknowledged and never resends a delivery recorded as succeeded; and
+the ``tierd webhooks`` CLI."""
+
+import asyncio
+import json
+import sqlite3
+
+from aiohttp import web
+
+from webhook_helpers import TEST_WEBHOOKS
+
+CONFIG = {"webhooks": TEST_WEBHOOKS | {"endpoint_max_in_flight": 5, "max_in_flight": 50}}
+
+
+async def test_kill9_loses_no_acknowledged_event(tierd_daemon, receiver):
+    r = await receiver()
+
+    async def slow(request, body):
+        await asyncio.sleep(0.05)  # keep deliveries in flight when the kill comes
+        return web.Response(text="ok")
+
+    r.responder = slow
+    d = tierd_daemon(CONFIG)
+    d.create_tenant("acme")
+    status, ep = await d.arequest("POST", "/v1/webhooks", {"url": r.url + "/hook"}, tenant="acme")
+    assert status == 201, ep
+
+    acked = set()
+
+    async def publish(i):
+        status, event = await d.arequest("POST", "/v1/events", {"type": "order.created", "data": {"i": i}},
+                                         tenant="acme")
+        if status == 202:
+            acked.add(i)
+
+    await asyncio.gather(*(publish(i) for i in range(400)))
+    assert len(acked) == 400
+    await r.wait_for(60, timeout=20)
+    d.kill9()
+    # What the database says succeeded at the moment of the kill must never be sent again.
+    with sqlite3.connect(d.config["storage"]["path"]) as conn:
+        succeeded = {row[0] for row in conn.execute("SELECT id FROM webhook_deliveries WHERE status='succeeded'")}
+        in_flight = conn.execute("SELECT COUNT(*) FROM webhook_deliveries WHERE status='inflight'").fetchone()[0]
+    assert succeeded and in_flight > 0, (len(succeeded), in_flight)
+    before_restart = len(r.requests)
+
+    d.start()
+    deadline = asyncio.get_running_loop().time() + 40
+    while True:
+        ids = {req["headers"]["webhook-id"] for req in r.requests}
+        got = {json.loads(req["body"])["data"]["i"] for req in r.requests}
+        if got >= acked or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert got >= acked, f"missing events: {sorted(acked - got)[:20]}"
+    assert len(ids) == 400  # one delivery (one webhook-id) per acknowledged event
+    resent = [req["headers"]["webhook-id"] for req in r.requests[before_restart:]
+              if req["headers"]["webhook-id"] in succeeded]
+    assert resent == []
+    status, page = await d.arequest("GET", f"/v1/webhooks/{ep['id']}/deliveries?status=succeeded&limit=500",
+                                    tenant="acme")
+    assert len(page["data"]) == 400
+
+
+async def test_cli(tierd_daemon, receiver):
+    r = await receiver()
+    d = tierd_daemon(CONFIG)
+    d.create_tenant("acme")
+
+    async def cli(*args):
+        # The CLI is a blocking subprocess; run it off the loop so the receiver answers.
+        return await asyncio.to_thread(d.cli, "webhooks", *args)
+
+    out = await cli("add", "--tenant", "acme", r.url + "/hook", "--event-type", "invoice.*",
+                    "--header", "X-Env: test", "--json")
+    assert out.returncode == 0, out.stderr
+    ep = json.loads(out.stdout)
+    assert ep["secret"].startswith("whsec_") and ep["event_types"] == ["invoice.*"]
+    out = await cli("list", "--tenant", "acme")
+    assert ep["id"] in out.stdout and "invoice.*" in out.stdout
+
+    out = await cli("test", "--tenant", "acme", ep["id"])
+    assert out.returncode == 0 and "success" in out.stdout, out.stdout + out.stderr
+    assert r.requests[-1]["headers"]["X-Env"] == "test"
+
+    async def failing(request, body):
+        return web.Response(status=500)
+
+    r.responder = failing
+    out = await cli("test", "--tenant", "acme", ep["id"])
+    assert out.returncode == 1 and "500" in out.stdout
+    await d.arequest("POST", "/v1/events", {"type": "invoice.paid", "data": {}}, tenant="acme")
+    for _ in range(100):
+        out = await cli("deliveries", "--tenant", "acme", ep["id"], "--status", "failed", "--json")
+        failed = json.loads(out.stdout)
+        if len(failed) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert len(failed) == 2, failed
+    r.responder = None
+    paid = next(x for x in failed if x["event_type"] == "invoice.paid")
+    out = await cli("retry", "--tenant", "acme", paid["id"])
+    assert out.returncode == 0, out.stderr
+    out = await cli("recover", "--tenant", "acme", ep["id"], "--since", "2020-01-01T00:00:00Z")
+    assert out.returncode == 0 and "deliveries queued" in out.stdout, out.stderr
+    for _ in range(100):
+        out = await cli("deliveries", "--tenant", "acme", ep["id"], "--status", "succeeded", "--json")
+        if len(json.loads(out.stdout)) == 3:
+            break
+        await asyncio.sleep(0.1)
+    assert len(json.loads(out.stdout)) == 3
+    out = await cli("rm", "--tenant", "acme", ep["id"])
+    assert out.returncode == 0
+    out = await cli("list", "--tenant", "acme", "--json")
+    assert json.loads(out.stdout) == []
+    out = await cli("rm", "--tenant", "acme", ep["id"])
+    assert out.returncode != 0 and "not_found" in out.stderr
+    # Secrets and signatures never appear in the daemon's log.
+    assert ep["secret"] not in d.logs() and "v1," not in d.logs()
