@@ -130,6 +130,8 @@ def test_reconciliation_end_to_end(recon):
     status, page = call("GET", f"{BASE}/main-eur/runs/{run['id']}/suggestions")
     l7 = [s for s in page["data"] if s["ledger_ids"] == [l7_id]]
     assert len(l7) == 2 and l7[0]["bank_ids"] != l7[1]["bank_ids"]
+    assert [e["external_id"] for e in l7[0]["ledger_entries"]] == ["L-7"]
+    assert l7[0]["statement_lines"][0]["remittance"] == "Bareinzahlung"
     status, accepted = call("POST", f"{BASE}/main-eur/suggestions/{l7[0]['id']}/accept", headers={"Tierd-Actor": "carol"})
     assert status == 201 and accepted["kind"] == "accepted" and accepted["explanation"].endswith("accepted by carol")
     assert [e["external_id"] for e in accepted["ledger_entries"]] == ["L-7"]
@@ -196,6 +198,8 @@ def test_cli_against_the_daemon(recon, tmp_path):
     assert json.loads(result.stdout)["counts"]["matches"] == 2
     result = d.cli("recon", "matches", "--tenant", "acme", "--account", "main-eur")
     assert result.returncode == 0 and "reference INV-1043" in result.stdout
+    result = d.cli("recon", "matches", "--tenant", "acme", "--account", "main-eur", "--suggestions")
+    assert result.returncode == 0 and result.stdout.strip() == "(none)"
     match_id = json.loads(d.cli("recon", "matches", "--tenant", "acme", "--account", "main-eur", "--json").stdout)[0]["id"]
     result = d.cli("recon", "unmatch", "--tenant", "acme", "--account", "main-eur", match_id)
     assert result.returncode == 0 and "undone" in result.stdout

@@ -159,11 +159,8 @@ def matches(cli, tenant, account, run_id, suggestions, limit, as_json):
         click.echo("(none)")
     # Explanations are the point here: each gets a line of its own, unclipped.
     for item in data:
-        if suggestions:
-            lines, entries = item["bank_ids"], item["ledger_ids"]
-        else:
-            lines = [x["id"] for x in item["statement_lines"]]
-            entries = [x["external_id"] for x in item["ledger_entries"]]
+        lines = [x["id"] for x in item["statement_lines"]]
+        entries = [x["external_id"] for x in item["ledger_entries"]]
         adjustment = f"  adjustment {item['adjustment']}" if item["adjustment"] not in ("0", "0.00", "0.0") else ""
         click.echo(f"{item['id']}  {item['rule']}  score {item['score']}  statement lines "
                    f"{', '.join(map(str, lines))} <-> ledger {', '.join(map(str, entries))}{adjustment}")

@@ -508,6 +508,16 @@ async def get_suggestion(db, tenant: str, account_id: str, suggestion_id: str) -
     return _suggestion(row) if row else None
 
 
+async def suggestions_with_items(db, tenant: str, account_id: str, suggestions: list[dict]) -> list[dict]:
+    """Attach ``statement_lines`` and ``ledger_entries`` (as matches have them)."""
+    lines = await items_by_id(db, tenant, account_id, "bank", sorted({i for s in suggestions for i in s["bank_ids"]}))
+    entries = await items_by_id(db, tenant, account_id, "ledger", sorted({i for s in suggestions for i in s["ledger_ids"]}))
+    for s in suggestions:
+        s["statement_lines"] = [public_line(lines[i]) for i in s["bank_ids"] if i in lines]
+        s["ledger_entries"] = [public_entry(entries[i]) for i in s["ledger_ids"] if i in entries]
+    return suggestions
+
+
 async def list_suggestions(db, tenant: str, account_id: str, *, run_id: str | None, status: str | None, limit: int,
                            after: str | None) -> list[dict]:
     sql = f"SELECT {SUGGESTION_COLUMNS} FROM recon_suggestions WHERE tenant_id=? AND account_id=?"
@@ -521,7 +531,8 @@ async def list_suggestions(db, tenant: str, account_id: str, *, run_id: str | No
         params.append(after)
     sql += " ORDER BY id LIMIT ?"
     params.append(limit)
-    return [_suggestion(r) for r in await db.fetchall(sql, params)]
+    rows = [_suggestion(r) for r in await db.fetchall(sql, params)]
+    return await suggestions_with_items(db, tenant, account_id, rows)
 
 
 async def decide_suggestion(tx, tenant: str, suggestion_id: str, status: str, actor: str, now: str) -> None:

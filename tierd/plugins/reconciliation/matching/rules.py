@@ -174,10 +174,12 @@ def _subset_rule(ctx: Context, p: dict, rule: str, targets: dict, pool: dict,
                  target_keys: Callable[[Item], frozenset], pool_keys: Callable[[Item], frozenset]) -> list[Candidate]:
     """One target item equals the sum of 2..k pool items of one counterparty.
 
-    Pools are gathered from two indexes only: pool items whose name shares a
-    word with the target's (grouped by their exact normalised name, so a
-    group is one counterparty), and pool items whose reference the target
-    mentions (or that mention the target's reference).
+    Pools come from two indexes only, each searched within the date window:
+    pool items whose name shares a blocking key with the target's and is at
+    least ``min_similarity`` alike (one counterparty, however spelt), and pool
+    items whose reference the target mentions (or that mention the target's
+    reference). Each pool keeps its ``max_pool`` items nearest in date, and a
+    bounded subset-sum looks for 2..``max_items`` of them adding up exactly.
     """
     window = int(p.get("window_days", 3))
     max_items = int(p.get("max_items", 5))
