@@ -218,3 +218,61 @@ async def test_http_needs_allow_http(local):
     assert status == 400 and "allow_http" in answer["error"]["message"]
     status, answer = await d.call("POST", "/v1/webhooks", {"url": "https://example.com/h"}, tenant="acme")
     assert status == 201
+
+
+async def test_redirects_are_not_followed(local, hook_receiver):
+    d, r, ep = await setup(local, hook_receiver)
+    target = await hook_receiver()
+
+    async def redirect(request, body):
+        return web.Response(status=307, headers={"Location": target.url + "/elsewhere"})
+
+    r.responder = redirect
+    await d.publish("acme", "invoice.paid")
+    [row] = await d.wait_delivery("acme", ep["id"], "failed", timeout=10)
+    assert row["last_status_code"] == 307 and "redirects are not followed" in row["last_error"]
+    assert target.requests == []
+
+
+async def test_per_endpoint_rate_limit(local, hook_receiver):
+    d, r, ep = await setup(local, hook_receiver, rate_limit=5)
+    for i in range(15):
+        await d.publish("acme", "invoice.paid", {"i": i})
+    await r.wait_for(15, timeout=10)
+    times = sorted(q["time"] for q in r.requests)
+    # A burst of 5, then 5 per second: the last of 15 comes about 2 s after the first.
+    assert times[-1] - times[0] >= 1.6, times[-1] - times[0]
+
+
+async def test_tls_certificates_are_verified(local, tmp_path):
+    import ssl
+
+    import trustme
+
+    from conftest import free_port
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    hits = []
+
+    async def handle(request):
+        hits.append(request)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
+    try:
+        d = await local()
+        await d.tenant("acme")
+        ep = await d.endpoint("acme", f"https://127.0.0.1:{port}/hook")
+        await d.publish("acme", "invoice.paid")
+        [row] = await d.wait_delivery("acme", ep["id"], "failed", timeout=10)
+        assert "certificate" in row["last_error"].lower(), row["last_error"]
+        assert hits == []  # the self-signed receiver never got the event
+    finally:
+        await runner.cleanup()

@@ -80,7 +80,14 @@ def tierd_jobs(daemon):
     from . import runtime
 
     dispatcher = runtime.of(daemon).dispatcher
+
+    async def wake_due():
+        # The dispatcher sleeps at most a second anyway; this is the belt to
+        # its braces, so retries that came due are picked up whatever happens.
+        dispatcher.wake()
+
     return [
+        Job("webhooks.wake_due", wake_due, interval=10),
         Job("webhooks.disable_failing", dispatcher.disable_failing, interval=60),
         Job("webhooks.retention", dispatcher.prune, interval=3600),
         Job("webhooks.metrics", dispatcher.update_metrics, interval=5),
