@@ -12,7 +12,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Callable, Iterator
 
-from .context import Context, Item, amount_index, key_index, name_index, similarity
+from .context import Context, DatedIndex, Item, amount_index, key_index, name_index, similarity
 from .subsets import subsets_summing_to
 from .text import fuzzy_ref_score
 
@@ -89,11 +89,40 @@ def _clean(reasons) -> list[str]:
 # --- 1:1 rules on equal amounts -------------------------------------------------------
 
 
+#: More same-amount entries than this within one window make a crowd.
+CROWD = 8
+
+
 def _equal_amount_pairs(ctx: Context, window: int) -> Iterator[tuple[Item, Item, int]]:
-    """Every open (bank, ledger) pair with the same currency and amount within the window."""
-    index = amount_index(ctx.open_ledgers.values())
+    """Open (bank, ledger) pairs with the same currency and amount within the window.
+
+    An amount that many open entries share within the window (a round
+    amount, a monthly fee) says little about which one is meant, and
+    pairing it with all of them would grow with the square of the data's
+    density. In such a crowd only the entries whose counterparty shares a
+    name key with the bank line are candidates (from a second index keyed by
+    amount and name key); a bank line without a name gets none there.
+    """
+    ledgers = list(ctx.open_ledgers.values())
+    index = amount_index(ledgers)
+    sizes: dict = {}
+    for l in ledgers:
+        sizes[(l.currency, l.units)] = sizes.get((l.currency, l.units), 0) + 1
+    crowd_index = DatedIndex()
+    for l in ledgers:
+        if sizes[(l.currency, l.units)] > CROWD:
+            for key in l.name_keys:
+                crowd_index.add((l.currency, l.units, key), l)
+    crowd_index.freeze()
     for b in ctx.open_banks.values():
-        for l in index.window((b.currency, b.units), b.day, window):
+        found = index.window((b.currency, b.units), b.day, window)
+        if len(found) > CROWD:
+            named: dict[str, Item] = {}
+            for key in b.name_keys:
+                for l in crowd_index.window((b.currency, b.units, key), b.day, window):
+                    named[l.id] = l
+            found = sorted(named.values(), key=lambda it: (it.day, it.id))
+        for l in found:
             yield b, l, abs(b.day - l.day)
 
 
