@@ -123,16 +123,18 @@ class Dispatcher:
     async def _loop(self) -> None:
         while not self._stopping.is_set():
             self.wakeup.clear()
+            if self.in_flight >= self.settings["max_in_flight"]:
+                idle = TICK  # every finished request wakes us
+            else:
+                try:
+                    if await self.fill():
+                        continue  # there may be more due right now
+                    idle = await self._idle_time()
+                except Exception:
+                    log.exception("webhook dispatch failed; retrying in 1 s")
+                    idle = TICK
             try:
-                started = await self.fill()
-            except Exception:
-                log.exception("webhook dispatch failed; retrying in 1 s")
-                started = 0
-                await asyncio.sleep(1)
-            if started and self.in_flight < self.settings["max_in_flight"]:
-                continue  # there may be more due right now
-            try:
-                await asyncio.wait_for(self.wakeup.wait(), timeout=await self._idle_time())
+                await asyncio.wait_for(self.wakeup.wait(), timeout=idle)
             except asyncio.TimeoutError:
                 pass
 
@@ -141,9 +143,12 @@ class Dispatcher:
         if any(b.available() < 1 for b in self.buckets.values()):
             return 0.05  # a rate-limited endpoint gets a token soon
         next_due = await self.store.next_due()
-        if next_due is None:
+        now = self.clock.time()
+        if next_due is None or next_due <= now:
+            # Nothing pending, or due rows we could not take (their endpoint is
+            # at its cap or disabled): a finished request or new work wakes us.
             return TICK
-        return min(TICK, max(0.01, next_due - self.clock.time()))
+        return min(TICK, max(0.005, next_due - now))
 
     def _room(self, endpoint_id: str, rate_limit: float | None) -> int:
         """Requests this endpoint may start now (its cap and its rate)."""
@@ -290,8 +295,7 @@ class Dispatcher:
 
     async def _record(self, batch: list[Outcome]) -> None:
         await self.store.record(batch)
-        if any(o.next_status != "pending" for o in batch) or any(o.due_at for o in batch):
-            self.wakeup.set()
+        self.wakeup.set()  # retries scheduled soon change how long the loop may sleep
         for o in batch:
             if o.disable_endpoint:
                 await self.disable(o.endpoint_id, "the endpoint answered 410 Gone")

@@ -18,7 +18,7 @@ import json
 import secrets as _secrets
 from typing import Callable, Iterable
 
-from tierd.core.clock import parse_iso
+from tierd.core.clock import iso, parse_iso
 from tierd.core.events import Event, type_matches
 
 MIGRATIONS = [
@@ -253,11 +253,10 @@ class Store:
                                  due_at, parse_iso(event.created_at)))
             if not rows:
                 return 0
-            before = tx._conn.total_changes
-            await tx.executemany(
+            cur = await tx.executemany(
                 "INSERT OR IGNORE INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload,"
                 " status, due_at, created_at) VALUES (?,?,?,?,?,?,'pending',?,?)", rows)
-            return tx._conn.total_changes - before
+            return cur.rowcount  # rows ignored as duplicates do not count
 
     async def create_test_delivery(self, tenant: str, endpoint_id: str, payload: str, now: float) -> int:
         """A ``webhook.test`` delivery, claimed at once (the API sends it itself)."""
@@ -324,9 +323,8 @@ class Store:
         return _claimed(row, now) if row else None
 
     async def next_due(self) -> float | None:
-        row = await self.db.fetchone(
-            "SELECT MIN(d.due_at) AS t FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id=d.endpoint_id"
-            " WHERE d.status='pending' AND e.enabled=1")
+        """The earliest due time of any pending delivery (one index seek)."""
+        row = await self.db.fetchone("SELECT MIN(due_at) AS t FROM webhook_deliveries WHERE status='pending'")
         return row["t"] if row else None
 
     async def record(self, outcomes: list[Outcome]) -> None:
@@ -437,8 +435,6 @@ class Store:
 
 
 def _endpoint(row) -> dict:
-    from tierd.core.clock import iso
-
     return {
         "id": row["id"], "url": row["url"], "description": row["description"],
         "event_types": json.loads(row["event_types"]), "headers": json.loads(row["headers"]),
@@ -452,8 +448,6 @@ def _endpoint(row) -> dict:
 
 
 def _iso_or_none(ts):
-    from tierd.core.clock import iso
-
     return iso(ts) if ts is not None else None
 
 
