@@ -10,6 +10,7 @@ returned, so it sees every event at least once, in order, across crashes.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import json
 import logging
@@ -68,6 +69,11 @@ def _row_to_event(row) -> Event:
 
 
 class EventBus:
+    TAIL_SIZE = 20_000
+    #: A consumer that keeps up stores its cursor at most this often (seconds);
+    #: after a crash it sees at most this much again (handlers are idempotent).
+    CURSOR_INTERVAL = 1.0
+
     def __init__(self, db, clock, on_publish=None):
         self.db = db
         self.clock = clock
@@ -77,6 +83,10 @@ class EventBus:
         self._flushing = False
         self._wakeups: list[asyncio.Event] = []
         self.published = 0
+        # The newest events this process committed, by seq: consumers that keep
+        # up read them from here instead of the database. Only this process
+        # writes the log, so the tail has no gaps.
+        self._tail: collections.OrderedDict[int, Event] = collections.OrderedDict()
 
     # --- publishing -------------------------------------------------------------
 
@@ -147,6 +157,11 @@ class EventBus:
                 first = last - len(rows) + 1
                 seqs = {row[0]: first + i for i, row in enumerate(rows)}
                 results = [(dataclasses.replace(e, seq=seqs.get(e.id, e.seq)), new) for e, new in results]
+        for event, new in results:
+            if new:
+                self._tail[event.seq] = event
+        while len(self._tail) > self.TAIL_SIZE:
+            self._tail.popitem(last=False)
         created = len(rows)
         self.published += created
         if self.on_publish is not None:
@@ -187,14 +202,16 @@ class EventBus:
         try:
             row = await self.db.fetchone("SELECT last_seq FROM consumer_cursors WHERE name=?", (consumer.name,))
             cursor = row["last_seq"] if row else 0
+            saved, saved_at = cursor, time.monotonic()
             while not stopping.is_set():
                 wakeup.clear()
-                rows = await self.db.fetchall(
-                    "SELECT * FROM events WHERE seq>? ORDER BY seq LIMIT ?", (cursor, consumer.batch_size))
-                if not rows:
+                events = await self._read_after(cursor, consumer.batch_size)
+                if not events:
+                    if saved != cursor:  # idle: store where we are
+                        await self._save_cursor(consumer.name, cursor)
+                        saved, saved_at = cursor, time.monotonic()
                     await _wait_any(wakeup, stopping, timeout=1.0)
                     continue
-                events = [_row_to_event(r) for r in rows]
                 wanted = [e for e in events if any(type_matches(p, e.type) for p in consumer.types)]
                 try:
                     if wanted:
@@ -209,12 +226,30 @@ class EventBus:
                     continue
                 backoff = 0.5
                 cursor = events[-1].seq
-                await self.db.execute(
-                    "INSERT INTO consumer_cursors(name, last_seq, updated_at) VALUES (?,?,?)"
-                    " ON CONFLICT(name) DO UPDATE SET last_seq=excluded.last_seq, updated_at=excluded.updated_at",
-                    (consumer.name, cursor, time.time()))
+                if time.monotonic() - saved_at >= self.CURSOR_INTERVAL:
+                    await self._save_cursor(consumer.name, cursor)
+                    saved, saved_at = cursor, time.monotonic()
+            if saved != cursor:
+                await self._save_cursor(consumer.name, cursor)
         finally:
             self._wakeups.remove(wakeup)
+
+    async def _read_after(self, cursor: int, limit: int) -> list[Event]:
+        if cursor + 1 in self._tail:
+            events = []
+            seq = cursor + 1
+            while seq in self._tail and len(events) < limit:
+                events.append(self._tail[seq])
+                seq += 1
+            return events
+        rows = await self.db.fetchall("SELECT * FROM events WHERE seq>? ORDER BY seq LIMIT ?", (cursor, limit))
+        return [_row_to_event(r) for r in rows]
+
+    async def _save_cursor(self, name: str, cursor: int) -> None:
+        await self.db.execute(
+            "INSERT INTO consumer_cursors(name, last_seq, updated_at) VALUES (?,?,?)"
+            " ON CONFLICT(name) DO UPDATE SET last_seq=excluded.last_seq, updated_at=excluded.updated_at",
+            (name, cursor, time.time()))
 
     async def lag(self) -> dict[str, int]:
         """Events not yet consumed, per consumer (for /metrics and `tierd db status`)."""
