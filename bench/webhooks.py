@@ -267,10 +267,15 @@ async def main(args) -> None:
                                                              "event_types": ["fresh.*"]})
             # the relay gets a moment to come up
             await asyncio.sleep(0.5)
-            relay = await relay_throughput(http, relay_url, receiver + "/stats", receiver + "/reset",
+            # Alternate the two, best of --repeat each: the machine's load drifts during a run.
+            relay = tierd = None
+            for _ in range(args.repeat):
+                r = await relay_throughput(http, relay_url, receiver + "/stats", receiver + "/reset",
                                            args.events, args.concurrency)
-            tierd = await throughput(http, daemon, token, receiver + "/stats", receiver + "/reset",
+                t = await throughput(http, daemon, token, receiver + "/stats", receiver + "/reset",
                                      args.events, args.concurrency)
+                relay = r if relay is None or r["deliveries_per_s"] > relay["deliveries_per_s"] else relay
+                tierd = t if tierd is None or t["deliveries_per_s"] > tierd["deliveries_per_s"] else tierd
             steady = await steady_latency(http, daemon, token, receiver + "/stats", receiver + "/reset",
                                           args.rate, args.seconds)
             rss_run = rss_mb(daemon.proc.pid)
@@ -282,7 +287,7 @@ async def main(args) -> None:
         for proc in procs:
             proc.terminate()
 
-    print(f"webhooks bench ({args.events} events, concurrency {args.concurrency}, "
+    print(f"webhooks bench ({args.events} events, best of {args.repeat}, concurrency {args.concurrency}, "
           f"max_in_flight {args.max_in_flight}, endpoint_max_in_flight {args.endpoint_max_in_flight})")
     print(f"  tierd end to end:   {tierd['deliveries_per_s']:8.0f} deliveries/s "
           f"({tierd['delivered']}/{tierd['events']} delivered; intake {tierd['accepted_per_s']:.0f} events/s; "
@@ -308,10 +313,11 @@ def parse_args(argv=None):
     parser.add_argument("--backlog", type=int, default=100_000, help="due deliveries of the backlog run (0: skip)")
     parser.add_argument("--max-in-flight", type=int, default=200)
     parser.add_argument("--endpoint-max-in-flight", type=int, default=10, help="the config default")
-    parser.add_argument("--quick", action="store_true", help="2000 events, 5 s steady, 20k backlog")
+    parser.add_argument("--repeat", type=int, default=3, help="throughput runs of each (best is kept)")
+    parser.add_argument("--quick", action="store_true", help="2000 events once, 5 s steady, 20k backlog")
     args = parser.parse_args(argv)
     if args.quick:
-        args.events, args.seconds, args.backlog = 2000, 5, 20_000
+        args.events, args.seconds, args.backlog, args.repeat = 2000, 5, 20_000, 1
     return args
 
 
