@@ -193,6 +193,12 @@ def test_cli_against_the_daemon(recon, tmp_path):
                                                     "counterparty": "Stadtwerke"}]))
     result = d.cli("recon", "ledger", "--tenant", "acme", "--account", "main-eur", str(ledger_file))
     assert result.returncode == 0 and "2 new" in result.stdout, result.stderr
+    # The same entries as CSV (default layout: the field names as headers) change nothing.
+    csv_file = tmp_path / "ledger.csv"
+    csv_file.write_text("external_id,date,amount,counterparty,reference\n"
+                        "L-1,2026-11-01,150.00,Mueller GmbH,INV-1043\nL-9,2026-11-03,-45.50,Stadtwerke,\n")
+    result = d.cli("recon", "ledger", "--tenant", "acme", "--account", "main-eur", str(csv_file), "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)["unchanged"] == 2, result.stderr + result.stdout
     result = d.cli("recon", "run", "--tenant", "acme", "--account", "main-eur", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["counts"]["matches"] == 2

@@ -313,25 +313,33 @@ async def audit_log(request):
 
 def routes() -> list[Route]:
     a = PREFIX + "/{account}"
+    paged = {"limit": "page size, 1..500 (default 50)", "cursor": "next_cursor of the previous page"}
     spec = [
-        ("GET", PREFIX, list_accounts, "List reconciliation accounts"),
-        ("POST", PREFIX, create_account, "Create a reconciliation account"),
-        ("GET", a, get_account, "Get an account"),
-        ("POST", a + "/statements", import_statement, "Import a statement file (raw body or multipart; ?format=)"),
-        ("GET", a + "/imports", list_imports, "Statement imports with their counts and balance checks"),
-        ("POST", a + "/ledger", post_ledger, "Upsert ledger entries (JSON, JSON lines or CSV)"),
-        ("POST", a + "/runs", start_run, "Run the matching rules over the open items"),
-        ("GET", a + "/runs/{run}", get_run, "Get a run and its counts"),
-        ("GET", a + "/runs/{run}/matches", run_matches, "Matches made by a run"),
-        ("GET", a + "/runs/{run}/suggestions", run_suggestions, "Suggestions of a run"),
-        ("GET", a + "/open-items", open_items, "Open statement lines and ledger entries, with age"),
-        ("GET", a + "/matches", list_matches, "Matches of the account (?status=active|undone)"),
-        ("POST", a + "/matches", create_match, "Match items by hand"),
-        ("GET", a + "/matches/{match}", get_match, "Get a match with its items"),
-        ("DELETE", a + "/matches/{match}", delete_match, "Undo a match (its items become open again)"),
-        ("GET", a + "/suggestions", list_suggestions, "Open suggestions (?status=open|accepted|stale|all)"),
-        ("POST", a + "/suggestions/{suggestion}/accept", accept_suggestion, "Accept a suggestion as a match"),
-        ("GET", a + "/audit", audit_log, "Who changed what, when"),
+        ("GET", PREFIX, list_accounts, "List reconciliation accounts", {}),
+        ("POST", PREFIX, create_account, "Create a reconciliation account", {}),
+        ("GET", a, get_account, "Get an account", {}),
+        ("POST", a + "/statements", import_statement, "Import a statement file (raw body or multipart)",
+         {"format": "importer name (camt053, mt940, ofx, csv, ...); detected when absent",
+          "filename": "file name to record (raw uploads)"}),
+        ("GET", a + "/imports", list_imports, "Statement imports with their counts and balance checks", paged),
+        ("POST", a + "/ledger", post_ledger, "Upsert ledger entries (JSON, JSON lines or CSV)",
+         {"format": "csv to read a CSV body (or send Content-Type text/csv)",
+          "layout": "ledger_formats entry for a CSV body (default: the account's ledger_format)"}),
+        ("POST", a + "/runs", start_run, "Run the matching rules over the open items", {}),
+        ("GET", a + "/runs/{run}", get_run, "Get a run and its counts", {}),
+        ("GET", a + "/runs/{run}/matches", run_matches, "Matches made by a run", paged),
+        ("GET", a + "/runs/{run}/suggestions", run_suggestions, "Suggestions of a run", paged),
+        ("GET", a + "/open-items", open_items, "Open statement lines and ledger entries, with age",
+         {"side": "bank, ledger or all (default)", "min_age_days": "only items at least this old",
+          "limit": "items per side, 1..10000 (default 1000)"}),
+        ("GET", a + "/matches", list_matches, "Matches of the account", {"status": "active (default) or undone", **paged}),
+        ("POST", a + "/matches", create_match, "Match items by hand", {}),
+        ("GET", a + "/matches/{match}", get_match, "Get a match with its items", {}),
+        ("DELETE", a + "/matches/{match}", delete_match, "Undo a match (its items become open again)", {}),
+        ("GET", a + "/suggestions", list_suggestions, "Suggestions for people",
+         {"status": "open (default), accepted, stale or all", **paged}),
+        ("POST", a + "/suggestions/{suggestion}/accept", accept_suggestion, "Accept a suggestion as a match", {}),
+        ("GET", a + "/audit", audit_log, "Who changed what, when", paged),
     ]
-    return [Route(method, path, handler, auth="tenant", summary=summary, tag=TAG)
-            for method, path, handler, summary in spec]
+    return [Route(method, path, handler, auth="tenant", summary=summary, tag=TAG, params=params)
+            for method, path, handler, summary, params in spec]
