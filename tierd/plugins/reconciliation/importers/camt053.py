@@ -13,6 +13,7 @@ per transaction, so that each customer's payment can be matched on its own.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import xml.etree.ElementTree as ET
 from decimal import Decimal
@@ -52,7 +53,7 @@ def _first(el: ET.Element | None, *paths: str) -> str:
     return ""
 
 
-def _date(el: ET.Element | None, where: str) -> "object | None":
+def _date(el: ET.Element | None, where: str) -> dt.date | None:
     """A ``Dt`` or ``DtTm`` child (both appear for booking and value dates)."""
     if el is None:
         return None
