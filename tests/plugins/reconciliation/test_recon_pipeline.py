@@ -160,3 +160,20 @@ def test_ledger_csv_with_layout():
     with pytest.raises(ledger.LedgerError) as err:
         ledger.parse_csv_entries(raw.replace(b"1.150,00", b"1.15,00"), layout)
     assert err.value.problems[0].startswith("line 2")
+
+
+def test_csv_needs_a_layout_and_a_crashing_importer_is_a_clean_error():
+    with pytest.raises(StatementError, match="no CSV layout"):
+        plan_import(b"a;b\n", IMPORTERS, ACCOUNT, None, fmt="csv")
+
+    class Broken:
+        format_name = "broken"
+
+        def detect(self, head, filename=""):
+            return True
+
+        def parse(self, data, options=None):
+            raise KeyError("oops")
+
+    with pytest.raises(StatementError, match="broken importer could not read this file"):
+        plan_import(b"x", {"broken": Broken()}, ACCOUNT, None)

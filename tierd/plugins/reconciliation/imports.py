@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import logging
 from collections import Counter
 from decimal import Decimal
 
@@ -28,6 +29,8 @@ from . import store
 from .importers import detect_format
 
 EVENT_IMPORTED = "reconciliation.statement.imported"
+
+log = logging.getLogger("tierd.reconciliation.imports")
 
 
 class AccountMismatch(StatementError):
@@ -110,8 +113,18 @@ def plan_import(data: bytes, importers: dict, account: dict, csv_layout: dict | 
     importer = importers.get(fmt)
     if importer is None:
         raise StatementError(f"unknown format {fmt!r} (known: {', '.join(sorted(importers))})")
+    if fmt == "csv" and not csv_layout:
+        raise StatementError("this account has no CSV layout: set its csv_format (reconciliation.csv_formats)")
     options = {"currency": account["currency"], "csv_format": csv_layout}
-    statements = importer.parse(data, options)
+    try:
+        statements = importer.parse(data, options)
+    except StatementError:
+        raise
+    except Exception as exc:
+        # An importer (perhaps a third party's) that crashes on a file could
+        # not read it: the caller gets a clear error, the log gets the trace.
+        log.exception("the %s importer failed", fmt)
+        raise StatementError(f"the {fmt} importer could not read this file ({exc.__class__.__name__}: {exc})") from exc
     lines: list[StatementLine] = []
     balances = []
     for n, stmt in enumerate(statements, 1):
