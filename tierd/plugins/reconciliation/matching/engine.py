@@ -21,7 +21,7 @@ class RuleConfigError(ValueError):
 
 
 def check_rules(rules: list[dict]) -> list[str]:
-    """Problems with a rules list (empty when fine); used by the config schema."""
+    """Problems with a rules list (empty when fine), checked before any work starts."""
     return [f"rules[{i}]: unknown rule {r.get('rule')!r} (known: {', '.join(RULES)})"
             for i, r in enumerate(rules) if r.get("rule") not in RULES]
 
