@@ -175,6 +175,14 @@ def test_reconciliation_end_to_end(recon):
     exceptions = [e for e in events["data"] if e["type"] == "reconciliation.exceptions"]
     assert exceptions and any(i["reference"] == "L-6" for i in exceptions[0]["data"]["items"])
 
+    # Metrics on the daemon's /metrics.
+    import urllib.request
+
+    with urllib.request.urlopen(d.url + "/metrics") as resp:
+        metrics_text = resp.read().decode()
+    assert 'tierd_reconciliation_statement_lines_imported_total{format="camt053"} 5.0' in metrics_text
+    assert 'tierd_reconciliation_matches_total{rule="reference"} 4.0' in metrics_text
+
     # Tenants are walls: another tenant does not see the account at all.
     other = d.create_tenant("globex")
     status, body = call("GET", f"{BASE}/main-eur/open-items", token_=other)

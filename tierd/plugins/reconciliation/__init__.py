@@ -18,7 +18,7 @@ import logging
 from tierd.core.plugins import hookimpl
 from tierd.core.scheduler import Job
 
-from . import api, inbox, runs, store
+from . import api, inbox, metrics, runs, store
 from .cli import recon_cli
 from .importers import builtin_importers
 from .settings import SCHEMA, section
@@ -54,6 +54,7 @@ async def _sync_config_accounts(daemon) -> None:
 
 @hookimpl
 async def tierd_startup(daemon):
+    metrics.install(daemon)
     await store.fail_interrupted_runs(daemon.db, daemon.clock.now().isoformat())
     await _sync_config_accounts(daemon)
 

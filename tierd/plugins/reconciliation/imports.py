@@ -25,7 +25,7 @@ from decimal import Decimal
 
 from tierd.core.registry import Statement, StatementError, StatementLine
 
-from . import store
+from . import metrics, store
 from .importers import detect_format
 
 EVENT_IMPORTED = "reconciliation.statement.imported"
@@ -161,6 +161,10 @@ async def import_statement(daemon, tenant: str, account: dict, data: bytes, *, f
         await store.insert_lines(tx, tenant, account["id"], import_id, new, now)
         await store.audit(tx, tenant, account["id"], now, actor, "statement.imported", import_id,
                           {"filename": filename, "format": plan.format, "new": len(new)})
+    m = metrics.of(daemon)
+    if m is not None:
+        m.lines_imported.labels(plan.format).inc(record["new"])
+        m.duplicates.inc(record["duplicates"])
     mismatches = [b for b in plan.balances if not b["ok"]]
     result = {
         "import_id": import_id, "account": account["id"], "format": plan.format, "filename": filename,
