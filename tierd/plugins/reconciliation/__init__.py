@@ -8,7 +8,8 @@ hook implementation (see :mod:`tierd.core.hookspecs`). The pieces:
 * ``imports.py`` / ``ledger.py`` - getting both sides in, de-duplicated
 * ``runs.py`` / ``manual.py`` - automatic runs, and what people decide
 * ``store.py`` - tables and SQL; ``api.py`` / ``cli.py`` - the interfaces
-* ``inbox.py`` - folders watched for statement files
+* ``settings.py`` - the ``reconciliation`` config section (see config.example.yaml)
+* ``inbox.py`` - folders watched for statement files; ``metrics.py`` - Prometheus
 """
 
 from __future__ import annotations
