@@ -171,11 +171,11 @@ def _first_attempt_delays(db_path: Path, event_type: str) -> list[float]:
 # --- phases ------------------------------------------------------------------------------
 
 
-async def throughput(http, daemon, token, stats_url, reset_url, events, concurrency):
+async def throughput(http, daemon, token, stats_url, reset_url, events, concurrency, endpoints):
     await http.post(reset_url)
     started = time.time()
     seconds, statuses, _ = await blast(daemon.url + "/v1/events", token, events, concurrency,
-                                       body_of=lambda i: {"type": "bench.throughput", "data": {"i": i}})
+                                       body_of=lambda i: {"type": f"t{i % endpoints}.throughput", "data": {"i": i}})
     stats = await _wait_count(http, stats_url, events, timeout=max(60, events / 50))
     elapsed = stats["last"] - started
     return {"events": events, "accepted_per_s": events / seconds, "delivered": stats["unique"],
@@ -191,7 +191,7 @@ async def relay_throughput(http, relay_url, stats_url, reset_url, events, concur
     return {"delivered": stats["unique"], "deliveries_per_s": stats["unique"] / (stats["last"] - started)}
 
 
-async def steady_latency(http, daemon, token, stats_url, reset_url, rate, seconds):
+async def steady_latency(http, daemon, token, stats_url, reset_url, rate, seconds, endpoints):
     await http.post(reset_url)
     headers = {"Authorization": f"Bearer {token}"}
     count = int(rate * seconds)
@@ -202,15 +202,15 @@ async def steady_latency(http, daemon, token, stats_url, reset_url, rate, second
         if delay > 0:
             await asyncio.sleep(delay)
         pending.append(asyncio.ensure_future(http.post(daemon.url + "/v1/events", headers=headers,
-                                                       json={"type": "bench.steady", "data": {"i": i}})))
+                                                       json={"type": f"t{i % endpoints}.steady", "data": {"i": i}})))
     for resp in await asyncio.gather(*pending):
         resp.release()
     await _wait_count(http, stats_url, count, timeout=60)
-    delays = _first_attempt_delays(daemon.dir / "tierd.db", "bench.steady")
+    delays = [x for j in range(endpoints) for x in _first_attempt_delays(daemon.dir / "tierd.db", f"t{j}.steady")]
     return {"events": count, "rate": rate, "p50_ms": pct(delays, 50) * 1000, "p99_ms": pct(delays, 99) * 1000}
 
 
-async def backlog(http, daemon, endpoint_id, fresh_stats_url, stats_url, reset_url, size):
+async def backlog(http, daemon, endpoint_ids, fresh_stats_url, stats_url, reset_url, size):
     """Stop the daemon, leave ``size`` due deliveries in the table, start it, drain."""
     daemon.stop()
     now = time.time()
@@ -219,7 +219,8 @@ async def backlog(http, daemon, endpoint_id, fresh_stats_url, stats_url, reset_u
         conn.executemany(
             "INSERT INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload, status,"
             " due_at, created_at) VALUES (?,?,?,?,?,?,'pending',?,?)",
-            ((f"msg_bl{i:08d}", "bench", endpoint_id, f"evt_bl{i}", "bench.backlog", payload, now + i * 1e-6, now)
+            ((f"msg_bl{i:08d}", "bench", endpoint_ids[i % len(endpoint_ids)], f"evt_bl{i}", "t0.backlog", payload,
+              now + i * 1e-6, now)
              for i in range(size)))
     await http.post(reset_url)
     daemon.start()
@@ -261,8 +262,11 @@ async def main(args) -> None:
             await _wait_up(http, receiver + "/stats")
             await _wait_up(http, fresh_receiver + "/stats")
             token = daemon.tenant_token("bench")
-            main_ep = await _api(http, daemon, "POST", "/v1/webhooks",
-                                 {"url": receiver + "/hook", "event_types": ["bench.*"], "secret": SECRET})
+            # Several endpoints (as a real tenant base has): the per-endpoint cap
+            # (endpoint_max_in_flight) is not what the figure measures.
+            endpoints = [await _api(http, daemon, "POST", "/v1/webhooks",
+                                    {"url": f"{receiver}/hook{j}", "event_types": [f"t{j}.*"], "secret": SECRET})
+                         for j in range(args.endpoints)]
             await _api(http, daemon, "POST", "/v1/webhooks", {"url": fresh_receiver + "/fresh",
                                                              "event_types": ["fresh.*"]})
             # the relay gets a moment to come up
@@ -273,21 +277,22 @@ async def main(args) -> None:
                 r = await relay_throughput(http, relay_url, receiver + "/stats", receiver + "/reset",
                                            args.events, args.concurrency)
                 t = await throughput(http, daemon, token, receiver + "/stats", receiver + "/reset",
-                                     args.events, args.concurrency)
+                                     args.events, args.concurrency, args.endpoints)
                 relay = r if relay is None or r["deliveries_per_s"] > relay["deliveries_per_s"] else relay
                 tierd = t if tierd is None or t["deliveries_per_s"] > tierd["deliveries_per_s"] else tierd
             steady = await steady_latency(http, daemon, token, receiver + "/stats", receiver + "/reset",
-                                          args.rate, args.seconds)
+                                          args.rate, args.seconds, args.endpoints)
             rss_run = rss_mb(daemon.proc.pid)
             await http.post(fresh_receiver + "/reset")
-            bl = await backlog(http, daemon, main_ep["id"], fresh_receiver + "/stats", receiver + "/stats",
+            bl = await backlog(http, daemon, [e["id"] for e in endpoints], fresh_receiver + "/stats", receiver + "/stats",
                                receiver + "/reset", args.backlog) if args.backlog else None
     finally:
         daemon.stop()
         for proc in procs:
             proc.terminate()
 
-    print(f"webhooks bench ({args.events} events, best of {args.repeat}, concurrency {args.concurrency}, "
+    print(f"webhooks bench ({args.events} events over {args.endpoints} endpoints, best of {args.repeat}, "
+          f"concurrency {args.concurrency}, "
           f"max_in_flight {args.max_in_flight}, endpoint_max_in_flight {args.endpoint_max_in_flight})")
     print(f"  tierd end to end:   {tierd['deliveries_per_s']:8.0f} deliveries/s "
           f"({tierd['delivered']}/{tierd['events']} delivered; intake {tierd['accepted_per_s']:.0f} events/s; "
@@ -313,6 +318,7 @@ def parse_args(argv=None):
     parser.add_argument("--backlog", type=int, default=100_000, help="due deliveries of the backlog run (0: skip)")
     parser.add_argument("--max-in-flight", type=int, default=200)
     parser.add_argument("--endpoint-max-in-flight", type=int, default=10, help="the config default")
+    parser.add_argument("--endpoints", type=int, default=10, help="endpoints the events are spread over")
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs of each (best is kept)")
     parser.add_argument("--quick", action="store_true", help="2000 events once, 5 s steady, 20k backlog")
     args = parser.parse_args(argv)
