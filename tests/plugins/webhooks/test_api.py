@@ -197,3 +197,63 @@ async def test_metrics(local, hook_receiver):
                  "tierd_webhook_first_attempt_delay_seconds_count 1.0", "tierd_webhook_deliveries_due 0.0",
                  "tierd_webhook_oldest_due_age_seconds 0.0", "tierd_webhook_endpoints_disabled 0.0"):
         assert name in text, name
+
+
+async def test_consumer_is_idempotent(local):
+    d = await local()
+    await d.tenant("acme")
+    ep = await d.endpoint("acme", "http://127.0.0.1:9/x")
+    from tierd.core.events import Event
+
+    events = [Event(0, f"evt_same{i}", "acme", "invoice.paid", {}, "2026-11-28T12:00:00.000000Z") for i in range(3)]
+    # Due in an hour: nothing is sent, only rows are written.
+    assert await d.webhooks.store.create_deliveries(events, d.clock.time() + 3600) == 3
+    assert await d.webhooks.store.create_deliveries(events, d.clock.time() + 3600) == 0  # re-delivered batch
+    assert len(await d.deliveries("acme", ep["id"])) == 3
+
+
+async def test_pending_retries_survive_a_restart(tmp_path, hook_receiver):
+    from webhook_helpers import LocalDaemon
+
+    r = await hook_receiver()
+    answers = [web.Response(status=503)]
+
+    async def responder(request, body):
+        return answers.pop(0) if answers else web.Response(text="ok")
+
+    r.responder = responder
+    d = await LocalDaemon(tmp_path, webhooks={"retry_schedule": ["0s", "2s"]}).start()
+    try:
+        await d.tenant("acme")
+        ep = await d.endpoint("acme", r.url)
+        await d.publish("acme", "invoice.paid")
+        await r.wait_for(1)
+        [row] = await d.wait_delivery("acme", ep["id"], "pending")
+        assert row["attempts"] == 1 and row["next_attempt_at"]
+    finally:
+        await d.stop()
+    d = await LocalDaemon(tmp_path, webhooks={"retry_schedule": ["0s", "2s"]}).start()
+    try:
+        await r.wait_for(2, timeout=10)
+        await d.wait_delivery("acme", ep["id"], "succeeded")
+        assert r.requests[0]["headers"]["webhook-id"] == r.requests[1]["headers"]["webhook-id"]
+    finally:
+        await d.stop()
+
+
+async def test_reload_applies_new_allowlist(local, hook_receiver):
+    import yaml
+
+    d = await local(webhooks={"allow_destinations": []})
+    await d.tenant("acme")
+    r = await hook_receiver()
+    ep = await d.endpoint("acme", r.url.replace("127.0.0.1", "localhost"))
+    status, result = await d.call("POST", f"/v1/webhooks/{ep['id']}/test", {}, tenant="acme")
+    assert result["outcome"] == "refused"
+    config = yaml.safe_load(d.config_path.read_text())
+    config["webhooks"]["allow_destinations"] = ["127.0.0.0/8", "::1/128"]
+    d.config_path.write_text(yaml.safe_dump(config))
+    ok, errors = await d.daemon.reload()
+    assert ok, errors
+    status, result = await d.call("POST", f"/v1/webhooks/{ep['id']}/test", {}, tenant="acme")
+    assert result["outcome"] == "success", result
