@@ -38,9 +38,6 @@ BODY_LIMIT = 4096
 CLAIM_BATCH = 500
 #: Longest sleep of the loop when nothing wakes it (retries coming due).
 TICK = 1.0
-#: Shortest time between two claims: under load, finished requests wake the
-#: loop one by one; gathering them for 2 ms makes one claim query serve many.
-CLAIM_GAP = 0.002
 
 
 class TokenBucket:
@@ -124,12 +121,7 @@ class Dispatcher:
     # --- claiming ------------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        last_claim = 0.0
         while not self._stopping.is_set():
-            gap = last_claim + CLAIM_GAP - time.monotonic()
-            if gap > 0:
-                await asyncio.sleep(gap)
-            last_claim = time.monotonic()
             self.wakeup.clear()
             if self.in_flight >= self.settings["max_in_flight"]:
                 idle = TICK  # every finished request wakes us
