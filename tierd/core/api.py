@@ -13,6 +13,43 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 
+#: Where the running Daemon sits in the aiohttp application.
+DAEMON_KEY = web.AppKey("tierd_daemon", object)
+MAX_BODY_KEY = web.AppKey("tierd_max_body", int)
+#: Set on every authenticated request (see :func:`caller`).
+CALLER_KEY = web.RequestKey("tierd_caller", object)
+
+
+@dataclasses.dataclass(frozen=True)
+class Caller:
+    """Who is calling: the admin token (acting for ``tenant`` or for none) or a tenant token."""
+
+    admin: bool
+    tenant: str | None
+    token_id: str | None = None
+    #: Free text from the ``Tierd-Actor`` header: the person behind the token, for audit trails.
+    on_behalf_of: str = ""
+
+    @property
+    def actor(self) -> str:
+        """For audit logs: ``admin``, ``acme/tok_1a2b`` and ``... for alice@example.com``."""
+        base = "admin" if self.admin else f"{self.tenant}/{self.token_id}"
+        return f"{base} for {self.on_behalf_of}" if self.on_behalf_of else base
+
+
+def daemon_of(request: web.Request):
+    """The running :class:`tierd.core.daemon.Daemon`."""
+    return request.app[DAEMON_KEY]
+
+
+def caller(request: web.Request) -> Caller:
+    return request.get(CALLER_KEY) or Caller(admin=False, tenant=None)
+
+
+def actor_of(request: web.Request) -> str:
+    return caller(request).actor
+
+
 @dataclasses.dataclass
 class Route:
     """One control API route contributed by core or a plugin.
@@ -69,7 +106,7 @@ async def read_json(request: web.Request, required: bool = True) -> dict:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise ApiError(413, "body_too_large", f"body exceeds {request.app['max_body']} bytes")
+        raise ApiError(413, "body_too_large", f"body exceeds {request.app[MAX_BODY_KEY]} bytes")
     if not raw.strip():
         if required:
             raise ApiError(400, "invalid_json", "a JSON object body is required")
@@ -85,7 +122,7 @@ async def read_json(request: web.Request, required: bool = True) -> dict:
 
 def require_tenant(request: web.Request) -> str:
     """The tenant a request acts for. The admin token names one explicitly."""
-    tenant = request.get("tenant")
+    tenant = caller(request).tenant
     if tenant:
         return tenant
     raise ApiError(400, "tenant_required",
@@ -94,7 +131,7 @@ def require_tenant(request: web.Request) -> str:
 
 def tenant_scope(request: web.Request) -> str | None:
     """Tenant to filter on: the caller's tenant, or None (all) for the bare admin token."""
-    return request.get("tenant")
+    return caller(request).tenant
 
 
 def page_params(request: web.Request, default: int = 50, maximum: int = 500) -> tuple[int, str | None]:

@@ -74,6 +74,8 @@ class Daemon:
         self.ready = False
         self.not_ready_reason = "starting"
         self.url: str | None = None
+        self.openapi: dict = {}
+        self.authenticator = None
         #: Per-daemon objects of plugins, keyed by plugin name (set in tierd_startup).
         self.state: dict = {}
         self._tasks: set[asyncio.Task] = set()

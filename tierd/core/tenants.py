@@ -77,10 +77,11 @@ async def revoke_token(db, token_id: str) -> dict:
     return {"id": token_id, "tenant": row["tenant_id"], "revoked": True}
 
 
-async def tenant_for_token(db, token: str) -> str | None:
+async def tenant_for_token(db, token: str) -> tuple[str, str] | None:
+    """(tenant id, token id) of a valid token, or None."""
     row = await db.fetchone(
-        "SELECT tenant_id FROM tokens WHERE token_hash=? AND revoked_at IS NULL", (hash_token(token),))
-    return row["tenant_id"] if row else None
+        "SELECT tenant_id, id FROM tokens WHERE token_hash=? AND revoked_at IS NULL", (hash_token(token),))
+    return (row["tenant_id"], row["id"]) if row else None
 
 
 def local_admin_token(config, create: bool = False) -> str | None:

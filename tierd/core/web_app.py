@@ -16,7 +16,10 @@ import prometheus_client
 from aiohttp import web
 
 from tierd.core import tenants
-from tierd.core.api import ApiError, Route, json_response, page, page_params, read_json, require_tenant, tenant_scope
+from tierd.core.api import (
+    CALLER_KEY, DAEMON_KEY, MAX_BODY_KEY, ApiError, Caller, Route, json_response, page, page_params, read_json,
+    require_tenant, tenant_scope,
+)
 from tierd.core.events import TYPE_RE
 from tierd.core.openapi import build_openapi
 
@@ -38,7 +41,7 @@ async def error_middleware(request: web.Request, handler):
         code = _HTTP_CODES.get(exc.status, "http_error")
         message = exc.reason if exc.status != 404 else f"no route {request.method} {request.path}"
         if exc.status == 413:
-            message = f"body exceeds {request.app['max_body']} bytes"
+            message = f"body exceeds {request.app[MAX_BODY_KEY]} bytes"
         return ApiError(exc.status, code, message).to_response()
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
@@ -84,7 +87,7 @@ class Authenticator:
     def forget(self) -> None:
         self._cache.clear()
 
-    async def identify(self, request: web.Request) -> tuple[bool, str | None]:
+    async def identify(self, request: web.Request) -> tuple[bool, tuple[str, str] | None]:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -96,15 +99,15 @@ class Authenticator:
         now = time.monotonic()
         cached = self._cache.get(token)
         if cached and cached[1] > now:
-            tenant = cached[0]
+            found = cached[0]
         else:
-            tenant = await tenants.tenant_for_token(self.daemon.db, token)
+            found = await tenants.tenant_for_token(self.daemon.db, token)
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[token] = (tenant, now + self.CACHE_SECONDS)
-        if tenant is None:
+            self._cache[token] = (found, now + self.CACHE_SECONDS)
+        if found is None:
             raise ApiError(401, "unauthorized", "the token is not valid")
-        return False, tenant
+        return False, found
 
 
 def with_auth(route: Route, auth: Authenticator):
@@ -114,13 +117,15 @@ def with_auth(route: Route, auth: Authenticator):
     async def wrapped(request: web.Request):
         if route.auth == "public":
             return await handler(request)
-        is_admin, tenant = await auth.identify(request)
+        is_admin, found = await auth.identify(request)
         if route.auth == "admin" and not is_admin:
             raise ApiError(403, "admin_only", "this route needs the admin token")
+        on_behalf_of = request.headers.get("Tierd-Actor", "").strip()[:100]
         if is_admin:
             tenant = request.headers.get("Tierd-Tenant") or request.query.get("tenant") or None
-        request["admin"] = is_admin
-        request["tenant"] = tenant
+            request[CALLER_KEY] = Caller(True, tenant, None, on_behalf_of)
+        else:
+            request[CALLER_KEY] = Caller(False, found[0], found[1], on_behalf_of)
         return await handler(request)
 
     return wrapped
@@ -134,10 +139,9 @@ def build_app(daemon, plugin_routes: list[Route]) -> web.Application:
         client_max_size=max_body,
         middlewares=[error_middleware, host_guard(server["allowed_hosts"], check=not on_unix)],
     )
-    app["daemon"] = daemon
-    app["max_body"] = max_body
-    auth = Authenticator(daemon)
-    app["auth"] = auth
+    app[DAEMON_KEY] = daemon
+    app[MAX_BODY_KEY] = max_body
+    auth = daemon.authenticator = Authenticator(daemon)
     routes = core_routes(daemon) + plugin_routes
     seen = set()
     for route in routes:
@@ -146,8 +150,7 @@ def build_app(daemon, plugin_routes: list[Route]) -> web.Application:
             raise ValueError(f"two plugins define {route.method} {route.path}")
         seen.add(key)
         app.router.add_route(route.method.upper(), route.path, with_auth(route, auth))
-    app["routes"] = routes
-    app["openapi"] = build_openapi(routes)
+    daemon.openapi = build_openapi(routes)
     return app
 
 
@@ -168,7 +171,7 @@ def core_routes(daemon) -> list[Route]:
         return web.Response(body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
 
     async def openapi(request):
-        return json_response(request.app["openapi"])
+        return json_response(daemon.openapi)
 
     async def post_event(request):
         tenant = require_tenant(request)
@@ -230,7 +233,7 @@ def core_routes(daemon) -> list[Route]:
 
     async def admin_revoke_token(request):
         result = await tenant_call(tenants.revoke_token)(request.match_info["id"])
-        request.app["auth"].forget()
+        daemon.authenticator.forget()
         return json_response(result)
 
     async def admin_reload(request):

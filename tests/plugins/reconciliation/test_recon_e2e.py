@@ -5,6 +5,7 @@ One scenario, told in order, against ``tierd run`` in a subprocess (the
 """
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -133,7 +134,9 @@ def test_reconciliation_end_to_end(recon):
     assert [e["external_id"] for e in l7[0]["ledger_entries"]] == ["L-7"]
     assert l7[0]["statement_lines"][0]["remittance"] == "Bareinzahlung"
     status, accepted = call("POST", f"{BASE}/main-eur/suggestions/{l7[0]['id']}/accept", headers={"Tierd-Actor": "carol"})
-    assert status == 201 and accepted["kind"] == "accepted" and accepted["explanation"].endswith("accepted by carol")
+    assert status == 201 and accepted["kind"] == "accepted" and accepted["explanation"].endswith("for carol")
+    # The audit names the token that did it and the person it spoke for.
+    assert re.search(r"accepted by acme/tok_\w+ for carol$", accepted["explanation"])
     assert [e["external_id"] for e in accepted["ledger_entries"]] == ["L-7"]
     status, body = call("POST", f"{BASE}/main-eur/suggestions/{l7[1]['id']}/accept")
     assert status == 409 and body["error"]["code"] == "item_not_open"
@@ -146,7 +149,7 @@ def test_reconciliation_end_to_end(recon):
 
     # Undo a match: exactly its items are open again.
     status, undone = call("DELETE", f"{BASE}/main-eur/matches/{m1['id']}", headers={"Tierd-Actor": "alice"})
-    assert status == 200 and undone["status"] == "undone" and undone["undone_by"] == "alice"
+    assert status == 200 and undone["status"] == "undone" and undone["undone_by"].endswith(" for alice")
     status, items = call("GET", f"{BASE}/main-eur/open-items")
     assert sorted(e["external_id"] for e in items["ledger_entries"]) == ["L-1", "L-6"]
     line_id = m1["statement_lines"][0]["id"]
@@ -159,14 +162,15 @@ def test_reconciliation_end_to_end(recon):
     status, manual = call("POST", f"{BASE}/main-eur/matches",
                           {"statement_line_ids": [line_id], "ledger_entry_ids": [entry_id], "note": "checked"},
                           headers={"Tierd-Actor": "bob"})
-    assert status == 201 and manual["rule"] == "manual" and "matched by hand by bob" in manual["explanation"]
+    assert status == 201 and manual["rule"] == "manual" and "for bob" in manual["explanation"]
     status, body = call("POST", f"{BASE}/main-eur/matches", {"statement_line_ids": [line_id], "ledger_entry_ids": []})
     assert status == 409 and body["error"]["code"] == "item_not_open"
 
     # Everything is audited with who and when.
     status, audit = call("GET", f"{BASE}/main-eur/audit?limit=100")
     actions = [(a["action"], a["actor"]) for a in audit["data"]]
-    assert ("match.undone", "alice") in actions and ("match.created", "bob") in actions
+    assert any(a == "match.undone" and who.endswith(" for alice") for a, who in actions)
+    assert any(a == "match.created" and who.endswith(" for bob") for a, who in actions)
 
     # Events on the bus.
     status, events = d.request("GET", "/v1/events?type=reconciliation.*&limit=100", tenant="acme")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import secrets
 
-from tierd.core.api import ApiError, Route, json_response, page, page_params, read_json, tenant_scope
+from tierd.core.api import (
+    ApiError, Route, actor_of, daemon_of, json_response, page, page_params, read_json, tenant_scope,
+)
 from tierd.core.clock import iso, parse_iso
 from tierd.core.schema import validate
 
@@ -57,7 +59,7 @@ def _parse_time(request, name: str) -> float | None:
 
 
 async def list_notifications(request):
-    daemon = request.app["daemon"]
+    daemon = daemon_of(request)
     limit, cursor = page_params(request)
     status = request.query.get("status")
     if status is not None and status not in STATUSES:
@@ -78,7 +80,7 @@ async def list_notifications(request):
 
 
 async def get_notification(request):
-    daemon = request.app["daemon"]
+    daemon = daemon_of(request)
     row = await store.get(daemon.db, request.match_info["id"], tenant_scope(request))
     if row is None:
         raise ApiError(404, "not_found", f"no notification {request.match_info['id']}")
@@ -88,7 +90,7 @@ async def get_notification(request):
 
 async def _send_now(request, kind: str, defaults: dict):
     """Insert a durable row for an operator send and attempt it right away."""
-    daemon = request.app["daemon"]
+    daemon = daemon_of(request)
     service = service_of(daemon)
     body = await read_json(request)
     channel = body.get("channel")
@@ -131,7 +133,7 @@ async def send_message(request):
 
 
 async def list_channels(request):
-    service = service_of(request.app["daemon"])
+    service = service_of(daemon_of(request))
     return json_response({"data": [{"name": name, "type": ch.type_name}
                                    for name, ch in sorted(service.runtime.channels.items())]})
 
@@ -146,7 +148,7 @@ def silence_json(row) -> dict:
 
 
 async def create_silence(request):
-    daemon = request.app["daemon"]
+    daemon = daemon_of(request)
     body = await read_json(request)
     unknown = set(body) - {"matchers", "starts_at", "ends_at", "comment"}
     if unknown:
@@ -164,17 +166,17 @@ async def create_silence(request):
         raise ApiError(400, "invalid_silence", "starts_at and ends_at must be ISO-8601 times")
     if ends <= max(starts, now):
         raise ApiError(400, "invalid_silence", "ends_at must be in the future and after starts_at")
-    row = {"id": "sil_" + secrets.token_urlsafe(9), "tenant_id": request.get("tenant"),
+    row = {"id": "sil_" + secrets.token_urlsafe(9), "tenant_id": tenant_scope(request),
            "matchers": {k: v for k, v in matchers.items() if v not in (None, {}, [])},
            "starts_at": starts, "ends_at": ends, "comment": str(body.get("comment", "")),
-           "created_by": "admin" if request.get("admin") else f"tenant:{request.get('tenant')}", "created_at": now}
+           "created_by": actor_of(request), "created_at": now}
     await store.insert_silence(daemon.db, row)
     created = await store.silences(daemon.db, tenant=row["tenant_id"])
     return json_response(silence_json(next(r for r in created if r["id"] == row["id"])), status=201)
 
 
 async def list_silences(request):
-    daemon = request.app["daemon"]
+    daemon = daemon_of(request)
     active = request.query.get("all") not in ("1", "true")
     rows = await store.silences(daemon.db, tenant=tenant_scope(request),
                                 active_at=daemon.clock.time() if active else None)
@@ -182,7 +184,7 @@ async def list_silences(request):
 
 
 async def delete_silence(request):
-    daemon = request.app["daemon"]
+    daemon = daemon_of(request)
     if not await store.delete_silence(daemon.db, request.match_info["id"], tenant_scope(request)):
         raise ApiError(404, "not_found", f"no silence {request.match_info['id']}")
     return json_response({"deleted": request.match_info["id"]})

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from tierd.core.api import ApiError, Route, json_response, page, page_params, read_json, require_tenant
+from tierd.core.api import (
+    ApiError, Route, actor_of, daemon_of, json_response, page, page_params, read_json, require_tenant,
+)
 from tierd.core.registry import StatementError
 
 from . import imports, ledger, manual, runs, store
@@ -21,16 +23,9 @@ PREFIX = "/v1/reconciliation/accounts"
 TAG = "reconciliation"
 
 
-def actor_of(request: web.Request) -> str:
-    named = request.headers.get("Tierd-Actor", "").strip()
-    if named:
-        return named[:100]
-    return "admin" if request.get("admin") else f"tenant:{request.get('tenant')}"
-
-
 async def account_of(request: web.Request) -> tuple[str, dict]:
     tenant = require_tenant(request)
-    account = await store.get_account(request.app["daemon"].db, tenant, request.match_info["account"])
+    account = await store.get_account(daemon_of(request).db, tenant, request.match_info["account"])
     if account is None:
         raise ApiError(404, "not_found", f"no reconciliation account {request.match_info['account']!r}")
     return tenant, account
@@ -41,12 +36,12 @@ async def account_of(request: web.Request) -> tuple[str, dict]:
 
 async def list_accounts(request):
     tenant = require_tenant(request)
-    return json_response({"data": await store.list_accounts(request.app["daemon"].db, tenant)})
+    return json_response({"data": await store.list_accounts(daemon_of(request).db, tenant)})
 
 
 async def create_account(request):
     tenant = require_tenant(request)
-    daemon = request.app["daemon"]
+    daemon = daemon_of(request)
     body = await read_json(request)
     problems = []
     unknown = sorted(set(body) - {"id", "name", "currency", "iban", "account_number", "csv_format", "ledger_format"})
@@ -118,7 +113,7 @@ async def _read_limited(stream, limit: int) -> bytes:
 
 async def import_statement(request):
     tenant, account = await account_of(request)
-    daemon = request.app["daemon"]
+    daemon = daemon_of(request)
     cfg = section(daemon.config)
     fmt = request.query.get("format") or None
     if fmt is not None and fmt not in daemon.registries.statement_importers:
@@ -144,7 +139,7 @@ async def import_statement(request):
 
 async def post_ledger(request):
     tenant, account = await account_of(request)
-    daemon = request.app["daemon"]
+    daemon = daemon_of(request)
     cfg = section(daemon.config)
     raw, _ = await read_upload(request, cfg["max_statement_size"])
     is_csv = request.content_type in ("text/csv", "application/csv") or request.query.get("format") == "csv"
@@ -170,13 +165,13 @@ async def post_ledger(request):
 
 async def start_run(request):
     tenant, account = await account_of(request)
-    run = await runs.run_account(request.app["daemon"], tenant, account, "api", actor_of(request))
+    run = await runs.run_account(daemon_of(request), tenant, account, "api", actor_of(request))
     return json_response(run, status=201)
 
 
 async def get_run(request):
     tenant, account = await account_of(request)
-    run = await store.get_run(request.app["daemon"].db, tenant, account["id"], request.match_info["run"])
+    run = await store.get_run(daemon_of(request).db, tenant, account["id"], request.match_info["run"])
     if run is None:
         raise ApiError(404, "not_found", f"no run {request.match_info['run']}")
     return json_response(run)
@@ -188,7 +183,7 @@ async def _matches_page(request, run_id: str | None):
     status = request.query.get("status", "active" if run_id is None else None)
     if status not in (None, "active", "undone"):
         raise ApiError(400, "invalid_parameter", "status must be active or undone")
-    items = await store.list_matches(request.app["daemon"].db, tenant, account["id"], run_id=run_id, status=status,
+    items = await store.list_matches(daemon_of(request).db, tenant, account["id"], run_id=run_id, status=status,
                                      limit=limit + 1, after=cursor)
     return json_response(page(items, limit, cursor_of=lambda m: m["id"]))
 
@@ -197,7 +192,7 @@ async def _suggestions_page(request, run_id: str | None):
     tenant, account = await account_of(request)
     limit, cursor = page_params(request)
     status = request.query.get("status", "open")
-    items = await store.list_suggestions(request.app["daemon"].db, tenant, account["id"], run_id=run_id,
+    items = await store.list_suggestions(daemon_of(request).db, tenant, account["id"], run_id=run_id,
                                          status=None if status == "all" else status, limit=limit + 1, after=cursor)
     return json_response(page(items, limit, cursor_of=lambda s: s["id"]))
 
@@ -241,7 +236,7 @@ async def open_items(request):
     the totals count every open item that passes the filter.
     """
     tenant, account = await account_of(request)
-    daemon = request.app["daemon"]
+    daemon = daemon_of(request)
     side = request.query.get("side", "all")
     if side not in ("all", "bank", "ledger"):
         raise ApiError(400, "invalid_parameter", "side must be bank, ledger or all")
@@ -265,7 +260,7 @@ async def open_items(request):
 async def list_imports(request):
     tenant, account = await account_of(request)
     limit, cursor = page_params(request)
-    rows = await store.list_imports(request.app["daemon"].db, tenant, account["id"], limit + 1, cursor)
+    rows = await store.list_imports(daemon_of(request).db, tenant, account["id"], limit + 1, cursor)
     return json_response(page(rows, limit, cursor_of=lambda r: r["id"]))
 
 
@@ -275,13 +270,13 @@ async def list_imports(request):
 async def create_match(request):
     tenant, account = await account_of(request)
     body = await read_json(request)
-    match = await manual.manual_match(request.app["daemon"], tenant, account, body, actor_of(request))
+    match = await manual.manual_match(daemon_of(request), tenant, account, body, actor_of(request))
     return json_response(match, status=201)
 
 
 async def get_match(request):
     tenant, account = await account_of(request)
-    match = await store.get_match(request.app["daemon"].db, tenant, account["id"], request.match_info["match"])
+    match = await store.get_match(daemon_of(request).db, tenant, account["id"], request.match_info["match"])
     if match is None:
         raise ApiError(404, "not_found", f"no match {request.match_info['match']}")
     return json_response(match)
@@ -289,13 +284,13 @@ async def get_match(request):
 
 async def delete_match(request):
     tenant, account = await account_of(request)
-    match = await manual.undo(request.app["daemon"], tenant, account, request.match_info["match"], actor_of(request))
+    match = await manual.undo(daemon_of(request), tenant, account, request.match_info["match"], actor_of(request))
     return json_response(match)
 
 
 async def accept_suggestion(request):
     tenant, account = await account_of(request)
-    match = await manual.accept_suggestion(request.app["daemon"], tenant, account, request.match_info["suggestion"],
+    match = await manual.accept_suggestion(daemon_of(request), tenant, account, request.match_info["suggestion"],
                                            actor_of(request))
     return json_response(match, status=201)
 
@@ -307,7 +302,7 @@ async def audit_log(request):
         after = int(cursor) if cursor else None
     except ValueError:
         raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
-    rows = await store.list_audit(request.app["daemon"].db, tenant, account["id"], limit + 1, after)
+    rows = await store.list_audit(daemon_of(request).db, tenant, account["id"], limit + 1, after)
     return json_response(page(rows, limit, cursor_of=lambda r: r["id"]))
 
 
