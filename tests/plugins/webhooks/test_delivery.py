@@ -4,7 +4,6 @@ import asyncio
 import json
 import time
 
-import pytest
 from aiohttp import web
 
 from tierd import __version__

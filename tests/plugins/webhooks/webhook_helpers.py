@@ -14,7 +14,7 @@ import time
 
 import pytest
 import yaml
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession
 
 from conftest import ADMIN_TOKEN, Receiver, deep_merge, free_port
 from tierd.core.clock import Clock

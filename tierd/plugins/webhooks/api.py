@@ -10,12 +10,12 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
-from tierd.core.api import ApiError, Route, json_response, page, page_params, read_json, require_tenant
+from tierd.core.api import ApiError, Route, daemon_of, json_response, page, page_params, read_json, require_tenant
 from tierd.core.clock import iso, parse_iso
 
 from . import runtime
 from .signing import check_secret, new_secret
-from .store import Claimed, payload_of
+from .store import payload_of
 
 TAG = "webhooks"
 _PATTERN = re.compile(r"^(\*|[a-z0-9_-]+(\.[a-z0-9_-]+)*(\.\*)?)$")
@@ -145,7 +145,7 @@ def _time_param(request, name: str) -> float | None:
 def routes() -> list[Route]:
     async def context(request):
         tenant = require_tenant(request)
-        return tenant, runtime.of(request.app["daemon"])
+        return tenant, runtime.of(daemon_of(request))
 
     async def endpoint_or_404(request, tenant, module) -> dict:
         endpoint_id = request.match_info["id"]
@@ -160,6 +160,7 @@ def routes() -> list[Route]:
         fields = check_fields(body, module.settings, module.dispatcher.policy, creating=True)
         secret = fields.pop("secret", None) or new_secret()
         endpoint = await module.store.create_endpoint(tenant, fields, secret, module.daemon.clock.time())
+        module.changed(endpoint["id"])
         return json_response(_public(endpoint) | {"secret": secret}, status=201)
 
     async def list_endpoints(request):
@@ -178,13 +179,14 @@ def routes() -> list[Route]:
         body = await read_json(request)
         fields = check_fields(body, module.settings, module.dispatcher.policy, creating=False)
         updated = await module.store.update_endpoint(tenant, endpoint["id"], fields, module.daemon.clock.time())
-        module.dispatcher.wake()  # re-enabled: its pending deliveries are due
+        module.changed(endpoint["id"])
         return json_response(_public(updated))
 
     async def delete_endpoint(request):
         tenant, module = await context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
         await module.store.delete_endpoint(tenant, endpoint["id"])
+        module.changed(endpoint["id"])
         return json_response({"deleted": endpoint["id"]})
 
     async def get_secret(request):
@@ -207,6 +209,7 @@ def routes() -> list[Route]:
         now = module.daemon.clock.time()
         until = now + module.settings["rotation_grace"]
         await module.store.rotate_secret(tenant, endpoint["id"], secret, until, now)
+        module.changed(endpoint["id"])
         return json_response({"secret": secret, "previous_secret_valid_until": iso(until)})
 
     async def list_deliveries(request):
@@ -272,10 +275,9 @@ def routes() -> list[Route]:
         now = module.daemon.clock.time()
         payload = payload_of("webhook.test", iso(now), data)
         seq = await module.store.create_test_delivery(tenant, endpoint["id"], payload, now)
-        delivery: Claimed = await module.store.claim_one(seq, now)
-        outcome = await module.dispatcher.send_now(delivery)
+        outcome = await module.dispatcher.send_now(seq)
         return json_response({
-            "delivery_id": delivery.id, "outcome": outcome.outcome, "status_code": outcome.status_code,
+            "delivery_id": outcome.delivery_id, "outcome": outcome.outcome, "status_code": outcome.status_code,
             "latency_ms": outcome.latency_ms, "error": outcome.error, "response_body": outcome.response_body,
             "delivery_status": outcome.next_status,
         })

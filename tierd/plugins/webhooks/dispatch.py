@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable
+import itertools
+from typing import Awaitable, Callable
 
 import aiohttp
 
@@ -26,6 +27,7 @@ from tierd import __version__
 
 from . import retry
 from .metrics import WebhookMetrics
+from .endpoints import EndpointCache
 from .signing import signature_header
 from .ssrf import AddressPolicy, find_refusal, make_connector
 from .store import Claimed, Outcome, Store
@@ -60,13 +62,15 @@ class TokenBucket:
 
 
 class Dispatcher:
-    def __init__(self, daemon, store: Store, settings: dict,
-                 on_disabled: Callable[[str, str], "asyncio.Future"] | None = None):
+    def __init__(self, daemon, store: Store, endpoints: EndpointCache, settings: dict,
+                 on_disabled: Callable[[dict, str], Awaitable[None]] | None = None):
         self.daemon = daemon
         self.store = store
+        self.endpoints = endpoints
+        self._claim_ids = itertools.count(1)
         self.clock = daemon.clock
         self.metrics = WebhookMetrics(daemon.metrics)
-        #: Called as ``await on_disabled(endpoint_id, reason)`` after a 410 disabled an endpoint.
+        #: Called as ``await on_disabled(endpoint, reason)`` after an endpoint was disabled.
         self.on_disabled = on_disabled
         self.wakeup = asyncio.Event()
         self.in_flight = 0
@@ -150,16 +154,23 @@ class Dispatcher:
             return TICK
         return min(TICK, max(0.005, next_due - now))
 
-    def _room(self, endpoint_id: str, rate_limit: float | None) -> int:
-        """Requests this endpoint may start now (its cap and its rate)."""
-        room = self.settings["endpoint_max_in_flight"] - self.per_endpoint.get(endpoint_id, 0)
-        if rate_limit:
-            bucket = self.buckets.get(endpoint_id)
-            if bucket is None or bucket.rate != rate_limit:
-                bucket = self.buckets[endpoint_id] = TokenBucket(rate_limit)
-            room = min(room, bucket.available())
-        else:
-            self.buckets.pop(endpoint_id, None)
+    def _room(self) -> dict[str, int]:
+        """Requests each endpoint may start now, for endpoints below the default cap.
+
+        Endpoints with requests in flight have ``cap - in flight``; those with
+        a rate limit at most the tokens of their bucket.
+        """
+        cap = self.settings["endpoint_max_in_flight"]
+        room = {ep: max(0, cap - n) for ep, n in self.per_endpoint.items()}
+        limited = self.endpoints.rate_limited()
+        for endpoint in limited:
+            bucket = self.buckets.get(endpoint.id)
+            if bucket is None or bucket.rate != endpoint.rate_limit:
+                bucket = self.buckets[endpoint.id] = TokenBucket(endpoint.rate_limit)
+            room[endpoint.id] = min(room.get(endpoint.id, cap), bucket.available())
+        if len(self.buckets) > len(limited):  # limits removed: forget their buckets
+            keep = {e.id for e in limited}
+            self.buckets = {k: v for k, v in self.buckets.items() if k in keep}
         return room
 
     async def fill(self) -> int:
@@ -167,11 +178,12 @@ class Dispatcher:
         free = self.settings["max_in_flight"] - self.in_flight
         if free <= 0:
             return 0
-        busy = [ep for ep, n in self.per_endpoint.items() if n >= self.settings["endpoint_max_in_flight"]]
-        busy += [ep for ep, bucket in self.buckets.items() if bucket.available() < 1]
-        claimed = await self.store.claim(self.clock.time(), min(free, CLAIM_BATCH),
-                                         self.settings["endpoint_max_in_flight"], busy, self._room)
-        for delivery in claimed:
+        await self.endpoints.refresh()
+        now = self.clock.time()
+        rows = await self.store.claim(now, min(free, CLAIM_BATCH), self.settings["endpoint_max_in_flight"],
+                                      self._room(), next(self._claim_ids))
+        for row in rows:
+            delivery = await self._claimed(row, now)
             self.in_flight += 1
             self.per_endpoint[delivery.endpoint_id] = self.per_endpoint.get(delivery.endpoint_id, 0) + 1
             bucket = self.buckets.get(delivery.endpoint_id)
@@ -180,7 +192,18 @@ class Dispatcher:
             task = asyncio.get_running_loop().create_task(self._run(delivery))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
-        return len(claimed)
+        return len(rows)
+
+    async def _claimed(self, row, now: float) -> Claimed:
+        """A claimed row with what sending it needs from its endpoint."""
+        endpoint = self.endpoints.by_id.get(row["endpoint_id"])
+        if endpoint is None:  # created a moment ago by another path: load it
+            self.endpoints.forget(row["endpoint_id"])
+            await self.endpoints.refresh()
+            endpoint = self.endpoints.by_id[row["endpoint_id"]]
+        return Claimed(row["seq"], row["id"], row["tenant_id"], row["endpoint_id"], row["event_type"],
+                       row["payload"], row["attempts"], row["created_at"], endpoint.url, endpoint.headers,
+                       endpoint.secrets(now), endpoint.rate_limit)
 
     async def _run(self, delivery: Claimed) -> None:
         try:
@@ -262,10 +285,12 @@ class Dispatcher:
             self.metrics.first_attempt_delay.observe(max(0.0, now - delivery.created_at))
         return Outcome(delivery.seq, delivery.tenant_id, delivery.endpoint_id, now, kind, status,
                        round(latency * 1000, 2), error, snippet, next_status, due_at,
-                       disable_endpoint=kind == "gone")
+                       disable_endpoint=kind == "gone", delivery_id=delivery.id)
 
-    async def send_now(self, delivery: Claimed) -> Outcome:
-        """One attempt outside the queue (test sends), recorded like any other."""
+    async def send_now(self, seq: int) -> Outcome:
+        """One attempt of a delivery claimed by the caller (test sends), recorded like any other."""
+        await self.endpoints.refresh()
+        delivery = await self._claimed(await self.store.claimed_row(seq), self.clock.time())
         outcome = await self.attempt(delivery)
         await self._record([outcome])
         return outcome
@@ -303,6 +328,7 @@ class Dispatcher:
     async def disable(self, endpoint_id: str, reason: str) -> bool:
         """Disable an endpoint and tell the bus; False if it was not enabled."""
         endpoint = await self.store.disable_endpoint(endpoint_id, reason, self.clock.time())
+        self.endpoints.forget(endpoint_id)
         if endpoint is None:
             return False
         log.warning("webhook endpoint %s disabled: %s", endpoint_id, reason)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import weakref
 
+from tierd.core.clock import parse_iso
 from tierd.core.events import Event
 
 from .dispatch import Dispatcher
-from .store import Store
+from .endpoints import EndpointCache
+from .store import Store, new_delivery_id, payload_of
 
 _RUNNING: "weakref.WeakKeyDictionary[object, Webhooks]" = weakref.WeakKeyDictionary()
 
@@ -20,7 +22,9 @@ class Webhooks:
     def __init__(self, daemon):
         self.daemon = daemon
         self.store = Store(daemon.db)
-        self.dispatcher = Dispatcher(daemon, self.store, daemon.config["webhooks"], on_disabled=self._disabled)
+        self.endpoints = EndpointCache(self.store)
+        self.dispatcher = Dispatcher(daemon, self.store, self.endpoints, daemon.config["webhooks"],
+                                     on_disabled=self._disabled)
 
     @property
     def settings(self) -> dict:
@@ -38,10 +42,22 @@ class Webhooks:
 
     async def consume(self, events: list[Event]) -> None:
         """The bus consumer: one delivery per (event, matching enabled endpoint)."""
+        await self.endpoints.refresh()
         due_at = self.daemon.clock.time() + self.settings["retry_schedule"][0]
-        created = await self.store.create_deliveries(events, due_at)
-        if created:
+        rows = []
+        for event in events:
+            payload = None  # built once per event, shared by its deliveries
+            for endpoint in self.endpoints.matching(event.tenant, event.type):
+                payload = payload or payload_of(event.type, event.created_at, event.data)
+                rows.append((new_delivery_id(), event.tenant, endpoint.id, event.id, event.type, payload, due_at,
+                             parse_iso(event.created_at)))
+        if await self.store.create_deliveries(rows):
             self.dispatcher.wake()
+
+    def changed(self, endpoint_id: str) -> None:
+        """The API created, changed or deleted an endpoint."""
+        self.endpoints.forget(endpoint_id)
+        self.dispatcher.wake()  # e.g. re-enabled: its pending deliveries are due
 
     async def _disabled(self, endpoint: dict, reason: str) -> None:
         await self.daemon.bus.publish(endpoint["_tenant_id"], "webhook.endpoint.disabled", {

@@ -16,10 +16,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import secrets as _secrets
-from typing import Callable, Iterable
 
-from tierd.core.clock import iso, parse_iso
-from tierd.core.events import Event, type_matches
+from tierd.core.clock import iso
+from tierd.core.events import type_matches
 
 MIGRATIONS = [
     # 1: endpoints, deliveries, attempts.
@@ -83,10 +82,42 @@ MIGRATIONS = [
     CREATE INDEX webhook_attempts_delivery ON webhook_attempts(delivery_seq);
     CREATE INDEX webhook_attempts_time ON webhook_attempts(attempted_at);
     """,
+    # 2: fewer round trips on the hot paths. A claim marks its rows with a
+    # claim id (one UPDATE, then one SELECT of that claim); an attempt row
+    # carries the delivery's next state and a trigger applies it, so recording
+    # a batch of results is one INSERT statement (atomic on its own).
+    """
+    ALTER TABLE webhook_deliveries ADD COLUMN claim_id INTEGER;
+    ALTER TABLE webhook_attempts ADD COLUMN next_status TEXT;
+    ALTER TABLE webhook_attempts ADD COLUMN next_due_at REAL;
+    CREATE TRIGGER webhook_attempt_applied AFTER INSERT ON webhook_attempts
+    WHEN NEW.next_status IS NOT NULL
+    BEGIN
+        UPDATE webhook_deliveries SET status=NEW.next_status, due_at=NEW.next_due_at, claimed_at=NULL,
+            claim_id=NULL, attempts=attempts+1, last_attempt_at=NEW.attempted_at,
+            last_status_code=NEW.status_code, last_error=NEW.error,
+            finished_at=CASE WHEN NEW.next_status IN ('succeeded', 'failed') THEN NEW.attempted_at END
+        WHERE seq=NEW.delivery_seq;
+        -- The failure window of an endpoint starts at its first failure after its last success.
+        UPDATE webhook_endpoints SET failing_since=NULL
+        WHERE id=NEW.endpoint_id AND NEW.outcome='success' AND failing_since IS NOT NULL;
+        UPDATE webhook_endpoints SET failing_since=NEW.attempted_at
+        WHERE id=NEW.endpoint_id AND NEW.outcome!='success' AND failing_since IS NULL;
+    END;
+    """,
 ]
 
 ENDPOINT_FIELDS = ("url", "description", "event_types", "headers", "metadata", "rate_limit", "enabled")
 JSON_FIELDS = ("event_types", "headers", "metadata")
+
+
+def _items(count: int, start: int = 0) -> str:
+    """SQL for items start..start+count-1 of each JSON array row of ``json_each(?)``.
+
+    Many rows go to SQLite as one JSON parameter of one statement: one round
+    trip to the database thread, atomic without a transaction around it.
+    """
+    return ", ".join(f"json_extract(value, '$[{i}]')" for i in range(start, start + count))
 
 
 def new_endpoint_id() -> str:
@@ -142,6 +173,7 @@ class Outcome:
     next_status: str             # succeeded | pending | failed
     due_at: float | None
     disable_endpoint: bool = False
+    delivery_id: str = ""
 
 
 class Store:
@@ -228,35 +260,27 @@ class Store:
 
     # --- deliveries: creation ----------------------------------------------------------
 
-    async def create_deliveries(self, events: list[Event], due_at: float) -> int:
-        """One delivery per (event, matching enabled endpoint), in one transaction.
+    async def load_endpoints(self, ids: list[str] | None = None) -> list:
+        """Endpoint rows (all, or those of ``ids``) for the in-memory cache."""
+        if ids is None:
+            return await self.db.fetchall("SELECT * FROM webhook_endpoints")
+        return await self.db.fetchall(
+            "SELECT * FROM webhook_endpoints WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))
 
-        Idempotent: a re-delivered event hits UNIQUE(endpoint_id, event_id)
-        and is ignored. Returns the number of rows inserted.
+    async def create_deliveries(self, rows: list[tuple]) -> int:
+        """Insert deliveries ``(id, tenant, endpoint_id, event_id, event_type, payload, due_at, created_at)``.
+
+        One statement, so atomic without a transaction around it. Idempotent:
+        a re-delivered event hits UNIQUE(endpoint_id, event_id) and is
+        ignored. Returns the number of rows inserted.
         """
-        tenants = sorted({e.tenant for e in events})
-        async with self.db.transaction() as tx:
-            endpoints = await tx.fetchall(
-                "SELECT id, tenant_id, event_types FROM webhook_endpoints"
-                " WHERE enabled=1 AND tenant_id IN (SELECT value FROM json_each(?))", (json.dumps(tenants),))
-            by_tenant: dict[str, list[tuple[str, list[str]]]] = {}
-            for ep in endpoints:
-                by_tenant.setdefault(ep["tenant_id"], []).append((ep["id"], json.loads(ep["event_types"])))
-            rows = []
-            for event in events:
-                payload = None
-                for endpoint_id, patterns in by_tenant.get(event.tenant, ()):
-                    if not endpoint_matches(patterns, event.type):
-                        continue
-                    payload = payload or payload_of(event.type, event.created_at, event.data)
-                    rows.append((new_delivery_id(), event.tenant, endpoint_id, event.id, event.type, payload,
-                                 due_at, parse_iso(event.created_at)))
-            if not rows:
-                return 0
-            cur = await tx.executemany(
-                "INSERT OR IGNORE INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload,"
-                " status, due_at, created_at) VALUES (?,?,?,?,?,?,'pending',?,?)", rows)
-            return cur.rowcount  # rows ignored as duplicates do not count
+        if not rows:
+            return 0
+        cur = await self.db.execute(
+            "INSERT OR IGNORE INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload,"
+            " status, due_at, created_at)"
+            f" SELECT {_items(6)}, 'pending', {_items(2, 6)} FROM json_each(?)", (json.dumps(rows),))
+        return cur.rowcount  # rows ignored as duplicates do not count
 
     async def create_test_delivery(self, tenant: str, endpoint_id: str, payload: str, now: float) -> int:
         """A ``webhook.test`` delivery, claimed at once (the API sends it itself)."""
@@ -276,51 +300,41 @@ class Store:
             " due_at=COALESCE(due_at, created_at) WHERE status='inflight'")
         return cur.rowcount
 
-    async def claim(self, now: float, limit: int, per_endpoint: int, busy: Iterable[str],
-                    room: Callable[[str, float | None], int] | None = None) -> list[Claimed]:
-        """Take up to ``limit`` due deliveries, oldest due first, at most
-        ``per_endpoint`` per endpoint, none of the ``busy`` endpoints.
+    async def claim(self, now: float, limit: int, cap: int, room: dict[str, int], claim_id: int) -> list:
+        """Take up to ``limit`` due deliveries, oldest due first; return their rows.
 
-        The per-endpoint subquery walks the (endpoint_id, due_at) index, so a
-        backlog of one endpoint costs nothing to the others and the work is
-        bounded by ``limit`` however many rows are due. ``room(endpoint_id,
-        rate_limit)`` says how many more an endpoint may take now (its free
-        in-flight slots and rate tokens); rows beyond it stay pending.
+        At most ``cap`` per endpoint, or ``room[endpoint_id]`` when given
+        (its free in-flight slots and rate tokens). The per-endpoint subquery
+        walks the (endpoint_id, due_at) index, so one endpoint's backlog
+        costs nothing to the others and the work is bounded by ``limit``
+        however many rows are due. Two statements, each atomic: the UPDATE
+        marks the rows with ``claim_id``, the SELECT reads that claim.
         """
         if limit <= 0:
             return []
-        async with self.db.transaction() as tx:
-            rows = await tx.fetchall(
-                "SELECT d.seq, d.id, d.tenant_id, d.endpoint_id, d.event_type, d.payload, d.attempts, d.created_at,"
-                " e.url, e.headers, e.secret, e.previous_secret, e.previous_secret_until, e.rate_limit"
-                " FROM webhook_endpoints e JOIN webhook_deliveries d ON d.seq IN ("
-                "   SELECT x.seq FROM webhook_deliveries x WHERE x.endpoint_id=e.id AND x.status='pending'"
-                "   AND x.due_at<=? ORDER BY x.due_at LIMIT ?)"
-                " WHERE e.enabled=1 AND e.id NOT IN (SELECT value FROM json_each(?))"
-                " ORDER BY d.due_at LIMIT ?",
-                (now, per_endpoint, json.dumps(list(busy)), limit))
-            if room is not None:
-                taken: dict[str, int] = {}
-                kept = []
-                for r in rows:
-                    n = taken.get(r["endpoint_id"], 0)
-                    if n < room(r["endpoint_id"], r["rate_limit"]):
-                        taken[r["endpoint_id"]] = n + 1
-                        kept.append(r)
-                rows = kept
-            if rows:
-                await tx.execute(
-                    "UPDATE webhook_deliveries SET status='inflight', claimed_at=?"
-                    " WHERE seq IN (SELECT value FROM json_each(?))", (now, json.dumps([r["seq"] for r in rows])))
-        return [_claimed(r, now) for r in rows]
+        cur = await self.db.execute(
+            "UPDATE webhook_deliveries SET status='inflight', claimed_at=?, claim_id=? WHERE seq IN ("
+            " SELECT seq FROM ("
+            "  SELECT d.seq, d.due_at, d.endpoint_id,"
+            "   ROW_NUMBER() OVER (PARTITION BY d.endpoint_id ORDER BY d.due_at) AS rn"
+            "  FROM webhook_endpoints e JOIN webhook_deliveries d ON d.seq IN ("
+            "   SELECT x.seq FROM webhook_deliveries x WHERE x.endpoint_id=e.id AND x.status='pending'"
+            "   AND x.due_at<=? ORDER BY x.due_at LIMIT ?)"
+            "  WHERE e.enabled=1)"
+            " WHERE rn <= COALESCE(json_extract(?, '$.\"' || endpoint_id || '\"'), ?)"
+            " ORDER BY due_at LIMIT ?)",
+            (now, claim_id, now, cap, json.dumps(room), cap, limit))
+        if cur.rowcount == 0:
+            return []
+        return await self.db.fetchall(
+            "SELECT seq, id, tenant_id, endpoint_id, event_type, payload, attempts, created_at"
+            " FROM webhook_deliveries WHERE status='inflight' AND claim_id=? ORDER BY due_at", (claim_id,))
 
-    async def claim_one(self, seq: int, now: float) -> Claimed | None:
-        """The claimed row ``seq`` with its endpoint (for test sends)."""
-        row = await self.db.fetchone(
-            "SELECT d.seq, d.id, d.tenant_id, d.endpoint_id, d.event_type, d.payload, d.attempts, d.created_at,"
-            " e.url, e.headers, e.secret, e.previous_secret, e.previous_secret_until, e.rate_limit"
-            " FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id=d.endpoint_id WHERE d.seq=?", (seq,))
-        return _claimed(row, now) if row else None
+    async def claimed_row(self, seq: int):
+        """The row of one claimed delivery (test sends)."""
+        return await self.db.fetchone(
+            "SELECT seq, id, tenant_id, endpoint_id, event_type, payload, attempts, created_at"
+            " FROM webhook_deliveries WHERE seq=?", (seq,))
 
     async def next_due(self) -> float | None:
         """The earliest due time of any pending delivery (one index seek)."""
@@ -328,30 +342,14 @@ class Store:
         return row["t"] if row else None
 
     async def record(self, outcomes: list[Outcome]) -> None:
-        """Write a batch of attempt results in one transaction."""
-        async with self.db.transaction() as tx:
-            await tx.executemany(
-                "INSERT INTO webhook_attempts(delivery_seq, tenant_id, endpoint_id, attempted_at, status_code,"
-                " latency_ms, outcome, error, response_body) VALUES (?,?,?,?,?,?,?,?,?)",
-                [(o.seq, o.tenant_id, o.endpoint_id, o.attempted_at, o.status_code, o.latency_ms, o.outcome,
-                  o.error, o.response_body) for o in outcomes])
-            await tx.executemany(
-                "UPDATE webhook_deliveries SET status=?, due_at=?, claimed_at=NULL, attempts=attempts+1,"
-                " last_attempt_at=?, last_status_code=?, last_error=?,"
-                " finished_at=CASE WHEN ? IN ('succeeded','failed') THEN ? ELSE NULL END WHERE seq=?",
-                [(o.next_status, o.due_at, o.attempted_at, o.status_code, o.error, o.next_status, o.attempted_at,
-                  o.seq) for o in outcomes])
-            ok = sorted({o.endpoint_id for o in outcomes if o.outcome == "success"})
-            bad = sorted({o.endpoint_id for o in outcomes if o.outcome != "success"} - set(ok))
-            # The failure window starts at the first failure after the last success.
-            await tx.executemany("UPDATE webhook_endpoints SET failing_since=NULL"
-                                 " WHERE id=? AND failing_since IS NOT NULL", [(e,) for e in ok])
-            first_fail = {}
-            for o in outcomes:
-                if o.endpoint_id in bad:
-                    first_fail.setdefault(o.endpoint_id, o.attempted_at)
-            await tx.executemany("UPDATE webhook_endpoints SET failing_since=? WHERE id=? AND failing_since IS NULL",
-                                 [(t, e) for e, t in first_fail.items()])
+        """Write a batch of attempt results: one INSERT; the trigger of
+        migration 2 moves each delivery (and its endpoint's failure window)."""
+        await self.db.execute(
+            "INSERT INTO webhook_attempts(delivery_seq, tenant_id, endpoint_id, attempted_at, status_code,"
+            " latency_ms, outcome, error, response_body, next_status, next_due_at)"
+            f" SELECT {_items(11)} FROM json_each(?)",
+            (json.dumps([(o.seq, o.tenant_id, o.endpoint_id, o.attempted_at, o.status_code, o.latency_ms, o.outcome,
+                          o.error, o.response_body, o.next_status, o.due_at) for o in outcomes]),))
 
     async def due_stats(self, now: float) -> tuple[int, float | None]:
         """(deliveries due now, due_at of the oldest) over enabled endpoints."""
@@ -471,12 +469,3 @@ def _attempt(row) -> dict:
         "status_code": row["status_code"], "latency_ms": row["latency_ms"], "error": row["error"],
         "response_body": row["response_body"],
     }
-
-
-def _claimed(row, now: float) -> Claimed:
-    secrets = [row["secret"]]
-    if row["previous_secret"] and (row["previous_secret_until"] or 0) > now:
-        secrets.append(row["previous_secret"])
-    return Claimed(row["seq"], row["id"], row["tenant_id"], row["endpoint_id"], row["event_type"], row["payload"],
-                   row["attempts"], row["created_at"], row["url"], json.loads(row["headers"]), secrets,
-                   row["rate_limit"])
