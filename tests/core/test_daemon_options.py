@@ -1,0 +1,29 @@
+"""Options of the daemon process: unix socket, watchdog, JSON logs."""
+
+import json
+import tempfile
+from pathlib import Path
+
+
+def test_unix_socket_watchdog_and_json_logs(tierd_daemon):
+    sock = Path(tempfile.mkdtemp(prefix="tierd-api-")) / "api.sock"
+    d = tierd_daemon({"server": {"listen": f"unix:{sock}"}, "logging": {"format": "json"}},
+                     env={"WATCHDOG_USEC": "400000"})  # ping every 0.2 s
+    d.notify.wait_for("WATCHDOG=1", timeout=5)
+    count = sum("WATCHDOG=1" in m for m in d.notify.drain())
+    d.notify.wait_for("WATCHDOG=1", timeout=5, start=len(d.notify.messages))
+    assert sum("WATCHDOG=1" in m for m in d.notify.drain()) > count
+
+    # The CLI reaches the API over the socket.
+    assert d.cli("tenants", "create", "acme").returncode == 0
+    r = d.cli("events", "publish", "--tenant", "acme", "--type", "invoice.paid", "--data", '{"n": 1}', "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["type"] == "invoice.paid"
+    r = d.cli("events", "list", "--tenant", "acme", "--json")
+    assert [e["type"] for e in json.loads(r.stdout)] == ["invoice.paid"]
+
+    assert d.terminate() == 0
+    # Every log record is one JSON line (Python's own warnings, if any, are not records).
+    records = [json.loads(line) for line in d.logs().splitlines() if line.startswith("{")]
+    assert any("ready on unix:" in r["message"] for r in records)
+    assert {"ts", "level", "logger", "message"} <= set(records[0])
