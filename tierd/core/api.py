@@ -152,6 +152,23 @@ def page_params(request: web.Request, default: int = 50, maximum: int = 500) -> 
     return limit, cursor or None
 
 
+def query_choice(request: web.Request, name: str, choices) -> str | None:
+    """``?name=`` if it is one of ``choices`` (None if absent); 400 otherwise."""
+    value = request.query.get(name)
+    if value is not None and value not in choices:
+        raise ApiError(400, "invalid_parameter", f"{name} must be one of {', '.join(choices)}")
+    return value
+
+
+def int_cursor(cursor: str | None) -> int | None:
+    """A cursor this API made from an integer (a sequence number); 400 for anything else."""
+    if cursor is None:
+        return None
+    if not cursor.isdigit():
+        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
+    return int(cursor)
+
+
 def encode_cursor(value) -> str:
     return base64.urlsafe_b64encode(str(value).encode()).decode().rstrip("=")
 

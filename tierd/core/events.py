@@ -210,7 +210,7 @@ class EventBus:
                     if saved != cursor:  # idle: store where we are
                         await self._save_cursor(consumer.name, cursor)
                         saved, saved_at = cursor, time.monotonic()
-                    await _wait_any(wakeup, stopping, timeout=1.0)
+                    await wait_any(wakeup, stopping, timeout=1.0)
                     continue
                 wanted = [e for e in events if any(type_matches(p, e.type) for p in consumer.types)]
                 try:
@@ -221,7 +221,7 @@ class EventBus:
                 except Exception:
                     log.exception("consumer %s failed on events %d..%d; retrying in %.1fs",
                                   consumer.name, events[0].seq, events[-1].seq, backoff)
-                    await _wait_any(stopping, timeout=backoff)
+                    await wait_any(stopping, timeout=backoff)
                     backoff = min(backoff * 2, 30.0)
                     continue
                 backoff = 0.5
@@ -258,7 +258,8 @@ class EventBus:
         return {r["name"]: top["m"] - r["last_seq"] for r in rows}
 
 
-async def _wait_any(*events: asyncio.Event, timeout: float) -> None:
+async def wait_any(*events: asyncio.Event, timeout: float) -> None:
+    """Wait until any of ``events`` is set, or ``timeout`` seconds passed."""
     waiters = [asyncio.ensure_future(e.wait()) for e in events]
     try:
         await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)

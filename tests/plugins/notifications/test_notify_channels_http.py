@@ -10,7 +10,8 @@ from aiohttp import web
 from tierd.core.registry import Message
 from tierd.core.schema import validate
 from tierd.plugins.notifications.channels import NtfyChannel, SlackChannel, TeamsChannel, WebhookChannel
-from tierd.plugins.notifications.channels.http_post import classify, parse_retry_after
+from tierd.core.http import parse_retry_after
+from tierd.plugins.notifications.channels.http_post import classify
 
 MSG = Message(subject="3 invoices paid", body="*acme*: 3 × invoice.paid", severity="warning",
               events=[{"id": "evt_1", "type": "invoice.paid", "tenant": "acme", "data": {"amount": "5.00"}}],

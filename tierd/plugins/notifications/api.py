@@ -12,7 +12,8 @@ import json
 import secrets
 
 from tierd.core.api import (
-    ApiError, Route, actor_of, daemon_of, json_response, page, page_params, read_json, tenant_scope,
+    ApiError, Route, actor_of, daemon_of, int_cursor, json_response, page, page_params, query_choice, read_json,
+    tenant_scope,
 )
 from tierd.core.clock import iso, parse_iso
 from tierd.core.schema import validate
@@ -61,16 +62,13 @@ def _parse_time(request, name: str) -> float | None:
 async def list_notifications(request):
     daemon = daemon_of(request)
     limit, cursor = page_params(request)
-    status = request.query.get("status")
-    if status is not None and status not in STATUSES:
-        raise ApiError(400, "invalid_parameter", f"status must be one of {', '.join(STATUSES)}")
-    if cursor is not None and not cursor.isdigit():
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
+    status = query_choice(request, "status", STATUSES)
+    before = int_cursor(cursor)
     rows = await store.history(
         daemon.db, tenant=tenant_scope(request), channel=request.query.get("channel"), status=status,
         event=request.query.get("event"), route=request.query.get("route"), kind=request.query.get("kind"),
         since=_parse_time(request, "since"), until=_parse_time(request, "until"),
-        before_seq=int(cursor) if cursor else None, limit=limit + 1)
+        before_seq=before, limit=limit + 1)
     attempts = await store.attempts_of(daemon.db, [r["id"] for r in rows[:limit]])
     items = [dict(notification_json(r, attempts.get(r["id"], [])), _seq=r["seq"]) for r in rows]
     result = page(items, limit, cursor_of=lambda item: item["_seq"])

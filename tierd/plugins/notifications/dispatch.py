@@ -20,6 +20,7 @@ import time
 
 import prometheus_client
 
+from tierd.core.events import wait_any
 from tierd.core.registry import Message, SendResult
 
 from . import grouping, store
@@ -102,7 +103,7 @@ class Dispatcher:
                     busy = 0
                 if busy and self._free_slots():
                     continue  # more may be due right away
-                await _wait_any(self._wake, stopping, timeout=await self._idle_timeout())
+                await wait_any(self._wake, stopping, timeout=await self._idle_timeout())
         finally:
             # Shutdown: let sends in flight finish and record them (the daemon
             # cancels us after its grace period; unrecorded rows stay pending).
@@ -295,12 +296,3 @@ class Dispatcher:
             counter.labels(o["channel"]).inc()
             if o["status"] == "failed":
                 log.warning("notification %s to %s failed: %s", o["id"], o["channel"], o["last_error"])
-
-
-async def _wait_any(*events: asyncio.Event, timeout: float) -> None:
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()

@@ -13,34 +13,17 @@ build; what a response *means* for delivery is the same for all of them:
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
-import time
 
 import aiohttp
 
+from tierd.core.http import parse_retry_after
 from tierd.core.registry import SendResult
 
 #: Statuses that are worth retrying although they are 4xx.
 _RETRYABLE_4XX = {408, 425, 429}
 #: How much of a response body goes into the attempt's detail.
 _DETAIL_CHARS = 300
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds to wait: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
 
 
 def classify(status: int, body: str, retry_after: str | None = None) -> SendResult:
