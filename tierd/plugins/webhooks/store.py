@@ -317,7 +317,10 @@ class Store:
             " SELECT seq FROM ("
             "  SELECT d.seq, d.due_at, d.endpoint_id,"
             "   ROW_NUMBER() OVER (PARTITION BY d.endpoint_id ORDER BY d.due_at) AS rn"
-            "  FROM webhook_endpoints e JOIN webhook_deliveries d ON d.seq IN ("
+            # CROSS JOIN fixes the loop order (SQLite honours it): endpoints
+            # outside, an index seek per endpoint inside. Left to itself the
+            # planner may scan every delivery instead (0.4 s at 30k rows).
+            "  FROM webhook_endpoints e CROSS JOIN webhook_deliveries d ON d.seq IN ("
             "   SELECT x.seq FROM webhook_deliveries x WHERE x.endpoint_id=e.id AND x.status='pending'"
             "   AND x.due_at<=? ORDER BY x.due_at LIMIT ?)"
             "  WHERE e.enabled=1)"

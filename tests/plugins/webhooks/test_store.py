@@ -1,0 +1,74 @@
+"""The claim query: per-endpoint room, bounded work on a big backlog, idempotent inserts."""
+
+import json
+import time
+
+import pytest
+
+from tierd.core.storage import Database
+from tierd.plugins.webhooks.store import MIGRATIONS, Outcome, Store
+
+
+@pytest.fixture
+async def store(tmp_path):
+    db = await Database(tmp_path / "t.db").open()
+    await db.migrate({"webhooks": MIGRATIONS})
+    for j in range(4):
+        await db.execute("INSERT INTO webhook_endpoints(id, tenant_id, url, secret, enabled, created_at, updated_at)"
+                         " VALUES (?,?,?,?,?,0,0)", (f"ep_{j}", "acme", "https://example.com", "whsec_x", int(j != 3)))
+    yield Store(db)
+    await db.close()
+
+
+def rows(count, now, endpoints=4):
+    return [(f"msg_{i:06d}", "acme", f"ep_{i % endpoints}", f"evt_{i}", "invoice.paid", "{}", now + i * 1e-6, now)
+            for i in range(count)]
+
+
+async def test_claim_respects_room_cap_limit_and_disabled_endpoints(store):
+    now = time.time()
+    assert await store.create_deliveries(rows(400, now)) == 400
+    assert await store.create_deliveries(rows(400, now)) == 0  # idempotent
+    claimed = await store.claim(now + 1, limit=100, cap=10, room={"ep_1": 3, "ep_2": 0}, claim_id=1)
+    by_endpoint = {}
+    for row in claimed:
+        by_endpoint[row["endpoint_id"]] = by_endpoint.get(row["endpoint_id"], 0) + 1
+    assert by_endpoint == {"ep_0": 10, "ep_1": 3}  # ep_2 has no room, ep_3 is disabled
+    assert [r["id"] for r in claimed if r["endpoint_id"] == "ep_0"] == [f"msg_{i:06d}" for i in range(0, 40, 4)]
+    # Nothing is claimed twice; the global limit holds.
+    again = await store.claim(now + 1, limit=5, cap=10, room={}, claim_id=2)
+    assert len(again) == 5 and not {r["seq"] for r in again} & {r["seq"] for r in claimed}
+    # Not due yet: nothing.
+    assert await store.claim(now - 10, limit=100, cap=10, room={}, claim_id=3) == []
+
+
+async def test_claim_plan_seeks_per_endpoint_instead_of_scanning_deliveries(store):
+    sql_plan = await store.db.fetchall(
+        "EXPLAIN QUERY PLAN SELECT d.seq FROM webhook_endpoints e CROSS JOIN webhook_deliveries d ON d.seq IN ("
+        " SELECT x.seq FROM webhook_deliveries x WHERE x.endpoint_id=e.id AND x.status='pending'"
+        " AND x.due_at<=? ORDER BY x.due_at LIMIT ?) WHERE e.enabled=1", (0, 10))
+    details = [r["detail"] for r in sql_plan]
+    assert "SCAN e" in details and not any(d.startswith("SCAN d") for d in details), details
+    now = time.time()
+    await store.create_deliveries(rows(50_000, now))
+    started = time.perf_counter()
+    claimed = await store.claim(now + 1, limit=200, cap=10, room={}, claim_id=9)
+    assert len(claimed) == 30 and time.perf_counter() - started < 0.2
+
+
+async def test_record_moves_delivery_and_failure_window(store):
+    now = time.time()
+    await store.create_deliveries(rows(2, now, endpoints=1))
+    a, b = await store.claim(now + 1, limit=10, cap=10, room={}, claim_id=1)
+    await store.record([
+        Outcome(a["seq"], "acme", "ep_0", now + 1, "http_error", 500, 3.0, "HTTP 500", "boom", "pending", now + 5),
+        Outcome(b["seq"], "acme", "ep_0", now + 1, "success", 200, 2.0, None, "ok", "succeeded", None),
+    ])
+    first = await store.get_delivery("acme", a["id"])
+    second = await store.get_delivery("acme", b["id"])
+    assert (first["status"], first["attempts"], first["last_status_code"]) == ("pending", 1, 500)
+    assert (second["status"], second["attempts"]) == ("succeeded", 1) and second["finished_at"]
+    endpoint = await store.db.fetchone("SELECT failing_since FROM webhook_endpoints WHERE id='ep_0'")
+    assert endpoint["failing_since"] is None  # the success came after the failure
+    attempts = await store.attempts_of(a["seq"])
+    assert attempts[0]["response_body"] == "boom" and json.dumps(attempts)
