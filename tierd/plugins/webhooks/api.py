@@ -10,7 +10,9 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
-from tierd.core.api import ApiError, Route, daemon_of, json_response, page, page_params, read_json, require_tenant
+from tierd.core.api import (
+    ApiError, Route, daemon_of, int_cursor, json_response, page, page_params, query_choice, read_json, require_tenant,
+)
 from tierd.core.clock import iso, parse_iso
 
 from . import runtime
@@ -216,13 +218,9 @@ def routes() -> list[Route]:
         tenant, module = await context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
         limit, cursor = page_params(request)
-        status = request.query.get("status")
-        if status is not None and status not in STATUSES:
-            raise ApiError(400, "invalid_parameter", f"status must be one of {', '.join(STATUSES)}")
-        if cursor is not None and not cursor.isdigit():
-            raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
         items = await module.store.list_deliveries(
-            tenant, endpoint["id"], limit=limit + 1, before_seq=int(cursor) if cursor else None, status=status,
+            tenant, endpoint["id"], limit=limit + 1, before_seq=int_cursor(cursor),
+            status=query_choice(request, "status", STATUSES),
             event_type=request.query.get("event_type"), since=_time_param(request, "since"),
             until=_time_param(request, "until"))
         result = page(items, limit, lambda d: d["_seq"])

@@ -5,9 +5,9 @@ Pure functions, so the policy is tested without a network or a clock.
 
 from __future__ import annotations
 
-import email.utils
 import random
-import time
+
+from tierd.core.http import parse_retry_after
 
 #: Status codes whose Retry-After header we honour (as Svix does).
 RETRY_AFTER_STATUSES = frozenset({429, 502, 503, 504})
@@ -35,17 +35,3 @@ def next_delay(schedule: list[float], attempts_made: int, *, status: int | None 
         if wanted is not None:
             delay = min(max(wanted, scheduled), 2 * scheduled)
     return delay
-
-
-def parse_retry_after(value: str, now: float | None = None) -> float | None:
-    """Retry-After as seconds: delta-seconds or an HTTP date; None if unreadable."""
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
