@@ -138,8 +138,9 @@ def test_reconciliation_end_to_end(recon):
     # The audit names the token that did it and the person it spoke for.
     assert re.search(r"accepted by acme/tok_\w+ for carol$", accepted["explanation"])
     assert [e["external_id"] for e in accepted["ledger_entries"]] == ["L-7"]
+    # Its rival for the same entry went stale at once: it cannot be accepted any more.
     status, body = call("POST", f"{BASE}/main-eur/suggestions/{l7[1]['id']}/accept")
-    assert status == 409 and body["error"]["code"] == "item_not_open"
+    assert status == 409 and body["error"]["code"] == "suggestion_not_open" and "stale" in body["error"]["message"]
 
     # Open items on both sides, with age; the old unpaid invoice is still there.
     status, items = call("GET", f"{BASE}/main-eur/open-items")

@@ -96,3 +96,18 @@ async def test_another_tenants_items_cannot_be_matched_or_seen(db):
     assert len(await store.open_lines(db, "acme", "acct")) == 3
     assert await store.items_by_id(db, "globex", "acct", "bank", acme_lines) == {}
     assert set(await store.items_by_id(db, "globex", "acct", "bank", globex_lines)) == set(globex_lines)
+
+
+async def test_a_new_match_makes_rival_suggestions_stale(db):
+    lines, entries = await seed(db, "acme")
+    async with db.transaction() as tx:
+        # Two close calls compete for entry E2; a third is about other items.
+        await store.replace_suggestions(tx, "acme", "acct", "run_1", [
+            auto([lines[1]], [entries[1]]), auto([lines[2]], [entries[1]]), auto([lines[0]], [entries[0]])], NOW)
+    async with db.transaction() as tx:
+        await store.stale_rivals(tx, "acme", "acct", [lines[1]], [entries[1]], "carol", NOW)
+    rows = await db.fetchall("SELECT bank_ids, ledger_ids, status FROM recon_suggestions ORDER BY bank_ids")
+    status = {(r["bank_ids"], r["ledger_ids"]): r["status"] for r in rows}
+    assert status[(f"[{lines[1]}]", f"[{entries[1]}]")] == "stale"
+    assert status[(f"[{lines[2]}]", f"[{entries[1]}]")] == "stale"
+    assert status[(f"[{lines[0]}]", f"[{entries[0]}]")] == "open"

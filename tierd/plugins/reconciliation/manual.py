@@ -80,6 +80,7 @@ async def manual_match(daemon, tenant: str, account: dict, body: dict, actor: st
             match_id = await store.create_match(
                 tx, tenant, account["id"], run_id=None, kind="manual", rule="manual", score=1.0, explanation=explanation,
                 adjustment=adjustment, bank_ids=bank_ids, ledger_ids=ledger_ids, actor=actor, now=now)
+            await store.stale_rivals(tx, tenant, account["id"], bank_ids, ledger_ids, actor, now)
             await store.audit(tx, tenant, account["id"], now, actor, "match.created", match_id,
                               {"statement_line_ids": bank_ids, "ledger_entry_ids": ledger_ids, "adjustment": adjustment})
     except store.Conflict:
@@ -102,6 +103,7 @@ async def accept_suggestion(daemon, tenant: str, account: dict, suggestion_id: s
                 explanation=f"{s['explanation']}; accepted by {actor}", adjustment=Decimal(s["adjustment"]),
                 bank_ids=s["bank_ids"], ledger_ids=s["ledger_ids"], actor=actor, now=now)
             await store.decide_suggestion(tx, tenant, suggestion_id, "accepted", actor, now)
+            await store.stale_rivals(tx, tenant, account["id"], s["bank_ids"], s["ledger_ids"], actor, now)
             await store.audit(tx, tenant, account["id"], now, actor, "suggestion.accepted", suggestion_id,
                               {"match_id": match_id})
     except store.Conflict:

@@ -491,6 +491,21 @@ async def replace_suggestions(tx, tenant: str, account_id: str, run_id: str, sug
           json.dumps(s["bank_ids"]), json.dumps(s["ledger_ids"]), now) for s in suggestions])
 
 
+async def stale_rivals(tx, tenant: str, account_id: str, bank_ids: list, ledger_ids: list, actor: str,
+                       now: str) -> None:
+    """Open suggestions that share an item with a new match can no longer be accepted: mark them stale."""
+    if not bank_ids and not ledger_ids:
+        return
+    bank_marks = ",".join("?" * len(bank_ids)) or "NULL"
+    ledger_marks = ",".join("?" * len(ledger_ids)) or "NULL"
+    await tx.execute(
+        "UPDATE recon_suggestions SET status='stale', decided_at=?, decided_by=?"
+        " WHERE tenant_id=? AND account_id=? AND status='open' AND ("
+        f" EXISTS (SELECT 1 FROM json_each(bank_ids) WHERE value IN ({bank_marks}))"
+        f" OR EXISTS (SELECT 1 FROM json_each(ledger_ids) WHERE value IN ({ledger_marks})))",
+        (now, actor, tenant, account_id, *bank_ids, *ledger_ids))
+
+
 SUGGESTION_COLUMNS = "id, run_id, rule, score, explanation, adjustment, bank_ids, ledger_ids, status, created_at"
 
 
