@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import sys
 
@@ -168,8 +167,9 @@ def db_backup(cli_ctx, path):
 # --- tenants and tokens -----------------------------------------------------------------
 
 
-def _ts(value):
-    return dt.datetime.fromtimestamp(value, dt.timezone.utc).strftime("%Y-%m-%d %H:%M") if value else None
+def _ts(value: str | None):
+    """An API time (ISO-8601 UTC) shortened for tables."""
+    return value[:16].replace("T", " ") if value else None
 
 
 @cli.group()

@@ -70,8 +70,10 @@ class ApiClient:
             message = error.get("message", raw.decode(errors="replace")[:500])
             details = error.get("details")
             extra = ""
-            if details:
-                extra = "\n" + "\n".join(f"  {d}" for d in details) if isinstance(details, list) else f"\n  {details}"
+            if isinstance(details, list) and details:
+                extra = "\n" + "\n".join(f"  {d}" for d in details)
+            elif isinstance(details, dict) and details:
+                extra = "\n" + "\n".join(f"  {k}: {v}" for k, v in details.items() if str(v) not in message)
             raise click.ClickException(f"{error.get('code', response.status)}: {message}{extra}")
         return data
 

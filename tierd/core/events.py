@@ -36,7 +36,7 @@ class Event:
     created_at: str
 
     def to_json(self) -> dict:
-        return {"id": self.id, "tenant": self.tenant, "type": self.type,
+        return {"id": self.id, "seq": self.seq, "tenant": self.tenant, "type": self.type,
                 "data": self.data, "created_at": self.created_at}
 
 

@@ -7,6 +7,8 @@ import re
 import secrets
 import time
 
+from tierd.core.clock import iso
+
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 TOKEN_PREFIX = "tierd_"
 
@@ -30,7 +32,7 @@ async def create_tenant(db, name: str) -> dict:
             raise TenantError("tenant_exists", f"tenant {name!r} already exists")
         now = time.time()
         await tx.execute("INSERT INTO tenants(id, name, created_at) VALUES (?,?,?)", (name, name, now))
-    return {"id": name, "name": name, "created_at": now}
+    return {"id": name, "name": name, "created_at": iso(now)}
 
 
 async def ensure_tenant(db, name: str) -> None:
@@ -43,7 +45,7 @@ async def list_tenants(db) -> list[dict]:
         "SELECT t.id, t.name, t.created_at,"
         " (SELECT COUNT(*) FROM tokens k WHERE k.tenant_id=t.id AND k.revoked_at IS NULL) AS active_tokens"
         " FROM tenants t ORDER BY t.id")
-    return [dict(r) for r in rows]
+    return [dict(r) | {"created_at": iso(r["created_at"])} for r in rows]
 
 
 async def create_token(db, tenant: str, description: str = "") -> dict:
@@ -64,7 +66,9 @@ async def list_tokens(db, tenant: str | None = None) -> list[dict]:
     params = ()
     if tenant:
         sql, params = sql + " WHERE tenant_id=?", (tenant,)
-    return [dict(r) for r in await db.fetchall(sql + " ORDER BY created_at", params)]
+    rows = await db.fetchall(sql + " ORDER BY created_at", params)
+    return [dict(r) | {"created_at": iso(r["created_at"]), "revoked_at": iso(r["revoked_at"]) if r["revoked_at"] else None}
+            for r in rows]
 
 
 async def revoke_token(db, token_id: str) -> dict:

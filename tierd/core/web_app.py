@@ -199,7 +199,7 @@ def core_routes(daemon) -> list[Route]:
         limit, cursor = page_params(request)
         after = int(cursor) if cursor and cursor.isdigit() else 0
         events = await daemon.bus.list(tenant, after, limit + 1, request.query.get("type"))
-        return json_response(page([e.to_json() | {"seq": e.seq} for e in events], limit, lambda e: e["seq"]))
+        return json_response(page([e.to_json() for e in events], limit, lambda e: e["seq"]))
 
     async def get_event(request):
         event = await daemon.bus.get(tenant_scope(request), request.match_info["id"])
