@@ -87,6 +87,7 @@ class Dispatcher:
     def configure(self, settings: dict) -> None:
         """Apply (re)loaded settings; requests in flight keep theirs."""
         self.settings = settings
+        self.timeout = aiohttp.ClientTimeout(total=settings["timeout"])
         # The resolver and socket factory hold this very object: new
         # connections see the new allowlist at once.
         self.policy.allow = list(settings["allow_destinations"])
@@ -246,7 +247,7 @@ class Dispatcher:
         started = time.monotonic()
         try:
             async with self.session.post(delivery.url, data=body, headers=headers, allow_redirects=False,
-                                         timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                                         timeout=self.timeout) as resp:
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
                 snippet = await _read_head(resp, BODY_LIMIT)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -40,6 +41,7 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(os.urandom(SECRET_BYTES)).decode()
 
 
+@functools.lru_cache(maxsize=4096)  # every request signs with one of a few secrets
 def secret_key(secret: str) -> bytes:
     """The HMAC key of a secret (``whsec_`` stripped, base64-decoded).
 
