@@ -76,6 +76,11 @@ class Dispatcher:
         self.in_flight = 0
         self.per_endpoint: dict[str, int] = {}
         self.buckets: dict[str, TokenBucket] = {}
+        # What limited the last claim: a finished request wakes the loop only
+        # if its slot may let more due rows go (otherwise a claim would find
+        # nothing and cost two database round trips per finished request).
+        self._capped: set[str] = set()
+        self._global_capped = False
         self.tasks: set[asyncio.Task] = set()
         self.results: list[Outcome] = []
         self.results_ready = asyncio.Event()
@@ -181,8 +186,14 @@ class Dispatcher:
             return 0
         await self.endpoints.refresh()
         now = self.clock.time()
-        rows = await self.store.claim(now, min(free, CLAIM_BATCH), self.settings["endpoint_max_in_flight"],
-                                      self._room(), next(self._claim_ids))
+        cap, limit, room = self.settings["endpoint_max_in_flight"], min(free, CLAIM_BATCH), self._room()
+        rows = await self.store.claim(now, limit, cap, room, next(self._claim_ids))
+        taken: dict[str, int] = {}
+        for row in rows:
+            taken[row["endpoint_id"]] = taken.get(row["endpoint_id"], 0) + 1
+        self._global_capped = len(rows) >= limit
+        self._capped = {ep for ep, r in room.items() if r <= taken.get(ep, 0)}
+        self._capped.update(ep for ep, n in taken.items() if n >= room.get(ep, cap))
         for row in rows:
             delivery = await self._claimed(row, now)
             self.in_flight += 1
@@ -222,7 +233,8 @@ class Dispatcher:
                 self.per_endpoint[delivery.endpoint_id] = left
             else:
                 self.per_endpoint.pop(delivery.endpoint_id, None)
-            self.wakeup.set()
+            if self._global_capped or delivery.endpoint_id in self._capped:
+                self.wakeup.set()
         self.results.append(outcome)
         self.results_ready.set()
 
@@ -321,7 +333,9 @@ class Dispatcher:
 
     async def _record(self, batch: list[Outcome]) -> None:
         await self.store.record(batch)
-        self.wakeup.set()  # retries scheduled soon change how long the loop may sleep
+        soon = self.clock.time() + TICK
+        if any(o.due_at is not None and o.due_at < soon for o in batch):
+            self.wakeup.set()  # a retry due before the loop's next tick
         for o in batch:
             if o.disable_endpoint:
                 await self.disable(o.endpoint_id, "the endpoint answered 410 Gone")
