@@ -75,6 +75,17 @@ async def test_schedule_spent_means_failed_and_body_is_cut_at_4k(local, hook_rec
     await d.publish("acme", "invoice.paid")
     [row] = await d.wait_delivery("acme", ep["id"], "failed", timeout=10)
     assert len(r.requests) == 3 and row["attempts"] == 3
+    # Operators hear of it on the bus (notifications routes it to people) ...
+    for _ in range(50):
+        failed = await d.daemon.bus.list("acme", 0, 100, "webhook.delivery.failed")
+        if failed:
+            break
+        await asyncio.sleep(0.1)
+    assert [(e.data["delivery_id"], e.data["attempts"], e.data["status_code"]) for e in failed] == \
+        [(row["id"], 3, 503)]
+    # ... but it is never sent as a webhook, not even to an endpoint subscribed to everything.
+    await asyncio.sleep(0.5)
+    assert len(r.requests) == 3
     status, detail = await d.call("GET", f"/v1/deliveries/{row['id']}", tenant="acme")
     assert all(len(a["response_body"]) == 4096 for a in detail["attempts_detail"])
     # A manual retry sends a failed delivery again.

@@ -63,7 +63,8 @@ class TokenBucket:
 
 class Dispatcher:
     def __init__(self, daemon, store: Store, endpoints: EndpointCache, settings: dict,
-                 on_disabled: Callable[[dict, str], Awaitable[None]] | None = None):
+                 on_disabled: Callable[[dict, str], Awaitable[None]] | None = None,
+                 on_failed: Callable[[Outcome], Awaitable[None]] | None = None):
         self.daemon = daemon
         self.store = store
         self.endpoints = endpoints
@@ -72,6 +73,8 @@ class Dispatcher:
         self.metrics = WebhookMetrics(daemon.metrics)
         #: Called as ``await on_disabled(endpoint, reason)`` after an endpoint was disabled.
         self.on_disabled = on_disabled
+        #: Called as ``await on_failed(outcome)`` when a delivery gave up (schedule spent or 410).
+        self.on_failed = on_failed
         self.wakeup = asyncio.Event()
         self.in_flight = 0
         self.per_endpoint: dict[str, int] = {}
@@ -298,7 +301,8 @@ class Dispatcher:
             self.metrics.first_attempt_delay.observe(max(0.0, now - delivery.created_at))
         return Outcome(delivery.seq, delivery.tenant_id, delivery.endpoint_id, now, kind, status,
                        round(latency * 1000, 2), error, snippet, next_status, due_at,
-                       disable_endpoint=kind == "gone", delivery_id=delivery.id)
+                       disable_endpoint=kind == "gone", delivery_id=delivery.id,
+                       event_type=delivery.event_type, attempts=delivery.attempts + 1)
 
     async def send_now(self, seq: int) -> Outcome:
         """One attempt of a delivery claimed by the caller (test sends), recorded like any other."""
@@ -339,6 +343,8 @@ class Dispatcher:
         for o in batch:
             if o.disable_endpoint:
                 await self.disable(o.endpoint_id, "the endpoint answered 410 Gone")
+            if o.next_status == "failed" and self.on_failed is not None:
+                await self.on_failed(o)
 
     async def disable(self, endpoint_id: str, reason: str) -> bool:
         """Disable an endpoint and tell the bus; False if it was not enabled."""

@@ -15,6 +15,9 @@ from .dispatch import Dispatcher
 from .endpoints import EndpointCache
 from .store import Store, new_delivery_id, payload_of
 
+#: Published when a delivery gives up; routed to people by notifications, never sent as a webhook.
+DELIVERY_FAILED = "webhook.delivery.failed"
+
 _RUNNING: "weakref.WeakKeyDictionary[object, Webhooks]" = weakref.WeakKeyDictionary()
 
 
@@ -24,7 +27,7 @@ class Webhooks:
         self.store = Store(daemon.db)
         self.endpoints = EndpointCache(self.store)
         self.dispatcher = Dispatcher(daemon, self.store, self.endpoints, daemon.config["webhooks"],
-                                     on_disabled=self._disabled)
+                                     on_disabled=self._disabled, on_failed=self._failed)
 
     @property
     def settings(self) -> dict:
@@ -46,6 +49,10 @@ class Webhooks:
         due_at = self.daemon.clock.time() + self.settings["retry_schedule"][0]
         rows = []
         for event in events:
+            if event.type == DELIVERY_FAILED:
+                # Never delivered as a webhook: a failing endpoint subscribed to
+                # everything would otherwise feed on its own failures.
+                continue
             payload = None  # built once per event, shared by its deliveries
             for endpoint in self.endpoints.matching(event.tenant, event.type):
                 payload = payload or payload_of(event.type, event.created_at, event.data)
@@ -58,6 +65,15 @@ class Webhooks:
         """The API created, changed or deleted an endpoint."""
         self.endpoints.forget(endpoint_id)
         self.dispatcher.wake()  # e.g. re-enabled: its pending deliveries are due
+
+    async def _failed(self, o) -> None:
+        """Tell operators (through notifications) that a delivery gave up."""
+        endpoint = await self.store.get_endpoint(o.tenant_id, o.endpoint_id)
+        await self.daemon.bus.publish(o.tenant_id, DELIVERY_FAILED, {
+            "delivery_id": o.delivery_id, "endpoint_id": o.endpoint_id,
+            "url": endpoint["url"] if endpoint else None, "event_type": o.event_type, "attempts": o.attempts,
+            "status_code": o.status_code, "error": o.error, "last_error": o.error,
+        })
 
     async def _disabled(self, endpoint: dict, reason: str) -> None:
         await self.daemon.bus.publish(endpoint["_tenant_id"], "webhook.endpoint.disabled", {

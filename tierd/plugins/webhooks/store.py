@@ -174,6 +174,8 @@ class Outcome:
     due_at: float | None
     disable_endpoint: bool = False
     delivery_id: str = ""
+    event_type: str = ""
+    attempts: int = 0            # attempts made, this one included
 
 
 class Store:
