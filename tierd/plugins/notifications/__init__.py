@@ -42,9 +42,9 @@ def tierd_startup(daemon):
 
 @hookimpl
 def tierd_event_consumers(daemon):
-    from .service import _SERVICES
+    from .service import running_service
 
-    service = _SERVICES.get(daemon)  # None if startup did not run (nothing to consume for)
+    service = running_service(daemon)  # None if startup did not run (nothing to consume for)
     return [service.consumer()] if service is not None else []
 
 
@@ -57,9 +57,9 @@ async def tierd_config_reloaded(daemon, config):
 
 @hookimpl
 async def tierd_shutdown(daemon):
-    from .service import _SERVICES
+    from .service import running_service
 
-    service = _SERVICES.get(daemon)
+    service = running_service(daemon)
     if service is not None:
         await service.stop()
 
@@ -75,9 +75,9 @@ def tierd_routes(daemon):
 def tierd_jobs(daemon):
     from tierd.core.scheduler import Job
 
-    from .service import _SERVICES
+    from .service import running_service
 
-    service = _SERVICES.get(daemon)
+    service = running_service(daemon)
     return [Job(id="notifications.retention", func=service.purge, interval=3600)] if service is not None else []
 
 

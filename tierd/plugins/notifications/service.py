@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 
 import aiohttp
 
@@ -23,11 +22,13 @@ from .runtime import Runtime
 
 log = logging.getLogger("tierd.notifications")
 
-_SERVICES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def service_of(daemon) -> "NotificationService":
-    return _SERVICES[daemon]
+    return daemon.state["notifications"]
+
+
+def running_service(daemon) -> "NotificationService | None":
+    """The service, or None if startup did not run (e.g. it failed early)."""
+    return daemon.state.get("notifications")
 
 
 class NotificationService:
@@ -45,7 +46,7 @@ class NotificationService:
     @classmethod
     def start(cls, daemon) -> "NotificationService":
         service = cls(daemon)
-        _SERVICES[daemon] = service
+        daemon.state["notifications"] = service
         service.task = daemon.spawn(service.dispatcher.run(daemon.stopping), name="notifications:dispatcher")
         log.info("notifications: %d channel(s), %d top-level route(s)",
                  len(service.runtime.channels), len(service.runtime.tree.root.children))
@@ -85,6 +86,6 @@ class NotificationService:
         task = getattr(self, "task", None)
         if task is not None and not task.done():
             await asyncio.wait([task], timeout=self.daemon.config["server"].get("shutdown_grace", 10))
-        _SERVICES.pop(self.daemon, None)
+        self.daemon.state.pop("notifications", None)
         await self.runtime.close()
         await self.http.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 
 import prometheus_client
 
@@ -22,17 +21,12 @@ class Metrics:
             buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=registry)
 
 
-# One set per daemon (tests run several daemons in one process).
-_by_daemon: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def install(daemon) -> None:
-    _by_daemon[daemon] = Metrics(daemon.metrics)
+    # One set per daemon (tests run several daemons in one process).
+    daemon.state["reconciliation.metrics"] = Metrics(daemon.metrics)
 
 
 def of(daemon) -> Metrics | None:
     """The daemon's metrics, or None (a daemon started without this module's startup)."""
-    try:
-        return _by_daemon.get(daemon)
-    except TypeError:  # not weak-referenceable (test doubles)
-        return None
+    state = getattr(daemon, "state", None)
+    return state.get("reconciliation.metrics") if state is not None else None

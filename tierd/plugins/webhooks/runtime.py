@@ -6,7 +6,6 @@ through :func:`of`.
 
 from __future__ import annotations
 
-import weakref
 
 from tierd.core.clock import parse_iso
 from tierd.core.events import Event
@@ -18,7 +17,6 @@ from .store import Store, new_delivery_id, payload_of
 #: Published when a delivery gives up; routed to people by notifications, never sent as a webhook.
 DELIVERY_FAILED = "webhook.delivery.failed"
 
-_RUNNING: "weakref.WeakKeyDictionary[object, Webhooks]" = weakref.WeakKeyDictionary()
 
 
 class Webhooks:
@@ -35,7 +33,7 @@ class Webhooks:
 
     @classmethod
     async def start(cls, daemon) -> "Webhooks":
-        running = _RUNNING[daemon] = cls(daemon)
+        running = daemon.state["webhooks"] = cls(daemon)
         await running.dispatcher.start()
         return running
 
@@ -84,8 +82,8 @@ class Webhooks:
 
 def of(daemon) -> Webhooks:
     """The running module of ``daemon`` (started by ``tierd_startup``)."""
-    return _RUNNING[daemon]
+    return daemon.state["webhooks"]
 
 
 def get(daemon) -> Webhooks | None:
-    return _RUNNING.get(daemon)
+    return daemon.state.get("webhooks")
