@@ -182,7 +182,7 @@ def test_check_config_reports_every_error_with_line(tmp_path):
 
 def test_run_without_any_config_file(tmp_path):
     """`tierd run` in an empty directory starts on built-in defaults (./var/tierd.db)."""
-    from conftest import NotifySocket, free_port
+    from conftest import NotifySocket
 
     notify = NotifySocket(tmp_path)
     env = os.environ.copy() | {"NOTIFY_SOCKET": str(notify.path)}

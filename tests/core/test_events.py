@@ -32,6 +32,22 @@ async def test_concurrent_publishes_commit_together_and_keys_dedupe(tmp_path):
     await db.close()
 
 
+async def test_a_filtered_page_is_full_while_more_events_match(tmp_path):
+    db = await open_db(tmp_path / "t.db")
+    bus = EventBus(db, Clock())
+    for i in range(10):
+        await bus.publish("acme", "order.created", {"i": i})
+    for i in range(3):
+        await bus.publish("acme", "invoice.paid", {"i": i})
+    await bus.publish("other", "invoice.paid", {})
+    page = await bus.list("acme", 0, 2, "invoice.*")
+    assert [(e.type, e.data["i"]) for e in page] == [("invoice.paid", 0), ("invoice.paid", 1)]
+    rest = await bus.list("acme", page[-1].seq, 2, "invoice.*")
+    assert [e.data["i"] for e in rest] == [2]
+    assert [e.type for e in await bus.list("acme", 0, 5, "order.created")] == ["order.created"] * 5
+    await db.close()
+
+
 async def test_consumer_sees_every_event_once_in_order_and_resumes_from_its_cursor(tmp_path):
     db = await open_db(tmp_path / "t.db")
     bus = EventBus(db, Clock())

@@ -82,7 +82,6 @@ class EventBus:
         self._pending: list[tuple[tuple, asyncio.Future]] = []
         self._flushing = False
         self._wakeups: list[asyncio.Event] = []
-        self.published = 0
         # The newest events this process committed, by seq: consumers that keep
         # up read them from here instead of the database. Only this process
         # writes the log, so the tail has no gaps.
@@ -131,50 +130,46 @@ class EventBus:
         """One transaction for the whole batch: a few statements, not one per event."""
         now = self.clock.time()
         created_at = iso(now)
-        keyed = {(args[0], args[3]) for args, _ in batch if args[3] is not None}
-        results: list[tuple[Event | None, bool]] = []
+        results: list[tuple[Event, bool]] = []
         rows = []
-        async with self.db.transaction() as tx:
-            known: dict[tuple[str, str], Event] = {}
-            for tenant, key in keyed:
-                row = await tx.fetchone("SELECT * FROM events WHERE tenant_id=? AND idempotency_key=?", (tenant, key))
-                if row is not None:
-                    known[(tenant, key)] = _row_to_event(row)
-            for (tenant, type_, data, key), _ in batch:
-                if key is not None and (tenant, key) in known:
-                    results.append((known[(tenant, key)], False))
-                    continue
-                event = Event(0, new_event_id(), tenant, type_, data, created_at)
-                if key is not None:
-                    known[(tenant, key)] = event  # a repeat within this batch gets this one
-                rows.append((event.id, tenant, type_, json.dumps(data, separators=(",", ":")), key, now))
-                results.append((event, True))
-            if rows:
-                # This process is the only writer of the log: it numbers events
-                # itself, which saves a round trip to ask SQLite for the numbers.
+        try:
+            async with self.db.transaction() as tx:
                 if self._next_seq is None:
+                    # This process is the only writer of the log: it numbers
+                    # events itself instead of asking SQLite after each insert.
                     row = await tx.fetchone("SELECT COALESCE(MAX(seq), 0) AS m FROM events")
                     self._next_seq = row["m"] + 1
-                first = self._next_seq
-                try:
+                known: dict[tuple[str, str], Event] = {}
+                for tenant, key in {(args[0], args[3]) for args, _ in batch if args[3] is not None}:
+                    row = await tx.fetchone(
+                        "SELECT * FROM events WHERE tenant_id=? AND idempotency_key=?", (tenant, key))
+                    if row is not None:
+                        known[(tenant, key)] = _row_to_event(row)
+                for (tenant, type_, data, key), _ in batch:
+                    if key is not None and (tenant, key) in known:
+                        results.append((known[(tenant, key)], False))
+                        continue
+                    event = Event(self._next_seq + len(rows), new_event_id(), tenant, type_, data, created_at)
+                    if key is not None:
+                        known[(tenant, key)] = event  # a repeat within this batch gets this one
+                    rows.append((event.seq, event.id, tenant, type_, json.dumps(data, separators=(",", ":")),
+                                 key, now))
+                    results.append((event, True))
+                if rows:
                     await tx.executemany(
                         "INSERT INTO events(seq, id, tenant_id, type, data, idempotency_key, created_at)"
-                        " VALUES (?,?,?,?,?,?,?)", [(first + i, *row) for i, row in enumerate(rows)])
-                except Exception:
-                    self._next_seq = None  # re-read the numbering next time
-                    raise
-                self._next_seq = first + len(rows)
-                seqs = {row[0]: first + i for i, row in enumerate(rows)}
-                results = [(dataclasses.replace(e, seq=seqs.get(e.id, e.seq)), new) for e, new in results]
+                        " VALUES (?,?,?,?,?,?,?)", rows)
+        except BaseException:
+            self._next_seq = None  # rolled back: read the numbering again next time
+            raise
+        self._next_seq += len(rows)
         for event, new in results:
             if new:
                 self._tail[event.seq] = event
         while len(self._tail) > self.TAIL_SIZE:
             self._tail.popitem(last=False)
-        created = len(rows)
-        self.published += created
         if self.on_publish is not None:
-            self.on_publish(created)
+            self.on_publish(len(rows))
         return results
 
     def _wake(self) -> None:
@@ -192,14 +187,22 @@ class EventBus:
         return _row_to_event(row) if row else None
 
     async def list(self, tenant: str | None, after_seq: int, limit: int, type_pattern: str | None = None) -> list[Event]:
+        """Events after ``after_seq``, oldest first; ``type_pattern`` as in :func:`type_matches`."""
         sql, params = "SELECT * FROM events WHERE seq>?", [after_seq]
         if tenant is not None:
             sql += " AND tenant_id=?"
             params.append(tenant)
-        sql += " ORDER BY seq DESC LIMIT ?" if after_seq < 0 else " ORDER BY seq LIMIT ?"
-        params.append(limit)
-        events = [_row_to_event(r) for r in await self.db.fetchall(sql, params)]
-        return [e for e in events if type_pattern is None or type_matches(type_pattern, e.type)]
+        # Filtered in SQL, so that a page is full whenever more events match.
+        if type_pattern and type_pattern != "*":
+            if type_pattern.endswith(".*"):
+                prefix = type_pattern[:-1]
+                sql += " AND substr(type, 1, ?)=?"
+                params += [len(prefix), prefix]
+            else:
+                sql += " AND type=?"
+                params.append(type_pattern)
+        rows = await self.db.fetchall(sql + " ORDER BY seq LIMIT ?", (*params, limit))
+        return [_row_to_event(r) for r in rows]
 
     # --- consuming ---------------------------------------------------------------
 

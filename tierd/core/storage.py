@@ -68,9 +68,6 @@ class Transaction:
     async def executemany(self, sql: str, seq):
         return await self._conn.executemany(sql, seq)
 
-    async def executescript(self, sql: str):
-        return await self._conn.executescript(sql)
-
     async def fetchall(self, sql: str, params=()) -> list[sqlite3.Row]:
         return list(await self._conn.execute_fetchall(sql, params))
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from tierd.core import tenants
 from tierd.core.api import (
     CALLER_KEY, DAEMON_KEY, MAX_BODY_KEY, ApiError, Caller, Route, json_response, page, page_params, read_json,
-    require_tenant, tenant_scope,
+    int_cursor, require_tenant, tenant_scope,
 )
 from tierd.core.events import TYPE_RE
 from tierd.core.openapi import build_openapi
@@ -197,7 +197,7 @@ def core_routes(daemon) -> list[Route]:
     async def list_events(request):
         tenant = tenant_scope(request)
         limit, cursor = page_params(request)
-        after = int(cursor) if cursor and cursor.isdigit() else 0
+        after = int_cursor(cursor) or 0
         events = await daemon.bus.list(tenant, after, limit + 1, request.query.get("type"))
         return json_response(page([e.to_json() for e in events], limit, lambda e: e["seq"]))
 
