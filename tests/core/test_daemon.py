@@ -125,6 +125,9 @@ def test_api_surface(tierd_daemon):
     assert "post" in doc["paths"]["/v1/events"]
     assert "/v1/webhooks" in doc["paths"]  # plugin routes are documented too
 
+    status, body = d.request("GET", "/v1/admin/plugins")
+    assert status == 200 and "tierd.plugins.webhooks" in {p["name"] for p in body["data"]}
+
     status, text = d.request("GET", "/metrics", token="")
     assert status == 200 and "tierd_events_accepted_total" in text
 

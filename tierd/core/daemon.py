@@ -21,7 +21,7 @@ from tierd.core import systemd
 from tierd.core.clock import Clock
 from tierd.core.config import ConfigError, load_config, peek_disabled_plugins
 from tierd.core.events import EventBus
-from tierd.core.plugins import call_async, get_plugins, make_plugin_manager
+from tierd.core.plugins import call_async, make_plugin_manager
 from tierd.core.registry import collect_registries
 from tierd.core.scheduler import Job, apply_jobs, make_scheduler
 from tierd.core.storage import CORE_MIGRATIONS, Database
@@ -111,9 +111,6 @@ class Daemon:
             self._tenants.add(tenant)
             return True
         return False
-
-    def plugin_info(self) -> list[dict]:
-        return get_plugins(self.pm)
 
     # --- lifecycle ---------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from decimal import Decimal
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 
 class RegistryError(Exception):
@@ -225,5 +225,3 @@ def collect_registries(pm) -> Registries:
             impl.function(**{a: register for a in impl.argnames})
     return regs
 
-
-RegisterFn = Callable[[Any], None]

@@ -22,6 +22,7 @@ from tierd.core.api import (
 )
 from tierd.core.events import TYPE_RE
 from tierd.core.openapi import build_openapi
+from tierd.core.plugins import get_plugins
 
 log = logging.getLogger("tierd.api")
 
@@ -244,7 +245,7 @@ def core_routes(daemon) -> list[Route]:
         return json_response({"reloaded": True})
 
     async def admin_plugins(request):
-        return json_response({"data": daemon.plugin_info()})
+        return json_response({"data": get_plugins(daemon.pm)})
 
     tag = "core"
     return [
