@@ -44,7 +44,7 @@ LEDGER = [
 
 #: The other built-in modules play no part here; disabling them keeps these
 #: tests about reconciliation alone (and shows it works without them).
-OTHER_MODULES = ["webhooks", "notifications", "reports"]
+OTHER_MODULES = ["webhooks", "notifications"]
 
 
 def daemon_config() -> dict:

@@ -2,8 +2,8 @@
 
 Every handler resolves the account inside the caller's tenant first; an
 account of another tenant is answered exactly like a missing one (404).
-Who did something is the ``Tierd-Actor`` header when a front end passes the
-person's name, else the token kind ("admin" or "tenant:<id>").
+Who did something is :func:`tierd.core.api.actor_of`: the token ("admin" or
+"<tenant>/<token id>"), plus "for <name>" when a front end passes ``Tierd-Actor``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from tierd.core.api import (
-    ApiError, Route, actor_of, daemon_of, json_response, page, page_params, read_json, require_tenant,
+    ApiError, Route, actor_of, daemon_of, int_cursor, json_response, page, page_params, query_choice, read_json,
+    require_tenant,
 )
 from tierd.core.registry import StatementError
 
@@ -29,6 +30,13 @@ async def account_of(request: web.Request) -> tuple[str, dict]:
     if account is None:
         raise ApiError(404, "not_found", f"no reconciliation account {request.match_info['account']!r}")
     return tenant, account
+
+
+def found(obj: dict | None, what: str) -> dict:
+    """``obj``, or a 404 naming ``what`` when it is None."""
+    if obj is None:
+        raise ApiError(404, "not_found", f"no {what}")
+    return obj
 
 
 # --- accounts ---------------------------------------------------------------------------------------
@@ -169,27 +177,29 @@ async def start_run(request):
     return json_response(run, status=201)
 
 
+async def _run_of(request, tenant: str, account: dict) -> dict:
+    run_id = request.match_info["run"]
+    return found(await store.get_run(daemon_of(request).db, tenant, account["id"], run_id), f"run {run_id}")
+
+
 async def get_run(request):
     tenant, account = await account_of(request)
-    run = await store.get_run(daemon_of(request).db, tenant, account["id"], request.match_info["run"])
-    if run is None:
-        raise ApiError(404, "not_found", f"no run {request.match_info['run']}")
-    return json_response(run)
+    return json_response(await _run_of(request, tenant, account))
 
 
-async def _matches_page(request, run_id: str | None):
+async def _matches_page(request, run: bool):
     tenant, account = await account_of(request)
+    run_id = (await _run_of(request, tenant, account))["id"] if run else None  # 404 for an unknown run
     limit, cursor = page_params(request)
-    status = request.query.get("status", "active" if run_id is None else None)
-    if status not in (None, "active", "undone"):
-        raise ApiError(400, "invalid_parameter", "status must be active or undone")
+    status = query_choice(request, "status", ("active", "undone")) or ("active" if run_id is None else None)
     items = await store.list_matches(daemon_of(request).db, tenant, account["id"], run_id=run_id, status=status,
                                      limit=limit + 1, after=cursor)
     return json_response(page(items, limit, cursor_of=lambda m: m["id"]))
 
 
-async def _suggestions_page(request, run_id: str | None):
+async def _suggestions_page(request, run: bool):
     tenant, account = await account_of(request)
+    run_id = (await _run_of(request, tenant, account))["id"] if run else None
     limit, cursor = page_params(request)
     status = request.query.get("status", "open")
     items = await store.list_suggestions(daemon_of(request).db, tenant, account["id"], run_id=run_id,
@@ -198,21 +208,19 @@ async def _suggestions_page(request, run_id: str | None):
 
 
 async def run_matches(request):
-    await get_run(request)  # 404 for an unknown run
-    return await _matches_page(request, request.match_info["run"])
+    return await _matches_page(request, run=True)
 
 
 async def run_suggestions(request):
-    await get_run(request)
-    return await _suggestions_page(request, request.match_info["run"])
+    return await _suggestions_page(request, run=True)
 
 
 async def list_matches(request):
-    return await _matches_page(request, None)
+    return await _matches_page(request, run=False)
 
 
 async def list_suggestions(request):
-    return await _suggestions_page(request, None)
+    return await _suggestions_page(request, run=False)
 
 
 # --- open items -------------------------------------------------------------------------------------------
@@ -237,9 +245,7 @@ async def open_items(request):
     """
     tenant, account = await account_of(request)
     daemon = daemon_of(request)
-    side = request.query.get("side", "all")
-    if side not in ("all", "bank", "ledger"):
-        raise ApiError(400, "invalid_parameter", "side must be bank, ledger or all")
+    side = query_choice(request, "side", ("all", "bank", "ledger")) or "all"
     min_age = _int_param(request, "min_age_days", 0, 0, 100000)
     limit = _int_param(request, "limit", 1000, 1, 10000)
     today = daemon.clock.now().date()
@@ -276,10 +282,9 @@ async def create_match(request):
 
 async def get_match(request):
     tenant, account = await account_of(request)
-    match = await store.get_match(daemon_of(request).db, tenant, account["id"], request.match_info["match"])
-    if match is None:
-        raise ApiError(404, "not_found", f"no match {request.match_info['match']}")
-    return json_response(match)
+    match_id = request.match_info["match"]
+    return json_response(found(await store.get_match(daemon_of(request).db, tenant, account["id"], match_id),
+                               f"match {match_id}"))
 
 
 async def delete_match(request):
@@ -298,11 +303,7 @@ async def accept_suggestion(request):
 async def audit_log(request):
     tenant, account = await account_of(request)
     limit, cursor = page_params(request)
-    try:
-        after = int(cursor) if cursor else None
-    except ValueError:
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
-    rows = await store.list_audit(daemon_of(request).db, tenant, account["id"], limit + 1, after)
+    rows = await store.list_audit(daemon_of(request).db, tenant, account["id"], limit + 1, int_cursor(cursor))
     return json_response(page(rows, limit, cursor_of=lambda r: r["id"]))
 
 

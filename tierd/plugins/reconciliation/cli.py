@@ -132,11 +132,12 @@ def open_items(cli, tenant, account, side, min_age_days, as_json):
                                                     "counterparty", "reference"])
 
 
-def _match_rows(matches: list[dict]) -> list[dict]:
-    return [{"id": m["id"], "rule": m["rule"], "score": m["score"],
-             "lines": ",".join(str(x["id"]) for x in m["statement_lines"]),
-             "entries": ",".join(x["external_id"] for x in m["ledger_entries"]),
-             "adjustment": m["adjustment"], "explanation": m["explanation"]} for m in matches]
+def _show_match(cli, m: dict, as_json: bool) -> None:
+    """A match as JSON, or as one row of its rule, score, items and explanation."""
+    cli.output(m if as_json else {"id": m["id"], "rule": m["rule"], "score": m["score"],
+                                  "lines": ",".join(str(x["id"]) for x in m["statement_lines"]),
+                                  "entries": ",".join(x["external_id"] for x in m["ledger_entries"]),
+                                  "adjustment": m["adjustment"], "explanation": m["explanation"]}, as_json=as_json)
 
 
 @recon_cli.command("matches")
@@ -179,8 +180,7 @@ def matches(cli, tenant, account, run_id, suggestions, limit, as_json):
 def match(cli, tenant, account, lines, entries, adjustment, note, as_json):
     """Match items by hand."""
     body = {"statement_line_ids": list(lines), "ledger_entry_ids": list(entries), "adjustment": adjustment, "note": note}
-    result = cli.api.post(f"{BASE}/{account}/matches", json=body, tenant=tenant)
-    cli.output(result if as_json else _match_rows([result])[0], as_json=as_json)
+    _show_match(cli, cli.api.post(f"{BASE}/{account}/matches", json=body, tenant=tenant), as_json)
 
 
 @recon_cli.command("accept")
@@ -191,8 +191,7 @@ def match(cli, tenant, account, lines, entries, adjustment, note, as_json):
 @pass_cli
 def accept(cli, tenant, account, suggestion_id, as_json):
     """Accept a suggestion."""
-    result = cli.api.post(f"{BASE}/{account}/suggestions/{suggestion_id}/accept", tenant=tenant)
-    cli.output(result if as_json else _match_rows([result])[0], as_json=as_json)
+    _show_match(cli, cli.api.post(f"{BASE}/{account}/suggestions/{suggestion_id}/accept", tenant=tenant), as_json)
 
 
 @recon_cli.command("unmatch")

@@ -41,6 +41,12 @@ def _ledger_entry(row: dict) -> LedgerEntry:
                        description=row["description"], external_id=row["external_id"])
 
 
+def _row(m) -> dict:
+    """An engine match or suggestion as the store writes it (item ids back to integers)."""
+    return {"rule": m.rule, "score": m.score, "explanation": m.explanation, "adjustment": m.adjustment,
+            "bank_ids": [int(i) for i in m.bank_ids], "ledger_ids": [int(i) for i in m.ledger_ids]}
+
+
 async def run_account(daemon, tenant: str, account: dict, trigger: str, actor: str) -> dict:
     """Run the account's rules over its open items; returns the finished run."""
     lock = _locks.setdefault((tenant, account["id"]), asyncio.Lock())
@@ -66,17 +72,14 @@ async def _run(daemon, tenant: str, account: dict, trigger: str, actor: str) -> 
         result = await asyncio.to_thread(reconcile, [_bank_line(r) for r in lines], [_ledger_entry(r) for r in entries], config)
         now = daemon.clock.now().isoformat()
         async with db.transaction() as tx:
-            created, skipped = await store.create_matches_bulk(tx, tenant, account["id"], [
-                {"rule": m.rule, "score": m.score, "explanation": m.explanation, "adjustment": m.adjustment,
-                 "bank_ids": [int(i) for i in m.bank_ids], "ledger_ids": [int(i) for i in m.ledger_ids]}
-                for m in result.matches], run_id=run_id, actor=actor, now=now)
+            created, skipped = await store.create_matches_bulk(tx, tenant, account["id"],
+                                                               [_row(m) for m in result.matches],
+                                                               run_id=run_id, actor=actor, now=now)
             made = len(created)
             matched_lines = sum(len(m["bank_ids"]) for m in created)
             matched_entries = sum(len(m["ledger_ids"]) for m in created)
-            await store.replace_suggestions(tx, tenant, account["id"], run_id, [
-                {"rule": s.rule, "score": s.score, "explanation": s.explanation, "adjustment": s.adjustment,
-                 "bank_ids": [int(i) for i in s.bank_ids], "ledger_ids": [int(i) for i in s.ledger_ids]}
-                for s in result.suggestions], now)
+            await store.replace_suggestions(tx, tenant, account["id"], run_id, [_row(s) for s in result.suggestions],
+                                            now)
             counts = {
                 "bank_lines_open_before": len(lines), "ledger_entries_open_before": len(entries),
                 "matches": made, "suggestions": len(result.suggestions), "skipped_conflicts": skipped,

@@ -15,14 +15,13 @@ from tierd.core.schema import Bool, Cron, Decimal as DecimalField, Duration, Flo
 
 from .importers.csv import FIELDS as CSV_FIELDS
 from .importers.csv import layout_problems
+from .ledger import FIELDS as LEDGER_FIELDS
 from .matching import DEFAULT_RULES, EngineConfig
 from .matching.rules import RULES
 
 ACCOUNT_ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 ACCOUNT_ID_RE = re.compile(ACCOUNT_ID)
 CURRENCY_RE = re.compile(r"[A-Z]{3}")
-
-LEDGER_FIELDS = ("external_id", "date", "amount", "currency", "counterparty", "reference", "description")
 
 _LAYOUT_COMMON = {
     "delimiter": Str(default=",", min_len=1, doc="Field separator (one character)"),

@@ -422,21 +422,20 @@ async def get_match(db, tenant: str, account_id: str, match_id: str) -> dict | N
 
 async def list_matches(db, tenant: str, account_id: str, *, run_id: str | None, status: str | None, limit: int,
                        after: str | None) -> list[dict]:
-    sql = f"SELECT {MATCH_COLUMNS} FROM recon_matches WHERE tenant_id=? AND account_id=?"
+    rows = await _page_of(db, "recon_matches", MATCH_COLUMNS, tenant, account_id, run_id, status, limit, after)
+    return await with_items(db, tenant, account_id, [dict(r) for r in rows])
+
+
+async def _page_of(db, table: str, columns: str, tenant: str, account_id: str, run_id: str | None,
+                   status: str | None, limit: int, after: str | None) -> list:
+    """One page of an account's matches or suggestions, optionally of one run and one status."""
+    sql = f"SELECT {columns} FROM {table} WHERE tenant_id=? AND account_id=?"
     params: list = [tenant, account_id]
-    if run_id:
-        sql += " AND run_id=?"
-        params.append(run_id)
-    if status:
-        sql += " AND status=?"
-        params.append(status)
-    if after:
-        sql += " AND id>?"
-        params.append(after)
-    sql += " ORDER BY id LIMIT ?"
-    params.append(limit)
-    rows = [dict(r) for r in await db.fetchall(sql, params)]
-    return await with_items(db, tenant, account_id, rows)
+    for condition, value in (("run_id=?", run_id), ("status=?", status), ("id>?", after)):
+        if value:
+            sql += f" AND {condition}"
+            params.append(value)
+    return await db.fetchall(sql + " ORDER BY id LIMIT ?", (*params, limit))
 
 
 async def with_items(db, tenant: str, account_id: str, matches: list[dict]) -> list[dict]:
@@ -496,8 +495,8 @@ async def stale_rivals(tx, tenant: str, account_id: str, bank_ids: list, ledger_
     """Open suggestions that share an item with a new match can no longer be accepted: mark them stale."""
     if not bank_ids and not ledger_ids:
         return
-    bank_marks = ",".join("?" * len(bank_ids)) or "NULL"
-    ledger_marks = ",".join("?" * len(ledger_ids)) or "NULL"
+    bank_marks = marks(len(bank_ids)) or "NULL"
+    ledger_marks = marks(len(ledger_ids)) or "NULL"
     await tx.execute(
         "UPDATE recon_suggestions SET status='stale', decided_at=?, decided_by=?"
         " WHERE tenant_id=? AND account_id=? AND status='open' AND ("
@@ -535,19 +534,8 @@ async def suggestions_with_items(db, tenant: str, account_id: str, suggestions: 
 
 async def list_suggestions(db, tenant: str, account_id: str, *, run_id: str | None, status: str | None, limit: int,
                            after: str | None) -> list[dict]:
-    sql = f"SELECT {SUGGESTION_COLUMNS} FROM recon_suggestions WHERE tenant_id=? AND account_id=?"
-    params: list = [tenant, account_id]
-    for column, value in (("run_id", run_id), ("status", status)):
-        if value:
-            sql += f" AND {column}=?"
-            params.append(value)
-    if after:
-        sql += " AND id>?"
-        params.append(after)
-    sql += " ORDER BY id LIMIT ?"
-    params.append(limit)
-    rows = [_suggestion(r) for r in await db.fetchall(sql, params)]
-    return await suggestions_with_items(db, tenant, account_id, rows)
+    rows = await _page_of(db, "recon_suggestions", SUGGESTION_COLUMNS, tenant, account_id, run_id, status, limit, after)
+    return await suggestions_with_items(db, tenant, account_id, [_suggestion(r) for r in rows])
 
 
 async def decide_suggestion(tx, tenant: str, suggestion_id: str, status: str, actor: str, now: str) -> None:

@@ -114,9 +114,6 @@ class DatedIndex:
         ds = self._days[key]
         return group[bisect.bisect_left(ds, day - days): bisect.bisect_right(ds, day + days)]
 
-    def get(self, key) -> list[Item]:
-        return self._groups.get(key, [])
-
 
 def amount_index(items) -> DatedIndex:
     """(currency, amount) -> items by date: the equal-amount candidates."""

@@ -23,28 +23,29 @@ DEFAULT_RULES: tuple[dict, ...] = (
 
 
 @dataclasses.dataclass(frozen=True)
-class BankLine:
-    """An open statement line, as the engine sees it."""
+class _Item:
+    """What both sides have in common."""
 
     id: str
     date: dt.date
-    amount: Decimal  # signed: credit > 0
+    amount: Decimal  # signed as the bank sees it: credit > 0
     currency: str
     counterparty: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class BankLine(_Item):
+    """An open statement line, as the engine sees it."""
+
     remittance: str = ""
     end_to_end_id: str = ""
     bank_reference: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
-class LedgerEntry:
+class LedgerEntry(_Item):
     """An open ledger entry; ``amount`` is signed as the bank sees it."""
 
-    id: str
-    date: dt.date
-    amount: Decimal
-    currency: str
-    counterparty: str = ""
     reference: str = ""
     description: str = ""
     external_id: str = ""

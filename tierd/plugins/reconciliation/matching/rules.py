@@ -20,7 +20,7 @@ from .text import fuzzy_ref_score
 class Candidate:
     """A proposed match: the items, its score and why."""
 
-    __slots__ = ("score", "evidence", "bank_ids", "ledger_ids", "rule", "reasons", "adjustment")
+    __slots__ = ("score", "evidence", "bank_ids", "ledger_ids", "items", "rule", "reasons", "adjustment")
 
     def __init__(self, rule: str, score: float, banks, ledgers, reasons: list[str], adjustment: int = 0,
                  date_part: float = 0.0):
@@ -31,12 +31,11 @@ class Candidate:
         self.evidence = round(self.score - date_part, 4)
         self.bank_ids = tuple(sorted(b.id for b in banks))
         self.ledger_ids = tuple(sorted(e.id for e in ledgers))
+        # Both sides' ids, tagged; read over and over while conflicts are settled, so made once.
+        self.items: tuple[tuple[str, str], ...] = (tuple(("b", i) for i in self.bank_ids)
+                                                   + tuple(("l", i) for i in self.ledger_ids))
         self.reasons = reasons
         self.adjustment = adjustment
-
-    @property
-    def items(self) -> tuple[tuple[str, str], ...]:
-        return tuple(("b", i) for i in self.bank_ids) + tuple(("l", i) for i in self.ledger_ids)
 
     def sort_key(self):
         # Best first; ties broken by ids, never by the order items came in.
