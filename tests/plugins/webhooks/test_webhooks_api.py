@@ -6,7 +6,7 @@ import asyncio
 from aiohttp import web
 
 from tierd.core.clock import iso
-from webhook_helpers import hook_receiver, local  # noqa: F401 (fixtures)
+from webhook_helpers import fail_500, hook_receiver, local  # noqa: F401 (fixtures)
 
 
 async def test_tenant_walls(local, hook_receiver):
@@ -86,11 +86,7 @@ async def test_deliveries_filters_pages_and_recover(local, hook_receiver):
     d = await local()
     await d.tenant("acme")
     r = await hook_receiver()
-
-    async def failing(request, body):
-        return web.Response(status=500)
-
-    r.responder = failing
+    r.responder = fail_500
     ep = await d.endpoint("acme", r.url)
     for i in range(3):
         await d.publish("acme", "invoice.paid", {"i": i})
@@ -144,11 +140,7 @@ async def test_endpoint_failing_for_disable_after_is_disabled(local, hook_receiv
     d = await local(webhooks={"disable_after": "5d"})
     await d.tenant("acme")
     r = await hook_receiver()
-
-    async def failing(request, body):
-        return web.Response(status=500)
-
-    r.responder = failing
+    r.responder = fail_500
     ep = await d.endpoint("acme", r.url)
     await d.publish("acme", "invoice.paid")
     await d.wait_delivery("acme", ep["id"], "failed", timeout=10)
@@ -188,14 +180,15 @@ async def test_metrics(local, hook_receiver):
     await d.tenant("acme")
     r = await hook_receiver()
     ep = await d.endpoint("acme", r.url)
+    await d.endpoint("acme", r.url, enabled=False)  # so the disabled gauge shows update_metrics() ran
     await d.publish("acme", "invoice.paid")
     await d.wait_delivery("acme", ep["id"], "succeeded")
     await d.webhooks.dispatcher.update_metrics()
     async with d.session.get(d.url + "/metrics") as resp:
         text = await resp.text()
-    for name in ('tierd_webhook_attempts_total{outcome="success"} 1.0', "tierd_webhook_attempt_duration_seconds_bucket",
+    for name in ('tierd_webhook_attempts_total{outcome="success"} 1.0', "tierd_webhook_attempt_duration_seconds_count 1.0",
                  "tierd_webhook_first_attempt_delay_seconds_count 1.0", "tierd_webhook_deliveries_due 0.0",
-                 "tierd_webhook_oldest_due_age_seconds 0.0", "tierd_webhook_endpoints_disabled 0.0"):
+                 "tierd_webhook_oldest_due_age_seconds 0.0", "tierd_webhook_endpoints_disabled 1.0"):
         assert name in text, name
 
 

@@ -8,7 +8,7 @@ import sqlite3
 
 from aiohttp import web
 
-from webhook_helpers import TEST_WEBHOOKS
+from webhook_helpers import TEST_WEBHOOKS, fail_500
 
 CONFIG = {"webhooks": TEST_WEBHOOKS | {"endpoint_max_in_flight": 5, "max_in_flight": 50}}
 
@@ -87,11 +87,7 @@ async def test_cli(tierd_daemon, receiver):
     out = await cli("test", "--tenant", "acme", ep["id"])
     assert out.returncode == 0 and "success" in out.stdout, out.stdout + out.stderr
     assert r.requests[-1]["headers"]["X-Env"] == "test"
-
-    async def failing(request, body):
-        return web.Response(status=500)
-
-    r.responder = failing
+    r.responder = fail_500
     out = await cli("test", "--tenant", "acme", ep["id"])
     assert out.returncode == 1 and "500" in out.stdout
     await d.arequest("POST", "/v1/events", {"type": "invoice.paid", "data": {}}, tenant="acme")

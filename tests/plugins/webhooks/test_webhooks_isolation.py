@@ -6,7 +6,7 @@ import time
 
 from aiohttp import web
 
-from webhook_helpers import hook_receiver, local  # noqa: F401 (fixtures)
+from webhook_helpers import fail_500, hook_receiver, local  # noqa: F401 (fixtures)
 
 LIMITS = {"max_in_flight": 20, "endpoint_max_in_flight": 4, "timeout": "2s", "retry_schedule": ["0s", "1s", "1s"]}
 
@@ -20,10 +20,7 @@ async def test_hanging_and_failing_endpoints_do_not_slow_a_healthy_one(local, ho
         await asyncio.sleep(10)  # until our 2 s timeout, every time
         return web.Response()
 
-    async def fail(request, body):
-        return web.Response(status=500)
-
-    hanging.responder, failing.responder = hang, fail
+    hanging.responder, failing.responder = hang, fail_500
     for r in (healthy, hanging, failing):
         await d.endpoint("acme", r.url)
     latencies = []

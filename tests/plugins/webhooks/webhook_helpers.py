@@ -14,7 +14,7 @@ import time
 
 import pytest
 import yaml
-from aiohttp import ClientSession
+from aiohttp import ClientSession, web
 
 from conftest import ADMIN_TOKEN, Receiver, deep_merge, free_port
 from tierd.core.clock import Clock
@@ -122,6 +122,11 @@ class LocalDaemon:
                 everything = await self.deliveries(tenant, delivery_or_endpoint, limit=500)
                 raise AssertionError(f"{len(rows)} deliveries {status}, expected {count}: {everything}")
             await asyncio.sleep(0.05)
+
+
+async def fail_500(request, body):
+    """A receiver responder that answers every request 500."""
+    return web.Response(status=500)
 
 
 class VerifyingReceiver(Receiver):

@@ -149,12 +149,19 @@ def routes() -> list[Route]:
         tenant = require_tenant(request)
         return tenant, runtime.of(daemon_of(request))
 
+    async def found(request, tenant, get, what: str) -> dict:
+        """The object ``{id}`` of the path, via ``get(tenant, id)``; 404 when it is not the tenant's."""
+        object_id = request.match_info["id"]
+        obj = await get(tenant, object_id)
+        if obj is None:
+            raise ApiError(404, "not_found", f"no {what} {object_id}")
+        return obj
+
     async def endpoint_or_404(request, tenant, module) -> dict:
-        endpoint_id = request.match_info["id"]
-        endpoint = await module.store.get_endpoint(tenant, endpoint_id)
-        if endpoint is None:
-            raise ApiError(404, "not_found", f"no webhook endpoint {endpoint_id}")
-        return endpoint
+        return await found(request, tenant, module.store.get_endpoint, "webhook endpoint")
+
+    async def delivery_or_404(request, tenant, module) -> dict:
+        return await found(request, tenant, module.store.get_delivery, "delivery")
 
     async def create(request):
         tenant, module = await context(request)
@@ -226,13 +233,6 @@ def routes() -> list[Route]:
         result = page(items, limit, lambda d: d["_seq"])
         result["data"] = [_public(d) for d in result["data"]]
         return json_response(result)
-
-    async def delivery_or_404(request, tenant, module) -> dict:
-        delivery_id = request.match_info["id"]
-        delivery = await module.store.get_delivery(tenant, delivery_id)
-        if delivery is None:
-            raise ApiError(404, "not_found", f"no delivery {delivery_id}")
-        return delivery
 
     async def get_delivery(request):
         tenant, module = await context(request)

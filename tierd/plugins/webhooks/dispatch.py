@@ -109,7 +109,7 @@ class Dispatcher:
         # The connector limit is ours to enforce (per endpoint, not per host): 0 = none.
         self.session = aiohttp.ClientSession(
             connector=make_connector(self.policy, limit=0), cookie_jar=aiohttp.DummyCookieJar(),
-            headers={"User-Agent": f"tierd/{__version__}"}, auto_decompress=False)
+            auto_decompress=False)  # user-agent: set on each request, with the signature headers
         self.daemon.spawn(self._loop(), name="webhooks.dispatch")
         self.daemon.spawn(self._writer(), name="webhooks.results")
 
@@ -218,7 +218,7 @@ class Dispatcher:
             endpoint = self.endpoints.by_id[row["endpoint_id"]]
         return Claimed(row["seq"], row["id"], row["tenant_id"], row["endpoint_id"], row["event_type"],
                        row["payload"], row["attempts"], row["created_at"], endpoint.url, endpoint.headers,
-                       endpoint.secrets(now), endpoint.rate_limit)
+                       endpoint.secrets(now))
 
     async def _run(self, delivery: Claimed) -> None:
         try:
@@ -362,10 +362,10 @@ class Dispatcher:
     async def disable_failing(self) -> int:
         """Disable endpoints whose deliveries have all failed for ``disable_after``."""
         cutoff = self.clock.time() - self.settings["disable_after"]
+        reason = f"every delivery failed for more than {self.settings['disable_after'] / 86400:g} days"
         count = 0
         for endpoint_id in await self.store.endpoints_failing_since(cutoff):
-            days = self.settings["disable_after"] / 86400
-            count += await self.disable(endpoint_id, f"every delivery failed for more than {days:g} days")
+            count += await self.disable(endpoint_id, reason)
         return count
 
     async def prune(self) -> int:

@@ -6,7 +6,6 @@ through :func:`of`.
 
 from __future__ import annotations
 
-
 from tierd.core.clock import parse_iso
 from tierd.core.events import Event
 
@@ -16,7 +15,6 @@ from .store import Store, new_delivery_id, payload_of
 
 #: Published when a delivery gives up; routed to people by notifications, never sent as a webhook.
 DELIVERY_FAILED = "webhook.delivery.failed"
-
 
 
 class Webhooks:
@@ -51,11 +49,14 @@ class Webhooks:
                 # Never delivered as a webhook: a failing endpoint subscribed to
                 # everything would otherwise feed on its own failures.
                 continue
-            payload = None  # built once per event, shared by its deliveries
-            for endpoint in self.endpoints.matching(event.tenant, event.type):
-                payload = payload or payload_of(event.type, event.created_at, event.data)
+            endpoints = self.endpoints.matching(event.tenant, event.type)
+            if not endpoints:
+                continue
+            # Built once per event, shared by its deliveries.
+            payload, created_at = payload_of(event.type, event.created_at, event.data), parse_iso(event.created_at)
+            for endpoint in endpoints:
                 rows.append((new_delivery_id(), event.tenant, endpoint.id, event.id, event.type, payload, due_at,
-                             parse_iso(event.created_at)))
+                             created_at))
         if await self.store.create_deliveries(rows):
             self.dispatcher.wake()
 

@@ -153,19 +153,17 @@ def guarded_socket_factory(policy: AddressPolicy):
     return factory
 
 
-def make_connector(policy: AddressPolicy, limit: int, limit_per_host: int = 0,
-                   resolver: AbstractResolver | None = None) -> aiohttp.TCPConnector:
+def make_connector(policy: AddressPolicy, limit: int) -> aiohttp.TCPConnector:
     """The connector for webhook deliveries: guarded resolver and sockets, TLS verified.
 
     The DNS cache is off so every new connection resolves again (and is
     checked again); keep-alive connections were checked when they were made.
     """
     return aiohttp.TCPConnector(
-        resolver=GuardedResolver(policy, resolver),
+        resolver=GuardedResolver(policy),
         socket_factory=guarded_socket_factory(policy),
         use_dns_cache=False,
         limit=limit,
-        limit_per_host=limit_per_host,
         ssl=True,  # verify certificates (the default, spelled out)
     )
 

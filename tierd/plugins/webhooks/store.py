@@ -109,6 +109,8 @@ MIGRATIONS = [
 
 ENDPOINT_FIELDS = ("url", "description", "event_types", "headers", "metadata", "rate_limit", "enabled")
 JSON_FIELDS = ("event_types", "headers", "metadata")
+#: What the dispatcher reads of a claimed delivery (see :class:`Claimed`).
+_CLAIMED_COLUMNS = "seq, id, tenant_id, endpoint_id, event_type, payload, attempts, created_at"
 
 
 def _items(count: int, start: int = 0) -> str:
@@ -154,7 +156,6 @@ class Claimed:
     url: str
     headers: dict
     secrets: list[str]
-    rate_limit: float | None
 
 
 @dataclasses.dataclass
@@ -332,14 +333,13 @@ class Store:
         if cur.rowcount == 0:
             return []
         return await self.db.fetchall(
-            "SELECT seq, id, tenant_id, endpoint_id, event_type, payload, attempts, created_at"
-            " FROM webhook_deliveries WHERE status='inflight' AND claim_id=? ORDER BY due_at", (claim_id,))
+            f"SELECT {_CLAIMED_COLUMNS} FROM webhook_deliveries WHERE status='inflight' AND claim_id=? ORDER BY due_at",
+            (claim_id,))
 
     async def claimed_row(self, seq: int):
         """The row of one claimed delivery (test sends)."""
         return await self.db.fetchone(
-            "SELECT seq, id, tenant_id, endpoint_id, event_type, payload, attempts, created_at"
-            " FROM webhook_deliveries WHERE seq=?", (seq,))
+            f"SELECT {_CLAIMED_COLUMNS} FROM webhook_deliveries WHERE seq=?", (seq,))
 
     async def next_due(self) -> float | None:
         """The earliest due time of any pending delivery (one index seek)."""
@@ -396,11 +396,6 @@ class Store:
         rows = await self.db.fetchall(
             "SELECT * FROM webhook_attempts WHERE delivery_seq=? ORDER BY id", (seq,))
         return [_attempt(r) for r in rows]
-
-    async def last_attempt(self, seq: int) -> dict | None:
-        row = await self.db.fetchone(
-            "SELECT * FROM webhook_attempts WHERE delivery_seq=? ORDER BY id DESC LIMIT 1", (seq,))
-        return _attempt(row) if row else None
 
     async def requeue(self, tenant: str, delivery_id: str, now: float) -> bool:
         """Send a delivery again now (any state but in flight)."""
