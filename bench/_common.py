@@ -32,13 +32,23 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def third_party_plugins() -> list[str]:
+    """Names of the tierd plugins installed through entry points."""
+    from importlib.metadata import entry_points
+
+    return sorted(ep.name for ep in entry_points(group="tierd"))
+
+
 class BenchDaemon:
     def __init__(self, config: dict | None = None):
         self.dir = Path(tempfile.mkdtemp(prefix="tierd-bench-"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         base = {"server": {"listen": f"127.0.0.1:{self.port}", "admin_token": ADMIN},
-                "storage": {"path": str(self.dir / "tierd.db")}, "logging": {"level": "WARNING"}}
+                "storage": {"path": str(self.dir / "tierd.db")}, "logging": {"level": "WARNING"},
+                # tierd's own modules only: a plugin installed in this venv (the
+                # tests install the examples) would add its own work to the figures.
+                "plugins": {"disabled": third_party_plugins()}}
         for key, value in (config or {}).items():
             base[key] = base.get(key, {}) | value if isinstance(value, dict) else value
         (self.dir / "tierd.yaml").write_text(yaml.safe_dump(base))

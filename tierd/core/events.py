@@ -20,6 +20,7 @@ import time
 from typing import Awaitable, Callable
 
 from tierd.core.clock import iso
+from tierd.core.storage import json_columns
 
 log = logging.getLogger("tierd.events")
 
@@ -127,41 +128,37 @@ class EventBus:
             self._flushing = False
 
     async def _insert(self, batch) -> list[tuple[Event, bool]]:
-        """One transaction for the whole batch: a few statements, not one per event."""
+        """The whole batch in one INSERT statement: one trip to the database
+        thread, atomic on its own."""
         now = self.clock.time()
         created_at = iso(now)
+        if self._next_seq is None:
+            # This process is the only writer of the log: it numbers events
+            # itself instead of asking SQLite after each insert.
+            row = await self.db.fetchone("SELECT COALESCE(MAX(seq), 0) AS m FROM events")
+            self._next_seq = row["m"] + 1
+        # Keys seen before. Batches are inserted one at a time (``_flush``), so
+        # every earlier one is committed and visible to the reader.
+        known = await self._known_keys({(args[0], args[3]) for args, _ in batch if args[3] is not None})
         results: list[tuple[Event, bool]] = []
         rows = []
-        try:
-            async with self.db.transaction() as tx:
-                if self._next_seq is None:
-                    # This process is the only writer of the log: it numbers
-                    # events itself instead of asking SQLite after each insert.
-                    row = await tx.fetchone("SELECT COALESCE(MAX(seq), 0) AS m FROM events")
-                    self._next_seq = row["m"] + 1
-                known: dict[tuple[str, str], Event] = {}
-                for tenant, key in {(args[0], args[3]) for args, _ in batch if args[3] is not None}:
-                    row = await tx.fetchone(
-                        "SELECT * FROM events WHERE tenant_id=? AND idempotency_key=?", (tenant, key))
-                    if row is not None:
-                        known[(tenant, key)] = _row_to_event(row)
-                for (tenant, type_, data, key), _ in batch:
-                    if key is not None and (tenant, key) in known:
-                        results.append((known[(tenant, key)], False))
-                        continue
-                    event = Event(self._next_seq + len(rows), new_event_id(), tenant, type_, data, created_at)
-                    if key is not None:
-                        known[(tenant, key)] = event  # a repeat within this batch gets this one
-                    rows.append((event.seq, event.id, tenant, type_, json.dumps(data, separators=(",", ":")),
-                                 key, now))
-                    results.append((event, True))
-                if rows:
-                    await tx.executemany(
-                        "INSERT INTO events(seq, id, tenant_id, type, data, idempotency_key, created_at)"
-                        " VALUES (?,?,?,?,?,?,?)", rows)
-        except BaseException:
-            self._next_seq = None  # rolled back: read the numbering again next time
-            raise
+        for (tenant, type_, data, key), _ in batch:
+            if key is not None and (tenant, key) in known:
+                results.append((known[(tenant, key)], False))
+                continue
+            event = Event(self._next_seq + len(rows), new_event_id(), tenant, type_, data, created_at)
+            if key is not None:
+                known[(tenant, key)] = event  # a repeat within this batch gets this one
+            rows.append((event.seq, event.id, tenant, type_, json.dumps(data, separators=(",", ":")), key, now))
+            results.append((event, True))
+        if rows:
+            try:
+                await self.db.execute(
+                    "INSERT INTO events(seq, id, tenant_id, type, data, idempotency_key, created_at)"
+                    f" SELECT {json_columns(7)} FROM json_each(?)", (json.dumps(rows, separators=(",", ":")),))
+            except BaseException:
+                self._next_seq = None  # not stored (or unknown): read the numbering again next time
+                raise
         self._next_seq += len(rows)
         for event, new in results:
             if new:
@@ -171,6 +168,16 @@ class EventBus:
         if self.on_publish is not None:
             self.on_publish(len(rows))
         return results
+
+    async def _known_keys(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Event]:
+        """The stored events of these (tenant, idempotency key) pairs."""
+        if not keys:
+            return {}
+        rows = await self.db.fetchall(
+            "SELECT e.* FROM json_each(?) AS k JOIN events e"
+            " ON e.tenant_id=json_extract(k.value, '$[0]') AND e.idempotency_key=json_extract(k.value, '$[1]')",
+            (json.dumps(sorted(keys)),))
+        return {(r["tenant_id"], r["idempotency_key"]): _row_to_event(r) for r in rows}
 
     def _wake(self) -> None:
         for wakeup in self._wakeups:
@@ -219,10 +226,15 @@ class EventBus:
                 wakeup.clear()
                 events = await self._read_after(cursor, consumer.batch_size)
                 if not events:
-                    if saved != cursor:  # idle: store where we are
+                    # Caught up. The cursor is stored at most once per interval
+                    # here too: a consumer that catches up after every batch
+                    # would otherwise write it after every batch.
+                    unsaved_for = time.monotonic() - saved_at
+                    if saved != cursor and unsaved_for >= self.CURSOR_INTERVAL:
                         await self._save_cursor(consumer.name, cursor)
                         saved, saved_at = cursor, time.monotonic()
-                    await wait_any(wakeup, stopping, timeout=1.0)
+                    timeout = 1.0 if saved == cursor else self.CURSOR_INTERVAL - unsaved_for
+                    await wait_any(wakeup, stopping, timeout=timeout)
                     continue
                 wanted = [e for e in events if any(type_matches(p, e.type) for p in consumer.types)]
                 try:
@@ -247,6 +259,8 @@ class EventBus:
             self._wakeups.remove(wakeup)
 
     async def _read_after(self, cursor: int, limit: int) -> list[Event]:
+        if cursor + 1 == self._next_seq:
+            return []  # at the end of the log (only this process writes it)
         if cursor + 1 in self._tail:
             events = []
             seq = cursor + 1

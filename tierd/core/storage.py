@@ -124,8 +124,21 @@ class Database:
     # --- writes --------------------------------------------------------------
 
     async def execute(self, sql: str, params=()):
-        async with self._lock:
-            return await self._writer.execute(sql, params)
+        """Run one statement on the writer (atomic on its own).
+
+        Statements are queued to the writer thread at once, one behind the
+        other, without waiting for the previous one's answer: under load the
+        answer of each takes a turn of the event loop, and waiting for it
+        would leave the thread idle. Only an open transaction (which holds
+        the lock) makes a statement wait, so that it never runs inside
+        somebody else's BEGIN ... COMMIT.
+        """
+        if self._lock.locked():
+            async with self._lock:
+                return await self._writer.execute(sql, params)
+        # No await between the check and the queueing: aiosqlite puts the
+        # statement on its queue before its first suspension.
+        return await self._writer.execute(sql, params)
 
     @contextlib.asynccontextmanager
     async def transaction(self):
@@ -196,6 +209,17 @@ class Database:
         finally:
             await dest.close()
         os.replace(tmp, target)
+
+
+def json_columns(count: int, start: int = 0) -> str:
+    """SQL for items ``start .. start+count-1`` of each array of ``json_each(?)``.
+
+    Many rows go to SQLite as one JSON parameter of one statement
+    (``INSERT ... SELECT {json_columns(n)} FROM json_each(?)``): one trip to
+    the database thread, and atomic without a transaction around it, so the
+    writer is held for one trip instead of three (BEGIN, statement, COMMIT).
+    """
+    return ", ".join(f"json_extract(value, '$[{i}]')" for i in range(start, start + count))
 
 
 def _split_sql(script: str) -> list[str]:

@@ -45,15 +45,17 @@ async def active_silences(db, now: float) -> list[Silence]:
 
 async def ingest(db, runtime: Runtime, events: list[dict], now: float) -> IntakeResult:
     """Turn ``events`` (dicts as ``Event.to_json()``) into rows; idempotent."""
+    result = IntakeResult()
+    matched = [(event, match) for event in events for match in runtime.tree.evaluate(event) if match.channels]
+    if not matched:
+        return result  # most events reach nobody: no read, no write transaction
     when = dt.datetime.fromtimestamp(now, dt.timezone.utc)
     silences = await active_silences(db, now)
-    result = IntakeResult()
     async with db.transaction() as tx:
-        for event in events:
-            for match in runtime.tree.evaluate(event):
-                settings = match.route.settings
-                for channel in match.channels:
-                    await _one(tx, runtime, event, match.id, settings, channel, now, when, silences, result)
+        for event, match in matched:
+            settings = match.route.settings
+            for channel in match.channels:
+                await _one(tx, runtime, event, match.id, settings, channel, now, when, silences, result)
     return result
 
 

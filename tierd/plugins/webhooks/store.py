@@ -19,6 +19,7 @@ import secrets as _secrets
 
 from tierd.core.clock import iso
 from tierd.core.events import type_matches
+from tierd.core.storage import json_columns
 
 MIGRATIONS = [
     # 1: endpoints, deliveries, attempts.
@@ -111,15 +112,6 @@ ENDPOINT_FIELDS = ("url", "description", "event_types", "headers", "metadata", "
 JSON_FIELDS = ("event_types", "headers", "metadata")
 #: What the dispatcher reads of a claimed delivery (see :class:`Claimed`).
 _CLAIMED_COLUMNS = "seq, id, tenant_id, endpoint_id, event_type, payload, attempts, created_at"
-
-
-def _items(count: int, start: int = 0) -> str:
-    """SQL for items start..start+count-1 of each JSON array row of ``json_each(?)``.
-
-    Many rows go to SQLite as one JSON parameter of one statement: one round
-    trip to the database thread, atomic without a transaction around it.
-    """
-    return ", ".join(f"json_extract(value, '$[{i}]')" for i in range(start, start + count))
 
 
 def new_endpoint_id() -> str:
@@ -282,7 +274,7 @@ class Store:
         cur = await self.db.execute(
             "INSERT OR IGNORE INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload,"
             " status, due_at, created_at)"
-            f" SELECT {_items(6)}, 'pending', {_items(2, 6)} FROM json_each(?)", (json.dumps(rows),))
+            f" SELECT {json_columns(6)}, 'pending', {json_columns(2, 6)} FROM json_each(?)", (json.dumps(rows),))
         return cur.rowcount  # rows ignored as duplicates do not count
 
     async def create_test_delivery(self, tenant: str, endpoint_id: str, payload: str, now: float) -> int:
@@ -352,7 +344,7 @@ class Store:
         await self.db.execute(
             "INSERT INTO webhook_attempts(delivery_seq, tenant_id, endpoint_id, attempted_at, status_code,"
             " latency_ms, outcome, error, response_body, next_status, next_due_at)"
-            f" SELECT {_items(11)} FROM json_each(?)",
+            f" SELECT {json_columns(11)} FROM json_each(?)",
             (json.dumps([(o.seq, o.tenant_id, o.endpoint_id, o.attempted_at, o.status_code, o.latency_ms, o.outcome,
                           o.error, o.response_body, o.next_status, o.due_at) for o in outcomes]),))
 
