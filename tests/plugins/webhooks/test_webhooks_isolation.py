@@ -73,3 +73,26 @@ async def test_backlog_drains_in_bounded_batches_and_new_events_are_not_starved(
     # The backlog is served oldest first (ids were numbered in due order).
     ids = [r["headers"]["webhook-id"] for r in slow.requests[:8]]
     assert max(ids) <= "msg_backlog000015", ids
+
+
+async def test_new_events_respect_the_endpoint_cap(local, hook_receiver):
+    """New deliveries go out straight from the consumer when there is room;
+    never more than ``endpoint_max_in_flight`` at once, the rest after them."""
+    d = await local(webhooks=LIMITS)
+    await d.tenant("acme")
+    r = await hook_receiver()
+    concurrent = {"now": 0, "max": 0}
+
+    async def slowly(request, body):
+        concurrent["now"] += 1
+        concurrent["max"] = max(concurrent["max"], concurrent["now"])
+        await asyncio.sleep(0.1)
+        concurrent["now"] -= 1
+        return web.Response()
+
+    r.responder = slowly
+    await d.endpoint("acme", r.url)
+    await asyncio.gather(*(d.publish("acme", "invoice.paid", {"i": i}) for i in range(30)))
+    await r.wait_for(30, timeout=20)
+    assert concurrent["max"] == LIMITS["endpoint_max_in_flight"]
+    assert sorted(json.loads(q["body"])["data"]["i"] for q in r.requests) == list(range(30))

@@ -199,15 +199,65 @@ class Dispatcher:
         self._capped.update(ep for ep, n in taken.items() if n >= room.get(ep, cap))
         for row in rows:
             delivery = await self._claimed(row, now)
-            self.in_flight += 1
-            self.per_endpoint[delivery.endpoint_id] = self.per_endpoint.get(delivery.endpoint_id, 0) + 1
-            bucket = self.buckets.get(delivery.endpoint_id)
-            if bucket is not None:
-                bucket.take()
-            task = asyncio.get_running_loop().create_task(self._run(delivery))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self._take_slot(delivery.endpoint_id)
+            self.launch(delivery)
         return len(rows)
+
+    # --- the fast path: new deliveries handed over by the consumer ------------------------
+
+    def reserve(self, endpoint_ids: list[str]) -> list[bool]:
+        """Take a slot now for each new delivery that may be sent at once.
+
+        The consumer stores those rows already claimed and hands them to
+        :meth:`launch`: no claim query, no wait for the loop. A delivery is
+        sent at once only when nothing older waits for its endpoint (the last
+        claim left no due rows behind for it) and a slot and a rate token are
+        free; the rest are stored pending and go through the claim, oldest
+        first. Every slot taken here is given back by :meth:`launch` or
+        :meth:`release`.
+        """
+        if self._stopping.is_set() or self._global_capped:
+            return [False] * len(endpoint_ids)
+        cap, room = self.settings["endpoint_max_in_flight"], None
+        granted = []
+        for endpoint_id in endpoint_ids:
+            ok = self.in_flight < self.settings["max_in_flight"] and endpoint_id not in self._capped \
+                and self.per_endpoint.get(endpoint_id, 0) < cap
+            bucket = self.buckets.get(endpoint_id) if ok else None
+            if ok and (bucket is not None or self.endpoints.is_rate_limited(endpoint_id)):
+                room = room if room is not None else self._room()  # creates missing buckets
+                ok = room.get(endpoint_id, cap) > 0 and self.buckets[endpoint_id].available() >= 1
+            if ok:
+                self._take_slot(endpoint_id)
+            granted.append(ok)
+        return granted
+
+    def release(self, endpoint_id: str) -> None:
+        """Give back a slot taken by :meth:`reserve` and not used."""
+        self._free_slot(endpoint_id)
+
+    def launch(self, delivery: Claimed) -> None:
+        """Send a claimed delivery whose slot is taken."""
+        task = asyncio.get_running_loop().create_task(self._run(delivery))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _take_slot(self, endpoint_id: str) -> None:
+        self.in_flight += 1
+        self.per_endpoint[endpoint_id] = self.per_endpoint.get(endpoint_id, 0) + 1
+        bucket = self.buckets.get(endpoint_id)
+        if bucket is not None:
+            bucket.take()
+
+    def _free_slot(self, endpoint_id: str) -> None:
+        self.in_flight -= 1
+        left = self.per_endpoint.get(endpoint_id, 1) - 1
+        if left > 0:
+            self.per_endpoint[endpoint_id] = left
+        else:
+            self.per_endpoint.pop(endpoint_id, None)
+        if self._global_capped or endpoint_id in self._capped:
+            self.wakeup.set()
 
     async def _claimed(self, row, now: float) -> Claimed:
         """A claimed row with what sending it needs from its endpoint."""
@@ -230,14 +280,7 @@ class Dispatcher:
             outcome = self.outcome(delivery, self.clock.time(), "internal_error", None, 0.0,
                                    f"internal error: {type(exc).__name__}", None, None)
         finally:
-            self.in_flight -= 1
-            left = self.per_endpoint.get(delivery.endpoint_id, 1) - 1
-            if left > 0:
-                self.per_endpoint[delivery.endpoint_id] = left
-            else:
-                self.per_endpoint.pop(delivery.endpoint_id, None)
-            if self._global_capped or delivery.endpoint_id in self._capped:
-                self.wakeup.set()
+            self._free_slot(delivery.endpoint_id)
         self.results.append(outcome)
         self.results_ready.set()
 

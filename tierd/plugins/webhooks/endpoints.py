@@ -79,5 +79,9 @@ class EndpointCache:
         """Enabled endpoints of ``tenant`` subscribed to ``event_type``."""
         return [e for e in self.by_tenant.get(tenant, ()) if e.enabled and endpoint_matches(e.event_types, event_type)]
 
+    def is_rate_limited(self, endpoint_id: str) -> bool:
+        endpoint = self.by_id.get(endpoint_id)
+        return bool(endpoint and endpoint.rate_limit)
+
     def rate_limited(self) -> list[EndpointInfo]:
         return [e for e in self.by_id.values() if e.enabled and e.rate_limit]

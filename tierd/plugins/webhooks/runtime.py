@@ -11,7 +11,7 @@ from tierd.core.events import Event
 
 from .dispatch import Dispatcher
 from .endpoints import EndpointCache
-from .store import Store, new_delivery_id, payload_of
+from .store import Claimed, Store, new_delivery_id, payload_of
 
 #: Published when a delivery gives up; routed to people by notifications, never sent as a webhook.
 DELIVERY_FAILED = "webhook.delivery.failed"
@@ -40,10 +40,15 @@ class Webhooks:
         await self.dispatcher.stop(grace=min(grace, self.settings["timeout"]))
 
     async def consume(self, events: list[Event]) -> None:
-        """The bus consumer: one delivery per (event, matching enabled endpoint)."""
+        """The bus consumer: one delivery per (event, matching enabled endpoint).
+
+        Deliveries the dispatcher has room for are stored already claimed and
+        sent at once; the others are stored pending (see ``Dispatcher.reserve``).
+        """
         await self.endpoints.refresh()
-        due_at = self.daemon.clock.time() + self.settings["retry_schedule"][0]
-        rows = []
+        now = self.daemon.clock.time()
+        due_at = now + self.settings["retry_schedule"][0]
+        rows, targets = [], []
         for event in events:
             if event.type == DELIVERY_FAILED:
                 # Never delivered as a webhook: a failing endpoint subscribed to
@@ -55,10 +60,33 @@ class Webhooks:
             # Built once per event, shared by its deliveries.
             payload, created_at = payload_of(event.type, event.created_at, event.data), parse_iso(event.created_at)
             for endpoint in endpoints:
-                rows.append((new_delivery_id(), event.tenant, endpoint.id, event.id, event.type, payload, due_at,
-                             created_at))
-        if await self.store.create_deliveries(rows):
-            self.dispatcher.wake()
+                rows.append([new_delivery_id(), event.tenant, endpoint.id, event.id, event.type, payload, due_at,
+                             created_at, False])
+                targets.append(endpoint)
+        if not rows:
+            return
+        dispatcher = self.dispatcher
+        granted = dispatcher.reserve([row[2] for row in rows]) if due_at <= now else [False] * len(rows)
+        for row, now_ in zip(rows, granted):
+            row[8] = now_
+        try:
+            inserted = {r["id"]: r["seq"] for r in await self.store.create_deliveries(rows, now)}
+        except BaseException:
+            for row in rows:
+                if row[8]:
+                    dispatcher.release(row[2])
+            raise
+        for row, endpoint in zip(rows, targets):
+            if not row[8]:
+                continue
+            seq = inserted.get(row[0])
+            if seq is None:  # a duplicate of a delivery made before: not sent again
+                dispatcher.release(row[2])
+                continue
+            dispatcher.launch(Claimed(seq, row[0], row[1], row[2], row[4], row[5], 0, row[7], endpoint.url,
+                                      endpoint.headers, endpoint.secrets(now)))
+        if len(inserted) > sum(1 for row in rows if row[8]):
+            self.dispatcher.wake()  # pending rows for the loop to claim
 
     def changed(self, endpoint_id: str) -> None:
         """The API created, changed or deleted an endpoint."""

@@ -262,20 +262,26 @@ class Store:
         return await self.db.fetchall(
             "SELECT * FROM webhook_endpoints WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))
 
-    async def create_deliveries(self, rows: list[tuple]) -> int:
-        """Insert deliveries ``(id, tenant, endpoint_id, event_id, event_type, payload, due_at, created_at)``.
+    async def create_deliveries(self, rows: list[tuple], now: float) -> list:
+        """Insert deliveries ``(id, tenant, endpoint_id, event_id, event_type,
+        payload, due_at, created_at, inflight)``; return ``(seq, id)`` of those
+        inserted.
 
+        Rows with ``inflight`` true are stored already claimed (the dispatcher
+        sends them at once, without a claim query); the others are pending.
         One statement, so atomic without a transaction around it. Idempotent:
         a re-delivered event hits UNIQUE(endpoint_id, event_id) and is
-        ignored. Returns the number of rows inserted.
+        ignored (and not returned).
         """
         if not rows:
-            return 0
-        cur = await self.db.execute(
+            return []
+        return await self.db.execute_fetchall(
             "INSERT OR IGNORE INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload,"
-            " status, due_at, created_at)"
-            f" SELECT {json_columns(6)}, 'pending', {json_columns(2, 6)} FROM json_each(?)", (json.dumps(rows),))
-        return cur.rowcount  # rows ignored as duplicates do not count
+            " status, claimed_at, due_at, created_at)"
+            f" SELECT {json_columns(6)},"
+            " CASE WHEN json_extract(value, '$[8]') THEN 'inflight' ELSE 'pending' END,"
+            " CASE WHEN json_extract(value, '$[8]') THEN ? END,"
+            f" {json_columns(2, 6)} FROM json_each(?) RETURNING seq, id", (now, json.dumps(rows)))
 
     async def create_test_delivery(self, tenant: str, endpoint_id: str, payload: str, now: float) -> int:
         """A ``webhook.test`` delivery, claimed at once (the API sends it itself)."""
