@@ -15,11 +15,11 @@ import dataclasses
 import json
 import logging
 import re
-import secrets
 import time
 from typing import Awaitable, Callable
 
 from tierd.core.clock import iso
+from tierd.core.ids import random_ids
 from tierd.core.storage import json_columns
 
 log = logging.getLogger("tierd.events")
@@ -58,10 +58,6 @@ def type_matches(pattern: str, event_type: str) -> bool:
     if pattern.endswith(".*"):
         return event_type.startswith(pattern[:-1])
     return pattern == event_type
-
-
-def new_event_id() -> str:
-    return "evt_" + secrets.token_urlsafe(16)
 
 
 def _row_to_event(row) -> Event:
@@ -144,11 +140,12 @@ class EventBus:
         known = await self._known_keys({(args[0], args[3]) for args, _ in batch if args[3] is not None})
         results: list[tuple[Event, bool]] = []
         rows = []
+        ids = random_ids("evt_", len(batch))
         for (tenant, type_, data, key), _ in batch:
             if key is not None and (tenant, key) in known:
                 results.append((known[(tenant, key)], False))
                 continue
-            event = Event(self._next_seq + len(rows), new_event_id(), tenant, type_, data, created_at)
+            event = Event(self._next_seq + len(rows), ids[len(rows)], tenant, type_, data, created_at)
             if key is not None:
                 known[(tenant, key)] = event  # a repeat within this batch gets this one
             rows.append((event.seq, event.id, tenant, type_, json.dumps(data, separators=(",", ":")), key, now))

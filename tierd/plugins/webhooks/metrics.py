@@ -25,3 +25,11 @@ class WebhookMetrics:
             registry=registry)
         self.disabled = prometheus_client.Gauge(
             "tierd_webhook_endpoints_disabled", "Disabled webhook endpoints", registry=registry)
+        self._attempts_by_outcome: dict[str, prometheus_client.Counter] = {}
+
+    def count_attempt(self, outcome: str) -> None:
+        """One more attempt with this outcome (children cached: called per request)."""
+        child = self._attempts_by_outcome.get(outcome)
+        if child is None:
+            child = self._attempts_by_outcome[outcome] = self.attempts.labels(outcome)
+        child.inc()

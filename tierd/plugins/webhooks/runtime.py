@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from tierd.core.clock import parse_iso
 from tierd.core.events import Event
+from tierd.core.ids import random_ids
 
 from .dispatch import Dispatcher
 from .endpoints import EndpointCache
-from .store import Claimed, Store, new_delivery_id, payload_of
+from .store import Claimed, Store, payload_of
 
 #: Published when a delivery gives up; routed to people by notifications, never sent as a webhook.
 DELIVERY_FAILED = "webhook.delivery.failed"
@@ -48,27 +49,30 @@ class Webhooks:
         await self.endpoints.refresh()
         now = self.daemon.clock.time()
         due_at = now + self.settings["retry_schedule"][0]
-        rows, targets = [], []
+        matched = []
         for event in events:
             if event.type == DELIVERY_FAILED:
                 # Never delivered as a webhook: a failing endpoint subscribed to
                 # everything would otherwise feed on its own failures.
                 continue
             endpoints = self.endpoints.matching(event.tenant, event.type)
-            if not endpoints:
-                continue
+            if endpoints:
+                matched.append((event, endpoints))
+        ids = iter(random_ids("msg_", sum(len(endpoints) for _, endpoints in matched)))
+        rows, targets = [], []
+        for event, endpoints in matched:
             # Built once per event, shared by its deliveries.
             payload, created_at = payload_of(event.type, event.created_at, event.data), parse_iso(event.created_at)
             for endpoint in endpoints:
-                rows.append([new_delivery_id(), event.tenant, endpoint.id, event.id, event.type, payload, due_at,
+                rows.append([next(ids), event.tenant, endpoint.id, event.id, event.type, payload, due_at,
                              created_at, False])
                 targets.append(endpoint)
         if not rows:
             return
         dispatcher = self.dispatcher
         granted = dispatcher.reserve([row[2] for row in rows]) if due_at <= now else [False] * len(rows)
-        for row, now_ in zip(rows, granted):
-            row[8] = now_
+        for row, send_now in zip(rows, granted):
+            row[8] = send_now
         try:
             inserted = {r["id"]: r["seq"] for r in await self.store.create_deliveries(rows, now)}
         except BaseException:

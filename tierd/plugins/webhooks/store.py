@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import secrets as _secrets
 
 from tierd.core.clock import iso
 from tierd.core.events import type_matches
+from tierd.core.ids import random_id
 from tierd.core.storage import json_columns
 
 MIGRATIONS = [
@@ -115,12 +115,12 @@ _CLAIMED_COLUMNS = "seq, id, tenant_id, endpoint_id, event_type, payload, attemp
 
 
 def new_endpoint_id() -> str:
-    return "ep_" + _secrets.token_hex(10)
+    return random_id("ep_", 10)
 
 
 def new_delivery_id() -> str:
     # Also the ``webhook-id`` header: unique per delivery, stable across retries.
-    return "msg_" + _secrets.token_hex(12)
+    return random_id("msg_")
 
 
 def payload_of(event_type: str, timestamp: str, data: dict) -> str:
@@ -288,7 +288,7 @@ class Store:
         cur = await self.db.execute(
             "INSERT INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload, status,"
             " claimed_at, created_at) VALUES (?,?,?,?,?,?,'inflight',?,?)",
-            (new_delivery_id(), tenant, endpoint_id, "test_" + _secrets.token_hex(10), "webhook.test",
+            (new_delivery_id(), tenant, endpoint_id, random_id("test_", 10), "webhook.test",
              payload, now, now))
         return cur.lastrowid
 
