@@ -19,7 +19,7 @@ import time
 from typing import Awaitable, Callable
 
 from tierd.core.clock import iso
-from tierd.core.ids import random_ids
+from tierd.core.ids import new_ids
 from tierd.core.storage import json_columns
 
 log = logging.getLogger("tierd.events")
@@ -140,7 +140,7 @@ class EventBus:
         known = await self._known_keys({(args[0], args[3]) for args, _ in batch if args[3] is not None})
         results: list[tuple[Event, bool]] = []
         rows = []
-        ids = random_ids("evt_", len(batch))
+        ids = new_ids("evt_", len(batch))
         for (tenant, type_, data, key), _ in batch:
             if key is not None and (tenant, key) in known:
                 results.append((known[(tenant, key)], False))

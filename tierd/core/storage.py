@@ -140,13 +140,6 @@ class Database:
         # statement on its queue before its first suspension.
         return await self._writer.execute(sql, params)
 
-    async def execute_fetchall(self, sql: str, params=()) -> list[sqlite3.Row]:
-        """Like :meth:`execute`, for a statement that returns rows (``RETURNING``)."""
-        if self._lock.locked():
-            async with self._lock:
-                return list(await self._writer.execute_fetchall(sql, params))
-        return list(await self._writer.execute_fetchall(sql, params))
-
     @contextlib.asynccontextmanager
     async def transaction(self):
         async with self._lock:

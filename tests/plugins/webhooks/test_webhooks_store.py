@@ -28,7 +28,7 @@ def rows(count, now, endpoints=4, inflight=False):
 async def test_claim_respects_room_cap_limit_and_disabled_endpoints(store):
     now = time.time()
     assert len(await store.create_deliveries(rows(400, now), now)) == 400
-    assert await store.create_deliveries(rows(400, now), now) == []  # idempotent
+    assert await store.create_deliveries(rows(400, now), now) == {}  # idempotent
     claimed = await store.claim(now + 1, limit=100, cap=10, room={"ep_1": 3, "ep_2": 0}, claim_id=1)
     by_endpoint = {}
     for row in claimed:
@@ -79,9 +79,17 @@ async def test_deliveries_created_claimed_are_not_claimed_again_and_requeued_aft
     now = time.time()
     created = await store.create_deliveries(rows(6, now, endpoints=2, inflight=True)[:3] + rows(6, now, endpoints=2)[3:],
                                             now)
-    assert [r["id"] for r in created] == [f"msg_{i:06d}" for i in range(6)]
+    assert list(created) == [f"msg_{i:06d}" for i in range(6)]
+    # The seq of each row, as stored (the dispatcher records attempts by it).
+    stored = await store.db.fetchall("SELECT id, seq FROM webhook_deliveries")
+    assert created == {r["id"]: r["seq"] for r in stored}
     claimed = await store.claim(now + 1, limit=100, cap=10, room={}, claim_id=1)
     assert sorted(r["id"] for r in claimed) == ["msg_000003", "msg_000004", "msg_000005"]
     row = await store.db.fetchone("SELECT status, claimed_at FROM webhook_deliveries WHERE id='msg_000000'")
     assert row["status"] == "inflight" and row["claimed_at"] == pytest.approx(now)
     assert await store.requeue_inflight() == 6  # the three handed over and the three claimed
+    # Some rows new, some seen before: the seqs of the new ones only.
+    again = await store.create_deliveries(rows(8, now, endpoints=2), now)
+    assert list(again) == ["msg_000006", "msg_000007"]
+    stored = await store.db.fetchall("SELECT id, seq FROM webhook_deliveries WHERE id IN ('msg_000006', 'msg_000007')")
+    assert again == {r["id"]: r["seq"] for r in stored}

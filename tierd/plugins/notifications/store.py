@@ -12,7 +12,8 @@ time. Every send attempt is a row in ``notification_attempts``.
 from __future__ import annotations
 
 import json
-import secrets
+
+from tierd.core import ids
 
 MIGRATIONS = [
     # 1: notifications, attempts, groups, silences.
@@ -92,7 +93,7 @@ FINAL_STATUSES = ("delivered", "failed", "muted", "throttled", "digested")
 
 
 def new_id() -> str:
-    return "ntf_" + secrets.token_urlsafe(12)
+    return ids.new_id("ntf_")
 
 
 def _dumps(value) -> str:

@@ -10,9 +10,9 @@ its items through ``recon_match_items`` and undoing it frees exactly those.
 from __future__ import annotations
 
 import json
-import secrets
-import time
 from decimal import Decimal
+
+from tierd.core import ids as core_ids
 
 MIGRATIONS = [
     # 1: accounts, imports, both sides of the ledger, runs, matches, suggestions, audit.
@@ -162,9 +162,9 @@ class Conflict(Exception):
 
 
 def new_id(prefix: str) -> str:
-    """``m_0192f3a4b5c6d7e8f9a0``: milliseconds first, so ids sort in creation order
-    (lists page by id and read chronologically), then randomness."""
-    return f"{prefix}_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(4)}"
+    """``m_0192f3a4b5c6...``: ids sort in creation order (lists page by id and
+    read chronologically); see :mod:`tierd.core.ids`."""
+    return core_ids.new_id(prefix + "_")
 
 
 def chunks(seq, size=CHUNK):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tierd.core.clock import parse_iso
 from tierd.core.events import Event
-from tierd.core.ids import random_ids
+from tierd.core.ids import new_ids
 
 from .dispatch import Dispatcher
 from .endpoints import EndpointCache
@@ -58,7 +58,7 @@ class Webhooks:
             endpoints = self.endpoints.matching(event.tenant, event.type)
             if endpoints:
                 matched.append((event, endpoints))
-        ids = iter(random_ids("msg_", sum(len(endpoints) for _, endpoints in matched)))
+        ids = iter(new_ids("msg_", sum(len(endpoints) for _, endpoints in matched)))
         rows, targets = [], []
         for event, endpoints in matched:
             # Built once per event, shared by its deliveries.
@@ -74,7 +74,7 @@ class Webhooks:
         for row, send_now in zip(rows, granted):
             row[8] = send_now
         try:
-            inserted = {r["id"]: r["seq"] for r in await self.store.create_deliveries(rows, now)}
+            inserted = await self.store.create_deliveries(rows, now)
         except BaseException:
             for row in rows:
                 if row[8]:

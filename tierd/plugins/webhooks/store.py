@@ -18,7 +18,7 @@ import json
 
 from tierd.core.clock import iso
 from tierd.core.events import type_matches
-from tierd.core.ids import random_id
+from tierd.core.ids import new_id
 from tierd.core.storage import json_columns
 
 MIGRATIONS = [
@@ -115,12 +115,12 @@ _CLAIMED_COLUMNS = "seq, id, tenant_id, endpoint_id, event_type, payload, attemp
 
 
 def new_endpoint_id() -> str:
-    return random_id("ep_", 10)
+    return new_id("ep_")
 
 
 def new_delivery_id() -> str:
     # Also the ``webhook-id`` header: unique per delivery, stable across retries.
-    return random_id("msg_")
+    return new_id("msg_")
 
 
 def payload_of(event_type: str, timestamp: str, data: dict) -> str:
@@ -262,9 +262,9 @@ class Store:
         return await self.db.fetchall(
             "SELECT * FROM webhook_endpoints WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))
 
-    async def create_deliveries(self, rows: list[tuple], now: float) -> list:
+    async def create_deliveries(self, rows: list[tuple], now: float) -> dict[str, int]:
         """Insert deliveries ``(id, tenant, endpoint_id, event_id, event_type,
-        payload, due_at, created_at, inflight)``; return ``(seq, id)`` of those
+        payload, due_at, created_at, inflight)``; return ``{id: seq}`` of those
         inserted.
 
         Rows with ``inflight`` true are stored already claimed (the dispatcher
@@ -274,21 +274,34 @@ class Store:
         ignored (and not returned).
         """
         if not rows:
-            return []
-        return await self.db.execute_fetchall(
+            return {}
+        cur = await self.db.execute(
             "INSERT OR IGNORE INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload,"
             " status, claimed_at, due_at, created_at)"
             f" SELECT {json_columns(6)},"
             " CASE WHEN json_extract(value, '$[8]') THEN 'inflight' ELSE 'pending' END,"
             " CASE WHEN json_extract(value, '$[8]') THEN ? END,"
-            f" {json_columns(2, 6)} FROM json_each(?) RETURNING seq, id", (now, json.dumps(rows)))
+            f" {json_columns(2, 6)} FROM json_each(?)", (now, json.dumps(rows)))
+        # One statement numbers the rows it inserts one after the other (each
+        # takes the largest seq + 1), in array order, ending at lastrowid.
+        # (Not RETURNING: each returned row is one more wait for the GIL in
+        # the database thread, and intake waits behind this statement.)
+        if cur.rowcount == 0:
+            return {}
+        first = cur.lastrowid - cur.rowcount + 1
+        if cur.rowcount == len(rows):
+            return {row[0]: first + i for i, row in enumerate(rows)}
+        # Some were duplicates: which ones made it is in the table.
+        found = await self.db.fetchall(
+            "SELECT seq, id FROM webhook_deliveries WHERE seq BETWEEN ? AND ?", (first, cur.lastrowid))
+        return {r["id"]: r["seq"] for r in found}
 
     async def create_test_delivery(self, tenant: str, endpoint_id: str, payload: str, now: float) -> int:
         """A ``webhook.test`` delivery, claimed at once (the API sends it itself)."""
         cur = await self.db.execute(
             "INSERT INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload, status,"
             " claimed_at, created_at) VALUES (?,?,?,?,?,?,'inflight',?,?)",
-            (new_delivery_id(), tenant, endpoint_id, random_id("test_", 10), "webhook.test",
+            (new_delivery_id(), tenant, endpoint_id, new_id("test_"), "webhook.test",
              payload, now, now))
         return cur.lastrowid
 
