@@ -216,6 +216,10 @@ class EventBus:
         """Feed ``consumer`` from its cursor until ``stopping`` is set."""
         wakeup = asyncio.Event()
         self._wakeups.append(wakeup)
+        # One task for the consumer's whole life turns a stop into a wakeup, so
+        # an idle wait is on ``wakeup`` alone (wait_any costs two tasks a time,
+        # and a busy consumer is idle after nearly every batch).
+        stop_watch = asyncio.get_running_loop().create_task(_set_when(stopping, wakeup))
         backoff = 0.5
         try:
             row = await self.db.fetchone("SELECT last_seq FROM consumer_cursors WHERE name=?", (consumer.name,))
@@ -233,7 +237,7 @@ class EventBus:
                         await self._save_cursor(consumer.name, cursor)
                         saved, saved_at = cursor, time.monotonic()
                     timeout = 1.0 if saved == cursor else self.CURSOR_INTERVAL - unsaved_for
-                    await wait_any(wakeup, stopping, timeout=timeout)
+                    await _wait(wakeup, timeout)
                     continue
                 wanted = [e for e in events if any(type_matches(p, e.type) for p in consumer.types)]
                 try:
@@ -255,6 +259,7 @@ class EventBus:
             if saved != cursor:
                 await self._save_cursor(consumer.name, cursor)
         finally:
+            stop_watch.cancel()
             self._wakeups.remove(wakeup)
 
     async def _read_after(self, cursor: int, limit: int) -> list[Event]:
@@ -291,3 +296,17 @@ async def wait_any(*events: asyncio.Event, timeout: float) -> None:
     finally:
         for w in waiters:
             w.cancel()
+
+
+async def _set_when(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    """Wait until ``event`` is set, or set it after ``timeout`` seconds."""
+    timer = asyncio.get_running_loop().call_later(timeout, event.set)
+    try:
+        await event.wait()
+    finally:
+        timer.cancel()

@@ -15,6 +15,9 @@ import json
 
 from .store import Store, endpoint_matches
 
+#: (tenant, event type) pairs whose matching endpoints are remembered.
+MATCH_CACHE_SIZE = 10_000
+
 
 @dataclasses.dataclass
 class EndpointInfo:
@@ -49,6 +52,7 @@ class EndpointCache:
         self.by_tenant: dict[str, list[EndpointInfo]] = {}
         self._dirty: set[str] = set()
         self._loaded = False
+        self._matches: dict[tuple[str, str], list[EndpointInfo]] = {}
 
     def forget(self, endpoint_id: str) -> None:
         """An endpoint was created, changed or deleted: reload it before its next use."""
@@ -74,10 +78,22 @@ class EndpointCache:
         self.by_tenant = {}
         for info in self.by_id.values():
             self.by_tenant.setdefault(info.tenant_id, []).append(info)
+        self._matches = {}
 
     def matching(self, tenant: str, event_type: str) -> list[EndpointInfo]:
-        """Enabled endpoints of ``tenant`` subscribed to ``event_type``."""
-        return [e for e in self.by_tenant.get(tenant, ()) if e.enabled and endpoint_matches(e.event_types, event_type)]
+        """Enabled endpoints of ``tenant`` subscribed to ``event_type``.
+
+        Remembered per (tenant, type) until the endpoints change: a tenant
+        sends few distinct types, and may have many endpoints to test.
+        """
+        key = (tenant, event_type)
+        found = self._matches.get(key)
+        if found is None:
+            if len(self._matches) >= MATCH_CACHE_SIZE:
+                self._matches.clear()
+            found = self._matches[key] = [e for e in self.by_tenant.get(tenant, ())
+                                          if e.enabled and endpoint_matches(e.event_types, event_type)]
+        return found
 
     def is_rate_limited(self, endpoint_id: str) -> bool:
         endpoint = self.by_id.get(endpoint_id)
