@@ -254,6 +254,20 @@ async def test_per_endpoint_rate_limit(local, hook_receiver):
     assert times[-1] - times[0] >= 1.6, times[-1] - times[0]
 
 
+async def test_rate_limit_changed_or_lifted_takes_effect(local, hook_receiver):
+    d, r, ep = await setup(local, hook_receiver, rate_limit=1)
+    for i in range(3):
+        await d.publish("acme", "invoice.paid", {"i": i})
+    await r.wait_for(1, timeout=5)
+    await asyncio.sleep(0.3)
+    assert len(r.requests) == 1  # one per second
+    status, _ = await d.call("PUT", f"/v1/webhooks/{ep['id']}", {"rate_limit": None}, tenant="acme")
+    assert status == 200
+    for i in range(3, 13):
+        await d.publish("acme", "invoice.paid", {"i": i})
+    await r.wait_for(13, timeout=3)  # no limit any more: the 12 left go at once
+
+
 async def test_tls_certificates_are_verified(local, tmp_path):
     import ssl
 

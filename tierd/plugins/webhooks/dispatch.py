@@ -175,16 +175,22 @@ class Dispatcher:
         """
         cap = self.settings["endpoint_max_in_flight"]
         room = {ep: max(0, cap - n) for ep, n in self.per_endpoint.items()}
+        for endpoint in self._sync_buckets():
+            room[endpoint.id] = min(room.get(endpoint.id, cap), self.buckets[endpoint.id].available())
+        return room
+
+    def _sync_buckets(self) -> list:
+        """A token bucket for each rate-limited endpoint (made, resized or
+        forgotten as limits change); returns those endpoints."""
         limited = self.endpoints.rate_limited()
         for endpoint in limited:
             bucket = self.buckets.get(endpoint.id)
             if bucket is None or bucket.rate != endpoint.rate_limit:
-                bucket = self.buckets[endpoint.id] = TokenBucket(endpoint.rate_limit)
-            room[endpoint.id] = min(room.get(endpoint.id, cap), bucket.available())
+                self.buckets[endpoint.id] = TokenBucket(endpoint.rate_limit)
         if len(self.buckets) > len(limited):  # limits removed: forget their buckets
             keep = {e.id for e in limited}
             self.buckets = {k: v for k, v in self.buckets.items() if k in keep}
-        return room
+        return limited
 
     async def fill(self) -> int:
         """Claim as many due deliveries as there are free slots and start them."""
@@ -217,20 +223,22 @@ class Dispatcher:
         sent at once only when nothing older waits for its endpoint (the last
         claim left no due rows behind for it) and a slot and a rate token are
         free; the rest are stored pending and go through the claim, oldest
-        first. Every slot taken here is given back by :meth:`launch` or
-        :meth:`release`.
+        first. Each slot taken here goes with a delivery to :meth:`launch`
+        (freed when its attempt ends) or back through :meth:`release`.
         """
         if self._stopping.is_set() or self._global_capped:
             return [False] * len(endpoint_ids)
-        cap, room = self.settings["endpoint_max_in_flight"], None
+        cap, buckets_fresh = self.settings["endpoint_max_in_flight"], False
         granted = []
         for endpoint_id in endpoint_ids:
             ok = self.in_flight < self.settings["max_in_flight"] and endpoint_id not in self._capped \
                 and self.per_endpoint.get(endpoint_id, 0) < cap
-            bucket = self.buckets.get(endpoint_id) if ok else None
-            if ok and (bucket is not None or self.endpoints.is_rate_limited(endpoint_id)):
-                room = room if room is not None else self._room()  # creates missing buckets
-                ok = room.get(endpoint_id, cap) > 0 and self.buckets[endpoint_id].available() >= 1
+            if ok and self.endpoints.is_rate_limited(endpoint_id):
+                if not buckets_fresh:
+                    self._sync_buckets()
+                    buckets_fresh = True
+                bucket = self.buckets.get(endpoint_id)
+                ok = bucket is not None and bucket.available() >= 1
             if ok:
                 self._take_slot(endpoint_id)
             granted.append(ok)
