@@ -89,3 +89,56 @@ async def test_consumer_sees_every_event_once_in_order_and_resumes_from_its_curs
     await task
     assert again == [99]
     await db.close()
+
+
+async def test_retention_deletes_old_events_every_running_consumer_has_handled(tmp_path):
+    from tierd.core.clock import FakeClock
+
+    db = await open_db(tmp_path / "t.db")
+    clock = FakeClock()
+    bus = EventBus(db, clock)
+    for i in range(6):
+        await bus.publish("acme", "invoice.paid", {"i": i})
+    clock.advance(40 * 86400)
+    await bus.publish("acme", "invoice.paid", {"i": 6})  # recent: kept
+    month_ago = clock.time() - 30 * 86400
+    assert await bus.prune(month_ago) == 0  # no consumer has run: nothing is known handled
+
+    handled, gate = [], asyncio.Event()
+
+    async def fast(events):
+        handled.extend(e.data["i"] for e in events)
+
+    async def slow(events):
+        await gate.wait()
+
+    stopping = asyncio.Event()
+    tasks = [asyncio.create_task(bus.run_consumer(Consumer("fast", fast), stopping)),
+             asyncio.create_task(bus.run_consumer(Consumer("slow", slow, batch_size=3), stopping))]
+    try:
+        for _ in range(100):
+            if len(handled) == 7:
+                break
+            await asyncio.sleep(0.02)
+        bus.CURSOR_INTERVAL = 0  # "fast" stores its cursor at once
+        await bus.publish("acme", "invoice.paid", {"i": 7})
+        for _ in range(100):
+            if len(handled) == 8:
+                break
+            await asyncio.sleep(0.02)
+        # "slow" is still in its first batch and has stored no cursor: all is kept.
+        assert await bus.prune(month_ago) == 0
+        gate.set()
+        for _ in range(100):  # "slow" catches up and stores its cursor
+            row = await db.fetchone("SELECT last_seq FROM consumer_cursors WHERE name='slow'")
+            if row and row["last_seq"] == 8:
+                break
+            await asyncio.sleep(0.02)
+        assert await bus.prune(month_ago, batch=4) == 6  # in two statements
+        left = await db.fetchall("SELECT seq FROM events")
+        assert [r["seq"] for r in left] == [7, 8]
+    finally:
+        gate.set()
+        stopping.set()
+        await asyncio.gather(*tasks)
+    await db.close()

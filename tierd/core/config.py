@@ -100,6 +100,8 @@ CORE_SCHEMAS: dict[str, Field] = {
     "storage": Obj({
         "path": Str(default="./var/tierd.db", min_len=1, doc="SQLite database file"),
         "busy_timeout": Duration(default="5s", doc="How long to wait for a locked database"),
+        "event_retention": Duration(default="30d", doc="Events older than this are deleted once every"
+                                    " consumer has handled them; 0 keeps them forever"),
     }),
     "logging": Obj({
         "level": Enum(["DEBUG", "INFO", "WARNING", "ERROR"], default="INFO"),

@@ -159,9 +159,17 @@ class Daemon:
 
     def _apply_jobs(self) -> None:
         jobs = [Job("core.metrics", self._update_metrics, interval=5)]
+        if self.config["storage"]["event_retention"]:
+            jobs.append(Job("core.prune_events", self._prune_events, interval=3600))
         for result in self.pm.hook.tierd_jobs(daemon=self):
             jobs.extend(result or [])
         apply_jobs(self.scheduler, jobs)
+
+    async def _prune_events(self) -> None:
+        removed = await self.bus.prune(self.clock.time() - self.config["storage"]["event_retention"])
+        if removed:
+            log.info("event retention: deleted %d events older than %s", removed,
+                     _days(self.config["storage"]["event_retention"]))
 
     async def _update_metrics(self) -> None:
         for name, lag in (await self.bus.lag()).items():
@@ -234,3 +242,7 @@ async def serve(pm, registries, config) -> int:
     await stop.wait()
     await daemon.stop()
     return 0
+
+
+def _days(seconds: float) -> str:
+    return f"{seconds / 86400:g} days"

@@ -79,6 +79,8 @@ class EventBus:
         self._pending: list[tuple[tuple, asyncio.Future]] = []
         self._flushing = False
         self._wakeups: list[asyncio.Event] = []
+        #: Names of the consumers running now (pruning keeps what they have not read).
+        self._running: set[str] = set()
         # The newest events this process committed, by seq: consumers that keep
         # up read them from here instead of the database. Only this process
         # writes the log, so the tail has no gaps.
@@ -216,6 +218,7 @@ class EventBus:
         """Feed ``consumer`` from its cursor until ``stopping`` is set."""
         wakeup = asyncio.Event()
         self._wakeups.append(wakeup)
+        self._running.add(consumer.name)
         # One task for the consumer's whole life turns a stop into a wakeup, so
         # an idle wait is on ``wakeup`` alone (wait_any costs two tasks a time,
         # and a busy consumer is idle after nearly every batch).
@@ -261,6 +264,7 @@ class EventBus:
         finally:
             stop_watch.cancel()
             self._wakeups.remove(wakeup)
+            self._running.discard(consumer.name)
 
     async def _read_after(self, cursor: int, limit: int) -> list[Event]:
         if cursor + 1 == self._next_seq:
@@ -280,6 +284,35 @@ class EventBus:
             "INSERT INTO consumer_cursors(name, last_seq, updated_at) VALUES (?,?,?)"
             " ON CONFLICT(name) DO UPDATE SET last_seq=excluded.last_seq, updated_at=excluded.updated_at",
             (name, cursor, time.time()))
+
+    async def prune(self, older_than: float, batch: int = 5000) -> int:
+        """Delete events created before ``older_than`` that every running
+        consumer has passed; returns how many.
+
+        An event a consumer has not handled yet is kept whatever its age (a
+        plugin that was stopped catches up first). Small statements, each
+        atomic: the writer is never held long. Idempotency keys go with their
+        events: a key re-sent after the retention makes a new event.
+        """
+        if not self._running:
+            return 0
+        rows = await self.db.fetchall(
+            "SELECT name, last_seq FROM consumer_cursors WHERE name IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(self._running)),))
+        if len(rows) < len(self._running):
+            return 0  # a consumer that has not stored a cursor yet has handled nothing
+        handled = min(r["last_seq"] for r in rows)
+        removed = 0
+        while True:
+            # The oldest ``batch`` events by seq (a walk of the primary key,
+            # bounded whatever the table's size); those old enough go. Events
+            # are numbered as they are stored, so their times rise with seq.
+            cur = await self.db.execute(
+                "DELETE FROM events WHERE created_at<? AND seq IN"
+                " (SELECT seq FROM events WHERE seq<=? ORDER BY seq LIMIT ?)", (older_than, handled, batch))
+            removed += cur.rowcount
+            if cur.rowcount < batch:
+                return removed
 
     async def lag(self) -> dict[str, int]:
         """Events not yet consumed, per consumer (for /metrics and `tierd db status`)."""
