@@ -192,6 +192,32 @@ async def test_metrics(local, hook_receiver):
         assert name in text, name
 
 
+async def test_due_gauges_show_deliveries_waiting_for_a_slot(local, hook_receiver):
+    d = await local(webhooks={"max_in_flight": 1, "endpoint_max_in_flight": 1})
+    await d.tenant("acme")
+    r = await hook_receiver()
+    release = asyncio.Event()
+
+    async def hold(request, body):
+        await release.wait()
+        return web.Response()
+
+    r.responder = hold
+    ep = await d.endpoint("acme", r.url)
+    for i in range(3):
+        await d.publish("acme", "invoice.paid", {"i": i})
+    await r.wait_for(1)
+    await asyncio.sleep(0.2)  # the other two wait, due, for the one slot
+    await d.webhooks.dispatcher.update_metrics()
+    async with d.session.get(d.url + "/metrics") as resp:
+        gauges = dict(line.rsplit(" ", 1) for line in (await resp.text()).splitlines()
+                      if line.startswith(("tierd_webhook_deliveries_due ", "tierd_webhook_oldest_due_age_seconds ")))
+    assert float(gauges["tierd_webhook_deliveries_due"]) == 2
+    assert float(gauges["tierd_webhook_oldest_due_age_seconds"]) >= 0.2
+    release.set()
+    await d.wait_delivery("acme", ep["id"], "succeeded", count=3)
+
+
 async def test_consumer_is_idempotent(local):
     d = await local()
     await d.tenant("acme")

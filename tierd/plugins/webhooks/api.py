@@ -17,7 +17,7 @@ from tierd.core.clock import iso, parse_iso
 
 from . import runtime
 from .signing import check_secret, new_secret
-from .store import payload_of
+from .store import payload_of, signing_secrets
 
 TAG = "webhooks"
 _PATTERN = re.compile(r"^(\*|[a-z0-9_-]+(\.[a-z0-9_-]+)*(\.\*)?)$")
@@ -145,7 +145,7 @@ def _time_param(request, name: str) -> float | None:
 
 
 def routes() -> list[Route]:
-    async def context(request):
+    def context(request):
         tenant = require_tenant(request)
         return tenant, runtime.of(daemon_of(request))
 
@@ -164,7 +164,7 @@ def routes() -> list[Route]:
         return await found(request, tenant, module.store.get_delivery, "delivery")
 
     async def create(request):
-        tenant, module = await context(request)
+        tenant, module = context(request)
         body = await read_json(request)
         fields = check_fields(body, module.settings, module.dispatcher.policy, creating=True)
         secret = fields.pop("secret", None) or new_secret()
@@ -173,17 +173,17 @@ def routes() -> list[Route]:
         return json_response(_public(endpoint) | {"secret": secret}, status=201)
 
     async def list_endpoints(request):
-        tenant, module = await context(request)
+        tenant, module = context(request)
         limit, cursor = page_params(request)
         items = await module.store.list_endpoints(tenant, limit + 1, cursor)
         return json_response(page([_public(e) for e in items], limit, lambda e: e["id"]))
 
     async def get_endpoint(request):
-        tenant, module = await context(request)
+        tenant, module = context(request)
         return json_response(_public(await endpoint_or_404(request, tenant, module)))
 
     async def update_endpoint(request):
-        tenant, module = await context(request)
+        tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
         body = await read_json(request)
         fields = check_fields(body, module.settings, module.dispatcher.policy, creating=False)
@@ -192,23 +192,23 @@ def routes() -> list[Route]:
         return json_response(_public(updated))
 
     async def delete_endpoint(request):
-        tenant, module = await context(request)
+        tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
         await module.store.delete_endpoint(tenant, endpoint["id"])
         module.changed(endpoint["id"])
         return json_response({"deleted": endpoint["id"]})
 
     async def get_secret(request):
-        tenant, module = await context(request)
+        tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
-        now = module.daemon.clock.time()
         grace = endpoint["_previous_secret_until"]
-        in_grace = endpoint["_previous_secret"] is not None and (grace or 0) > now
+        in_grace = len(signing_secrets(endpoint["_secret"], endpoint["_previous_secret"], grace,
+                                       module.daemon.clock.time())) > 1
         return json_response({"secret": endpoint["_secret"],
                               "previous_secret_valid_until": iso(grace) if in_grace else None})
 
     async def rotate_secret(request):
-        tenant, module = await context(request)
+        tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
         body = await read_json(request, required=False)
         secret = body.get("secret") or new_secret()
@@ -222,7 +222,7 @@ def routes() -> list[Route]:
         return json_response({"secret": secret, "previous_secret_valid_until": iso(until)})
 
     async def list_deliveries(request):
-        tenant, module = await context(request)
+        tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
         limit, cursor = page_params(request)
         items = await module.store.list_deliveries(
@@ -235,13 +235,13 @@ def routes() -> list[Route]:
         return json_response(result)
 
     async def get_delivery(request):
-        tenant, module = await context(request)
+        tenant, module = context(request)
         delivery = await delivery_or_404(request, tenant, module)
         attempts = await module.store.attempts_of(delivery["_seq"])
         return json_response(_public(delivery) | {"attempts_detail": attempts})
 
     async def retry_delivery(request):
-        tenant, module = await context(request)
+        tenant, module = context(request)
         delivery = await delivery_or_404(request, tenant, module)
         if not await module.store.requeue(tenant, delivery["id"], module.daemon.clock.time()):
             raise ApiError(409, "in_flight", f"delivery {delivery['id']} is being sent right now")
@@ -249,7 +249,7 @@ def routes() -> list[Route]:
         return json_response({"id": delivery["id"], "status": "pending"}, status=202)
 
     async def recover(request):
-        tenant, module = await context(request)
+        tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
         body = await read_json(request)
         since = body.get("since")
@@ -264,7 +264,7 @@ def routes() -> list[Route]:
         return json_response({"requeued": count}, status=202)
 
     async def test_send(request):
-        tenant, module = await context(request)
+        tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
         body = await read_json(request, required=False)
         data = body.get("data", {"message": "test event from tierd"})

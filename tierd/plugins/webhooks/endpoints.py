@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from .store import Store, endpoint_matches
+from .store import Store, endpoint_matches, signing_secrets
 
 #: (tenant, event type) pairs whose matching endpoints are remembered.
 MATCH_CACHE_SIZE = 10_000
@@ -39,10 +39,7 @@ class EndpointInfo:
                    row["previous_secret"], row["previous_secret_until"])
 
     def secrets(self, now: float) -> list[str]:
-        """The secrets that sign now: the current one, and the previous during its grace."""
-        if self.previous_secret and (self.previous_secret_until or 0) > now:
-            return [self.secret, self.previous_secret]
-        return [self.secret]
+        return signing_secrets(self.secret, self.previous_secret, self.previous_secret_until, now)
 
 
 class EndpointCache:

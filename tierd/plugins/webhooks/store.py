@@ -128,6 +128,13 @@ def payload_of(event_type: str, timestamp: str, data: dict) -> str:
     return json.dumps({"type": event_type, "timestamp": timestamp, "data": data}, separators=(",", ":"))
 
 
+def signing_secrets(secret: str, previous: str | None, previous_until: float | None, now: float) -> list[str]:
+    """The secrets that sign now: the current one, and the previous during its grace."""
+    if previous and (previous_until or 0) > now:
+        return [secret, previous]
+    return [secret]
+
+
 def endpoint_matches(event_types: list[str], event_type: str) -> bool:
     """An empty filter means every event type."""
     return not event_types or any(type_matches(p, event_type) for p in event_types)
