@@ -100,6 +100,20 @@ def _dumps(value) -> str:
     return json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
 
 
+def _where(*conditions: tuple[str, object]) -> tuple[str, list]:
+    """`` WHERE a AND b`` and its parameters from ``(sql, value)`` pairs.
+
+    A condition whose value is None is left out (an optional filter); the
+    value fills every ``?`` of its SQL.
+    """
+    sql, params = [], []
+    for condition, value in conditions:
+        if value is not None:
+            sql.append(condition)
+            params += [value] * condition.count("?")
+    return (" WHERE " + " AND ".join(sql) if sql else ""), params
+
+
 # --- intake --------------------------------------------------------------------------
 
 
@@ -236,32 +250,13 @@ async def record_attempts(tx, outcomes: list[dict]) -> None:
 async def history(db, *, tenant: str | None, channel=None, status=None, event=None, route=None, kind=None,
                   since=None, until=None, before_seq=None, limit=50):
     """Newest first; ``tenant=None`` is the admin's view of every tenant."""
-    where, params = [], []
-    for col, value in (("tenant_id", tenant), ("channel", channel), ("status", status), ("route", route),
-                       ("kind", kind)):
-        if value is not None:
-            where.append(f"{col}=?")
-            params.append(value)
-    if event is not None:
+    where, params = _where(
+        ("tenant_id=?", tenant), ("channel=?", channel), ("status=?", status), ("route=?", route), ("kind=?", kind),
         # The event's own rows and the digests that carried it.
-        where.append("(event_id=? OR id IN (SELECT digest_id FROM notifications WHERE event_id=?"
-                     " AND digest_id IS NOT NULL))")
-        params += [event, event]
-    if since is not None:
-        where.append("created_at>=?")
-        params.append(since)
-    if until is not None:
-        where.append("created_at<?")
-        params.append(until)
-    if before_seq is not None:
-        where.append("seq<?")
-        params.append(before_seq)
-    sql = "SELECT * FROM notifications"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY seq DESC LIMIT ?"
-    params.append(limit)
-    return await db.fetchall(sql, params)
+        ("(event_id=? OR id IN (SELECT digest_id FROM notifications WHERE event_id=? AND digest_id IS NOT NULL))",
+         event),
+        ("created_at>=?", since), ("created_at<?", until), ("seq<?", before_seq))
+    return await db.fetchall(f"SELECT * FROM notifications{where} ORDER BY seq DESC LIMIT ?", [*params, limit])
 
 
 async def attempts_of(db, ids: list[str]) -> dict[str, list]:
@@ -301,15 +296,8 @@ async def insert_silence(db, row: dict) -> None:
 
 async def silences(db, tenant: str | None = None, active_at: float | None = None):
     """Silences visible to ``tenant`` (None: all), optionally only those not ended."""
-    where, params = [], []
-    if tenant is not None:
-        where.append("tenant_id=?")
-        params.append(tenant)
-    if active_at is not None:
-        where.append("ends_at>?")
-        params.append(active_at)
-    sql = "SELECT * FROM notification_silences" + (" WHERE " + " AND ".join(where) if where else "")
-    return await db.fetchall(sql + " ORDER BY created_at", params)
+    where, params = _where(("tenant_id=?", tenant), ("ends_at>?", active_at))
+    return await db.fetchall(f"SELECT * FROM notification_silences{where} ORDER BY created_at", params)
 
 
 async def delete_silence(db, silence_id: str, tenant: str | None) -> bool:
