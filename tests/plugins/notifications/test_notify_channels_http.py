@@ -39,6 +39,7 @@ async def test_slack_block_kit(receiver, http):
     assert req["headers"]["Content-Type"] == "application/json"
     payload = json.loads(req["body"])
     assert payload["text"] == "3 invoices paid" and payload["username"] == "tierd"
+    assert "icon_emoji" not in payload  # not configured: the webhook's own icon stays
     header, section, context = payload["blocks"]
     assert header == {"type": "header", "text": {"type": "plain_text", "text": "3 invoices paid", "emoji": True}}
     assert section == {"type": "section", "text": {"type": "mrkdwn", "text": "*acme*: 3 × invoice.paid"}}
@@ -80,9 +81,11 @@ async def test_ntfy_json_publish(receiver, http):
     assert req["path"] == "/" and req["headers"]["Authorization"] == "Bearer tk_1"
     assert json.loads(req["body"]) == {"topic": "tierd-ops", "title": "3 invoices paid", "message": MSG.body,
                                        "priority": 4, "tags": ["warning", "moneybag"]}
-    fixed = make(NtfyChannel, {"url": r.url, "topic": "t", "priority": 1, "username": "u", "password": "p"}, http)
+    fixed = make(NtfyChannel, {"url": r.url, "topic": "t", "priority": 1, "username": "u", "password": "p",
+                               "click": "https://erp.example.com/invoices"}, http)
     await fixed.send(MSG)
     assert json.loads(r.requests[1]["body"])["priority"] == 1
+    assert json.loads(r.requests[1]["body"])["click"] == "https://erp.example.com/invoices"
     assert r.requests[1]["headers"]["Authorization"] == "Basic dTpw"
 
 

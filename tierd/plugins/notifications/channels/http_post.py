@@ -39,6 +39,13 @@ def classify(status: int, body: str, retry_after: str | None = None) -> SendResu
     return SendResult.failed(detail)
 
 
+def with_optional(payload: dict, **fields) -> dict:
+    """``payload`` plus those of ``fields`` that are set: an optional key left
+    empty in the config is left out of the payload, not sent blank."""
+    payload.update((key, value) for key, value in fields.items() if value)
+    return payload
+
+
 async def post(
     http: aiohttp.ClientSession,
     url: str,

@@ -13,7 +13,7 @@ import base64
 from tierd.core.registry import Channel, Message, SendResult
 from tierd.core.schema import Duration, Int, List, Map, Obj, Str, Url
 
-from .http_post import post
+from .http_post import post, with_optional
 
 #: ntfy priorities: 1 min, 2 low, 3 default, 4 high, 5 max/urgent.
 _PRIORITY = {"info": 3, "warning": 4, "critical": 5}
@@ -22,16 +22,13 @@ _TAG = {"info": "information_source", "warning": "warning", "critical": "rotatin
 
 def ntfy_payload(message: Message, topic: str, priority: int = 0, tags: list[str] = (),
                  click: str = "") -> dict:
-    payload = {
+    return with_optional({
         "topic": topic,
         "title": message.subject,
         "message": message.body or message.subject,
         "priority": priority or _PRIORITY.get(message.severity, 3),
         "tags": [_TAG.get(message.severity, "bell"), *tags],
-    }
-    if click:
-        payload["click"] = click
-    return payload
+    }, click=click)
 
 
 class NtfyChannel(Channel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from tierd.core.registry import Channel, Message, SendResult
 from tierd.core.schema import Duration, Obj, Str, Url
 
-from .http_post import post
+from .http_post import post, with_optional
 
 _EMOJI = {"info": ":information_source:", "warning": ":warning:", "critical": ":rotating_light:"}
 
@@ -30,12 +30,8 @@ def block_kit(message: Message, username: str = "", icon_emoji: str = "") -> dic
                     + (f" · {message.id}" if message.id else ""),
         }]},
     ]
-    payload = {"text": _clip(message.subject, 3000), "blocks": blocks}
-    if username:
-        payload["username"] = username
-    if icon_emoji:
-        payload["icon_emoji"] = icon_emoji
-    return payload
+    return with_optional({"text": _clip(message.subject, 3000), "blocks": blocks},
+                         username=username, icon_emoji=icon_emoji)
 
 
 class SlackChannel(Channel):
