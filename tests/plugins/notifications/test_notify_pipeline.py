@@ -61,6 +61,14 @@ class Harness:
         self.clock.advance(advance)
         return await self.dispatcher.tick()
 
+    async def digests_after(self, r, seconds: float, digests: int = 1) -> None:
+        """Group digests reach ``r`` once ``seconds`` have passed, and not a second earlier."""
+        sent = len(r.requests)
+        await self.tick(seconds - 1)
+        assert len(r.requests) == sent, "a digest went out before its time"
+        await self.tick(1)
+        assert len(r.requests) == sent + digests
+
     async def rows(self, **where):
         rows = await self.db.fetchall("SELECT * FROM notifications ORDER BY seq")
         return [r for r in rows if all(r[k] == v for k, v in where.items())]
@@ -69,10 +77,15 @@ class Harness:
         return self.registry.get_sample_value(f"tierd_notifications_{name}_total", {"channel": channel}) or 0
 
 
+async def open_db(path) -> Database:
+    db = await Database(path).open()
+    await db.migrate({"core": CORE_MIGRATIONS, "notifications": store.MIGRATIONS})
+    return db
+
+
 @pytest.fixture
 async def harness(tmp_path):
-    db = await Database(tmp_path / "tierd.db").open()
-    await db.migrate({"core": CORE_MIGRATIONS, "notifications": store.MIGRATIONS})
+    db = await open_db(tmp_path / "tierd.db")
     async with aiohttp.ClientSession() as http:
         yield Harness(db, FakeClock(), http)
     await db.close()
@@ -119,10 +132,7 @@ async def test_burst_becomes_one_digest_and_group_timers(harness, receiver):
                                  repeat_interval="1h"))
     await h.ingest(*[h.event(n=i) for i in range(50)])
     assert len(await h.rows(status="grouped")) == 50
-    await h.tick(29)
-    assert r.requests == []  # still waiting for the burst to end
-    await h.tick(1)
-    await h.tick()
+    await h.digests_after(r, 30)  # group_wait: waiting for the burst to end
     (digest,) = await h.rows(kind="digest")
     assert digest["status"] == "delivered"
     payload = json.loads(r.requests[0]["body"])
@@ -132,11 +142,7 @@ async def test_burst_becomes_one_digest_and_group_timers(harness, receiver):
 
     # A late event waits for group_interval after the last digest, not group_wait.
     await h.ingest(h.event(n=99))
-    await h.tick(60)
-    assert len(r.requests) == 1
-    await h.tick(240)
-    await h.tick()
-    assert len(r.requests) == 2
+    await h.digests_after(r, 300)
     # One event alone is rendered like a single notification, not as "1 × ...".
     assert json.loads(r.requests[1]["body"])["subject"] == "invoice.paid (acme)"
 
@@ -144,19 +150,14 @@ async def test_burst_becomes_one_digest_and_group_timers(harness, receiver):
     await h.tick(3600)
     assert (await h.db.fetchone("SELECT COUNT(*) AS n FROM notification_groups"))["n"] == 0
     await h.ingest(h.event(n=100))
-    await h.tick(29)
-    assert len(r.requests) == 2
-    await h.tick(1)
-    await h.tick()
-    assert len(r.requests) == 3
+    await h.digests_after(r, 30)
 
 
 async def test_a_huge_burst_is_still_one_digest(harness, receiver):
     r = await receiver()
     h = harness.configure(config(r.url, group_by=["type"], group_wait="10s"))
     await h.ingest(*[h.event(n=i) for i in range(250)])
-    await h.tick(10)
-    await h.tick()
+    await h.digests_after(r, 10)
     (digest,) = await h.rows(kind="digest")
     assert digest["event_count"] == 250 and len(json.loads(digest["events"])) == 200
     (payload,) = r.json_bodies()
@@ -170,8 +171,7 @@ async def test_groups_are_per_tenant_and_label(harness, receiver):
     h = harness.configure(config(r.url, group_by=["data.account"], group_wait="10s"))
     await h.ingest(h.event(account="A"), h.event(account="A"), h.event(account="B"),
                    h.event(tenant="other", account="A"))
-    await h.tick(10)
-    await h.tick()
+    await h.digests_after(r, 10, digests=3)
     digests = {(d["tenant_id"], len(json.loads(d["events"]))) for d in await h.rows(status="delivered")}
     assert digests == {("acme", 2), ("acme", 1), ("other", 1)}
 
@@ -179,18 +179,16 @@ async def test_groups_are_per_tenant_and_label(harness, receiver):
 async def test_groups_survive_a_crash_during_group_wait(tmp_path, receiver):
     r = await receiver()
     clock = FakeClock()
-    db = await Database(tmp_path / "crash.db").open()
-    await db.migrate({"core": CORE_MIGRATIONS, "notifications": store.MIGRATIONS})
+    db = await open_db(tmp_path / "crash.db")
     async with aiohttp.ClientSession() as http:
         h = Harness(db, clock, http).configure(config(r.url, group_by=["type"], group_wait="30s"))
         await h.ingest(*[h.event() for _ in range(5)])
     await db.close()  # the process dies here: nothing in memory survives
 
-    db = await Database(tmp_path / "crash.db").open()
+    db = await open_db(tmp_path / "crash.db")  # a restart: migrations already applied
     async with aiohttp.ClientSession() as http:
         h = Harness(db, clock, http).configure(config(r.url, group_by=["type"], group_wait="30s"))
-        await h.tick(30)
-        await h.tick()
+        await h.digests_after(r, 30)  # the group's timer survived too
     await db.close()
     assert len(r.json_bodies()[0]["events"]) == 5
 
