@@ -286,6 +286,9 @@ async def test_api_validation_and_filters(tierd_daemon):
         status, body = await d.arequest("POST", "/v1/notifications/silences", silence, token=acme)
         assert status == 400 and body["error"]["code"] == "invalid_silence", body
         assert message in body["error"]["message"], body
+    assert await data("/v1/notifications/silences?all=1", token=acme) == []
+    status, body = await d.arequest("GET", "/v1/notifications/silences?all=yes", token=acme)
+    assert (status, body["error"]["code"]) == (400, "invalid_parameter")  # not silently "active only"
     status, body = await d.arequest("POST", "/v1/notifications/send", {"channel": "journal", "subject": 5})
     assert status == 400 and body["error"]["code"] == "invalid_message"
     status, body = await d.arequest("GET", "/v1/notifications/channels")

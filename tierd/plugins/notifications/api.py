@@ -175,9 +175,9 @@ async def create_silence(request):
 
 async def list_silences(request):
     daemon = daemon_of(request)
-    active = request.query.get("all") not in ("1", "true")
+    show_all = query_choice(request, "all", ("1", "true", "0", "false")) in ("1", "true")
     rows = await store.silences(daemon.db, tenant=tenant_scope(request),
-                                active_at=daemon.clock.time() if active else None)
+                                active_at=None if show_all else daemon.clock.time())
     return json_response({"data": [silence_json(r) for r in rows]})
 
 
@@ -206,7 +206,8 @@ def routes() -> list[Route]:
         Route("GET", "/v1/notifications/channels", list_channels, auth="admin", tag=tag,
               summary="Configured channels and their types"),
         Route("GET", "/v1/notifications/silences", list_silences, auth="tenant", tag=tag,
-              summary="Silences not yet ended (?all=1: also ended ones)"),
+              summary="Silences not yet ended (?all=1: also ended ones)",
+              params={"all": "1|true: also ended silences"}),
         Route("POST", "/v1/notifications/silences", create_silence, auth="tenant", tag=tag,
               summary="Mute notifications matching matchers until ends_at",
               body={"type": "object", "required": ["matchers", "ends_at"]}),
