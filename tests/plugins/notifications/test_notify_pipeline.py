@@ -124,6 +124,9 @@ async def test_intake_is_idempotent(harness, receiver):
     await h.ingest(e)  # even after it was sent
     await h.tick()
     assert len(await h.rows()) == 1 and len(r.requests) == 1
+    await h.ingest(e, h.event(), e)  # a re-delivered batch that also holds a new event
+    await h.tick()
+    assert len(await h.rows()) == 2 and len(r.requests) == 2
 
 
 async def test_burst_becomes_one_digest_and_group_timers(harness, receiver):
@@ -196,7 +199,8 @@ async def test_groups_survive_a_crash_during_group_wait(tmp_path, receiver):
 async def test_throttle(harness, receiver):
     r = await receiver()
     h = harness.configure(config(r.url, throttle={"max": 3, "per": "1h"}))
-    await h.ingest(*[h.event() for _ in range(5)])
+    await h.ingest(h.event(), h.event())
+    await h.ingest(*[h.event() for _ in range(3)])  # the window spans batches
     assert [x["status"] for x in await h.rows()] == ["pending"] * 3 + ["throttled"] * 2
     assert "throttle" in (await h.rows(status="throttled"))[0]["reason"]
     assert h.metric("throttled", "hook") == 0  # intake counts are added by the service

@@ -46,57 +46,89 @@ async def active_silences(db, now: float) -> list[Silence]:
 async def ingest(db, runtime: Runtime, events: list[dict], now: float) -> IntakeResult:
     """Turn ``events`` (dicts as ``Event.to_json()``) into rows; idempotent."""
     result = IntakeResult()
-    matched = [(event, match) for event in events for match in runtime.tree.evaluate(event) if match.channels]
-    if not matched:
+    reached = [(event, match, channel) for event in events for match in runtime.tree.evaluate(event)
+               for channel in match.channels]
+    if not reached:
         return result  # most events reach nobody: no read, no write transaction
-    when = dt.datetime.fromtimestamp(now, dt.timezone.utc)
-    silences = await active_silences(db, now)
+    batch = _Batch(runtime, now, await active_silences(db, now), result)
     async with db.transaction() as tx:
-        for event, match in matched:
-            settings = match.route.settings
-            for channel in match.channels:
-                await _one(tx, runtime, event, match.id, settings, channel, now, when, silences, result)
+        keys = [f"{event['id']}|{match.id}|{channel}" for event, match, channel in reached]
+        seen = await store.existing_dedup_keys(tx, keys)
+        for (event, match, channel), dedup in zip(reached, keys):
+            if dedup in seen:
+                continue  # seen before: the bus re-delivered this event
+            seen.add(dedup)
+            await batch.add(tx, event, match.id, match.route.settings, channel, dedup)
     return result
 
 
-async def _one(tx, runtime, event, route, settings, channel, now, when, silences, result):
-    dedup = f"{event['id']}|{route}|{channel}"
-    if await tx.fetchone("SELECT 1 FROM notifications WHERE dedup_key=?", (dedup,)):
-        return  # seen before: the bus re-delivered this event
-    # Rendered for every row, even those not sent: history shows what a muted,
-    # throttled or grouped notification said.
-    rendered = render(runtime.templates(settings, channel), context_for([event], {}, route, channel))
-    row = {
-        "subject": rendered.subject, "body": rendered.body, "html": rendered.html,
-        "id": store.new_id(), "tenant_id": event.get("tenant", ""), "kind": "event", "dedup_key": dedup,
-        "event_id": event["id"], "event_type": event["type"], "route": route, "channel": channel,
-        "events": [event], "created_at": now, "severity": runtime.severity(settings, event["type"]),
-    }
-    reason = runtime.intervals.mute_reason(settings, when)
-    if reason is None:
-        silence = silenced_by(silences, event, route, channel, now)
-        reason = f"silence {silence.id}" if silence else None
-    if reason is not None:
-        await store.insert_notification(tx, {**row, "status": "muted", "reason": reason})
-        result.muted[channel] = result.muted.get(channel, 0) + 1
-        return
-    if settings["group_by"]:
+class _Batch:
+    """One intake transaction: what it read once (silences, groups, throttle
+    counts) is kept for the rest of the batch instead of read per row."""
+
+    def __init__(self, runtime: Runtime, now: float, silences: list[Silence], result: IntakeResult):
+        self.runtime, self.now, self.silences, self.result = runtime, now, silences, result
+        self.when = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+        self.groups: dict[str, tuple[int, grouping.GroupTimes]] = {}  # group key -> (id, timers)
+        self.recent: dict[tuple[str, str], int] = {}  # (route, channel) -> rows counting for its throttle
+
+    async def add(self, tx, event: dict, route: str, settings: dict, channel: str, dedup: str) -> None:
+        runtime, now, result = self.runtime, self.now, self.result
+        # Rendered for every row, even those not sent: history shows what a muted,
+        # throttled or grouped notification said.
+        rendered = render(runtime.templates(settings, channel), context_for([event], {}, route, channel))
+        row = {
+            "subject": rendered.subject, "body": rendered.body, "html": rendered.html,
+            "id": store.new_id(), "tenant_id": event.get("tenant", ""), "kind": "event", "dedup_key": dedup,
+            "event_id": event["id"], "event_type": event["type"], "route": route, "channel": channel,
+            "events": [event], "created_at": now, "severity": runtime.severity(settings, event["type"]),
+        }
+        reason = runtime.intervals.mute_reason(settings, self.when)
+        if reason is None:
+            silence = silenced_by(self.silences, event, route, channel, now)
+            reason = f"silence {silence.id}" if silence else None
+        if reason is not None:
+            await store.insert_notification(tx, {**row, "status": "muted", "reason": reason})
+            result.muted[channel] = result.muted.get(channel, 0) + 1
+            return
+        if settings["group_by"]:
+            group_id = await self._join_group(tx, event, route, channel, row["tenant_id"], settings)
+            await store.insert_notification(tx, {**row, "status": "grouped", "group_id": group_id})
+            result.grouped += 1
+            return
+        if await self._throttled(tx, settings, route, channel):
+            await store.insert_notification(tx, {**row, "status": "throttled", "reason": throttle_reason(settings)})
+            result.throttled[channel] = result.throttled.get(channel, 0) + 1
+            return
+        await store.insert_notification(tx, {**row, "status": "pending", "next_attempt_at": now, "reason": rendered.error})
+        if (route, channel) in self.recent:
+            self.recent[route, channel] += 1
+        result.pending += 1
+
+    async def _join_group(self, tx, event: dict, route: str, channel: str, tenant: str, settings: dict) -> int:
+        """The id of the group ``event`` joins, its timers moved on (written only when they change)."""
         labels = grouping.group_labels(event, settings["group_by"])
-        key = grouping.group_key(route, channel, row["tenant_id"], labels)
-        existing = await store.get_group(tx, key)
-        old = None if existing is None else grouping.GroupTimes(
-            existing["next_flush_at"], existing["last_flush_at"], existing["expires_at"])
-        times = grouping.on_event(old, now, settings)
-        group_id = await store.save_group(tx, existing, key, row["tenant_id"], route, channel, labels, times, now)
-        await store.insert_notification(tx, {**row, "status": "grouped", "group_id": group_id})
-        result.grouped += 1
-        return
-    if await throttled(tx, settings, route, channel, now):
-        await store.insert_notification(tx, {**row, "status": "throttled", "reason": throttle_reason(settings)})
-        result.throttled[channel] = result.throttled.get(channel, 0) + 1
-        return
-    await store.insert_notification(tx, {**row, "status": "pending", "next_attempt_at": now, "reason": rendered.error})
-    result.pending += 1
+        key = grouping.group_key(route, channel, tenant, labels)
+        if key in self.groups:
+            group_id, old = self.groups[key]
+        else:
+            existing = await store.get_group(tx, key)
+            group_id, old = (None, None) if existing is None else (existing["id"], grouping.GroupTimes(
+                existing["next_flush_at"], existing["last_flush_at"], existing["expires_at"]))
+        times = grouping.on_event(old, self.now, settings)
+        if times != old:
+            group_id = await store.save_group(tx, group_id, key, tenant, route, channel, labels, times, self.now)
+        self.groups[key] = (group_id, times)
+        return group_id
+
+    async def _throttled(self, tx, settings: dict, route: str, channel: str) -> bool:
+        """:func:`throttled`, counting the window once per batch and then the rows this batch adds."""
+        throttle = settings.get("throttle")
+        if not throttle:
+            return False
+        if (route, channel) not in self.recent:
+            self.recent[route, channel] = await store.count_recent(tx, route, channel, self.now - throttle["per"])
+        return self.recent[route, channel] >= throttle["max"]
 
 
 async def throttled(tx, settings: dict, route: str, channel: str, now: float) -> bool:

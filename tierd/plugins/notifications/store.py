@@ -147,10 +147,17 @@ async def get_group(tx, key: str):
     return await tx.fetchone("SELECT * FROM notification_groups WHERE group_key=?", (key,))
 
 
-async def save_group(tx, existing, key: str, tenant: str, route: str, channel: str, labels: dict,
+async def existing_dedup_keys(tx, keys: list[str]) -> set[str]:
+    """Those of ``keys`` some notification already has (one query for a whole batch)."""
+    rows = await tx.fetchall(
+        "SELECT dedup_key FROM notifications WHERE dedup_key IN (SELECT value FROM json_each(?))", (_dumps(keys),))
+    return {r["dedup_key"] for r in rows}
+
+
+async def save_group(tx, group_id: int | None, key: str, tenant: str, route: str, channel: str, labels: dict,
                      times, now: float) -> int:
-    """Create or update a group's timers; returns its id."""
-    if existing is None:
+    """Create (``group_id`` None) or update a group's timers; returns its id."""
+    if group_id is None:
         cur = await tx.execute(
             "INSERT INTO notification_groups(group_key, tenant_id, route, channel, labels, next_flush_at,"
             " last_flush_at, expires_at, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -159,8 +166,8 @@ async def save_group(tx, existing, key: str, tenant: str, route: str, channel: s
         return cur.lastrowid
     await tx.execute(
         "UPDATE notification_groups SET next_flush_at=?, last_flush_at=?, expires_at=? WHERE id=?",
-        (times.next_flush_at, times.last_flush_at, times.expires_at, existing["id"]))
-    return existing["id"]
+        (times.next_flush_at, times.last_flush_at, times.expires_at, group_id))
+    return group_id
 
 
 # --- groups ----------------------------------------------------------------------------
