@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tierd.core.clock import iso, parse_iso
+
 FIXTURES = Path(__file__).parent / "fixtures"
 BASE = "/v1/reconciliation/accounts"
 
@@ -114,6 +116,8 @@ def test_reconciliation_end_to_end(recon):
     # Run the rules.
     status, run = call("POST", f"{BASE}/main-eur/runs")
     assert status == 201 and run["status"] == "completed", run
+    # Times are written as everywhere in the API (core's clock.iso: a Z, microseconds).
+    assert all(iso(parse_iso(run[k])) == run[k] for k in ("started_at", "finished_at"))
     assert run["counts"]["matches"] == 5 and run["counts"]["by_rule"] == {"reference": 4, "amount_date": 1}
     status, page = call("GET", f"{BASE}/main-eur/runs/{run['id']}/matches")
     by_entry = {m["ledger_entries"][0]["external_id"]: m for m in page["data"]}
@@ -280,7 +284,7 @@ def test_bad_input_gets_clear_errors_and_changes_nothing(recon):
     status, body = call("POST", BASE, {"id": "usd", "currency": "USD", "csv_format": "nope"})
     assert status == 422 and "csv_formats" in body["error"]["message"]
     status, body = call("POST", BASE, {"id": "usd", "currency": "USD", "name": "Dollar account"})
-    assert status == 201 and body["source"] == "api"
+    assert status == 201 and body["source"] == "api" and body["created_at"].endswith("Z")
     # Statements: unknown format, empty body, another account's file, unknown account.
     status, body = call("POST", f"{BASE}/usd/statements?format=qif", data=b"x", headers=raw)
     assert status == 422 and body["error"]["code"] == "unknown_format"

@@ -7,7 +7,7 @@ import pytest
 from tierd.core.storage import Database
 from tierd.plugins.reconciliation import store
 
-NOW = "2026-11-28T12:00:00+00:00"
+NOW = "2026-11-28T12:00:00.000000Z"
 
 
 @pytest.fixture
@@ -113,3 +113,18 @@ async def test_a_new_match_makes_rival_suggestions_stale(db):
     assert status[(f"[{lines[1]}]", f"[{entries[1]}]")] == "stale"
     assert status[(f"[{lines[2]}]", f"[{entries[1]}]")] == "stale"
     assert status[(f"[{lines[0]}]", f"[{entries[0]}]")] == "open"
+
+
+async def test_times_written_in_the_old_form_take_cores_form(tmp_path):
+    database = await Database(tmp_path / "old.db").open()
+    try:
+        await database.migrate({"reconciliation": store.MIGRATIONS[:1]})
+        async with database.transaction() as tx:
+            await store.insert_lines(tx, "acme", "acct", "imp_1", [line("A", "10")], "2026-11-28T12:00:00+00:00")
+            await store.insert_entries(tx, "acme", "acct", [entry("E1", "10")], "2026-11-28T12:00:00.250000+00:00")
+        await database.migrate({"reconciliation": store.MIGRATIONS})
+        rows = await database.fetchall("SELECT created_at FROM recon_bank_lines UNION ALL"
+                                       " SELECT updated_at FROM recon_ledger_entries")
+        assert [r["created_at"] for r in rows] == ["2026-11-28T12:00:00.000000Z", "2026-11-28T12:00:00.250000Z"]
+    finally:
+        await database.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 
+from tierd.core.clock import iso
 from tierd.core.plugins import hookimpl
 from tierd.core.scheduler import Job
 
@@ -47,7 +48,7 @@ async def _sync_config_accounts(daemon) -> None:
     """Accounts of the config file become (or update) rows; tenants are created on the fly."""
     from tierd.core.tenants import ensure_tenant
 
-    now = daemon.clock.now().isoformat()
+    now = iso(daemon.clock.time())
     for acct in section(daemon.config)["accounts"]:
         await ensure_tenant(daemon.db, acct["tenant"])
         await store.upsert_config_account(daemon.db, acct, now)
@@ -56,7 +57,7 @@ async def _sync_config_accounts(daemon) -> None:
 @hookimpl
 async def tierd_startup(daemon):
     metrics.install(daemon)
-    await store.fail_interrupted_runs(daemon.db, daemon.clock.now().isoformat())
+    await store.fail_interrupted_runs(daemon.db, iso(daemon.clock.time()))
     await _sync_config_accounts(daemon)
 
 

@@ -15,6 +15,7 @@ from tierd.core.api import (
     ApiError, Route, actor_of, daemon_of, int_cursor, json_response, page, page_params, query_choice, read_json,
     require_tenant,
 )
+from tierd.core.clock import iso
 from tierd.core.registry import StatementError
 
 from . import imports, ledger, manual, runs, store
@@ -74,7 +75,7 @@ async def create_account(request):
             "iban": (body.get("iban") or "").replace(" ", "").upper(), "account_number": body.get("account_number") or "",
             "csv_format": body.get("csv_format"), "ledger_format": body.get("ledger_format"),
             "created_by": actor_of(request)}
-    if not await store.create_account(daemon.db, tenant, acct, daemon.clock.now().isoformat()):
+    if not await store.create_account(daemon.db, tenant, acct, iso(daemon.clock.time())):
         raise ApiError(409, "account_exists", f"account {body['id']!r} already exists")
     return json_response(await store.get_account(daemon.db, tenant, body["id"]), status=201)
 

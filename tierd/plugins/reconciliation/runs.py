@@ -15,6 +15,8 @@ import time
 from collections import Counter
 from decimal import Decimal
 
+from tierd.core.clock import iso
+
 from . import metrics, store
 from .matching import BankLine, LedgerEntry, reconcile
 from .settings import account_settings, engine_config
@@ -65,12 +67,12 @@ async def _run(daemon, tenant: str, account: dict, trigger: str, actor: str) -> 
     db = daemon.db
     settings = account_settings(daemon.config, tenant, account["id"])
     config = engine_config(settings)
-    run_id = await store.start_run(db, tenant, account["id"], trigger, daemon.clock.now().isoformat())
+    run_id = await store.start_run(db, tenant, account["id"], trigger, iso(daemon.clock.time()))
     try:
         lines = await store.open_lines(db, tenant, account["id"])
         entries = await store.open_entries(db, tenant, account["id"])
         result = await asyncio.to_thread(reconcile, [_bank_line(r) for r in lines], [_ledger_entry(r) for r in entries], config)
-        now = daemon.clock.now().isoformat()
+        now = iso(daemon.clock.time())
         async with db.transaction() as tx:
             created, skipped = await store.create_matches_bulk(tx, tenant, account["id"],
                                                                [_row(m) for m in result.matches],
@@ -90,7 +92,7 @@ async def _run(daemon, tenant: str, account: dict, trigger: str, actor: str) -> 
             await store.finish_run(tx, tenant, run_id, "completed", counts, now)
             await store.audit(tx, tenant, account["id"], now, actor, "run.completed", run_id, counts)
     except Exception as exc:
-        await store.finish_run(db, tenant, run_id, "failed", {}, daemon.clock.now().isoformat(), error=str(exc))
+        await store.finish_run(db, tenant, run_id, "failed", {}, iso(daemon.clock.time()), error=str(exc))
         raise
     await daemon.bus.publish(tenant, EVENT_RUN_COMPLETED, {"account": account["id"], "run_id": run_id, "trigger": trigger,
                                                            "counts": counts}, key=run_id)

@@ -3,7 +3,8 @@
 Every table carries ``tenant_id`` and every query filters on it: a tenant
 can never see or change another tenant's accounts, lines or matches.
 Money is ``TEXT`` (``str(Decimal)``), dates are ISO ``YYYY-MM-DD``, times
-ISO-8601 UTC. An item is open while its ``match_id`` is NULL; a match owns
+ISO-8601 UTC with a Z as :func:`tierd.core.clock.iso` writes them (the format
+of every API time). An item is open while its ``match_id`` is NULL; a match owns
 its items through ``recon_match_items`` and undoing it frees exactly those.
 """
 
@@ -152,6 +153,19 @@ MIGRATIONS = [
     CREATE INDEX recon_audit_account ON recon_audit(tenant_id, account_id, id);
     """,
 ]
+
+#: Every column holding a time, by table.
+TIME_COLUMNS = {
+    "recon_accounts": ("created_at", "updated_at"), "recon_imports": ("created_at",),
+    "recon_bank_lines": ("created_at",), "recon_ledger_entries": ("created_at", "updated_at"),
+    "recon_runs": ("started_at", "finished_at"), "recon_matches": ("created_at", "undone_at"),
+    "recon_suggestions": ("created_at", "decided_at"), "recon_audit": ("at",),
+}
+# 2: times written before as datetime.isoformat() ("...12:00:00+00:00", no
+# fraction when it was 0) take core's form ("...12:00:00.000000Z").
+MIGRATIONS.append("".join(
+    f"UPDATE {table} SET {col} = replace({col}, '+00:00', CASE WHEN {col} LIKE '%.%' THEN 'Z' ELSE '.000000Z' END)"
+    f" WHERE {col} LIKE '%+00:00';\n" for table, cols in TIME_COLUMNS.items() for col in cols))
 
 #: SQLite's limit on bound parameters is 999 in old builds; stay under it.
 CHUNK = 500
