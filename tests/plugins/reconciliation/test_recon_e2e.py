@@ -229,6 +229,14 @@ def test_cli_against_the_daemon(recon, tmp_path):
     result = d.cli("recon", "open-items", "--tenant", "acme", "--account", "main-eur", "--json")
     data = json.loads(result.stdout)
     assert len(data["statement_lines"]) == 2 and len(data["ledger_entries"]) == 1
+    # Matched again by hand; an adjustment of zero, however written, is not shown as one.
+    [entry] = data["ledger_entries"]
+    [line] = [ln for ln in data["statement_lines"] if ln["amount"] == entry["amount"]]
+    result = d.cli("recon", "match", "--tenant", "acme", "--account", "main-eur", "--line", str(line["id"]),
+                   "--entry", str(entry["id"]), "--adjustment", "0.000")
+    assert result.returncode == 0, result.stderr
+    result = d.cli("recon", "matches", "--tenant", "acme", "--account", "main-eur")
+    assert result.stdout.count(" <-> ledger ") == 2 and "adjustment" not in result.stdout, result.stdout
     bad = tmp_path / "bad.sta"
     bad.write_text(":20:X\n:25:1\n:28C:1\n:60F:C261101EUR1,00\n:61:2611011101C1x,00NTRFNONREF\n-\n")
     result = d.cli("recon", "import", "--tenant", "acme", "--account", "main-eur", str(bad))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import click
@@ -20,10 +21,19 @@ def recon_cli():
     """Bank reconciliation: import statements and ledger, run the matching, review."""
 
 
-@recon_cli.command("accounts")
-@tenant_option
-@json_option
-@pass_cli
+def recon_command(name: str, account: bool = True):
+    """A ``recon NAME`` command with --tenant, --account (unless ``account=False``) and
+    --json; the function gets the CliContext first, then ``tenant`` and ``account``."""
+
+    def decorate(fn):
+        for decorator in (pass_cli, json_option, *([account_option] if account else []), tenant_option):
+            fn = decorator(fn)
+        return recon_cli.command(name)(fn)
+
+    return decorate
+
+
+@recon_command("accounts", account=False)
 def accounts(cli, tenant, as_json):
     """List the tenant's accounts."""
     data = cli.api.get(BASE, tenant=tenant)["data"]
@@ -43,13 +53,9 @@ def _upload(cli, path: Path, url: str, tenant: str, params: dict, as_json: bool,
         return cli.api.request("POST", url, tenant=tenant, params=params, body=chunks(), content_type=content_type)
 
 
-@recon_cli.command("import")
-@tenant_option
-@account_option
+@recon_command("import")
 @click.option("--format", "fmt", default=None, help="camt053, mt940, ofx, csv ... (default: detect)")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@json_option
-@pass_cli
 def import_(cli, tenant, account, fmt, files, as_json):
     """Import statement files (each in one transaction)."""
     results = []
@@ -69,13 +75,9 @@ def import_(cli, tenant, account, fmt, files, as_json):
         cli.output(results, as_json=True)
 
 
-@recon_cli.command("ledger")
-@tenant_option
-@account_option
+@recon_command("ledger")
 @click.option("--layout", default=None, help="ledger_formats entry for a CSV file")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@json_option
-@pass_cli
 def ledger(cli, tenant, account, layout, file, as_json):
     """Upsert ledger entries from a JSON, JSON-lines or CSV file."""
     is_csv = file.suffix.lower() == ".csv"
@@ -90,11 +92,7 @@ def ledger(cli, tenant, account, layout, file, as_json):
             click.echo(f"  {c['external_id']}: {c['reason']}")
 
 
-@recon_cli.command("run")
-@tenant_option
-@account_option
-@json_option
-@pass_cli
+@recon_command("run")
 def run(cli, tenant, account, as_json):
     """Run the matching rules over the open items."""
     result = cli.api.post(f"{BASE}/{account}/runs", tenant=tenant)
@@ -109,13 +107,9 @@ def run(cli, tenant, account, as_json):
         click.echo(f"  {rule}: {n}")
 
 
-@recon_cli.command("open-items")
-@tenant_option
-@account_option
+@recon_command("open-items")
 @click.option("--side", type=click.Choice(["all", "bank", "ledger"]), default="all")
 @click.option("--min-age-days", type=int, default=0)
-@json_option
-@pass_cli
 def open_items(cli, tenant, account, side, min_age_days, as_json):
     """Open statement lines and ledger entries, with their age."""
     data = cli.api.get(f"{BASE}/{account}/open-items", tenant=tenant, params={"side": side, "min_age_days": min_age_days})
@@ -140,14 +134,10 @@ def _show_match(cli, m: dict, as_json: bool) -> None:
                                   "adjustment": m["adjustment"], "explanation": m["explanation"]}, as_json=as_json)
 
 
-@recon_cli.command("matches")
-@tenant_option
-@account_option
+@recon_command("matches")
 @click.option("--run", "run_id", default=None, help="Only the matches of this run")
 @click.option("--suggestions", is_flag=True, help="Show the open suggestions instead")
 @click.option("--limit", type=int, default=100)
-@json_option
-@pass_cli
 def matches(cli, tenant, account, run_id, suggestions, limit, as_json):
     """Matches (or suggestions) with their rule, score and explanation."""
     kind = "suggestions" if suggestions else "matches"
@@ -162,44 +152,32 @@ def matches(cli, tenant, account, run_id, suggestions, limit, as_json):
     for item in data:
         lines = [x["id"] for x in item["statement_lines"]]
         entries = [x["external_id"] for x in item["ledger_entries"]]
-        adjustment = f"  adjustment {item['adjustment']}" if item["adjustment"] not in ("0", "0.00", "0.0") else ""
+        adjustment = f"  adjustment {item['adjustment']}" if Decimal(item["adjustment"]) else ""
         click.echo(f"{item['id']}  {item['rule']}  score {item['score']}  statement lines "
                    f"{', '.join(map(str, lines))} <-> ledger {', '.join(map(str, entries))}{adjustment}")
         click.echo(f"    {item['explanation']}")
 
 
-@recon_cli.command("match")
-@tenant_option
-@account_option
+@recon_command("match")
 @click.option("--line", "lines", multiple=True, type=int, help="Statement line id (repeat)")
 @click.option("--entry", "entries", multiple=True, type=int, help="Ledger entry id (repeat)")
 @click.option("--adjustment", default="0", help="Difference kept as an adjustment (bank - ledger)")
 @click.option("--note", default="")
-@json_option
-@pass_cli
 def match(cli, tenant, account, lines, entries, adjustment, note, as_json):
     """Match items by hand."""
     body = {"statement_line_ids": list(lines), "ledger_entry_ids": list(entries), "adjustment": adjustment, "note": note}
     _show_match(cli, cli.api.post(f"{BASE}/{account}/matches", json=body, tenant=tenant), as_json)
 
 
-@recon_cli.command("accept")
-@tenant_option
-@account_option
+@recon_command("accept")
 @click.argument("suggestion_id")
-@json_option
-@pass_cli
 def accept(cli, tenant, account, suggestion_id, as_json):
     """Accept a suggestion."""
     _show_match(cli, cli.api.post(f"{BASE}/{account}/suggestions/{suggestion_id}/accept", tenant=tenant), as_json)
 
 
-@recon_cli.command("unmatch")
-@tenant_option
-@account_option
+@recon_command("unmatch")
 @click.argument("match_id")
-@json_option
-@pass_cli
 def unmatch(cli, tenant, account, match_id, as_json):
     """Undo a match: its items become open again."""
     result = cli.api.delete(f"{BASE}/{account}/matches/{match_id}", tenant=tenant)
