@@ -315,7 +315,10 @@ def test_bad_input_gets_clear_errors_and_changes_nothing(recon):
     assert status == 201 and (body["filename"], body["new"]) == ("nov.xml", 5)
     status, imports = call("GET", f"{BASE}/main-eur/imports")
     assert [i["new_lines"] for i in imports["data"]] == [5]
-    # Ledger: not JSON, bad fields; nothing stored.
+    # Ledger: a CSV layout the configuration lacks, not JSON, bad fields; nothing stored.
+    status, body = call("POST", f"{BASE}/main-eur/ledger?format=csv&layout=nope", data=b"external_id,date,amount\n",
+                        headers={"Content-Type": "text/csv"})
+    assert status == 422 and body["error"]["code"] == "unknown_layout" and "ledger_formats" in body["error"]["message"]
     status, body = call("POST", f"{BASE}/main-eur/ledger", data=b"{not json", headers={"Content-Type": "application/json"})
     assert status == 422 and body["error"]["code"] == "ledger_invalid"
     status, body = call("POST", f"{BASE}/main-eur/ledger", {"entries": [
@@ -367,3 +370,21 @@ def test_reload_adds_accounts_from_the_config(recon):
     assert status == 200, body
     status, body = call("GET", BASE)
     assert [a["id"] for a in body["data"]] == ["main-eur", "usd-ops"]
+
+
+def test_an_api_account_whose_csv_layout_a_reload_removed_gets_a_clear_error(tierd_daemon):
+    config = daemon_config()
+    config["reconciliation"]["csv_formats"]["old"] = {"columns": {"booking_date": "Date", "amount": "Amount"}}
+    d = tierd_daemon(config)
+    d.create_tenant("acme")
+    status, body = d.request("POST", BASE, {"id": "ops", "currency": "EUR", "csv_format": "old"}, tenant="acme")
+    assert status == 201, body
+    del config["reconciliation"]["csv_formats"]["old"]
+    d.write_config(json.loads(json.dumps(d.config | config)))
+    status, body = d.request("POST", "/v1/admin/reload", {})
+    assert status == 200, body
+    status, body = d.request("POST", f"{BASE}/ops/statements?filename=x.csv", data=b"Date,Amount\n2026-11-02,1.00\n",
+                             tenant="acme", headers={"Content-Type": "text/csv"})
+    assert status == 422 and body["error"]["code"] == "unknown_layout" and "'old'" in body["error"]["message"]
+    status, imports = d.request("GET", f"{BASE}/ops/imports", tenant="acme")
+    assert imports["data"] == []

@@ -19,7 +19,7 @@ from tierd.core.clock import iso
 from tierd.core.registry import StatementError
 
 from . import imports, ledger, manual, runs, store
-from .settings import ACCOUNT_ID_RE, CURRENCY_RE, section
+from .settings import ACCOUNT_ID_RE, CURRENCY_RE, UnknownLayout, layout, section
 
 PREFIX = "/v1/reconciliation/accounts"
 TAG = "reconciliation"
@@ -85,6 +85,13 @@ async def get_account(request):
     return json_response(account)
 
 
+def _layout(cfg: dict, table: str, name: str | None) -> dict | None:
+    try:
+        return layout(cfg, table, name)
+    except UnknownLayout as exc:
+        raise ApiError(422, "unknown_layout", str(exc)) from None
+
+
 # --- statements --------------------------------------------------------------------------------------
 
 
@@ -128,14 +135,11 @@ async def import_statement(request):
     if fmt is not None and fmt not in daemon.registries.statement_importers:
         raise ApiError(422, "unknown_format", f"unknown format {fmt!r}",
                        {"known": sorted(daemon.registries.statement_importers)})
-    if account["csv_format"] and account["csv_format"] not in cfg["csv_formats"]:
-        raise ApiError(422, "unknown_layout", f"the account's csv_format {account['csv_format']!r} is no longer "
-                       "defined in reconciliation.csv_formats")
+    csv_layout = _layout(cfg, "csv_formats", account["csv_format"])
     data, filename = await read_upload(request, cfg["max_statement_size"])
-    layout = cfg["csv_formats"].get(account["csv_format"]) if account["csv_format"] else None
     try:
         result = await imports.import_statement(daemon, tenant, account, data, fmt=fmt, filename=filename,
-                                                csv_layout=layout, actor=actor_of(request))
+                                                csv_layout=csv_layout, actor=actor_of(request))
     except imports.AccountMismatch as exc:
         raise ApiError(422, "statement_account_mismatch", str(exc), {"location": exc.location})
     except StatementError as exc:
@@ -154,10 +158,8 @@ async def post_ledger(request):
     is_csv = request.content_type in ("text/csv", "application/csv") or request.query.get("format") == "csv"
     try:
         if is_csv:
-            layout_name = request.query.get("layout") or account["ledger_format"]
-            if layout_name and layout_name not in cfg["ledger_formats"]:
-                raise ApiError(422, "unknown_layout", f"no ledger_formats entry named {layout_name!r}")
-            items = ledger.parse_csv_entries(raw, cfg["ledger_formats"].get(layout_name) if layout_name else None)
+            items = ledger.parse_csv_entries(
+                raw, _layout(cfg, "ledger_formats", request.query.get("layout") or account["ledger_format"]))
         else:
             items = ledger.parse_json_entries(raw)
         entries = ledger.validate_entries(items, account["currency"])

@@ -17,7 +17,7 @@ from pathlib import Path
 from tierd.core.registry import StatementError
 
 from . import imports, store
-from .settings import section
+from .settings import layout, section
 
 log = logging.getLogger("tierd.reconciliation.inbox")
 
@@ -67,9 +67,9 @@ async def poll(daemon) -> None:
         account = await store.get_account(daemon.db, acct["tenant"], acct["id"])
         if account is None:
             continue
-        layout = cfg["csv_formats"].get(account["csv_format"]) if account["csv_format"] else None
+        csv_layout = layout(cfg, "csv_formats", account["csv_format"])
         for path in ready_files(folder):
-            await import_file(daemon, acct["tenant"], account, path, layout)
+            await import_file(daemon, acct["tenant"], account, path, csv_layout)
 
 
 async def import_file(daemon, tenant: str, account: dict, path: Path, layout: dict | None) -> None:

@@ -114,6 +114,24 @@ def section(config: dict) -> dict:
     return config.get("reconciliation") or SCHEMA.validate({})
 
 
+class UnknownLayout(LookupError):
+    """An account or a request names a CSV layout that the configuration does not define."""
+
+
+def layout(cfg: dict, table: str, name: str | None) -> dict | None:
+    """The layout ``name`` of ``cfg[table]`` (``csv_formats`` or ``ledger_formats`` of a
+    validated section); None when no name is given.
+
+    Config accounts name only layouts the file defines (the schema checks it),
+    but an account created by API keeps its name when a reload removes the layout.
+    """
+    if not name:
+        return None
+    if name not in cfg[table]:
+        raise UnknownLayout(f"no reconciliation.{table} entry named {name!r}")
+    return cfg[table][name]
+
+
 def account_settings(config: dict, tenant: str, account_id: str) -> dict | None:
     """The configured entry of an account (None for accounts created by API)."""
     for acct in section(config)["accounts"]:
