@@ -145,6 +145,10 @@ def test_reconciliation_end_to_end(recon):
     # Its rival for the same entry went stale at once: it cannot be accepted any more.
     status, body = call("POST", f"{BASE}/main-eur/suggestions/{l7[1]['id']}/accept")
     assert status == 409 and body["error"]["code"] == "suggestion_not_open" and "stale" in body["error"]["message"]
+    status, page = call("GET", f"{BASE}/main-eur/suggestions?status=stale")
+    assert l7[1]["id"] in [s["id"] for s in page["data"]]
+    status, body = call("GET", f"{BASE}/main-eur/suggestions?status=closed")
+    assert status == 400 and body["error"]["code"] == "invalid_parameter" and "open, accepted, stale" in body["error"]["message"]
 
     # Open items on both sides, with age; the old unpaid invoice is still there.
     status, items = call("GET", f"{BASE}/main-eur/open-items")

@@ -190,40 +190,38 @@ async def get_run(request):
     return json_response(await _run_of(request, tenant, account))
 
 
-async def _matches_page(request, run: bool):
+async def _matches_page(request, load, statuses: tuple[str, ...], default: str | None, run: bool):
+    """A page of matches or suggestions (``load``) of the account, or of one run when ``run``.
+
+    ``?status=`` is one of ``statuses``, else ``default``; "all" or None means every status.
+    """
     tenant, account = await account_of(request)
     run_id = (await _run_of(request, tenant, account))["id"] if run else None  # 404 for an unknown run
     limit, cursor = page_params(request)
-    status = query_choice(request, "status", ("active", "undone")) or ("active" if run_id is None else None)
-    items = await store.list_matches(daemon_of(request).db, tenant, account["id"], run_id=run_id, status=status,
-                                     limit=limit + 1, after=cursor)
+    status = query_choice(request, "status", statuses) or default
+    items = await load(daemon_of(request).db, tenant, account["id"], run_id=run_id,
+                       status=None if status == "all" else status, limit=limit + 1, after=cursor)
     return json_response(page(items, limit, cursor_of=lambda m: m["id"]))
 
 
-async def _suggestions_page(request, run: bool):
-    tenant, account = await account_of(request)
-    run_id = (await _run_of(request, tenant, account))["id"] if run else None
-    limit, cursor = page_params(request)
-    status = request.query.get("status", "open")
-    items = await store.list_suggestions(daemon_of(request).db, tenant, account["id"], run_id=run_id,
-                                         status=None if status == "all" else status, limit=limit + 1, after=cursor)
-    return json_response(page(items, limit, cursor_of=lambda s: s["id"]))
+MATCH_STATUSES = ("active", "undone")
+SUGGESTION_STATUSES = ("open", "accepted", "stale", "all")
 
 
 async def run_matches(request):
-    return await _matches_page(request, run=True)
+    return await _matches_page(request, store.list_matches, MATCH_STATUSES, None, run=True)
 
 
 async def run_suggestions(request):
-    return await _suggestions_page(request, run=True)
+    return await _matches_page(request, store.list_suggestions, SUGGESTION_STATUSES, "open", run=True)
 
 
 async def list_matches(request):
-    return await _matches_page(request, run=False)
+    return await _matches_page(request, store.list_matches, MATCH_STATUSES, "active", run=False)
 
 
 async def list_suggestions(request):
-    return await _suggestions_page(request, run=False)
+    return await _matches_page(request, store.list_suggestions, SUGGESTION_STATUSES, "open", run=False)
 
 
 # --- open items -------------------------------------------------------------------------------------------
@@ -326,8 +324,10 @@ def routes() -> list[Route]:
           "layout": "ledger_formats entry for a CSV body (default: the account's ledger_format)"}),
         ("POST", a + "/runs", start_run, "Run the matching rules over the open items", {}),
         ("GET", a + "/runs/{run}", get_run, "Get a run and its counts", {}),
-        ("GET", a + "/runs/{run}/matches", run_matches, "Matches made by a run", paged),
-        ("GET", a + "/runs/{run}/suggestions", run_suggestions, "Suggestions of a run", paged),
+        ("GET", a + "/runs/{run}/matches", run_matches, "Matches made by a run",
+         {"status": "active or undone (default: both)", **paged}),
+        ("GET", a + "/runs/{run}/suggestions", run_suggestions, "Suggestions of a run",
+         {"status": "open (default), accepted, stale or all", **paged}),
         ("GET", a + "/open-items", open_items, "Open statement lines and ledger entries, with age",
          {"side": "bank, ledger or all (default)", "min_age_days": "only items at least this old",
           "limit": "items per side, 1..10000 (default 1000)"}),
