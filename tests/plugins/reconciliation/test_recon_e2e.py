@@ -4,6 +4,7 @@ One scenario, told in order, against ``tierd run`` in a subprocess (the
 ``tierd_daemon`` fixture of tests/conftest.py), plus the CLI against it.
 """
 
+import datetime as dt
 import json
 import re
 from pathlib import Path
@@ -154,7 +155,9 @@ def test_reconciliation_end_to_end(recon):
     status, items = call("GET", f"{BASE}/main-eur/open-items")
     assert [e["external_id"] for e in items["ledger_entries"]] == ["L-6"]
     assert items["ledger_entries"][0]["age_days"] > 30
-    assert all("age_days" in ln for ln in items["statement_lines"])
+    as_of = dt.date.fromisoformat(items["as_of"])
+    assert items["statement_lines"] and [ln["age_days"] for ln in items["statement_lines"]] == [
+        (as_of - dt.date.fromisoformat(ln["booking_date"])).days for ln in items["statement_lines"]]
 
     # Undo a match: exactly its items are open again.
     status, undone = call("DELETE", f"{BASE}/main-eur/matches/{m1['id']}", headers={"Tierd-Actor": "alice"})

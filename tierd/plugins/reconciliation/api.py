@@ -8,7 +8,6 @@ Who did something is :func:`tierd.core.api.actor_of`: the token ("admin" or
 
 from __future__ import annotations
 
-
 from aiohttp import web
 
 from tierd.core.api import (

@@ -20,6 +20,7 @@ from tierd.core.registry import StatementError
 
 from . import store
 from .importers.base import decode_text, parse_localized_decimal
+from .importers.csv import DEFAULT_LAYOUT
 
 FIELDS = ("external_id", "date", "amount", "currency", "counterparty", "reference", "description")
 MAX_ERRORS = 50
@@ -59,8 +60,7 @@ def parse_json_entries(raw: bytes) -> list[tuple[str, dict]]:
 
 def parse_csv_entries(raw: bytes, layout: dict | None) -> list[tuple[str, dict]]:
     """Rows of a CSV upload mapped to entry fields through a ``ledger_formats`` layout."""
-    layout = layout or {"delimiter": ",", "quotechar": '"', "encoding": "utf-8", "decimal": ".",
-                        "date_format": "%Y-%m-%d", "skip_rows": 0, "columns": {f: f for f in FIELDS}}
+    layout = layout or {**DEFAULT_LAYOUT, "columns": {f: f for f in FIELDS}}  # headers named as the fields
     try:
         text = decode_text(raw, layout["encoding"])
     except StatementError as exc:

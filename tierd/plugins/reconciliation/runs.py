@@ -19,7 +19,7 @@ from tierd.core.clock import iso
 
 from . import metrics, store
 from .matching import BankLine, LedgerEntry, reconcile
-from .settings import account_settings, engine_config
+from .settings import EXCEPTIONS, account_settings, engine_config
 
 EVENT_RUN_COMPLETED = "reconciliation.run.completed"
 EVENT_EXCEPTIONS = "reconciliation.exceptions"
@@ -122,7 +122,7 @@ def exception_items(lines: list[dict], entries: list[dict], today: dt.date, max_
 
 async def publish_exceptions(daemon, tenant: str, account: dict, settings: dict | None, run_id: str) -> None:
     """Publish ``reconciliation.exceptions`` when open items pass the account's limits."""
-    limits = (settings or {}).get("exceptions") or {"max_age_days": 30, "min_amount": None}
+    limits = (settings or {}).get("exceptions") or EXCEPTIONS.validate({})  # API accounts: the defaults
     today = daemon.clock.now().date()
     items = exception_items(await store.open_lines(daemon.db, tenant, account["id"]),
                             await store.open_entries(daemon.db, tenant, account["id"]), today,

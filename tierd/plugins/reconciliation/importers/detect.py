@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tierd.core.registry import StatementError, StatementImporter
 
-#: Signature-based formats are tried before CSV, which has no signature.
+#: How much of the start of a file the importers' ``detect()`` get to see.
 HEAD_BYTES = 4096
 
 
