@@ -15,7 +15,9 @@ def notify(message: str) -> bool:
     if address.startswith("@"):  # an abstract socket
         address = "\0" + address[1:]
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        # Non-blocking: a datagram queue that nobody drains (max_dgram_qlen is
+        # only 10) must cost us a dropped message, never a frozen event loop.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as sock:
             sock.connect(address)
             sock.sendall(message.encode())
         return True
