@@ -172,7 +172,7 @@ def echo_table(rows: list[dict], columns: list[str] | None = None) -> None:
             return "-"
         if isinstance(value, (dict, list)):
             value = json.dumps(value, default=str)
-        text = str(value)
+        text = " ".join(str(value).split())  # a newline (e.g. in a response body) would break the table
         return text if len(text) <= 60 else text[:57] + "..."
 
     table = [[cell(row.get(c)) for c in columns] for row in rows]

@@ -275,3 +275,54 @@ async def test_reload_applies_new_allowlist(local, hook_receiver):
     assert ok, errors
     status, result = await d.call("POST", f"/v1/webhooks/{ep['id']}/test", {}, tenant="acme")
     assert result["outcome"] == "success", result
+
+
+async def test_endpoint_stats_failure_window_and_recover_until(local, hook_receiver):
+    d = await local()
+    await d.tenant("acme")
+    r = await hook_receiver()
+    r.responder = fail_500
+    ep = await d.endpoint("acme", r.url)
+    assert ep["failing_since"] is None
+    for i in range(2):
+        await d.publish("acme", "invoice.paid", {"i": i})
+    await d.wait_delivery("acme", ep["id"], "failed", count=2, timeout=10)
+    d.clock.advance(7200)  # two hours later the endpoint still fails
+    await d.publish("acme", "invoice.paid", {"i": 2})
+    await d.wait_delivery("acme", ep["id"], "failed", count=3, timeout=10)
+
+    status, stats = await d.call("GET", f"/v1/webhooks/{ep['id']}/stats", tenant="acme", params={"window": "7d"})
+    assert status == 200, stats
+    assert stats["deliveries"] == {"pending": 0, "inflight": 0, "succeeded": 0, "failed": 3}
+    assert stats["attempts"]["total"] == 9 and stats["attempts"]["by_outcome"] == {"http_error": 9}
+    assert stats["attempts"]["success_rate"] == 0.0 and stats["attempts"]["latency_ms_p50"] is not None
+    assert stats["failing_since"] is not None
+    status, hour = await d.call("GET", f"/v1/webhooks/{ep['id']}/stats", tenant="acme", params={"window": "1h"})
+    assert hour["attempts"]["total"] == 3  # only the last event's attempts are within the last hour
+
+    # The receiver is fixed; re-queue only what failed in the first hour of the outage.
+    r.responder = None
+    now = d.clock.time()
+    status, answer = await d.call("POST", f"/v1/webhooks/{ep['id']}/recover",
+                                  {"since": iso(now - 3 * 3600), "until": iso(now - 3600)}, tenant="acme")
+    assert status == 202 and answer["requeued"] == 2
+    await d.wait_delivery("acme", ep["id"], "succeeded", count=2)
+    [still_failed] = await d.deliveries("acme", ep["id"], status="failed")
+    assert still_failed["payload"]["data"] == {"i": 2}
+    status, stats = await d.call("GET", f"/v1/webhooks/{ep['id']}/stats", tenant="acme")
+    assert stats["deliveries"]["succeeded"] == 2 and stats["deliveries"]["failed"] == 1
+    assert stats["attempts"]["by_outcome"]["success"] == 2
+    assert stats["failing_since"] is None  # a success ends the failure window
+    status, endpoint = await d.call("GET", f"/v1/webhooks/{ep['id']}", tenant="acme")
+    assert endpoint["failing_since"] is None and endpoint["disabled_at"] is None
+
+    # Bad input: a clear 400 and nothing re-queued.
+    for body in ({"since": iso(now), "until": iso(now - 60)}, {"since": iso(now - 60), "until": "soon"},
+                 {"since": iso(now - 60), "status": "failed"}, {"since": 12}, {}):
+        status, answer = await d.call("POST", f"/v1/webhooks/{ep['id']}/recover", body, tenant="acme")
+        assert status == 400 and answer["error"]["code"] == "invalid_parameter", (body, answer)
+    for window in ("bogus", "0s", "-1h"):
+        status, answer = await d.call("GET", f"/v1/webhooks/{ep['id']}/stats", tenant="acme",
+                                      params={"window": window})
+        assert status == 400 and answer["error"]["code"] == "invalid_parameter", (window, answer)
+    assert len(await d.deliveries("acme", ep["id"], status="failed")) == 1

@@ -110,6 +110,40 @@ async def test_cli(tierd_daemon, receiver):
             break
         await asyncio.sleep(0.1)
     assert len(json.loads(out.stdout)) == 3
+    # One delivery with its attempts: the 500 and the success after the retry.
+    out = await cli("show", "--tenant", "acme", paid["id"])
+    assert out.returncode == 0, out.stderr
+    assert "succeeded" in out.stdout and "http_error" in out.stdout and "success" in out.stdout
+    out = await cli("stats", "--tenant", "acme", ep["id"], "--json")
+    stats = json.loads(out.stdout)
+    assert stats["deliveries"]["succeeded"] == 3 and stats["attempts"]["by_outcome"]["http_error"] >= 2
+    out = await cli("stats", "--tenant", "acme", ep["id"])
+    assert "3 succeeded" in out.stdout and "failing since" in out.stdout
+
+    # Disable, then enable again (as after tierd disabled a failing endpoint).
+    out = await cli("update", "--tenant", "acme", ep["id"], "--disable", "--json")
+    assert json.loads(out.stdout)["enabled"] is False
+    out = await cli("update", "--tenant", "acme", ep["id"], "--enable", "--event-type", "order.*",
+                    "--rate-limit", "5", "--json")
+    updated = json.loads(out.stdout)
+    assert updated["enabled"] is True and updated["event_types"] == ["order.*"] and updated["rate_limit"] == 5
+    out = await cli("update", "--tenant", "acme", ep["id"])
+    assert out.returncode != 0 and "nothing to change" in out.stderr
+    out = await cli("update", "--tenant", "acme", ep["id"], "--url", "ftp://example.com/")
+    assert out.returncode != 0 and "invalid_webhook" in out.stderr
+
+    # Secret rotation: the new one signs, the old one still does during the grace period.
+    out = await cli("rotate-secret", "--tenant", "acme", ep["id"], "--json")
+    rotated = json.loads(out.stdout)
+    assert rotated["secret"].startswith("whsec_") and rotated["secret"] != ep["secret"]
+    out = await cli("secret", "--tenant", "acme", ep["id"], "--json")
+    shown = json.loads(out.stdout)
+    assert shown["secret"] == rotated["secret"] and shown["previous_secret_valid_until"]
+    r.requests.clear()
+    out = await cli("test", "--tenant", "acme", ep["id"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert len(r.requests[-1]["headers"]["webhook-signature"].split()) == 2
+
     out = await cli("rm", "--tenant", "acme", ep["id"])
     assert out.returncode == 0
     out = await cli("list", "--tenant", "acme", "--json")
@@ -117,4 +151,4 @@ async def test_cli(tierd_daemon, receiver):
     out = await cli("rm", "--tenant", "acme", ep["id"])
     assert out.returncode != 0 and "not_found" in out.stderr
     # Secrets and signatures never appear in the daemon's log.
-    assert ep["secret"] not in d.logs() and "v1," not in d.logs()
+    assert ep["secret"] not in d.logs() and rotated["secret"] not in d.logs() and "v1," not in d.logs()

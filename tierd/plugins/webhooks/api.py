@@ -14,10 +14,11 @@ from tierd.core.api import (
     ApiError, Route, daemon_of, int_cursor, json_response, page, page_params, query_choice, read_json, require_tenant,
 )
 from tierd.core.clock import iso, parse_iso
+from tierd.core.schema import Reject, parse_duration
 
 from . import runtime
 from .signing import check_secret, new_secret
-from .store import payload_of, signing_secrets
+from .store import DELIVERY_STATUSES, payload_of, signing_secrets
 
 TAG = "webhooks"
 _PATTERN = re.compile(r"^(\*|[a-z0-9_-]+(\.[a-z0-9_-]+)*(\.\*)?)$")
@@ -27,7 +28,6 @@ RESERVED_HEADERS = frozenset({
     "webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "user-agent",
     "host", "transfer-encoding", "connection", "te", "upgrade", "trailer", "keep-alive", "proxy-authorization",
 })
-STATUSES = ("pending", "inflight", "succeeded", "failed")
 FIELDS = {"url", "event_types", "description", "enabled", "headers", "rate_limit", "metadata", "secret"}
 
 
@@ -131,14 +131,45 @@ def _header_problems(headers) -> list[str]:
     return problems
 
 
-def _time_param(request, name: str) -> float | None:
+def _iso_time(value, name: str, required: bool = False) -> float | None:
+    """A time given as ISO-8601 text (query parameter or body field), as unix seconds."""
+    if value is None and not required:
+        return None
+    if isinstance(value, str):
+        try:
+            return parse_iso(value)
+        except ValueError:
+            pass
+    raise ApiError(400, "invalid_parameter",
+                   f"{name} must be an ISO-8601 time such as 2026-11-28T00:00:00Z, got {value!r}")
+
+
+def _duration_param(request, name: str, default: float) -> float:
     value = request.query.get(name)
     if value is None:
-        return None
+        return default
     try:
-        return parse_iso(value)
-    except ValueError:
-        raise ApiError(400, "invalid_parameter", f"{name} must be an ISO-8601 time, got {value!r}")
+        seconds = parse_duration(value)
+    except Reject:
+        seconds = 0
+    if seconds <= 0:
+        raise ApiError(400, "invalid_parameter", f"{name} must be a duration such as 1h or 7d, got {value!r}")
+    return seconds
+
+
+def attempt_summary(attempts: list[tuple[str, float | None]]) -> dict:
+    """Counts by outcome, success rate and latency percentiles of ``(outcome, latency_ms)`` pairs."""
+    by_outcome: dict[str, int] = {}
+    for outcome, _ in attempts:
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
+    latencies = sorted(ms for _, ms in attempts if ms is not None)
+
+    def pct(p: float) -> float | None:
+        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] if latencies else None
+
+    return {"total": len(attempts), "by_outcome": by_outcome,
+            "success_rate": round(by_outcome.get("success", 0) / len(attempts), 4) if attempts else None,
+            "latency_ms_p50": pct(50), "latency_ms_p99": pct(99)}
 
 
 # --- handlers -----------------------------------------------------------------------------
@@ -227,12 +258,22 @@ def routes() -> list[Route]:
         limit, cursor = page_params(request)
         items = await module.store.list_deliveries(
             tenant, endpoint["id"], limit=limit + 1, before_seq=int_cursor(cursor),
-            status=query_choice(request, "status", STATUSES),
-            event_type=request.query.get("event_type"), since=_time_param(request, "since"),
-            until=_time_param(request, "until"))
+            status=query_choice(request, "status", DELIVERY_STATUSES),
+            event_type=request.query.get("event_type"), since=_iso_time(request.query.get("since"), "since"),
+            until=_iso_time(request.query.get("until"), "until"))
         result = page(items, limit, lambda d: d["_seq"])
         result["data"] = [_public(d) for d in result["data"]]
         return json_response(result)
+
+    async def stats(request):
+        tenant, module = context(request)
+        endpoint = await endpoint_or_404(request, tenant, module)
+        window = _duration_param(request, "window", default=86400)
+        now = module.daemon.clock.time()
+        found = await module.store.endpoint_stats(tenant, endpoint["id"], now - window)
+        return json_response({"endpoint_id": endpoint["id"], "enabled": endpoint["enabled"],
+                              "failing_since": endpoint["failing_since"], "deliveries": found["deliveries"],
+                              "attempts": attempt_summary(found["attempts"]) | {"since": iso(now - window)}})
 
     async def get_delivery(request):
         tenant, module = context(request)
@@ -252,14 +293,15 @@ def routes() -> list[Route]:
         tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
         body = await read_json(request)
-        since = body.get("since")
-        try:
-            since_ts = parse_iso(since) if isinstance(since, str) else None
-        except ValueError:
-            since_ts = None
-        if since_ts is None:
-            raise ApiError(400, "invalid_parameter", "since must be an ISO-8601 time such as 2026-11-28T00:00:00Z")
-        count = await module.store.recover(tenant, endpoint["id"], since_ts, module.daemon.clock.time())
+        unknown = set(body) - {"since", "until"}
+        if unknown:
+            raise ApiError(400, "invalid_parameter", f"unknown field(s): {', '.join(sorted(unknown))}")
+        since_ts = _iso_time(body.get("since"), "since", required=True)
+        until_ts = _iso_time(body.get("until"), "until")
+        if until_ts is not None and until_ts <= since_ts:
+            raise ApiError(400, "invalid_parameter", "until must be later than since")
+        count = await module.store.recover(tenant, endpoint["id"], since_ts, module.daemon.clock.time(),
+                                           until=until_ts)
         module.dispatcher.wake()
         return json_response({"requeued": count}, status=202)
 
@@ -293,9 +335,11 @@ def routes() -> list[Route]:
         Route("GET", one + "/deliveries", list_deliveries, summary="Deliveries of an endpoint, newest first", tag=TAG,
               params={"status": "pending, inflight, succeeded or failed", "event_type": "exact or 'invoice.*'",
                       "since": "ISO-8601, created at or after", "until": "ISO-8601, created before"}),
-        Route("POST", one + "/recover", recover, summary="Re-queue failed deliveries created since a time", tag=TAG),
+        Route("POST", one + "/recover", recover, summary="Re-queue failed deliveries created since a time (and before `until`)", tag=TAG),
         Route("POST", one + "/test", test_send, summary="Send a webhook.test event now and answer the result",
               tag=TAG),
+        Route("GET", one + "/stats", stats, summary="Health of an endpoint: deliveries by status, recent attempts",
+              tag=TAG, params={"window": "attempts of this recent span (e.g. 1h, 7d; default 24h)"}),
         Route("GET", "/v1/deliveries/{id}", get_delivery, summary="One delivery with its attempts", tag=TAG),
         Route("POST", "/v1/deliveries/{id}/retry", retry_delivery, summary="Send a delivery again now", tag=TAG),
     ]

@@ -1,4 +1,5 @@
-"""``tierd webhooks``: list, add, rm, deliveries, retry, recover, test.
+"""``tierd webhooks``: list, add, update, rm, secret, rotate-secret, stats,
+deliveries, show, retry, recover, test.
 
 Every command talks to the running daemon's control API (admin token,
 acting for ``--tenant``), so the CLI and the API can never disagree.
@@ -65,6 +66,55 @@ def add(cli, tenant, url, event_types, description, headers, rate_limit, disable
                as_json=as_json)
 
 
+@webhooks.command("update")
+@tenant_option
+@click.argument("endpoint_id")
+@click.option("--url", default=None, help="New URL.")
+@click.option("--event-type", "event_types", multiple=True,
+              help="Replaces the subscribed types (repeat for several); --all-events subscribes to every type.")
+@click.option("--all-events", is_flag=True, help="Subscribe to every event type.")
+@click.option("--description", default=None)
+@click.option("--rate-limit", type=float, default=None, help="Requests per second; 0 removes the limit.")
+@click.option("--enable/--disable", "enabled", default=None,
+              help="Enable (e.g. after tierd disabled a failing endpoint; a fresh failure window) or disable.")
+@json_option
+@pass_cli
+def update(cli, tenant, endpoint_id, url, event_types, all_events, description, rate_limit, enabled, as_json):
+    """Change an endpoint: only the options given."""
+    if event_types and all_events:
+        raise click.UsageError("--event-type and --all-events exclude each other")
+    body = {"url": url, "description": description, "enabled": enabled,
+            "event_types": [] if all_events else list(event_types) or None}
+    body = {k: v for k, v in body.items() if v is not None}
+    if rate_limit is not None:
+        body["rate_limit"] = rate_limit or None
+    if not body:
+        raise click.UsageError("nothing to change: give at least one option")
+    updated = cli.api.put(f"/v1/webhooks/{endpoint_id}", json=body, tenant=tenant)
+    cli.output(updated if as_json else {k: updated[k] for k in ("id", "url", "event_types", "enabled", "rate_limit",
+                                                               "description")}, as_json=as_json)
+
+
+@webhooks.command("secret")
+@tenant_option
+@click.argument("endpoint_id")
+@json_option
+@pass_cli
+def secret(cli, tenant, endpoint_id, as_json):
+    """Print the endpoint's signing secret (and until when the previous one still signs)."""
+    cli.output(cli.api.get(f"/v1/webhooks/{endpoint_id}/secret", tenant=tenant), as_json=as_json)
+
+
+@webhooks.command("rotate-secret")
+@tenant_option
+@click.argument("endpoint_id")
+@json_option
+@pass_cli
+def rotate_secret(cli, tenant, endpoint_id, as_json):
+    """Make a new signing secret; the old one also signs during webhooks.rotation_grace."""
+    cli.output(cli.api.post(f"/v1/webhooks/{endpoint_id}/rotate-secret", tenant=tenant), as_json=as_json)
+
+
 @webhooks.command("rm")
 @tenant_option
 @click.argument("endpoint_id")
@@ -94,6 +144,51 @@ def deliveries(cli, tenant, endpoint_id, status, event_type, since, until, limit
                                       "last_error", "created_at"], as_json=as_json)
 
 
+@webhooks.command("stats")
+@tenant_option
+@click.argument("endpoint_id")
+@click.option("--window", default="24h", show_default=True, help="Attempts of this recent span (1h, 7d, ...).")
+@json_option
+@pass_cli
+def stats(cli, tenant, endpoint_id, window, as_json):
+    """Health of an endpoint: deliveries by status, success rate and latency of recent attempts."""
+    data = cli.api.get(f"/v1/webhooks/{endpoint_id}/stats", tenant=tenant, params={"window": window})
+    if as_json:
+        cli.output(data, as_json=True)
+        return
+    a = data["attempts"]
+    rate = "-" if a["success_rate"] is None else f"{a['success_rate']:.1%}"
+    latency = "-" if a["latency_ms_p50"] is None else f"p50 {a['latency_ms_p50']:g} ms, p99 {a['latency_ms_p99']:g} ms"
+    cli.output({
+        "endpoint": data["endpoint_id"] + ("" if data["enabled"] else "  (disabled)"),
+        "deliveries": ", ".join(f"{n} {status}" for status, n in data["deliveries"].items()),
+        f"attempts ({window})": f"{a['total']}, {rate} succeeded"
+                                + "".join(f", {n} {o}" for o, n in sorted(a["by_outcome"].items()) if o != "success"),
+        "latency": latency,
+        "failing since": data["failing_since"] or "-",
+    })
+
+
+@webhooks.command("show")
+@tenant_option
+@click.argument("delivery_id")
+@json_option
+@pass_cli
+def show(cli, tenant, delivery_id, as_json):
+    """One delivery: its state, its payload and every attempt, oldest first."""
+    data = cli.api.get(f"/v1/deliveries/{delivery_id}", tenant=tenant)
+    if as_json:
+        cli.output(data, as_json=True)
+        return
+    attempts = data.pop("attempts_detail")
+    cli.output(data)
+    click.echo("")
+    if not attempts:
+        click.echo("no attempt yet")
+        return
+    cli.output(attempts, columns=["attempted_at", "outcome", "status_code", "latency_ms", "error", "response_body"])
+
+
 @webhooks.command("retry")
 @tenant_option
 @click.argument("delivery_id")
@@ -108,10 +203,12 @@ def retry(cli, tenant, delivery_id):
 @tenant_option
 @click.argument("endpoint_id")
 @click.option("--since", required=True, help="ISO-8601 time: re-queue failed deliveries created since then.")
+@click.option("--until", default=None, help="ISO-8601 time: only those created before it.")
 @pass_cli
-def recover(cli, tenant, endpoint_id, since):
-    """Re-queue every failed delivery of an endpoint since a time."""
-    data = cli.api.post(f"/v1/webhooks/{endpoint_id}/recover", json={"since": since}, tenant=tenant)
+def recover(cli, tenant, endpoint_id, since, until):
+    """Re-queue every failed delivery of an endpoint since a time (e.g. after the receiver's outage)."""
+    body = {"since": since} | ({"until": until} if until else {})
+    data = cli.api.post(f"/v1/webhooks/{endpoint_id}/recover", json=body, tenant=tenant)
     click.echo(f"{data['requeued']} deliveries queued")
 
 

@@ -108,6 +108,7 @@ MIGRATIONS = [
     """,
 ]
 
+DELIVERY_STATUSES = ("pending", "inflight", "succeeded", "failed")
 ENDPOINT_FIELDS = ("url", "description", "event_types", "headers", "metadata", "rate_limit", "enabled")
 JSON_FIELDS = ("event_types", "headers", "metadata")
 #: What the dispatcher reads of a claimed delivery (see :class:`Claimed`).
@@ -422,13 +423,25 @@ class Store:
             " WHERE tenant_id=? AND id=? AND status!='inflight'", (now, tenant, delivery_id))
         return cur.rowcount > 0
 
-    async def recover(self, tenant: str, endpoint_id: str, since: float, now: float) -> int:
-        """Re-queue every failed delivery of an endpoint created since ``since``."""
+    async def recover(self, tenant: str, endpoint_id: str, since: float, now: float,
+                      until: float | None = None) -> int:
+        """Re-queue every failed delivery of an endpoint created since ``since`` (and before ``until``)."""
         cur = await self.db.execute(
             "UPDATE webhook_deliveries SET status='pending', due_at=?, finished_at=NULL"
-            " WHERE tenant_id=? AND endpoint_id=? AND status='failed' AND created_at>=?",
-            (now, tenant, endpoint_id, since))
+            " WHERE tenant_id=? AND endpoint_id=? AND status='failed' AND created_at>=? AND created_at<?",
+            (now, tenant, endpoint_id, since, float("inf") if until is None else until))
         return cur.rowcount
+
+    async def endpoint_stats(self, tenant: str, endpoint_id: str, since: float) -> dict:
+        """Deliveries by status (all kept), and attempts since ``since`` by outcome with latencies."""
+        rows = await self.db.fetchall(
+            "SELECT status, COUNT(*) AS n FROM webhook_deliveries WHERE tenant_id=? AND endpoint_id=?"
+            " GROUP BY status", (tenant, endpoint_id))
+        by_status = {status: 0 for status in DELIVERY_STATUSES} | {r["status"]: r["n"] for r in rows}
+        attempts = await self.db.fetchall(
+            "SELECT outcome, latency_ms FROM webhook_attempts WHERE tenant_id=? AND endpoint_id=?"
+            " AND attempted_at>=?", (tenant, endpoint_id, since))
+        return {"deliveries": by_status, "attempts": [(r["outcome"], r["latency_ms"]) for r in attempts]}
 
     async def prune(self, cutoff: float, batch: int = 5000) -> int:
         """Delete attempts and finished deliveries older than ``cutoff``, in small
@@ -456,6 +469,9 @@ def _endpoint(row) -> dict:
         "event_types": json.loads(row["event_types"]), "headers": json.loads(row["headers"]),
         "metadata": json.loads(row["metadata"]), "rate_limit": row["rate_limit"],
         "enabled": bool(row["enabled"]), "disabled_reason": row["disabled_reason"],
+        "disabled_at": _iso_or_none(row["disabled_at"]),
+        # Start of the current run of failed attempts (None after a success): disabled at + disable_after.
+        "failing_since": _iso_or_none(row["failing_since"]),
         "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
         # Internal (stripped by the API): owner and secrets.
         "_tenant_id": row["tenant_id"], "_secret": row["secret"], "_previous_secret": row["previous_secret"],
