@@ -13,6 +13,8 @@ import click
 
 from tierd.core.cli_helpers import json_option, pass_cli
 
+from .store import DELIVERY_STATUSES
+
 tenant_option = click.option("--tenant", required=True, help="Tenant the endpoints belong to.")
 
 
@@ -21,10 +23,21 @@ def webhooks():
     """Webhook endpoints: subscribe URLs, read delivery history, retry, recover, test."""
 
 
-@webhooks.command("list")
-@tenant_option
-@json_option
-@pass_cli
+def command(name: str, argument: str | None = None, as_json: bool = True):
+    """A ``tierd webhooks NAME`` command with --tenant, an optional id argument and --json."""
+
+    def decorate(fn):
+        fn = pass_cli(fn)
+        if as_json:
+            fn = json_option(fn)
+        if argument:
+            fn = click.argument(argument)(fn)
+        return webhooks.command(name)(tenant_option(fn))
+
+    return decorate
+
+
+@command("list")
 def list_(cli, tenant, as_json):
     """List the tenant's endpoints."""
     rows, cursor = [], None
@@ -38,17 +51,13 @@ def list_(cli, tenant, as_json):
                as_json=as_json)
 
 
-@webhooks.command("add")
-@tenant_option
-@click.argument("url")
+@command("add", "url")
 @click.option("--event-type", "event_types", multiple=True,
               help="Event type or wildcard (invoice.*); repeat for several; none means every event.")
 @click.option("--description", default="")
 @click.option("--header", "headers", multiple=True, metavar="NAME:VALUE", help="Static header sent with each request.")
 @click.option("--rate-limit", type=float, default=None, help="At most this many requests per second.")
 @click.option("--disabled", is_flag=True, help="Create it disabled.")
-@json_option
-@pass_cli
 def add(cli, tenant, url, event_types, description, headers, rate_limit, disabled, as_json):
     """Subscribe URL to the tenant's events; prints the endpoint and its signing secret."""
     parsed = {}
@@ -66,9 +75,7 @@ def add(cli, tenant, url, event_types, description, headers, rate_limit, disable
                as_json=as_json)
 
 
-@webhooks.command("update")
-@tenant_option
-@click.argument("endpoint_id")
+@command("update", "endpoint_id")
 @click.option("--url", default=None, help="New URL.")
 @click.option("--event-type", "event_types", multiple=True,
               help="Replaces the subscribed types (repeat for several); --all-events subscribes to every type.")
@@ -77,8 +84,6 @@ def add(cli, tenant, url, event_types, description, headers, rate_limit, disable
 @click.option("--rate-limit", type=float, default=None, help="Requests per second; 0 removes the limit.")
 @click.option("--enable/--disable", "enabled", default=None,
               help="Enable (e.g. after tierd disabled a failing endpoint; a fresh failure window) or disable.")
-@json_option
-@pass_cli
 def update(cli, tenant, endpoint_id, url, event_types, all_events, description, rate_limit, enabled, as_json):
     """Change an endpoint: only the options given."""
     if event_types and all_events:
@@ -95,46 +100,31 @@ def update(cli, tenant, endpoint_id, url, event_types, all_events, description, 
                                                                "description")}, as_json=as_json)
 
 
-@webhooks.command("secret")
-@tenant_option
-@click.argument("endpoint_id")
-@json_option
-@pass_cli
+@command("secret", "endpoint_id")
 def secret(cli, tenant, endpoint_id, as_json):
     """Print the endpoint's signing secret (and until when the previous one still signs)."""
     cli.output(cli.api.get(f"/v1/webhooks/{endpoint_id}/secret", tenant=tenant), as_json=as_json)
 
 
-@webhooks.command("rotate-secret")
-@tenant_option
-@click.argument("endpoint_id")
-@json_option
-@pass_cli
+@command("rotate-secret", "endpoint_id")
 def rotate_secret(cli, tenant, endpoint_id, as_json):
     """Make a new signing secret; the old one also signs during webhooks.rotation_grace."""
     cli.output(cli.api.post(f"/v1/webhooks/{endpoint_id}/rotate-secret", tenant=tenant), as_json=as_json)
 
 
-@webhooks.command("rm")
-@tenant_option
-@click.argument("endpoint_id")
-@pass_cli
+@command("rm", "endpoint_id", as_json=False)
 def rm(cli, tenant, endpoint_id):
     """Delete an endpoint with its delivery history."""
     cli.api.delete(f"/v1/webhooks/{endpoint_id}", tenant=tenant)
     click.echo(f"deleted {endpoint_id}")
 
 
-@webhooks.command("deliveries")
-@tenant_option
-@click.argument("endpoint_id")
-@click.option("--status", type=click.Choice(["pending", "inflight", "succeeded", "failed"]))
+@command("deliveries", "endpoint_id")
+@click.option("--status", type=click.Choice(DELIVERY_STATUSES))
 @click.option("--event-type", default=None, help="Exact type or wildcard (invoice.*).")
 @click.option("--since", default=None, help="ISO-8601 time.")
 @click.option("--until", default=None, help="ISO-8601 time.")
 @click.option("--limit", type=int, default=50, show_default=True)
-@json_option
-@pass_cli
 def deliveries(cli, tenant, endpoint_id, status, event_type, since, until, limit, as_json):
     """Deliveries of an endpoint, newest first."""
     data = cli.api.get(f"/v1/webhooks/{endpoint_id}/deliveries", tenant=tenant,
@@ -144,12 +134,8 @@ def deliveries(cli, tenant, endpoint_id, status, event_type, since, until, limit
                                       "last_error", "created_at"], as_json=as_json)
 
 
-@webhooks.command("stats")
-@tenant_option
-@click.argument("endpoint_id")
+@command("stats", "endpoint_id")
 @click.option("--window", default="24h", show_default=True, help="Attempts of this recent span (1h, 7d, ...).")
-@json_option
-@pass_cli
 def stats(cli, tenant, endpoint_id, window, as_json):
     """Health of an endpoint: deliveries by status, success rate and latency of recent attempts."""
     data = cli.api.get(f"/v1/webhooks/{endpoint_id}/stats", tenant=tenant, params={"window": window})
@@ -169,11 +155,7 @@ def stats(cli, tenant, endpoint_id, window, as_json):
     })
 
 
-@webhooks.command("show")
-@tenant_option
-@click.argument("delivery_id")
-@json_option
-@pass_cli
+@command("show", "delivery_id")
 def show(cli, tenant, delivery_id, as_json):
     """One delivery: its state, its payload and every attempt, oldest first."""
     data = cli.api.get(f"/v1/deliveries/{delivery_id}", tenant=tenant)
@@ -189,22 +171,16 @@ def show(cli, tenant, delivery_id, as_json):
     cli.output(attempts, columns=["attempted_at", "outcome", "status_code", "latency_ms", "error", "response_body"])
 
 
-@webhooks.command("retry")
-@tenant_option
-@click.argument("delivery_id")
-@pass_cli
+@command("retry", "delivery_id", as_json=False)
 def retry(cli, tenant, delivery_id):
     """Send a delivery again now (failed ones too)."""
     cli.api.post(f"/v1/deliveries/{delivery_id}/retry", tenant=tenant)
     click.echo(f"{delivery_id} queued")
 
 
-@webhooks.command("recover")
-@tenant_option
-@click.argument("endpoint_id")
+@command("recover", "endpoint_id", as_json=False)
 @click.option("--since", required=True, help="ISO-8601 time: re-queue failed deliveries created since then.")
 @click.option("--until", default=None, help="ISO-8601 time: only those created before it.")
-@pass_cli
 def recover(cli, tenant, endpoint_id, since, until):
     """Re-queue every failed delivery of an endpoint since a time (e.g. after the receiver's outage)."""
     body = {"since": since} | ({"until": until} if until else {})
@@ -212,11 +188,7 @@ def recover(cli, tenant, endpoint_id, since, until):
     click.echo(f"{data['requeued']} deliveries queued")
 
 
-@webhooks.command("test")
-@tenant_option
-@click.argument("endpoint_id")
-@json_option
-@pass_cli
+@command("test", "endpoint_id")
 def test(cli, tenant, endpoint_id, as_json):
     """Send a webhook.test event now and show the result (exit 1 if it failed)."""
     data = cli.api.post(f"/v1/webhooks/{endpoint_id}/test", tenant=tenant)
