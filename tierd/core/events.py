@@ -194,12 +194,21 @@ class EventBus:
         row = await self.db.fetchone(sql, params)
         return _row_to_event(row) if row else None
 
-    async def list(self, tenant: str | None, after_seq: int, limit: int, type_pattern: str | None = None) -> list[Event]:
-        """Events after ``after_seq``, oldest first; ``type_pattern`` as in :func:`type_matches`."""
+    async def list(self, tenant: str | None, after_seq: int, limit: int, type_pattern: str | None = None, *,
+                   since: float | None = None, until: float | None = None) -> list[Event]:
+        """Events after ``after_seq``, oldest first; ``type_pattern`` as in
+        :func:`type_matches`; created at or after ``since`` and before ``until``
+        (unix seconds) when given."""
         sql, params = "SELECT * FROM events WHERE seq>?", [after_seq]
         if tenant is not None:
             sql += " AND tenant_id=?"
             params.append(tenant)
+        if since is not None:
+            sql += " AND created_at>=?"
+            params.append(since)
+        if until is not None:
+            sql += " AND created_at<?"
+            params.append(until)
         # Filtered in SQL, so that a page is full whenever more events match.
         if type_pattern and type_pattern != "*":
             if type_pattern.endswith(".*"):

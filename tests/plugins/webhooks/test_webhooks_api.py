@@ -2,10 +2,11 @@
 sends, SSRF refusals with the default config, disabling, retention, metrics."""
 
 import asyncio
+import json
 
 from aiohttp import web
 
-from tierd.core.clock import iso
+from tierd.core.clock import iso, parse_iso
 from webhook_helpers import fail_500, hook_receiver, local  # noqa: F401 (fixtures)
 
 
@@ -26,6 +27,8 @@ async def test_tenant_walls(local, hook_receiver):
         ("DELETE", f"/v1/webhooks/{ep['id']}", None), ("GET", f"/v1/webhooks/{ep['id']}/secret", None),
         ("POST", f"/v1/webhooks/{ep['id']}/rotate-secret", {}), ("GET", f"/v1/webhooks/{ep['id']}/deliveries", None),
         ("POST", f"/v1/webhooks/{ep['id']}/recover", {"since": "2020-01-01T00:00:00Z"}),
+        ("POST", f"/v1/webhooks/{ep['id']}/replay", {"since": "2020-01-01T00:00:00Z"}),
+        ("GET", f"/v1/webhooks/{ep['id']}/stats", None),
         ("POST", f"/v1/webhooks/{ep['id']}/test", {}), ("GET", f"/v1/deliveries/{delivery['id']}", None),
         ("POST", f"/v1/deliveries/{delivery['id']}/retry", {}),
     ]:
@@ -326,3 +329,52 @@ async def test_endpoint_stats_failure_window_and_recover_until(local, hook_recei
                                       params={"window": window})
         assert status == 400 and answer["error"]["code"] == "invalid_parameter", (window, answer)
     assert len(await d.deliveries("acme", ep["id"], status="failed")) == 1
+
+
+async def test_replay_delivers_what_an_endpoint_missed_and_nothing_twice(local, hook_receiver):
+    d = await local()
+    await d.tenant("acme")
+    await d.tenant("globex")
+    r = await hook_receiver()
+    ep = await d.endpoint("acme", r.url + "/main", event_types=["invoice.*"])
+    await d.publish("acme", "invoice.paid", {"i": 0})
+    await d.wait_delivery("acme", ep["id"], "succeeded")
+    # Disabled for a while: the events meanwhile make no delivery for it...
+    await d.call("PUT", f"/v1/webhooks/{ep['id']}", {"enabled": False}, tenant="acme")
+    events = [await d.publish("acme", "invoice.paid", {"i": i}) for i in (1, 2, 3)]
+    await d.publish("acme", "customer.created")        # not subscribed
+    await d.publish("globex", "invoice.paid")          # another tenant's
+    await d.call("PUT", f"/v1/webhooks/{ep['id']}", {"enabled": True}, tenant="acme")
+    await asyncio.sleep(0.3)
+    assert len(r.requests) == 1  # ...so enabling it again sends nothing by itself.
+
+    since = iso(d.clock.time() - 3600)
+    status, answer = await d.call("POST", f"/v1/webhooks/{ep['id']}/replay", {"since": since}, tenant="acme")
+    assert status == 202, answer
+    assert answer == {"events_scanned": 5, "queued": 3, "endpoint_enabled": True}
+    await d.wait_delivery("acme", ep["id"], "succeeded", count=4)
+    status, answer = await d.call("POST", f"/v1/webhooks/{ep['id']}/replay", {"since": since}, tenant="acme")
+    assert answer["queued"] == 0  # everything it has a delivery for is skipped
+
+    # An endpoint created after the events backfills them, a span at a time.
+    late = await d.endpoint("acme", r.url + "/late", event_types=["invoice.*"])
+    between = iso((parse_iso(events[0]["created_at"]) + parse_iso(events[1]["created_at"])) / 2)
+    status, answer = await d.call("POST", f"/v1/webhooks/{late['id']}/replay",
+                                  {"since": since, "until": between}, tenant="acme")
+    assert answer["queued"] == 2  # i=0 and i=1
+    status, answer = await d.call("POST", f"/v1/webhooks/{late['id']}/replay", {"since": since}, tenant="acme")
+    assert answer["queued"] == 2  # i=2 and i=3
+    await d.wait_delivery("acme", late["id"], "succeeded", count=4)
+    await asyncio.sleep(0.2)
+    for path in ("/main", "/late"):
+        got = [req for req in r.requests if req["path"].endswith(path)]
+        assert sorted(json.loads(req["body"])["data"]["i"] for req in got) == [0, 1, 2, 3], path
+    assert len({req["headers"]["webhook-id"] for req in r.requests}) == 8
+    # A replayed delivery carries the event's own body: type, its time, its data.
+    [first] = [json.loads(req["body"]) for req in r.requests if req["path"].endswith("/late")
+               and json.loads(req["body"])["data"] == {"i": 1}]
+    assert first["type"] == "invoice.paid" and first["timestamp"] == events[0]["created_at"]
+
+    for body in ({}, {"since": "last week"}, {"since": since, "until": since}, {"since": since, "types": ["x"]}):
+        status, answer = await d.call("POST", f"/v1/webhooks/{late['id']}/replay", body, tenant="acme")
+        assert status == 400 and answer["error"]["code"] == "invalid_parameter", (body, answer)

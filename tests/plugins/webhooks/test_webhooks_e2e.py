@@ -123,10 +123,20 @@ async def test_cli(tierd_daemon, receiver):
     # Disable, then enable again (as after tierd disabled a failing endpoint).
     out = await cli("update", "--tenant", "acme", ep["id"], "--disable", "--json")
     assert json.loads(out.stdout)["enabled"] is False
+    await d.arequest("POST", "/v1/events", {"type": "order.created", "data": {"while": "disabled"}}, tenant="acme")
     out = await cli("update", "--tenant", "acme", ep["id"], "--enable", "--event-type", "order.*",
                     "--rate-limit", "5", "--json")
     updated = json.loads(out.stdout)
     assert updated["enabled"] is True and updated["event_types"] == ["order.*"] and updated["rate_limit"] == 5
+    # The order made while it was disabled made no delivery; replay sends it.
+    out = await cli("replay", "--tenant", "acme", ep["id"], "--since", "2020-01-01T00:00:00Z")
+    assert out.returncode == 0 and out.stdout.startswith("1 deliveries queued"), out.stdout + out.stderr
+    for _ in range(100):
+        if any(json.loads(req["body"])["data"] == {"while": "disabled"} for req in r.requests):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the replayed order never arrived")
     out = await cli("update", "--tenant", "acme", ep["id"])
     assert out.returncode != 0 and "nothing to change" in out.stderr
     out = await cli("update", "--tenant", "acme", ep["id"], "--url", "ftp://example.com/")

@@ -144,6 +144,18 @@ def _iso_time(value, name: str, required: bool = False) -> float | None:
                    f"{name} must be an ISO-8601 time such as 2026-11-28T00:00:00Z, got {value!r}")
 
 
+def _time_window(body: dict) -> tuple[float, float | None]:
+    """``{"since": ISO, "until": ISO (optional)}`` of recover and replay, as unix seconds."""
+    unknown = set(body) - {"since", "until"}
+    if unknown:
+        raise ApiError(400, "invalid_parameter", f"unknown field(s): {', '.join(sorted(unknown))}")
+    since = _iso_time(body.get("since"), "since", required=True)
+    until = _iso_time(body.get("until"), "until")
+    if until is not None and until <= since:
+        raise ApiError(400, "invalid_parameter", "until must be later than since")
+    return since, until
+
+
 def _duration_param(request, name: str, default: float) -> float:
     value = request.query.get(name)
     if value is None:
@@ -292,18 +304,18 @@ def routes() -> list[Route]:
     async def recover(request):
         tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
-        body = await read_json(request)
-        unknown = set(body) - {"since", "until"}
-        if unknown:
-            raise ApiError(400, "invalid_parameter", f"unknown field(s): {', '.join(sorted(unknown))}")
-        since_ts = _iso_time(body.get("since"), "since", required=True)
-        until_ts = _iso_time(body.get("until"), "until")
-        if until_ts is not None and until_ts <= since_ts:
-            raise ApiError(400, "invalid_parameter", "until must be later than since")
+        since_ts, until_ts = _time_window(await read_json(request))
         count = await module.store.recover(tenant, endpoint["id"], since_ts, module.daemon.clock.time(),
                                            until=until_ts)
         module.dispatcher.wake()
         return json_response({"requeued": count}, status=202)
+
+    async def replay(request):
+        tenant, module = context(request)
+        endpoint = await endpoint_or_404(request, tenant, module)
+        since_ts, until_ts = _time_window(await read_json(request))
+        result = await module.replay(endpoint, since_ts, until_ts)
+        return json_response(result | {"endpoint_enabled": endpoint["enabled"]}, status=202)
 
     async def test_send(request):
         tenant, module = context(request)
@@ -336,6 +348,9 @@ def routes() -> list[Route]:
               params={"status": "pending, inflight, succeeded or failed", "event_type": "exact or 'invoice.*'",
                       "since": "ISO-8601, created at or after", "until": "ISO-8601, created before"}),
         Route("POST", one + "/recover", recover, summary="Re-queue failed deliveries created since a time (and before `until`)", tag=TAG),
+        Route("POST", one + "/replay", replay,
+              summary="Deliver the events of a time span that the endpoint subscribes to and never got "
+                      "(created later, or disabled meanwhile)", tag=TAG),
         Route("POST", one + "/test", test_send, summary="Send a webhook.test event now and answer the result",
               tag=TAG),
         Route("GET", one + "/stats", stats, summary="Health of an endpoint: deliveries by status, recent attempts",

@@ -1,5 +1,5 @@
 """``tierd webhooks``: list, add, update, rm, secret, rotate-secret, stats,
-deliveries, show, retry, recover, test.
+deliveries, show, retry, recover, replay, test.
 
 Every command talks to the running daemon's control API (admin token,
 acting for ``--tenant``), so the CLI and the API can never disagree.
@@ -7,6 +7,7 @@ acting for ``--tenant``), so the CLI and the API can never disagree.
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import click
@@ -178,14 +179,39 @@ def retry(cli, tenant, delivery_id):
     click.echo(f"{delivery_id} queued")
 
 
+def time_window(what: str):
+    """--since (required) and --until, given to the command as ``window``, the API's body."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, since, until, **kwargs):
+            return fn(*args, window={"since": since} | ({"until": until} if until else {}), **kwargs)
+
+        wrapper = click.option("--until", default=None, help="ISO-8601 time: only those created before it.")(wrapper)
+        return click.option("--since", required=True, help=f"ISO-8601 time: {what} created since then.")(wrapper)
+
+    return decorate
+
+
 @command("recover", "endpoint_id", as_json=False)
-@click.option("--since", required=True, help="ISO-8601 time: re-queue failed deliveries created since then.")
-@click.option("--until", default=None, help="ISO-8601 time: only those created before it.")
-def recover(cli, tenant, endpoint_id, since, until):
+@time_window("failed deliveries")
+def recover(cli, tenant, endpoint_id, window):
     """Re-queue every failed delivery of an endpoint since a time (e.g. after the receiver's outage)."""
-    body = {"since": since} | ({"until": until} if until else {})
-    data = cli.api.post(f"/v1/webhooks/{endpoint_id}/recover", json=body, tenant=tenant)
+    data = cli.api.post(f"/v1/webhooks/{endpoint_id}/recover", json=window, tenant=tenant)
     click.echo(f"{data['requeued']} deliveries queued")
+
+
+@command("replay", "endpoint_id")
+@time_window("events")
+def replay(cli, tenant, endpoint_id, window, as_json):
+    """Deliver the events of a span that the endpoint subscribes to and never got
+    (it was created later, or disabled meanwhile); nothing is sent twice."""
+    data = cli.api.post(f"/v1/webhooks/{endpoint_id}/replay", json=window, tenant=tenant)
+    if as_json:
+        cli.output(data, as_json=True)
+        return
+    click.echo(f"{data['queued']} deliveries queued ({data['events_scanned']} events read)"
+               + ("" if data["endpoint_enabled"] else "; the endpoint is disabled: they go out once it is enabled"))
 
 
 @command("test", "endpoint_id")

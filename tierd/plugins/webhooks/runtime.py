@@ -11,11 +11,14 @@ from tierd.core.events import Event
 from tierd.core.ids import new_ids
 
 from .dispatch import Dispatcher
-from .endpoints import EndpointCache
-from .store import Claimed, Store, payload_of
+from .endpoints import EndpointCache, EndpointInfo
+from .store import Claimed, Store, endpoint_matches, payload_of
 
 #: Published when a delivery gives up; routed to people by notifications, never sent as a webhook.
 DELIVERY_FAILED = "webhook.delivery.failed"
+NEVER_SENT = frozenset({DELIVERY_FAILED})
+#: Events read from the log per statement when replaying.
+REPLAY_PAGE = 1000
 
 
 class Webhooks:
@@ -51,22 +54,14 @@ class Webhooks:
         due_at = now + self.settings["retry_schedule"][0]
         matched = []
         for event in events:
-            if event.type == DELIVERY_FAILED:
+            if event.type in NEVER_SENT:
                 # Never delivered as a webhook: a failing endpoint subscribed to
                 # everything would otherwise feed on its own failures.
                 continue
             endpoints = self.endpoints.matching(event.tenant, event.type)
             if endpoints:
                 matched.append((event, endpoints))
-        ids = iter(new_ids("msg_", sum(len(endpoints) for _, endpoints in matched)))
-        rows, targets = [], []
-        for event, endpoints in matched:
-            # Built once per event, shared by its deliveries.
-            payload, created_at = payload_of(event.type, event.created_at, event.data), parse_iso(event.created_at)
-            for endpoint in endpoints:
-                rows.append([next(ids), event.tenant, endpoint.id, event.id, event.type, payload, due_at,
-                             created_at, False])
-                targets.append(endpoint)
+        rows, targets = delivery_rows(matched, due_at)
         if not rows:
             return
         dispatcher = self.dispatcher
@@ -92,6 +87,34 @@ class Webhooks:
         if len(inserted) > sum(1 for row in rows if row[8]):
             self.dispatcher.wake()  # pending rows for the loop to claim
 
+    async def replay(self, endpoint: dict, since: float, until: float | None) -> dict:
+        """Deliveries for the events of ``[since, until)`` that ``endpoint`` subscribes to and never got.
+
+        For an endpoint created after the events, or one that was disabled
+        while they happened (no delivery is made for a disabled endpoint).
+        Events it already has a delivery for are skipped by the store's
+        UNIQUE(endpoint_id, event_id): nothing is sent twice. Walks the event
+        log (kept for ``storage.event_retention``) in pages, one statement per
+        page; the rows are pending and due now, so the dispatcher sends them
+        within the endpoint's limits.
+        """
+        await self.endpoints.refresh()
+        info = self.endpoints.by_id[endpoint["id"]]
+        tenant, after, scanned, queued = endpoint["_tenant_id"], 0, 0, 0
+        while True:
+            events = await self.daemon.bus.list(tenant, after, REPLAY_PAGE, since=since, until=until)
+            if not events:
+                break
+            scanned += len(events)
+            after = events[-1].seq
+            wanted = [(e, [info]) for e in events
+                      if e.type not in NEVER_SENT and endpoint_matches(info.event_types, e.type)]
+            rows, _ = delivery_rows(wanted, self.daemon.clock.time())
+            queued += len(await self.store.create_deliveries(rows, self.daemon.clock.time()))
+        if queued:
+            self.dispatcher.wake()
+        return {"events_scanned": scanned, "queued": queued}
+
     def changed(self, endpoint_id: str) -> None:
         """The API created, changed or deleted an endpoint."""
         self.endpoints.forget(endpoint_id)
@@ -111,6 +134,21 @@ class Webhooks:
             "endpoint_id": endpoint["id"], "url": endpoint["url"], "reason": reason,
             "description": endpoint["description"],
         })
+
+
+def delivery_rows(matched: list[tuple[Event, list[EndpointInfo]]], due_at: float) -> tuple[list, list]:
+    """Rows for :meth:`Store.create_deliveries` (not claimed), one per (event,
+    endpoint), and the endpoint of each row."""
+    ids = iter(new_ids("msg_", sum(len(endpoints) for _, endpoints in matched)))
+    rows, targets = [], []
+    for event, endpoints in matched:
+        # Built once per event, shared by its deliveries.
+        payload, created_at = payload_of(event.type, event.created_at, event.data), parse_iso(event.created_at)
+        for endpoint in endpoints:
+            rows.append([next(ids), event.tenant, endpoint.id, event.id, event.type, payload, due_at,
+                         created_at, False])
+            targets.append(endpoint)
+    return rows, targets
 
 
 def of(daemon) -> Webhooks:
