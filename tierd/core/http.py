@@ -3,7 +3,30 @@
 from __future__ import annotations
 
 import email.utils
+import ssl
 import time
+
+
+def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """A client TLS context that verifies certificates and host names: the
+    system's CAs, plus those of ``ca_file`` (PEM) when given, for receivers
+    behind an internal CA. Raises OSError or ssl.SSLError when the file cannot
+    be read as certificates."""
+    context = ssl.create_default_context()
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    return context
+
+
+def tls_file_problem(ca_file: str) -> str | None:
+    """Why ``ca_file`` cannot serve :func:`tls_context`; None when it can."""
+    try:
+        tls_context(ca_file)
+    except ssl.SSLError as exc:
+        return f"{ca_file!r} holds no readable PEM certificate ({exc.reason or exc})"
+    except OSError as exc:
+        return f"cannot read CA certificates from {ca_file!r}: {exc.strerror or exc}"
+    return None
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -34,8 +34,10 @@ from urllib.parse import urlsplit
 
 from apscheduler.triggers.cron import CronTrigger
 
+from tierd.core.http import tls_file_problem
+
 __all__ = [
-    "MISSING", "SchemaError", "Invalid", "Reject", "Field", "Str", "Int", "Float", "Bool",
+    "MISSING", "SchemaError", "Invalid", "Reject", "Field", "Str", "CaFile", "Int", "Float", "Bool",
     "Decimal", "Duration", "Enum", "Cidr", "Url", "TimeZone", "Cron", "Any", "List", "Map",
     "Obj", "OneOf", "validate", "describe", "format_path", "show", "did_you_mean",
     "parse_duration",
@@ -366,6 +368,21 @@ class Cidr(Field):
             return ipaddress.ip_network(value.strip(), strict=False)
         except ValueError:
             raise Reject(f"invalid CIDR network {value!r} (use e.g. 10.0.0.0/8 or fd00::/8)") from None
+
+
+class CaFile(Str):
+    """A PEM file of CA certificates to trust besides the system's (see
+    :func:`tierd.core.http.tls_context`); "" for none. Checked when the
+    config is read, so a missing or unreadable file is a config error."""
+
+    type_name = "CA certificate file"
+
+    def parse(self, value):
+        value = super().parse(value)
+        problem = value and tls_file_problem(value)
+        if problem:
+            raise Reject(problem)
+        return value
 
 
 class Url(Field):

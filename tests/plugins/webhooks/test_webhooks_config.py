@@ -49,3 +49,12 @@ def test_errors_name_the_key(tmp_path):
 def test_endpoint_cap_cannot_exceed_global_cap(tmp_path):
     with pytest.raises(ConfigError, match="endpoint_max_in_flight"):
         load(tmp_path, "webhooks:\n  max_in_flight: 5\n  endpoint_max_in_flight: 10\n")
+
+
+def test_ca_file_must_hold_certificates(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, f"webhooks:\n  ca_file: {tmp_path / 'missing.pem'}\n")
+    assert "tierd.yaml:2: webhooks.ca_file: cannot read CA certificates" in str(info.value)
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match="webhooks.ca_file: .* holds no readable PEM certificate"):
+        load(tmp_path, f"webhooks:\n  ca_file: {tmp_path / 'junk.pem'}\n")

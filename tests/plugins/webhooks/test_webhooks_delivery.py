@@ -297,6 +297,20 @@ async def test_tls_certificates_are_verified(local, tmp_path):
         await d.publish("acme", "invoice.paid")
         [row] = await d.wait_delivery("acme", ep["id"], "failed", timeout=10)
         assert "certificate" in row["last_error"].lower(), row["last_error"]
-        assert hits == []  # the self-signed receiver never got the event
+        assert hits == []  # the receiver with a certificate of an unknown CA never got the event
+        # Trusting that CA (webhooks.ca_file, an internal CA) lets it through, certificate still verified.
+        ca_file = tmp_path / "internal-ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        d2 = await local(webhooks={"ca_file": str(ca_file)})
+        await d2.tenant("acme")
+        ep = await d2.endpoint("acme", f"https://127.0.0.1:{port}/hook", event_types=["invoice.*"])
+        await d2.publish("acme", "invoice.paid")
+        await d2.wait_delivery("acme", ep["id"], "succeeded", timeout=10)
+        assert len(hits) == 1
+        # The name must still match: a certificate for 127.0.0.1 does not do for localhost.
+        ep = await d2.endpoint("acme", f"https://localhost:{port}/hook", event_types=["order.*"])
+        await d2.publish("acme", "order.created")
+        [row] = await d2.wait_delivery("acme", ep["id"], "failed", timeout=10)
+        assert "certificate" in row["last_error"].lower() and len(hits) == 1, row["last_error"]
     finally:
         await runner.cleanup()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tierd.core.schema import Bool, Cidr, Duration, Int, List, Obj
+from tierd.core.schema import Bool, CaFile, Cidr, Duration, Int, List, Obj
 
 #: Svix's schedule: at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
 DEFAULT_RETRY_SCHEDULE = ["0s", "5s", "5m", "30m", "2h", "5h", "10h", "10h"]
@@ -29,6 +29,8 @@ SCHEMA = Obj({
     "retention": Duration(default="30d", min="1h",
                           doc="Attempts and finished deliveries older than this are pruned"),
     "allow_http": Bool(default=False, doc="Accept http:// endpoint URLs (https:// only by default)"),
+    "ca_file": CaFile(default="", doc="PEM file of extra CA certificates that endpoint TLS certificates may chain "
+                                   "to (an internal CA), trusted besides the system's"),
     "allow_destinations": List(Cidr(), default=[],
                                doc="Networks webhooks may reach although they are not globally routable "
                                    "(e.g. 10.1.2.0/24); everything non-public is refused otherwise"),

@@ -24,6 +24,7 @@ from typing import Awaitable, Callable
 import aiohttp
 
 from tierd import __version__
+from tierd.core.http import tls_context
 
 from . import retry
 from .metrics import WebhookMetrics
@@ -88,6 +89,8 @@ class Dispatcher:
         # nothing and cost two database round trips per finished request).
         self._capped: set[str] = set()
         self._global_capped = False
+        #: The time the last claim took due rows up to.
+        self._claimed_until = 0.0
         self.tasks: set[asyncio.Task] = set()
         self.results: list[Outcome] = []
         self.results_ready = asyncio.Event()
@@ -100,6 +103,8 @@ class Dispatcher:
         """Apply (re)loaded settings; requests in flight keep theirs."""
         self.settings = settings
         self.timeout = aiohttp.ClientTimeout(total=settings["timeout"])
+        # Per request, so a reload that changes ca_file applies to new connections.
+        self.tls = tls_context(settings["ca_file"] or None)
         # The resolver and socket factory hold this very object: new
         # connections see the new allowlist at once.
         self.policy.allow = list(settings["allow_destinations"])
@@ -160,12 +165,13 @@ class Dispatcher:
         if any(b.available() < 1 for b in self.buckets.values()):
             return 0.05  # a rate-limited endpoint gets a token soon
         next_due = await self.store.next_due()
-        now = self.clock.time()
-        if next_due is None or next_due <= now:
-            # Nothing pending, or due rows we could not take (their endpoint is
-            # at its cap or disabled): a finished request or new work wakes us.
+        if next_due is None or next_due <= self._claimed_until:
+            # Nothing pending, or due rows the last claim could not take (their
+            # endpoint is at its cap or disabled): a finished request or new
+            # work wakes us.
             return TICK
-        return min(TICK, max(0.005, next_due - now))
+        # Due later, or come due since the claim looked (then: claim again at once).
+        return min(TICK, max(0.005, next_due - self.clock.time()))
 
     def _room(self) -> dict[str, int]:
         """Requests each endpoint may start now, for endpoints below the default cap.
@@ -198,7 +204,7 @@ class Dispatcher:
         if free <= 0:
             return 0
         await self.endpoints.refresh()
-        now = self.clock.time()
+        now = self._claimed_until = self.clock.time()
         cap, limit, room = self.settings["endpoint_max_in_flight"], min(free, CLAIM_BATCH), self._room()
         rows = await self.store.claim(now, limit, cap, room, next(self._claim_ids))
         taken: dict[str, int] = {}
@@ -317,7 +323,7 @@ class Dispatcher:
         started = time.monotonic()
         try:
             async with self.session.post(delivery.url, data=body, headers=headers, allow_redirects=False,
-                                         timeout=self.timeout) as resp:
+                                         timeout=self.timeout, ssl=self.tls) as resp:
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
                 snippet = await _read_head(resp, BODY_LIMIT)

@@ -15,7 +15,8 @@ from email.utils import make_msgid
 import aiosmtplib
 
 from tierd.core.registry import Channel, Message, SendResult
-from tierd.core.schema import Bool, Duration, Int, List, Obj, Str
+from tierd.core.http import tls_context
+from tierd.core.schema import Bool, CaFile, Duration, Int, List, Obj, Str
 
 from ..templates import html_from_text
 
@@ -43,7 +44,8 @@ class EmailChannel(Channel):
         "cc": List(Str(), default=[], doc="Copy recipients"),
         "timeout": Duration(default="30s", doc="Per attempt"),
         "verify_tls": Bool(default=True, doc="Check the server certificate"),
-        "ca_file": Str(default="", doc="Extra CA bundle (PEM) for a private mail server"),
+        "ca_file": CaFile(default="", doc="Extra CA bundle (PEM) for a private mail server, trusted besides "
+                                          "the system's"),
         "subject_prefix": Str(default="", doc="Prepended to every subject, e.g. [tierd]"),
     })
 
@@ -71,7 +73,7 @@ class EmailChannel(Channel):
         return mail
 
     def _tls_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=self.config.get("ca_file") or None)
+        ctx = tls_context(self.config.get("ca_file") or None)
         if not self.config.get("verify_tls", True):
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
