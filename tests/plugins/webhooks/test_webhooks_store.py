@@ -93,3 +93,44 @@ async def test_deliveries_created_claimed_are_not_claimed_again_and_requeued_aft
     assert list(again) == ["msg_000006", "msg_000007"]
     stored = await store.db.fetchall("SELECT id, seq FROM webhook_deliveries WHERE id IN ('msg_000006', 'msg_000007')")
     assert again == {r["id"]: r["seq"] for r in stored}
+
+
+async def test_endpoint_cache_refresh_waits_for_one_in_progress():
+    """A caller that refreshes while another refresh is loading must not go on
+    with the endpoints of before: an event consumed then would miss the new
+    endpoint (seen as a delivery missing in one run of many)."""
+    import asyncio
+    import json
+
+    from tierd.plugins.webhooks.endpoints import EndpointCache
+
+    class GatedStore:
+        def __init__(self):
+            self.rows, self.gate = {}, asyncio.Event()
+
+        async def load_endpoints(self, ids=None):
+            await self.gate.wait()
+            return [row for key, row in self.rows.items() if ids is None or key in ids]
+
+    def row(endpoint_id):
+        return {"id": endpoint_id, "tenant_id": "acme", "url": "https://example.com/", "headers": "{}",
+                "event_types": json.dumps([]), "enabled": 1, "rate_limit": None, "secret": "whsec_x",
+                "previous_secret": None, "previous_secret_until": None}
+
+    store = GatedStore()
+    cache = EndpointCache(store)
+    store.gate.set()
+    await cache.refresh()
+    assert cache.matching("acme", "invoice.paid") == []
+    store.gate.clear()
+    store.rows["ep_new"] = row("ep_new")
+    cache.forget("ep_new")
+    first = asyncio.ensure_future(cache.refresh())   # takes the mark, waits on the database
+    await asyncio.sleep(0.01)
+    second = asyncio.ensure_future(cache.refresh())  # comes while the first is loading
+    await asyncio.sleep(0.01)
+    assert not second.done()
+    store.gate.set()
+    await second
+    assert [e.id for e in cache.matching("acme", "invoice.paid")] == ["ep_new"]
+    await first

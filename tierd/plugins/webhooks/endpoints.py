@@ -10,6 +10,7 @@ can keep them all and reload only what changed.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 
@@ -50,12 +51,24 @@ class EndpointCache:
         self._dirty: set[str] = set()
         self._loaded = False
         self._matches: dict[tuple[str, str], list[EndpointInfo]] = {}
+        self._lock = asyncio.Lock()
 
     def forget(self, endpoint_id: str) -> None:
         """An endpoint was created, changed or deleted: reload it before its next use."""
         self._dirty.add(endpoint_id)
 
     async def refresh(self) -> None:
+        """Load what changed since the last refresh; on return, every endpoint
+        marked by :meth:`forget` before the call is current."""
+        if self._loaded and not self._dirty and not self._lock.locked():
+            return  # the hot path: nothing changed, nobody is loading
+        # One refresh at a time: a caller that came while another was loading
+        # must wait for it (its marks were taken by that one), else it would
+        # match events against endpoints that are not loaded yet.
+        async with self._lock:
+            await self._refresh()
+
+    async def _refresh(self) -> None:
         if not self._loaded:
             # Forget marks made while loading stay for the next refresh.
             self._dirty = set()
