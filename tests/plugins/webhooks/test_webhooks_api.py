@@ -378,3 +378,36 @@ async def test_replay_delivers_what_an_endpoint_missed_and_nothing_twice(local, 
     for body in ({}, {"since": "last week"}, {"since": since, "until": since}, {"since": since, "types": ["x"]}):
         status, answer = await d.call("POST", f"/v1/webhooks/{late['id']}/replay", body, tenant="acme")
         assert status == 400 and answer["error"]["code"] == "invalid_parameter", (body, answer)
+
+
+async def test_where_an_event_went(local, hook_receiver):
+    d = await local()
+    await d.tenant("acme")
+    globex = await d.tenant("globex")
+    ok, failing = await hook_receiver(), await hook_receiver()
+    failing.responder = fail_500
+    ep_ok = await d.endpoint("acme", ok.url, event_types=["invoice.*"])
+    ep_failing = await d.endpoint("acme", failing.url)
+    await d.endpoint("acme", ok.url + "/orders", event_types=["order.*"])  # not subscribed to invoices
+    event = await d.publish("acme", "invoice.paid")
+    await d.wait_delivery("acme", ep_ok["id"], "succeeded")
+    await d.wait_delivery("acme", ep_failing["id"], "failed", timeout=10)
+    status, answer = await d.call("GET", "/v1/deliveries", tenant="acme", params={"event_id": event["id"]})
+    assert status == 200, answer
+    assert [(x["endpoint_id"], x["endpoint_url"], x["status"]) for x in answer["data"]] == [
+        (ep_ok["id"], ok.url, "succeeded"), (ep_failing["id"], failing.url, "failed")]
+    assert answer["data"][1]["attempts"] == 3 and answer["data"][1]["last_status_code"] == 500
+    # An event no endpoint took is an empty list; an unknown one, or another tenant's, is 404.
+    unwanted = await d.publish("acme", "customer.created")
+    await asyncio.sleep(0.2)
+    status, answer = await d.call("GET", "/v1/deliveries", tenant="acme", params={"event_id": unwanted["id"]})
+    assert status == 200 and [x["endpoint_id"] for x in answer["data"]] == [ep_failing["id"]]
+    status, answer = await d.call("GET", "/v1/deliveries", token=globex, params={"event_id": event["id"]})
+    assert status == 404 and answer["error"]["code"] == "not_found"
+    status, answer = await d.call("GET", "/v1/deliveries", tenant="acme", params={"event_id": "evt_nope"})
+    assert status == 404
+    status, answer = await d.call("GET", "/v1/deliveries", tenant="acme")
+    assert status == 400 and answer["error"]["code"] == "invalid_parameter"
+    await d.call("DELETE", f"/v1/webhooks/{ep_failing['id']}", tenant="acme")
+    status, answer = await d.call("GET", "/v1/deliveries", tenant="acme", params={"event_id": unwanted["id"]})
+    assert status == 200 and answer["data"] == []  # the event exists; no endpoint has it now

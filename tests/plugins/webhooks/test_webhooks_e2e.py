@@ -100,6 +100,10 @@ async def test_cli(tierd_daemon, receiver):
     assert len(failed) == 2, failed
     r.responder = None
     paid = next(x for x in failed if x["event_type"] == "invoice.paid")
+    out = await cli("event", "--tenant", "acme", paid["event_id"], "--json")
+    assert [x["id"] for x in json.loads(out.stdout)] == [paid["id"]], out.stdout + out.stderr
+    out = await cli("event", "--tenant", "acme", paid["event_id"])
+    assert paid["id"] in out.stdout and "failed" in out.stdout
     out = await cli("retry", "--tenant", "acme", paid["id"])
     assert out.returncode == 0, out.stderr
     out = await cli("recover", "--tenant", "acme", ep["id"], "--since", "2020-01-01T00:00:00Z")

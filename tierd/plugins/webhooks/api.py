@@ -287,6 +287,18 @@ def routes() -> list[Route]:
                               "failing_since": endpoint["failing_since"], "deliveries": found["deliveries"],
                               "attempts": attempt_summary(found["attempts"]) | {"since": iso(now - window)}})
 
+    async def event_deliveries(request):
+        tenant, module = context(request)
+        event_id = request.query.get("event_id")
+        if not event_id:
+            raise ApiError(400, "invalid_parameter", "event_id is required: GET /v1/deliveries?event_id=evt_...")
+        items = await module.store.deliveries_of_event(tenant, event_id)
+        # No delivery: an event no endpoint subscribed to is an empty list, one
+        # the tenant does not have a 404 (the log may have pruned an old one).
+        if not items and await module.daemon.bus.get(tenant, event_id) is None:
+            raise ApiError(404, "not_found", f"no event {event_id}")
+        return json_response({"event_id": event_id, "data": [_public(d) for d in items]})
+
     async def get_delivery(request):
         tenant, module = context(request)
         delivery = await delivery_or_404(request, tenant, module)
@@ -355,6 +367,8 @@ def routes() -> list[Route]:
               tag=TAG),
         Route("GET", one + "/stats", stats, summary="Health of an endpoint: deliveries by status, recent attempts",
               tag=TAG, params={"window": "attempts of this recent span (e.g. 1h, 7d; default 24h)"}),
+        Route("GET", "/v1/deliveries", event_deliveries, summary="Where one event went: its delivery to each endpoint",
+              tag=TAG, params={"event_id": "the event's id (required)"}),
         Route("GET", "/v1/deliveries/{id}", get_delivery, summary="One delivery with its attempts", tag=TAG),
         Route("POST", "/v1/deliveries/{id}/retry", retry_delivery, summary="Send a delivery again now", tag=TAG),
     ]

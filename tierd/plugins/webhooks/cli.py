@@ -1,5 +1,5 @@
 """``tierd webhooks``: list, add, update, rm, secret, rotate-secret, stats,
-deliveries, show, retry, recover, replay, test.
+deliveries, event, show, retry, recover, replay, test.
 
 Every command talks to the running daemon's control API (admin token,
 acting for ``--tenant``), so the CLI and the API can never disagree.
@@ -154,6 +154,17 @@ def stats(cli, tenant, endpoint_id, window, as_json):
         "latency": latency,
         "failing since": data["failing_since"] or "-",
     })
+
+
+@command("event", "event_id")
+def event(cli, tenant, event_id, as_json):
+    """Where one event went: its delivery to each endpoint, with its state."""
+    data = cli.api.get("/v1/deliveries", tenant=tenant, params={"event_id": event_id})["data"]
+    if not data and not as_json:
+        click.echo(f"{event_id}: no endpoint subscribed to it; nothing was sent")
+        return
+    cli.output(data, columns=["id", "endpoint_id", "endpoint_url", "status", "attempts", "last_status_code",
+                              "last_error", "next_attempt_at"], as_json=as_json)
 
 
 @command("show", "delivery_id")

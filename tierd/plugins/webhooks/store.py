@@ -406,6 +406,18 @@ class Store:
         params.append(limit)
         return [_delivery(r) for r in await self.db.fetchall(sql, params)]
 
+    async def deliveries_of_event(self, tenant: str, event_id: str) -> list[dict]:
+        """Every delivery of one event, one per endpoint it went to (oldest endpoint first).
+
+        Walks the tenant's endpoints and seeks UNIQUE(endpoint_id, event_id)
+        for each: no index on event_id alone is needed (nor paid on every insert).
+        """
+        rows = await self.db.fetchall(
+            "SELECT d.*, e.url AS endpoint_url FROM webhook_endpoints e CROSS JOIN webhook_deliveries d"
+            " ON d.endpoint_id=e.id AND d.event_id=? WHERE e.tenant_id=? ORDER BY e.created_at, d.seq",
+            (event_id, tenant))
+        return [_delivery(r) | {"endpoint_url": r["endpoint_url"]} for r in rows]
+
     async def get_delivery(self, tenant: str, delivery_id: str) -> dict | None:
         row = await self.db.fetchone(
             "SELECT * FROM webhook_deliveries WHERE tenant_id=? AND id=?", (tenant, delivery_id))
