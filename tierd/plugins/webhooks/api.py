@@ -169,21 +169,6 @@ def _duration_param(request, name: str, default: float) -> float:
     return seconds
 
 
-def attempt_summary(attempts: list[tuple[str, float | None]]) -> dict:
-    """Counts by outcome, success rate and latency percentiles of ``(outcome, latency_ms)`` pairs."""
-    by_outcome: dict[str, int] = {}
-    for outcome, _ in attempts:
-        by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
-    latencies = sorted(ms for _, ms in attempts if ms is not None)
-
-    def pct(p: float) -> float | None:
-        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] if latencies else None
-
-    return {"total": len(attempts), "by_outcome": by_outcome,
-            "success_rate": round(by_outcome.get("success", 0) / len(attempts), 4) if attempts else None,
-            "latency_ms_p50": pct(50), "latency_ms_p99": pct(99)}
-
-
 # --- handlers -----------------------------------------------------------------------------
 
 
@@ -285,7 +270,7 @@ def routes() -> list[Route]:
         found = await module.store.endpoint_stats(tenant, endpoint["id"], now - window)
         return json_response({"endpoint_id": endpoint["id"], "enabled": endpoint["enabled"],
                               "failing_since": endpoint["failing_since"], "deliveries": found["deliveries"],
-                              "attempts": attempt_summary(found["attempts"]) | {"since": iso(now - window)}})
+                              "attempts": found["attempts"] | {"since": iso(now - window)}})
 
     async def event_deliveries(request):
         tenant, module = context(request)

@@ -445,15 +445,31 @@ class Store:
         return cur.rowcount
 
     async def endpoint_stats(self, tenant: str, endpoint_id: str, since: float) -> dict:
-        """Deliveries by status (all kept), and attempts since ``since`` by outcome with latencies."""
+        """Deliveries by status (all kept), and attempts since ``since``: by
+        outcome, success rate, latency p50 and p99. Counted and sorted by
+        SQLite, so a busy endpoint's day of attempts never comes into memory."""
         rows = await self.db.fetchall(
             "SELECT status, COUNT(*) AS n FROM webhook_deliveries WHERE tenant_id=? AND endpoint_id=?"
             " GROUP BY status", (tenant, endpoint_id))
         by_status = {status: 0 for status in DELIVERY_STATUSES} | {r["status"]: r["n"] for r in rows}
-        attempts = await self.db.fetchall(
-            "SELECT outcome, latency_ms FROM webhook_attempts WHERE tenant_id=? AND endpoint_id=?"
-            " AND attempted_at>=?", (tenant, endpoint_id, since))
-        return {"deliveries": by_status, "attempts": [(r["outcome"], r["latency_ms"]) for r in attempts]}
+        window = "FROM webhook_attempts WHERE tenant_id=? AND endpoint_id=? AND attempted_at>=?"
+        params = (tenant, endpoint_id, since)
+        rows = await self.db.fetchall(f"SELECT outcome, COUNT(*) AS n {window} GROUP BY outcome", params)
+        by_outcome = {r["outcome"]: r["n"] for r in rows}
+        total = sum(by_outcome.values())
+
+        async def percentile(p: int) -> float | None:
+            if not total:
+                return None
+            row = await self.db.fetchone(
+                f"SELECT latency_ms {window} ORDER BY latency_ms LIMIT 1 OFFSET ?",
+                (*params, min(total - 1, total * p // 100)))
+            return row["latency_ms"] if row else None
+
+        return {"deliveries": by_status, "attempts": {
+            "total": total, "by_outcome": by_outcome,
+            "success_rate": round(by_outcome.get("success", 0) / total, 4) if total else None,
+            "latency_ms_p50": await percentile(50), "latency_ms_p99": await percentile(99)}}
 
     async def prune(self, cutoff: float, batch: int = 5000) -> int:
         """Delete attempts and finished deliveries older than ``cutoff``, in small
