@@ -66,6 +66,35 @@ async def test_endpoint_crud_and_secret_not_in_listing(local):
     assert status == 404
 
 
+async def test_endpoint_changes_are_events_naming_who_made_them(local, hook_receiver):
+    d = await local()
+    token = await d.tenant("acme")
+    r = await hook_receiver()
+    everything = await d.endpoint("acme", r.url)  # subscribed to every type
+    ep = await d.endpoint("acme", "https://example.com/a", description="billing")
+    await d.call("PUT", f"/v1/webhooks/{ep['id']}", {"url": "https://example.net/b", "enabled": False},
+                 token=token, headers={"Tierd-Actor": "alice@example.com"})
+    status, rotated = await d.call("POST", f"/v1/webhooks/{ep['id']}/rotate-secret", {}, tenant="acme")
+    await d.call("DELETE", f"/v1/webhooks/{ep['id']}", tenant="acme")
+    status, page = await d.call("GET", "/v1/events", tenant="acme", params={"type": "webhook.endpoint.*"})
+    changes = [(e["type"], e["data"]["endpoint_id"]) for e in page["data"]]
+    assert changes == [("webhook.endpoint.created", everything["id"]), ("webhook.endpoint.created", ep["id"]),
+                       ("webhook.endpoint.updated", ep["id"]), ("webhook.endpoint.secret_rotated", ep["id"]),
+                       ("webhook.endpoint.deleted", ep["id"])]
+    updated = page["data"][2]["data"]
+    assert updated["url"] == "https://example.net/b" and updated["previous_url"] == "https://example.com/a"
+    assert updated["fields"] == ["enabled", "url"] and updated["description"] == "billing"
+    assert updated["actor"].startswith("acme/tok_") and updated["actor"].endswith("for alice@example.com")
+    assert page["data"][0]["data"]["actor"] == "admin"
+    # No secret in any of them, and none is sent as a webhook (not even to an endpoint taking everything).
+    text = json.dumps(page)
+    assert everything["secret"] not in text and ep["secret"] not in text and rotated["secret"] not in text
+    await d.publish("acme", "invoice.paid")
+    await r.wait_for(1)
+    await asyncio.sleep(0.3)
+    assert [b["type"] for b in r.json_bodies()] == ["invoice.paid"]
+
+
 async def test_ssrf_refused_with_default_config(local, hook_receiver):
     d = await local(webhooks={"allow_destinations": []})
     await d.tenant("acme")
@@ -351,7 +380,8 @@ async def test_replay_delivers_what_an_endpoint_missed_and_nothing_twice(local, 
     since = iso(d.clock.time() - 3600)
     status, answer = await d.call("POST", f"/v1/webhooks/{ep['id']}/replay", {"since": since}, tenant="acme")
     assert status == 202, answer
-    assert answer == {"events_scanned": 5, "queued": 3, "endpoint_enabled": True}
+    # Read: acme's 5 events and the endpoint's 3 changes (created, disabled, enabled); globex's are not acme's.
+    assert answer == {"events_scanned": 8, "queued": 3, "endpoint_enabled": True}
     await d.wait_delivery("acme", ep["id"], "succeeded", count=4)
     status, answer = await d.call("POST", f"/v1/webhooks/{ep['id']}/replay", {"since": since}, tenant="acme")
     assert answer["queued"] == 0  # everything it has a delivery for is skipped

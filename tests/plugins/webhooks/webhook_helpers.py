@@ -78,8 +78,8 @@ class LocalDaemon:
         return runtime.of(self.daemon)
 
     async def call(self, method: str, path: str, body=None, tenant: str | None = None, token: str | None = None,
-                   params=None):
-        headers = {"Authorization": f"Bearer {token or ADMIN_TOKEN}"}
+                   params=None, headers: dict | None = None):
+        headers = {"Authorization": f"Bearer {token or ADMIN_TOKEN}"} | (headers or {})
         if tenant:
             headers["Tierd-Tenant"] = tenant
         async with self.session.request(method, self.url + path, json=body, headers=headers, params=params) as resp:

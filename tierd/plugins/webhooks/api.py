@@ -11,7 +11,8 @@ import re
 from urllib.parse import urlsplit
 
 from tierd.core.api import (
-    ApiError, Route, daemon_of, int_cursor, json_response, page, page_params, query_choice, read_json, require_tenant,
+    ApiError, Route, actor_of, daemon_of, int_cursor, json_response, page, page_params, query_choice, read_json,
+    require_tenant,
 )
 from tierd.core.clock import iso, parse_iso
 from tierd.core.schema import Reject, parse_duration
@@ -197,7 +198,7 @@ def routes() -> list[Route]:
         fields = check_fields(body, module.settings, module.dispatcher.policy, creating=True)
         secret = fields.pop("secret", None) or new_secret()
         endpoint = await module.store.create_endpoint(tenant, fields, secret, module.daemon.clock.time())
-        module.changed(endpoint["id"])
+        await module.changed(endpoint, "created", actor_of(request))
         return json_response(_public(endpoint) | {"secret": secret}, status=201)
 
     async def list_endpoints(request):
@@ -216,14 +217,15 @@ def routes() -> list[Route]:
         body = await read_json(request)
         fields = check_fields(body, module.settings, module.dispatcher.policy, creating=False)
         updated = await module.store.update_endpoint(tenant, endpoint["id"], fields, module.daemon.clock.time())
-        module.changed(endpoint["id"])
+        moved = {"previous_url": endpoint["url"]} if updated["url"] != endpoint["url"] else {}
+        await module.changed(updated, "updated", actor_of(request), fields=sorted(fields), **moved)
         return json_response(_public(updated))
 
     async def delete_endpoint(request):
         tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
         await module.store.delete_endpoint(tenant, endpoint["id"])
-        module.changed(endpoint["id"])
+        await module.changed(endpoint, "deleted", actor_of(request))
         return json_response({"deleted": endpoint["id"]})
 
     async def get_secret(request):
@@ -246,7 +248,7 @@ def routes() -> list[Route]:
         now = module.daemon.clock.time()
         until = now + module.settings["rotation_grace"]
         await module.store.rotate_secret(tenant, endpoint["id"], secret, until, now)
-        module.changed(endpoint["id"])
+        await module.changed(endpoint, "secret_rotated", actor_of(request), previous_secret_valid_until=iso(until))
         return json_response({"secret": secret, "previous_secret_valid_until": iso(until)})
 
     async def list_deliveries(request):

@@ -16,7 +16,11 @@ from .store import Claimed, Store, endpoint_matches, payload_of
 
 #: Published when a delivery gives up; routed to people by notifications, never sent as a webhook.
 DELIVERY_FAILED = "webhook.delivery.failed"
-NEVER_SENT = frozenset({DELIVERY_FAILED})
+#: What the API does to endpoints, published as ``webhook.endpoint.<change>``.
+ENDPOINT_CHANGES = ("created", "updated", "deleted", "secret_rotated")
+#: Never sent as webhooks: the tenant's own API calls (it knows of them), and
+#: failures (an endpoint subscribed to everything would feed on its own).
+NEVER_SENT = frozenset({DELIVERY_FAILED, *(f"webhook.endpoint.{change}" for change in ENDPOINT_CHANGES)})
 #: Events read from the log per statement when replaying.
 REPLAY_PAGE = 1000
 
@@ -55,8 +59,6 @@ class Webhooks:
         matched = []
         for event in events:
             if event.type in NEVER_SENT:
-                # Never delivered as a webhook: a failing endpoint subscribed to
-                # everything would otherwise feed on its own failures.
                 continue
             endpoints = self.endpoints.matching(event.tenant, event.type)
             if endpoints:
@@ -115,10 +117,18 @@ class Webhooks:
             self.dispatcher.wake()
         return {"events_scanned": scanned, "queued": queued}
 
-    def changed(self, endpoint_id: str) -> None:
-        """The API created, changed or deleted an endpoint."""
-        self.endpoints.forget(endpoint_id)
+    async def changed(self, endpoint: dict, change: str, actor: str, **details) -> None:
+        """The API created, updated or deleted ``endpoint`` or rotated its secret.
+
+        Reloads it, and publishes ``webhook.endpoint.<change>`` naming who did
+        it: the event log keeps the audit trail, notifications can route it
+        (a URL that changes is where events would leak to). Never a secret.
+        """
+        self.endpoints.forget(endpoint["id"])
         self.dispatcher.wake()  # e.g. re-enabled: its pending deliveries are due
+        await self.daemon.bus.publish(endpoint["_tenant_id"], f"webhook.endpoint.{change}", {
+            "endpoint_id": endpoint["id"], "url": endpoint["url"], "description": endpoint["description"],
+            "actor": actor} | details)
 
     async def _failed(self, o) -> None:
         """Tell operators (through notifications) that a delivery gave up."""
