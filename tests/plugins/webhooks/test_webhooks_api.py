@@ -201,10 +201,17 @@ async def test_retention_prunes_old_attempts_and_finished_deliveries(local, hook
     ep = await d.endpoint("acme", r.url)
     await d.publish("acme", "invoice.paid")
     await d.wait_delivery("acme", ep["id"], "succeeded")
+    # A pending delivery whose endpoint is gone (deleted while its event was fanned out).
+    await d.daemon.db.execute(
+        "INSERT INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload, status, due_at,"
+        " created_at) VALUES ('msg_orphan', 'acme', 'ep_gone', 'evt_x', 'invoice.paid', '{}', 'pending', ?, ?)",
+        (d.clock.time(), d.clock.time()))
     assert await d.webhooks.dispatcher.prune() == 0
     d.clock.advance(31 * 86400)
-    assert await d.webhooks.dispatcher.prune() == 2  # one attempt, one delivery
+    assert await d.webhooks.dispatcher.prune() == 3  # one attempt, one delivery, the orphan
     assert await d.deliveries("acme", ep["id"]) == []
+    rows = await d.daemon.db.fetchall("SELECT id FROM webhook_deliveries")
+    assert rows == []
 
 
 async def test_metrics(local, hook_receiver):
@@ -287,6 +294,36 @@ async def test_pending_retries_survive_a_restart(tmp_path, hook_receiver):
         await r.wait_for(2, timeout=10)
         await d.wait_delivery("acme", ep["id"], "succeeded")
         assert r.requests[0]["headers"]["webhook-id"] == r.requests[1]["headers"]["webhook-id"]
+    finally:
+        await d.stop()
+
+
+async def test_a_delivery_claimed_while_stopping_waits_for_the_next_start(tmp_path, hook_receiver, caplog):
+    from tierd.plugins.webhooks.store import Claimed
+    from webhook_helpers import LocalDaemon
+
+    r = await hook_receiver()
+    d = await LocalDaemon(tmp_path).start()
+    try:
+        await d.tenant("acme")
+        ep = await d.endpoint("acme", r.url)
+        dispatcher = d.webhooks.dispatcher
+        await dispatcher.stop(grace=1)
+        # A claim that was under way when the stop came: its row is in flight.
+        seq = await d.webhooks.store.create_test_delivery("acme", ep["id"], '{"type":"late"}', d.clock.time())
+        row = await d.webhooks.store.claimed_row(seq)
+        dispatcher._take_slot(ep["id"])
+        dispatcher.launch(Claimed(row["seq"], row["id"], "acme", ep["id"], "late", row["payload"], 0,
+                                  row["created_at"], r.url, {}, [ep["secret"]]))
+        await asyncio.sleep(0.2)
+        assert r.requests == [] and dispatcher.in_flight == 0 and not dispatcher.tasks
+        assert "crashed" not in caplog.text  # no attempt on a closed session
+    finally:
+        await d.stop()
+    d = await LocalDaemon(tmp_path).start()
+    try:
+        await r.wait_for(1, timeout=10)
+        assert r.requests[0]["headers"]["webhook-id"] == row["id"]
     finally:
         await d.stop()
 

@@ -256,6 +256,11 @@ class Dispatcher:
 
     def launch(self, delivery: Claimed) -> None:
         """Send a claimed delivery whose slot is taken."""
+        if self._stopping.is_set():
+            # Claimed while we stop (the claim or the insert was under way):
+            # its row stays in flight and is sent again at the next start.
+            self._free_slot(delivery.endpoint_id)
+            return
         task = asyncio.get_running_loop().create_task(self._run(delivery))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

@@ -472,17 +472,21 @@ class Store:
             "latency_ms_p50": await percentile(50), "latency_ms_p99": await percentile(99)}}
 
     async def prune(self, cutoff: float, batch: int = 5000) -> int:
-        """Delete attempts and finished deliveries older than ``cutoff``, in small
-        transactions so the writer lock is never held long."""
+        """Delete attempts and finished deliveries older than ``cutoff`` (and
+        old ones of deleted endpoints), in small transactions so the writer
+        lock is never held long."""
         removed = 0
         while True:
             async with self.db.transaction() as tx:
                 a = await tx.execute(
                     "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts"
                     " WHERE attempted_at<? LIMIT ?)", (cutoff, batch))
+                # Finished ones, and any left by an endpoint deleted while one of
+                # its events was being fanned out (never claimed: no endpoint).
                 d = await tx.execute(
                     "DELETE FROM webhook_deliveries WHERE seq IN (SELECT seq FROM webhook_deliveries"
-                    " WHERE created_at<? AND status IN ('succeeded','failed') LIMIT ?)", (cutoff, batch))
+                    " WHERE created_at<? AND (status IN ('succeeded','failed')"
+                    " OR endpoint_id NOT IN (SELECT id FROM webhook_endpoints)) LIMIT ?)", (cutoff, batch))
             removed += a.rowcount + d.rowcount
             if a.rowcount < batch and d.rowcount < batch:
                 return removed
