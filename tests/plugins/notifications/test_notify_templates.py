@@ -34,6 +34,18 @@ def event(type_, data=None, tenant="acme", id_="evt_1"):
      "Warning: 1 balance mismatch(es)."),
     ("webhook.delivery.failed", {"url": "https://x.example/hook", "attempts": 8, "last_error": "HTTP 500"},
      "Webhook delivery failed: https://x.example/hook", "Last error: HTTP 500"),
+    ("webhook.endpoint.updated", {"endpoint_id": "ep_1", "url": "https://new.example/h", "actor": "acme/tok_1",
+                                  "fields": ["url"], "previous_url": "https://x.example/hook"},
+     "Webhook endpoint changed: https://new.example/h",
+     "acme/tok_1 changed url of the webhook endpoint ep_1 of tenant acme.\n"
+     "Its URL was https://x.example/hook and is now https://new.example/h"),
+    ("webhook.endpoint.secret_rotated", {"endpoint_id": "ep_1", "url": "https://x.example/hook", "actor": "admin",
+                                         "previous_secret_valid_until": "2026-12-02T08:00:00Z"},
+     "Webhook secret rotated: https://x.example/hook", "also signs until 2026-12-02T08:00:00Z."),
+    ("webhook.endpoint.created", {"endpoint_id": "ep_1", "url": "https://x.example/hook", "actor": "admin"},
+     "Webhook endpoint added: https://x.example/hook", "admin added the webhook endpoint ep_1 for tenant acme"),
+    ("webhook.endpoint.deleted", {"endpoint_id": "ep_1", "url": "https://x.example/hook", "actor": "admin"},
+     "Webhook endpoint deleted: https://x.example/hook", "(https://x.example/hook) with its delivery history."),
     ("invoice.paid", {"amount": "12.50"}, "invoice.paid (acme)", '"amount": "12.50"'),
 ])
 def test_defaults_per_event_type(type_, data, subject, body_part):
@@ -46,7 +58,9 @@ def test_defaults_per_event_type(type_, data, subject, body_part):
 
 def test_every_builtin_type_has_defaults():
     assert set(DEFAULTS) == {"webhook.endpoint.disabled", "reconciliation.exceptions", "reconciliation.run.completed",
-                             "reconciliation.statement.imported", "webhook.delivery.failed"}
+                             "reconciliation.statement.imported", "webhook.delivery.failed",
+                             "webhook.endpoint.created", "webhook.endpoint.updated", "webhook.endpoint.deleted",
+                             "webhook.endpoint.secret_rotated"}
 
 
 def test_defaults_survive_missing_data():

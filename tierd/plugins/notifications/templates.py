@@ -55,6 +55,30 @@ DEFAULTS: dict[str, tuple[str, str]] = {
         "{% if data.event_type %}Event: {{ data.event_type }} {{ data.event_id }}\n{% endif %}"
         "{% if data.error or data.last_error %}Last error: {{ data.error or data.last_error }}\n{% endif %}",
     ),
+    # Changes made to webhook endpoints through the API (webhooks' runtime.changed).
+    "webhook.endpoint.created": (
+        "Webhook endpoint added: {{ data.url or data.endpoint_id }}",
+        "{{ data.actor or 'Someone' }} added the webhook endpoint {{ data.endpoint_id }} for tenant "
+        "{{ tenant or '-' }}{% if data.url %}: {{ data.url }}{% endif %}.",
+    ),
+    "webhook.endpoint.updated": (
+        "Webhook endpoint changed: {{ data.url or data.endpoint_id }}",
+        "{{ data.actor or 'Someone' }} changed {{ (data.fields or ['the settings']) | join(', ') }} of the webhook "
+        "endpoint {{ data.endpoint_id }} of tenant {{ tenant or '-' }}."
+        "{{ ('\nIts URL was ' ~ data.previous_url ~ ' and is now ' ~ data.url ~ ': events go there from now on.')"
+        " if data.previous_url else '' }}",
+    ),
+    "webhook.endpoint.secret_rotated": (
+        "Webhook secret rotated: {{ data.url or data.endpoint_id }}",
+        "{{ data.actor or 'Someone' }} rotated the signing secret of the webhook endpoint {{ data.endpoint_id }} "
+        "of tenant {{ tenant or '-' }}{% if data.previous_secret_valid_until %}; the previous secret also signs "
+        "until {{ data.previous_secret_valid_until }}{% endif %}.",
+    ),
+    "webhook.endpoint.deleted": (
+        "Webhook endpoint deleted: {{ data.url or data.endpoint_id }}",
+        "{{ data.actor or 'Someone' }} deleted the webhook endpoint {{ data.endpoint_id }} of tenant "
+        "{{ tenant or '-' }}{% if data.url %} ({{ data.url }}){% endif %} with its delivery history.",
+    ),
     # Field names follow what the reconciliation module publishes (runs.py, imports.py).
     "reconciliation.exceptions": (
         "Reconciliation: {{ data.count if data.count is defined else 'new' }} exception(s)"
