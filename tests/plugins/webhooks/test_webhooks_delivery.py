@@ -7,6 +7,7 @@ import time
 from aiohttp import web
 
 from tierd import __version__
+from tierd.plugins.webhooks import verify
 from webhook_helpers import hook_receiver, local  # noqa: F401 (fixtures)
 
 
@@ -186,8 +187,6 @@ async def test_secret_rotation_sends_both_signatures_during_grace(local, hook_re
     assert current["secret"] == rotated["secret"] and current["previous_secret_valid_until"]
     await d.publish("acme", "invoice.paid")
     await r.wait_for(1)
-    from tierd.plugins.webhooks import verify
-
     req = r.requests[0]
     assert len(req["headers"]["webhook-signature"].split()) == 2
     verify(old, req["body"], req["headers"])            # a receiver still on the old secret
@@ -197,6 +196,56 @@ async def test_secret_rotation_sends_both_signatures_during_grace(local, hook_re
     await d.publish("acme", "invoice.paid")
     await r.wait_for(2)
     assert len(r.requests[1]["headers"]["webhook-signature"].split()) == 1
+
+
+async def test_ed25519_endpoints_sign_v1a_and_never_show_their_signing_key(local, hook_receiver):
+    d = await local()
+    await d.tenant("acme")
+    r = await hook_receiver()
+    ep = await d.endpoint("acme", r.url + "/hook", signing="ed25519")
+    assert ep["signing"] == "ed25519" and ep["public_key"].startswith("whpk_") and "secret" not in ep
+    r.secrets = [ep["public_key"]]
+    await d.publish("acme", "invoice.paid")
+    await r.wait_for(1)
+    assert r.verified == [True]
+    assert r.requests[0]["headers"]["webhook-signature"].startswith("v1a,")
+    # Move to a new key pair: during the grace both keys sign, then the new one only.
+    status, rotated = await d.call("POST", f"/v1/webhooks/{ep['id']}/rotate-secret", {}, tenant="acme")
+    assert status == 200 and rotated["signing"] == "ed25519" and rotated["public_key"] != ep["public_key"]
+    await d.publish("acme", "invoice.paid")
+    await r.wait_for(2)
+    verify(ep["public_key"], r.requests[1]["body"], r.requests[1]["headers"])
+    verify(rotated["public_key"], r.requests[1]["body"], r.requests[1]["headers"])
+    # The signing key is in no answer, no event and no log line.
+    answers = [ep, rotated]
+    for path in (f"/v1/webhooks/{ep['id']}", f"/v1/webhooks/{ep['id']}/secret", "/v1/webhooks", "/v1/events"):
+        status, answer = await d.call("GET", path, tenant="acme")
+        assert status == 200
+        answers.append(answer)
+    assert "whsk_" not in json.dumps(answers)
+    assert answers[3]["public_key"] == rotated["public_key"] and answers[3]["previous_secret_valid_until"]
+
+
+async def test_an_hmac_endpoint_moves_to_ed25519_with_both_signatures_meanwhile(local, hook_receiver):
+    d, r, ep = await setup(local, hook_receiver)
+    status, rotated = await d.call("POST", f"/v1/webhooks/{ep['id']}/rotate-secret", {"signing": "ed25519"},
+                                   tenant="acme")
+    assert status == 200 and rotated["signing"] == "ed25519" and "secret" not in rotated
+    await d.publish("acme", "invoice.paid")
+    await r.wait_for(1)
+    schemes = [s.partition(",")[0] for s in r.requests[0]["headers"]["webhook-signature"].split()]
+    assert schemes == ["v1a", "v1"]
+    verify(ep["secret"], r.requests[0]["body"], r.requests[0]["headers"])            # receivers not moved yet
+    verify(rotated["public_key"], r.requests[0]["body"], r.requests[0]["headers"])   # and those that did
+    status, endpoint = await d.call("GET", f"/v1/webhooks/{ep['id']}", tenant="acme")
+    assert endpoint["signing"] == "ed25519"
+    for path, body in [("/v1/webhooks", {"url": r.url, "signing": "rsa"}),
+                       ("/v1/webhooks", {"url": r.url, "signing": "ed25519", "secret": ep["secret"]}),
+                       (f"/v1/webhooks/{ep['id']}/rotate-secret", {"signing": "md5"})]:
+        status, answer = await d.call("POST", path, body, tenant="acme")
+        assert status == 400 and answer["error"]["code"] == "invalid_webhook", (body, answer)
+    status, answer = await d.call("PUT", f"/v1/webhooks/{ep['id']}", {"signing": "hmac-sha256"}, tenant="acme")
+    assert status == 400 and "rotate-secret" in answer["error"]["message"]
 
 
 async def test_caller_supplied_secret_and_validation_errors(local):

@@ -153,6 +153,10 @@ async def test_cli(tierd_daemon, receiver):
     out = await cli("secret", "--tenant", "acme", ep["id"], "--json")
     shown = json.loads(out.stdout)
     assert shown["secret"] == rotated["secret"] and shown["previous_secret_valid_until"]
+    out = await cli("add", "--tenant", "acme", r.url + "/signed", "--signing", "ed25519", "--event-type", "x.*")
+    assert out.returncode == 0 and "whpk_" in out.stdout and "whsk_" not in out.stdout, out.stdout + out.stderr
+    signed_id = next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("id "))
+    assert (await cli("rm", "--tenant", "acme", signed_id)).returncode == 0
     r.requests.clear()
     out = await cli("test", "--tenant", "acme", ep["id"])
     assert out.returncode == 0, out.stdout + out.stderr

@@ -112,3 +112,51 @@ def test_new_secret_shape():
 @pytest.mark.parametrize("bad", ["MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_not base64!", "whsec_c2hvcnQ=", 42, None])
 def test_check_secret_refuses(bad):
     assert check_secret(bad) is not None
+
+
+# Ed25519 (v1a): the sign vector of the Standard Webhooks reference libraries'
+# asymmetric test suite (a 32-byte seed, base64), and what verify() refuses.
+V1A_SEED = "VEVTVFNJR05JTkdLRVlET05PVFVTRVRISVNGT1JBTlk="
+V1A_SIGNATURE = "v1a,tQ9V2XOqn7jL/DQenEFpqIugdBVtiMmER5mhSkXBNwM0mkATuDe6KYYUuxqtaiHeYGb7KaaBRdM5WqyeFiL8Ag=="
+V1A_ARGS = ("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, '{"test": 2432232314}')
+
+
+def test_v1a_sign_matches_the_reference_vector():
+    from tierd.plugins.webhooks.signing import public_key, signing_of, verification_key
+
+    key = "whsk_" + V1A_SEED
+    assert sign(key, *V1A_ARGS) == V1A_SIGNATURE
+    assert signing_of(key) == "ed25519" and verification_key(key) == public_key(key)
+    assert public_key(key).startswith("whpk_")
+
+
+def test_v1a_verifies_with_the_public_key_only_and_refuses_the_rest():
+    from tierd.plugins.webhooks.signing import public_key
+
+    key = "whsk_" + V1A_SEED
+    msg_id, ts, body = V1A_ARGS
+    pub = public_key(key)
+    assert verify(pub, body, headers(msg_id, ts, V1A_SIGNATURE), now=ts) == {"test": 2432232314}
+    assert verify(key, body, headers(msg_id, ts, V1A_SIGNATURE), now=ts)  # the signer can check too
+    other = public_key(new_secret("ed25519"))
+    for pub_key, sig, content in [
+        (other, V1A_SIGNATURE, body),                              # another endpoint's key
+        (pub, V1A_SIGNATURE, '{"test": 2432232315}'),              # tampered body
+        (pub, "v1a,", body), (pub, "v1a,not*base64", body),        # empty, garbage
+        (pub, "v1a," + V1A_SIGNATURE[4:40], body),                 # cut short
+        (pub, V1A_SIGNATURE.replace("v1a,", "v1,"), body),          # a v1a value is no v1 signature
+        ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", V1A_SIGNATURE, body),  # an HMAC secret checks v1 only
+    ]:
+        with pytest.raises(WebhookVerificationError):
+            verify(pub_key, content, headers(msg_id, ts, sig), now=ts)
+    # A rotation from HMAC to Ed25519 sends both: a receiver holding either key accepts.
+    hmac_secret = SIGN_VECTORS[0][0]
+    both = signature_header([key, hmac_secret], msg_id, ts, body)
+    assert both == V1A_SIGNATURE + " " + SIGN_VECTORS[0][4]
+    assert verify(pub, body, headers(msg_id, ts, both), now=ts)
+    assert verify(hmac_secret, body, headers(msg_id, ts, both), now=ts)
+
+
+@pytest.mark.parametrize("bad", ["whsk_", "whsk_c2hvcnQ=", "whsk_not base64!"])
+def test_check_secret_refuses_bad_signing_keys(bad):
+    assert check_secret(bad) is not None

@@ -18,7 +18,7 @@ from tierd.core.clock import iso, parse_iso
 from tierd.core.schema import Reject, parse_duration
 
 from . import runtime
-from .signing import check_secret, new_secret
+from .signing import SCHEMES, check_secret, new_secret, signing_of, verification_key
 from .store import DELIVERY_STATUSES, payload_of, signing_secrets
 
 TAG = "webhooks"
@@ -29,11 +29,25 @@ RESERVED_HEADERS = frozenset({
     "webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "user-agent",
     "host", "transfer-encoding", "connection", "te", "upgrade", "trailer", "keep-alive", "proxy-authorization",
 })
-FIELDS = {"url", "event_types", "description", "enabled", "headers", "rate_limit", "metadata", "secret"}
+FIELDS = {"url", "event_types", "description", "enabled", "headers", "rate_limit", "metadata", "secret", "signing"}
 
 
 def _public(endpoint: dict) -> dict:
     return {k: v for k, v in endpoint.items() if not k.startswith("_")}
+
+
+def _keys(secret: str) -> dict:
+    """What an API answer shows of a secret: the ``whsec_`` secret receivers
+    share, or only the public key of an ed25519 signing key (which never leaves tierd)."""
+    return {"secret": secret} if signing_of(secret) == "hmac-sha256" else {"public_key": verification_key(secret)}
+
+
+def _signing_choice(body: dict, errors: list[str]) -> str | None:
+    signing = body.get("signing")
+    if signing is not None and signing not in SCHEMES:
+        errors.append(f"signing must be one of {', '.join(SCHEMES)}")
+        return None
+    return signing
 
 
 def _invalid(errors: list[str]):
@@ -46,8 +60,8 @@ def check_fields(body: dict, settings: dict, policy, creating: bool) -> dict:
     unknown = set(body) - FIELDS
     if unknown:
         errors.append(f"unknown field(s): {', '.join(sorted(unknown))}")
-    if not creating and "secret" in body:
-        errors.append("secret cannot be changed here; use POST /v1/webhooks/{id}/rotate-secret")
+    if not creating and ("secret" in body or "signing" in body):
+        errors.append("secret and signing cannot be changed here; use POST /v1/webhooks/{id}/rotate-secret")
     clean: dict = {}
     if "url" in body or creating:
         url = body.get("url")
@@ -83,11 +97,16 @@ def check_fields(body: dict, settings: dict, policy, creating: bool) -> dict:
         if not isinstance(body["metadata"], dict):
             errors.append("metadata must be a JSON object")
         clean["metadata"] = body["metadata"]
-    if body.get("secret") is not None and creating:
-        problem = check_secret(body["secret"])
-        if problem:
-            errors.append(problem)
-        clean["secret"] = body["secret"]
+    if creating:
+        signing = _signing_choice(body, errors)
+        if body.get("secret") is not None:
+            problem = check_secret(body["secret"])
+            if problem:
+                errors.append(problem)
+            elif signing and signing_of(body["secret"]) != signing:
+                errors.append(f"secret is not a {signing} key")
+            clean["secret"] = body["secret"]
+        clean["signing"] = signing
     if errors:
         raise _invalid(errors)
     return clean
@@ -196,10 +215,11 @@ def routes() -> list[Route]:
         tenant, module = context(request)
         body = await read_json(request)
         fields = check_fields(body, module.settings, module.dispatcher.policy, creating=True)
-        secret = fields.pop("secret", None) or new_secret()
+        signing = fields.pop("signing") or "hmac-sha256"
+        secret = fields.pop("secret", None) or new_secret(signing)
         endpoint = await module.store.create_endpoint(tenant, fields, secret, module.daemon.clock.time())
         await module.changed(endpoint, "created", actor_of(request))
-        return json_response(_public(endpoint) | {"secret": secret}, status=201)
+        return json_response(_public(endpoint) | _keys(secret), status=201)
 
     async def list_endpoints(request):
         tenant, module = context(request)
@@ -234,22 +254,30 @@ def routes() -> list[Route]:
         grace = endpoint["_previous_secret_until"]
         in_grace = len(signing_secrets(endpoint["_secret"], endpoint["_previous_secret"], grace,
                                        module.daemon.clock.time())) > 1
-        return json_response({"secret": endpoint["_secret"],
+        return json_response({"signing": endpoint["signing"], **_keys(endpoint["_secret"]),
                               "previous_secret_valid_until": iso(grace) if in_grace else None})
 
     async def rotate_secret(request):
         tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
         body = await read_json(request, required=False)
-        secret = body.get("secret") or new_secret()
+        errors: list[str] = []
+        # The same scheme as before, unless the body asks for another (during
+        # the grace both sign: receivers can move from HMAC to ed25519).
+        signing = _signing_choice(body, errors) or endpoint["signing"]
+        secret = body.get("secret") or new_secret(signing)
         problem = check_secret(secret)
         if problem:
-            raise _invalid([problem])
+            errors.append(problem)
+        if errors:
+            raise _invalid(errors)
         now = module.daemon.clock.time()
         until = now + module.settings["rotation_grace"]
         await module.store.rotate_secret(tenant, endpoint["id"], secret, until, now)
-        await module.changed(endpoint, "secret_rotated", actor_of(request), previous_secret_valid_until=iso(until))
-        return json_response({"secret": secret, "previous_secret_valid_until": iso(until)})
+        await module.changed(endpoint, "secret_rotated", actor_of(request), signing=signing_of(secret),
+                             previous_secret_valid_until=iso(until))
+        return json_response({"signing": signing_of(secret), **_keys(secret),
+                              "previous_secret_valid_until": iso(until)})
 
     async def list_deliveries(request):
         tenant, module = context(request)

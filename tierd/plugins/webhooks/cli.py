@@ -14,6 +14,7 @@ import click
 
 from tierd.core.cli_helpers import json_option, pass_cli
 
+from .signing import SCHEMES
 from .store import DELIVERY_STATUSES
 
 tenant_option = click.option("--tenant", required=True, help="Tenant the endpoints belong to.")
@@ -59,7 +60,9 @@ def list_(cli, tenant, as_json):
 @click.option("--header", "headers", multiple=True, metavar="NAME:VALUE", help="Static header sent with each request.")
 @click.option("--rate-limit", type=float, default=None, help="At most this many requests per second.")
 @click.option("--disabled", is_flag=True, help="Create it disabled.")
-def add(cli, tenant, url, event_types, description, headers, rate_limit, disabled, as_json):
+@click.option("--signing", type=click.Choice(list(SCHEMES)), default="hmac-sha256", show_default=True,
+              help="hmac-sha256: a shared whsec_ secret (v1); ed25519: receivers get a whpk_ public key (v1a).")
+def add(cli, tenant, url, event_types, description, headers, rate_limit, disabled, signing, as_json):
     """Subscribe URL to the tenant's events; prints the endpoint and its signing secret."""
     parsed = {}
     for header in headers:
@@ -68,12 +71,12 @@ def add(cli, tenant, url, event_types, description, headers, rate_limit, disable
             raise click.BadParameter(f"{header!r} is not NAME:VALUE", param_hint="--header")
         parsed[name.strip()] = value.strip()
     body = {"url": url, "event_types": list(event_types), "description": description, "headers": parsed,
-            "enabled": not disabled}
+            "enabled": not disabled, "signing": signing}
     if rate_limit is not None:
         body["rate_limit"] = rate_limit
     created = cli.api.post("/v1/webhooks", json=body, tenant=tenant)
-    cli.output(created if as_json else {k: created[k] for k in ("id", "url", "event_types", "enabled", "secret")},
-               as_json=as_json)
+    shown = ("id", "url", "event_types", "enabled", "signing", "secret", "public_key")
+    cli.output(created if as_json else {k: created[k] for k in shown if k in created}, as_json=as_json)
 
 
 @command("update", "endpoint_id")
@@ -108,9 +111,13 @@ def secret(cli, tenant, endpoint_id, as_json):
 
 
 @command("rotate-secret", "endpoint_id")
-def rotate_secret(cli, tenant, endpoint_id, as_json):
-    """Make a new signing secret; the old one also signs during webhooks.rotation_grace."""
-    cli.output(cli.api.post(f"/v1/webhooks/{endpoint_id}/rotate-secret", tenant=tenant), as_json=as_json)
+@click.option("--signing", type=click.Choice(list(SCHEMES)), default=None,
+              help="Move to this scheme (default: keep the endpoint's).")
+def rotate_secret(cli, tenant, endpoint_id, signing, as_json):
+    """Make a new signing secret or key; the old one also signs during webhooks.rotation_grace."""
+    body = {"signing": signing} if signing else {}
+    cli.output(cli.api.post(f"/v1/webhooks/{endpoint_id}/rotate-secret", json=body, tenant=tenant),
+               as_json=as_json)
 
 
 @command("rm", "endpoint_id", as_json=False)

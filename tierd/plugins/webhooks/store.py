@@ -21,6 +21,8 @@ from tierd.core.events import type_matches
 from tierd.core.ids import new_id
 from tierd.core.storage import json_columns
 
+from .signing import signing_of
+
 MIGRATIONS = [
     # 1: endpoints, deliveries, attempts.
     """
@@ -500,7 +502,8 @@ def _endpoint(row) -> dict:
         "id": row["id"], "url": row["url"], "description": row["description"],
         "event_types": json.loads(row["event_types"]), "headers": json.loads(row["headers"]),
         "metadata": json.loads(row["metadata"]), "rate_limit": row["rate_limit"],
-        "enabled": bool(row["enabled"]), "disabled_reason": row["disabled_reason"],
+        "enabled": bool(row["enabled"]), "signing": signing_of(row["secret"]),
+        "disabled_reason": row["disabled_reason"],
         "disabled_at": _iso_or_none(row["disabled_at"]),
         # Start of the current run of failed attempts (None after a success): disabled at + disable_after.
         "failing_since": _iso_or_none(row["failing_since"]),
