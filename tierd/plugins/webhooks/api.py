@@ -374,7 +374,8 @@ def routes() -> list[Route]:
         Route("GET", one + "/deliveries", list_deliveries, summary="Deliveries of an endpoint, newest first", tag=TAG,
               params={"status": "pending, inflight, succeeded or failed", "event_type": "exact or 'invoice.*'",
                       "since": "ISO-8601, created at or after", "until": "ISO-8601, created before"}),
-        Route("POST", one + "/recover", recover, summary="Re-queue failed deliveries created since a time (and before `until`)", tag=TAG),
+        Route("POST", one + "/recover", recover,
+              summary="Re-queue failed deliveries created since a time (and before `until`)", tag=TAG),
         Route("POST", one + "/replay", replay,
               summary="Deliver the events of a time span that the endpoint subscribes to and never got "
                       "(created later, or disabled meanwhile)", tag=TAG),

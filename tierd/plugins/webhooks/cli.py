@@ -216,7 +216,11 @@ def time_window(what: str):
 def recover(cli, tenant, endpoint_id, window):
     """Re-queue every failed delivery of an endpoint since a time (e.g. after the receiver's outage)."""
     data = cli.api.post(f"/v1/webhooks/{endpoint_id}/recover", json=window, tenant=tenant)
-    click.echo(f"{data['requeued']} deliveries queued")
+    click.echo(f"{_deliveries(data['requeued'])} queued")
+
+
+def _deliveries(n: int) -> str:
+    return f"{n} delivery" if n == 1 else f"{n} deliveries"
 
 
 @command("replay", "endpoint_id")
@@ -228,7 +232,7 @@ def replay(cli, tenant, endpoint_id, window, as_json):
     if as_json:
         cli.output(data, as_json=True)
         return
-    click.echo(f"{data['queued']} deliveries queued ({data['events_scanned']} events read)"
+    click.echo(f"{_deliveries(data['queued'])} queued ({data['events_scanned']} events read)"
                + ("" if data["endpoint_enabled"] else "; the endpoint is disabled: they go out once it is enabled"))
 
 
