@@ -142,3 +142,29 @@ async def test_retention_deletes_old_events_every_running_consumer_has_handled(t
         stopping.set()
         await asyncio.gather(*tasks)
     await db.close()
+
+
+async def test_span_pages_a_tenants_events_of_a_time_span_along_the_index(tmp_path):
+    class Frozen(Clock):
+        now = 1_000.0
+
+        def time(self):
+            return self.now
+
+    clock = Frozen()
+    db = await open_db(tmp_path / "t.db")
+    bus = EventBus(db, clock)
+    for i in range(7):
+        clock.now = 1_000.0 + i // 2  # pairs of events share a time: pages must not skip or repeat them
+        await bus.publish("acme", "a.b", {"i": i})
+        await bus.publish("globex", "a.b", {"i": i})
+    pages = [page async for page in bus.span("acme", 1_001.0, 1_003.0, page=1)]
+    assert [[e.data["i"] for e in page] for page in pages] == [[2], [3], [4], [5]]  # until is exclusive
+    assert {e.tenant for page in pages for e in page} == {"acme"}
+    pages = [page async for page in bus.span("acme", 0, page=3)]
+    assert [[e.data["i"] for e in page] for page in pages] == [[0, 1, 2], [3, 4, 5], [6]]
+    plan = await db.fetchall(
+        "EXPLAIN QUERY PLAN SELECT * FROM events WHERE tenant_id=? AND (created_at, seq)>(?, ?) AND created_at<?"
+        " ORDER BY created_at, seq LIMIT ?", ("acme", 0, -1, 1e12, 10))
+    assert "events_tenant_time" in plan[0]["detail"] and not any("TEMP B-TREE" in r["detail"] for r in plan)
+    await db.close()

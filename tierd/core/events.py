@@ -14,9 +14,10 @@ import collections
 import dataclasses
 import json
 import logging
+import math
 import re
 import time
-from typing import Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 from tierd.core.clock import iso
 from tierd.core.ids import new_ids
@@ -194,21 +195,12 @@ class EventBus:
         row = await self.db.fetchone(sql, params)
         return _row_to_event(row) if row else None
 
-    async def list(self, tenant: str | None, after_seq: int, limit: int, type_pattern: str | None = None, *,
-                   since: float | None = None, until: float | None = None) -> list[Event]:
-        """Events after ``after_seq``, oldest first; ``type_pattern`` as in
-        :func:`type_matches`; created at or after ``since`` and before ``until``
-        (unix seconds) when given."""
+    async def list(self, tenant: str | None, after_seq: int, limit: int, type_pattern: str | None = None) -> list[Event]:
+        """Events after ``after_seq``, oldest first; ``type_pattern`` as in :func:`type_matches`."""
         sql, params = "SELECT * FROM events WHERE seq>?", [after_seq]
         if tenant is not None:
             sql += " AND tenant_id=?"
             params.append(tenant)
-        if since is not None:
-            sql += " AND created_at>=?"
-            params.append(since)
-        if until is not None:
-            sql += " AND created_at<?"
-            params.append(until)
         # Filtered in SQL, so that a page is full whenever more events match.
         if type_pattern and type_pattern != "*":
             if type_pattern.endswith(".*"):
@@ -220,6 +212,25 @@ class EventBus:
                 params.append(type_pattern)
         rows = await self.db.fetchall(sql + " ORDER BY seq LIMIT ?", (*params, limit))
         return [_row_to_event(r) for r in rows]
+
+    async def span(self, tenant: str, since: float, until: float | None = None,
+                   page: int = 1000) -> AsyncIterator[list[Event]]:
+        """Yield the tenant's events created in ``[since, until)`` (unix
+        seconds), oldest first, in lists of at most ``page``.
+
+        Each page continues from the last one's (time, seq) along the
+        (tenant, created_at) index: it costs its own rows, however long the
+        span or the log (a filter on seq would sort the whole span per page).
+        """
+        after = (since, -1)
+        while True:
+            rows = await self.db.fetchall(
+                "SELECT * FROM events WHERE tenant_id=? AND (created_at, seq)>(?, ?) AND created_at<?"
+                " ORDER BY created_at, seq LIMIT ?", (tenant, *after, math.inf if until is None else until, page))
+            if not rows:
+                return
+            yield [_row_to_event(r) for r in rows]
+            after = (rows[-1]["created_at"], rows[-1]["seq"])
 
     # --- consuming ---------------------------------------------------------------
 

@@ -96,19 +96,15 @@ class Webhooks:
         while they happened (no delivery is made for a disabled endpoint).
         Events it already has a delivery for are skipped by the store's
         UNIQUE(endpoint_id, event_id): nothing is sent twice. Walks the event
-        log (kept for ``storage.event_retention``) in pages, one statement per
-        page; the rows are pending and due now, so the dispatcher sends them
-        within the endpoint's limits.
+        log (kept for ``storage.event_retention``) a page at a time, one insert
+        per page; the rows are pending and due now, so the dispatcher sends
+        them within the endpoint's limits.
         """
         await self.endpoints.refresh()
         info = self.endpoints.by_id[endpoint["id"]]
-        tenant, after, scanned, queued = endpoint["_tenant_id"], 0, 0, 0
-        while True:
-            events = await self.daemon.bus.list(tenant, after, REPLAY_PAGE, since=since, until=until)
-            if not events:
-                break
+        scanned = queued = 0
+        async for events in self.daemon.bus.span(endpoint["_tenant_id"], since, until, page=REPLAY_PAGE):
             scanned += len(events)
-            after = events[-1].seq
             wanted = [(e, [info]) for e in events
                       if e.type not in NEVER_SENT and endpoint_matches(info.event_types, e.type)]
             rows, _ = delivery_rows(wanted, self.daemon.clock.time())
