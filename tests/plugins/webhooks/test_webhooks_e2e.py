@@ -82,7 +82,8 @@ async def test_cli(tierd_daemon, receiver):
     ep = json.loads(out.stdout)
     assert ep["secret"].startswith("whsec_") and ep["event_types"] == ["invoice.*"]
     out = await cli("list", "--tenant", "acme")
-    assert ep["id"] in out.stdout and "invoice.*" in out.stdout
+    assert ep["id"] in out.stdout and "invoice.*" in out.stdout and "hmac-sha256" in out.stdout
+    assert "FAILING_SINCE" in out.stdout.splitlines()[0]
 
     out = await cli("test", "--tenant", "acme", ep["id"])
     assert out.returncode == 0 and "success" in out.stdout, out.stdout + out.stderr

@@ -49,8 +49,8 @@ def list_(cli, tenant, as_json):
         cursor = data["next_cursor"]
         if not cursor:
             break
-    cli.output(rows, columns=["id", "url", "event_types", "enabled", "disabled_reason", "description"],
-               as_json=as_json)
+    columns = ["id", "url", "event_types", "enabled", "signing", "failing_since", "disabled_reason", "description"]
+    cli.output(rows, columns=columns, as_json=as_json)
 
 
 @command("add", "url")
