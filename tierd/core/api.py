@@ -12,6 +12,8 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from tierd.core.clock import parse_iso
+
 
 #: Where the running Daemon sits in the aiohttp application.
 DAEMON_KEY = web.AppKey("tierd_daemon", object)
@@ -158,6 +160,20 @@ def query_choice(request: web.Request, name: str, choices) -> str | None:
     if value is not None and value not in choices:
         raise ApiError(400, "invalid_parameter", f"{name} must be one of {', '.join(choices)}")
     return value
+
+
+def iso_time(value, name: str, required: bool = False) -> float | None:
+    """A time given as ISO-8601 text (a query parameter or a body field) as
+    unix seconds; None when absent and not ``required``; 400 otherwise."""
+    if value is None and not required:
+        return None
+    if isinstance(value, str):
+        try:
+            return parse_iso(value)
+        except ValueError:
+            pass
+    raise ApiError(400, "invalid_parameter",
+                   f"{name} must be an ISO-8601 time such as 2026-11-28T00:00:00Z, got {value!r}")
 
 
 def int_cursor(cursor: str | None) -> int | None:

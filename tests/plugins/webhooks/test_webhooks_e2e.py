@@ -172,3 +172,4 @@ async def test_cli(tierd_daemon, receiver):
     assert out.returncode != 0 and "not_found" in out.stderr
     # Secrets and signatures never appear in the daemon's log.
     assert ep["secret"] not in d.logs() and rotated["secret"] not in d.logs() and "v1," not in d.logs()
+    assert "whsk_" not in d.logs()  # nor the ed25519 endpoint's signing key

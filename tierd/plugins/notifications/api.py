@@ -12,8 +12,8 @@ import json
 import secrets
 
 from tierd.core.api import (
-    ApiError, Route, actor_of, daemon_of, int_cursor, json_response, page, page_params, query_choice, read_json,
-    tenant_scope,
+    ApiError, Route, actor_of, daemon_of, int_cursor, iso_time, json_response, page, page_params, query_choice,
+    read_json, tenant_scope,
 )
 from tierd.core.clock import iso, parse_iso
 from tierd.core.schema import validate
@@ -49,16 +49,6 @@ def notification_json(row, attempts=(), full: bool = False) -> dict:
     return out
 
 
-def _parse_time(request, name: str) -> float | None:
-    raw = request.query.get(name)
-    if not raw:
-        return None
-    try:
-        return parse_iso(raw)
-    except ValueError:
-        raise ApiError(400, "invalid_parameter", f"{name} must be an ISO-8601 time, got {raw!r}")
-
-
 async def list_notifications(request):
     daemon = daemon_of(request)
     limit, cursor = page_params(request)
@@ -67,7 +57,8 @@ async def list_notifications(request):
     rows = await store.history(
         daemon.db, tenant=tenant_scope(request), channel=request.query.get("channel"), status=status,
         event=request.query.get("event"), route=request.query.get("route"), kind=request.query.get("kind"),
-        since=_parse_time(request, "since"), until=_parse_time(request, "until"),
+        since=iso_time(request.query.get("since") or None, "since"),
+        until=iso_time(request.query.get("until") or None, "until"),
         before_seq=before, limit=limit + 1)
     attempts = await store.attempts_of(daemon.db, [r["id"] for r in rows[:limit]])
     items = [dict(notification_json(r, attempts.get(r["id"], [])), _seq=r["seq"]) for r in rows]

@@ -11,14 +11,14 @@ import re
 from urllib.parse import urlsplit
 
 from tierd.core.api import (
-    ApiError, Route, actor_of, daemon_of, int_cursor, json_response, page, page_params, query_choice, read_json,
-    require_tenant,
+    ApiError, Route, actor_of, daemon_of, int_cursor, iso_time, json_response, page, page_params, query_choice,
+    read_json, require_tenant,
 )
-from tierd.core.clock import iso, parse_iso
+from tierd.core.clock import iso
 from tierd.core.schema import Reject, parse_duration
 
 from . import runtime
-from .signing import SCHEMES, check_secret, new_secret, signing_of, verification_key
+from .signing import SIGNING_SCHEMES, check_secret, new_secret, signing_of, verification_key
 from .store import DELIVERY_STATUSES, payload_of, signing_secrets
 
 TAG = "webhooks"
@@ -39,13 +39,13 @@ def _public(endpoint: dict) -> dict:
 def _keys(secret: str) -> dict:
     """What an API answer shows of a secret: the ``whsec_`` secret receivers
     share, or only the public key of an ed25519 signing key (which never leaves tierd)."""
-    return {"secret": secret} if signing_of(secret) == "hmac-sha256" else {"public_key": verification_key(secret)}
+    return {"secret" if signing_of(secret) == "hmac-sha256" else "public_key": verification_key(secret)}
 
 
 def _signing_choice(body: dict, errors: list[str]) -> str | None:
     signing = body.get("signing")
-    if signing is not None and signing not in SCHEMES:
-        errors.append(f"signing must be one of {', '.join(SCHEMES)}")
+    if signing is not None and signing not in SIGNING_SCHEMES:
+        errors.append(f"signing must be one of {', '.join(SIGNING_SCHEMES)}")
         return None
     return signing
 
@@ -151,26 +151,13 @@ def _header_problems(headers) -> list[str]:
     return problems
 
 
-def _iso_time(value, name: str, required: bool = False) -> float | None:
-    """A time given as ISO-8601 text (query parameter or body field), as unix seconds."""
-    if value is None and not required:
-        return None
-    if isinstance(value, str):
-        try:
-            return parse_iso(value)
-        except ValueError:
-            pass
-    raise ApiError(400, "invalid_parameter",
-                   f"{name} must be an ISO-8601 time such as 2026-11-28T00:00:00Z, got {value!r}")
-
-
 def _time_window(body: dict) -> tuple[float, float | None]:
     """``{"since": ISO, "until": ISO (optional)}`` of recover and replay, as unix seconds."""
     unknown = set(body) - {"since", "until"}
     if unknown:
         raise ApiError(400, "invalid_parameter", f"unknown field(s): {', '.join(sorted(unknown))}")
-    since = _iso_time(body.get("since"), "since", required=True)
-    until = _iso_time(body.get("until"), "until")
+    since = iso_time(body.get("since"), "since", required=True)
+    until = iso_time(body.get("until"), "until")
     if until is not None and until <= since:
         raise ApiError(400, "invalid_parameter", "until must be later than since")
     return since, until
@@ -286,8 +273,8 @@ def routes() -> list[Route]:
         items = await module.store.list_deliveries(
             tenant, endpoint["id"], limit=limit + 1, before_seq=int_cursor(cursor),
             status=query_choice(request, "status", DELIVERY_STATUSES),
-            event_type=request.query.get("event_type"), since=_iso_time(request.query.get("since"), "since"),
-            until=_iso_time(request.query.get("until"), "until"))
+            event_type=request.query.get("event_type"), since=iso_time(request.query.get("since"), "since"),
+            until=iso_time(request.query.get("until"), "until"))
         result = page(items, limit, lambda d: d["_seq"])
         result["data"] = [_public(d) for d in result["data"]]
         return json_response(result)

@@ -14,7 +14,7 @@ import click
 
 from tierd.core.cli_helpers import json_option, pass_cli
 
-from .signing import SCHEMES
+from .signing import SIGNING_SCHEMES
 from .store import DELIVERY_STATUSES
 
 tenant_option = click.option("--tenant", required=True, help="Tenant the endpoints belong to.")
@@ -60,7 +60,7 @@ def list_(cli, tenant, as_json):
 @click.option("--header", "headers", multiple=True, metavar="NAME:VALUE", help="Static header sent with each request.")
 @click.option("--rate-limit", type=float, default=None, help="At most this many requests per second.")
 @click.option("--disabled", is_flag=True, help="Create it disabled.")
-@click.option("--signing", type=click.Choice(list(SCHEMES)), default="hmac-sha256", show_default=True,
+@click.option("--signing", type=click.Choice(SIGNING_SCHEMES), default="hmac-sha256", show_default=True,
               help="hmac-sha256: a shared whsec_ secret (v1); ed25519: receivers get a whpk_ public key (v1a).")
 def add(cli, tenant, url, event_types, description, headers, rate_limit, disabled, signing, as_json):
     """Subscribe URL to the tenant's events; prints the endpoint and its signing secret."""
@@ -111,7 +111,7 @@ def secret(cli, tenant, endpoint_id, as_json):
 
 
 @command("rotate-secret", "endpoint_id")
-@click.option("--signing", type=click.Choice(list(SCHEMES)), default=None,
+@click.option("--signing", type=click.Choice(SIGNING_SCHEMES), default=None,
               help="Move to this scheme (default: keep the endpoint's).")
 def rotate_secret(cli, tenant, endpoint_id, signing, as_json):
     """Make a new signing secret or key; the old one also signs during webhooks.rotation_grace."""

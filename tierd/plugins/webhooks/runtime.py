@@ -107,8 +107,9 @@ class Webhooks:
             scanned += len(events)
             wanted = [(e, [info]) for e in events
                       if e.type not in NEVER_SENT and endpoint_matches(info.event_types, e.type)]
-            rows, _ = delivery_rows(wanted, self.daemon.clock.time())
-            queued += len(await self.store.create_deliveries(rows, self.daemon.clock.time()))
+            now = self.daemon.clock.time()
+            rows, _ = delivery_rows(wanted, now)
+            queued += len(await self.store.create_deliveries(rows, now))
         if queued:
             self.dispatcher.wake()
         return {"events_scanned": scanned, "queued": queued}

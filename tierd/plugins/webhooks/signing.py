@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 SECRET_PREFIX = "whsec_"
 SIGNING_KEY_PREFIX = "whsk_"
 PUBLIC_KEY_PREFIX = "whpk_"
-#: The endpoint's ``signing`` choices, by the scheme of their signatures.
-SCHEMES = {"hmac-sha256": "v1", "ed25519": "v1a"}
+#: An endpoint's ``signing`` choices: HMAC-SHA256 signs ``v1``, Ed25519 ``v1a``.
+SIGNING_SCHEMES = ("hmac-sha256", "ed25519")
 #: Secrets we generate carry 24 random bytes (the minimum the issue asks for).
 SECRET_BYTES = 24
 MIN_SECRET_BYTES = 24
@@ -191,9 +191,9 @@ def verify(secret: str | Iterable[str], body: bytes | str, headers: Mapping[str,
     if abs(current - int(ts_text)) > tolerance:
         raise WebhookVerificationError("webhook-timestamp outside the tolerance window")
     keys = [secret] if isinstance(secret, str) else list(secret)
-    public = [_public_key_object(k) for k in keys if k.startswith((PUBLIC_KEY_PREFIX, SIGNING_KEY_PREFIX))]
-    expected = [sign(k, msg_id, ts_text, body).encode() for k in keys
-                if not k.startswith((PUBLIC_KEY_PREFIX, SIGNING_KEY_PREFIX))]
+    asymmetric = [k for k in keys if k.startswith((PUBLIC_KEY_PREFIX, SIGNING_KEY_PREFIX))]
+    public = [_public_key_object(k) for k in asymmetric]
+    expected = [sign(k, msg_id, ts_text, body).encode() for k in keys if k not in asymmetric]
     content = _content(msg_id, ts_text, body)
     for entry in sig_header.split():
         version, _, value = entry.partition(",")

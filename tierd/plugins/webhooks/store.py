@@ -505,7 +505,8 @@ def _endpoint(row) -> dict:
         "enabled": bool(row["enabled"]), "signing": signing_of(row["secret"]),
         "disabled_reason": row["disabled_reason"],
         "disabled_at": _iso_or_none(row["disabled_at"]),
-        # Start of the current run of failed attempts (None after a success): disabled at + disable_after.
+        # Start of the current run of failed attempts (None after a success);
+        # the endpoint is disabled once it is older than webhooks.disable_after.
         "failing_since": _iso_or_none(row["failing_since"]),
         "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
         # Internal (stripped by the API): owner and secrets.
