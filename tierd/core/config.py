@@ -28,7 +28,7 @@ from typing import NamedTuple
 import yaml
 
 from tierd.core.schema import (
-    MISSING, Any, Duration, Enum, Field, Int, List, Obj, Reject, SchemaError, Str,
+    MISSING, Any, Bool, Duration, Enum, Field, Int, List, Obj, Reject, SchemaError, Str,
     did_you_mean, show, validate,
 )
 
@@ -106,6 +106,7 @@ CORE_SCHEMAS: dict[str, Field] = {
     "logging": Obj({
         "level": Enum(["DEBUG", "INFO", "WARNING", "ERROR"], default="INFO"),
         "format": Enum(["text", "json"], default="text"),
+        "access_log": Bool(default=False, doc="One INFO line per API request (method, path, status, time)"),
     }),
     "plugins": Obj({
         "disabled": List(Str(min_len=1), default=[], doc="Names of plugins not to load"),
@@ -333,13 +334,15 @@ def _root_schema(plugin_schemas: Mapping[str, Field], disabled: list[str]) -> _S
 
 
 def load_config(path: Path | None, plugin_schemas: Mapping[str, Field],
-                env: Mapping[str, str] = os.environ) -> Config:
+                env: Mapping[str, str] = os.environ, only: tuple[str, ...] | None = None) -> Config:
     """Read, interpolate and validate the configuration file (None: built-in defaults).
 
     ``plugin_schemas`` maps section names to schemas (from the
     ``tierd_config_schema`` hook). Returns a :class:`Config` with every
     section present and defaults filled in; raises :class:`ConfigError`
-    listing every problem, sorted by line.
+    listing every problem, sorted by line. ``only`` names the sections to
+    validate, ignoring the rest of the file and its errors (the CLI reaching a
+    running daemon needs server and storage alone).
     """
     label = str(path) if path is not None else DEFAULTS_LABEL
     raw, reader = {}, None
@@ -356,6 +359,8 @@ def load_config(path: Path | None, plugin_schemas: Mapping[str, Field],
                            f"(server:, storage:, ...), got {show(raw)}"])
 
     root = _root_schema(plugin_schemas, _disabled_plugins(raw))
+    if only is not None:
+        root = _Sections({name: root.fields[name] for name in only}, extra=True)
     # A section header whose keys are all commented out (`server:`) means "all defaults".
     raw = {name: {} if value is None and isinstance(root.fields.get(name), Obj) else value
            for name, value in raw.items()}
@@ -363,6 +368,9 @@ def load_config(path: Path | None, plugin_schemas: Mapping[str, Field],
 
     lines = reader.lines if reader else {}
     problems = list(reader.problems) if reader else []
+    if only is not None:  # a problem elsewhere in the file is not ours to report
+        own_lines = {line for key, (line, _) in lines.items() if key[0] in only}
+        problems = [problem for problem in problems if problem.line in own_lines]
     for error in errors:
         if reader and error.path in reader.failed_paths:
             continue  # already reported as the reason the value is wrong
