@@ -39,4 +39,8 @@ def parse_iso(text: str) -> float:
     value = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.timezone.utc)
-    return value.timestamp()
+    try:
+        # 9999-12-31T23:59:59-14:00 is in year 10000 in UTC: iso() could never show it.
+        return value.astimezone(dt.timezone.utc).timestamp()
+    except OverflowError:
+        raise ValueError(f"{text!r} is outside the years 1 to 9999 in UTC") from None
