@@ -7,6 +7,7 @@ filtered on it, so another tenant's id is answered 404 like a missing one.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from urllib.parse import urlsplit
 
@@ -19,11 +20,18 @@ from tierd.core.schema import Reject, parse_duration
 
 from . import runtime
 from .signing import SIGNING_SCHEMES, check_secret, new_secret, signing_of, verification_key
-from .store import DELIVERY_STATUSES, payload_of, signing_secrets
+from .store import DELIVERY_STATUSES, MAX_RATE_LIMIT, payload_of, signing_secrets
 
 TAG = "webhooks"
-_PATTERN = re.compile(r"^(\*|[a-z0-9_-]+(\.[a-z0-9_-]+)*(\.\*)?)$")
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+#: Validation patterns: always used with fullmatch (``$`` would let a trailing newline through).
+_PATTERN = re.compile(r"\*|[a-z0-9_-]+(\.[a-z0-9_-]+)*(\.\*)?")
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,256}")
+#: One label of a host name as it is resolved (after IDNA): no empty label, no
+#: leading or trailing hyphen, at most 63 characters (underscores occur in internal names).
+_DNS_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
+MAX_HEADERS = 50
+#: Longest ``/stats?window=``: ten years (time arithmetic stays within the calendar).
+MAX_WINDOW = 3650 * 86400
 #: Headers a tenant may not set: they are the signature scheme's or HTTP's own.
 RESERVED_HEADERS = frozenset({
     "webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "user-agent",
@@ -71,7 +79,7 @@ def check_fields(body: dict, settings: dict, policy, creating: bool) -> dict:
         clean["url"] = url
     if "event_types" in body:
         types = body["event_types"]
-        if not isinstance(types, list) or not all(isinstance(t, str) and _PATTERN.match(t) for t in types):
+        if not isinstance(types, list) or not all(isinstance(t, str) and _PATTERN.fullmatch(t) for t in types):
             errors.append("event_types must be a list of event types such as 'invoice.paid' or "
                           "wildcards such as 'invoice.*' (empty: every event)")
         elif len(types) > 200:
@@ -90,9 +98,12 @@ def check_fields(body: dict, settings: dict, policy, creating: bool) -> dict:
         clean["headers"] = body["headers"]
     if "rate_limit" in body:
         rate = body["rate_limit"]
-        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0):
-            errors.append("rate_limit must be null or a number of requests per second above 0")
-        clean["rate_limit"] = rate
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                                 or not (isinstance(rate, int) or math.isfinite(rate)) or not 0 < rate <= MAX_RATE_LIMIT):
+            errors.append(f"rate_limit must be null or a number of requests per second above 0 and at most "
+                          f"{MAX_RATE_LIMIT}")
+        else:
+            clean["rate_limit"] = None if rate is None else float(rate)
     if "metadata" in body:
         if not isinstance(body["metadata"], dict):
             errors.append("metadata must be a JSON object")
@@ -115,6 +126,8 @@ def check_fields(body: dict, settings: dict, policy, creating: bool) -> dict:
 def _url_problem(url, settings: dict, policy) -> str | None:
     if not isinstance(url, str) or not url or len(url) > 2000:
         return "url must be a string of at most 2000 characters"
+    if not url.isprintable() or any(ch.isspace() for ch in url):
+        return "url must not contain spaces or control characters (percent-encode them)"
     try:
         parts = urlsplit(url)
         host = parts.hostname
@@ -132,22 +145,39 @@ def _url_problem(url, settings: dict, policy) -> str | None:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        return None  # a name: checked on every attempt, after resolution
+        # A name: its addresses are checked on every attempt, after resolution.
+        return _host_name_problem(host)
     why = policy.refusal(host)
     return f"url points at a refused destination: {why} (see webhooks.allow_destinations)" if why else None
+
+
+def _host_name_problem(host: str) -> str | None:
+    """Why ``host`` (lowercase, as urlsplit gives it) cannot be a DNS name, or None."""
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        ascii_host = ""
+    labels = ascii_host.removesuffix(".").split(".")
+    if not ascii_host or len(ascii_host) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+        return (f"url host {host!r} is not a valid host name (labels of letters, digits and hyphens, "
+                "each 1 to 63 characters, separated by single dots)")
+    return None
 
 
 def _header_problems(headers) -> list[str]:
     if not isinstance(headers, dict):
         return ["headers must be an object of header names to string values"]
+    if len(headers) > MAX_HEADERS:
+        return [f"headers holds at most {MAX_HEADERS} entries"]
     problems = []
     for name, value in headers.items():
-        if not _HEADER_NAME.match(name):
+        if not _HEADER_NAME.fullmatch(name):
             problems.append(f"header name {name!r} is not valid")
         elif name.lower() in RESERVED_HEADERS:
             problems.append(f"header {name!r} is set by tierd and cannot be overridden")
-        if not isinstance(value, str) or "\r" in value or "\n" in value or len(value) > 4096:
-            problems.append(f"header {name!r} must be a single-line string")
+        # Tab is the one control character a header value may hold (RFC 9110).
+        if not isinstance(value, str) or len(value) > 4096 or not value.replace("\t", " ").isprintable():
+            problems.append(f"header {name!r} must be a single-line string of printable characters")
     return problems
 
 
@@ -171,8 +201,9 @@ def _duration_param(request, name: str, default: float) -> float:
         seconds = parse_duration(value)
     except Reject:
         seconds = 0
-    if seconds <= 0:
-        raise ApiError(400, "invalid_parameter", f"{name} must be a duration such as 1h or 7d, got {value!r}")
+    if not 0 < seconds <= MAX_WINDOW:
+        raise ApiError(400, "invalid_parameter",
+                       f"{name} must be a duration such as 1h or 7d, at most {MAX_WINDOW // 86400}d, got {value!r}")
     return seconds
 
 
@@ -197,6 +228,14 @@ def routes() -> list[Route]:
 
     async def delivery_or_404(request, tenant, module) -> dict:
         return await found(request, tenant, module.store.get_delivery, "delivery")
+
+    async def check_usable(module, endpoint: dict) -> None:
+        """409 for an endpoint whose stored row the dispatcher cannot use (changing it through PUT fixes it)."""
+        await module.endpoints.refresh()
+        why = module.endpoints.unusable.get(endpoint["id"])
+        if why is not None:
+            raise ApiError(409, "endpoint_unusable",
+                           f"webhook endpoint {endpoint['id']} cannot be used ({why}); change it with PUT")
 
     async def create(request):
         tenant, module = context(request)
@@ -328,6 +367,7 @@ def routes() -> list[Route]:
         tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
         since_ts, until_ts = _time_window(await read_json(request))
+        await check_usable(module, endpoint)
         result = await module.replay(endpoint, since_ts, until_ts)
         return json_response(result | {"endpoint_enabled": endpoint["enabled"]}, status=202)
 
@@ -338,6 +378,7 @@ def routes() -> list[Route]:
         data = body.get("data", {"message": "test event from tierd"})
         if not isinstance(data, dict):
             raise ApiError(400, "invalid_parameter", "data must be a JSON object")
+        await check_usable(module, endpoint)
         now = module.daemon.clock.time()
         payload = payload_of("webhook.test", iso(now), data)
         seq = await module.store.create_test_delivery(tenant, endpoint["id"], payload, now)

@@ -24,6 +24,7 @@ from typing import Awaitable, Callable
 import aiohttp
 
 from tierd import __version__
+from tierd.core.clock import iso
 from tierd.core.http import tls_context
 
 from . import retry
@@ -45,6 +46,9 @@ TICK = 1.0
 #: fewer trips to the writer, which event intake waits on. A crash in that
 #: window sends those deliveries again (at least once, never lost).
 RECORD_DELAY = 0.02
+#: A claimed delivery that could not be prepared (its endpoint's row is
+#: unusable, a bug) is tried again this much later, not in a tight loop.
+BROKEN_RETRY = 60.0
 
 
 class TokenBucket:
@@ -181,8 +185,13 @@ class Dispatcher:
         """
         cap = self.settings["endpoint_max_in_flight"]
         room = {ep: max(0, cap - n) for ep, n in self.per_endpoint.items()}
+        room.update(dict.fromkeys(self.endpoints.unusable, 0))
         for endpoint in self._sync_buckets():
-            room[endpoint.id] = min(room.get(endpoint.id, cap), self.buckets[endpoint.id].available())
+            try:
+                room[endpoint.id] = min(room.get(endpoint.id, cap), self.buckets[endpoint.id].available())
+            except Exception:  # this endpoint waits; the others' deliveries go on
+                self._endpoint_failed(endpoint.id, "computing its rate limit")
+                room[endpoint.id] = 0
         return room
 
     def _sync_buckets(self) -> list:
@@ -192,7 +201,12 @@ class Dispatcher:
         for endpoint in limited:
             bucket = self.buckets.get(endpoint.id)
             if bucket is None or bucket.rate != endpoint.rate_limit:
-                self.buckets[endpoint.id] = TokenBucket(endpoint.rate_limit)
+                try:
+                    self.buckets[endpoint.id] = TokenBucket(endpoint.rate_limit)
+                except Exception:
+                    self._endpoint_failed(endpoint.id, "making its rate limit")
+                    self.buckets.pop(endpoint.id, None)
+        limited = [e for e in limited if e.id in self.buckets]
         if len(self.buckets) > len(limited):  # limits removed: forget their buckets
             keep = {e.id for e in limited}
             self.buckets = {k: v for k, v in self.buckets.items() if k in keep}
@@ -213,11 +227,29 @@ class Dispatcher:
         self._global_capped = len(rows) >= limit
         self._capped = {ep for ep, r in room.items() if r <= taken.get(ep, 0)}
         self._capped.update(ep for ep, n in taken.items() if n >= room.get(ep, cap))
+        unsendable = []
         for row in rows:
-            delivery = await self._claimed(row, now)
+            try:
+                delivery = await self._claimed(row, now)
+            except Exception as exc:  # only this delivery waits; the rest of the claim goes out
+                unsendable.append((row, exc))
+                continue
             self._take_slot(delivery.endpoint_id)
             self.launch(delivery)
+        for row, exc in unsendable:
+            await self._postpone(row, now, exc)
         return len(rows)
+
+    async def _postpone(self, row, now: float, exc: Exception) -> None:
+        """A claimed row that cannot be sent now goes back to pending, due later."""
+        self.metrics.dispatch_errors.labels("delivery").inc()
+        log.error("webhook delivery %s of tenant %s to endpoint %s cannot be sent (%s: %s); trying again in %g s",
+                  row["id"], row["tenant_id"], row["endpoint_id"], type(exc).__name__, exc, BROKEN_RETRY)
+        await self.store.postpone(row["seq"], now + BROKEN_RETRY)
+
+    def _endpoint_failed(self, endpoint_id: str, doing: str) -> None:
+        self.metrics.dispatch_errors.labels("endpoint").inc()
+        log.exception("webhook endpoint %s: error while %s; its deliveries wait, the others go on", endpoint_id, doing)
 
     # --- the fast path: new deliveries handed over by the consumer ------------------------
 
@@ -288,7 +320,10 @@ class Dispatcher:
         if endpoint is None:  # created a moment ago by another path: load it
             self.endpoints.forget(row["endpoint_id"])
             await self.endpoints.refresh()
-            endpoint = self.endpoints.by_id[row["endpoint_id"]]
+            endpoint = self.endpoints.by_id.get(row["endpoint_id"])
+        if endpoint is None:
+            why = self.endpoints.unusable.get(row["endpoint_id"], "it was deleted")
+            raise LookupError(f"its endpoint cannot be used: {why}")
         return Claimed(row["seq"], row["id"], row["tenant_id"], row["endpoint_id"], row["event_type"],
                        row["payload"], row["attempts"], row["created_at"], endpoint.url, endpoint.headers,
                        endpoint.secrets(now))
@@ -346,6 +381,10 @@ class Dispatcher:
             else:
                 kind, error = "connect_error" if isinstance(exc, OSError) else "http_error", \
                     f"{type(exc).__name__}: {exc}"
+        except ValueError as exc:
+            # What the client refuses to send: a host name that is no DNS name
+            # (an endpoint stored before such URLs were refused), a bad header.
+            kind, error = "connect_error", f"invalid request: {exc}"
         latency = time.monotonic() - started
         self.metrics.latency.observe(latency)
         return self.outcome(delivery, now, kind, status, latency, error, snippet, retry_after)
@@ -407,10 +446,20 @@ class Dispatcher:
         if any(o.due_at is not None and o.due_at < soon for o in batch):
             self.wakeup.set()  # a retry due before the loop's next tick
         for o in batch:
-            if o.disable_endpoint:
-                await self.disable(o.endpoint_id, "the endpoint answered 410 Gone")
-            if o.next_status == "failed" and self.on_failed is not None:
-                await self.on_failed(o)
+            if o.outcome == "success":
+                continue  # nothing logged per success: the hot path stays quiet
+            _log_failed_attempt(o)
+            # Recorded already: a follow-up that fails is logged, never retried
+            # with the batch (that would record its attempts twice).
+            try:
+                if o.disable_endpoint:
+                    await self.disable(o.endpoint_id, "the endpoint answered 410 Gone")
+                if o.next_status == "failed" and self.on_failed is not None:
+                    await self.on_failed(o)
+            except Exception:
+                self.metrics.dispatch_errors.labels("follow_up").inc()
+                log.exception("webhook delivery %s: could not disable its endpoint or report that it gave up",
+                              o.delivery_id)
 
     async def disable(self, endpoint_id: str, reason: str) -> bool:
         """Disable an endpoint and tell the bus; False if it was not enabled."""
@@ -418,7 +467,7 @@ class Dispatcher:
         self.endpoints.forget(endpoint_id)
         if endpoint is None:
             return False
-        log.warning("webhook endpoint %s disabled: %s", endpoint_id, reason)
+        log.warning("webhook endpoint %s of tenant %s disabled: %s", endpoint_id, endpoint["_tenant_id"], reason)
         if self.on_disabled is not None:
             await self.on_disabled(endpoint, reason)
         return True
@@ -446,6 +495,18 @@ class Dispatcher:
         self.metrics.due.set(due)
         self.metrics.oldest_due_age.set(max(0.0, now - oldest) if oldest is not None else 0)
         self.metrics.disabled.set(await self.store.count_disabled())
+        self.metrics.unusable.set(len(self.endpoints.unusable))
+
+
+def _log_failed_attempt(o: Outcome) -> None:
+    """One line per failed attempt, for operators: never the payload, the URL or a secret."""
+    what = o.error or f"HTTP {o.status_code}"
+    if o.next_status == "pending":
+        log.info("webhook attempt %d of delivery %s (tenant %s, endpoint %s) failed: %s; next attempt at %s",
+                 o.attempts, o.delivery_id, o.tenant_id, o.endpoint_id, what, iso(o.due_at))
+    else:
+        log.warning("webhook delivery %s (tenant %s, endpoint %s) gave up after %d attempt(s): %s",
+                    o.delivery_id, o.tenant_id, o.endpoint_id, o.attempts, what)
 
 
 async def _read_head(resp: aiohttp.ClientResponse, limit: int) -> str:

@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 
-from .store import Store, endpoint_matches, signing_secrets
+from .store import Store, endpoint_matches, signing_secrets, usable_rate_limit
+
+log = logging.getLogger("tierd.webhooks")
 
 #: (tenant, event type) pairs whose matching endpoints are remembered.
 MATCH_CACHE_SIZE = 10_000
@@ -35,9 +38,12 @@ class EndpointInfo:
 
     @classmethod
     def from_row(cls, row) -> "EndpointInfo":
-        return cls(row["id"], row["tenant_id"], row["url"], json.loads(row["headers"]),
-                   json.loads(row["event_types"]), bool(row["enabled"]), row["rate_limit"], row["secret"],
-                   row["previous_secret"], row["previous_secret_until"])
+        headers, event_types = json.loads(row["headers"]), json.loads(row["event_types"])
+        if not isinstance(headers, dict) or not isinstance(event_types, list):
+            raise ValueError("headers or event_types are not an object and a list")
+        return cls(row["id"], row["tenant_id"], row["url"], headers, event_types, bool(row["enabled"]),
+                   usable_rate_limit(row["rate_limit"]), row["secret"], row["previous_secret"],
+                   row["previous_secret_until"])
 
     def secrets(self, now: float) -> list[str]:
         return signing_secrets(self.secret, self.previous_secret, self.previous_secret_until, now)
@@ -49,6 +55,9 @@ class EndpointCache:
         self.by_id: dict[str, EndpointInfo] = {}
         self.by_tenant: dict[str, list[EndpointInfo]] = {}
         self._dirty: set[str] = set()
+        #: Endpoints whose stored row cannot be used (id -> why): no delivery
+        #: is made or sent for them until the API changes them; the others go on.
+        self.unusable: dict[str, str] = {}
         self._loaded = False
         self._matches: dict[tuple[str, str], list[EndpointInfo]] = {}
         self._lock = asyncio.Lock()
@@ -72,12 +81,14 @@ class EndpointCache:
         if not self._loaded:
             # Forget marks made while loading stay for the next refresh.
             self._dirty = set()
-            rows = await self.store.load_endpoints()
-            self.by_id = {row["id"]: EndpointInfo.from_row(row) for row in rows}
+            self.unusable = {}
+            self.by_id = self._infos(await self.store.load_endpoints())
             self._loaded = True
         elif self._dirty:
             ids, self._dirty = self._dirty, set()
-            found = {row["id"]: EndpointInfo.from_row(row) for row in await self.store.load_endpoints(sorted(ids))}
+            for endpoint_id in ids:
+                self.unusable.pop(endpoint_id, None)
+            found = self._infos(await self.store.load_endpoints(sorted(ids)))
             for endpoint_id in ids:
                 if endpoint_id in found:
                     self.by_id[endpoint_id] = found[endpoint_id]
@@ -89,6 +100,18 @@ class EndpointCache:
         for info in self.by_id.values():
             self.by_tenant.setdefault(info.tenant_id, []).append(info)
         self._matches = {}
+
+    def _infos(self, rows) -> dict[str, EndpointInfo]:
+        """The usable endpoints of ``rows``; the others are logged and kept in :attr:`unusable`."""
+        infos = {}
+        for row in rows:
+            try:
+                infos[row["id"]] = EndpointInfo.from_row(row)
+            except Exception as exc:  # one bad row must not stop every tenant's webhooks
+                self.unusable[row["id"]] = why = f"{type(exc).__name__}: {exc}"
+                log.error("webhook endpoint %s of tenant %s cannot be used, its deliveries wait until it is "
+                          "changed through the API: %s", row["id"], row["tenant_id"], why)
+        return infos
 
     def matching(self, tenant: str, event_type: str) -> list[EndpointInfo]:
         """Enabled endpoints of ``tenant`` subscribed to ``event_type``.

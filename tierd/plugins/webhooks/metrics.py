@@ -25,6 +25,13 @@ class WebhookMetrics:
             registry=registry)
         self.disabled = prometheus_client.Gauge(
             "tierd_webhook_endpoints_disabled", "Disabled webhook endpoints", registry=registry)
+        self.dispatch_errors = prometheus_client.Counter(
+            "tierd_webhook_dispatch_errors", "Errors the dispatcher survived, by what they stopped: one endpoint's "
+            "state (endpoint), one delivery (delivery, tried again later), or what follows an attempt (follow_up)",
+            ["stage"], registry=registry)
+        self.unusable = prometheus_client.Gauge(
+            "tierd_webhook_endpoints_unusable", "Webhook endpoints whose stored row cannot be used (see the log)",
+            registry=registry)
         self._attempts_by_outcome: dict[str, prometheus_client.Counter] = {}
 
     def count_attempt(self, outcome: str) -> None:

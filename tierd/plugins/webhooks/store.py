@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 from tierd.core.clock import iso
 from tierd.core.events import type_matches
@@ -115,6 +116,24 @@ ENDPOINT_FIELDS = ("url", "description", "event_types", "headers", "metadata", "
 JSON_FIELDS = ("event_types", "headers", "metadata")
 #: What the dispatcher reads of a claimed delivery (see :class:`Claimed`).
 _CLAIMED_COLUMNS = "seq, id, tenant_id, endpoint_id, event_type, payload, attempts, created_at"
+
+
+#: The highest ``rate_limit`` (requests per second) an endpoint may have.
+MAX_RATE_LIMIT = 10_000
+
+
+def usable_rate_limit(value) -> float | None:
+    """A stored ``rate_limit`` as the dispatcher applies it: None (no limit),
+    or a rate within (0, MAX_RATE_LIMIT]; ValueError for anything else.
+
+    The API refuses rates out of range; rows written before it did (or by
+    hand) may hold any number: a rate above the maximum acts as the maximum.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value <= 0:
+        raise ValueError(f"rate_limit {value!r} is not a positive number")
+    return float(min(value, MAX_RATE_LIMIT))
 
 
 def new_endpoint_id() -> str:
@@ -362,6 +381,13 @@ class Store:
         return await self.db.fetchone(
             f"SELECT {_CLAIMED_COLUMNS} FROM webhook_deliveries WHERE seq=?", (seq,))
 
+    async def postpone(self, seq: int, due_at: float) -> None:
+        """A claimed delivery that could not be sent goes back to pending, due at ``due_at``
+        (no attempt is counted: none was made)."""
+        await self.db.execute(
+            "UPDATE webhook_deliveries SET status='pending', due_at=?, claimed_at=NULL, claim_id=NULL"
+            " WHERE seq=? AND status='inflight'", (due_at, seq))
+
     async def next_due(self) -> float | None:
         """The earliest due time of any pending delivery (one index seek)."""
         row = await self.db.fetchone("SELECT MIN(due_at) AS t FROM webhook_deliveries WHERE status='pending'")
@@ -501,7 +527,7 @@ def _endpoint(row) -> dict:
     return {
         "id": row["id"], "url": row["url"], "description": row["description"],
         "event_types": json.loads(row["event_types"]), "headers": json.loads(row["headers"]),
-        "metadata": json.loads(row["metadata"]), "rate_limit": row["rate_limit"],
+        "metadata": json.loads(row["metadata"]), "rate_limit": _shown_rate_limit(row["rate_limit"]),
         "enabled": bool(row["enabled"]), "signing": signing_of(row["secret"]),
         "disabled_reason": row["disabled_reason"],
         "disabled_at": _iso_or_none(row["disabled_at"]),
@@ -513,6 +539,14 @@ def _endpoint(row) -> dict:
         "_tenant_id": row["tenant_id"], "_secret": row["secret"], "_previous_secret": row["previous_secret"],
         "_previous_secret_until": row["previous_secret_until"],
     }
+
+
+def _shown_rate_limit(value) -> float | None:
+    """The rate the dispatcher applies (a row it cannot use shows none: the log says why)."""
+    try:
+        return usable_rate_limit(value)
+    except ValueError:
+        return None
 
 
 def _iso_or_none(ts):
