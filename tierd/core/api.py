@@ -59,7 +59,8 @@ class Route:
     ``auth``: ``"tenant"`` (a tenant token, or the admin token acting for a
     tenant), ``"admin"`` (the admin token only) or ``"public"``.
     ``body`` and ``response`` are optional JSON-schema fragments for the
-    OpenAPI document; ``params`` describes query parameters ``{name: description}``.
+    OpenAPI document; ``params`` describes query parameters ``{name: description}``;
+    ``statuses`` are the success statuses the document declares.
     """
 
     method: str
@@ -71,6 +72,8 @@ class Route:
     response: dict | None = None
     params: dict[str, str] = dataclasses.field(default_factory=dict)
     tag: str = ""
+    #: The success statuses it answers (201 for a creation, 202 for work queued).
+    statuses: tuple[int, ...] = (200,)
 
 
 class ApiError(Exception):

@@ -22,7 +22,8 @@ def build_openapi(routes) -> dict:
         ok = {"description": "success"}
         if route.response:
             ok["content"] = {"application/json": {"schema": route.response}}
-        op["responses"]["200"] = ok
+        for status in route.statuses:
+            op["responses"][str(status)] = ok
         if route.tag:
             op["tags"] = [route.tag]
         if route.auth != "public":
@@ -42,7 +43,8 @@ def build_openapi(routes) -> dict:
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
-                "code": {"type": "string"}, "message": {"type": "string"}}}}}},
+            "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["code", "message"], "properties": {
+                    "code": {"type": "string"}, "message": {"type": "string"}, "details": {}}}}}},
         },
     }
