@@ -80,6 +80,7 @@ class Dispatcher:
         self._claim_ids = itertools.count(1)
         self.clock = daemon.clock
         self.metrics = WebhookMetrics(daemon.metrics)
+        self.metrics.unusable.set_function(lambda: len(self.endpoints.unusable))  # read at each scrape
         #: Called as ``await on_disabled(endpoint, reason)`` after an endpoint was disabled.
         self.on_disabled = on_disabled
         #: Called as ``await on_failed(outcome)`` when a delivery gave up (schedule spent or 410).
@@ -495,7 +496,6 @@ class Dispatcher:
         self.metrics.due.set(due)
         self.metrics.oldest_due_age.set(max(0.0, now - oldest) if oldest is not None else 0)
         self.metrics.disabled.set(await self.store.count_disabled())
-        self.metrics.unusable.set(len(self.endpoints.unusable))
 
 
 def _log_failed_attempt(o: Outcome) -> None:

@@ -526,8 +526,8 @@ class Store:
 def _endpoint(row) -> dict:
     return {
         "id": row["id"], "url": row["url"], "description": row["description"],
-        "event_types": json.loads(row["event_types"]), "headers": json.loads(row["headers"]),
-        "metadata": json.loads(row["metadata"]), "rate_limit": _shown_rate_limit(row["rate_limit"]),
+        "event_types": _stored_json(row["event_types"], []), "headers": _stored_json(row["headers"], {}),
+        "metadata": _stored_json(row["metadata"], {}), "rate_limit": _shown_rate_limit(row["rate_limit"]),
         "enabled": bool(row["enabled"]), "signing": signing_of(row["secret"]),
         "disabled_reason": row["disabled_reason"],
         "disabled_at": _iso_or_none(row["disabled_at"]),
@@ -539,6 +539,15 @@ def _endpoint(row) -> dict:
         "_tenant_id": row["tenant_id"], "_secret": row["secret"], "_previous_secret": row["previous_secret"],
         "_previous_secret_until": row["previous_secret_until"],
     }
+
+
+def _stored_json(text, default):
+    """A JSON column, or ``default`` for a row the API never wrote (one bad row must not fail a list)."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return default
+    return value if isinstance(value, type(default)) else default
 
 
 def _shown_rate_limit(value) -> float | None:
