@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from importlib import resources
+from pathlib import Path
 
 import click
 
@@ -19,15 +21,23 @@ from tierd.core.plugins import make_plugin_manager
 @click.group()
 @click.option("--config", "config_path", metavar="PATH", envvar=None,
               help="Configuration file (default: $TIERD_CONFIG, ./config/tierd.yaml, /etc/tierd/tierd.yaml).")
+@click.option("--url", metavar="URL", envvar="TIERD_URL",
+              help="The running daemon's API, http://HOST:PORT or unix:/path (default: $TIERD_URL, else the "
+                   "configuration's server.listen); its admin token: $TIERD_ADMIN_TOKEN, else the configuration's.")
 @click.pass_context
-def cli(ctx, config_path):
-    """tierd: webhooks, notifications, reconciliation and reports in one daemon."""
-    ctx.obj = CliContext(config_path)
+def cli(ctx, config_path, url):
+    """tierd: webhooks, notifications and bank reconciliation in one daemon."""
+    ctx.obj = CliContext(config_path, url)
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @cli.command()
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default=None,
+              help="Overrides logging.level of the configuration.")
 @pass_cli
-def run(cli_ctx):
+def run(cli_ctx, log_level):
     """Run the daemon in the foreground (systemd runs exactly this)."""
     from tierd.core.daemon import serve
 
@@ -37,6 +47,8 @@ def run(cli_ctx):
         setup_logging()
         click.echo(f"tierd: refusing to start: {exc.message}", err=True)
         sys.exit(1)
+    if log_level:
+        config["logging"]["level"] = log_level.upper()
     setup_logging(config["logging"]["level"], config["logging"]["format"])
     sys.exit(asyncio.run(serve(pm, registries, config)))
 
@@ -90,6 +102,35 @@ def plugins(cli_ctx, as_json):
 def version():
     """Print the version."""
     click.echo(f"tierd {__version__}")
+
+
+@cli.group("config")
+def config_group():
+    """The configuration file."""
+
+
+def bundled_config() -> str:
+    """The documented configuration shipped in the package (a copy of config/tierd.yaml)."""
+    return (resources.files("tierd") / "tierd.yaml").read_text(encoding="utf-8")
+
+
+@config_group.command("sample")
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+def config_sample(path, force):
+    """Print the documented configuration file (every key with its default), or write it to PATH."""
+    text = bundled_config()
+    if path is None:
+        click.echo(text, nl=False)
+        return
+    if not path.parent.is_dir():
+        raise click.ClickException(f"{path.parent}: no such directory")
+    try:
+        with path.open("w" if force else "x", encoding="utf-8") as f:
+            f.write(text)
+    except FileExistsError:
+        raise click.ClickException(f"{path} exists; --force overwrites it")
+    click.echo(f"wrote {path}; check it with: tierd --config {path} check-config")
 
 
 # --- database ---------------------------------------------------------------------------
@@ -160,6 +201,9 @@ def db_status(cli_ctx, as_json):
 @pass_cli
 def db_backup(cli_ctx, path):
     """Write a consistent copy of the database to PATH (safe while the daemon runs)."""
+    folder = Path(path).parent
+    if not folder.is_dir():  # a typo must not become a tree of folders
+        raise click.ClickException(f"{folder}: no such directory")
     _with_db(cli_ctx, lambda database, pm: database.backup(path), migrate=False)
     click.echo(f"backup written to {path}")
 
@@ -279,7 +323,7 @@ def events_list(cli_ctx, tenant, type_, limit, as_json):
 @cli.command()
 @pass_cli
 def reload(cli_ctx):
-    """Ask the running daemon to reload its configuration."""
+    """Ask the running daemon to reload its configuration (it refuses a file with errors and says which)."""
     cli_ctx.api.post("/v1/admin/reload")
     click.echo("configuration reloaded")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.client
 import json
+import os
 import socket
 import sys
 import urllib.parse
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import click
 
-from tierd.core.config import ConfigError, find_config_path
+from tierd.core.config import ConfigError, ListenAddress, find_config_path, load_config
+from tierd.core.schema import Reject
 
 
 class ApiClient:
@@ -68,13 +70,8 @@ class ApiClient:
         if response.status >= 400:
             error = data.get("error", {}) if isinstance(data, dict) else {}
             message = error.get("message", raw.decode(errors="replace")[:500])
-            details = error.get("details")
-            extra = ""
-            if isinstance(details, list) and details:
-                extra = "\n" + "\n".join(f"  {d}" for d in details)
-            elif isinstance(details, dict) and details:
-                extra = "\n" + "\n".join(f"  {k}: {v}" for k, v in details.items() if str(v) not in message)
-            raise click.ClickException(f"{error.get('code', response.status)}: {message}{extra}")
+            raise click.ClickException(f"{error.get('code', response.status)}: {message}"
+                                       + "".join(f"\n  {line}" for line in _details(error.get("details"), message)))
         return data
 
     def get(self, path, tenant=None, params=None):
@@ -90,9 +87,28 @@ class ApiClient:
         return self.request("DELETE", path, tenant=tenant, params=params)
 
 
+def _details(details, message: str) -> list[str]:
+    """The lines of an API error's details that its message does not already say."""
+    if isinstance(details, dict):
+        return [f"{key}: {value}" for key, value in details.items() if str(value) not in message]
+    if isinstance(details, list):
+        return [str(detail) for detail in details if str(detail) not in message]
+    return []
+
+
+def listen_of_url(url: str) -> str:
+    """``--url``/``$TIERD_URL`` (``http://HOST:PORT``, ``HOST:PORT`` or ``unix:/path``) as a listen address."""
+    address = url.removeprefix("http://").rstrip("/")
+    try:
+        return ListenAddress().parse(address)
+    except Reject as exc:
+        raise click.BadParameter(f"{exc} (the control API is plain http://)", param_hint="--url / $TIERD_URL")
+
+
 class CliContext:
-    def __init__(self, config_path: str | None):
+    def __init__(self, config_path: str | None, url: str | None = None):
         self._config_path_arg = config_path
+        self._url = url
         self._loaded = None
 
     @property
@@ -110,7 +126,9 @@ class CliContext:
             try:
                 self._loaded = prepare(self.config_path)
             except ConfigError as exc:
-                raise click.ClickException("invalid configuration:\n" + str(exc))
+                raise click.ClickException(
+                    "invalid configuration; this command needs all of it (commands that only talk to the running "
+                    "daemon, such as reload, events, webhooks, notify and recon, still work):\n" + str(exc))
         return self._loaded
 
     @property
@@ -119,9 +137,27 @@ class CliContext:
 
     @property
     def api(self) -> ApiClient:
+        """A client of the running daemon, at ``--url``/``$TIERD_URL`` or ``server.listen``, with
+        ``$TIERD_ADMIN_TOKEN`` or the configured (or locally kept) admin token.
+
+        Only the server and storage sections are read (the admin token may be kept beside the
+        database), so a mistake elsewhere in the file does not lock the operator out: ``tierd
+        reload`` then reaches the daemon, which refuses the file and says why.
+        """
         from tierd.core.tenants import local_admin_token
 
-        return ApiClient(self.config["server"]["listen"], local_admin_token(self.config))
+        listen = listen_of_url(self._url) if self._url else None
+        token = os.environ.get("TIERD_ADMIN_TOKEN") or None
+        if listen is None or token is None:
+            try:
+                config = load_config(self.config_path, {}, only=("server", "storage"))
+            except ConfigError as exc:
+                raise click.ClickException("cannot tell where the running daemon is: the configuration's server or "
+                                           "storage section has errors (or give --url and $TIERD_ADMIN_TOKEN):\n"
+                                           + str(exc))
+            listen = listen or config["server"]["listen"]
+            token = token or local_admin_token(config)
+        return ApiClient(listen, token)
 
     @staticmethod
     def output(data, columns: list[str] | None = None, as_json: bool = False) -> None:

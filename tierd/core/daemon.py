@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from pathlib import Path
 
 import prometheus_client
@@ -21,6 +22,7 @@ from tierd.core import systemd
 from tierd.core.clock import Clock
 from tierd.core.config import ConfigError, load_config, peek_disabled_plugins
 from tierd.core.events import EventBus
+from tierd.core.logs import ACCESS_LOGGER, access_log_class
 from tierd.core.plugins import call_async, make_plugin_manager
 from tierd.core.registry import collect_registries
 from tierd.core.scheduler import Job, apply_jobs, make_scheduler
@@ -116,6 +118,7 @@ class Daemon:
 
     async def start(self) -> None:
         storage = self.config["storage"]
+        _check_can_listen(self.config["server"]["listen"])  # before anything is created on disk
         self.config["server"]["admin_token"] = local_admin_token(self.config, create=True)
         self.db = await Database(storage["path"], storage["busy_timeout"]).open()
         self.not_ready_reason = "migrating"
@@ -129,7 +132,8 @@ class Daemon:
         self._apply_jobs()
         self.scheduler.start()
         routes = [r for result in self.pm.hook.tierd_routes(daemon=self) for r in (result or [])]
-        self._runner = web.AppRunner(build_app(self, routes), access_log=None,
+        self._runner = web.AppRunner(build_app(self, routes), access_log=logging.getLogger(ACCESS_LOGGER),
+                                     access_log_class=access_log_class(lambda: self.config["logging"]["access_log"]),
                                      shutdown_timeout=self.config["server"]["shutdown_grace"])
         await self._runner.setup()
         await self._listen(self.config["server"]["listen"])
@@ -242,6 +246,25 @@ async def serve(pm, registries, config) -> int:
     await stop.wait()
     await daemon.stop()
     return 0
+
+
+def _check_can_listen(listen: str) -> None:
+    """Raise OSError now if the TCP address is taken (or not ours), so that a second
+    `tierd run` fails before creating the database or the admin token."""
+    if listen.startswith("unix:"):
+        return
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM,
+                                                                 flags=socket.AI_PASSIVE):
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server does
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind(address)
+    except OSError as exc:
+        raise OSError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
 
 
 def _days(seconds: float) -> str:

@@ -7,6 +7,12 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
+
+from aiohttp.abc import AbstractAccessLogger
+
+#: The logger of the API's access log (``logging.access_log``).
+ACCESS_LOGGER = "tierd.access"
 
 # Bearer tokens, tierd tokens, webhook secrets and signatures never reach a log.
 _SECRET_RE = re.compile(r"(tierd_[A-Za-z0-9_-]{8,}|whsec_[A-Za-z0-9+/=]{8,}|v1,[A-Za-z0-9+/=]{20,}"
@@ -51,6 +57,39 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
-    # aiohttp's access log is one line per request: too loud for a daemon log.
+    # aiohttp's own access log stays quiet; tierd's (logging.access_log) is written
+    # whatever the level, since turning it on is asking for it.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)  # at DEBUG, two lines per query drown tierd's own
+
+
+# Query parameters whose values may be credentials; their values are never logged.
+_SECRET_PARAM = re.compile(r"(^|&)([^=&]*(?:token|secret|key|pass|auth|sig|cred)[^=&]*)=[^&]*", re.I)
+
+
+def access_log_class(enabled: Callable[[], bool]) -> type[AbstractAccessLogger]:
+    """An aiohttp access logger writing one line per request while ``enabled()``
+    (read at every request, so a reload turns it on or off).
+
+    The line holds client, method, path, status, response size and time: never a
+    header (so never the Authorization token), and query values that may be
+    secrets are masked.
+    """
+
+    class AccessLog(AbstractAccessLogger):
+        @property
+        def enabled(self) -> bool:  # per connection; log() checks again per request
+            return enabled()
+
+        def log(self, request, response, time: float) -> None:
+            if not enabled():
+                return
+            target = request.rel_url.raw_path
+            if request.rel_url.raw_query_string:
+                target += "?" + _SECRET_PARAM.sub(r"\1\2=***", request.rel_url.raw_query_string)
+            self.logger.info("%s %s %s %d %dB %.1fms", request.remote or "-", request.method, target,
+                             response.status, response.body_length, time * 1000)
+
+    return AccessLog

@@ -40,7 +40,9 @@ def test_defaults_when_absent(tmp_path):
     path = tmp_path / "tierd.yaml"
     path.write_text("logging: {level: INFO}\n")
     section = load_config(path, schemas(), env={})["notifications"]
-    assert section["channels"] == {} and section["routes"] == [] and section["operator_alerts"] is None
+    # As config/tierd.yaml says: the daemon's own alerts go to its log out of the box.
+    assert section["channels"] == {"journal": {"type": "log"}} and section["routes"] == []
+    assert section["operator_alerts"] == "journal"
 
 
 def test_errors_name_file_line_and_key(tmp_path):

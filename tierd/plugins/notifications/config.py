@@ -20,6 +20,11 @@ COMMON_CHANNEL_KEYS = ("type", "subject", "body", "html")
 #: The event types an operator-alert route sends to people.
 OPERATOR_EVENT_TYPES = ["webhook.endpoint.disabled", "reconciliation.exceptions", "webhook.delivery.failed"]
 
+#: Out of the box the daemon's own alerts go to its log, as config/tierd.yaml says: the default
+#: channels are this one, and operator_alerts left out means it whenever a channel has its name.
+JOURNAL = "journal"
+DEFAULT_CHANNELS = {JOURNAL: {"type": "log"}}
+
 
 def channel_type_config(instance: dict) -> dict:
     """An instance's config without the keys that belong to tierd, not its type."""
@@ -45,6 +50,17 @@ def validate_channel(registries, name: str, instance: dict, path: tuple = ()):
     return clean, errors
 
 
+class _Section(Obj):
+    """The section; ``operator_alerts`` left out means the ``journal`` channel, if there is one."""
+
+    def convert(self, value, path, errors):
+        if isinstance(value, dict) and "operator_alerts" not in value:
+            channels = value.get("channels", DEFAULT_CHANNELS)
+            if isinstance(channels, dict) and JOURNAL in channels:
+                value = {**value, "operator_alerts": JOURNAL}
+        return super().convert(value, path, errors)
+
+
 def make_schema(registries) -> Obj:
     """The section schema; ``registries`` gives the channel types to validate against."""
 
@@ -61,14 +77,15 @@ def make_schema(registries) -> Obj:
                 errors.append((("operator_alerts",), f"unknown channel {name!r}"))
         return errors
 
-    return Obj({
+    return _Section({
         "channels": Map(Obj({"type": Str(required=True, doc="Channel type (email, slack, teams, ntfy, webhook, log, ...)")},
-                            extra=True), default={}, doc="Named channel instances"),
+                            extra=True), default=DEFAULT_CHANNELS, doc="Named channel instances"),
         "routes": List(ROUTE_SCHEMA, default=[], doc="The routing tree (first match wins unless continue)"),
         "time_intervals": Map(TIME_INTERVALS_SCHEMA, default={}, doc="Named weekday/hour windows"),
         "operator_alerts": OneOf(Str(), List(Str()), default=None,
-                                 doc="Channel(s) receiving the daemon's own alerts: "
-                                     + ", ".join(OPERATOR_EVENT_TYPES)),
+                                 doc="Channel(s) receiving the daemon's own alerts ("
+                                     + ", ".join(OPERATOR_EVENT_TYPES) + "); default: journal if defined,"
+                                     " [] for none"),
         "operator_group_wait": Duration(default="30s", doc="Group window of operator alerts"),
         "retry": Obj({
             "max_attempts": Int(default=8, min=1, doc="Attempts before a notification is failed"),

@@ -181,6 +181,14 @@ def new_id(prefix: str) -> str:
     return core_ids.new_id(prefix + "_")
 
 
+def ids_in_order(prefix: str, items: list[dict]) -> list[tuple[str, dict]]:
+    """``items`` (matches or suggestions of one run) sorted by their first statement line,
+    then ledger entry, each with a new id; the ids ascend in that order (ids made in the
+    same millisecond would otherwise sort at random), so a run's matches list by line."""
+    ordered = sorted(items, key=lambda m: (min(m["bank_ids"], default=0), min(m["ledger_ids"], default=0)))
+    return list(zip(sorted(core_ids.new_ids(prefix + "_", len(ordered))), ordered))
+
+
 def chunks(seq, size=CHUNK):
     seq = list(seq)
     for i in range(0, len(seq), size):
@@ -386,11 +394,11 @@ async def create_matches_bulk(tx, tenant: str, account_id: str, matches: list[di
     """
     open_lines, open_entries = await open_ids(tx, tenant, account_id)
     created, skipped = [], 0
-    for m in matches:
+    for match_id, m in ids_in_order("m", matches):
         if all(i in open_lines for i in m["bank_ids"]) and all(i in open_entries for i in m["ledger_ids"]):
             open_lines.difference_update(m["bank_ids"])
             open_entries.difference_update(m["ledger_ids"])
-            created.append({**m, "id": new_id("m")})
+            created.append({**m, "id": match_id})
         else:
             skipped += 1
     await tx.executemany(
@@ -500,8 +508,9 @@ async def replace_suggestions(tx, tenant: str, account_id: str, run_id: str, sug
     await tx.executemany(
         "INSERT INTO recon_suggestions (id, tenant_id, account_id, run_id, rule, score, explanation, adjustment, bank_ids,"
         " ledger_ids, status, created_at) VALUES (?,?,?,?,?,?,?,?,?,?, 'open', ?)",
-        [(new_id("s"), tenant, account_id, run_id, s["rule"], s["score"], s["explanation"], str(s["adjustment"]),
-          json.dumps(s["bank_ids"]), json.dumps(s["ledger_ids"]), now) for s in suggestions])
+        [(suggestion_id, tenant, account_id, run_id, s["rule"], s["score"], s["explanation"], str(s["adjustment"]),
+          json.dumps(s["bank_ids"]), json.dumps(s["ledger_ids"]), now)
+         for suggestion_id, s in ids_in_order("s", suggestions)])
 
 
 async def stale_rivals(tx, tenant: str, account_id: str, bank_ids: list, ledger_ids: list, actor: str,
