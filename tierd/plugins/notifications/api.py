@@ -15,7 +15,7 @@ from tierd.core.api import (
     ApiError, Route, actor_of, daemon_of, int_cursor, iso_time, json_response, page, page_params, query_choice,
     read_json, tenant_scope,
 )
-from tierd.core.clock import iso, parse_iso
+from tierd.core.clock import iso
 from tierd.core.schema import validate
 
 from . import store
@@ -25,10 +25,18 @@ from .service import service_of
 
 STATUSES = ("pending", "delivered", "failed", "muted", "throttled", "grouped", "digested")
 _SEVERITIES = ("info", "warning", "critical")
+MAX_COMMENT = 1000
 
 
 def _time(ts: float | None) -> str | None:
-    return iso(ts) if ts is not None else None
+    if ts is None:
+        return None
+    try:
+        return iso(ts)
+    except (ValueError, OverflowError, OSError):
+        # A time stored before such times were refused (a silence ending in
+        # year 10000): shown as unknown rather than failing the whole list.
+        return None
 
 
 def notification_json(row, attempts=(), full: bool = False) -> dict:
@@ -92,6 +100,8 @@ async def _send_now(request, kind: str, defaults: dict):
         raise ApiError(400, "invalid_message", "subject and body must be strings; severity info, warning or critical")
     now = daemon.clock.time()
     wait = body.get("wait", True)
+    if not isinstance(wait, bool):
+        raise ApiError(400, "invalid_message", "wait must be true or false")
     # Sent inline: the row is due only after a lease, so the dispatcher does not
     # send it too; if we crash mid-send, the dispatcher retries it after the lease.
     due = now + INLINE_LEASE if wait else now
@@ -145,19 +155,23 @@ async def create_silence(request):
     matchers, errors = validate(SILENCE_MATCHERS_SCHEMA, body.get("matchers") or {}, ("matchers",))
     if errors:
         raise ApiError(400, "invalid_silence", "; ".join(map(str, errors)))
+    comment = body.get("comment", "")
+    if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
+        raise ApiError(400, "invalid_silence", f"comment must be text of at most {MAX_COMMENT} characters")
+    if body.get("ends_at") is None:
+        raise ApiError(400, "invalid_silence", "ends_at is required (an ISO-8601 time)")
     now = daemon.clock.time()
     try:
-        starts = parse_iso(body["starts_at"]) if body.get("starts_at") else now
-        ends = parse_iso(body["ends_at"])
-    except KeyError:
-        raise ApiError(400, "invalid_silence", "ends_at is required (ISO-8601)")
-    except (TypeError, ValueError):
-        raise ApiError(400, "invalid_silence", "starts_at and ends_at must be ISO-8601 times")
+        starts = iso_time(body.get("starts_at"), "starts_at")
+        ends = iso_time(body["ends_at"], "ends_at")
+    except ApiError as exc:
+        raise ApiError(400, "invalid_silence", exc.message) from None
+    starts = now if starts is None else starts
     if ends <= max(starts, now):
         raise ApiError(400, "invalid_silence", "ends_at must be in the future and after starts_at")
     row = {"id": "sil_" + secrets.token_urlsafe(9), "tenant_id": tenant_scope(request),
            "matchers": {k: v for k, v in matchers.items() if v not in (None, {}, [])},
-           "starts_at": starts, "ends_at": ends, "comment": str(body.get("comment", "")),
+           "starts_at": starts, "ends_at": ends, "comment": comment,
            "created_by": actor_of(request), "created_at": now}
     await store.insert_silence(daemon.db, row)
     created = await store.silences(daemon.db, tenant=row["tenant_id"])

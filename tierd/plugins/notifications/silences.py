@@ -34,7 +34,7 @@ from tierd.core.schema import List, Obj, OneOf, Reject, Str, TimeZone, Field
 from .routing import MATCH_SCHEMA, Matcher, condition_errors
 
 DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-_HOURS_RE = re.compile(r"^(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})$")
+_HOURS_RE = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
 
 
 def _day(name: str) -> int:
@@ -62,7 +62,7 @@ def parse_weekdays(spec: str) -> set[int]:
 
 def parse_hours(spec: str) -> list[tuple[int, int]]:
     """``09:00-17:30`` -> minute ranges ``[(540, 1050)]``; wrapping ranges split in two."""
-    m = _HOURS_RE.match(spec.strip())
+    m = _HOURS_RE.fullmatch(spec.strip())
     if not m:
         raise Reject(f"invalid hours {spec!r} (use HH:MM-HH:MM, e.g. 09:00-17:00)")
     h1, m1, h2, m2 = map(int, m.groups())
