@@ -14,7 +14,13 @@ credentials)::
     token: ${file:${CREDENTIALS_DIRECTORY}/token}
     price: $$5                                  # a literal "$5"
 
-Interpolated values are always strings.
+Interpolated values are always strings, and never shown in an error: the
+error names the reference instead (``got <value of ${file:/run/x}, not shown>``).
+
+A hostile or broken file is refused with a clear error, never a hang or a
+crash: at most :data:`MAX_FILE_SIZE` bytes, :data:`MAX_DEPTH` levels of
+nesting and :data:`MAX_ALIAS_EXPANSIONS` values built through aliases (a
+"billion laughs" file of 1 KB would otherwise expand to 10**9 values).
 """
 
 from __future__ import annotations
@@ -29,14 +35,21 @@ import yaml
 
 from tierd.core.schema import (
     MISSING, Any, Bool, Duration, Enum, Field, Int, List, Obj, Reject, SchemaError, Str,
-    did_you_mean, show, validate,
+    did_you_mean, quote, show, unicode_problem, validate,
 )
 
 __all__ = ["Config", "ConfigError", "CORE_SCHEMAS", "DEFAULT_LOCATIONS", "ListenAddress",
-           "find_config_path", "load_config"]
+           "MAX_ALIAS_EXPANSIONS", "MAX_DEPTH", "MAX_FILE_SIZE", "find_config_path", "load_config"]
 
 DEFAULTS_LABEL = "<defaults>"
 DEFAULT_LOCATIONS = (Path("config/tierd.yaml"), Path("/etc/tierd/tierd.yaml"))
+
+#: Bytes. The bundled, fully commented file is about 20 KB.
+MAX_FILE_SIZE = 1024 * 1024
+#: Values built again because an alias refers to them (merge keys included).
+MAX_ALIAS_EXPANSIONS = 100_000
+#: Levels of nested mappings and lists (PyYAML's composer recurses once per level).
+MAX_DEPTH = 100
 
 
 class ConfigError(Exception):
@@ -74,6 +87,9 @@ class ListenAddress(Field):
     def parse(self, value):
         if not isinstance(value, str):
             raise self.mismatch(value)
+        problem = unicode_problem(value)
+        if problem:
+            raise Reject(problem)
         if value.startswith("unix:"):
             if len(value) == len("unix:"):
                 raise Reject("unix: needs a socket path, e.g. unix:/run/tierd/api.sock")
@@ -81,7 +97,7 @@ class ListenAddress(Field):
         host, _, port = value.rpartition(":")
         bare_ipv6 = ":" in host and not (host.startswith("[") and host.endswith("]"))
         if not host or bare_ipv6 or not port.isdigit() or int(port) > 65535:
-            raise Reject(f"invalid listen address {value!r} (use HOST:PORT such as "
+            raise Reject(f"invalid listen address {quote(value)} (use HOST:PORT such as "
                          "127.0.0.1:8765 or [::1]:8765, or unix:/path/to.sock)")
         return value
 
@@ -192,12 +208,50 @@ def _position(mark) -> tuple[int, int]:
     return mark.line + 1, mark.column + 1
 
 
+def _read_file(path: Path, label: str) -> bytes:
+    """The bytes of the configuration file, refusing one over :data:`MAX_FILE_SIZE`."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_FILE_SIZE + 1)
+            size = max(os.fstat(file.fileno()).st_size, len(data))
+    except OSError as exc:
+        raise ConfigError([f"{label}: cannot read configuration file: {exc.strerror}"]) from None
+    if len(data) > MAX_FILE_SIZE:
+        raise ConfigError([f"{label}: configuration file too large: {size} bytes "
+                           f"(the limit is {MAX_FILE_SIZE} bytes)"])
+    return data
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nesting deeper than :data:`MAX_DEPTH` levels.
+
+    Its composer recurses once per level: ``[[[[...`` 5000 deep would end in
+    a RecursionError instead of an error naming the line.
+    """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self._depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                                              self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 class _YamlReader:
     """Build the Python value of a YAML file from its node tree, recording positions.
 
-    Syntax errors abort (raise :class:`ConfigError`); errors in well-formed
-    YAML (duplicate keys, unresolvable ``${...}``) are collected in
-    ``problems`` so they are reported with the schema errors.
+    Syntax errors and files that expand beyond the limits abort (raise
+    :class:`ConfigError`); errors in well-formed YAML (duplicate keys,
+    unresolvable ``${...}``) are collected in ``problems`` so they are
+    reported with the schema errors. ``interpolated`` maps the path of every
+    value read through ``${...}`` to (value, how an error names it).
     """
 
     def __init__(self, label: str, env: Mapping[str, str], base_dir: Path):
@@ -207,10 +261,14 @@ class _YamlReader:
         self.lines: dict[tuple, tuple[int, int]] = {}
         self.problems: list[_Problem] = []
         self.failed_paths: set[tuple] = set()  # values already reported; skip their schema errors
+        self.interpolated: dict[tuple, tuple[str, str]] = {}
         self._checked_mappings: set[int] = set()
+        self._built: set[int] = set()  # nodes built once; building one again expands an alias
+        self._expansions = 0
+        self._expansion: tuple | None = None  # path of the outermost alias being expanded
 
     def read(self, data: bytes):
-        self.loader = yaml.SafeLoader(data)
+        self.loader = _Loader(data)
         try:
             node = self.loader.get_single_node()
             return {} if node is None else self._build(node, (), frozenset())
@@ -233,10 +291,20 @@ class _YamlReader:
         line = node.start_mark.line + 1
         self.problems.append(_Problem(line, f"{self.label}:{line}: {SchemaError(path, message)}"))
 
+    def _abort(self, path: tuple, message: str) -> ConfigError:
+        line = _line_of(path, self.lines) or 1
+        return ConfigError([f"{self.label}:{line}: {SchemaError(path, message)}"])
+
     def _build(self, node, path: tuple, active: frozenset):
         if id(node) in active:  # an alias pointing at one of its own ancestors
             self._problem(node, path, "recursive alias")
             return None
+        if len(path) > MAX_DEPTH:  # aliases nest what the composer saw as shallow
+            raise self._abort(path, f"nested deeper than {MAX_DEPTH} levels")
+        if id(node) in self._built:
+            self._count_expansion(path)
+        else:
+            self._built.add(id(node))
         active = active | {id(node)}
         if isinstance(node, yaml.MappingNode):
             return self._build_mapping(node, path, active)
@@ -247,6 +315,20 @@ class _YamlReader:
                 items.append(self._build(item, path + (index,), active))
             return items
         return self._build_scalar(node, path)
+
+    def _count_expansion(self, path: tuple) -> None:
+        """Count one value built again through an alias; abort past the limit.
+
+        The error names the line of the alias that was being expanded
+        (PyYAML keeps no position of its own for an alias): the line of its
+        key, or of the list holding it.
+        """
+        if self._expansion is None or path[:len(self._expansion)] != self._expansion:
+            self._expansion = path
+        self._expansions += 1
+        if self._expansions > MAX_ALIAS_EXPANSIONS:
+            where = self._expansion if isinstance(self._expansion[-1], str) else self._expansion[:-1]
+            raise self._abort(where, f"too many alias expansions (limit {MAX_ALIAS_EXPANSIONS})")
 
     def _build_mapping(self, node, path: tuple, active: frozenset) -> dict:
         if id(node) not in self._checked_mappings:  # an aliased mapping is checked once
@@ -267,18 +349,28 @@ class _YamlReader:
         if not isinstance(key_node, yaml.ScalarNode):
             self._problem(key_node, path, "mapping keys must be plain values, not lists or mappings")
             return MISSING
+        return self._construct(key_node, path)
+
+    def _construct(self, node, path: tuple):
+        """The Python value of a scalar node, or MISSING (after reporting) if it has none."""
         try:
-            return self.loader.construct_object(key_node)
-        except yaml.MarkedYAMLError as exc:
-            self.problems.append(_Problem(exc.problem_mark.line + 1, self._syntax_error(exc)))
-            return MISSING
+            return self.loader.construct_object(node)
+        except yaml.MarkedYAMLError as exc:  # e.g. an unknown tag such as !env
+            self.problems.append(_Problem(node.start_mark.line + 1, self._syntax_error(exc)))
+        except (ValueError, OverflowError) as exc:  # e.g. a 5000-digit integer, the date 0000-01-01
+            kind = node.tag.rpartition(":")[2]
+            self._problem(node, path, f"invalid {kind}: {str(exc).partition(';')[0]}")
+        return MISSING
 
     def _check_duplicates(self, node, path: tuple) -> None:
         first_lines: dict = {}
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
                 continue
-            key = self.loader.construct_object(key_node)
+            try:
+                key = self.loader.construct_object(key_node)
+            except (yaml.YAMLError, ValueError, OverflowError):
+                continue  # reported when the key is built
             line = key_node.start_mark.line + 1
             if key in first_lines:
                 self._problem(key_node, path + (key,),
@@ -287,19 +379,55 @@ class _YamlReader:
                 first_lines[key] = line
 
     def _build_scalar(self, node, path: tuple):
-        try:
-            value = self.loader.construct_object(node)
-        except yaml.MarkedYAMLError as exc:  # e.g. an unknown tag such as !env
-            self.problems.append(_Problem(node.start_mark.line + 1, self._syntax_error(exc)))
+        value = self._construct(node, path)
+        if value is MISSING:
             self.failed_paths.add(path)
             return None
         if isinstance(value, str) and "$" in value:
+            written = value
             try:
                 value = _interpolate(value, self.env, self.base_dir)
             except _Interpolation as exc:
                 self._problem(node, path, str(exc))
                 self.failed_paths.add(path)
+                return value
+            if any(match.group(1) is not None for match in _REFERENCE.finditer(written)):
+                self.interpolated[path] = (value, _origin(written))
         return value
+
+
+def _origin(written: str) -> str:
+    """How an error names a value read through ``${...}``, instead of showing it."""
+    reference = written if _REFERENCE.fullmatch(written) else quote(written)
+    return f"<value of {reference}, not shown>"
+
+
+def _hide_interpolated(error: SchemaError, interpolated: dict) -> str:
+    """The error's message with every value read through ``${...}`` replaced by its origin.
+
+    A value from the environment or a file may be a secret. Schema messages
+    quote a value they reject through ``quote``, ``repr`` or ``show``: each
+    such form is replaced. The value at the error's own path is replaced
+    however short; other values (quoted, say, by a cross-field check) when
+    long enough not to be mistaken for ordinary words. If a field quoted a
+    part of its own value, nothing of the message is kept.
+    """
+    replacements = {}
+    for path, (value, origin) in interpolated.items():
+        own = path == error.path
+        if not own and len(value) < 8:
+            continue
+        for form in (quote(value), repr(value), value if own or len(value) >= 4 else ""):
+            if form:
+                replacements.setdefault(form, origin)
+    if not replacements:
+        return error.message
+    pattern = "|".join(map(re.escape, sorted(replacements, key=len, reverse=True)))
+    message = re.sub(pattern, lambda match: replacements[match.group()], error.message)
+    own = interpolated.get(error.path)
+    if own and any(word in message for word in re.findall(r"\w{4,}", own[0])):
+        return f"{own[1]} is not valid here"
+    return message
 
 
 # --- validation -------------------------------------------------------------
@@ -348,12 +476,8 @@ def load_config(path: Path | None, plugin_schemas: Mapping[str, Field],
     raw, reader = {}, None
     if path is not None:
         path = Path(path)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError([f"{label}: cannot read configuration file: {exc.strerror}"]) from None
         reader = _YamlReader(label, env, path.parent)
-        raw = reader.read(data)
+        raw = reader.read(_read_file(path, label))
     if not isinstance(raw, dict):
         raise ConfigError([f"{label}:1: the top level must be a mapping of sections "
                            f"(server:, storage:, ...), got {show(raw)}"])
@@ -374,6 +498,8 @@ def load_config(path: Path | None, plugin_schemas: Mapping[str, Field],
     for error in errors:
         if reader and error.path in reader.failed_paths:
             continue  # already reported as the reason the value is wrong
+        if reader and reader.interpolated:
+            error = SchemaError(error.path, _hide_interpolated(error, reader.interpolated))
         line = _line_of(error.path, lines)
         where = f"{label}:{line}" if line is not None else label
         problems.append(_Problem(line, f"{where}: {error}"))
@@ -394,7 +520,8 @@ def peek_disabled_plugins(path: Path | None) -> list[str]:
     if path is None:
         return []
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        # The same guarded reader as load_config: a hostile file must not hang us here either.
+        raw = _YamlReader(str(path), os.environ, Path(path).parent).read(_read_file(Path(path), str(path)))
         return _disabled_plugins(raw) if isinstance(raw, dict) else []
-    except (OSError, yaml.YAMLError, UnicodeDecodeError, AttributeError, TypeError):
+    except (ConfigError, AttributeError, TypeError):
         return []

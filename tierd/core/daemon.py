@@ -206,12 +206,17 @@ class Daemon:
         log.info("stopped")
 
     async def reload(self) -> tuple[bool, list[str]]:
-        """Validate the config file again and switch to it; keep the old one on error."""
+        """Validate the config file again and switch to it; keep the old one on error.
+
+        The file is parsed and validated in a worker thread: a large file
+        (up to a MiB) takes a second or more, and the API keeps answering.
+        """
         async with self._reload_lock:
             systemd.reloading()
             try:
                 try:
-                    config = load_config(self.config_path, plugin_schemas(self.pm, self.registries))
+                    schemas = plugin_schemas(self.pm, self.registries)  # hooks run on the loop
+                    config = await asyncio.to_thread(load_config, self.config_path, schemas)
                 except ConfigError as exc:
                     for error in exc.errors:
                         log.error("reload refused: %s", error)

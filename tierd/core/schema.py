@@ -15,7 +15,16 @@ one pass. Clean values are plain Python (dicts, lists, str, int, float,
 
 Writing a field: subclass :class:`Field`, set ``type_name`` and implement
 ``parse(value)`` returning the clean value or raising :class:`Reject`.
-Containers override ``convert(value, path, errors)`` instead.
+Containers override ``convert(value, path, errors)`` instead. A message
+quotes the value it rejects through :func:`show`, :func:`quote` or
+``Field.shown`` only, so that it stays short and a secret stays hidden.
+
+Hostile input is refused here, for config files and request bodies alike:
+strings that are not valid Unicode (lone surrogates, e.g. from a ``"\\ud800"``
+escape or undecodable bytes in an environment variable) wherever text is
+accepted; NaN and infinities; integers outside SQLite's 64-bit range (the
+default bounds of :class:`Int`); decimals of 10**18 or more; durations over
+1000 years. Floats are only required to be finite: give ``min``/``max``.
 """
 
 from __future__ import annotations
@@ -39,8 +48,8 @@ from tierd.core.http import tls_file_problem
 __all__ = [
     "MISSING", "SchemaError", "Invalid", "Reject", "Field", "Str", "CaFile", "Int", "Float", "Bool",
     "Decimal", "Duration", "Enum", "Cidr", "Url", "TimeZone", "Cron", "Any", "List", "Map",
-    "Obj", "OneOf", "validate", "describe", "format_path", "show", "did_you_mean",
-    "parse_duration",
+    "Obj", "OneOf", "validate", "describe", "format_path", "show", "quote", "did_you_mean",
+    "parse_duration", "unicode_problem",
 ]
 
 Path = tuple  # of str keys and int list indexes
@@ -57,13 +66,18 @@ MISSING: AnyType = _Missing()
 
 
 def format_path(path: Path) -> str:
-    """Render a key path the way an admin reads it: ``webhooks.retry_schedule[2]``."""
+    """Render a key path the way an admin reads it: ``webhooks.retry_schedule[2]``.
+
+    A key that is not valid Unicode is shown escaped (``\\ud800``), so that
+    the error about it can be printed and logged.
+    """
     text = ""
     for part in path:
         if isinstance(part, int) and not isinstance(part, bool):
             text += f"[{part}]"
         else:
-            text += f".{part}" if text else str(part)
+            part = str(part).encode("utf-8", "backslashreplace").decode()
+            text += f".{part}" if text else part
     return text
 
 
@@ -91,6 +105,16 @@ class Reject(Exception):
     """Raised by a field's ``parse()``: the value is wrong, the message says why."""
 
 
+def quote(value: AnyType) -> str:
+    """``repr(value)`` for an error message, cut to about 60 characters (a value may be huge)."""
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    if isinstance(value, int) and value.bit_length() > 200:  # repr() refuses past 4300 digits
+        return f"<a number of about {int(value.bit_length() * math.log10(2)) + 1} digits>"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def show(value: AnyType) -> str:
     """Name a received value for an error message: its YAML type, and the value if scalar."""
     if value is None:
@@ -102,8 +126,46 @@ def show(value: AnyType) -> str:
     if isinstance(value, list):
         return "a list"
     if isinstance(value, str):
-        return f"string {value if len(value) <= 60 else value[:57] + '...'!r}"
-    return f"{type(value).__name__} {value!r}"
+        return f"string {quote(value)}"
+    return f"{type(value).__name__} {quote(value)}"
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why text is not valid Unicode (a lone surrogate), or None. Never quotes the text.
+
+    Such strings cannot be encoded as UTF-8: SQLite would store bytes that no
+    later read can decode, and JSON or a log line would fail on them.
+    """
+    if text.isascii():
+        return None
+    found = _SURROGATE.search(text)
+    if found is None:
+        return None
+    return (f"not valid Unicode text: character {found.start() + 1} is U+{ord(found.group()):04X}, "
+            "a lone surrogate (undecodable bytes, or a \\uD800-style escape: write characters "
+            "above U+FFFF as \\U0001F600)")
+
+
+def _check_text(value, path: Path, errors: list) -> None:
+    """Report every string (key or value) in a nested value that is not valid Unicode."""
+    pending = [(path, value)]
+    while pending:  # a loop, not recursion: the value may be nested deeply
+        where, item = pending.pop()
+        if isinstance(item, str):
+            problem = unicode_problem(item)
+            if problem:
+                errors.append(SchemaError(where, problem))
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                problem = isinstance(key, str) and unicode_problem(key)
+                if problem:
+                    errors.append(SchemaError(where + (key,), f"invalid key: {problem}"))
+                pending.append((where + (key,), child))
+        elif isinstance(item, list):
+            pending.extend((where + (index,), child) for index, child in enumerate(item))
 
 
 def did_you_mean(word: AnyType, candidates: Iterable) -> str:
@@ -122,12 +184,15 @@ def _article(noun: str) -> str:
     return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
 
 
-def _check_range(value, low, high, fmt: Callable = str):
-    """Return value if it lies within [low, high] (either bound optional), else reject."""
+def _check_range(value, low, high, fmt: Callable = str, got: str | None = None):
+    """Return value if it lies within [low, high] (either bound optional), else reject.
+
+    ``got`` names the value as received (default: ``fmt(value)``).
+    """
     if low is not None and value < low:
-        raise Reject(f"must be at least {fmt(low)}, got {fmt(value)}")
+        raise Reject(f"must be at least {fmt(low)}, got {got or fmt(value)}")
     if high is not None and value > high:
-        raise Reject(f"must be at most {fmt(high)}, got {fmt(value)}")
+        raise Reject(f"must be at most {fmt(high)}, got {got or fmt(value)}")
     return value
 
 
@@ -224,6 +289,7 @@ class Str(Field):
     def parse(self, value):
         if not isinstance(value, str):
             raise self.mismatch(value)
+        _refuse_invalid_unicode(value)
         if len(value) < self.min_len:
             raise Reject("must not be empty" if self.min_len == 1
                          else f"must be at least {self.min_len} characters long")
@@ -235,8 +301,22 @@ class Str(Field):
         return value
 
 
+def _refuse_invalid_unicode(text: str) -> None:
+    problem = unicode_problem(text)
+    if problem:
+        raise Reject(problem)
+
+
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+
+
 class Int(Field):
-    """An integer (booleans are not integers here), optionally bounded."""
+    """An integer (booleans are not integers here), optionally bounded.
+
+    Without ``min``/``max`` it still lies in SQLite's 64-bit range, so that
+    it can be stored and no later conversion overflows; nothing configures
+    more. Bound it tighter where it feeds a ``timedelta`` or a sleep.
+    """
 
     type_name = "integer"
 
@@ -247,7 +327,8 @@ class Int(Field):
     def parse(self, value):
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.mismatch(value)
-        return _check_range(value, self.min, self.max)
+        return _check_range(value, INT64_MIN if self.min is None else self.min,
+                            INT64_MAX if self.max is None else self.max, quote)
 
 
 class Float(Field):
@@ -278,6 +359,9 @@ class Bool(Field):
         return value
 
 
+_DECIMAL_DIGITS = 18
+
+
 class Decimal(Field):
     """An exact decimal number for money: returns ``decimal.Decimal``, never a float.
 
@@ -301,16 +385,24 @@ class Decimal(Field):
             raise Reject(f"expected a decimal number such as 12.50, got {self.shown(value)}") from None
         if not number.is_finite():
             raise Reject(f"must be a finite decimal number, got {self.shown(value)}")
-        return _check_range(number, self.min, self.max)
+        if number and number.adjusted() >= _DECIMAL_DIGITS:  # e.g. 1e999999: overflows when rounded
+            raise Reject(f"too large: at most {_DECIMAL_DIGITS} digits before the decimal point, "
+                         f"got {self.shown(value)}")
+        return _check_range(number, self.min, self.max, got=self.shown(value) if isinstance(value, str) else None)
 
 
 _DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+#: Longer is surely a typo, and dates that far ahead overflow ``datetime`` (year 9999).
+MAX_DURATION_DAYS = 365_000
 
 
 def parse_duration(value) -> float:
-    """Return the seconds in a duration: a number of seconds, or "500ms", "15s", "1h30m", ..."""
+    """Return the seconds in a duration: a number of seconds, or "500ms", "15s", "1h30m", ...
+
+    At most :data:`MAX_DURATION_DAYS` (1000 years).
+    """
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
     elif isinstance(value, str) and re.fullmatch(r"\d+(?:\.\d+)?", value.strip()):
@@ -318,9 +410,11 @@ def parse_duration(value) -> float:
     elif isinstance(value, str) and _DURATION.fullmatch(value.strip()):
         seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
     else:
-        raise Reject(f"invalid duration {value!r} (use e.g. 500ms, 15s, 5m, 2h, 1d)")
+        raise Reject(f"invalid duration {quote(value)} (use e.g. 500ms, 15s, 5m, 2h, 1d)")
     if not math.isfinite(seconds) or seconds < 0:
-        raise Reject(f"invalid duration {value!r}: must be a finite, non-negative time")
+        raise Reject(f"invalid duration {quote(value)}: must be a finite, non-negative time")
+    if seconds > MAX_DURATION_DAYS * 86400:
+        raise Reject(f"invalid duration {quote(value)}: longer than {MAX_DURATION_DAYS}d (1000 years)")
     return seconds
 
 
@@ -338,7 +432,8 @@ class Duration(Field):
         self.min = None if min is None else parse_duration(min)
 
     def parse(self, value):
-        return _check_range(parse_duration(value), self.min, None, _format_seconds)
+        return _check_range(parse_duration(value), self.min, None, _format_seconds,
+                            got=quote(value) if isinstance(value, str) else None)
 
 
 class Enum(Field):
@@ -352,6 +447,8 @@ class Enum(Field):
     def parse(self, value):
         if value in self.values:
             return value
+        if isinstance(value, str):
+            _refuse_invalid_unicode(value)
         raise Reject(f"expected {self.type_name}, got {self.shown(value)}"
                      f"{did_you_mean(value, self.values)}")
 
@@ -367,7 +464,7 @@ class Cidr(Field):
         try:
             return ipaddress.ip_network(value.strip(), strict=False)
         except ValueError:
-            raise Reject(f"invalid CIDR network {value!r} (use e.g. 10.0.0.0/8 or fd00::/8)") from None
+            raise Reject(f"invalid CIDR network {quote(value)} (use e.g. 10.0.0.0/8 or fd00::/8)") from None
 
 
 class CaFile(Str):
@@ -397,6 +494,7 @@ class Url(Field):
     def parse(self, value):
         if not isinstance(value, str):
             raise self.mismatch(value)
+        _refuse_invalid_unicode(value)
         try:
             parts = urlsplit(value)
             host = parts.hostname
@@ -404,9 +502,9 @@ class Url(Field):
             host, parts = None, None
         if parts is None or parts.scheme not in self.schemes:
             wanted = " or ".join(f"{scheme}://" for scheme in self.schemes)
-            raise Reject(f"invalid URL {value!r}: must start with {wanted}")
+            raise Reject(f"invalid URL {quote(value)}: must start with {wanted}")
         if not host:
-            raise Reject(f"invalid URL {value!r}: no host name")
+            raise Reject(f"invalid URL {quote(value)}: no host name")
         return value
 
 
@@ -422,7 +520,7 @@ class TimeZone(Field):
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             hint = did_you_mean(value, zoneinfo.available_timezones())
-            raise Reject(f"unknown time zone {value!r}{hint}") from None
+            raise Reject(f"unknown time zone {quote(value)}{hint}") from None
         return value
 
 
@@ -438,13 +536,13 @@ class Cron(Field):
             # The same parser the scheduler uses, so what passes here runs there.
             CronTrigger.from_crontab(value, timezone="UTC")
         except ValueError as exc:
-            raise Reject(f"invalid cron expression {value!r}: {exc} "
+            raise Reject(f"invalid cron expression {quote(value)}: {exc} "
                          "(use 5 fields: minute hour day-of-month month day-of-week)") from None
         return value
 
 
 class Any(Field):
-    """Anything, unchecked (null included)."""
+    """Anything, unchecked (null included), except text that is not valid Unicode."""
 
     type_name = "value"
 
@@ -452,7 +550,8 @@ class Any(Field):
         options.setdefault("nullable", True)
         super().__init__(**options)
 
-    def parse(self, value):
+    def convert(self, value, path, errors):
+        _check_text(value, path, errors)
         return value
 
 
