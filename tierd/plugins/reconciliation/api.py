@@ -8,7 +8,8 @@ Who did something is :func:`tierd.core.api.actor_of`: the token ("admin" or
 
 from __future__ import annotations
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from tierd.core.api import (
     ApiError, Route, actor_of, daemon_of, int_cursor, json_response, page, page_params, query_choice, read_json,
@@ -22,6 +23,8 @@ from .settings import ACCOUNT_ID_RE, CURRENCY_RE, UnknownLayout, layout, section
 
 PREFIX = "/v1/reconciliation/accounts"
 TAG = "reconciliation"
+#: Longest file name an import records.
+MAX_FILENAME = 255
 
 
 async def account_of(request: web.Request) -> tuple[str, dict]:
@@ -60,8 +63,8 @@ async def create_account(request):
     if not isinstance(body.get("currency"), str) or not CURRENCY_RE.fullmatch(body["currency"]):
         problems.append("currency is required: an ISO 4217 code such as EUR")
     for key in ("name", "iban", "account_number", "csv_format", "ledger_format"):
-        if body.get(key) is not None and not isinstance(body[key], str):
-            problems.append(f"{key} must be a string")
+        if body.get(key) is not None and (not isinstance(body[key], str) or len(body[key]) > 200):
+            problems.append(f"{key} must be a string of at most 200 characters")
     cfg = section(daemon.config)
     for key, table in (("csv_format", "csv_formats"), ("ledger_format", "ledger_formats")):
         if isinstance(body.get(key), str) and body[key] not in cfg[table]:
@@ -102,15 +105,29 @@ async def read_upload(request: web.Request, limit: int) -> tuple[bytes, str]:
     """
     filename = request.query.get("filename", "")
     if request.content_type.startswith("multipart/"):
+        data, filename = await _multipart_file(request, limit, filename)
+    else:
+        data = await _read_limited(request.content, limit)
+        if not data:
+            raise ApiError(400, "file_required", "the request body is empty: send the statement file")
+    # isprintable() is also False for lone surrogates (aiohttp's escapes of bytes that are not UTF-8).
+    if len(filename) > MAX_FILENAME or not filename.isprintable():
+        raise ApiError(400, "invalid_filename",
+                       f"the file name must be printable text of at most {MAX_FILENAME} characters")
+    return data, filename
+
+
+async def _multipart_file(request: web.Request, limit: int, filename: str) -> tuple[bytes, str]:
+    """The first file part of a multipart body (named ``file`` or carrying a file name)."""
+    try:
         reader = await request.multipart()
         async for part in reader:
-            if part.filename or part.name == "file":
+            # A nested multipart is no file.
+            if isinstance(part, BodyPartReader) and (part.filename or part.name == "file"):
                 return await _read_limited(part, limit), part.filename or filename
-        raise ApiError(400, "file_required", "the multipart body has no file part")
-    data = await _read_limited(request.content, limit)
-    if not data:
-        raise ApiError(400, "file_required", "the request body is empty: send the statement file")
-    return data, filename
+    except (ValueError, HttpProcessingError) as exc:  # no boundary, no parts, bad part headers
+        raise ApiError(400, "invalid_multipart", f"the multipart body cannot be read: {str(exc)[:200]}") from None
+    raise ApiError(400, "file_required", "the multipart body has no file part")
 
 
 async def _read_limited(stream, limit: int) -> bytes:

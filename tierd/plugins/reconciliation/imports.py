@@ -28,6 +28,7 @@ from tierd.core.registry import Statement, StatementError, StatementLine
 
 from . import metrics, store
 from .importers import detect_format
+from .importers.base import valid_text
 
 EVENT_IMPORTED = "reconciliation.statement.imported"
 
@@ -139,7 +140,11 @@ def plan_import(data: bytes, importers: dict, account: dict, csv_layout: dict | 
         if line.currency != account["currency"]:
             rejected.append({"location": line.location, "reason": f"currency {line.currency}, the account is in {account['currency']}"})
             continue
-        rows.append(line_row(line, key))
+        row = line_row(line, key)
+        if not valid_text(*(v for v in row.values() if isinstance(v, str))):
+            # Decoders refuse such text; an importer (a third party's) may still make it.
+            raise StatementError("text that is not valid Unicode (a lone surrogate)", line.location or None)
+        rows.append(row)
     return ImportPlan(format=fmt, sha256=hashlib.sha256(data).hexdigest(), lines=rows, rejected=rejected,
                       balances=balances, statements=len(statements))
 
@@ -162,6 +167,10 @@ async def import_statement(daemon, tenant: str, account: dict, data: bytes, *, f
         await store.insert_lines(tx, tenant, account["id"], import_id, new, now)
         await store.audit(tx, tenant, account["id"], now, actor, "statement.imported", import_id,
                           {"filename": filename, "format": plan.format, "new": len(new)})
+    log.info("statement imported for tenant %s, account %s: format %s, %d new line(s), %d duplicate(s), "
+             "%d rejected, %d balance mismatch(es) (import %s, file %r, by %s)", tenant, account["id"], plan.format,
+             record["new"], record["duplicates"], record["rejected"], sum(not b["ok"] for b in plan.balances),
+             import_id, filename, actor)
     m = metrics.of(daemon)
     if m is not None:
         m.lines_imported.labels(plan.format).inc(record["new"])

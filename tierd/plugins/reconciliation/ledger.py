@@ -9,18 +9,19 @@ A batch with any invalid entry is refused as a whole, listing every problem.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import json
+import logging
 from decimal import Decimal, InvalidOperation
 
 from tierd.core.clock import iso
 from tierd.core.registry import StatementError
 
 from . import store
-from .importers.base import decode_text, parse_localized_decimal
+from .importers.base import csv_rows, decode_text, parse_localized_decimal, valid_text
 from .importers.csv import DEFAULT_LAYOUT
+
+log = logging.getLogger("tierd.reconciliation.ledger")
 
 FIELDS = ("external_id", "date", "amount", "currency", "counterparty", "reference", "description")
 MAX_ERRORS = 50
@@ -39,6 +40,8 @@ def parse_json_entries(raw: bytes) -> list[tuple[str, dict]]:
     text = raw.decode("utf-8-sig", errors="strict")
     try:
         doc = json.loads(text, parse_float=Decimal)
+    except RecursionError:
+        raise LedgerError(["the JSON is nested too deeply"]) from None
     except ValueError:
         doc = None
     if isinstance(doc, dict) and isinstance(doc.get("entries"), list):
@@ -55,30 +58,31 @@ def parse_json_entries(raw: bytes) -> list[tuple[str, dict]]:
             out.append((f"line {number}", json.loads(line, parse_float=Decimal)))
         except ValueError as exc:
             raise LedgerError([f"line {number}: not valid JSON ({exc.args[0]})"]) from None
+        except RecursionError:
+            raise LedgerError([f"line {number}: the JSON is nested too deeply"]) from None
     return out
 
 
 def parse_csv_entries(raw: bytes, layout: dict | None) -> list[tuple[str, dict]]:
     """Rows of a CSV upload mapped to entry fields through a ``ledger_formats`` layout."""
     layout = layout or {**DEFAULT_LAYOUT, "columns": {f: f for f in FIELDS}}  # headers named as the fields
-    try:
-        text = decode_text(raw, layout["encoding"])
-    except StatementError as exc:
-        raise LedgerError([str(exc)]) from None
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=layout["delimiter"], quotechar=layout["quotechar"])
     columns = {k: v for k, v in (layout["columns"] or {}).items() if v}
     header = None
     out = []
-    for index, row in enumerate(reader):
+    try:
+        rows = list(csv_rows(decode_text(raw, layout["encoding"]), layout["delimiter"], layout["quotechar"]))
+    except StatementError as exc:
+        raise LedgerError([str(exc)]) from None
+    for index, (number, row) in enumerate(rows):
         if index < layout["skip_rows"] or not any(c.strip() for c in row):
             continue
         if header is None:
             header = [h.strip() for h in row]
             missing = [c for c in columns.values() if c not in header]
             if missing and any(columns.get(f) in missing for f in ("external_id", "date", "amount")):
-                raise LedgerError([f"line {reader.line_num}: header lacks column(s) {', '.join(missing)}"])
+                raise LedgerError([f"line {number}: header lacks column(s) {', '.join(missing)}"])
             continue
-        where = f"line {reader.line_num}"
+        where = f"line {number}"
         entry = {f: row[header.index(c)].strip() for f, c in columns.items() if c in header and header.index(c) < len(row)}
         try:
             if entry.get("amount"):
@@ -135,6 +139,9 @@ def validate_entries(items: list[tuple[str, dict]], currency: str) -> list[dict]
         if bad:
             problems.append(f"{where}: {', '.join(bad)} must be text")
             continue
+        if not valid_text(ext, *texts.values()):
+            problems.append(f"{where}: text that is not valid Unicode (a lone surrogate such as \\ud800)")
+            continue
         clean.append({"external_id": ext, "date": date, "amount": str(amount), "currency": ccy, **texts})
     if problems:
         raise LedgerError(problems)
@@ -164,6 +171,8 @@ async def upsert_entries(daemon, tenant: str, account_id: str, entries: list[dic
         if new or changed:
             await store.audit(tx, tenant, account_id, now, actor, "ledger.upserted", "",
                               {"new": len(new), "updated": len(changed)})
+    log.info("ledger entries upserted for tenant %s, account %s: %d new, %d updated, %d unchanged, "
+             "%d conflict(s) (by %s)", tenant, account_id, len(new), len(changed), unchanged, len(conflicts), actor)
     return {"account": account_id, "new": len(new), "updated": len(changed), "unchanged": unchanged,
             "conflicts": conflicts}
 

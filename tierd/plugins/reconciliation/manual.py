@@ -14,12 +14,20 @@ from tierd.core.clock import iso
 
 from . import store
 
+#: Items one manual match may name per side.
+MAX_ITEMS = 1000
+#: Item ids are SQLite integers (64-bit, from 1).
+MAX_ID = 2**63 - 1
+
 
 def _ids(value, name: str) -> list[int]:
     if value is None:
         return []
-    if not isinstance(value, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in value):
-        raise ApiError(422, "invalid_match", f"{name} must be a list of item ids (integers)")
+    if not isinstance(value, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= MAX_ID
+                                              for i in value):
+        raise ApiError(422, "invalid_match", f"{name} must be a list of item ids (integers from 1 to {MAX_ID})")
+    if len(value) > MAX_ITEMS:
+        raise ApiError(422, "invalid_match", f"{name} may name at most {MAX_ITEMS} items")
     if len(set(value)) != len(value):
         raise ApiError(422, "invalid_match", f"{name} lists an item twice")
     return sorted(value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import time
 from collections import Counter
 from decimal import Decimal
@@ -20,6 +21,8 @@ from tierd.core.clock import iso
 from . import metrics, store
 from .matching import BankLine, LedgerEntry, reconcile
 from .settings import EXCEPTIONS, account_settings, engine_config
+
+log = logging.getLogger("tierd.reconciliation.runs")
 
 EVENT_RUN_COMPLETED = "reconciliation.run.completed"
 EVENT_EXCEPTIONS = "reconciliation.exceptions"
@@ -92,8 +95,13 @@ async def _run(daemon, tenant: str, account: dict, trigger: str, actor: str) -> 
             await store.finish_run(tx, tenant, run_id, "completed", counts, now)
             await store.audit(tx, tenant, account["id"], now, actor, "run.completed", run_id, counts)
     except Exception as exc:
+        log.error("reconciliation run %s for tenant %s, account %s failed: %s: %s", run_id, tenant, account["id"],
+                  type(exc).__name__, exc)
         await store.finish_run(db, tenant, run_id, "failed", {}, iso(daemon.clock.time()), error=str(exc))
         raise
+    log.info("reconciliation run %s for tenant %s, account %s (%s) finished: %d matched, %d suggested, "
+             "%d statement line(s) and %d ledger entr(ies) open", run_id, tenant, account["id"], trigger,
+             counts["matches"], counts["suggestions"], counts["bank_lines_open"], counts["ledger_entries_open"])
     await daemon.bus.publish(tenant, EVENT_RUN_COMPLETED, {"account": account["id"], "run_id": run_id, "trigger": trigger,
                                                            "counts": counts}, key=run_id)
     await publish_exceptions(daemon, tenant, account, settings, run_id)

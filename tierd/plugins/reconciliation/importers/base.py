@@ -6,7 +6,9 @@ importer only has to say *where* it is reading, never how to phrase an error.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -101,6 +103,33 @@ def decode_text(data: bytes, encoding: str | None = None) -> str:
         raise StatementError(f"cannot decode byte {data[exc.start]:#04x} as {encoding}", f"line {line}") from None
     except LookupError:
         raise StatementError(f"unknown encoding {encoding!r}") from None
+
+
+def csv_rows(text: str, delimiter: str, quotechar: str):
+    """``(line number, row)`` for each row of a CSV text; a row the csv module
+    cannot read (a field over its 131,072-character limit, an unclosed quote
+    at the end) is a StatementError naming its line."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar=quotechar)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise StatementError(f"unreadable CSV: {exc}", f"line {reader.line_num}") from None
+        yield reader.line_num, row
+
+
+def valid_text(*texts: str) -> bool:
+    """True when every text holds only Unicode scalar values: a lone surrogate
+    (from a JSON escape such as \\ud800, or a third-party parser) can be
+    neither stored nor sent."""
+    try:
+        for text in texts:
+            text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def clean(text: str | None) -> str:

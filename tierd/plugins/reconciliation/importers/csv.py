@@ -9,13 +9,11 @@ column (``amount``) or from two unsigned ones (``debit`` and ``credit``).
 
 from __future__ import annotations
 
-import csv
-import io
 from decimal import Decimal
 
 from tierd.core.registry import Statement, StatementError, StatementImporter, StatementLine
 
-from .base import clean, decode_text, parse_date_format, parse_localized_decimal
+from .base import clean, csv_rows, decode_text, parse_date_format, parse_localized_decimal
 
 #: Fields a layout may map, in the order of :class:`StatementLine`.
 FIELDS = (
@@ -65,13 +63,12 @@ class CsvImporter(StatementImporter):
         if problems:
             raise StatementError("CSV layout: " + "; ".join(problems))
         text = decode_text(data, layout["encoding"])
-        rows = csv.reader(io.StringIO(text, newline=""), delimiter=layout["delimiter"], quotechar=layout["quotechar"])
+        rows = csv_rows(text, layout["delimiter"], layout["quotechar"])
         skip = int(layout["skip_rows"] or 0)
         header: list[str] | None = None
         lines: list[StatementLine] = []
         default_currency = options.get("currency", "")
-        for index, row in enumerate(rows):
-            number = rows.line_num
+        for index, (number, row) in enumerate(rows):
             if index < skip or not any(cell.strip() for cell in row):
                 continue
             if header is None:
