@@ -22,7 +22,7 @@ from tierd.core.registry import Statement, StatementError, StatementImporter, St
 
 from .base import clean, decode_text
 
-_TAG = re.compile(r"^:(\d\d[A-Z]?):(.*)$")
+_TAG = re.compile(r":(\d\d[A-Z]?):(.*)")
 _FIELD_61 = re.compile(
     r"(?P<date>\d{6})(?P<entry>\d{4})?(?P<mark>R?[DC])(?P<funds>[A-Z])?(?P<amount>\d{1,15},\d{0,2})"
     r"(?P<type>[NSF][A-Z0-9]{3})(?P<rest>.*)",
@@ -47,7 +47,7 @@ def _fields(text: str) -> list[tuple[str, str, int]]:
     in_banner = True  # before the first tag, or after a "-" separator
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.rstrip("\r")
-        m = _TAG.match(line)
+        m = _TAG.fullmatch(line)
         if m and m.group(1) != "940":
             fields.append([m.group(1), m.group(2), number])
             in_banner = False
