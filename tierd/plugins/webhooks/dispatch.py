@@ -249,8 +249,11 @@ class Dispatcher:
         await self.store.postpone(row["seq"], now + BROKEN_RETRY)
 
     def _endpoint_failed(self, endpoint_id: str, doing: str) -> None:
+        """An error in one endpoint's state: it is set aside (no room) until the API changes it."""
         self.metrics.dispatch_errors.labels("endpoint").inc()
-        log.exception("webhook endpoint %s: error while %s; its deliveries wait, the others go on", endpoint_id, doing)
+        self.endpoints.unusable[endpoint_id] = f"error while {doing}"
+        log.exception("webhook endpoint %s: error while %s; its deliveries wait until it is changed, "
+                      "the others go on", endpoint_id, doing)
 
     # --- the fast path: new deliveries handed over by the consumer ------------------------
 

@@ -133,4 +133,4 @@ class EndpointCache:
         return bool(endpoint and endpoint.rate_limit)
 
     def rate_limited(self) -> list[EndpointInfo]:
-        return [e for e in self.by_id.values() if e.enabled and e.rate_limit]
+        return [e for e in self.by_id.values() if e.enabled and e.rate_limit and e.id not in self.unusable]
