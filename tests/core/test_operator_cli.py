@@ -5,6 +5,7 @@ failures (taken port, missing backup folder, API errors printed once)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -175,6 +176,22 @@ def test_operator_alerts_default_to_journal_only_when_there_is_one(tmp_path):
     assert section["channels"] == {"chat": {"type": "log"}} and section["operator_alerts"] is None
     path.write_text("notifications:\n  operator_alerts: []\n")
     assert load_config(path, schemas(), env={})["notifications"]["operator_alerts"] == []
+
+
+def test_the_readme_check_config_example_is_what_the_bundled_file_gives(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"\n  ```\n(  config/tierd\.yaml:.*?)  ```\n", readme, re.S).group(1)
+    expected = "".join(line.removeprefix("  ") + "\n" for line in block.splitlines())
+    text = BUNDLED.read_text()
+    mistakes = [('retry_schedule: ["0s", "5s", "5m"', 'retry_schedule: ["0s", "5s", "5x"'),
+                ("\n  timeout: 15s\n", "\n  timout: 15s\n")]
+    for right, wrong in mistakes:
+        assert text.count(right) == 1
+        text = text.replace(right, wrong)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "tierd.yaml").write_text(text)
+    checked = tierd("check-config", cwd=tmp_path, env={"TIERD_ADMIN_TOKEN": ""})
+    assert (checked.returncode, checked.stderr) == (1, expected)
 
 
 def test_config_sample_prints_and_writes_the_bundled_file_which_checks_ok(tmp_path):

@@ -218,6 +218,11 @@ def echo_table(rows: list[dict], columns: list[str] | None = None) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
 
 
+def count_of(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 delivery``, ``2 deliveries``: a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def pass_cli(fn):
     """Give a command the CliContext as its first argument."""
 

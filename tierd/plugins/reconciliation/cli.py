@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tierd.core.cli_helpers import json_option, pass_cli
+from tierd.core.cli_helpers import count_of, json_option, pass_cli
 
 BASE = "/v1/reconciliation/accounts"
 CHUNK = 64 * 1024
@@ -184,5 +184,5 @@ def unmatch(cli, tenant, account, match_id, as_json):
     if as_json:
         cli.output(result, as_json=True)
     else:
-        click.echo(f"match {result['id']} undone; {len(result['statement_lines'])} statement lines and "
-                   f"{len(result['ledger_entries'])} ledger entries are open again")
+        click.echo(f"match {result['id']} undone; {count_of(len(result['statement_lines']), 'statement line')} and "
+                   f"{count_of(len(result['ledger_entries']), 'ledger entry', 'ledger entries')} are open again")

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from tierd.core.cli_helpers import json_option, pass_cli
+from tierd.core.cli_helpers import count_of, json_option, pass_cli
 
 from .signing import SIGNING_SCHEMES
 from .store import DELIVERY_STATUSES
@@ -216,11 +216,7 @@ def time_window(what: str):
 def recover(cli, tenant, endpoint_id, window):
     """Re-queue every failed delivery of an endpoint since a time (e.g. after the receiver's outage)."""
     data = cli.api.post(f"/v1/webhooks/{endpoint_id}/recover", json=window, tenant=tenant)
-    click.echo(f"{_deliveries(data['requeued'])} queued")
-
-
-def _deliveries(n: int) -> str:
-    return f"{n} delivery" if n == 1 else f"{n} deliveries"
+    click.echo(f"{count_of(data['requeued'], 'delivery', 'deliveries')} queued")
 
 
 @command("replay", "endpoint_id")
@@ -232,7 +228,7 @@ def replay(cli, tenant, endpoint_id, window, as_json):
     if as_json:
         cli.output(data, as_json=True)
         return
-    click.echo(f"{_deliveries(data['queued'])} queued ({data['events_scanned']} events read)"
+    click.echo(f"{count_of(data['queued'], 'delivery', 'deliveries')} queued ({data['events_scanned']} events read)"
                + ("" if data["endpoint_enabled"] else "; the endpoint is disabled: they go out once it is enabled"))
 
 
