@@ -39,13 +39,13 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 @pass_cli
 def run(cli_ctx, log_level):
     """Run the daemon in the foreground (systemd runs exactly this)."""
-    from tierd.core.daemon import serve
+    from tierd.core.daemon import prepare, serve
 
     try:
-        pm, registries, config = cli_ctx.load()
-    except click.ClickException as exc:
-        setup_logging()
-        click.echo(f"tierd: refusing to start: {exc.message}", err=True)
+        pm, registries, config = prepare(cli_ctx.config_path)
+    except (ConfigError, click.ClickException) as exc:  # the latter: --config names no file
+        reason = exc.message if isinstance(exc, click.ClickException) else f"invalid configuration:\n{exc}"
+        click.echo(f"tierd: refusing to start: {reason}", err=True)
         sys.exit(1)
     if log_level:
         config["logging"]["level"] = log_level.upper()
