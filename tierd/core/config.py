@@ -19,15 +19,16 @@ error names the reference instead (``got <value of ${file:/run/x}, not shown>``)
 
 A hostile or broken file is refused with a clear error, never a hang or a
 crash: at most :data:`MAX_FILE_SIZE` bytes, :data:`MAX_DEPTH` levels of
-nesting and :data:`MAX_ALIAS_EXPANSIONS` values built through aliases (a
-"billion laughs" file of 1 KB would otherwise expand to 10**9 values).
+nesting, :data:`MAX_ALIAS_EXPANSIONS` values built through aliases (a
+"billion laughs" file of 1 KB would otherwise expand to 10**9 values) and
+:data:`MAX_INTERPOLATED` characters put in by ``${...}`` references.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,7 +40,7 @@ from tierd.core.schema import (
 )
 
 __all__ = ["Config", "ConfigError", "CORE_SCHEMAS", "DEFAULT_LOCATIONS", "ListenAddress",
-           "MAX_ALIAS_EXPANSIONS", "MAX_DEPTH", "MAX_FILE_SIZE", "find_config_path", "load_config"]
+           "MAX_ALIAS_EXPANSIONS", "MAX_DEPTH", "MAX_FILE_SIZE", "MAX_INTERPOLATED", "find_config_path", "load_config"]
 
 DEFAULTS_LABEL = "<defaults>"
 DEFAULT_LOCATIONS = (Path("config/tierd.yaml"), Path("/etc/tierd/tierd.yaml"))
@@ -50,6 +51,8 @@ MAX_FILE_SIZE = 1024 * 1024
 MAX_ALIAS_EXPANSIONS = 100_000
 #: Levels of nested mappings and lists (PyYAML's composer recurses once per level).
 MAX_DEPTH = 100
+#: Characters that ``${...}`` references put into one file's values, all together.
+MAX_INTERPOLATED = 16 * 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -166,23 +169,30 @@ _REFERENCE = re.compile(r"\$\$|\$\{((?:\$\{[^{}]*\}|[^{}])*)\}")
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _interpolate(text: str, env: Mapping[str, str], base_dir: Path) -> str:
-    """Replace ``$$``, ``${VAR}``, ``${VAR:-default}`` and ``${file:PATH}`` in text."""
+def _interpolate(text: str, env: Mapping[str, str], base_dir: Path,
+                 spend: Callable[[int], None] = lambda size: None) -> str:
+    """Replace ``$$``, ``${VAR}``, ``${VAR:-default}`` and ``${file:PATH}`` in text.
+
+    ``spend(size)`` is told the length of every value put in, and may raise
+    to stop a file from growing without bound (``${X}`` 200,000 times).
+    """
 
     def resolve(match: re.Match) -> str:
         if match.group(0) == "$$":
             return "$"
         expression = match.group(1)
         if expression.startswith("file:"):
-            return _read_secret(base_dir / _interpolate(expression[5:], env, base_dir))
-        name, has_default, default = expression.partition(":-")
-        if not _VARIABLE.fullmatch(name):
-            raise _Interpolation(f"invalid reference ${{{expression}}} (write $$ for a literal $)")
-        value = env.get(name)
-        if has_default and not value:  # shell semantics: unset or empty
-            return _interpolate(default, env, base_dir)
-        if value is None:
-            raise _Interpolation(f"environment variable {name} is not set")
+            value = _read_secret(base_dir / _interpolate(expression[5:], env, base_dir, spend))
+        else:
+            name, has_default, default = expression.partition(":-")
+            if not _VARIABLE.fullmatch(name):
+                raise _Interpolation(f"invalid reference ${{{expression}}} (write $$ for a literal $)")
+            value = env.get(name)
+            if has_default and not value:  # shell semantics: unset or empty
+                return _interpolate(default, env, base_dir, spend)
+            if value is None:
+                raise _Interpolation(f"environment variable {name} is not set")
+        spend(len(value))
         return value
 
     return _REFERENCE.sub(resolve, text)
@@ -191,10 +201,15 @@ def _interpolate(text: str, env: Mapping[str, str], base_dir: Path) -> str:
 def _read_secret(path: Path) -> str:
     """The content of a secret file (e.g. a systemd credential), without the trailing newline."""
     try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
+        with open(path, "rb") as file:
+            data = file.read(MAX_FILE_SIZE + 1)  # ${file:/dev/zero} must not read forever
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise _Interpolation(f"cannot read secret file {path}: {reason}") from None
+    if len(data) > MAX_FILE_SIZE:
+        raise _Interpolation(f"cannot read secret file {path}: larger than {MAX_FILE_SIZE} bytes")
+    return text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")  # as text mode reads it
 
 
 class _Problem(NamedTuple):
@@ -266,6 +281,7 @@ class _YamlReader:
         self._built: set[int] = set()  # nodes built once; building one again expands an alias
         self._expansions = 0
         self._expansion: tuple | None = None  # path of the outermost alias being expanded
+        self._interpolated_size = 0
 
     def read(self, data: bytes):
         self.loader = _Loader(data)
@@ -330,6 +346,13 @@ class _YamlReader:
             where = self._expansion if isinstance(self._expansion[-1], str) else self._expansion[:-1]
             raise self._abort(where, f"too many alias expansions (limit {MAX_ALIAS_EXPANSIONS})")
 
+    def _spend(self, path: tuple, size: int) -> None:
+        """Count characters put in by ``${...}``; abort past :data:`MAX_INTERPOLATED`."""
+        self._interpolated_size += size
+        if self._interpolated_size > MAX_INTERPOLATED:
+            raise self._abort(path, f"values read through ${{...}} exceed {MAX_INTERPOLATED} "
+                                    "characters in all")
+
     def _build_mapping(self, node, path: tuple, active: frozenset) -> dict:
         if id(node) not in self._checked_mappings:  # an aliased mapping is checked once
             self._checked_mappings.add(id(node))
@@ -386,7 +409,7 @@ class _YamlReader:
         if isinstance(value, str) and "$" in value:
             written = value
             try:
-                value = _interpolate(value, self.env, self.base_dir)
+                value = _interpolate(value, self.env, self.base_dir, lambda size: self._spend(path, size))
             except _Interpolation as exc:
                 self._problem(node, path, str(exc))
                 self.failed_paths.add(path)
@@ -402,32 +425,42 @@ def _origin(written: str) -> str:
     return f"<value of {reference}, not shown>"
 
 
-def _hide_interpolated(error: SchemaError, interpolated: dict) -> str:
-    """The error's message with every value read through ``${...}`` replaced by its origin.
+_QUOTED = re.compile(r"'([^'\\]*)'|\"([^\"\\]*)\"")
 
-    A value from the environment or a file may be a secret. Schema messages
-    quote a value they reject through ``quote``, ``repr`` or ``show``: each
-    such form is replaced. The value at the error's own path is replaced
-    however short; other values (quoted, say, by a cross-field check) when
-    long enough not to be mistaken for ordinary words. If a field quoted a
-    part of its own value, nothing of the message is kept.
+
+class _Redactor:
+    """Rewrites schema errors so that no value read through ``${...}`` shows.
+
+    A value from the environment or a file may be a secret. Messages quote
+    the value they reject (``quote``, ``repr`` or ``show``): at the error's
+    own path every such form is replaced by the value's origin, however
+    short; if what is left still holds a word of the value (a field quoted a
+    part of it, e.g. one field of a cron expression), nothing of the message
+    is kept. Elsewhere (a cross-field check quoting another key's value) a
+    quoted value of 8 or more characters is replaced; shorter ones would be
+    mistaken for ordinary words. Linear in the number of errors.
     """
-    replacements = {}
-    for path, (value, origin) in interpolated.items():
-        own = path == error.path
-        if not own and len(value) < 8:
-            continue
-        for form in (quote(value), repr(value), value if own or len(value) >= 4 else ""):
-            if form:
-                replacements.setdefault(form, origin)
-    if not replacements:
-        return error.message
-    pattern = "|".join(map(re.escape, sorted(replacements, key=len, reverse=True)))
-    message = re.sub(pattern, lambda match: replacements[match.group()], error.message)
-    own = interpolated.get(error.path)
-    if own and any(word in message for word in re.findall(r"\w{4,}", own[0])):
-        return f"{own[1]} is not valid here"
-    return message
+
+    def __init__(self, interpolated: dict[tuple, tuple[str, str]]):
+        self.interpolated = interpolated
+        self.elsewhere = {value: origin for value, origin in reversed(interpolated.values()) if len(value) >= 8}
+
+    def __call__(self, error: SchemaError) -> SchemaError:
+        message = error.message
+        own = self.interpolated.get(error.path)
+        if own is not None:
+            value, origin = own
+            forms = {quote(value), repr(value)} | ({value} if len(value) >= 4 else set())
+            pattern = re.compile("|".join(map(re.escape, sorted(forms, key=len, reverse=True))))
+            rest = pattern.sub("", message)
+            if any(word in rest for word in re.findall(r"\w{2,}", value)):
+                return SchemaError(error.path, f"{origin} is not valid here")
+            message = pattern.sub(lambda match: origin, message)
+        return SchemaError(error.path, _QUOTED.sub(self._elsewhere, message))
+
+    def _elsewhere(self, match: re.Match) -> str:
+        quoted = match.group(1) if match.group(1) is not None else match.group(2)
+        return self.elsewhere.get(quoted, match.group())
 
 
 # --- validation -------------------------------------------------------------
@@ -495,11 +528,12 @@ def load_config(path: Path | None, plugin_schemas: Mapping[str, Field],
     if only is not None:  # a problem elsewhere in the file is not ours to report
         own_lines = {line for key, (line, _) in lines.items() if key[0] in only}
         problems = [problem for problem in problems if problem.line in own_lines]
+    redact = _Redactor(reader.interpolated) if reader and reader.interpolated else None
     for error in errors:
         if reader and error.path in reader.failed_paths:
             continue  # already reported as the reason the value is wrong
-        if reader and reader.interpolated:
-            error = SchemaError(error.path, _hide_interpolated(error, reader.interpolated))
+        if redact:
+            error = redact(error)
         line = _line_of(error.path, lines)
         where = f"{label}:{line}" if line is not None else label
         problems.append(_Problem(line, f"{where}: {error}"))
