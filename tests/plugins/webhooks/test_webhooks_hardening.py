@@ -119,7 +119,8 @@ async def test_an_unusable_stored_endpoint_does_not_stop_other_tenants(tierd_dae
     d = tierd_daemon(CONFIG)
     tokens = {t: d.create_tenant(t) for t in ("acme", "globex")}
     ids = {}
-    for tenant, name in (("acme", "huge"), ("acme", "junk"), ("acme", "badjson"), ("globex", "good")):
+    for tenant, name in (("acme", "huge"), ("acme", "junk"), ("acme", "badjson"), ("acme", "badsecret"),
+                         ("globex", "good")):
         status, ep = await d.arequest("POST", "/v1/webhooks", {"url": f"{r.url}/{name}", "rate_limit": 5},
                                       token=tokens[tenant])
         assert status == 201, ep
@@ -129,6 +130,7 @@ async def test_an_unusable_stored_endpoint_does_not_stop_other_tenants(tierd_dae
         conn.execute("UPDATE webhook_endpoints SET rate_limit=9e999 WHERE id=?", (ids["huge"],))  # +Infinity
         conn.execute("UPDATE webhook_endpoints SET rate_limit='lots' WHERE id=?", (ids["junk"],))
         conn.execute("UPDATE webhook_endpoints SET headers='{not json' WHERE id=?", (ids["badjson"],))
+        conn.execute("UPDATE webhook_endpoints SET secret='whsec_!!!' WHERE id=?", (ids["badsecret"],))
     d.start()
 
     for tenant in ("acme", "globex"):
@@ -145,12 +147,13 @@ async def test_an_unusable_stored_endpoint_does_not_stop_other_tenants(tierd_dae
         await asyncio.sleep(0.05)
     paths = [req["path"] for req in r.requests]
     assert paths.count("/good") == 3 and paths.count("/huge") == 3, paths
-    assert "/junk" not in paths and "/badjson" not in paths
+    assert "/junk" not in paths and "/badjson" not in paths and "/badsecret" not in paths
 
     logs = d.logs()
-    for name in ("junk", "badjson"):
+    for name in ("junk", "badjson", "badsecret"):
         assert re.search(rf"webhook endpoint {ids[name]} of tenant acme cannot be used", logs), logs[-3000:]
-    assert "OverflowError" not in logs and "webhook dispatch failed" not in logs
+    assert "OverflowError" not in logs and "webhook dispatch failed" not in logs and "crashed" not in logs
+    assert "whsec_!!!" not in logs
 
     # The API still lists and shows them; test sends say why they cannot go.
     listed = {e["id"]: e for e in await _endpoints(d, "acme")}
@@ -158,7 +161,7 @@ async def test_an_unusable_stored_endpoint_does_not_stop_other_tenants(tierd_dae
     status, body = await d.arequest("POST", f"/v1/webhooks/{ids['junk']}/test", token=tokens["acme"])
     assert status == 409 and body["error"]["code"] == "endpoint_unusable", body
     status, metrics = await d.arequest("GET", "/metrics")
-    assert re.search(r"^tierd_webhook_endpoints_unusable 2\.0$", metrics, re.M), metrics
+    assert re.search(r"^tierd_webhook_endpoints_unusable 3\.0$", metrics, re.M), metrics
 
     # Changing it through the API makes it usable again.
     status, body = await d.arequest("PUT", f"/v1/webhooks/{ids['junk']}", {"rate_limit": 5}, token=tokens["acme"])

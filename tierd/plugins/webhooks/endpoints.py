@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 
+from .signing import signature_header
 from .store import Store, endpoint_matches, signing_secrets, usable_rate_limit
 
 log = logging.getLogger("tierd.webhooks")
@@ -41,6 +42,10 @@ class EndpointInfo:
         headers, event_types = json.loads(row["headers"]), json.loads(row["event_types"])
         if not isinstance(headers, dict) or not isinstance(event_types, list):
             raise ValueError("headers or event_types are not an object and a list")
+        try:
+            signature_header([row["secret"]], "msg_check", 0, b"")  # what every attempt will do
+        except Exception:
+            raise ValueError("the stored signing secret cannot sign") from None  # never the secret itself
         return cls(row["id"], row["tenant_id"], row["url"], headers, event_types, bool(row["enabled"]),
                    usable_rate_limit(row["rate_limit"]), row["secret"], row["previous_secret"],
                    row["previous_secret_until"])
