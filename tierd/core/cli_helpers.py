@@ -135,7 +135,7 @@ class CliContext:
     def config(self):
         return self.load()[2]
 
-    @property
+    @functools.cached_property
     def api(self) -> ApiClient:
         """A client of the running daemon, at ``--url``/``$TIERD_URL`` or ``server.listen``, with
         ``$TIERD_ADMIN_TOKEN`` or the configured (or locally kept) admin token.
