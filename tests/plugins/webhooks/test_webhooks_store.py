@@ -114,7 +114,7 @@ async def test_endpoint_cache_refresh_waits_for_one_in_progress():
 
     def row(endpoint_id):
         return {"id": endpoint_id, "tenant_id": "acme", "url": "https://example.com/", "headers": "{}",
-                "event_types": json.dumps([]), "enabled": 1, "rate_limit": None, "secret": "whsec_x",
+                "event_types": json.dumps([]), "enabled": 1, "rate_limit": None, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
                 "previous_secret": None, "previous_secret_until": None}
 
     store = GatedStore()
