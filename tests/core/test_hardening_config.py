@@ -259,18 +259,20 @@ def test_no_field_type_shows_a_value_read_from_the_environment(tmp_path):
         "list": List(Str()), "map": Map(Int()), "obj": Obj({}), "oneof": OneOf(Int(), Obj({})),
     }
     path = write(tmp_path, "x:\n" + "".join(f"  {name}: ${{SECRET}}\n" for name in fields)
-                 + "  cron2: ${CRON}\n  short: ${DURATION}\nserver:\n  listen: ${SECRET}\n")
-    fields |= {"cron2": Cron(), "short": Duration(min="5s")}
-    env = {"SECRET": SECRET, "CRON": "0 25 * * *", "DURATION": "1s"}
+                 + "  cron2: ${CRON}\n  short: ${DURATION}\n  money: ${MONEY}\nserver:\n  listen: ${SECRET}\n")
+    fields |= {"cron2": Cron(), "short": Duration(min="5s"), "money": Decimal(min=0)}
+    env = {"SECRET": SECRET, "CRON": "0 25 * * *", "DURATION": "1s", "MONEY": "-7.25"}
     errors = errors_of(path, {"x": Obj(fields)}, env=env)
     assert len(errors) == len(fields) + 1
     for error in errors:
-        assert_no_secret(error, SECRET, "25")
-        assert "<value of ${SECRET}, not shown>" in error or "${CRON}" in error or "${DURATION}" in error, error
+        assert_no_secret(error, SECRET, "25", "7.25")
+        assert "<value of ${SECRET}, not shown>" in error or any(
+            f"<value of ${{{name}}}, not shown>" in error for name in ("CRON", "DURATION", "MONEY")), error
     text = "\n".join(errors)
     assert (f"{path}:2: x.enum: expected one of 'a', 'b', got string <value of ${{SECRET}}, not shown>"
             in errors)
-    assert f"{path}:22: server.listen: invalid listen address <value of ${{SECRET}}, not shown>" in text
+    assert f"{path}:21: x.money: must be at least 0, got <value of ${{MONEY}}, not shown>" in errors
+    assert f"{path}:23: server.listen: invalid listen address <value of ${{SECRET}}, not shown>" in text
     assert f"{path}:19: x.cron2: <value of ${{CRON}}, not shown> is not valid here" in errors
     assert f"{path}:20: x.short: must be at least 5s, got <value of ${{DURATION}}, not shown>" in errors
 

@@ -388,7 +388,7 @@ class Decimal(Field):
         if number and number.adjusted() >= _DECIMAL_DIGITS:  # e.g. 1e999999: overflows when rounded
             raise Reject(f"too large: at most {_DECIMAL_DIGITS} digits before the decimal point, "
                          f"got {self.shown(value)}")
-        return _check_range(number, self.min, self.max, got=self.shown(value) if isinstance(value, str) else None)
+        return _check_range(number, self.min, self.max, got=quote(value) if isinstance(value, str) else None)
 
 
 _DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
