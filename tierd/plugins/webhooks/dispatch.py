@@ -452,10 +452,10 @@ class Dispatcher:
         for o in batch:
             if o.outcome == "success":
                 continue  # nothing logged per success: the hot path stays quiet
-            _log_failed_attempt(o)
             # Recorded already: a follow-up that fails is logged, never retried
             # with the batch (that would record its attempts twice).
             try:
+                _log_failed_attempt(o)
                 if o.disable_endpoint:
                     await self.disable(o.endpoint_id, "the endpoint answered 410 Gone")
                 if o.next_status == "failed" and self.on_failed is not None:
