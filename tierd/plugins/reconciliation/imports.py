@@ -25,10 +25,10 @@ from decimal import Decimal
 
 from tierd.core.clock import iso
 from tierd.core.registry import Statement, StatementError, StatementLine
+from tierd.core.schema import unicode_problem
 
 from . import metrics, store
 from .importers import detect_format
-from .importers.base import valid_text
 
 EVENT_IMPORTED = "reconciliation.statement.imported"
 
@@ -141,9 +141,10 @@ def plan_import(data: bytes, importers: dict, account: dict, csv_layout: dict | 
             rejected.append({"location": line.location, "reason": f"currency {line.currency}, the account is in {account['currency']}"})
             continue
         row = line_row(line, key)
-        if not valid_text(*(v for v in row.values() if isinstance(v, str))):
-            # Decoders refuse such text; an importer (a third party's) may still make it.
-            raise StatementError("text that is not valid Unicode (a lone surrogate)", line.location or None)
+        # Decoders refuse such text; an importer (a third party's) may still make it.
+        problem = next(filter(None, (unicode_problem(v) for v in row.values() if isinstance(v, str))), None)
+        if problem:
+            raise StatementError(problem, line.location or None)
         rows.append(row)
     return ImportPlan(format=fmt, sha256=hashlib.sha256(data).hexdigest(), lines=rows, rejected=rejected,
                       balances=balances, statements=len(statements))

@@ -16,9 +16,10 @@ from decimal import Decimal, InvalidOperation
 
 from tierd.core.clock import iso
 from tierd.core.registry import StatementError
+from tierd.core.schema import unicode_problem
 
 from . import store
-from .importers.base import csv_rows, decode_text, parse_localized_decimal, valid_text
+from .importers.base import csv_rows, decode_text, parse_localized_decimal
 from .importers.csv import DEFAULT_LAYOUT
 
 log = logging.getLogger("tierd.reconciliation.ledger")
@@ -139,8 +140,9 @@ def validate_entries(items: list[tuple[str, dict]], currency: str) -> list[dict]
         if bad:
             problems.append(f"{where}: {', '.join(bad)} must be text")
             continue
-        if not valid_text(ext, *texts.values()):
-            problems.append(f"{where}: text that is not valid Unicode (a lone surrogate such as \\ud800)")
+        problem = next(filter(None, map(unicode_problem, (ext, *texts.values()))), None)
+        if problem:
+            problems.append(f"{where}: {problem}")
             continue
         clean.append({"external_id": ext, "date": date, "amount": str(amount), "currency": ccy, **texts})
     if problems:

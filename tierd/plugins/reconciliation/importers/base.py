@@ -120,18 +120,6 @@ def csv_rows(text: str, delimiter: str, quotechar: str):
         yield reader.line_num, row
 
 
-def valid_text(*texts: str) -> bool:
-    """True when every text holds only Unicode scalar values: a lone surrogate
-    (from a JSON escape such as \\ud800, or a third-party parser) can be
-    neither stored nor sent."""
-    try:
-        for text in texts:
-            text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def clean(text: str | None) -> str:
     """Collapse runs of whitespace (banks wrap remittance text at odd places)."""
     return " ".join((text or "").split())
