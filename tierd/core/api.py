@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from tierd.core import jsonbody
 from tierd.core.clock import parse_iso
 
 
@@ -20,6 +21,10 @@ DAEMON_KEY = web.AppKey("tierd_daemon", object)
 MAX_BODY_KEY = web.AppKey("tierd_max_body", int)
 #: Set on every authenticated request (see :func:`caller`).
 CALLER_KEY = web.RequestKey("tierd_caller", object)
+#: The largest integer SQLite stores; a larger one raises OverflowError at the query.
+MAX_SQL_INT = 2**63 - 1
+#: Longer than any cursor this API makes (decoded).
+MAX_CURSOR = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +104,9 @@ def _default(obj):
 
 
 def dumps(obj) -> str:
-    return json.dumps(obj, default=_default, separators=(",", ":"))
+    # allow_nan=False: NaN and Infinity are not JSON; refused at intake, and
+    # never answered should one come from elsewhere (an error, not bad JSON).
+    return json.dumps(obj, default=_default, separators=(",", ":"), allow_nan=False)
 
 
 def json_response(obj, status: int = 200, headers: dict | None = None) -> web.Response:
@@ -117,8 +124,8 @@ async def read_json(request: web.Request, required: bool = True) -> dict:
             raise ApiError(400, "invalid_json", "a JSON object body is required")
         return {}
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = jsonbody.loads(raw)
+    except jsonbody.JsonError as exc:
         raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}")
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "body must be a JSON object")
@@ -151,8 +158,12 @@ def page_params(request: web.Request, default: int = 50, maximum: int = 500) -> 
     cursor = request.query.get("cursor")
     if cursor:
         try:
-            cursor = base64.urlsafe_b64decode(cursor.encode() + b"==").decode()
-        except (ValueError, UnicodeDecodeError):
+            raw = cursor.encode() + b"=" * (-len(cursor) % 4)
+            cursor = base64.b64decode(raw, altchars=b"-_", validate=True).decode("ascii")
+        except ValueError:  # binascii.Error and UnicodeDecodeError included
+            raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
+        # Every cursor this API makes is short printable ASCII (ids, numbers).
+        if len(cursor) > MAX_CURSOR or not cursor.isprintable():
             raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
     return limit, cursor or None
 
@@ -180,10 +191,11 @@ def iso_time(value, name: str, required: bool = False) -> float | None:
 
 
 def int_cursor(cursor: str | None) -> int | None:
-    """A cursor this API made from an integer (a sequence number); 400 for anything else."""
+    """A cursor this API made from an integer (a sequence number); 400 for anything else,
+    such as a number SQLite cannot hold (over 2**63 - 1)."""
     if cursor is None:
         return None
-    if not cursor.isdigit():
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) < 20 and int(cursor) <= MAX_SQL_INT):
         raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
     return int(cursor)
 

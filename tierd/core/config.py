@@ -115,6 +115,8 @@ CORE_SCHEMAS: dict[str, Field] = {
         "allowed_hosts": List(Str(min_len=1), default=["127.0.0.1", "localhost", "[::1]"],
                               doc="Host header values accepted (DNS rebinding protection)"),
         "shutdown_grace": Duration(default="10s", doc="Time given to work in flight on shutdown"),
+        "header_timeout": Duration(default="10s", min="1s",
+                                   doc="A connection that takes longer to send a request's headers is closed"),
     }),
     "storage": Obj({
         "path": Str(default="./var/tierd.db", min_len=1, doc="SQLite database file"),

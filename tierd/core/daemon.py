@@ -28,9 +28,13 @@ from tierd.core.registry import collect_registries
 from tierd.core.scheduler import Job, apply_jobs, make_scheduler
 from tierd.core.storage import CORE_MIGRATIONS, Database
 from tierd.core.tenants import local_admin_token
-from tierd.core.web_app import build_app
+from tierd.core.web_app import ApiRunner, build_app
 
 log = logging.getLogger("tierd")
+
+#: A consumer that has events to handle and has not advanced for this long
+#: (seconds) makes the daemon not ready (/readyz 503, tierd_consumer_stalled).
+CONSUMER_STALL_AFTER = 60.0
 
 
 def prepare(config_path: Path | None, env=None):
@@ -61,7 +65,8 @@ def all_migrations(pm) -> dict[str, list[str]]:
 
 
 class Daemon:
-    def __init__(self, pm, registries, config, clock: Clock | None = None):
+    def __init__(self, pm, registries, config, clock: Clock | None = None,
+                 consumer_stall_after: float = CONSUMER_STALL_AFTER):
         self.pm = pm
         self.registries = registries
         self.config = config
@@ -73,8 +78,12 @@ class Daemon:
         self.bus: EventBus | None = None
         self.scheduler = make_scheduler()
         self.stopping = asyncio.Event()
+        #: Started and not stopping (see readiness() for the whole answer).
         self.ready = False
         self.not_ready_reason = "starting"
+        self.consumer_stall_after = consumer_stall_after
+        #: Consumers that have work and have not advanced (name -> seconds), as of the last metrics update.
+        self.stalled: dict[str, float] = {}
         self.url: str | None = None
         self.openapi: dict = {}
         self.authenticator = None
@@ -90,6 +99,17 @@ class Daemon:
         self._consumer_lag = prometheus_client.Gauge(
             "tierd_consumer_lag_events", "Events not yet processed by each consumer", ["consumer"],
             registry=self.metrics)
+        self._consumer_errors = prometheus_client.Counter(
+            "tierd_consumer_errors", "Failures of each consumer (each one retried after a pause)", ["consumer"],
+            registry=self.metrics)
+        self._consumer_stalled = prometheus_client.Gauge(
+            "tierd_consumer_stalled", "1 while a consumer has events to handle and has not advanced"
+            f" for {consumer_stall_after:g}s", ["consumer"], registry=self.metrics)
+        self._storage_full_errors = prometheus_client.Counter(
+            "tierd_storage_full_errors", "Writes refused for lack of disk space", registry=self.metrics)
+        prometheus_client.Gauge(
+            "tierd_storage_full", "1 while writes fail for lack of disk space", registry=self.metrics,
+        ).set_function(lambda: float(self.db is not None and self.db.full))
 
     # --- helpers for plugins --------------------------------------------------------
 
@@ -106,6 +126,17 @@ class Daemon:
         task.add_done_callback(done)
         return task
 
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, why not): started, storage not full, no consumer stalled."""
+        if not self.ready:
+            return False, self.not_ready_reason
+        if self.db.full:
+            return False, "storage full: writes fail for lack of disk space"
+        if self.stalled:
+            return False, "; ".join(f"consumer {name} has events to handle and has not advanced for {seconds:.0f}s"
+                                    for name, seconds in sorted(self.stalled.items()))
+        return True, ""
+
     async def tenant_exists(self, tenant: str) -> bool:
         if tenant in self._tenants:
             return True
@@ -121,9 +152,11 @@ class Daemon:
         _check_can_listen(self.config["server"]["listen"])  # before anything is created on disk
         self.config["server"]["admin_token"] = local_admin_token(self.config, create=True)
         self.db = await Database(storage["path"], storage["busy_timeout"]).open()
+        self.db.on_full = self._storage_full_errors.inc
         self.not_ready_reason = "migrating"
         await self.db.migrate(all_migrations(self.pm))
-        self.bus = EventBus(self.db, self.clock, on_publish=self._events_accepted.inc)
+        self.bus = EventBus(self.db, self.clock, on_publish=self._events_accepted.inc,
+                            on_consumer_error=lambda name: self._consumer_errors.labels(name).inc())
         self.not_ready_reason = "starting plugins"
         await call_async(self.pm.hook.tierd_startup, daemon=self)
         for consumers in self.pm.hook.tierd_event_consumers(daemon=self):
@@ -132,7 +165,7 @@ class Daemon:
         self._apply_jobs()
         self.scheduler.start()
         routes = [r for result in self.pm.hook.tierd_routes(daemon=self) for r in (result or [])]
-        self._runner = web.AppRunner(build_app(self, routes), access_log=logging.getLogger(ACCESS_LOGGER),
+        self._runner = ApiRunner(build_app(self, routes), access_log=logging.getLogger(ACCESS_LOGGER),
                                      access_log_class=access_log_class(lambda: self.config["logging"]["access_log"]),
                                      shutdown_timeout=self.config["server"]["shutdown_grace"])
         await self._runner.setup()
@@ -176,8 +209,18 @@ class Daemon:
                      _days(self.config["storage"]["event_retention"]))
 
     async def _update_metrics(self) -> None:
-        for name, lag in (await self.bus.lag()).items():
+        lags = await self.bus.lag()
+        for name, lag in lags.items():
             self._consumer_lag.labels(name).set(lag)
+        stalled = self.bus.stalled(lags, self.consumer_stall_after)
+        for name in stalled.keys() - self.stalled.keys():
+            log.error("consumer %s has %s events to handle and has not advanced for %.0fs: not ready",
+                      name, lags.get(name, "unknown"), stalled[name])
+        for name in self.stalled.keys() - stalled.keys():
+            log.info("consumer %s advances again", name)
+        for name in self.bus.progress.keys() | self.stalled.keys():
+            self._consumer_stalled.labels(name).set(1 if name in stalled else 0)
+        self.stalled = stalled
 
     async def _watchdog(self, interval: float) -> None:
         # Pinged from the loop itself: a blocked loop stops the pings.

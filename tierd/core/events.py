@@ -5,6 +5,9 @@ publishers are committed together in one transaction (group commit): one
 fsync for many events is what makes durable intake fast. Each consumer reads
 the log from its own cursor and moves the cursor only after its handler
 returned, so it sees every event at least once, in order, across crashes.
+A consumer's loop ends only when the daemon stops: whatever fails (its
+handler, reading the log, storing its cursor on a full disk) is logged,
+counted and retried after a growing pause.
 """
 
 from __future__ import annotations
@@ -21,11 +24,19 @@ from typing import AsyncIterator, Awaitable, Callable
 
 from tierd.core.clock import iso
 from tierd.core.ids import new_ids
-from tierd.core.storage import json_columns
+from tierd.core.storage import is_decode_error, json_columns
 
 log = logging.getLogger("tierd.events")
 
-TYPE_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
+#: A dotted lowercase event type (use with ``fullmatch``).
+TYPE_RE = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\Z")
+
+_COLUMNS = ("seq", "id", "tenant_id", "type", "data", "idempotency_key", "created_at")
+_TEXT_COLUMNS = ("id", "tenant_id", "type", "data", "idempotency_key")
+#: The event columns as stored (``{columns}`` in the queries below), and the
+#: same with text read as bytes, for rows holding text that is not UTF-8.
+EVENT_COLUMNS = ", ".join(f"e.{c}" for c in _COLUMNS)
+_EVENT_COLUMNS_RAW = ", ".join(f"CAST(e.{c} AS BLOB) AS {c}" if c in _TEXT_COLUMNS else f"e.{c}" for c in _COLUMNS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,22 +77,44 @@ def _row_to_event(row) -> Event:
                  json.loads(row["data"]), iso(row["created_at"]))
 
 
+def _mend(row) -> dict:
+    """A row read with its text as bytes, decoded with U+FFFD for what is not UTF-8."""
+    return {c: row[c].decode("utf-8", "replace") if isinstance(row[c], bytes) else row[c] for c in _COLUMNS}
+
+
+@dataclasses.dataclass
+class ConsumerProgress:
+    """How a running consumer is doing (for /readyz and /metrics)."""
+
+    #: The last event handled (None until its stored cursor is read).
+    cursor: int | None = None
+    #: time.monotonic() when it last handled a batch or found nothing to do.
+    ok_at: float = dataclasses.field(default_factory=time.monotonic)
+    #: Failures since it started (its handler's, or of the log and cursor).
+    errors: int = 0
+
+
 class EventBus:
     TAIL_SIZE = 20_000
     #: A consumer that keeps up stores its cursor at most this often (seconds);
     #: after a crash it sees at most this much again (handlers are idempotent).
     CURSOR_INTERVAL = 1.0
+    #: Pauses before a failed consumer tries again: doubling, up to the last.
+    RETRY_FIRST, RETRY_MAX = 0.5, 30.0
 
-    def __init__(self, db, clock, on_publish=None):
+    def __init__(self, db, clock, on_publish=None, on_consumer_error=None):
         self.db = db
         self.clock = clock
         #: Called with the number of new events after each commit (metrics).
         self.on_publish = on_publish
+        #: Called with a consumer's name each time it fails (metrics).
+        self.on_consumer_error = on_consumer_error
+        #: Running consumers by name.
+        self.progress: dict[str, ConsumerProgress] = {}
+        self._mended_logged = False
         self._pending: list[tuple[tuple, asyncio.Future]] = []
         self._flushing = False
         self._wakeups: list[asyncio.Event] = []
-        #: Names of the consumers running now (pruning keeps what they have not read).
-        self._running: set[str] = set()
         # The newest events this process committed, by seq: consumers that keep
         # up read them from here instead of the database. Only this process
         # writes the log, so the tail has no gaps.
@@ -96,11 +129,21 @@ class EventBus:
         return event
 
     async def publish_ex(self, tenant: str, type: str, data: dict, key: str | None = None) -> tuple[Event, bool]:
-        """Like ``publish``; also says whether the event is new (False: same key seen)."""
-        if not TYPE_RE.match(type):
+        """Like ``publish``; also says whether the event is new (False: same key seen).
+
+        ValueError for what could not be stored and read back: a type that is
+        not dotted lowercase, a key that is not Unicode text, data that is not
+        JSON (NaN, Infinity). Each publisher gets its own error; the others
+        committed with it are not affected.
+        """
+        if not TYPE_RE.fullmatch(type):
             raise ValueError(f"event type {type!r} is not dotted lowercase")
+        if key is not None and not key.isascii():
+            key.encode("utf-8")  # UnicodeEncodeError (a ValueError) for a lone surrogate
+        # ensure_ascii (the default): the stored text is ASCII whatever the strings.
+        text = json.dumps(data, separators=(",", ":"), allow_nan=False)
         future = asyncio.get_running_loop().create_future()
-        self._pending.append(((tenant, type, data, key), future))
+        self._pending.append(((tenant, type, data, key, text), future))
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().create_task(self._flush())
@@ -144,14 +187,14 @@ class EventBus:
         results: list[tuple[Event, bool]] = []
         rows = []
         ids = new_ids("evt_", len(batch))
-        for (tenant, type_, data, key), _ in batch:
+        for (tenant, type_, data, key, text), _ in batch:
             if key is not None and (tenant, key) in known:
                 results.append((known[(tenant, key)], False))
                 continue
             event = Event(self._next_seq + len(rows), ids[len(rows)], tenant, type_, data, created_at)
             if key is not None:
                 known[(tenant, key)] = event  # a repeat within this batch gets this one
-            rows.append((event.seq, event.id, tenant, type_, json.dumps(data, separators=(",", ":")), key, now))
+            rows.append((event.seq, event.id, tenant, type_, text, key, now))
             results.append((event, True))
         if rows:
             try:
@@ -175,11 +218,31 @@ class EventBus:
         """The stored events of these (tenant, idempotency key) pairs."""
         if not keys:
             return {}
-        rows = await self.db.fetchall(
-            "SELECT e.* FROM json_each(?) AS k JOIN events e"
+        rows = await self._rows(
+            "SELECT {columns} FROM json_each(?) AS k JOIN events e"
             " ON e.tenant_id=json_extract(k.value, '$[0]') AND e.idempotency_key=json_extract(k.value, '$[1]')",
             (json.dumps(sorted(keys)),))
         return {(r["tenant_id"], r["idempotency_key"]): _row_to_event(r) for r in rows}
+
+    async def _rows(self, sql: str, params) -> list:
+        """Event rows of ``sql`` (``{columns}`` for its column list, ``e`` the events table).
+
+        Rows stored before intake refused lone surrogates hold text that is
+        not UTF-8, and every read of them fails: they are read again with
+        that text as bytes and decoded with U+FFFD in place of what is not
+        UTF-8, so that no consumer or listing is stuck on them for ever.
+        """
+        try:
+            return await self.db.fetchall(sql.format(columns=EVENT_COLUMNS), params)
+        except Exception as exc:
+            if not is_decode_error(exc):
+                raise
+        rows = [_mend(r) for r in await self.db.fetchall(sql.format(columns=_EVENT_COLUMNS_RAW), params)]
+        if not self._mended_logged:
+            self._mended_logged = True
+            log.warning("events %s hold text that is not valid UTF-8 (stored by an older tierd); read with"
+                        " U+FFFD in its place (logged once)", ", ".join(str(r["seq"]) for r in rows[:10]))
+        return rows
 
     def _wake(self) -> None:
         for wakeup in self._wakeups:
@@ -188,16 +251,16 @@ class EventBus:
     # --- reading ----------------------------------------------------------------
 
     async def get(self, tenant: str | None, event_id: str) -> Event | None:
-        sql, params = "SELECT * FROM events WHERE id=?", [event_id]
+        sql, params = "SELECT {columns} FROM events e WHERE id=?", [event_id]
         if tenant is not None:
             sql += " AND tenant_id=?"
             params.append(tenant)
-        row = await self.db.fetchone(sql, params)
-        return _row_to_event(row) if row else None
+        rows = await self._rows(sql, params)
+        return _row_to_event(rows[0]) if rows else None
 
     async def list(self, tenant: str | None, after_seq: int, limit: int, type_pattern: str | None = None) -> list[Event]:
         """Events after ``after_seq``, oldest first; ``type_pattern`` as in :func:`type_matches`."""
-        sql, params = "SELECT * FROM events WHERE seq>?", [after_seq]
+        sql, params = "SELECT {columns} FROM events e WHERE seq>?", [after_seq]
         if tenant is not None:
             sql += " AND tenant_id=?"
             params.append(tenant)
@@ -210,7 +273,7 @@ class EventBus:
             else:
                 sql += " AND type=?"
                 params.append(type_pattern)
-        rows = await self.db.fetchall(sql + " ORDER BY seq LIMIT ?", (*params, limit))
+        rows = await self._rows(sql + " ORDER BY seq LIMIT ?", (*params, limit))
         return [_row_to_event(r) for r in rows]
 
     async def span(self, tenant: str, since: float, until: float | None = None,
@@ -224,8 +287,8 @@ class EventBus:
         """
         after = (since, -1)
         while True:
-            rows = await self.db.fetchall(
-                "SELECT * FROM events WHERE tenant_id=? AND (created_at, seq)>(?, ?) AND created_at<?"
+            rows = await self._rows(
+                "SELECT {columns} FROM events e WHERE tenant_id=? AND (created_at, seq)>(?, ?) AND created_at<?"
                 " ORDER BY created_at, seq LIMIT ?", (tenant, *after, math.inf if until is None else until, page))
             if not rows:
                 return
@@ -235,56 +298,78 @@ class EventBus:
     # --- consuming ---------------------------------------------------------------
 
     async def run_consumer(self, consumer: Consumer, stopping: asyncio.Event) -> None:
-        """Feed ``consumer`` from its cursor until ``stopping`` is set."""
+        """Feed ``consumer`` from its cursor until ``stopping`` is set.
+
+        Any exception but cancellation, wherever it happens (reading the stored
+        cursor or the log, the handler, storing the cursor), is logged, counted
+        and retried after a pause that doubles up to RETRY_MAX; the loop then
+        goes on from the last event handled.
+        """
         wakeup = asyncio.Event()
         self._wakeups.append(wakeup)
-        self._running.add(consumer.name)
+        progress = self.progress[consumer.name] = ConsumerProgress()
         # One task for the consumer's whole life turns a stop into a wakeup, so
         # an idle wait is on ``wakeup`` alone (wait_any costs two tasks a time,
         # and a busy consumer is idle after nearly every batch).
         stop_watch = asyncio.get_running_loop().create_task(_set_when(stopping, wakeup))
-        backoff = 0.5
+        backoff = self.RETRY_FIRST
+        cursor = saved = None
+        saved_at = time.monotonic()
+        events: list[Event] = []
         try:
-            row = await self.db.fetchone("SELECT last_seq FROM consumer_cursors WHERE name=?", (consumer.name,))
-            cursor = row["last_seq"] if row else 0
-            saved, saved_at = cursor, time.monotonic()
             while not stopping.is_set():
-                wakeup.clear()
-                events = await self._read_after(cursor, consumer.batch_size)
-                if not events:
-                    # Caught up. The cursor is stored at most once per interval
-                    # here too: a consumer that catches up after every batch
-                    # would otherwise write it after every batch.
-                    unsaved_for = time.monotonic() - saved_at
-                    if saved != cursor and unsaved_for >= self.CURSOR_INTERVAL:
-                        await self._save_cursor(consumer.name, cursor)
-                        saved, saved_at = cursor, time.monotonic()
-                    timeout = 1.0 if saved == cursor else self.CURSOR_INTERVAL - unsaved_for
-                    await _wait(wakeup, timeout)
-                    continue
-                wanted = [e for e in events if any(type_matches(p, e.type) for p in consumer.types)]
+                events = []
                 try:
+                    if cursor is None:
+                        cursor = saved = progress.cursor = await self._load_cursor(consumer.name)
+                    wakeup.clear()
+                    events = await self._read_after(cursor, consumer.batch_size)
+                    if not events:
+                        # Caught up. The cursor is stored at most once per interval
+                        # here too: a consumer that catches up after every batch
+                        # would otherwise write it after every batch.
+                        progress.ok_at = time.monotonic()
+                        unsaved_for = progress.ok_at - saved_at
+                        if saved != cursor and unsaved_for >= self.CURSOR_INTERVAL:
+                            await self._save_cursor(consumer.name, cursor)
+                            saved, saved_at = cursor, time.monotonic()
+                        backoff = self.RETRY_FIRST
+                        timeout = 1.0 if saved == cursor else self.CURSOR_INTERVAL - unsaved_for
+                        await _wait(wakeup, timeout)
+                        continue
+                    wanted = [e for e in events if any(type_matches(p, e.type) for p in consumer.types)]
                     if wanted:
                         await consumer.handle(wanted)
+                    cursor = progress.cursor = events[-1].seq
+                    progress.ok_at = time.monotonic()
+                    events = []  # handled: a failure from here on is not theirs
+                    backoff = self.RETRY_FIRST
+                    if progress.ok_at - saved_at >= self.CURSOR_INTERVAL:
+                        await self._save_cursor(consumer.name, cursor)
+                        saved, saved_at = cursor, time.monotonic()
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception("consumer %s failed on events %d..%d; retrying in %.1fs",
-                                  consumer.name, events[0].seq, events[-1].seq, backoff)
+                    progress.errors += 1
+                    if self.on_consumer_error is not None:
+                        self.on_consumer_error(consumer.name)
+                    where = f" on events {events[0].seq}..{events[-1].seq}" if events else ""
+                    log.exception("consumer %s failed%s; retrying in %.1fs", consumer.name, where, backoff)
                     await wait_any(stopping, timeout=backoff)
-                    backoff = min(backoff * 2, 30.0)
-                    continue
-                backoff = 0.5
-                cursor = events[-1].seq
-                if time.monotonic() - saved_at >= self.CURSOR_INTERVAL:
+                    backoff = min(backoff * 2, self.RETRY_MAX)
+            if cursor is not None and saved != cursor:
+                try:
                     await self._save_cursor(consumer.name, cursor)
-                    saved, saved_at = cursor, time.monotonic()
-            if saved != cursor:
-                await self._save_cursor(consumer.name, cursor)
+                except Exception:  # the events after the stored cursor are handled again at the next start
+                    log.exception("consumer %s could not store its cursor at %d on stopping", consumer.name, cursor)
         finally:
             stop_watch.cancel()
             self._wakeups.remove(wakeup)
-            self._running.discard(consumer.name)
+            del self.progress[consumer.name]
+
+    async def _load_cursor(self, name: str) -> int:
+        row = await self.db.fetchone("SELECT last_seq FROM consumer_cursors WHERE name=?", (name,))
+        return row["last_seq"] if row else 0
 
     async def _read_after(self, cursor: int, limit: int) -> list[Event]:
         if cursor + 1 == self._next_seq:
@@ -296,7 +381,7 @@ class EventBus:
                 events.append(self._tail[seq])
                 seq += 1
             return events
-        rows = await self.db.fetchall("SELECT * FROM events WHERE seq>? ORDER BY seq LIMIT ?", (cursor, limit))
+        rows = await self._rows("SELECT {columns} FROM events e WHERE seq>? ORDER BY seq LIMIT ?", (cursor, limit))
         return [_row_to_event(r) for r in rows]
 
     async def _save_cursor(self, name: str, cursor: int) -> None:
@@ -314,12 +399,12 @@ class EventBus:
         atomic: the writer is never held long. Idempotency keys go with their
         events: a key re-sent after the retention makes a new event.
         """
-        if not self._running:
+        if not self.progress:
             return 0
         rows = await self.db.fetchall(
             "SELECT name, last_seq FROM consumer_cursors WHERE name IN (SELECT value FROM json_each(?))",
-            (json.dumps(sorted(self._running)),))
-        if len(rows) < len(self._running):
+            (json.dumps(sorted(self.progress)),))
+        if len(rows) < len(self.progress):
             return 0  # a consumer that has not stored a cursor yet has handled nothing
         handled = min(r["last_seq"] for r in rows)
         removed = 0
@@ -335,10 +420,20 @@ class EventBus:
                 return removed
 
     async def lag(self) -> dict[str, int]:
-        """Events not yet consumed, per consumer (for /metrics and `tierd db status`)."""
-        top = await self.db.fetchone("SELECT COALESCE(MAX(seq), 0) AS m FROM events")
+        """Events not yet consumed, per consumer (for /metrics, /readyz and `tierd db
+        status`): by a running consumer's own cursor, else by its stored one."""
+        top = (await self.db.fetchone("SELECT COALESCE(MAX(seq), 0) AS m FROM events"))["m"]
         rows = await self.db.fetchall("SELECT name, last_seq FROM consumer_cursors")
-        return {r["name"]: top["m"] - r["last_seq"] for r in rows}
+        lag = {r["name"]: top - r["last_seq"] for r in rows}
+        lag.update({name: top - p.cursor for name, p in self.progress.items() if p.cursor is not None})
+        return lag
+
+    def stalled(self, lag: dict[str, int], after: float) -> dict[str, float]:
+        """The running consumers that have events to handle (by ``lag``) and have
+        not advanced for ``after`` seconds: name -> seconds since they last did."""
+        now = time.monotonic()
+        return {name: now - p.ok_at for name, p in self.progress.items()
+                if lag.get(name, 1) > 0 and now - p.ok_at >= after}
 
 
 async def wait_any(*events: asyncio.Event, timeout: float) -> None:

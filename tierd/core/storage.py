@@ -3,17 +3,25 @@
 One writer connection serialised by an asyncio lock (SQLite has one writer
 anyway) and one reader connection, so reads never wait for a write
 transaction. SQL lives in each plugin's ``store.py``; this module only runs it.
+
+Failures leave both connections usable: a read that fails half-way lets go of
+its statement (and so of its snapshot), a transaction whose COMMIT fails is
+rolled back, and a write refused for lack of disk space is remembered
+(:attr:`Database.full`) so that the API answers 503 ``storage_full`` and
+``/readyz`` says why until writes succeed again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import sqlite3
 import time
 from pathlib import Path
+from typing import Callable
 
 import aiosqlite
 
@@ -56,6 +64,64 @@ CORE_MIGRATIONS = [
 ]
 
 
+#: A write refused for lack of space makes the database "full" for this long,
+#: unless a later write succeeds first (an idle daemon is not full forever).
+FULL_FOR = 30.0
+#: Writes that succeed for this long after a failed one end a logged "full".
+RECOVERED_AFTER = 5.0
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says there is no space left for the database (or a file)."""
+    if isinstance(exc, sqlite3.Error):
+        # The primary code (the low byte) of e.g. "database or disk is full".
+        return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF == sqlite3.SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_decode_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a read of text that is not UTF-8 (stored before tierd
+    refused lone surrogates at intake)."""
+    return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith("Could not decode to UTF-8")
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor that lets go of its statement when reading a row fails.
+
+    A statement stopped half-way (e.g. by "Could not decode to UTF-8") stays
+    open, and with it its read transaction: every later read on the
+    connection would see the database as it was then (a revoked token still
+    valid, a new tenant not found), until the cursor is garbage-collected.
+    """
+
+    def fetchall(self):
+        try:
+            return super().fetchall()
+        finally:
+            self.close()
+
+    def fetchone(self):
+        try:
+            return super().fetchone()
+        except BaseException:
+            self.close()
+            raise
+
+    def fetchmany(self, *args, **kwargs):
+        try:
+            return super().fetchmany(*args, **kwargs)
+        except BaseException:
+            self.close()
+            raise
+
+
+class _Connection(sqlite3.Connection):
+    """Its ``execute`` (what aiosqlite calls) makes a :class:`_Cursor`."""
+
+    def execute(self, sql, parameters=(), /):
+        return self.cursor(_Cursor).execute(sql, parameters)
+
+
 class Transaction:
     """The handle given inside ``async with db.transaction()``."""
 
@@ -83,6 +149,13 @@ class Database:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        #: When (time.monotonic()) a write last failed for lack of space; None
+        #: once a write succeeded since.
+        self.full_at: float | None = None
+        #: Called after each write refused for lack of space (a metric).
+        self.on_full: Callable[[], None] | None = None
+        self._full_told = False
+        self._full_failed_at = 0.0
 
     async def open(self) -> "Database":
         if str(self.path) != ":memory:":
@@ -96,7 +169,7 @@ class Database:
         return self
 
     async def _connect(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        conn = await aiosqlite.connect(self.path, isolation_level=None, factory=_Connection)
         conn.row_factory = sqlite3.Row
         # PRAGMAs are read to the end: an unfinished statement holds a lock.
         await conn.execute_fetchall(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
@@ -123,6 +196,28 @@ class Database:
 
     # --- writes --------------------------------------------------------------
 
+    @property
+    def full(self) -> bool:
+        """The last write failed for lack of space (less than FULL_FOR seconds ago)."""
+        return self.full_at is not None and time.monotonic() - self.full_at < FULL_FOR
+
+    def _write_failed(self, exc: BaseException) -> None:
+        if is_storage_full(exc):
+            self.full_at = self._full_failed_at = time.monotonic()
+            if not self._full_told:
+                self._full_told = True
+                log.error("no space left for the database %s (%s): writes fail until space is freed", self.path, exc)
+            if self.on_full is not None:
+                self.on_full()
+
+    def _write_succeeded(self) -> None:
+        self.full_at = None
+        # On a nearly full disk small writes succeed between failed ones: the
+        # recovery is told once none has failed for a while.
+        if self._full_told and time.monotonic() - self._full_failed_at >= RECOVERED_AFTER:
+            self._full_told = False
+            log.info("writes to the database %s succeed again", self.path)
+
     async def execute(self, sql: str, params=()):
         """Run one statement on the writer (atomic on its own).
 
@@ -133,12 +228,19 @@ class Database:
         the lock) makes a statement wait, so that it never runs inside
         somebody else's BEGIN ... COMMIT.
         """
-        if self._lock.locked():
-            async with self._lock:
-                return await self._writer.execute(sql, params)
-        # No await between the check and the queueing: aiosqlite puts the
-        # statement on its queue before its first suspension.
-        return await self._writer.execute(sql, params)
+        try:
+            if self._lock.locked():
+                async with self._lock:
+                    cursor = await self._writer.execute(sql, params)
+            else:
+                # No await between the check and the queueing: aiosqlite puts
+                # the statement on its queue before its first suspension.
+                cursor = await self._writer.execute(sql, params)
+        except Exception as exc:
+            self._write_failed(exc)
+            raise
+        self._write_succeeded()
+        return cursor
 
     @contextlib.asynccontextmanager
     async def transaction(self):
@@ -146,11 +248,20 @@ class Database:
             await self._writer.execute("BEGIN IMMEDIATE")
             try:
                 yield Transaction(self._writer)
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            else:
                 await self._writer.execute("COMMIT")
+            except BaseException as exc:
+                # Also when COMMIT failed (e.g. disk full): a transaction left
+                # open would take in every later write and never commit it.
+                await self._rollback()
+                self._write_failed(exc)
+                raise
+        self._write_succeeded()
+
+    async def _rollback(self) -> None:
+        try:
+            await self._writer.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            pass  # no transaction: SQLite rolled it back itself (as it may on SQLITE_FULL)
 
     # --- migrations ------------------------------------------------------------
 

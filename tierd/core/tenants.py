@@ -1,16 +1,25 @@
-"""Tenants and their API tokens. Only a SHA-256 of each token is stored."""
+"""Tenants and their API tokens. Only a SHA-256 of each token is stored.
+
+The API and the CLI both come here, so the INFO log lines of a tenant or
+token created or revoked are written here (never a token itself).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 import time
 
 from tierd.core.clock import iso
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+log = logging.getLogger("tierd.tenants")
+
+#: A tenant name (use with ``fullmatch``).
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}\Z")
 TOKEN_PREFIX = "tierd_"
+MAX_DESCRIPTION = 1000
 
 
 class TenantError(ValueError):
@@ -24,7 +33,7 @@ def hash_token(token: str) -> str:
 
 
 async def create_tenant(db, name: str) -> dict:
-    if not NAME_RE.match(name or ""):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise TenantError("invalid_tenant_name",
                           "tenant names are 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit")
     async with db.transaction() as tx:
@@ -32,6 +41,7 @@ async def create_tenant(db, name: str) -> dict:
             raise TenantError("tenant_exists", f"tenant {name!r} already exists")
         now = time.time()
         await tx.execute("INSERT INTO tenants(id, name, created_at) VALUES (?,?,?)", (name, name, now))
+    log.info("tenant %s created", name)
     return {"id": name, "name": name, "created_at": iso(now)}
 
 
@@ -50,6 +60,8 @@ async def list_tenants(db) -> list[dict]:
 
 async def create_token(db, tenant: str, description: str = "") -> dict:
     """A new token for ``tenant``. The token itself is returned once, never stored."""
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
+        raise TenantError("invalid_description", f"description must be text of at most {MAX_DESCRIPTION} characters")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token_id = "tok_" + secrets.token_hex(6)
     async with db.transaction() as tx:
@@ -58,6 +70,7 @@ async def create_token(db, tenant: str, description: str = "") -> dict:
         await tx.execute(
             "INSERT INTO tokens(id, tenant_id, token_hash, description, created_at) VALUES (?,?,?,?,?)",
             (token_id, tenant, hash_token(token), description, time.time()))
+    log.info("token %s created for tenant %s", token_id, tenant)
     return {"id": token_id, "tenant": tenant, "token": token, "description": description}
 
 
@@ -76,8 +89,11 @@ async def revoke_token(db, token_id: str) -> dict:
         row = await tx.fetchone("SELECT id, tenant_id, revoked_at FROM tokens WHERE id=?", (token_id,))
         if row is None:
             raise TenantError("token_not_found", f"no token {token_id!r}")
-        if row["revoked_at"] is None:
+        revoking = row["revoked_at"] is None
+        if revoking:
             await tx.execute("UPDATE tokens SET revoked_at=? WHERE id=?", (time.time(), token_id))
+    if revoking:
+        log.info("token %s of tenant %s revoked", token_id, row["tenant_id"])
     return {"id": token_id, "tenant": row["tenant_id"], "revoked": True}
 
 

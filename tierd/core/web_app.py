@@ -1,19 +1,26 @@
-"""The control API application: middlewares, authentication, core routes.
+"""The control API application: middlewares, authentication, core routes, and
+the runner that serves it.
 
 Every answer is JSON; every error is ``{"error": {"code", "message"}}`` with a
 stable code. Handlers never leak a stack trace: an unexpected exception is
-logged and answered as ``internal_error``.
+logged and answered as ``internal_error``; a write refused for lack of disk
+space is answered 503 ``storage_full`` (nothing was stored; try again).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import logging
+import re
 import time
+from typing import Callable
+from urllib.parse import unquote_to_bytes
 
 import prometheus_client
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from tierd.core import tenants
 from tierd.core.api import (
@@ -23,8 +30,14 @@ from tierd.core.api import (
 from tierd.core.events import TYPE_RE
 from tierd.core.openapi import build_openapi
 from tierd.core.plugins import get_plugins
+from tierd.core.storage import is_storage_full
 
 log = logging.getLogger("tierd.api")
+
+#: Seconds a client is asked to wait (Retry-After) when the disk is full.
+STORAGE_FULL_RETRY_AFTER = 30
+#: The server's header timeout, in seconds, read at each connection (so a reload applies it).
+HEADER_TIMEOUT_KEY = web.AppKey("tierd_header_timeout", Callable[[], float])
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type"}
@@ -44,28 +57,78 @@ async def error_middleware(request: web.Request, handler):
         if exc.status == 413:
             message = f"body exceeds {request.app[MAX_BODY_KEY]} bytes"
         return ApiError(exc.status, code, message).to_response()
-    except Exception:
+    except Exception as exc:
+        if is_storage_full(exc):
+            db = request.app[DAEMON_KEY].db
+            if db is None or not db.full:  # the database logs it when it starts
+                log.warning("%s %s: no space left on the disk: %s", request.method, request.path, exc)
+            response = ApiError(503, "storage_full", "no space left on the server's disk: nothing was stored;"
+                                " try again later").to_response()
+            response.headers["Retry-After"] = str(STORAGE_FULL_RETRY_AFTER)
+            return response
         log.exception("unhandled error in %s %s", request.method, request.path)
         return ApiError(500, "internal_error", "internal error; see the daemon log").to_response()
 
 
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` is valid Unicode: no lone surrogate. aiohttp decodes header
+    bytes that are not UTF-8 with surrogateescape (``\\xff`` arrives as ``\\udcff``)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@web.middleware
+async def encoding_guard(request: web.Request, handler):
+    """Refuse a request whose target or header values are not Unicode text, before any
+    of it reaches a handler or SQLite: a lone surrogate stored in SQLite is invalid
+    UTF-8 that no later read decodes. Percent-escapes that are not UTF-8 are refused
+    too, instead of being read as U+FFFD (the query) or left undecoded (the path)."""
+    target = request.raw_path
+    if not target.isascii() or ("%" in target and not _is_utf8(unquote_to_bytes(target))):
+        raise ApiError(400, "invalid_encoding", "the request target is not UTF-8 once percent-decoded")
+    for name, value in request.headers.items():
+        if not _is_unicode(value):
+            raise ApiError(400, "invalid_encoding", f"the {name} header is not UTF-8 text")
+    return await handler(request)
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+# Host[:port] as a Host header or an Origin's authority holds it: a name or
+# IPv4 address, or an IPv6 address in brackets, then digits only for the port.
+_HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(?::[0-9]{1,5})?")
+
+
 def host_guard(allowed_hosts: list[str], check: bool):
-    """Refuse foreign Host and Origin headers (DNS rebinding from a browser)."""
+    """Refuse foreign Host and Origin headers (DNS rebinding from a browser).
+
+    ``host[:port]`` is parsed strictly (anything else, such as ``[::1]evil.com``
+    or ``127.0.0.1:80@evil.com``, is foreign), and a request without a Host is
+    refused: aiohttp would put the machine's own name in its place.
+    """
     allowed = {h.lower() for h in allowed_hosts}
 
     def host_ok(value: str) -> bool:
-        host = value.lower()
-        if host.startswith("["):
-            host = host[: host.find("]") + 1]
-        elif ":" in host:
-            host = host.rsplit(":", 1)[0]
-        return host in allowed
+        found = _HOST.fullmatch(value.lower())
+        return found is not None and found.group(1) in allowed
 
     @web.middleware
     async def middleware(request: web.Request, handler):
         if check:
-            if not host_ok(request.host or ""):
-                raise ApiError(403, "host_not_allowed", f"Host {request.host!r} is not in server.allowed_hosts")
+            host = request.headers.get("Host", "")
+            if not host_ok(host):
+                raise ApiError(403, "host_not_allowed", f"Host {host!r} is not in server.allowed_hosts")
             origin = request.headers.get("Origin")
             if origin and origin != "null" and not host_ok(origin.split("://", 1)[-1]):
                 raise ApiError(403, "origin_not_allowed", "cross-origin requests are refused")
@@ -138,10 +201,11 @@ def build_app(daemon, plugin_routes: list[Route]) -> web.Application:
     on_unix = str(server["listen"]).startswith("unix:")
     app = web.Application(
         client_max_size=max_body,
-        middlewares=[error_middleware, host_guard(server["allowed_hosts"], check=not on_unix)],
+        middlewares=[error_middleware, encoding_guard, host_guard(server["allowed_hosts"], check=not on_unix)],
     )
     app[DAEMON_KEY] = daemon
     app[MAX_BODY_KEY] = max_body
+    app[HEADER_TIMEOUT_KEY] = lambda: daemon.config["server"]["header_timeout"]
     auth = daemon.authenticator = Authenticator(daemon)
     routes = core_routes(daemon) + plugin_routes
     seen = set()
@@ -163,9 +227,10 @@ def core_routes(daemon) -> list[Route]:
         return json_response({"status": "ok"})
 
     async def readyz(request):
-        if daemon.ready:
+        ready, reason = daemon.readiness()
+        if ready:
             return json_response({"ready": True})
-        return json_response({"ready": False, "reason": daemon.not_ready_reason}, status=503)
+        return json_response({"ready": False, "reason": reason}, status=503)
 
     async def metrics(request):
         body = prometheus_client.generate_latest(daemon.metrics)
@@ -181,7 +246,7 @@ def core_routes(daemon) -> list[Route]:
         if unknown:
             raise ApiError(400, "invalid_event", f"unknown field(s): {', '.join(sorted(unknown))}")
         type_ = body.get("type")
-        if not isinstance(type_, str) or not TYPE_RE.match(type_) or len(type_) > 200:
+        if not isinstance(type_, str) or len(type_) > 200 or not TYPE_RE.fullmatch(type_):
             raise ApiError(400, "invalid_event_type",
                            "type must be a dotted lowercase name such as 'invoice.paid'")
         data = body.get("data", {})
@@ -226,7 +291,10 @@ def core_routes(daemon) -> list[Route]:
 
     async def admin_create_token(request):
         body = await read_json(request, required=False)
-        token = await tenant_call(tenants.create_token)(request.match_info["tenant"], str(body.get("description", "")))
+        unknown = set(body) - {"description"}
+        if unknown:
+            raise ApiError(400, "invalid_token", f"unknown field(s): {', '.join(sorted(unknown))}")
+        token = await tenant_call(tenants.create_token)(request.match_info["tenant"], body.get("description", ""))
         return json_response(token, status=201)
 
     async def admin_list_tokens(request):
@@ -275,3 +343,72 @@ def core_routes(daemon) -> list[Route]:
         Route("POST", "/v1/admin/reload", admin_reload, auth="admin", summary="Reload the configuration", tag="admin"),
         Route("GET", "/v1/admin/plugins", admin_plugins, auth="admin", summary="Loaded plugins", tag="admin"),
     ]
+
+
+# --- the server ------------------------------------------------------------------
+
+
+class ApiRunner(web.AppRunner):
+    """aiohttp's AppRunner, whose connections are closed when a request's headers
+    take longer than ``server.header_timeout`` to arrive.
+
+    aiohttp has no such timeout: a client that sends a request line and never
+    ends its headers holds its connection for as long as the keep-alive
+    timeout (an hour). This runner serves the same application through the
+    same aiohttp server, only with :class:`_HeaderTimeoutHandler` connections.
+    """
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        return _HeaderTimeoutServer(self.app[HEADER_TIMEOUT_KEY], server.request_handler,
+                                    request_factory=server.request_factory,
+                                    handler_cancellation=server.handler_cancellation, **server._kwargs)
+
+
+class _HeaderTimeoutServer(web.Server):
+    def __init__(self, header_timeout: Callable[[], float], *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.header_timeout = header_timeout
+
+    def __call__(self) -> RequestHandler:
+        return _HeaderTimeoutHandler(self, loop=self._loop, **self._kwargs)
+
+
+class _HeaderTimeoutHandler(RequestHandler):
+    """A connection that is closed when a request takes longer than the header
+    timeout from its first bytes (or from the connection's start) to its last
+    header. A client idle between requests is left to the keep-alive timeout.
+
+    The timer is armed when the connection starts and when bytes arrive while
+    no request is being read, and is not re-armed while it runs: a request
+    whose headers trickle in is cut within one to two timeouts.
+    """
+
+    __slots__ = ("_header_timer", "_header_count")
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._header_timer = None
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_timer is None and self._waiter is not None and not self._waiter.done():
+            self._arm_header_timer()  # bytes of a new request, the handler waiting for it
+        super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        self._header_count = self._request_count
+        self._header_timer = self._loop.call_later(self._manager.header_timeout(), self._header_deadline)
+
+    def _header_deadline(self) -> None:
+        self._header_timer = None
+        waiting = self._waiter is not None and not self._waiter.done()
+        if waiting and self._request_count == self._header_count and not self._messages:
+            log.debug("closed a connection whose request's headers took over %gs", self._manager.header_timeout())
+            self.force_close()
