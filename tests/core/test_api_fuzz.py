@@ -35,11 +35,12 @@ from schemathesis.specs.openapi.checks import (
     content_type_conformance, response_schema_conformance, status_code_conformance,
 )
 
-from conftest import ADMIN_TOKEN, NotifySocket
+from conftest import ADMIN_TOKEN, ROOT, NotifySocket
 
 FUZZ_TENANT = "fuzz"
 BYSTANDER = "bystander"
 RECEIVER_PORT = 9000  # inside the namespace, where nothing else listens
+FIXTURES = ROOT / "examples" / "reconciliation"  # a real CAMT.053 statement and its books
 EXAMPLES = int(os.environ.get("TIERD_FUZZ_EXAMPLES", "25"))
 
 RECEIVER = """
@@ -112,6 +113,7 @@ class SandboxedDaemon:
             "storage": {"path": str(workdir / "tierd.db")},
             "webhooks": {"allow_http": True, "allow_destinations": ["127.0.0.1/32"], "timeout": "2s",
                          "retry_schedule": ["0s", "1s"]},
+            "notifications": {"channels": {"journal": {"type": "log"}}},
         }))
         self.notify = NotifySocket(workdir)
         script = (f"ip link set lo up && "
@@ -126,14 +128,14 @@ class SandboxedDaemon:
         threading.Thread(target=self.forwarder.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.forwarder.server_address[1]}"
 
-    def request(self, method, path, body=None, tenant=None, token=ADMIN_TOKEN):
+    def request(self, method, path, body=None, tenant=None, token=ADMIN_TOKEN, raw=None):
         import urllib.error
         import urllib.request
 
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         if tenant:
             headers["Tierd-Tenant"] = tenant
-        data = json.dumps(body).encode() if body is not None else None
+        data = json.dumps(body).encode() if body is not None else raw
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
@@ -164,9 +166,60 @@ def sandboxed(tmp_path_factory):
         for tenant in (FUZZ_TENANT, BYSTANDER):
             status, body = daemon.request("POST", "/v1/admin/tenants", {"name": tenant})
             assert status == 201, body
+        daemon.known = seed(daemon)
         yield daemon
     finally:
         daemon.stop()
+
+
+def seed(daemon: SandboxedDaemon) -> dict[str, str]:
+    """One object of each kind in the fuzzer's tenant, so that fuzzed requests
+    also reach handlers past their 404 (a random id finds nothing)."""
+
+    def ok(method, path, body=None, raw=None):
+        status, answer = daemon.request(method, path, body, tenant=FUZZ_TENANT, raw=raw)
+        assert status in (200, 201, 202), (path, answer)
+        return answer
+
+    endpoint = ok("POST", "/v1/webhooks", {"url": f"http://127.0.0.1:{RECEIVER_PORT}/hook"})
+    event = ok("POST", "/v1/events", {"type": "invoice.paid", "data": {"amount": "1.00"}})
+    deliveries = []
+    for _ in range(100):
+        deliveries = ok("GET", f"/v1/deliveries?event_id={event['id']}")["data"]
+        if deliveries:
+            break
+        time.sleep(0.05)
+    silence = ok("POST", "/v1/notifications/silences",
+                 {"matchers": {"type": "invoice.*"}, "ends_at": "2099-01-01T00:00:00Z"})
+    notification = ok("POST", "/v1/notifications/send", {"channel": "journal", "subject": "s", "body": "b"})
+    token = ok("POST", f"/v1/admin/tenants/{FUZZ_TENANT}/tokens", {})
+    account = "/v1/reconciliation/accounts/main-eur"
+    ok("POST", "/v1/reconciliation/accounts", {"id": "main-eur", "currency": "EUR", "iban": "DE89370400440532013000"})
+    ok("POST", account + "/statements?format=camt053", raw=(FIXTURES / "nov.xml").read_bytes())
+    ok("POST", account + "/ledger", raw=(FIXTURES / "ledger.jsonl").read_bytes())
+    run = ok("POST", account + "/runs")
+    matches = ok("GET", account + "/matches")["data"]
+    suggestions = ok("GET", account + "/suggestions")["data"]
+    return {
+        "/v1/webhooks/": endpoint["id"], "/v1/events/": event["id"],
+        "/v1/deliveries/": deliveries[0]["id"] if deliveries else "msg_none",
+        "/v1/notifications/silences/": silence["id"], "/v1/notifications/": notification["id"],
+        "/v1/admin/tokens/": token["id"], "{tenant}": FUZZ_TENANT, "{account}": "main-eur", "{run}": run["id"],
+        "{match}": matches[0]["id"] if matches else "m_none",
+        "{suggestion}": suggestions[0]["id"] if suggestions else "s_none",
+    }
+
+
+def known_path_parameters(path: str, known: dict[str, str]) -> dict[str, str]:
+    """The seeded object for each path parameter of ``path`` (``{id}`` by the path before it)."""
+    values = {}
+    for name in ("tenant", "account", "run", "match", "suggestion"):
+        if "{" + name + "}" in path:
+            values[name] = known["{" + name + "}"]
+    if "{id}" in path:
+        before = path[: path.index("{id}")]
+        values["id"] = next(v for k, v in sorted(known.items(), key=lambda kv: -len(kv[0])) if before.startswith(k))
+    return values
 
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -181,8 +234,13 @@ def test_no_input_yields_a_server_error(sandboxed):
         operation = result.ok()
         operations += 1
 
-        @given(st.one_of(operation.as_strategy(GenerationMode.POSITIVE),
-                         operation.as_strategy(GenerationMode.NEGATIVE)))
+        strategies = [operation.as_strategy(mode) for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)]
+        if "{" in operation.path:  # half the examples reach a real object
+            known = known_path_parameters(operation.path, sandboxed.known)
+            strategies += [operation.as_strategy(mode, path_parameters=known)
+                           for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)]
+
+        @given(st.one_of(*strategies))
         @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
         def fuzz(case):
@@ -191,8 +249,8 @@ def test_no_input_yields_a_server_error(sandboxed):
 
         try:
             fuzz()
-        except Exception as exc:  # one operation's failure must not hide the others'
-            failures.append(f"{operation.label}: {exc}")
+        except (Exception, BaseExceptionGroup) as exc:  # one operation's failure must not hide the others'
+            failures.append(f"{operation.label}: {exc!r}"[:3000])
     assert operations >= 30, "the document lost its operations"
     print(f"{operations} operations, {len(calls)} requests")
     assert not failures, "\n\n".join(failures) + "\n" + sandboxed.logs()[-3000:]

@@ -90,6 +90,9 @@ async def _send_now(request, kind: str, defaults: dict):
     daemon = daemon_of(request)
     service = service_of(daemon)
     body = await read_json(request)
+    unknown = set(body) - {"channel", "subject", "body", "severity", "wait"}
+    if unknown:
+        raise ApiError(400, "invalid_message", f"unknown field(s): {', '.join(sorted(unknown))}")
     channel = body.get("channel")
     if not isinstance(channel, str) or channel not in service.runtime.channels:
         raise ApiError(400 if not isinstance(channel, str) else 404, "unknown_channel",
@@ -193,6 +196,14 @@ async def delete_silence(request):
     return json_response({"deleted": request.match_info["id"]})
 
 
+def _message_body(required: list[str]) -> dict:
+    """The body of an operator send, for the OpenAPI document."""
+    return {"type": "object", "required": required, "additionalProperties": False, "properties": {
+        "channel": {"type": "string"}, "subject": {"type": "string"}, "body": {"type": "string"},
+        "severity": {"type": "string", "enum": list(_SEVERITIES)},
+        "wait": {"type": "boolean", "description": "wait for the first attempt (default true)"}}}
+
+
 def routes() -> list[Route]:
     tag = "notifications"
     # Static paths before /v1/notifications/{id}: aiohttp matches in order.
@@ -204,10 +215,10 @@ def routes() -> list[Route]:
                       "since": "ISO-8601", "until": "ISO-8601", "limit": "1..500", "cursor": "next_cursor"}),
         Route("POST", "/v1/notifications/test", test_channel, auth="admin", tag=tag,
               summary="Send a test message to a channel now and answer with the result",
-              body={"type": "object", "required": ["channel"], "properties": {"channel": {"type": "string"}}}),
+              body=_message_body(required=["channel"])),
         Route("POST", "/v1/notifications/send", send_message, auth="admin", tag=tag,
               summary="Send a message to a channel (durably; waits for the first attempt unless wait=false)",
-              body={"type": "object", "required": ["channel", "subject", "body"]}),
+              body=_message_body(required=["channel", "subject", "body"]), statuses=(200, 202)),
         Route("GET", "/v1/notifications/channels", list_channels, auth="admin", tag=tag,
               summary="Configured channels and their types"),
         Route("GET", "/v1/notifications/silences", list_silences, auth="tenant", tag=tag,
@@ -215,7 +226,12 @@ def routes() -> list[Route]:
               params={"all": "1|true: also ended silences"}),
         Route("POST", "/v1/notifications/silences", create_silence, auth="tenant", tag=tag,
               summary="Mute notifications matching matchers until ends_at",
-              body={"type": "object", "required": ["matchers", "ends_at"]}),
+              statuses=(201,), body={
+                  "type": "object", "required": ["ends_at"], "additionalProperties": False, "properties": {
+                      "matchers": {"type": "object", "description": "tenant, type, data, channel, route"},
+                      "starts_at": {"type": "string", "format": "date-time"},
+                      "ends_at": {"type": "string", "format": "date-time"},
+                      "comment": {"type": "string", "maxLength": MAX_COMMENT}}}),
         Route("DELETE", "/v1/notifications/silences/{id}", delete_silence, auth="tenant", tag=tag,
               summary="Delete a silence"),
         Route("GET", "/v1/notifications/{id}", get_notification, auth="tenant", tag=tag,

@@ -210,6 +210,28 @@ def _duration_param(request, name: str, default: float) -> float:
 # --- handlers -----------------------------------------------------------------------------
 
 
+# Request bodies as the OpenAPI document shows them (the handlers check them).
+_SPAN_BODY = {"type": "object", "required": ["since"], "additionalProperties": False, "properties": {
+    "since": {"type": "string", "format": "date-time"}, "until": {"type": "string", "format": "date-time"}}}
+_ENDPOINT_FIELDS = {
+    "url": {"type": "string", "maxLength": 2000, "example": "https://hooks.example.com/tierd"},
+    "event_types": {"type": "array", "maxItems": 200, "items": {"type": "string", "example": "invoice.*"}},
+    "description": {"type": "string", "maxLength": 1000},
+    "enabled": {"type": "boolean"},
+    "headers": {"type": "object", "maxProperties": MAX_HEADERS, "additionalProperties": {"type": "string"}},
+    "rate_limit": {"type": "number", "nullable": True, "exclusiveMinimum": True, "minimum": 0,
+                   "maximum": MAX_RATE_LIMIT, "description": "requests per second"},
+    "metadata": {"type": "object"},
+}
+_SIGNING = {"signing": {"type": "string", "enum": list(SIGNING_SCHEMES)},
+            "secret": {"type": "string", "description": "whsec_... or whsk_...; made for you when absent"}}
+_CREATE_BODY = {"type": "object", "required": ["url"], "additionalProperties": False,
+                "properties": _ENDPOINT_FIELDS | _SIGNING}
+_UPDATE_BODY = {"type": "object", "additionalProperties": False, "properties": _ENDPOINT_FIELDS}
+_ROTATE_BODY = {"type": "object", "additionalProperties": False, "properties": _SIGNING}
+_TEST_BODY = {"type": "object", "additionalProperties": False, "properties": {"data": {"type": "object"}}}
+
+
 def routes() -> list[Route]:
     def context(request):
         tenant = require_tenant(request)
@@ -391,28 +413,33 @@ def routes() -> list[Route]:
 
     one = "/v1/webhooks/{id}"
     return [
-        Route("POST", "/v1/webhooks", create, summary="Create a webhook endpoint (answers its secret)", tag=TAG),
+        Route("POST", "/v1/webhooks", create, summary="Create a webhook endpoint (answers its secret)", tag=TAG,
+              body=_CREATE_BODY, statuses=(201,)),
         Route("GET", "/v1/webhooks", list_endpoints, summary="List webhook endpoints", tag=TAG),
         Route("GET", one, get_endpoint, summary="One webhook endpoint", tag=TAG),
-        Route("PUT", one, update_endpoint, summary="Change a webhook endpoint (fields given only)", tag=TAG),
+        Route("PUT", one, update_endpoint, summary="Change a webhook endpoint (fields given only)", tag=TAG,
+              body=_UPDATE_BODY),
         Route("DELETE", one, delete_endpoint, summary="Delete a webhook endpoint and its history", tag=TAG),
         Route("GET", one + "/secret", get_secret, summary="The endpoint's signing secret", tag=TAG),
         Route("POST", one + "/rotate-secret", rotate_secret,
-              summary="New signing secret; the old one also signs during rotation_grace", tag=TAG),
+              summary="New signing secret; the old one also signs during rotation_grace", tag=TAG,
+              body=_ROTATE_BODY),
         Route("GET", one + "/deliveries", list_deliveries, summary="Deliveries of an endpoint, newest first", tag=TAG,
               params={"status": "pending, inflight, succeeded or failed", "event_type": "exact or 'invoice.*'",
                       "since": "ISO-8601, created at or after", "until": "ISO-8601, created before"}),
         Route("POST", one + "/recover", recover,
-              summary="Re-queue failed deliveries created since a time (and before `until`)", tag=TAG),
+              summary="Re-queue failed deliveries created since a time (and before `until`)", tag=TAG,
+              body=_SPAN_BODY, statuses=(202,)),
         Route("POST", one + "/replay", replay,
               summary="Deliver the events of a time span that the endpoint subscribes to and never got "
-                      "(created later, or disabled meanwhile)", tag=TAG),
+                      "(created later, or disabled meanwhile)", tag=TAG, body=_SPAN_BODY, statuses=(202,)),
         Route("POST", one + "/test", test_send, summary="Send a webhook.test event now and answer the result",
-              tag=TAG),
+              tag=TAG, body=_TEST_BODY),
         Route("GET", one + "/stats", stats, summary="Health of an endpoint: deliveries by status, recent attempts",
               tag=TAG, params={"window": "attempts of this recent span (e.g. 1h, 7d; default 24h)"}),
         Route("GET", "/v1/deliveries", event_deliveries, summary="Where one event went: its delivery to each endpoint",
               tag=TAG, params={"event_id": "the event's id (required)"}),
         Route("GET", "/v1/deliveries/{id}", get_delivery, summary="One delivery with its attempts", tag=TAG),
-        Route("POST", "/v1/deliveries/{id}/retry", retry_delivery, summary="Send a delivery again now", tag=TAG),
+        Route("POST", "/v1/deliveries/{id}/retry", retry_delivery, summary="Send a delivery again now", tag=TAG,
+              statuses=(202,)),
     ]
