@@ -79,6 +79,9 @@ class Route:
     tag: str = ""
     #: The success statuses it answers (201 for a creation, 202 for work queued).
     statuses: tuple[int, ...] = (200,)
+    #: For a body that is not (only) JSON: media type -> schema, e.g. a file
+    #: upload as ``application/octet-stream`` and ``multipart/form-data``.
+    body_content: dict[str, dict] | None = None
 
 
 class ApiError(Exception):

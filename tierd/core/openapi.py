@@ -34,8 +34,10 @@ def build_openapi(routes) -> dict:
                    for n, d in route.params.items()]
         if params:
             op["parameters"] = params
-        if route.body:
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": route.body}}}
+        content = {"application/json": {"schema": route.body}} if route.body else {}
+        content |= {media: {"schema": schema} for media, schema in (route.body_content or {}).items()}
+        if content:
+            op["requestBody"] = {"required": True, "content": content}
         paths.setdefault(route.path, {})[route.method.lower()] = op
     return {
         "openapi": "3.0.3",

@@ -324,37 +324,63 @@ async def audit_log(request):
     return json_response(page(rows, limit, cursor_of=lambda r: r["id"]))
 
 
+_FILE = {"type": "string", "format": "binary"}
+#: A file upload: the raw bytes, or a multipart form with a ``file`` part.
+_UPLOAD = {"application/octet-stream": _FILE,
+           "multipart/form-data": {"type": "object", "required": ["file"], "properties": {"file": _FILE}}}
+_ACCOUNT_BODY = {"type": "object", "required": ["id", "currency"], "additionalProperties": False, "properties": {
+    "id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+    "currency": {"type": "string", "pattern": "^[A-Z]{3}$", "example": "EUR"},
+    "name": {"type": "string"}, "iban": {"type": "string"}, "account_number": {"type": "string"},
+    "csv_format": {"type": "string"}, "ledger_format": {"type": "string"}}}
+_IDS = {"type": "array", "maxItems": manual.MAX_ITEMS,
+        "items": {"type": "integer", "minimum": 1, "maximum": manual.MAX_ID}}
+_MATCH_BODY = {"type": "object", "additionalProperties": False, "properties": {
+    "statement_line_ids": _IDS, "ledger_entry_ids": _IDS,
+    "adjustment": {"type": "string", "example": "-1.50", "description": "bank total minus ledger total"},
+    "note": {"type": "string", "maxLength": 500}}}
+_LEDGER_BODY = {"type": "object", "required": ["entries"], "properties": {"entries": {"type": "array", "items": {
+    "type": "object", "required": ["external_id", "date", "amount"], "properties": {
+        "external_id": {"type": "string"}, "date": {"type": "string", "format": "date"},
+        "amount": {"type": "string", "example": "120.00"}}}}}}
+
+
 def routes() -> list[Route]:
     a = PREFIX + "/{account}"
     paged = {"limit": "page size, 1..500 (default 50)", "cursor": "next_cursor of the previous page"}
+    created = {"statuses": (201,)}
     spec = [
-        ("GET", PREFIX, list_accounts, "List reconciliation accounts", {}),
-        ("POST", PREFIX, create_account, "Create a reconciliation account", {}),
-        ("GET", a, get_account, "Get an account", {}),
+        ("GET", PREFIX, list_accounts, "List reconciliation accounts", {}, {}),
+        ("POST", PREFIX, create_account, "Create a reconciliation account", {},
+         {"body": _ACCOUNT_BODY, **created}),
+        ("GET", a, get_account, "Get an account", {}, {}),
         ("POST", a + "/statements", import_statement, "Import a statement file (raw body or multipart)",
          {"format": "importer name (camt053, mt940, ofx, csv, ...); detected when absent",
-          "filename": "file name to record (raw uploads)"}),
-        ("GET", a + "/imports", list_imports, "Statement imports with their counts and balance checks", paged),
+          "filename": "file name to record (raw uploads)"}, {"body_content": _UPLOAD, **created}),
+        ("GET", a + "/imports", list_imports, "Statement imports with their counts and balance checks", paged, {}),
         ("POST", a + "/ledger", post_ledger, "Upsert ledger entries (JSON, JSON lines or CSV)",
          {"format": "csv to read a CSV body (or send Content-Type text/csv)",
-          "layout": "ledger_formats entry for a CSV body (default: the account's ledger_format)"}),
-        ("POST", a + "/runs", start_run, "Run the matching rules over the open items", {}),
-        ("GET", a + "/runs/{run}", get_run, "Get a run and its counts", {}),
+          "layout": "ledger_formats entry for a CSV body (default: the account's ledger_format)"},
+         {"body": _LEDGER_BODY, "body_content": {"text/csv": {"type": "string"}}}),
+        ("POST", a + "/runs", start_run, "Run the matching rules over the open items", {}, created),
+        ("GET", a + "/runs/{run}", get_run, "Get a run and its counts", {}, {}),
         ("GET", a + "/runs/{run}/matches", run_matches, "Matches made by a run",
-         {"status": "active or undone (default: both)", **paged}),
+         {"status": "active or undone (default: both)", **paged}, {}),
         ("GET", a + "/runs/{run}/suggestions", run_suggestions, "Suggestions of a run",
-         {"status": "open (default), accepted, stale or all", **paged}),
+         {"status": "open (default), accepted, stale or all", **paged}, {}),
         ("GET", a + "/open-items", open_items, "Open statement lines and ledger entries, with age",
          {"side": "bank, ledger or all (default)", "min_age_days": "only items at least this old",
-          "limit": "items per side, 1..10000 (default 1000)"}),
-        ("GET", a + "/matches", list_matches, "Matches of the account", {"status": "active (default) or undone", **paged}),
-        ("POST", a + "/matches", create_match, "Match items by hand", {}),
-        ("GET", a + "/matches/{match}", get_match, "Get a match with its items", {}),
-        ("DELETE", a + "/matches/{match}", delete_match, "Undo a match (its items become open again)", {}),
+          "limit": "items per side, 1..10000 (default 1000)"}, {}),
+        ("GET", a + "/matches", list_matches, "Matches of the account",
+         {"status": "active (default) or undone", **paged}, {}),
+        ("POST", a + "/matches", create_match, "Match items by hand", {}, {"body": _MATCH_BODY, **created}),
+        ("GET", a + "/matches/{match}", get_match, "Get a match with its items", {}, {}),
+        ("DELETE", a + "/matches/{match}", delete_match, "Undo a match (its items become open again)", {}, {}),
         ("GET", a + "/suggestions", list_suggestions, "Suggestions for people",
-         {"status": "open (default), accepted, stale or all", **paged}),
-        ("POST", a + "/suggestions/{suggestion}/accept", accept_suggestion, "Accept a suggestion as a match", {}),
-        ("GET", a + "/audit", audit_log, "Who changed what, when", paged),
+         {"status": "open (default), accepted, stale or all", **paged}, {}),
+        ("POST", a + "/suggestions/{suggestion}/accept", accept_suggestion, "Accept a suggestion as a match", {},
+         created),
+        ("GET", a + "/audit", audit_log, "Who changed what, when", paged, {}),
     ]
-    return [Route(method, path, handler, auth="tenant", summary=summary, tag=TAG, params=params)
-            for method, path, handler, summary, params in spec]
+    return [Route(method, path, handler, auth="tenant", summary=summary, tag=TAG, params=params, **extra)
+            for method, path, handler, summary, params, extra in spec]
