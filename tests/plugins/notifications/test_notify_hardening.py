@@ -82,3 +82,35 @@ async def test_operator_sends_refuse_invalid_text(tierd_daemon):
     status, sent = await d.arequest("POST", "/v1/notifications/send",
                                     {"channel": "journal", "subject": "s \U0001F600", "body": "b"})
     assert status == 200 and sent["status"] == "delivered", sent
+
+
+async def test_a_tenants_backtracking_regex_cannot_stall_notifications_of_others(tierd_daemon):
+    """Silence regexes run on RE2 (linear time): ``(a+)+`` against 40 a's and a
+    '!' would take a backtracking engine hours, inside the intake every tenant shares."""
+    import asyncio
+    import time
+
+    d = tierd_daemon(CONFIG)
+    acme, globex = d.create_tenant("acme"), d.create_tenant("globex")
+    status, answer = await d.arequest("POST", "/v1/notifications/silences", {
+        "matchers": {"data": {"ref": {"regex": "(?<=x)y"}}}, "ends_at": FUTURE}, token=acme)
+    assert status == 400 and "RE2" in answer["error"]["message"], answer
+    status, answer = await d.arequest("POST", "/v1/notifications/silences", {
+        "matchers": {"data": {"ref": {"regex": "(a+)+"}}}, "ends_at": FUTURE}, token=acme)
+    assert status == 201, answer
+    for token, ref in ((acme, "a" * 40 + "!"), (acme, "aaaa"), (globex, "g-1")):
+        status, _ = await d.arequest("POST", "/v1/events", {"type": "order.placed", "data": {"ref": ref}},
+                                     token=token)
+        assert status == 202
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        status, page = await d.arequest("GET", "/v1/notifications", token=globex)
+        if status == 200 and any(n["status"] == "delivered" for n in page["data"]):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"globex was never notified:\n{d.logs()[-3000:]}")
+    # acme's own events: the one the regex matches is muted, the other delivered.
+    status, page = await d.arequest("GET", "/v1/notifications", token=acme)
+    assert status == 200
+    assert sorted(n["status"] for n in page["data"]) == ["delivered", "muted"], page
