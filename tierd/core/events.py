@@ -35,7 +35,7 @@ _COLUMNS = ("seq", "id", "tenant_id", "type", "data", "idempotency_key", "create
 _TEXT_COLUMNS = ("id", "tenant_id", "type", "data", "idempotency_key")
 #: The event columns as stored (``{columns}`` in the queries below), and the
 #: same with text read as bytes, for rows holding text that is not UTF-8.
-EVENT_COLUMNS = ", ".join(f"e.{c}" for c in _COLUMNS)
+_EVENT_COLUMNS = ", ".join(f"e.{c}" for c in _COLUMNS)
 _EVENT_COLUMNS_RAW = ", ".join(f"CAST(e.{c} AS BLOB) AS {c}" if c in _TEXT_COLUMNS else f"e.{c}" for c in _COLUMNS)
 
 
@@ -233,7 +233,7 @@ class EventBus:
         UTF-8, so that no consumer or listing is stuck on them for ever.
         """
         try:
-            return await self.db.fetchall(sql.format(columns=EVENT_COLUMNS), params)
+            return await self.db.fetchall(sql.format(columns=_EVENT_COLUMNS), params)
         except Exception as exc:
             if not is_decode_error(exc):
                 raise
