@@ -60,7 +60,7 @@ async def error_middleware(request: web.Request, handler):
     except Exception as exc:
         if is_storage_full(exc):
             db = request.app[DAEMON_KEY].db
-            if db is None or not db.full:  # the database logs it when it starts
+            if db is None or not db.full:  # else the database has logged it (once for the episode)
                 log.warning("%s %s: no space left on the disk: %s", request.method, request.path, exc)
             response = ApiError(503, "storage_full", "no space left on the server's disk: nothing was stored;"
                                 " try again later").to_response()
