@@ -14,6 +14,7 @@ from aiohttp import web
 
 from tierd.core import jsonbody
 from tierd.core.clock import parse_iso
+from tierd.core.schema import INT64_MAX
 
 
 #: Where the running Daemon sits in the aiohttp application.
@@ -21,8 +22,6 @@ DAEMON_KEY = web.AppKey("tierd_daemon", object)
 MAX_BODY_KEY = web.AppKey("tierd_max_body", int)
 #: Set on every authenticated request (see :func:`caller`).
 CALLER_KEY = web.RequestKey("tierd_caller", object)
-#: The largest integer SQLite stores; a larger one raises OverflowError at the query.
-MAX_SQL_INT = 2**63 - 1
 #: Longer than any cursor this API makes (decoded).
 MAX_CURSOR = 200
 
@@ -198,7 +197,7 @@ def int_cursor(cursor: str | None) -> int | None:
     such as a number SQLite cannot hold (over 2**63 - 1)."""
     if cursor is None:
         return None
-    if not (cursor.isascii() and cursor.isdigit() and len(cursor) < 20 and int(cursor) <= MAX_SQL_INT):
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) < 20 and int(cursor) <= INT64_MAX):
         raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
     return int(cursor)
 

@@ -23,6 +23,8 @@ import json
 import math
 import re
 
+from tierd.core.schema import unicode_problem
+
 #: Deepest nesting of objects and arrays accepted.
 MAX_DEPTH = 64
 
@@ -59,11 +61,9 @@ def loads(raw: bytes | str):
     value."""
     if isinstance(raw, str):
         text = raw
-        if not text.isascii():  # O(1): CPython knows
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise JsonError(f"lone surrogate at character {exc.start}: not Unicode text") from None
+        problem = unicode_problem(text)
+        if problem:
+            raise JsonError(problem)
     else:
         if raw[:3] == b"\xef\xbb\xbf":
             raw = raw[3:]  # a byte order mark may be ignored (RFC 8259), as json.loads did
@@ -119,9 +119,6 @@ def _check_strings(value) -> None:
 
 
 def _check_text(text: str) -> None:
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise JsonError(f"the string {text[:40]!r} holds a lone surrogate (\\ud800-\\udfff):"
-                            " it is not Unicode text") from None
+    problem = unicode_problem(text)
+    if problem:
+        raise JsonError(f"a key or string value is {problem}")

@@ -30,6 +30,7 @@ from tierd.core.api import (
 from tierd.core.events import TYPE_RE
 from tierd.core.openapi import build_openapi
 from tierd.core.plugins import get_plugins
+from tierd.core.schema import unicode_problem
 from tierd.core.storage import is_storage_full
 
 log = logging.getLogger("tierd.api")
@@ -70,18 +71,6 @@ async def error_middleware(request: web.Request, handler):
         return ApiError(500, "internal_error", "internal error; see the daemon log").to_response()
 
 
-def _is_unicode(text: str) -> bool:
-    """Whether ``text`` is valid Unicode: no lone surrogate. aiohttp decodes header
-    bytes that are not UTF-8 with surrogateescape (``\\xff`` arrives as ``\\udcff``)."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 @web.middleware
 async def encoding_guard(request: web.Request, handler):
     """Refuse a request whose target or header values are not Unicode text, before any
@@ -92,7 +81,9 @@ async def encoding_guard(request: web.Request, handler):
     if not target.isascii() or ("%" in target and not _is_utf8(unquote_to_bytes(target))):
         raise ApiError(400, "invalid_encoding", "the request target is not UTF-8 once percent-decoded")
     for name, value in request.headers.items():
-        if not _is_unicode(value):
+        # aiohttp decodes header bytes that are not UTF-8 with surrogateescape
+        # (\xff arrives as \udcff): a lone surrogate here is such a byte.
+        if unicode_problem(value):
             raise ApiError(400, "invalid_encoding", f"the {name} header is not UTF-8 text")
     return await handler(request)
 
