@@ -8,6 +8,7 @@ server on loopback that records what it is sent.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal
@@ -27,6 +28,20 @@ from aiohttp import ClientSession, web
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+async def until(predicate, timeout: float = 20.0, what: str = "condition"):
+    """Wait until ``predicate()`` (sync or async) is truthy and return its value;
+    fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def free_port() -> int:

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import urllib.request
@@ -22,6 +21,7 @@ import urllib.request
 import pytest
 import yaml
 
+from test_core_config import write
 from tierd.core.config import (
     MAX_ALIAS_EXPANSIONS, MAX_DEPTH, MAX_FILE_SIZE, MAX_INTERPOLATED, ConfigError, load_config,
 )
@@ -31,12 +31,6 @@ from tierd.core.schema import (
 )
 
 PLUGINS = {"x": Obj({}, extra=True)}
-
-
-def write(tmp_path, text, name="tierd.yaml"):
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text).lstrip("\n"))
-    return path
 
 
 def errors_of(path, schemas=PLUGINS, env=None):

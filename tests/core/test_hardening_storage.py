@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ADMIN_TOKEN, free_port
+from conftest import ADMIN_TOKEN, free_port, until
 from tierd.core.clock import Clock
 from tierd.core.events import Consumer, EventBus
 from tierd.core.storage import CORE_MIGRATIONS, Database
@@ -32,18 +32,6 @@ async def open_db(path) -> Database:
     db = await Database(path).open()
     await db.migrate({"core": CORE_MIGRATIONS})
     return db
-
-
-async def until(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def wait_sync(predicate, timeout: float = 30.0, what: str = "condition"):

@@ -10,20 +10,8 @@ import time
 import pytest
 from aiohttp import web
 
-from conftest import install_example
+from conftest import install_example, until
 from notify_helpers import PASSWORD, Certs, SmtpServer
-
-
-async def until(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
