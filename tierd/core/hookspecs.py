@@ -164,6 +164,25 @@ def tierd_event_consumers(daemon):
 
 
 @hookspec
+def tierd_register_event_types(register):
+    """Declare the event types this plugin publishes on the bus.
+
+    Called once when the plugin manager is built. Call ``register(event_type)``
+    for each :class:`tierd.core.registry.EventType` (``name``, a one-line
+    ``description``, optional ``data_schema`` (JSON Schema of ``data``),
+    default notification ``subject``/``body`` (Jinja2), ``severity``,
+    ``operator_alert``, ``webhook``). Core refuses, and the daemon does not
+    start, when a name is not a dotted lowercase event type, when two plugins
+    declare the same name, or when a field is malformed. A plugin declares
+    only what it publishes itself; other plugins read the declarations in
+    ``daemon.registries.event_types`` (notifications' default texts, severities
+    and operator alerts; webhooks' ``webhook`` flag), and
+    ``GET /v1/event-types`` lists them. Tenants' own event types need no
+    declaration. Return value ignored.
+    """
+
+
+@hookspec
 def tierd_register_channels(register):
     """Register notification channel types.
 

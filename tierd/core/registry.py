@@ -1,27 +1,99 @@
 """Registries third parties extend, and the contracts of what goes in them.
 
-Core collects four registries from the ``tierd_register_*`` hooks when the
+Core collects five registries from the ``tierd_register_*`` hooks when the
 plugin manager is built (see :mod:`tierd.core.hookspecs`):
 
+* ``event_types``: the event types a plugin publishes (:class:`EventType`)
 * ``channels``: notification channel types (:class:`Channel` subclasses)
 * ``statement_importers``: bank statement formats (:class:`StatementImporter`)
 * ``report_generators``: reports (:class:`ReportGenerator`)
 * ``report_exporters``: output formats (:class:`ReportExporter`)
 
 The base classes below are the whole contract: a third-party package needs
-nothing else from tierd to add a channel, a format, a report or an exporter.
+nothing else from tierd to add an event type, a channel, a format, a report
+or an exporter.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from decimal import Decimal
 from typing import Any, ClassVar
+
+from tierd.core.events import TYPE_RE
 
 
 class RegistryError(Exception):
     """A plugin registered something malformed or a duplicate name."""
+
+
+# --- event types ---------------------------------------------------------------
+
+#: Severities of an event type and of a notification, lowest first.
+SEVERITIES = ("info", "warning", "critical")
+#: The longest event type name (the API refuses longer ones at intake too).
+MAX_TYPE_LENGTH = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class EventType:
+    """An event type a plugin publishes, declared by that plugin and no other.
+
+    The catalogue (``GET /v1/event-types``, ``tierd events types``) lists it;
+    the other plugins read what they need from it in
+    ``daemon.registries.event_types`` instead of naming it: notifications
+    renders its default text and severity and routes it to ``operator_alerts``
+    if it is an operator alert, webhooks never sends it when ``webhook`` is
+    False. Tenants' own types (``invoice.paid``) need no declaration.
+    """
+
+    #: Dotted lowercase, e.g. ``reconciliation.run.completed``.
+    name: str
+    #: One line saying when it is published.
+    description: str
+    #: JSON Schema of the event's ``data``, for the catalogue (publish does not enforce it).
+    data_schema: dict | None = None
+    #: Default notification subject and body: Jinja2 templates over the
+    #: notification context (``data``, ``tenant``, ``event``, ...); empty: a generic text.
+    subject: str = ""
+    body: str = ""
+    #: One of :data:`SEVERITIES`: the severity of its notifications unless a route says otherwise.
+    severity: str = "info"
+    #: The daemon's own alert for people: notifications' ``operator_alerts`` routes it.
+    operator_alert: bool = False
+    #: May be delivered to webhook endpoints. False for what a tenant must not
+    #: get as a webhook (e.g. a failure an endpoint subscribed to ``*`` would feed on).
+    webhook: bool = True
+
+
+def event_type_problem(event_type: Any) -> str | None:
+    """What is wrong with a registered event type, or None."""
+    if not isinstance(event_type, EventType):
+        return f"expected a tierd.core.registry.EventType, got {type(event_type).__name__}"
+    name = event_type.name
+    if len(name) > MAX_TYPE_LENGTH or not TYPE_RE.fullmatch(name):
+        return f"name {name!r} is not a dotted lowercase event type such as 'invoice.paid'"
+    description = event_type.description
+    if not isinstance(description, str) or not description.strip() or "\n" in description:
+        return "description must be one non-empty line"
+    for key in ("subject", "body"):
+        if not isinstance(getattr(event_type, key), str):
+            return f"{key} must be a string (a Jinja2 template)"
+    if event_type.severity not in SEVERITIES:
+        return f"severity {event_type.severity!r} is not one of {', '.join(SEVERITIES)}"
+    for key in ("operator_alert", "webhook"):
+        if not isinstance(getattr(event_type, key), bool):
+            return f"{key} must be true or false"
+    if event_type.data_schema is not None:
+        if not isinstance(event_type.data_schema, dict):
+            return "data_schema must be a JSON Schema (a dict) or None"
+        try:  # the catalogue answers it as JSON
+            json.dumps(event_type.data_schema, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            return f"data_schema is not JSON: {exc}"
+    return None
 
 
 # --- notification channels ---------------------------------------------------
@@ -183,16 +255,19 @@ class ReportExporter:
 # --- collection ---------------------------------------------------------------
 
 
+#: kind -> (hook, attribute naming an entry, check returning a problem or None).
 _KINDS = {
-    "channels": ("tierd_register_channels", "type_name"),
-    "statement_importers": ("tierd_register_statement_importers", "format_name"),
-    "report_generators": ("tierd_register_report_generators", "name"),
-    "report_exporters": ("tierd_register_report_exporters", "format_name"),
+    "event_types": ("tierd_register_event_types", "name", event_type_problem),
+    "channels": ("tierd_register_channels", "type_name", None),
+    "statement_importers": ("tierd_register_statement_importers", "format_name", None),
+    "report_generators": ("tierd_register_report_generators", "name", None),
+    "report_exporters": ("tierd_register_report_exporters", "format_name", None),
 }
 
 
 @dataclasses.dataclass
 class Registries:
+    event_types: dict[str, EventType] = dataclasses.field(default_factory=dict)
     channels: dict[str, type[Channel]] = dataclasses.field(default_factory=dict)
     statement_importers: dict[str, StatementImporter] = dataclasses.field(default_factory=dict)
     report_generators: dict[str, ReportGenerator] = dataclasses.field(default_factory=dict)
@@ -204,16 +279,18 @@ class Registries:
 def collect_registries(pm) -> Registries:
     """Call every ``tierd_register_*`` hook and validate what comes back."""
     regs = Registries()
-    for kind, (hook_name, key_attr) in _KINDS.items():
+    for kind, (hook_name, key_attr, check) in _KINDS.items():
         target = getattr(regs, kind)
         hook = getattr(pm.hook, hook_name)
         for impl in hook.get_hookimpls():
             plugin_name = impl.plugin_name
 
-            def register(obj, _target=target, _kind=kind, _plugin=plugin_name, _key=key_attr):
+            def register(obj, _target=target, _kind=kind, _plugin=plugin_name, _key=key_attr, _check=check):
                 name = getattr(obj, _key, "")
                 if not name or not isinstance(name, str):
                     raise RegistryError(f"plugin {_plugin!r} registered a {_kind} entry without {_key}")
+                if _check is not None and (problem := _check(obj)):
+                    raise RegistryError(f"plugin {_plugin!r} registered {_kind} {name!r}: {problem}")
                 if name in _target:
                     raise RegistryError(
                         f"plugin {_plugin!r} registered {_kind} {name!r}, "
