@@ -37,14 +37,14 @@ log = logging.getLogger("tierd")
 CONSUMER_STALL_AFTER = 60.0
 
 
-def prepare(config_path: Path | None, env=None):
+def prepare(config_path: Path | None, env=None, plugins=()):
     """Plugin manager, registries and validated config for ``config_path``.
 
     Raises ConfigError. Plugins listed in ``plugins.disabled`` are never
-    imported.
+    imported. ``plugins``: more plugin modules to load (see make_plugin_manager).
     """
     kwargs = {} if env is None else {"env": env}
-    pm = make_plugin_manager(peek_disabled_plugins(config_path))
+    pm = make_plugin_manager(peek_disabled_plugins(config_path), plugins=plugins)
     registries = collect_registries(pm)
     config = load_config(config_path, plugin_schemas(pm, registries), **kwargs)
     return pm, registries, config
