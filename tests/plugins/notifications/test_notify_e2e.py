@@ -10,13 +10,14 @@ import time
 import pytest
 from aiohttp import web
 
-from conftest import install_example, until
+from conftest import example_plugin, until
 from notify_helpers import PASSWORD, Certs, SmtpServer
 
 
 @pytest.fixture(scope="module")
 def example_channel():
-    install_example("tierd-example-channel", "tierd_example_channel")
+    """tierd_daemon() arguments loading the example channel package by path (not installed)."""
+    return {"plugins": ["tierd_example_channel"], "pythonpath": [example_plugin("tierd-example-channel")]}
 
 
 @pytest.fixture
@@ -58,7 +59,8 @@ async def test_end_to_end(tierd_daemon, receiver, smtp, tmp_path, example_channe
                         "phone": {"type": "ntfy", "url": ntfy.url, "topic": "tierd-ops"}}
     cfg["routes"][0]["channels"] += ["teams-ops", "phone"]
     d = tierd_daemon({"notifications": cfg},
-                     env={"SMTP_PASSWORD": PASSWORD, "SLACK_WEBHOOK_URL": slack.url + "/services/T/B/X"})
+                     env={"SMTP_PASSWORD": PASSWORD, "SLACK_WEBHOOK_URL": slack.url + "/services/T/B/X"},
+                     **example_channel)
     acme = await asyncio.to_thread(d.create_tenant, "acme")
     other = await asyncio.to_thread(d.create_tenant, "other")
 
@@ -209,7 +211,7 @@ async def test_kill_9_loses_nothing(tierd_daemon, receiver, smtp, tmp_path, exam
 
     slack.responder = respond
     d = tierd_daemon({"notifications": notifications_config(smtp, tmp_path / "audit.jsonl")},
-                     env={"SMTP_PASSWORD": PASSWORD, "SLACK_WEBHOOK_URL": slack.url})
+                     env={"SMTP_PASSWORD": PASSWORD, "SLACK_WEBHOOK_URL": slack.url}, **example_channel)
     acme = await asyncio.to_thread(d.create_tenant, "acme")
     for i in range(3):  # chat is down: these are retried
         await d.arequest("POST", "/v1/events", {"type": "invoice.paid",

@@ -3,73 +3,35 @@ receivers that verify signatures themselves.
 
 Not a conftest (tests have no packages): test modules import from it. The
 subprocess daemon of ``tests/conftest.py`` is used for kill -9 and the CLI;
-the in-process one here lets a test swap the clock and call jobs directly.
+the in-process one here (``tierd.testing.LocalDaemon`` with the webhooks
+test settings) lets a test swap the clock and call jobs directly.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import pytest
-import yaml
-from aiohttp import ClientSession, web
+from aiohttp import web
 
-from conftest import ADMIN_TOKEN, Receiver, deep_merge, free_port
-from tierd.core.clock import Clock
+from tierd import testing
 from tierd.plugins.webhooks import WebhookVerificationError, verify
+from tierd.testing import Receiver, StepClock, deep_merge
 
 #: Short schedule and loopback allowed: what every delivery test runs with.
 TEST_WEBHOOKS = {"retry_schedule": ["0s", "1s", "1s"], "allow_http": True,
                  "allow_destinations": ["127.0.0.1/32"], "timeout": "2s"}
 
 
-class StepClock(Clock):
-    """Real time plus an offset a test can move forward (disable_after, retention)."""
-
-    def __init__(self):
-        self.offset = 0.0
-
-    def time(self) -> float:
-        return time.time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
-
-
-class LocalDaemon:
-    """``tierd`` started in the test's own loop (real SQLite file, real API socket)."""
+class LocalDaemon(testing.LocalDaemon):
+    """``tierd`` started in the test's own loop, with the webhooks test settings
+    and a clock the test can move (``tierd.testing.LocalDaemon``)."""
 
     def __init__(self, tmp_path, webhooks: dict | None = None, extra: dict | None = None):
+        super().__init__(tmp_path, deep_merge({"webhooks": TEST_WEBHOOKS | (webhooks or {})}, extra),
+                         clock=StepClock())
         self.tmp_path = tmp_path
-        self.port = free_port()
-        self.clock = StepClock()
-        config = deep_merge({
-            "server": {"listen": f"127.0.0.1:{self.port}", "admin_token": ADMIN_TOKEN, "shutdown_grace": "3s"},
-            "storage": {"path": str(tmp_path / "tierd.db")},
-            "webhooks": TEST_WEBHOOKS | (webhooks or {}),
-        }, extra or {})
-        self.config_path = tmp_path / "tierd.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.daemon = None
-        self.session: ClientSession | None = None
-
-    async def start(self) -> "LocalDaemon":
-        from tierd.core.daemon import Daemon, prepare
-
-        pm, registries, config = prepare(self.config_path)
-        self.daemon = Daemon(pm, registries, config, clock=self.clock)
-        await self.daemon.start()
-        self.session = ClientSession()
-        return self
-
-    async def stop(self) -> None:
-        if self.session:
-            await self.session.close()
-        if self.daemon:
-            await self.daemon.stop()
 
     @property
     def webhooks(self):
@@ -77,31 +39,9 @@ class LocalDaemon:
 
         return runtime.of(self.daemon)
 
-    async def call(self, method: str, path: str, body=None, tenant: str | None = None, token: str | None = None,
-                   params=None, headers: dict | None = None):
-        headers = {"Authorization": f"Bearer {token or ADMIN_TOKEN}"} | (headers or {})
-        if tenant:
-            headers["Tierd-Tenant"] = tenant
-        async with self.session.request(method, self.url + path, json=body, headers=headers, params=params) as resp:
-            raw = await resp.read()
-            return resp.status, (json.loads(raw) if raw else None)
-
-    async def tenant(self, name: str) -> str:
-        """Create a tenant; return a token of its own."""
-        status, body = await self.call("POST", "/v1/admin/tenants", {"name": name})
-        assert status in (201, 409), body
-        status, body = await self.call("POST", f"/v1/admin/tenants/{name}/tokens", {})
-        assert status == 201, body
-        return body["token"]
-
     async def endpoint(self, tenant: str, url: str, **fields) -> dict:
         status, body = await self.call("POST", "/v1/webhooks", {"url": url, **fields}, tenant=tenant)
         assert status == 201, body
-        return body
-
-    async def publish(self, tenant: str, type_: str, data: dict | None = None) -> dict:
-        status, body = await self.call("POST", "/v1/events", {"type": type_, "data": data or {}}, tenant=tenant)
-        assert status == 202, body
         return body
 
     async def deliveries(self, tenant: str, endpoint_id: str, **params) -> list[dict]:

@@ -1,0 +1,494 @@
+"""A test harness for tierd and its plugins: real daemons, real receivers, no mocks.
+
+tierd's own tests and third-party plugins' tests use the same pieces:
+
+- :class:`LocalDaemon`: the daemon started in the test's own event loop, on a
+  temporary config and SQLite file (swap its clock, call a plugin's service).
+- :class:`DaemonProcess`: ``tierd run`` as a subprocess with a fake systemd
+  ``NOTIFY_SOCKET`` (kill it, restart it, run the CLI against it).
+- :class:`Receiver`: an HTTP server on loopback that records every request.
+- :func:`eventually`: wait for a condition instead of sleeping.
+
+Both daemons take ``plugins=``: plugin modules (or their import names) to load
+without installing them; see ``docs/plugin-api.md``, "Testing your plugin".
+Nothing here changes the environment it runs in: files go to the directory a
+test gives, and :func:`install_package` installs into a directory, never into
+the running interpreter's site-packages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+from aiohttp import ClientSession, web
+
+from tierd.core.clock import Clock
+
+#: The admin token of every test daemon (``token=None`` in requests means this one).
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+async def eventually(predicate, timeout: float = 20.0, what: str = "condition", interval: float = 0.05):
+    """Wait until ``predicate()`` (sync or async) is truthy and return its value;
+    fail naming ``what`` after ``timeout`` seconds.
+
+    To show that something did *not* happen, wait for something that happens
+    after it instead (a later event's delivery, a consumer passing an event):
+    a sleep proves nothing on a slow machine.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def deep_merge(base: dict, extra: dict | None) -> dict:
+    """``base`` with ``extra`` merged in, mappings key by key (neither is changed)."""
+    out = dict(base)
+    for key, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def daemon_config(workdir: Path, port: int, extra: dict | None = None, shutdown_grace: str = "5s") -> dict:
+    """A daemon config on ``port`` with its database in ``workdir``, merged with ``extra``."""
+    return deep_merge({
+        "server": {"listen": f"127.0.0.1:{port}", "admin_token": ADMIN_TOKEN, "shutdown_grace": shutdown_grace},
+        "storage": {"path": str(Path(workdir) / "tierd.db")},
+        "logging": {"level": "INFO"},
+    }, extra)
+
+
+
+
+def _plugin_names(plugins) -> list[str]:
+    return [p if isinstance(p, str) else p.__name__ for p in plugins]
+
+
+def import_root(module: str) -> Path:
+    """The sys.path entry ``module`` is imported from (the folder holding its top package)."""
+    top = module.split(".", 1)[0]
+    spec = importlib.util.find_spec(top)
+    if spec is None:
+        raise ModuleNotFoundError(f"plugin module {module!r} is not importable here")
+    if spec.submodule_search_locations:  # a package: its folder's parent
+        return Path(next(iter(spec.submodule_search_locations))).parent
+    return Path(spec.origin).parent
+
+
+def plugin_env(plugins=(), pythonpath=()) -> dict:
+    """Environment for a tierd subprocess that loads ``plugins`` by name.
+
+    ``plugins``: modules or import names; ``pythonpath``: folders to import
+    from (a project's source folder, or one :func:`install_package` filled).
+    A plugin found in none of them is found where this process imports it.
+    Empty if both are.
+    """
+    names = _plugin_names(plugins)
+    folders = [Path(p) for p in pythonpath]
+
+    def in_folders(name: str) -> bool:
+        top = name.split(".", 1)[0]
+        return any((f / top).is_dir() or (f / f"{top}.py").is_file() for f in folders)
+
+    paths = [str(f) for f in folders] + [str(import_root(n)) for n in names if not in_folders(n)]
+    env = {}
+    if names:
+        env["TIERD_PLUGINS"] = ",".join(names)
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*paths, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    return env
+
+
+def install_package(project: Path, target: Path) -> Path:
+    """pip-install the plugin project at ``project`` into the folder ``target``
+    (without dependencies, offline) and return ``target``.
+
+    For a test that the package installs and its entry point loads: start a
+    :class:`DaemonProcess` with ``pythonpath=[target]``. The project is built
+    from a copy, so no ``build/`` or ``*.egg-info`` lands in it, and the
+    running interpreter's environment is not touched.
+    """
+    source = Path(target) / ".source"
+    shutil.copytree(project, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".*"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-cache-dir",
+         "--disable-pip-version-check", "--target", str(target), str(source)],
+        check=True, capture_output=True, text=True)
+    shutil.rmtree(source)
+    return Path(target)
+
+
+def _auth_headers(token: str | None, tenant: str | None) -> dict:
+    token = ADMIN_TOKEN if token is None else token
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if tenant:
+        headers["Tierd-Tenant"] = tenant
+    return headers
+
+
+def _decode(raw: bytes):
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
+class NotifySocket:
+    """A unix datagram socket standing in for systemd's $NOTIFY_SOCKET."""
+
+    def __init__(self, directory: Path | None = None):
+        # AF_UNIX paths are limited to ~108 bytes: a longer directory (pytest's
+        # tmp_path often is) gives way to a short one of our own.
+        self._own_dir = directory is None or len(str(directory)) > 80
+        folder = Path(tempfile.mkdtemp(prefix="tierd-notify-")) if self._own_dir else Path(directory)
+        self.path = folder / "notify.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.path))
+        self.sock.setblocking(False)
+        self.messages: list[str] = []
+
+    def drain(self) -> list[str]:
+        """Every message received so far."""
+        while True:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except BlockingIOError:
+                return self.messages
+
+    def wait_for(self, text: str, timeout: float = 15.0, start: int = 0) -> str:
+        """The first message from index ``start`` on that contains ``text``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in self.drain()[start:]:
+                if text in message:
+                    return message
+            time.sleep(0.02)
+        raise AssertionError(f"no {text!r} on NOTIFY_SOCKET; got {self.messages}")
+
+    def close(self):
+        self.sock.close()
+        self.path.unlink(missing_ok=True)
+        if self._own_dir:
+            shutil.rmtree(self.path.parent, ignore_errors=True)
+
+
+class DaemonProcess:
+    """``tierd run`` in a subprocess, with helpers to talk to it and to hurt it.
+
+    ``config`` is merged into a config listening on a free loopback port with
+    its database in ``workdir``; ``env`` is added to the process environment;
+    ``plugins`` (modules or import names) are loaded by name and
+    ``pythonpath`` folders put on its path (see :func:`plugin_env`).
+    """
+
+    def __init__(self, workdir: Path, config: dict | None = None, env: dict | None = None, plugins=(),
+                 pythonpath=()):
+        self.workdir = Path(workdir)
+        self.port = free_port()
+        self.config = daemon_config(self.workdir, self.port, config)
+        self.config_path = self.workdir / "tierd.yaml"
+        self.write_config(self.config)
+        self.env = plugin_env(plugins, pythonpath) | (env or {})
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.notify = NotifySocket(self.workdir)
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.workdir / "daemon.log"
+        self._log = None
+
+    def write_config(self, config: dict | str) -> None:
+        text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
+        self.config_path.write_text(text)
+
+    def start(self, wait: bool = True) -> "DaemonProcess":
+        env = os.environ.copy() | {"NOTIFY_SOCKET": str(self.notify.path), "PYTHONUNBUFFERED": "1"} | self.env
+        self._log = open(self.log_path, "ab")
+        self._notify_start = len(self.notify.drain())
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tierd", "--config", str(self.config_path), "run"],
+            cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait for READY=1 on the notify socket; fail with the log if it exits first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.logs()}")
+            if any("READY=1" in m for m in self.notify.drain()[self._notify_start:]):
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"daemon not ready after {timeout}s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        """Everything the process wrote to stdout and stderr."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        """SIGTERM; return the exit status."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def restart(self) -> "DaemonProcess":
+        if self.proc and self.proc.poll() is None:
+            self.terminate()
+        return self.start()
+
+    def stop(self) -> None:
+        """Stop the process if it runs (SIGTERM, then SIGKILL) and close the log."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    def close(self) -> None:
+        """:meth:`stop` and remove the notify socket."""
+        self.stop()
+        self.notify.close()
+
+    def __enter__(self) -> "DaemonProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def cli(self, *args: str, input: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+        """Run the ``tierd`` CLI against this daemon's config (with its plugins)."""
+        return subprocess.run(
+            [sys.executable, "-m", "tierd", "--config", str(self.config_path), *args],
+            cwd=self.workdir, capture_output=True, text=True, input=input, timeout=120,
+            env=os.environ.copy() | self.env | (env or {}))
+
+    # --- HTTP --------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, json_body=None, token: str | None = None, tenant: str | None = None,
+                data: bytes | None = None, headers: dict | None = None, timeout: float = 30):
+        """Synchronous request; returns (status, parsed JSON or text). token=None means admin."""
+        body = json.dumps(json_body).encode() if json_body is not None else data
+        all_headers = {"Content-Type": "application/json"} | _auth_headers(token, tenant) | (headers or {})
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers=all_headers)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        return status, _decode(raw)
+
+    async def arequest(self, method: str, path: str, json_body=None, token: str | None = None,
+                       tenant: str | None = None, data: bytes | None = None, headers: dict | None = None):
+        """The same, for async tests (so receivers in the test's loop keep running)."""
+        content_type = {} if data is not None else {"Content-Type": "application/json"}
+        async with ClientSession() as session:
+            async with session.request(method, self.url + path, json=json_body, data=data,
+                                       headers=content_type | _auth_headers(token, tenant) | (headers or {})) as resp:
+                return resp.status, _decode(await resp.read())
+
+    def create_tenant(self, name: str) -> str:
+        """Create a tenant and return a fresh token for it."""
+        status, body = self.request("POST", "/v1/admin/tenants", {"name": name})
+        assert status in (201, 409), body
+        status, body = self.request("POST", f"/v1/admin/tenants/{name}/tokens", {})
+        assert status == 201, body
+        return body["token"]
+
+
+class LocalDaemon:
+    """The daemon started in the test's own event loop (real SQLite file, real API socket).
+
+    ``config`` is merged into a test config in ``workdir``; ``plugins``
+    (modules or import names) are loaded besides the installed ones; ``clock``
+    replaces the daemon's clock (e.g. :class:`StepClock` to move time on).
+    ``daemon`` is the running :class:`tierd.core.daemon.Daemon`.
+    """
+
+    def __init__(self, workdir: Path, config: dict | None = None, plugins=(), clock: Clock | None = None,
+                 shutdown_grace: str = "3s"):
+        self.workdir = Path(workdir)
+        self.port = free_port()
+        self.clock = clock
+        self.plugins = tuple(plugins)
+        self.config_path = self.workdir / "tierd.yaml"
+        self.config_path.write_text(yaml.safe_dump(daemon_config(self.workdir, self.port, config, shutdown_grace)))
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.daemon = None
+        self.session: ClientSession | None = None
+
+    async def start(self) -> "LocalDaemon":
+        from tierd.core.daemon import Daemon, prepare
+
+        pm, registries, config = prepare(self.config_path, plugins=self.plugins)
+        self.daemon = Daemon(pm, registries, config, clock=self.clock)
+        await self.daemon.start()
+        self.session = ClientSession()
+        return self
+
+    async def stop(self) -> None:
+        if self.session:
+            await self.session.close()
+            self.session = None
+        if self.daemon:
+            await self.daemon.stop()
+            self.daemon = None
+
+    async def __aenter__(self) -> "LocalDaemon":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    async def call(self, method: str, path: str, body=None, tenant: str | None = None, token: str | None = None,
+                   params=None, headers: dict | None = None):
+        """An API request; returns (status, parsed JSON or None). token=None means admin."""
+        async with self.session.request(method, self.url + path, json=body, params=params,
+                                        headers=_auth_headers(token, tenant) | (headers or {})) as resp:
+            raw = await resp.read()
+            return resp.status, (_decode(raw) if raw else None)
+
+    async def tenant(self, name: str) -> str:
+        """Create a tenant; return a token of its own."""
+        status, body = await self.call("POST", "/v1/admin/tenants", {"name": name})
+        assert status in (201, 409), body
+        status, body = await self.call("POST", f"/v1/admin/tenants/{name}/tokens", {})
+        assert status == 201, body
+        return body["token"]
+
+    async def publish(self, tenant: str, type_: str, data: dict | None = None) -> dict:
+        """Publish an event through the API; return it as the API answered."""
+        status, body = await self.call("POST", "/v1/events", {"type": type_, "data": data or {}}, tenant=tenant)
+        assert status == 202, body
+        return body
+
+    async def settled(self, timeout: float = 15.0) -> None:
+        """Wait until every running consumer has handled every event published so far.
+
+        The later sentinel for "X did not happen": once a consumer has passed
+        an event, whatever it was going to do with it is done (or durably queued).
+        """
+        bus = self.daemon.bus
+        last = await bus.db.fetchone("SELECT COALESCE(MAX(seq), 0) AS seq FROM events")
+
+        def passed() -> bool:
+            return all(p.cursor is not None and p.cursor >= last["seq"] for p in bus.progress.values())
+
+        await eventually(passed, timeout, what=f"consumers {sorted(bus.progress)} to pass event {last['seq']}")
+
+
+class StepClock(Clock):
+    """Real time plus an offset a test can move forward (expiry, retention, windows)."""
+
+    def __init__(self):
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+class Receiver:
+    """An aiohttp server on loopback recording every request it gets.
+
+    Each entry of ``requests`` has method, path (with query), headers, body
+    (bytes) and time (unix seconds of arrival). ``responder`` is an async
+    function ``(request, body: bytes) -> web.Response`` (default: 200 "ok");
+    swap it at any time to change behaviour.
+    """
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.responder = None
+        self.runner = None
+        self.url = ""
+        self.arrived = asyncio.Event()
+
+    async def start(self) -> "Receiver":
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        port = free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def _handle(self, request: web.Request):
+        body = await request.read()
+        entry = {"method": request.method, "path": request.path_qs, "headers": dict(request.headers),
+                 "body": body, "time": time.time()}
+        self.requests.append(entry)
+        self.arrived.set()
+        if self.responder is not None:
+            return await self.responder(request, body)
+        return web.Response(text="ok")
+
+    async def wait_for(self, count: int, timeout: float = 15.0) -> list[dict]:
+        """Wait until at least ``count`` requests arrived; return them all."""
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"receiver got {len(self.requests)} requests, expected {count}")
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+        return self.requests
+
+    def json_bodies(self) -> list:
+        return [json.loads(r["body"]) for r in self.requests]
+
+    async def close(self):
+        if self.runner:
+            await self.runner.cleanup()
+            self.runner = None
+
+    async def __aenter__(self) -> "Receiver":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
