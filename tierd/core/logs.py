@@ -15,7 +15,11 @@ from aiohttp.abc import AbstractAccessLogger
 ACCESS_LOGGER = "tierd.access"
 
 # Bearer tokens, tierd tokens, webhook secrets and signatures never reach a log.
-_SECRET_RE = re.compile(r"(tierd_[A-Za-z0-9_-]{8,}|whsec_[A-Za-z0-9+/=]{8,}|v1,[A-Za-z0-9+/=]{20,}"
+# A tierd token is ``tierd_`` (or ``tierd_admin_``) and 43 random url-safe
+# characters, some upper case or digits: hook and metric names (lower case,
+# ``tierd_register_channels``) are not tokens and stay readable.
+_SECRET_RE = re.compile(r"(tierd_(?:admin_)?(?=[a-z_-]*[A-Z0-9])[A-Za-z0-9_-]{40,}"
+                        r"|whsec_[A-Za-z0-9+/=]{8,}|v1,[A-Za-z0-9+/=]{20,}"
                         r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,})")
 
 
