@@ -61,7 +61,7 @@ HTTPServer(("127.0.0.1", int(sys.argv[2])), Hook).serve_forever()
 def _sandbox_ok() -> bool:
     if not (shutil.which("unshare") and shutil.which("ip")):
         return False
-    return subprocess.run(["unshare", "--net", "ip", "link", "set", "lo", "up"],
+    return subprocess.run(["unshare", "--net", "--pid", "--fork", "ip", "link", "set", "lo", "up"],
                           capture_output=True).returncode == 0
 
 
@@ -121,7 +121,9 @@ class SandboxedDaemon:
                   f"exec {sys.executable} -m tierd --config {self.config_path} run")
         self.log = open(workdir / "daemon.log", "ab")
         env = os.environ | {"NOTIFY_SOCKET": str(self.notify.path), "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(["unshare", "--net", "--fork", "--kill-child", "sh", "-c", script],
+        # A PID namespace too: when its first process (the daemon) ends, the
+        # kernel ends the receiver with it.
+        self.proc = subprocess.Popen(["unshare", "--net", "--pid", "--fork", "--kill-child", "sh", "-c", script],
                                      cwd=workdir, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.notify.wait_for("READY=1", timeout=30)
         self.forwarder = _Forwarder(str(self.sock_path))
@@ -148,7 +150,7 @@ class SandboxedDaemon:
 
     def stop(self):
         self.forwarder.shutdown()
-        self.proc.terminate()  # --kill-child takes the receiver down with the namespace's first process
+        self.proc.terminate()  # --kill-child ends the daemon; the PID namespace goes with it
         try:
             self.proc.wait(20)
         except subprocess.TimeoutExpired:
