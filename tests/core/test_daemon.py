@@ -84,10 +84,11 @@ def test_events_are_durable_idempotent_and_walled(tierd_daemon):
     ("no token", {}, None, "", 401, "unauthorized"),
     ("wrong token", {"type": "a.b"}, None, "tierd_wrong", 401, "unauthorized"),
     ("malformed json", None, b"{not json", "acme", 400, "invalid_json"),
-    ("json array", None, b"[1,2]", "acme", 400, "invalid_json"),
-    ("bad type", {"type": "Invoice Paid"}, None, "acme", 400, "invalid_event_type"),
-    ("data not object", {"type": "a.b", "data": [1]}, None, "acme", 400, "invalid_event"),
-    ("unknown field", {"type": "a.b", "tenant": "x"}, None, "acme", 400, "invalid_event"),
+    ("json array", None, b"[1,2]", "acme", 422, "invalid_body"),
+    ("bad type", {"type": "Invoice Paid"}, None, "acme", 422, "invalid_body"),
+    ("data not object", {"type": "a.b", "data": [1]}, None, "acme", 422, "invalid_body"),
+    ("unknown field", {"type": "a.b", "tenant": "x"}, None, "acme", 422, "invalid_body"),
+    ("empty body", None, b"", "acme", 422, "invalid_body"),
     ("oversized", None, b'{"type":"a.b","data":{"x":"' + b"x" * 300_000 + b'"}}', "acme", 413, "body_too_large"),
 ], ids=lambda c: c[0])
 def test_bad_requests_get_json_errors_and_change_nothing(tierd_daemon, case):

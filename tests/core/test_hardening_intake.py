@@ -133,17 +133,20 @@ def test_unicode_in_targets_and_headers_is_fine(tierd_daemon):
 def test_trailing_newlines_non_strings_and_unknown_fields_are_refused(tierd_daemon):
     d = tierd_daemon()
     acme = d.create_tenant("acme")
-    for body, code in [({"type": "a.b\n"}, "invalid_event_type"), ({"type": "a.b\n", "data": {}}, "invalid_event_type"),
-                       ({"type": "a.b", "data": {"x": 1}, "id": "\ud800"}, "invalid_json")]:
+    for body, status_code in [({"type": "a.b\n"}, (422, "invalid_body")),
+                              ({"type": "a.b\n", "data": {}}, (422, "invalid_body")),
+                              ({"type": "a.b", "data": {"x": 1}, "id": "\ud800"}, (400, "invalid_json"))]:
         raw = json.dumps(body).encode()
         status, answer = d.request("POST", "/v1/events", data=raw, token=acme)
-        assert status == 400 and answer["error"]["code"] == code, (body, answer)
+        assert (status, answer["error"]["code"]) == status_code, (body, answer)
     for name in ["nl\n", "acme2\n", 5, None, ["a"], {"a": 1}, "", "A", "-a", "a" * 64]:
         status, answer = d.request("POST", "/v1/admin/tenants", {"name": name})
-        assert status == 400 and answer["error"]["code"] == "invalid_tenant_name", (name, answer)
+        assert status == 422 and answer["error"]["code"] == "invalid_body", (name, answer)
+        assert [e["path"] for e in answer["error"]["details"]] == ["name"], answer
     for body in [{"description": 5}, {"description": {"a": 1}}, {"description": "x" * 1001}, {"descr": "x"}]:
         status, answer = d.request("POST", "/v1/admin/tenants/acme/tokens", body)
-        assert status == 400 and answer["error"]["code"] in ("invalid_description", "invalid_token"), (body, answer)
+        assert status == 422 and answer["error"]["code"] == "invalid_body", (body, answer)
+        assert [e["path"] for e in answer["error"]["details"]] == list(body), answer
     status, tenants = d.request("GET", "/v1/admin/tenants")
     assert [t["id"] for t in tenants["data"]] == ["acme"] and tenants["data"][0]["active_tokens"] == 1
     assert count_events(d) == 0

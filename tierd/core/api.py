@@ -1,6 +1,14 @@
 """What route handlers need: the Route record, JSON errors, bodies, pages.
 
 Plugins import from here; the application itself is built in ``web_app.py``.
+
+A route declares its JSON body with the :mod:`tierd.core.schema` fields
+(``Route(..., body=Obj({...}))``): core reads and validates it before the
+handler runs, and the handler takes the clean value (defaults filled in)
+with :func:`body_of`. A body that breaks the declaration is answered 422
+``invalid_body`` listing every error with its path; one that is not JSON,
+400 ``invalid_json``. The OpenAPI ``requestBody`` is written from the same
+declaration. A POST or PUT that takes no body says so with ``body=NO_BODY``.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from aiohttp import web
 
 from tierd.core import jsonbody
 from tierd.core.clock import parse_iso
-from tierd.core.schema import INT64_MAX
+from tierd.core.schema import INT64_MAX, Field, SchemaError, format_path, validate
 
 
 #: Where the running Daemon sits in the aiohttp application.
@@ -22,6 +30,8 @@ DAEMON_KEY = web.AppKey("tierd_daemon", object)
 MAX_BODY_KEY = web.AppKey("tierd_max_body", int)
 #: Set on every authenticated request (see :func:`caller`).
 CALLER_KEY = web.RequestKey("tierd_caller", object)
+#: The validated body of a route that declares one (see :func:`body_of`).
+BODY_KEY = web.RequestKey("tierd_body", object)
 #: Longer than any cursor this API makes (decoded).
 MAX_CURSOR = 200
 
@@ -56,15 +66,36 @@ def actor_of(request: web.Request) -> str:
     return caller(request).actor
 
 
+class _NoBody:
+    def __repr__(self) -> str:
+        return "NO_BODY"
+
+
+#: ``Route(..., body=NO_BODY)``: this POST/PUT takes no body (e.g. "retry now"), said
+#: explicitly, so that a route that forgot its declaration stands out in the document.
+NO_BODY: Any = _NoBody()
+
+#: The query parameters of a paged list (see :func:`page_params`): ``params=PAGED | {...}``.
+PAGED = {"limit": "page size, 1..500 (default 50)", "cursor": "next_cursor of the previous page"}
+#: The answer of a paged list (see :func:`page`), for ``Route(response=...)``.
+PAGE_RESPONSE = {"type": "object", "required": ["data", "next_cursor"], "properties": {
+    "data": {"type": "array", "items": {}},
+    "next_cursor": {"type": "string", "nullable": True, "description": "null on the last page"}}}
+
+
 @dataclasses.dataclass
 class Route:
     """One control API route contributed by core or a plugin.
 
     ``auth``: ``"tenant"`` (a tenant token, or the admin token acting for a
     tenant), ``"admin"`` (the admin token only) or ``"public"``.
-    ``body`` and ``response`` are optional JSON-schema fragments for the
-    OpenAPI document; ``params`` describes query parameters ``{name: description}``;
-    ``statuses`` are the success statuses the document declares.
+    ``body``: the JSON body as a :mod:`tierd.core.schema` field (usually an
+    ``Obj``), validated by core before the handler runs (see :func:`body_of`);
+    :data:`NO_BODY` for a POST/PUT that takes none; None (undeclared) for
+    a GET or DELETE. ``response`` is an optional JSON-schema fragment for the
+    OpenAPI document; ``params`` describes query parameters ``{name: description}``
+    (a paged list adds :data:`PAGED`); ``statuses`` are the success statuses
+    the document declares.
     """
 
     method: str
@@ -72,15 +103,22 @@ class Route:
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     auth: str = "tenant"
     summary: str = ""
-    body: dict | None = None
+    body: Field | None = None
     response: dict | None = None
     params: dict[str, str] = dataclasses.field(default_factory=dict)
     tag: str = ""
     #: The success statuses it answers (201 for a creation, 202 for work queued).
     statuses: tuple[int, ...] = (200,)
-    #: For a body that is not (only) JSON: media type -> schema, e.g. a file
-    #: upload as ``application/octet-stream`` and ``multipart/form-data``.
+    #: For a body that is not (only) JSON and that the handler reads itself:
+    #: media type -> JSON schema for the document, e.g. a file upload as
+    #: ``application/octet-stream`` and ``multipart/form-data``.
     body_content: dict[str, dict] | None = None
+
+    def __post_init__(self):
+        if not (self.body is None or self.body is NO_BODY or isinstance(self.body, Field)):
+            raise TypeError(f"{self.method} {self.path}: Route.body takes a tierd.core.schema field such as "
+                            "Obj({...}) (core validates it), or NO_BODY; a body the handler reads itself "
+                            "is described with body_content")
 
 
 class ApiError(Exception):
@@ -115,23 +153,61 @@ def json_response(obj, status: int = 200, headers: dict | None = None) -> web.Re
     return web.Response(text=dumps(obj), status=status, content_type="application/json", headers=headers)
 
 
-async def read_json(request: web.Request, required: bool = True) -> dict:
-    """The request body as a JSON object; 400/413 ApiErrors otherwise."""
+async def _read_raw(request: web.Request) -> bytes:
     try:
-        raw = await request.read()
+        return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(413, "body_too_large", f"body exceeds {request.app[MAX_BODY_KEY]} bytes")
+
+
+def _decode(raw: bytes):
+    try:
+        return jsonbody.loads(raw)
+    except jsonbody.JsonError as exc:
+        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}")
+
+
+async def read_json(request: web.Request, required: bool = True) -> dict:
+    """The request body as a JSON object, unchecked; 400/413 ApiErrors otherwise.
+
+    For a route without a declared ``body`` (a declared one is read by core:
+    use :func:`body_of`)."""
+    raw = await _read_raw(request)
     if not raw.strip():
         if required:
             raise ApiError(400, "invalid_json", "a JSON object body is required")
         return {}
-    try:
-        body = jsonbody.loads(raw)
-    except jsonbody.JsonError as exc:
-        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}")
+    body = _decode(raw)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "body must be a JSON object")
     return body
+
+
+async def read_body(request: web.Request, schema: Field):
+    """The body validated against ``schema``, defaults filled in; core calls it
+    for a route that declares its body. An empty body reads as ``{}`` (so a
+    missing required key is named). 400 ``invalid_json`` for text that is not
+    JSON; 422 ``invalid_body`` (:func:`invalid_body`) listing every error."""
+    raw = await _read_raw(request)
+    clean, errors = validate(schema, _decode(raw) if raw.strip() else {})
+    if errors:
+        raise invalid_body(errors)
+    return clean
+
+
+def invalid_body(errors: list[SchemaError]) -> ApiError:
+    """The 422 ``invalid_body`` error for these problems, each ``{"path", "message"}``
+    in ``details``: also what a handler raises for a check of a body field that
+    needs the running configuration (e.g. a URL the destination policy refuses)."""
+    shown = "; ".join(map(str, errors[:5])) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
+    return ApiError(422, "invalid_body", f"invalid body: {shown}",
+                    details=[{"path": format_path(e.path), "message": e.message} for e in errors])
+
+
+def body_of(request: web.Request):
+    """The validated body of a route that declares ``body=``: the clean value
+    (a dict for an ``Obj``, defaults filled in, times and money converted)."""
+    return request[BODY_KEY]
 
 
 def require_tenant(request: web.Request) -> str:

@@ -92,7 +92,10 @@ def _details(details, message: str) -> list[str]:
     if isinstance(details, dict):
         return [f"{key}: {value}" for key, value in details.items() if str(value) not in message]
     if isinstance(details, list):
-        return [str(detail) for detail in details if str(detail) not in message]
+        # invalid_body: {"path", "message"} per problem, shown as check-config shows its errors.
+        lines = [f"{d['path']}: {d['message']}" if isinstance(d, dict) and d.keys() == {"path", "message"}
+                 else str(d) for d in details]
+        return [line for line in lines if line not in message]
     return []
 
 

@@ -1,10 +1,19 @@
-"""The OpenAPI 3 document, built from the routes core and plugins declare."""
+"""The OpenAPI 3 document, built from the routes core and plugins declare.
+
+A route's ``requestBody`` is written from the same schema field core validates
+the body with (:meth:`tierd.core.schema.Field.json_schema`), plus any
+``body_content`` the handler reads itself; a route declared ``body=NO_BODY``
+carries ``x-tierd-no-body: true``, so that a reader (and the test that walks
+the document) tells "takes no body" from "forgot to declare it". A route
+with the :data:`~tierd.core.api.PAGED` parameters answers a page.
+"""
 
 from __future__ import annotations
 
 import re
 
 from tierd import __version__
+from tierd.core.api import NO_BODY, PAGE_RESPONSE, PAGED
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -20,8 +29,9 @@ def build_openapi(routes) -> dict:
             },
         }
         ok = {"description": "success"}
-        if route.response:
-            ok["content"] = {"application/json": {"schema": route.response}}
+        response = route.response or (PAGE_RESPONSE if PAGED.keys() <= route.params.keys() else None)
+        if response:
+            ok["content"] = {"application/json": {"schema": response}}
         for status in route.statuses:
             op["responses"][str(status)] = ok
         if route.tag:
@@ -34,10 +44,17 @@ def build_openapi(routes) -> dict:
                    for n, d in route.params.items()]
         if params:
             op["parameters"] = params
-        content = {"application/json": {"schema": route.body}} if route.body else {}
+        content, required = {}, True
+        if route.body is NO_BODY:
+            op["x-tierd-no-body"] = True
+        elif route.body is not None:
+            schema = route.body.json_schema()
+            content["application/json"] = {"schema": schema}
+            # Core reads an empty body as {}: it may be left out when nothing in it is required.
+            required = bool(schema.get("required"))
         content |= {media: {"schema": schema} for media, schema in (route.body_content or {}).items()}
         if content:
-            op["requestBody"] = {"required": True, "content": content}
+            op["requestBody"] = {"required": required or bool(route.body_content), "content": content}
         paths.setdefault(route.path, {})[route.method.lower()] = op
     return {
         "openapi": "3.0.3",

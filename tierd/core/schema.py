@@ -8,6 +8,10 @@ Core and every plugin describe their config section with these field classes::
     })
     value, errors = validate(SCHEMA, raw)
 
+The same fields declare the JSON request bodies of the control API: core
+validates a body with them before the handler runs, and :meth:`Field.json_schema`
+writes the body's schema (OpenAPI 3.0 dialect) for the API document.
+
 Validation never stops at the first problem: every error is collected as a
 :class:`SchemaError` carrying the key path, so that an admin fixes a file in
 one pass. Clean values are plain Python (dicts, lists, str, int, float,
@@ -18,6 +22,8 @@ Writing a field: subclass :class:`Field`, set ``type_name`` and implement
 Containers override ``convert(value, path, errors)`` instead. A message
 quotes the value it rejects through :func:`show`, :func:`quote` or
 ``Field.shown`` only, so that it stays short and a secret stays hidden.
+A field also implements ``json_type()``: the JSON-schema keywords of what
+it accepts (``Field.json_schema`` adds the common ones: doc, null, default).
 
 Hostile input is refused here, for config files and request bodies alike:
 strings that are not valid Unicode (lone surrogates, e.g. from a ``"\\ud800"``
@@ -43,11 +49,12 @@ from urllib.parse import urlsplit
 
 from apscheduler.triggers.cron import CronTrigger
 
+from tierd.core.clock import parse_iso
 from tierd.core.http import tls_file_problem
 
 __all__ = [
     "MISSING", "SchemaError", "Invalid", "Reject", "Field", "Str", "CaFile", "Int", "Float", "Bool",
-    "Decimal", "Duration", "Enum", "Cidr", "Url", "TimeZone", "Cron", "Any", "List", "Map",
+    "Decimal", "Duration", "Instant", "Enum", "Cidr", "Url", "TimeZone", "Cron", "Any", "List", "Map",
     "Obj", "OneOf", "validate", "describe", "format_path", "show", "quote", "did_you_mean",
     "parse_duration", "unicode_problem",
 ]
@@ -265,19 +272,41 @@ class Field:
         """Nested fields as (path suffix, field), for :func:`describe`."""
         return []
 
+    def json_schema(self) -> dict:
+        """What this field accepts as a JSON schema (the OpenAPI 3.0 dialect), for the API document."""
+        schema = self.json_type()
+        if self.doc:
+            schema["description"] = self.doc
+        if self.nullable and "type" in schema:  # OpenAPI 3.0 adds null to an explicit type only
+            schema["nullable"] = True
+        if self.default is not MISSING and self.default is not None and not self.secret \
+                and isinstance(self.default, (str, int, float, bool, list, dict)):
+            schema["default"] = self.default
+        return schema
+
+    def json_type(self) -> dict:
+        """The JSON-schema keywords of the values this type accepts; every field type implements it."""
+        return {}
+
 
 # --- scalars ----------------------------------------------------------------
 
 
 class Str(Field):
-    """A string, optionally with a minimum length, a regex (full match) or a set of choices."""
+    """A string, optionally with bounds on its length, a regex (full match) or a set of choices.
+
+    ``pattern_doc`` says in words what the pattern accepts ("a dotted lowercase
+    name such as invoice.paid"): the error quotes it instead of the regex.
+    """
 
     type_name = "string"
 
-    def __init__(self, *, min_len=0, pattern=None, choices=None, **options):
+    def __init__(self, *, min_len=0, max_len=None, pattern=None, pattern_doc="", choices=None, **options):
         super().__init__(**options)
         self.min_len = min_len
+        self.max_len = max_len
         self.pattern = re.compile(pattern) if isinstance(pattern, str) else pattern
+        self.pattern_doc = pattern_doc
         self.choices = tuple(choices) if choices is not None else None
 
     def mismatch(self, value) -> Reject:
@@ -293,12 +322,39 @@ class Str(Field):
         if len(value) < self.min_len:
             raise Reject("must not be empty" if self.min_len == 1
                          else f"must be at least {self.min_len} characters long")
+        if self.max_len is not None and len(value) > self.max_len:
+            raise Reject(f"must be at most {self.max_len} characters long, got {len(value)}")
         if self.pattern is not None and not self.pattern.fullmatch(value):
+            if self.pattern_doc:
+                raise Reject(f"expected {self.pattern_doc}, got {self.shown(value)}")
             raise Reject(f"{self.shown(value)} does not match the pattern {self.pattern.pattern!r}")
         if self.choices is not None and value not in self.choices:
             raise Reject(f"expected one of {', '.join(map(repr, self.choices))}, "
                          f"got {self.shown(value)}{did_you_mean(value, self.choices)}")
         return value
+
+    def json_type(self):
+        schema: dict = {"type": "string"}
+        if self.min_len:
+            schema["minLength"] = self.min_len
+        if self.max_len is not None:
+            schema["maxLength"] = self.max_len
+        if self.pattern is not None:
+            schema["pattern"] = json_pattern(self.pattern)
+            if self.pattern_doc and not self.doc:
+                schema["description"] = self.pattern_doc
+        if self.choices is not None:
+            schema["enum"] = list(self.choices)
+        return schema
+
+
+def json_pattern(pattern: re.Pattern) -> str:
+    """A pattern used with ``fullmatch`` as a JSON-schema pattern, which searches:
+    anchored at both ends (a trailing ``\\Z`` is redundant under fullmatch)."""
+    text = pattern.pattern
+    if text.endswith("\\Z") and not text.endswith("\\\\Z"):
+        text = text[:-2]
+    return f"^(?:{text})$"
 
 
 def _refuse_invalid_unicode(text: str) -> None:
@@ -330,22 +386,43 @@ class Int(Field):
         return _check_range(value, INT64_MIN if self.min is None else self.min,
                             INT64_MAX if self.max is None else self.max, quote)
 
+    def json_type(self):
+        return {"type": "integer", "minimum": INT64_MIN if self.min is None else self.min,
+                "maximum": INT64_MAX if self.max is None else self.max}
+
 
 class Float(Field):
-    """A finite number (an integer is accepted), returned as float, optionally bounded."""
+    """A finite number (an integer is accepted), returned as float, optionally bounded;
+    ``above`` is an exclusive lower bound (a rate must be above 0)."""
 
     type_name = "number"
 
-    def __init__(self, *, min=None, max=None, **options):
+    def __init__(self, *, min=None, max=None, above=None, **options):
         super().__init__(**options)
-        self.min, self.max = min, max
+        self.min, self.max, self.above = min, max, above
 
     def parse(self, value):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.mismatch(value)
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer of hundreds of digits (JSON allows it)
+            raise Reject(f"must be a finite number, got {quote(value)}") from None
+        if not math.isfinite(number):
             raise Reject(f"must be a finite number, got {value}")
-        return _check_range(float(value), self.min, self.max)
+        if self.above is not None and not number > self.above:
+            raise Reject(f"must be above {self.above}, got {quote(value)}")
+        return _check_range(number, self.min, self.max)
+
+    def json_type(self):
+        schema: dict = {"type": "number"}
+        if self.above is not None:
+            schema |= {"minimum": self.above, "exclusiveMinimum": True}
+        elif self.min is not None:
+            schema["minimum"] = self.min
+        if self.max is not None:
+            schema["maximum"] = self.max
+        return schema
 
 
 class Bool(Field):
@@ -357,6 +434,9 @@ class Bool(Field):
         if not isinstance(value, bool):
             raise self.mismatch(value)
         return value
+
+    def json_type(self):
+        return {"type": "boolean"}
 
 
 _DECIMAL_DIGITS = 18
@@ -389,6 +469,10 @@ class Decimal(Field):
             raise Reject(f"too large: at most {_DECIMAL_DIGITS} digits before the decimal point, "
                          f"got {self.shown(value)}")
         return _check_range(number, self.min, self.max, got=quote(value) if isinstance(value, str) else None)
+
+    def json_type(self):
+        # Money is text in the API (a JSON number is accepted too, read through its text).
+        return {"type": "string", "format": "decimal", "example": "12.50"}
 
 
 _DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
@@ -435,6 +519,28 @@ class Duration(Field):
         return _check_range(parse_duration(value), self.min, None, _format_seconds,
                             got=quote(value) if isinstance(value, str) else None)
 
+    def json_type(self):
+        return {"anyOf": [{"type": "string", "pattern": f"^{_DURATION.pattern}$", "example": "15s"},
+                          {"type": "number", "minimum": 0, "description": "seconds"}]}
+
+
+class Instant(Field):
+    """A point in time as ISO-8601 text such as ``2026-11-28T00:00:00Z`` (an offset
+    or ``Z``; without one, UTC), within the years 1 to 9999 in UTC; returned as unix seconds."""
+
+    type_name = "ISO-8601 time"
+
+    def parse(self, value):
+        if isinstance(value, str):
+            try:
+                return parse_iso(value)
+            except ValueError:
+                pass
+        raise Reject(f"expected an ISO-8601 time such as 2026-11-28T00:00:00Z, got {self.shown(value)}")
+
+    def json_type(self):
+        return {"type": "string", "format": "date-time"}
+
 
 class Enum(Field):
     """One of a fixed list of values."""
@@ -452,6 +558,10 @@ class Enum(Field):
         raise Reject(f"expected {self.type_name}, got {self.shown(value)}"
                      f"{did_you_mean(value, self.values)}")
 
+    def json_type(self):
+        # OpenAPI 3.0: a nullable enum lists null among its values.
+        return {"enum": list(self.values) + ([None] if self.nullable else [])}
+
 
 class Cidr(Field):
     """An IP network such as ``10.0.0.0/8`` (host bits allowed), returned as ``ipaddress`` network."""
@@ -465,6 +575,9 @@ class Cidr(Field):
             return ipaddress.ip_network(value.strip(), strict=False)
         except ValueError:
             raise Reject(f"invalid CIDR network {quote(value)} (use e.g. 10.0.0.0/8 or fd00::/8)") from None
+
+    def json_type(self):
+        return {"type": "string", "example": "10.0.0.0/8"}
 
 
 class CaFile(Str):
@@ -507,6 +620,9 @@ class Url(Field):
             raise Reject(f"invalid URL {quote(value)}: no host name")
         return value
 
+    def json_type(self):
+        return {"type": "string", "format": "uri"}
+
 
 class TimeZone(Field):
     """An IANA time zone name such as ``Europe/Zurich``; returned as str."""
@@ -522,6 +638,9 @@ class TimeZone(Field):
             hint = did_you_mean(value, zoneinfo.available_timezones())
             raise Reject(f"unknown time zone {quote(value)}{hint}") from None
         return value
+
+    def json_type(self):
+        return {"type": "string", "example": "Europe/Zurich"}
 
 
 class Cron(Field):
@@ -540,6 +659,9 @@ class Cron(Field):
                          "(use 5 fields: minute hour day-of-month month day-of-week)") from None
         return value
 
+    def json_type(self):
+        return {"type": "string", "example": "0 6 * * *"}
+
 
 class Any(Field):
     """Anything, unchecked (null included), except text that is not valid Unicode."""
@@ -554,19 +676,25 @@ class Any(Field):
         _check_text(value, path, errors)
         return value
 
+    def json_type(self):
+        return {}
+
 
 # --- containers -------------------------------------------------------------
 
 
 class List(Field):
-    """A list whose items all match ``item``."""
+    """A list whose items all match ``item``; ``max_len`` bounds it, ``unique``
+    refuses an item given twice."""
 
     type_name = "list"
 
-    def __init__(self, item: Field, *, min_len=0, **options):
+    def __init__(self, item: Field, *, min_len=0, max_len=None, unique=False, **options):
         super().__init__(**options)
         self.item = item
         self.min_len = min_len
+        self.max_len = max_len
+        self.unique = unique
 
     def convert(self, value, path, errors):
         if not isinstance(value, list):
@@ -574,10 +702,41 @@ class List(Field):
             return None
         if len(value) < self.min_len:
             errors.append(SchemaError(path, f"needs at least {self.min_len} item(s), got {len(value)}"))
-        return [self.item.collect(item, path + (i,), errors) for i, item in enumerate(value)]
+        if self.max_len is not None and len(value) > self.max_len:
+            # Not each item's errors too: the list may be huge.
+            errors.append(SchemaError(path, f"holds at most {self.max_len} item(s), got {len(value)}"))
+            return None
+        clean = [self.item.collect(item, path + (i,), errors) for i, item in enumerate(value)]
+        if self.unique:
+            seen: set = set()
+            for i, item in enumerate(clean):
+                key = _hashable(item)
+                if item is not None and key in seen:
+                    errors.append(SchemaError(path + (i,), f"{self.item.shown(item)} is listed twice"))
+                seen.add(key)
+        return clean
 
     def children(self):
         return [("[]", self.item)]
+
+    def json_type(self):
+        schema = {"type": "array", "items": self.item.json_schema()}
+        if self.min_len:
+            schema["minItems"] = self.min_len
+        if self.max_len is not None:
+            schema["maxItems"] = self.max_len
+        if self.unique:
+            schema["uniqueItems"] = True
+        return schema
+
+
+def _hashable(value):
+    """A key that compares as ``value`` does (JSON-like values: dicts and lists too)."""
+    if isinstance(value, dict):
+        return ("{}", tuple(sorted(((str(k), _hashable(v)) for k, v in value.items()), key=repr)))
+    if isinstance(value, list):
+        return ("[]", tuple(_hashable(v) for v in value))
+    return value
 
 
 class Map(Field):
@@ -585,14 +744,18 @@ class Map(Field):
 
     type_name = "mapping"
 
-    def __init__(self, value: Field, *, key: Field | None = None, **options):
+    def __init__(self, value: Field, *, key: Field | None = None, max_len=None, **options):
         super().__init__(**options)
         self.value = value
         self.key = key if key is not None else Str()
+        self.max_len = max_len
 
     def convert(self, value, path, errors):
         if not isinstance(value, dict):
             errors.append(SchemaError(path, str(self.mismatch(value))))
+            return None
+        if self.max_len is not None and len(value) > self.max_len:
+            errors.append(SchemaError(path, f"holds at most {self.max_len} entries, got {len(value)}"))
             return None
         result = {}
         for key, item in value.items():
@@ -605,6 +768,13 @@ class Map(Field):
     def children(self):
         return [(".<name>", self.value)]
 
+    def json_type(self):
+        # OpenAPI 3.0 has no propertyNames: the keys' own rules are the field's doc.
+        schema = {"type": "object", "additionalProperties": self.value.json_schema()}
+        if self.max_len is not None:
+            schema["maxProperties"] = self.max_len
+        return schema
+
 
 class Obj(Field):
     """A mapping with known keys, each with its own field.
@@ -612,18 +782,20 @@ class Obj(Field):
     Unknown keys are errors (with a "did you mean" suggestion) unless
     ``extra=True``, which keeps them unchecked. Absent keys get their
     field's default; an absent ``Obj`` without a default gets its own
-    nested defaults. ``check(value) -> [(subpath, message), ...]`` adds
-    cross-field errors; it runs only when every field was valid, so it may
-    rely on clean values.
+    nested defaults; with ``sparse=True`` a key absent without a default
+    stays absent (a request that changes only the fields it gives).
+    ``check(value) -> [(subpath, message), ...]`` adds cross-field errors;
+    it runs only when every field was valid, so it may rely on clean values.
     """
 
     type_name = "mapping"
 
-    def __init__(self, fields: dict[str, Field], *, extra=False, check=None, **options):
+    def __init__(self, fields: dict[str, Field], *, extra=False, check=None, sparse=False, **options):
         super().__init__(**options)
         self.fields = dict(fields)
         self.extra = extra
         self.check = check
+        self.sparse = sparse
 
     def convert(self, value, path, errors):
         if not isinstance(value, dict):
@@ -640,7 +812,7 @@ class Obj(Field):
             else:
                 errors.append(SchemaError(path + (key,), self.unknown_key_message(key)))
         for name, field in self.fields.items():
-            if name not in value:
+            if name not in value and not (self.sparse and field.default is MISSING and not field.required):
                 result[name] = field.absent(path + (name,), errors)
         if self.check is not None and len(errors) == errors_before:
             errors.extend(SchemaError(path + tuple(sub), message) for sub, message in self.check(result))
@@ -657,6 +829,16 @@ class Obj(Field):
 
     def children(self):
         return [(f".{name}", field) for name, field in self.fields.items()]
+
+    def json_type(self):
+        schema: dict = {"type": "object", "properties": {name: field.json_schema()
+                                                         for name, field in self.fields.items()}}
+        required = [name for name, field in self.fields.items() if field.required]
+        if required:
+            schema["required"] = required
+        if not self.extra:
+            schema["additionalProperties"] = False
+        return schema
 
 
 class OneOf(Field):
@@ -684,6 +866,10 @@ class OneOf(Field):
         else:
             errors.append(SchemaError(path, f"expected {self.type_name}, got {self.shown(value)}"))
         return None
+
+    def json_type(self):
+        # anyOf, not oneOf: the first alternative that accepts the value wins.
+        return {"anyOf": [field.json_schema() for field in self.fields]}
 
 
 # --- entry points -----------------------------------------------------------

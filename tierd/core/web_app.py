@@ -24,13 +24,13 @@ from aiohttp.web_protocol import RequestHandler
 
 from tierd.core import tenants
 from tierd.core.api import (
-    CALLER_KEY, DAEMON_KEY, MAX_BODY_KEY, ApiError, Caller, Route, json_response, page, page_params, read_json,
-    int_cursor, require_tenant, tenant_scope,
+    BODY_KEY, CALLER_KEY, DAEMON_KEY, MAX_BODY_KEY, NO_BODY, PAGED, ApiError, Caller, Route, body_of, json_response,
+    page, page_params, read_body, int_cursor, require_tenant, tenant_scope,
 )
 from tierd.core.events import TYPE_RE
 from tierd.core.openapi import build_openapi
 from tierd.core.plugins import get_plugins
-from tierd.core.schema import unicode_problem
+from tierd.core.schema import Field, Obj, Str, unicode_problem
 from tierd.core.storage import is_storage_full
 
 log = logging.getLogger("tierd.api")
@@ -166,21 +166,26 @@ class Authenticator:
 
 
 def with_auth(route: Route, auth: Authenticator):
+    """The route's handler behind its authentication and, for a route that
+    declares its body, the body's validation (``request[BODY_KEY]``)."""
     handler = route.handler
+    schema = route.body if isinstance(route.body, Field) else None
 
     @functools.wraps(handler)
     async def wrapped(request: web.Request):
-        if route.auth == "public":
-            return await handler(request)
-        is_admin, found = await auth.identify(request)
-        if route.auth == "admin" and not is_admin:
-            raise ApiError(403, "admin_only", "this route needs the admin token")
-        on_behalf_of = request.headers.get("Tierd-Actor", "").strip()[:100]
-        if is_admin:
-            tenant = request.headers.get("Tierd-Tenant") or request.query.get("tenant") or None
-            request[CALLER_KEY] = Caller(True, tenant, None, on_behalf_of)
-        else:
-            request[CALLER_KEY] = Caller(False, found[0], found[1], on_behalf_of)
+        if route.auth != "public":
+            is_admin, found = await auth.identify(request)
+            if route.auth == "admin" and not is_admin:
+                raise ApiError(403, "admin_only", "this route needs the admin token")
+            on_behalf_of = request.headers.get("Tierd-Actor", "").strip()[:100]
+            if is_admin:
+                tenant = request.headers.get("Tierd-Tenant") or request.query.get("tenant") or None
+                request[CALLER_KEY] = Caller(True, tenant, None, on_behalf_of)
+            else:
+                request[CALLER_KEY] = Caller(False, found[0], found[1], on_behalf_of)
+        if schema is not None:
+            # After authentication: a caller without a valid token learns nothing about the body.
+            request[BODY_KEY] = await read_body(request, schema)
         return await handler(request)
 
     return wrapped
@@ -212,6 +217,19 @@ def build_app(daemon, plugin_routes: list[Route]) -> web.Application:
 
 # --- core routes ---------------------------------------------------------------
 
+EVENT_BODY = Obj({
+    "type": Str(required=True, max_len=200, pattern=TYPE_RE,
+                pattern_doc="a dotted lowercase name such as 'invoice.paid'"),
+    "data": Obj({}, extra=True, default={}, doc="any JSON object"),
+    "id": Str(min_len=1, max_len=200, default=None,
+              doc="idempotency key: an event with an id already seen is not published again"),
+})
+TENANT_BODY = Obj({"name": Str(required=True, pattern=tenants.NAME_RE,
+                               pattern_doc="1-63 lowercase letters, digits, '-' or '_', starting with a "
+                                           "letter or digit")})
+TOKEN_BODY = Obj({"description": Str(max_len=tenants.MAX_DESCRIPTION, default="",
+                                     doc="what the token is for (shown in lists)")})
+
 
 def core_routes(daemon) -> list[Route]:
     async def healthz(request):
@@ -232,23 +250,10 @@ def core_routes(daemon) -> list[Route]:
 
     async def post_event(request):
         tenant = require_tenant(request)
-        body = await read_json(request)
-        unknown = set(body) - {"type", "data", "id"}
-        if unknown:
-            raise ApiError(400, "invalid_event", f"unknown field(s): {', '.join(sorted(unknown))}")
-        type_ = body.get("type")
-        if not isinstance(type_, str) or len(type_) > 200 or not TYPE_RE.fullmatch(type_):
-            raise ApiError(400, "invalid_event_type",
-                           "type must be a dotted lowercase name such as 'invoice.paid'")
-        data = body.get("data", {})
-        if not isinstance(data, dict):
-            raise ApiError(400, "invalid_event", "data must be a JSON object")
-        key = body.get("id")
-        if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 200):
-            raise ApiError(400, "invalid_event", "id must be a string of 1 to 200 characters")
+        body = body_of(request)
         if not await daemon.tenant_exists(tenant):
             raise ApiError(404, "tenant_not_found", f"no tenant {tenant!r}")
-        event, created = await daemon.bus.publish_ex(tenant, type_, data, key)
+        event, created = await daemon.bus.publish_ex(tenant, body["type"], body["data"], body["id"])
         return json_response(event.to_json(), status=202 if created else 200)
 
     async def list_events(request):
@@ -277,15 +282,10 @@ def core_routes(daemon) -> list[Route]:
         return json_response({"data": await tenants.list_tenants(daemon.db)})
 
     async def admin_create_tenant(request):
-        body = await read_json(request)
-        return json_response(await tenant_call(tenants.create_tenant)(body.get("name")), status=201)
+        return json_response(await tenant_call(tenants.create_tenant)(body_of(request)["name"]), status=201)
 
     async def admin_create_token(request):
-        body = await read_json(request, required=False)
-        unknown = set(body) - {"description"}
-        if unknown:
-            raise ApiError(400, "invalid_token", f"unknown field(s): {', '.join(sorted(unknown))}")
-        token = await tenant_call(tenants.create_token)(request.match_info["tenant"], body.get("description", ""))
+        token = await tenant_call(tenants.create_token)(request.match_info["tenant"], body_of(request)["description"])
         return json_response(token, status=201)
 
     async def admin_list_tokens(request):
@@ -313,25 +313,20 @@ def core_routes(daemon) -> list[Route]:
         Route("GET", "/metrics", metrics, auth="public", summary="Prometheus metrics", tag=tag),
         Route("GET", "/v1/openapi.json", openapi, auth="public", summary="This API as OpenAPI 3", tag=tag),
         Route("POST", "/v1/events", post_event, summary="Publish an event (202 new, 200 same id seen)", tag="events",
-              statuses=(202, 200),
-              body={"type": "object", "required": ["type"], "properties": {
-                  "type": {"type": "string", "example": "invoice.paid"}, "data": {"type": "object"},
-                  "id": {"type": "string", "description": "idempotency key"}}}),
+              statuses=(202, 200), body=EVENT_BODY),
         Route("GET", "/v1/events", list_events, summary="List events", tag="events",
-              params={"type": "type pattern, e.g. invoice.*"}),
+              params=PAGED | {"type": "type pattern, e.g. invoice.*"}),
         Route("GET", "/v1/events/{id}", get_event, summary="One event", tag="events"),
         Route("GET", "/v1/admin/tenants", admin_list_tenants, auth="admin", summary="List tenants", tag="admin"),
         Route("POST", "/v1/admin/tenants", admin_create_tenant, auth="admin", summary="Create a tenant", tag="admin",
-              statuses=(201,),
-              body={"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}),
+              statuses=(201,), body=TENANT_BODY),
         Route("GET", "/v1/admin/tenants/{tenant}/tokens", admin_list_tokens, auth="admin",
               summary="List a tenant's tokens", tag="admin"),
         Route("POST", "/v1/admin/tenants/{tenant}/tokens", admin_create_token, auth="admin",
-              summary="Create a token (shown once)", tag="admin", statuses=(201,),
-              body={"type": "object", "additionalProperties": False,
-                    "properties": {"description": {"type": "string", "maxLength": 1000}}}),
+              summary="Create a token (shown once)", tag="admin", statuses=(201,), body=TOKEN_BODY),
         Route("DELETE", "/v1/admin/tokens/{id}", admin_revoke_token, auth="admin", summary="Revoke a token", tag="admin"),
-        Route("POST", "/v1/admin/reload", admin_reload, auth="admin", summary="Reload the configuration", tag="admin"),
+        Route("POST", "/v1/admin/reload", admin_reload, auth="admin", summary="Reload the configuration", tag="admin",
+              body=NO_BODY),
         Route("GET", "/v1/admin/plugins", admin_plugins, auth="admin", summary="Loaded plugins", tag="admin"),
     ]
 

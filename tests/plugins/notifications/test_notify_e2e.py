@@ -267,20 +267,22 @@ async def test_api_validation_and_filters(tierd_daemon):
         status, body = await d.arequest("GET", path)
         assert (status, body["error"]["code"]) == (400, code), path
     for silence, message in [
-        ({"matchers": {"type": "x"}}, "ends_at is required"),
-        ({"matchers": {"type": "x"}, "ends_at": "2000-01-01T00:00:00Z"}, "in the future"),
-        ({"matchers": {"typ": "x"}, "ends_at": "2999-01-01T00:00:00Z"}, "unknown key 'typ'"),
+        ({"matchers": {"type": "x"}}, "ends_at: required key is missing"),
+        ({"matchers": {"type": "x"}, "ends_at": "2000-01-01T00:00:00Z"}, "ends_at: must be in the future"),
+        ({"matchers": {"typ": "x"}, "ends_at": "2999-01-01T00:00:00Z"}, "matchers.typ: unknown key 'typ'"),
         ({"matchers": {"data": {"a": {"regex": "("}}}, "ends_at": "2999-01-01T00:00:00Z"}, "invalid regex"),
-        ({"matchers": {}, "ends_at": "2999-01-01T00:00:00Z", "extra": 1}, "unknown field"),
+        ({"matchers": {}, "ends_at": "2999-01-01T00:00:00Z", "extra": 1}, "extra: unknown key"),
     ]:
         status, body = await d.arequest("POST", "/v1/notifications/silences", silence, token=acme)
-        assert status == 400 and body["error"]["code"] == "invalid_silence", body
+        assert status == 422 and body["error"]["code"] == "invalid_body", body
         assert message in body["error"]["message"], body
     assert await data("/v1/notifications/silences?all=1", token=acme) == []
     status, body = await d.arequest("GET", "/v1/notifications/silences?all=yes", token=acme)
     assert (status, body["error"]["code"]) == (400, "invalid_parameter")  # not silently "active only"
     status, body = await d.arequest("POST", "/v1/notifications/send", {"channel": "journal", "subject": 5})
-    assert status == 400 and body["error"]["code"] == "invalid_message"
+    assert status == 422 and body["error"]["code"] == "invalid_body"
+    assert body["error"]["details"] == [{"path": "subject", "message": "expected a string, got int 5 "
+                                                                       "(put it in quotes to make it a string)"}]
     status, body = await d.arequest("GET", "/v1/notifications/channels")
     assert body["data"] == [{"name": "journal", "type": "log"}]
 

@@ -65,7 +65,7 @@ def test_item_ids_are_bounded(recon):
     for ids in ([10**20], [-(10**20)], [0], [-1], [2**63], [1.5], ["1"], [True], list(range(1, 1002))):
         for side in ("statement_line_ids", "ledger_entry_ids"):
             status, body = call("POST", "/matches", {side: ids, "adjustment": "0"})
-            assert status == 422 and body["error"]["code"] == "invalid_match", (side, ids[:3], body)
+            assert status == 422 and body["error"]["code"] == "invalid_body", (side, ids[:3], body)
     # The largest id SQLite holds is a valid id, just not one of this account.
     status, body = call("POST", "/matches", {"statement_line_ids": [line_id, 2**63 - 1], "adjustment": "150.00"})
     assert status == 404 and body["error"]["code"] == "item_not_found" and body["error"]["details"]["ids"] == [2**63 - 1]

@@ -103,7 +103,7 @@ async def test_ssrf_refused_with_default_config(local, hook_receiver):
     for url in ("http://127.0.0.1/x", "http://[::1]/x", "http://169.254.169.254/latest/meta-data",
                 "http://[::ffff:7f00:1]/x", "http://10.1.2.3/x"):
         status, answer = await d.call("POST", "/v1/webhooks", {"url": url}, tenant="acme")
-        assert status == 400 and "refused" in answer["error"]["message"], (url, answer)
+        assert status == 422 and "refused" in answer["error"]["message"], (url, answer)
     # ...and names are checked on the addresses they resolve to, at every attempt.
     ep = await d.endpoint("acme", r.url.replace("127.0.0.1", "localhost"))
     await d.publish("acme", "invoice.paid")
@@ -145,7 +145,7 @@ async def test_deliveries_filters_pages_and_recover(local, hook_receiver):
     assert status == 202 and answer["requeued"] == 4
     await d.wait_delivery("acme", ep["id"], "succeeded", count=4)
     status, answer = await d.call("POST", f"/v1/webhooks/{ep['id']}/recover", {"since": "yesterday"}, tenant="acme")
-    assert status == 400
+    assert status == 422 and answer["error"]["details"][0]["path"] == "since"
 
 
 async def test_test_send_answers_the_attempt(local, hook_receiver):
@@ -385,11 +385,14 @@ async def test_endpoint_stats_failure_window_and_recover_until(local, hook_recei
     status, endpoint = await d.call("GET", f"/v1/webhooks/{ep['id']}", tenant="acme")
     assert endpoint["failing_since"] is None and endpoint["disabled_at"] is None
 
-    # Bad input: a clear 400 and nothing re-queued.
-    for body in ({"since": iso(now), "until": iso(now - 60)}, {"since": iso(now - 60), "until": "soon"},
-                 {"since": iso(now - 60), "status": "failed"}, {"since": 12}, {}):
+    # Bad input: a clear 422 naming the field, and nothing re-queued.
+    for body, path in (({"since": iso(now), "until": iso(now - 60)}, "until"),
+                       ({"since": iso(now - 60), "until": "soon"}, "until"),
+                       ({"since": iso(now - 60), "status": "failed"}, "status"), ({"since": 12}, "since"),
+                       ({}, "since")):
         status, answer = await d.call("POST", f"/v1/webhooks/{ep['id']}/recover", body, tenant="acme")
-        assert status == 400 and answer["error"]["code"] == "invalid_parameter", (body, answer)
+        assert status == 422 and answer["error"]["code"] == "invalid_body", (body, answer)
+        assert [e["path"] for e in answer["error"]["details"]] == [path], answer
     for window in ("bogus", "0s", "-1h"):
         status, answer = await d.call("GET", f"/v1/webhooks/{ep['id']}/stats", tenant="acme",
                                       params={"window": window})
@@ -444,7 +447,7 @@ async def test_replay_delivers_what_an_endpoint_missed_and_nothing_twice(local, 
 
     for body in ({}, {"since": "last week"}, {"since": since, "until": since}, {"since": since, "types": ["x"]}):
         status, answer = await d.call("POST", f"/v1/webhooks/{late['id']}/replay", body, tenant="acme")
-        assert status == 400 and answer["error"]["code"] == "invalid_parameter", (body, answer)
+        assert status == 422 and answer["error"]["code"] == "invalid_body", (body, answer)
 
 
 async def test_where_an_event_went(local, hook_receiver):

@@ -243,9 +243,9 @@ async def test_an_hmac_endpoint_moves_to_ed25519_with_both_signatures_meanwhile(
                        ("/v1/webhooks", {"url": r.url, "signing": "ed25519", "secret": ep["secret"]}),
                        (f"/v1/webhooks/{ep['id']}/rotate-secret", {"signing": "md5"})]:
         status, answer = await d.call("POST", path, body, tenant="acme")
-        assert status == 400 and answer["error"]["code"] == "invalid_webhook", (body, answer)
+        assert status == 422 and answer["error"]["code"] == "invalid_body", (body, answer)
     status, answer = await d.call("PUT", f"/v1/webhooks/{ep['id']}", {"signing": "hmac-sha256"}, tenant="acme")
-    assert status == 400 and "rotate-secret" in answer["error"]["message"]
+    assert status == 422 and "rotate-secret" in answer["error"]["message"]
 
 
 async def test_caller_supplied_secret_and_validation_errors(local):
@@ -265,7 +265,7 @@ async def test_caller_supplied_secret_and_validation_errors(local):
     ]
     for body in bad:
         status, answer = await d.call("POST", "/v1/webhooks", body, tenant="acme")
-        assert status == 400 and answer["error"]["code"] == "invalid_webhook", (body, answer)
+        assert status == 422 and answer["error"]["code"] == "invalid_body", (body, answer)
     status, answer = await d.call("GET", "/v1/webhooks", tenant="acme")
     assert len(answer["data"]) == 1
 
@@ -274,7 +274,7 @@ async def test_http_needs_allow_http(local):
     d = await local(webhooks={"allow_http": False})
     await d.tenant("acme")
     status, answer = await d.call("POST", "/v1/webhooks", {"url": "http://example.com/h"}, tenant="acme")
-    assert status == 400 and "allow_http" in answer["error"]["message"]
+    assert status == 422 and "allow_http" in answer["error"]["message"]
     status, answer = await d.call("POST", "/v1/webhooks", {"url": "https://example.com/h"}, tenant="acme")
     assert status == 201
 

@@ -146,7 +146,7 @@ async def test_cli(tierd_daemon, receiver):
     out = await cli("update", "--tenant", "acme", ep["id"])
     assert out.returncode != 0 and "nothing to change" in out.stderr
     out = await cli("update", "--tenant", "acme", ep["id"], "--url", "ftp://example.com/")
-    assert out.returncode != 0 and "invalid_webhook" in out.stderr
+    assert out.returncode != 0 and "invalid_body" in out.stderr and "url: must start with https://" in out.stderr
 
     # Secret rotation: the new one signs, the old one still does during the grace period.
     out = await cli("rotate-secret", "--tenant", "acme", ep["id"], "--json")

@@ -42,8 +42,8 @@ async def test_rate_limit_is_bounded(tierd_daemon, receiver):
     url = json.dumps(r.url + "/hook")
     for bad in ("1e999", "9" * 400, "-1", "0", "NaN", "true", '"5"', "10001", "1e300", "[5]"):
         status, body = await _raw(d, "POST", "/v1/webhooks", f'{{"url": {url}, "rate_limit": {bad}}}')
-        assert status == 400, (bad, status, body)
-        assert body["error"]["code"] in ("invalid_webhook", "invalid_json"), body
+        # Not JSON (1e999, NaN) is 400 invalid_json; JSON that is no valid rate, 422 invalid_body.
+        assert (status, body["error"]["code"]) in ((400, "invalid_json"), (422, "invalid_body")), (bad, body)
     assert await _endpoints(d, "acme") == []  # nothing stored
 
     status, ep = await d.arequest("POST", "/v1/webhooks", {"url": r.url + "/hook", "rate_limit": 10000},
@@ -52,7 +52,7 @@ async def test_rate_limit_is_bounded(tierd_daemon, receiver):
     status, body = await _raw(d, "PUT", f"/v1/webhooks/{ep['id']}", '{"rate_limit": 1e999}')
     assert status == 400, body
     status, body = await _raw(d, "PUT", f"/v1/webhooks/{ep['id']}", '{"rate_limit": ' + "1" * 400 + "}")
-    assert status == 400, body
+    assert status == 422 and body["error"]["details"][0]["path"] == "rate_limit", body
     status, again = await d.arequest("GET", f"/v1/webhooks/{ep['id']}", tenant="acme")
     assert again["rate_limit"] == 10000  # unchanged
 
@@ -86,8 +86,8 @@ async def test_malformed_urls_and_names_are_refused(tierd_daemon, receiver):
                 "https://a.example/" + "x" * 2000]
     for url in bad_urls:
         status, body = await d.arequest("POST", "/v1/webhooks", {"url": url}, tenant="acme")
-        assert status == 400, (url, body)
-        assert body["error"]["code"] == "invalid_webhook", body
+        assert status == 422, (url, body)
+        assert body["error"]["code"] == "invalid_body" and body["error"]["details"][0]["path"] == "url", body
     # A lone surrogate, as raw JSON (the core decoder or the URL check refuses it).
     status, body = await _raw(d, "POST", "/v1/webhooks", '{"url": "https://a.example/x\\ud800"}')
     assert status == 400, body
@@ -96,7 +96,7 @@ async def test_malformed_urls_and_names_are_refused(tierd_daemon, receiver):
                    {"headers": {"X-A": "v\u0000"}}, {"headers": {"X-A": "v\r\nX-B: w"}},
                    {"headers": {f"X-{i}": "v" for i in range(51)}}):
         status, body = await d.arequest("POST", "/v1/webhooks", {"url": r.url + "/hook", **fields}, tenant="acme")
-        assert status == 400, (fields, body)
+        assert status == 422, (fields, body)
     assert await _endpoints(d, "acme") == []
 
     # What is fine stays fine: an IDN host, a trailing dot, an underscore, a tab in a header value.
@@ -107,7 +107,7 @@ async def test_malformed_urls_and_names_are_refused(tierd_daemon, receiver):
                                                            "headers": {"X-Env": "a\tb"}}, tenant="acme")
     assert status == 201, ep
     status, body = await d.arequest("PUT", f"/v1/webhooks/{ep['id']}", {"url": "https://a..b/x"}, tenant="acme")
-    assert status == 400, body
+    assert status == 422, body
     status, same = await d.arequest("GET", f"/v1/webhooks/{ep['id']}", tenant="acme")
     assert same["url"] == r.url + "/hook"
 

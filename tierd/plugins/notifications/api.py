@@ -12,11 +12,11 @@ import json
 import secrets
 
 from tierd.core.api import (
-    ApiError, Route, actor_of, daemon_of, int_cursor, iso_time, json_response, page, page_params, query_choice,
-    read_json, tenant_scope,
+    PAGED, ApiError, Route, actor_of, body_of, daemon_of, int_cursor, invalid_body, iso_time, json_response, page,
+    page_params, query_choice, tenant_scope,
 )
 from tierd.core.clock import iso
-from tierd.core.schema import validate
+from tierd.core.schema import Bool, Enum, Instant, Obj, SchemaError, Str
 
 from . import store
 from .silences import SILENCE_MATCHERS_SCHEMA
@@ -85,26 +85,33 @@ async def get_notification(request):
     return json_response(notification_json(row, attempts.get(row["id"], []), full=True))
 
 
-async def _send_now(request, kind: str, defaults: dict):
+def _message_body(subject: str | None, text: str) -> Obj:
+    """The body of an operator send; ``subject`` None: the caller must give one."""
+    return Obj({
+        "channel": Str(required=True, doc="a configured channel's name (GET /v1/notifications/channels)"),
+        "subject": Str(required=True) if subject is None else Str(default=subject),
+        "body": Str(default=text),
+        "severity": Enum(_SEVERITIES, default="info"),
+        "wait": Bool(default=True, doc="wait for the first attempt (false: answer 202 at once)"),
+    })
+
+
+TEST_BODY = _message_body("tierd test notification",
+                          "This is a test message from tierd. If you can read it, the channel works.")
+SEND_BODY = _message_body(None, "")
+
+
+async def _send_now(request, kind: str):
     """Insert a durable row for an operator send and attempt it right away."""
     daemon = daemon_of(request)
     service = service_of(daemon)
-    body = await read_json(request)
-    unknown = set(body) - {"channel", "subject", "body", "severity", "wait"}
-    if unknown:
-        raise ApiError(400, "invalid_message", f"unknown field(s): {', '.join(sorted(unknown))}")
-    channel = body.get("channel")
-    if not isinstance(channel, str) or channel not in service.runtime.channels:
-        raise ApiError(400 if not isinstance(channel, str) else 404, "unknown_channel",
+    body = body_of(request)
+    channel = body["channel"]
+    if channel not in service.runtime.channels:
+        raise ApiError(404, "unknown_channel",
                        f"no channel {channel!r} (configured: {', '.join(sorted(service.runtime.channels)) or 'none'})")
-    subject, text = body.get("subject", defaults["subject"]), body.get("body", defaults["body"])
-    severity = body.get("severity", "info")
-    if not isinstance(subject, str) or not isinstance(text, str) or severity not in _SEVERITIES:
-        raise ApiError(400, "invalid_message", "subject and body must be strings; severity info, warning or critical")
+    subject, text, severity, wait = body["subject"], body["body"], body["severity"], body["wait"]
     now = daemon.clock.time()
-    wait = body.get("wait", True)
-    if not isinstance(wait, bool):
-        raise ApiError(400, "invalid_message", "wait must be true or false")
     # Sent inline: the row is due only after a lease, so the dispatcher does not
     # send it too; if we crash mid-send, the dispatcher retries it after the lease.
     due = now + INLINE_LEASE if wait else now
@@ -124,14 +131,11 @@ async def _send_now(request, kind: str, defaults: dict):
 
 
 async def test_channel(request):
-    return await _send_now(request, "test", {
-        "subject": "tierd test notification",
-        "body": "This is a test message from tierd. If you can read it, the channel works.",
-    })
+    return await _send_now(request, "test")
 
 
 async def send_message(request):
-    return await _send_now(request, "manual", {"subject": "", "body": ""})
+    return await _send_now(request, "manual")
 
 
 async def list_channels(request):
@@ -149,32 +153,25 @@ def silence_json(row) -> dict:
             "created_by": row["created_by"], "created_at": _time(row["created_at"])}
 
 
+SILENCE_BODY = Obj({
+    "matchers": SILENCE_MATCHERS_SCHEMA,
+    "starts_at": Instant(default=None, doc="default: now"),
+    "ends_at": Instant(required=True),
+    "comment": Str(max_len=MAX_COMMENT, default=""),
+})
+
+
 async def create_silence(request):
     daemon = daemon_of(request)
-    body = await read_json(request)
-    unknown = set(body) - {"matchers", "starts_at", "ends_at", "comment"}
-    if unknown:
-        raise ApiError(400, "invalid_silence", f"unknown field(s): {', '.join(sorted(unknown))}")
-    matchers, errors = validate(SILENCE_MATCHERS_SCHEMA, body.get("matchers") or {}, ("matchers",))
-    if errors:
-        raise ApiError(400, "invalid_silence", "; ".join(map(str, errors)))
-    comment = body.get("comment", "")
-    if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
-        raise ApiError(400, "invalid_silence", f"comment must be text of at most {MAX_COMMENT} characters")
-    if body.get("ends_at") is None:
-        raise ApiError(400, "invalid_silence", "ends_at is required (an ISO-8601 time)")
+    body = body_of(request)
     now = daemon.clock.time()
-    try:
-        starts = iso_time(body.get("starts_at"), "starts_at")
-        ends = iso_time(body["ends_at"], "ends_at")
-    except ApiError as exc:
-        raise ApiError(400, "invalid_silence", exc.message) from None
-    starts = now if starts is None else starts
+    starts = now if body["starts_at"] is None else body["starts_at"]
+    ends = body["ends_at"]
     if ends <= max(starts, now):
-        raise ApiError(400, "invalid_silence", "ends_at must be in the future and after starts_at")
+        raise invalid_body([SchemaError(("ends_at",), "must be in the future and after starts_at")])
     row = {"id": "sil_" + secrets.token_urlsafe(9), "tenant_id": tenant_scope(request),
-           "matchers": {k: v for k, v in matchers.items() if v not in (None, {}, [])},
-           "starts_at": starts, "ends_at": ends, "comment": comment,
+           "matchers": {k: v for k, v in body["matchers"].items() if v not in (None, {}, [])},
+           "starts_at": starts, "ends_at": ends, "comment": body["comment"],
            "created_by": actor_of(request), "created_at": now}
     await store.insert_silence(daemon.db, row)
     created = await store.silences(daemon.db, tenant=row["tenant_id"])
@@ -196,29 +193,21 @@ async def delete_silence(request):
     return json_response({"deleted": request.match_info["id"]})
 
 
-def _message_body(required: list[str]) -> dict:
-    """The body of an operator send, for the OpenAPI document."""
-    return {"type": "object", "required": required, "additionalProperties": False, "properties": {
-        "channel": {"type": "string"}, "subject": {"type": "string"}, "body": {"type": "string"},
-        "severity": {"type": "string", "enum": list(_SEVERITIES)},
-        "wait": {"type": "boolean", "description": "wait for the first attempt (default true)"}}}
-
-
 def routes() -> list[Route]:
     tag = "notifications"
     # Static paths before /v1/notifications/{id}: aiohttp matches in order.
     return [
         Route("GET", "/v1/notifications", list_notifications, auth="tenant", tag=tag,
               summary="Notification history (newest first) with every attempt",
-              params={"channel": "channel name", "status": "|".join(STATUSES), "event": "event id",
-                      "route": "route name", "kind": "event|digest|test|manual",
-                      "since": "ISO-8601", "until": "ISO-8601", "limit": "1..500", "cursor": "next_cursor"}),
+              params=PAGED | {"channel": "channel name", "status": "|".join(STATUSES), "event": "event id",
+                              "route": "route name", "kind": "event|digest|test|manual",
+                              "since": "ISO-8601", "until": "ISO-8601"}),
         Route("POST", "/v1/notifications/test", test_channel, auth="admin", tag=tag,
               summary="Send a test message to a channel now and answer with the result",
-              body=_message_body(required=["channel"])),
+              body=TEST_BODY, statuses=(200, 202)),
         Route("POST", "/v1/notifications/send", send_message, auth="admin", tag=tag,
               summary="Send a message to a channel (durably; waits for the first attempt unless wait=false)",
-              body=_message_body(required=["channel", "subject", "body"]), statuses=(200, 202)),
+              body=SEND_BODY, statuses=(200, 202)),
         Route("GET", "/v1/notifications/channels", list_channels, auth="admin", tag=tag,
               summary="Configured channels and their types"),
         Route("GET", "/v1/notifications/silences", list_silences, auth="tenant", tag=tag,
@@ -226,12 +215,7 @@ def routes() -> list[Route]:
               params={"all": "1|true: also ended silences"}),
         Route("POST", "/v1/notifications/silences", create_silence, auth="tenant", tag=tag,
               summary="Mute notifications matching matchers until ends_at",
-              statuses=(201,), body={
-                  "type": "object", "required": ["ends_at"], "additionalProperties": False, "properties": {
-                      "matchers": {"type": "object", "description": "tenant, type, data, channel, route"},
-                      "starts_at": {"type": "string", "format": "date-time"},
-                      "ends_at": {"type": "string", "format": "date-time"},
-                      "comment": {"type": "string", "maxLength": MAX_COMMENT}}}),
+              statuses=(201,), body=SILENCE_BODY),
         Route("DELETE", "/v1/notifications/silences/{id}", delete_silence, auth="tenant", tag=tag,
               summary="Delete a silence"),
         Route("GET", "/v1/notifications/{id}", get_notification, auth="tenant", tag=tag,

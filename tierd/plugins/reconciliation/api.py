@@ -12,11 +12,12 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from tierd.core.api import (
-    ApiError, Route, actor_of, daemon_of, int_cursor, json_response, page, page_params, query_choice, read_json,
-    require_tenant,
+    NO_BODY, PAGED, ApiError, Route, actor_of, body_of, daemon_of, int_cursor, invalid_body, json_response, page,
+    page_params, query_choice, require_tenant,
 )
 from tierd.core.clock import iso
 from tierd.core.registry import StatementError
+from tierd.core.schema import Decimal as DecimalField, Int, List, Obj, SchemaError, Str
 
 from . import imports, ledger, manual, runs, store
 from .settings import ACCOUNT_ID_RE, CURRENCY_RE, UnknownLayout, layout, section
@@ -50,27 +51,28 @@ async def list_accounts(request):
     return json_response({"data": await store.list_accounts(daemon_of(request).db, tenant)})
 
 
+ACCOUNT_BODY = Obj({
+    "id": Str(required=True, pattern=ACCOUNT_ID_RE,
+              pattern_doc="letters, digits, '.', '_' or '-', up to 64 characters, starting with a letter or digit"),
+    "currency": Str(required=True, pattern=CURRENCY_RE, pattern_doc="an ISO 4217 code such as EUR"),
+    "name": Str(max_len=200, default=None),
+    "iban": Str(max_len=200, default=None),
+    "account_number": Str(max_len=200, default=None),
+    "csv_format": Str(max_len=200, default=None, doc="a reconciliation.csv_formats entry, for CSV statements"),
+    "ledger_format": Str(max_len=200, default=None, doc="a reconciliation.ledger_formats entry, for CSV ledgers"),
+})
+
+
 async def create_account(request):
     tenant = require_tenant(request)
     daemon = daemon_of(request)
-    body = await read_json(request)
-    problems = []
-    unknown = sorted(set(body) - {"id", "name", "currency", "iban", "account_number", "csv_format", "ledger_format"})
-    if unknown:
-        problems.append(f"unknown field(s): {', '.join(unknown)}")
-    if not isinstance(body.get("id"), str) or not ACCOUNT_ID_RE.fullmatch(body["id"]):
-        problems.append("id is required: letters, digits, '.', '_' or '-', up to 64 characters")
-    if not isinstance(body.get("currency"), str) or not CURRENCY_RE.fullmatch(body["currency"]):
-        problems.append("currency is required: an ISO 4217 code such as EUR")
-    for key in ("name", "iban", "account_number", "csv_format", "ledger_format"):
-        if body.get(key) is not None and (not isinstance(body[key], str) or len(body[key]) > 200):
-            problems.append(f"{key} must be a string of at most 200 characters")
+    body = body_of(request)
     cfg = section(daemon.config)
-    for key, table in (("csv_format", "csv_formats"), ("ledger_format", "ledger_formats")):
-        if isinstance(body.get(key), str) and body[key] not in cfg[table]:
-            problems.append(f"{key} {body[key]!r} is not defined in reconciliation.{table}")
-    if problems:
-        raise ApiError(422, "invalid_account", problems[0], problems)
+    unknown = [SchemaError((key,), f"{body[key]!r} is not defined in reconciliation.{table}")
+               for key, table in (("csv_format", "csv_formats"), ("ledger_format", "ledger_formats"))
+               if body[key] is not None and body[key] not in cfg[table]]
+    if unknown:
+        raise invalid_body(unknown)
     if not await daemon.tenant_exists(tenant):
         raise ApiError(404, "not_found", f"no tenant {tenant!r}")
     acct = {"id": body["id"], "name": body.get("name") or "", "currency": body["currency"],
@@ -290,9 +292,20 @@ async def list_imports(request):
 # --- people ------------------------------------------------------------------------------------------------
 
 
+_IDS = List(Int(min=1, max=manual.MAX_ID), max_len=manual.MAX_ITEMS, unique=True, nullable=True,
+            doc="item ids of the account (from open-items)")
+MATCH_BODY = Obj({
+    "statement_line_ids": _IDS,
+    "ledger_entry_ids": _IDS,
+    "adjustment": DecimalField(default="0", doc="bank total minus ledger total"),
+    "note": Str(max_len=500, default=""),
+}, check=lambda body: [] if body["statement_line_ids"] or body["ledger_entry_ids"] else [
+    ((), "name at least one statement line or ledger entry")])
+
+
 async def create_match(request):
     tenant, account = await account_of(request)
-    body = await read_json(request)
+    body = body_of(request)
     match = await manual.manual_match(daemon_of(request), tenant, account, body, actor_of(request))
     return json_response(match, status=201)
 
@@ -328,17 +341,6 @@ _FILE = {"type": "string", "format": "binary"}
 #: A file upload: the raw bytes, or a multipart form with a ``file`` part.
 _UPLOAD = {"application/octet-stream": _FILE,
            "multipart/form-data": {"type": "object", "required": ["file"], "properties": {"file": _FILE}}}
-_ACCOUNT_BODY = {"type": "object", "required": ["id", "currency"], "additionalProperties": False, "properties": {
-    "id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
-    "currency": {"type": "string", "pattern": "^[A-Z]{3}$", "example": "EUR"},
-    "name": {"type": "string"}, "iban": {"type": "string"}, "account_number": {"type": "string"},
-    "csv_format": {"type": "string"}, "ledger_format": {"type": "string"}}}
-_IDS = {"type": "array", "maxItems": manual.MAX_ITEMS,
-        "items": {"type": "integer", "minimum": 1, "maximum": manual.MAX_ID}}
-_MATCH_BODY = {"type": "object", "additionalProperties": False, "properties": {
-    "statement_line_ids": _IDS, "ledger_entry_ids": _IDS,
-    "adjustment": {"type": "string", "example": "-1.50", "description": "bank total minus ledger total"},
-    "note": {"type": "string", "maxLength": 500}}}
 _LEDGER_BODY = {"type": "object", "required": ["entries"], "properties": {"entries": {"type": "array", "items": {
     "type": "object", "required": ["external_id", "date", "amount"], "properties": {
         "external_id": {"type": "string"}, "date": {"type": "string", "format": "date"},
@@ -347,40 +349,40 @@ _LEDGER_BODY = {"type": "object", "required": ["entries"], "properties": {"entri
 
 def routes() -> list[Route]:
     a = PREFIX + "/{account}"
-    paged = {"limit": "page size, 1..500 (default 50)", "cursor": "next_cursor of the previous page"}
     created = {"statuses": (201,)}
     spec = [
         ("GET", PREFIX, list_accounts, "List reconciliation accounts", {}, {}),
         ("POST", PREFIX, create_account, "Create a reconciliation account", {},
-         {"body": _ACCOUNT_BODY, **created}),
+         {"body": ACCOUNT_BODY, **created}),
         ("GET", a, get_account, "Get an account", {}, {}),
         ("POST", a + "/statements", import_statement, "Import a statement file (raw body or multipart)",
          {"format": "importer name (camt053, mt940, ofx, csv, ...); detected when absent",
           "filename": "file name to record (raw uploads)"}, {"body_content": _UPLOAD, **created}),
-        ("GET", a + "/imports", list_imports, "Statement imports with their counts and balance checks", paged, {}),
+        ("GET", a + "/imports", list_imports, "Statement imports with their counts and balance checks", PAGED, {}),
         ("POST", a + "/ledger", post_ledger, "Upsert ledger entries (JSON, JSON lines or CSV)",
          {"format": "csv to read a CSV body (or send Content-Type text/csv)",
           "layout": "ledger_formats entry for a CSV body (default: the account's ledger_format)"},
-         {"body": _LEDGER_BODY, "body_content": {"text/csv": {"type": "string"}}}),
-        ("POST", a + "/runs", start_run, "Run the matching rules over the open items", {}, created),
+         {"body_content": {"application/json": _LEDGER_BODY, "text/csv": {"type": "string"}}}),
+        ("POST", a + "/runs", start_run, "Run the matching rules over the open items", {},
+         {"body": NO_BODY, **created}),
         ("GET", a + "/runs/{run}", get_run, "Get a run and its counts", {}, {}),
         ("GET", a + "/runs/{run}/matches", run_matches, "Matches made by a run",
-         {"status": "active or undone (default: both)", **paged}, {}),
+         {"status": "active or undone (default: both)", **PAGED}, {}),
         ("GET", a + "/runs/{run}/suggestions", run_suggestions, "Suggestions of a run",
-         {"status": "open (default), accepted, stale or all", **paged}, {}),
+         {"status": "open (default), accepted, stale or all", **PAGED}, {}),
         ("GET", a + "/open-items", open_items, "Open statement lines and ledger entries, with age",
          {"side": "bank, ledger or all (default)", "min_age_days": "only items at least this old",
           "limit": "items per side, 1..10000 (default 1000)"}, {}),
         ("GET", a + "/matches", list_matches, "Matches of the account",
-         {"status": "active (default) or undone", **paged}, {}),
-        ("POST", a + "/matches", create_match, "Match items by hand", {}, {"body": _MATCH_BODY, **created}),
+         {"status": "active (default) or undone", **PAGED}, {}),
+        ("POST", a + "/matches", create_match, "Match items by hand", {}, {"body": MATCH_BODY, **created}),
         ("GET", a + "/matches/{match}", get_match, "Get a match with its items", {}, {}),
         ("DELETE", a + "/matches/{match}", delete_match, "Undo a match (its items become open again)", {}, {}),
         ("GET", a + "/suggestions", list_suggestions, "Suggestions for people",
-         {"status": "open (default), accepted, stale or all", **paged}, {}),
+         {"status": "open (default), accepted, stale or all", **PAGED}, {}),
         ("POST", a + "/suggestions/{suggestion}/accept", accept_suggestion, "Accept a suggestion as a match", {},
-         created),
-        ("GET", a + "/audit", audit_log, "Who changed what, when", paged, {}),
+         {"body": NO_BODY, **created}),
+        ("GET", a + "/audit", audit_log, "Who changed what, when", PAGED, {}),
     ]
     return [Route(method, path, handler, auth="tenant", summary=summary, tag=TAG, params=params, **extra)
             for method, path, handler, summary, params, extra in spec]

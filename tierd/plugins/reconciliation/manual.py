@@ -35,7 +35,7 @@ def _ids(value, name: str) -> list[int]:
 
 def _decimal(value, name: str) -> Decimal:
     try:
-        if isinstance(value, (bool, float)) or not isinstance(value, (str, int)):
+        if isinstance(value, (bool, float)) or not isinstance(value, (str, int, Decimal)):
             raise InvalidOperation
         out = Decimal(str(value))
         if not out.is_finite():

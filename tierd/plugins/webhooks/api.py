@@ -7,16 +7,17 @@ filtered on it, so another tenant's id is answered 404 like a missing one.
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 from urllib.parse import urlsplit
 
 from tierd.core.api import (
-    ApiError, Route, actor_of, daemon_of, int_cursor, iso_time, json_response, page, page_params, query_choice,
-    read_json, require_tenant,
+    NO_BODY, PAGED, ApiError, Route, actor_of, body_of, daemon_of, int_cursor, invalid_body, iso_time, json_response,
+    page, page_params, query_choice, require_tenant,
 )
 from tierd.core.clock import iso
-from tierd.core.schema import Reject, parse_duration
+from tierd.core.schema import (
+    Bool, Enum, Float, Instant, List, Map, Obj, Reject, SchemaError, Str, parse_duration,
+)
 
 from . import runtime
 from .signing import SIGNING_SCHEMES, check_secret, new_secret, signing_of, verification_key
@@ -37,9 +38,6 @@ RESERVED_HEADERS = frozenset({
     "webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "user-agent",
     "host", "transfer-encoding", "connection", "te", "upgrade", "trailer", "keep-alive", "proxy-authorization",
 })
-FIELDS = {"url", "event_types", "description", "enabled", "headers", "rate_limit", "metadata", "secret", "signing"}
-
-
 def _public(endpoint: dict) -> dict:
     return {k: v for k, v in endpoint.items() if not k.startswith("_")}
 
@@ -50,105 +48,149 @@ def _keys(secret: str) -> dict:
     return {"secret" if signing_of(secret) == "hmac-sha256" else "public_key": verification_key(secret)}
 
 
-def _signing_choice(body: dict, errors: list[str]) -> str | None:
-    signing = body.get("signing")
-    if signing is not None and signing not in SIGNING_SCHEMES:
-        errors.append(f"signing must be one of {', '.join(SIGNING_SCHEMES)}")
-        return None
-    return signing
+# --- request bodies --------------------------------------------------------------------------
+# Declared with core's schema fields: core validates them before a handler runs
+# and writes them into the OpenAPI document. What depends on the running
+# configuration (http:// allowed, refused destinations) is checked by the handler.
 
 
-def _invalid(errors: list[str]):
-    return ApiError(400, "invalid_webhook", "; ".join(errors), details=errors)
+class _EndpointUrl(Str):
+    """An absolute http(s) URL to a host, without credentials, spaces or control characters."""
 
-
-def check_fields(body: dict, settings: dict, policy, creating: bool) -> dict:
-    """Validate an endpoint body; return the clean fields or raise 400 listing every error."""
-    errors: list[str] = []
-    unknown = set(body) - FIELDS
-    if unknown:
-        errors.append(f"unknown field(s): {', '.join(sorted(unknown))}")
-    if not creating and ("secret" in body or "signing" in body):
-        errors.append("secret and signing cannot be changed here; use POST /v1/webhooks/{id}/rotate-secret")
-    clean: dict = {}
-    if "url" in body or creating:
-        url = body.get("url")
-        problem = _url_problem(url, settings, policy)
+    def parse(self, value):
+        value = super().parse(value)
+        problem = _url_problem(value)
         if problem:
-            errors.append(problem)
-        clean["url"] = url
-    if "event_types" in body:
-        types = body["event_types"]
-        if not isinstance(types, list) or not all(isinstance(t, str) and _PATTERN.fullmatch(t) for t in types):
-            errors.append("event_types must be a list of event types such as 'invoice.paid' or "
-                          "wildcards such as 'invoice.*' (empty: every event)")
-        elif len(types) > 200:
-            errors.append("event_types holds at most 200 entries")
-        clean["event_types"] = types
-    if "description" in body:
-        if not isinstance(body["description"], str) or len(body["description"]) > 1000:
-            errors.append("description must be a string of at most 1000 characters")
-        clean["description"] = body["description"]
-    if "enabled" in body:
-        if not isinstance(body["enabled"], bool):
-            errors.append("enabled must be true or false")
-        clean["enabled"] = body["enabled"]
-    if "headers" in body:
-        errors += _header_problems(body["headers"])
-        clean["headers"] = body["headers"]
-    if "rate_limit" in body:
-        rate = body["rate_limit"]
-        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
-                                 or not (isinstance(rate, int) or math.isfinite(rate)) or not 0 < rate <= MAX_RATE_LIMIT):
-            errors.append(f"rate_limit must be null or a number of requests per second above 0 and at most "
-                          f"{MAX_RATE_LIMIT}")
-        else:
-            clean["rate_limit"] = None if rate is None else float(rate)
-    if "metadata" in body:
-        if not isinstance(body["metadata"], dict):
-            errors.append("metadata must be a JSON object")
-        clean["metadata"] = body["metadata"]
-    if creating:
-        signing = _signing_choice(body, errors)
-        if body.get("secret") is not None:
-            problem = check_secret(body["secret"])
-            if problem:
-                errors.append(problem)
-            elif signing and signing_of(body["secret"]) != signing:
-                errors.append(f"secret is not a {signing} key")
-            clean["secret"] = body["secret"]
-        clean["signing"] = signing
-    if errors:
-        raise _invalid(errors)
-    return clean
+            raise Reject(problem)
+        return value
 
 
-def _url_problem(url, settings: dict, policy) -> str | None:
-    if not isinstance(url, str) or not url or len(url) > 2000:
-        return "url must be a string of at most 2000 characters"
+class _HeaderName(Str):
+    """A header name (an RFC 9110 token) that neither the signature scheme nor HTTP sets itself."""
+
+    def parse(self, value):
+        value = super().parse(value)
+        if value.lower() in RESERVED_HEADERS:
+            raise Reject(f"header {value!r} is set by tierd and cannot be overridden")
+        return value
+
+
+class _HeaderValue(Str):
+    def parse(self, value):
+        value = super().parse(value)
+        # Tab is the one control character a header value may hold (RFC 9110).
+        if not value.replace("\t", " ").isprintable():
+            raise Reject("must be a single line of printable characters")
+        return value
+
+
+class _Secret(Str):
+    def parse(self, value):
+        value = super().parse(value)
+        problem = check_secret(value)
+        if problem:
+            raise Reject(problem)
+        return value
+
+
+def _secret_matches_signing(body: dict) -> list[tuple[tuple, str]]:
+    secret, signing = body.get("secret"), body.get("signing")
+    if secret and signing and signing_of(secret) != signing:
+        return [(("secret",), f"is not a {signing} key")]
+    return []
+
+
+class _UpdateBody(Obj):
+    def unknown_key_message(self, key) -> str:
+        if key in _SIGNING:
+            return "secret and signing cannot be changed here; use POST /v1/webhooks/{id}/rotate-secret"
+        return super().unknown_key_message(key)
+
+
+def _url(required: bool) -> _EndpointUrl:
+    return _EndpointUrl(min_len=1, max_len=2000, required=required,
+                        doc="where deliveries are POSTed, e.g. https://hooks.example.com/tierd")
+
+
+# No defaults (sparse): a PUT changes the fields it gives; the store fills what a
+# creation leaves out (every event type, enabled, no headers, no rate limit).
+_ENDPOINT_FIELDS = {
+    "url": _url(required=False),
+    "event_types": List(Str(pattern=_PATTERN, pattern_doc="an event type such as 'invoice.paid' or a wildcard "
+                                                          "such as 'invoice.*'"),
+                        max_len=200, doc="the event types sent (empty or absent: every event)"),
+    "description": Str(max_len=1000),
+    "enabled": Bool(),
+    "headers": Map(_HeaderValue(max_len=4096), key=_HeaderName(pattern=_HEADER_NAME, pattern_doc="a header name"),
+                   max_len=MAX_HEADERS, doc="extra headers sent with every delivery"),
+    "rate_limit": Float(above=0, max=MAX_RATE_LIMIT, nullable=True, doc="requests per second; null: none"),
+    "metadata": Obj({}, extra=True, doc="any JSON object, kept with the endpoint"),
+}
+_SIGNING = {
+    "signing": Enum(SIGNING_SCHEMES, nullable=True, doc="the scheme of a new secret (default: the given secret's, else hmac-sha256)"),
+    "secret": _Secret(secret=True, nullable=True, doc="whsec_... (HMAC) or whsk_... (ed25519 key); made for you when absent"),
+}
+CREATE_BODY = Obj(_ENDPOINT_FIELDS | {"url": _url(required=True)} | _SIGNING, sparse=True,
+                  check=_secret_matches_signing)
+UPDATE_BODY = _UpdateBody(_ENDPOINT_FIELDS, sparse=True)
+ROTATE_BODY = Obj(_SIGNING, sparse=True, check=_secret_matches_signing)
+
+
+def _span_check(body: dict) -> list[tuple[tuple, str]]:
+    if body["until"] is not None and body["until"] <= body["since"]:
+        return [(("until",), "must be later than since")]
+    return []
+
+
+#: Recover and replay: a span of time, as unix seconds once validated.
+SPAN_BODY = Obj({"since": Instant(required=True), "until": Instant(default=None, doc="default: now")},
+                check=_span_check)
+TEST_BODY = Obj({"data": Obj({}, extra=True, default={"message": "test event from tierd"},
+                             doc="the test event's data")})
+
+
+def _url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be an endpoint's URL whatever the configuration, or None."""
     if not url.isprintable() or any(ch.isspace() for ch in url):
-        return "url must not contain spaces or control characters (percent-encode them)"
+        return "must not contain spaces or control characters (percent-encode them)"
     try:
         parts = urlsplit(url)
         host = parts.hostname
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        return f"url {url!r} is not a valid URL"
-    schemes = ("https", "http") if settings["allow_http"] else ("https",)
-    if parts.scheme not in schemes:
-        return ("url must start with https:// (http:// is allowed only with webhooks.allow_http)"
-                if parts.scheme == "http" else "url must start with https://")
+        return f"{url!r} is not a valid URL"
+    if parts.scheme not in ("https", "http"):
+        return "must start with https://"
     if not host:
-        return f"url {url!r} has no host"
+        return f"{url!r} has no host"
     if parts.username or parts.password:
-        return "url must not carry credentials; use headers"
+        return "must not carry credentials; use headers"
     try:
         ipaddress.ip_address(host)
     except ValueError:
         # A name: its addresses are checked on every attempt, after resolution.
         return _host_name_problem(host)
+    return None
+
+
+def _url_refusal(url: str, settings: dict, policy) -> str | None:
+    """Why the running configuration refuses ``url`` (a valid endpoint URL), or None."""
+    if urlsplit(url).scheme == "http" and not settings["allow_http"]:
+        return "must start with https:// (http:// is allowed only with webhooks.allow_http)"
+    host = urlsplit(url).hostname
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None  # a name: checked on every attempt
     why = policy.refusal(host)
-    return f"url points at a refused destination: {why} (see webhooks.allow_destinations)" if why else None
+    return f"points at a refused destination: {why} (see webhooks.allow_destinations)" if why else None
+
+
+def check_url(fields: dict, settings: dict, policy) -> None:
+    """422 ``invalid_body`` for a URL the configuration refuses (the body itself was valid)."""
+    why = "url" in fields and _url_refusal(fields["url"], settings, policy)
+    if why:
+        raise invalid_body([SchemaError(("url",), why)])
 
 
 def _host_name_problem(host: str) -> str | None:
@@ -159,38 +201,9 @@ def _host_name_problem(host: str) -> str | None:
         ascii_host = ""
     labels = ascii_host.removesuffix(".").split(".")
     if not ascii_host or len(ascii_host) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
-        return (f"url host {host!r} is not a valid host name (labels of letters, digits and hyphens, "
+        return (f"host {host!r} is not a valid host name (labels of letters, digits and hyphens, "
                 "each 1 to 63 characters, separated by single dots)")
     return None
-
-
-def _header_problems(headers) -> list[str]:
-    if not isinstance(headers, dict):
-        return ["headers must be an object of header names to string values"]
-    if len(headers) > MAX_HEADERS:
-        return [f"headers holds at most {MAX_HEADERS} entries"]
-    problems = []
-    for name, value in headers.items():
-        if not _HEADER_NAME.fullmatch(name):
-            problems.append(f"header name {name!r} is not valid")
-        elif name.lower() in RESERVED_HEADERS:
-            problems.append(f"header {name!r} is set by tierd and cannot be overridden")
-        # Tab is the one control character a header value may hold (RFC 9110).
-        if not isinstance(value, str) or len(value) > 4096 or not value.replace("\t", " ").isprintable():
-            problems.append(f"header {name!r} must be a single-line string of printable characters")
-    return problems
-
-
-def _time_window(body: dict) -> tuple[float, float | None]:
-    """``{"since": ISO, "until": ISO (optional)}`` of recover and replay, as unix seconds."""
-    unknown = set(body) - {"since", "until"}
-    if unknown:
-        raise ApiError(400, "invalid_parameter", f"unknown field(s): {', '.join(sorted(unknown))}")
-    since = iso_time(body.get("since"), "since", required=True)
-    until = iso_time(body.get("until"), "until")
-    if until is not None and until <= since:
-        raise ApiError(400, "invalid_parameter", "until must be later than since")
-    return since, until
 
 
 def _duration_param(request, name: str, default: float) -> float:
@@ -208,28 +221,6 @@ def _duration_param(request, name: str, default: float) -> float:
 
 
 # --- handlers -----------------------------------------------------------------------------
-
-
-# Request bodies as the OpenAPI document shows them (the handlers check them).
-_SPAN_BODY = {"type": "object", "required": ["since"], "additionalProperties": False, "properties": {
-    "since": {"type": "string", "format": "date-time"}, "until": {"type": "string", "format": "date-time"}}}
-_ENDPOINT_FIELDS = {
-    "url": {"type": "string", "maxLength": 2000, "example": "https://hooks.example.com/tierd"},
-    "event_types": {"type": "array", "maxItems": 200, "items": {"type": "string", "example": "invoice.*"}},
-    "description": {"type": "string", "maxLength": 1000},
-    "enabled": {"type": "boolean"},
-    "headers": {"type": "object", "maxProperties": MAX_HEADERS, "additionalProperties": {"type": "string"}},
-    "rate_limit": {"type": "number", "nullable": True, "exclusiveMinimum": True, "minimum": 0,
-                   "maximum": MAX_RATE_LIMIT, "description": "requests per second"},
-    "metadata": {"type": "object"},
-}
-_SIGNING = {"signing": {"type": "string", "enum": list(SIGNING_SCHEMES)},
-            "secret": {"type": "string", "description": "whsec_... or whsk_...; made for you when absent"}}
-_CREATE_BODY = {"type": "object", "required": ["url"], "additionalProperties": False,
-                "properties": _ENDPOINT_FIELDS | _SIGNING}
-_UPDATE_BODY = {"type": "object", "additionalProperties": False, "properties": _ENDPOINT_FIELDS}
-_ROTATE_BODY = {"type": "object", "additionalProperties": False, "properties": _SIGNING}
-_TEST_BODY = {"type": "object", "additionalProperties": False, "properties": {"data": {"type": "object"}}}
 
 
 def routes() -> list[Route]:
@@ -261,9 +252,9 @@ def routes() -> list[Route]:
 
     async def create(request):
         tenant, module = context(request)
-        body = await read_json(request)
-        fields = check_fields(body, module.settings, module.dispatcher.policy, creating=True)
-        signing = fields.pop("signing") or "hmac-sha256"
+        fields = dict(body_of(request))
+        check_url(fields, module.settings, module.dispatcher.policy)
+        signing = fields.pop("signing", None) or "hmac-sha256"
         secret = fields.pop("secret", None) or new_secret(signing)
         endpoint = await module.store.create_endpoint(tenant, fields, secret, module.daemon.clock.time())
         await module.changed(endpoint, "created", actor_of(request))
@@ -282,8 +273,8 @@ def routes() -> list[Route]:
     async def update_endpoint(request):
         tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
-        body = await read_json(request)
-        fields = check_fields(body, module.settings, module.dispatcher.policy, creating=False)
+        fields = body_of(request)
+        check_url(fields, module.settings, module.dispatcher.policy)
         updated = await module.store.update_endpoint(tenant, endpoint["id"], fields, module.daemon.clock.time())
         moved = {"previous_url": endpoint["url"]} if updated["url"] != endpoint["url"] else {}
         await module.changed(updated, "updated", actor_of(request), fields=sorted(fields), **moved)
@@ -308,17 +299,11 @@ def routes() -> list[Route]:
     async def rotate_secret(request):
         tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
-        body = await read_json(request, required=False)
-        errors: list[str] = []
+        body = body_of(request)
         # The same scheme as before, unless the body asks for another (during
         # the grace both sign: receivers can move from HMAC to ed25519).
-        signing = _signing_choice(body, errors) or endpoint["signing"]
+        signing = body.get("signing") or endpoint["signing"]
         secret = body.get("secret") or new_secret(signing)
-        problem = check_secret(secret)
-        if problem:
-            errors.append(problem)
-        if errors:
-            raise _invalid(errors)
         now = module.daemon.clock.time()
         until = now + module.settings["rotation_grace"]
         await module.store.rotate_secret(tenant, endpoint["id"], secret, until, now)
@@ -379,30 +364,26 @@ def routes() -> list[Route]:
     async def recover(request):
         tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
-        since_ts, until_ts = _time_window(await read_json(request))
-        count = await module.store.recover(tenant, endpoint["id"], since_ts, module.daemon.clock.time(),
-                                           until=until_ts)
+        span = body_of(request)
+        count = await module.store.recover(tenant, endpoint["id"], span["since"], module.daemon.clock.time(),
+                                           until=span["until"])
         module.dispatcher.wake()
         return json_response({"requeued": count}, status=202)
 
     async def replay(request):
         tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
-        since_ts, until_ts = _time_window(await read_json(request))
+        span = body_of(request)
         await check_usable(module, endpoint)
-        result = await module.replay(endpoint, since_ts, until_ts)
+        result = await module.replay(endpoint, span["since"], span["until"])
         return json_response(result | {"endpoint_enabled": endpoint["enabled"]}, status=202)
 
     async def test_send(request):
         tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
-        body = await read_json(request, required=False)
-        data = body.get("data", {"message": "test event from tierd"})
-        if not isinstance(data, dict):
-            raise ApiError(400, "invalid_parameter", "data must be a JSON object")
         await check_usable(module, endpoint)
         now = module.daemon.clock.time()
-        payload = payload_of("webhook.test", iso(now), data)
+        payload = payload_of("webhook.test", iso(now), body_of(request)["data"])
         seq = await module.store.create_test_delivery(tenant, endpoint["id"], payload, now)
         outcome = await module.dispatcher.send_now(seq)
         return json_response({
@@ -414,32 +395,32 @@ def routes() -> list[Route]:
     one = "/v1/webhooks/{id}"
     return [
         Route("POST", "/v1/webhooks", create, summary="Create a webhook endpoint (answers its secret)", tag=TAG,
-              body=_CREATE_BODY, statuses=(201,)),
-        Route("GET", "/v1/webhooks", list_endpoints, summary="List webhook endpoints", tag=TAG),
+              body=CREATE_BODY, statuses=(201,)),
+        Route("GET", "/v1/webhooks", list_endpoints, summary="List webhook endpoints", tag=TAG, params=PAGED),
         Route("GET", one, get_endpoint, summary="One webhook endpoint", tag=TAG),
         Route("PUT", one, update_endpoint, summary="Change a webhook endpoint (fields given only)", tag=TAG,
-              body=_UPDATE_BODY),
+              body=UPDATE_BODY),
         Route("DELETE", one, delete_endpoint, summary="Delete a webhook endpoint and its history", tag=TAG),
         Route("GET", one + "/secret", get_secret, summary="The endpoint's signing secret", tag=TAG),
         Route("POST", one + "/rotate-secret", rotate_secret,
               summary="New signing secret; the old one also signs during rotation_grace", tag=TAG,
-              body=_ROTATE_BODY),
+              body=ROTATE_BODY),
         Route("GET", one + "/deliveries", list_deliveries, summary="Deliveries of an endpoint, newest first", tag=TAG,
-              params={"status": "pending, inflight, succeeded or failed", "event_type": "exact or 'invoice.*'",
+              params=PAGED | {"status": "pending, inflight, succeeded or failed", "event_type": "exact or 'invoice.*'",
                       "since": "ISO-8601, created at or after", "until": "ISO-8601, created before"}),
         Route("POST", one + "/recover", recover,
               summary="Re-queue failed deliveries created since a time (and before `until`)", tag=TAG,
-              body=_SPAN_BODY, statuses=(202,)),
+              body=SPAN_BODY, statuses=(202,)),
         Route("POST", one + "/replay", replay,
               summary="Deliver the events of a time span that the endpoint subscribes to and never got "
-                      "(created later, or disabled meanwhile)", tag=TAG, body=_SPAN_BODY, statuses=(202,)),
+                      "(created later, or disabled meanwhile)", tag=TAG, body=SPAN_BODY, statuses=(202,)),
         Route("POST", one + "/test", test_send, summary="Send a webhook.test event now and answer the result",
-              tag=TAG, body=_TEST_BODY),
+              tag=TAG, body=TEST_BODY),
         Route("GET", one + "/stats", stats, summary="Health of an endpoint: deliveries by status, recent attempts",
               tag=TAG, params={"window": "attempts of this recent span (e.g. 1h, 7d; default 24h)"}),
         Route("GET", "/v1/deliveries", event_deliveries, summary="Where one event went: its delivery to each endpoint",
               tag=TAG, params={"event_id": "the event's id (required)"}),
         Route("GET", "/v1/deliveries/{id}", get_delivery, summary="One delivery with its attempts", tag=TAG),
         Route("POST", "/v1/deliveries/{id}/retry", retry_delivery, summary="Send a delivery again now", tag=TAG,
-              statuses=(202,)),
+              statuses=(202,), body=NO_BODY),
     ]
