@@ -34,6 +34,11 @@ def iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def iso_or_none(ts: float | None) -> str | None:
+    """:func:`iso` of an instant that may not have happened yet (a run not finished): None stays None."""
+    return None if ts is None else iso(ts)
+
+
 def parse_iso(text: str) -> float:
     """ISO-8601 (with Z or offset; naive means UTC) -> unix seconds. ValueError if bad."""
     value = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))

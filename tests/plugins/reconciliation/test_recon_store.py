@@ -4,16 +4,17 @@ from decimal import Decimal
 
 import pytest
 
+from tierd.core.clock import parse_iso
 from tierd.core.storage import Database
-from tierd.plugins.reconciliation import store
+from tierd.plugins.reconciliation import migrations, store
 
-NOW = "2026-11-28T12:00:00.000000Z"
+NOW = parse_iso("2026-11-28T12:00:00.000000Z")
 
 
 @pytest.fixture
 async def db(tmp_path):
     database = await Database(tmp_path / "recon.db").open()
-    await database.migrate({"reconciliation": store.MIGRATIONS})
+    await database.migrate({"reconciliation": migrations.MIGRATIONS})
     yield database
     await database.close()
 
@@ -115,16 +116,17 @@ async def test_a_new_match_makes_rival_suggestions_stale(db):
     assert status[(f"[{lines[0]}]", f"[{entries[0]}]")] == "open"
 
 
-async def test_times_written_in_the_old_form_take_cores_form(tmp_path):
+async def test_times_written_in_the_oldest_form_become_unix_seconds(tmp_path):
+    """Times of migration 1's days ("+00:00", no fraction when it was 0) go through 2 (core's ISO form) and 3 (REAL)."""
     database = await Database(tmp_path / "old.db").open()
     try:
-        await database.migrate({"reconciliation": store.MIGRATIONS[:1]})
+        await database.migrate({"reconciliation": migrations.MIGRATIONS[:1]})
         async with database.transaction() as tx:
             await store.insert_lines(tx, "acme", "acct", "imp_1", [line("A", "10")], "2026-11-28T12:00:00+00:00")
             await store.insert_entries(tx, "acme", "acct", [entry("E1", "10")], "2026-11-28T12:00:00.250000+00:00")
-        await database.migrate({"reconciliation": store.MIGRATIONS})
+        await database.migrate({"reconciliation": migrations.MIGRATIONS})
         rows = await database.fetchall("SELECT created_at FROM recon_bank_lines UNION ALL"
                                        " SELECT updated_at FROM recon_ledger_entries")
-        assert [r["created_at"] for r in rows] == ["2026-11-28T12:00:00.000000Z", "2026-11-28T12:00:00.250000Z"]
+        assert [r["created_at"] for r in rows] == [parse_iso("2026-11-28T12:00:00Z"), parse_iso("2026-11-28T12:00:00.25Z")]
     finally:
         await database.close()

@@ -7,7 +7,8 @@ hook implementation (see :mod:`tierd.core.hookspecs`). The pieces:
 * ``matching/`` - the pure matching engine (rules, conflict settlement)
 * ``imports.py`` / ``ledger.py`` - getting both sides in, de-duplicated
 * ``runs.py`` / ``manual.py`` - automatic runs, and what people decide
-* ``store.py`` - tables and SQL; ``api.py`` / ``cli.py`` - the interfaces
+* ``migrations.py`` - the tables; ``store.py`` - every SQL statement on them
+* ``api.py`` / ``cli.py`` - the interfaces; ``present.py`` - records as the API shows them
 * ``settings.py`` - the ``reconciliation`` config section (see config.example.yaml)
 * ``inbox.py`` - folders watched for statement files; ``metrics.py`` - Prometheus
 """
@@ -16,11 +17,10 @@ from __future__ import annotations
 
 import logging
 
-from tierd.core.clock import iso
 from tierd.core.plugins import hookimpl
 from tierd.core.scheduler import Job
 
-from . import api, inbox, metrics, runs, store
+from . import api, inbox, metrics, migrations, runs, store
 from .cli import recon_cli
 from .importers import builtin_importers
 from .settings import SCHEMA, section
@@ -35,7 +35,7 @@ def tierd_config_schema(registries):
 
 @hookimpl
 def tierd_migrations():
-    return {"reconciliation": store.MIGRATIONS}
+    return {"reconciliation": migrations.MIGRATIONS}
 
 
 @hookimpl
@@ -48,7 +48,7 @@ async def _sync_config_accounts(daemon) -> None:
     """Accounts of the config file become (or update) rows; tenants are created on the fly."""
     from tierd.core.tenants import ensure_tenant
 
-    now = iso(daemon.clock.time())
+    now = daemon.clock.time()
     for acct in section(daemon.config)["accounts"]:
         await ensure_tenant(daemon.db, acct["tenant"])
         await store.upsert_config_account(daemon.db, acct, now)
@@ -57,7 +57,7 @@ async def _sync_config_accounts(daemon) -> None:
 @hookimpl
 async def tierd_startup(daemon):
     metrics.install(daemon)
-    await store.fail_interrupted_runs(daemon.db, iso(daemon.clock.time()))
+    await store.fail_interrupted_runs(daemon.db, daemon.clock.time())
     await _sync_config_accounts(daemon)
 
 

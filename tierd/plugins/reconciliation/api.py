@@ -15,11 +15,10 @@ from tierd.core.api import (
     NO_BODY, PAGED, ApiError, Route, actor_of, body_of, daemon_of, int_cursor, invalid_body, json_response, page,
     page_params, query_choice, require_tenant,
 )
-from tierd.core.clock import iso
 from tierd.core.registry import StatementError
 from tierd.core.schema import Decimal as DecimalField, Int, List, Obj, SchemaError, Str
 
-from . import imports, ledger, manual, runs, store
+from . import imports, ledger, manual, present, runs, store
 from .settings import ACCOUNT_ID_RE, CURRENCY_RE, UnknownLayout, layout, section
 
 PREFIX = "/v1/reconciliation/accounts"
@@ -48,7 +47,7 @@ def found(obj: dict | None, what: str) -> dict:
 
 async def list_accounts(request):
     tenant = require_tenant(request)
-    return json_response({"data": await store.list_accounts(daemon_of(request).db, tenant)})
+    return json_response({"data": [present.account(a) for a in await store.list_accounts(daemon_of(request).db, tenant)]})
 
 
 ACCOUNT_BODY = Obj({
@@ -79,14 +78,14 @@ async def create_account(request):
             "iban": (body.get("iban") or "").replace(" ", "").upper(), "account_number": body.get("account_number") or "",
             "csv_format": body.get("csv_format"), "ledger_format": body.get("ledger_format"),
             "created_by": actor_of(request)}
-    if not await store.create_account(daemon.db, tenant, acct, iso(daemon.clock.time())):
+    if not await store.create_account(daemon.db, tenant, acct, daemon.clock.time()):
         raise ApiError(409, "account_exists", f"account {body['id']!r} already exists")
-    return json_response(await store.get_account(daemon.db, tenant, body["id"]), status=201)
+    return json_response(present.account(await store.get_account(daemon.db, tenant, body["id"])), status=201)
 
 
 async def get_account(request):
     _, account = await account_of(request)
-    return json_response(account)
+    return json_response(present.account(account))
 
 
 def _layout(cfg: dict, table: str, name: str | None) -> dict | None:
@@ -195,7 +194,7 @@ async def post_ledger(request):
 async def start_run(request):
     tenant, account = await account_of(request)
     run = await runs.run_account(daemon_of(request), tenant, account, "api", actor_of(request))
-    return json_response(run, status=201)
+    return json_response(present.run(run), status=201)
 
 
 async def _run_of(request, tenant: str, account: dict) -> dict:
@@ -205,11 +204,11 @@ async def _run_of(request, tenant: str, account: dict) -> dict:
 
 async def get_run(request):
     tenant, account = await account_of(request)
-    return json_response(await _run_of(request, tenant, account))
+    return json_response(present.run(await _run_of(request, tenant, account)))
 
 
-async def _matches_page(request, load, statuses: tuple[str, ...], default: str | None, run: bool):
-    """A page of matches or suggestions (``load``) of the account, or of one run when ``run``.
+async def _matches_page(request, load, show, statuses: tuple[str, ...], default: str | None, run: bool):
+    """A page of matches or suggestions (``load``, shown with ``show``) of the account, or of one run when ``run``.
 
     ``?status=`` is one of ``statuses``, else ``default``; "all" or None means every status.
     """
@@ -219,7 +218,7 @@ async def _matches_page(request, load, statuses: tuple[str, ...], default: str |
     status = query_choice(request, "status", statuses) or default
     items = await load(daemon_of(request).db, tenant, account["id"], run_id=run_id,
                        status=None if status == "all" else status, limit=limit + 1, after=cursor)
-    return json_response(page(items, limit, cursor_of=lambda m: m["id"]))
+    return json_response(page([show(m) for m in items], limit, cursor_of=lambda m: m["id"]))
 
 
 MATCH_STATUSES = ("active", "undone")
@@ -227,19 +226,19 @@ SUGGESTION_STATUSES = ("open", "accepted", "stale", "all")
 
 
 async def run_matches(request):
-    return await _matches_page(request, store.list_matches, MATCH_STATUSES, None, run=True)
+    return await _matches_page(request, store.list_matches, present.match, MATCH_STATUSES, None, run=True)
 
 
 async def run_suggestions(request):
-    return await _matches_page(request, store.list_suggestions, SUGGESTION_STATUSES, "open", run=True)
+    return await _matches_page(request, store.list_suggestions, present.suggestion, SUGGESTION_STATUSES, "open", run=True)
 
 
 async def list_matches(request):
-    return await _matches_page(request, store.list_matches, MATCH_STATUSES, "active", run=False)
+    return await _matches_page(request, store.list_matches, present.match, MATCH_STATUSES, "active", run=False)
 
 
 async def list_suggestions(request):
-    return await _matches_page(request, store.list_suggestions, SUGGESTION_STATUSES, "open", run=False)
+    return await _matches_page(request, store.list_suggestions, present.suggestion, SUGGESTION_STATUSES, "open", run=False)
 
 
 # --- open items -------------------------------------------------------------------------------------------
@@ -269,8 +268,8 @@ async def open_items(request):
     limit = _int_param(request, "limit", 1000, 1, 10000)
     today = daemon.clock.now().date()
     out: dict = {"as_of": today.isoformat()}
-    sides = [("statement_lines", "bank", store.open_lines, store.public_line, "booking_date"),
-             ("ledger_entries", "ledger", store.open_entries, store.public_entry, "date")]
+    sides = [("statement_lines", "bank", store.open_lines, present.line, "booking_date"),
+             ("ledger_entries", "ledger", store.open_entries, present.entry, "date")]
     for key, name, load, public, date_key in sides:
         if side not in ("all", name):
             continue
@@ -286,7 +285,7 @@ async def list_imports(request):
     tenant, account = await account_of(request)
     limit, cursor = page_params(request)
     rows = await store.list_imports(daemon_of(request).db, tenant, account["id"], limit + 1, cursor)
-    return json_response(page(rows, limit, cursor_of=lambda r: r["id"]))
+    return json_response(page([present.statement_import(r) for r in rows], limit, cursor_of=lambda r: r["id"]))
 
 
 # --- people ------------------------------------------------------------------------------------------------
@@ -307,34 +306,34 @@ async def create_match(request):
     tenant, account = await account_of(request)
     body = body_of(request)
     match = await manual.manual_match(daemon_of(request), tenant, account, body, actor_of(request))
-    return json_response(match, status=201)
+    return json_response(present.match(match), status=201)
 
 
 async def get_match(request):
     tenant, account = await account_of(request)
     match_id = request.match_info["match"]
-    return json_response(found(await store.get_match(daemon_of(request).db, tenant, account["id"], match_id),
-                               f"match {match_id}"))
+    return json_response(present.match(found(await store.get_match(daemon_of(request).db, tenant, account["id"],
+                                                                    match_id), f"match {match_id}")))
 
 
 async def delete_match(request):
     tenant, account = await account_of(request)
     match = await manual.undo(daemon_of(request), tenant, account, request.match_info["match"], actor_of(request))
-    return json_response(match)
+    return json_response(present.match(match))
 
 
 async def accept_suggestion(request):
     tenant, account = await account_of(request)
     match = await manual.accept_suggestion(daemon_of(request), tenant, account, request.match_info["suggestion"],
                                            actor_of(request))
-    return json_response(match, status=201)
+    return json_response(present.match(match), status=201)
 
 
 async def audit_log(request):
     tenant, account = await account_of(request)
     limit, cursor = page_params(request)
     rows = await store.list_audit(daemon_of(request).db, tenant, account["id"], limit + 1, int_cursor(cursor))
-    return json_response(page(rows, limit, cursor_of=lambda r: r["id"]))
+    return json_response(page([present.audit_entry(r) for r in rows], limit, cursor_of=lambda r: r["id"]))
 
 
 _FILE = {"type": "string", "format": "binary"}

@@ -23,7 +23,6 @@ import logging
 from collections import Counter
 from decimal import Decimal
 
-from tierd.core.clock import iso
 from tierd.core.registry import Statement, StatementError, StatementLine
 from tierd.core.schema import unicode_problem
 
@@ -155,7 +154,7 @@ async def import_statement(daemon, tenant: str, account: dict, data: bytes, *, f
     """Import one file into an account; returns the counts. Raises StatementError."""
     importers = daemon.registries.statement_importers
     plan = await asyncio.to_thread(plan_import, data, importers, account, csv_layout, fmt, filename)
-    now = iso(daemon.clock.time())
+    now = daemon.clock.time()
     import_id = store.new_id("imp")
     async with daemon.db.transaction() as tx:
         known = await store.known_dedup_keys(tx, tenant, account["id"], [ln["dedup_key"] for ln in plan.lines])

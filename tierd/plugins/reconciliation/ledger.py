@@ -14,7 +14,6 @@ import json
 import logging
 from decimal import Decimal, InvalidOperation
 
-from tierd.core.clock import iso
 from tierd.core.registry import StatementError
 from tierd.core.schema import unicode_problem
 
@@ -152,7 +151,7 @@ def validate_entries(items: list[tuple[str, dict]], currency: str) -> list[dict]
 
 async def upsert_entries(daemon, tenant: str, account_id: str, entries: list[dict], actor: str) -> dict:
     """Insert new entries, update changed open ones; one transaction."""
-    now = iso(daemon.clock.time())
+    now = daemon.clock.time()
     fields = ("date", "amount", "currency", "counterparty", "reference", "description")
     async with daemon.db.transaction() as tx:
         existing = await store.ledger_by_external_ids(tx, tenant, account_id, [e["external_id"] for e in entries])

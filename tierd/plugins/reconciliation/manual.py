@@ -10,7 +10,6 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 from tierd.core.api import ApiError
-from tierd.core.clock import iso
 
 from . import store
 
@@ -83,7 +82,7 @@ async def manual_match(daemon, tenant: str, account: dict, body: dict, actor: st
         "amounts balance" if not adjustment else f"difference {adjustment} kept as an adjustment")
     if note:
         explanation += f"; note: {note}"
-    now = iso(daemon.clock.time())
+    now = daemon.clock.time()
     try:
         async with db.transaction() as tx:
             match_id = await store.create_match(
@@ -104,7 +103,7 @@ async def accept_suggestion(daemon, tenant: str, account: dict, suggestion_id: s
         raise ApiError(404, "not_found", f"no suggestion {suggestion_id}")
     if s["status"] != "open":
         raise ApiError(409, "suggestion_not_open", f"suggestion {suggestion_id} is {s['status']}")
-    now = iso(daemon.clock.time())
+    now = daemon.clock.time()
     try:
         async with db.transaction() as tx:
             match_id = await store.create_match(
@@ -124,7 +123,7 @@ async def accept_suggestion(daemon, tenant: str, account: dict, suggestion_id: s
 
 async def undo(daemon, tenant: str, account: dict, match_id: str, actor: str) -> dict:
     db = daemon.db
-    now = iso(daemon.clock.time())
+    now = daemon.clock.time()
     async with db.transaction() as tx:
         if not await store.undo_match(tx, tenant, account["id"], match_id, actor, now):
             raise ApiError(404, "not_found", f"no active match {match_id}")

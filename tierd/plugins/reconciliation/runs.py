@@ -16,8 +16,6 @@ import time
 from collections import Counter
 from decimal import Decimal
 
-from tierd.core.clock import iso
-
 from . import metrics, store
 from .matching import BankLine, LedgerEntry, reconcile
 from .settings import EXCEPTIONS, account_settings, engine_config
@@ -70,12 +68,12 @@ async def _run(daemon, tenant: str, account: dict, trigger: str, actor: str) -> 
     db = daemon.db
     settings = account_settings(daemon.config, tenant, account["id"])
     config = engine_config(settings)
-    run_id = await store.start_run(db, tenant, account["id"], trigger, iso(daemon.clock.time()))
+    run_id = await store.start_run(db, tenant, account["id"], trigger, daemon.clock.time())
     try:
         lines = await store.open_lines(db, tenant, account["id"])
         entries = await store.open_entries(db, tenant, account["id"])
         result = await asyncio.to_thread(reconcile, [_bank_line(r) for r in lines], [_ledger_entry(r) for r in entries], config)
-        now = iso(daemon.clock.time())
+        now = daemon.clock.time()
         async with db.transaction() as tx:
             created, skipped = await store.create_matches_bulk(tx, tenant, account["id"],
                                                                [_row(m) for m in result.matches],
@@ -97,7 +95,7 @@ async def _run(daemon, tenant: str, account: dict, trigger: str, actor: str) -> 
     except Exception as exc:
         log.error("reconciliation run %s for tenant %s, account %s failed: %s: %s", run_id, tenant, account["id"],
                   type(exc).__name__, exc)
-        await store.finish_run(db, tenant, run_id, "failed", {}, iso(daemon.clock.time()), error=str(exc))
+        await store.finish_run(db, tenant, run_id, "failed", {}, daemon.clock.time(), error=str(exc))
         raise
     log.info("reconciliation run %s for tenant %s, account %s (%s) finished: %d matched, %d suggested, "
              "%d statement line(s) and %d ledger entr(ies) open", run_id, tenant, account["id"], trigger,

@@ -1,11 +1,12 @@
-"""The reconciliation tables and every SQL statement that touches them.
+"""Every SQL statement on the reconciliation tables (created by ``migrations.py``).
 
 Every table carries ``tenant_id`` and every query filters on it: a tenant
 can never see or change another tenant's accounts, lines or matches.
-Money is ``TEXT`` (``str(Decimal)``), dates are ISO ``YYYY-MM-DD``, times
-ISO-8601 UTC with a Z as :func:`tierd.core.clock.iso` writes them (the format
-of every API time). An item is open while its ``match_id`` is NULL; a match owns
-its items through ``recon_match_items`` and undoing it frees exactly those.
+Rows come back as stored, JSON columns decoded: instants are unix seconds
+(``now`` is ``daemon.clock.time()``), dates ``YYYY-MM-DD`` text, money
+``str(Decimal)``; ``present.py`` turns them into what the API answers. An item
+is open while its ``match_id`` is NULL; a match owns its items through
+``recon_match_items`` and undoing it frees exactly those.
 """
 
 from __future__ import annotations
@@ -14,158 +15,6 @@ import json
 from decimal import Decimal
 
 from tierd.core import ids as core_ids
-
-MIGRATIONS = [
-    # 1: accounts, imports, both sides of the ledger, runs, matches, suggestions, audit.
-    """
-    CREATE TABLE recon_accounts (
-        tenant_id TEXT NOT NULL,
-        id TEXT NOT NULL,
-        name TEXT NOT NULL DEFAULT '',
-        currency TEXT NOT NULL,
-        iban TEXT NOT NULL DEFAULT '',
-        account_number TEXT NOT NULL DEFAULT '',
-        csv_format TEXT,
-        ledger_format TEXT,
-        source TEXT NOT NULL,              -- 'config' or 'api'
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        PRIMARY KEY (tenant_id, id)
-    );
-    CREATE TABLE recon_imports (
-        id TEXT PRIMARY KEY,
-        tenant_id TEXT NOT NULL,
-        account_id TEXT NOT NULL,
-        filename TEXT NOT NULL DEFAULT '',
-        format TEXT NOT NULL,
-        sha256 TEXT NOT NULL,
-        new_lines INTEGER NOT NULL,
-        duplicate_lines INTEGER NOT NULL,
-        rejected_lines INTEGER NOT NULL,
-        report TEXT NOT NULL,              -- JSON: balances, rejected reasons
-        created_at TEXT NOT NULL,
-        created_by TEXT NOT NULL
-    );
-    CREATE INDEX recon_imports_account ON recon_imports(tenant_id, account_id, created_at);
-    CREATE TABLE recon_bank_lines (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        tenant_id TEXT NOT NULL,
-        account_id TEXT NOT NULL,
-        import_id TEXT NOT NULL,
-        booking_date TEXT NOT NULL,
-        value_date TEXT,
-        amount TEXT NOT NULL,
-        currency TEXT NOT NULL,
-        counterparty_name TEXT NOT NULL DEFAULT '',
-        counterparty_account TEXT NOT NULL DEFAULT '',
-        remittance TEXT NOT NULL DEFAULT '',
-        end_to_end_id TEXT NOT NULL DEFAULT '',
-        bank_reference TEXT NOT NULL DEFAULT '',
-        dedup_key TEXT NOT NULL,
-        raw TEXT NOT NULL DEFAULT '',
-        location TEXT NOT NULL DEFAULT '',
-        match_id TEXT,
-        created_at TEXT NOT NULL,
-        UNIQUE (tenant_id, account_id, dedup_key)
-    );
-    CREATE INDEX recon_bank_open ON recon_bank_lines(tenant_id, account_id, match_id, booking_date);
-    CREATE TABLE recon_ledger_entries (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        tenant_id TEXT NOT NULL,
-        account_id TEXT NOT NULL,
-        external_id TEXT NOT NULL,
-        date TEXT NOT NULL,
-        amount TEXT NOT NULL,
-        currency TEXT NOT NULL,
-        counterparty TEXT NOT NULL DEFAULT '',
-        reference TEXT NOT NULL DEFAULT '',
-        description TEXT NOT NULL DEFAULT '',
-        match_id TEXT,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        UNIQUE (tenant_id, account_id, external_id)
-    );
-    CREATE INDEX recon_ledger_open ON recon_ledger_entries(tenant_id, account_id, match_id, date);
-    CREATE TABLE recon_runs (
-        id TEXT PRIMARY KEY,
-        tenant_id TEXT NOT NULL,
-        account_id TEXT NOT NULL,
-        status TEXT NOT NULL,              -- running, completed, failed
-        trigger TEXT NOT NULL,             -- api, schedule, cli
-        started_at TEXT NOT NULL,
-        finished_at TEXT,
-        counts TEXT NOT NULL DEFAULT '{}',
-        error TEXT
-    );
-    CREATE INDEX recon_runs_account ON recon_runs(tenant_id, account_id, started_at);
-    CREATE TABLE recon_matches (
-        id TEXT PRIMARY KEY,
-        tenant_id TEXT NOT NULL,
-        account_id TEXT NOT NULL,
-        run_id TEXT,
-        kind TEXT NOT NULL,                -- auto, manual, accepted
-        rule TEXT NOT NULL,
-        score REAL NOT NULL,
-        explanation TEXT NOT NULL,
-        adjustment TEXT NOT NULL DEFAULT '0',
-        status TEXT NOT NULL,              -- active, undone
-        created_at TEXT NOT NULL,
-        created_by TEXT NOT NULL,
-        undone_at TEXT,
-        undone_by TEXT
-    );
-    CREATE INDEX recon_matches_account ON recon_matches(tenant_id, account_id, status, created_at);
-    CREATE INDEX recon_matches_run ON recon_matches(tenant_id, run_id);
-    CREATE TABLE recon_match_items (
-        match_id TEXT NOT NULL,
-        tenant_id TEXT NOT NULL,
-        side TEXT NOT NULL,                -- bank, ledger
-        item_id INTEGER NOT NULL,
-        PRIMARY KEY (match_id, side, item_id)
-    );
-    CREATE TABLE recon_suggestions (
-        id TEXT PRIMARY KEY,
-        tenant_id TEXT NOT NULL,
-        account_id TEXT NOT NULL,
-        run_id TEXT NOT NULL,
-        rule TEXT NOT NULL,
-        score REAL NOT NULL,
-        explanation TEXT NOT NULL,
-        adjustment TEXT NOT NULL DEFAULT '0',
-        bank_ids TEXT NOT NULL,            -- JSON list of line ids
-        ledger_ids TEXT NOT NULL,          -- JSON list of entry ids
-        status TEXT NOT NULL,              -- open, accepted, stale
-        created_at TEXT NOT NULL,
-        decided_at TEXT,
-        decided_by TEXT
-    );
-    CREATE INDEX recon_suggestions_account ON recon_suggestions(tenant_id, account_id, status);
-    CREATE TABLE recon_audit (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        tenant_id TEXT NOT NULL,
-        account_id TEXT NOT NULL,
-        at TEXT NOT NULL,
-        actor TEXT NOT NULL,
-        action TEXT NOT NULL,
-        object_id TEXT NOT NULL DEFAULT '',
-        details TEXT NOT NULL DEFAULT '{}'
-    );
-    CREATE INDEX recon_audit_account ON recon_audit(tenant_id, account_id, id);
-    """,
-]
-
-#: Every column holding a time, by table.
-TIME_COLUMNS = {
-    "recon_accounts": ("created_at", "updated_at"), "recon_imports": ("created_at",),
-    "recon_bank_lines": ("created_at",), "recon_ledger_entries": ("created_at", "updated_at"),
-    "recon_runs": ("started_at", "finished_at"), "recon_matches": ("created_at", "undone_at"),
-    "recon_suggestions": ("created_at", "decided_at"), "recon_audit": ("at",),
-}
-# 2: times written before as datetime.isoformat() ("...12:00:00+00:00", no
-# fraction when it was 0) take core's form ("...12:00:00.000000Z").
-MIGRATIONS.append("".join(
-    f"UPDATE {table} SET {col} = replace({col}, '+00:00', CASE WHEN {col} LIKE '%.%' THEN 'Z' ELSE '.000000Z' END)"
-    f" WHERE {col} LIKE '%+00:00';\n" for table, cols in TIME_COLUMNS.items() for col in cols))
 
 #: SQLite's limit on bound parameters is 999 in old builds; stay under it.
 CHUNK = 500
@@ -204,7 +53,7 @@ def marks(n: int) -> str:
 ACCOUNT_COLUMNS = "id, name, currency, iban, account_number, csv_format, ledger_format, source, created_at, updated_at"
 
 
-async def upsert_config_account(db, acct: dict, now: str) -> None:
+async def upsert_config_account(db, acct: dict, now: float) -> None:
     """Make the row of an account defined in the config file match the file."""
     await db.execute(
         "INSERT INTO recon_accounts (tenant_id, id, name, currency, iban, account_number, csv_format, ledger_format,"
@@ -216,7 +65,7 @@ async def upsert_config_account(db, acct: dict, now: str) -> None:
          acct["csv_format"], acct["ledger_format"], now, now))
 
 
-async def create_account(db, tenant: str, acct: dict, now: str) -> bool:
+async def create_account(db, tenant: str, acct: dict, now: float) -> bool:
     """Insert an API-created account; False when the id is taken."""
     async with db.transaction() as tx:
         if await tx.fetchone("SELECT 1 FROM recon_accounts WHERE tenant_id=? AND id=?", (tenant, acct["id"])):
@@ -256,7 +105,7 @@ async def known_dedup_keys(tx, tenant: str, account_id: str, keys: list[str]) ->
     return found
 
 
-async def insert_lines(tx, tenant: str, account_id: str, import_id: str, lines: list[dict], now: str) -> None:
+async def insert_lines(tx, tenant: str, account_id: str, import_id: str, lines: list[dict], now: float) -> None:
     await tx.executemany(
         "INSERT INTO recon_bank_lines (tenant_id, account_id, import_id, booking_date, value_date, amount, currency,"
         " counterparty_name, counterparty_account, remittance, end_to_end_id, bank_reference, dedup_key, raw, location,"
@@ -298,7 +147,7 @@ async def ledger_by_external_ids(tx, tenant: str, account_id: str, ext_ids: list
     return out
 
 
-async def insert_entries(tx, tenant: str, account_id: str, entries: list[dict], now: str) -> None:
+async def insert_entries(tx, tenant: str, account_id: str, entries: list[dict], now: float) -> None:
     await tx.executemany(
         "INSERT INTO recon_ledger_entries (tenant_id, account_id, external_id, date, amount, currency, counterparty,"
         " reference, description, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -306,7 +155,7 @@ async def insert_entries(tx, tenant: str, account_id: str, entries: list[dict], 
           e["description"], now, now) for e in entries])
 
 
-async def update_entries(tx, tenant: str, account_id: str, entries: list[dict], now: str) -> None:
+async def update_entries(tx, tenant: str, account_id: str, entries: list[dict], now: float) -> None:
     await tx.executemany(
         "UPDATE recon_ledger_entries SET date=?, amount=?, currency=?, counterparty=?, reference=?, description=?,"
         " updated_at=? WHERE tenant_id=? AND account_id=? AND external_id=? AND match_id IS NULL",
@@ -347,7 +196,7 @@ async def items_by_id(db, tenant: str, account_id: str, side: str, ids: list[int
 
 async def create_match(tx, tenant: str, account_id: str, *, run_id: str | None, kind: str, rule: str, score: float,
                        explanation: str, adjustment: Decimal, bank_ids: list[int], ledger_ids: list[int], actor: str,
-                       now: str) -> str:
+                       now: float) -> str:
     """Record a match and close its items; :class:`Conflict` if any is not open."""
     match_id = new_id("m")
     # A savepoint, so a conflict on the last item undoes the first ones and
@@ -383,7 +232,7 @@ async def open_ids(tx, tenant: str, account_id: str) -> tuple[set[int], set[int]
 
 
 async def create_matches_bulk(tx, tenant: str, account_id: str, matches: list[dict], *, run_id: str, actor: str,
-                              now: str) -> tuple[list[dict], int]:
+                              now: float) -> tuple[list[dict], int]:
     """Record many automatic matches at once; returns (created, skipped).
 
     A run writes tens of thousands of matches: one statement per match and
@@ -417,7 +266,7 @@ async def create_matches_bulk(tx, tenant: str, account_id: str, matches: list[di
     return created, skipped
 
 
-async def undo_match(tx, tenant: str, account_id: str, match_id: str, actor: str, now: str) -> bool:
+async def undo_match(tx, tenant: str, account_id: str, match_id: str, actor: str, now: float) -> bool:
     """Mark a match undone and reopen exactly its items; False if not active."""
     cur = await tx.execute(
         "UPDATE recon_matches SET status='undone', undone_at=?, undone_by=? WHERE tenant_id=? AND account_id=? AND id=?"
@@ -478,30 +327,16 @@ async def with_items(db, tenant: str, account_id: str, matches: list[dict]) -> l
     for r in links:
         m = by_id[r["match_id"]]
         if r["side"] == "bank" and r["item_id"] in lines:
-            m["statement_lines"].append(public_line(lines[r["item_id"]]))
+            m["statement_lines"].append(lines[r["item_id"]])
         elif r["side"] == "ledger" and r["item_id"] in entries:
-            m["ledger_entries"].append(public_entry(entries[r["item_id"]]))
+            m["ledger_entries"].append(entries[r["item_id"]])
     return matches
-
-
-def public_line(row: dict) -> dict:
-    out = {k: row[k] for k in ("id", "booking_date", "value_date", "amount", "currency", "counterparty_name",
-                               "counterparty_account", "remittance", "end_to_end_id", "bank_reference")}
-    out["side"] = "bank"
-    return out
-
-
-def public_entry(row: dict) -> dict:
-    out = {k: row[k] for k in ("id", "external_id", "date", "amount", "currency", "counterparty", "reference",
-                               "description")}
-    out["side"] = "ledger"
-    return out
 
 
 # --- suggestions ------------------------------------------------------------------------------
 
 
-async def replace_suggestions(tx, tenant: str, account_id: str, run_id: str, suggestions: list[dict], now: str) -> None:
+async def replace_suggestions(tx, tenant: str, account_id: str, run_id: str, suggestions: list[dict], now: float) -> None:
     """A run's suggestions supersede the previous run's open ones."""
     await tx.execute("UPDATE recon_suggestions SET status='stale' WHERE tenant_id=? AND account_id=? AND status='open'",
                      (tenant, account_id))
@@ -514,7 +349,7 @@ async def replace_suggestions(tx, tenant: str, account_id: str, run_id: str, sug
 
 
 async def stale_rivals(tx, tenant: str, account_id: str, bank_ids: list, ledger_ids: list, actor: str,
-                       now: str) -> None:
+                       now: float) -> None:
     """Open suggestions that share an item with a new match can no longer be accepted: mark them stale."""
     if not bank_ids and not ledger_ids:
         return
@@ -550,8 +385,8 @@ async def suggestions_with_items(db, tenant: str, account_id: str, suggestions: 
     lines = await items_by_id(db, tenant, account_id, "bank", sorted({i for s in suggestions for i in s["bank_ids"]}))
     entries = await items_by_id(db, tenant, account_id, "ledger", sorted({i for s in suggestions for i in s["ledger_ids"]}))
     for s in suggestions:
-        s["statement_lines"] = [public_line(lines[i]) for i in s["bank_ids"] if i in lines]
-        s["ledger_entries"] = [public_entry(entries[i]) for i in s["ledger_ids"] if i in entries]
+        s["statement_lines"] = [lines[i] for i in s["bank_ids"] if i in lines]
+        s["ledger_entries"] = [entries[i] for i in s["ledger_ids"] if i in entries]
     return suggestions
 
 
@@ -561,7 +396,7 @@ async def list_suggestions(db, tenant: str, account_id: str, *, run_id: str | No
     return await suggestions_with_items(db, tenant, account_id, [_suggestion(r) for r in rows])
 
 
-async def decide_suggestion(tx, tenant: str, suggestion_id: str, status: str, actor: str, now: str) -> None:
+async def decide_suggestion(tx, tenant: str, suggestion_id: str, status: str, actor: str, now: float) -> None:
     await tx.execute("UPDATE recon_suggestions SET status=?, decided_at=?, decided_by=? WHERE tenant_id=? AND id=?",
                      (status, now, actor, tenant, suggestion_id))
 
@@ -571,14 +406,14 @@ async def decide_suggestion(tx, tenant: str, suggestion_id: str, status: str, ac
 RUN_COLUMNS = "id, account_id, status, trigger, started_at, finished_at, counts, error"
 
 
-async def start_run(db, tenant: str, account_id: str, trigger: str, now: str) -> str:
+async def start_run(db, tenant: str, account_id: str, trigger: str, now: float) -> str:
     run_id = new_id("run")
     await db.execute("INSERT INTO recon_runs (id, tenant_id, account_id, status, trigger, started_at) VALUES (?,?,?,?,?,?)",
                      (run_id, tenant, account_id, "running", trigger, now))
     return run_id
 
 
-async def finish_run(tx, tenant: str, run_id: str, status: str, counts: dict, now: str, error: str | None = None) -> None:
+async def finish_run(tx, tenant: str, run_id: str, status: str, counts: dict, now: float, error: str | None = None) -> None:
     await tx.execute("UPDATE recon_runs SET status=?, finished_at=?, counts=?, error=? WHERE tenant_id=? AND id=?",
                      (status, now, json.dumps(counts), error, tenant, run_id))
 
@@ -593,7 +428,7 @@ async def get_run(db, tenant: str, account_id: str, run_id: str) -> dict | None:
     return out
 
 
-async def fail_interrupted_runs(db, now: str) -> None:
+async def fail_interrupted_runs(db, now: float) -> None:
     """Runs left 'running' by a crash will never finish: say so."""
     await db.execute("UPDATE recon_runs SET status='failed', finished_at=?, error='interrupted (daemon stopped)'"
                      " WHERE status='running'", (now,))
@@ -602,7 +437,7 @@ async def fail_interrupted_runs(db, now: str) -> None:
 # --- audit ----------------------------------------------------------------------------------------
 
 
-async def audit(tx, tenant: str, account_id: str, now: str, actor: str, action: str, object_id: str, details: dict) -> None:
+async def audit(tx, tenant: str, account_id: str, now: float, actor: str, action: str, object_id: str, details: dict) -> None:
     await tx.execute(
         "INSERT INTO recon_audit (tenant_id, account_id, at, actor, action, object_id, details) VALUES (?,?,?,?,?,?,?)",
         (tenant, account_id, now, actor, action, object_id, json.dumps(details, default=str)))

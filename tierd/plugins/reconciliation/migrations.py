@@ -1,0 +1,343 @@
+"""The reconciliation tables, as numbered migrations (applied in order, never edited once released).
+
+Migration 3 gives the current shape of every table: instants are ``REAL``
+unix seconds (the house convention, see docs/plugin-api.md), calendar dates
+``YYYY-MM-DD`` text, money ``str(Decimal)`` text.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS = [
+    # 1: accounts, imports, both sides of the ledger, runs, matches, suggestions, audit.
+    """
+    CREATE TABLE recon_accounts (
+        tenant_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        currency TEXT NOT NULL,
+        iban TEXT NOT NULL DEFAULT '',
+        account_number TEXT NOT NULL DEFAULT '',
+        csv_format TEXT,
+        ledger_format TEXT,
+        source TEXT NOT NULL,              -- 'config' or 'api'
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, id)
+    );
+    CREATE TABLE recon_imports (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        filename TEXT NOT NULL DEFAULT '',
+        format TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        new_lines INTEGER NOT NULL,
+        duplicate_lines INTEGER NOT NULL,
+        rejected_lines INTEGER NOT NULL,
+        report TEXT NOT NULL,              -- JSON: balances, rejected reasons
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL
+    );
+    CREATE INDEX recon_imports_account ON recon_imports(tenant_id, account_id, created_at);
+    CREATE TABLE recon_bank_lines (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        import_id TEXT NOT NULL,
+        booking_date TEXT NOT NULL,
+        value_date TEXT,
+        amount TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        counterparty_name TEXT NOT NULL DEFAULT '',
+        counterparty_account TEXT NOT NULL DEFAULT '',
+        remittance TEXT NOT NULL DEFAULT '',
+        end_to_end_id TEXT NOT NULL DEFAULT '',
+        bank_reference TEXT NOT NULL DEFAULT '',
+        dedup_key TEXT NOT NULL,
+        raw TEXT NOT NULL DEFAULT '',
+        location TEXT NOT NULL DEFAULT '',
+        match_id TEXT,
+        created_at TEXT NOT NULL,
+        UNIQUE (tenant_id, account_id, dedup_key)
+    );
+    CREATE INDEX recon_bank_open ON recon_bank_lines(tenant_id, account_id, match_id, booking_date);
+    CREATE TABLE recon_ledger_entries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        date TEXT NOT NULL,
+        amount TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        counterparty TEXT NOT NULL DEFAULT '',
+        reference TEXT NOT NULL DEFAULT '',
+        description TEXT NOT NULL DEFAULT '',
+        match_id TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (tenant_id, account_id, external_id)
+    );
+    CREATE INDEX recon_ledger_open ON recon_ledger_entries(tenant_id, account_id, match_id, date);
+    CREATE TABLE recon_runs (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        status TEXT NOT NULL,              -- running, completed, failed
+        trigger TEXT NOT NULL,             -- api, schedule, cli
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        counts TEXT NOT NULL DEFAULT '{}',
+        error TEXT
+    );
+    CREATE INDEX recon_runs_account ON recon_runs(tenant_id, account_id, started_at);
+    CREATE TABLE recon_matches (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        run_id TEXT,
+        kind TEXT NOT NULL,                -- auto, manual, accepted
+        rule TEXT NOT NULL,
+        score REAL NOT NULL,
+        explanation TEXT NOT NULL,
+        adjustment TEXT NOT NULL DEFAULT '0',
+        status TEXT NOT NULL,              -- active, undone
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        undone_at TEXT,
+        undone_by TEXT
+    );
+    CREATE INDEX recon_matches_account ON recon_matches(tenant_id, account_id, status, created_at);
+    CREATE INDEX recon_matches_run ON recon_matches(tenant_id, run_id);
+    CREATE TABLE recon_match_items (
+        match_id TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        side TEXT NOT NULL,                -- bank, ledger
+        item_id INTEGER NOT NULL,
+        PRIMARY KEY (match_id, side, item_id)
+    );
+    CREATE TABLE recon_suggestions (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        score REAL NOT NULL,
+        explanation TEXT NOT NULL,
+        adjustment TEXT NOT NULL DEFAULT '0',
+        bank_ids TEXT NOT NULL,            -- JSON list of line ids
+        ledger_ids TEXT NOT NULL,          -- JSON list of entry ids
+        status TEXT NOT NULL,              -- open, accepted, stale
+        created_at TEXT NOT NULL,
+        decided_at TEXT,
+        decided_by TEXT
+    );
+    CREATE INDEX recon_suggestions_account ON recon_suggestions(tenant_id, account_id, status);
+    CREATE TABLE recon_audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        object_id TEXT NOT NULL DEFAULT '',
+        details TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX recon_audit_account ON recon_audit(tenant_id, account_id, id);
+    """,
+]
+
+#: Every column holding a time, by table.
+TIME_COLUMNS = {
+    "recon_accounts": ("created_at", "updated_at"), "recon_imports": ("created_at",),
+    "recon_bank_lines": ("created_at",), "recon_ledger_entries": ("created_at", "updated_at"),
+    "recon_runs": ("started_at", "finished_at"), "recon_matches": ("created_at", "undone_at"),
+    "recon_suggestions": ("created_at", "decided_at"), "recon_audit": ("at",),
+}
+# 2: times written before as datetime.isoformat() ("...12:00:00+00:00", no
+# fraction when it was 0) take core's form ("...12:00:00.000000Z").
+MIGRATIONS.append("".join(
+    f"UPDATE {table} SET {col} = replace({col}, '+00:00', CASE WHEN {col} LIKE '%.%' THEN 'Z' ELSE '.000000Z' END)"
+    f" WHERE {col} LIKE '%+00:00';\n" for table, cols in TIME_COLUMNS.items() for col in cols))
+
+
+def _unix(col: str) -> str:
+    """SQL: the ISO text of ``col`` as unix seconds (NULL stays NULL).
+
+    Every time migration 2 left is core's ``YYYY-MM-DDTHH:MM:SS.ffffffZ``:
+    whole seconds and microseconds are added as integers and divided once,
+    so the REAL is exactly what :func:`tierd.core.clock.parse_iso` gives and
+    :func:`tierd.core.clock.iso` shows the same text as before (SQLite's own
+    date functions keep milliseconds only). Any other form SQLite can read
+    goes through ``julianday``, to the millisecond.
+    """
+    return (f"CASE WHEN {col} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
+            f".[0-9][0-9][0-9][0-9][0-9][0-9]Z'"
+            f" THEN (CAST(strftime('%s', substr({col}, 1, 19)) AS INTEGER) * 1000000"
+            f" + CAST(substr({col}, 21, 6) AS INTEGER)) / 1000000.0"
+            f" ELSE (julianday({col}) - 2440587.5) * 86400.0 END")
+
+
+def _rebuild(table: str, create: str, indexes: str = "", autoincrement: bool = False) -> str:
+    """SQL that rebuilds ``table`` as ``create`` says, its rows copied with every
+    instant column (``_INSTANTS``) turned into unix seconds.
+
+    SQLite cannot change a column's type, and a REAL written into a TEXT column
+    is stored as text: the table is made anew (the old one renamed aside first,
+    so the new one is created under its own name), copied, dropped; its
+    AUTOINCREMENT counter carries over so ids are never reused.
+    """
+    names = [line.split()[0] for line in create.strip().splitlines()[1:-1]
+             if line.split()[0] not in ("PRIMARY", "UNIQUE")]
+    select = ", ".join(_unix(n) if n in _INSTANTS[table] else n for n in names)
+    sql = (f"ALTER TABLE {table} RENAME TO {table}_v2;\n{create.strip()};\n"
+           f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM {table}_v2;\n")
+    if autoincrement:
+        sql += (f"DELETE FROM sqlite_sequence WHERE name = '{table}';\n"
+                f"INSERT INTO sqlite_sequence (name, seq) SELECT '{table}', seq FROM sqlite_sequence"
+                f" WHERE name = '{table}_v2';\n")
+    return sql + f"DROP TABLE {table}_v2;\n{indexes.strip()}\n"
+
+
+#: The instant columns of each table in migration 3 (a frozen copy: later
+#: migrations must not change what migration 3 did).
+_INSTANTS = {
+    "recon_accounts": ("created_at", "updated_at"), "recon_imports": ("created_at",),
+    "recon_bank_lines": ("created_at",), "recon_ledger_entries": ("created_at", "updated_at"),
+    "recon_runs": ("started_at", "finished_at"), "recon_matches": ("created_at", "undone_at"),
+    "recon_suggestions": ("created_at", "decided_at"), "recon_audit": ("at",),
+}
+
+# 3: instants become REAL unix seconds, as webhooks and notifications store
+# them (cheap to compare, index and join); the API still answers ISO text.
+MIGRATIONS.append("".join([
+    _rebuild("recon_accounts", """
+    CREATE TABLE recon_accounts (
+        tenant_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        currency TEXT NOT NULL,
+        iban TEXT NOT NULL DEFAULT '',
+        account_number TEXT NOT NULL DEFAULT '',
+        csv_format TEXT,
+        ledger_format TEXT,
+        source TEXT NOT NULL,              -- 'config' or 'api'
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (tenant_id, id)
+    )"""),
+    _rebuild("recon_imports", """
+    CREATE TABLE recon_imports (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        filename TEXT NOT NULL DEFAULT '',
+        format TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        new_lines INTEGER NOT NULL,
+        duplicate_lines INTEGER NOT NULL,
+        rejected_lines INTEGER NOT NULL,
+        report TEXT NOT NULL,              -- JSON: balances, rejected reasons
+        created_at REAL NOT NULL,
+        created_by TEXT NOT NULL
+    )""", "CREATE INDEX recon_imports_account ON recon_imports(tenant_id, account_id, created_at);"),
+    _rebuild("recon_bank_lines", """
+    CREATE TABLE recon_bank_lines (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        import_id TEXT NOT NULL,
+        booking_date TEXT NOT NULL,
+        value_date TEXT,
+        amount TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        counterparty_name TEXT NOT NULL DEFAULT '',
+        counterparty_account TEXT NOT NULL DEFAULT '',
+        remittance TEXT NOT NULL DEFAULT '',
+        end_to_end_id TEXT NOT NULL DEFAULT '',
+        bank_reference TEXT NOT NULL DEFAULT '',
+        dedup_key TEXT NOT NULL,
+        raw TEXT NOT NULL DEFAULT '',
+        location TEXT NOT NULL DEFAULT '',
+        match_id TEXT,
+        created_at REAL NOT NULL,
+        UNIQUE (tenant_id, account_id, dedup_key)
+    )""", "CREATE INDEX recon_bank_open ON recon_bank_lines(tenant_id, account_id, match_id, booking_date);",
+        autoincrement=True),
+    _rebuild("recon_ledger_entries", """
+    CREATE TABLE recon_ledger_entries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        date TEXT NOT NULL,
+        amount TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        counterparty TEXT NOT NULL DEFAULT '',
+        reference TEXT NOT NULL DEFAULT '',
+        description TEXT NOT NULL DEFAULT '',
+        match_id TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        UNIQUE (tenant_id, account_id, external_id)
+    )""", "CREATE INDEX recon_ledger_open ON recon_ledger_entries(tenant_id, account_id, match_id, date);",
+        autoincrement=True),
+    _rebuild("recon_runs", """
+    CREATE TABLE recon_runs (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        status TEXT NOT NULL,              -- running, completed, failed
+        trigger TEXT NOT NULL,             -- api, schedule, cli
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        counts TEXT NOT NULL DEFAULT '{}',
+        error TEXT
+    )""", "CREATE INDEX recon_runs_account ON recon_runs(tenant_id, account_id, started_at);"),
+    _rebuild("recon_matches", """
+    CREATE TABLE recon_matches (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        run_id TEXT,
+        kind TEXT NOT NULL,                -- auto, manual, accepted
+        rule TEXT NOT NULL,
+        score REAL NOT NULL,
+        explanation TEXT NOT NULL,
+        adjustment TEXT NOT NULL DEFAULT '0',
+        status TEXT NOT NULL,              -- active, undone
+        created_at REAL NOT NULL,
+        created_by TEXT NOT NULL,
+        undone_at REAL,
+        undone_by TEXT
+    )""", """
+    CREATE INDEX recon_matches_account ON recon_matches(tenant_id, account_id, status, created_at);
+    CREATE INDEX recon_matches_run ON recon_matches(tenant_id, run_id);"""),
+    _rebuild("recon_suggestions", """
+    CREATE TABLE recon_suggestions (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        score REAL NOT NULL,
+        explanation TEXT NOT NULL,
+        adjustment TEXT NOT NULL DEFAULT '0',
+        bank_ids TEXT NOT NULL,            -- JSON list of line ids
+        ledger_ids TEXT NOT NULL,          -- JSON list of entry ids
+        status TEXT NOT NULL,              -- open, accepted, stale
+        created_at REAL NOT NULL,
+        decided_at REAL,
+        decided_by TEXT
+    )""", "CREATE INDEX recon_suggestions_account ON recon_suggestions(tenant_id, account_id, status);"),
+    _rebuild("recon_audit", """
+    CREATE TABLE recon_audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        object_id TEXT NOT NULL DEFAULT '',
+        details TEXT NOT NULL DEFAULT '{}'
+    )""", "CREATE INDEX recon_audit_account ON recon_audit(tenant_id, account_id, id);", autoincrement=True),
+]))
