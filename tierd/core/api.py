@@ -92,7 +92,9 @@ class Route:
     ``body``: the JSON body as a :mod:`tierd.core.schema` field (usually an
     ``Obj``), validated by core before the handler runs (see :func:`body_of`);
     :data:`NO_BODY` for a POST/PUT that takes none; None (undeclared) for
-    a GET or DELETE. ``response`` is an optional JSON-schema fragment for the
+    a GET or DELETE. ``body_check(request, value) -> [SchemaError]`` finds
+    what only the running configuration refuses (a destination, a layout
+    name); core runs it with the schema, so that every error comes in one answer. ``response`` is an optional JSON-schema fragment for the
     OpenAPI document; ``params`` describes query parameters ``{name: description}``
     (a paged list adds :data:`PAGED`); ``statuses`` are the success statuses
     the document declares.
@@ -104,6 +106,7 @@ class Route:
     auth: str = "tenant"
     summary: str = ""
     body: Field | None = None
+    body_check: Callable[[web.Request, Any], list[SchemaError]] | None = None
     response: dict | None = None
     params: dict[str, str] = dataclasses.field(default_factory=dict)
     tag: str = ""
@@ -183,13 +186,16 @@ async def read_json(request: web.Request, required: bool = True) -> dict:
     return body
 
 
-async def read_body(request: web.Request, schema: Field):
-    """The body validated against ``schema``, defaults filled in; core calls it
-    for a route that declares its body. An empty body reads as ``{}`` (so a
-    missing required key is named). 400 ``invalid_json`` for text that is not
-    JSON; 422 ``invalid_body`` (:func:`invalid_body`) listing every error."""
+async def read_body(request: web.Request, schema: Field, check=None):
+    """The body validated against ``schema`` (and ``check``, a route's ``body_check``),
+    defaults filled in; core calls it for a route that declares its body. An empty
+    body reads as ``{}`` (so a missing required key is named). 400 ``invalid_json``
+    for text that is not JSON; 422 ``invalid_body`` (:func:`invalid_body`) listing every error."""
     raw = await _read_raw(request)
     clean, errors = validate(schema, _decode(raw) if raw.strip() else {})
+    if check is not None and isinstance(clean, dict):
+        # With the schema's errors too: what is invalid there is None here.
+        errors += check(request, clean)
     if errors:
         raise invalid_body(errors)
     return clean
@@ -197,8 +203,7 @@ async def read_body(request: web.Request, schema: Field):
 
 def invalid_body(errors: list[SchemaError]) -> ApiError:
     """The 422 ``invalid_body`` error for these problems, each ``{"path", "message"}``
-    in ``details``: also what a handler raises for a check of a body field that
-    needs the running configuration (e.g. a URL the destination policy refuses)."""
+    in ``details`` (what core answers for a body that breaks its declaration)."""
     shown = "; ".join(map(str, errors[:5])) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
     return ApiError(422, "invalid_body", f"invalid body: {shown}",
                     details=[{"path": format_path(e.path), "message": e.message} for e in errors])

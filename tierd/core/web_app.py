@@ -185,7 +185,7 @@ def with_auth(route: Route, auth: Authenticator):
                 request[CALLER_KEY] = Caller(False, found[0], found[1], on_behalf_of)
         if schema is not None:
             # After authentication: a caller without a valid token learns nothing about the body.
-            request[BODY_KEY] = await read_body(request, schema)
+            request[BODY_KEY] = await read_body(request, schema, route.body_check)
         return await handler(request)
 
     return wrapped

@@ -12,8 +12,8 @@ import json
 import secrets
 
 from tierd.core.api import (
-    PAGED, ApiError, Route, actor_of, body_of, daemon_of, int_cursor, invalid_body, iso_time, json_response, page,
-    page_params, query_choice, tenant_scope,
+    PAGED, ApiError, Route, actor_of, body_of, daemon_of, int_cursor, iso_time, json_response, page, page_params,
+    query_choice, tenant_scope,
 )
 from tierd.core.clock import iso
 from tierd.core.schema import Bool, Enum, Instant, Obj, SchemaError, Str
@@ -161,14 +161,22 @@ SILENCE_BODY = Obj({
 })
 
 
+def _silence_times(request, body: dict) -> list[SchemaError]:
+    """The body_check of a silence: it must end in the future (the daemon's clock) and after it starts."""
+    if body["ends_at"] is None:
+        return []
+    now = daemon_of(request).clock.time()
+    if body["ends_at"] <= max(body["starts_at"] or now, now):
+        return [SchemaError(("ends_at",), "must be in the future and after starts_at")]
+    return []
+
+
 async def create_silence(request):
     daemon = daemon_of(request)
     body = body_of(request)
     now = daemon.clock.time()
     starts = now if body["starts_at"] is None else body["starts_at"]
     ends = body["ends_at"]
-    if ends <= max(starts, now):
-        raise invalid_body([SchemaError(("ends_at",), "must be in the future and after starts_at")])
     row = {"id": "sil_" + secrets.token_urlsafe(9), "tenant_id": tenant_scope(request),
            "matchers": {k: v for k, v in body["matchers"].items() if v not in (None, {}, [])},
            "starts_at": starts, "ends_at": ends, "comment": body["comment"],
@@ -215,7 +223,7 @@ def routes() -> list[Route]:
               params={"all": "1|true: also ended silences"}),
         Route("POST", "/v1/notifications/silences", create_silence, auth="tenant", tag=tag,
               summary="Mute notifications matching matchers until ends_at",
-              statuses=(201,), body=SILENCE_BODY),
+              statuses=(201,), body=SILENCE_BODY, body_check=_silence_times),
         Route("DELETE", "/v1/notifications/silences/{id}", delete_silence, auth="tenant", tag=tag,
               summary="Delete a silence"),
         Route("GET", "/v1/notifications/{id}", get_notification, auth="tenant", tag=tag,

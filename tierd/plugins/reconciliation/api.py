@@ -12,8 +12,8 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from tierd.core.api import (
-    NO_BODY, PAGED, ApiError, Route, actor_of, body_of, daemon_of, int_cursor, invalid_body, json_response, page,
-    page_params, query_choice, require_tenant,
+    NO_BODY, PAGED, ApiError, Route, actor_of, body_of, daemon_of, int_cursor, json_response, page, page_params,
+    query_choice, require_tenant,
 )
 from tierd.core.registry import StatementError
 from tierd.core.schema import Decimal as DecimalField, Int, List, Obj, SchemaError, Str
@@ -62,16 +62,18 @@ ACCOUNT_BODY = Obj({
 })
 
 
+def _known_layouts(request, body: dict) -> list[SchemaError]:
+    """The body_check of an account: its layouts must be defined in the running configuration."""
+    cfg = section(daemon_of(request).config)
+    return [SchemaError((key,), f"{body[key]!r} is not defined in reconciliation.{table}")
+            for key, table in (("csv_format", "csv_formats"), ("ledger_format", "ledger_formats"))
+            if body[key] is not None and body[key] not in cfg[table]]
+
+
 async def create_account(request):
     tenant = require_tenant(request)
     daemon = daemon_of(request)
     body = body_of(request)
-    cfg = section(daemon.config)
-    unknown = [SchemaError((key,), f"{body[key]!r} is not defined in reconciliation.{table}")
-               for key, table in (("csv_format", "csv_formats"), ("ledger_format", "ledger_formats"))
-               if body[key] is not None and body[key] not in cfg[table]]
-    if unknown:
-        raise invalid_body(unknown)
     if not await daemon.tenant_exists(tenant):
         raise ApiError(404, "not_found", f"no tenant {tenant!r}")
     acct = {"id": body["id"], "name": body.get("name") or "", "currency": body["currency"],
@@ -352,7 +354,7 @@ def routes() -> list[Route]:
     spec = [
         ("GET", PREFIX, list_accounts, "List reconciliation accounts", {}, {}),
         ("POST", PREFIX, create_account, "Create a reconciliation account", {},
-         {"body": ACCOUNT_BODY, **created}),
+         {"body": ACCOUNT_BODY, "body_check": _known_layouts, **created}),
         ("GET", a, get_account, "Get an account", {}, {}),
         ("POST", a + "/statements", import_statement, "Import a statement file (raw body or multipart)",
          {"format": "importer name (camt053, mt940, ofx, csv, ...); detected when absent",

@@ -11,8 +11,8 @@ import re
 from urllib.parse import urlsplit
 
 from tierd.core.api import (
-    NO_BODY, PAGED, ApiError, Route, actor_of, body_of, daemon_of, int_cursor, invalid_body, iso_time, json_response,
-    page, page_params, query_choice, require_tenant,
+    NO_BODY, PAGED, ApiError, Route, actor_of, body_of, daemon_of, int_cursor, iso_time, json_response, page,
+    page_params, query_choice, require_tenant,
 )
 from tierd.core.clock import iso
 from tierd.core.schema import (
@@ -51,7 +51,7 @@ def _keys(secret: str) -> dict:
 # --- request bodies --------------------------------------------------------------------------
 # Declared with core's schema fields: core validates them before a handler runs
 # and writes them into the OpenAPI document. What depends on the running
-# configuration (http:// allowed, refused destinations) is checked by the handler.
+# configuration (http:// allowed, refused destinations) is the routes' body_check.
 
 
 class _EndpointUrl(Str):
@@ -186,11 +186,13 @@ def _url_refusal(url: str, settings: dict, policy) -> str | None:
     return f"points at a refused destination: {why} (see webhooks.allow_destinations)" if why else None
 
 
-def check_url(fields: dict, settings: dict, policy) -> None:
-    """422 ``invalid_body`` for a URL the configuration refuses (the body itself was valid)."""
-    why = "url" in fields and _url_refusal(fields["url"], settings, policy)
-    if why:
-        raise invalid_body([SchemaError(("url",), why)])
+def url_refusals(request, body: dict) -> list[SchemaError]:
+    """The body_check of a creation or change: a valid URL the running configuration refuses."""
+    if body.get("url") is None:
+        return []
+    module = runtime.of(daemon_of(request))
+    why = _url_refusal(body["url"], module.settings, module.dispatcher.policy)
+    return [SchemaError(("url",), why)] if why else []
 
 
 def _host_name_problem(host: str) -> str | None:
@@ -253,7 +255,6 @@ def routes() -> list[Route]:
     async def create(request):
         tenant, module = context(request)
         fields = dict(body_of(request))
-        check_url(fields, module.settings, module.dispatcher.policy)
         signing = fields.pop("signing", None) or "hmac-sha256"
         secret = fields.pop("secret", None) or new_secret(signing)
         endpoint = await module.store.create_endpoint(tenant, fields, secret, module.daemon.clock.time())
@@ -274,7 +275,6 @@ def routes() -> list[Route]:
         tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
         fields = body_of(request)
-        check_url(fields, module.settings, module.dispatcher.policy)
         updated = await module.store.update_endpoint(tenant, endpoint["id"], fields, module.daemon.clock.time())
         moved = {"previous_url": endpoint["url"]} if updated["url"] != endpoint["url"] else {}
         await module.changed(updated, "updated", actor_of(request), fields=sorted(fields), **moved)
@@ -395,11 +395,11 @@ def routes() -> list[Route]:
     one = "/v1/webhooks/{id}"
     return [
         Route("POST", "/v1/webhooks", create, summary="Create a webhook endpoint (answers its secret)", tag=TAG,
-              body=CREATE_BODY, statuses=(201,)),
+              body=CREATE_BODY, body_check=url_refusals, statuses=(201,)),
         Route("GET", "/v1/webhooks", list_endpoints, summary="List webhook endpoints", tag=TAG, params=PAGED),
         Route("GET", one, get_endpoint, summary="One webhook endpoint", tag=TAG),
         Route("PUT", one, update_endpoint, summary="Change a webhook endpoint (fields given only)", tag=TAG,
-              body=UPDATE_BODY),
+              body=UPDATE_BODY, body_check=url_refusals),
         Route("DELETE", one, delete_endpoint, summary="Delete a webhook endpoint and its history", tag=TAG),
         Route("GET", one + "/secret", get_secret, summary="The endpoint's signing secret", tag=TAG),
         Route("POST", one + "/rotate-secret", rotate_secret,
