@@ -310,7 +310,7 @@ async def _page_of(db, table: str, columns: str, tenant: str, account_id: str, r
 
 
 async def with_items(db, tenant: str, account_id: str, matches: list[dict]) -> list[dict]:
-    """Attach ``statement_lines`` and ``ledger_entries`` to each match."""
+    """Attach ``statement_lines`` and ``ledger_entries`` (their rows as stored) to each match."""
     if not matches:
         return matches
     ids = [m["id"] for m in matches]
