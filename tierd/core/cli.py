@@ -16,6 +16,7 @@ from tierd.core.cli_helpers import CliContext, json_option, pass_cli
 from tierd.core.config import ConfigError
 from tierd.core.logs import setup_logging
 from tierd.core.plugins import make_plugin_manager
+from tierd.core.registry import RegistryError
 
 
 @click.group()
@@ -46,6 +47,9 @@ def run(cli_ctx, log_level):
     except (ConfigError, click.ClickException) as exc:  # the latter: --config names no file
         reason = exc.message if isinstance(exc, click.ClickException) else f"invalid configuration:\n{exc}"
         click.echo(f"tierd: refusing to start: {reason}", err=True)
+        sys.exit(1)
+    except RegistryError as exc:  # a plugin registered something malformed: say which, without a traceback
+        click.echo(f"tierd: refusing to start: {exc}", err=True)
         sys.exit(1)
     if log_level:
         config["logging"]["level"] = log_level.upper()
@@ -318,6 +322,29 @@ def events_list(cli_ctx, tenant, type_, limit, as_json):
     """List recent events."""
     data = cli_ctx.api.get("/v1/events", tenant=tenant, params={"type": type_, "limit": limit})
     cli_ctx.output(data["data"], ["id", "tenant", "type", "created_at"], as_json)
+
+
+@events.command("types")
+@click.option("--tenant", help="Also list this tenant's own types, as seen in its latest events.")
+@json_option
+@pass_cli
+def events_types(cli_ctx, tenant, as_json):
+    """List the event types plugins declare, and a tenant's own as seen."""
+    entries, cursor = [], None
+    while True:
+        data = cli_ctx.api.get("/v1/event-types", tenant=tenant, params={"limit": 500, "cursor": cursor})
+        entries += data["data"]
+        cursor = data["next_cursor"]
+        if not cursor:
+            break
+    if not as_json:
+        entries = [e | {
+            "from": e["plugin"] or "seen",
+            "flags": ",".join(flag for flag, on in (("operator-alert", e["operator_alert"]),
+                                                    ("no-webhook", not e["webhook"])) if on) or "-",
+        } for e in entries]
+    columns = ["name", "from", "severity", "flags"] + (["last_seen_at"] if tenant else []) + ["description"]
+    cli_ctx.output(entries, columns, as_json)
 
 
 @cli.command()

@@ -27,6 +27,7 @@ from tierd.core.api import (
     BODY_KEY, CALLER_KEY, DAEMON_KEY, MAX_BODY_KEY, NO_BODY, PAGED, ApiError, Caller, Route, body_of, json_response,
     page, page_params, read_body, int_cursor, require_tenant, tenant_scope,
 )
+from tierd.core.event_types import catalogue
 from tierd.core.events import TYPE_RE
 from tierd.core.openapi import build_openapi
 from tierd.core.plugins import get_plugins
@@ -269,6 +270,13 @@ def core_routes(daemon) -> list[Route]:
             raise ApiError(404, "not_found", f"no event {request.match_info['id']}")
         return json_response(event.to_json())
 
+    async def list_event_types(request):
+        # Declared types for everyone; a tenant's own as seen (the admin's: ?tenant= or Tierd-Tenant).
+        limit, cursor = page_params(request)
+        entries = [e for e in await catalogue(daemon.registries, daemon.db, tenant_scope(request))
+                   if cursor is None or e["name"] > cursor]
+        return json_response(page(entries[:limit + 1], limit, lambda e: e["name"]))
+
     def tenant_call(fn):
         async def call(*args):
             try:
@@ -317,6 +325,9 @@ def core_routes(daemon) -> list[Route]:
         Route("GET", "/v1/events", list_events, summary="List events", tag="events",
               params=PAGED | {"type": "type pattern, e.g. invoice.*"}),
         Route("GET", "/v1/events/{id}", get_event, summary="One event", tag="events"),
+        Route("GET", "/v1/event-types", list_event_types, tag="events", params=PAGED,
+              summary="The event types plugins declare (description, severity, flags, data schema), and the "
+                      "tenant's own as seen in its latest events"),
         Route("GET", "/v1/admin/tenants", admin_list_tenants, auth="admin", summary="List tenants", tag="admin"),
         Route("POST", "/v1/admin/tenants", admin_create_tenant, auth="admin", summary="Create a tenant", tag="admin",
               statuses=(201,), body=TENANT_BODY),

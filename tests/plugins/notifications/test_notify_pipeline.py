@@ -9,7 +9,8 @@ import pytest
 from aiohttp import web
 
 from tierd.core.clock import FakeClock
-from tierd.core.registry import Channel
+from tierd.core.plugins import make_plugin_manager
+from tierd.core.registry import Channel, collect_registries
 from tierd.core.schema import validate
 from tierd.core.storage import CORE_MIGRATIONS, Database
 from tierd.plugins.notifications import store
@@ -29,6 +30,7 @@ class Exploding(Channel):
 
 class Regs:
     channels = {c.type_name: c for c in BUILTIN} | {"exploding": Exploding}
+    event_types = collect_registries(make_plugin_manager(load_entrypoints=False)).event_types
 
 
 class Harness:

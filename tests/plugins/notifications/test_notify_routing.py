@@ -2,10 +2,15 @@
 
 import pytest
 
+from tierd.core.plugins import make_plugin_manager
+from tierd.core.registry import collect_registries
 from tierd.core.schema import validate
 from tierd.plugins.notifications.config import make_schema
 from tierd.plugins.notifications.routing import Matcher, RoutingTree, condition_errors
 from tierd.plugins.notifications.runtime import build_tree
+
+#: The event types the built-in plugins declare, with their default texts and flags.
+DECLARED = collect_registries(make_plugin_manager(load_entrypoints=False)).event_types
 
 
 def ev(type_="invoice.paid", tenant="acme", **data):
@@ -26,7 +31,7 @@ def section(routes, channels=("a", "b", "c"), **extra):
 
 
 def reached(sec, event):
-    return [(m.id, m.channels) for m in build_tree(sec).evaluate(event)]
+    return [(m.id, m.channels) for m in build_tree(sec, DECLARED).evaluate(event)]
 
 
 @pytest.mark.parametrize("match,event,expected", [
@@ -79,7 +84,7 @@ def test_children_inherit_and_refine():
             {"name": "eur", "match": {"data": {"currency": "EUR"}}},
         ],
     }])
-    tree = build_tree(sec)
+    tree = build_tree(sec, DECLARED)
     big = tree.by_id["big"].settings
     assert big["channels"] == ["b", "c"] and big["group_wait"] == 5.0
     assert big["group_by"] == ["type"] and big["throttle"] == {"max": 5, "per": 3600.0}
@@ -100,7 +105,7 @@ def test_operator_alerts_route_in_one_line():
     # The operator route continues: the admin's own routes still see the event.
     assert got == [("operator_alerts", ["a"]), ("0", ["b"])]
     assert reached(sec, ev("invoice.paid")) == [("0", ["b"])]
-    tree = build_tree(sec)
+    tree = build_tree(sec, DECLARED)
     assert tree.by_id["operator_alerts"].settings["group_by"] == ["type"]
 
 

@@ -86,7 +86,7 @@ def routes():
     """The routing tree."""
 
 
-def explain(section: dict, event: dict, when: dt.datetime | None = None) -> list[dict]:
+def explain(section: dict, event: dict, event_types: dict, when: dt.datetime | None = None) -> list[dict]:
     """What the routing tree does with ``event`` (pure; used by `routes test`)."""
     from .grouping import group_labels
     from .runtime import build_tree
@@ -95,7 +95,7 @@ def explain(section: dict, event: dict, when: dt.datetime | None = None) -> list
     when = when or dt.datetime.now(dt.timezone.utc)
     intervals = TimeIntervals(section.get("time_intervals"))
     out = []
-    for match in build_tree(section).evaluate(event):
+    for match in build_tree(section, event_types).evaluate(event):
         s = match.route.settings
         out.append({
             "route": match.id, "path": " > ".join(match.path), "channels": match.channels,
@@ -121,7 +121,8 @@ def routes_test(cli, event_file, as_json):
         raise click.ClickException(f"{event_file.name}: expected an object with at least a \"type\"")
     event = {"id": event.get("id", "evt_test"), "tenant": event.get("tenant", ""), "type": event["type"],
              "data": event.get("data") or {}, "created_at": event.get("created_at", "")}
-    result = explain(cli.config["notifications"], event)
+    _, registries, config = cli.load()
+    result = explain(config["notifications"], event, registries.event_types)
     if as_json:
         cli.output({"event": event, "routes": result}, as_json=True)
         return

@@ -17,9 +17,6 @@ from .templates import check_template
 #: Keys every channel instance may have, besides its type's own.
 COMMON_CHANNEL_KEYS = ("type", "subject", "body", "html")
 
-#: The event types an operator-alert route sends to people.
-OPERATOR_EVENT_TYPES = ["webhook.endpoint.disabled", "reconciliation.exceptions", "webhook.delivery.failed"]
-
 #: Out of the box the daemon's own alerts go to its log, as config/tierd.yaml says: the default
 #: channels are this one, and operator_alerts left out means it whenever a channel has its name.
 JOURNAL = "journal"
@@ -83,9 +80,9 @@ def make_schema(registries) -> Obj:
         "routes": List(ROUTE_SCHEMA, default=[], doc="The routing tree (first match wins unless continue)"),
         "time_intervals": Map(TIME_INTERVALS_SCHEMA, default={}, doc="Named weekday/hour windows"),
         "operator_alerts": OneOf(Str(), List(Str()), default=None,
-                                 doc="Channel(s) receiving the daemon's own alerts ("
-                                     + ", ".join(OPERATOR_EVENT_TYPES) + "); default: journal if defined,"
-                                     " [] for none"),
+                                 doc="Channel(s) receiving the daemon's own alerts (the event types their"
+                                     " plugins declare as operator alerts: `tierd events types`); default:"
+                                     " journal if defined, [] for none"),
         "operator_group_wait": Duration(default="30s", doc="Group window of operator alerts"),
         "retry": Obj({
             "max_attempts": Int(default=8, min=1, doc="Attempts before a notification is failed"),

@@ -5,28 +5,34 @@ intervals and templates. Rebuilt on reload; pure except for channel objects.
 from __future__ import annotations
 
 import logging
+from typing import Mapping
 
+from tierd.core.registry import EventType
 from tierd.core.schema import validate
 
-from .config import OPERATOR_EVENT_TYPES, validate_channel
+from .config import validate_channel
 from .routing import ROUTE_SCHEMA, RoutingTree
 from .silences import TimeIntervals
-from .templates import DEFAULT_SEVERITY, TemplateSpec
+from .templates import TemplateSpec
 
 log = logging.getLogger("tierd.notifications")
 
 OPERATOR_ROUTE = "operator_alerts"
 
 
-def operator_route(section: dict) -> dict | None:
-    """The route ``operator_alerts: CHANNEL(S)`` stands for, or None when off."""
+def operator_route(section: dict, event_types: Mapping[str, EventType]) -> dict | None:
+    """The route ``operator_alerts: CHANNEL(S)`` stands for, or None when off.
+
+    It takes the event types their plugins declare as operator alerts.
+    """
     target = section.get("operator_alerts")
-    if not target:
+    alerts = sorted(name for name, t in event_types.items() if t.operator_alert)
+    if not target or not alerts:
         return None
     channels = [target] if isinstance(target, str) else list(target)
     clean, errors = validate(ROUTE_SCHEMA, {
         "name": OPERATOR_ROUTE,
-        "match": {"type": OPERATOR_EVENT_TYPES},
+        "match": {"type": alerts},
         "channels": channels,
         # A storm of delivery failures becomes one message per type and tenant.
         "group_by": ["type"],
@@ -40,8 +46,9 @@ def operator_route(section: dict) -> dict | None:
     return clean
 
 
-def build_tree(section: dict) -> RoutingTree:
-    op = operator_route(section)
+def build_tree(section: dict, event_types: Mapping[str, EventType]) -> RoutingTree:
+    """The routing tree of ``section``; ``event_types``: the declared ones, by name."""
+    op = operator_route(section, event_types)
     return RoutingTree(section.get("routes") or [], first=[op] if op else [])
 
 
@@ -50,7 +57,8 @@ class Runtime:
 
     def __init__(self, section: dict, registries, http=None):
         self.section = section
-        self.tree = build_tree(section)
+        self.event_types = registries.event_types
+        self.tree = build_tree(section, self.event_types)
         self.intervals = TimeIntervals(section.get("time_intervals"))
         self.retry = section.get("retry") or {"max_attempts": 8, "backoff": 10.0, "max_backoff": 3600.0}
         self.channels = {}
@@ -64,12 +72,13 @@ class Runtime:
             self.channel_templates[name] = {k: instance.get(k) for k in ("subject", "body", "html")}
 
     def templates(self, route_settings: dict | None, channel: str) -> TemplateSpec:
-        """Route templates win over channel templates, which win over the defaults."""
-        return TemplateSpec.pick(route_settings, self.channel_templates.get(channel))
+        """Route templates win over channel templates, which win over the event type's defaults."""
+        return TemplateSpec.pick(route_settings, self.channel_templates.get(channel), event_types=self.event_types)
 
-    @staticmethod
-    def severity(route_settings: dict | None, event_type: str) -> str:
-        return (route_settings or {}).get("severity") or DEFAULT_SEVERITY.get(event_type, "info")
+    def severity(self, route_settings: dict | None, event_type: str) -> str:
+        """The route's severity, else the one the event type is declared with."""
+        declared = self.event_types.get(event_type)
+        return (route_settings or {}).get("severity") or (declared.severity if declared else "info")
 
     async def close(self) -> None:
         for channel in self.channels.values():

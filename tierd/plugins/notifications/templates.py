@@ -1,5 +1,9 @@
 """Subjects and bodies: Jinja2 in a sandbox, with a default per event type.
 
+The defaults of an event type are declared by the plugin that publishes it
+(``EventType.subject``/``body`` in ``daemon.registries.event_types``);
+notifications renders them, and knows no other plugin's events.
+
 Admins write templates in YAML (per route or per channel: ``subject``,
 ``body``, ``html``). They run in :class:`jinja2.sandbox.SandboxedEnvironment`
 because the config may be edited by people who must not get code execution
@@ -24,94 +28,26 @@ import functools
 import html as html_lib
 import json
 import logging
+from typing import Mapping
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
+from tierd.core.registry import EventType
+
 log = logging.getLogger("tierd.notifications.templates")
 
 # trim_blocks: admins write block tags on lines of their own in YAML. It also
-# eats a newline right after a block tag, so the defaults below never put one there.
+# eats a newline right after a block tag, so default texts (below, and those event
+# types declare) never put one there.
 _env = SandboxedEnvironment(autoescape=False, trim_blocks=True, lstrip_blocks=True,
                             keep_trailing_newline=False)
 _env.filters["json"] = lambda v, indent=None: json.dumps(v, indent=indent, default=str, ensure_ascii=False)
 
 
-#: Built-in (subject, body) per event type. ``None`` type: any other event.
-DEFAULTS: dict[str, tuple[str, str]] = {
-    "webhook.endpoint.disabled": (
-        "Webhook endpoint disabled: {{ data.url or data.endpoint_id or data.id }}",
-        "tierd disabled the webhook endpoint {{ data.endpoint_id or data.id }} of tenant "
-        "{{ tenant or '-' }}{% if data.url %} ({{ data.url }}){% endif %}"
-        "{% if data.reason %} because {{ data.reason }}{% endif %}.\n"
-        "{% if data.failures %}Consecutive failures: {{ data.failures }}.\n{% endif %}"
-        "Deliveries to it are paused until it is enabled again.",
-    ),
-    "webhook.delivery.failed": (
-        "Webhook delivery failed: {{ data.url or data.endpoint_id }}",
-        "A webhook delivery for tenant {{ tenant or '-' }} failed"
-        "{% if data.attempts %} after {{ data.attempts }} attempt(s){% endif %}.\n"
-        "{% if data.url %}Endpoint: {{ data.url }}\n{% endif %}"
-        "{% if data.event_type %}Event: {{ data.event_type }} {{ data.event_id }}\n{% endif %}"
-        "{% if data.error or data.last_error %}Last error: {{ data.error or data.last_error }}\n{% endif %}",
-    ),
-    # Changes made to webhook endpoints through the API (webhooks' runtime.changed).
-    "webhook.endpoint.created": (
-        "Webhook endpoint added: {{ data.url or data.endpoint_id }}",
-        "{{ data.actor or 'Someone' }} added the webhook endpoint {{ data.endpoint_id }} for tenant "
-        "{{ tenant or '-' }}{% if data.url %}: {{ data.url }}{% endif %}.",
-    ),
-    "webhook.endpoint.updated": (
-        "Webhook endpoint changed: {{ data.url or data.endpoint_id }}",
-        "{{ data.actor or 'Someone' }} changed {{ (data.fields or ['the settings']) | join(', ') }} of the webhook "
-        "endpoint {{ data.endpoint_id }} of tenant {{ tenant or '-' }}."
-        "{{ ('\nIts URL was ' ~ data.previous_url ~ ' and is now ' ~ data.url ~ ': events go there from now on.')"
-        " if data.previous_url else '' }}",
-    ),
-    "webhook.endpoint.secret_rotated": (
-        "Webhook secret rotated: {{ data.url or data.endpoint_id }}",
-        "{{ data.actor or 'Someone' }} rotated the signing secret of the webhook endpoint {{ data.endpoint_id }} "
-        "of tenant {{ tenant or '-' }}{% if data.previous_secret_valid_until %}; the previous secret also signs "
-        "until {{ data.previous_secret_valid_until }}{% endif %}.",
-    ),
-    "webhook.endpoint.deleted": (
-        "Webhook endpoint deleted: {{ data.url or data.endpoint_id }}",
-        "{{ data.actor or 'Someone' }} deleted the webhook endpoint {{ data.endpoint_id }} of tenant "
-        "{{ tenant or '-' }}{% if data.url %} ({{ data.url }}){% endif %} with its delivery history.",
-    ),
-    # Field names follow what the reconciliation module publishes (runs.py, imports.py).
-    "reconciliation.exceptions": (
-        "Reconciliation: {{ data.count if data.count is defined else 'new' }} exception(s)"
-        "{% if data.account %} on {{ data.account }}{% endif %}",
-        "Reconciliation{% if data.run_id %} run {{ data.run_id }}{% endif %} for tenant {{ tenant or '-' }} "
-        "left {{ data.count if data.count is defined else 'some' }} item(s) open past the limits"
-        "{% if data.account %} on account {{ data.account }}{% endif %}"
-        "{% if data.max_age_days %} (older than {{ data.max_age_days }} days"
-        "{{ (' or at least ' ~ data.min_amount) if data.min_amount else '' }}){% endif %}.\n"
-        "{% for item in (data.get('items') or [])[:20] %}- {{ item.side ~ ' ' if item.side else '' }}"
-        "{{ item.date ~ ' ' if item.date else '' }}{{ item.reference or item.description or item.id }}"
-        "{{ (' ' ~ item.amount ~ (' ' ~ item.currency if item.currency else '')) if item.amount is defined else '' }}"
-        "{{ (', ' ~ item.age_days ~ ' days') if item.age_days is defined else '' }}\n{% endfor %}"
-        "{{ ('... and ' ~ (data.count - 20) ~ ' more') if data.count is defined and data.count > 20 else '' }}",
-    ),
-    "reconciliation.run.completed": (
-        "Reconciliation run completed{% if data.account %} for {{ data.account }}{% endif %}",
-        "{% set c = data.get('counts') or {} %}"
-        "Reconciliation{% if data.run_id %} run {{ data.run_id }}{% endif %} for tenant {{ tenant or '-' }}"
-        "{% if data.account %} on account {{ data.account }}{% endif %} completed:"
-        " {{ c.get('matches', '?') }} match(es), {{ c.get('suggestions', 0) }} suggestion(s) to review;"
-        " {{ c.get('bank_lines_open', '?') }} bank line(s) and {{ c.get('ledger_entries_open', '?') }}"
-        " ledger entr(ies) still open.",
-    ),
-    "reconciliation.statement.imported": (
-        "Statement imported{% if data.account %} for {{ data.account }}{% endif %}",
-        "A bank statement{% if data.format %} ({{ data.format }}){% endif %}"
-        "{% if data.filename %} from {{ data.filename }}{% endif %} was imported for tenant {{ tenant or '-' }}"
-        "{{ (': ' ~ data.new ~ ' new line(s), ' ~ data.get('duplicates', 0) ~ ' duplicate(s), '"
-        " ~ data.get('rejected', 0) ~ ' rejected') if data.new is defined else '' }}."
-        "{{ ('\nWarning: ' ~ data.balance_mismatches ~ ' balance mismatch(es).') if data.balance_mismatches else '' }}",
-    ),
-}
+#: The default (subject, body) of an event type whose plugin declares none (a
+#: tenant's own ``invoice.paid``, say); a declared type's are its own (see
+#: :class:`tierd.core.registry.EventType`).
 GENERIC = (
     "{{ type }}{% if tenant %} ({{ tenant }}){% endif %}",
     "Event {{ event.id }} of type {{ type }}{% if tenant %} for tenant {{ tenant }}{% endif %}"
@@ -127,29 +63,24 @@ DIGEST = (
     " (see `tierd notify history`)\n{% endif %}",
 )
 
-#: Event types whose default severity is not "info".
-DEFAULT_SEVERITY = {
-    "webhook.endpoint.disabled": "warning",
-    "webhook.delivery.failed": "warning",
-    "reconciliation.exceptions": "warning",
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class TemplateSpec:
-    """The templates configured for one (route, channel); empty: use defaults."""
+    """The templates configured for one (route, channel); empty: the defaults
+    that ``event_types`` (the declared types, by name) give, else generic ones."""
 
     subject: str = ""
     body: str = ""
     html: str = ""
+    event_types: Mapping[str, EventType] = dataclasses.field(default_factory=dict, compare=False)
 
     @classmethod
-    def pick(cls, *sources: dict | None) -> "TemplateSpec":
+    def pick(cls, *sources: dict | None, event_types: Mapping[str, EventType] | None = None) -> "TemplateSpec":
         """First non-empty value of each key, in the order given (most specific first)."""
         values = {}
         for key in ("subject", "body", "html"):
             values[key] = next((s[key] for s in sources if s and s.get(key)), "")
-        return cls(**values)
+        return cls(**values, event_types=event_types or {})
 
 
 @dataclasses.dataclass
@@ -191,10 +122,13 @@ def context_for(events: list[dict], labels: dict | None = None, route: str = "",
     }
 
 
-def default_templates(event_type: str, count: int) -> tuple[str, str]:
+def default_templates(declared: EventType | None, count: int) -> tuple[str, str]:
+    """(subject, body) when none is configured: a digest's, the declared type's, or generic ones."""
     if count > 1:
         return DIGEST
-    return DEFAULTS.get(event_type, GENERIC)
+    if declared is None:
+        return GENERIC
+    return declared.subject or GENERIC[0], declared.body or GENERIC[1]
 
 
 def plain_fallback(ctx: dict) -> tuple[str, str]:
@@ -216,7 +150,7 @@ def html_from_text(subject: str, body: str) -> str:
 
 def render(spec: TemplateSpec, ctx: dict) -> Rendered:
     """Render subject, body and HTML; fall back to plain text on any error."""
-    default_subject, default_body = default_templates(ctx["type"], ctx["count"])
+    default_subject, default_body = default_templates(spec.event_types.get(ctx["type"]), ctx["count"])
     try:
         subject = render_string(spec.subject or default_subject, ctx).strip()
         body = render_string(spec.body or default_body, ctx).strip()

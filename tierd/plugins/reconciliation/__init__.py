@@ -44,6 +44,14 @@ def tierd_register_statement_importers(register):
         register(importer)
 
 
+@hookimpl
+def tierd_register_event_types(register):
+    from .event_types import EVENT_TYPES
+
+    for event_type in EVENT_TYPES:
+        register(event_type)
+
+
 async def _sync_config_accounts(daemon) -> None:
     """Accounts of the config file become (or update) rows; tenants are created on the fly."""
     from tierd.core.tenants import ensure_tenant

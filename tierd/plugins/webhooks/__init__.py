@@ -35,6 +35,14 @@ def tierd_migrations():
 
 
 @hookimpl
+def tierd_register_event_types(register):
+    from .event_types import EVENT_TYPES
+
+    for event_type in EVENT_TYPES:
+        register(event_type)
+
+
+@hookimpl
 async def tierd_startup(daemon):
     from .runtime import Webhooks
 

@@ -12,15 +12,9 @@ from tierd.core.ids import new_ids
 
 from .dispatch import Dispatcher
 from .endpoints import EndpointCache, EndpointInfo
+from .event_types import DELIVERY_FAILED, ENDPOINT_DISABLED
 from .store import Claimed, Store, endpoint_matches, payload_of
 
-#: Published when a delivery gives up; routed to people by notifications, never sent as a webhook.
-DELIVERY_FAILED = "webhook.delivery.failed"
-#: What the API does to endpoints, published as ``webhook.endpoint.<change>``.
-ENDPOINT_CHANGES = ("created", "updated", "deleted", "secret_rotated")
-#: Never sent as webhooks: the tenant's own API calls (it knows of them), and
-#: failures (an endpoint subscribed to everything would feed on its own).
-NEVER_SENT = frozenset({DELIVERY_FAILED, *(f"webhook.endpoint.{change}" for change in ENDPOINT_CHANGES)})
 #: Events read from the log per statement when replaying.
 REPLAY_PAGE = 1000
 
@@ -32,6 +26,9 @@ class Webhooks:
         self.endpoints = EndpointCache(self.store)
         self.dispatcher = Dispatcher(daemon, self.store, self.endpoints, daemon.config["webhooks"],
                                      on_disabled=self._disabled, on_failed=self._failed)
+        #: Never sent as webhooks: the event types their plugins declare so
+        #: (ours: the tenant's own API calls, and failures that would feed on themselves).
+        self.never_sent = frozenset(t.name for t in daemon.registries.event_types.values() if not t.webhook)
 
     @property
     def settings(self) -> dict:
@@ -58,7 +55,7 @@ class Webhooks:
         due_at = now + self.settings["retry_schedule"][0]
         matched = []
         for event in events:
-            if event.type in NEVER_SENT:
+            if event.type in self.never_sent:
                 continue
             endpoints = self.endpoints.matching(event.tenant, event.type)
             if endpoints:
@@ -106,7 +103,7 @@ class Webhooks:
         async for events in self.daemon.bus.span(endpoint["_tenant_id"], since, until, page=REPLAY_PAGE):
             scanned += len(events)
             wanted = [(e, [info]) for e in events
-                      if e.type not in NEVER_SENT and endpoint_matches(info.event_types, e.type)]
+                      if e.type not in self.never_sent and endpoint_matches(info.event_types, e.type)]
             now = self.daemon.clock.time()
             rows, _ = delivery_rows(wanted, now)
             queued += len(await self.store.create_deliveries(rows, now))
@@ -137,7 +134,7 @@ class Webhooks:
         })
 
     async def _disabled(self, endpoint: dict, reason: str) -> None:
-        await self.daemon.bus.publish(endpoint["_tenant_id"], "webhook.endpoint.disabled", {
+        await self.daemon.bus.publish(endpoint["_tenant_id"], ENDPOINT_DISABLED, {
             "endpoint_id": endpoint["id"], "url": endpoint["url"], "reason": reason,
             "description": endpoint["description"],
         })
