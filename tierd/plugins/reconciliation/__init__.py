@@ -7,6 +7,7 @@ hook implementation (see :mod:`tierd.core.hookspecs`). The pieces:
 * ``matching/`` - the pure matching engine (rules, conflict settlement)
 * ``imports.py`` / ``ledger.py`` - getting both sides in, de-duplicated
 * ``runs.py`` / ``manual.py`` - automatic runs, and what people decide
+* ``event_types.py`` - the events it publishes (imports, runs, exceptions), declared
 * ``migrations.py`` - the tables; ``store.py`` - every SQL statement on them
 * ``api.py`` / ``cli.py`` - the interfaces; ``present.py`` - records as the API shows them
 * ``settings.py`` - the ``reconciliation`` config section (see config.example.yaml)

@@ -4,7 +4,8 @@ Signed per Standard Webhooks, retried on a schedule until they land, with a
 full delivery history, replay, recovery and test sends. The event consumer
 writes one delivery row per (event, matching endpoint); the dispatcher sends
 due rows. The work lives in the files named for it: ``signing``, ``ssrf``,
-``retry``, ``store``, ``dispatch``, ``api``, ``cli``, ``config``.
+``retry``, ``store``, ``dispatch``, ``api``, ``cli``, ``config``, and
+``event_types`` (the events it publishes, declared).
 
 Python receivers verify what they get with :func:`verify`::
 
