@@ -7,7 +7,6 @@ import textwrap
 
 import pytest
 
-from conftest import until
 from tierd.core.event_types import SEEN_SQL
 from tierd.core.plugins import hookimpl, make_plugin_manager
 from tierd.core.registry import EventType, RegistryError, collect_registries

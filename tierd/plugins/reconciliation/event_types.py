@@ -41,7 +41,8 @@ EVENT_TYPES = [
              "{% if data.filename %} from {{ data.filename }}{% endif %} was imported for tenant {{ tenant or '-' }}"
              "{{ (': ' ~ data.new ~ ' new line(s), ' ~ data.get('duplicates', 0) ~ ' duplicate(s), '"
              " ~ data.get('rejected', 0) ~ ' rejected') if data.new is defined else '' }}."
-             "{{ ('\nWarning: ' ~ data.balance_mismatches ~ ' balance mismatch(es).') if data.balance_mismatches else '' }}",
+             "{{ ('\nWarning: ' ~ data.balance_mismatches ~ ' balance mismatch(es).')"
+             " if data.balance_mismatches else '' }}",
     ),
     EventType(
         EVENT_RUN_COMPLETED, "A reconciliation run of an account completed (scheduled or asked for).",
@@ -82,7 +83,8 @@ EVENT_TYPES = [
              "{{ (' or at least ' ~ data.min_amount) if data.min_amount else '' }}){% endif %}.\n"
              "{% for item in (data.get('items') or [])[:20] %}- {{ item.side ~ ' ' if item.side else '' }}"
              "{{ item.date ~ ' ' if item.date else '' }}{{ item.reference or item.description or item.id }}"
-             "{{ (' ' ~ item.amount ~ (' ' ~ item.currency if item.currency else '')) if item.amount is defined else '' }}"
+             "{{ (' ' ~ item.amount ~ (' ' ~ item.currency if item.currency else ''))"
+             " if item.amount is defined else '' }}"
              "{{ (', ' ~ item.age_days ~ ' days') if item.age_days is defined else '' }}\n{% endfor %}"
              "{{ ('... and ' ~ (data.count - 20) ~ ' more') if data.count is defined and data.count > 20 else '' }}",
     ),
