@@ -3,6 +3,7 @@
 import inspect
 
 import pytest
+from pluggy import PluginValidationError
 
 from tierd.core import hookspecs
 from tierd.core.plugins import hookimpl, make_plugin_manager
@@ -16,16 +17,26 @@ def test_every_hookspec_has_a_docstring_and_a_tierd_name():
         assert spec.__doc__ and len(spec.__doc__.strip()) > 40, f"{spec.__name__} needs a docstring"
 
 
-def test_a_misspelt_hookimpl_fails_loudly():
-    class Typo:
-        @hookimpl
-        def tierd_rouets(self, daemon):
-            return []
-
-    pm = make_plugin_manager(builtins=(), load_entrypoints=False)
-    pm.register(Typo())
-    with pytest.raises(Exception, match="tierd_rouets"):
-        pm.check_pending()
+def test_a_misspelt_hookimpl_fails_loudly(tmp_path, monkeypatch):
+    # The factory itself must refuse it: that is where a third-party plugin is
+    # loaded, whether from its entry point or by name as here.
+    (tmp_path / "typo_plugin.py").write_text(
+        "from tierd.core.plugins import hookimpl\n\n"
+        "@hookimpl\n"
+        "def tierd_rouets(daemon):\n"
+        "    return []\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    monkeypatch.setenv("TIERD_PLUGINS", "typo_plugin")
+    with pytest.raises(PluginValidationError, match="tierd_rouets"):
+        make_plugin_manager(builtins=())
+    # The same plugin, spelt right, loads.
+    (tmp_path / "fine_plugin.py").write_text(
+        "from tierd.core.plugins import hookimpl\n\n"
+        "@hookimpl\n"
+        "def tierd_routes(daemon):\n"
+        "    return []\n")
+    monkeypatch.setenv("TIERD_PLUGINS", "fine_plugin")
+    assert make_plugin_manager(builtins=()).has_plugin("fine_plugin")
 
 
 def test_registries_reject_duplicates_and_nameless_entries():

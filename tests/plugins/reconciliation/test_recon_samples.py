@@ -15,6 +15,7 @@ import yaml
 
 from tierd.core.registry import StatementError
 from tierd.plugins.reconciliation.importers import Camt053Importer, Mt940Importer, OfxImporter, builtin_importers, detect_format
+from tierd.plugins.reconciliation.imports import check_balances
 
 
 class _PickleFreeLoader(yaml.SafeLoader):
@@ -73,8 +74,19 @@ def test_camt053_samples_match_expected_values(shared_statements):
 def test_camt053_samples_balances_are_checked(shared_statements):
     # minimal.xml opens at 18.15 EUR and books 8.85: its CLBD is in SEK, so
     # only the opening balance is comparable and no check is claimed.
-    [stmt] = Camt053Importer().parse((shared_statements / "camt053" / "camt053.v2.minimal.xml").read_bytes())
-    assert stmt.opening_balance == Decimal("18.15") and stmt.closing_balance is None
+    xml = (shared_statements / "camt053" / "camt053.v2.minimal.xml").read_text()
+    [stmt] = Camt053Importer().parse(xml.encode())
+    assert stmt.opening_balance == Decimal("18.15") and sum(ln.amount for ln in stmt.lines) == Decimal("8.85")
+    assert check_balances(stmt, 1) is None
+    # The same statement closing in its own currency is checked: right at
+    # 27.00 EUR credit, wrong at a cent off (and an import then says so).
+    closing = '<Amt Ccy="SEK">27.00</Amt>\n                <CdtDbtInd>DBIT</CdtDbtInd>'
+    assert closing in xml
+    for amount, ok in (("27.00", True), ("27.01", False)):
+        own = xml.replace(closing, f'<Amt Ccy="EUR">{amount}</Amt>\n                <CdtDbtInd>CRDT</CdtDbtInd>')
+        [stmt] = Camt053Importer().parse(own.encode())
+        check = check_balances(stmt, 1)
+        assert check["ok"] is ok and check["computed_closing"] == "27.00" and check["closing"] == amount, check
 
 
 # --- MT940 -------------------------------------------------------------------------------------------
