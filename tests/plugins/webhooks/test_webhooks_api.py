@@ -7,6 +7,7 @@ import json
 from aiohttp import web
 
 from tierd.core.clock import iso, parse_iso
+from tierd.testing import eventually
 from webhook_helpers import fail_500, hook_receiver, local  # noqa: F401 (fixtures)
 
 
@@ -36,10 +37,15 @@ async def test_tenant_walls(local, hook_receiver):
         assert status == 404 and answer["error"]["code"] == "not_found", (method, path, answer)
     status, answer = await d.call("GET", "/v1/webhooks", token=globex_token)
     assert answer["data"] == []
-    # globex's events never reach acme's endpoint.
-    await d.publish("globex", "invoice.paid")
-    await asyncio.sleep(0.3)
-    assert len(r.requests) == 1
+    # globex's events never reach acme's endpoint. A later acme event is the
+    # sentinel: once it is delivered, globex's (before it in the log) was handled.
+    stray = await d.publish("globex", "invoice.paid")
+    sentinel = await d.publish("acme", "invoice.paid")
+    rows = await d.wait_delivery("acme", ep["id"], "succeeded", count=2)
+    assert sorted(x["event_id"] for x in rows) == sorted([delivery["event_id"], sentinel["id"]])
+    status, answer = await d.call("GET", "/v1/deliveries", token=globex_token, params={"event_id": stray["id"]})
+    assert status == 200 and answer["data"] == []
+    assert len(r.requests) == 2
     status, answer = await d.call("GET", f"/v1/webhooks/{ep['id']}", token=acme_token)
     assert answer["enabled"] is True
 
@@ -89,9 +95,9 @@ async def test_endpoint_changes_are_events_naming_who_made_them(local, hook_rece
     # No secret in any of them, and none is sent as a webhook (not even to an endpoint taking everything).
     text = json.dumps(page)
     assert everything["secret"] not in text and ep["secret"] not in text and rotated["secret"] not in text
-    await d.publish("acme", "invoice.paid")
-    await r.wait_for(1)
-    await asyncio.sleep(0.3)
+    await d.publish("acme", "invoice.paid")  # the sentinel: after every change above in the log
+    await d.wait_delivery("acme", everything["id"], "succeeded")
+    assert [x["event_type"] for x in await d.deliveries("acme", everything["id"])] == ["invoice.paid"]
     assert [b["type"] for b in r.json_bodies()] == ["invoice.paid"]
 
 
@@ -189,7 +195,12 @@ async def test_endpoint_failing_for_disable_after_is_disabled(local, hook_receiv
     await d.call("PUT", f"/v1/webhooks/{ep['id']}", {"enabled": True}, tenant="acme")
     await d.publish("acme", "invoice.paid")
     await d.wait_delivery("acme", ep["id"], "succeeded")
-    await asyncio.sleep(0.1)
+
+    async def window_closed():
+        status, body = await d.call("GET", f"/v1/webhooks/{ep['id']}", tenant="acme")
+        return body["failing_since"] is None
+
+    await eventually(window_closed, what="the success to end the failure window")
     d.clock.advance(10 * 86400)
     assert await dispatcher.disable_failing() == 0
 
@@ -315,8 +326,9 @@ async def test_a_delivery_claimed_while_stopping_waits_for_the_next_start(tmp_pa
         dispatcher._take_slot(ep["id"])
         dispatcher.launch(Claimed(row["seq"], row["id"], "acme", ep["id"], "late", row["payload"], 0,
                                   row["created_at"], r.url, {}, [ep["secret"]]))
-        await asyncio.sleep(0.2)
-        assert r.requests == [] and dispatcher.in_flight == 0 and not dispatcher.tasks
+        # Whatever launch() started has ended (a send would have reached r by then).
+        await eventually(lambda: dispatcher.in_flight == 0 and not dispatcher.tasks, what="the launch to settle")
+        assert r.requests == []
         assert "crashed" not in caplog.text  # no attempt on a closed session
     finally:
         await d.stop()
@@ -414,8 +426,10 @@ async def test_replay_delivers_what_an_endpoint_missed_and_nothing_twice(local, 
     await d.publish("acme", "customer.created")        # not subscribed
     await d.publish("globex", "invoice.paid")          # another tenant's
     await d.call("PUT", f"/v1/webhooks/{ep['id']}", {"enabled": True}, tenant="acme")
-    await asyncio.sleep(0.3)
-    assert len(r.requests) == 1  # ...so enabling it again sends nothing by itself.
+    await d.settled()  # the consumers have passed every event above, the enabling included
+    # ...so enabling it again sends nothing by itself (a send is a delivery row first).
+    assert [x["payload"]["data"] for x in await d.deliveries("acme", ep["id"])] == [{"i": 0}]
+    assert len(r.requests) == 1
 
     since = iso(d.clock.time() - 3600)
     status, answer = await d.call("POST", f"/v1/webhooks/{ep['id']}/replay", {"since": since}, tenant="acme")
@@ -435,7 +449,8 @@ async def test_replay_delivers_what_an_endpoint_missed_and_nothing_twice(local, 
     status, answer = await d.call("POST", f"/v1/webhooks/{late['id']}/replay", {"since": since}, tenant="acme")
     assert answer["queued"] == 2  # i=2 and i=3
     await d.wait_delivery("acme", late["id"], "succeeded", count=4)
-    await asyncio.sleep(0.2)
+    await d.settled()  # nothing more to come: each endpoint has its 4 deliveries and no other
+    assert [len(await d.deliveries("acme", e["id"])) for e in (ep, late)] == [4, 4]
     for path in ("/main", "/late"):
         got = [req for req in r.requests if req["path"].endswith(path)]
         assert sorted(json.loads(req["body"])["data"]["i"] for req in got) == [0, 1, 2, 3], path
@@ -469,7 +484,7 @@ async def test_where_an_event_went(local, hook_receiver):
     assert answer["data"][1]["attempts"] == 3 and answer["data"][1]["last_status_code"] == 500
     # An event no endpoint took is an empty list; an unknown one, or another tenant's, is 404.
     unwanted = await d.publish("acme", "customer.created")
-    await asyncio.sleep(0.2)
+    await d.settled()
     status, answer = await d.call("GET", "/v1/deliveries", tenant="acme", params={"event_id": unwanted["id"]})
     assert status == 200 and [x["endpoint_id"] for x in answer["data"]] == [ep_failing["id"]]
     status, answer = await d.call("GET", "/v1/deliveries", token=globex, params={"event_id": event["id"]})
