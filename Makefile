@@ -1,9 +1,11 @@
-# The two commands of the quick start: `make run` and `make test`.
+# The two commands of the quick start: `make run` and `make test`; `make check` lints,
+# checks the formatting and the types (configured in pyproject.toml).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+LINTED := tierd tests bench examples
 
-.PHONY: run test install bench clean
+.PHONY: run test check install bench clean
 
 $(BIN)/tierd: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +20,14 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Every check runs even when one fails, so one pass shows everything to fix.
+check: install
+	@status=0; \
+	$(BIN)/ruff check $(LINTED) || status=1; \
+	$(BIN)/ruff format --check $(LINTED) || status=1; \
+	$(BIN)/mypy || status=1; \
+	exit $$status
 
 bench: install
 	$(BIN)/python bench/events.py
