@@ -37,8 +37,14 @@ def tierd_daemon(tmp_path):
     """Factory: ``d = tierd_daemon(config_dict, env=None, start=True)``."""
     started: list[DaemonProcess] = []
 
-    def factory(config: dict | None = None, env: dict | None = None, start: bool = True, name: str = "d",
-                plugins=(), pythonpath=()):
+    def factory(
+        config: dict | None = None,
+        env: dict | None = None,
+        start: bool = True,
+        name: str = "d",
+        plugins=(),
+        pythonpath=(),
+    ):
         workdir = tmp_path / f"{name}{len(started)}"
         workdir.mkdir()
         daemon = DaemonProcess(workdir, config or {}, env, plugins=plugins, pythonpath=pythonpath)

@@ -33,11 +33,15 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import yaml
 from aiohttp import ClientSession, web
 
 from tierd.core.clock import Clock
+
+if TYPE_CHECKING:
+    from tierd.core.daemon import Daemon
 
 #: The admin token of every test daemon (``token=None`` in requests means this one).
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -83,13 +87,14 @@ def deep_merge(base: dict, extra: dict | None) -> dict:
 
 def daemon_config(workdir: Path, port: int, extra: dict | None = None, shutdown_grace: str = "5s") -> dict:
     """A daemon config on ``port`` with its database in ``workdir``, merged with ``extra``."""
-    return deep_merge({
-        "server": {"listen": f"127.0.0.1:{port}", "admin_token": ADMIN_TOKEN, "shutdown_grace": shutdown_grace},
-        "storage": {"path": str(Path(workdir) / "tierd.db")},
-        "logging": {"level": "INFO"},
-    }, extra)
-
-
+    return deep_merge(
+        {
+            "server": {"listen": f"127.0.0.1:{port}", "admin_token": ADMIN_TOKEN, "shutdown_grace": shutdown_grace},
+            "storage": {"path": str(Path(workdir) / "tierd.db")},
+            "logging": {"level": "INFO"},
+        },
+        extra,
+    )
 
 
 def _plugin_names(plugins) -> list[str]:
@@ -100,11 +105,11 @@ def import_root(module: str) -> Path:
     """The sys.path entry ``module`` is imported from (the folder holding its top package)."""
     top = module.split(".", 1)[0]
     spec = importlib.util.find_spec(top)
-    if spec is None:
+    if spec is None or (spec.origin is None and not spec.submodule_search_locations):
         raise ModuleNotFoundError(f"plugin module {module!r} is not importable here")
     if spec.submodule_search_locations:  # a package: its folder's parent
         return Path(next(iter(spec.submodule_search_locations))).parent
-    return Path(spec.origin).parent
+    return Path(str(spec.origin)).parent
 
 
 def plugin_env(plugins=(), pythonpath=()) -> dict:
@@ -143,9 +148,24 @@ def install_package(project: Path, target: Path) -> Path:
     source = Path(target) / ".source"
     shutil.copytree(project, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".*"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-cache-dir",
-         "--disable-pip-version-check", "--target", str(target), str(source)],
-        check=True, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-cache-dir",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     shutil.rmtree(source)
     return Path(target)
 
@@ -172,7 +192,7 @@ class NotifySocket:
         # AF_UNIX paths are limited to ~108 bytes: a longer directory (pytest's
         # tmp_path often is) gives way to a short one of our own.
         self._own_dir = directory is None or len(str(directory)) > 80
-        folder = Path(tempfile.mkdtemp(prefix="tierd-notify-")) if self._own_dir else Path(directory)
+        folder = Path(tempfile.mkdtemp(prefix="tierd-notify-")) if directory is None or self._own_dir else directory
         self.path = folder / "notify.sock"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(self.path))
@@ -213,8 +233,7 @@ class DaemonProcess:
     ``pythonpath`` folders put on its path (see :func:`plugin_env`).
     """
 
-    def __init__(self, workdir: Path, config: dict | None = None, env: dict | None = None, plugins=(),
-                 pythonpath=()):
+    def __init__(self, workdir: Path, config: dict | None = None, env: dict | None = None, plugins=(), pythonpath=()):
         self.workdir = Path(workdir)
         self.port = free_port()
         self.config = daemon_config(self.workdir, self.port, config)
@@ -225,19 +244,23 @@ class DaemonProcess:
         self.notify = NotifySocket(self.workdir)
         self.proc: subprocess.Popen | None = None
         self.log_path = self.workdir / "daemon.log"
-        self._log = None
+        self._log: BinaryIO | None = None
 
     def write_config(self, config: dict | str) -> None:
         text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
         self.config_path.write_text(text)
 
-    def start(self, wait: bool = True) -> "DaemonProcess":
+    def start(self, wait: bool = True) -> DaemonProcess:
         env = os.environ.copy() | {"NOTIFY_SOCKET": str(self.notify.path), "PYTHONUNBUFFERED": "1"} | self.env
         self._log = open(self.log_path, "ab")
         self._notify_start = len(self.notify.drain())
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tierd", "--config", str(self.config_path), "run"],
-            cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+            cwd=self.workdir,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         if wait:
             self.wait_ready()
         return self
@@ -246,9 +269,9 @@ class DaemonProcess:
         """Wait for READY=1 on the notify socket; fail with the log if it exits first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.logs()}")
-            if any("READY=1" in m for m in self.notify.drain()[self._notify_start:]):
+            if self.process.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.process.returncode}:\n{self.logs()}")
+            if any("READY=1" in m for m in self.notify.drain()[self._notify_start :]):
                 return
             time.sleep(0.02)
         raise AssertionError(f"daemon not ready after {timeout}s:\n{self.logs()}")
@@ -257,16 +280,23 @@ class DaemonProcess:
         """Everything the process wrote to stdout and stderr."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    @property
+    def process(self) -> subprocess.Popen:
+        """The running (or exited) process; an error before :meth:`start`."""
+        if self.proc is None:
+            raise RuntimeError("the daemon was not started")
+        return self.proc
+
     def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
 
     def terminate(self, timeout: float = 20.0) -> int:
         """SIGTERM; return the exit status."""
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
 
-    def restart(self) -> "DaemonProcess":
+    def restart(self) -> DaemonProcess:
         if self.proc and self.proc.poll() is None:
             self.terminate()
         return self.start()
@@ -289,7 +319,7 @@ class DaemonProcess:
         self.stop()
         self.notify.close()
 
-    def __enter__(self) -> "DaemonProcess":
+    def __enter__(self) -> DaemonProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -299,13 +329,27 @@ class DaemonProcess:
         """Run the ``tierd`` CLI against this daemon's config (with its plugins)."""
         return subprocess.run(
             [sys.executable, "-m", "tierd", "--config", str(self.config_path), *args],
-            cwd=self.workdir, capture_output=True, text=True, input=input, timeout=120,
-            env=os.environ.copy() | self.env | (env or {}))
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=120,
+            env=os.environ.copy() | self.env | (env or {}),
+        )
 
     # --- HTTP --------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, json_body=None, token: str | None = None, tenant: str | None = None,
-                data: bytes | None = None, headers: dict | None = None, timeout: float = 30):
+    def request(
+        self,
+        method: str,
+        path: str,
+        json_body=None,
+        token: str | None = None,
+        tenant: str | None = None,
+        data: bytes | None = None,
+        headers: dict | None = None,
+        timeout: float = 30,
+    ):
         """Synchronous request; returns (status, parsed JSON or text). token=None means admin."""
         body = json.dumps(json_body).encode() if json_body is not None else data
         all_headers = {"Content-Type": "application/json"} | _auth_headers(token, tenant) | (headers or {})
@@ -317,13 +361,26 @@ class DaemonProcess:
             status, raw = exc.code, exc.read()
         return status, _decode(raw)
 
-    async def arequest(self, method: str, path: str, json_body=None, token: str | None = None,
-                       tenant: str | None = None, data: bytes | None = None, headers: dict | None = None):
+    async def arequest(
+        self,
+        method: str,
+        path: str,
+        json_body=None,
+        token: str | None = None,
+        tenant: str | None = None,
+        data: bytes | None = None,
+        headers: dict | None = None,
+    ):
         """The same, for async tests (so receivers in the test's loop keep running)."""
         content_type = {} if data is not None else {"Content-Type": "application/json"}
         async with ClientSession() as session:
-            async with session.request(method, self.url + path, json=json_body, data=data,
-                                       headers=content_type | _auth_headers(token, tenant) | (headers or {})) as resp:
+            async with session.request(
+                method,
+                self.url + path,
+                json=json_body,
+                data=data,
+                headers=content_type | _auth_headers(token, tenant) | (headers or {}),
+            ) as resp:
                 return resp.status, _decode(await resp.read())
 
     def create_tenant(self, name: str) -> str:
@@ -344,8 +401,14 @@ class LocalDaemon:
     ``daemon`` is the running :class:`tierd.core.daemon.Daemon`.
     """
 
-    def __init__(self, workdir: Path, config: dict | None = None, plugins=(), clock: Clock | None = None,
-                 shutdown_grace: str = "3s"):
+    def __init__(
+        self,
+        workdir: Path,
+        config: dict | None = None,
+        plugins=(),
+        clock: Clock | None = None,
+        shutdown_grace: str = "3s",
+    ):
         self.workdir = Path(workdir)
         self.port = free_port()
         self.clock = clock
@@ -353,17 +416,22 @@ class LocalDaemon:
         self.config_path = self.workdir / "tierd.yaml"
         self.config_path.write_text(yaml.safe_dump(daemon_config(self.workdir, self.port, config, shutdown_grace)))
         self.url = f"http://127.0.0.1:{self.port}"
-        self.daemon = None
+        self.daemon: Daemon | None = None
         self.session: ClientSession | None = None
 
-    async def start(self) -> "LocalDaemon":
+    async def start(self) -> LocalDaemon:
         from tierd.core.daemon import Daemon, prepare
 
         pm, registries, config = prepare(self.config_path, plugins=self.plugins)
-        self.daemon = Daemon(pm, registries, config, clock=self.clock)
-        await self.daemon.start()
+        self.daemon = daemon = Daemon(pm, registries, config, clock=self.clock)
+        await daemon.start()
         self.session = ClientSession()
         return self
+
+    def _running(self) -> tuple[Daemon, ClientSession]:
+        if self.daemon is None or self.session is None:
+            raise RuntimeError("the daemon is not running: start() it first")
+        return self.daemon, self.session
 
     async def stop(self) -> None:
         if self.session:
@@ -373,17 +441,26 @@ class LocalDaemon:
             await self.daemon.stop()
             self.daemon = None
 
-    async def __aenter__(self) -> "LocalDaemon":
+    async def __aenter__(self) -> LocalDaemon:
         return await self.start()
 
     async def __aexit__(self, *exc) -> None:
         await self.stop()
 
-    async def call(self, method: str, path: str, body=None, tenant: str | None = None, token: str | None = None,
-                   params=None, headers: dict | None = None):
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body=None,
+        tenant: str | None = None,
+        token: str | None = None,
+        params=None,
+        headers: dict | None = None,
+    ):
         """An API request; returns (status, parsed JSON or None). token=None means admin."""
-        async with self.session.request(method, self.url + path, json=body, params=params,
-                                        headers=_auth_headers(token, tenant) | (headers or {})) as resp:
+        async with self._running()[1].request(
+            method, self.url + path, json=body, params=params, headers=_auth_headers(token, tenant) | (headers or {})
+        ) as resp:
             raw = await resp.read()
             return resp.status, (_decode(raw) if raw else None)
 
@@ -407,7 +484,8 @@ class LocalDaemon:
         The later sentinel for "X did not happen": once a consumer has passed
         an event, whatever it was going to do with it is done (or durably queued).
         """
-        bus = self.daemon.bus
+        bus = self._running()[0].bus
+        assert bus is not None
         last = await bus.db.fetchone("SELECT COALESCE(MAX(seq), 0) AS seq FROM events")
 
         def passed() -> bool:
@@ -445,7 +523,7 @@ class Receiver:
         self.url = ""
         self.arrived = asyncio.Event()
 
-    async def start(self) -> "Receiver":
+    async def start(self) -> Receiver:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self.runner = web.AppRunner(app, access_log=None)
@@ -457,8 +535,13 @@ class Receiver:
 
     async def _handle(self, request: web.Request):
         body = await request.read()
-        entry = {"method": request.method, "path": request.path_qs, "headers": dict(request.headers),
-                 "body": body, "time": time.time()}
+        entry = {
+            "method": request.method,
+            "path": request.path_qs,
+            "headers": dict(request.headers),
+            "body": body,
+            "time": time.time(),
+        }
         self.requests.append(entry)
         self.arrived.set()
         if self.responder is not None:
@@ -475,7 +558,7 @@ class Receiver:
             self.arrived.clear()
             try:
                 await asyncio.wait_for(self.arrived.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return self.requests
 
@@ -487,7 +570,7 @@ class Receiver:
             await self.runner.cleanup()
             self.runner = None
 
-    async def __aenter__(self) -> "Receiver":
+    async def __aenter__(self) -> Receiver:
         return await self.start()
 
     async def __aexit__(self, *exc) -> None:

@@ -5,6 +5,7 @@ installs anything into the environment running the tests."""
 import json
 
 from conftest import example_plugin, until
+
 from tierd.testing import install_package
 
 

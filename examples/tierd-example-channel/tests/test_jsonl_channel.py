@@ -8,10 +8,12 @@ from tierd.testing import LocalDaemon, eventually
 
 
 def notifications(path, **channel) -> dict:
-    return {"notifications": {
-        "channels": {"audit": {"type": "jsonl", "path": str(path), **channel}},
-        "routes": [{"match": {"type": "invoice.*"}, "channels": ["audit"]}],
-    }}
+    return {
+        "notifications": {
+            "channels": {"audit": {"type": "jsonl", "path": str(path), **channel}},
+            "routes": [{"match": {"type": "invoice.*"}, "channels": ["audit"]}],
+        }
+    }
 
 
 async def test_each_message_is_one_json_line(tmp_path):
@@ -30,8 +32,9 @@ async def test_each_message_is_one_json_line(tmp_path):
 
 async def test_events_can_be_left_out(tmp_path):
     audit = tmp_path / "audit.jsonl"
-    async with LocalDaemon(tmp_path, notifications(audit, include_events=False),
-                           plugins=["tierd_example_channel"]) as d:
+    async with LocalDaemon(
+        tmp_path, notifications(audit, include_events=False), plugins=["tierd_example_channel"]
+    ) as d:
         await d.tenant("acme")
         await d.publish("acme", "invoice.paid")
         await eventually(audit.exists, what="the line")
@@ -42,8 +45,9 @@ async def test_events_can_be_left_out(tmp_path):
 async def test_a_config_error_names_the_key(tmp_path):
     from tierd.core.config import ConfigError
 
-    daemon = LocalDaemon(tmp_path, notifications(tmp_path / "x.jsonl", colour="blue"),
-                         plugins=["tierd_example_channel"])
+    daemon = LocalDaemon(
+        tmp_path, notifications(tmp_path / "x.jsonl", colour="blue"), plugins=["tierd_example_channel"]
+    )
     try:
         await daemon.start()
     except ConfigError as exc:

@@ -30,8 +30,10 @@ async def test_counts_each_tenants_events_by_type(daemon):
 
     await eventually(acme_counts, timeout=10, what="acme's counts")
     # Each tenant sees its own counts only.
-    assert await daemon.call("GET", "/v1/hello", token=globex) == (200, {"tenant": "globex",
-                                                                       "seen": {"order.created": 1}})
+    assert await daemon.call("GET", "/v1/hello", token=globex) == (
+        200,
+        {"tenant": "globex", "seen": {"order.created": 1}},
+    )
 
 
 async def test_a_redelivered_event_is_not_counted_twice(daemon):
@@ -39,8 +41,12 @@ async def test_a_redelivered_event_is_not_counted_twice(daemon):
     await daemon.publish("acme", "invoice.paid")
     await daemon.settled()
     # A crash between handling and storing the cursor hands the consumer the same events again.
-    [hello] = [c for result in daemon.daemon.pm.hook.tierd_event_consumers(daemon=daemon.daemon)
-               for c in result or () if c.name == "hello"]
+    [hello] = [
+        c
+        for result in daemon.daemon.pm.hook.tierd_event_consumers(daemon=daemon.daemon)
+        for c in result or ()
+        if c.name == "hello"
+    ]
     await hello.handle(await daemon.daemon.bus.list("acme", 0, 10))
     assert (await daemon.call("GET", "/v1/hello", tenant="acme"))[1]["seen"] == {"invoice.paid": 1}
 
