@@ -16,14 +16,14 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
 from tierd.core import jsonbody
 from tierd.core.clock import parse_iso
 from tierd.core.schema import INT64_MAX, Field, SchemaError, format_path, validate
-
 
 #: Where the running Daemon sits in the aiohttp application.
 DAEMON_KEY = web.AppKey("tierd_daemon", object)
@@ -78,9 +78,14 @@ NO_BODY: Any = _NoBody()
 #: The query parameters of a paged list (see :func:`page_params`): ``params=PAGED | {...}``.
 PAGED = {"limit": "page size, 1..500 (default 50)", "cursor": "next_cursor of the previous page"}
 #: The answer of a paged list (see :func:`page`), for ``Route(response=...)``.
-PAGE_RESPONSE = {"type": "object", "required": ["data", "next_cursor"], "properties": {
-    "data": {"type": "array", "items": {}},
-    "next_cursor": {"type": "string", "nullable": True, "description": "null on the last page"}}}
+PAGE_RESPONSE = {
+    "type": "object",
+    "required": ["data", "next_cursor"],
+    "properties": {
+        "data": {"type": "array", "items": {}},
+        "next_cursor": {"type": "string", "nullable": True, "description": "null on the last page"},
+    },
+}
 
 
 @dataclasses.dataclass
@@ -94,7 +99,8 @@ class Route:
     :data:`NO_BODY` for a POST/PUT that takes none; None (undeclared) for
     a GET or DELETE. ``body_check(request, value) -> [SchemaError]`` finds
     what only the running configuration refuses (a destination, a layout
-    name); core runs it with the schema, so that every error comes in one answer. ``response`` is an optional JSON-schema fragment for the
+    name); core runs it with the schema, so that every error comes in one
+    answer. ``response`` is an optional JSON-schema fragment for the
     OpenAPI document; ``params`` describes query parameters ``{name: description}``
     (a paged list adds :data:`PAGED`); ``statuses`` are the success statuses
     the document declares.
@@ -119,15 +125,17 @@ class Route:
 
     def __post_init__(self):
         if not (self.body is None or self.body is NO_BODY or isinstance(self.body, Field)):
-            raise TypeError(f"{self.method} {self.path}: Route.body takes a tierd.core.schema field such as "
-                            "Obj({...}) (core validates it), or NO_BODY; a body the handler reads itself "
-                            "is described with body_content")
+            raise TypeError(
+                f"{self.method} {self.path}: Route.body takes a tierd.core.schema field such as "
+                "Obj({...}) (core validates it), or NO_BODY; a body the handler reads itself "
+                "is described with body_content"
+            )
 
 
 class ApiError(Exception):
     """An error answered as ``{"error": {"code", "message", ...}}`` with ``status``."""
 
-    def __init__(self, status: int, code: str, message: str, details: Any = None):
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -160,14 +168,14 @@ async def _read_raw(request: web.Request) -> bytes:
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise ApiError(413, "body_too_large", f"body exceeds {request.app[MAX_BODY_KEY]} bytes")
+        raise ApiError(413, "body_too_large", f"body exceeds {request.app[MAX_BODY_KEY]} bytes") from None
 
 
 def _decode(raw: bytes):
     try:
         return jsonbody.loads(raw)
     except jsonbody.JsonError as exc:
-        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}")
+        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
 
 
 async def read_json(request: web.Request, required: bool = True) -> dict:
@@ -205,8 +213,12 @@ def invalid_body(errors: list[SchemaError]) -> ApiError:
     """The 422 ``invalid_body`` error for these problems, each ``{"path", "message"}``
     in ``details`` (what core answers for a body that breaks its declaration)."""
     shown = "; ".join(map(str, errors[:5])) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
-    return ApiError(422, "invalid_body", f"invalid body: {shown}",
-                    details=[{"path": format_path(e.path), "message": e.message} for e in errors])
+    return ApiError(
+        422,
+        "invalid_body",
+        f"invalid body: {shown}",
+        details=[{"path": format_path(e.path), "message": e.message} for e in errors],
+    )
 
 
 def body_of(request: web.Request):
@@ -220,13 +232,28 @@ def require_tenant(request: web.Request) -> str:
     tenant = caller(request).tenant
     if tenant:
         return tenant
-    raise ApiError(400, "tenant_required",
-                   "the admin token acts for a tenant only when the Tierd-Tenant header or ?tenant= names it")
+    raise ApiError(
+        400,
+        "tenant_required",
+        "the admin token acts for a tenant only when the Tierd-Tenant header or ?tenant= names it",
+    )
 
 
 def tenant_scope(request: web.Request) -> str | None:
     """Tenant to filter on: the caller's tenant, or None (all) for the bare admin token."""
     return caller(request).tenant
+
+
+def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """``?name=`` as an integer within ``[low, high]`` (``default`` when absent); 400 otherwise."""
+    raw = request.query.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ApiError(400, "invalid_parameter", f"{name} must be between {low} and {high}")
+    return value
 
 
 def page_params(request: web.Request, default: int = 50, maximum: int = 500) -> tuple[int, str | None]:
@@ -235,7 +262,7 @@ def page_params(request: web.Request, default: int = 50, maximum: int = 500) -> 
     try:
         limit = int(raw_limit)
     except ValueError:
-        raise ApiError(400, "invalid_parameter", f"limit must be an integer, got {raw_limit!r}")
+        raise ApiError(400, "invalid_parameter", f"limit must be an integer, got {raw_limit!r}") from None
     if not 1 <= limit <= maximum:
         raise ApiError(400, "invalid_parameter", f"limit must be between 1 and {maximum}")
     cursor = request.query.get("cursor")
@@ -244,7 +271,7 @@ def page_params(request: web.Request, default: int = 50, maximum: int = 500) -> 
             raw = cursor.encode() + b"=" * (-len(cursor) % 4)
             cursor = base64.b64decode(raw, altchars=b"-_", validate=True).decode("ascii")
         except ValueError:  # binascii.Error and UnicodeDecodeError included
-            raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
+            raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
         # Every cursor this API makes is short printable ASCII (ids, numbers).
         if len(cursor) > MAX_CURSOR or not cursor.isprintable():
             raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
@@ -269,8 +296,9 @@ def iso_time(value, name: str, required: bool = False) -> float | None:
             return parse_iso(value)
         except ValueError:
             pass
-    raise ApiError(400, "invalid_parameter",
-                   f"{name} must be an ISO-8601 time such as 2026-11-28T00:00:00Z, got {value!r}")
+    raise ApiError(
+        400, "invalid_parameter", f"{name} must be an ISO-8601 time such as 2026-11-28T00:00:00Z, got {value!r}"
+    )
 
 
 def int_cursor(cursor: str | None) -> int | None:

@@ -20,13 +20,22 @@ from tierd.core.registry import RegistryError
 
 
 @click.group()
-@click.option("--config", "config_path", metavar="PATH", envvar=None,
-              help="Configuration file (default: $TIERD_CONFIG, ./config/tierd.yaml, /etc/tierd/tierd.yaml).")
-@click.option("--url", metavar="URL", envvar="TIERD_URL",
-              help="The running daemon's API, http://HOST:PORT or unix:/path (default: $TIERD_URL, else the "
-                   "configuration's server.listen); its admin token: $TIERD_ADMIN_TOKEN, else the configuration's.")
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    envvar=None,
+    help="Configuration file (default: $TIERD_CONFIG, ./config/tierd.yaml, /etc/tierd/tierd.yaml).",
+)
+@click.option(
+    "--url",
+    metavar="URL",
+    envvar="TIERD_URL",
+    help="The running daemon's API, http://HOST:PORT or unix:/path (default: $TIERD_URL, else the "
+    "configuration's server.listen); its admin token: $TIERD_ADMIN_TOKEN, else the configuration's.",
+)
 @click.pass_context
-def cli(ctx, config_path, url):
+def cli(ctx, config_path, url) -> None:
     """tierd: webhooks, notifications and bank reconciliation in one daemon."""
     ctx.obj = CliContext(config_path, url)
 
@@ -35,10 +44,14 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @cli.command()
-@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default=None,
-              help="Overrides logging.level of the configuration.")
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default=None,
+    help="Overrides logging.level of the configuration.",
+)
 @pass_cli
-def run(cli_ctx, log_level):
+def run(cli_ctx, log_level) -> None:
     """Run the daemon in the foreground (systemd runs exactly this)."""
     from tierd.core.daemon import prepare, serve
 
@@ -60,7 +73,7 @@ def run(cli_ctx, log_level):
 @cli.command("check-config")
 @json_option
 @pass_cli
-def check_config(cli_ctx, as_json):
+def check_config(cli_ctx, as_json) -> None:
     """Validate the configuration; print every error at once."""
     from tierd.core.daemon import prepare
 
@@ -84,7 +97,7 @@ def check_config(cli_ctx, as_json):
 @cli.command()
 @json_option
 @pass_cli
-def plugins(cli_ctx, as_json):
+def plugins(cli_ctx, as_json) -> None:
     """List loaded plugins, their versions, origins and hooks."""
     from tierd.core.plugins import get_plugins
 
@@ -103,13 +116,13 @@ def plugins(cli_ctx, as_json):
 
 
 @cli.command()
-def version():
+def version() -> None:
     """Print the version."""
     click.echo(f"tierd {__version__}")
 
 
 @cli.group("config")
-def config_group():
+def config_group() -> None:
     """The configuration file."""
 
 
@@ -121,7 +134,7 @@ def bundled_config() -> str:
 @config_group.command("sample")
 @click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
-def config_sample(path, force):
+def config_sample(path, force) -> None:
     """Print the documented configuration file (every key with its default), or write it to PATH."""
     text = bundled_config()
     if path is None:
@@ -133,7 +146,7 @@ def config_sample(path, force):
         with path.open("w" if force else "x", encoding="utf-8") as f:
             f.write(text)
     except FileExistsError:
-        raise click.ClickException(f"{path} exists; --force overwrites it")
+        raise click.ClickException(f"{path} exists; --force overwrites it") from None
     click.echo(f"wrote {path}; check it with: tierd --config {path} check-config")
 
 
@@ -159,13 +172,13 @@ def _with_db(cli_ctx, fn, migrate: bool = True):
     try:
         return asyncio.run(main())
     except tenant_store.TenantError as exc:
-        raise click.ClickException(f"{exc.code}: {exc}")
+        raise click.ClickException(f"{exc.code}: {exc}") from exc
 
 
 @cli.command()
 @json_option
 @pass_cli
-def migrate(cli_ctx, as_json):
+def migrate(cli_ctx, as_json) -> None:
     """Apply pending database migrations."""
     from tierd.core.daemon import all_migrations
 
@@ -180,14 +193,14 @@ def migrate(cli_ctx, as_json):
 
 
 @cli.group()
-def db():
+def db() -> None:
     """Database status and backups."""
 
 
 @db.command("status")
 @json_option
 @pass_cli
-def db_status(cli_ctx, as_json):
+def db_status(cli_ctx, as_json) -> None:
     """Show migrations applied and pending per namespace."""
     from tierd.core.daemon import all_migrations
 
@@ -203,7 +216,7 @@ def db_status(cli_ctx, as_json):
 @db.command("backup")
 @click.argument("path")
 @pass_cli
-def db_backup(cli_ctx, path):
+def db_backup(cli_ctx, path) -> None:
     """Write a consistent copy of the database to PATH (safe while the daemon runs)."""
     folder = Path(path).parent
     if not folder.is_dir():  # a typo must not become a tree of folders
@@ -221,7 +234,7 @@ def _ts(value: str | None):
 
 
 @cli.group()
-def tenants():
+def tenants() -> None:
     """Create and list tenants."""
 
 
@@ -229,7 +242,7 @@ def tenants():
 @click.argument("name")
 @json_option
 @pass_cli
-def tenants_create(cli_ctx, name, as_json):
+def tenants_create(cli_ctx, name, as_json) -> None:
     """Create tenant NAME."""
     tenant = _with_db(cli_ctx, lambda db, pm: tenant_store.create_tenant(db, name))
     cli_ctx.output(tenant, as_json=as_json) if as_json else click.echo(f"created tenant {name}")
@@ -238,7 +251,7 @@ def tenants_create(cli_ctx, name, as_json):
 @tenants.command("list")
 @json_option
 @pass_cli
-def tenants_list(cli_ctx, as_json):
+def tenants_list(cli_ctx, as_json) -> None:
     """List tenants."""
     rows = _with_db(cli_ctx, lambda db, pm: tenant_store.list_tenants(db))
     if not as_json:
@@ -247,7 +260,7 @@ def tenants_list(cli_ctx, as_json):
 
 
 @cli.group()
-def tokens():
+def tokens() -> None:
     """Create, list and revoke tenant API tokens."""
 
 
@@ -256,7 +269,7 @@ def tokens():
 @click.option("--description", default="")
 @json_option
 @pass_cli
-def tokens_create(cli_ctx, tenant, description, as_json):
+def tokens_create(cli_ctx, tenant, description, as_json) -> None:
     """Create a token for TENANT. It is printed once; only its hash is stored."""
     token = _with_db(cli_ctx, lambda db, pm: tenant_store.create_token(db, tenant, description))
     if as_json:
@@ -270,7 +283,7 @@ def tokens_create(cli_ctx, tenant, description, as_json):
 @click.option("--tenant")
 @json_option
 @pass_cli
-def tokens_list(cli_ctx, tenant, as_json):
+def tokens_list(cli_ctx, tenant, as_json) -> None:
     """List tokens (never the tokens themselves)."""
     rows = _with_db(cli_ctx, lambda db, pm: tenant_store.list_tokens(db, tenant))
     if not as_json:
@@ -281,7 +294,7 @@ def tokens_list(cli_ctx, tenant, as_json):
 @tokens.command("revoke")
 @click.argument("token_id")
 @pass_cli
-def tokens_revoke(cli_ctx, token_id):
+def tokens_revoke(cli_ctx, token_id) -> None:
     """Revoke token TOKEN_ID (takes effect within 5 seconds in a running daemon)."""
     _with_db(cli_ctx, lambda db, pm: tenant_store.revoke_token(db, token_id))
     click.echo(f"revoked {token_id}")
@@ -291,7 +304,7 @@ def tokens_revoke(cli_ctx, token_id):
 
 
 @cli.group()
-def events():
+def events() -> None:
     """Publish and list events through the running daemon."""
 
 
@@ -302,12 +315,12 @@ def events():
 @click.option("--id", "key", default=None, help="Idempotency key")
 @json_option
 @pass_cli
-def events_publish(cli_ctx, tenant, type_, data, key, as_json):
+def events_publish(cli_ctx, tenant, type_, data, key, as_json) -> None:
     """Publish one event for TENANT."""
     try:
         payload = json.loads(data)
     except ValueError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--data")
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--data") from None
     body = {"type": type_, "data": payload} | ({"id": key} if key else {})
     cli_ctx.output(cli_ctx.api.post("/v1/events", body, tenant=tenant), as_json=as_json)
 
@@ -318,7 +331,7 @@ def events_publish(cli_ctx, tenant, type_, data, key, as_json):
 @click.option("--limit", default=50)
 @json_option
 @pass_cli
-def events_list(cli_ctx, tenant, type_, limit, as_json):
+def events_list(cli_ctx, tenant, type_, limit, as_json) -> None:
     """List recent events."""
     data = cli_ctx.api.get("/v1/events", tenant=tenant, params={"type": type_, "limit": limit})
     cli_ctx.output(data["data"], ["id", "tenant", "type", "created_at"], as_json)
@@ -328,7 +341,7 @@ def events_list(cli_ctx, tenant, type_, limit, as_json):
 @click.option("--tenant", help="Also list this tenant's own types, as seen in its latest events.")
 @json_option
 @pass_cli
-def events_types(cli_ctx, tenant, as_json):
+def events_types(cli_ctx, tenant, as_json) -> None:
     """List the event types plugins declare, and a tenant's own as seen."""
     entries, cursor = [], None
     while True:
@@ -338,18 +351,26 @@ def events_types(cli_ctx, tenant, as_json):
         if not cursor:
             break
     if not as_json:
-        entries = [e | {
-            "from": e["plugin"] or "seen",
-            "flags": ",".join(flag for flag, on in (("operator-alert", e["operator_alert"]),
-                                                    ("no-webhook", not e["webhook"])) if on) or "-",
-        } for e in entries]
+        entries = [
+            e
+            | {
+                "from": e["plugin"] or "seen",
+                "flags": ",".join(
+                    flag
+                    for flag, on in (("operator-alert", e["operator_alert"]), ("no-webhook", not e["webhook"]))
+                    if on
+                )
+                or "-",
+            }
+            for e in entries
+        ]
     columns = ["name", "from", "severity", "flags"] + (["last_seen_at"] if tenant else []) + ["description"]
     cli_ctx.output(entries, columns, as_json)
 
 
 @cli.command()
 @pass_cli
-def reload(cli_ctx):
+def reload(cli_ctx) -> None:
     """Ask the running daemon to reload its configuration (it refuses a file with errors and says which)."""
     cli_ctx.api.post("/v1/admin/reload")
     click.echo("configuration reloaded")
@@ -377,5 +398,5 @@ def build_cli(argv: list[str] | None = None) -> click.Group:
     return cli
 
 
-def main():
+def main() -> None:
     build_cli(sys.argv[1:])(prog_name="tierd")

@@ -13,13 +13,13 @@ class Clock:
         return time.time()
 
     def now(self) -> dt.datetime:
-        return dt.datetime.fromtimestamp(self.time(), dt.timezone.utc)
+        return dt.datetime.fromtimestamp(self.time(), dt.UTC)
 
 
 class FakeClock(Clock):
     """A clock that only moves when told to (for tests)."""
 
-    def __init__(self, start: float = 1_800_000_000.0):
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
         self._t = start
 
     def time(self) -> float:
@@ -31,7 +31,7 @@ class FakeClock(Clock):
 
 def iso(ts: float) -> str:
     """Unix seconds -> ISO-8601 UTC with a Z, the format of every API time."""
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def iso_or_none(ts: float | None) -> str | None:
@@ -43,9 +43,9 @@ def parse_iso(text: str) -> float:
     """ISO-8601 (with Z or offset; naive means UTC) -> unix seconds. ValueError if bad."""
     value = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
     try:
         # 9999-12-31T23:59:59-14:00 is in year 10000 in UTC: iso() could never show it.
-        return value.astimezone(dt.timezone.utc).timestamp()
+        return value.astimezone(dt.UTC).timestamp()
     except OverflowError:
         raise ValueError(f"{text!r} is outside the years 1 to 9999 in UTC") from None

@@ -35,12 +35,38 @@ from typing import NamedTuple
 import yaml
 
 from tierd.core.schema import (
-    MISSING, Any, Bool, Duration, Enum, Field, Int, List, Obj, Reject, SchemaError, Str,
-    did_you_mean, quote, show, unicode_problem, validate,
+    MISSING,
+    Any,
+    Bool,
+    Duration,
+    Enum,
+    Field,
+    Int,
+    List,
+    Obj,
+    Reject,
+    SchemaError,
+    Str,
+    did_you_mean,
+    quote,
+    show,
+    unicode_problem,
+    validate,
 )
 
-__all__ = ["Config", "ConfigError", "CORE_SCHEMAS", "DEFAULT_LOCATIONS", "ListenAddress",
-           "MAX_ALIAS_EXPANSIONS", "MAX_DEPTH", "MAX_FILE_SIZE", "MAX_INTERPOLATED", "find_config_path", "load_config"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "CORE_SCHEMAS",
+    "DEFAULT_LOCATIONS",
+    "ListenAddress",
+    "MAX_ALIAS_EXPANSIONS",
+    "MAX_DEPTH",
+    "MAX_FILE_SIZE",
+    "MAX_INTERPOLATED",
+    "find_config_path",
+    "load_config",
+]
 
 DEFAULTS_LABEL = "<defaults>"
 DEFAULT_LOCATIONS = (Path("config/tierd.yaml"), Path("/etc/tierd/tierd.yaml"))
@@ -58,7 +84,7 @@ MAX_INTERPOLATED = 16 * 1024 * 1024
 class ConfigError(Exception):
     """The configuration cannot be used; ``.errors`` holds one line per problem."""
 
-    def __init__(self, errors: list[str]):
+    def __init__(self, errors: list[str]) -> None:
         super().__init__(errors)
         self.errors = list(errors)
 
@@ -73,7 +99,7 @@ class Config(dict):
     ``source_lines`` maps key paths (tuples) to ``(line, column)``, 1-based.
     """
 
-    def __init__(self, data=(), path: Path | None = None, source_lines: dict | None = None):
+    def __init__(self, data=(), path: Path | None = None, source_lines: dict | None = None) -> None:
         super().__init__(data)
         self.path = path
         self.source_lines = source_lines or {}
@@ -100,38 +126,54 @@ class ListenAddress(Field):
         host, _, port = value.rpartition(":")
         bare_ipv6 = ":" in host and not (host.startswith("[") and host.endswith("]"))
         if not host or bare_ipv6 or not port.isdigit() or int(port) > 65535:
-            raise Reject(f"invalid listen address {quote(value)} (use HOST:PORT such as "
-                         "127.0.0.1:8765 or [::1]:8765, or unix:/path/to.sock)")
+            raise Reject(
+                f"invalid listen address {quote(value)} (use HOST:PORT such as "
+                "127.0.0.1:8765 or [::1]:8765, or unix:/path/to.sock)"
+            )
         return value
 
 
 CORE_SCHEMAS: dict[str, Field] = {
-    "server": Obj({
-        "listen": ListenAddress(default="127.0.0.1:8765",
-                                doc="HOST:PORT or unix:/path/to.sock for the control API"),
-        "admin_token": Str(default=None, secret=True,
-                           doc="Token of the admin API; unset or empty disables it"),
-        "max_body": Int(default=262144, min=1, doc="Largest accepted request body, in bytes"),
-        "allowed_hosts": List(Str(min_len=1), default=["127.0.0.1", "localhost", "[::1]"],
-                              doc="Host header values accepted (DNS rebinding protection)"),
-        "shutdown_grace": Duration(default="10s", doc="Time given to work in flight on shutdown"),
-        "header_timeout": Duration(default="10s", min="1s",
-                                   doc="A connection that takes longer to send a request's headers is closed"),
-    }),
-    "storage": Obj({
-        "path": Str(default="./var/tierd.db", min_len=1, doc="SQLite database file"),
-        "busy_timeout": Duration(default="5s", doc="How long to wait for a locked database"),
-        "event_retention": Duration(default="30d", doc="Events older than this are deleted once every"
-                                    " consumer has handled them; 0 keeps them forever"),
-    }),
-    "logging": Obj({
-        "level": Enum(["DEBUG", "INFO", "WARNING", "ERROR"], default="INFO"),
-        "format": Enum(["text", "json"], default="text"),
-        "access_log": Bool(default=False, doc="One INFO line per API request (method, path, status, time)"),
-    }),
-    "plugins": Obj({
-        "disabled": List(Str(min_len=1), default=[], doc="Names of plugins not to load"),
-    }),
+    "server": Obj(
+        {
+            "listen": ListenAddress(
+                default="127.0.0.1:8765", doc="HOST:PORT or unix:/path/to.sock for the control API"
+            ),
+            "admin_token": Str(default=None, secret=True, doc="Token of the admin API; unset or empty disables it"),
+            "max_body": Int(default=262144, min=1, doc="Largest accepted request body, in bytes"),
+            "allowed_hosts": List(
+                Str(min_len=1),
+                default=["127.0.0.1", "localhost", "[::1]"],
+                doc="Host header values accepted (DNS rebinding protection)",
+            ),
+            "shutdown_grace": Duration(default="10s", doc="Time given to work in flight on shutdown"),
+            "header_timeout": Duration(
+                default="10s", min="1s", doc="A connection that takes longer to send a request's headers is closed"
+            ),
+        }
+    ),
+    "storage": Obj(
+        {
+            "path": Str(default="./var/tierd.db", min_len=1, doc="SQLite database file"),
+            "busy_timeout": Duration(default="5s", doc="How long to wait for a locked database"),
+            "event_retention": Duration(
+                default="30d",
+                doc="Events older than this are deleted once every consumer has handled them; 0 keeps them forever",
+            ),
+        }
+    ),
+    "logging": Obj(
+        {
+            "level": Enum(["DEBUG", "INFO", "WARNING", "ERROR"], default="INFO"),
+            "format": Enum(["text", "json"], default="text"),
+            "access_log": Bool(default=False, doc="One INFO line per API request (method, path, status, time)"),
+        }
+    ),
+    "plugins": Obj(
+        {
+            "disabled": List(Str(min_len=1), default=[], doc="Names of plugins not to load"),
+        }
+    ),
 }
 
 
@@ -171,8 +213,9 @@ _REFERENCE = re.compile(r"\$\$|\$\{((?:\$\{[^{}]*\}|[^{}])*)\}")
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _interpolate(text: str, env: Mapping[str, str], base_dir: Path,
-                 spend: Callable[[int], None] = lambda size: None) -> str:
+def _interpolate(
+    text: str, env: Mapping[str, str], base_dir: Path, spend: Callable[[int], None] = lambda size: None
+) -> str:
     """Replace ``$$``, ``${VAR}``, ``${VAR:-default}`` and ``${file:PATH}`` in text.
 
     ``spend(size)`` is told the length of every value put in, and may raise
@@ -234,8 +277,7 @@ def _read_file(path: Path, label: str) -> bytes:
     except OSError as exc:
         raise ConfigError([f"{label}: cannot read configuration file: {exc.strerror}"]) from None
     if len(data) > MAX_FILE_SIZE:
-        raise ConfigError([f"{label}: configuration file too large: {size} bytes "
-                           f"(the limit is {MAX_FILE_SIZE} bytes)"])
+        raise ConfigError([f"{label}: configuration file too large: {size} bytes (the limit is {MAX_FILE_SIZE} bytes)"])
     return data
 
 
@@ -246,14 +288,15 @@ class _Loader(yaml.SafeLoader):
     a RecursionError instead of an error naming the line.
     """
 
-    def __init__(self, stream):
+    def __init__(self, stream) -> None:
         super().__init__(stream)
         self._depth = 0
 
     def compose_node(self, parent, index):
         if self._depth >= MAX_DEPTH:
-            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
-                                              self.peek_event().start_mark)
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark
+            )
         self._depth += 1
         try:
             return super().compose_node(parent, index)
@@ -271,7 +314,7 @@ class _YamlReader:
     value read through ``${...}`` to (value, how an error names it).
     """
 
-    def __init__(self, label: str, env: Mapping[str, str], base_dir: Path):
+    def __init__(self, label: str, env: Mapping[str, str], base_dir: Path) -> None:
         self.label = label
         self.env = env
         self.base_dir = base_dir
@@ -341,7 +384,7 @@ class _YamlReader:
         (PyYAML keeps no position of its own for an alias): the line of its
         key, or of the list holding it.
         """
-        if self._expansion is None or path[:len(self._expansion)] != self._expansion:
+        if self._expansion is None or path[: len(self._expansion)] != self._expansion:
             self._expansion = path
         self._expansions += 1
         if self._expansions > MAX_ALIAS_EXPANSIONS:
@@ -352,8 +395,7 @@ class _YamlReader:
         """Count characters put in by ``${...}``; abort past :data:`MAX_INTERPOLATED`."""
         self._interpolated_size += size
         if self._interpolated_size > MAX_INTERPOLATED:
-            raise self._abort(path, f"values read through ${{...}} exceed {MAX_INTERPOLATED} "
-                                    "characters in all")
+            raise self._abort(path, f"values read through ${{...}} exceed {MAX_INTERPOLATED} characters in all")
 
     def _build_mapping(self, node, path: tuple, active: frozenset) -> dict:
         if id(node) not in self._checked_mappings:  # an aliased mapping is checked once
@@ -398,8 +440,7 @@ class _YamlReader:
                 continue  # reported when the key is built
             line = key_node.start_mark.line + 1
             if key in first_lines:
-                self._problem(key_node, path + (key,),
-                              f"duplicate key (first defined on line {first_lines[key]})")
+                self._problem(key_node, path + (key,), f"duplicate key (first defined on line {first_lines[key]})")
             else:
                 first_lines[key] = line
 
@@ -443,7 +484,7 @@ class _Redactor:
     mistaken for ordinary words. Linear in the number of errors.
     """
 
-    def __init__(self, interpolated: dict[tuple, tuple[str, str]]):
+    def __init__(self, interpolated: dict[tuple, tuple[str, str]]) -> None:
         self.interpolated = interpolated
         self.elsewhere = {value: origin for value, origin in reversed(interpolated.values()) if len(value) >= 8}
 
@@ -496,8 +537,12 @@ def _root_schema(plugin_schemas: Mapping[str, Field], disabled: list[str]) -> _S
     return _Sections(sections)
 
 
-def load_config(path: Path | None, plugin_schemas: Mapping[str, Field],
-                env: Mapping[str, str] = os.environ, only: tuple[str, ...] | None = None) -> Config:
+def load_config(
+    path: Path | None,
+    plugin_schemas: Mapping[str, Field],
+    env: Mapping[str, str] = os.environ,
+    only: tuple[str, ...] | None = None,
+) -> Config:
     """Read, interpolate and validate the configuration file (None: built-in defaults).
 
     ``plugin_schemas`` maps section names to schemas (from the
@@ -514,15 +559,17 @@ def load_config(path: Path | None, plugin_schemas: Mapping[str, Field],
         reader = _YamlReader(label, env, path.parent)
         raw = reader.read(_read_file(path, label))
     if not isinstance(raw, dict):
-        raise ConfigError([f"{label}:1: the top level must be a mapping of sections "
-                           f"(server:, storage:, ...), got {show(raw)}"])
+        raise ConfigError(
+            [f"{label}:1: the top level must be a mapping of sections (server:, storage:, ...), got {show(raw)}"]
+        )
 
     root = _root_schema(plugin_schemas, _disabled_plugins(raw))
     if only is not None:
         root = _Sections({name: root.fields[name] for name in only}, extra=True)
     # A section header whose keys are all commented out (`server:`) means "all defaults".
-    raw = {name: {} if value is None and isinstance(root.fields.get(name), Obj) else value
-           for name, value in raw.items()}
+    raw = {
+        name: {} if value is None and isinstance(root.fields.get(name), Obj) else value for name, value in raw.items()
+    }
     clean, errors = validate(root, raw)
 
     lines = reader.lines if reader else {}

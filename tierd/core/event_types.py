@@ -28,16 +28,31 @@ SEEN_SQL = (
 def declared_entry(event_type: EventType, plugin: str | None) -> dict:
     """A declared type as the catalogue shows it."""
     return {
-        "name": event_type.name, "description": event_type.description, "declared": True, "plugin": plugin,
-        "severity": event_type.severity, "operator_alert": event_type.operator_alert,
-        "webhook": event_type.webhook, "data_schema": event_type.data_schema, "last_seen_at": None,
+        "name": event_type.name,
+        "description": event_type.description,
+        "declared": True,
+        "plugin": plugin,
+        "severity": event_type.severity,
+        "operator_alert": event_type.operator_alert,
+        "webhook": event_type.webhook,
+        "data_schema": event_type.data_schema,
+        "last_seen_at": None,
     }
 
 
 def seen_entry(name: str) -> dict:
     """A tenant's own type: nothing declared, sent as webhooks, notified as info."""
-    return {"name": name, "description": "", "declared": False, "plugin": None, "severity": "info",
-            "operator_alert": False, "webhook": True, "data_schema": None, "last_seen_at": None}
+    return {
+        "name": name,
+        "description": "",
+        "declared": False,
+        "plugin": None,
+        "severity": "info",
+        "operator_alert": False,
+        "webhook": True,
+        "data_schema": None,
+        "last_seen_at": None,
+    }
 
 
 async def seen_types(db, tenant: str, window: int = SEEN_WINDOW) -> dict[str, float]:
@@ -48,8 +63,10 @@ async def seen_types(db, tenant: str, window: int = SEEN_WINDOW) -> dict[str, fl
 
 async def catalogue(registries: Registries, db, tenant: str | None) -> list[dict]:
     """Every declared type, and ``tenant``'s own as seen (none for None), by name."""
-    entries = {name: declared_entry(t, registries.origins.get(f"event_types:{name}"))
-               for name, t in registries.event_types.items()}
+    entries = {
+        name: declared_entry(t, registries.origins.get(f"event_types:{name}"))
+        for name, t in registries.event_types.items()
+    }
     if tenant is not None:
         for name, last_seen in (await seen_types(db, tenant)).items():
             entry = entries.get(name) or entries.setdefault(name, seen_entry(name))

@@ -20,7 +20,7 @@ import logging
 import math
 import re
 import time
-from typing import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from tierd.core.clock import iso
 from tierd.core.ids import new_ids
@@ -49,8 +49,14 @@ class Event:
     created_at: str
 
     def to_json(self) -> dict:
-        return {"id": self.id, "seq": self.seq, "tenant": self.tenant, "type": self.type,
-                "data": self.data, "created_at": self.created_at}
+        return {
+            "id": self.id,
+            "seq": self.seq,
+            "tenant": self.tenant,
+            "type": self.type,
+            "data": self.data,
+            "created_at": self.created_at,
+        }
 
 
 @dataclasses.dataclass
@@ -73,8 +79,7 @@ def type_matches(pattern: str, event_type: str) -> bool:
 
 
 def _row_to_event(row) -> Event:
-    return Event(row["seq"], row["id"], row["tenant_id"], row["type"],
-                 json.loads(row["data"]), iso(row["created_at"]))
+    return Event(row["seq"], row["id"], row["tenant_id"], row["type"], json.loads(row["data"]), iso(row["created_at"]))
 
 
 def _mend(row) -> dict:
@@ -102,7 +107,7 @@ class EventBus:
     #: Pauses before a failed consumer tries again: doubling, up to the last.
     RETRY_FIRST, RETRY_MAX = 0.5, 30.0
 
-    def __init__(self, db, clock, on_publish=None, on_consumer_error=None):
+    def __init__(self, db, clock, on_publish=None, on_consumer_error=None) -> None:
         self.db = db
         self.clock = clock
         #: Called with the number of new events after each commit (metrics).
@@ -164,7 +169,7 @@ class EventBus:
                         if not fut.done():
                             fut.set_exception(exc)
                     continue
-                for (_, fut), result in zip(batch, results):
+                for (_, fut), result in zip(batch, results, strict=True):
                     if not fut.done():
                         fut.set_result(result)
                 self._wake()
@@ -200,7 +205,9 @@ class EventBus:
             try:
                 await self.db.execute(
                     "INSERT INTO events(seq, id, tenant_id, type, data, idempotency_key, created_at)"
-                    f" SELECT {json_columns(7)} FROM json_each(?)", (json.dumps(rows, separators=(",", ":")),))
+                    f" SELECT {json_columns(7)} FROM json_each(?)",
+                    (json.dumps(rows, separators=(",", ":")),),
+                )
             except BaseException:
                 self._next_seq = None  # not stored (or unknown): read the numbering again next time
                 raise
@@ -221,7 +228,8 @@ class EventBus:
         rows = await self._rows(
             "SELECT {columns} FROM json_each(?) AS k JOIN events e"
             " ON e.tenant_id=json_extract(k.value, '$[0]') AND e.idempotency_key=json_extract(k.value, '$[1]')",
-            (json.dumps(sorted(keys)),))
+            (json.dumps(sorted(keys)),),
+        )
         return {(r["tenant_id"], r["idempotency_key"]): _row_to_event(r) for r in rows}
 
     async def _rows(self, sql: str, params) -> list:
@@ -240,8 +248,11 @@ class EventBus:
         rows = [_mend(r) for r in await self.db.fetchall(sql.format(columns=_EVENT_COLUMNS_RAW), params)]
         if not self._mended_logged:
             self._mended_logged = True
-            log.warning("events %s hold text that is not valid UTF-8 (stored by an older tierd); read with"
-                        " U+FFFD in its place (logged once)", ", ".join(str(r["seq"]) for r in rows[:10]))
+            log.warning(
+                "events %s hold text that is not valid UTF-8 (stored by an older tierd); read with"
+                " U+FFFD in its place (logged once)",
+                ", ".join(str(r["seq"]) for r in rows[:10]),
+            )
         return rows
 
     def _wake(self) -> None:
@@ -258,7 +269,9 @@ class EventBus:
         rows = await self._rows(sql, params)
         return _row_to_event(rows[0]) if rows else None
 
-    async def list(self, tenant: str | None, after_seq: int, limit: int, type_pattern: str | None = None) -> list[Event]:
+    async def list(
+        self, tenant: str | None, after_seq: int, limit: int, type_pattern: str | None = None
+    ) -> list[Event]:
         """Events after ``after_seq``, oldest first; ``type_pattern`` as in :func:`type_matches`."""
         sql, params = "SELECT {columns} FROM events e WHERE seq>?", [after_seq]
         if tenant is not None:
@@ -276,8 +289,9 @@ class EventBus:
         rows = await self._rows(sql + " ORDER BY seq LIMIT ?", (*params, limit))
         return [_row_to_event(r) for r in rows]
 
-    async def span(self, tenant: str, since: float, until: float | None = None,
-                   page: int = 1000) -> AsyncIterator[list[Event]]:
+    async def span(
+        self, tenant: str, since: float, until: float | None = None, page: int = 1000
+    ) -> AsyncIterator[list[Event]]:
         """Yield the tenant's events created in ``[since, until)`` (unix
         seconds), oldest first, in lists of at most ``page``.
 
@@ -289,7 +303,9 @@ class EventBus:
         while True:
             rows = await self._rows(
                 "SELECT {columns} FROM events e WHERE tenant_id=? AND (created_at, seq)>(?, ?) AND created_at<?"
-                " ORDER BY created_at, seq LIMIT ?", (tenant, *after, math.inf if until is None else until, page))
+                " ORDER BY created_at, seq LIMIT ?",
+                (tenant, *after, math.inf if until is None else until, page),
+            )
             if not rows:
                 return
             yield [_row_to_event(r) for r in rows]
@@ -388,7 +404,8 @@ class EventBus:
         await self.db.execute(
             "INSERT INTO consumer_cursors(name, last_seq, updated_at) VALUES (?,?,?)"
             " ON CONFLICT(name) DO UPDATE SET last_seq=excluded.last_seq, updated_at=excluded.updated_at",
-            (name, cursor, time.time()))
+            (name, cursor, time.time()),
+        )
 
     async def prune(self, older_than: float, batch: int = 5000) -> int:
         """Delete events created before ``older_than`` that every running
@@ -403,7 +420,8 @@ class EventBus:
             return 0
         rows = await self.db.fetchall(
             "SELECT name, last_seq FROM consumer_cursors WHERE name IN (SELECT value FROM json_each(?))",
-            (json.dumps(sorted(self.progress)),))
+            (json.dumps(sorted(self.progress)),),
+        )
         if len(rows) < len(self.progress):
             return 0  # a consumer that has not stored a cursor yet has handled nothing
         handled = min(r["last_seq"] for r in rows)
@@ -414,7 +432,9 @@ class EventBus:
             # are numbered as they are stored, so their times rise with seq.
             cur = await self.db.execute(
                 "DELETE FROM events WHERE created_at<? AND seq IN"
-                " (SELECT seq FROM events WHERE seq<=? ORDER BY seq LIMIT ?)", (older_than, handled, batch))
+                " (SELECT seq FROM events WHERE seq<=? ORDER BY seq LIMIT ?)",
+                (older_than, handled, batch),
+            )
             removed += cur.rowcount
             if cur.rowcount < batch:
                 return removed
@@ -432,8 +452,9 @@ class EventBus:
         """The running consumers that have events to handle (by ``lag``) and have
         not advanced for ``after`` seconds: name -> seconds since they last did."""
         now = time.monotonic()
-        return {name: now - p.ok_at for name, p in self.progress.items()
-                if lag.get(name, 1) > 0 and now - p.ok_at >= after}
+        return {
+            name: now - p.ok_at for name, p in self.progress.items() if lag.get(name, 1) > 0 and now - p.ok_at >= after
+        }
 
 
 async def wait_any(*events: asyncio.Event, timeout: float) -> None:

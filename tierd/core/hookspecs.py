@@ -76,15 +76,38 @@ def tierd_migrations():
 
 
 @hookspec
+def tierd_services(daemon):
+    """Give core this plugin's running object(s), to keep, start, reload and stop.
+
+    Called once per process, in the daemon's event loop, after the
+    configuration is validated, the database is migrated and the bus is
+    open, and before ``tierd_startup``, consumers, jobs and routes are asked
+    for. Return a :class:`tierd.core.service.PluginService` (or a list of
+    them) built with ``daemon``. Core keeps each in
+    ``daemon.services[service.name]`` and awaits ``start()`` in plugin
+    registration order, ``reload(config)`` after each configuration reload
+    (before ``tierd_config_reloaded``), and ``stop()`` on shutdown (after
+    ``tierd_shutdown``, the last started first, before the database closes).
+    Routes, jobs and consumers find it with ``MyService.of(daemon)``. Core
+    refuses to start when a result is not a PluginService or when two
+    services share a name. A plugin with nothing running need not implement
+    it; ``tierd_startup``, ``tierd_shutdown`` and ``tierd_config_reloaded``
+    keep working for plugins written as plain functions.
+    """
+
+
+@hookspec
 def tierd_startup(daemon):
     """Start this plugin's long-running work.
 
     Called once per process after the configuration is validated, the
     database is migrated and the registries are collected, and before the
-    control API accepts requests and READY=1 is sent. ``daemon`` is the
+    control API accepts requests and READY=1 is sent, after the services of
+    ``tierd_services`` started. ``daemon`` is the
     :class:`tierd.core.daemon.Daemon` (``config``, ``db``, ``bus``,
-    ``scheduler``, ``metrics``, ``registries``, ``spawn()``). May be async.
-    Return value ignored.
+    ``scheduler``, ``metrics``, ``registries``, ``services``, ``spawn()``).
+    May be async. Return value ignored. Running state belongs in a service
+    (``tierd_services``), which core also reloads and stops.
     """
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from typing import Never
 
 from tierd.core.schema import unicode_problem
 
@@ -38,7 +39,7 @@ class JsonError(ValueError):
     """The text is not JSON that tierd accepts; the message says why."""
 
 
-def _refuse_constant(name: str):
+def _refuse_constant(name: str) -> Never:
     raise JsonError(f"{name} is not a JSON number")
 
 

@@ -18,9 +18,11 @@ ACCESS_LOGGER = "tierd.access"
 # A tierd token is ``tierd_`` (or ``tierd_admin_``) and 43 random url-safe
 # characters, some upper case or digits: hook and metric names (lower case,
 # ``tierd_register_channels``) are not tokens and stay readable.
-_SECRET_RE = re.compile(r"(tierd_(?:admin_)?(?=[a-z_-]*[A-Z0-9])[A-Za-z0-9_-]{40,}"
-                        r"|whsec_[A-Za-z0-9+/=]{8,}|v1,[A-Za-z0-9+/=]{20,}"
-                        r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,})")
+_SECRET_RE = re.compile(
+    r"(tierd_(?:admin_)?(?=[a-z_-]*[A-Z0-9])[A-Za-z0-9_-]{40,}"
+    r"|whsec_[A-Za-z0-9+/=]{8,}|v1,[A-Za-z0-9+/=]{20,}"
+    r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,})"
+)
 
 
 def redact(text: str) -> str:
@@ -93,7 +95,14 @@ def access_log_class(enabled: Callable[[], bool]) -> type[AbstractAccessLogger]:
             target = request.rel_url.raw_path
             if request.rel_url.raw_query_string:
                 target += "?" + _SECRET_PARAM.sub(r"\1\2=***", request.rel_url.raw_query_string)
-            self.logger.info("%s %s %s %d %dB %.1fms", request.remote or "-", request.method, target,
-                             response.status, response.body_length, time * 1000)
+            self.logger.info(
+                "%s %s %s %d %dB %.1fms",
+                request.remote or "-",
+                request.method,
+                target,
+                response.status,
+                response.body_length,
+                time * 1000,
+            )
 
     return AccessLog

@@ -38,10 +38,14 @@ def build_openapi(routes) -> dict:
             op["tags"] = [route.tag]
         if route.auth != "public":
             op["security"] = [{"bearer": []}]
-        params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-                  for n in re.findall(r"{([^}:]+)", route.path)]
-        params += [{"name": n, "in": "query", "required": False, "description": d, "schema": {"type": "string"}}
-                   for n, d in route.params.items()]
+        params = [
+            {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+            for n in re.findall(r"{([^}:]+)", route.path)
+        ]
+        params += [
+            {"name": n, "in": "query", "required": False, "description": d, "schema": {"type": "string"}}
+            for n, d in route.params.items()
+        ]
         if params:
             op["parameters"] = params
         content, required = {}, True
@@ -62,8 +66,18 @@ def build_openapi(routes) -> dict:
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {
-                "type": "object", "required": ["code", "message"], "properties": {
-                    "code": {"type": "string"}, "message": {"type": "string"}, "details": {}}}}}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}},
+                        }
+                    },
+                }
+            },
         },
     }

@@ -31,8 +31,12 @@ DEFAULT_PLUGINS = (
 log = logging.getLogger("tierd.plugins")
 
 
-def make_plugin_manager(disabled: list[str] | tuple = (), load_entrypoints: bool = True,
-                        builtins: tuple = DEFAULT_PLUGINS, plugins: tuple | list = ()) -> pluggy.PluginManager:
+def make_plugin_manager(
+    disabled: list[str] | tuple = (),
+    load_entrypoints: bool = True,
+    builtins: tuple = DEFAULT_PLUGINS,
+    plugins: tuple | list = (),
+) -> pluggy.PluginManager:
     """Build a fresh plugin manager (one per daemon or test, never global).
 
     ``disabled`` holds plugin names (``webhooks`` or ``tierd.plugins.webhooks``
@@ -68,7 +72,7 @@ def _names_from_env() -> list[str]:
     return [name.strip() for name in os.environ.get("TIERD_PLUGINS", "").split(",") if name.strip()]
 
 
-def _register_by_name(pm: pluggy.PluginManager, plugin, blocked: set) -> None:
+def _register_by_name(pm: pluggy.PluginManager, plugin: object, blocked: set[str]) -> None:
     """Register a module (or the module an import name names) under its module name."""
     name = plugin if isinstance(plugin, str) else getattr(plugin, "__name__", None) or repr(plugin)
     if name in blocked or name.rsplit(".", 1)[-1] in blocked:
@@ -81,11 +85,13 @@ def _register_by_name(pm: pluggy.PluginManager, plugin, blocked: set) -> None:
 
 
 def _trace(pm: pluggy.PluginManager) -> None:
-    def before(hook_name, impls, kwargs):
+    def before(hook_name, impls, kwargs) -> None:
         log.debug("hook %s(%s) -> %s", hook_name, ", ".join(kwargs), [i.plugin_name for i in impls])
 
-    def after(outcome, hook_name, impls, kwargs):
-        log.debug("hook %s returned %r", hook_name, outcome.get_result() if not outcome.exception else outcome.exception)
+    def after(outcome, hook_name, impls, kwargs) -> None:
+        log.debug(
+            "hook %s returned %r", hook_name, outcome.get_result() if not outcome.exception else outcome.exception
+        )
 
     pm.add_hookcall_monitoring(before, after)
 
@@ -118,6 +124,13 @@ def get_plugins(pm: pluggy.PluginManager) -> list[dict]:
         else:  # loaded by name ($TIERD_PLUGINS), not installed
             origin, version = "module", str(getattr(plugin, "__version__", "unknown"))
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
-        out.append({"name": name, "version": version, "origin": origin,
-                    "module": getattr(plugin, "__name__", repr(plugin)), "hooks": hooks})
+        out.append(
+            {
+                "name": name,
+                "version": version,
+                "origin": origin,
+                "module": getattr(plugin, "__name__", repr(plugin)),
+                "hooks": hooks,
+            }
+        )
     return sorted(out, key=lambda p: (p["origin"] != "built-in", p["name"]))

@@ -132,15 +132,15 @@ class SendResult:
     retry_after: float | None = None
 
     @classmethod
-    def delivered(cls, detail: str = "") -> "SendResult":
+    def delivered(cls, detail: str = "") -> SendResult:
         return cls("delivered", detail)
 
     @classmethod
-    def retry(cls, detail: str, retry_after: float | None = None) -> "SendResult":
+    def retry(cls, detail: str, retry_after: float | None = None) -> SendResult:
         return cls("retry", detail, retry_after)
 
     @classmethod
-    def failed(cls, detail: str) -> "SendResult":
+    def failed(cls, detail: str) -> SendResult:
         return cls("failed", detail)
 
 
@@ -156,7 +156,7 @@ class Channel:
     type_name: ClassVar[str] = ""
     schema: ClassVar[Any] = None
 
-    def __init__(self, name: str, config: dict, http=None):
+    def __init__(self, name: str, config: dict, http=None) -> None:
         self.name = name
         self.config = config
         self.http = http
@@ -174,7 +174,7 @@ class Channel:
 class StatementError(ValueError):
     """A statement file is malformed. ``location`` names the line or element."""
 
-    def __init__(self, message: str, location: str | None = None):
+    def __init__(self, message: str, location: str | None = None) -> None:
         self.location = location
         super().__init__(f"{location}: {message}" if location else message)
 
@@ -285,7 +285,7 @@ def collect_registries(pm) -> Registries:
         for impl in hook.get_hookimpls():
             plugin_name = impl.plugin_name
 
-            def register(obj, _target=target, _kind=kind, _plugin=plugin_name, _key=key_attr, _check=check):
+            def register(obj, _target=target, _kind=kind, _plugin=plugin_name, _key=key_attr, _check=check) -> None:
                 name = getattr(obj, _key, "")
                 if not name or not isinstance(name, str):
                     raise RegistryError(f"plugin {_plugin!r} registered a {_kind} entry without {_key}")
@@ -301,4 +301,3 @@ def collect_registries(pm) -> Registries:
 
             impl.function(**{a: register for a in impl.argnames})
     return regs
-

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -44,7 +44,7 @@ def make_scheduler() -> AsyncIOScheduler:
         job_defaults={"misfire_grace_time": 300, "coalesce": True, "max_instances": 1},
     )
 
-    def listener(event):
+    def listener(event) -> None:
         if event.code == EVENT_JOB_MISSED:
             log.warning("scheduled job %s missed its run at %s", event.job_id, event.scheduled_run_time)
         elif event.exception is not None:

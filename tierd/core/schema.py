@@ -53,10 +53,37 @@ from tierd.core.clock import parse_iso
 from tierd.core.http import tls_file_problem
 
 __all__ = [
-    "MISSING", "SchemaError", "Invalid", "Reject", "Field", "Str", "CaFile", "Int", "Float", "Bool",
-    "Decimal", "Duration", "Instant", "Enum", "Cidr", "Url", "TimeZone", "Cron", "Any", "List", "Map",
-    "Obj", "OneOf", "validate", "describe", "format_path", "show", "quote", "did_you_mean",
-    "parse_duration", "unicode_problem",
+    "MISSING",
+    "SchemaError",
+    "Invalid",
+    "Reject",
+    "Field",
+    "Str",
+    "CaFile",
+    "Int",
+    "Float",
+    "Bool",
+    "Decimal",
+    "Duration",
+    "Instant",
+    "Enum",
+    "Cidr",
+    "Url",
+    "TimeZone",
+    "Cron",
+    "Any",
+    "List",
+    "Map",
+    "Obj",
+    "OneOf",
+    "validate",
+    "describe",
+    "format_path",
+    "show",
+    "quote",
+    "did_you_mean",
+    "parse_duration",
+    "unicode_problem",
 ]
 
 Path = tuple  # of str keys and int list indexes
@@ -103,7 +130,7 @@ class SchemaError:
 class Invalid(Exception):
     """Raised by :meth:`Field.validate`; ``.errors`` lists every problem found."""
 
-    def __init__(self, errors: list[SchemaError]):
+    def __init__(self, errors: list[SchemaError]) -> None:
         super().__init__("\n".join(map(str, errors)))
         self.errors = errors
 
@@ -151,9 +178,11 @@ def unicode_problem(text: str) -> str | None:
     found = _SURROGATE.search(text)
     if found is None:
         return None
-    return (f"not valid Unicode text: character {found.start() + 1} is U+{ord(found.group()):04X}, "
-            "a lone surrogate (undecodable bytes, or a \\uD800-style escape: write characters "
-            "above U+FFFF as \\U0001F600)")
+    return (
+        f"not valid Unicode text: character {found.start() + 1} is U+{ord(found.group()):04X}, "
+        "a lone surrogate (undecodable bytes, or a \\uD800-style escape: write characters "
+        "above U+FFFF as \\U0001F600)"
+    )
 
 
 def _check_text(value, path: Path, errors: list) -> None:
@@ -215,7 +244,7 @@ class Field:
 
     type_name = "value"
 
-    def __init__(self, *, default=MISSING, required=False, nullable=False, doc="", secret=False):
+    def __init__(self, *, default=MISSING, required=False, nullable=False, doc="", secret=False) -> None:
         self.default = default
         self.required = required
         self.nullable = nullable or default is None
@@ -268,7 +297,7 @@ class Field:
         """The error for a value of the wrong type."""
         return Reject(f"expected {_article(self.type_name)}, got {self.shown(value)}")
 
-    def children(self) -> list[tuple[str, "Field"]]:
+    def children(self) -> list[tuple[str, Field]]:
         """Nested fields as (path suffix, field), for :func:`describe`."""
         return []
 
@@ -279,8 +308,12 @@ class Field:
             schema["description"] = self.doc
         if self.nullable and "type" in schema:  # OpenAPI 3.0 adds null to an explicit type only
             schema["nullable"] = True
-        if self.default is not MISSING and self.default is not None and not self.secret \
-                and isinstance(self.default, (str, int, float, bool, list, dict)):
+        if (
+            self.default is not MISSING
+            and self.default is not None
+            and not self.secret
+            and isinstance(self.default, (str, int, float, bool, list, dict))
+        ):
             schema["default"] = self.default
         return schema
 
@@ -301,7 +334,7 @@ class Str(Field):
 
     type_name = "string"
 
-    def __init__(self, *, min_len=0, max_len=None, pattern=None, pattern_doc="", choices=None, **options):
+    def __init__(self, *, min_len=0, max_len=None, pattern=None, pattern_doc="", choices=None, **options) -> None:
         super().__init__(**options)
         self.min_len = min_len
         self.max_len = max_len
@@ -320,8 +353,9 @@ class Str(Field):
             raise self.mismatch(value)
         _refuse_invalid_unicode(value)
         if len(value) < self.min_len:
-            raise Reject("must not be empty" if self.min_len == 1
-                         else f"must be at least {self.min_len} characters long")
+            raise Reject(
+                "must not be empty" if self.min_len == 1 else f"must be at least {self.min_len} characters long"
+            )
         if self.max_len is not None and len(value) > self.max_len:
             raise Reject(f"must be at most {self.max_len} characters long, got {len(value)}")
         if self.pattern is not None and not self.pattern.fullmatch(value):
@@ -329,8 +363,10 @@ class Str(Field):
                 raise Reject(f"expected {self.pattern_doc}, got {self.shown(value)}")
             raise Reject(f"{self.shown(value)} does not match the pattern {self.pattern.pattern!r}")
         if self.choices is not None and value not in self.choices:
-            raise Reject(f"expected one of {', '.join(map(repr, self.choices))}, "
-                         f"got {self.shown(value)}{did_you_mean(value, self.choices)}")
+            raise Reject(
+                f"expected one of {', '.join(map(repr, self.choices))}, "
+                f"got {self.shown(value)}{did_you_mean(value, self.choices)}"
+            )
         return value
 
     def json_type(self):
@@ -363,7 +399,7 @@ def _refuse_invalid_unicode(text: str) -> None:
         raise Reject(problem)
 
 
-INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 class Int(Field):
@@ -376,19 +412,23 @@ class Int(Field):
 
     type_name = "integer"
 
-    def __init__(self, *, min=None, max=None, **options):
+    def __init__(self, *, min=None, max=None, **options) -> None:
         super().__init__(**options)
         self.min, self.max = min, max
 
     def parse(self, value):
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.mismatch(value)
-        return _check_range(value, INT64_MIN if self.min is None else self.min,
-                            INT64_MAX if self.max is None else self.max, quote)
+        return _check_range(
+            value, INT64_MIN if self.min is None else self.min, INT64_MAX if self.max is None else self.max, quote
+        )
 
     def json_type(self):
-        return {"type": "integer", "minimum": INT64_MIN if self.min is None else self.min,
-                "maximum": INT64_MAX if self.max is None else self.max}
+        return {
+            "type": "integer",
+            "minimum": INT64_MIN if self.min is None else self.min,
+            "maximum": INT64_MAX if self.max is None else self.max,
+        }
 
 
 class Float(Field):
@@ -397,7 +437,7 @@ class Float(Field):
 
     type_name = "number"
 
-    def __init__(self, *, min=None, max=None, above=None, **options):
+    def __init__(self, *, min=None, max=None, above=None, **options) -> None:
         super().__init__(**options)
         self.min, self.max, self.above = min, max, above
 
@@ -451,7 +491,7 @@ class Decimal(Field):
 
     type_name = "decimal number"
 
-    def __init__(self, *, min=None, max=None, **options):
+    def __init__(self, *, min=None, max=None, **options) -> None:
         super().__init__(**options)
         self.min = None if min is None else decimal.Decimal(str(min))
         self.max = None if max is None else decimal.Decimal(str(max))
@@ -466,8 +506,9 @@ class Decimal(Field):
         if not number.is_finite():
             raise Reject(f"must be a finite decimal number, got {self.shown(value)}")
         if number and number.adjusted() >= _DECIMAL_DIGITS:  # e.g. 1e999999: overflows when rounded
-            raise Reject(f"too large: at most {_DECIMAL_DIGITS} digits before the decimal point, "
-                         f"got {self.shown(value)}")
+            raise Reject(
+                f"too large: at most {_DECIMAL_DIGITS} digits before the decimal point, got {self.shown(value)}"
+            )
         return _check_range(number, self.min, self.max, got=quote(value) if isinstance(value, str) else None)
 
     def json_type(self):
@@ -511,17 +552,22 @@ class Duration(Field):
 
     type_name = "duration"
 
-    def __init__(self, *, min=None, **options):
+    def __init__(self, *, min=None, **options) -> None:
         super().__init__(**options)
         self.min = None if min is None else parse_duration(min)
 
     def parse(self, value):
-        return _check_range(parse_duration(value), self.min, None, _format_seconds,
-                            got=quote(value) if isinstance(value, str) else None)
+        return _check_range(
+            parse_duration(value), self.min, None, _format_seconds, got=quote(value) if isinstance(value, str) else None
+        )
 
     def json_type(self):
-        return {"anyOf": [{"type": "string", "pattern": f"^{_DURATION.pattern}$", "example": "15s"},
-                          {"type": "number", "minimum": 0, "description": "seconds"}]}
+        return {
+            "anyOf": [
+                {"type": "string", "pattern": f"^{_DURATION.pattern}$", "example": "15s"},
+                {"type": "number", "minimum": 0, "description": "seconds"},
+            ]
+        }
 
 
 class Instant(Field):
@@ -545,7 +591,7 @@ class Instant(Field):
 class Enum(Field):
     """One of a fixed list of values."""
 
-    def __init__(self, values, **options):
+    def __init__(self, values, **options) -> None:
         super().__init__(**options)
         self.values = tuple(values)
         self.type_name = "one of " + ", ".join(map(repr, self.values))
@@ -555,8 +601,7 @@ class Enum(Field):
             return value
         if isinstance(value, str):
             _refuse_invalid_unicode(value)
-        raise Reject(f"expected {self.type_name}, got {self.shown(value)}"
-                     f"{did_you_mean(value, self.values)}")
+        raise Reject(f"expected {self.type_name}, got {self.shown(value)}{did_you_mean(value, self.values)}")
 
     def json_type(self):
         # OpenAPI 3.0: a nullable enum lists null among its values.
@@ -600,7 +645,7 @@ class Url(Field):
 
     type_name = "URL"
 
-    def __init__(self, *, schemes=("http", "https"), **options):
+    def __init__(self, *, schemes=("http", "https"), **options) -> None:
         super().__init__(**options)
         self.schemes = tuple(schemes)
 
@@ -655,8 +700,10 @@ class Cron(Field):
             # The same parser the scheduler uses, so what passes here runs there.
             CronTrigger.from_crontab(value, timezone="UTC")
         except ValueError as exc:
-            raise Reject(f"invalid cron expression {quote(value)}: {exc} "
-                         "(use 5 fields: minute hour day-of-month month day-of-week)") from None
+            raise Reject(
+                f"invalid cron expression {quote(value)}: {exc} "
+                "(use 5 fields: minute hour day-of-month month day-of-week)"
+            ) from None
         return value
 
     def json_type(self):
@@ -668,7 +715,7 @@ class Any(Field):
 
     type_name = "value"
 
-    def __init__(self, **options):
+    def __init__(self, **options) -> None:
         options.setdefault("nullable", True)
         super().__init__(**options)
 
@@ -689,7 +736,7 @@ class List(Field):
 
     type_name = "list"
 
-    def __init__(self, item: Field, *, min_len=0, max_len=None, unique=False, **options):
+    def __init__(self, item: Field, *, min_len=0, max_len=None, unique=False, **options) -> None:
         super().__init__(**options)
         self.item = item
         self.min_len = min_len
@@ -744,7 +791,7 @@ class Map(Field):
 
     type_name = "mapping"
 
-    def __init__(self, value: Field, *, key: Field | None = None, max_len=None, **options):
+    def __init__(self, value: Field, *, key: Field | None = None, max_len=None, **options) -> None:
         super().__init__(**options)
         self.value = value
         self.key = key if key is not None else Str()
@@ -790,7 +837,7 @@ class Obj(Field):
 
     type_name = "mapping"
 
-    def __init__(self, fields: dict[str, Field], *, extra=False, check=None, sparse=False, **options):
+    def __init__(self, fields: dict[str, Field], *, extra=False, check=None, sparse=False, **options) -> None:
         super().__init__(**options)
         self.fields = dict(fields)
         self.extra = extra
@@ -831,8 +878,10 @@ class Obj(Field):
         return [(f".{name}", field) for name, field in self.fields.items()]
 
     def json_type(self):
-        schema: dict = {"type": "object", "properties": {name: field.json_schema()
-                                                         for name, field in self.fields.items()}}
+        schema: dict = {
+            "type": "object",
+            "properties": {name: field.json_schema() for name, field in self.fields.items()},
+        }
         required = [name for name, field in self.fields.items() if field.required]
         if required:
             schema["required"] = required
@@ -844,7 +893,7 @@ class Obj(Field):
 class OneOf(Field):
     """The first of several fields that accepts the value (e.g. a duration or a cron string)."""
 
-    def __init__(self, *fields: Field, **options):
+    def __init__(self, *fields: Field, **options) -> None:
         super().__init__(**options)
         self.fields = fields
         self.type_name = " or ".join(_article(f.type_name) for f in fields)

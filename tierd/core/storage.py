@@ -20,8 +20,8 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import aiosqlite
 
@@ -125,7 +125,7 @@ class _Connection(sqlite3.Connection):
 class Transaction:
     """The handle given inside ``async with db.transaction()``."""
 
-    def __init__(self, conn: aiosqlite.Connection):
+    def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
 
     async def execute(self, sql: str, params=()):
@@ -143,7 +143,7 @@ class Transaction:
 
 
 class Database:
-    def __init__(self, path: str | Path, busy_timeout: float = 5.0):
+    def __init__(self, path: str | Path, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self._writer: aiosqlite.Connection | None = None
@@ -157,7 +157,7 @@ class Database:
         self._full_told = False
         self._full_failed_at = 0.0
 
-    async def open(self) -> "Database":
+    async def open(self) -> Database:
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if not self.path.exists():
@@ -272,8 +272,12 @@ class Database:
         for row in await self.fetchall("SELECT namespace, MAX(version) AS v FROM schema_migrations GROUP BY namespace"):
             applied[row["namespace"]] = row["v"]
         return [
-            {"namespace": ns, "applied": applied.get(ns, 0), "available": len(scripts),
-             "pending": max(0, len(scripts) - applied.get(ns, 0))}
+            {
+                "namespace": ns,
+                "applied": applied.get(ns, 0),
+                "available": len(scripts),
+                "pending": max(0, len(scripts) - applied.get(ns, 0)),
+            }
             for ns, scripts in migrations.items()
         ]
 

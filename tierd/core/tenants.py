@@ -23,7 +23,7 @@ MAX_DESCRIPTION = 1000
 
 
 class TenantError(ValueError):
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
 
@@ -34,8 +34,10 @@ def hash_token(token: str) -> str:
 
 async def create_tenant(db, name: str) -> dict:
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise TenantError("invalid_tenant_name",
-                          "tenant names are 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit")
+        raise TenantError(
+            "invalid_tenant_name",
+            "tenant names are 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit",
+        )
     async with db.transaction() as tx:
         if await tx.fetchone("SELECT 1 FROM tenants WHERE id=?", (name,)):
             raise TenantError("tenant_exists", f"tenant {name!r} already exists")
@@ -54,7 +56,8 @@ async def list_tenants(db) -> list[dict]:
     rows = await db.fetchall(
         "SELECT t.id, t.name, t.created_at,"
         " (SELECT COUNT(*) FROM tokens k WHERE k.tenant_id=t.id AND k.revoked_at IS NULL) AS active_tokens"
-        " FROM tenants t ORDER BY t.id")
+        " FROM tenants t ORDER BY t.id"
+    )
     return [dict(r) | {"created_at": iso(r["created_at"])} for r in rows]
 
 
@@ -69,7 +72,8 @@ async def create_token(db, tenant: str, description: str = "") -> dict:
             raise TenantError("tenant_not_found", f"no tenant {tenant!r}")
         await tx.execute(
             "INSERT INTO tokens(id, tenant_id, token_hash, description, created_at) VALUES (?,?,?,?,?)",
-            (token_id, tenant, hash_token(token), description, time.time()))
+            (token_id, tenant, hash_token(token), description, time.time()),
+        )
     log.info("token %s created for tenant %s", token_id, tenant)
     return {"id": token_id, "tenant": tenant, "token": token, "description": description}
 
@@ -80,8 +84,10 @@ async def list_tokens(db, tenant: str | None = None) -> list[dict]:
     if tenant:
         sql, params = sql + " WHERE tenant_id=?", (tenant,)
     rows = await db.fetchall(sql + " ORDER BY created_at", params)
-    return [dict(r) | {"created_at": iso(r["created_at"]), "revoked_at": iso(r["revoked_at"]) if r["revoked_at"] else None}
-            for r in rows]
+    return [
+        dict(r) | {"created_at": iso(r["created_at"]), "revoked_at": iso(r["revoked_at"]) if r["revoked_at"] else None}
+        for r in rows
+    ]
 
 
 async def revoke_token(db, token_id: str) -> dict:
@@ -100,7 +106,8 @@ async def revoke_token(db, token_id: str) -> dict:
 async def tenant_for_token(db, token: str) -> tuple[str, str] | None:
     """(tenant id, token id) of a valid token, or None."""
     row = await db.fetchone(
-        "SELECT tenant_id, id FROM tokens WHERE token_hash=? AND revoked_at IS NULL", (hash_token(token),))
+        "SELECT tenant_id, id FROM tokens WHERE token_hash=? AND revoked_at IS NULL", (hash_token(token),)
+    )
     return (row["tenant_id"], row["id"]) if row else None
 
 

@@ -15,7 +15,7 @@ import hmac
 import logging
 import re
 import time
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
 import prometheus_client
@@ -24,8 +24,23 @@ from aiohttp.web_protocol import RequestHandler
 
 from tierd.core import tenants
 from tierd.core.api import (
-    BODY_KEY, CALLER_KEY, DAEMON_KEY, MAX_BODY_KEY, NO_BODY, PAGED, ApiError, Caller, Route, body_of, json_response,
-    page, page_params, read_body, int_cursor, require_tenant, tenant_scope,
+    BODY_KEY,
+    CALLER_KEY,
+    DAEMON_KEY,
+    MAX_BODY_KEY,
+    NO_BODY,
+    PAGED,
+    ApiError,
+    Caller,
+    Route,
+    body_of,
+    int_cursor,
+    json_response,
+    page,
+    page_params,
+    read_body,
+    require_tenant,
+    tenant_scope,
 )
 from tierd.core.event_types import catalogue
 from tierd.core.events import TYPE_RE
@@ -41,8 +56,15 @@ STORAGE_FULL_RETRY_AFTER = 30
 #: The server's header timeout, in seconds, read at each connection (so a reload applies it).
 HEADER_TIMEOUT_KEY = web.AppKey("tierd_header_timeout", Callable[[], float])
 
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
 
 
 @web.middleware
@@ -64,8 +86,9 @@ async def error_middleware(request: web.Request, handler):
             db = request.app[DAEMON_KEY].db
             if db is None or not db.full:  # else the database has logged it (once for the episode)
                 log.warning("%s %s: no space left on the disk: %s", request.method, request.path, exc)
-            response = ApiError(503, "storage_full", "no space left on the server's disk: nothing was stored;"
-                                " try again later").to_response()
+            response = ApiError(
+                503, "storage_full", "no space left on the server's disk: nothing was stored; try again later"
+            ).to_response()
             response.headers["Retry-After"] = str(STORAGE_FULL_RETRY_AFTER)
             return response
         log.exception("unhandled error in %s %s", request.method, request.path)
@@ -136,7 +159,7 @@ class Authenticator:
 
     CACHE_SECONDS = 5.0  # a revoked token stops working within this time, in every process
 
-    def __init__(self, daemon):
+    def __init__(self, daemon) -> None:
         self.daemon = daemon
         self._cache: dict[str, tuple[str | None, float]] = {}
 
@@ -218,18 +241,32 @@ def build_app(daemon, plugin_routes: list[Route]) -> web.Application:
 
 # --- core routes ---------------------------------------------------------------
 
-EVENT_BODY = Obj({
-    "type": Str(required=True, max_len=200, pattern=TYPE_RE,
-                pattern_doc="a dotted lowercase name such as 'invoice.paid'"),
-    "data": Obj({}, extra=True, default={}, doc="any JSON object"),
-    "id": Str(min_len=1, max_len=200, default=None,
-              doc="idempotency key: an event with an id already seen is not published again"),
-})
-TENANT_BODY = Obj({"name": Str(required=True, pattern=tenants.NAME_RE,
-                               pattern_doc="1-63 lowercase letters, digits, '-' or '_', starting with a "
-                                           "letter or digit")})
-TOKEN_BODY = Obj({"description": Str(max_len=tenants.MAX_DESCRIPTION, default="",
-                                     doc="what the token is for (shown in lists)")})
+EVENT_BODY = Obj(
+    {
+        "type": Str(
+            required=True, max_len=200, pattern=TYPE_RE, pattern_doc="a dotted lowercase name such as 'invoice.paid'"
+        ),
+        "data": Obj({}, extra=True, default={}, doc="any JSON object"),
+        "id": Str(
+            min_len=1,
+            max_len=200,
+            default=None,
+            doc="idempotency key: an event with an id already seen is not published again",
+        ),
+    }
+)
+TENANT_BODY = Obj(
+    {
+        "name": Str(
+            required=True,
+            pattern=tenants.NAME_RE,
+            pattern_doc="1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit",
+        )
+    }
+)
+TOKEN_BODY = Obj(
+    {"description": Str(max_len=tenants.MAX_DESCRIPTION, default="", doc="what the token is for (shown in lists)")}
+)
 
 
 def core_routes(daemon) -> list[Route]:
@@ -273,9 +310,12 @@ def core_routes(daemon) -> list[Route]:
     async def list_event_types(request):
         # Declared types for everyone; a tenant's own as seen (the admin's: ?tenant= or Tierd-Tenant).
         limit, cursor = page_params(request)
-        entries = [e for e in await catalogue(daemon.registries, daemon.db, tenant_scope(request))
-                   if cursor is None or e["name"] > cursor]
-        return json_response(page(entries[:limit + 1], limit, lambda e: e["name"]))
+        entries = [
+            e
+            for e in await catalogue(daemon.registries, daemon.db, tenant_scope(request))
+            if cursor is None or e["name"] > cursor
+        ]
+        return json_response(page(entries[: limit + 1], limit, lambda e: e["name"]))
 
     def tenant_call(fn):
         async def call(*args):
@@ -283,7 +323,8 @@ def core_routes(daemon) -> list[Route]:
                 return await fn(daemon.db, *args)
             except tenants.TenantError as exc:
                 status = 404 if exc.code.endswith("not_found") else 409 if exc.code == "tenant_exists" else 400
-                raise ApiError(status, exc.code, str(exc))
+                raise ApiError(status, exc.code, str(exc)) from exc
+
         return call
 
     async def admin_list_tenants(request):
@@ -307,8 +348,9 @@ def core_routes(daemon) -> list[Route]:
     async def admin_reload(request):
         ok, errors = await daemon.reload()
         if not ok:
-            raise ApiError(422, "config_invalid", "the new configuration was refused; the old one keeps running",
-                           details=errors)
+            raise ApiError(
+                422, "config_invalid", "the new configuration was refused; the old one keeps running", details=errors
+            )
         return json_response({"reloaded": True})
 
     async def admin_plugins(request):
@@ -320,24 +362,74 @@ def core_routes(daemon) -> list[Route]:
         Route("GET", "/readyz", readyz, auth="public", summary="Ready after migrations and plugin startup", tag=tag),
         Route("GET", "/metrics", metrics, auth="public", summary="Prometheus metrics", tag=tag),
         Route("GET", "/v1/openapi.json", openapi, auth="public", summary="This API as OpenAPI 3", tag=tag),
-        Route("POST", "/v1/events", post_event, summary="Publish an event (202 new, 200 same id seen)", tag="events",
-              statuses=(202, 200), body=EVENT_BODY),
-        Route("GET", "/v1/events", list_events, summary="List events", tag="events",
-              params=PAGED | {"type": "type pattern, e.g. invoice.*"}),
+        Route(
+            "POST",
+            "/v1/events",
+            post_event,
+            summary="Publish an event (202 new, 200 same id seen)",
+            tag="events",
+            statuses=(202, 200),
+            body=EVENT_BODY,
+        ),
+        Route(
+            "GET",
+            "/v1/events",
+            list_events,
+            summary="List events",
+            tag="events",
+            params=PAGED | {"type": "type pattern, e.g. invoice.*"},
+        ),
         Route("GET", "/v1/events/{id}", get_event, summary="One event", tag="events"),
-        Route("GET", "/v1/event-types", list_event_types, tag="events", params=PAGED,
-              summary="The event types plugins declare (description, severity, flags, data schema), and the "
-                      "tenant's own as seen in its latest events"),
+        Route(
+            "GET",
+            "/v1/event-types",
+            list_event_types,
+            tag="events",
+            params=PAGED,
+            summary="The event types plugins declare (description, severity, flags, data schema), and the "
+            "tenant's own as seen in its latest events",
+        ),
         Route("GET", "/v1/admin/tenants", admin_list_tenants, auth="admin", summary="List tenants", tag="admin"),
-        Route("POST", "/v1/admin/tenants", admin_create_tenant, auth="admin", summary="Create a tenant", tag="admin",
-              statuses=(201,), body=TENANT_BODY),
-        Route("GET", "/v1/admin/tenants/{tenant}/tokens", admin_list_tokens, auth="admin",
-              summary="List a tenant's tokens", tag="admin"),
-        Route("POST", "/v1/admin/tenants/{tenant}/tokens", admin_create_token, auth="admin",
-              summary="Create a token (shown once)", tag="admin", statuses=(201,), body=TOKEN_BODY),
-        Route("DELETE", "/v1/admin/tokens/{id}", admin_revoke_token, auth="admin", summary="Revoke a token", tag="admin"),
-        Route("POST", "/v1/admin/reload", admin_reload, auth="admin", summary="Reload the configuration", tag="admin",
-              body=NO_BODY),
+        Route(
+            "POST",
+            "/v1/admin/tenants",
+            admin_create_tenant,
+            auth="admin",
+            summary="Create a tenant",
+            tag="admin",
+            statuses=(201,),
+            body=TENANT_BODY,
+        ),
+        Route(
+            "GET",
+            "/v1/admin/tenants/{tenant}/tokens",
+            admin_list_tokens,
+            auth="admin",
+            summary="List a tenant's tokens",
+            tag="admin",
+        ),
+        Route(
+            "POST",
+            "/v1/admin/tenants/{tenant}/tokens",
+            admin_create_token,
+            auth="admin",
+            summary="Create a token (shown once)",
+            tag="admin",
+            statuses=(201,),
+            body=TOKEN_BODY,
+        ),
+        Route(
+            "DELETE", "/v1/admin/tokens/{id}", admin_revoke_token, auth="admin", summary="Revoke a token", tag="admin"
+        ),
+        Route(
+            "POST",
+            "/v1/admin/reload",
+            admin_reload,
+            auth="admin",
+            summary="Reload the configuration",
+            tag="admin",
+            body=NO_BODY,
+        ),
         Route("GET", "/v1/admin/plugins", admin_plugins, auth="admin", summary="Loaded plugins", tag="admin"),
     ]
 
@@ -357,13 +449,17 @@ class ApiRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
-        return _HeaderTimeoutServer(self.app[HEADER_TIMEOUT_KEY], server.request_handler,
-                                    request_factory=server.request_factory,
-                                    handler_cancellation=server.handler_cancellation, **server._kwargs)
+        return _HeaderTimeoutServer(
+            self.app[HEADER_TIMEOUT_KEY],
+            server.request_handler,
+            request_factory=server.request_factory,
+            handler_cancellation=server.handler_cancellation,
+            **server._kwargs,
+        )
 
 
 class _HeaderTimeoutServer(web.Server):
-    def __init__(self, header_timeout: Callable[[], float], *args, **kwargs):
+    def __init__(self, header_timeout: Callable[[], float], *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.header_timeout = header_timeout
 
