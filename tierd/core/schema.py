@@ -185,7 +185,7 @@ def unicode_problem(text: str) -> str | None:
     )
 
 
-def _check_text(value, path: Path, errors: list) -> None:
+def _check_text(value: AnyType, path: Path, errors: list[SchemaError]) -> None:
     """Report every string (key or value) in a nested value that is not valid Unicode."""
     pending = [(path, value)]
     while pending:  # a loop, not recursion: the value may be nested deeply
@@ -196,7 +196,7 @@ def _check_text(value, path: Path, errors: list) -> None:
                 errors.append(SchemaError(where, problem))
         elif isinstance(item, dict):
             for key, child in item.items():
-                problem = isinstance(key, str) and unicode_problem(key)
+                problem = unicode_problem(key) if isinstance(key, str) else None
                 if problem:
                     errors.append(SchemaError(where + (key,), f"invalid key: {problem}"))
                 pending.append((where + (key,), child))
@@ -220,7 +220,9 @@ def _article(noun: str) -> str:
     return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
 
 
-def _check_range(value, low, high, fmt: Callable = str, got: str | None = None):
+def _check_range(
+    value: AnyType, low: AnyType, high: AnyType, fmt: Callable[[AnyType], str] = str, got: str | None = None
+) -> AnyType:
     """Return value if it lies within [low, high] (either bound optional), else reject.
 
     ``got`` names the value as received (default: ``fmt(value)``).
@@ -244,14 +246,22 @@ class Field:
 
     type_name = "value"
 
-    def __init__(self, *, default=MISSING, required=False, nullable=False, doc="", secret=False) -> None:
+    def __init__(
+        self,
+        *,
+        default: AnyType = MISSING,
+        required: bool = False,
+        nullable: bool = False,
+        doc: str = "",
+        secret: bool = False,
+    ) -> None:
         self.default = default
         self.required = required
         self.nullable = nullable or default is None
         self.doc = doc
         self.secret = secret
 
-    def validate(self, value, path: Path = ()):
+    def validate(self, value: AnyType, path: Path = ()) -> AnyType:
         """Return the clean value, or raise :class:`Invalid` listing every error."""
         errors: list[SchemaError] = []
         clean = self.collect(value, tuple(path), errors)
@@ -259,7 +269,7 @@ class Field:
             raise Invalid(errors)
         return clean
 
-    def collect(self, value, path: Path, errors: list[SchemaError]):
+    def collect(self, value: AnyType, path: Path, errors: list[SchemaError]) -> AnyType:
         """Validate value found at path; append errors; return the clean value (None if invalid)."""
         if value is None:
             if not self.nullable:
@@ -267,7 +277,7 @@ class Field:
             return None
         return self.convert(value, path, errors)
 
-    def absent(self, path: Path, errors: list[SchemaError]):
+    def absent(self, path: Path, errors: list[SchemaError]) -> AnyType:
         """Return the value for a key missing from its mapping: the default, or None."""
         if self.required:
             errors.append(SchemaError(path, f"required key is missing ({_article(self.type_name)})"))
@@ -277,7 +287,7 @@ class Field:
         # Deep copy: a mutable default must never be shared between configs.
         return self.collect(copy.deepcopy(self.default), path, errors)
 
-    def convert(self, value, path: Path, errors: list[SchemaError]):
+    def convert(self, value: AnyType, path: Path, errors: list[SchemaError]) -> AnyType:
         """Validate a non-null value. Scalars implement :meth:`parse` instead."""
         try:
             return self.parse(value)
@@ -285,15 +295,15 @@ class Field:
             errors.append(SchemaError(path, str(exc)))
             return None
 
-    def parse(self, value):
+    def parse(self, value: AnyType) -> AnyType:
         """Return the clean form of a non-null scalar or raise :class:`Reject`."""
         raise NotImplementedError
 
-    def shown(self, value) -> str:
+    def shown(self, value: AnyType) -> str:
         """:func:`show` the value, unless it is a secret."""
         return f"{type(value).__name__} (value hidden)" if self.secret else show(value)
 
-    def mismatch(self, value) -> Reject:
+    def mismatch(self, value: AnyType) -> Reject:
         """The error for a value of the wrong type."""
         return Reject(f"expected {_article(self.type_name)}, got {self.shown(value)}")
 
@@ -334,7 +344,16 @@ class Str(Field):
 
     type_name = "string"
 
-    def __init__(self, *, min_len=0, max_len=None, pattern=None, pattern_doc="", choices=None, **options) -> None:
+    def __init__(
+        self,
+        *,
+        min_len: int = 0,
+        max_len: int | None = None,
+        pattern: str | re.Pattern[str] | None = None,
+        pattern_doc: str = "",
+        choices: Iterable[str] | None = None,
+        **options: AnyType,
+    ) -> None:
         super().__init__(**options)
         self.min_len = min_len
         self.max_len = max_len
@@ -342,13 +361,13 @@ class Str(Field):
         self.pattern_doc = pattern_doc
         self.choices = tuple(choices) if choices is not None else None
 
-    def mismatch(self, value) -> Reject:
+    def mismatch(self, value: AnyType) -> Reject:
         reject = super().mismatch(value)
         if isinstance(value, (int, float, bool)):  # YAML read `1.0` or `yes` as a non-string
             reject = Reject(f"{reject} (put it in quotes to make it a string)")
         return reject
 
-    def parse(self, value):
+    def parse(self, value: AnyType) -> AnyType:
         if not isinstance(value, str):
             raise self.mismatch(value)
         _refuse_invalid_unicode(value)
@@ -369,7 +388,7 @@ class Str(Field):
             )
         return value
 
-    def json_type(self):
+    def json_type(self) -> dict:
         schema: dict = {"type": "string"}
         if self.min_len:
             schema["minLength"] = self.min_len
@@ -412,18 +431,18 @@ class Int(Field):
 
     type_name = "integer"
 
-    def __init__(self, *, min=None, max=None, **options) -> None:
+    def __init__(self, *, min: int | None = None, max: int | None = None, **options: AnyType) -> None:
         super().__init__(**options)
         self.min, self.max = min, max
 
-    def parse(self, value):
+    def parse(self, value: AnyType) -> AnyType:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.mismatch(value)
         return _check_range(
             value, INT64_MIN if self.min is None else self.min, INT64_MAX if self.max is None else self.max, quote
         )
 
-    def json_type(self):
+    def json_type(self) -> dict:
         return {
             "type": "integer",
             "minimum": INT64_MIN if self.min is None else self.min,
@@ -437,11 +456,13 @@ class Float(Field):
 
     type_name = "number"
 
-    def __init__(self, *, min=None, max=None, above=None, **options) -> None:
+    def __init__(
+        self, *, min: float | None = None, max: float | None = None, above: float | None = None, **options: AnyType
+    ) -> None:
         super().__init__(**options)
         self.min, self.max, self.above = min, max, above
 
-    def parse(self, value):
+    def parse(self, value: AnyType) -> AnyType:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.mismatch(value)
         try:
@@ -454,7 +475,7 @@ class Float(Field):
             raise Reject(f"must be above {self.above}, got {quote(value)}")
         return _check_range(number, self.min, self.max)
 
-    def json_type(self):
+    def json_type(self) -> dict:
         schema: dict = {"type": "number"}
         if self.above is not None:
             schema |= {"minimum": self.above, "exclusiveMinimum": True}
@@ -470,12 +491,12 @@ class Bool(Field):
 
     type_name = "boolean"
 
-    def parse(self, value):
+    def parse(self, value: AnyType) -> AnyType:
         if not isinstance(value, bool):
             raise self.mismatch(value)
         return value
 
-    def json_type(self):
+    def json_type(self) -> dict:
         return {"type": "boolean"}
 
 
@@ -491,12 +512,12 @@ class Decimal(Field):
 
     type_name = "decimal number"
 
-    def __init__(self, *, min=None, max=None, **options) -> None:
+    def __init__(self, *, min: AnyType = None, max: AnyType = None, **options: AnyType) -> None:
         super().__init__(**options)
         self.min = None if min is None else decimal.Decimal(str(min))
         self.max = None if max is None else decimal.Decimal(str(max))
 
-    def parse(self, value):
+    def parse(self, value: AnyType) -> AnyType:
         if isinstance(value, bool) or not isinstance(value, (int, float, str, decimal.Decimal)):
             raise self.mismatch(value)
         try:
@@ -511,7 +532,7 @@ class Decimal(Field):
             )
         return _check_range(number, self.min, self.max, got=quote(value) if isinstance(value, str) else None)
 
-    def json_type(self):
+    def json_type(self) -> dict:
         # Money is text in the API (a JSON number is accepted too, read through its text).
         return {"type": "string", "format": "decimal", "example": "12.50"}
 
@@ -523,7 +544,7 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_DURATION_DAYS = 365_000
 
 
-def parse_duration(value) -> float:
+def parse_duration(value: AnyType) -> float:
     """Return the seconds in a duration: a number of seconds, or "500ms", "15s", "1h30m", ...
 
     At most :data:`MAX_DURATION_DAYS` (1000 years).
@@ -552,16 +573,16 @@ class Duration(Field):
 
     type_name = "duration"
 
-    def __init__(self, *, min=None, **options) -> None:
+    def __init__(self, *, min: str | float | None = None, **options: AnyType) -> None:
         super().__init__(**options)
         self.min = None if min is None else parse_duration(min)
 
-    def parse(self, value):
+    def parse(self, value: AnyType) -> AnyType:
         return _check_range(
             parse_duration(value), self.min, None, _format_seconds, got=quote(value) if isinstance(value, str) else None
         )
 
-    def json_type(self):
+    def json_type(self) -> dict:
         return {
             "anyOf": [
                 {"type": "string", "pattern": f"^{_DURATION.pattern}$", "example": "15s"},
@@ -576,7 +597,7 @@ class Instant(Field):
 
     type_name = "ISO-8601 time"
 
-    def parse(self, value):
+    def parse(self, value: AnyType) -> AnyType:
         if isinstance(value, str):
             try:
                 return parse_iso(value)
@@ -584,26 +605,26 @@ class Instant(Field):
                 pass
         raise Reject(f"expected an ISO-8601 time such as 2026-11-28T00:00:00Z, got {self.shown(value)}")
 
-    def json_type(self):
+    def json_type(self) -> dict:
         return {"type": "string", "format": "date-time"}
 
 
 class Enum(Field):
     """One of a fixed list of values."""
 
-    def __init__(self, values, **options) -> None:
+    def __init__(self, values: Iterable[AnyType], **options: AnyType) -> None:
         super().__init__(**options)
         self.values = tuple(values)
         self.type_name = "one of " + ", ".join(map(repr, self.values))
 
-    def parse(self, value):
+    def parse(self, value: AnyType) -> AnyType:
         if value in self.values:
             return value
         if isinstance(value, str):
             _refuse_invalid_unicode(value)
         raise Reject(f"expected {self.type_name}, got {self.shown(value)}{did_you_mean(value, self.values)}")
 
-    def json_type(self):
+    def json_type(self) -> dict:
         # OpenAPI 3.0: a nullable enum lists null among its values.
         return {"enum": list(self.values) + ([None] if self.nullable else [])}
 
@@ -613,7 +634,7 @@ class Cidr(Field):
 
     type_name = "CIDR network"
 
-    def parse(self, value):
+    def parse(self, value: AnyType) -> AnyType:
         if not isinstance(value, str):
             raise self.mismatch(value)
         try:
@@ -621,7 +642,7 @@ class Cidr(Field):
         except ValueError:
             raise Reject(f"invalid CIDR network {quote(value)} (use e.g. 10.0.0.0/8 or fd00::/8)") from None
 
-    def json_type(self):
+    def json_type(self) -> dict:
         return {"type": "string", "example": "10.0.0.0/8"}
 
 
@@ -632,7 +653,7 @@ class CaFile(Str):
 
     type_name = "CA certificate file"
 
-    def parse(self, value):
+    def parse(self, value: AnyType) -> AnyType:
         value = super().parse(value)
         problem = value and tls_file_problem(value)
         if problem:
@@ -645,11 +666,11 @@ class Url(Field):
 
     type_name = "URL"
 
-    def __init__(self, *, schemes=("http", "https"), **options) -> None:
+    def __init__(self, *, schemes: Iterable[str] = ("http", "https"), **options: AnyType) -> None:
         super().__init__(**options)
         self.schemes = tuple(schemes)
 
-    def parse(self, value):
+    def parse(self, value: AnyType) -> AnyType:
         if not isinstance(value, str):
             raise self.mismatch(value)
         _refuse_invalid_unicode(value)
@@ -665,7 +686,7 @@ class Url(Field):
             raise Reject(f"invalid URL {quote(value)}: no host name")
         return value
 
-    def json_type(self):
+    def json_type(self) -> dict:
         return {"type": "string", "format": "uri"}
 
 
@@ -674,7 +695,7 @@ class TimeZone(Field):
 
     type_name = "time zone"
 
-    def parse(self, value):
+    def parse(self, value: AnyType) -> AnyType:
         if not isinstance(value, str):
             raise self.mismatch(value)
         try:
@@ -684,7 +705,7 @@ class TimeZone(Field):
             raise Reject(f"unknown time zone {quote(value)}{hint}") from None
         return value
 
-    def json_type(self):
+    def json_type(self) -> dict:
         return {"type": "string", "example": "Europe/Zurich"}
 
 
@@ -693,7 +714,7 @@ class Cron(Field):
 
     type_name = "cron expression"
 
-    def parse(self, value):
+    def parse(self, value: AnyType) -> AnyType:
         if not isinstance(value, str):
             raise self.mismatch(value)
         try:
@@ -706,7 +727,7 @@ class Cron(Field):
             ) from None
         return value
 
-    def json_type(self):
+    def json_type(self) -> dict:
         return {"type": "string", "example": "0 6 * * *"}
 
 
@@ -715,15 +736,15 @@ class Any(Field):
 
     type_name = "value"
 
-    def __init__(self, **options) -> None:
+    def __init__(self, **options: AnyType) -> None:
         options.setdefault("nullable", True)
         super().__init__(**options)
 
-    def convert(self, value, path, errors):
+    def convert(self, value: AnyType, path: Path, errors: list[SchemaError]) -> AnyType:
         _check_text(value, path, errors)
         return value
 
-    def json_type(self):
+    def json_type(self) -> dict:
         return {}
 
 
@@ -736,14 +757,16 @@ class List(Field):
 
     type_name = "list"
 
-    def __init__(self, item: Field, *, min_len=0, max_len=None, unique=False, **options) -> None:
+    def __init__(
+        self, item: Field, *, min_len: int = 0, max_len: int | None = None, unique: bool = False, **options: AnyType
+    ) -> None:
         super().__init__(**options)
         self.item = item
         self.min_len = min_len
         self.max_len = max_len
         self.unique = unique
 
-    def convert(self, value, path, errors):
+    def convert(self, value: AnyType, path: Path, errors: list[SchemaError]) -> AnyType:
         if not isinstance(value, list):
             errors.append(SchemaError(path, str(self.mismatch(value))))
             return None
@@ -763,11 +786,11 @@ class List(Field):
                 seen.add(key)
         return clean
 
-    def children(self):
+    def children(self) -> list[tuple[str, Field]]:
         return [("[]", self.item)]
 
-    def json_type(self):
-        schema = {"type": "array", "items": self.item.json_schema()}
+    def json_type(self) -> dict:
+        schema: dict = {"type": "array", "items": self.item.json_schema()}
         if self.min_len:
             schema["minItems"] = self.min_len
         if self.max_len is not None:
@@ -777,7 +800,7 @@ class List(Field):
         return schema
 
 
-def _hashable(value):
+def _hashable(value: AnyType) -> AnyType:
     """A key that compares as ``value`` does (JSON-like values: dicts and lists too)."""
     if isinstance(value, dict):
         return ("{}", tuple(sorted(((str(k), _hashable(v)) for k, v in value.items()), key=repr)))
@@ -791,13 +814,15 @@ class Map(Field):
 
     type_name = "mapping"
 
-    def __init__(self, value: Field, *, key: Field | None = None, max_len=None, **options) -> None:
+    def __init__(
+        self, value: Field, *, key: Field | None = None, max_len: int | None = None, **options: AnyType
+    ) -> None:
         super().__init__(**options)
         self.value = value
         self.key = key if key is not None else Str()
         self.max_len = max_len
 
-    def convert(self, value, path, errors):
+    def convert(self, value: AnyType, path: Path, errors: list[SchemaError]) -> AnyType:
         if not isinstance(value, dict):
             errors.append(SchemaError(path, str(self.mismatch(value))))
             return None
@@ -812,12 +837,12 @@ class Map(Field):
             result[key if key_errors else clean_key] = self.value.collect(item, path + (key,), errors)
         return result
 
-    def children(self):
+    def children(self) -> list[tuple[str, Field]]:
         return [(".<name>", self.value)]
 
-    def json_type(self):
+    def json_type(self) -> dict:
         # OpenAPI 3.0 has no propertyNames: the keys' own rules are the field's doc.
-        schema = {"type": "object", "additionalProperties": self.value.json_schema()}
+        schema: dict = {"type": "object", "additionalProperties": self.value.json_schema()}
         if self.max_len is not None:
             schema["maxProperties"] = self.max_len
         return schema
@@ -837,14 +862,22 @@ class Obj(Field):
 
     type_name = "mapping"
 
-    def __init__(self, fields: dict[str, Field], *, extra=False, check=None, sparse=False, **options) -> None:
+    def __init__(
+        self,
+        fields: dict[str, Field],
+        *,
+        extra: bool = False,
+        check: Callable[[dict], Iterable[tuple[Iterable, str]]] | None = None,
+        sparse: bool = False,
+        **options: AnyType,
+    ) -> None:
         super().__init__(**options)
         self.fields = dict(fields)
         self.extra = extra
         self.check = check
         self.sparse = sparse
 
-    def convert(self, value, path, errors):
+    def convert(self, value: AnyType, path: Path, errors: list[SchemaError]) -> AnyType:
         if not isinstance(value, dict):
             errors.append(SchemaError(path, str(self.mismatch(value))))
             return None
@@ -865,19 +898,19 @@ class Obj(Field):
             errors.extend(SchemaError(path + tuple(sub), message) for sub, message in self.check(result))
         return result
 
-    def absent(self, path, errors):
+    def absent(self, path: Path, errors: list[SchemaError]) -> AnyType:
         if self.required or self.default is not MISSING:
             return super().absent(path, errors)
         return self.collect({}, path, errors)
 
-    def unknown_key_message(self, key) -> str:
+    def unknown_key_message(self, key: AnyType) -> str:
         """The error for a key no field declares; subclasses may word it for their context."""
         return f"unknown key {key!r}{did_you_mean(key, self.fields)}"
 
-    def children(self):
+    def children(self) -> list[tuple[str, Field]]:
         return [(f".{name}", field) for name, field in self.fields.items()]
 
-    def json_type(self):
+    def json_type(self) -> dict:
         schema: dict = {
             "type": "object",
             "properties": {name: field.json_schema() for name, field in self.fields.items()},
@@ -893,12 +926,12 @@ class Obj(Field):
 class OneOf(Field):
     """The first of several fields that accepts the value (e.g. a duration or a cron string)."""
 
-    def __init__(self, *fields: Field, **options) -> None:
+    def __init__(self, *fields: Field, **options: AnyType) -> None:
         super().__init__(**options)
         self.fields = fields
         self.type_name = " or ".join(_article(f.type_name) for f in fields)
 
-    def convert(self, value, path, errors):
+    def convert(self, value: AnyType, path: Path, errors: list[SchemaError]) -> AnyType:
         attempts = []
         for field in self.fields:
             field_errors: list[SchemaError] = []
@@ -916,7 +949,7 @@ class OneOf(Field):
             errors.append(SchemaError(path, f"expected {self.type_name}, got {self.shown(value)}"))
         return None
 
-    def json_type(self):
+    def json_type(self) -> dict:
         # anyOf, not oneOf: the first alternative that accepts the value wins.
         return {"anyOf": [field.json_schema() for field in self.fields]}
 
@@ -924,7 +957,7 @@ class OneOf(Field):
 # --- entry points -----------------------------------------------------------
 
 
-def validate(schema: Field, value, path: Path = ()) -> tuple[AnyType, list[SchemaError]]:
+def validate(schema: Field, value: AnyType, path: Path = ()) -> tuple[AnyType, list[SchemaError]]:
     """Validate value against schema; return (clean value, every error found).
 
     ``value=MISSING`` stands for an absent key: the schema's defaults are used.
