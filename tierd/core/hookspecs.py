@@ -245,6 +245,6 @@ def tierd_register_report_exporters(register):
 
     Called once when the plugin manager is built. Call ``register(exporter)``
     for each :class:`tierd.core.registry.ReportExporter` (``format_name``,
-    ``media_type``, ``extension``, ``export(columns, rows, out)``). Return
+    ``media_type``, ``extension``, ``export(title, columns, rows, out)``). Return
     value ignored.
     """
