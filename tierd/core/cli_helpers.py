@@ -9,7 +9,9 @@ import os
 import socket
 import sys
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -27,7 +29,7 @@ class ApiClient:
 
     def _connection(self) -> http.client.HTTPConnection:
         if self.listen.startswith("unix:"):
-            path = self.listen[len("unix:"):]
+            path = self.listen[len("unix:") :]
             conn = http.client.HTTPConnection("localhost", timeout=self.timeout)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(self.timeout)
@@ -40,8 +42,16 @@ class ApiClient:
             host = "127.0.0.1"
         return http.client.HTTPConnection(host, int(port), timeout=self.timeout)
 
-    def request(self, method: str, path: str, json_body=None, tenant: str | None = None,
-                params: dict | None = None, body: bytes | None = None, content_type: str | None = None):
+    def request(
+        self,
+        method: str,
+        path: str,
+        json_body=None,
+        tenant: str | None = None,
+        params: dict | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+    ):
         if params:
             clean = {k: v for k, v in params.items() if v is not None}
             if clean:
@@ -62,7 +72,9 @@ class ApiClient:
             response = conn.getresponse()
             raw = response.read()
         except (OSError, http.client.HTTPException) as exc:
-            raise click.ClickException(f"cannot reach the tierd daemon at {self.listen}: {exc} (is `tierd run` running?)")
+            raise click.ClickException(
+                f"cannot reach the tierd daemon at {self.listen}: {exc} (is `tierd run` running?)"
+            )
         try:
             data = json.loads(raw) if raw else {}
         except ValueError:
@@ -70,8 +82,10 @@ class ApiClient:
         if response.status >= 400:
             error = data.get("error", {}) if isinstance(data, dict) else {}
             message = error.get("message", raw.decode(errors="replace")[:500])
-            raise click.ClickException(f"{error.get('code', response.status)}: {message}"
-                                       + "".join(f"\n  {line}" for line in _details(error.get("details"), message)))
+            raise click.ClickException(
+                f"{error.get('code', response.status)}: {message}"
+                + "".join(f"\n  {line}" for line in _details(error.get("details"), message))
+            )
         return data
 
     def get(self, path, tenant=None, params=None):
@@ -93,8 +107,10 @@ def _details(details, message: str) -> list[str]:
         return [f"{key}: {value}" for key, value in details.items() if str(value) not in message]
     if isinstance(details, list):
         # invalid_body: {"path", "message"} per problem, shown as check-config shows its errors.
-        lines = [f"{d['path']}: {d['message']}" if isinstance(d, dict) and d.keys() == {"path", "message"}
-                 else str(d) for d in details]
+        lines = [
+            f"{d['path']}: {d['message']}" if isinstance(d, dict) and d.keys() == {"path", "message"} else str(d)
+            for d in details
+        ]
         return [line for line in lines if line not in message]
     return []
 
@@ -131,7 +147,8 @@ class CliContext:
             except ConfigError as exc:
                 raise click.ClickException(
                     "invalid configuration; this command needs all of it (commands that only talk to the running "
-                    "daemon, such as reload, events, webhooks, notify and recon, still work):\n" + str(exc))
+                    "daemon, such as reload, events, webhooks, notify and recon, still work):\n" + str(exc)
+                )
         return self._loaded
 
     @property
@@ -155,9 +172,10 @@ class CliContext:
             try:
                 config = load_config(self.config_path, {}, only=("server", "storage"))
             except ConfigError as exc:
-                raise click.ClickException("cannot tell where the running daemon is: the configuration's server or "
-                                           "storage section has errors (or give --url and $TIERD_ADMIN_TOKEN):\n"
-                                           + str(exc))
+                raise click.ClickException(
+                    "cannot tell where the running daemon is: the configuration's server or "
+                    "storage section has errors (or give --url and $TIERD_ADMIN_TOKEN):\n" + str(exc)
+                )
             listen = listen or config["server"]["listen"]
             token = token or local_admin_token(config)
         return ApiClient(listen, token)
@@ -238,3 +256,35 @@ def pass_cli(fn):
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+tenant_option = click.option("--tenant", required=True, help="Tenant to act for.")
+
+
+def tenant_command(
+    group: click.Group,
+    name: str,
+    *options: Callable[[Callable[..., Any]], Callable[..., Any]],
+    argument: str | None = None,
+    as_json: bool = True,
+) -> Callable[[Callable[..., Any]], click.Command]:
+    """A ``tierd GROUP NAME`` command that acts for one tenant, as the plugins' commands do.
+
+    Options in help order: ``--tenant``, the ``argument`` (a name) if any, the
+    click ``options`` given, then ``--json`` unless ``as_json=False``. The
+    function gets the :class:`CliContext` first, then its parameters by name
+    (``tenant``, the argument's, the options', ``as_json``)::
+
+        @tenant_command(recon_cli, "run", click.option("--account", required=True))
+        def run(cli, tenant, account, as_json): ...
+    """
+
+    def decorate(fn: Callable[..., Any]) -> click.Command:
+        fn = pass_cli(fn)
+        if as_json:
+            fn = json_option(fn)
+        for option in reversed(options):
+            fn = option(fn)
+        if argument:
+            fn = click.argument(argument)(fn)
+        return group.command(name)(tenant_option(fn))
+
+    return decorate

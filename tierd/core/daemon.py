@@ -1,7 +1,8 @@
 """The daemon: config, plugins, storage, bus, scheduler and API in one loop.
 
 Lifecycle (``tierd run``): load and validate the configuration, build the
-plugin manager, open and migrate the database, start plugins and consumers,
+plugin manager, open and migrate the database, start the plugins' services
+(``tierd_services``, then ``tierd_startup``), consumers, jobs and routes,
 listen, then tell systemd READY=1. SIGHUP reloads; SIGTERM/SIGINT stop
 gracefully.
 """
@@ -26,6 +27,7 @@ from tierd.core.logs import ACCESS_LOGGER, access_log_class
 from tierd.core.plugins import call_async, make_plugin_manager
 from tierd.core.registry import collect_registries
 from tierd.core.scheduler import Job, apply_jobs, make_scheduler
+from tierd.core.service import PluginService, ServiceNotRunning
 from tierd.core.storage import CORE_MIGRATIONS, Database
 from tierd.core.tenants import local_admin_token
 from tierd.core.web_app import ApiRunner, build_app
@@ -65,8 +67,9 @@ def all_migrations(pm) -> dict[str, list[str]]:
 
 
 class Daemon:
-    def __init__(self, pm, registries, config, clock: Clock | None = None,
-                 consumer_stall_after: float = CONSUMER_STALL_AFTER):
+    def __init__(
+        self, pm, registries, config, clock: Clock | None = None, consumer_stall_after: float = CONSUMER_STALL_AFTER
+    ):
         self.pm = pm
         self.registries = registries
         self.config = config
@@ -87,28 +90,43 @@ class Daemon:
         self.url: str | None = None
         self.openapi: dict = {}
         self.authenticator = None
-        #: Per-daemon objects of plugins, keyed by plugin name (set in tierd_startup).
+        #: The plugins' running objects (``tierd_services``), by service name, in start order.
+        self.services: dict[str, PluginService] = {}
+        #: Free-form per-daemon objects of plugins that keep state without a service
+        #: (kept for third parties written before services; prefer a PluginService).
         self.state: dict = {}
         self._tasks: set[asyncio.Task] = set()
         self._runner: web.AppRunner | None = None
         self._tenants: set[str] = set()
         self._reload_lock = asyncio.Lock()
         self._events_accepted = prometheus_client.Counter(
-            "tierd_events_accepted", "Events accepted through the API or published by plugins",
-            registry=self.metrics)
+            "tierd_events_accepted", "Events accepted through the API or published by plugins", registry=self.metrics
+        )
         self._consumer_lag = prometheus_client.Gauge(
-            "tierd_consumer_lag_events", "Events not yet processed by each consumer", ["consumer"],
-            registry=self.metrics)
+            "tierd_consumer_lag_events",
+            "Events not yet processed by each consumer",
+            ["consumer"],
+            registry=self.metrics,
+        )
         self._consumer_errors = prometheus_client.Counter(
-            "tierd_consumer_errors", "Failures of each consumer (each one retried after a pause)", ["consumer"],
-            registry=self.metrics)
+            "tierd_consumer_errors",
+            "Failures of each consumer (each one retried after a pause)",
+            ["consumer"],
+            registry=self.metrics,
+        )
         self._consumer_stalled = prometheus_client.Gauge(
-            "tierd_consumer_stalled", "1 while a consumer has events to handle and has not advanced"
-            f" for {consumer_stall_after:g}s", ["consumer"], registry=self.metrics)
+            "tierd_consumer_stalled",
+            f"1 while a consumer has events to handle and has not advanced for {consumer_stall_after:g}s",
+            ["consumer"],
+            registry=self.metrics,
+        )
         self._storage_full_errors = prometheus_client.Counter(
-            "tierd_storage_full_errors", "Writes refused for lack of disk space", registry=self.metrics)
+            "tierd_storage_full_errors", "Writes refused for lack of disk space", registry=self.metrics
+        )
         prometheus_client.Gauge(
-            "tierd_storage_full", "1 while writes fail for lack of disk space", registry=self.metrics,
+            "tierd_storage_full",
+            "1 while writes fail for lack of disk space",
+            registry=self.metrics,
         ).set_function(lambda: float(self.db is not None and self.db.full))
 
     # --- helpers for plugins --------------------------------------------------------
@@ -126,6 +144,13 @@ class Daemon:
         task.add_done_callback(done)
         return task
 
+    def service(self, name: str) -> PluginService:
+        """The running service ``name`` (see :mod:`tierd.core.service`); ServiceNotRunning if none."""
+        try:
+            return self.services[name]
+        except KeyError:
+            raise ServiceNotRunning(f"no service {name!r} is running in this daemon") from None
+
     def readiness(self) -> tuple[bool, str]:
         """(ready, why not): started, storage not full, no consumer stalled."""
         if not self.ready:
@@ -133,8 +158,10 @@ class Daemon:
         if self.db.full:
             return False, "storage full: writes fail for lack of disk space"
         if self.stalled:
-            return False, "; ".join(f"consumer {name} has events to handle and has not advanced for {seconds:.0f}s"
-                                    for name, seconds in sorted(self.stalled.items()))
+            return False, "; ".join(
+                f"consumer {name} has events to handle and has not advanced for {seconds:.0f}s"
+                for name, seconds in sorted(self.stalled.items())
+            )
         return True, ""
 
     async def tenant_exists(self, tenant: str) -> bool:
@@ -155,9 +182,14 @@ class Daemon:
         self.db.on_full = self._storage_full_errors.inc
         self.not_ready_reason = "migrating"
         await self.db.migrate(all_migrations(self.pm))
-        self.bus = EventBus(self.db, self.clock, on_publish=self._events_accepted.inc,
-                            on_consumer_error=lambda name: self._consumer_errors.labels(name).inc())
+        self.bus = EventBus(
+            self.db,
+            self.clock,
+            on_publish=self._events_accepted.inc,
+            on_consumer_error=lambda name: self._consumer_errors.labels(name).inc(),
+        )
         self.not_ready_reason = "starting plugins"
+        await self._start_services()
         await call_async(self.pm.hook.tierd_startup, daemon=self)
         for consumers in self.pm.hook.tierd_event_consumers(daemon=self):
             for consumer in consumers or []:
@@ -165,9 +197,12 @@ class Daemon:
         self._apply_jobs()
         self.scheduler.start()
         routes = [r for result in self.pm.hook.tierd_routes(daemon=self) for r in (result or [])]
-        self._runner = ApiRunner(build_app(self, routes), access_log=logging.getLogger(ACCESS_LOGGER),
-                                     access_log_class=access_log_class(lambda: self.config["logging"]["access_log"]),
-                                     shutdown_timeout=self.config["server"]["shutdown_grace"])
+        self._runner = ApiRunner(
+            build_app(self, routes),
+            access_log=logging.getLogger(ACCESS_LOGGER),
+            access_log_class=access_log_class(lambda: self.config["logging"]["access_log"]),
+            shutdown_timeout=self.config["server"]["shutdown_grace"],
+        )
         await self._runner.setup()
         await self._listen(self.config["server"]["listen"])
         interval = systemd.watchdog_interval()
@@ -178,9 +213,39 @@ class Daemon:
         log.info("tierd %s ready on %s (database %s)", __version__, self.url, storage["path"])
         systemd.notify(f"READY=1\nSTATUS=listening on {self.url}")
 
+    async def _start_services(self) -> None:
+        """Make every plugin's services and start them, in plugin registration order."""
+        made: list[PluginService] = []
+        # pluggy calls the last registered plugin first: reversed, built-ins come first.
+        for result in reversed(self.pm.hook.tierd_services(daemon=self)):
+            for service in result if isinstance(result, (list, tuple)) else [result] if result else []:
+                if not isinstance(service, PluginService):
+                    raise TypeError(
+                        f"tierd_services returned {service!r} ({type(service).__module__}), "
+                        "not a tierd.core.service.PluginService"
+                    )
+                if not service.name:
+                    raise TypeError(f"{type(service).__module__}.{type(service).__name__} has no name")
+                if service.name in self.services or any(s.name == service.name for s in made):
+                    raise ValueError(f"two plugins declare the service {service.name!r}")
+                made.append(service)
+        for service in made:
+            # In the slot before start(): what start() spawns may look it up, and
+            # a start() that fails half-way is stopped with the others.
+            self.services[service.name] = service
+            await service.start()
+
+    async def _stop_services(self) -> None:
+        """Stop the started services, the last started first; one that fails does not keep the others running."""
+        for name, service in reversed(list(self.services.items())):
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("stopping the %s service failed", name)
+
     async def _listen(self, listen: str) -> None:
         if listen.startswith("unix:"):
-            path = listen[len("unix:"):]
+            path = listen[len("unix:") :]
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             site = web.UnixSite(self._runner, path)
             self.url = listen
@@ -205,8 +270,11 @@ class Daemon:
     async def _prune_events(self) -> None:
         removed = await self.bus.prune(self.clock.time() - self.config["storage"]["event_retention"])
         if removed:
-            log.info("event retention: deleted %d events older than %s", removed,
-                     _days(self.config["storage"]["event_retention"]))
+            log.info(
+                "event retention: deleted %d events older than %s",
+                removed,
+                _days(self.config["storage"]["event_retention"]),
+            )
 
     async def _update_metrics(self) -> None:
         lags = await self.bus.lag()
@@ -214,8 +282,12 @@ class Daemon:
             self._consumer_lag.labels(name).set(lag)
         stalled = self.bus.stalled(lags, self.consumer_stall_after)
         for name in stalled.keys() - self.stalled.keys():
-            log.error("consumer %s has %s events to handle and has not advanced for %.0fs: not ready",
-                      name, lags.get(name, "unknown"), stalled[name])
+            log.error(
+                "consumer %s has %s events to handle and has not advanced for %.0fs: not ready",
+                name,
+                lags.get(name, "unknown"),
+                stalled[name],
+            )
         for name in self.stalled.keys() - stalled.keys():
             log.info("consumer %s advances again", name)
         for name in self.bus.progress.keys() | self.stalled.keys():
@@ -239,6 +311,7 @@ class Daemon:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         await call_async(self.pm.hook.tierd_shutdown, daemon=self)
+        await self._stop_services()
         if self._tasks:
             _, pending = await asyncio.wait(list(self._tasks), timeout=self.config["server"]["shutdown_grace"])
             for task in pending:
@@ -268,6 +341,11 @@ class Daemon:
                     log.warning("plugins.disabled changed: restart tierd to apply it")
                 config["server"]["admin_token"] = local_admin_token(config, create=True)
                 self.config = config
+                for name, service in self.services.items():
+                    try:
+                        await service.reload(config)
+                    except Exception:  # the others still apply it; this one keeps what it had
+                        log.exception("the %s service could not apply the reloaded configuration", name)
                 await call_async(self.pm.hook.tierd_config_reloaded, daemon=self, config=config)
                 self._apply_jobs()
                 log.info("configuration reloaded from %s", self.config_path or "<defaults>")
@@ -304,8 +382,9 @@ def _check_can_listen(listen: str) -> None:
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     try:
-        for family, kind, proto, _, address in socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM,
-                                                                 flags=socket.AI_PASSIVE):
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
             with socket.socket(family, kind, proto) as probe:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server does
                 if family == socket.AF_INET6:

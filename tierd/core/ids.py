@@ -15,13 +15,16 @@ RANDOM_BYTES = 8
 
 
 def new_ids(prefix: str, count: int) -> list[str]:
-    """``count`` ids made now, from one read of the OS random source (a system
-    call each time: the event and delivery paths make one id per row)."""
+    """``count`` ids made now, ascending in list order, from one read of the OS
+    random source (a system call each time: the event and delivery paths make
+    one id per row). Ascending: rows given them in the order of the list page
+    and sort in that order, although they share the millisecond."""
     head = prefix + int(time.time() * 1000).to_bytes(6, "big").hex()
     raw = os.urandom(RANDOM_BYTES * count).hex()
     width = 2 * RANDOM_BYTES
-    return [head + raw[i:i + width] for i in range(0, len(raw), width)]
+    return sorted(head + raw[i : i + width] for i in range(0, len(raw), width))
 
 
 def new_id(prefix: str) -> str:
+    """One id: ``prefix`` (such as ``"evt_"``) then time and randomness, in hex."""
     return new_ids(prefix, 1)[0]
