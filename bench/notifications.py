@@ -83,7 +83,7 @@ async def bench_tierd(url: str, n: int, concurrency: int) -> tuple[float, float]
     from tierd.plugins.notifications.config import make_schema
     from tierd.plugins.notifications.dispatch import Dispatcher, Metrics
     from tierd.plugins.notifications.intake import ingest
-    from tierd.plugins.notifications.runtime import Runtime
+    from tierd.plugins.notifications.compiled import Compiled
 
     import prometheus_client
 
@@ -106,13 +106,13 @@ async def bench_tierd(url: str, n: int, concurrency: int) -> tuple[float, float]
         await db.migrate({"core": CORE_MIGRATIONS, "notifications": store.MIGRATIONS})
         clock = Clock()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
-            runtime = Runtime(section, Regs, http)
-            dispatcher = Dispatcher(db, clock, Metrics(prometheus_client.CollectorRegistry()), lambda: runtime,
+            compiled = Compiled(section, Regs, http)
+            dispatcher = Dispatcher(db, clock, Metrics(prometheus_client.CollectorRegistry()), lambda: compiled,
                                     max_in_flight=concurrency, max_per_channel=concurrency)
             events = _events(n)
             start = time.perf_counter()
             for i in range(0, n, 500):  # the bus hands the consumer batches of 500
-                await ingest(db, runtime, events[i:i + 500], clock.time())
+                await ingest(db, compiled, events[i:i + 500], clock.time())
             routed = time.perf_counter() - start
             while await dispatcher.tick():
                 pass

@@ -11,14 +11,15 @@ from aiohttp import web
 from tierd.core.clock import FakeClock
 from tierd.core.plugins import make_plugin_manager
 from tierd.core.registry import Channel, collect_registries
+from tierd.core.retry import exponential_schedule, next_delay
 from tierd.core.schema import validate
 from tierd.core.storage import CORE_MIGRATIONS, Database
 from tierd.plugins.notifications import store
 from tierd.plugins.notifications.channels import BUILTIN
+from tierd.plugins.notifications.compiled import Compiled
 from tierd.plugins.notifications.config import make_schema
-from tierd.plugins.notifications.dispatch import Dispatcher, Metrics, backoff_delay
+from tierd.plugins.notifications.dispatch import Dispatcher, Metrics
 from tierd.plugins.notifications.intake import ingest
-from tierd.plugins.notifications.runtime import Runtime
 
 
 class Exploding(Channel):
@@ -40,15 +41,15 @@ class Harness:
         self.db, self.clock, self.http = db, clock, http
         self.registry = prometheus_client.CollectorRegistry()
         self.metrics = Metrics(self.registry)
-        self.runtime = None
+        self.compiled = None
         self.dispatcher = None
         self.n = 0
 
     def configure(self, raw: dict) -> "Harness":
         section, errors = validate(make_schema(Regs), raw)
         assert not errors, errors
-        self.runtime = Runtime(section, Regs, self.http)
-        self.dispatcher = Dispatcher(self.db, self.clock, self.metrics, lambda: self.runtime)
+        self.compiled = Compiled(section, Regs, self.http)
+        self.dispatcher = Dispatcher(self.db, self.clock, self.metrics, lambda: self.compiled)
         return self
 
     def event(self, type_="invoice.paid", tenant="acme", **data) -> dict:
@@ -57,7 +58,7 @@ class Harness:
                 "created_at": f"2026-11-28T12:00:{self.n % 60:02d}Z"}
 
     async def ingest(self, *events):
-        return await ingest(self.db, self.runtime, list(events), self.clock.time())
+        return await ingest(self.db, self.compiled, list(events), self.clock.time())
 
     async def tick(self, advance: float = 0.0) -> int:
         self.clock.advance(advance)
@@ -311,9 +312,13 @@ async def test_a_crashing_channel_is_retried(harness):
 
 
 def test_backoff_doubles_up_to_max():
-    retry = {"backoff": 10.0, "max_backoff": 60.0}
-    assert [backoff_delay(n, retry, None) for n in range(1, 6)] == [10, 20, 40, 60, 60]
-    assert backoff_delay(1, retry, 3600) == 60.0
+    # What notifications' retry settings compile into, through core's retry policy.
+    schedule = exponential_schedule(10.0, 60.0, 6)
+    assert [next_delay(schedule, n, stretch=None, cap=60.0) for n in range(1, 7)] == [10, 20, 40, 60, 60, None]
+    # A channel's Retry-After: honoured up to max_backoff, never sooner than planned.
+    assert next_delay(schedule, 1, retry_after=3600, stretch=None, cap=60.0) == 60.0
+    assert next_delay(schedule, 2, retry_after=1, stretch=None, cap=60.0) == 20.0
+    assert next_delay(schedule, 1, retry_after=30, stretch=None, cap=60.0) == 30.0
 
 
 async def test_run_loop_does_not_wait_for_a_slow_channel(harness, receiver):

@@ -7,7 +7,7 @@ from tierd.core.registry import collect_registries
 from tierd.core.schema import validate
 from tierd.plugins.notifications.config import make_schema
 from tierd.plugins.notifications.routing import Matcher, RoutingTree, condition_errors
-from tierd.plugins.notifications.runtime import build_tree
+from tierd.plugins.notifications.compiled import build_tree
 
 #: The event types the built-in plugins declare, with their default texts and flags.
 DECLARED = collect_registries(make_plugin_manager(load_entrypoints=False)).event_types

@@ -3,8 +3,15 @@ Teams, ntfy, webhook, log, Apprise, third-party types), with templates,
 grouping, throttling, silences, quiet hours and durable retries.
 
 This module only holds the hook implementations; the work is in the files
-named for it (``routing``, ``templates``, ``grouping``, ``silences``,
-``store``, ``intake``, ``dispatch``, ``api``, ``cli``, ``channels/``).
+named for it:
+
+* ``config.py`` - the ``notifications`` section's schema
+* ``compiled.py`` - what the section compiles into (routing tree, channels, retry schedule)
+* ``service.py`` - the running object (core's service slot): intake consumer, dispatcher, reload
+* ``routing.py``, ``templates.py``, ``grouping.py``, ``silences.py`` - the parts of the pipeline
+* ``intake.py`` (events to rows) and ``dispatch.py`` (due rows to channels)
+* ``store.py`` - the tables and every SQL statement; ``api.py`` / ``cli.py`` - the interfaces
+* ``channels/`` - the built-in channel types
 """
 
 from __future__ import annotations
@@ -34,34 +41,17 @@ def tierd_migrations():
 
 
 @hookimpl
-def tierd_startup(daemon):
-    from .service import NotificationService
+def tierd_services(daemon):
+    from .service import NotificationsService
 
-    NotificationService.start(daemon)
+    return NotificationsService(daemon)
 
 
 @hookimpl
 def tierd_event_consumers(daemon):
-    from .service import running_service
+    from .service import NotificationsService
 
-    service = running_service(daemon)  # None if startup did not run (nothing to consume for)
-    return [service.consumer()] if service is not None else []
-
-
-@hookimpl
-async def tierd_config_reloaded(daemon, config):
-    from .service import service_of
-
-    await service_of(daemon).reload(config)
-
-
-@hookimpl
-async def tierd_shutdown(daemon):
-    from .service import running_service
-
-    service = running_service(daemon)
-    if service is not None:
-        await service.stop()
+    return [NotificationsService.of(daemon).consumer()]
 
 
 @hookimpl
@@ -75,10 +65,9 @@ def tierd_routes(daemon):
 def tierd_jobs(daemon):
     from tierd.core.scheduler import Job
 
-    from .service import running_service
+    from .service import NotificationsService
 
-    service = running_service(daemon)
-    return [Job(id="notifications.retention", func=service.purge, interval=3600)] if service is not None else []
+    return [Job(id="notifications.retention", func=NotificationsService.of(daemon).purge, interval=3600)]
 
 
 @hookimpl

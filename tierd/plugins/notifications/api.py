@@ -9,19 +9,19 @@ the operator.
 from __future__ import annotations
 
 import json
-import secrets
 
 from tierd.core.api import (
     PAGED, ApiError, Route, actor_of, body_of, daemon_of, int_cursor, iso_time, json_response, page, page_params,
     query_choice, tenant_scope,
 )
-from tierd.core.clock import iso
+from tierd.core.clock import iso_or_none
+from tierd.core.ids import new_id
 from tierd.core.schema import Bool, Enum, Instant, Obj, SchemaError, Str
 
 from . import store
 from .silences import SILENCE_MATCHERS_SCHEMA
 from .dispatch import INLINE_LEASE
-from .service import service_of
+from .service import NotificationsService
 
 STATUSES = ("pending", "delivered", "failed", "muted", "throttled", "grouped", "digested")
 _SEVERITIES = ("info", "warning", "critical")
@@ -29,10 +29,9 @@ MAX_COMMENT = 1000
 
 
 def _time(ts: float | None) -> str | None:
-    if ts is None:
-        return None
+    """:func:`tierd.core.clock.iso_or_none`, and None for a time it cannot show."""
     try:
-        return iso(ts)
+        return iso_or_none(ts)
     except (ValueError, OverflowError, OSError):
         # A time stored before such times were refused (a silence ending in
         # year 10000): shown as unknown rather than failing the whole list.
@@ -104,18 +103,18 @@ SEND_BODY = _message_body(None, "")
 async def _send_now(request, kind: str):
     """Insert a durable row for an operator send and attempt it right away."""
     daemon = daemon_of(request)
-    service = service_of(daemon)
+    service = NotificationsService.of(daemon)
     body = body_of(request)
     channel = body["channel"]
-    if channel not in service.runtime.channels:
+    if channel not in service.compiled.channels:
         raise ApiError(404, "unknown_channel",
-                       f"no channel {channel!r} (configured: {', '.join(sorted(service.runtime.channels)) or 'none'})")
+                       f"no channel {channel!r} (configured: {', '.join(sorted(service.compiled.channels)) or 'none'})")
     subject, text, severity, wait = body["subject"], body["body"], body["severity"], body["wait"]
     now = daemon.clock.time()
     # Sent inline: the row is due only after a lease, so the dispatcher does not
     # send it too; if we crash mid-send, the dispatcher retries it after the lease.
     due = now + INLINE_LEASE if wait else now
-    row = {"id": store.new_id(), "tenant_id": "", "kind": kind, "channel": channel, "status": "pending",
+    row = {"id": new_id(store.ID_PREFIX), "tenant_id": "", "kind": kind, "channel": channel, "status": "pending",
            "subject": subject, "body": text, "severity": severity, "next_attempt_at": due, "created_at": now}
     async with daemon.db.transaction() as tx:
         await store.insert_notification(tx, row)
@@ -139,9 +138,9 @@ async def send_message(request):
 
 
 async def list_channels(request):
-    service = service_of(daemon_of(request))
+    service = NotificationsService.of(daemon_of(request))
     return json_response({"data": [{"name": name, "type": ch.type_name}
-                                   for name, ch in sorted(service.runtime.channels.items())]})
+                                   for name, ch in sorted(service.compiled.channels.items())]})
 
 
 # --- silences -------------------------------------------------------------------------
@@ -177,7 +176,7 @@ async def create_silence(request):
     now = daemon.clock.time()
     starts = now if body["starts_at"] is None else body["starts_at"]
     ends = body["ends_at"]
-    row = {"id": "sil_" + secrets.token_urlsafe(9), "tenant_id": tenant_scope(request),
+    row = {"id": new_id("sil_"), "tenant_id": tenant_scope(request),
            "matchers": {k: v for k, v in body["matchers"].items() if v not in (None, {}, [])},
            "starts_at": starts, "ends_at": ends, "comment": body["comment"],
            "created_by": actor_of(request), "created_at": now}

@@ -89,7 +89,7 @@ def routes():
 def explain(section: dict, event: dict, event_types: dict, when: dt.datetime | None = None) -> list[dict]:
     """What the routing tree does with ``event`` (pure; used by `routes test`)."""
     from .grouping import group_labels
-    from .runtime import build_tree
+    from .compiled import build_tree
     from .silences import TimeIntervals
 
     when = when or dt.datetime.now(dt.timezone.utc)

@@ -21,7 +21,9 @@ import time
 import prometheus_client
 
 from tierd.core.events import wait_any
+from tierd.core.ids import new_id
 from tierd.core.registry import Message, SendResult
+from tierd.core.retry import next_delay
 
 from . import grouping, store
 from .intake import throttle_reason, throttled
@@ -53,25 +55,18 @@ class Metrics:
         self.throttled = counter("tierd_notifications_throttled", "Notifications dropped by a route throttle")
 
 
-def backoff_delay(attempt: int, retry: dict, retry_after: float | None) -> float:
-    """Delay before attempt ``attempt + 1``: Retry-After if given, else exponential."""
-    if retry_after is not None:
-        return min(max(retry_after, 0.0), retry["max_backoff"])
-    return min(retry["backoff"] * (2 ** (attempt - 1)), retry["max_backoff"])
-
-
 def message_of(row) -> Message:
     return Message(subject=row["subject"], body=row["body"], html=row["html"], severity=row["severity"],
                    events=json.loads(row["events"]), id=row["id"])
 
 
 class Dispatcher:
-    def __init__(self, db, clock, metrics: Metrics, runtime_of, max_in_flight: int = 50,
+    def __init__(self, db, clock, metrics: Metrics, compiled_of, max_in_flight: int = 50,
                  poll_interval: float = 1.0, max_per_channel: int = 10):
         self.db = db
         self.clock = clock
         self.metrics = metrics
-        self._runtime_of = runtime_of  # a callable: the runtime changes on reload
+        self._compiled_of = compiled_of  # a callable: the compiled config changes on reload
         self.max_in_flight = max_in_flight
         # One slow or failing channel must not take every slot from the others.
         self.max_per_channel = max_per_channel
@@ -83,8 +78,8 @@ class Dispatcher:
         self._next_cleanup = 0.0
 
     @property
-    def runtime(self):
-        return self._runtime_of()
+    def compiled(self):
+        return self._compiled_of()
 
     def wake(self) -> None:
         self._wake.set()
@@ -145,8 +140,8 @@ class Dispatcher:
         return len(groups)
 
     async def _flush(self, group, now: float) -> None:
-        runtime = self.runtime
-        node = runtime.tree.by_id.get(group["route"])
+        compiled = self.compiled
+        node = compiled.tree.by_id.get(group["route"])
         settings = node.settings if node is not None else None
         repeat = settings["repeat_interval"] if settings else 4 * 3600.0
         async with self.db.transaction() as tx:
@@ -158,7 +153,7 @@ class Dispatcher:
             labels = json.loads(group["labels"])
             severity = max((i["severity"] for i in items), key=lambda s: _SEVERITY_RANK.get(s, 0))
             digest = {
-                "id": store.new_id(), "tenant_id": group["tenant_id"], "kind": "digest" if len(items) > 1 else "event",
+                "id": new_id(store.ID_PREFIX), "tenant_id": group["tenant_id"], "kind": "digest" if len(items) > 1 else "event",
                 # The group's row id is never reused (AUTOINCREMENT): a group closed
                 # and opened again must not collide with its former digests.
                 "dedup_key": f"{group['group_key']}#{group['id']}.{group['flushes'] + 1}",
@@ -173,7 +168,7 @@ class Dispatcher:
                 self.metrics.throttled.labels(group["channel"]).inc()
             else:
                 ctx = context_for(events, labels, group["route"], group["channel"], count=len(items))
-                rendered = render(runtime.templates(settings, group["channel"]), ctx)
+                rendered = render(compiled.templates(settings, group["channel"]), ctx)
                 digest.update(status="pending", next_attempt_at=now, reason=rendered.error,
                               subject=rendered.subject, body=rendered.body, html=rendered.html)
             await store.insert_notification(tx, digest)
@@ -258,8 +253,8 @@ class Dispatcher:
 
     async def attempt(self, row) -> dict:
         """Send ``row`` once; return the attempt record and the row's next state."""
-        runtime = self.runtime
-        channel = runtime.channels.get(row["channel"])
+        compiled = self.compiled
+        channel = compiled.channels.get(row["channel"])
         started = time.monotonic()
         if channel is None:
             result = SendResult.failed(f"channel {row['channel']!r} is not configured (any more)")
@@ -281,9 +276,11 @@ class Dispatcher:
                "next_attempt_at": None, "last_error": "", "sent_at": None}
         if result.outcome == "delivered":
             out.update(status="delivered", sent_at=now)
-        elif result.outcome == "retry" and attempt < runtime.retry["max_attempts"]:
-            out.update(status="pending", last_error=result.detail,
-                       next_attempt_at=now + backoff_delay(attempt, runtime.retry, result.retry_after))
+        elif result.outcome == "retry" and (delay := next_delay(
+                compiled.retry_schedule, attempt, retry_after=result.retry_after, stretch=None,
+                cap=compiled.retry["max_backoff"])) is not None:
+            # A channel's Retry-After is honoured up to max_backoff (never sooner than planned).
+            out.update(status="pending", last_error=result.detail, next_attempt_at=now + delay)
         else:
             detail = result.detail if result.outcome == "failed" else f"gave up after {attempt} attempts: {result.detail}"
             out.update(status="failed", last_error=detail)

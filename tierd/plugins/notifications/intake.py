@@ -19,8 +19,10 @@ import datetime as dt
 import json
 import logging
 
+from tierd.core.ids import new_id
+
 from . import grouping, store
-from .runtime import Runtime
+from .compiled import Compiled
 from .silences import Silence, silenced_by
 from .templates import context_for, render
 
@@ -43,14 +45,14 @@ async def active_silences(db, now: float) -> list[Silence]:
             for r in rows]
 
 
-async def ingest(db, runtime: Runtime, events: list[dict], now: float) -> IntakeResult:
+async def ingest(db, compiled: Compiled, events: list[dict], now: float) -> IntakeResult:
     """Turn ``events`` (dicts as ``Event.to_json()``) into rows; idempotent."""
     result = IntakeResult()
-    reached = [(event, match, channel) for event in events for match in runtime.tree.evaluate(event)
+    reached = [(event, match, channel) for event in events for match in compiled.tree.evaluate(event)
                for channel in match.channels]
     if not reached:
         return result  # most events reach nobody: no read, no write transaction
-    batch = _Batch(runtime, now, await active_silences(db, now), result)
+    batch = _Batch(compiled, now, await active_silences(db, now), result)
     async with db.transaction() as tx:
         keys = [f"{event['id']}|{match.id}|{channel}" for event, match, channel in reached]
         seen = await store.existing_dedup_keys(tx, keys)
@@ -66,24 +68,24 @@ class _Batch:
     """One intake transaction: what it read once (silences, groups, throttle
     counts) is kept for the rest of the batch instead of read per row."""
 
-    def __init__(self, runtime: Runtime, now: float, silences: list[Silence], result: IntakeResult):
-        self.runtime, self.now, self.silences, self.result = runtime, now, silences, result
+    def __init__(self, compiled: Compiled, now: float, silences: list[Silence], result: IntakeResult):
+        self.compiled, self.now, self.silences, self.result = compiled, now, silences, result
         self.when = dt.datetime.fromtimestamp(now, dt.timezone.utc)
         self.groups: dict[str, tuple[int, grouping.GroupTimes]] = {}  # group key -> (id, timers)
         self.recent: dict[tuple[str, str], int] = {}  # (route, channel) -> rows counting for its throttle
 
     async def add(self, tx, event: dict, route: str, settings: dict, channel: str, dedup: str) -> None:
-        runtime, now, result = self.runtime, self.now, self.result
+        compiled, now, result = self.compiled, self.now, self.result
         # Rendered for every row, even those not sent: history shows what a muted,
         # throttled or grouped notification said.
-        rendered = render(runtime.templates(settings, channel), context_for([event], {}, route, channel))
+        rendered = render(compiled.templates(settings, channel), context_for([event], {}, route, channel))
         row = {
             "subject": rendered.subject, "body": rendered.body, "html": rendered.html,
-            "id": store.new_id(), "tenant_id": event.get("tenant", ""), "kind": "event", "dedup_key": dedup,
+            "id": new_id(store.ID_PREFIX), "tenant_id": event.get("tenant", ""), "kind": "event", "dedup_key": dedup,
             "event_id": event["id"], "event_type": event["type"], "route": route, "channel": channel,
-            "events": [event], "created_at": now, "severity": runtime.severity(settings, event["type"]),
+            "events": [event], "created_at": now, "severity": compiled.severity(settings, event["type"]),
         }
-        reason = runtime.intervals.mute_reason(settings, self.when)
+        reason = compiled.intervals.mute_reason(settings, self.when)
         if reason is None:
             silence = silenced_by(self.silences, event, route, channel, now)
             reason = f"silence {silence.id}" if silence else None

@@ -1,8 +1,7 @@
-"""The notification service of one daemon: config runtime, intake, dispatcher.
+"""The running notifications of one daemon: compiled config, intake, dispatcher.
 
-Created at ``tierd_startup`` and kept per daemon (several daemons may run in
-one test process), found again by routes, jobs and consumers through
-:func:`service_of`.
+Made by ``tierd_services`` and kept in core's service slot; routes, jobs and
+the consumer reach it with ``NotificationsService.of(daemon)``.
 """
 
 from __future__ import annotations
@@ -14,49 +13,43 @@ import aiohttp
 
 from tierd import __version__
 from tierd.core.events import Consumer, Event
+from tierd.core.service import PluginService
 
 from . import store
+from .compiled import Compiled
 from .dispatch import Dispatcher, Metrics
 from .intake import ingest
-from .runtime import Runtime
 
 log = logging.getLogger("tierd.notifications")
 
-def service_of(daemon) -> "NotificationService":
-    return daemon.state["notifications"]
 
+class NotificationsService(PluginService):
+    name = "notifications"
 
-def running_service(daemon) -> "NotificationService | None":
-    """The service, or None if startup did not run (e.g. it failed early)."""
-    return daemon.state.get("notifications")
-
-
-class NotificationService:
     def __init__(self, daemon):
-        self.daemon = daemon
+        super().__init__(daemon)
         self.section = daemon.config["notifications"]
-        # One HTTP session for every channel: connection pooling across sends.
-        self.http = aiohttp.ClientSession(headers={"User-Agent": f"tierd/{__version__} notifications"})
-        self.runtime = Runtime(self.section, daemon.registries, self.http)
+        self.http: aiohttp.ClientSession | None = None
+        self.compiled: Compiled | None = None
         self.metrics = Metrics(daemon.metrics)
-        self.dispatcher = Dispatcher(daemon.db, daemon.clock, self.metrics, lambda: self.runtime,
+        self.dispatcher = Dispatcher(daemon.db, daemon.clock, self.metrics, lambda: self.compiled,
                                      self.section["max_in_flight"], self.section["poll_interval"],
                                      self.section["max_in_flight_per_channel"])
+        self.task: asyncio.Task | None = None
 
-    @classmethod
-    def start(cls, daemon) -> "NotificationService":
-        service = cls(daemon)
-        daemon.state["notifications"] = service
-        service.task = daemon.spawn(service.dispatcher.run(daemon.stopping), name="notifications:dispatcher")
+    async def start(self) -> None:
+        # One HTTP session for every channel: connection pooling across sends.
+        self.http = aiohttp.ClientSession(headers={"User-Agent": f"tierd/{__version__} notifications"})
+        self.compiled = Compiled(self.section, self.daemon.registries, self.http)
+        self.task = self.daemon.spawn(self.dispatcher.run(self.daemon.stopping), name="notifications:dispatcher")
         log.info("notifications: %d channel(s), %d top-level route(s)",
-                 len(service.runtime.channels), len(service.runtime.tree.root.children))
-        return service
+                 len(self.compiled.channels), len(self.compiled.tree.root.children))
 
     def consumer(self) -> Consumer:
         return Consumer(name="notifications", handle=self.handle, batch_size=500)
 
     async def handle(self, events: list[Event]) -> None:
-        result = await ingest(self.daemon.db, self.runtime, [e.to_json() for e in events], self.daemon.clock.time())
+        result = await ingest(self.daemon.db, self.compiled, [e.to_json() for e in events], self.daemon.clock.time())
         for channel, n in result.muted.items():
             self.metrics.muted.labels(channel).inc(n)
         for channel, n in result.throttled.items():
@@ -66,9 +59,9 @@ class NotificationService:
 
     async def reload(self, config: dict) -> None:
         """Switch to a new config; rows in flight keep their rendered text."""
-        old = self.runtime
+        old = self.compiled
         self.section = config["notifications"]
-        self.runtime = Runtime(self.section, self.daemon.registries, self.http)
+        self.compiled = Compiled(self.section, self.daemon.registries, self.http)
         self.dispatcher.max_in_flight = self.section["max_in_flight"]
         self.dispatcher.max_per_channel = self.section["max_in_flight_per_channel"]
         self.dispatcher.poll_interval = self.section["poll_interval"]
@@ -83,9 +76,9 @@ class NotificationService:
     async def stop(self) -> None:
         # daemon.stopping is set: let the dispatcher finish the batch it is
         # sending before the HTTP session goes away (unsent rows stay pending).
-        task = getattr(self, "task", None)
-        if task is not None and not task.done():
-            await asyncio.wait([task], timeout=self.daemon.config["server"].get("shutdown_grace", 10))
-        self.daemon.state.pop("notifications", None)
-        await self.runtime.close()
-        await self.http.close()
+        if self.task is not None and not self.task.done():
+            await asyncio.wait([self.task], timeout=self.daemon.config["server"].get("shutdown_grace", 10))
+        if self.compiled is not None:
+            await self.compiled.close()
+        if self.http is not None:
+            await self.http.close()

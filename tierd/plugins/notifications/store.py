@@ -90,10 +90,8 @@ MIGRATIONS = [
 #: Statuses that count as "sent or about to be" for throttling.
 SENDING_STATUSES = ("pending", "delivered", "failed")
 FINAL_STATUSES = ("delivered", "failed", "muted", "throttled", "digested")
-
-
-def new_id() -> str:
-    return ids.new_id("ntf_")
+#: Prefix of notification ids (made with :func:`tierd.core.ids.new_id`).
+ID_PREFIX = "ntf_"
 
 
 def _dumps(value) -> str:

@@ -1,5 +1,6 @@
-"""What the config turns into: the routing tree, channel instances, time
-intervals and templates. Rebuilt on reload; pure except for channel objects.
+"""What the ``notifications`` section compiles into: the routing tree, channel
+instances, time intervals, templates and the retry schedule. Rebuilt on
+reload (the service swaps it whole); pure except for channel objects.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import logging
 from typing import Mapping
 
 from tierd.core.registry import EventType
+from tierd.core.retry import exponential_schedule
 from tierd.core.schema import validate
 
 from .config import validate_channel
@@ -52,7 +54,7 @@ def build_tree(section: dict, event_types: Mapping[str, EventType]) -> RoutingTr
     return RoutingTree(section.get("routes") or [], first=[op] if op else [])
 
 
-class Runtime:
+class Compiled:
     """The configured notification setup, ready to route and send."""
 
     def __init__(self, section: dict, registries, http=None):
@@ -61,6 +63,9 @@ class Runtime:
         self.tree = build_tree(section, self.event_types)
         self.intervals = TimeIntervals(section.get("time_intervals"))
         self.retry = section.get("retry") or {"max_attempts": 8, "backoff": 10.0, "max_backoff": 3600.0}
+        #: Delay before each attempt (core's retry policy): at once, then ``backoff`` doubled up to ``max_backoff``.
+        self.retry_schedule = exponential_schedule(self.retry["backoff"], self.retry["max_backoff"],
+                                                   self.retry["max_attempts"])
         self.channels = {}
         self.channel_templates = {}
         for name, instance in (section.get("channels") or {}).items():
