@@ -278,7 +278,7 @@ def test_scheduled_runs_and_inbox_become_jobs():
     from types import SimpleNamespace
 
     from tierd.plugins.reconciliation import tierd_jobs
-    from tierd.plugins.reconciliation.settings import SCHEMA
+    from tierd.plugins.reconciliation.config import SCHEMA
 
     section = SCHEMA.validate({"accounts": [
         {"id": "a", "tenant": "acme", "currency": "EUR", "schedule": "0 6 * * *", "inbox": "/tmp/x"},

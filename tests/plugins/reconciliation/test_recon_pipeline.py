@@ -12,7 +12,7 @@ from tierd.core.schema import Invalid
 from tierd.plugins.reconciliation import ledger
 from tierd.plugins.reconciliation.imports import AccountMismatch, dedup_keys, plan_import
 from tierd.plugins.reconciliation.importers import builtin_importers
-from tierd.plugins.reconciliation.settings import SCHEMA, engine_config
+from tierd.plugins.reconciliation.config import SCHEMA, engine_config
 
 HERE = Path(__file__).parent
 FIXTURES = HERE / "fixtures"

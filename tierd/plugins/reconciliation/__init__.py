@@ -10,7 +10,8 @@ hook implementation (see :mod:`tierd.core.hookspecs`). The pieces:
 * ``event_types.py`` - the events it publishes (imports, runs, exceptions), declared
 * ``migrations.py`` - the tables; ``store.py`` - every SQL statement on them
 * ``api.py`` / ``cli.py`` - the interfaces; ``present.py`` - records as the API shows them
-* ``settings.py`` - the ``reconciliation`` config section (see config.example.yaml)
+* ``config.py`` - the ``reconciliation`` config section's schema and what runs read of it
+* ``service.py`` - the running object (core's service slot): metrics, run locks, config accounts
 * ``inbox.py`` - folders watched for statement files; ``metrics.py`` - Prometheus
 """
 
@@ -21,10 +22,11 @@ import logging
 from tierd.core.plugins import hookimpl
 from tierd.core.scheduler import Job
 
-from . import api, inbox, metrics, migrations, runs, store
+from . import api, inbox, migrations, runs, store
 from .cli import recon_cli
 from .importers import builtin_importers
-from .settings import SCHEMA, section
+from .service import ReconciliationService
+from .config import SCHEMA, section
 
 log = logging.getLogger("tierd.reconciliation")
 
@@ -53,26 +55,9 @@ def tierd_register_event_types(register):
         register(event_type)
 
 
-async def _sync_config_accounts(daemon) -> None:
-    """Accounts of the config file become (or update) rows; tenants are created on the fly."""
-    from tierd.core.tenants import ensure_tenant
-
-    now = daemon.clock.time()
-    for acct in section(daemon.config)["accounts"]:
-        await ensure_tenant(daemon.db, acct["tenant"])
-        await store.upsert_config_account(daemon.db, acct, now)
-
-
 @hookimpl
-async def tierd_startup(daemon):
-    metrics.install(daemon)
-    await store.fail_interrupted_runs(daemon.db, daemon.clock.time())
-    await _sync_config_accounts(daemon)
-
-
-@hookimpl
-async def tierd_config_reloaded(daemon, config):
-    await _sync_config_accounts(daemon)
+def tierd_services(daemon):
+    return ReconciliationService(daemon)
 
 
 @hookimpl

@@ -12,14 +12,14 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from tierd.core.api import (
-    NO_BODY, PAGED, ApiError, Route, actor_of, body_of, daemon_of, int_cursor, json_response, page, page_params,
-    query_choice, require_tenant,
+    NO_BODY, PAGED, ApiError, Route, actor_of, body_of, daemon_of, int_cursor, int_param, json_response, page,
+    page_params, query_choice, require_tenant,
 )
 from tierd.core.registry import StatementError
 from tierd.core.schema import Decimal as DecimalField, Int, List, Obj, SchemaError, Str
 
 from . import imports, ledger, manual, present, runs, store
-from .settings import ACCOUNT_ID_RE, CURRENCY_RE, UnknownLayout, layout, section
+from .config import ACCOUNT_ID_RE, CURRENCY_RE, UnknownLayout, layout, section
 
 PREFIX = "/v1/reconciliation/accounts"
 TAG = "reconciliation"
@@ -246,17 +246,6 @@ async def list_suggestions(request):
 # --- open items -------------------------------------------------------------------------------------------
 
 
-def _int_param(request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name, str(default))
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "invalid_parameter", f"{name} must be an integer, got {raw!r}")
-    if not low <= value <= high:
-        raise ApiError(400, "invalid_parameter", f"{name} must be between {low} and {high}")
-    return value
-
-
 async def open_items(request):
     """Both sides' open items, oldest first, with their age in days.
 
@@ -266,8 +255,8 @@ async def open_items(request):
     tenant, account = await account_of(request)
     daemon = daemon_of(request)
     side = query_choice(request, "side", ("all", "bank", "ledger")) or "all"
-    min_age = _int_param(request, "min_age_days", 0, 0, 100000)
-    limit = _int_param(request, "limit", 1000, 1, 10000)
+    min_age = int_param(request, "min_age_days", 0, 0, 100000)
+    limit = int_param(request, "limit", 1000, 1, 10000)
     today = daemon.clock.now().date()
     out: dict = {"as_of": today.isoformat()}
     sides = [("statement_lines", "bank", store.open_lines, present.line, "booking_date"),

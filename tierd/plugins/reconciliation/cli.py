@@ -7,12 +7,11 @@ from pathlib import Path
 
 import click
 
-from tierd.core.cli_helpers import count_of, json_option, pass_cli
+from tierd.core.cli_helpers import count_of, tenant_command
 
 BASE = "/v1/reconciliation/accounts"
 CHUNK = 64 * 1024
 
-tenant_option = click.option("--tenant", required=True, help="Tenant id")
 account_option = click.option("--account", required=True, help="Account id")
 
 
@@ -22,15 +21,8 @@ def recon_cli():
 
 
 def recon_command(name: str, account: bool = True):
-    """A ``recon NAME`` command with --tenant, --account (unless ``account=False``) and
-    --json; the function gets the CliContext first, then ``tenant`` and ``account``."""
-
-    def decorate(fn):
-        for decorator in (pass_cli, json_option, *([account_option] if account else []), tenant_option):
-            fn = decorator(fn)
-        return recon_cli.command(name)(fn)
-
-    return decorate
+    """A ``recon NAME`` command (core's tenant_command) with --account unless ``account=False``."""
+    return tenant_command(recon_cli, name, *([account_option] if account else []))
 
 
 @recon_command("accounts", account=False)

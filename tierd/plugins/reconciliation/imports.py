@@ -23,11 +23,13 @@ import logging
 from collections import Counter
 from decimal import Decimal
 
+from tierd.core.ids import new_id
 from tierd.core.registry import Statement, StatementError, StatementLine
 from tierd.core.schema import unicode_problem
 
-from . import metrics, store
+from . import store
 from .importers import detect_format
+from .service import ReconciliationService
 
 EVENT_IMPORTED = "reconciliation.statement.imported"
 
@@ -155,7 +157,7 @@ async def import_statement(daemon, tenant: str, account: dict, data: bytes, *, f
     importers = daemon.registries.statement_importers
     plan = await asyncio.to_thread(plan_import, data, importers, account, csv_layout, fmt, filename)
     now = daemon.clock.time()
-    import_id = store.new_id("imp")
+    import_id = new_id("imp_")
     async with daemon.db.transaction() as tx:
         known = await store.known_dedup_keys(tx, tenant, account["id"], [ln["dedup_key"] for ln in plan.lines])
         new = [ln for ln in plan.lines if ln["dedup_key"] not in known]
@@ -171,10 +173,9 @@ async def import_statement(daemon, tenant: str, account: dict, data: bytes, *, f
              "%d rejected, %d balance mismatch(es) (import %s, file %r, by %s)", tenant, account["id"], plan.format,
              record["new"], record["duplicates"], record["rejected"], sum(not b["ok"] for b in plan.balances),
              import_id, filename, actor)
-    m = metrics.of(daemon)
-    if m is not None:
-        m.lines_imported.labels(plan.format).inc(record["new"])
-        m.duplicates.inc(record["duplicates"])
+    metrics = ReconciliationService.of(daemon).metrics
+    metrics.lines_imported.labels(plan.format).inc(record["new"])
+    metrics.duplicates.inc(record["duplicates"])
     mismatches = [b for b in plan.balances if not b["ok"]]
     result = {
         "import_id": import_id, "account": account["id"], "format": plan.format, "filename": filename,

@@ -17,7 +17,7 @@ from pathlib import Path
 from tierd.core.registry import StatementError
 
 from . import imports, store
-from .settings import layout, section
+from .config import layout, section
 
 log = logging.getLogger("tierd.reconciliation.inbox")
 

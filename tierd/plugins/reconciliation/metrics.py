@@ -1,4 +1,5 @@
-"""Prometheus metrics of the reconciliation module (on the daemon's /metrics)."""
+"""Prometheus metrics of the reconciliation module (on the daemon's /metrics; one set per
+service, so per daemon: ``ReconciliationService.of(daemon).metrics``)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,3 @@ class Metrics:
             "tierd_reconciliation_run_seconds", "Duration of reconciliation runs",
             buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=registry)
 
-
-def install(daemon) -> None:
-    # One set per daemon (tests run several daemons in one process).
-    daemon.state["reconciliation.metrics"] = Metrics(daemon.metrics)
-
-
-def of(daemon) -> Metrics | None:
-    """The daemon's metrics, or None (a daemon started without this module's startup)."""
-    state = getattr(daemon, "state", None)
-    return state.get("reconciliation.metrics") if state is not None else None

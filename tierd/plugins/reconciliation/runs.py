@@ -16,9 +16,10 @@ import time
 from collections import Counter
 from decimal import Decimal
 
-from . import metrics, store
+from . import store
 from .matching import BankLine, LedgerEntry, reconcile
-from .settings import EXCEPTIONS, account_settings, engine_config
+from .service import ReconciliationService
+from .config import EXCEPTIONS, account_settings, engine_config
 
 log = logging.getLogger("tierd.reconciliation.runs")
 
@@ -26,11 +27,6 @@ EVENT_RUN_COMPLETED = "reconciliation.run.completed"
 EVENT_EXCEPTIONS = "reconciliation.exceptions"
 #: How many exception items an event lists (the count is always complete).
 EXCEPTION_SAMPLE = 50
-
-# One run per account at a time: two concurrent runs would only fight over
-# the same open items.
-_locks: dict[tuple[str, str], asyncio.Lock] = {}
-
 
 def _bank_line(row: dict) -> BankLine:
     return BankLine(id=str(row["id"]), date=dt.date.fromisoformat(row["booking_date"]), amount=Decimal(row["amount"]),
@@ -52,15 +48,14 @@ def _row(m) -> dict:
 
 async def run_account(daemon, tenant: str, account: dict, trigger: str, actor: str) -> dict:
     """Run the account's rules over its open items; returns the finished run."""
-    lock = _locks.setdefault((tenant, account["id"]), asyncio.Lock())
-    async with lock:
+    service = ReconciliationService.of(daemon)
+    # One run per account at a time: two concurrent runs would only fight over the same open items.
+    async with service.run_lock(tenant, account["id"]):
         started = time.monotonic()
         run = await _run(daemon, tenant, account, trigger, actor)
-    m = metrics.of(daemon)
-    if m is not None:
-        m.run_seconds.observe(time.monotonic() - started)
-        for rule, count in run["counts"].get("by_rule", {}).items():
-            m.matches.labels(rule).inc(count)
+    service.metrics.run_seconds.observe(time.monotonic() - started)
+    for rule, count in run["counts"].get("by_rule", {}).items():
+        service.metrics.matches.labels(rule).inc(count)
     return run
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-from tierd.core import ids as core_ids
+from tierd.core.ids import new_id, new_ids
 
 #: SQLite's limit on bound parameters is 999 in old builds; stay under it.
 CHUNK = 500
@@ -24,18 +24,12 @@ class Conflict(Exception):
     """Items are no longer open (someone matched them meanwhile)."""
 
 
-def new_id(prefix: str) -> str:
-    """``m_0192f3a4b5c6...``: ids sort in creation order (lists page by id and
-    read chronologically); see :mod:`tierd.core.ids`."""
-    return core_ids.new_id(prefix + "_")
-
-
 def ids_in_order(prefix: str, items: list[dict]) -> list[tuple[str, dict]]:
     """``items`` (matches or suggestions of one run) sorted by their first statement line,
-    then ledger entry, each with a new id; the ids ascend in that order (ids made in the
-    same millisecond would otherwise sort at random), so a run's matches list by line."""
+    then ledger entry, each with a new id; the ids ascend in that order (core's new_ids
+    ascend in list order), so a run's matches list by line."""
     ordered = sorted(items, key=lambda m: (min(m["bank_ids"], default=0), min(m["ledger_ids"], default=0)))
-    return list(zip(sorted(core_ids.new_ids(prefix + "_", len(ordered))), ordered))
+    return list(zip(new_ids(prefix, len(ordered)), ordered))
 
 
 def chunks(seq, size=CHUNK):
@@ -198,7 +192,7 @@ async def create_match(tx, tenant: str, account_id: str, *, run_id: str | None, 
                        explanation: str, adjustment: Decimal, bank_ids: list[int], ledger_ids: list[int], actor: str,
                        now: float) -> str:
     """Record a match and close its items; :class:`Conflict` if any is not open."""
-    match_id = new_id("m")
+    match_id = new_id("m_")
     # A savepoint, so a conflict on the last item undoes the first ones and
     # the surrounding transaction (a whole run) can go on with other matches.
     await tx.execute("SAVEPOINT create_match")
@@ -243,7 +237,7 @@ async def create_matches_bulk(tx, tenant: str, account_id: str, matches: list[di
     """
     open_lines, open_entries = await open_ids(tx, tenant, account_id)
     created, skipped = [], 0
-    for match_id, m in ids_in_order("m", matches):
+    for match_id, m in ids_in_order("m_", matches):
         if all(i in open_lines for i in m["bank_ids"]) and all(i in open_entries for i in m["ledger_ids"]):
             open_lines.difference_update(m["bank_ids"])
             open_entries.difference_update(m["ledger_ids"])
@@ -345,7 +339,7 @@ async def replace_suggestions(tx, tenant: str, account_id: str, run_id: str, sug
         " ledger_ids, status, created_at) VALUES (?,?,?,?,?,?,?,?,?,?, 'open', ?)",
         [(suggestion_id, tenant, account_id, run_id, s["rule"], s["score"], s["explanation"], str(s["adjustment"]),
           json.dumps(s["bank_ids"]), json.dumps(s["ledger_ids"]), now)
-         for suggestion_id, s in ids_in_order("s", suggestions)])
+         for suggestion_id, s in ids_in_order("s_", suggestions)])
 
 
 async def stale_rivals(tx, tenant: str, account_id: str, bank_ids: list, ledger_ids: list, actor: str,
@@ -407,7 +401,7 @@ RUN_COLUMNS = "id, account_id, status, trigger, started_at, finished_at, counts,
 
 
 async def start_run(db, tenant: str, account_id: str, trigger: str, now: float) -> str:
-    run_id = new_id("run")
+    run_id = new_id("run_")
     await db.execute("INSERT INTO recon_runs (id, tenant_id, account_id, status, trigger, started_at) VALUES (?,?,?,?,?,?)",
                      (run_id, tenant, account_id, "running", trigger, now))
     return run_id
