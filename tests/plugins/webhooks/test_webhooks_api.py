@@ -182,10 +182,10 @@ async def test_endpoint_failing_for_disable_after_is_disabled(local, hook_receiv
     ep = await d.endpoint("acme", r.url)
     await d.publish("acme", "invoice.paid")
     await d.wait_delivery("acme", ep["id"], "failed", timeout=10)
-    dispatcher = d.webhooks.dispatcher
-    assert await dispatcher.disable_failing() == 0  # failing, but not for 5 days yet
+    disabler = d.webhooks.disabler
+    assert await disabler.disable_failing() == 0  # failing, but not for 5 days yet
     d.clock.advance(5 * 86400 + 10)
-    assert await dispatcher.disable_failing() == 1
+    assert await disabler.disable_failing() == 1
     status, body = await d.call("GET", f"/v1/webhooks/{ep['id']}", tenant="acme")
     assert body["enabled"] is False and "failed" in body["disabled_reason"]
     [event] = await d.daemon.bus.list("acme", 0, 10, "webhook.endpoint.disabled")
@@ -202,7 +202,7 @@ async def test_endpoint_failing_for_disable_after_is_disabled(local, hook_receiv
 
     await eventually(window_closed, what="the success to end the failure window")
     d.clock.advance(10 * 86400)
-    assert await dispatcher.disable_failing() == 0
+    assert await disabler.disable_failing() == 0
 
 
 async def test_retention_prunes_old_attempts_and_finished_deliveries(local, hook_receiver):
@@ -217,9 +217,9 @@ async def test_retention_prunes_old_attempts_and_finished_deliveries(local, hook
         "INSERT INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload, status, due_at,"
         " created_at) VALUES ('msg_orphan', 'acme', 'ep_gone', 'evt_x', 'invoice.paid', '{}', 'pending', ?, ?)",
         (d.clock.time(), d.clock.time()))
-    assert await d.webhooks.dispatcher.prune() == 0
+    assert await d.webhooks.retention.prune() == 0
     d.clock.advance(31 * 86400)
-    assert await d.webhooks.dispatcher.prune() == 3  # one attempt, one delivery, the orphan
+    assert await d.webhooks.retention.prune() == 3  # one attempt, one delivery, the orphan
     assert await d.deliveries("acme", ep["id"]) == []
     rows = await d.daemon.db.fetchall("SELECT id FROM webhook_deliveries")
     assert rows == []
@@ -233,7 +233,7 @@ async def test_metrics(local, hook_receiver):
     await d.endpoint("acme", r.url, enabled=False)  # so the disabled gauge shows update_metrics() ran
     await d.publish("acme", "invoice.paid")
     await d.wait_delivery("acme", ep["id"], "succeeded")
-    await d.webhooks.dispatcher.update_metrics()
+    await d.webhooks.update_metrics()
     async with d.session.get(d.url + "/metrics") as resp:
         text = await resp.text()
     for name in ('tierd_webhook_attempts_total{outcome="success"} 1.0', "tierd_webhook_attempt_duration_seconds_count 1.0",
@@ -258,7 +258,7 @@ async def test_due_gauges_show_deliveries_waiting_for_a_slot(local, hook_receive
         await d.publish("acme", "invoice.paid", {"i": i})
     await r.wait_for(1)
     await asyncio.sleep(0.2)  # the other two wait, due, for the one slot
-    await d.webhooks.dispatcher.update_metrics()
+    await d.webhooks.update_metrics()
     async with d.session.get(d.url + "/metrics") as resp:
         gauges = dict(line.rsplit(" ", 1) for line in (await resp.text()).splitlines()
                       if line.startswith(("tierd_webhook_deliveries_due ", "tierd_webhook_oldest_due_age_seconds ")))
@@ -310,7 +310,7 @@ async def test_pending_retries_survive_a_restart(tmp_path, hook_receiver):
 
 
 async def test_a_delivery_claimed_while_stopping_waits_for_the_next_start(tmp_path, hook_receiver, caplog):
-    from tierd.plugins.webhooks.store import Claimed
+    from tierd.plugins.webhooks.records import Claimed
     from webhook_helpers import LocalDaemon
 
     r = await hook_receiver()
@@ -323,11 +323,12 @@ async def test_a_delivery_claimed_while_stopping_waits_for_the_next_start(tmp_pa
         # A claim that was under way when the stop came: its row is in flight.
         seq = await d.webhooks.store.create_test_delivery("acme", ep["id"], '{"type":"late"}', d.clock.time())
         row = await d.webhooks.store.claimed_row(seq)
-        dispatcher._take_slot(ep["id"])
+        dispatcher.slots.take(ep["id"])
         dispatcher.launch(Claimed(row["seq"], row["id"], "acme", ep["id"], "late", row["payload"], 0,
                                   row["created_at"], r.url, {}, [ep["secret"]]))
         # Whatever launch() started has ended (a send would have reached r by then).
-        await eventually(lambda: dispatcher.in_flight == 0 and not dispatcher.tasks, what="the launch to settle")
+        await eventually(lambda: dispatcher.slots.in_flight == 0 and not dispatcher.tasks,
+                         what="the launch to settle")
         assert r.requests == []
         assert "crashed" not in caplog.text  # no attempt on a closed session
     finally:

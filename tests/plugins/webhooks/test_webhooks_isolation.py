@@ -34,7 +34,7 @@ async def test_hanging_and_failing_endpoints_do_not_slow_a_healthy_one(local, ho
         await failing.wait_for(60, timeout=20)  # and the failing one keeps being tried
         # All the while the hanging endpoint holds its 4 slots, and no more.
         assert len(hanging.requests) == LIMITS["endpoint_max_in_flight"]
-        assert d.webhooks.dispatcher.in_flight <= LIMITS["max_in_flight"]
+        assert d.webhooks.dispatcher.slots.in_flight <= LIMITS["max_in_flight"]
         assert sorted(json.loads(q["body"])["data"]["i"] for q in healthy.requests) == list(range(60))
     finally:
         release.set()
@@ -72,7 +72,7 @@ async def test_backlog_drains_in_bounded_batches_and_new_events_are_not_starved(
         await d.publish("acme", "fresh.one")
         await fresh.wait_for(1, timeout=10)
         dispatcher = d.webhooks.dispatcher
-        assert dispatcher.in_flight <= LIMITS["endpoint_max_in_flight"] + 1
+        assert dispatcher.slots.in_flight <= LIMITS["endpoint_max_in_flight"] + 1
         assert len(dispatcher.tasks) <= LIMITS["max_in_flight"]
         # The backlog is served oldest first (ids were numbered in due order).
         ids = [r["headers"]["webhook-id"] for r in slow.requests[:8]]

@@ -7,7 +7,8 @@ import aiohttp
 import pytest
 from aiohttp.abc import AbstractResolver
 
-from tierd.plugins.webhooks.retry import next_delay, parse_retry_after
+from tierd.core.http import parse_retry_after
+from tierd.plugins.webhooks.outcome import retry_delay as next_delay
 from tierd.plugins.webhooks.ssrf import AddressPolicy, DestinationRefused, GuardedResolver, find_refusal, make_connector
 
 REFUSED = [

@@ -6,7 +6,9 @@ import time
 import pytest
 
 from tierd.core.storage import Database
-from tierd.plugins.webhooks.store import MIGRATIONS, Outcome, Store
+from tierd.plugins.webhooks.migrations import MIGRATIONS
+from tierd.plugins.webhooks.records import Outcome
+from tierd.plugins.webhooks.store import Store
 
 
 @pytest.fixture

@@ -35,9 +35,9 @@ class LocalDaemon(testing.LocalDaemon):
 
     @property
     def webhooks(self):
-        from tierd.plugins.webhooks import runtime
+        from tierd.plugins.webhooks.service import WebhooksService
 
-        return runtime.of(self.daemon)
+        return WebhooksService.of(self.daemon)
 
     async def endpoint(self, tenant: str, url: str, **fields) -> dict:
         status, body = await self.call("POST", "/v1/webhooks", {"url": url, **fields}, tenant=tenant)

@@ -3,9 +3,18 @@
 Signed per Standard Webhooks, retried on a schedule until they land, with a
 full delivery history, replay, recovery and test sends. The event consumer
 writes one delivery row per (event, matching endpoint); the dispatcher sends
-due rows. The work lives in the files named for it: ``signing``, ``ssrf``,
-``retry``, ``store``, ``dispatch``, ``api``, ``cli``, ``config``, and
-``event_types`` (the events it publishes, declared).
+due rows. The files, by role:
+
+* ``config.py`` - the ``webhooks`` section's schema
+* ``service.py`` - the running object (core's service slot): consumer, replay, endpoint changes
+* a delivery's stages: ``fanout.py`` (prepare rows), ``dispatch.py`` (claim, run),
+  ``slots.py`` (in-flight caps, token buckets), ``attempt.py`` (make the call),
+  ``outcome.py`` (handle success and failure), ``recorder.py`` (the batched writer)
+* jobs: ``disabling.py`` (failing endpoints), ``retention.py``, ``metrics.py``
+* ``endpoints.py`` - endpoints in memory; ``signing.py``; ``ssrf.py``
+* ``migrations.py``, ``store.py`` (every SQL statement), ``records.py`` (what the stages pass on),
+  ``present.py`` (rows as the API shows them)
+* ``api.py``, ``cli.py``; ``event_types.py`` - the events it publishes, declared
 
 Python receivers verify what they get with :func:`verify`::
 
@@ -17,7 +26,7 @@ from __future__ import annotations
 
 from tierd.core.plugins import hookimpl
 
-from . import store
+from . import migrations
 from .signing import WebhookVerificationError, sign, verify
 
 __all__ = ["verify", "sign", "WebhookVerificationError"]
@@ -32,7 +41,7 @@ def tierd_config_schema():
 
 @hookimpl
 def tierd_migrations():
-    return {"webhooks": store.MIGRATIONS}
+    return {"webhooks": migrations.MIGRATIONS}
 
 
 @hookimpl
@@ -44,35 +53,19 @@ def tierd_register_event_types(register):
 
 
 @hookimpl
-async def tierd_startup(daemon):
-    from .runtime import Webhooks
+def tierd_services(daemon):
+    from .service import WebhooksService
 
-    await Webhooks.start(daemon)
-
-
-@hookimpl
-async def tierd_shutdown(daemon):
-    from . import runtime
-
-    running = runtime.get(daemon)
-    if running is not None:
-        await running.stop()
-
-
-@hookimpl
-def tierd_config_reloaded(daemon, config):
-    from . import runtime
-
-    runtime.of(daemon).dispatcher.configure(config["webhooks"])
+    return WebhooksService(daemon)
 
 
 @hookimpl
 def tierd_event_consumers(daemon):
     from tierd.core.events import Consumer
 
-    from . import runtime
+    from .service import WebhooksService
 
-    return [Consumer("webhooks", runtime.of(daemon).consume, batch_size=500)]
+    return [Consumer("webhooks", WebhooksService.of(daemon).consume, batch_size=500)]
 
 
 @hookimpl
@@ -86,9 +79,10 @@ def tierd_routes(daemon):
 def tierd_jobs(daemon):
     from tierd.core.scheduler import Job
 
-    from . import runtime
+    from .service import WebhooksService
 
-    dispatcher = runtime.of(daemon).dispatcher
+    service = WebhooksService.of(daemon)
+    dispatcher = service.dispatcher
 
     async def wake_due():
         # The dispatcher sleeps at most a second anyway; this is the belt to
@@ -97,9 +91,9 @@ def tierd_jobs(daemon):
 
     return [
         Job("webhooks.wake_due", wake_due, interval=10),
-        Job("webhooks.disable_failing", dispatcher.disable_failing, interval=60),
-        Job("webhooks.retention", dispatcher.prune, interval=3600),
-        Job("webhooks.metrics", dispatcher.update_metrics, interval=5),
+        Job("webhooks.disable_failing", service.disabler.disable_failing, interval=60),
+        Job("webhooks.retention", service.retention.prune, interval=3600),
+        Job("webhooks.metrics", service.update_metrics, interval=5),
     ]
 
 

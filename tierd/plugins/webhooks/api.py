@@ -19,9 +19,11 @@ from tierd.core.schema import (
     Bool, Enum, Float, Instant, List, Map, Obj, Reject, SchemaError, Str, parse_duration,
 )
 
-from . import runtime
-from .signing import SIGNING_SCHEMES, check_secret, new_secret, signing_of, verification_key
-from .store import DELIVERY_STATUSES, MAX_RATE_LIMIT, payload_of, signing_secrets
+from .endpoints import MAX_RATE_LIMIT
+from .fanout import payload_of
+from .records import DELIVERY_STATUSES
+from .service import WebhooksService
+from .signing import SIGNING_SCHEMES, check_secret, new_secret, signing_of, signing_secrets, verification_key
 
 TAG = "webhooks"
 #: Validation patterns: always used with fullmatch (``$`` would let a trailing newline through).
@@ -190,8 +192,8 @@ def url_refusals(request, body: dict) -> list[SchemaError]:
     """The body_check of a creation or change: a valid URL the running configuration refuses."""
     if body.get("url") is None:
         return []
-    module = runtime.of(daemon_of(request))
-    why = _url_refusal(body["url"], module.settings, module.dispatcher.policy)
+    module = WebhooksService.of(daemon_of(request))
+    why = _url_refusal(body["url"], module.settings, module.dispatcher.sender.policy)
     return [SchemaError(("url",), why)] if why else []
 
 
@@ -228,7 +230,7 @@ def _duration_param(request, name: str, default: float) -> float:
 def routes() -> list[Route]:
     def context(request):
         tenant = require_tenant(request)
-        return tenant, runtime.of(daemon_of(request))
+        return tenant, WebhooksService.of(daemon_of(request))
 
     async def found(request, tenant, get, what: str) -> dict:
         """The object ``{id}`` of the path, via ``get(tenant, id)``; 404 when it is not the tenant's."""

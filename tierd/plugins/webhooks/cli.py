@@ -12,12 +12,10 @@ import sys
 
 import click
 
-from tierd.core.cli_helpers import count_of, json_option, pass_cli
+from tierd.core.cli_helpers import count_of, tenant_command
 
+from .records import DELIVERY_STATUSES
 from .signing import SIGNING_SCHEMES
-from .store import DELIVERY_STATUSES
-
-tenant_option = click.option("--tenant", required=True, help="Tenant the endpoints belong to.")
 
 
 @click.group("webhooks")
@@ -26,17 +24,8 @@ def webhooks():
 
 
 def command(name: str, argument: str | None = None, as_json: bool = True):
-    """A ``tierd webhooks NAME`` command with --tenant, an optional id argument and --json."""
-
-    def decorate(fn):
-        fn = pass_cli(fn)
-        if as_json:
-            fn = json_option(fn)
-        if argument:
-            fn = click.argument(argument)(fn)
-        return webhooks.command(name)(tenant_option(fn))
-
-    return decorate
+    """A ``tierd webhooks NAME`` command (core's tenant_command) with an optional id argument."""
+    return tenant_command(webhooks, name, argument=argument, as_json=as_json)
 
 
 @command("list")

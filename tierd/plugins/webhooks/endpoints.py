@@ -14,14 +14,41 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
+from typing import TYPE_CHECKING
 
-from .signing import signature_header
-from .store import Store, endpoint_matches, signing_secrets, usable_rate_limit
+from tierd.core.events import type_matches
+
+from .signing import signature_header, signing_secrets
+
+if TYPE_CHECKING:
+    from .store import Store
 
 log = logging.getLogger("tierd.webhooks")
 
 #: (tenant, event type) pairs whose matching endpoints are remembered.
 MATCH_CACHE_SIZE = 10_000
+#: The highest ``rate_limit`` (requests per second) an endpoint may have.
+MAX_RATE_LIMIT = 10_000
+
+
+def usable_rate_limit(value) -> float | None:
+    """A stored ``rate_limit`` as the dispatcher applies it: None (no limit),
+    or a rate within (0, MAX_RATE_LIMIT]; ValueError for anything else.
+
+    The API refuses rates out of range; rows written before it did (or by
+    hand) may hold any number: a rate above the maximum acts as the maximum.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value <= 0:
+        raise ValueError(f"rate_limit {value!r} is not a positive number")
+    return float(min(value, MAX_RATE_LIMIT))
+
+
+def endpoint_matches(event_types: list[str], event_type: str) -> bool:
+    """An empty filter means every event type."""
+    return not event_types or any(type_matches(p, event_type) for p in event_types)
 
 
 @dataclasses.dataclass
@@ -55,7 +82,7 @@ class EndpointInfo:
 
 
 class EndpointCache:
-    def __init__(self, store: Store):
+    def __init__(self, store: "Store"):
         self.store = store
         self.by_id: dict[str, EndpointInfo] = {}
         self.by_tenant: dict[str, list[EndpointInfo]] = {}

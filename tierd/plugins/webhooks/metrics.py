@@ -40,3 +40,10 @@ class WebhookMetrics:
         if child is None:
             child = self._attempts_by_outcome[outcome] = self.attempts.labels(outcome)
         child.inc()
+
+    async def update(self, store, now: float) -> None:
+        """Refresh the gauges read from the database (the 5-second job)."""
+        due, oldest = await store.due_stats(now)
+        self.due.set(due)
+        self.oldest_due_age.set(max(0.0, now - oldest) if oldest is not None else 0)
+        self.disabled.set(await store.count_disabled())

@@ -224,3 +224,10 @@ def _public_key_object(key: str) -> Ed25519PublicKey:
         return Ed25519PublicKey.from_public_bytes(base64.b64decode(key[len(PUBLIC_KEY_PREFIX):], validate=True))
     except (binascii.Error, ValueError) as exc:
         raise ValueError("public key must be whpk_ + base64 of 32 bytes") from exc
+
+
+def signing_secrets(secret: str, previous: str | None, previous_until: float | None, now: float) -> list[str]:
+    """The secrets that sign now: the current one, and the previous during its grace."""
+    if previous and (previous_until or 0) > now:
+        return [secret, previous]
+    return [secret]

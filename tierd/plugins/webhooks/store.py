@@ -1,9 +1,7 @@
-"""Webhook tables and every SQL statement that touches them.
+"""Every SQL statement on the webhook tables (created by ``migrations.py``).
 
-Three tables: endpoints (the subscriptions), deliveries (one per event and
-endpoint; a pending row with a ``due_at`` *is* the scheduled retry, so
-retries survive restarts) and attempts (the history). Every query filters on
-``tenant_id`` where a tenant is involved.
+Every query filters on ``tenant_id`` where a tenant is involved. Endpoints,
+deliveries and attempts come back as the API shows them (``present.py``).
 
 Delivery status: ``pending`` (waiting for ``due_at``) -> ``inflight``
 (claimed by the dispatcher; ``claimed_at`` set) -> ``succeeded`` | ``failed``
@@ -13,191 +11,21 @@ left by a crash go back to ``pending`` (at-least-once delivery).
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 
-from tierd.core.clock import iso
-from tierd.core.events import type_matches
 from tierd.core.ids import new_id
 from tierd.core.storage import json_columns
 
-from .signing import signing_of
+from .present import attempt_of, delivery_of, endpoint_of
+from .records import DELIVERY_STATUSES, Outcome
 
-MIGRATIONS = [
-    # 1: endpoints, deliveries, attempts.
-    """
-    CREATE TABLE webhook_endpoints (
-        id TEXT PRIMARY KEY,
-        tenant_id TEXT NOT NULL,
-        url TEXT NOT NULL,
-        description TEXT NOT NULL DEFAULT '',
-        event_types TEXT NOT NULL DEFAULT '[]',
-        headers TEXT NOT NULL DEFAULT '{}',
-        metadata TEXT NOT NULL DEFAULT '{}',
-        rate_limit REAL,
-        enabled INTEGER NOT NULL DEFAULT 1,
-        disabled_reason TEXT,
-        disabled_at REAL,
-        secret TEXT NOT NULL,
-        previous_secret TEXT,
-        previous_secret_until REAL,
-        failing_since REAL,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE INDEX webhook_endpoints_tenant ON webhook_endpoints(tenant_id, created_at);
-    CREATE TABLE webhook_deliveries (
-        seq INTEGER PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        tenant_id TEXT NOT NULL,
-        endpoint_id TEXT NOT NULL,
-        event_id TEXT NOT NULL,
-        event_type TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        status TEXT NOT NULL DEFAULT 'pending',
-        attempts INTEGER NOT NULL DEFAULT 0,
-        due_at REAL,
-        claimed_at REAL,
-        created_at REAL NOT NULL,
-        last_attempt_at REAL,
-        last_status_code INTEGER,
-        last_error TEXT,
-        finished_at REAL,
-        UNIQUE (endpoint_id, event_id)
-    );
-    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(endpoint_id, due_at) WHERE status = 'pending';
-    CREATE INDEX webhook_deliveries_due_all ON webhook_deliveries(due_at) WHERE status = 'pending';
-    CREATE INDEX webhook_deliveries_inflight ON webhook_deliveries(status) WHERE status = 'inflight';
-    CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries(endpoint_id, seq);
-    CREATE INDEX webhook_deliveries_created ON webhook_deliveries(created_at);
-    CREATE TABLE webhook_attempts (
-        id INTEGER PRIMARY KEY,
-        delivery_seq INTEGER NOT NULL,
-        tenant_id TEXT NOT NULL,
-        endpoint_id TEXT NOT NULL,
-        attempted_at REAL NOT NULL,
-        status_code INTEGER,
-        latency_ms REAL,
-        outcome TEXT NOT NULL,
-        error TEXT,
-        response_body TEXT
-    );
-    CREATE INDEX webhook_attempts_delivery ON webhook_attempts(delivery_seq);
-    CREATE INDEX webhook_attempts_time ON webhook_attempts(attempted_at);
-    """,
-    # 2: fewer round trips on the hot paths. A claim marks its rows with a
-    # claim id (one UPDATE, then one SELECT of that claim); an attempt row
-    # carries the delivery's next state and a trigger applies it, so recording
-    # a batch of results is one INSERT statement (atomic on its own).
-    """
-    ALTER TABLE webhook_deliveries ADD COLUMN claim_id INTEGER;
-    ALTER TABLE webhook_attempts ADD COLUMN next_status TEXT;
-    ALTER TABLE webhook_attempts ADD COLUMN next_due_at REAL;
-    CREATE TRIGGER webhook_attempt_applied AFTER INSERT ON webhook_attempts
-    WHEN NEW.next_status IS NOT NULL
-    BEGIN
-        UPDATE webhook_deliveries SET status=NEW.next_status, due_at=NEW.next_due_at, claimed_at=NULL,
-            claim_id=NULL, attempts=attempts+1, last_attempt_at=NEW.attempted_at,
-            last_status_code=NEW.status_code, last_error=NEW.error,
-            finished_at=CASE WHEN NEW.next_status IN ('succeeded', 'failed') THEN NEW.attempted_at END
-        WHERE seq=NEW.delivery_seq;
-        -- The failure window of an endpoint starts at its first failure after its last success.
-        UPDATE webhook_endpoints SET failing_since=NULL
-        WHERE id=NEW.endpoint_id AND NEW.outcome='success' AND failing_since IS NOT NULL;
-        UPDATE webhook_endpoints SET failing_since=NEW.attempted_at
-        WHERE id=NEW.endpoint_id AND NEW.outcome!='success' AND failing_since IS NULL;
-    END;
-    """,
-]
-
-DELIVERY_STATUSES = ("pending", "inflight", "succeeded", "failed")
 ENDPOINT_FIELDS = ("url", "description", "event_types", "headers", "metadata", "rate_limit", "enabled")
 JSON_FIELDS = ("event_types", "headers", "metadata")
-#: What the dispatcher reads of a claimed delivery (see :class:`Claimed`).
+#: What the dispatcher reads of a claimed delivery (see :class:`records.Claimed`).
 _CLAIMED_COLUMNS = "seq, id, tenant_id, endpoint_id, event_type, payload, attempts, created_at"
-
-
-#: The highest ``rate_limit`` (requests per second) an endpoint may have.
-MAX_RATE_LIMIT = 10_000
-
-
-def usable_rate_limit(value) -> float | None:
-    """A stored ``rate_limit`` as the dispatcher applies it: None (no limit),
-    or a rate within (0, MAX_RATE_LIMIT]; ValueError for anything else.
-
-    The API refuses rates out of range; rows written before it did (or by
-    hand) may hold any number: a rate above the maximum acts as the maximum.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value <= 0:
-        raise ValueError(f"rate_limit {value!r} is not a positive number")
-    return float(min(value, MAX_RATE_LIMIT))
-
-
-def new_endpoint_id() -> str:
-    return new_id("ep_")
-
-
-def new_delivery_id() -> str:
-    # Also the ``webhook-id`` header: unique per delivery, stable across retries.
-    return new_id("msg_")
-
-
-def payload_of(event_type: str, timestamp: str, data: dict) -> str:
-    """The request body, built once: retries send the very same bytes."""
-    return json.dumps({"type": event_type, "timestamp": timestamp, "data": data}, separators=(",", ":"))
-
-
-def signing_secrets(secret: str, previous: str | None, previous_until: float | None, now: float) -> list[str]:
-    """The secrets that sign now: the current one, and the previous during its grace."""
-    if previous and (previous_until or 0) > now:
-        return [secret, previous]
-    return [secret]
-
-
-def endpoint_matches(event_types: list[str], event_type: str) -> bool:
-    """An empty filter means every event type."""
-    return not event_types or any(type_matches(p, event_type) for p in event_types)
-
-
-@dataclasses.dataclass
-class Claimed:
-    """A delivery the dispatcher took, with what it needs to send it."""
-
-    seq: int
-    id: str
-    tenant_id: str
-    endpoint_id: str
-    event_type: str
-    payload: str
-    attempts: int
-    created_at: float
-    url: str
-    headers: dict
-    secrets: list[str]
-
-
-@dataclasses.dataclass
-class Outcome:
-    """The result of one attempt, as the dispatcher writes it back."""
-
-    seq: int
-    tenant_id: str
-    endpoint_id: str
-    attempted_at: float
-    outcome: str                 # success | http_error | timeout | connect_error | refused | gone
-    status_code: int | None
-    latency_ms: float
-    error: str | None
-    response_body: str | None
-    next_status: str             # succeeded | pending | failed
-    due_at: float | None
-    disable_endpoint: bool = False
-    delivery_id: str = ""
-    event_type: str = ""
-    attempts: int = 0            # attempts made, this one included
+#: Id prefixes: endpoints, and deliveries (also the ``webhook-id`` header: unique
+#: per delivery, stable across retries).
+ENDPOINT_ID, DELIVERY_ID = "ep_", "msg_"
 
 
 class Store:
@@ -207,7 +35,7 @@ class Store:
     # --- endpoints --------------------------------------------------------------
 
     async def create_endpoint(self, tenant: str, fields: dict, secret: str, now: float) -> dict:
-        endpoint_id = new_endpoint_id()
+        endpoint_id = new_id(ENDPOINT_ID)
         await self.db.execute(
             "INSERT INTO webhook_endpoints(id, tenant_id, url, description, event_types, headers, metadata,"
             " rate_limit, enabled, secret, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -220,7 +48,7 @@ class Store:
     async def get_endpoint(self, tenant: str, endpoint_id: str) -> dict | None:
         row = await self.db.fetchone(
             "SELECT * FROM webhook_endpoints WHERE tenant_id=? AND id=?", (tenant, endpoint_id))
-        return _endpoint(row) if row else None
+        return endpoint_of(row) if row else None
 
     async def list_endpoints(self, tenant: str, limit: int, after: str | None) -> list[dict]:
         sql, params = "SELECT * FROM webhook_endpoints WHERE tenant_id=?", [tenant]
@@ -229,7 +57,7 @@ class Store:
             params.append(after)
         sql += " ORDER BY id LIMIT ?"
         params.append(limit)
-        return [_endpoint(r) for r in await self.db.fetchall(sql, params)]
+        return [endpoint_of(r) for r in await self.db.fetchall(sql, params)]
 
     async def update_endpoint(self, tenant: str, endpoint_id: str, fields: dict, now: float) -> dict | None:
         sets, params = [], []
@@ -270,7 +98,7 @@ class Store:
             if cur.rowcount == 0:
                 return None
             row = await tx.fetchone("SELECT * FROM webhook_endpoints WHERE id=?", (endpoint_id,))
-        return _endpoint(row)
+        return endpoint_of(row)
 
     async def endpoints_failing_since(self, cutoff: float) -> list[str]:
         rows = await self.db.fetchall(
@@ -330,7 +158,7 @@ class Store:
         cur = await self.db.execute(
             "INSERT INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload, status,"
             " claimed_at, created_at) VALUES (?,?,?,?,?,?,'inflight',?,?)",
-            (new_delivery_id(), tenant, endpoint_id, new_id("test_"), "webhook.test",
+            (new_id(DELIVERY_ID), tenant, endpoint_id, new_id("test_"), "webhook.test",
              payload, now, now))
         return cur.lastrowid
 
@@ -432,7 +260,7 @@ class Store:
                 params.append(event_type)
         sql += " ORDER BY seq DESC LIMIT ?"
         params.append(limit)
-        return [_delivery(r) for r in await self.db.fetchall(sql, params)]
+        return [delivery_of(r) for r in await self.db.fetchall(sql, params)]
 
     async def deliveries_of_event(self, tenant: str, event_id: str) -> list[dict]:
         """Every delivery of one event, one per endpoint it went to (oldest endpoint first).
@@ -444,17 +272,17 @@ class Store:
             "SELECT d.*, e.url AS endpoint_url FROM webhook_endpoints e CROSS JOIN webhook_deliveries d"
             " ON d.endpoint_id=e.id AND d.event_id=? WHERE e.tenant_id=? ORDER BY e.created_at, d.seq",
             (event_id, tenant))
-        return [_delivery(r) | {"endpoint_url": r["endpoint_url"]} for r in rows]
+        return [delivery_of(r) | {"endpoint_url": r["endpoint_url"]} for r in rows]
 
     async def get_delivery(self, tenant: str, delivery_id: str) -> dict | None:
         row = await self.db.fetchone(
             "SELECT * FROM webhook_deliveries WHERE tenant_id=? AND id=?", (tenant, delivery_id))
-        return _delivery(row) if row else None
+        return delivery_of(row) if row else None
 
     async def attempts_of(self, seq: int) -> list[dict]:
         rows = await self.db.fetchall(
             "SELECT * FROM webhook_attempts WHERE delivery_seq=? ORDER BY id", (seq,))
-        return [_attempt(r) for r in rows]
+        return [attempt_of(r) for r in rows]
 
     async def requeue(self, tenant: str, delivery_id: str, now: float) -> bool:
         """Send a delivery again now (any state but in flight)."""
@@ -518,67 +346,3 @@ class Store:
             removed += a.rowcount + d.rowcount
             if a.rowcount < batch and d.rowcount < batch:
                 return removed
-
-
-# --- row -> dict ---------------------------------------------------------------------------
-
-
-def _endpoint(row) -> dict:
-    return {
-        "id": row["id"], "url": row["url"], "description": row["description"],
-        "event_types": _stored_json(row["event_types"], []), "headers": _stored_json(row["headers"], {}),
-        "metadata": _stored_json(row["metadata"], {}), "rate_limit": _shown_rate_limit(row["rate_limit"]),
-        "enabled": bool(row["enabled"]), "signing": signing_of(row["secret"]),
-        "disabled_reason": row["disabled_reason"],
-        "disabled_at": _iso_or_none(row["disabled_at"]),
-        # Start of the current run of failed attempts (None after a success);
-        # the endpoint is disabled once it is older than webhooks.disable_after.
-        "failing_since": _iso_or_none(row["failing_since"]),
-        "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
-        # Internal (stripped by the API): owner and secrets.
-        "_tenant_id": row["tenant_id"], "_secret": row["secret"], "_previous_secret": row["previous_secret"],
-        "_previous_secret_until": row["previous_secret_until"],
-    }
-
-
-def _stored_json(text, default):
-    """A JSON column, or ``default`` for a row the API never wrote (one bad row must not fail a list)."""
-    try:
-        value = json.loads(text)
-    except (TypeError, ValueError):
-        return default
-    return value if isinstance(value, type(default)) else default
-
-
-def _shown_rate_limit(value) -> float | None:
-    """The rate the dispatcher applies (a row it cannot use shows none: the log says why)."""
-    try:
-        return usable_rate_limit(value)
-    except ValueError:
-        return None
-
-
-def _iso_or_none(ts):
-    return iso(ts) if ts is not None else None
-
-
-def _delivery(row) -> dict:
-    return {
-        "id": row["id"], "endpoint_id": row["endpoint_id"], "event_id": row["event_id"],
-        "event_type": row["event_type"], "status": row["status"], "attempts": row["attempts"],
-        "created_at": _iso_or_none(row["created_at"]),
-        "next_attempt_at": _iso_or_none(row["due_at"]) if row["status"] == "pending" else None,
-        "last_attempt_at": _iso_or_none(row["last_attempt_at"]),
-        "last_status_code": row["last_status_code"], "last_error": row["last_error"],
-        "finished_at": _iso_or_none(row["finished_at"]),
-        "payload": json.loads(row["payload"]),
-        "_seq": row["seq"],
-    }
-
-
-def _attempt(row) -> dict:
-    return {
-        "attempted_at": _iso_or_none(row["attempted_at"]), "outcome": row["outcome"],
-        "status_code": row["status_code"], "latency_ms": row["latency_ms"], "error": row["error"],
-        "response_body": row["response_body"],
-    }

@@ -1,31 +1,45 @@
-"""The module's running state for one daemon: store, dispatcher, consumer.
+"""The running webhooks of one daemon: store, endpoint cache, dispatcher, jobs, consumer.
 
-Hook implementations in ``__init__`` and route handlers in ``api`` reach it
-through :func:`of`.
+Made by ``tierd_services`` and kept in core's service slot; hook
+implementations in ``__init__`` and route handlers in ``api`` reach it with
+``WebhooksService.of(daemon)``.
 """
 
 from __future__ import annotations
 
-from tierd.core.clock import parse_iso
 from tierd.core.events import Event
-from tierd.core.ids import new_ids
+from tierd.core.service import PluginService
 
+from .disabling import Disabler
 from .dispatch import Dispatcher
-from .endpoints import EndpointCache, EndpointInfo
+from .endpoints import EndpointCache, endpoint_matches
 from .event_types import DELIVERY_FAILED, ENDPOINT_DISABLED
-from .store import Claimed, Store, endpoint_matches, payload_of
+from .fanout import delivery_rows
+from .metrics import WebhookMetrics
+from .outcome import FollowUps
+from .records import Claimed
+from .retention import Retention
+from .store import Store
 
 #: Events read from the log per statement when replaying.
 REPLAY_PAGE = 1000
 
 
-class Webhooks:
+class WebhooksService(PluginService):
+    name = "webhooks"
+
     def __init__(self, daemon):
-        self.daemon = daemon
+        super().__init__(daemon)
         self.store = Store(daemon.db)
         self.endpoints = EndpointCache(self.store)
-        self.dispatcher = Dispatcher(daemon, self.store, self.endpoints, daemon.config["webhooks"],
-                                     on_disabled=self._disabled, on_failed=self._failed)
+        self.metrics = WebhookMetrics(daemon.metrics)
+        self.metrics.unusable.set_function(lambda: len(self.endpoints.unusable))  # read at each scrape
+        self.disabler = Disabler(self.store, self.endpoints, daemon.clock, lambda: self.settings,
+                                 on_disabled=self._disabled)
+        follow_ups = FollowUps(self.disabler.disable, on_failed=self._failed,
+                               on_error=self.metrics.dispatch_errors.labels("follow_up").inc)
+        self.dispatcher = Dispatcher(daemon, self.store, self.endpoints, self.metrics, self.settings, follow_ups)
+        self.retention = Retention(self.store, daemon.clock, lambda: self.settings)
         #: Never sent as webhooks: the event types their plugins declare so
         #: (ours: the tenant's own API calls, and failures that would feed on themselves).
         self.never_sent = frozenset(t.name for t in daemon.registries.event_types.values() if not t.webhook)
@@ -34,15 +48,18 @@ class Webhooks:
     def settings(self) -> dict:
         return self.daemon.config["webhooks"]
 
-    @classmethod
-    async def start(cls, daemon) -> "Webhooks":
-        running = daemon.state["webhooks"] = cls(daemon)
-        await running.dispatcher.start()
-        return running
+    async def start(self) -> None:
+        await self.dispatcher.start()
+
+    async def reload(self, config: dict) -> None:
+        self.dispatcher.configure(config["webhooks"])
 
     async def stop(self) -> None:
         grace = max(0.5, self.daemon.config["server"]["shutdown_grace"] - 1)
         await self.dispatcher.stop(grace=min(grace, self.settings["timeout"]))
+
+    async def update_metrics(self) -> None:
+        await self.metrics.update(self.store, self.daemon.clock.time())
 
     async def consume(self, events: list[Event]) -> None:
         """The bus consumer: one delivery per (event, matching enabled endpoint).
@@ -138,27 +155,3 @@ class Webhooks:
             "endpoint_id": endpoint["id"], "url": endpoint["url"], "reason": reason,
             "description": endpoint["description"],
         })
-
-
-def delivery_rows(matched: list[tuple[Event, list[EndpointInfo]]], due_at: float) -> tuple[list, list]:
-    """Rows for :meth:`Store.create_deliveries` (not claimed), one per (event,
-    endpoint), and the endpoint of each row."""
-    ids = iter(new_ids("msg_", sum(len(endpoints) for _, endpoints in matched)))
-    rows, targets = [], []
-    for event, endpoints in matched:
-        # Built once per event, shared by its deliveries.
-        payload, created_at = payload_of(event.type, event.created_at, event.data), parse_iso(event.created_at)
-        for endpoint in endpoints:
-            rows.append([next(ids), event.tenant, endpoint.id, event.id, event.type, payload, due_at,
-                         created_at, False])
-            targets.append(endpoint)
-    return rows, targets
-
-
-def of(daemon) -> Webhooks:
-    """The running module of ``daemon`` (started by ``tierd_startup``)."""
-    return daemon.state["webhooks"]
-
-
-def get(daemon) -> Webhooks | None:
-    return daemon.state.get("webhooks")
