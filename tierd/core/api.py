@@ -16,8 +16,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -25,11 +25,15 @@ from tierd.core import jsonbody
 from tierd.core.clock import parse_iso
 from tierd.core.schema import INT64_MAX, Field, SchemaError, format_path, validate
 
+if TYPE_CHECKING:
+    from tierd.core.daemon import Daemon
+
 #: Where the running Daemon sits in the aiohttp application.
-DAEMON_KEY = web.AppKey("tierd_daemon", object)
+# (Typed by annotation: daemon.py imports this module, so the class is not at hand.)
+DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("tierd_daemon")
 MAX_BODY_KEY = web.AppKey("tierd_max_body", int)
 #: Set on every authenticated request (see :func:`caller`).
-CALLER_KEY = web.RequestKey("tierd_caller", object)
+CALLER_KEY: web.RequestKey[Caller] = web.RequestKey("tierd_caller")
 #: The validated body of a route that declares one (see :func:`body_of`).
 BODY_KEY = web.RequestKey("tierd_body", object)
 #: Longer than any cursor this API makes (decoded).
@@ -53,7 +57,7 @@ class Caller:
         return f"{base} for {self.on_behalf_of}" if self.on_behalf_of else base
 
 
-def daemon_of(request: web.Request):
+def daemon_of(request: web.Request) -> Daemon:
     """The running :class:`tierd.core.daemon.Daemon`."""
     return request.app[DAEMON_KEY]
 
@@ -123,7 +127,7 @@ class Route:
     #: ``application/octet-stream`` and ``multipart/form-data``.
     body_content: dict[str, dict] | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not (self.body is None or self.body is NO_BODY or isinstance(self.body, Field)):
             raise TypeError(
                 f"{self.method} {self.path}: Route.body takes a tierd.core.schema field such as "
@@ -149,18 +153,18 @@ class ApiError(Exception):
         return json_response({"error": error}, status=self.status)
 
 
-def _default(obj):
+def _default(obj: Any) -> Any:
     # Decimal, dates, paths... are given as strings: JSON has no money type.
     return str(obj)
 
 
-def dumps(obj) -> str:
+def dumps(obj: Any) -> str:
     # allow_nan=False: NaN and Infinity are not JSON; refused at intake, and
     # never answered should one come from elsewhere (an error, not bad JSON).
     return json.dumps(obj, default=_default, separators=(",", ":"), allow_nan=False)
 
 
-def json_response(obj, status: int = 200, headers: dict | None = None) -> web.Response:
+def json_response(obj: Any, status: int = 200, headers: dict | None = None) -> web.Response:
     return web.Response(text=dumps(obj), status=status, content_type="application/json", headers=headers)
 
 
@@ -171,7 +175,7 @@ async def _read_raw(request: web.Request) -> bytes:
         raise ApiError(413, "body_too_large", f"body exceeds {request.app[MAX_BODY_KEY]} bytes") from None
 
 
-def _decode(raw: bytes):
+def _decode(raw: bytes) -> Any:
     try:
         return jsonbody.loads(raw)
     except jsonbody.JsonError as exc:
@@ -194,7 +198,11 @@ async def read_json(request: web.Request, required: bool = True) -> dict:
     return body
 
 
-async def read_body(request: web.Request, schema: Field, check=None):
+async def read_body(
+    request: web.Request,
+    schema: Field,
+    check: Callable[[web.Request, Any], list[SchemaError]] | None = None,
+) -> Any:
     """The body validated against ``schema`` (and ``check``, a route's ``body_check``),
     defaults filled in; core calls it for a route that declares its body. An empty
     body reads as ``{}`` (so a missing required key is named). 400 ``invalid_json``
@@ -221,7 +229,7 @@ def invalid_body(errors: list[SchemaError]) -> ApiError:
     )
 
 
-def body_of(request: web.Request):
+def body_of(request: web.Request) -> Any:
     """The validated body of a route that declares ``body=``: the clean value
     (a dict for an ``Obj``, defaults filled in, times and money converted)."""
     return request[BODY_KEY]
@@ -278,7 +286,7 @@ def page_params(request: web.Request, default: int = 50, maximum: int = 500) -> 
     return limit, cursor or None
 
 
-def query_choice(request: web.Request, name: str, choices) -> str | None:
+def query_choice(request: web.Request, name: str, choices: Iterable[str]) -> str | None:
     """``?name=`` if it is one of ``choices`` (None if absent); 400 otherwise."""
     value = request.query.get(name)
     if value is not None and value not in choices:
@@ -286,7 +294,7 @@ def query_choice(request: web.Request, name: str, choices) -> str | None:
     return value
 
 
-def iso_time(value, name: str, required: bool = False) -> float | None:
+def iso_time(value: str | None, name: str, required: bool = False) -> float | None:
     """A time given as ISO-8601 text (a query parameter or a body field) as
     unix seconds; None when absent and not ``required``; 400 otherwise."""
     if value is None and not required:
@@ -311,7 +319,7 @@ def int_cursor(cursor: str | None) -> int | None:
     return int(cursor)
 
 
-def encode_cursor(value) -> str:
+def encode_cursor(value: object) -> str:
     return base64.urlsafe_b64encode(str(value).encode()).decode().rstrip("=")
 
 

@@ -30,6 +30,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any as AnyType
 from typing import NamedTuple
 
 import yaml
@@ -99,7 +100,7 @@ class Config(dict):
     ``source_lines`` maps key paths (tuples) to ``(line, column)``, 1-based.
     """
 
-    def __init__(self, data=(), path: Path | None = None, source_lines: dict | None = None) -> None:
+    def __init__(self, data: AnyType = (), path: Path | None = None, source_lines: dict | None = None) -> None:
         super().__init__(data)
         self.path = path
         self.source_lines = source_lines or {}
@@ -113,7 +114,7 @@ class ListenAddress(Field):
 
     type_name = "listen address"
 
-    def parse(self, value):
+    def parse(self, value: AnyType) -> AnyType:
         if not isinstance(value, str):
             raise self.mismatch(value)
         problem = unicode_problem(value)
@@ -180,7 +181,7 @@ CORE_SCHEMAS: dict[str, Field] = {
 class _Sections(Obj):
     """The top level of the file: one section per core module and plugin."""
 
-    def unknown_key_message(self, key) -> str:
+    def unknown_key_message(self, key: AnyType) -> str:
         hint = did_you_mean(key, self.fields) or " (no installed plugin declares it)"
         return f"unknown section {key!r}{hint}"
 
@@ -232,11 +233,12 @@ def _interpolate(
             name, has_default, default = expression.partition(":-")
             if not _VARIABLE.fullmatch(name):
                 raise _Interpolation(f"invalid reference ${{{expression}}} (write $$ for a literal $)")
-            value = env.get(name)
-            if has_default and not value:  # shell semantics: unset or empty
+            env_value = env.get(name)
+            if has_default and not env_value:  # shell semantics: unset or empty
                 return _interpolate(default, env, base_dir, spend)
-            if value is None:
+            if env_value is None:
                 raise _Interpolation(f"environment variable {name} is not set")
+            value = env_value
         spend(len(value))
         return value
 
@@ -264,7 +266,9 @@ class _Problem(NamedTuple):
     text: str
 
 
-def _position(mark) -> tuple[int, int]:
+def _position(mark: yaml.Mark | None) -> tuple[int, int]:
+    if mark is None:  # an error PyYAML could not place: name the start of the file
+        return 1, 1
     return mark.line + 1, mark.column + 1
 
 
@@ -288,11 +292,11 @@ class _Loader(yaml.SafeLoader):
     a RecursionError instead of an error naming the line.
     """
 
-    def __init__(self, stream) -> None:
+    def __init__(self, stream: bytes | str) -> None:
         super().__init__(stream)
         self._depth = 0
 
-    def compose_node(self, parent, index):
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self._depth >= MAX_DEPTH:
             raise yaml.composer.ComposerError(
                 None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark
@@ -328,7 +332,7 @@ class _YamlReader:
         self._expansion: tuple | None = None  # path of the outermost alias being expanded
         self._interpolated_size = 0
 
-    def read(self, data: bytes):
+    def read(self, data: bytes) -> AnyType:
         self.loader = _Loader(data)
         try:
             node = self.loader.get_single_node()
@@ -348,7 +352,7 @@ class _YamlReader:
         line, column = _position(mark)
         return f"{self.label}:{line}:{column}: {message}"
 
-    def _problem(self, node, path, message: str) -> None:
+    def _problem(self, node: yaml.Node, path: tuple, message: str) -> None:
         line = node.start_mark.line + 1
         self.problems.append(_Problem(line, f"{self.label}:{line}: {SchemaError(path, message)}"))
 
@@ -356,7 +360,7 @@ class _YamlReader:
         line = _line_of(path, self.lines) or 1
         return ConfigError([f"{self.label}:{line}: {SchemaError(path, message)}"])
 
-    def _build(self, node, path: tuple, active: frozenset):
+    def _build(self, node: yaml.Node, path: tuple, active: frozenset) -> AnyType:
         if id(node) in active:  # an alias pointing at one of its own ancestors
             self._problem(node, path, "recursive alias")
             return None
@@ -397,7 +401,7 @@ class _YamlReader:
         if self._interpolated_size > MAX_INTERPOLATED:
             raise self._abort(path, f"values read through ${{...}} exceed {MAX_INTERPOLATED} characters in all")
 
-    def _build_mapping(self, node, path: tuple, active: frozenset) -> dict:
+    def _build_mapping(self, node: yaml.MappingNode, path: tuple, active: frozenset) -> dict:
         if id(node) not in self._checked_mappings:  # an aliased mapping is checked once
             self._checked_mappings.add(id(node))
             self._check_duplicates(node, path)
@@ -411,14 +415,14 @@ class _YamlReader:
             result[key] = self._build(value_node, path + (key,), active)
         return result
 
-    def _build_key(self, key_node, path: tuple):
+    def _build_key(self, key_node: yaml.Node, path: tuple) -> AnyType:
         """The Python key of a mapping entry, or MISSING (after reporting) if unusable."""
         if not isinstance(key_node, yaml.ScalarNode):
             self._problem(key_node, path, "mapping keys must be plain values, not lists or mappings")
             return MISSING
         return self._construct(key_node, path)
 
-    def _construct(self, node, path: tuple):
+    def _construct(self, node: yaml.Node, path: tuple) -> AnyType:
         """The Python value of a scalar node, or MISSING (after reporting) if it has none."""
         try:
             return self.loader.construct_object(node)
@@ -429,7 +433,7 @@ class _YamlReader:
             self._problem(node, path, f"invalid {kind}: {str(exc).partition(';')[0]}")
         return MISSING
 
-    def _check_duplicates(self, node, path: tuple) -> None:
+    def _check_duplicates(self, node: yaml.MappingNode, path: tuple) -> None:
         first_lines: dict = {}
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
@@ -444,7 +448,7 @@ class _YamlReader:
             else:
                 first_lines[key] = line
 
-    def _build_scalar(self, node, path: tuple):
+    def _build_scalar(self, node: yaml.Node, path: tuple) -> AnyType:
         value = self._construct(node, path)
         if value is MISSING:
             self.failed_paths.add(path)
@@ -503,7 +507,7 @@ class _Redactor:
 
     def _elsewhere(self, match: re.Match) -> str:
         quoted = match.group(1) if match.group(1) is not None else match.group(2)
-        return self.elsewhere.get(quoted, match.group())
+        return self.elsewhere.get(quoted) or match.group()
 
 
 # --- validation -------------------------------------------------------------
@@ -513,7 +517,8 @@ def _line_of(path: tuple, lines: dict) -> int | None:
     """The line of the key at path, or of its nearest ancestor present in the file."""
     for length in range(len(path), 0, -1):
         if path[:length] in lines:
-            return lines[path[:length]][0]
+            line: int = lines[path[:length]][0]
+            return line
     return None
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from tierd.core.clock import iso
 from tierd.core.registry import EventType, Registries
+from tierd.core.storage import Database
 
 #: How many of a tenant's latest events the "as seen" types are read from.
 SEEN_WINDOW = 10_000
@@ -55,13 +56,13 @@ def seen_entry(name: str) -> dict:
     }
 
 
-async def seen_types(db, tenant: str, window: int = SEEN_WINDOW) -> dict[str, float]:
+async def seen_types(db: Database, tenant: str, window: int = SEEN_WINDOW) -> dict[str, float]:
     """Type -> unix time last seen, among the tenant's latest ``window`` events."""
     rows = await db.fetchall(SEEN_SQL, (tenant, window))
     return {row["type"]: row["last_seen"] for row in rows}
 
 
-async def catalogue(registries: Registries, db, tenant: str | None) -> list[dict]:
+async def catalogue(registries: Registries, db: Database, tenant: str | None) -> list[dict]:
     """Every declared type, and ``tenant``'s own as seen (none for None), by name."""
     entries = {
         name: declared_entry(t, registries.origins.get(f"event_types:{name}"))

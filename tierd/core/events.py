@@ -13,18 +13,21 @@ counted and retried after a growing pause.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import collections
 import dataclasses
 import json
 import logging
 import math
 import re
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
-from tierd.core.clock import iso
+from tierd.core.clock import Clock, iso
 from tierd.core.ids import new_ids
-from tierd.core.storage import is_decode_error, json_columns
+from tierd.core.storage import Database, Params, is_decode_error, json_columns
 
 log = logging.getLogger("tierd.events")
 
@@ -78,11 +81,11 @@ def type_matches(pattern: str, event_type: str) -> bool:
     return pattern == event_type
 
 
-def _row_to_event(row) -> Event:
+def _row_to_event(row: sqlite3.Row | dict[str, Any]) -> Event:
     return Event(row["seq"], row["id"], row["tenant_id"], row["type"], json.loads(row["data"]), iso(row["created_at"]))
 
 
-def _mend(row) -> dict:
+def _mend(row: sqlite3.Row) -> dict:
     """A row read with its text as bytes, decoded with U+FFFD for what is not UTF-8."""
     return {c: row[c].decode("utf-8", "replace") if isinstance(row[c], bytes) else row[c] for c in _COLUMNS}
 
@@ -107,7 +110,13 @@ class EventBus:
     #: Pauses before a failed consumer tries again: doubling, up to the last.
     RETRY_FIRST, RETRY_MAX = 0.5, 30.0
 
-    def __init__(self, db, clock, on_publish=None, on_consumer_error=None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        on_publish: Callable[[int], object] | None = None,
+        on_consumer_error: Callable[[str], object] | None = None,
+    ) -> None:
         self.db = db
         self.clock = clock
         #: Called with the number of new events after each commit (metrics).
@@ -152,7 +161,8 @@ class EventBus:
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().create_task(self._flush())
-        return await future
+        result: tuple[Event, bool] = await future
+        return result
 
     async def _flush(self) -> None:
         try:
@@ -176,7 +186,7 @@ class EventBus:
         finally:
             self._flushing = False
 
-    async def _insert(self, batch) -> list[tuple[Event, bool]]:
+    async def _insert(self, batch: list[tuple[tuple, asyncio.Future]]) -> list[tuple[Event, bool]]:
         """The whole batch in one INSERT statement: one trip to the database
         thread, atomic on its own."""
         now = self.clock.time()
@@ -185,12 +195,13 @@ class EventBus:
             # This process is the only writer of the log: it numbers events
             # itself instead of asking SQLite after each insert.
             row = await self.db.fetchone("SELECT COALESCE(MAX(seq), 0) AS m FROM events")
+            assert row is not None  # an aggregate always answers a row
             self._next_seq = row["m"] + 1
         # Keys seen before. Batches are inserted one at a time (``_flush``), so
         # every earlier one is committed and visible to the reader.
         known = await self._known_keys({(args[0], args[3]) for args, _ in batch if args[3] is not None})
         results: list[tuple[Event, bool]] = []
-        rows = []
+        rows: list[tuple] = []
         ids = new_ids("evt_", len(batch))
         for (tenant, type_, data, key, text), _ in batch:
             if key is not None and (tenant, key) in known:
@@ -232,7 +243,7 @@ class EventBus:
         )
         return {(r["tenant_id"], r["idempotency_key"]): _row_to_event(r) for r in rows}
 
-    async def _rows(self, sql: str, params) -> list:
+    async def _rows(self, sql: str, params: Params) -> Sequence[sqlite3.Row | dict[str, Any]]:
         """Event rows of ``sql`` (``{columns}`` for its column list, ``e`` the events table).
 
         Rows stored before intake refused lone surrogates hold text that is
@@ -273,7 +284,8 @@ class EventBus:
         self, tenant: str | None, after_seq: int, limit: int, type_pattern: str | None = None
     ) -> list[Event]:
         """Events after ``after_seq``, oldest first; ``type_pattern`` as in :func:`type_matches`."""
-        sql, params = "SELECT {columns} FROM events e WHERE seq>?", [after_seq]
+        sql = "SELECT {columns} FROM events e WHERE seq>?"
+        params: builtins.list[object] = [after_seq]
         if tenant is not None:
             sql += " AND tenant_id=?"
             params.append(tenant)
@@ -291,7 +303,7 @@ class EventBus:
 
     async def span(
         self, tenant: str, since: float, until: float | None = None, page: int = 1000
-    ) -> AsyncIterator[list[Event]]:
+    ) -> AsyncIterator[builtins.list[Event]]:
         """Yield the tenant's events created in ``[since, until)`` (unix
         seconds), oldest first, in lists of at most ``page``.
 
@@ -387,11 +399,11 @@ class EventBus:
         row = await self.db.fetchone("SELECT last_seq FROM consumer_cursors WHERE name=?", (name,))
         return row["last_seq"] if row else 0
 
-    async def _read_after(self, cursor: int, limit: int) -> list[Event]:
+    async def _read_after(self, cursor: int, limit: int) -> builtins.list[Event]:
         if cursor + 1 == self._next_seq:
             return []  # at the end of the log (only this process writes it)
         if cursor + 1 in self._tail:
-            events = []
+            events: builtins.list[Event] = []
             seq = cursor + 1
             while seq in self._tail and len(events) < limit:
                 events.append(self._tail[seq])
@@ -442,7 +454,9 @@ class EventBus:
     async def lag(self) -> dict[str, int]:
         """Events not yet consumed, per consumer (for /metrics, /readyz and `tierd db
         status`): by a running consumer's own cursor, else by its stored one."""
-        top = (await self.db.fetchone("SELECT COALESCE(MAX(seq), 0) AS m FROM events"))["m"]
+        top_row = await self.db.fetchone("SELECT COALESCE(MAX(seq), 0) AS m FROM events")
+        assert top_row is not None  # an aggregate always answers a row
+        top = top_row["m"]
         rows = await self.db.fetchall("SELECT name, last_seq FROM consumer_cursors")
         lag = {r["name"]: top - r["last_seq"] for r in rows}
         lag.update({name: top - p.cursor for name, p in self.progress.items() if p.cursor is not None})

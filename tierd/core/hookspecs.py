@@ -18,7 +18,31 @@ Rules:
   change for third parties.
 """
 
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
 import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from tierd.core.api import Route
+    from tierd.core.config import Config
+    from tierd.core.daemon import Daemon
+    from tierd.core.events import Consumer
+    from tierd.core.registry import (
+        Channel,
+        EventType,
+        Registries,
+        ReportExporter,
+        ReportGenerator,
+        StatementImporter,
+    )
+    from tierd.core.scheduler import Job
+    from tierd.core.schema import Field
+    from tierd.core.service import PluginService
 
 hookspec = pluggy.HookspecMarker("tierd")
 
@@ -27,7 +51,7 @@ hookspec = pluggy.HookspecMarker("tierd")
 
 
 @hookspec
-def tierd_config_schema(registries):
+def tierd_config_schema(registries: Registries) -> dict[str, Field] | None:
     """Declare the configuration sections this plugin owns.
 
     Called when a configuration file is loaded or reloaded (by ``tierd run``,
@@ -45,7 +69,7 @@ def tierd_config_schema(registries):
 
 
 @hookspec
-def tierd_config_reloaded(daemon, config):
+def tierd_config_reloaded(daemon: Daemon, config: Config) -> Awaitable[None] | None:
     """React to a configuration that was reloaded and validated.
 
     Called after SIGHUP or ``POST /v1/admin/reload`` once the new
@@ -60,7 +84,7 @@ def tierd_config_reloaded(daemon, config):
 
 
 @hookspec
-def tierd_migrations():
+def tierd_migrations() -> dict[str, list[str]] | None:
     """Declare this plugin's database migrations.
 
     Called at startup and by ``tierd migrate`` / ``tierd db status``, before
@@ -76,7 +100,7 @@ def tierd_migrations():
 
 
 @hookspec
-def tierd_services(daemon):
+def tierd_services(daemon: Daemon) -> PluginService | list[PluginService] | None:
     """Give core this plugin's running object(s), to keep, start, reload and stop.
 
     Called once per process, in the daemon's event loop, after the
@@ -97,7 +121,7 @@ def tierd_services(daemon):
 
 
 @hookspec
-def tierd_startup(daemon):
+def tierd_startup(daemon: Daemon) -> Awaitable[None] | None:
     """Start this plugin's long-running work.
 
     Called once per process after the configuration is validated, the
@@ -112,7 +136,7 @@ def tierd_startup(daemon):
 
 
 @hookspec
-def tierd_shutdown(daemon):
+def tierd_shutdown(daemon: Daemon) -> Awaitable[None] | None:
     """Stop this plugin's work before the process exits.
 
     Called on SIGTERM/SIGINT after the control API stopped accepting
@@ -126,7 +150,7 @@ def tierd_shutdown(daemon):
 
 
 @hookspec
-def tierd_routes(daemon):
+def tierd_routes(daemon: Daemon) -> list[Route] | None:
     """Contribute HTTP routes to the control API.
 
     Called once at startup, before the API listens. Return a list of
@@ -141,7 +165,7 @@ def tierd_routes(daemon):
 
 
 @hookspec
-def tierd_cli(cli):
+def tierd_cli(cli: click.Group) -> None:
     """Add command groups to the ``tierd`` command line.
 
     Called when the CLI starts, with the root :class:`click.Group`. Add
@@ -156,7 +180,7 @@ def tierd_cli(cli):
 
 
 @hookspec
-def tierd_jobs(daemon):
+def tierd_jobs(daemon: Daemon) -> list[Job] | None:
     """Declare timers: interval or cron jobs run by the daemon's scheduler.
 
     Called at startup and again after every configuration reload (jobs are
@@ -170,7 +194,7 @@ def tierd_jobs(daemon):
 
 
 @hookspec
-def tierd_event_consumers(daemon):
+def tierd_event_consumers(daemon: Daemon) -> list[Consumer] | None:
     """Subscribe to the event bus.
 
     Called once at startup. Return a list of
@@ -187,7 +211,7 @@ def tierd_event_consumers(daemon):
 
 
 @hookspec
-def tierd_register_event_types(register):
+def tierd_register_event_types(register: Callable[[EventType], None]) -> None:
     """Declare the event types this plugin publishes on the bus.
 
     Called once when the plugin manager is built. Call ``register(event_type)``
@@ -206,7 +230,7 @@ def tierd_register_event_types(register):
 
 
 @hookspec
-def tierd_register_channels(register):
+def tierd_register_channels(register: Callable[[type[Channel]], None]) -> None:
     """Register notification channel types.
 
     Called once when the plugin manager is built. Call
@@ -217,7 +241,7 @@ def tierd_register_channels(register):
 
 
 @hookspec
-def tierd_register_statement_importers(register):
+def tierd_register_statement_importers(register: Callable[[StatementImporter], None]) -> None:
     """Register bank statement importers.
 
     Called once when the plugin manager is built. Call ``register(importer)``
@@ -229,7 +253,7 @@ def tierd_register_statement_importers(register):
 
 
 @hookspec
-def tierd_register_report_generators(register):
+def tierd_register_report_generators(register: Callable[[ReportGenerator], None]) -> None:
     """Register report generators.
 
     Called once when the plugin manager is built. Call ``register(generator)``
@@ -240,7 +264,7 @@ def tierd_register_report_generators(register):
 
 
 @hookspec
-def tierd_register_report_exporters(register):
+def tierd_register_report_exporters(register: Callable[[ReportExporter], None]) -> None:
     """Register report exporters (output formats such as CSV or PDF).
 
     Called once when the plugin manager is built. Call ``register(exporter)``

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Never
+from typing import Any, Never
 
 from tierd.core.schema import unicode_problem
 
@@ -55,7 +55,7 @@ def _finite_float(text: str) -> float:
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
-def loads(raw: bytes | str):
+def loads(raw: bytes | str) -> Any:
     """Decode ``raw`` (strict UTF-8 when bytes) as JSON; :class:`JsonError` if it
     is not valid UTF-8 or JSON, holds NaN or Infinity or a number too large, is
     nested deeper than :data:`MAX_DEPTH`, or has a lone surrogate in a key or
@@ -87,7 +87,7 @@ def loads(raw: bytes | str):
     return value
 
 
-def _check_depth(value) -> None:
+def _check_depth(value: Any) -> None:
     """Refuse nesting deeper than MAX_DEPTH: a walk one level at a time,
     over the containers only (without recursion)."""
     level = [value] if value.__class__ in (dict, list) else []
@@ -104,7 +104,7 @@ def _check_depth(value) -> None:
         level = below
 
 
-def _check_strings(value) -> None:
+def _check_strings(value: Any) -> None:
     """Refuse a lone surrogate in any key or string value."""
     stack = [value]
     while stack:

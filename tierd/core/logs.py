@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, StreamResponse
 
 #: The logger of the API's access log (``logging.access_log``).
 ACCESS_LOGGER = "tierd.access"
@@ -89,7 +90,7 @@ def access_log_class(enabled: Callable[[], bool]) -> type[AbstractAccessLogger]:
         def enabled(self) -> bool:  # per connection; log() checks again per request
             return enabled()
 
-        def log(self, request, response, time: float) -> None:
+        def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
             if not enabled():
                 return
             target = request.rel_url.raw_path

@@ -11,14 +11,15 @@ with the :data:`~tierd.core.api.PAGED` parameters answers a page.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from tierd import __version__
-from tierd.core.api import NO_BODY, PAGE_RESPONSE, PAGED
+from tierd.core.api import NO_BODY, PAGE_RESPONSE, PAGED, Route
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
-def build_openapi(routes) -> dict:
+def build_openapi(routes: Iterable[Route]) -> dict:
     paths: dict = {}
     for route in routes:
         op: dict = {
@@ -28,7 +29,7 @@ def build_openapi(routes) -> dict:
                 "default": {"description": "error", "content": {"application/json": {"schema": _ERROR}}},
             },
         }
-        ok = {"description": "success"}
+        ok: dict = {"description": "success"}
         response = route.response or (PAGE_RESPONSE if PAGED.keys() <= route.params.keys() else None)
         if response:
             ok["content"] = {"application/json": {"schema": response}}

@@ -14,8 +14,10 @@ import importlib
 import inspect
 import logging
 import os
+from collections.abc import Mapping, Sequence
 
 import pluggy
+from pluggy import HookCaller, HookImpl, Result
 
 from tierd.core import hookspecs
 
@@ -85,10 +87,10 @@ def _register_by_name(pm: pluggy.PluginManager, plugin: object, blocked: set[str
 
 
 def _trace(pm: pluggy.PluginManager) -> None:
-    def before(hook_name, impls, kwargs) -> None:
+    def before(hook_name: str, impls: Sequence[HookImpl], kwargs: Mapping[str, object]) -> None:
         log.debug("hook %s(%s) -> %s", hook_name, ", ".join(kwargs), [i.plugin_name for i in impls])
 
-    def after(outcome, hook_name, impls, kwargs) -> None:
+    def after(outcome: Result[object], hook_name: str, impls: Sequence[HookImpl], kwargs: Mapping[str, object]) -> None:
         log.debug(
             "hook %s returned %r", hook_name, outcome.get_result() if not outcome.exception else outcome.exception
         )
@@ -96,14 +98,14 @@ def _trace(pm: pluggy.PluginManager) -> None:
     pm.add_hookcall_monitoring(before, after)
 
 
-async def await_me_maybe(value):
+async def await_me_maybe(value: object) -> object:
     """Await ``value`` if it is awaitable (hooks may be sync or async)."""
     if inspect.isawaitable(value):
         return await value
     return value
 
 
-async def call_async(hook, **kwargs) -> list:
+async def call_async(hook: HookCaller, **kwargs: object) -> list:
     """Call a hook and await every awaitable result, in registration order."""
     return [await await_me_maybe(r) for r in hook(**kwargs)]
 

@@ -19,10 +19,18 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from collections.abc import AsyncIterator, Callable, Iterable
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
+
+import pluggy
 
 from tierd.core.events import TYPE_RE
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from tierd.core.daemon import Daemon
 
 
 class RegistryError(Exception):
@@ -156,7 +164,7 @@ class Channel:
     type_name: ClassVar[str] = ""
     schema: ClassVar[Any] = None
 
-    def __init__(self, name: str, config: dict, http=None) -> None:
+    def __init__(self, name: str, config: dict, http: aiohttp.ClientSession | None = None) -> None:
         self.name = name
         self.config = config
         self.http = http
@@ -235,7 +243,9 @@ class ReportGenerator:
     description: str = ""
     columns: list[str] = []
 
-    async def rows(self, daemon, tenant: str | None, params: dict):  # pragma: no cover
+    async def rows(  # pragma: no cover
+        self, daemon: Daemon, tenant: str | None, params: dict
+    ) -> AsyncIterator[tuple]:
         raise NotImplementedError
         yield
 
@@ -247,7 +257,9 @@ class ReportExporter:
     media_type: str = "application/octet-stream"
     extension: str = ""
 
-    def export(self, title: str, columns: list[str], rows, out) -> None:  # pragma: no cover
+    def export(  # pragma: no cover
+        self, title: str, columns: list[str], rows: Iterable[tuple], out: BinaryIO
+    ) -> None:
         """Write ``rows`` (an iterable of tuples) to the binary file ``out``."""
         raise NotImplementedError
 
@@ -276,7 +288,7 @@ class Registries:
     origins: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def collect_registries(pm) -> Registries:
+def collect_registries(pm: pluggy.PluginManager) -> Registries:
     """Call every ``tierd_register_*`` hook and validate what comes back."""
     regs = Registries()
     for kind, (hook_name, key_attr, check) in _KINDS.items():
@@ -285,7 +297,14 @@ def collect_registries(pm) -> Registries:
         for impl in hook.get_hookimpls():
             plugin_name = impl.plugin_name
 
-            def register(obj, _target=target, _kind=kind, _plugin=plugin_name, _key=key_attr, _check=check) -> None:
+            def register(
+                obj: Any,
+                _target: dict[str, Any] = target,
+                _kind: str = kind,
+                _plugin: str = plugin_name,
+                _key: str = key_attr,
+                _check: Callable[[Any], str | None] | None = check,
+            ) -> None:
                 name = getattr(obj, _key, "")
                 if not name or not isinstance(name, str):
                     raise RegistryError(f"plugin {_plugin!r} registered a {_kind} entry without {_key}")

@@ -10,8 +10,9 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -28,7 +29,7 @@ class Job:
     cron: str | None = None
     timezone: str = "UTC"
 
-    def trigger(self):
+    def trigger(self) -> BaseTrigger:
         if self.cron:
             return CronTrigger.from_crontab(self.cron, timezone=self.timezone)
         if self.interval:
@@ -44,7 +45,7 @@ def make_scheduler() -> AsyncIOScheduler:
         job_defaults={"misfire_grace_time": 300, "coalesce": True, "max_instances": 1},
     )
 
-    def listener(event) -> None:
+    def listener(event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MISSED:
             log.warning("scheduled job %s missed its run at %s", event.job_id, event.scheduled_run_time)
         elif event.exception is not None:

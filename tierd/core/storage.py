@@ -20,10 +20,14 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
+
+#: Parameters of an SQL statement: positional (?) or named (:name).
+Params = Sequence[Any] | Mapping[str, Any]
 
 log = logging.getLogger("tierd.storage")
 
@@ -94,20 +98,20 @@ class _Cursor(sqlite3.Cursor):
     valid, a new tenant not found), until the cursor is garbage-collected.
     """
 
-    def fetchall(self):
+    def fetchall(self) -> list[Any]:
         try:
             return super().fetchall()
         finally:
             self.close()
 
-    def fetchone(self):
+    def fetchone(self) -> Any:
         try:
             return super().fetchone()
         except BaseException:
             self.close()
             raise
 
-    def fetchmany(self, *args, **kwargs):
+    def fetchmany(self, *args: Any, **kwargs: Any) -> list[Any]:
         try:
             return super().fetchmany(*args, **kwargs)
         except BaseException:
@@ -118,7 +122,7 @@ class _Cursor(sqlite3.Cursor):
 class _Connection(sqlite3.Connection):
     """Its ``execute`` (what aiosqlite calls) makes a :class:`_Cursor`."""
 
-    def execute(self, sql, parameters=(), /):
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
         return self.cursor(_Cursor).execute(sql, parameters)
 
 
@@ -128,17 +132,17 @@ class Transaction:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
 
-    async def execute(self, sql: str, params=()):
+    async def execute(self, sql: str, params: Params = ()) -> aiosqlite.Cursor:
         return await self._conn.execute(sql, params)
 
-    async def executemany(self, sql: str, seq):
+    async def executemany(self, sql: str, seq: Iterable[Params]) -> aiosqlite.Cursor:
         return await self._conn.executemany(sql, seq)
 
-    async def fetchall(self, sql: str, params=()) -> list[sqlite3.Row]:
+    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         return list(await self._conn.execute_fetchall(sql, params))
 
-    async def fetchone(self, sql: str, params=()) -> sqlite3.Row | None:
-        rows = await self._conn.execute_fetchall(sql, params)
+    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        rows = list(await self._conn.execute_fetchall(sql, params))
         return rows[0] if rows else None
 
 
@@ -185,13 +189,25 @@ class Database:
                 await conn.close()
         self._reader = self._writer = None
 
+    @property
+    def _read_conn(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise RuntimeError(f"the database {self.path} is not open")
+        return self._reader
+
+    @property
+    def _write_conn(self) -> aiosqlite.Connection:
+        if self._writer is None:
+            raise RuntimeError(f"the database {self.path} is not open")
+        return self._writer
+
     # --- reads ---------------------------------------------------------------
 
-    async def fetchall(self, sql: str, params=()) -> list[sqlite3.Row]:
-        return list(await self._reader.execute_fetchall(sql, params))
+    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        return list(await self._read_conn.execute_fetchall(sql, params))
 
-    async def fetchone(self, sql: str, params=()) -> sqlite3.Row | None:
-        rows = await self._reader.execute_fetchall(sql, params)
+    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        rows = list(await self._read_conn.execute_fetchall(sql, params))
         return rows[0] if rows else None
 
     # --- writes --------------------------------------------------------------
@@ -218,7 +234,7 @@ class Database:
             self._full_told = False
             log.info("writes to the database %s succeed again", self.path)
 
-    async def execute(self, sql: str, params=()):
+    async def execute(self, sql: str, params: Params = ()) -> aiosqlite.Cursor:
         """Run one statement on the writer (atomic on its own).
 
         Statements are queued to the writer thread at once, one behind the
@@ -231,11 +247,11 @@ class Database:
         try:
             if self._lock.locked():
                 async with self._lock:
-                    cursor = await self._writer.execute(sql, params)
+                    cursor = await self._write_conn.execute(sql, params)
             else:
                 # No await between the check and the queueing: aiosqlite puts
                 # the statement on its queue before its first suspension.
-                cursor = await self._writer.execute(sql, params)
+                cursor = await self._write_conn.execute(sql, params)
         except Exception as exc:
             self._write_failed(exc)
             raise
@@ -243,12 +259,13 @@ class Database:
         return cursor
 
     @contextlib.asynccontextmanager
-    async def transaction(self):
+    async def transaction(self) -> AsyncIterator[Transaction]:
         async with self._lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
+            writer = self._write_conn
+            await writer.execute("BEGIN IMMEDIATE")
             try:
-                yield Transaction(self._writer)
-                await self._writer.execute("COMMIT")
+                yield Transaction(writer)
+                await writer.execute("COMMIT")
             except BaseException as exc:
                 # Also when COMMIT failed (e.g. disk full): a transaction left
                 # open would take in every later write and never commit it.
@@ -259,7 +276,7 @@ class Database:
 
     async def _rollback(self) -> None:
         try:
-            await self._writer.execute("ROLLBACK")
+            await self._write_conn.execute("ROLLBACK")
         except sqlite3.OperationalError:
             pass  # no transaction: SQLite rolled it back itself (as it may on SQLITE_FULL)
 
@@ -320,7 +337,7 @@ class Database:
         os.close(os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600))
         dest = await aiosqlite.connect(tmp)
         try:
-            await self._reader.backup(dest)
+            await self._read_conn.backup(dest)
         finally:
             await dest.close()
         os.replace(tmp, target)

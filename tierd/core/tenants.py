@@ -11,8 +11,11 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from tierd.core.clock import iso
+from tierd.core.storage import Database
 
 log = logging.getLogger("tierd.tenants")
 
@@ -32,7 +35,7 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def create_tenant(db, name: str) -> dict:
+async def create_tenant(db: Database, name: str) -> dict:
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise TenantError(
             "invalid_tenant_name",
@@ -47,12 +50,12 @@ async def create_tenant(db, name: str) -> dict:
     return {"id": name, "name": name, "created_at": iso(now)}
 
 
-async def ensure_tenant(db, name: str) -> None:
+async def ensure_tenant(db: Database, name: str) -> None:
     """Create the tenant if missing (for tenants named in the config)."""
     await db.execute("INSERT OR IGNORE INTO tenants(id, name, created_at) VALUES (?,?,?)", (name, name, time.time()))
 
 
-async def list_tenants(db) -> list[dict]:
+async def list_tenants(db: Database) -> list[dict]:
     rows = await db.fetchall(
         "SELECT t.id, t.name, t.created_at,"
         " (SELECT COUNT(*) FROM tokens k WHERE k.tenant_id=t.id AND k.revoked_at IS NULL) AS active_tokens"
@@ -61,7 +64,7 @@ async def list_tenants(db) -> list[dict]:
     return [dict(r) | {"created_at": iso(r["created_at"])} for r in rows]
 
 
-async def create_token(db, tenant: str, description: str = "") -> dict:
+async def create_token(db: Database, tenant: str, description: str = "") -> dict:
     """A new token for ``tenant``. The token itself is returned once, never stored."""
     if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
         raise TenantError("invalid_description", f"description must be text of at most {MAX_DESCRIPTION} characters")
@@ -78,9 +81,9 @@ async def create_token(db, tenant: str, description: str = "") -> dict:
     return {"id": token_id, "tenant": tenant, "token": token, "description": description}
 
 
-async def list_tokens(db, tenant: str | None = None) -> list[dict]:
+async def list_tokens(db: Database, tenant: str | None = None) -> list[dict]:
     sql = "SELECT id, tenant_id AS tenant, description, created_at, revoked_at FROM tokens"
-    params = ()
+    params: tuple[str, ...] = ()
     if tenant:
         sql, params = sql + " WHERE tenant_id=?", (tenant,)
     rows = await db.fetchall(sql + " ORDER BY created_at", params)
@@ -90,7 +93,7 @@ async def list_tokens(db, tenant: str | None = None) -> list[dict]:
     ]
 
 
-async def revoke_token(db, token_id: str) -> dict:
+async def revoke_token(db: Database, token_id: str) -> dict:
     async with db.transaction() as tx:
         row = await tx.fetchone("SELECT id, tenant_id, revoked_at FROM tokens WHERE id=?", (token_id,))
         if row is None:
@@ -103,7 +106,7 @@ async def revoke_token(db, token_id: str) -> dict:
     return {"id": token_id, "tenant": row["tenant_id"], "revoked": True}
 
 
-async def tenant_for_token(db, token: str) -> tuple[str, str] | None:
+async def tenant_for_token(db: Database, token: str) -> tuple[str, str] | None:
     """(tenant id, token id) of a valid token, or None."""
     row = await db.fetchone(
         "SELECT tenant_id, id FROM tokens WHERE token_hash=? AND revoked_at IS NULL", (hash_token(token),)
@@ -111,7 +114,7 @@ async def tenant_for_token(db, token: str) -> tuple[str, str] | None:
     return (row["tenant_id"], row["id"]) if row else None
 
 
-def local_admin_token(config, create: bool = False) -> str | None:
+def local_admin_token(config: Mapping[str, Any], create: bool = False) -> str | None:
     """The admin token: from the config, else the one kept beside the database.
 
     With no ``server.admin_token`` configured, the daemon makes a random one
@@ -122,7 +125,7 @@ def local_admin_token(config, create: bool = False) -> str | None:
     import os
     from pathlib import Path
 
-    configured = config["server"].get("admin_token")
+    configured: str | None = config["server"].get("admin_token")
     if configured:
         return configured
     path = Path(config["storage"]["path"]).parent / "admin.token"
