@@ -44,21 +44,29 @@ class BenchDaemon:
         self.dir = Path(tempfile.mkdtemp(prefix="tierd-bench-"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        base = {"server": {"listen": f"127.0.0.1:{self.port}", "admin_token": ADMIN},
-                "storage": {"path": str(self.dir / "tierd.db")}, "logging": {"level": "WARNING"},
-                # tierd's own modules only: a plugin installed in this venv (the
-                # tests install the examples) would add its own work to the figures.
-                "plugins": {"disabled": third_party_plugins()}}
+        base = {
+            "server": {"listen": f"127.0.0.1:{self.port}", "admin_token": ADMIN},
+            "storage": {"path": str(self.dir / "tierd.db")},
+            "logging": {"level": "WARNING"},
+            # tierd's own modules only: a plugin installed in this venv (the
+            # tests install the examples) would add its own work to the figures.
+            "plugins": {"disabled": third_party_plugins()},
+        }
         for key, value in (config or {}).items():
             base[key] = base.get(key, {}) | value if isinstance(value, dict) else value
         (self.dir / "tierd.yaml").write_text(yaml.safe_dump(base))
         self.proc = None
 
     def start(self):
-        self.proc = subprocess.Popen([sys.executable, "-m", "tierd", "--config", str(self.dir / "tierd.yaml"), "run"],
-                                     cwd=self.dir, stdout=subprocess.DEVNULL, stderr=open(self.dir / "log", "wb"))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tierd", "--config", str(self.dir / "tierd.yaml"), "run"],
+            cwd=self.dir,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "log", "wb"),
+        )
         deadline = time.monotonic() + 30
         import urllib.request
+
         while time.monotonic() < deadline:
             try:
                 urllib.request.urlopen(self.url + "/readyz", timeout=1)
@@ -77,8 +85,12 @@ class BenchDaemon:
         import urllib.request
 
         def post(path, body):
-            req = urllib.request.Request(self.url + path, json.dumps(body).encode(), method="POST",
-                                         headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"})
+            req = urllib.request.Request(
+                self.url + path,
+                json.dumps(body).encode(),
+                method="POST",
+                headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(req) as r:
                 return json.loads(r.read())
 
@@ -86,7 +98,9 @@ class BenchDaemon:
         return post(f"/v1/admin/tenants/{name}/tokens", {})["token"]
 
 
-async def blast(url: str, token: str, count: int, concurrency: int, body_of=lambda i: {"type": "bench.event", "data": {"i": i}}):
+async def blast(
+    url: str, token: str, count: int, concurrency: int, body_of=lambda i: {"type": "bench.event", "data": {"i": i}}
+):
     """POST ``count`` events with ``concurrency`` workers; return (seconds, statuses, latencies)."""
     statuses: dict[int, int] = {}
     latencies: list[float] = []
@@ -94,6 +108,7 @@ async def blast(url: str, token: str, count: int, concurrency: int, body_of=lamb
     headers = {"Authorization": f"Bearer {token}"}
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+
         async def worker():
             for i in counter:
                 t0 = time.perf_counter()

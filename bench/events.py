@@ -67,13 +67,17 @@ def main():
         tierd_rates.append(args.count / seconds)
         p99s.append(pct(lat, 99) * 1000)
         rss.append(peak)
-        print(f"round {round_ + 1}: bare {bare_rates[-1]:,.0f} ev/s   tierd {tierd_rates[-1]:,.0f} ev/s"
-              f"   ratio {tierd_rates[-1] / bare_rates[-1]:.2f}   tierd p99 {p99s[-1]:.1f} ms   peak RSS {peak:.0f} MB")
+        print(
+            f"round {round_ + 1}: bare {bare_rates[-1]:,.0f} ev/s   tierd {tierd_rates[-1]:,.0f} ev/s"
+            f"   ratio {tierd_rates[-1] / bare_rates[-1]:.2f}   tierd p99 {p99s[-1]:.1f} ms   peak RSS {peak:.0f} MB"
+        )
     print(f"\nmedian of {args.rounds} rounds, {args.count} events, {args.concurrency} concurrent requests, one client:")
     print(f"  bare aiohttp 202 (stores nothing): {median(bare_rates):,.0f} events/s")
     print(f"  tierd (durable, 202 after commit): {median(tierd_rates):,.0f} events/s")
-    print(f"  ratio: {median(tierd_rates) / median(bare_rates):.2f}   p99 latency {median(p99s):.1f} ms"
-          f"   peak RSS {median(rss):.0f} MB")
+    print(
+        f"  ratio: {median(tierd_rates) / median(bare_rates):.2f}   p99 latency {median(p99s):.1f} ms"
+        f"   peak RSS {median(rss):.0f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tierd.plugins.reconciliation.matching import BankLine, LedgerEntry, reconcile  # noqa: E402
 
 START = dt.date(2026, 1, 1)
-SYLLABLES = ("ka lo mi ne ra to su vi xe zo ber tan gor lin mar pel quin rod sten vor wel "
-             "da fi hu jo ku le no pa ri se ti bu cho dre fla gri pro tra sol ven").split()
+SYLLABLES = (
+    "ka lo mi ne ra to su vi xe zo ber tan gor lin mar pel quin rod sten vor wel "
+    "da fi hu jo ku le no pa ri se ti bu cho dre fla gri pro tra sol ven"
+).split()
 LEGAL = ["GmbH", "AG", "Ltd", "LLC", "Inc", "SA", "BV", "", ""]
 JUNK = ["thank you", "payment", "Zahlung", "ref", "order", "monthly", "invoice", "Rechnung", "pmt", ""]
 
@@ -86,7 +88,7 @@ class Generator:
             return name.replace("GmbH", "G.m.b.H.").replace("Ltd", "Limited")
         if roll < 0.75 and len(name) > 6:
             i = r.randrange(1, len(name) - 2)
-            return name[:i] + name[i + 1] + name[i] + name[i + 2:]  # transposed letters
+            return name[:i] + name[i + 1] + name[i] + name[i + 2 :]  # transposed letters
         return name
 
     def _amount(self) -> Decimal:
@@ -113,9 +115,9 @@ class Generator:
         prefix, digits = ref.split("-")
         i = r.randrange(len(digits) - 1)
         if r.random() < 0.5:
-            digits = digits[:i] + digits[i + 1] + digits[i] + digits[i + 2:]
+            digits = digits[:i] + digits[i + 1] + digits[i] + digits[i + 2 :]
         else:
-            digits = digits[:i] + str((int(digits[i]) + 1) % 10) + digits[i + 1:]
+            digits = digits[:i] + str((int(digits[i]) + 1) % 10) + digits[i + 1 :]
         return f"{prefix}-{digits}"
 
     def _bank(self, amount, date, name="", remit="", ccy="EUR") -> str:
@@ -132,8 +134,16 @@ class Generator:
 
     def build(self):
         r = self.rng
-        kinds = [("exact", 44), ("typo", 12), ("noref", 10), ("bare", 5), ("batch", 5), ("partial", 4), ("fee", 5),
-                 ("decoy", 15)]
+        kinds = [
+            ("exact", 44),
+            ("typo", 12),
+            ("noref", 10),
+            ("bare", 5),
+            ("batch", 5),
+            ("partial", 4),
+            ("fee", 5),
+            ("decoy", 15),
+        ]
         weights = [w for _, w in kinds]
         while max(len(self.banks), len(self.ledgers)) < self.n * 0.95:
             kind = r.choices([k for k, _ in kinds], weights)[0]
@@ -192,7 +202,10 @@ class Generator:
         d = self._day()
         parts = [self._amount() for _ in range(r.randint(2, 4))]
         refs = [self._ref() for _ in parts]
-        lids = [self._ledger(a, d - dt.timedelta(days=r.randint(0, 2)), name, ref) for a, ref in zip(parts, refs)]
+        lids = [
+            self._ledger(a, d - dt.timedelta(days=r.randint(0, 2)), name, ref)
+            for a, ref in zip(parts, refs, strict=True)
+        ]
         remit = " ".join(refs) if r.random() < 0.5 else "collective deposit"
         bid = self._bank(sum(parts), d, self._bank_name(name), remit)
         self.truth.append((frozenset([bid]), frozenset(lids)))
@@ -234,8 +247,12 @@ class Generator:
         # amount of some ledger entry, booked near it.
         if r.random() < 0.5 and self.ledgers:
             twin = r.choice(self.ledgers)  # same amount as some ledger entry, nearby
-            self._bank(twin.amount, twin.date + dt.timedelta(days=r.randint(-10, 10)), r.choice(["", "CARD 4711", "BANK"]),
-                       r.choice(["card payment", "interest", "charges Q3", ""]))
+            self._bank(
+                twin.amount,
+                twin.date + dt.timedelta(days=r.randint(-10, 10)),
+                r.choice(["", "CARD 4711", "BANK"]),
+                r.choice(["card payment", "interest", "charges Q3", ""]),
+            )
         else:
             self._bank(-self._amount(), self._day(), "", r.choice(["card payment", "interest", "charges"]))
 
@@ -244,7 +261,9 @@ class Generator:
         # Invoices not paid yet; half of them with the amount of some bank line.
         if r.random() < 0.5 and self.banks:
             twin = r.choice(self.banks)
-            self._ledger(twin.amount, twin.date + dt.timedelta(days=r.randint(-10, 10)), r.choice(self.companies), self._ref())
+            self._ledger(
+                twin.amount, twin.date + dt.timedelta(days=r.randint(-10, 10)), r.choice(self.companies), self._ref()
+            )
         else:
             self._ledger(self._amount(), self._day(), r.choice(self.companies), self._ref())
 
@@ -270,14 +289,30 @@ def measure(n: int, seed: int, span_days: int, repeat: int) -> dict:
     correct = sum(1 for a in auto if a in truth)
     found = set(auto) & truth
     kinds = sorted(set(gen.kind_of.values()))
-    recall_by_kind = {k: round(100 * sum(1 for t, kk in gen.kind_of.items() if kk == k and t in found)
-                               / max(1, sum(1 for kk in gen.kind_of.values() if kk == k)), 1) for k in kinds}
+    recall_by_kind = {
+        k: round(
+            100
+            * sum(1 for t, kk in gen.kind_of.items() if kk == k and t in found)
+            / max(1, sum(1 for kk in gen.kind_of.values() if kk == k)),
+            1,
+        )
+        for k in kinds
+    }
     return {
-        "n": n, "span_days": span_days, "bank_lines": len(gen.banks), "ledger_entries": len(gen.ledgers), "truth_groups": len(truth),
-        "auto_matches": len(auto), "correct": correct, "suggestions": len(result.suggestions),
-        "precision": correct / len(auto) if auto else 1.0, "recall": correct / len(truth) if truth else 1.0,
-        "seconds": elapsed, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "by_rule": result.by_rule, "recall_by_kind": recall_by_kind,
+        "n": n,
+        "span_days": span_days,
+        "bank_lines": len(gen.banks),
+        "ledger_entries": len(gen.ledgers),
+        "truth_groups": len(truth),
+        "auto_matches": len(auto),
+        "correct": correct,
+        "suggestions": len(result.suggestions),
+        "precision": correct / len(auto) if auto else 1.0,
+        "recall": correct / len(truth) if truth else 1.0,
+        "seconds": elapsed,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "by_rule": result.by_rule,
+        "recall_by_kind": recall_by_kind,
     }
 
 
@@ -285,9 +320,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1000,10000,100000", help="comma-separated N (lines per side)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--span-days", default="365",
-                        help='days the data covers (default 365: one year, so density grows with N); '
-                             '"auto" keeps about 300 lines a day, so only the history grows')
+    parser.add_argument(
+        "--span-days",
+        default="365",
+        help="days the data covers (default 365: one year, so density grows with N); "
+        '"auto" keeps about 300 lines a day, so only the history grows',
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per size; the fastest is reported")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one size, print JSON
     args = parser.parse_args()
@@ -295,21 +333,43 @@ def main() -> None:
         print(json.dumps(measure(args.one, args.seed, span_for(args.one, args.span_days), args.repeat)))
         return
     print(f"data over {args.span_days} days (--span-days); seed {args.seed}; time = best of {args.repeat} runs")
-    print(f"{'N':>7} {'bank':>7} {'ledger':>7} {'auto':>7} {'sugg':>6} {'precision':>9} {'recall':>7} {'time s':>7} {'RSS MB':>7}  by rule")
+    print(
+        f"{'N':>7} {'bank':>7} {'ledger':>7} {'auto':>7} {'sugg':>6} {'precision':>9} {'recall':>7} {'time s':>7}"
+        f" {'RSS MB':>7}  by rule"
+    )
     previous = None
     for n in (int(s) for s in args.sizes.split(",")):
-        out = subprocess.run([sys.executable, __file__, "--one", str(n), "--seed", str(args.seed),
-                              "--span-days", args.span_days, "--repeat", str(args.repeat)],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                str(n),
+                "--seed",
+                str(args.seed),
+                "--span-days",
+                args.span_days,
+                "--repeat",
+                str(args.repeat),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         r = json.loads(out)
         growth = ""
         if previous:
             # n log n predicts this ratio; printed so the growth can be judged.
             predicted = (r["n"] * math.log(r["n"])) / (previous["n"] * math.log(previous["n"]))
-            growth = f"  (x{r['seconds'] / previous['seconds']:.1f} time for x{r['n'] / previous['n']:.0f} n; n log n predicts x{predicted:.1f})"
-        print(f"{r['n']:>7} {r['bank_lines']:>7} {r['ledger_entries']:>7} {r['auto_matches']:>7} {r['suggestions']:>6} "
-              f"{r['precision'] * 100:>8.2f}% {r['recall'] * 100:>6.2f}% {r['seconds']:>7.2f} {r['peak_rss_mb']:>7.0f}  "
-              f"{r['by_rule']}{growth}")
+            growth = (
+                f"  (x{r['seconds'] / previous['seconds']:.1f} time for x{r['n'] / previous['n']:.0f} n;"
+                f" n log n predicts x{predicted:.1f})"
+            )
+        print(
+            f"{r['n']:>7} {r['bank_lines']:>7} {r['ledger_entries']:>7} {r['auto_matches']:>7} {r['suggestions']:>6} "
+            f"{r['precision'] * 100:>8.2f}% {r['recall'] * 100:>6.2f}% {r['seconds']:>7.2f} {r['peak_rss_mb']:>7.0f}  "
+            f"{r['by_rule']}{growth}"
+        )
         print(f"{'':>7} recall by kind (%): {r['recall_by_kind']}")
         previous = r
 

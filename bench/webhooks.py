@@ -34,9 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import BenchDaemon, blast, free_port, median, pct, rss_mb  # noqa: E402
-
 import aiohttp  # noqa: E402
+from _common import BenchDaemon, blast, free_port, median, pct, rss_mb  # noqa: E402
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -60,8 +59,9 @@ def _receiver(port: int) -> None:
         return web.Response(text="ok")
 
     async def stats(request):
-        return web.json_response({"n": state["n"], "unique": len(state["ids"]), "first": state["first"],
-                                  "last": state["last"]})
+        return web.json_response(
+            {"n": state["n"], "unique": len(state["ids"]), "first": state["first"], "last": state["last"]}
+        )
 
     async def reset(request):
         state.update(n=0, ids=set(), first=None, last=None)
@@ -92,11 +92,16 @@ def _relay(port: int, target: str) -> None:
 
     async def forward(http, event):
         msg_id = "msg_" + _secrets.token_hex(12)
-        body = json.dumps({"type": event["type"], "timestamp": "", "data": event.get("data", {})},
-                          separators=(",", ":")).encode()
+        body = json.dumps(
+            {"type": event["type"], "timestamp": "", "data": event.get("data", {})}, separators=(",", ":")
+        ).encode()
         ts = int(time.time())
-        headers = {"webhook-id": msg_id, "webhook-timestamp": str(ts), "content-type": "application/json",
-                   "webhook-signature": sign(SECRET, msg_id, ts, body)}
+        headers = {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(ts),
+            "content-type": "application/json",
+            "webhook-signature": sign(SECRET, msg_id, ts, body),
+        }
         for _ in range(3):
             try:
                 async with http.post(target, data=body, headers=headers) as resp:
@@ -165,7 +170,8 @@ def _first_attempt_delays(db_path: Path, event_type: str) -> list[float]:
         rows = conn.execute(
             "SELECT MIN(a.attempted_at) - d.created_at FROM webhook_deliveries d"
             " JOIN webhook_attempts a ON a.delivery_seq=d.seq WHERE d.event_type=? GROUP BY d.seq",
-            (event_type,)).fetchall()
+            (event_type,),
+        ).fetchall()
     return [r[0] for r in rows if r[0] is not None]
 
 
@@ -175,19 +181,34 @@ def _first_attempt_delays(db_path: Path, event_type: str) -> list[float]:
 async def throughput(http, daemon, token, stats_url, reset_url, events, concurrency, endpoints):
     await http.post(reset_url)
     started = time.time()
-    seconds, statuses, _ = await blast(daemon.url + "/v1/events", token, events, concurrency,
-                                       body_of=lambda i: {"type": f"t{i % endpoints}.throughput", "data": {"i": i}})
+    seconds, statuses, _ = await blast(
+        daemon.url + "/v1/events",
+        token,
+        events,
+        concurrency,
+        body_of=lambda i: {"type": f"t{i % endpoints}.throughput", "data": {"i": i}},
+    )
     stats = await _wait_count(http, stats_url, events, timeout=max(60, events / 50))
     elapsed = stats["last"] - started
-    return {"events": events, "accepted_per_s": events / seconds, "delivered": stats["unique"],
-            "deliveries_per_s": stats["unique"] / elapsed, "statuses": statuses}
+    return {
+        "events": events,
+        "accepted_per_s": events / seconds,
+        "delivered": stats["unique"],
+        "deliveries_per_s": stats["unique"] / elapsed,
+        "statuses": statuses,
+    }
 
 
 async def relay_throughput(http, relay_url, stats_url, reset_url, events, concurrency):
     await http.post(reset_url)
     started = time.time()
-    await blast(relay_url + "/v1/events", "none", events, concurrency,
-                body_of=lambda i: {"type": "bench.throughput", "data": {"i": i}})
+    await blast(
+        relay_url + "/v1/events",
+        "none",
+        events,
+        concurrency,
+        body_of=lambda i: {"type": "bench.throughput", "data": {"i": i}},
+    )
     stats = await _wait_count(http, stats_url, events, timeout=max(60, events / 50))
     return {"delivered": stats["unique"], "deliveries_per_s": stats["unique"] / (stats["last"] - started)}
 
@@ -202,8 +223,15 @@ async def steady_latency(http, daemon, token, stats_url, reset_url, rate, second
         delay = start + i / rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        pending.append(asyncio.ensure_future(http.post(daemon.url + "/v1/events", headers=headers,
-                                                       json={"type": f"t{i % endpoints}.steady", "data": {"i": i}})))
+        pending.append(
+            asyncio.ensure_future(
+                http.post(
+                    daemon.url + "/v1/events",
+                    headers=headers,
+                    json={"type": f"t{i % endpoints}.steady", "data": {"i": i}},
+                )
+            )
+        )
     for resp in await asyncio.gather(*pending):
         resp.release()
     await _wait_count(http, stats_url, count, timeout=60)
@@ -220,9 +248,20 @@ async def backlog(http, daemon, endpoint_ids, fresh_stats_url, stats_url, reset_
         conn.executemany(
             "INSERT INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload, status,"
             " due_at, created_at) VALUES (?,?,?,?,?,?,'pending',?,?)",
-            ((f"msg_bl{i:08d}", "bench", endpoint_ids[i % len(endpoint_ids)], f"evt_bl{i}", "t0.backlog", payload,
-              now + i * 1e-6, now)
-             for i in range(size)))
+            (
+                (
+                    f"msg_bl{i:08d}",
+                    "bench",
+                    endpoint_ids[i % len(endpoint_ids)],
+                    f"evt_bl{i}",
+                    "t0.backlog",
+                    payload,
+                    now + i * 1e-6,
+                    now,
+                )
+                for i in range(size)
+            ),
+        )
     await http.post(reset_url)
     daemon.start()
     started = time.time()
@@ -230,8 +269,9 @@ async def backlog(http, daemon, endpoint_ids, fresh_stats_url, stats_url, reset_
     await asyncio.sleep(0.5)
     token_headers = {"Authorization": "Bearer bench-admin-token", "Tierd-Tenant": "bench"}
     sent = time.time()
-    async with http.post(daemon.url + "/v1/events", headers=token_headers,
-                         json={"type": "fresh.event", "data": {}}) as resp:
+    async with http.post(
+        daemon.url + "/v1/events", headers=token_headers, json={"type": "fresh.event", "data": {}}
+    ) as resp:
         await resp.read()
     fresh = await _wait_count(http, fresh_stats_url, 1, timeout=30)
     fresh_wait = (fresh["last"] - sent) if fresh["last"] else float("nan")
@@ -244,8 +284,13 @@ async def backlog(http, daemon, endpoint_ids, fresh_stats_url, stats_url, reset_
             break
         await asyncio.sleep(0.2)
     peak = max(peak, rss_mb(daemon.proc.pid))
-    return {"size": size, "drained": stats["unique"], "drain_per_s": stats["unique"] / (stats["last"] - started),
-            "peak_rss_mb": peak, "fresh_event_ms": fresh_wait * 1000}
+    return {
+        "size": size,
+        "drained": stats["unique"],
+        "drain_per_s": stats["unique"] / (stats["last"] - started),
+        "peak_rss_mb": peak,
+        "fresh_event_ms": fresh_wait * 1000,
+    }
 
 
 async def main(args) -> None:
@@ -255,9 +300,16 @@ async def main(args) -> None:
     fresh_receiver = f"http://127.0.0.1:{fresh_port}"
     procs.append(_spawn(_relay, relay_port, receiver + "/relay"))
     relay_url = f"http://127.0.0.1:{relay_port}"
-    daemon = BenchDaemon({"webhooks": {
-        "allow_http": True, "allow_destinations": ["127.0.0.1/32"],
-        "max_in_flight": args.max_in_flight, "endpoint_max_in_flight": args.endpoint_max_in_flight}}).start()
+    daemon = BenchDaemon(
+        {
+            "webhooks": {
+                "allow_http": True,
+                "allow_destinations": ["127.0.0.1/32"],
+                "max_in_flight": args.max_in_flight,
+                "endpoint_max_in_flight": args.endpoint_max_in_flight,
+            }
+        }
+    ).start()
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=300)) as http:
             await _wait_up(http, receiver + "/stats")
@@ -265,31 +317,65 @@ async def main(args) -> None:
             token = daemon.tenant_token("bench")
             # Several endpoints (as a real tenant base has): the per-endpoint cap
             # (endpoint_max_in_flight) is not what the figure measures.
-            endpoints = [await _api(http, daemon, "POST", "/v1/webhooks",
-                                    {"url": f"{receiver}/hook{j}", "event_types": [f"t{j}.*"], "secret": SECRET})
-                         for j in range(args.endpoints)]
-            await _api(http, daemon, "POST", "/v1/webhooks", {"url": fresh_receiver + "/fresh",
-                                                             "event_types": ["fresh.*"]})
+            endpoints = [
+                await _api(
+                    http,
+                    daemon,
+                    "POST",
+                    "/v1/webhooks",
+                    {"url": f"{receiver}/hook{j}", "event_types": [f"t{j}.*"], "secret": SECRET},
+                )
+                for j in range(args.endpoints)
+            ]
+            await _api(
+                http, daemon, "POST", "/v1/webhooks", {"url": fresh_receiver + "/fresh", "event_types": ["fresh.*"]}
+            )
             # One unmeasured round of each first: connections, caches and the
             # receiver warm up (the relay's first round is markedly slower).
             await relay_throughput(http, relay_url, receiver + "/stats", receiver + "/reset", 2000, args.concurrency)
-            await throughput(http, daemon, token, receiver + "/stats", receiver + "/reset", 2000, args.concurrency,
-                             args.endpoints)
+            await throughput(
+                http, daemon, token, receiver + "/stats", receiver + "/reset", 2000, args.concurrency, args.endpoints
+            )
             # Alternate the two, --repeat rounds: the machine's load drifts
             # during a run, so each round's ratio compares neighbours; the
             # medians are reported.
             relays, tierds = [], []
             for _ in range(args.repeat):
-                relays.append(await relay_throughput(http, relay_url, receiver + "/stats", receiver + "/reset",
-                                                     args.events, args.concurrency))
-                tierds.append(await throughput(http, daemon, token, receiver + "/stats", receiver + "/reset",
-                                               args.events, args.concurrency, args.endpoints))
-            steady = await steady_latency(http, daemon, token, receiver + "/stats", receiver + "/reset",
-                                          args.rate, args.seconds, args.endpoints)
+                relays.append(
+                    await relay_throughput(
+                        http, relay_url, receiver + "/stats", receiver + "/reset", args.events, args.concurrency
+                    )
+                )
+                tierds.append(
+                    await throughput(
+                        http,
+                        daemon,
+                        token,
+                        receiver + "/stats",
+                        receiver + "/reset",
+                        args.events,
+                        args.concurrency,
+                        args.endpoints,
+                    )
+                )
+            steady = await steady_latency(
+                http, daemon, token, receiver + "/stats", receiver + "/reset", args.rate, args.seconds, args.endpoints
+            )
             rss_run = rss_mb(daemon.proc.pid)
             await http.post(fresh_receiver + "/reset")
-            bl = await backlog(http, daemon, [e["id"] for e in endpoints], fresh_receiver + "/stats", receiver + "/stats",
-                               receiver + "/reset", args.backlog) if args.backlog else None
+            bl = (
+                await backlog(
+                    http,
+                    daemon,
+                    [e["id"] for e in endpoints],
+                    fresh_receiver + "/stats",
+                    receiver + "/stats",
+                    receiver + "/reset",
+                    args.backlog,
+                )
+                if args.backlog
+                else None
+            )
     finally:
         daemon.stop()
         for proc in procs:
@@ -297,25 +383,37 @@ async def main(args) -> None:
 
     tierd_rates = [t["deliveries_per_s"] for t in tierds]
     relay_rates = [r["deliveries_per_s"] for r in relays]
-    ratios = [t / r for t, r in zip(tierd_rates, relay_rates)]
-    print(f"webhooks bench ({args.events} events over {args.endpoints} endpoints, median of {args.repeat} rounds, "
-          f"concurrency {args.concurrency}, "
-          f"max_in_flight {args.max_in_flight}, endpoint_max_in_flight {args.endpoint_max_in_flight})")
-    print(f"  tierd end to end:   {median(tierd_rates):8.0f} deliveries/s "
-          f"(rounds: {', '.join(f'{x:.0f}' for x in tierd_rates)}; every event delivered: "
-          f"{all(t['delivered'] == t['events'] for t in tierds)}; intake "
-          f"{median([t['accepted_per_s'] for t in tierds]):.0f} events/s; statuses {tierds[-1]['statuses']})")
-    print(f"  bare aiohttp relay: {median(relay_rates):8.0f} deliveries/s "
-          f"(rounds: {', '.join(f'{x:.0f}' for x in relay_rates)}; nothing durable)")
-    print(f"  ratio tierd/relay:  {median(ratios):8.2f}  (median of the rounds' ratios: "
-          f"{', '.join(f'{x:.2f}' for x in ratios)}; target >= 0.5)")
-    print(f"  at {steady['rate']:.0f} events/s for {args.seconds:g} s: event accepted -> first attempt "
-          f"p50 {steady['p50_ms']:.1f} ms, p99 {steady['p99_ms']:.1f} ms  (target p99 < 100 ms)")
+    ratios = [t / r for t, r in zip(tierd_rates, relay_rates, strict=True)]
+    print(
+        f"webhooks bench ({args.events} events over {args.endpoints} endpoints, median of {args.repeat} rounds, "
+        f"concurrency {args.concurrency}, "
+        f"max_in_flight {args.max_in_flight}, endpoint_max_in_flight {args.endpoint_max_in_flight})"
+    )
+    print(
+        f"  tierd end to end:   {median(tierd_rates):8.0f} deliveries/s "
+        f"(rounds: {', '.join(f'{x:.0f}' for x in tierd_rates)}; every event delivered: "
+        f"{all(t['delivered'] == t['events'] for t in tierds)}; intake "
+        f"{median([t['accepted_per_s'] for t in tierds]):.0f} events/s; statuses {tierds[-1]['statuses']})"
+    )
+    print(
+        f"  bare aiohttp relay: {median(relay_rates):8.0f} deliveries/s "
+        f"(rounds: {', '.join(f'{x:.0f}' for x in relay_rates)}; nothing durable)"
+    )
+    print(
+        f"  ratio tierd/relay:  {median(ratios):8.2f}  (median of the rounds' ratios: "
+        f"{', '.join(f'{x:.2f}' for x in ratios)}; target >= 0.5)"
+    )
+    print(
+        f"  at {steady['rate']:.0f} events/s for {args.seconds:g} s: event accepted -> first attempt "
+        f"p50 {steady['p50_ms']:.1f} ms, p99 {steady['p99_ms']:.1f} ms  (target p99 < 100 ms)"
+    )
     print(f"  peak RSS after the runs above: {rss_run:.0f} MB")
     if bl:
-        print(f"  backlog of {bl['size']} due deliveries: drained {bl['drained']} at {bl['drain_per_s']:.0f}/s, "
-              f"peak RSS {bl['peak_rss_mb']:.0f} MB (target < 200 MB); a fresh event for another endpoint "
-              f"arrived after {bl['fresh_event_ms']:.0f} ms")
+        print(
+            f"  backlog of {bl['size']} due deliveries: drained {bl['drained']} at {bl['drain_per_s']:.0f}/s, "
+            f"peak RSS {bl['peak_rss_mb']:.0f} MB (target < 200 MB); a fresh event for another endpoint "
+            f"arrived after {bl['fresh_event_ms']:.0f} ms"
+        )
 
 
 def parse_args(argv=None):

@@ -27,15 +27,16 @@ from pathlib import Path
 import pytest
 import schemathesis
 import yaml
+from conftest import ADMIN_TOKEN, ROOT, NotifySocket
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
-    content_type_conformance, response_schema_conformance, status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
 )
-
-from conftest import ADMIN_TOKEN, ROOT, NotifySocket
 
 FUZZ_TENANT = "fuzz"
 BYSTANDER = "bystander"
@@ -61,8 +62,12 @@ HTTPServer(("127.0.0.1", int(sys.argv[2])), Hook).serve_forever()
 def _sandbox_ok() -> bool:
     if not (shutil.which("unshare") and shutil.which("ip")):
         return False
-    return subprocess.run(["unshare", "--net", "--pid", "--fork", "ip", "link", "set", "lo", "up"],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["unshare", "--net", "--pid", "--fork", "ip", "link", "set", "lo", "up"], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 class _Forward(socketserver.BaseRequestHandler):
@@ -108,23 +113,38 @@ class SandboxedDaemon:
         self.sock_path = short / "api.sock"
         self.received = workdir / "received.jsonl"
         self.config_path = workdir / "tierd.yaml"
-        self.config_path.write_text(yaml.safe_dump({
-            "server": {"listen": f"unix:{self.sock_path}", "admin_token": ADMIN_TOKEN, "shutdown_grace": "3s"},
-            "storage": {"path": str(workdir / "tierd.db")},
-            "webhooks": {"allow_http": True, "allow_destinations": ["127.0.0.1/32"], "timeout": "2s",
-                         "retry_schedule": ["0s", "1s"]},
-            "notifications": {"channels": {"journal": {"type": "log"}}},
-        }))
+        self.config_path.write_text(
+            yaml.safe_dump(
+                {
+                    "server": {"listen": f"unix:{self.sock_path}", "admin_token": ADMIN_TOKEN, "shutdown_grace": "3s"},
+                    "storage": {"path": str(workdir / "tierd.db")},
+                    "webhooks": {
+                        "allow_http": True,
+                        "allow_destinations": ["127.0.0.1/32"],
+                        "timeout": "2s",
+                        "retry_schedule": ["0s", "1s"],
+                    },
+                    "notifications": {"channels": {"journal": {"type": "log"}}},
+                }
+            )
+        )
         self.notify = NotifySocket(workdir)
-        script = (f"ip link set lo up && "
-                  f"{sys.executable} -c '{RECEIVER}' {self.received} {RECEIVER_PORT} & "
-                  f"exec {sys.executable} -m tierd --config {self.config_path} run")
+        script = (
+            f"ip link set lo up && "
+            f"{sys.executable} -c '{RECEIVER}' {self.received} {RECEIVER_PORT} & "
+            f"exec {sys.executable} -m tierd --config {self.config_path} run"
+        )
         self.log = open(workdir / "daemon.log", "ab")
         env = os.environ | {"NOTIFY_SOCKET": str(self.notify.path), "PYTHONUNBUFFERED": "1"}
         # A PID namespace too: when its first process (the daemon) ends, the
         # kernel ends the receiver with it.
-        self.proc = subprocess.Popen(["unshare", "--net", "--pid", "--fork", "--kill-child", "sh", "-c", script],
-                                     cwd=workdir, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            ["unshare", "--net", "--pid", "--fork", "--kill-child", "sh", "-c", script],
+            cwd=workdir,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         self.notify.wait_for("READY=1", timeout=30)
         self.forwarder = _Forwarder(str(self.sock_path))
         threading.Thread(target=self.forwarder.serve_forever, daemon=True).start()
@@ -191,8 +211,9 @@ def seed(daemon: SandboxedDaemon) -> dict[str, str]:
         if deliveries:
             break
         time.sleep(0.05)
-    silence = ok("POST", "/v1/notifications/silences",
-                 {"matchers": {"type": "invoice.*"}, "ends_at": "2099-01-01T00:00:00Z"})
+    silence = ok(
+        "POST", "/v1/notifications/silences", {"matchers": {"type": "invoice.*"}, "ends_at": "2099-01-01T00:00:00Z"}
+    )
     notification = ok("POST", "/v1/notifications/send", {"channel": "journal", "subject": "s", "body": "b"})
     token = ok("POST", f"/v1/admin/tenants/{FUZZ_TENANT}/tokens", {})
     account = "/v1/reconciliation/accounts/main-eur"
@@ -203,10 +224,15 @@ def seed(daemon: SandboxedDaemon) -> dict[str, str]:
     matches = ok("GET", account + "/matches")["data"]
     suggestions = ok("GET", account + "/suggestions")["data"]
     return {
-        "/v1/webhooks/": endpoint["id"], "/v1/events/": event["id"],
+        "/v1/webhooks/": endpoint["id"],
+        "/v1/events/": event["id"],
         "/v1/deliveries/": deliveries[0]["id"] if deliveries else "msg_none",
-        "/v1/notifications/silences/": silence["id"], "/v1/notifications/": notification["id"],
-        "/v1/admin/tokens/": token["id"], "{tenant}": FUZZ_TENANT, "{account}": "main-eur", "{run}": run["id"],
+        "/v1/notifications/silences/": silence["id"],
+        "/v1/notifications/": notification["id"],
+        "/v1/admin/tokens/": token["id"],
+        "{tenant}": FUZZ_TENANT,
+        "{account}": "main-eur",
+        "{run}": run["id"],
         "{match}": matches[0]["id"] if matches else "m_none",
         "{suggestion}": suggestions[0]["id"] if suggestions else "s_none",
     }
@@ -239,12 +265,20 @@ def test_no_input_yields_a_server_error(sandboxed):
         strategies = [operation.as_strategy(mode) for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)]
         if "{" in operation.path:  # half the examples reach a real object
             known = known_path_parameters(operation.path, sandboxed.known)
-            strategies += [operation.as_strategy(mode, path_parameters=known)
-                           for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)]
+            strategies += [
+                operation.as_strategy(mode, path_parameters=known)
+                for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+            ]
 
         @given(st.one_of(*strategies))
-        @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+        @settings(
+            max_examples=EXAMPLES,
+            derandomize=True,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+            phases=[Phase.explicit, Phase.generate],
+        )
         def fuzz(case):
             calls.append(case.operation.label)
             case.call_and_validate(headers=headers, checks=CHECKS, timeout=30)
@@ -264,8 +298,11 @@ def test_after_the_fuzzing_another_tenant_still_works(sandboxed):
     assert status == 201, token
     token = token["token"]
     status, endpoint = sandboxed.request(
-        "POST", "/v1/webhooks", {"url": f"http://127.0.0.1:{RECEIVER_PORT}/hook", "event_types": ["order.*"]},
-        token=token)
+        "POST",
+        "/v1/webhooks",
+        {"url": f"http://127.0.0.1:{RECEIVER_PORT}/hook", "event_types": ["order.*"]},
+        token=token,
+    )
     assert status == 201, endpoint
     status, event = sandboxed.request("POST", "/v1/events", {"type": "order.placed", "data": {"n": 1}}, token=token)
     assert status == 202, event

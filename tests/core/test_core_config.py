@@ -8,17 +8,35 @@ import pytest
 
 from tierd.core.config import Config, ConfigError, find_config_path, load_config
 from tierd.core.schema import (
-    Bool, Cidr, Cron, Decimal, Duration, Enum, Int, Invalid, List, Map, Obj, OneOf, SchemaError,
-    Str, TimeZone, Url, describe, validate,
+    Bool,
+    Cidr,
+    Cron,
+    Decimal,
+    Duration,
+    Enum,
+    Int,
+    Invalid,
+    List,
+    Map,
+    Obj,
+    OneOf,
+    SchemaError,
+    Str,
+    TimeZone,
+    Url,
+    describe,
+    validate,
 )
 
-WEBHOOKS = Obj({
-    "timeout": Duration(default="15s"),
-    "retry_schedule": List(Duration(), default=["0s", "5s", "5m"]),
-    "max_in_flight": Int(default=200, min=1),
-    "allow_destinations": List(Cidr(), default=[]),
-    "signing": Obj({"algorithm": Enum(["v1"], default="v1"), "header": Str(default="webhook-signature")}),
-})
+WEBHOOKS = Obj(
+    {
+        "timeout": Duration(default="15s"),
+        "retry_schedule": List(Duration(), default=["0s", "5s", "5m"]),
+        "max_in_flight": Int(default=200, min=1),
+        "allow_destinations": List(Cidr(), default=[]),
+        "signing": Obj({"algorithm": Enum(["v1"], default="v1"), "header": Str(default="webhook-signature")}),
+    }
+)
 PLUGINS = {"webhooks": WEBHOOKS}
 
 
@@ -69,11 +87,14 @@ def test_nested_obj_defaults_are_filled(tmp_path):
 
 
 def test_typo_key_names_file_line_and_suggestion(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         server:
           listen: 127.0.0.1:9000
           max_bdy: 1000
-        """)
+        """,
+    )
     assert errors_of(path) == [f"{path}:3: server.max_bdy: unknown key 'max_bdy' (did you mean 'max_body'?)"]
 
 
@@ -83,31 +104,40 @@ def test_wrong_type_names_expected_type_and_value(tmp_path):
 
 
 def test_bad_duration_at_list_index(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         webhooks:
           retry_schedule:
             - 1s
             - 1h30m
             - 5x
-        """)
+        """,
+    )
     assert errors_of(path) == [
-        f"{path}:5: webhooks.retry_schedule[2]: invalid duration '5x' (use e.g. 500ms, 15s, 5m, 2h, 1d)"]
+        f"{path}:5: webhooks.retry_schedule[2]: invalid duration '5x' (use e.g. 500ms, 15s, 5m, 2h, 1d)"
+    ]
 
 
 def test_all_errors_reported_at_once(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         server:
           max_body: 0
         logging:
           level: info
         webhooks:
           timout: 5s
-        """)
+        """,
+    )
     errors = errors_of(path)
     assert len(errors) == 3
     assert errors[0].startswith(f"{path}:2: server.max_body: must be at least 1")
-    assert errors[1] == (f"{path}:4: logging.level: expected one of 'DEBUG', 'INFO', 'WARNING', 'ERROR', "
-                         "got string 'info' (did you mean 'INFO'?)")
+    assert errors[1] == (
+        f"{path}:4: logging.level: expected one of 'DEBUG', 'INFO', 'WARNING', 'ERROR', "
+        "got string 'info' (did you mean 'INFO'?)"
+    )
     assert errors[2].startswith(f"{path}:6: webhooks.timout: unknown key")
     assert str(ConfigError(errors)) == "\n".join(errors)
 
@@ -131,20 +161,24 @@ def test_duplicate_keys_are_errors(tmp_path):
 
 
 def test_merge_keys_override_without_duplicate_error(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         base: &base {listen: "127.0.0.1:1", max_body: 10}
         server:
           <<: *base
           max_body: 20
-        """)
+        """,
+    )
     config = load_config(path, {"base": Obj({}, extra=True)}, env={})
     assert config["server"]["listen"] == "127.0.0.1:1" and config["server"]["max_body"] == 20
 
 
 def test_top_level_must_be_a_mapping(tmp_path):
     path = write(tmp_path, "- a\n- b\n")
-    assert errors_of(path) == [f"{path}:1: the top level must be a mapping of sections "
-                               "(server:, storage:, ...), got a list"]
+    assert errors_of(path) == [
+        f"{path}:1: the top level must be a mapping of sections (server:, storage:, ...), got a list"
+    ]
 
 
 def test_unknown_section_suggests_a_known_one(tmp_path):
@@ -156,14 +190,17 @@ def test_unknown_section_suggests_a_known_one(tmp_path):
 
 
 def test_disabled_plugin_section_is_not_validated(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         plugins:
           disabled: [webhooks, reports]
         webhooks:
           timeout: not-a-duration
         reports:
           anything: [goes]
-        """)
+        """,
+    )
     config = load_config(path, PLUGINS, env={})
     assert config["webhooks"] == {"timeout": "not-a-duration"}
     assert config["reports"] == {"anything": ["goes"]}
@@ -178,13 +215,16 @@ def test_plugin_disabled_by_module_name_owns_its_section(tmp_path):
 
 
 def test_environment_interpolation(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         server:
           admin_token: ${TOKEN}
           listen: "${HOST:-127.0.0.1}:${PORT:-8765}"
         storage:
           path: $$HOME/${EMPTY:-db}.sqlite
-        """)
+        """,
+    )
     config = load_config(path, PLUGINS, env={"TOKEN": "s3cret", "PORT": "9000", "EMPTY": ""})
     assert config["server"]["admin_token"] == "s3cret"
     assert config["server"]["listen"] == "127.0.0.1:9000"
@@ -199,12 +239,15 @@ def test_missing_environment_variable_is_reported_once(tmp_path):
 def test_file_secret(tmp_path):
     (tmp_path / "creds").mkdir()
     (tmp_path / "creds" / "token").write_text("from-file\n")
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         server:
           admin_token: ${file:${CREDENTIALS_DIRECTORY}/token}
         storage:
           path: ${file:missing}
-        """)
+        """,
+    )
     with pytest.raises(ConfigError) as info:
         load_config(path, PLUGINS, env={"CREDENTIALS_DIRECTORY": str(tmp_path / "creds")})
     (error,) = info.value.errors
@@ -245,8 +288,9 @@ def test_decimal_is_never_a_float(tmp_path):
 
 def test_cron_and_cidr(tmp_path):
     schema = Obj({"at": Cron(), "nets": List(Cidr())})
-    good = load_config(write(tmp_path, "x:\n  at: '0 6 * * mon-fri'\n  nets: [10.1.2.3/8, 'fd00::/8']\n"),
-                       {"x": schema}, env={})["x"]
+    good = load_config(
+        write(tmp_path, "x:\n  at: '0 6 * * mon-fri'\n  nets: [10.1.2.3/8, 'fd00::/8']\n"), {"x": schema}, env={}
+    )["x"]
     assert good["nets"] == [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8")]
     path = write(tmp_path, "x:\n  at: '0 25 * * *'\n  nets: [10.0.0.0/33]\n")
     errors = errors_of(path, {"x": schema})
@@ -254,16 +298,35 @@ def test_cron_and_cidr(tmp_path):
     assert errors[1].startswith(f"{path}:3: x.nets[0]: invalid CIDR network '10.0.0.0/33'")
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("500ms", 0.5), ("15s", 15), ("5m", 300), ("2h", 7200), ("1d", 86400), ("1h30m", 5400), (3, 3), (1.5, 1.5),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("500ms", 0.5),
+        ("15s", 15),
+        ("5m", 300),
+        ("2h", 7200),
+        ("1d", 86400),
+        ("1h30m", 5400),
+        (3, 3),
+        (1.5, 1.5),
+    ],
+)
 def test_duration_forms(text, seconds):
     assert validate(Duration(), text) == (seconds, [])
 
 
 def test_scalar_fields_reject_wrong_types():
-    cases = [(Int(), True), (Int(), 1.5), (Bool(), "yes"), (Str(), 1.0), (Url(), "ftp://x"),
-             (Url(), "https://"), (TimeZone(), "Europe/Zurik"), (Duration(), -1), (Str(min_len=1), "")]
+    cases = [
+        (Int(), True),
+        (Int(), 1.5),
+        (Bool(), "yes"),
+        (Str(), 1.0),
+        (Url(), "ftp://x"),
+        (Url(), "https://"),
+        (TimeZone(), "Europe/Zurik"),
+        (Duration(), -1),
+        (Str(min_len=1), ""),
+    ]
     for field, value in cases:
         assert validate(field, value)[1], (field, value)
     assert "did you mean 'Europe/Zurich'" in validate(TimeZone(), "Europe/Zurik")[1][0].message
@@ -281,8 +344,11 @@ def test_map_oneof_and_check():
         return [(("low",), "must not exceed high")] if value["low"] > value["high"] else []
 
     schema = Map(OneOf(Duration(), Obj({"low": Int(), "high": Int()}, check=check)))
-    value, errors = validate(schema, {"a": "5s", "b": {"low": 1, "high": 2}, "c": {"low": 3, "high": 2},
-                                      "d": {"low": "x", "high": 1}, "e": [1]}, path=("limits",))
+    value, errors = validate(
+        schema,
+        {"a": "5s", "b": {"low": 1, "high": 2}, "c": {"low": 3, "high": 2}, "d": {"low": "x", "high": 1}, "e": [1]},
+        path=("limits",),
+    )
     assert value["a"] == 5.0 and value["b"] == {"low": 1, "high": 2}
     assert [str(e) for e in errors] == [
         "limits.c.low: must not exceed high",

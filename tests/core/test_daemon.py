@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import ADMIN_TOKEN
 
 
@@ -72,25 +71,31 @@ def test_events_are_durable_idempotent_and_walled(tierd_daemon):
     assert [e["id"] for e in listed["data"]] == [theirs["id"]]
 
     # kill -9 right after the 202s: every acknowledged event is still there.
-    acked = [d.request("POST", "/v1/events", {"type": "order.created", "data": {"i": i}}, token=acme)[1]["id"]
-             for i in range(50)]
+    acked = [
+        d.request("POST", "/v1/events", {"type": "order.created", "data": {"i": i}}, token=acme)[1]["id"]
+        for i in range(50)
+    ]
     d.kill9()
     d.start()
     status, listed = d.request("GET", "/v1/events?limit=500", token=acme)
     assert set(acked) <= {e["id"] for e in listed["data"]}
 
 
-@pytest.mark.parametrize("case", [
-    ("no token", {}, None, "", 401, "unauthorized"),
-    ("wrong token", {"type": "a.b"}, None, "tierd_wrong", 401, "unauthorized"),
-    ("malformed json", None, b"{not json", "acme", 400, "invalid_json"),
-    ("json array", None, b"[1,2]", "acme", 422, "invalid_body"),
-    ("bad type", {"type": "Invoice Paid"}, None, "acme", 422, "invalid_body"),
-    ("data not object", {"type": "a.b", "data": [1]}, None, "acme", 422, "invalid_body"),
-    ("unknown field", {"type": "a.b", "tenant": "x"}, None, "acme", 422, "invalid_body"),
-    ("empty body", None, b"", "acme", 422, "invalid_body"),
-    ("oversized", None, b'{"type":"a.b","data":{"x":"' + b"x" * 300_000 + b'"}}', "acme", 413, "body_too_large"),
-], ids=lambda c: c[0])
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("no token", {}, None, "", 401, "unauthorized"),
+        ("wrong token", {"type": "a.b"}, None, "tierd_wrong", 401, "unauthorized"),
+        ("malformed json", None, b"{not json", "acme", 400, "invalid_json"),
+        ("json array", None, b"[1,2]", "acme", 422, "invalid_body"),
+        ("bad type", {"type": "Invoice Paid"}, None, "acme", 422, "invalid_body"),
+        ("data not object", {"type": "a.b", "data": [1]}, None, "acme", 422, "invalid_body"),
+        ("unknown field", {"type": "a.b", "tenant": "x"}, None, "acme", 422, "invalid_body"),
+        ("empty body", None, b"", "acme", 422, "invalid_body"),
+        ("oversized", None, b'{"type":"a.b","data":{"x":"' + b"x" * 300_000 + b'"}}', "acme", 413, "body_too_large"),
+    ],
+    ids=lambda c: c[0],
+)
 def test_bad_requests_get_json_errors_and_change_nothing(tierd_daemon, case):
     _, body, raw, who, status, code = case
     d = tierd_daemon()
@@ -173,14 +178,16 @@ def test_cli_tenants_tokens_db_and_config(tierd_daemon, tmp_path):
 def test_check_config_reports_every_error_with_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("server:\n  listen: 127.0.0.1:8765\n  admin_tokn: x\nstorage:\n  path: 5\nwebhook: {}\n")
-    r = subprocess.run([sys.executable, "-m", "tierd", "--config", str(bad), "check-config"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "tierd", "--config", str(bad), "check-config"], capture_output=True, text=True
+    )
     assert r.returncode == 1
     assert f"{bad}:3" in r.stderr and "admin_token" in r.stderr  # suggestion for the typo
     assert "webhooks" in r.stderr  # did you mean
     assert "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "tierd", "--config", str(bad), "run"],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "tierd", "--config", str(bad), "run"], capture_output=True, text=True, timeout=30
+    )
     assert r.returncode == 1 and "refusing to start" in r.stderr
 
 
@@ -191,8 +198,9 @@ def test_run_without_any_config_file(tmp_path):
     notify = NotifySocket(tmp_path)
     env = os.environ.copy() | {"NOTIFY_SOCKET": str(notify.path)}
     env.pop("TIERD_CONFIG", None)
-    proc = subprocess.Popen([sys.executable, "-m", "tierd", "run"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tierd", "run"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         notify.wait_for("READY=1", timeout=20)
         assert (tmp_path / "var" / "tierd.db").exists()

@@ -7,8 +7,9 @@ from pathlib import Path
 
 def test_unix_socket_watchdog_and_json_logs(tierd_daemon):
     sock = Path(tempfile.mkdtemp(prefix="tierd-api-")) / "api.sock"
-    d = tierd_daemon({"server": {"listen": f"unix:{sock}"}, "logging": {"format": "json"}},
-                     env={"WATCHDOG_USEC": "400000"})  # ping every 0.2 s
+    d = tierd_daemon(
+        {"server": {"listen": f"unix:{sock}"}, "logging": {"format": "json"}}, env={"WATCHDOG_USEC": "400000"}
+    )  # ping every 0.2 s
     d.notify.wait_for("WATCHDOG=1", timeout=5)
     count = sum("WATCHDOG=1" in m for m in d.notify.drain())
     d.notify.wait_for("WATCHDOG=1", timeout=5, start=len(d.notify.messages))

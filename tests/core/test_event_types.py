@@ -30,7 +30,7 @@ HOOKS = {"allow_http": True, "allow_destinations": ["127.0.0.1/32"], "retry_sche
 
 #: A third-party plugin, loaded by path (never installed): it declares an
 #: operator alert that is never sent as a webhook, with its own default text.
-THIRD_PARTY = '''
+THIRD_PARTY = """
 from tierd.core.plugins import hookimpl
 from tierd.core.registry import EventType
 
@@ -42,7 +42,7 @@ def tierd_register_event_types(register):
         data_schema={"type": "object", "required": ["sku"], "properties": {"sku": {"type": "string"}}},
         severity="critical", operator_alert=True, webhook=False,
         subject="Low stock: {{ data.sku }}", body="Reorder {{ data.sku }} for tenant {{ tenant }}."))
-'''
+"""
 
 
 def plugin_dir(tmp_path, name: str, source: str):
@@ -57,8 +57,9 @@ def catalogue(d, token=None, tenant=None, limit=None) -> list[dict]:
     entries, cursor = [], None
     while True:
         params = "&".join(f"{k}={v}" for k, v in (("limit", limit), ("cursor", cursor)) if v)
-        status, body = d.request("GET", "/v1/event-types" + (f"?{params}" if params else ""), token=token,
-                                 tenant=tenant)
+        status, body = d.request(
+            "GET", "/v1/event-types" + (f"?{params}" if params else ""), token=token, tenant=tenant
+        )
         assert status == 200, body
         entries += body["data"]
         cursor = body["next_cursor"]
@@ -74,8 +75,13 @@ def test_catalogue_lists_what_builtins_declare_with_their_flags(tierd_daemon):
     assert set(BUILTIN) <= set(by_name)
     for name, (plugin, severity, operator_alert, webhook) in BUILTIN.items():
         e = by_name[name]
-        assert (e["plugin"], e["severity"], e["operator_alert"], e["webhook"], e["declared"]) == \
-            (plugin, severity, operator_alert, webhook, True), name
+        assert (e["plugin"], e["severity"], e["operator_alert"], e["webhook"], e["declared"]) == (
+            plugin,
+            severity,
+            operator_alert,
+            webhook,
+            True,
+        ), name
         assert e["description"] and "\n" not in e["description"]
         assert e["data_schema"]["type"] == "object" and e["data_schema"]["properties"], name
     assert "url" in by_name["webhook.endpoint.disabled"]["data_schema"]["properties"]
@@ -100,8 +106,12 @@ def test_a_tenants_own_types_are_listed_as_seen_never_another_tenants(tierd_daem
     d = tierd_daemon()
     acme, globex = d.create_tenant("acme"), d.create_tenant("globex")
     assert "invoice.paid" not in {e["name"] for e in catalogue(d, token=acme)}
-    for token, type_ in ((acme, "invoice.paid"), (acme, "invoice.paid"), (acme, "order.created"),
-                         (globex, "parcel.shipped")):
+    for token, type_ in (
+        (acme, "invoice.paid"),
+        (acme, "invoice.paid"),
+        (acme, "order.created"),
+        (globex, "parcel.shipped"),
+    ):
         assert d.request("POST", "/v1/events", {"type": type_}, token=token)[0] == 202
 
     mine = {e["name"]: e for e in catalogue(d, token=acme)}
@@ -125,18 +135,31 @@ def test_a_tenants_own_types_are_listed_as_seen_never_another_tenants(tierd_daem
 
 async def test_a_third_party_plugin_declares_a_type_that_others_honour(tierd_daemon, receiver, tmp_path):
     hooks, ops = await receiver(), await receiver()
-    d = tierd_daemon({
-        "webhooks": HOOKS,
-        "notifications": {"channels": {"ops": {"type": "webhook", "url": ops.url}}, "operator_alerts": "ops",
-                          "operator_group_wait": "0s"},
-    }, plugins=["stock_alerts"], pythonpath=[plugin_dir(tmp_path, "stock_alerts", THIRD_PARTY)])
+    d = tierd_daemon(
+        {
+            "webhooks": HOOKS,
+            "notifications": {
+                "channels": {"ops": {"type": "webhook", "url": ops.url}},
+                "operator_alerts": "ops",
+                "operator_group_wait": "0s",
+            },
+        },
+        plugins=["stock_alerts"],
+        pythonpath=[plugin_dir(tmp_path, "stock_alerts", THIRD_PARTY)],
+    )
     token = d.create_tenant("acme")
     (declared,) = [e for e in catalogue(d, token=token) if e["name"] == "stock.level.low"]
     assert declared == {
-        "name": "stock.level.low", "description": "A warehouse item fell below its reorder level.",
-        "declared": True, "plugin": "stock_alerts", "severity": "critical", "operator_alert": True,
-        "webhook": False, "last_seen_at": None,
-        "data_schema": {"type": "object", "required": ["sku"], "properties": {"sku": {"type": "string"}}}}
+        "name": "stock.level.low",
+        "description": "A warehouse item fell below its reorder level.",
+        "declared": True,
+        "plugin": "stock_alerts",
+        "severity": "critical",
+        "operator_alert": True,
+        "webhook": False,
+        "last_seen_at": None,
+        "data_schema": {"type": "object", "required": ["sku"], "properties": {"sku": {"type": "string"}}},
+    }
 
     # An endpoint subscribed to everything: the endpoint's own audit events
     # (created, updated) and the third party's type are not sent to it; the
@@ -158,15 +181,23 @@ async def test_a_third_party_plugin_declares_a_type_that_others_honour(tierd_dae
     # Notifications sends the operator alert with the text its plugin declared, at its severity.
     await ops.wait_for(1)
     alert = ops.json_bodies()[0]
-    assert (alert["subject"], alert["body"], alert["severity"]) == \
-        ("Low stock: A-1", "Reorder A-1 for tenant acme.", "critical")
+    assert (alert["subject"], alert["body"], alert["severity"]) == (
+        "Low stock: A-1",
+        "Reorder A-1 for tenant acme.",
+        "critical",
+    )
 
 
-@pytest.mark.parametrize("source,message", [
-    ('register(EventType("Stock Low", "A bad name."))', "'Stock Low' is not a dotted lowercase event type"),
-    ('register(EventType("webhook.delivery.failed", "Ours now."))',
-     "registered event_types 'webhook.delivery.failed', already registered by 'tierd.plugins.webhooks'"),
-])
+@pytest.mark.parametrize(
+    "source,message",
+    [
+        ('register(EventType("Stock Low", "A bad name."))', "'Stock Low' is not a dotted lowercase event type"),
+        (
+            'register(EventType("webhook.delivery.failed", "Ours now."))',
+            "registered event_types 'webhook.delivery.failed', already registered by 'tierd.plugins.webhooks'",
+        ),
+    ],
+)
 def test_a_bad_or_duplicate_declaration_stops_the_daemon_at_startup(tierd_daemon, tmp_path, source, message):
     plugin = THIRD_PARTY.split("@hookimpl")[0] + f"@hookimpl\ndef tierd_register_event_types(register):\n    {source}\n"
     d = tierd_daemon(plugins=["bad_types"], pythonpath=[plugin_dir(tmp_path, "bad_types", plugin)], start=False)
@@ -187,17 +218,20 @@ class Declares:
             register(event_type)
 
 
-@pytest.mark.parametrize("declared,message", [
-    (EventType("a.b" * 100, "Too long."), "is not a dotted lowercase event type"),
-    (EventType("stock.*", "A pattern."), "is not a dotted lowercase event type"),
-    (EventType("stock.low", ""), "description must be one non-empty line"),
-    (EventType("stock.low", "Two\nlines."), "description must be one non-empty line"),
-    (EventType("stock.low", "Low.", severity="fatal"), "severity 'fatal' is not one of info, warning, critical"),
-    (EventType("stock.low", "Low.", webhook="no"), "webhook must be true or false"),
-    (EventType("stock.low", "Low.", subject=None), "subject must be a string"),
-    (EventType("stock.low", "Low.", data_schema={"maximum": float("nan")}), "data_schema is not JSON"),
-    (EventType("stock.low", "Low.", data_schema=["object"]), "data_schema must be a JSON Schema"),
-])
+@pytest.mark.parametrize(
+    "declared,message",
+    [
+        (EventType("a.b" * 100, "Too long."), "is not a dotted lowercase event type"),
+        (EventType("stock.*", "A pattern."), "is not a dotted lowercase event type"),
+        (EventType("stock.low", ""), "description must be one non-empty line"),
+        (EventType("stock.low", "Two\nlines."), "description must be one non-empty line"),
+        (EventType("stock.low", "Low.", severity="fatal"), "severity 'fatal' is not one of info, warning, critical"),
+        (EventType("stock.low", "Low.", webhook="no"), "webhook must be true or false"),
+        (EventType("stock.low", "Low.", subject=None), "subject must be a string"),
+        (EventType("stock.low", "Low.", data_schema={"maximum": float("nan")}), "data_schema is not JSON"),
+        (EventType("stock.low", "Low.", data_schema=["object"]), "data_schema must be a JSON Schema"),
+    ],
+)
 def test_core_refuses_malformed_declarations(declared, message):
     pm = make_plugin_manager(builtins=(), load_entrypoints=False)
     pm.register(Declares(declared), name="stock")
@@ -230,8 +264,10 @@ async def test_seen_types_read_a_bounded_span_along_the_index(tmp_path):
     assert not any("SCAN events" in step and "INDEX" not in step for step in plan), plan
     # LIMIT bounds the read: the oldest type is outside a window of the 2 newest.
     for i, type_ in enumerate(("old.type", "new.type", "new.type")):
-        await db.execute("INSERT INTO events(id, tenant_id, type, data, created_at) VALUES (?, 'acme', ?, '{}', ?)",
-                         (f"evt_{i}", type_, 1000.0 + i))
+        await db.execute(
+            "INSERT INTO events(id, tenant_id, type, data, created_at) VALUES (?, 'acme', ?, '{}', ?)",
+            (f"evt_{i}", type_, 1000.0 + i),
+        )
     rows = await db.fetchall(SEEN_SQL, ("acme", 2))
     assert {r["type"]: r["last_seen"] for r in rows} == {"new.type": 1002.0}
     await db.close()

@@ -113,8 +113,10 @@ async def test_retention_deletes_old_events_every_running_consumer_has_handled(t
         await gate.wait()
 
     stopping = asyncio.Event()
-    tasks = [asyncio.create_task(bus.run_consumer(Consumer("fast", fast), stopping)),
-             asyncio.create_task(bus.run_consumer(Consumer("slow", slow, batch_size=3), stopping))]
+    tasks = [
+        asyncio.create_task(bus.run_consumer(Consumer("fast", fast), stopping)),
+        asyncio.create_task(bus.run_consumer(Consumer("slow", slow, batch_size=3), stopping)),
+    ]
     try:
         for _ in range(100):
             if len(handled) == 7:
@@ -177,6 +179,8 @@ async def test_span_pages_a_tenants_events_of_a_time_span_along_the_index(tmp_pa
     assert len(sent) == 4  # three pages and the empty answer that ends them
     for sql, params in sent:
         plan = [r["detail"] for r in await db.fetchall("EXPLAIN QUERY PLAN " + sql, params)]
-        assert any("events_tenant_time" in step for step in plan) and not any("TEMP B-TREE" in s for s in plan), \
-            (sql, plan)
+        assert any("events_tenant_time" in step for step in plan) and not any("TEMP B-TREE" in s for s in plan), (
+            sql,
+            plan,
+        )
     await db.close()

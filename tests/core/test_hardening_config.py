@@ -20,14 +20,35 @@ import urllib.request
 
 import pytest
 import yaml
-
 from test_core_config import write
+
 from tierd.core.config import (
-    MAX_ALIAS_EXPANSIONS, MAX_DEPTH, MAX_FILE_SIZE, MAX_INTERPOLATED, ConfigError, load_config,
+    MAX_ALIAS_EXPANSIONS,
+    MAX_DEPTH,
+    MAX_FILE_SIZE,
+    MAX_INTERPOLATED,
+    ConfigError,
+    load_config,
 )
 from tierd.core.schema import (
-    Any, Bool, CaFile, Cidr, Cron, Decimal, Duration, Enum, Float, Int, List, Map, Obj, OneOf, Str,
-    TimeZone, Url, validate,
+    Any,
+    Bool,
+    CaFile,
+    Cidr,
+    Cron,
+    Decimal,
+    Duration,
+    Enum,
+    Float,
+    Int,
+    List,
+    Map,
+    Obj,
+    OneOf,
+    Str,
+    TimeZone,
+    Url,
+    validate,
 )
 
 PLUGINS = {"x": Obj({}, extra=True)}
@@ -41,8 +62,13 @@ def errors_of(path, schemas=PLUGINS, env=None):
 
 def check_config(path, *options, env=None, timeout=30):
     """``tierd check-config`` as an admin runs it."""
-    return subprocess.run([sys.executable, "-m", "tierd", "--config", str(path), "check-config", *options],
-                          capture_output=True, text=True, timeout=timeout, env=os.environ.copy() | (env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "tierd", "--config", str(path), "check-config", *options],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy() | (env or {}),
+    )
 
 
 def alias_bomb(levels=10) -> str:
@@ -64,12 +90,15 @@ def test_check_config_refuses_an_alias_bomb_quickly(tmp_path):
     assert result.returncode == 1
     # lol5 is the first list whose aliases expand past the limit (9**6 strings).
     assert result.stderr.splitlines() == [
-        f"{path}:6: lol5: too many alias expansions (limit {MAX_ALIAS_EXPANSIONS})", "1 error(s)"]
+        f"{path}:6: lol5: too many alias expansions (limit {MAX_ALIAS_EXPANSIONS})",
+        "1 error(s)",
+    ]
 
     result = check_config(path, "--json", timeout=20)
     assert result.returncode == 1
     assert json.loads(result.stdout)["errors"] == [
-        f"{path}:6: lol5: too many alias expansions (limit {MAX_ALIAS_EXPANSIONS})"]
+        f"{path}:6: lol5: too many alias expansions (limit {MAX_ALIAS_EXPANSIONS})"
+    ]
 
 
 def test_a_bomb_through_a_merge_key_is_refused(tmp_path):
@@ -101,8 +130,9 @@ def test_file_over_the_size_limit_names_the_file_and_its_size(tmp_path):
     path = tmp_path / "tierd.yaml"
     path.write_text("x: {}\n" + "#" * MAX_FILE_SIZE + "\n")
     size = path.stat().st_size
-    assert errors_of(path) == [f"{path}: configuration file too large: {size} bytes "
-                               f"(the limit is {MAX_FILE_SIZE} bytes)"]
+    assert errors_of(path) == [
+        f"{path}: configuration file too large: {size} bytes (the limit is {MAX_FILE_SIZE} bytes)"
+    ]
     result = check_config(path)
     assert result.returncode == 1 and f"{path}: configuration file too large: {size} bytes" in result.stderr
 
@@ -136,11 +166,13 @@ def test_interpolation_cannot_blow_up_the_configuration(tmp_path):
     # 200 references to a 100 KB variable in one value: 20 MB from a file of 2 KB.
     path = write(tmp_path, "x:\n  a: ok\n  big: " + "${BIG}" * 200 + "\n")
     assert errors_of(path, env={"BIG": "b" * 100_000}) == [
-        f"{path}:3: x.big: values read through ${{...}} exceed {MAX_INTERPOLATED} characters in all"]
+        f"{path}:3: x.big: values read through ${{...}} exceed {MAX_INTERPOLATED} characters in all"
+    ]
     # A secret "file" that never ends is read no further than the size limit.
     path = write(tmp_path, "x:\n  token: ${file:/dev/zero}\n")
-    assert errors_of(path) == [f"{path}:2: x.token: cannot read secret file /dev/zero: "
-                               f"larger than {MAX_FILE_SIZE} bytes"]
+    assert errors_of(path) == [
+        f"{path}:2: x.token: cannot read secret file /dev/zero: larger than {MAX_FILE_SIZE} bytes"
+    ]
     # A secret file keeps the text-mode reading it always had: CRLF lines, trailing newlines dropped.
     (tmp_path / "key").write_bytes(b"line1\r\nline2\r\n\r\n")
     path = write(tmp_path, "x:\n  key: ${file:key}\n")
@@ -247,13 +279,30 @@ def assert_no_secret(text: str, *secrets: str):
 
 def test_no_field_type_shows_a_value_read_from_the_environment(tmp_path):
     fields = {
-        "enum": Enum(["a", "b"]), "int": Int(), "float": Float(), "bool": Bool(), "decimal": Decimal(),
-        "duration": Duration(), "url": Url(), "cidr": Cidr(), "timezone": TimeZone(), "cron": Cron(),
-        "pattern": Str(pattern=r"[a-z]+"), "choices": Str(choices=["x", "y"]), "cafile": CaFile(),
-        "list": List(Str()), "map": Map(Int()), "obj": Obj({}), "oneof": OneOf(Int(), Obj({})),
+        "enum": Enum(["a", "b"]),
+        "int": Int(),
+        "float": Float(),
+        "bool": Bool(),
+        "decimal": Decimal(),
+        "duration": Duration(),
+        "url": Url(),
+        "cidr": Cidr(),
+        "timezone": TimeZone(),
+        "cron": Cron(),
+        "pattern": Str(pattern=r"[a-z]+"),
+        "choices": Str(choices=["x", "y"]),
+        "cafile": CaFile(),
+        "list": List(Str()),
+        "map": Map(Int()),
+        "obj": Obj({}),
+        "oneof": OneOf(Int(), Obj({})),
     }
-    path = write(tmp_path, "x:\n" + "".join(f"  {name}: ${{SECRET}}\n" for name in fields)
-                 + "  cron2: ${CRON}\n  short: ${DURATION}\n  money: ${MONEY}\nserver:\n  listen: ${SECRET}\n")
+    path = write(
+        tmp_path,
+        "x:\n"
+        + "".join(f"  {name}: ${{SECRET}}\n" for name in fields)
+        + "  cron2: ${CRON}\n  short: ${DURATION}\n  money: ${MONEY}\nserver:\n  listen: ${SECRET}\n",
+    )
     fields |= {"cron2": Cron(), "short": Duration(min="5s"), "money": Decimal(min=0)}
     env = {"SECRET": SECRET, "CRON": "0 25 * * *", "DURATION": "1s", "MONEY": "-7.25"}
     errors = errors_of(path, {"x": Obj(fields)}, env=env)
@@ -261,10 +310,10 @@ def test_no_field_type_shows_a_value_read_from_the_environment(tmp_path):
     for error in errors:
         assert_no_secret(error, SECRET, "25", "7.25")
         assert "<value of ${SECRET}, not shown>" in error or any(
-            f"<value of ${{{name}}}, not shown>" in error for name in ("CRON", "DURATION", "MONEY")), error
+            f"<value of ${{{name}}}, not shown>" in error for name in ("CRON", "DURATION", "MONEY")
+        ), error
     text = "\n".join(errors)
-    assert (f"{path}:2: x.enum: expected one of 'a', 'b', got string <value of ${{SECRET}}, not shown>"
-            in errors)
+    assert f"{path}:2: x.enum: expected one of 'a', 'b', got string <value of ${{SECRET}}, not shown>" in errors
     assert f"{path}:21: x.money: must be at least 0, got <value of ${{MONEY}}, not shown>" in errors
     assert f"{path}:23: server.listen: invalid listen address <value of ${{SECRET}}, not shown>" in text
     assert f"{path}:19: x.cron2: <value of ${{CRON}}, not shown> is not valid here" in errors
@@ -276,21 +325,23 @@ def test_a_cross_field_check_does_not_show_another_keys_secret(tmp_path):
         return [(("user",), f"user {value['user']!r} may not use password {value['password']!r}")]
 
     path = write(tmp_path, "x:\n  user: admin\n  password: ${PASSWORD}\n")
-    errors = errors_of(path, {"x": Obj({"user": Str(), "password": Str()}, check=check)},
-                       env={"PASSWORD": SECRET})
+    errors = errors_of(path, {"x": Obj({"user": Str(), "password": Str()}, check=check)}, env={"PASSWORD": SECRET})
     assert errors == [f"{path}:2: x.user: user 'admin' may not use password <value of ${{PASSWORD}}, not shown>"]
 
 
 def test_check_config_and_its_json_never_print_secrets(tmp_path):
     secret_file = tmp_path / "shadow"
     secret_file.write_text(f"root:{SECRET}:19000:0:99999:7:::\nsecond line\n")
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
         logging:
           level: "${{file:{secret_file}}}"
         server:
           listen: "${{LISTEN}}"
           allowed_hosts: ["${{LISTEN}}", 7]
-        """)
+        """,
+    )
     env = {"LISTEN": f"{SECRET}-x9"}
     result = check_config(path, env=env)
     assert result.returncode == 1
@@ -314,8 +365,11 @@ def test_reload_refused_never_logs_a_secret(tierd_daemon, tmp_path):
     secret_file = tmp_path / "token"
     secret_file.write_text(SECRET + "\n")
     d = tierd_daemon(env={"LISTEN": SECRET})
-    bad = dict(d.config, logging={"level": f"${{file:{secret_file}}}"},
-               server=dict(d.config["server"], shutdown_grace="${LISTEN}"))
+    bad = dict(
+        d.config,
+        logging={"level": f"${{file:{secret_file}}}"},
+        server=dict(d.config["server"], shutdown_grace="${LISTEN}"),
+    )
     d.write_config(bad)
 
     status, body = d.request("POST", "/v1/admin/reload", {})
@@ -324,8 +378,10 @@ def test_reload_refused_never_logs_a_secret(tierd_daemon, tmp_path):
     logs = d.logs()
     assert_no_secret(logs, SECRET)
     assert f"reload refused: {d.config_path}:" in logs
-    assert f"logging.level: expected one of 'DEBUG', 'INFO', 'WARNING', 'ERROR', got string <value of " \
-           f"${{file:{secret_file}}}, not shown>" in logs
+    assert (
+        f"logging.level: expected one of 'DEBUG', 'INFO', 'WARNING', 'ERROR', got string <value of "
+        f"${{file:{secret_file}}}, not shown>" in logs
+    )
     assert "server.shutdown_grace: invalid duration <value of ${LISTEN}, not shown>" in logs
     assert get_health(d) < 5
 
@@ -334,7 +390,9 @@ def test_reload_refused_never_logs_a_secret(tierd_daemon, tmp_path):
 
 
 def test_lone_surrogates_in_the_file_are_refused_at_their_key(tmp_path):
-    path = write(tmp_path, r"""
+    path = write(
+        tmp_path,
+        r"""
         storage:
           path: "db\ud800.sqlite"
         logging:
@@ -349,16 +407,23 @@ def test_lone_surrogates_in_the_file_are_refused_at_their_key(tmp_path):
           disabled: [z2]
         z2:
           anything: ["fine", {"\udfff": "key"}]
-        """)
+        """,
+    )
     schemas = {"x": Obj({"emoji": Str()}), "y": Map(Int()), "z": Obj({"url": Url()})}
     errors = errors_of(path, schemas)
     assert [error.split(": ")[0] + ": " + error.split(": ")[1] for error in errors] == [
-        f"{path}:2: storage.path", f"{path}:4: logging.level", f"{path}:6: x.emoji",
-        f"{path}:8: y.\\ud800", f"{path}:10: z.url", f"{path}:14: z2.anything[1].\\udfff",
+        f"{path}:2: storage.path",
+        f"{path}:4: logging.level",
+        f"{path}:6: x.emoji",
+        f"{path}:8: y.\\ud800",
+        f"{path}:10: z.url",
+        f"{path}:14: z2.anything[1].\\udfff",
     ]
-    assert errors[0].endswith("not valid Unicode text: character 3 is U+D800, a lone surrogate "
-                              "(undecodable bytes, or a \\uD800-style escape: write characters "
-                              "above U+FFFF as \\U0001F600)")
+    assert errors[0].endswith(
+        "not valid Unicode text: character 3 is U+D800, a lone surrogate "
+        "(undecodable bytes, or a \\uD800-style escape: write characters "
+        "above U+FFFF as \\U0001F600)"
+    )
     assert "invalid key: not valid Unicode text" in errors[3] and "invalid key" in errors[5]
 
     # check-config prints them (escaped) instead of failing to encode them.
@@ -377,8 +442,12 @@ def test_undecodable_environment_and_secret_files_are_refused(tmp_path):
         f"{path}:4: storage.path: cannot read secret file {tmp_path}/secret: not UTF-8 text",
     ]
     # The same through the CLI, with the variable really holding those bytes.
-    result = subprocess.run([sys.executable, "-m", "tierd", "--config", str(path), "check-config"],
-                            capture_output=True, env={**os.environ, "TOKEN": raw}, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "tierd", "--config", str(path), "check-config"],
+        capture_output=True,
+        env={**os.environ, "TOKEN": raw},
+        timeout=30,
+    )
     assert result.returncode == 1 and b"Traceback" not in result.stderr
     assert b"server.admin_token: not valid Unicode text: character 4 is U+DCFF" in result.stderr
 
@@ -386,32 +455,56 @@ def test_undecodable_environment_and_secret_files_are_refused(tmp_path):
 def test_request_body_fields_refuse_invalid_unicode():
     # The same schema types validate request bodies: nothing invalid gets through to SQLite.
     body = Obj({"name": Str(), "kind": Enum(["a"]), "url": Url(), "tags": Map(Str()), "data": Any()})
-    clean, errors = validate(body, {"name": "\ud800", "kind": "\udc00", "url": "https://\udfff/",
-                                    "tags": {"\ud801": "x", "ok": "\udbff"}, "data": {"deep": [["\ud802"]]}})
-    assert sorted(e.path for e in errors) == sorted([
-        ("name",), ("kind",), ("url",), ("tags", "\ud801"), ("tags", "ok"), ("data", "deep", 0, 0)])
+    clean, errors = validate(
+        body,
+        {
+            "name": "\ud800",
+            "kind": "\udc00",
+            "url": "https://\udfff/",
+            "tags": {"\ud801": "x", "ok": "\udbff"},
+            "data": {"deep": [["\ud802"]]},
+        },
+    )
+    assert sorted(e.path for e in errors) == sorted(
+        [("name",), ("kind",), ("url",), ("tags", "\ud801"), ("tags", "ok"), ("data", "deep", 0, 0)]
+    )
     assert all("not valid Unicode text" in e.message for e in errors)
-    assert validate(body, {"name": "Zürich 😀", "kind": "a", "url": "https://bücher.example/",
-                           "tags": {"ü": "😀"}, "data": {"x": ["é"]}})[1] == []
+    assert (
+        validate(
+            body,
+            {
+                "name": "Zürich 😀",
+                "kind": "a",
+                "url": "https://bücher.example/",
+                "tags": {"ü": "😀"},
+                "data": {"x": ["é"]},
+            },
+        )[1]
+        == []
+    )
 
 
 # --- numbers ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    (Int(), 10**20, "must be at most 9223372036854775807, got 100000000000000000000"),
-    (Int(), -10**20, "must be at least -9223372036854775808, got -100000000000000000000"),
-    (Int(), 10**5000, "must be at most 9223372036854775807, got <a number of about 5001 digits>"),
-    (Float(), math.inf, "must be a finite number, got inf"),
-    (Float(), math.nan, "must be a finite number, got nan"),
-    (Decimal(), "1e999999", "too large: at most 18 digits before the decimal point, got string '1e999999'"),
-    (Decimal(), "NaN", "must be a finite decimal number, got string 'NaN'"),
-    (Decimal(), math.inf, "must be a finite decimal number, got float inf"),
-    (Duration(), math.inf, "invalid duration inf: must be a finite, non-negative time"),
-    (Duration(), 1e300, "invalid duration 1e+300: longer than 365000d (1000 years)"),
-    (Duration(), "99999999d", "invalid duration '99999999d': longer than 365000d (1000 years)"),
-    (Duration(), "9" * 400 + "s", "invalid duration '" + "9" * 57 + "...': must be a finite, non-negative time"),
-], ids=lambda value: type(value).__name__ if not isinstance(value, str) else value[:20])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        (Int(), 10**20, "must be at most 9223372036854775807, got 100000000000000000000"),
+        (Int(), -(10**20), "must be at least -9223372036854775808, got -100000000000000000000"),
+        (Int(), 10**5000, "must be at most 9223372036854775807, got <a number of about 5001 digits>"),
+        (Float(), math.inf, "must be a finite number, got inf"),
+        (Float(), math.nan, "must be a finite number, got nan"),
+        (Decimal(), "1e999999", "too large: at most 18 digits before the decimal point, got string '1e999999'"),
+        (Decimal(), "NaN", "must be a finite decimal number, got string 'NaN'"),
+        (Decimal(), math.inf, "must be a finite decimal number, got float inf"),
+        (Duration(), math.inf, "invalid duration inf: must be a finite, non-negative time"),
+        (Duration(), 1e300, "invalid duration 1e+300: longer than 365000d (1000 years)"),
+        (Duration(), "99999999d", "invalid duration '99999999d': longer than 365000d (1000 years)"),
+        (Duration(), "9" * 400 + "s", "invalid duration '" + "9" * 57 + "...': must be a finite, non-negative time"),
+    ],
+    ids=lambda value: type(value).__name__ if not isinstance(value, str) else value[:20],
+)
 def test_absurd_numbers_are_refused(field, value, message):
     clean, errors = validate(field, value, path=("x",))
     assert clean is None and [str(error) for error in errors] == [f"x: {message}"]
@@ -425,13 +518,16 @@ def test_number_bounds_keep_ordinary_values():
 
 
 def test_yaml_infinities_and_huge_numbers_in_the_file(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         server:
           max_body: 1.0e+999
           shutdown_grace: .inf
         x:
           rate: .nan
-        """)
+        """,
+    )
     errors = errors_of(path, {"x": Obj({"rate": Float()})})
     assert errors == [
         f"{path}:2: server.max_body: expected an integer, got float inf",

@@ -18,14 +18,18 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from conftest import ADMIN_TOKEN, free_port, until
+
 from tierd.core.clock import Clock
 from tierd.core.events import Consumer, EventBus
 from tierd.core.storage import CORE_MIGRATIONS, Database
 
-LOG_ROUTE = {"notifications": {"channels": {"journal": {"type": "log"}},
-                               "routes": [{"match": {"type": "*"}, "channels": ["journal"]}]}}
+LOG_ROUTE = {
+    "notifications": {
+        "channels": {"journal": {"type": "log"}},
+        "routes": [{"match": {"type": "*"}, "channels": ["journal"]}],
+    }
+}
 
 
 async def open_db(path) -> Database:
@@ -69,7 +73,11 @@ async def test_a_failed_read_leaves_the_reader_usable_and_current(tmp_path):
         async with db.transaction() as tx:
             await tx.execute("INSERT INTO tenants(id, name, created_at) VALUES ('after', 'after', 0)")
         assert [r["id"] for r in await db.fetchall("SELECT id FROM tenants WHERE id != 'bad' ORDER BY id")] == [
-            "acme", "after", "new-fetchall", "new-fetchone"]
+            "acme",
+            "after",
+            "new-fetchall",
+            "new-fetchone",
+        ]
     finally:
         await db.close()
 
@@ -164,7 +172,9 @@ def test_events_stored_as_invalid_utf8_by_an_older_tierd_are_read_and_consumed(t
         conn.execute(
             "INSERT INTO events(seq, id, tenant_id, type, data, idempotency_key, created_at)"
             " VALUES (?, 'evt_old', 'acme', 'a.old', CAST(X'7B2278223A22EDA080227D' AS TEXT),"
-            " CAST(X'6BEDA080' AS TEXT), ?)", (first["seq"] + 1, time.time()))
+            " CAST(X'6BEDA080' AS TEXT), ?)",
+            (first["seq"] + 1, time.time()),
+        )
     d.start()
     status, after = d.request("POST", "/v1/events", {"type": "a.after"}, token=acme)
     assert status == 202 and after["seq"] > first["seq"] + 1
@@ -173,6 +183,7 @@ def test_events_stored_as_invalid_utf8_by_an_older_tierd_are_read_and_consumed(t
     def notified():
         status, body = d.request("GET", "/v1/notifications?limit=100")
         return {i for n in body["data"] for i in n["event_ids"]} >= {"evt_old", after["id"]}
+
     wait_sync(notified, what="notifications for the old event and the one after it")
     status, listed = d.request("GET", "/v1/events", token=acme)
     assert status == 200
@@ -188,9 +199,14 @@ async def test_readyz_and_metrics_show_a_consumer_that_has_work_and_does_not_adv
     from tierd.core.daemon import Daemon, prepare
 
     config_path = tmp_path / "tierd.yaml"
-    config_path.write_text(json.dumps({
-        "server": {"listen": f"127.0.0.1:{free_port()}", "admin_token": ADMIN_TOKEN},
-        "storage": {"path": str(tmp_path / "tierd.db")}}))
+    config_path.write_text(
+        json.dumps(
+            {
+                "server": {"listen": f"127.0.0.1:{free_port()}", "admin_token": ADMIN_TOKEN},
+                "storage": {"path": str(tmp_path / "tierd.db")},
+            }
+        )
+    )
     pm, registries, config = prepare(config_path)
     daemon = Daemon(pm, registries, config, consumer_stall_after=0.3)
     await daemon.start()
@@ -210,6 +226,7 @@ async def test_readyz_and_metrics_show_a_consumer_that_has_work_and_does_not_adv
                         return resp.status, resp.read().decode()
                 except urllib.error.HTTPError as exc:
                     return exc.code, exc.read().decode()
+
             return await asyncio.to_thread(call)
 
         await daemon._update_metrics()
@@ -241,8 +258,9 @@ def small_disk(tmp_path):
     """A tmpfs of 8 MiB (skips where mounting is not permitted)."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
@@ -318,9 +336,11 @@ def test_a_full_disk_answers_503_loses_nothing_acknowledged_and_everything_resum
     assert status == 503, (body, d.logs()[-5000:])
     assert body["error"]["code"] == "storage_full" and int(headers["Retry-After"]) > 0
     # Other writes answer 503 too, or succeed where the WAL still has room: never a 500.
-    for method, path, payload in [("POST", "/v1/admin/tenants", {"name": "other"}),
-                                  ("POST", "/v1/admin/tenants/acme/tokens", {}),
-                                  ("POST", "/v1/events", {"type": "disk.test", "data": {"pad": pad}})]:
+    for method, path, payload in [
+        ("POST", "/v1/admin/tenants", {"name": "other"}),
+        ("POST", "/v1/admin/tenants/acme/tokens", {}),
+        ("POST", "/v1/events", {"type": "disk.test", "data": {"pad": pad}}),
+    ]:
         status, _, body = call(d, method, path, payload, token=acme if path == "/v1/events" else None)
         assert status in (200, 201, 202, 503), (path, status, body)
         if status == 503:

@@ -21,7 +21,9 @@ def test_tokens_are_hidden_but_hook_and_metric_names_are_not(tierd_daemon):
 def test_redact_keeps_names_and_hides_every_secret_form():
     admin = "tierd_admin_" + "Ab3" * 14 + "x"
     tenant = "tierd_" + "q9Z" * 14 + "k"
-    text = redact(f"{admin} {tenant} whsec_c2VjcmV0c2VjcmV0 Bearer abc.def.ghi "
-                  "tierd_webhook_first_attempt_delay_seconds_bucket tierd_register_channels")
+    text = redact(
+        f"{admin} {tenant} whsec_c2VjcmV0c2VjcmV0 Bearer abc.def.ghi "
+        "tierd_webhook_first_attempt_delay_seconds_bucket tierd_register_channels"
+    )
     assert admin not in text and tenant not in text and "c2VjcmV0c2VjcmV0" not in text and "abc.def.ghi" not in text
     assert "tierd_webhook_first_attempt_delay_seconds_bucket" in text and "tierd_register_channels" in text

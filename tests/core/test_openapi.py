@@ -70,13 +70,11 @@ def _seed(d) -> dict:
     assert status == 201, endpoint
     status, event = d.request("POST", "/v1/events", {"type": "invoice.paid", "data": {"n": 1}}, tenant="acme")
     assert status == 202, event
-    status, account = d.request("POST", "/v1/reconciliation/accounts", {"id": "main", "currency": "EUR"},
-                                tenant="acme")
+    status, account = d.request("POST", "/v1/reconciliation/accounts", {"id": "main", "currency": "EUR"}, tenant="acme")
     assert status == 201, account
     status, run = d.request("POST", "/v1/reconciliation/accounts/main/runs", tenant="acme")
     assert status == 201, run
-    return {"id": endpoint["id"], "account": "main", "run": run["id"], "tenant": "acme",
-            "event_id": event["id"]}
+    return {"id": endpoint["id"], "account": "main", "run": run["id"], "tenant": "acme", "event_id": event["id"]}
 
 
 def test_every_list_that_pages_declares_limit_and_cursor(daemon):
@@ -104,15 +102,29 @@ def test_every_list_that_pages_declares_limit_and_cursor(daemon):
     assert undeclared == [], f"lists that page without declaring limit and cursor: {undeclared}"
     assert untrue == [], f"routes declaring limit and cursor that answer no page: {untrue}"
     # The walk reached the lists of every module.
-    assert {"/v1/events", "/v1/webhooks", "/v1/webhooks/{id}/deliveries", "/v1/notifications",
-            "/v1/reconciliation/accounts/{account}/audit"} <= set(checked)
+    assert {
+        "/v1/events",
+        "/v1/webhooks",
+        "/v1/webhooks/{id}/deliveries",
+        "/v1/notifications",
+        "/v1/reconciliation/accounts/{account}/audit",
+    } <= set(checked)
 
 
 def test_a_body_is_validated_by_core_with_every_error_and_its_path(daemon):
     # Several errors at once, each with its path, in one answer; nothing stored.
-    status, answer = daemon.request("POST", "/v1/webhooks", {
-        "url": 5, "event_types": ["invoice.paid", "Invoice Paid"], "headers": {"Webhook-Id": "x"},
-        "rate_limit": 0, "colour": "blue"}, tenant="acme")
+    status, answer = daemon.request(
+        "POST",
+        "/v1/webhooks",
+        {
+            "url": 5,
+            "event_types": ["invoice.paid", "Invoice Paid"],
+            "headers": {"Webhook-Id": "x"},
+            "rate_limit": 0,
+            "colour": "blue",
+        },
+        tenant="acme",
+    )
     assert status == 422 and answer["error"]["code"] == "invalid_body", answer
     paths = {e["path"]: e["message"] for e in answer["error"]["details"]}
     assert set(paths) == {"url", "event_types[1]", "headers.Webhook-Id", "rate_limit", "colour"}, paths
@@ -120,8 +132,9 @@ def test_a_body_is_validated_by_core_with_every_error_and_its_path(daemon):
     assert "url: expected a string" in answer["error"]["message"]
     assert daemon.request("GET", "/v1/webhooks", tenant="acme")[1]["data"] == []
     # What the running configuration refuses comes in the same answer as the schema's errors.
-    status, answer = daemon.request("POST", "/v1/webhooks", {"url": "http://10.0.0.1/x", "rate_limit": 0},
-                                    tenant="acme")
+    status, answer = daemon.request(
+        "POST", "/v1/webhooks", {"url": "http://10.0.0.1/x", "rate_limit": 0}, tenant="acme"
+    )
     assert status == 422 and [e["path"] for e in answer["error"]["details"]] == ["rate_limit", "url"], answer
     assert "refused destination" in answer["error"]["message"]
     # Text that is not JSON stays 400 invalid_json; a missing required key is named.
@@ -130,8 +143,9 @@ def test_a_body_is_validated_by_core_with_every_error_and_its_path(daemon):
     status, answer = daemon.request("POST", "/v1/notifications/silences", data=b"", tenant="acme")
     assert status == 422 and [e["path"] for e in answer["error"]["details"]] == ["ends_at"], answer
     # The handler gets the clean value with its defaults filled in.
-    status, silence = daemon.request("POST", "/v1/notifications/silences",
-                                     {"ends_at": "2999-01-01T00:00:00+01:00"}, tenant="acme")
+    status, silence = daemon.request(
+        "POST", "/v1/notifications/silences", {"ends_at": "2999-01-01T00:00:00+01:00"}, tenant="acme"
+    )
     assert status == 201 and silence["comment"] == "" and silence["ends_at"] == "2998-12-31T23:00:00.000000Z"
     status, event = daemon.request("POST", "/v1/events", {"type": "a.b"}, tenant="acme")
     assert status == 202 and event["data"] == {}

@@ -14,20 +14,25 @@ import zipfile
 from pathlib import Path
 
 import yaml
+from conftest import ADMIN_TOKEN, ROOT, DaemonProcess
 
 from tierd.core.config import load_config
 from tierd.core.daemon import plugin_schemas
 from tierd.core.plugins import make_plugin_manager
 from tierd.core.registry import collect_registries
 
-from conftest import ADMIN_TOKEN, ROOT, DaemonProcess
-
 BUNDLED = ROOT / "config" / "tierd.yaml"
 
 
 def tierd(*args: str, cwd: Path, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tierd", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=os.environ.copy() | (env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "tierd", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy() | (env or {}),
+    )
 
 
 def wait_for_log(daemon: DaemonProcess, text: str, timeout: float = 15.0) -> str:
@@ -107,9 +112,14 @@ def test_url_and_admin_token_from_the_environment_reach_the_daemon_when_server_i
 
     env = {"TIERD_ADMIN_TOKEN": ADMIN_TOKEN}
     for args, extra in (((f"--url={d.url}",), {}), ((), {"TIERD_URL": d.url})):
-        reached = subprocess.run([sys.executable, "-m", "tierd", "--config", str(d.config_path), *args, "reload"],
-                                 cwd=d.workdir, capture_output=True, text=True, timeout=60,
-                                 env=os.environ.copy() | env | extra)
+        reached = subprocess.run(
+            [sys.executable, "-m", "tierd", "--config", str(d.config_path), *args, "reload"],
+            cwd=d.workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=os.environ.copy() | env | extra,
+        )
         assert reached.returncode == 1
         assert "config_invalid" in reached.stderr and "server.listen" in reached.stderr
 
@@ -147,9 +157,13 @@ def test_run_log_level_overrides_the_configuration(tierd_daemon):
     env = os.environ.copy() | {"NOTIFY_SOCKET": str(d.notify.path), "PYTHONUNBUFFERED": "1"}
     d._log = open(d.log_path, "ab")
     d._notify_start = len(d.notify.drain())
-    d.proc = subprocess.Popen([sys.executable, "-m", "tierd", "--config", str(d.config_path), "run",
-                               "--log-level", "debug"], cwd=d.workdir, env=env, stdout=d._log,
-                              stderr=subprocess.STDOUT)
+    d.proc = subprocess.Popen(
+        [sys.executable, "-m", "tierd", "--config", str(d.config_path), "run", "--log-level", "debug"],
+        cwd=d.workdir,
+        env=env,
+        stdout=d._log,
+        stderr=subprocess.STDOUT,
+    )
     d.wait_ready()
     logs = wait_for_log(d, "ready on")  # an INFO line, which logging.level: WARNING would hide
     assert " DEBUG " in logs
@@ -183,8 +197,10 @@ def test_the_readme_check_config_example_is_what_the_bundled_file_gives(tmp_path
     block = re.search(r"\n  ```\n(  config/tierd\.yaml:.*?)  ```\n", readme, re.S).group(1)
     expected = "".join(line.removeprefix("  ") + "\n" for line in block.splitlines())
     text = BUNDLED.read_text()
-    mistakes = [('retry_schedule: ["0s", "5s", "5m"', 'retry_schedule: ["0s", "5s", "5x"'),
-                ("\n  timeout: 15s\n", "\n  timout: 15s\n")]
+    mistakes = [
+        ('retry_schedule: ["0s", "5s", "5m"', 'retry_schedule: ["0s", "5s", "5x"'),
+        ("\n  timeout: 15s\n", "\n  timout: 15s\n"),
+    ]
     for right, wrong in mistakes:
         assert text.count(right) == 1
         text = text.replace(right, wrong)
@@ -228,11 +244,24 @@ def test_the_wheel_ships_the_bundled_config(tmp_path):
         source.mkdir(exist_ok=True)
         shutil.copy(ROOT / name, source / name)
     for folder in ("tierd", "config"):
-        shutil.copytree(ROOT / folder, source / folder, symlinks=True,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                            "--wheel-dir", str(tmp_path / "dist"), str(source)],
-                           capture_output=True, text=True, timeout=300)
+        shutil.copytree(ROOT / folder, source / folder, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stderr
     (wheel,) = (tmp_path / "dist").glob("tierd-*.whl")
     with zipfile.ZipFile(wheel) as archive:
@@ -246,8 +275,9 @@ def test_run_on_a_taken_port_fails_before_creating_anything(tierd_daemon, tmp_pa
     running = tierd_daemon()
     second = tmp_path / "second"
     second.mkdir()
-    (second / "tierd.yaml").write_text(yaml.safe_dump({
-        "server": {"listen": f"127.0.0.1:{running.port}"}, "storage": {"path": "./var/tierd.db"}}))
+    (second / "tierd.yaml").write_text(
+        yaml.safe_dump({"server": {"listen": f"127.0.0.1:{running.port}"}, "storage": {"path": "./var/tierd.db"}})
+    )
     result = tierd("--config", "tierd.yaml", "run", cwd=second)
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{running.port}: Address already in use" in result.stderr

@@ -21,20 +21,16 @@ def test_a_misspelt_hookimpl_fails_loudly(tmp_path, monkeypatch):
     # The factory itself must refuse it: that is where a third-party plugin is
     # loaded, whether from its entry point or by name as here.
     (tmp_path / "typo_plugin.py").write_text(
-        "from tierd.core.plugins import hookimpl\n\n"
-        "@hookimpl\n"
-        "def tierd_rouets(daemon):\n"
-        "    return []\n")
+        "from tierd.core.plugins import hookimpl\n\n@hookimpl\ndef tierd_rouets(daemon):\n    return []\n"
+    )
     monkeypatch.syspath_prepend(tmp_path)
     monkeypatch.setenv("TIERD_PLUGINS", "typo_plugin")
     with pytest.raises(PluginValidationError, match="tierd_rouets"):
         make_plugin_manager(builtins=())
     # The same plugin, spelt right, loads.
     (tmp_path / "fine_plugin.py").write_text(
-        "from tierd.core.plugins import hookimpl\n\n"
-        "@hookimpl\n"
-        "def tierd_routes(daemon):\n"
-        "    return []\n")
+        "from tierd.core.plugins import hookimpl\n\n@hookimpl\ndef tierd_routes(daemon):\n    return []\n"
+    )
     monkeypatch.setenv("TIERD_PLUGINS", "fine_plugin")
     assert make_plugin_manager(builtins=()).has_plugin("fine_plugin")
 

@@ -19,10 +19,12 @@ class JsonlChannel(Channel):
     """Append each message as one JSON object per line."""
 
     type_name = "jsonl"
-    schema = Obj({
-        "path": Str(required=True, min_len=1, doc="File to append to (created if missing)"),
-        "include_events": Bool(default=True, doc="Also write the events the message is about"),
-    })
+    schema = Obj(
+        {
+            "path": Str(required=True, min_len=1, doc="File to append to (created if missing)"),
+            "include_events": Bool(default=True, doc="Also write the events the message is about"),
+        }
+    )
 
     def _append(self, line: str) -> None:
         path = Path(self.config["path"])
@@ -31,8 +33,13 @@ class JsonlChannel(Channel):
             f.write(line + "\n")
 
     async def send(self, message: Message) -> SendResult:
-        record = {"channel": self.name, "id": message.id, "subject": message.subject, "body": message.body,
-                  "severity": message.severity}
+        record = {
+            "channel": self.name,
+            "id": message.id,
+            "subject": message.subject,
+            "body": message.body,
+            "severity": message.severity,
+        }
         if self.config.get("include_events", True):
             record["events"] = message.events
         try:

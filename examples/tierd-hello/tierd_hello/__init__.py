@@ -10,14 +10,18 @@ from tierd.core.plugins import hookimpl
 
 @hookimpl
 def tierd_migrations():
-    return {"hello": ["""
+    return {
+        "hello": [
+            """
         CREATE TABLE hello_seen (
             tenant_id TEXT NOT NULL,
             event_id TEXT NOT NULL,
             type TEXT NOT NULL,
             PRIMARY KEY (tenant_id, event_id)
         );
-    """]}
+    """
+        ]
+    }
 
 
 @hookimpl
@@ -27,7 +31,8 @@ def tierd_event_consumers(daemon):
         async with daemon.db.transaction() as tx:
             await tx.executemany(
                 "INSERT OR IGNORE INTO hello_seen(tenant_id, event_id, type) VALUES (?,?,?)",
-                [(e.tenant, e.id, e.type) for e in events])
+                [(e.tenant, e.id, e.type) for e in events],
+            )
 
     return [Consumer("hello", handle)]
 
@@ -37,7 +42,8 @@ def tierd_routes(daemon):
     async def hello(request):
         tenant = require_tenant(request)
         rows = await daemon.db.fetchall(
-            "SELECT type, COUNT(*) AS n FROM hello_seen WHERE tenant_id=? GROUP BY type ORDER BY type", (tenant,))
+            "SELECT type, COUNT(*) AS n FROM hello_seen WHERE tenant_id=? GROUP BY type ORDER BY type", (tenant,)
+        )
         return json_response({"tenant": tenant, "seen": {r["type"]: r["n"] for r in rows}})
 
     return [Route("GET", "/v1/hello", hello, summary="Events seen by the hello plugin")]

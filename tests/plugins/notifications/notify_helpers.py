@@ -15,7 +15,6 @@ import threading
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-
 from conftest import free_port
 
 USER, PASSWORD = "tierd", "s3cret-pass"
@@ -68,23 +67,36 @@ class SmtpServer:
         self.port = free_port()
         kwargs = {}
         if mode == "starttls":
-            kwargs = {"tls_context": certs.server_context(), "require_starttls": True,
-                      "authenticator": self._authenticate, "auth_required": True, "auth_require_tls": True}
+            kwargs = {
+                "tls_context": certs.server_context(),
+                "require_starttls": True,
+                "authenticator": self._authenticate,
+                "auth_required": True,
+                "auth_require_tls": True,
+            }
         elif mode == "tls":
-            kwargs = {"ssl_context": certs.server_context(), "authenticator": self._authenticate,
-                      "auth_required": True, "auth_require_tls": False}
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port,
-                                     server_hostname="127.0.0.1", **kwargs)
+            kwargs = {
+                "ssl_context": certs.server_context(),
+                "authenticator": self._authenticate,
+                "auth_required": True,
+                "auth_require_tls": False,
+            }
+        self.controller = Controller(
+            self.handler, hostname="127.0.0.1", port=self.port, server_hostname="127.0.0.1", **kwargs
+        )
         self.mode = mode
 
     def _authenticate(self, server, session, envelope, mechanism, auth_data):
-        ok = isinstance(auth_data, LoginPassword) and auth_data.login.decode() == USER \
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login.decode() == USER
             and auth_data.password.decode() == PASSWORD
+        )
         if ok:
             self.handler.auth_logins.append(auth_data.login.decode())
         return AuthResult(success=ok, handled=False)
 
-    def start(self) -> "SmtpServer":
+    def start(self) -> SmtpServer:
         self.controller.start()
         return self
 
@@ -96,7 +108,13 @@ class SmtpServer:
         return self.handler.messages
 
     def channel_config(self, ca_file=None, **extra) -> dict:
-        cfg = {"type": "email", "host": "127.0.0.1", "port": self.port, "from": "tierd@example.com", "to": ["ops@example.com"]}
+        cfg = {
+            "type": "email",
+            "host": "127.0.0.1",
+            "port": self.port,
+            "from": "tierd@example.com",
+            "to": ["ops@example.com"],
+        }
         if self.mode == "starttls":
             cfg.update(starttls=True, username=USER, password=PASSWORD, ca_file=str(ca_file))
         elif self.mode == "tls":

@@ -7,15 +7,19 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tierd.core.http import parse_retry_after
 from tierd.core.registry import Message
 from tierd.core.schema import validate
 from tierd.plugins.notifications.channels import NtfyChannel, SlackChannel, TeamsChannel, WebhookChannel
-from tierd.core.http import parse_retry_after
 from tierd.plugins.notifications.channels.http_post import classify
 
-MSG = Message(subject="3 invoices paid", body="*acme*: 3 × invoice.paid", severity="warning",
-              events=[{"id": "evt_1", "type": "invoice.paid", "tenant": "acme", "data": {"amount": "5.00"}}],
-              id="ntf_abc")
+MSG = Message(
+    subject="3 invoices paid",
+    body="*acme*: 3 × invoice.paid",
+    severity="warning",
+    events=[{"id": "evt_1", "type": "invoice.paid", "tenant": "acme", "data": {"amount": "5.00"}}],
+    id="ntf_abc",
+)
 
 
 def make(cls, config, http):
@@ -79,10 +83,25 @@ async def test_ntfy_json_publish(receiver, http):
     assert (await channel.send(MSG)).outcome == "delivered"
     req = r.requests[0]
     assert req["path"] == "/" and req["headers"]["Authorization"] == "Bearer tk_1"
-    assert json.loads(req["body"]) == {"topic": "tierd-ops", "title": "3 invoices paid", "message": MSG.body,
-                                       "priority": 4, "tags": ["warning", "moneybag"]}
-    fixed = make(NtfyChannel, {"url": r.url, "topic": "t", "priority": 1, "username": "u", "password": "p",
-                               "click": "https://erp.example.com/invoices"}, http)
+    assert json.loads(req["body"]) == {
+        "topic": "tierd-ops",
+        "title": "3 invoices paid",
+        "message": MSG.body,
+        "priority": 4,
+        "tags": ["warning", "moneybag"],
+    }
+    fixed = make(
+        NtfyChannel,
+        {
+            "url": r.url,
+            "topic": "t",
+            "priority": 1,
+            "username": "u",
+            "password": "p",
+            "click": "https://erp.example.com/invoices",
+        },
+        http,
+    )
     await fixed.send(MSG)
     assert json.loads(r.requests[1]["body"])["priority"] == 1
     assert json.loads(r.requests[1]["body"])["click"] == "https://erp.example.com/invoices"
@@ -93,13 +112,24 @@ async def test_webhook_default_and_templated(receiver, http):
     r = await receiver()
     plain = make(WebhookChannel, {"url": r.url + "/in"}, http)
     assert (await plain.send(MSG)).outcome == "delivered"
-    assert json.loads(r.requests[0]["body"]) == {"id": "ntf_abc", "subject": MSG.subject, "body": MSG.body,
-                                                 "severity": "warning", "events": MSG.events}
-    templated = make(WebhookChannel, {
-        "url": r.url + "/in", "method": "PUT",
-        "headers": {"X-Token": "secret-{{ severity }}", "X-Event": "{{ event.id }}"},
-        "body": '{"text": {{ subject | json }}, "n": {{ events | length }}, "amount": {{ event.data.amount | json }}}',
-    }, http)
+    assert json.loads(r.requests[0]["body"]) == {
+        "id": "ntf_abc",
+        "subject": MSG.subject,
+        "body": MSG.body,
+        "severity": "warning",
+        "events": MSG.events,
+    }
+    templated = make(
+        WebhookChannel,
+        {
+            "url": r.url + "/in",
+            "method": "PUT",
+            "headers": {"X-Token": "secret-{{ severity }}", "X-Event": "{{ event.id }}"},
+            "body": '{"text": {{ subject | json }}, "n": {{ events | length }},'
+            ' "amount": {{ event.data.amount | json }}}',
+        },
+        http,
+    )
     assert (await templated.send(MSG)).outcome == "delivered"
     req = r.requests[1]
     assert req["method"] == "PUT"
@@ -124,18 +154,21 @@ async def _respond(status, text, headers=None):
     return web.Response(status=status, text=text, headers=headers)
 
 
-@pytest.mark.parametrize("status,headers,outcome,retry_after", [
-    (200, None, "delivered", None),
-    (204, None, "delivered", None),
-    (500, None, "retry", None),
-    (503, {"Retry-After": "120"}, "retry", 120.0),
-    (429, {"Retry-After": "7"}, "retry", 7.0),
-    (429, None, "retry", None),
-    (408, None, "retry", None),
-    (400, None, "failed", None),
-    (404, None, "failed", None),
-    (410, None, "failed", None),
-])
+@pytest.mark.parametrize(
+    "status,headers,outcome,retry_after",
+    [
+        (200, None, "delivered", None),
+        (204, None, "delivered", None),
+        (500, None, "retry", None),
+        (503, {"Retry-After": "120"}, "retry", 120.0),
+        (429, {"Retry-After": "7"}, "retry", 7.0),
+        (429, None, "retry", None),
+        (408, None, "retry", None),
+        (400, None, "failed", None),
+        (404, None, "failed", None),
+        (410, None, "failed", None),
+    ],
+)
 async def test_status_classification(receiver, http, status, headers, outcome, retry_after):
     r = await receiver()
     r.responder = lambda req, body: _respond(status, "" if status == 204 else "nope", headers)

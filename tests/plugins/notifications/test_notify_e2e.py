@@ -3,13 +3,10 @@ SMTP server, chat receivers and a third-party channel package."""
 
 import asyncio
 import datetime as dt
-import inspect
 import json
-import time
 
 import pytest
 from aiohttp import web
-
 from conftest import example_plugin, until
 from notify_helpers import PASSWORD, Certs, SmtpServer
 
@@ -39,11 +36,21 @@ def notifications_config(smtp, audit_path):
         "operator_alerts": "ops-mail",
         "operator_group_wait": "1s",
         "routes": [
-            {"name": "big-invoices", "match": {"type": "invoice.*", "tenant": "acme", "data": {"amount": {"gt": 1000}}},
-             "channels": ["ops-mail", "team-chat"], "continue": True,
-             "subject": "Big invoice {{ data.number }}: {{ data.amount }} {{ data.currency }}"},
-            {"name": "payment-bursts", "match": {"type": "payment.failed"}, "channels": ["team-chat"],
-             "group_by": ["type"], "group_wait": "3s", "group_interval": "1m"},
+            {
+                "name": "big-invoices",
+                "match": {"type": "invoice.*", "tenant": "acme", "data": {"amount": {"gt": 1000}}},
+                "channels": ["ops-mail", "team-chat"],
+                "continue": True,
+                "subject": "Big invoice {{ data.number }}: {{ data.amount }} {{ data.currency }}",
+            },
+            {
+                "name": "payment-bursts",
+                "match": {"type": "payment.failed"},
+                "channels": ["team-chat"],
+                "group_by": ["type"],
+                "group_wait": "3s",
+                "group_interval": "1m",
+            },
             {"name": "audit", "match": {"type": "*"}, "channels": ["audit"]},
         ],
         "retry": {"max_attempts": 10, "backoff": "300ms", "max_backoff": "1s"},
@@ -55,12 +62,16 @@ async def test_end_to_end(tierd_daemon, receiver, smtp, tmp_path, example_channe
     audit = tmp_path / "audit.jsonl"
     teams, ntfy = await receiver(), await receiver()
     cfg = notifications_config(smtp, audit)
-    cfg["channels"] |= {"teams-ops": {"type": "teams", "url": teams.url + "/workflows/1"},
-                        "phone": {"type": "ntfy", "url": ntfy.url, "topic": "tierd-ops"}}
+    cfg["channels"] |= {
+        "teams-ops": {"type": "teams", "url": teams.url + "/workflows/1"},
+        "phone": {"type": "ntfy", "url": ntfy.url, "topic": "tierd-ops"},
+    }
     cfg["routes"][0]["channels"] += ["teams-ops", "phone"]
-    d = tierd_daemon({"notifications": cfg},
-                     env={"SMTP_PASSWORD": PASSWORD, "SLACK_WEBHOOK_URL": slack.url + "/services/T/B/X"},
-                     **example_channel)
+    d = tierd_daemon(
+        {"notifications": cfg},
+        env={"SMTP_PASSWORD": PASSWORD, "SLACK_WEBHOOK_URL": slack.url + "/services/T/B/X"},
+        **example_channel,
+    )
     acme = await asyncio.to_thread(d.create_tenant, "acme")
     other = await asyncio.to_thread(d.create_tenant, "other")
 
@@ -91,12 +102,18 @@ async def test_end_to_end(tierd_daemon, receiver, smtp, tmp_path, example_channe
     push = ntfy.json_bodies()[0]
     assert (push["topic"], push["title"], push["priority"]) == ("tierd-ops", "Big invoice INV-7: 5000.00 EUR", 3)
     await until(lambda: audit.exists() and len(audit.read_text().splitlines()) == 2, what="third-party channel")
-    assert [json.loads(line)["events"][0]["data"]["number"] for line in audit.read_text().splitlines()] == ["INV-7", "INV-8"]
+    assert [json.loads(line)["events"][0]["data"]["number"] for line in audit.read_text().splitlines()] == [
+        "INV-7",
+        "INV-8",
+    ]
     rows = await until(lambda: _rows_for(history, big["id"], 5, status="delivered"), what="recorded outcomes")
     assert sorted((r["channel"], r["status"], r["route"]) for r in rows) == [
-        ("audit", "delivered", "audit"), ("ops-mail", "delivered", "big-invoices"),
-        ("phone", "delivered", "big-invoices"), ("team-chat", "delivered", "big-invoices"),
-        ("teams-ops", "delivered", "big-invoices")]
+        ("audit", "delivered", "audit"),
+        ("ops-mail", "delivered", "big-invoices"),
+        ("phone", "delivered", "big-invoices"),
+        ("team-chat", "delivered", "big-invoices"),
+        ("teams-ops", "delivered", "big-invoices"),
+    ]
     assert all(r["attempts"][0]["outcome"] == "delivered" for r in rows)
 
     # 2. A burst of 50 similar events arrives as one digest.
@@ -111,10 +128,13 @@ async def test_end_to_end(tierd_daemon, receiver, smtp, tmp_path, example_channe
     assert digest_row["status"] == "delivered"
 
     # 3. A silence created by the tenant mutes its notifications; they are recorded as muted.
-    ends = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).isoformat()
-    status, silence = await d.arequest("POST", "/v1/notifications/silences",
-                                       {"matchers": {"type": "invoice.*"}, "ends_at": ends, "comment": "month end"},
-                                       token=acme)
+    ends = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    status, silence = await d.arequest(
+        "POST",
+        "/v1/notifications/silences",
+        {"matchers": {"type": "invoice.*"}, "ends_at": ends, "comment": "month end"},
+        token=acme,
+    )
     assert status == 201 and silence["tenant"] == "acme"
     muted = await post("invoice.paid", {"number": "INV-9", "amount": "9000", "currency": "EUR"})
     rows = await until(lambda: _rows_for(history, muted["id"], 5), what="muted rows")
@@ -128,8 +148,9 @@ async def test_end_to_end(tierd_daemon, receiver, smtp, tmp_path, example_channe
     assert status == 200
 
     # 4. Operator alerts: the daemon's own events go to the ops mailbox.
-    await post("webhook.endpoint.disabled", {"endpoint_id": "we_1", "url": "https://x.example/hook",
-                                             "reason": "410 Gone"})
+    await post(
+        "webhook.endpoint.disabled", {"endpoint_id": "we_1", "url": "https://x.example/hook", "reason": "410 Gone"}
+    )
     await until(lambda: len(smtp.messages) == 2, what="the operator alert mail")
     assert smtp.messages[1]["Subject"] == "Webhook endpoint disabled: https://x.example/hook"
 
@@ -156,8 +177,9 @@ async def test_end_to_end(tierd_daemon, receiver, smtp, tmp_path, example_channe
     assert status == 404 and body["error"]["code"] == "unknown_channel"
     status, _ = await d.arequest("POST", "/v1/notifications/test", {"channel": "team-chat"}, token=acme)
     assert status == 403
-    out = await asyncio.to_thread(d.cli, "notify", "send", "--channel", "ops-mail", "--subject", "Hello ops",
-                                  "--body", "from the CLI")
+    out = await asyncio.to_thread(
+        d.cli, "notify", "send", "--channel", "ops-mail", "--subject", "Hello ops", "--body", "from the CLI"
+    )
     assert out.returncode == 0 and "delivered" in out.stdout, out.stderr
     assert smtp.messages[-1]["Subject"] == "Hello ops"
     out = await asyncio.to_thread(d.cli, "notify", "history", "--channel", "ops-mail", "--json")
@@ -168,7 +190,9 @@ async def test_end_to_end(tierd_daemon, receiver, smtp, tmp_path, example_channe
     out = await asyncio.to_thread(d.cli, "notify", "routes", "test", "--event", str(event_file), "--json")
     assert out.returncode == 0, out.stderr
     assert [(r["route"], r["channels"]) for r in json.loads(out.stdout)["routes"]] == [
-        ("big-invoices", ["ops-mail", "team-chat", "teams-ops", "phone"]), ("audit", ["audit"])]
+        ("big-invoices", ["ops-mail", "team-chat", "teams-ops", "phone"]),
+        ("audit", ["audit"]),
+    ]
     out = await asyncio.to_thread(d.cli, "notify", "routes", "test", "--event", str(event_file))
     assert "route big-invoices (big-invoices) -> ops-mail, team-chat, teams-ops, phone" in out.stdout
 
@@ -178,8 +202,15 @@ async def test_end_to_end(tierd_daemon, receiver, smtp, tmp_path, example_channe
     assert 'tierd_notifications_muted_total{channel="ops-mail"} 1.0' in text
 
     # 8. A reload switches the routing tree without a restart.
-    cfg["routes"].insert(0, {"name": "reloaded", "match": {"type": "invoice.voided"}, "channels": ["team-chat"],
-                             "subject": "voided {{ data.number }}"})
+    cfg["routes"].insert(
+        0,
+        {
+            "name": "reloaded",
+            "match": {"type": "invoice.voided"},
+            "channels": ["team-chat"],
+            "subject": "voided {{ data.number }}",
+        },
+    )
     d.write_config(d.config | {"notifications": cfg})
     status, body = await d.arequest("POST", "/v1/admin/reload", {})
     assert status == 200, body
@@ -210,12 +241,16 @@ async def test_kill_9_loses_nothing(tierd_daemon, receiver, smtp, tmp_path, exam
         return web.Response(status=503, text="down for maintenance")
 
     slack.responder = respond
-    d = tierd_daemon({"notifications": notifications_config(smtp, tmp_path / "audit.jsonl")},
-                     env={"SMTP_PASSWORD": PASSWORD, "SLACK_WEBHOOK_URL": slack.url}, **example_channel)
+    d = tierd_daemon(
+        {"notifications": notifications_config(smtp, tmp_path / "audit.jsonl")},
+        env={"SMTP_PASSWORD": PASSWORD, "SLACK_WEBHOOK_URL": slack.url},
+        **example_channel,
+    )
     acme = await asyncio.to_thread(d.create_tenant, "acme")
     for i in range(3):  # chat is down: these are retried
-        await d.arequest("POST", "/v1/events", {"type": "invoice.paid",
-                                                 "data": {"number": f"K{i}", "amount": 2000 + i}}, token=acme)
+        await d.arequest(
+            "POST", "/v1/events", {"type": "invoice.paid", "data": {"number": f"K{i}", "amount": 2000 + i}}, token=acme
+        )
     await until(lambda: len(slack.requests) >= 3, what="first failing attempts")
     for i in range(20):  # waiting in group_wait (3s) when the process dies
         await d.arequest("POST", "/v1/events", {"type": "payment.failed", "data": {"n": i}}, token=acme)
@@ -231,8 +266,12 @@ async def test_kill_9_loses_nothing(tierd_daemon, receiver, smtp, tmp_path, exam
 
     rows = await until(delivered, timeout=30, what="everything delivered after restart")
     # Each notification delivered exactly once after the restart: nothing lost, nothing doubled.
-    assert sorted(accepted) == ["20 × payment.failed (acme)", "Big invoice K0: 2000", "Big invoice K1: 2001",
-                                "Big invoice K2: 2002"]
+    assert sorted(accepted) == [
+        "20 × payment.failed (acme)",
+        "Big invoice K0: 2000",
+        "Big invoice K1: 2001",
+        "Big invoice K2: 2002",
+    ]
     (digest,) = [r for r in rows if r["kind"] == "digest"]
     assert len(digest["event_ids"]) == 20
     big = [r for r in rows if r["kind"] == "event"]
@@ -241,8 +280,14 @@ async def test_kill_9_loses_nothing(tierd_daemon, receiver, smtp, tmp_path, exam
 
 
 async def test_api_validation_and_filters(tierd_daemon):
-    d = tierd_daemon({"notifications": {"channels": {"journal": {"type": "log"}},
-                                        "routes": [{"match": {"type": "*"}, "channels": ["journal"]}]}})
+    d = tierd_daemon(
+        {
+            "notifications": {
+                "channels": {"journal": {"type": "log"}},
+                "routes": [{"match": {"type": "*"}, "channels": ["journal"]}],
+            }
+        }
+    )
     acme = await asyncio.to_thread(d.create_tenant, "acme")
     for i in range(3):
         await d.arequest("POST", "/v1/events", {"type": "invoice.paid", "data": {"n": i}}, token=acme)
@@ -261,9 +306,11 @@ async def test_api_validation_and_filters(tierd_daemon):
     status, full = await d.arequest("GET", f"/v1/notifications/{one['id']}", token=acme)
     assert status == 200 and full["events"][0]["type"] == "invoice.paid" and "body" in full
 
-    for path, code in [("/v1/notifications?status=sent", "invalid_parameter"),
-                       ("/v1/notifications?since=yesterday", "invalid_parameter"),
-                       ("/v1/notifications?limit=0", "invalid_parameter")]:
+    for path, code in [
+        ("/v1/notifications?status=sent", "invalid_parameter"),
+        ("/v1/notifications?since=yesterday", "invalid_parameter"),
+        ("/v1/notifications?limit=0", "invalid_parameter"),
+    ]:
         status, body = await d.arequest("GET", path)
         assert (status, body["error"]["code"]) == (400, code), path
     for silence, message in [
@@ -281,8 +328,9 @@ async def test_api_validation_and_filters(tierd_daemon):
     assert (status, body["error"]["code"]) == (400, "invalid_parameter")  # not silently "active only"
     status, body = await d.arequest("POST", "/v1/notifications/send", {"channel": "journal", "subject": 5})
     assert status == 422 and body["error"]["code"] == "invalid_body"
-    assert body["error"]["details"] == [{"path": "subject", "message": "expected a string, got int 5 "
-                                                                       "(put it in quotes to make it a string)"}]
+    assert body["error"]["details"] == [
+        {"path": "subject", "message": "expected a string, got int 5 (put it in quotes to make it a string)"}
+    ]
     status, body = await d.arequest("GET", "/v1/notifications/channels")
     assert body["data"] == [{"name": "journal", "type": "log"}]
 

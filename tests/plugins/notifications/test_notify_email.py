@@ -2,15 +2,20 @@
 HTML and text parts, attachments, 4xx retried and 5xx permanent."""
 
 import pytest
-
 from notify_helpers import Certs, SmtpServer
+
 from tierd.core.registry import Attachment, Message
 from tierd.core.schema import validate
 from tierd.plugins.notifications.channels import EmailChannel
 
-MSG = Message(subject="Webhook endpoint disabled", body="Endpoint we_1 was disabled.",
-              html="<p>Endpoint <b>we_1</b> was disabled.</p>", severity="warning", id="ntf_mail1",
-              attachments=[Attachment("report.csv", b"a,b\n1,2\n", "text/csv")])
+MSG = Message(
+    subject="Webhook endpoint disabled",
+    body="Endpoint we_1 was disabled.",
+    html="<p>Endpoint <b>we_1</b> was disabled.</p>",
+    severity="warning",
+    id="ntf_mail1",
+    attachments=[Attachment("report.csv", b"a,b\n1,2\n", "text/csv")],
+)
 
 
 @pytest.fixture
@@ -40,8 +45,9 @@ def channel(config):
 
 async def test_starttls_auth_html_text_and_attachment(smtp, certs):
     server = smtp("starttls")
-    result = await channel(server.channel_config(certs.ca_file, cc=["boss@example.com"],
-                                                 subject_prefix="[tierd]")).send(MSG)
+    result = await channel(
+        server.channel_config(certs.ca_file, cc=["boss@example.com"], subject_prefix="[tierd]")
+    ).send(MSG)
     assert result.outcome == "delivered", result.detail
     assert server.handler.auth_logins == ["tierd"]
     (mail,) = server.messages
@@ -97,8 +103,9 @@ async def test_5xx_is_permanent(smtp, certs):
 async def test_connection_refused_is_transient():
     from conftest import free_port
 
-    result = await channel({"host": "127.0.0.1", "port": free_port(), "from": "a@example.com",
-                            "to": ["b@example.com"], "timeout": "2s"}).send(MSG)
+    result = await channel(
+        {"host": "127.0.0.1", "port": free_port(), "from": "a@example.com", "to": ["b@example.com"], "timeout": "2s"}
+    ).send(MSG)
     assert result.outcome == "retry"
 
 

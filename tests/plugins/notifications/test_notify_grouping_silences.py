@@ -26,8 +26,13 @@ def test_group_timers_like_alertmanager():
 def test_group_labels_and_key():
     event = {"type": "invoice.paid", "tenant": "acme", "data": {"customer": {"id": 7}, "currency": "EUR"}}
     labels = grouping.group_labels(event, ["type", "tenant", "data.customer.id", "currency", "missing"])
-    assert labels == {"type": "invoice.paid", "tenant": "acme", "data.customer.id": "7", "currency": "EUR",
-                      "missing": ""}
+    assert labels == {
+        "type": "invoice.paid",
+        "tenant": "acme",
+        "data.customer.id": "7",
+        "currency": "EUR",
+        "missing": "",
+    }
     key1 = grouping.group_key("r", "c", "acme", {"type": "x"})
     assert key1 == grouping.group_key("r", "c", "acme", {"type": "x"})
     assert key1 != grouping.group_key("r", "c", "other", {"type": "x"})  # tenants never share a digest
@@ -41,14 +46,16 @@ def test_weekdays_and_hours():
 
 
 def test_time_intervals_mute_and_activate():
-    intervals = TimeIntervals({
-        "business-hours": [{"weekdays": ["monday:friday"], "hours": ["09:00-17:00"], "timezone": "Europe/Zurich"}],
-        "weekend": {"weekdays": ["saturday", "sunday"]},
-    })
+    intervals = TimeIntervals(
+        {
+            "business-hours": [{"weekdays": ["monday:friday"], "hours": ["09:00-17:00"], "timezone": "Europe/Zurich"}],
+            "weekend": {"weekdays": ["saturday", "sunday"]},
+        }
+    )
     # 2026-11-27 is a Friday; 08:30 UTC is 09:30 in Zurich (CET, UTC+1).
-    friday_morning = dt.datetime(2026, 11, 27, 8, 30, tzinfo=dt.timezone.utc)
-    friday_early = dt.datetime(2026, 11, 27, 7, 30, tzinfo=dt.timezone.utc)
-    saturday = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
+    friday_morning = dt.datetime(2026, 11, 27, 8, 30, tzinfo=dt.UTC)
+    friday_early = dt.datetime(2026, 11, 27, 7, 30, tzinfo=dt.UTC)
+    saturday = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
     assert intervals.inside("business-hours", friday_morning)
     assert not intervals.inside("business-hours", friday_early)
     assert intervals.mute_reason({"mute_time_intervals": ["weekend"]}, saturday) == "mute_time_interval weekend"

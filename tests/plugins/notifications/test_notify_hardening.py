@@ -5,8 +5,12 @@ silence with such a time does not break listing (issue 10 items 6 and 7)."""
 
 import sqlite3
 
-CONFIG = {"notifications": {"channels": {"journal": {"type": "log"}},
-                            "routes": [{"match": {"type": "*"}, "channels": ["journal"]}]}}
+CONFIG = {
+    "notifications": {
+        "channels": {"journal": {"type": "log"}},
+        "routes": [{"match": {"type": "*"}, "channels": ["journal"]}],
+    }
+}
 FUTURE = "2999-01-01T00:00:00Z"
 
 
@@ -42,16 +46,18 @@ async def test_unrepresentable_or_missing_times_are_refused(tierd_daemon):
     assert await _silences(d) == []
 
     # The latest time that is representable is fine.
-    status, silence = await d.arequest("POST", "/v1/notifications/silences",
-                                       {"matchers": {}, "ends_at": "9999-12-31T23:59:59+14:00"}, token=acme)
+    status, silence = await d.arequest(
+        "POST", "/v1/notifications/silences", {"matchers": {}, "ends_at": "9999-12-31T23:59:59+14:00"}, token=acme
+    )
     assert status == 201 and silence["ends_at"] == "9999-12-31T09:59:59.000000Z", silence
 
 
 async def test_a_stored_silence_with_an_unrepresentable_time_does_not_break_listing(tierd_daemon):
     d = tierd_daemon(CONFIG)
     acme = d.create_tenant("acme")
-    status, silence = await d.arequest("POST", "/v1/notifications/silences",
-                                       {"matchers": {"type": "a.b"}, "ends_at": FUTURE}, token=acme)
+    status, silence = await d.arequest(
+        "POST", "/v1/notifications/silences", {"matchers": {"type": "a.b"}, "ends_at": FUTURE}, token=acme
+    )
     assert status == 201
     d.terminate()
     # As an older tierd stored it: ends in year 10000.
@@ -72,16 +78,20 @@ async def test_a_stored_silence_with_an_unrepresentable_time_does_not_break_list
 
 async def test_operator_sends_refuse_invalid_text(tierd_daemon):
     d = tierd_daemon(CONFIG)
-    for raw in ('{"channel": "journal", "subject": "hi \\ud800", "body": "b"}',
-                '{"channel": "journal", "subject": "s", "body": "\\udfff tail"}',
-                '{"channel": "journal", "subject": "s", "body": "b", "wait": "no"}'):
-        status, body = await d.arequest("POST", "/v1/notifications/send", data=raw.encode(),
-                                        headers={"Content-Type": "application/json"})
+    for raw in (
+        '{"channel": "journal", "subject": "hi \\ud800", "body": "b"}',
+        '{"channel": "journal", "subject": "s", "body": "\\udfff tail"}',
+        '{"channel": "journal", "subject": "s", "body": "b", "wait": "no"}',
+    ):
+        status, body = await d.arequest(
+            "POST", "/v1/notifications/send", data=raw.encode(), headers={"Content-Type": "application/json"}
+        )
         assert status == (422 if "wait" in raw else 400), (raw, body)
     status, history = await d.arequest("GET", "/v1/notifications?kind=manual")
     assert status == 200 and history["data"] == []
-    status, sent = await d.arequest("POST", "/v1/notifications/send",
-                                    {"channel": "journal", "subject": "s \U0001F600", "body": "b"})
+    status, sent = await d.arequest(
+        "POST", "/v1/notifications/send", {"channel": "journal", "subject": "s \U0001f600", "body": "b"}
+    )
     assert status == 200 and sent["status"] == "delivered", sent
 
 
@@ -93,15 +103,22 @@ async def test_a_tenants_backtracking_regex_cannot_stall_notifications_of_others
 
     d = tierd_daemon(CONFIG)
     acme, globex = d.create_tenant("acme"), d.create_tenant("globex")
-    status, answer = await d.arequest("POST", "/v1/notifications/silences", {
-        "matchers": {"data": {"ref": {"regex": "(?<=x)y"}}}, "ends_at": FUTURE}, token=acme)
+    status, answer = await d.arequest(
+        "POST",
+        "/v1/notifications/silences",
+        {"matchers": {"data": {"ref": {"regex": "(?<=x)y"}}}, "ends_at": FUTURE},
+        token=acme,
+    )
     assert status == 422 and "RE2" in answer["error"]["message"], answer
-    status, answer = await d.arequest("POST", "/v1/notifications/silences", {
-        "matchers": {"data": {"ref": {"regex": "(a+)+"}}}, "ends_at": FUTURE}, token=acme)
+    status, answer = await d.arequest(
+        "POST",
+        "/v1/notifications/silences",
+        {"matchers": {"data": {"ref": {"regex": "(a+)+"}}}, "ends_at": FUTURE},
+        token=acme,
+    )
     assert status == 201, answer
     for token, ref in ((acme, "a" * 40 + "!"), (acme, "aaaa"), (globex, "g-1")):
-        status, _ = await d.arequest("POST", "/v1/events", {"type": "order.placed", "data": {"ref": ref}},
-                                     token=token)
+        status, _ = await d.arequest("POST", "/v1/events", {"type": "order.placed", "data": {"ref": ref}}, token=token)
         assert status == 202
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

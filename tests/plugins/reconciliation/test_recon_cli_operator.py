@@ -37,14 +37,14 @@ def compare(expected: list[str], actual: list[str], ids: dict[str, str]) -> None
     """Line by line, token by token; binds the README's abbreviated ids to real ones."""
     assert len(actual) == len(expected), "\n".join(["expected:", *expected, "got:", *actual])
     age_column = None
-    for want, got in zip(expected, actual):
+    for want, got in zip(expected, actual, strict=True):
         want_tokens, got_tokens = want.split(), got.split()
         if "AGE_DAYS" in want_tokens:
             age_column = want_tokens.index("AGE_DAYS")
         elif want.endswith(":"):
             age_column = None  # "Ledger entries:" starts another table
         assert len(got_tokens) == len(want_tokens), f"expected {want!r}, got {got!r}"
-        for index, (w, g) in enumerate(zip(want_tokens, got_tokens)):
+        for index, (w, g) in enumerate(zip(want_tokens, got_tokens, strict=True)):
             w, g = w.rstrip(",;"), g.rstrip(",;")
             if PLACEHOLDER.match(w) and REAL_ID.match(g):
                 assert ids.setdefault(w, g) == g, f"{w} stands for {ids[w]}, not {g}"
@@ -59,15 +59,22 @@ def test_the_readme_reconciliation_walk_through_behaves_as_written(tierd_daemon)
     (d.workdir / "examples").symlink_to(ROOT / "examples")
     (d.workdir / "config").mkdir()
     d.config_path = d.workdir / "config" / "tierd.yaml"
-    d.config_path.write_text((ROOT / "config" / "tierd.yaml").read_text()
-                             .replace("listen: 127.0.0.1:8765", f"listen: 127.0.0.1:{d.port}"))
+    d.config_path.write_text(
+        (ROOT / "config" / "tierd.yaml").read_text().replace("listen: 127.0.0.1:8765", f"listen: 127.0.0.1:{d.port}")
+    )
     setup = re.search(r"```sh\n(sed .*?)\ntierd check-config", section("Bank reconciliation"), re.S).group(1)
     subprocess.run(["bash", "-c", setup], cwd=d.workdir, check=True)
     d.start()
 
     def tierd(*args: str) -> subprocess.CompletedProcess:  # found by cwd: ./config/tierd.yaml, ./var/admin.token
-        return subprocess.run([sys.executable, "-m", "tierd", *args], cwd=d.workdir, capture_output=True, text=True,
-                              timeout=120, env=os.environ.copy() | {"TIERD_ADMIN_TOKEN": ""})
+        return subprocess.run(
+            [sys.executable, "-m", "tierd", *args],
+            cwd=d.workdir,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=os.environ.copy() | {"TIERD_ADMIN_TOKEN": ""},
+        )
 
     variables, ids = {}, {}
     for command, expected in transcript():

@@ -5,7 +5,6 @@ Every refusal is a 4xx with a stable code and imports nothing: the open items
 and the import history stay as they were.
 """
 
-import json
 import re
 from pathlib import Path
 
@@ -17,8 +16,11 @@ RAW = {"Content-Type": "application/octet-stream"}
 CONFIG = {
     "plugins": {"disabled": ["webhooks", "notifications"]},
     "reconciliation": {
-        "csv_formats": {"plain": {"columns": {"booking_date": "date", "amount": "amount", "remittance": "text",
-                                              "bank_reference": "ref"}}},
+        "csv_formats": {
+            "plain": {
+                "columns": {"booking_date": "date", "amount": "amount", "remittance": "text", "bank_reference": "ref"}
+            }
+        },
         "accounts": [{"id": "main", "tenant": "acme", "currency": "EUR", "csv_format": "plain"}],
     },
 }
@@ -53,8 +55,10 @@ def unchanged(call) -> None:
 
 
 def multipart(filename_header: bytes, content: bytes, boundary: bytes = b"xx") -> tuple[bytes, dict]:
-    body = (b"--" + boundary + b"\r\nContent-Disposition: form-data; name=\"file\"" + filename_header + b"\r\n"
-            b"Content-Type: text/csv\r\n\r\n" + content + b"\r\n--" + boundary + b"--\r\n")
+    body = (
+        b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"' + filename_header + b"\r\n"
+        b"Content-Type: text/csv\r\n\r\n" + content + b"\r\n--" + boundary + b"--\r\n"
+    )
     return body, {"Content-Type": "multipart/form-data; boundary=" + boundary.decode()}
 
 
@@ -68,7 +72,9 @@ def test_item_ids_are_bounded(recon):
             assert status == 422 and body["error"]["code"] == "invalid_body", (side, ids[:3], body)
     # The largest id SQLite holds is a valid id, just not one of this account.
     status, body = call("POST", "/matches", {"statement_line_ids": [line_id, 2**63 - 1], "adjustment": "150.00"})
-    assert status == 404 and body["error"]["code"] == "item_not_found" and body["error"]["details"]["ids"] == [2**63 - 1]
+    assert (
+        status == 404 and body["error"]["code"] == "item_not_found" and body["error"]["details"]["ids"] == [2**63 - 1]
+    )
     unchanged(call)
 
 
@@ -80,14 +86,16 @@ def test_multipart_bodies_that_cannot_be_read(recon):
             (good, "multipart/form-data"),  # no boundary
             (good, "multipart/form-data; boundary="),
             (b"no parts here", "multipart/form-data; boundary=xx"),
-            (b"--xx\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\x01b.csv\"\r\n\r\nx\r\n--xx--\r\n",
-             "multipart/form-data; boundary=xx"),  # a control character in a part header
+            (
+                b'--xx\r\nContent-Disposition: form-data; name="file"; filename="a\x01b.csv"\r\n\r\nx\r\n--xx--\r\n',
+                "multipart/form-data; boundary=xx",
+            ),  # a control character in a part header
         ):
             status, body = call("POST", path, data=data, headers={"Content-Type": content_type})
             assert status == 400, (path, content_type, data[:60], body)
             assert body["error"]["code"] in ("invalid_multipart", "file_required"), body
         # A nested multipart is no file.
-        nested = (b"--xx\r\nContent-Type: multipart/mixed; boundary=yy\r\n\r\n--yy\r\n\r\nz\r\n--yy--\r\n--xx--\r\n")
+        nested = b"--xx\r\nContent-Type: multipart/mixed; boundary=yy\r\n\r\n--yy\r\n\r\nz\r\n--yy--\r\n--xx--\r\n"
         status, body = call("POST", path, data=nested, headers={"Content-Type": "multipart/mixed; boundary=xx"})
         assert status == 400 and body["error"]["code"] == "file_required", body
     unchanged(call)
@@ -98,9 +106,11 @@ def test_multipart_bodies_that_cannot_be_read(recon):
 
 def test_file_names_must_be_valid_text(recon):
     d, call = recon
-    for header in (b'; filename="a\xed\xa0\x80.csv"',  # an encoded surrogate: not UTF-8
-                   b'; filename="a\xff.csv"',
-                   b'; filename="' + b"a" * 300 + b'.csv"'):
+    for header in (
+        b'; filename="a\xed\xa0\x80.csv"',  # an encoded surrogate: not UTF-8
+        b'; filename="a\xff.csv"',
+        b'; filename="' + b"a" * 300 + b'.csv"',
+    ):
         data, headers = multipart(header, STATEMENT)
         status, body = call("POST", "/statements", data=data, headers=headers)
         assert status == 400 and body["error"]["code"] == "invalid_filename", (header[:30], body)
@@ -113,13 +123,20 @@ def test_file_names_must_be_valid_text(recon):
 def test_a_csv_field_over_the_csv_module_limit_names_its_line(recon):
     d, call = recon
     huge = "x" * 140_000
-    status, body = call("POST", "/ledger?format=csv", headers={"Content-Type": "text/csv"},
-                        data=f"external_id,date,amount,reference\nL-9,2026-11-01,1.00,ok\nL-10,2026-11-01,2.00,{huge}\n"
-                        .encode())
+    status, body = call(
+        "POST",
+        "/ledger?format=csv",
+        headers={"Content-Type": "text/csv"},
+        data=f"external_id,date,amount,reference\nL-9,2026-11-01,1.00,ok\nL-10,2026-11-01,2.00,{huge}\n".encode(),
+    )
     assert status == 422 and body["error"]["code"] == "ledger_invalid", body
     assert re.search(r"line 3: unreadable CSV: field larger than field limit", body["error"]["message"]), body
-    status, body = call("POST", "/statements?filename=big.csv", headers=RAW,
-                        data=f"date,amount,text,ref\n2026-11-04,1.00,ok,B-3\n2026-11-05,1.00,{huge},B-4\n".encode())
+    status, body = call(
+        "POST",
+        "/statements?filename=big.csv",
+        headers=RAW,
+        data=f"date,amount,text,ref\n2026-11-04,1.00,ok,B-3\n2026-11-05,1.00,{huge},B-4\n".encode(),
+    )
     assert status == 422 and body["error"]["code"] == "statement_invalid", body
     assert body["error"]["details"]["location"] == "line 3", body
     unchanged(call)
@@ -129,24 +146,54 @@ def test_files_with_text_that_is_not_unicode(recon):
     d, call = recon
     surrogate = b"\xed\xa0\x80"  # U+D800 as UTF-8 would write it: no valid UTF-8
     cases = [
-        ("/statements?filename=s.csv", RAW, b"date,amount,text,ref\n2026-11-04,1.00,a" + surrogate + b",B-3\n",
-         "statement_invalid"),
+        (
+            "/statements?filename=s.csv",
+            RAW,
+            b"date,amount,text,ref\n2026-11-04,1.00,a" + surrogate + b",B-3\n",
+            "statement_invalid",
+        ),
         ("/statements?filename=s.csv", RAW, b"date,amount,text,ref\n2026-11-04,1.00,a\xff,B-3\n", "statement_invalid"),
-        ("/ledger?format=csv", {"Content-Type": "text/csv"},
-         b"external_id,date,amount,reference\nL-9,2026-11-01,1.00,a" + surrogate + b"\n", "ledger_invalid"),
-        ("/ledger", {"Content-Type": "application/json"},
-         b'[{"external_id": "L-9", "date": "2026-11-01", "amount": "1", "reference": "a\\ud800"}]', "ledger_invalid"),
-        ("/ledger", {"Content-Type": "application/json"},
-         b'{"external_id": "L-\\udfff", "date": "2026-11-01", "amount": "1"}', "ledger_invalid"),
+        (
+            "/ledger?format=csv",
+            {"Content-Type": "text/csv"},
+            b"external_id,date,amount,reference\nL-9,2026-11-01,1.00,a" + surrogate + b"\n",
+            "ledger_invalid",
+        ),
+        (
+            "/ledger",
+            {"Content-Type": "application/json"},
+            b'[{"external_id": "L-9", "date": "2026-11-01", "amount": "1", "reference": "a\\ud800"}]',
+            "ledger_invalid",
+        ),
+        (
+            "/ledger",
+            {"Content-Type": "application/json"},
+            b'{"external_id": "L-\\udfff", "date": "2026-11-01", "amount": "1"}',
+            "ledger_invalid",
+        ),
         ("/ledger", {"Content-Type": "application/json"}, b"[" * 100_000, "ledger_invalid"),
-        ("/ledger", {"Content-Type": "application/x-ndjson"},
-         b'{"external_id": "L-9", "date": "2026-11-01", "amount": "1"}\n' + b"[" * 100_000, "ledger_invalid"),
-        ("/ledger", {"Content-Type": "application/json"},
-         b'[{"external_id": "L-9", "date": "2026-11-01", "amount": NaN}]', "ledger_invalid"),
+        (
+            "/ledger",
+            {"Content-Type": "application/x-ndjson"},
+            b'{"external_id": "L-9", "date": "2026-11-01", "amount": "1"}\n' + b"[" * 100_000,
+            "ledger_invalid",
+        ),
+        (
+            "/ledger",
+            {"Content-Type": "application/json"},
+            b'[{"external_id": "L-9", "date": "2026-11-01", "amount": NaN}]',
+            "ledger_invalid",
+        ),
     ]
     camt = (FIXTURES / "camt053_v2_batch.xml").read_bytes().replace(b"DE89370400440532013000", b"")
-    cases.append(("/statements?format=camt053", RAW,
-                  camt.replace(b"<MsgId>TIERD-V2-0001</MsgId>", b"<MsgId>&#xD800;</MsgId>"), "statement_invalid"))
+    cases.append(
+        (
+            "/statements?format=camt053",
+            RAW,
+            camt.replace(b"<MsgId>TIERD-V2-0001</MsgId>", b"<MsgId>&#xD800;</MsgId>"),
+            "statement_invalid",
+        )
+    )
     for path, headers, data, code in cases:
         status, body = call("POST", path, data=data, headers=headers)
         assert status == 422 and body["error"]["code"] == code, (path, data[:80], body)
@@ -158,13 +205,22 @@ def test_operators_see_imports_and_runs_in_the_log(recon):
     status, run = call("POST", "/runs")
     assert status == 201 and run["counts"]["matches"] == 1, run
     logs = d.logs()
-    assert re.search(r"INFO +tierd\.reconciliation\.imports: statement imported for tenant acme, account main: "
-                     r"format csv, 2 new line\(s\), 0 duplicate\(s\), 0 rejected, 0 balance mismatch\(es\) "
-                     r"\(import imp_\w+, file 'good.csv', by acme/tok_\w+\)", logs), logs[-3000:]
-    assert re.search(r"INFO +tierd\.reconciliation\.ledger: ledger entries upserted for tenant acme, account main: "
-                     r"1 new, 0 updated, 0 unchanged, 0 conflict\(s\)", logs), logs[-3000:]
-    assert re.search(rf"INFO +tierd\.reconciliation\.runs: reconciliation run {run['id']} for tenant acme, "
-                     r"account main \(api\) finished: 1 matched, 0 suggested, 1 statement line\(s\) and "
-                     r"0 ledger entr\(ies\) open", logs), logs[-3000:]
+    assert re.search(
+        r"INFO +tierd\.reconciliation\.imports: statement imported for tenant acme, account main: "
+        r"format csv, 2 new line\(s\), 0 duplicate\(s\), 0 rejected, 0 balance mismatch\(es\) "
+        r"\(import imp_\w+, file 'good.csv', by acme/tok_\w+\)",
+        logs,
+    ), logs[-3000:]
+    assert re.search(
+        r"INFO +tierd\.reconciliation\.ledger: ledger entries upserted for tenant acme, account main: "
+        r"1 new, 0 updated, 0 unchanged, 0 conflict\(s\)",
+        logs,
+    ), logs[-3000:]
+    assert re.search(
+        rf"INFO +tierd\.reconciliation\.runs: reconciliation run {run['id']} for tenant acme, "
+        r"account main \(api\) finished: 1 matched, 0 suggested, 1 statement line\(s\) and "
+        r"0 ledger entr\(ies\) open",
+        logs,
+    ), logs[-3000:]
     # Never the content of a file.
     assert "INV-1043" not in logs and "power" not in logs

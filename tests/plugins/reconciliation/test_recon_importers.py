@@ -64,11 +64,19 @@ def test_camt053_v8_party_and_structured_reference():
     assert (stmt.opening_balance, stmt.closing_balance) == (Decimal("500.00"), Decimal("1500.00"))
     a, b, c = stmt.lines
     assert (a.amount, a.counterparty_name, a.end_to_end_id, a.bank_reference) == (
-        Decimal("700.00"), "Delta SA", "E2E-V8-1", "V8-REF-1-A")
+        Decimal("700.00"),
+        "Delta SA",
+        "E2E-V8-1",
+        "V8-REF-1-A",
+    )
     assert a.remittance == "RF18539007547034"
     assert a.booking_date == D(2026, 11, 2) and a.value_date == D(2026, 11, 3)
     assert (b.amount, b.counterparty_name, b.remittance, b.bank_reference) == (
-        Decimal("500.00"), "Epsilon Ltd", "Payment INV-3001", "V8-REF-1-B")
+        Decimal("500.00"),
+        "Epsilon Ltd",
+        "Payment INV-3001",
+        "V8-REF-1-B",
+    )
     assert (c.amount, c.counterparty_name, c.end_to_end_id) == (Decimal("-200.00"), "Office Supplies Ltd", "PO-778")
 
 
@@ -76,10 +84,16 @@ def test_camt053_v8_party_and_structured_reference():
     "mutate, where",
     [
         (lambda s: s[: len(s) // 2], "line"),  # truncated
-        (lambda s: s.replace("<Amt Ccy=\"EUR\">45.50</Amt>", "<Amt Ccy=\"EUR\">45,50</Amt>"), "Stmt[1]/Ntry[3]/Amt"),
-        (lambda s: s.replace("<Amt Ccy=\"EUR\">150.00</Amt><CdtDbtInd>", "<Amt Ccy=\"EUR\">1e3</Amt><CdtDbtInd>"), "Stmt[1]/Ntry[1]/Amt"),
-        (lambda s: s.replace("<Dt>2026-11-04</Dt></BookgDt>", "<Dt>2026-13-45</Dt></BookgDt>"), "Stmt[1]/Ntry[3]/BookgDt"),
-        (lambda s: s.replace("<Amt Ccy=\"EUR\">80.00</Amt>", "<Amt Ccy=\"EUR\">81.00</Amt>"), "Stmt[1]/Ntry[2]"),
+        (lambda s: s.replace('<Amt Ccy="EUR">45.50</Amt>', '<Amt Ccy="EUR">45,50</Amt>'), "Stmt[1]/Ntry[3]/Amt"),
+        (
+            lambda s: s.replace('<Amt Ccy="EUR">150.00</Amt><CdtDbtInd>', '<Amt Ccy="EUR">1e3</Amt><CdtDbtInd>'),
+            "Stmt[1]/Ntry[1]/Amt",
+        ),
+        (
+            lambda s: s.replace("<Dt>2026-11-04</Dt></BookgDt>", "<Dt>2026-13-45</Dt></BookgDt>"),
+            "Stmt[1]/Ntry[3]/BookgDt",
+        ),
+        (lambda s: s.replace('<Amt Ccy="EUR">80.00</Amt>', '<Amt Ccy="EUR">81.00</Amt>'), "Stmt[1]/Ntry[2]"),
         (lambda s: s.replace("<Document", '<!DOCTYPE d [<!ENTITY x "y">]><Document'), "line 2"),
         (lambda s: s.replace("<CdtDbtInd>DBIT</CdtDbtInd>", "<CdtDbtInd>DEBIT</CdtDbtInd>"), "CdtDbtInd"),
     ],
@@ -98,7 +112,11 @@ def test_camt053_malformed_files_name_the_element(mutate, where):
 def test_mt940_statements_balances_and_structured_86():
     first, second = Mt940Importer().parse(read("mt940_two_statements.sta"))
     assert first.account == "37040044/0532013000"
-    assert (first.opening_balance, first.closing_balance, first.currency) == (Decimal("1000.00"), Decimal("1104.50"), "EUR")
+    assert (first.opening_balance, first.closing_balance, first.currency) == (
+        Decimal("1000.00"),
+        Decimal("1104.50"),
+        "EUR",
+    )
     credit, debit = first.lines
     assert credit.amount == Decimal("150.00") and debit.amount == Decimal("-45.50")
     assert credit.booking_date == D(2026, 11, 2)
@@ -111,7 +129,11 @@ def test_mt940_statements_balances_and_structured_86():
     assert (second.opening_balance, second.closing_balance) == (Decimal("1104.50"), Decimal("1114.50"))
     [gift] = second.lines
     assert (gift.counterparty_name, gift.counterparty_account, gift.remittance, gift.end_to_end_id) == (
-        "Jan de Vries", "NL91ABNA0417164300", "Gift 2026", "")
+        "Jan de Vries",
+        "NL91ABNA0417164300",
+        "Gift 2026",
+        "",
+    )
 
 
 def test_mt942_interim_report_has_lines_and_no_balances():
@@ -145,7 +167,12 @@ def test_ofx1_sgml():
     assert (stmt.account, stmt.currency, stmt.closing_balance) == ("4000123456", "USD", Decimal("5760.01"))
     a, b, c = stmt.lines
     assert (a.booking_date, a.amount, a.counterparty_name, a.remittance, a.bank_reference) == (
-        D(2026, 11, 2), Decimal("1250.00"), "Acme Corp", "INV-5001 payment", "FIT-0001")
+        D(2026, 11, 2),
+        Decimal("1250.00"),
+        "Acme Corp",
+        "INV-5001 payment",
+        "FIT-0001",
+    )
     assert b.counterparty_name == "AT&T" and b.value_date == D(2026, 11, 2) and b.amount == Decimal("-89.99")
     assert c.remittance == "check 1017" and c.amount == Decimal("-400")
 
@@ -183,10 +210,22 @@ def test_ofx_truncated_is_rejected():
 # --- CSV -------------------------------------------------------------------------
 
 MYBANK = {
-    "delimiter": ";", "encoding": "cp1252", "decimal": ",", "date_format": "%d.%m.%Y", "skip_rows": 2,
-    "columns": {"booking_date": "Buchungstag", "value_date": "Valuta", "debit": "Soll", "credit": "Haben",
-                "currency": "Waehrung", "counterparty_name": "Name", "counterparty_account": "IBAN",
-                "remittance": "Verwendungszweck", "bank_reference": "Referenz"},
+    "delimiter": ";",
+    "encoding": "cp1252",
+    "decimal": ",",
+    "date_format": "%d.%m.%Y",
+    "skip_rows": 2,
+    "columns": {
+        "booking_date": "Buchungstag",
+        "value_date": "Valuta",
+        "debit": "Soll",
+        "credit": "Haben",
+        "currency": "Waehrung",
+        "counterparty_name": "Name",
+        "counterparty_account": "IBAN",
+        "remittance": "Verwendungszweck",
+        "bank_reference": "Referenz",
+    },
 }
 
 
@@ -194,7 +233,11 @@ def test_csv_cp1252_debit_credit_decimal_comma():
     [stmt] = CsvImporter().parse(read("csv_cp1252_debit_credit.csv"), {"csv_format": MYBANK, "currency": "EUR"})
     a, b, c, d = stmt.lines
     assert (a.booking_date, a.amount, a.counterparty_name, a.counterparty_account) == (
-        D(2026, 11, 2), Decimal("1150.00"), "Müller GmbH", "DE02120300000000202051")
+        D(2026, 11, 2),
+        Decimal("1150.00"),
+        "Müller GmbH",
+        "DE02120300000000202051",
+    )
     assert a.remittance == "Rechnung INV-1043 für Oktober"
     assert (b.amount, b.value_date, b.remittance) == (Decimal("-45.50"), D(2026, 11, 4), "Strom 11/2026; Abschlag 50 €")
     assert c.amount == d.amount == Decimal("20.00")  # identical genuine lines both kept
@@ -202,8 +245,12 @@ def test_csv_cp1252_debit_credit_decimal_comma():
 
 
 def test_csv_utf8_bom_signed_amount():
-    layout = {**MYBANK, "skip_rows": 0, "encoding": "cp1252",
-              "columns": {**{k: v for k, v in MYBANK["columns"].items() if k not in ("debit", "credit")}, "amount": "Betrag"}}
+    layout = {
+        **MYBANK,
+        "skip_rows": 0,
+        "encoding": "cp1252",
+        "columns": {**{k: v for k, v in MYBANK["columns"].items() if k not in ("debit", "credit")}, "amount": "Betrag"},
+    }
     [stmt] = CsvImporter().parse(read("csv_utf8_bom_signed.csv"), {"csv_format": layout})
     assert [ln.amount for ln in stmt.lines] == [Decimal("1150.00"), Decimal("-45.50")]
     assert stmt.lines[0].counterparty_name == "Müller GmbH"  # the BOM wins over cp1252
@@ -232,9 +279,15 @@ def test_csv_malformed(old, new, where):
 
 @pytest.mark.parametrize(
     "name, fmt",
-    [("camt053_v2_batch.xml", "camt053"), ("camt053_v8_batch.xml", "camt053"), ("mt940_two_statements.sta", "mt940"),
-     ("mt942_interim.sta", "mt940"), ("ofx1_sgml.ofx", "ofx"), ("ofx2_xml.ofx", "ofx"),
-     ("csv_cp1252_debit_credit.csv", "csv")],
+    [
+        ("camt053_v2_batch.xml", "camt053"),
+        ("camt053_v8_batch.xml", "camt053"),
+        ("mt940_two_statements.sta", "mt940"),
+        ("mt942_interim.sta", "mt940"),
+        ("ofx1_sgml.ofx", "ofx"),
+        ("ofx2_xml.ofx", "ofx"),
+        ("csv_cp1252_debit_credit.csv", "csv"),
+    ],
 )
 def test_detect_format(name, fmt):
     importers = {i.format_name: i for i in builtin_importers()}
@@ -256,7 +309,12 @@ def test_mt940_names_in_utf8_or_latin1(encoding):
 
 
 def test_ofx_named_charset():
-    text = read("ofx1_sgml.ofx").decode().replace("CHARSET:1252", "CHARSET:ISO-8859-1").replace("Acme Corp", "Société Générale")
+    text = (
+        read("ofx1_sgml.ofx")
+        .decode()
+        .replace("CHARSET:1252", "CHARSET:ISO-8859-1")
+        .replace("Acme Corp", "Société Générale")
+    )
     [stmt] = OfxImporter().parse(text.encode("latin-1"))
     assert stmt.lines[0].counterparty_name == "Société Générale"
 

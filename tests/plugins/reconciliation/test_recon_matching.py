@@ -18,12 +18,21 @@ def day(n: int) -> dt.date:
 
 
 def bank(id, amount, d=0, name="", remit="", e2e="", ccy="EUR"):
-    return BankLine(id=id, date=day(d), amount=Decimal(amount), currency=ccy, counterparty=name, remittance=remit, end_to_end_id=e2e)
+    return BankLine(
+        id=id, date=day(d), amount=Decimal(amount), currency=ccy, counterparty=name, remittance=remit, end_to_end_id=e2e
+    )
 
 
 def ledger(id, amount, d=0, name="", ref="", ccy="EUR", ext=""):
-    return LedgerEntry(id=id, date=day(d), amount=Decimal(amount), currency=ccy, counterparty=name, reference=ref,
-                       external_id=ext or id)
+    return LedgerEntry(
+        id=id,
+        date=day(d),
+        amount=Decimal(amount),
+        currency=ccy,
+        counterparty=name,
+        reference=ref,
+        external_id=ext or id,
+    )
 
 
 def pairs(result):
@@ -51,8 +60,10 @@ def test_subset_sum_is_bounded_and_exact():
 
 
 def test_reference_rule_with_explanation():
-    r = reconcile([bank("b1", "150.00", 2, "Müller GmbH", "Invoice INV-1043")],
-                  [ledger("l1", "150.00", 0, "Mueller GmbH", "INV-1043"), ledger("l2", "150.00", 1, "Other", "INV-9999")])
+    r = reconcile(
+        [bank("b1", "150.00", 2, "Müller GmbH", "Invoice INV-1043")],
+        [ledger("l1", "150.00", 0, "Mueller GmbH", "INV-1043"), ledger("l2", "150.00", 1, "Other", "INV-9999")],
+    )
     [m] = r.matches
     assert (m.rule, m.bank_ids, m.ledger_ids) == ("reference", ("b1",), ("l1",))
     assert m.explanation == "reference INV-1043 in remittance; amounts equal; booked 2 days apart"
@@ -65,8 +76,9 @@ def test_end_to_end_id_is_an_exact_key():
 
 
 def test_amount_date_unique_candidate_and_window():
-    r = reconcile([bank("b1", "77.10", 0), bank("b2", "12.00", 0)],
-                  [ledger("l1", "77.10", 0), ledger("l2", "12.00", 9)])  # l2 outside the window
+    r = reconcile(
+        [bank("b1", "77.10", 0), bank("b2", "12.00", 0)], [ledger("l1", "77.10", 0), ledger("l2", "12.00", 9)]
+    )  # l2 outside the window
     assert pairs(r) == {(("b1",), ("l1",))}
     assert r.matches[0].rule == "amount_date"
 
@@ -83,45 +95,64 @@ def test_same_amount_decoys_are_settled_by_name_or_left_to_people():
 
 
 def test_fuzzy_counterparty_with_typo_reference():
-    r = reconcile([bank("b1", "410.00", 1, "Globex Intl", "INV-20417 thx")],
-                  [ledger("l1", "410.00", 0, "Globex International Ltd", "INV-20471")],
-                  EngineConfig(rules=[{"rule": "fuzzy_counterparty", "min_similarity": 60}]))
+    r = reconcile(
+        [bank("b1", "410.00", 1, "Globex Intl", "INV-20417 thx")],
+        [ledger("l1", "410.00", 0, "Globex International Ltd", "INV-20471")],
+        EngineConfig(rules=[{"rule": "fuzzy_counterparty", "min_similarity": 60}]),
+    )
     assert r.matches and r.matches[0].rule == "fuzzy_counterparty"
     assert "counterparty names" in r.matches[0].explanation
 
 
 def test_batch_deposit_one_bank_line_many_ledger_entries():
-    r = reconcile([bank("b1", "300.00", 0, "Alpha AG", "collective")],
-                  [ledger("l1", "100.00", 0, "Alpha AG"), ledger("l2", "120.00", 1, "Alpha AG"),
-                   ledger("l3", "80.00", 0, "Alpha AG"), ledger("l4", "80.00", 0, "Beta KG")])
+    r = reconcile(
+        [bank("b1", "300.00", 0, "Alpha AG", "collective")],
+        [
+            ledger("l1", "100.00", 0, "Alpha AG"),
+            ledger("l2", "120.00", 1, "Alpha AG"),
+            ledger("l3", "80.00", 0, "Alpha AG"),
+            ledger("l4", "80.00", 0, "Beta KG"),
+        ],
+    )
     [m] = r.matches
     assert (m.rule, m.bank_ids, m.ledger_ids) == ("batch", ("b1",), ("l1", "l2", "l3"))
     assert m.explanation.startswith("3 ledger entries add up to the bank amount 300.00 from Alpha AG")
 
 
 def test_batch_by_references_in_remittance():
-    r = reconcile([bank("b1", "300.00", 0, "Payments Hub", "INV-2001 INV-2002 INV-2003")],
-                  [ledger("l1", "100.00", 0, "A", "INV-2001"), ledger("l2", "120.00", 0, "B", "INV-2002"),
-                   ledger("l3", "80.00", 0, "C", "INV-2003")])
+    r = reconcile(
+        [bank("b1", "300.00", 0, "Payments Hub", "INV-2001 INV-2002 INV-2003")],
+        [
+            ledger("l1", "100.00", 0, "A", "INV-2001"),
+            ledger("l2", "120.00", 0, "B", "INV-2002"),
+            ledger("l3", "80.00", 0, "C", "INV-2003"),
+        ],
+    )
     [m] = r.matches
     assert m.ledger_ids == ("l1", "l2", "l3") and "references INV-2001, INV-2002, INV-2003" in m.explanation
 
 
 def test_partial_payments_many_bank_lines_one_ledger_entry():
-    r = reconcile([bank("b1", "400.00", 0, "Initech", "INV-7001 part 1"), bank("b2", "600.00", 9, "Initech", "INV-7001 rest")],
-                  [ledger("l1", "1000.00", 0, "Initech LLC", "INV-7001")])
+    r = reconcile(
+        [bank("b1", "400.00", 0, "Initech", "INV-7001 part 1"), bank("b2", "600.00", 9, "Initech", "INV-7001 rest")],
+        [ledger("l1", "1000.00", 0, "Initech LLC", "INV-7001")],
+    )
     [m] = r.matches
     assert (m.rule, m.bank_ids, m.ledger_ids) == ("partial", ("b1", "b2"), ("l1",))
     assert "2 bank lines add up to the ledger amount 1000.00" in m.explanation
 
 
 def test_tolerance_records_fee_as_adjustment():
-    r = reconcile([bank("b1", "97.50", 1, "Umbrella", "INV-8080")], [ledger("l1", "100.00", 0, "Umbrella Corp", "INV-8080")])
+    r = reconcile(
+        [bank("b1", "97.50", 1, "Umbrella", "INV-8080")], [ledger("l1", "100.00", 0, "Umbrella Corp", "INV-8080")]
+    )
     [m] = r.matches
     assert m.rule == "tolerance" and m.adjustment == Decimal("-2.50")
     assert "differs from ledger amount 100.00 by -2.50" in m.explanation
     # Beyond the tolerance nothing is matched.
-    r = reconcile([bank("b1", "90.00", 1, "Umbrella", "INV-8080")], [ledger("l1", "100.00", 0, "Umbrella Corp", "INV-8080")])
+    r = reconcile(
+        [bank("b1", "90.00", 1, "Umbrella", "INV-8080")], [ledger("l1", "100.00", 0, "Umbrella Corp", "INV-8080")]
+    )
     assert r.matches == []
 
 
@@ -147,7 +178,9 @@ def test_conflicts_are_settled_globally_one_to_one():
 def test_a_nearer_date_alone_does_not_decide():
     # Same customer, same amount, two open invoices: which one was paid is a
     # question for a person, even though one is booked closer in time.
-    r = reconcile([bank("b1", "250.00", 2, "Acme")], [ledger("l1", "250.00", 2, "Acme"), ledger("l2", "250.00", 0, "Acme")])
+    r = reconcile(
+        [bank("b1", "250.00", 2, "Acme")], [ledger("l1", "250.00", 2, "Acme"), ledger("l2", "250.00", 0, "Acme")]
+    )
     assert r.matches == [] and {s.ledger_ids for s in r.suggestions} == {("l1",), ("l2",)}
 
 
@@ -162,7 +195,7 @@ def test_result_does_not_depend_on_input_order():
         ledgers.append(ledger(f"l{i:03d}", amount, rng.randint(0, 10), name, ref))
     first = reconcile(banks, ledgers)
     assert first.matches and first.suggestions  # something to compare
-    for seed in range(3):
+    for _ in range(3):
         rng.shuffle(banks)
         rng.shuffle(ledgers)
         again = reconcile(banks, ledgers)

@@ -14,7 +14,13 @@ import pytest
 import yaml
 
 from tierd.core.registry import StatementError
-from tierd.plugins.reconciliation.importers import Camt053Importer, Mt940Importer, OfxImporter, builtin_importers, detect_format
+from tierd.plugins.reconciliation.importers import (
+    Camt053Importer,
+    Mt940Importer,
+    OfxImporter,
+    builtin_importers,
+    detect_format,
+)
 from tierd.plugins.reconciliation.imports import check_balances
 
 
@@ -29,7 +35,11 @@ def _python_tag(loader, suffix, node):
         yield data
         data.update(loader.construct_mapping(node))
         return
-    args = loader.construct_sequence(node, deep=True) if isinstance(node, yaml.SequenceNode) else [loader.construct_scalar(node)]
+    args = (
+        loader.construct_sequence(node, deep=True)
+        if isinstance(node, yaml.SequenceNode)
+        else [loader.construct_scalar(node)]
+    )
     if suffix.endswith("decimal.Decimal"):
         yield Decimal(args[0])
     elif suffix.endswith("mt940.models.Date"):

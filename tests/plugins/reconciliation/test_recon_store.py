@@ -20,14 +20,32 @@ async def db(tmp_path):
 
 
 def line(key: str, amount: str) -> dict:
-    return {"booking_date": "2026-11-02", "value_date": None, "amount": amount, "currency": "EUR",
-            "counterparty_name": "", "counterparty_account": "", "remittance": "", "end_to_end_id": "",
-            "bank_reference": key, "dedup_key": key, "raw": "", "location": ""}
+    return {
+        "booking_date": "2026-11-02",
+        "value_date": None,
+        "amount": amount,
+        "currency": "EUR",
+        "counterparty_name": "",
+        "counterparty_account": "",
+        "remittance": "",
+        "end_to_end_id": "",
+        "bank_reference": key,
+        "dedup_key": key,
+        "raw": "",
+        "location": "",
+    }
 
 
 def entry(ext: str, amount: str) -> dict:
-    return {"external_id": ext, "date": "2026-11-02", "amount": amount, "currency": "EUR", "counterparty": "",
-            "reference": "", "description": ""}
+    return {
+        "external_id": ext,
+        "date": "2026-11-02",
+        "amount": amount,
+        "currency": "EUR",
+        "counterparty": "",
+        "reference": "",
+        "description": "",
+    }
 
 
 async def seed(db, tenant: str) -> tuple[list[int], list[int]]:
@@ -40,21 +58,45 @@ async def seed(db, tenant: str) -> tuple[list[int], list[int]]:
 
 
 def auto(bank_ids, ledger_ids) -> dict:
-    return {"rule": "amount_date", "score": 0.9, "explanation": "x", "adjustment": Decimal(0), "bank_ids": bank_ids,
-            "ledger_ids": ledger_ids}
+    return {
+        "rule": "amount_date",
+        "score": 0.9,
+        "explanation": "x",
+        "adjustment": Decimal(0),
+        "bank_ids": bank_ids,
+        "ledger_ids": ledger_ids,
+    }
 
 
 async def test_bulk_matches_skip_items_matched_meanwhile_and_undo_frees_only_their_items(db):
     lines, entries = await seed(db, "acme")
     # A person matched line A meanwhile.
     async with db.transaction() as tx:
-        manual = await store.create_match(tx, "acme", "acct", run_id=None, kind="manual", rule="manual", score=1.0,
-                                          explanation="by hand", adjustment=Decimal(0), bank_ids=[lines[0]],
-                                          ledger_ids=[entries[0]], actor="alice", now=NOW)
+        manual = await store.create_match(
+            tx,
+            "acme",
+            "acct",
+            run_id=None,
+            kind="manual",
+            rule="manual",
+            score=1.0,
+            explanation="by hand",
+            adjustment=Decimal(0),
+            bank_ids=[lines[0]],
+            ledger_ids=[entries[0]],
+            actor="alice",
+            now=NOW,
+        )
     async with db.transaction() as tx:
         created, skipped = await store.create_matches_bulk(
-            tx, "acme", "acct", [auto([lines[0]], [entries[1]]), auto([lines[1]], [entries[1]]),
-                                 auto([lines[2]], [entries[2]])], run_id="run_1", actor="scheduler", now=NOW)
+            tx,
+            "acme",
+            "acct",
+            [auto([lines[0]], [entries[1]]), auto([lines[1]], [entries[1]]), auto([lines[2]], [entries[2]])],
+            run_id="run_1",
+            actor="scheduler",
+            now=NOW,
+        )
     assert (len(created), skipped) == (2, 1)
     assert await store.open_lines(db, "acme", "acct") == []
     # Undo one automatic match: exactly its two items come back.
@@ -71,15 +113,40 @@ async def test_bulk_matches_skip_items_matched_meanwhile_and_undo_frees_only_the
 async def test_a_conflicting_manual_match_changes_nothing(db):
     lines, entries = await seed(db, "acme")
     async with db.transaction() as tx:
-        await store.create_match(tx, "acme", "acct", run_id=None, kind="manual", rule="manual", score=1.0, explanation="",
-                                 adjustment=Decimal(0), bank_ids=[lines[0]], ledger_ids=[entries[0]], actor="a", now=NOW)
+        await store.create_match(
+            tx,
+            "acme",
+            "acct",
+            run_id=None,
+            kind="manual",
+            rule="manual",
+            score=1.0,
+            explanation="",
+            adjustment=Decimal(0),
+            bank_ids=[lines[0]],
+            ledger_ids=[entries[0]],
+            actor="a",
+            now=NOW,
+        )
     # The conflict is caught inside the transaction, which then commits (as a
     # run goes on with its other matches): only the savepoint can undo line B.
     async with db.transaction() as tx:
         with pytest.raises(store.Conflict):
-            await store.create_match(tx, "acme", "acct", run_id=None, kind="manual", rule="manual", score=1.0,
-                                     explanation="", adjustment=Decimal(0), bank_ids=[lines[1]],
-                                     ledger_ids=[entries[0]], actor="a", now=NOW)
+            await store.create_match(
+                tx,
+                "acme",
+                "acct",
+                run_id=None,
+                kind="manual",
+                rule="manual",
+                score=1.0,
+                explanation="",
+                adjustment=Decimal(0),
+                bank_ids=[lines[1]],
+                ledger_ids=[entries[0]],
+                actor="a",
+                now=NOW,
+            )
     # Line B was not left half-matched.
     assert lines[1] in [r["id"] for r in await store.open_lines(db, "acme", "acct")]
 
@@ -89,12 +156,25 @@ async def test_another_tenants_items_cannot_be_matched_or_seen(db):
     globex_lines, _ = await seed(db, "globex")
     with pytest.raises(store.Conflict):
         async with db.transaction() as tx:
-            await store.create_match(tx, "globex", "acct", run_id=None, kind="manual", rule="manual", score=1.0,
-                                     explanation="", adjustment=Decimal(0), bank_ids=[acme_lines[0]],
-                                     ledger_ids=[], actor="mallory", now=NOW)
+            await store.create_match(
+                tx,
+                "globex",
+                "acct",
+                run_id=None,
+                kind="manual",
+                rule="manual",
+                score=1.0,
+                explanation="",
+                adjustment=Decimal(0),
+                bank_ids=[acme_lines[0]],
+                ledger_ids=[],
+                actor="mallory",
+                now=NOW,
+            )
     async with db.transaction() as tx:
-        created, skipped = await store.create_matches_bulk(tx, "globex", "acct", [auto([acme_lines[1]], [acme_entries[1]])],
-                                                           run_id="run_x", actor="x", now=NOW)
+        created, skipped = await store.create_matches_bulk(
+            tx, "globex", "acct", [auto([acme_lines[1]], [acme_entries[1]])], run_id="run_x", actor="x", now=NOW
+        )
     assert (created, skipped) == ([], 1)
     assert len(await store.open_lines(db, "acme", "acct")) == 3
     assert await store.items_by_id(db, "globex", "acct", "bank", acme_lines) == {}
@@ -105,8 +185,14 @@ async def test_a_new_match_makes_rival_suggestions_stale(db):
     lines, entries = await seed(db, "acme")
     async with db.transaction() as tx:
         # Two close calls compete for entry E2; a third is about other items.
-        await store.replace_suggestions(tx, "acme", "acct", "run_1", [
-            auto([lines[1]], [entries[1]]), auto([lines[2]], [entries[1]]), auto([lines[0]], [entries[0]])], NOW)
+        await store.replace_suggestions(
+            tx,
+            "acme",
+            "acct",
+            "run_1",
+            [auto([lines[1]], [entries[1]]), auto([lines[2]], [entries[1]]), auto([lines[0]], [entries[0]])],
+            NOW,
+        )
     async with db.transaction() as tx:
         await store.stale_rivals(tx, "acme", "acct", [lines[1]], [entries[1]], "carol", NOW)
     rows = await db.fetchall("SELECT bank_ids, ledger_ids, status FROM recon_suggestions ORDER BY bank_ids")
@@ -125,8 +211,12 @@ async def test_times_written_in_the_oldest_form_become_unix_seconds(tmp_path):
             await store.insert_lines(tx, "acme", "acct", "imp_1", [line("A", "10")], "2026-11-28T12:00:00+00:00")
             await store.insert_entries(tx, "acme", "acct", [entry("E1", "10")], "2026-11-28T12:00:00.250000+00:00")
         await database.migrate({"reconciliation": migrations.MIGRATIONS})
-        rows = await database.fetchall("SELECT created_at FROM recon_bank_lines UNION ALL"
-                                       " SELECT updated_at FROM recon_ledger_entries")
-        assert [r["created_at"] for r in rows] == [parse_iso("2026-11-28T12:00:00Z"), parse_iso("2026-11-28T12:00:00.25Z")]
+        rows = await database.fetchall(
+            "SELECT created_at FROM recon_bank_lines UNION ALL SELECT updated_at FROM recon_ledger_entries"
+        )
+        assert [r["created_at"] for r in rows] == [
+            parse_iso("2026-11-28T12:00:00Z"),
+            parse_iso("2026-11-28T12:00:00.25Z"),
+        ]
     finally:
         await database.close()

@@ -38,8 +38,10 @@ def test_documented_example_is_valid_and_matches_defaults(tmp_path):
 
 def test_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError) as info:
-        load(tmp_path, "webhooks:\n  retry_schedule: ['0s', 'soon']\n  allow_destinations: ['10.0.0.0/33']\n"
-                       "  timout: 5s\n")
+        load(
+            tmp_path,
+            "webhooks:\n  retry_schedule: ['0s', 'soon']\n  allow_destinations: ['10.0.0.0/33']\n  timout: 5s\n",
+        )
     text = str(info.value)
     assert "webhooks.retry_schedule[1]" in text and "invalid duration" in text
     assert "webhooks.allow_destinations[0]" in text

@@ -1,15 +1,16 @@
 """Deliveries to real aiohttp receivers on loopback that verify signatures themselves."""
 
 import asyncio
+import itertools
 import json
 import time
 
 from aiohttp import web
+from webhook_helpers import hook_receiver, local  # noqa: F401 (fixtures)
 
 from tierd import __version__
 from tierd.plugins.webhooks import verify
 from tierd.testing import eventually
-from webhook_helpers import hook_receiver, local  # noqa: F401 (fixtures)
 
 
 async def setup(local, hook_receiver, **endpoint_fields):
@@ -78,10 +79,10 @@ async def test_schedule_spent_means_failed_and_body_is_cut_at_4k(local, hook_rec
     [row] = await d.wait_delivery("acme", ep["id"], "failed", timeout=10)
     assert len(r.requests) == 3 and row["attempts"] == 3
     # Operators hear of it on the bus (notifications routes it to people) ...
-    failed = await eventually(lambda: d.daemon.bus.list("acme", 0, 100, "webhook.delivery.failed"),
-                              what="webhook.delivery.failed")
-    assert [(e.data["delivery_id"], e.data["attempts"], e.data["status_code"]) for e in failed] == \
-        [(row["id"], 3, 503)]
+    failed = await eventually(
+        lambda: d.daemon.bus.list("acme", 0, 100, "webhook.delivery.failed"), what="webhook.delivery.failed"
+    )
+    assert [(e.data["delivery_id"], e.data["attempts"], e.data["status_code"]) for e in failed] == [(row["id"], 3, 503)]
     # ... but it is never sent as a webhook, not even to an endpoint subscribed to everything:
     # once the consumers have passed that event, the endpoint still has its one delivery.
     await d.settled()
@@ -173,8 +174,10 @@ async def test_wildcard_and_exact_filters(local, hook_receiver):
     await r_inv.wait_for(2)
     await r_exact.wait_for(1)
     await d.settled()  # every event is fanned out: the filtered endpoints have all they will get
-    assert sorted(x["event_type"] for x in await d.deliveries("acme", inv["id"])) == \
-        ["invoice.line.added", "invoice.paid"]
+    assert sorted(x["event_type"] for x in await d.deliveries("acme", inv["id"])) == [
+        "invoice.line.added",
+        "invoice.paid",
+    ]
     assert [x["event_type"] for x in await d.deliveries("acme", exact["id"])] == ["customer.created"]
     assert sorted(b["type"] for b in r_inv.json_bodies()) == ["invoice.line.added", "invoice.paid"]
     assert [b["type"] for b in r_exact.json_bodies()] == ["customer.created"]
@@ -192,7 +195,7 @@ async def test_secret_rotation_sends_both_signatures_during_grace(local, hook_re
     await r.wait_for(1)
     req = r.requests[0]
     assert len(req["headers"]["webhook-signature"].split()) == 2
-    verify(old, req["body"], req["headers"])            # a receiver still on the old secret
+    verify(old, req["body"], req["headers"])  # a receiver still on the old secret
     verify(rotated["secret"], req["body"], req["headers"])  # and one already on the new
     # After the grace period only the new secret signs.
     d.clock.advance(24 * 3600 + 1)
@@ -231,20 +234,23 @@ async def test_ed25519_endpoints_sign_v1a_and_never_show_their_signing_key(local
 
 async def test_an_hmac_endpoint_moves_to_ed25519_with_both_signatures_meanwhile(local, hook_receiver):
     d, r, ep = await setup(local, hook_receiver)
-    status, rotated = await d.call("POST", f"/v1/webhooks/{ep['id']}/rotate-secret", {"signing": "ed25519"},
-                                   tenant="acme")
+    status, rotated = await d.call(
+        "POST", f"/v1/webhooks/{ep['id']}/rotate-secret", {"signing": "ed25519"}, tenant="acme"
+    )
     assert status == 200 and rotated["signing"] == "ed25519" and "secret" not in rotated
     await d.publish("acme", "invoice.paid")
     await r.wait_for(1)
     schemes = [s.partition(",")[0] for s in r.requests[0]["headers"]["webhook-signature"].split()]
     assert schemes == ["v1a", "v1"]
-    verify(ep["secret"], r.requests[0]["body"], r.requests[0]["headers"])            # receivers not moved yet
-    verify(rotated["public_key"], r.requests[0]["body"], r.requests[0]["headers"])   # and those that did
+    verify(ep["secret"], r.requests[0]["body"], r.requests[0]["headers"])  # receivers not moved yet
+    verify(rotated["public_key"], r.requests[0]["body"], r.requests[0]["headers"])  # and those that did
     status, endpoint = await d.call("GET", f"/v1/webhooks/{ep['id']}", tenant="acme")
     assert endpoint["signing"] == "ed25519"
-    for path, body in [("/v1/webhooks", {"url": r.url, "signing": "rsa"}),
-                       ("/v1/webhooks", {"url": r.url, "signing": "ed25519", "secret": ep["secret"]}),
-                       (f"/v1/webhooks/{ep['id']}/rotate-secret", {"signing": "md5"})]:
+    for path, body in [
+        ("/v1/webhooks", {"url": r.url, "signing": "rsa"}),
+        ("/v1/webhooks", {"url": r.url, "signing": "ed25519", "secret": ep["secret"]}),
+        (f"/v1/webhooks/{ep['id']}/rotate-secret", {"signing": "md5"}),
+    ]:
         status, answer = await d.call("POST", path, body, tenant="acme")
         assert status == 422 and answer["error"]["code"] == "invalid_body", (body, answer)
     status, answer = await d.call("PUT", f"/v1/webhooks/{ep['id']}", {"signing": "hmac-sha256"}, tenant="acme")
@@ -313,7 +319,7 @@ async def test_rate_limit_changed_or_lifted_takes_effect(local, hook_receiver):
     await r.wait_for(3, timeout=10)
     times = [q["time"] for q in r.requests]
     # One per second: each waits about a second for the last (a slow machine only widens the gaps).
-    assert min(b - a for a, b in zip(times, times[1:])) >= 0.8, times
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 0.8, times
     status, _ = await d.call("PUT", f"/v1/webhooks/{ep['id']}", {"rate_limit": None}, tenant="acme")
     assert status == 200
     for i in range(3, 13):
@@ -325,7 +331,6 @@ async def test_tls_certificates_are_verified(local, tmp_path):
     import ssl
 
     import trustme
-
     from conftest import free_port
 
     ca = trustme.CA()

@@ -7,7 +7,6 @@ import json
 import sqlite3
 
 from aiohttp import web
-
 from webhook_helpers import TEST_WEBHOOKS, fail_500
 
 CONFIG = {"webhooks": TEST_WEBHOOKS | {"endpoint_max_in_flight": 5, "max_in_flight": 50}}
@@ -29,8 +28,9 @@ async def test_kill9_loses_no_acknowledged_event(tierd_daemon, receiver):
     acked = set()
 
     async def publish(i):
-        status, event = await d.arequest("POST", "/v1/events", {"type": "order.created", "data": {"i": i}},
-                                         tenant="acme")
+        status, event = await d.arequest(
+            "POST", "/v1/events", {"type": "order.created", "data": {"i": i}}, tenant="acme"
+        )
         if status == 202:
             acked.add(i)
 
@@ -55,12 +55,14 @@ async def test_kill9_loses_no_acknowledged_event(tierd_daemon, receiver):
         await asyncio.sleep(0.1)
     assert got >= acked, f"missing events: {sorted(acked - got)[:20]}"
     assert len(ids) == 400  # one delivery (one webhook-id) per acknowledged event
-    resent = [req["headers"]["webhook-id"] for req in r.requests[before_restart:]
-              if req["headers"]["webhook-id"] in succeeded]
+    resent = [
+        req["headers"]["webhook-id"] for req in r.requests[before_restart:] if req["headers"]["webhook-id"] in succeeded
+    ]
     assert resent == []
     for _ in range(100):  # the last results are recorded a moment after the receiver answered
-        status, page = await d.arequest("GET", f"/v1/webhooks/{ep['id']}/deliveries?status=succeeded&limit=500",
-                                        tenant="acme")
+        status, page = await d.arequest(
+            "GET", f"/v1/webhooks/{ep['id']}/deliveries?status=succeeded&limit=500", tenant="acme"
+        )
         if len(page["data"]) == 400:
             break
         await asyncio.sleep(0.1)
@@ -76,8 +78,9 @@ async def test_cli(tierd_daemon, receiver):
         # The CLI is a blocking subprocess; run it off the loop so the receiver answers.
         return await asyncio.to_thread(d.cli, "webhooks", *args)
 
-    out = await cli("add", "--tenant", "acme", r.url + "/hook", "--event-type", "invoice.*",
-                    "--header", "X-Env: test", "--json")
+    out = await cli(
+        "add", "--tenant", "acme", r.url + "/hook", "--event-type", "invoice.*", "--header", "X-Env: test", "--json"
+    )
     assert out.returncode == 0, out.stderr
     ep = json.loads(out.stdout)
     assert ep["secret"].startswith("whsec_") and ep["event_types"] == ["invoice.*"]
@@ -130,8 +133,9 @@ async def test_cli(tierd_daemon, receiver):
     out = await cli("update", "--tenant", "acme", ep["id"], "--disable", "--json")
     assert json.loads(out.stdout)["enabled"] is False
     await d.arequest("POST", "/v1/events", {"type": "order.created", "data": {"while": "disabled"}}, tenant="acme")
-    out = await cli("update", "--tenant", "acme", ep["id"], "--enable", "--event-type", "order.*",
-                    "--rate-limit", "5", "--json")
+    out = await cli(
+        "update", "--tenant", "acme", ep["id"], "--enable", "--event-type", "order.*", "--rate-limit", "5", "--json"
+    )
     updated = json.loads(out.stdout)
     assert updated["enabled"] is True and updated["event_types"] == ["order.*"] and updated["rate_limit"] == 5
     # The order made while it was disabled made no delivery; replay sends it.

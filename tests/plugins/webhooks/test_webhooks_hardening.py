@@ -10,7 +10,6 @@ import re
 import sqlite3
 
 from aiohttp import web
-
 from webhook_helpers import TEST_WEBHOOKS
 
 CONFIG = {"webhooks": TEST_WEBHOOKS}
@@ -24,8 +23,13 @@ async def _endpoints(d, tenant):
 
 async def _raw(d, method, path, text, tenant="acme"):
     """A request with a body written by hand (JSON that json.dumps would never write)."""
-    return await d.arequest(method, path, data=text.encode("utf-8", "surrogatepass"), tenant=tenant,
-                            headers={"Content-Type": "application/json"})
+    return await d.arequest(
+        method,
+        path,
+        data=text.encode("utf-8", "surrogatepass"),
+        tenant=tenant,
+        headers={"Content-Type": "application/json"},
+    )
 
 
 async def _deliveries(d, endpoint_id, tenant, status=None):
@@ -46,8 +50,7 @@ async def test_rate_limit_is_bounded(tierd_daemon, receiver):
         assert (status, body["error"]["code"]) in ((400, "invalid_json"), (422, "invalid_body")), (bad, body)
     assert await _endpoints(d, "acme") == []  # nothing stored
 
-    status, ep = await d.arequest("POST", "/v1/webhooks", {"url": r.url + "/hook", "rate_limit": 10000},
-                                  tenant="acme")
+    status, ep = await d.arequest("POST", "/v1/webhooks", {"url": r.url + "/hook", "rate_limit": 10000}, tenant="acme")
     assert status == 201 and ep["rate_limit"] == 10000, ep
     status, body = await _raw(d, "PUT", f"/v1/webhooks/{ep['id']}", '{"rate_limit": 1e999}')
     assert status == 400, body
@@ -80,10 +83,20 @@ async def test_malformed_urls_and_names_are_refused(tierd_daemon, receiver):
     r = await receiver()
     d = tierd_daemon(CONFIG)
     d.create_tenant("acme")
-    bad_urls = ["https://a..b/x", "https://-a.example/x", "https://a-.example/x", "https://" + "a" * 64 + ".b/x",
-                "https://./x", "https://a b.example/x", "https://a.example/x y", "https://a.example/x\u0000",
-                "https://a.example/\u2028", "https://a.example/x\t", "https://ex\u200bample.com/x",
-                "https://a.example/" + "x" * 2000]
+    bad_urls = [
+        "https://a..b/x",
+        "https://-a.example/x",
+        "https://a-.example/x",
+        "https://" + "a" * 64 + ".b/x",
+        "https://./x",
+        "https://a b.example/x",
+        "https://a.example/x y",
+        "https://a.example/x\u0000",
+        "https://a.example/\u2028",
+        "https://a.example/x\t",
+        "https://ex\u200bample.com/x",
+        "https://a.example/" + "x" * 2000,
+    ]
     for url in bad_urls:
         status, body = await d.arequest("POST", "/v1/webhooks", {"url": url}, tenant="acme")
         assert status == 422, (url, body)
@@ -92,9 +105,14 @@ async def test_malformed_urls_and_names_are_refused(tierd_daemon, receiver):
     status, body = await _raw(d, "POST", "/v1/webhooks", '{"url": "https://a.example/x\\ud800"}')
     assert status == 400, body
     # A trailing newline is no event type, a header name is a token, a value one printable line.
-    for fields in ({"event_types": ["a.b\n"]}, {"event_types": ["a.b\n.c"]}, {"headers": {"X-A\n": "v"}},
-                   {"headers": {"X-A": "v\u0000"}}, {"headers": {"X-A": "v\r\nX-B: w"}},
-                   {"headers": {f"X-{i}": "v" for i in range(51)}}):
+    for fields in (
+        {"event_types": ["a.b\n"]},
+        {"event_types": ["a.b\n.c"]},
+        {"headers": {"X-A\n": "v"}},
+        {"headers": {"X-A": "v\u0000"}},
+        {"headers": {"X-A": "v\r\nX-B: w"}},
+        {"headers": {f"X-{i}": "v" for i in range(51)}},
+    ):
         status, body = await d.arequest("POST", "/v1/webhooks", {"url": r.url + "/hook", **fields}, tenant="acme")
         assert status == 422, (fields, body)
     assert await _endpoints(d, "acme") == []
@@ -103,8 +121,12 @@ async def test_malformed_urls_and_names_are_refused(tierd_daemon, receiver):
     for url in ("https://bücher.example/x", "https://hooks.example./x", "https://in_ternal.example/x"):
         status, body = await d.arequest("POST", "/v1/webhooks", {"url": url}, tenant="acme")
         assert status == 201, (url, body)
-    status, ep = await d.arequest("POST", "/v1/webhooks", {"url": r.url + "/hook", "event_types": ["a.*"],
-                                                           "headers": {"X-Env": "a\tb"}}, tenant="acme")
+    status, ep = await d.arequest(
+        "POST",
+        "/v1/webhooks",
+        {"url": r.url + "/hook", "event_types": ["a.*"], "headers": {"X-Env": "a\tb"}},
+        tenant="acme",
+    )
     assert status == 201, ep
     status, body = await d.arequest("PUT", f"/v1/webhooks/{ep['id']}", {"url": "https://a..b/x"}, tenant="acme")
     assert status == 422, body
@@ -119,10 +141,16 @@ async def test_an_unusable_stored_endpoint_does_not_stop_other_tenants(tierd_dae
     d = tierd_daemon(CONFIG)
     tokens = {t: d.create_tenant(t) for t in ("acme", "globex")}
     ids = {}
-    for tenant, name in (("acme", "huge"), ("acme", "junk"), ("acme", "badjson"), ("acme", "badsecret"),
-                         ("globex", "good")):
-        status, ep = await d.arequest("POST", "/v1/webhooks", {"url": f"{r.url}/{name}", "rate_limit": 5},
-                                      token=tokens[tenant])
+    for tenant, name in (
+        ("acme", "huge"),
+        ("acme", "junk"),
+        ("acme", "badjson"),
+        ("acme", "badsecret"),
+        ("globex", "good"),
+    ):
+        status, ep = await d.arequest(
+            "POST", "/v1/webhooks", {"url": f"{r.url}/{name}", "rate_limit": 5}, token=tokens[tenant]
+        )
         assert status == 201, ep
         ids[name] = ep["id"]
     d.terminate()
@@ -135,8 +163,9 @@ async def test_an_unusable_stored_endpoint_does_not_stop_other_tenants(tierd_dae
 
     for tenant in ("acme", "globex"):
         for i in range(3):
-            status, _ = await d.arequest("POST", "/v1/events", {"type": "order.created", "data": {"i": i}},
-                                         token=tokens[tenant])
+            status, _ = await d.arequest(
+                "POST", "/v1/events", {"type": "order.created", "data": {"i": i}}, token=tokens[tenant]
+            )
             assert status == 202
     # globex's deliveries go out; so do acme's to the endpoint whose rate acts as the maximum.
     deadline = asyncio.get_running_loop().time() + 20
@@ -166,8 +195,9 @@ async def test_an_unusable_stored_endpoint_does_not_stop_other_tenants(tierd_dae
     # Changing it through the API makes it usable again.
     status, body = await d.arequest("PUT", f"/v1/webhooks/{ids['junk']}", {"rate_limit": 5}, token=tokens["acme"])
     assert status == 200, body
-    status, _ = await d.arequest("POST", "/v1/events", {"type": "order.created", "data": {"i": 9}},
-                                 token=tokens["acme"])
+    status, _ = await d.arequest(
+        "POST", "/v1/events", {"type": "order.created", "data": {"i": 9}}, token=tokens["acme"]
+    )
     await r.wait_for(len(r.requests) + 2)  # to /huge and to /junk, now usable
     assert [req["path"] for req in r.requests].count("/junk") == 1
 
@@ -183,12 +213,14 @@ async def test_operators_see_failed_attempts_disabled_endpoints_and_give_ups(tie
     d.create_tenant("acme")
     eps = {}
     for name in ("down", "gone"):
-        status, ep = await d.arequest("POST", "/v1/webhooks", {"url": f"{r.url}/{name}", "event_types": ["a.b"]},
-                                      tenant="acme")
+        status, ep = await d.arequest(
+            "POST", "/v1/webhooks", {"url": f"{r.url}/{name}", "event_types": ["a.b"]}, tenant="acme"
+        )
         assert status == 201
         eps[name] = ep
-    status, event = await d.arequest("POST", "/v1/events", {"type": "a.b", "data": {"marker": "payload-7f3a"}},
-                                     tenant="acme")
+    status, event = await d.arequest(
+        "POST", "/v1/events", {"type": "a.b", "data": {"marker": "payload-7f3a"}}, tenant="acme"
+    )
     assert status == 202
     await r.wait_for(3)  # down twice, gone once
     down = eps["down"]["id"]
@@ -199,12 +231,19 @@ async def test_operators_see_failed_attempts_disabled_endpoints_and_give_ups(tie
         await asyncio.sleep(0.1)
     [delivery] = await _deliveries(d, down, "acme")
     logs = d.logs()
-    assert re.search(rf"INFO +tierd.webhooks: webhook attempt 1 of delivery {delivery['id']} \(tenant acme, "
-                     rf"endpoint {down}\) failed: HTTP 500; next attempt at \d{{4}}-", logs), logs[-3000:]
-    assert re.search(rf"WARNING +tierd.webhooks: webhook delivery {delivery['id']} \(tenant acme, endpoint {down}\) "
-                     r"gave up after 2 attempt\(s\): HTTP 500", logs), logs[-3000:]
-    assert re.search(rf"webhook endpoint {eps['gone']['id']} of tenant acme disabled: the endpoint answered 410",
-                     logs), logs[-3000:]
+    assert re.search(
+        rf"INFO +tierd.webhooks: webhook attempt 1 of delivery {delivery['id']} \(tenant acme, "
+        rf"endpoint {down}\) failed: HTTP 500; next attempt at \d{{4}}-",
+        logs,
+    ), logs[-3000:]
+    assert re.search(
+        rf"WARNING +tierd.webhooks: webhook delivery {delivery['id']} \(tenant acme, endpoint {down}\) "
+        r"gave up after 2 attempt\(s\): HTTP 500",
+        logs,
+    ), logs[-3000:]
+    assert re.search(
+        rf"webhook endpoint {eps['gone']['id']} of tenant acme disabled: the endpoint answered 410", logs
+    ), logs[-3000:]
     # Never the payload, the URL or a secret.
     assert "payload-7f3a" not in logs
     assert r.url not in logs

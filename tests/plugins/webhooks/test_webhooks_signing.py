@@ -7,18 +7,29 @@ from tierd.plugins.webhooks import WebhookVerificationError, verify
 from tierd.plugins.webhooks.signing import check_secret, new_secret, secret_key, sign, signature_header
 
 SIGN_VECTORS = [
-    ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330,
-     '{"test": 2432232314}', "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="),
-    ("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553,
-     '{"email":"test@example.com","username":"test_user"}', "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="),
+    (
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        1614265330,
+        '{"test": 2432232314}',
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+    ),
+    (
+        "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+        "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+        1649367553,
+        '{"email":"test@example.com","username":"test_user"}',
+        "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=",
+    ),
 ]
 MUST_NOT_VERIFY_SECOND = [
     "v1,R3PTzyfHASBKHH98a7yexTwaJ4yNIcGhFQc1yuN+BPU=",
     "v1,",
     "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3",
 ]
-MULTI_HEADER_FIRST = ("v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= "
-                      "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE= v2,ignored")
+MULTI_HEADER_FIRST = (
+    "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE= v2,ignored"
+)
 BAD_TIMESTAMPS = ["161426533.0", "-161426533", "invalid timestamp"]
 
 
@@ -140,11 +151,12 @@ def test_v1a_verifies_with_the_public_key_only_and_refuses_the_rest():
     assert verify(key, body, headers(msg_id, ts, V1A_SIGNATURE), now=ts)  # the signer can check too
     other = public_key(new_secret("ed25519"))
     for pub_key, sig, content in [
-        (other, V1A_SIGNATURE, body),                              # another endpoint's key
-        (pub, V1A_SIGNATURE, '{"test": 2432232315}'),              # tampered body
-        (pub, "v1a,", body), (pub, "v1a,not*base64", body),        # empty, garbage
-        (pub, "v1a," + V1A_SIGNATURE[4:40], body),                 # cut short
-        (pub, V1A_SIGNATURE.replace("v1a,", "v1,"), body),          # a v1a value is no v1 signature
+        (other, V1A_SIGNATURE, body),  # another endpoint's key
+        (pub, V1A_SIGNATURE, '{"test": 2432232315}'),  # tampered body
+        (pub, "v1a,", body),
+        (pub, "v1a,not*base64", body),  # empty, garbage
+        (pub, "v1a," + V1A_SIGNATURE[4:40], body),  # cut short
+        (pub, V1A_SIGNATURE.replace("v1a,", "v1,"), body),  # a v1a value is no v1 signature
         ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", V1A_SIGNATURE, body),  # an HMAC secret checks v1 only
     ]:
         with pytest.raises(WebhookVerificationError):
