@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import click
+from pluggy import PluginManager
 
 from tierd import __version__
 from tierd.core import tenants as tenant_store
@@ -17,6 +20,11 @@ from tierd.core.config import ConfigError
 from tierd.core.logs import setup_logging
 from tierd.core.plugins import make_plugin_manager
 from tierd.core.registry import RegistryError
+
+if TYPE_CHECKING:
+    from tierd.core.storage import Database
+
+T = TypeVar("T")
 
 
 @click.group()
@@ -35,7 +43,7 @@ from tierd.core.registry import RegistryError
     "configuration's server.listen); its admin token: $TIERD_ADMIN_TOKEN, else the configuration's.",
 )
 @click.pass_context
-def cli(ctx, config_path, url) -> None:
+def cli(ctx: click.Context, config_path: str | None, url: str | None) -> None:
     """tierd: webhooks, notifications and bank reconciliation in one daemon."""
     ctx.obj = CliContext(config_path, url)
 
@@ -51,7 +59,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
     help="Overrides logging.level of the configuration.",
 )
 @pass_cli
-def run(cli_ctx, log_level) -> None:
+def run(cli_ctx: CliContext, log_level: str | None) -> None:
     """Run the daemon in the foreground (systemd runs exactly this)."""
     from tierd.core.daemon import prepare, serve
 
@@ -73,7 +81,7 @@ def run(cli_ctx, log_level) -> None:
 @cli.command("check-config")
 @json_option
 @pass_cli
-def check_config(cli_ctx, as_json) -> None:
+def check_config(cli_ctx: CliContext, as_json: bool) -> None:
     """Validate the configuration; print every error at once."""
     from tierd.core.daemon import prepare
 
@@ -97,7 +105,7 @@ def check_config(cli_ctx, as_json) -> None:
 @cli.command()
 @json_option
 @pass_cli
-def plugins(cli_ctx, as_json) -> None:
+def plugins(cli_ctx: CliContext, as_json: bool) -> None:
     """List loaded plugins, their versions, origins and hooks."""
     from tierd.core.plugins import get_plugins
 
@@ -134,7 +142,7 @@ def bundled_config() -> str:
 @config_group.command("sample")
 @click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
-def config_sample(path, force) -> None:
+def config_sample(path: Path | None, force: bool) -> None:
     """Print the documented configuration file (every key with its default), or write it to PATH."""
     text = bundled_config()
     if path is None:
@@ -153,14 +161,14 @@ def config_sample(path, force) -> None:
 # --- database ---------------------------------------------------------------------------
 
 
-def _with_db(cli_ctx, fn, migrate: bool = True):
+def _with_db(cli_ctx: CliContext, fn: Callable[[Database, PluginManager], Awaitable[T]], migrate: bool = True) -> T:
     """Open the configured database, run ``fn(db)``, close it."""
     from tierd.core.daemon import all_migrations
     from tierd.core.storage import Database
 
     pm, _, config = cli_ctx.load()
 
-    async def main():
+    async def main() -> T:
         db = await Database(config["storage"]["path"], config["storage"]["busy_timeout"]).open()
         try:
             if migrate:
@@ -178,7 +186,7 @@ def _with_db(cli_ctx, fn, migrate: bool = True):
 @cli.command()
 @json_option
 @pass_cli
-def migrate(cli_ctx, as_json) -> None:
+def migrate(cli_ctx: CliContext, as_json: bool) -> None:
     """Apply pending database migrations."""
     from tierd.core.daemon import all_migrations
 
@@ -200,11 +208,11 @@ def db() -> None:
 @db.command("status")
 @json_option
 @pass_cli
-def db_status(cli_ctx, as_json) -> None:
+def db_status(cli_ctx: CliContext, as_json: bool) -> None:
     """Show migrations applied and pending per namespace."""
     from tierd.core.daemon import all_migrations
 
-    async def status(database, pm):
+    async def status(database: Database, pm: PluginManager) -> list[dict]:
         return await database.migration_status(all_migrations(pm))
 
     rows = _with_db(cli_ctx, status, migrate=False)
@@ -216,7 +224,7 @@ def db_status(cli_ctx, as_json) -> None:
 @db.command("backup")
 @click.argument("path")
 @pass_cli
-def db_backup(cli_ctx, path) -> None:
+def db_backup(cli_ctx: CliContext, path: str) -> None:
     """Write a consistent copy of the database to PATH (safe while the daemon runs)."""
     folder = Path(path).parent
     if not folder.is_dir():  # a typo must not become a tree of folders
@@ -228,7 +236,7 @@ def db_backup(cli_ctx, path) -> None:
 # --- tenants and tokens -----------------------------------------------------------------
 
 
-def _ts(value: str | None):
+def _ts(value: str | None) -> str | None:
     """An API time (ISO-8601 UTC) shortened for tables."""
     return value[:16].replace("T", " ") if value else None
 
@@ -242,7 +250,7 @@ def tenants() -> None:
 @click.argument("name")
 @json_option
 @pass_cli
-def tenants_create(cli_ctx, name, as_json) -> None:
+def tenants_create(cli_ctx: CliContext, name: str, as_json: bool) -> None:
     """Create tenant NAME."""
     tenant = _with_db(cli_ctx, lambda db, pm: tenant_store.create_tenant(db, name))
     cli_ctx.output(tenant, as_json=as_json) if as_json else click.echo(f"created tenant {name}")
@@ -251,7 +259,7 @@ def tenants_create(cli_ctx, name, as_json) -> None:
 @tenants.command("list")
 @json_option
 @pass_cli
-def tenants_list(cli_ctx, as_json) -> None:
+def tenants_list(cli_ctx: CliContext, as_json: bool) -> None:
     """List tenants."""
     rows = _with_db(cli_ctx, lambda db, pm: tenant_store.list_tenants(db))
     if not as_json:
@@ -269,7 +277,7 @@ def tokens() -> None:
 @click.option("--description", default="")
 @json_option
 @pass_cli
-def tokens_create(cli_ctx, tenant, description, as_json) -> None:
+def tokens_create(cli_ctx: CliContext, tenant: str, description: str, as_json: bool) -> None:
     """Create a token for TENANT. It is printed once; only its hash is stored."""
     token = _with_db(cli_ctx, lambda db, pm: tenant_store.create_token(db, tenant, description))
     if as_json:
@@ -283,7 +291,7 @@ def tokens_create(cli_ctx, tenant, description, as_json) -> None:
 @click.option("--tenant")
 @json_option
 @pass_cli
-def tokens_list(cli_ctx, tenant, as_json) -> None:
+def tokens_list(cli_ctx: CliContext, tenant: str | None, as_json: bool) -> None:
     """List tokens (never the tokens themselves)."""
     rows = _with_db(cli_ctx, lambda db, pm: tenant_store.list_tokens(db, tenant))
     if not as_json:
@@ -294,7 +302,7 @@ def tokens_list(cli_ctx, tenant, as_json) -> None:
 @tokens.command("revoke")
 @click.argument("token_id")
 @pass_cli
-def tokens_revoke(cli_ctx, token_id) -> None:
+def tokens_revoke(cli_ctx: CliContext, token_id: str) -> None:
     """Revoke token TOKEN_ID (takes effect within 5 seconds in a running daemon)."""
     _with_db(cli_ctx, lambda db, pm: tenant_store.revoke_token(db, token_id))
     click.echo(f"revoked {token_id}")
@@ -315,7 +323,7 @@ def events() -> None:
 @click.option("--id", "key", default=None, help="Idempotency key")
 @json_option
 @pass_cli
-def events_publish(cli_ctx, tenant, type_, data, key, as_json) -> None:
+def events_publish(cli_ctx: CliContext, tenant: str, type_: str, data: str, key: str | None, as_json: bool) -> None:
     """Publish one event for TENANT."""
     try:
         payload = json.loads(data)
@@ -331,7 +339,7 @@ def events_publish(cli_ctx, tenant, type_, data, key, as_json) -> None:
 @click.option("--limit", default=50)
 @json_option
 @pass_cli
-def events_list(cli_ctx, tenant, type_, limit, as_json) -> None:
+def events_list(cli_ctx: CliContext, tenant: str | None, type_: str | None, limit: int, as_json: bool) -> None:
     """List recent events."""
     data = cli_ctx.api.get("/v1/events", tenant=tenant, params={"type": type_, "limit": limit})
     cli_ctx.output(data["data"], ["id", "tenant", "type", "created_at"], as_json)
@@ -341,7 +349,7 @@ def events_list(cli_ctx, tenant, type_, limit, as_json) -> None:
 @click.option("--tenant", help="Also list this tenant's own types, as seen in its latest events.")
 @json_option
 @pass_cli
-def events_types(cli_ctx, tenant, as_json) -> None:
+def events_types(cli_ctx: CliContext, tenant: str | None, as_json: bool) -> None:
     """List the event types plugins declare, and a tenant's own as seen."""
     entries, cursor = [], None
     while True:
@@ -370,7 +378,7 @@ def events_types(cli_ctx, tenant, as_json) -> None:
 
 @cli.command()
 @pass_cli
-def reload(cli_ctx) -> None:
+def reload(cli_ctx: CliContext) -> None:
     """Ask the running daemon to reload its configuration (it refuses a file with errors and says which)."""
     cli_ctx.api.post("/v1/admin/reload")
     click.echo("configuration reloaded")

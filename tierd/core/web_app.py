@@ -15,11 +15,13 @@ import hmac
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
 import prometheus_client
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_protocol import RequestHandler
 
 from tierd.core import tenants
@@ -49,12 +51,17 @@ from tierd.core.plugins import get_plugins
 from tierd.core.schema import Field, Obj, Str, unicode_problem
 from tierd.core.storage import is_storage_full
 
+if TYPE_CHECKING:
+    from tierd.core.daemon import Daemon
+
+T = TypeVar("T")
+
 log = logging.getLogger("tierd.api")
 
 #: Seconds a client is asked to wait (Retry-After) when the disk is full.
 STORAGE_FULL_RETRY_AFTER = 30
 #: The server's header timeout, in seconds, read at each connection (so a reload applies it).
-HEADER_TIMEOUT_KEY = web.AppKey("tierd_header_timeout", Callable[[], float])
+HEADER_TIMEOUT_KEY: web.AppKey[Callable[[], float]] = web.AppKey("tierd_header_timeout")
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -68,7 +75,7 @@ _HTTP_CODES = {
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler):
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
@@ -96,7 +103,7 @@ async def error_middleware(request: web.Request, handler):
 
 
 @web.middleware
-async def encoding_guard(request: web.Request, handler):
+async def encoding_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse a request whose target or header values are not Unicode text, before any
     of it reaches a handler or SQLite: a lone surrogate stored in SQLite is invalid
     UTF-8 that no later read decodes. Percent-escapes that are not UTF-8 are refused
@@ -125,7 +132,7 @@ def _is_utf8(raw: bytes) -> bool:
 _HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(?::[0-9]{1,5})?")
 
 
-def host_guard(allowed_hosts: list[str], check: bool):
+def host_guard(allowed_hosts: list[str], check: bool) -> Middleware:
     """Refuse foreign Host and Origin headers (DNS rebinding from a browser).
 
     ``host[:port]`` is parsed strictly (anything else, such as ``[::1]evil.com``
@@ -139,7 +146,7 @@ def host_guard(allowed_hosts: list[str], check: bool):
         return found is not None and found.group(1) in allowed
 
     @web.middleware
-    async def middleware(request: web.Request, handler):
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if check:
             host = request.headers.get("Host", "")
             if not host_ok(host):
@@ -159,9 +166,9 @@ class Authenticator:
 
     CACHE_SECONDS = 5.0  # a revoked token stops working within this time, in every process
 
-    def __init__(self, daemon) -> None:
+    def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
-        self._cache: dict[str, tuple[str | None, float]] = {}
+        self._cache: dict[str, tuple[tuple[str, str] | None, float]] = {}
 
     def forget(self) -> None:
         self._cache.clear()
@@ -189,14 +196,14 @@ class Authenticator:
         return False, found
 
 
-def with_auth(route: Route, auth: Authenticator):
+def with_auth(route: Route, auth: Authenticator) -> Handler:
     """The route's handler behind its authentication and, for a route that
     declares its body, the body's validation (``request[BODY_KEY]``)."""
     handler = route.handler
     schema = route.body if isinstance(route.body, Field) else None
 
     @functools.wraps(handler)
-    async def wrapped(request: web.Request):
+    async def wrapped(request: web.Request) -> web.StreamResponse:
         if route.auth != "public":
             is_admin, found = await auth.identify(request)
             if route.auth == "admin" and not is_admin:
@@ -205,7 +212,7 @@ def with_auth(route: Route, auth: Authenticator):
             if is_admin:
                 tenant = request.headers.get("Tierd-Tenant") or request.query.get("tenant") or None
                 request[CALLER_KEY] = Caller(True, tenant, None, on_behalf_of)
-            else:
+            elif found is not None:  # identify() found the token's tenant, or raised
                 request[CALLER_KEY] = Caller(False, found[0], found[1], on_behalf_of)
         if schema is not None:
             # After authentication: a caller without a valid token learns nothing about the body.
@@ -215,7 +222,7 @@ def with_auth(route: Route, auth: Authenticator):
     return wrapped
 
 
-def build_app(daemon, plugin_routes: list[Route]) -> web.Application:
+def build_app(daemon: Daemon, plugin_routes: list[Route]) -> web.Application:
     server = daemon.config["server"]
     max_body = server["max_body"]
     on_unix = str(server["listen"]).startswith("unix:")
@@ -269,24 +276,24 @@ TOKEN_BODY = Obj(
 )
 
 
-def core_routes(daemon) -> list[Route]:
-    async def healthz(request):
+def core_routes(daemon: Daemon) -> list[Route]:
+    async def healthz(request: web.Request) -> web.Response:
         return json_response({"status": "ok"})
 
-    async def readyz(request):
+    async def readyz(request: web.Request) -> web.Response:
         ready, reason = daemon.readiness()
         if ready:
             return json_response({"ready": True})
         return json_response({"ready": False, "reason": reason}, status=503)
 
-    async def metrics(request):
+    async def metrics(request: web.Request) -> web.Response:
         body = prometheus_client.generate_latest(daemon.metrics)
         return web.Response(body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
 
-    async def openapi(request):
+    async def openapi(request: web.Request) -> web.Response:
         return json_response(daemon.openapi)
 
-    async def post_event(request):
+    async def post_event(request: web.Request) -> web.Response:
         tenant = require_tenant(request)
         body = body_of(request)
         if not await daemon.tenant_exists(tenant):
@@ -294,20 +301,20 @@ def core_routes(daemon) -> list[Route]:
         event, created = await daemon.bus.publish_ex(tenant, body["type"], body["data"], body["id"])
         return json_response(event.to_json(), status=202 if created else 200)
 
-    async def list_events(request):
+    async def list_events(request: web.Request) -> web.Response:
         tenant = tenant_scope(request)
         limit, cursor = page_params(request)
         after = int_cursor(cursor) or 0
         events = await daemon.bus.list(tenant, after, limit + 1, request.query.get("type"))
         return json_response(page([e.to_json() for e in events], limit, lambda e: e["seq"]))
 
-    async def get_event(request):
+    async def get_event(request: web.Request) -> web.Response:
         event = await daemon.bus.get(tenant_scope(request), request.match_info["id"])
         if event is None:
             raise ApiError(404, "not_found", f"no event {request.match_info['id']}")
         return json_response(event.to_json())
 
-    async def list_event_types(request):
+    async def list_event_types(request: web.Request) -> web.Response:
         # Declared types for everyone; a tenant's own as seen (the admin's: ?tenant= or Tierd-Tenant).
         limit, cursor = page_params(request)
         entries = [
@@ -317,8 +324,8 @@ def core_routes(daemon) -> list[Route]:
         ]
         return json_response(page(entries[: limit + 1], limit, lambda e: e["name"]))
 
-    def tenant_call(fn):
-        async def call(*args):
+    def tenant_call(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+        async def call(*args: Any) -> T:
             try:
                 return await fn(daemon.db, *args)
             except tenants.TenantError as exc:
@@ -327,25 +334,25 @@ def core_routes(daemon) -> list[Route]:
 
         return call
 
-    async def admin_list_tenants(request):
+    async def admin_list_tenants(request: web.Request) -> web.Response:
         return json_response({"data": await tenants.list_tenants(daemon.db)})
 
-    async def admin_create_tenant(request):
+    async def admin_create_tenant(request: web.Request) -> web.Response:
         return json_response(await tenant_call(tenants.create_tenant)(body_of(request)["name"]), status=201)
 
-    async def admin_create_token(request):
+    async def admin_create_token(request: web.Request) -> web.Response:
         token = await tenant_call(tenants.create_token)(request.match_info["tenant"], body_of(request)["description"])
         return json_response(token, status=201)
 
-    async def admin_list_tokens(request):
+    async def admin_list_tokens(request: web.Request) -> web.Response:
         return json_response({"data": await tenants.list_tokens(daemon.db, request.match_info["tenant"])})
 
-    async def admin_revoke_token(request):
+    async def admin_revoke_token(request: web.Request) -> web.Response:
         result = await tenant_call(tenants.revoke_token)(request.match_info["id"])
         daemon.authenticator.forget()
         return json_response(result)
 
-    async def admin_reload(request):
+    async def admin_reload(request: web.Request) -> web.Response:
         ok, errors = await daemon.reload()
         if not ok:
             raise ApiError(
@@ -353,7 +360,7 @@ def core_routes(daemon) -> list[Route]:
             )
         return json_response({"reloaded": True})
 
-    async def admin_plugins(request):
+    async def admin_plugins(request: web.Request) -> web.Response:
         return json_response({"data": get_plugins(daemon.pm)})
 
     tag = "core"
@@ -459,7 +466,7 @@ class ApiRunner(web.AppRunner):
 
 
 class _HeaderTimeoutServer(web.Server):
-    def __init__(self, header_timeout: Callable[[], float], *args, **kwargs) -> None:
+    def __init__(self, header_timeout: Callable[[], float], *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.header_timeout = header_timeout
 
@@ -478,6 +485,8 @@ class _HeaderTimeoutHandler(RequestHandler):
     """
 
     __slots__ = ("_header_timer", "_header_count")
+    _header_timer: asyncio.TimerHandle | None
+    _header_count: int
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -497,11 +506,16 @@ class _HeaderTimeoutHandler(RequestHandler):
 
     def _arm_header_timer(self) -> None:
         self._header_count = self._request_count
-        self._header_timer = self._loop.call_later(self._manager.header_timeout(), self._header_deadline)
+        self._header_timer = self._loop.call_later(self._header_timeout(), self._header_deadline)
+
+    def _header_timeout(self) -> float:
+        manager = self._manager
+        assert isinstance(manager, _HeaderTimeoutServer)  # the only server that makes this handler
+        return manager.header_timeout()
 
     def _header_deadline(self) -> None:
         self._header_timer = None
         waiting = self._waiter is not None and not self._waiter.done()
         if waiting and self._request_count == self._header_count and not self._messages:
-            log.debug("closed a connection whose request's headers took over %gs", self._manager.header_timeout())
+            log.debug("closed a connection whose request's headers took over %gs", self._header_timeout())
             self.force_close()
