@@ -66,40 +66,52 @@ async def _wait_up(url: str) -> None:
 
 
 def _events(n: int) -> list[dict]:
-    return [{"id": f"evt_{i}", "tenant": "acme", "type": "invoice.paid",
-             "data": {"number": f"INV-{i}", "amount": str(1000 + i), "currency": "EUR"},
-             "created_at": "2026-11-28T12:00:00Z"} for i in range(n)]
+    return [
+        {
+            "id": f"evt_{i}",
+            "tenant": "acme",
+            "type": "invoice.paid",
+            "data": {"number": f"INV-{i}", "amount": str(1000 + i), "currency": "EUR"},
+            "created_at": "2026-11-28T12:00:00Z",
+        }
+        for i in range(n)
+    ]
 
 
 async def bench_tierd(url: str, n: int, concurrency: int) -> tuple[float, float]:
     """(events/s routed into rows, events/s routed and delivered end to end)."""
     import aiohttp
+    import prometheus_client
 
     from tierd.core.clock import Clock
     from tierd.core.schema import validate
     from tierd.core.storage import CORE_MIGRATIONS, Database
     from tierd.plugins.notifications import store
     from tierd.plugins.notifications.channels import BUILTIN
+    from tierd.plugins.notifications.compiled import Compiled
     from tierd.plugins.notifications.config import make_schema
     from tierd.plugins.notifications.dispatch import Dispatcher, Metrics
     from tierd.plugins.notifications.intake import ingest
-    from tierd.plugins.notifications.compiled import Compiled
-
-    import prometheus_client
 
     class Regs:
         channels = {c.type_name: c for c in BUILTIN}
 
-    section, errors = validate(make_schema(Regs), {
-        "channels": {"hook": {"type": "webhook", "url": url + "/tierd"}},
-        "routes": [
-            {"match": {"type": "payment.*"}, "channels": ["hook"]},  # a miss first, as in real trees
-            {"match": {"type": "invoice.*", "data": {"amount": {"gt": 100}}}, "channels": ["hook"],
-             "subject": "Invoice {{ data.number }}: {{ data.amount }} {{ data.currency }}"},
-        ],
-        "max_in_flight": concurrency,
-        "max_in_flight_per_channel": concurrency,
-    })
+    section, errors = validate(
+        make_schema(Regs),
+        {
+            "channels": {"hook": {"type": "webhook", "url": url + "/tierd"}},
+            "routes": [
+                {"match": {"type": "payment.*"}, "channels": ["hook"]},  # a miss first, as in real trees
+                {
+                    "match": {"type": "invoice.*", "data": {"amount": {"gt": 100}}},
+                    "channels": ["hook"],
+                    "subject": "Invoice {{ data.number }}: {{ data.amount }} {{ data.currency }}",
+                },
+            ],
+            "max_in_flight": concurrency,
+            "max_in_flight_per_channel": concurrency,
+        },
+    )
     assert not errors, errors
     with tempfile.TemporaryDirectory() as tmp:
         db = await Database(Path(tmp) / "bench.db").open()
@@ -107,12 +119,18 @@ async def bench_tierd(url: str, n: int, concurrency: int) -> tuple[float, float]
         clock = Clock()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
             compiled = Compiled(section, Regs, http)
-            dispatcher = Dispatcher(db, clock, Metrics(prometheus_client.CollectorRegistry()), lambda: compiled,
-                                    max_in_flight=concurrency, max_per_channel=concurrency)
+            dispatcher = Dispatcher(
+                db,
+                clock,
+                Metrics(prometheus_client.CollectorRegistry()),
+                lambda: compiled,
+                max_in_flight=concurrency,
+                max_per_channel=concurrency,
+            )
             events = _events(n)
             start = time.perf_counter()
             for i in range(0, n, 500):  # the bus hands the consumer batches of 500
-                await ingest(db, compiled, events[i:i + 500], clock.time())
+                await ingest(db, compiled, events[i : i + 500], clock.time())
             routed = time.perf_counter() - start
             while await dispatcher.tick():
                 pass
@@ -135,8 +153,10 @@ async def bench_apprise(url: str, n: int, concurrency: int) -> float | None:
 
     async def one(e):
         async with sem:
-            ok = await apobj.async_notify(title=f"Invoice {e['data']['number']}: {e['data']['amount']} EUR",
-                                          body=f"invoice.paid for {e['tenant']}")
+            ok = await apobj.async_notify(
+                title=f"Invoice {e['data']['number']}: {e['data']['amount']} EUR",
+                body=f"invoice.paid for {e['tenant']}",
+            )
             assert ok
 
     start = time.perf_counter()

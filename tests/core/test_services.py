@@ -70,9 +70,14 @@ def counter_plugin(log: list[str]):
 
         return [Route("POST", "/v1/counter", bump, auth="admin", summary="Add the step", body=NO_BODY)]
 
-    return types.SimpleNamespace(tierd_config_schema=tierd_config_schema, tierd_migrations=tierd_migrations,
-                                 tierd_services=tierd_services, tierd_startup=tierd_startup,
-                                 tierd_routes=tierd_routes, __name__="counter_plugin")
+    return types.SimpleNamespace(
+        tierd_config_schema=tierd_config_schema,
+        tierd_migrations=tierd_migrations,
+        tierd_services=tierd_services,
+        tierd_startup=tierd_startup,
+        tierd_routes=tierd_routes,
+        __name__="counter_plugin",
+    )
 
 
 async def test_a_service_is_started_reached_reloaded_and_stopped_in_order(tmp_path):

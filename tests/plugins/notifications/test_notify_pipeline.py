@@ -54,8 +54,13 @@ class Harness:
 
     def event(self, type_="invoice.paid", tenant="acme", **data) -> dict:
         self.n += 1
-        return {"id": f"evt_{self.n}", "tenant": tenant, "type": type_, "data": data,
-                "created_at": f"2026-11-28T12:00:{self.n % 60:02d}Z"}
+        return {
+            "id": f"evt_{self.n}",
+            "tenant": tenant,
+            "type": type_,
+            "data": data,
+            "created_at": f"2026-11-28T12:00:{self.n % 60:02d}Z",
+        }
 
     async def ingest(self, *events):
         return await ingest(self.db, self.compiled, list(events), self.clock.time())
@@ -99,9 +104,11 @@ async def harness(tmp_path):
 
 
 def config(url, **route):
-    return {"channels": {"hook": {"type": "webhook", "url": url}},
-            "routes": [{"match": {"type": "invoice.*"}, "channels": ["hook"], **route}],
-            "retry": {"max_attempts": 4, "backoff": "10s", "max_backoff": "1m"}}
+    return {
+        "channels": {"hook": {"type": "webhook", "url": url}},
+        "routes": [{"match": {"type": "invoice.*"}, "channels": ["hook"], **route}],
+        "retry": {"max_attempts": 4, "backoff": "10s", "max_backoff": "1m"},
+    }
 
 
 async def test_event_to_delivered_with_attempt_and_metric(harness, receiver):
@@ -138,8 +145,7 @@ async def test_intake_is_idempotent(harness, receiver):
 
 async def test_burst_becomes_one_digest_and_group_timers(harness, receiver):
     r = await receiver()
-    h = harness.configure(config(r.url, group_by=["type"], group_wait="30s", group_interval="5m",
-                                 repeat_interval="1h"))
+    h = harness.configure(config(r.url, group_by=["type"], group_wait="30s", group_interval="5m", repeat_interval="1h"))
     await h.ingest(*[h.event(n=i) for i in range(50)])
     assert len(await h.rows(status="grouped")) == 50
     await h.digests_after(r, 30)  # group_wait: waiting for the burst to end
@@ -179,8 +185,9 @@ async def test_a_huge_burst_is_still_one_digest(harness, receiver):
 async def test_groups_are_per_tenant_and_label(harness, receiver):
     r = await receiver()
     h = harness.configure(config(r.url, group_by=["data.account"], group_wait="10s"))
-    await h.ingest(h.event(account="A"), h.event(account="A"), h.event(account="B"),
-                   h.event(tenant="other", account="A"))
+    await h.ingest(
+        h.event(account="A"), h.event(account="A"), h.event(account="B"), h.event(tenant="other", account="A")
+    )
     await h.digests_after(r, 10, digests=3)
     digests = {(d["tenant_id"], len(json.loads(d["events"]))) for d in await h.rows(status="delivered")}
     assert digests == {("acme", 2), ("acme", 1), ("other", 1)}
@@ -231,13 +238,25 @@ async def test_muted_by_time_interval_and_silence(harness, receiver):
 
     h.configure(config(r.url))
     now = h.clock.time()
-    await store.insert_silence(h.db, {"id": "sil_x", "tenant_id": "acme", "matchers": {"type": "invoice.*"},
-                                      "starts_at": now, "ends_at": now + 60, "comment": "", "created_by": "t",
-                                      "created_at": now})
+    await store.insert_silence(
+        h.db,
+        {
+            "id": "sil_x",
+            "tenant_id": "acme",
+            "matchers": {"type": "invoice.*"},
+            "starts_at": now,
+            "ends_at": now + 60,
+            "comment": "",
+            "created_by": "t",
+            "created_at": now,
+        },
+    )
     await h.ingest(h.event(), h.event(tenant="other"))
     rows = await h.rows()
     assert [(x["tenant_id"], x["status"], x["reason"]) for x in rows[1:]] == [
-        ("acme", "muted", "silence sil_x"), ("other", "pending", "")]
+        ("acme", "muted", "silence sil_x"),
+        ("other", "pending", ""),
+    ]
     await h.tick(60)
     await h.ingest(h.event())  # the silence ended
     assert (await h.rows())[-1]["status"] == "pending"
@@ -303,8 +322,9 @@ async def test_render_error_still_notifies(harness, receiver):
 
 
 async def test_a_crashing_channel_is_retried(harness):
-    h = harness.configure({"channels": {"boom": {"type": "exploding"}},
-                           "routes": [{"match": {"type": "*"}, "channels": ["boom"]}]})
+    h = harness.configure(
+        {"channels": {"boom": {"type": "exploding"}}, "routes": [{"match": {"type": "*"}, "channels": ["boom"]}]}
+    )
     await h.ingest(h.event())
     await h.tick()
     (row,) = await h.rows()
@@ -335,12 +355,18 @@ async def test_run_loop_does_not_wait_for_a_slow_channel(harness, receiver):
         return web.Response(text="late")
 
     slow.responder = hang
-    h = harness.configure({
-        "channels": {"slow": {"type": "webhook", "url": slow.url, "timeout": "30s"},
-                     "fast": {"type": "webhook", "url": fast.url}},
-        "routes": [{"match": {"type": "slow.*"}, "channels": ["slow"]},
-                   {"match": {"type": "fast.*"}, "channels": ["fast"]}],
-    })
+    h = harness.configure(
+        {
+            "channels": {
+                "slow": {"type": "webhook", "url": slow.url, "timeout": "30s"},
+                "fast": {"type": "webhook", "url": fast.url},
+            },
+            "routes": [
+                {"match": {"type": "slow.*"}, "channels": ["slow"]},
+                {"match": {"type": "fast.*"}, "channels": ["fast"]},
+            ],
+        }
+    )
     h.dispatcher.max_in_flight, h.dispatcher.max_per_channel = 4, 2
     stopping = asyncio.Event()
     task = asyncio.create_task(h.dispatcher.run(stopping))
@@ -370,11 +396,13 @@ async def test_smtp_4xx_is_retried_then_delivered_and_5xx_fails(harness, tmp_pat
     certs = Certs(tmp_path)
     server = SmtpServer(certs, "starttls").start()
     try:
-        h = harness.configure({
-            "channels": {"mail": server.channel_config(certs.ca_file)},
-            "routes": [{"match": {"type": "*"}, "channels": ["mail"]}],
-            "retry": {"max_attempts": 5, "backoff": "30s", "max_backoff": "10m"},
-        })
+        h = harness.configure(
+            {
+                "channels": {"mail": server.channel_config(certs.ca_file)},
+                "routes": [{"match": {"type": "*"}, "channels": ["mail"]}],
+                "retry": {"max_attempts": 5, "backoff": "30s", "max_backoff": "10m"},
+            }
+        )
         server.handler.rcpt_replies = ["451 4.7.1 Greylisted"]
         await h.ingest(h.event("webhook.endpoint.disabled", endpoint_id="we_1"))
         await h.tick()

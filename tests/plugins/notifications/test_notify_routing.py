@@ -5,9 +5,9 @@ import pytest
 from tierd.core.plugins import make_plugin_manager
 from tierd.core.registry import collect_registries
 from tierd.core.schema import validate
+from tierd.plugins.notifications.compiled import build_tree
 from tierd.plugins.notifications.config import make_schema
 from tierd.plugins.notifications.routing import Matcher, RoutingTree, condition_errors
-from tierd.plugins.notifications.compiled import build_tree
 
 #: The event types the built-in plugins declare, with their default texts and flags.
 DECLARED = collect_registries(make_plugin_manager(load_entrypoints=False)).event_types
@@ -34,41 +34,46 @@ def reached(sec, event):
     return [(m.id, m.channels) for m in build_tree(sec, DECLARED).evaluate(event)]
 
 
-@pytest.mark.parametrize("match,event,expected", [
-    ({"type": "invoice.*"}, ev("invoice.paid"), True),
-    ({"type": "invoice.*"}, ev("invoice.line.added"), True),
-    ({"type": "invoice.*"}, ev("payment.received"), False),
-    ({"type": ["payment.*", "invoice.paid"]}, ev("invoice.paid"), True),
-    ({"tenant": "acme"}, ev(tenant="other"), False),
-    ({"tenant": ["other", "acme"]}, ev(), True),
-    ({"data": {"amount": {"gt": 1000}}}, ev(amount="1000.01"), True),
-    ({"data": {"amount": {"gt": 1000}}}, ev(amount=1000), False),
-    ({"data": {"amount": {"gte": 1000, "lt": 2000}}}, ev(amount=1000), True),
-    ({"data": {"amount": {"lte": 5}}}, ev(amount="abc"), False),
-    ({"data": {"amount": {"eq": 10}}}, ev(amount="10.00"), True),
-    ({"data": {"amount": {"ne": 10}}}, ev(amount=11), True),
-    ({"data": {"currency": "EUR"}}, ev(currency="EUR"), True),
-    ({"data": {"currency": "EUR"}}, ev(currency="USD"), False),
-    ({"data": {"currency": {"in": ["EUR", "CHF"]}}}, ev(currency="CHF"), True),
-    ({"data": {"currency": {"not_in": ["EUR"]}}}, ev(currency="EUR"), False),
-    ({"data": {"ref": {"regex": "INV-[0-9]+"}}}, ev(ref="INV-42"), True),
-    ({"data": {"ref": {"regex": "INV-[0-9]+"}}}, ev(ref="xINV-42"), False),  # full match
-    ({"data": {"customer.country": "DE"}}, ev(customer={"country": "DE"}), True),
-    ({"data": {"customer": {"country": "DE"}}}, ev(customer={"country": "AT"}), False),
-    ({"data": {"note": {"exists": True}}}, ev(), False),
-    ({"data": {"note": {"exists": False}}}, ev(), True),
-    ({"data": {"missing": {"ne": 1}}}, ev(), False),  # an absent field matches no comparison
-    ({}, ev(), True),
-])
+@pytest.mark.parametrize(
+    "match,event,expected",
+    [
+        ({"type": "invoice.*"}, ev("invoice.paid"), True),
+        ({"type": "invoice.*"}, ev("invoice.line.added"), True),
+        ({"type": "invoice.*"}, ev("payment.received"), False),
+        ({"type": ["payment.*", "invoice.paid"]}, ev("invoice.paid"), True),
+        ({"tenant": "acme"}, ev(tenant="other"), False),
+        ({"tenant": ["other", "acme"]}, ev(), True),
+        ({"data": {"amount": {"gt": 1000}}}, ev(amount="1000.01"), True),
+        ({"data": {"amount": {"gt": 1000}}}, ev(amount=1000), False),
+        ({"data": {"amount": {"gte": 1000, "lt": 2000}}}, ev(amount=1000), True),
+        ({"data": {"amount": {"lte": 5}}}, ev(amount="abc"), False),
+        ({"data": {"amount": {"eq": 10}}}, ev(amount="10.00"), True),
+        ({"data": {"amount": {"ne": 10}}}, ev(amount=11), True),
+        ({"data": {"currency": "EUR"}}, ev(currency="EUR"), True),
+        ({"data": {"currency": "EUR"}}, ev(currency="USD"), False),
+        ({"data": {"currency": {"in": ["EUR", "CHF"]}}}, ev(currency="CHF"), True),
+        ({"data": {"currency": {"not_in": ["EUR"]}}}, ev(currency="EUR"), False),
+        ({"data": {"ref": {"regex": "INV-[0-9]+"}}}, ev(ref="INV-42"), True),
+        ({"data": {"ref": {"regex": "INV-[0-9]+"}}}, ev(ref="xINV-42"), False),  # full match
+        ({"data": {"customer.country": "DE"}}, ev(customer={"country": "DE"}), True),
+        ({"data": {"customer": {"country": "DE"}}}, ev(customer={"country": "AT"}), False),
+        ({"data": {"note": {"exists": True}}}, ev(), False),
+        ({"data": {"note": {"exists": False}}}, ev(), True),
+        ({"data": {"missing": {"ne": 1}}}, ev(), False),  # an absent field matches no comparison
+        ({}, ev(), True),
+    ],
+)
 def test_matcher(match, event, expected):
     assert Matcher(match).matches(event) is expected
 
 
 def test_first_match_wins_unless_continue():
-    sec = section([
-        {"match": {"type": "invoice.*"}, "channels": ["a"]},
-        {"match": {"type": "invoice.paid"}, "channels": ["b"]},
-    ])
+    sec = section(
+        [
+            {"match": {"type": "invoice.*"}, "channels": ["a"]},
+            {"match": {"type": "invoice.paid"}, "channels": ["b"]},
+        ]
+    )
     assert reached(sec, ev()) == [("0", ["a"])]
     sec["routes"][0]["continue"] = True
     assert reached(sec, ev()) == [("0", ["a"]), ("1", ["b"])]
@@ -76,14 +81,27 @@ def test_first_match_wins_unless_continue():
 
 
 def test_children_inherit_and_refine():
-    sec = section([{
-        "name": "invoices", "match": {"type": "invoice.*", "tenant": "acme"}, "channels": ["a"],
-        "group_by": ["type"], "group_wait": "1m", "throttle": {"max": 5, "per": "1h"},
-        "routes": [
-            {"name": "big", "match": {"data": {"amount": {"gt": 1000}}}, "channels": ["b", "c"], "group_wait": "5s"},
-            {"name": "eur", "match": {"data": {"currency": "EUR"}}},
-        ],
-    }])
+    sec = section(
+        [
+            {
+                "name": "invoices",
+                "match": {"type": "invoice.*", "tenant": "acme"},
+                "channels": ["a"],
+                "group_by": ["type"],
+                "group_wait": "1m",
+                "throttle": {"max": 5, "per": "1h"},
+                "routes": [
+                    {
+                        "name": "big",
+                        "match": {"data": {"amount": {"gt": 1000}}},
+                        "channels": ["b", "c"],
+                        "group_wait": "5s",
+                    },
+                    {"name": "eur", "match": {"data": {"currency": "EUR"}}},
+                ],
+            }
+        ]
+    )
     tree = build_tree(sec, DECLARED)
     big = tree.by_id["big"].settings
     assert big["channels"] == ["b", "c"] and big["group_wait"] == 5.0
@@ -110,11 +128,21 @@ def test_operator_alerts_route_in_one_line():
 
 
 def test_config_errors_name_the_key():
-    raw = {"channels": {"a": {"type": "log"}, "m": {"type": "email", "host": "x", "from": "a@b", "to": ["c@d"],
-                                                      "prot": 25}},
-           "routes": [{"channels": ["nope"], "subject": "{{ oops", "match": {"data": {"x": {"gt": 1, "lte": 2, "gtt": 1}}},
-                       "routes": [{"channels": ["a"], "group_wait": "soon", "mute_time_intervals": ["never"]}]}],
-           "operator_alerts": "ghost"}
+    raw = {
+        "channels": {
+            "a": {"type": "log"},
+            "m": {"type": "email", "host": "x", "from": "a@b", "to": ["c@d"], "prot": 25},
+        },
+        "routes": [
+            {
+                "channels": ["nope"],
+                "subject": "{{ oops",
+                "match": {"data": {"x": {"gt": 1, "lte": 2, "gtt": 1}}},
+                "routes": [{"channels": ["a"], "group_wait": "soon", "mute_time_intervals": ["never"]}],
+            }
+        ],
+        "operator_alerts": "ghost",
+    }
     _, errors = validate(make_schema(Regs), raw, ("notifications",))
     text = "\n".join(map(str, errors))
     assert "notifications.channels.m.prot: unknown key 'prot' (did you mean 'port'?)" in text

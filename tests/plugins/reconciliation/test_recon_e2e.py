@@ -20,27 +20,75 @@ CONFIG = {
     "reconciliation": {
         "csv_formats": {
             "mybank": {
-                "delimiter": ";", "encoding": "cp1252", "decimal": ",", "date_format": "%d.%m.%Y", "skip_rows": 2,
-                "columns": {"booking_date": "Buchungstag", "value_date": "Valuta", "debit": "Soll", "credit": "Haben",
-                            "currency": "Waehrung", "counterparty_name": "Name", "counterparty_account": "IBAN",
-                            "remittance": "Verwendungszweck", "bank_reference": "Referenz"},
+                "delimiter": ";",
+                "encoding": "cp1252",
+                "decimal": ",",
+                "date_format": "%d.%m.%Y",
+                "skip_rows": 2,
+                "columns": {
+                    "booking_date": "Buchungstag",
+                    "value_date": "Valuta",
+                    "debit": "Soll",
+                    "credit": "Haben",
+                    "currency": "Waehrung",
+                    "counterparty_name": "Name",
+                    "counterparty_account": "IBAN",
+                    "remittance": "Verwendungszweck",
+                    "bank_reference": "Referenz",
+                },
             },
         },
         "accounts": [
-            {"id": "main-eur", "tenant": "acme", "name": "Main EUR", "currency": "EUR",
-             "iban": "DE89370400440532013000", "csv_format": "mybank",
-             "exceptions": {"max_age_days": 30, "min_amount": "400"}},
+            {
+                "id": "main-eur",
+                "tenant": "acme",
+                "name": "Main EUR",
+                "currency": "EUR",
+                "iban": "DE89370400440532013000",
+                "csv_format": "mybank",
+                "exceptions": {"max_age_days": 30, "min_amount": "400"},
+            },
         ],
     },
 }
 
 LEDGER = [
-    {"external_id": "L-1", "date": "2026-11-01", "amount": "150.00", "counterparty": "Mueller GmbH", "reference": "INV-1043"},
-    {"external_id": "L-2", "date": "2026-11-03", "amount": "100.00", "counterparty": "Alpha AG", "reference": "INV-2001"},
-    {"external_id": "L-3", "date": "2026-11-03", "amount": "120.00", "counterparty": "Beta KG", "reference": "INV-2002"},
-    {"external_id": "L-4", "date": "2026-11-02", "amount": "80.00", "counterparty": "Gamma e.K.", "reference": "INV-2003"},
+    {
+        "external_id": "L-1",
+        "date": "2026-11-01",
+        "amount": "150.00",
+        "counterparty": "Mueller GmbH",
+        "reference": "INV-1043",
+    },
+    {
+        "external_id": "L-2",
+        "date": "2026-11-03",
+        "amount": "100.00",
+        "counterparty": "Alpha AG",
+        "reference": "INV-2001",
+    },
+    {
+        "external_id": "L-3",
+        "date": "2026-11-03",
+        "amount": "120.00",
+        "counterparty": "Beta KG",
+        "reference": "INV-2002",
+    },
+    {
+        "external_id": "L-4",
+        "date": "2026-11-02",
+        "amount": "80.00",
+        "counterparty": "Gamma e.K.",
+        "reference": "INV-2003",
+    },
     {"external_id": "L-5", "date": "2026-11-04", "amount": "-45.50", "counterparty": "Stadtwerke", "reference": ""},
-    {"external_id": "L-6", "date": "2026-10-01", "amount": "500.00", "counterparty": "Nobody Ltd", "reference": "INV-9999"},
+    {
+        "external_id": "L-6",
+        "date": "2026-10-01",
+        "amount": "500.00",
+        "counterparty": "Nobody Ltd",
+        "reference": "INV-9999",
+    },
     {"external_id": "L-7", "date": "2026-11-04", "amount": "20.00", "counterparty": "Kasse", "description": "cash"},
 ]
 
@@ -106,13 +154,22 @@ def test_reconciliation_end_to_end(recon):
     assert status == 201 and (body["format"], body["new"]) == ("csv", 4)  # both identical cash lines kept
 
     # Ledger entries as JSON lines; sending them again is idempotent; bad ones change nothing.
-    status, body = call("POST", f"{BASE}/main-eur/ledger", data=ndjson(LEDGER), headers={"Content-Type": "application/x-ndjson"})
+    status, body = call(
+        "POST", f"{BASE}/main-eur/ledger", data=ndjson(LEDGER), headers={"Content-Type": "application/x-ndjson"}
+    )
     assert (status, body["new"]) == (200, 7), body
     status, body = call("POST", f"{BASE}/main-eur/ledger", body={"entries": LEDGER})
     assert (status, body["new"], body["unchanged"]) == (200, 0, 7)
-    status, body = call("POST", f"{BASE}/main-eur/ledger",
-                        body={"entries": [{"external_id": "L-7", "date": "2026-11-31", "amount": "1"}]})
-    assert status == 422 and body["error"]["code"] == "ledger_invalid" and "entries[0]: date" in body["error"]["details"][0]
+    status, body = call(
+        "POST",
+        f"{BASE}/main-eur/ledger",
+        body={"entries": [{"external_id": "L-7", "date": "2026-11-31", "amount": "1"}]},
+    )
+    assert (
+        status == 422
+        and body["error"]["code"] == "ledger_invalid"
+        and "entries[0]: date" in body["error"]["details"][0]
+    )
 
     # Run the rules.
     status, run = call("POST", f"{BASE}/main-eur/runs")
@@ -138,7 +195,9 @@ def test_reconciliation_end_to_end(recon):
     assert len(l7) == 2 and l7[0]["bank_ids"] != l7[1]["bank_ids"]
     assert [e["external_id"] for e in l7[0]["ledger_entries"]] == ["L-7"]
     assert l7[0]["statement_lines"][0]["remittance"] == "Bareinzahlung"
-    status, accepted = call("POST", f"{BASE}/main-eur/suggestions/{l7[0]['id']}/accept", headers={"Tierd-Actor": "carol"})
+    status, accepted = call(
+        "POST", f"{BASE}/main-eur/suggestions/{l7[0]['id']}/accept", headers={"Tierd-Actor": "carol"}
+    )
     assert status == 201 and accepted["kind"] == "accepted" and accepted["explanation"].endswith("for carol")
     # The audit names the token that did it and the person it spoke for.
     assert re.search(r"accepted by acme/tok_\w+ for carol$", accepted["explanation"])
@@ -149,7 +208,11 @@ def test_reconciliation_end_to_end(recon):
     status, page = call("GET", f"{BASE}/main-eur/suggestions?status=stale")
     assert l7[1]["id"] in [s["id"] for s in page["data"]]
     status, body = call("GET", f"{BASE}/main-eur/suggestions?status=closed")
-    assert status == 400 and body["error"]["code"] == "invalid_parameter" and "open, accepted, stale" in body["error"]["message"]
+    assert (
+        status == 400
+        and body["error"]["code"] == "invalid_parameter"
+        and "open, accepted, stale" in body["error"]["message"]
+    )
 
     # Open items on both sides, with age; the old unpaid invoice is still there.
     status, items = call("GET", f"{BASE}/main-eur/open-items")
@@ -157,7 +220,8 @@ def test_reconciliation_end_to_end(recon):
     assert items["ledger_entries"][0]["age_days"] > 30
     as_of = dt.date.fromisoformat(items["as_of"])
     assert items["statement_lines"] and [ln["age_days"] for ln in items["statement_lines"]] == [
-        (as_of - dt.date.fromisoformat(ln["booking_date"])).days for ln in items["statement_lines"]]
+        (as_of - dt.date.fromisoformat(ln["booking_date"])).days for ln in items["statement_lines"]
+    ]
 
     # Undo a match: exactly its items are open again.
     status, undone = call("DELETE", f"{BASE}/main-eur/matches/{m1['id']}", headers={"Tierd-Actor": "alice"})
@@ -171,9 +235,12 @@ def test_reconciliation_end_to_end(recon):
     l6 = items["ledger_entries"][[e["external_id"] for e in items["ledger_entries"]].index("L-6")]["id"]
     status, body = call("POST", f"{BASE}/main-eur/matches", {"statement_line_ids": [line_id], "ledger_entry_ids": [l6]})
     assert status == 422 and body["error"]["code"] == "amounts_unbalanced"
-    status, manual = call("POST", f"{BASE}/main-eur/matches",
-                          {"statement_line_ids": [line_id], "ledger_entry_ids": [entry_id], "note": "checked"},
-                          headers={"Tierd-Actor": "bob"})
+    status, manual = call(
+        "POST",
+        f"{BASE}/main-eur/matches",
+        {"statement_line_ids": [line_id], "ledger_entry_ids": [entry_id], "note": "checked"},
+        headers={"Tierd-Actor": "bob"},
+    )
     assert status == 201 and manual["rule"] == "manual" and "for bob" in manual["explanation"]
     status, body = call("POST", f"{BASE}/main-eur/matches", {"statement_line_ids": [line_id], "ledger_entry_ids": []})
     assert status == 409 and body["error"]["code"] == "item_not_open"
@@ -209,18 +276,26 @@ def test_reconciliation_end_to_end(recon):
 
 def test_cli_against_the_daemon(recon, tmp_path):
     d, call = recon
-    result = d.cli("recon", "import", "--tenant", "acme", "--account", "main-eur", str(FIXTURES / "mt940_two_statements.sta"))
+    result = d.cli(
+        "recon", "import", "--tenant", "acme", "--account", "main-eur", str(FIXTURES / "mt940_two_statements.sta")
+    )
     assert result.returncode == 0, result.stderr
     assert "mt940, 3 new, 0 duplicate, 0 rejected" in result.stdout
     ledger_file = tmp_path / "ledger.jsonl"
-    ledger_file.write_bytes(ndjson(LEDGER[:1] + [{"external_id": "L-9", "date": "2026-11-03", "amount": "-45.50",
-                                                    "counterparty": "Stadtwerke"}]))
+    ledger_file.write_bytes(
+        ndjson(
+            LEDGER[:1]
+            + [{"external_id": "L-9", "date": "2026-11-03", "amount": "-45.50", "counterparty": "Stadtwerke"}]
+        )
+    )
     result = d.cli("recon", "ledger", "--tenant", "acme", "--account", "main-eur", str(ledger_file))
     assert result.returncode == 0 and "2 new" in result.stdout, result.stderr
     # The same entries as CSV (default layout: the field names as headers) change nothing.
     csv_file = tmp_path / "ledger.csv"
-    csv_file.write_text("external_id,date,amount,counterparty,reference\n"
-                        "L-1,2026-11-01,150.00,Mueller GmbH,INV-1043\nL-9,2026-11-03,-45.50,Stadtwerke,\n")
+    csv_file.write_text(
+        "external_id,date,amount,counterparty,reference\n"
+        "L-1,2026-11-01,150.00,Mueller GmbH,INV-1043\nL-9,2026-11-03,-45.50,Stadtwerke,\n"
+    )
     result = d.cli("recon", "ledger", "--tenant", "acme", "--account", "main-eur", str(csv_file), "--json")
     assert result.returncode == 0 and json.loads(result.stdout)["unchanged"] == 2, result.stderr + result.stdout
     result = d.cli("recon", "run", "--tenant", "acme", "--account", "main-eur", "--json")
@@ -230,7 +305,9 @@ def test_cli_against_the_daemon(recon, tmp_path):
     assert result.returncode == 0 and "reference INV-1043" in result.stdout
     result = d.cli("recon", "matches", "--tenant", "acme", "--account", "main-eur", "--suggestions")
     assert result.returncode == 0 and result.stdout.strip() == "(none)"
-    match_id = json.loads(d.cli("recon", "matches", "--tenant", "acme", "--account", "main-eur", "--json").stdout)[0]["id"]
+    match_id = json.loads(d.cli("recon", "matches", "--tenant", "acme", "--account", "main-eur", "--json").stdout)[0][
+        "id"
+    ]
     result = d.cli("recon", "unmatch", "--tenant", "acme", "--account", "main-eur", match_id)
     assert result.returncode == 0 and "undone" in result.stdout
     result = d.cli("recon", "open-items", "--tenant", "acme", "--account", "main-eur", "--json")
@@ -239,8 +316,20 @@ def test_cli_against_the_daemon(recon, tmp_path):
     # Matched again by hand; an adjustment of zero, however written, is not shown as one.
     [entry] = data["ledger_entries"]
     [line] = [ln for ln in data["statement_lines"] if ln["amount"] == entry["amount"]]
-    result = d.cli("recon", "match", "--tenant", "acme", "--account", "main-eur", "--line", str(line["id"]),
-                   "--entry", str(entry["id"]), "--adjustment", "0.000")
+    result = d.cli(
+        "recon",
+        "match",
+        "--tenant",
+        "acme",
+        "--account",
+        "main-eur",
+        "--line",
+        str(line["id"]),
+        "--entry",
+        str(entry["id"]),
+        "--adjustment",
+        "0.000",
+    )
     assert result.returncode == 0, result.stderr
     result = d.cli("recon", "matches", "--tenant", "acme", "--account", "main-eur")
     assert result.stdout.count(" <-> ledger ") == 2 and "adjustment" not in result.stdout, result.stdout
@@ -263,8 +352,9 @@ def test_inbox_folder_imports_and_sorts_files(tierd_daemon, tmp_path):
     (folder / "broken.sta").write_text(":20:X\n:25:1\n:28C:1\n:60F:C261101EUR1,00\n:61:2611011101C1x,00NTRFNONREF\n-\n")
     (folder / "upload.part").write_text("still being written")
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not ((folder / "processed" / "nov.xml").exists()
-                                               and (folder / "failed" / "broken.sta").exists()):
+    while time.monotonic() < deadline and not (
+        (folder / "processed" / "nov.xml").exists() and (folder / "failed" / "broken.sta").exists()
+    ):
         time.sleep(0.1)
     assert (folder / "processed" / "nov.xml").exists(), d.logs()
     error = (folder / "failed" / "broken.sta.error.txt").read_text()
@@ -280,12 +370,19 @@ def test_scheduled_runs_and_inbox_become_jobs():
     from tierd.plugins.reconciliation import tierd_jobs
     from tierd.plugins.reconciliation.config import SCHEMA
 
-    section = SCHEMA.validate({"accounts": [
-        {"id": "a", "tenant": "acme", "currency": "EUR", "schedule": "0 6 * * *", "inbox": "/tmp/x"},
-        {"id": "b", "tenant": "acme", "currency": "EUR"}]})
+    section = SCHEMA.validate(
+        {
+            "accounts": [
+                {"id": "a", "tenant": "acme", "currency": "EUR", "schedule": "0 6 * * *", "inbox": "/tmp/x"},
+                {"id": "b", "tenant": "acme", "currency": "EUR"},
+            ]
+        }
+    )
     jobs = tierd_jobs(SimpleNamespace(config={"reconciliation": section}))
     assert sorted((j.id, j.cron, j.interval) for j in jobs) == [
-        ("reconciliation.inbox", None, 10.0), ("reconciliation.run.acme.a", "0 6 * * *", None)]
+        ("reconciliation.inbox", None, 10.0),
+        ("reconciliation.run.acme.a", "0 6 * * *", None),
+    ]
 
 
 def test_bad_input_gets_clear_errors_and_changes_nothing(recon):
@@ -307,7 +404,9 @@ def test_bad_input_gets_clear_errors_and_changes_nothing(recon):
     status, body = call("POST", f"{BASE}/usd/statements", data=b"", headers=raw)
     assert status == 400 and body["error"]["code"] == "file_required"
     camt = (FIXTURES / "camt053_v2_batch.xml").read_bytes()
-    status, body = call("POST", f"{BASE}/main-eur/statements", data=camt.replace(b"DE8937040044", b"DE0000000000"), headers=raw)
+    status, body = call(
+        "POST", f"{BASE}/main-eur/statements", data=camt.replace(b"DE8937040044", b"DE0000000000"), headers=raw
+    )
     assert status == 422 and body["error"]["code"] == "statement_account_mismatch"
     status, body = call("POST", f"{BASE}/nope/statements", data=camt, headers=raw)
     assert status == 404
@@ -316,21 +415,45 @@ def test_bad_input_gets_clear_errors_and_changes_nothing(recon):
     assert status == 201 and (body["new"], body["rejected"]) == (0, 5)
     # A multipart upload works like a raw one.
     boundary = "tierdboundary"
-    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"nov.xml\"\r\n"
-            f"Content-Type: application/xml\r\n\r\n").encode() + camt + f"\r\n--{boundary}--\r\n".encode()
-    status, body = call("POST", f"{BASE}/main-eur/statements", data=form,
-                        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    form = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="nov.xml"\r\n'
+            f"Content-Type: application/xml\r\n\r\n"
+        ).encode()
+        + camt
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    status, body = call(
+        "POST",
+        f"{BASE}/main-eur/statements",
+        data=form,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert status == 201 and (body["filename"], body["new"]) == ("nov.xml", 5)
     status, imports = call("GET", f"{BASE}/main-eur/imports")
     assert [i["new_lines"] for i in imports["data"]] == [5]
     # Ledger: a CSV layout the configuration lacks, not JSON, bad fields; nothing stored.
-    status, body = call("POST", f"{BASE}/main-eur/ledger?format=csv&layout=nope", data=b"external_id,date,amount\n",
-                        headers={"Content-Type": "text/csv"})
+    status, body = call(
+        "POST",
+        f"{BASE}/main-eur/ledger?format=csv&layout=nope",
+        data=b"external_id,date,amount\n",
+        headers={"Content-Type": "text/csv"},
+    )
     assert status == 422 and body["error"]["code"] == "unknown_layout" and "ledger_formats" in body["error"]["message"]
-    status, body = call("POST", f"{BASE}/main-eur/ledger", data=b"{not json", headers={"Content-Type": "application/json"})
+    status, body = call(
+        "POST", f"{BASE}/main-eur/ledger", data=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert status == 422 and body["error"]["code"] == "ledger_invalid"
-    status, body = call("POST", f"{BASE}/main-eur/ledger", {"entries": [
-        {"external_id": "A", "date": "2026-11-01", "amount": "1"}, {"external_id": "B", "date": "2026-11-01", "amount": 1.5e3}]})
+    status, body = call(
+        "POST",
+        f"{BASE}/main-eur/ledger",
+        {
+            "entries": [
+                {"external_id": "A", "date": "2026-11-01", "amount": "1"},
+                {"external_id": "B", "date": "2026-11-01", "amount": 1.5e3},
+            ]
+        },
+    )
     assert status == 200  # JSON numbers are read as exact decimals (json.dumps wrote 1500.0)
     status, items = call("GET", f"{BASE}/main-eur/open-items?side=ledger")
     assert [e["amount"] for e in items["ledger_entries"]] == ["1", "1500.0"] and items["ledger_entries_total"] == 2
@@ -358,8 +481,11 @@ def test_tenants_are_walls(recon):
     # globex may have an account with the same id: it is a different account.
     status, body = call("POST", BASE, {"id": "main-eur", "currency": "EUR"}, token_=other)
     assert status == 201
-    for method, path in [("GET", f"{BASE}/main-eur/matches/{match_id}"), ("DELETE", f"{BASE}/main-eur/matches/{match_id}"),
-                         ("GET", f"{BASE}/main-eur/runs/{run['id']}")]:
+    for method, path in [
+        ("GET", f"{BASE}/main-eur/matches/{match_id}"),
+        ("DELETE", f"{BASE}/main-eur/matches/{match_id}"),
+        ("GET", f"{BASE}/main-eur/runs/{run['id']}"),
+    ]:
         status, body = call(method, path, token_=other)
         assert status == 404, (method, path, body)
     status, items = call("GET", f"{BASE}/main-eur/open-items", token_=other)
@@ -391,8 +517,13 @@ def test_an_api_account_whose_csv_layout_a_reload_removed_gets_a_clear_error(tie
     d.write_config(json.loads(json.dumps(d.config | config)))
     status, body = d.request("POST", "/v1/admin/reload", {})
     assert status == 200, body
-    status, body = d.request("POST", f"{BASE}/ops/statements?filename=x.csv", data=b"Date,Amount\n2026-11-02,1.00\n",
-                             tenant="acme", headers={"Content-Type": "text/csv"})
+    status, body = d.request(
+        "POST",
+        f"{BASE}/ops/statements?filename=x.csv",
+        data=b"Date,Amount\n2026-11-02,1.00\n",
+        tenant="acme",
+        headers={"Content-Type": "text/csv"},
+    )
     assert status == 422 and body["error"]["code"] == "unknown_layout" and "'old'" in body["error"]["message"]
     status, imports = d.request("GET", f"{BASE}/ops/imports", tenant="acme")
     assert imports["data"] == []

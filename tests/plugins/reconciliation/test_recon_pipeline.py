@@ -10,9 +10,9 @@ import yaml
 from tierd.core.registry import StatementError, StatementLine
 from tierd.core.schema import Invalid
 from tierd.plugins.reconciliation import ledger
-from tierd.plugins.reconciliation.imports import AccountMismatch, dedup_keys, plan_import
-from tierd.plugins.reconciliation.importers import builtin_importers
 from tierd.plugins.reconciliation.config import SCHEMA, engine_config
+from tierd.plugins.reconciliation.importers import builtin_importers
+from tierd.plugins.reconciliation.imports import AccountMismatch, dedup_keys, plan_import
 
 HERE = Path(__file__).parent
 FIXTURES = HERE / "fixtures"
@@ -28,7 +28,14 @@ def test_example_config_is_valid_and_complete():
     section = SCHEMA.validate(yaml.safe_load(EXAMPLE.read_text())["reconciliation"])
     [acct] = section["accounts"]
     cfg = engine_config(acct)
-    assert [r["rule"] for r in cfg.rules] == ["reference", "amount_date", "fuzzy_counterparty", "batch", "partial", "tolerance"]
+    assert [r["rule"] for r in cfg.rules] == [
+        "reference",
+        "amount_date",
+        "fuzzy_counterparty",
+        "batch",
+        "partial",
+        "tolerance",
+    ]
     assert cfg.rules[-1]["absolute"] == "2.50" and "max_items" not in cfg.rules[0]
     assert (cfg.auto_threshold, cfg.min_margin) == (0.85, 0.05)
 
@@ -36,12 +43,32 @@ def test_example_config_is_valid_and_complete():
 @pytest.mark.parametrize(
     "section, message",
     [
-        ({"accounts": [{"id": "a", "tenant": "t", "currency": "EUR", "rules": [{"rule": "magic"}]}]}, "accounts[0].rules[0].rule"),
-        ({"accounts": [{"id": "a", "tenant": "t", "currency": "EUR", "csv_format": "nope"}]}, "no csv_formats entry named 'nope'"),
+        (
+            {"accounts": [{"id": "a", "tenant": "t", "currency": "EUR", "rules": [{"rule": "magic"}]}]},
+            "accounts[0].rules[0].rule",
+        ),
+        (
+            {"accounts": [{"id": "a", "tenant": "t", "currency": "EUR", "csv_format": "nope"}]},
+            "no csv_formats entry named 'nope'",
+        ),
         ({"accounts": [{"id": "a", "tenant": "t", "currency": "euro"}]}, "ISO 4217"),
-        ({"accounts": [{"id": "a", "tenant": "t", "currency": "EUR"}, {"id": "a", "tenant": "t", "currency": "EUR"}]}, "appears twice"),
-        ({"accounts": [{"id": "a", "tenant": "t", "currency": "EUR", "schedule": "every day"}]}, "accounts[0].schedule"),
-        ({"csv_formats": {"x": {"columns": {"booking_date": "D", "amount": "A", "debit": "S"}}}}, "either columns.amount"),
+        (
+            {
+                "accounts": [
+                    {"id": "a", "tenant": "t", "currency": "EUR"},
+                    {"id": "a", "tenant": "t", "currency": "EUR"},
+                ]
+            },
+            "appears twice",
+        ),
+        (
+            {"accounts": [{"id": "a", "tenant": "t", "currency": "EUR", "schedule": "every day"}]},
+            "accounts[0].schedule",
+        ),
+        (
+            {"csv_formats": {"x": {"columns": {"booking_date": "D", "amount": "A", "debit": "S"}}}},
+            "either columns.amount",
+        ),
         ({"csv_formats": {"x": {"columns": {"amount": "A"}}}}, "booking_date is required"),
     ],
 )
@@ -55,8 +82,13 @@ def test_config_errors_name_the_key(section, message):
 
 
 def line(amount="10.00", day=1, ref="", remit="x"):
-    return StatementLine(booking_date=dt.date(2026, 11, day), amount=Decimal(amount), currency="EUR",
-                         bank_reference=ref, remittance=remit)
+    return StatementLine(
+        booking_date=dt.date(2026, 11, day),
+        amount=Decimal(amount),
+        currency="EUR",
+        bank_reference=ref,
+        remittance=remit,
+    )
 
 
 def test_dedup_keys_keep_identical_genuine_lines_apart():
@@ -97,11 +129,18 @@ def test_balance_mismatch_is_reported_not_fatal():
 
 def test_statement_for_another_account_is_refused():
     with pytest.raises(AccountMismatch):
-        plan_import((FIXTURES / "camt053_v2_batch.xml").read_bytes(), IMPORTERS, {**ACCOUNT, "iban": "FR7630006000011234567890189"}, None)
+        plan_import(
+            (FIXTURES / "camt053_v2_batch.xml").read_bytes(),
+            IMPORTERS,
+            {**ACCOUNT, "iban": "FR7630006000011234567890189"},
+            None,
+        )
 
 
 def test_lines_in_another_currency_are_rejected_and_counted():
-    plan = plan_import((FIXTURES / "ofx1_sgml.ofx").read_bytes(), IMPORTERS, {**ACCOUNT, "iban": "", "account_number": ""}, None)
+    plan = plan_import(
+        (FIXTURES / "ofx1_sgml.ofx").read_bytes(), IMPORTERS, {**ACCOUNT, "iban": "", "account_number": ""}, None
+    )
     assert plan.lines == [] and len(plan.rejected) == 3 and "currency USD" in plan.rejected[0]["reason"]
 
 
@@ -118,7 +157,10 @@ def test_ledger_json_forms_and_validation():
     assert ledger.parse_json_entries(one)[0][1]["external_id"] == "A"
     lines = one + b"\n" + b'{"external_id": "B", "date": "2026-11-02", "amount": -3}'
     entries = ledger.validate_entries(ledger.parse_json_entries(lines), "EUR")
-    assert [(e["external_id"], e["amount"], e["currency"]) for e in entries] == [("A", "12.50", "EUR"), ("B", "-3", "EUR")]
+    assert [(e["external_id"], e["amount"], e["currency"]) for e in entries] == [
+        ("A", "12.50", "EUR"),
+        ("B", "-3", "EUR"),
+    ]
     # JSON numbers with a fraction stay exact (parsed as Decimal, never float).
     [(_, e)] = ledger.parse_json_entries(b'[{"external_id": "C", "date": "2026-11-02", "amount": 0.1}]')
     assert ledger.validate_entries([("x", e)], "EUR")[0]["amount"] == "0.1"
@@ -149,14 +191,34 @@ def test_ledger_duplicate_external_id_in_one_upload():
 
 
 def test_ledger_csv_with_layout():
-    layout = {"delimiter": ";", "quotechar": '"', "encoding": "cp1252", "decimal": ",", "date_format": "%d.%m.%Y",
-              "skip_rows": 0, "columns": {"external_id": "Beleg", "date": "Datum", "amount": "Betrag",
-                                          "counterparty": "Kunde", "reference": "Rechnung", "description": None,
-                                          "currency": None}}
+    layout = {
+        "delimiter": ";",
+        "quotechar": '"',
+        "encoding": "cp1252",
+        "decimal": ",",
+        "date_format": "%d.%m.%Y",
+        "skip_rows": 0,
+        "columns": {
+            "external_id": "Beleg",
+            "date": "Datum",
+            "amount": "Betrag",
+            "counterparty": "Kunde",
+            "reference": "Rechnung",
+            "description": None,
+            "currency": None,
+        },
+    }
     raw = "Beleg;Datum;Betrag;Kunde;Rechnung\nB-1;02.11.2026;1.150,00;Müller GmbH;INV-1043\n".encode("cp1252")
     [entry] = ledger.validate_entries(ledger.parse_csv_entries(raw, layout), "EUR")
-    assert entry == {"external_id": "B-1", "date": "2026-11-02", "amount": "1150.00", "currency": "EUR",
-                     "counterparty": "Müller GmbH", "reference": "INV-1043", "description": ""}
+    assert entry == {
+        "external_id": "B-1",
+        "date": "2026-11-02",
+        "amount": "1150.00",
+        "currency": "EUR",
+        "counterparty": "Müller GmbH",
+        "reference": "INV-1043",
+        "description": "",
+    }
     with pytest.raises(ledger.LedgerError) as err:
         ledger.parse_csv_entries(raw.replace(b"1.150,00", b"1.15,00"), layout)
     assert err.value.problems[0].startswith("line 2")

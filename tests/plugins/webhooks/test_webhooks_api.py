@@ -5,10 +5,10 @@ import asyncio
 import json
 
 from aiohttp import web
+from webhook_helpers import fail_500, hook_receiver, local  # noqa: F401 (fixtures)
 
 from tierd.core.clock import iso, parse_iso
 from tierd.testing import eventually
-from webhook_helpers import fail_500, hook_receiver, local  # noqa: F401 (fixtures)
 
 
 async def test_tenant_walls(local, hook_receiver):
@@ -24,13 +24,17 @@ async def test_tenant_walls(local, hook_receiver):
     assert status == 200
     # ...another tenant gets 404 for every route, as if it did not exist.
     for method, path, body in [
-        ("GET", f"/v1/webhooks/{ep['id']}", None), ("PUT", f"/v1/webhooks/{ep['id']}", {"enabled": False}),
-        ("DELETE", f"/v1/webhooks/{ep['id']}", None), ("GET", f"/v1/webhooks/{ep['id']}/secret", None),
-        ("POST", f"/v1/webhooks/{ep['id']}/rotate-secret", {}), ("GET", f"/v1/webhooks/{ep['id']}/deliveries", None),
+        ("GET", f"/v1/webhooks/{ep['id']}", None),
+        ("PUT", f"/v1/webhooks/{ep['id']}", {"enabled": False}),
+        ("DELETE", f"/v1/webhooks/{ep['id']}", None),
+        ("GET", f"/v1/webhooks/{ep['id']}/secret", None),
+        ("POST", f"/v1/webhooks/{ep['id']}/rotate-secret", {}),
+        ("GET", f"/v1/webhooks/{ep['id']}/deliveries", None),
         ("POST", f"/v1/webhooks/{ep['id']}/recover", {"since": "2020-01-01T00:00:00Z"}),
         ("POST", f"/v1/webhooks/{ep['id']}/replay", {"since": "2020-01-01T00:00:00Z"}),
         ("GET", f"/v1/webhooks/{ep['id']}/stats", None),
-        ("POST", f"/v1/webhooks/{ep['id']}/test", {}), ("GET", f"/v1/deliveries/{delivery['id']}", None),
+        ("POST", f"/v1/webhooks/{ep['id']}/test", {}),
+        ("GET", f"/v1/deliveries/{delivery['id']}", None),
         ("POST", f"/v1/deliveries/{delivery['id']}/retry", {}),
     ]:
         status, answer = await d.call(method, path, body, token=globex_token)
@@ -53,17 +57,25 @@ async def test_tenant_walls(local, hook_receiver):
 async def test_endpoint_crud_and_secret_not_in_listing(local):
     d = await local()
     await d.tenant("acme")
-    ep = await d.endpoint("acme", "https://example.com/a", description="A", event_types=["invoice.*"],
-                          metadata={"team": "billing"}, rate_limit=5)
+    ep = await d.endpoint(
+        "acme",
+        "https://example.com/a",
+        description="A",
+        event_types=["invoice.*"],
+        metadata={"team": "billing"},
+        rate_limit=5,
+    )
     for _ in range(3):
         await d.endpoint("acme", "https://example.com/b")
     status, first = await d.call("GET", "/v1/webhooks", tenant="acme", params={"limit": 2})
-    status, second = await d.call("GET", "/v1/webhooks", tenant="acme",
-                                  params={"limit": 2, "cursor": first["next_cursor"]})
+    status, second = await d.call(
+        "GET", "/v1/webhooks", tenant="acme", params={"limit": 2, "cursor": first["next_cursor"]}
+    )
     assert len(first["data"]) == 2 and len(second["data"]) == 2 and second["next_cursor"] is None
     assert all("secret" not in e for e in first["data"] + second["data"])
-    status, updated = await d.call("PUT", f"/v1/webhooks/{ep['id']}",
-                                   {"enabled": False, "event_types": ["invoice.paid"]}, tenant="acme")
+    status, updated = await d.call(
+        "PUT", f"/v1/webhooks/{ep['id']}", {"enabled": False, "event_types": ["invoice.paid"]}, tenant="acme"
+    )
     assert status == 200 and updated["enabled"] is False and updated["event_types"] == ["invoice.paid"]
     assert updated["metadata"] == {"team": "billing"} and updated["rate_limit"] == 5
     status, _ = await d.call("DELETE", f"/v1/webhooks/{ep['id']}", tenant="acme")
@@ -78,15 +90,24 @@ async def test_endpoint_changes_are_events_naming_who_made_them(local, hook_rece
     r = await hook_receiver()
     everything = await d.endpoint("acme", r.url)  # subscribed to every type
     ep = await d.endpoint("acme", "https://example.com/a", description="billing")
-    await d.call("PUT", f"/v1/webhooks/{ep['id']}", {"url": "https://example.net/b", "enabled": False},
-                 token=token, headers={"Tierd-Actor": "alice@example.com"})
+    await d.call(
+        "PUT",
+        f"/v1/webhooks/{ep['id']}",
+        {"url": "https://example.net/b", "enabled": False},
+        token=token,
+        headers={"Tierd-Actor": "alice@example.com"},
+    )
     status, rotated = await d.call("POST", f"/v1/webhooks/{ep['id']}/rotate-secret", {}, tenant="acme")
     await d.call("DELETE", f"/v1/webhooks/{ep['id']}", tenant="acme")
     status, page = await d.call("GET", "/v1/events", tenant="acme", params={"type": "webhook.endpoint.*"})
     changes = [(e["type"], e["data"]["endpoint_id"]) for e in page["data"]]
-    assert changes == [("webhook.endpoint.created", everything["id"]), ("webhook.endpoint.created", ep["id"]),
-                       ("webhook.endpoint.updated", ep["id"]), ("webhook.endpoint.secret_rotated", ep["id"]),
-                       ("webhook.endpoint.deleted", ep["id"])]
+    assert changes == [
+        ("webhook.endpoint.created", everything["id"]),
+        ("webhook.endpoint.created", ep["id"]),
+        ("webhook.endpoint.updated", ep["id"]),
+        ("webhook.endpoint.secret_rotated", ep["id"]),
+        ("webhook.endpoint.deleted", ep["id"]),
+    ]
     updated = page["data"][2]["data"]
     assert updated["url"] == "https://example.net/b" and updated["previous_url"] == "https://example.com/a"
     assert updated["fields"] == ["enabled", "url"] and updated["description"] == "billing"
@@ -106,8 +127,13 @@ async def test_ssrf_refused_with_default_config(local, hook_receiver):
     await d.tenant("acme")
     r = await hook_receiver()
     # Literal non-public addresses are refused when the endpoint is created...
-    for url in ("http://127.0.0.1/x", "http://[::1]/x", "http://169.254.169.254/latest/meta-data",
-                "http://[::ffff:7f00:1]/x", "http://10.1.2.3/x"):
+    for url in (
+        "http://127.0.0.1/x",
+        "http://[::1]/x",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::ffff:7f00:1]/x",
+        "http://10.1.2.3/x",
+    ):
         status, answer = await d.call("POST", "/v1/webhooks", {"url": url}, tenant="acme")
         assert status == 422 and "refused" in answer["error"]["message"], (url, answer)
     # ...and names are checked on the addresses they resolve to, at every attempt.
@@ -136,18 +162,21 @@ async def test_deliveries_filters_pages_and_recover(local, hook_receiver):
     assert await d.deliveries("acme", ep["id"], since=iso(d.clock.time() + 60)) == []
     # cursor pages, newest first
     status, page1 = await d.call("GET", f"/v1/webhooks/{ep['id']}/deliveries", tenant="acme", params={"limit": 3})
-    status, page2 = await d.call("GET", f"/v1/webhooks/{ep['id']}/deliveries", tenant="acme",
-                                 params={"limit": 3, "cursor": page1["next_cursor"]})
+    status, page2 = await d.call(
+        "GET", f"/v1/webhooks/{ep['id']}/deliveries", tenant="acme", params={"limit": 3, "cursor": page1["next_cursor"]}
+    )
     ids = [x["id"] for x in page1["data"] + page2["data"]]
     assert len(ids) == 4 == len(set(ids)) and page2["next_cursor"] is None
     assert page1["data"][0]["event_type"] == "customer.created"
-    status, answer = await d.call("GET", f"/v1/webhooks/{ep['id']}/deliveries", tenant="acme",
-                                  params={"status": "bogus"})
+    status, answer = await d.call(
+        "GET", f"/v1/webhooks/{ep['id']}/deliveries", tenant="acme", params={"status": "bogus"}
+    )
     assert status == 400
     # The receiver is fixed: recover everything that failed since an hour ago.
     r.responder = None
-    status, answer = await d.call("POST", f"/v1/webhooks/{ep['id']}/recover",
-                                  {"since": iso(d.clock.time() - 3600)}, tenant="acme")
+    status, answer = await d.call(
+        "POST", f"/v1/webhooks/{ep['id']}/recover", {"since": iso(d.clock.time() - 3600)}, tenant="acme"
+    )
     assert status == 202 and answer["requeued"] == 4
     await d.wait_delivery("acme", ep["id"], "succeeded", count=4)
     status, answer = await d.call("POST", f"/v1/webhooks/{ep['id']}/recover", {"since": "yesterday"}, tenant="acme")
@@ -216,7 +245,8 @@ async def test_retention_prunes_old_attempts_and_finished_deliveries(local, hook
     await d.daemon.db.execute(
         "INSERT INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload, status, due_at,"
         " created_at) VALUES ('msg_orphan', 'acme', 'ep_gone', 'evt_x', 'invoice.paid', '{}', 'pending', ?, ?)",
-        (d.clock.time(), d.clock.time()))
+        (d.clock.time(), d.clock.time()),
+    )
     assert await d.webhooks.retention.prune() == 0
     d.clock.advance(31 * 86400)
     assert await d.webhooks.retention.prune() == 3  # one attempt, one delivery, the orphan
@@ -236,9 +266,14 @@ async def test_metrics(local, hook_receiver):
     await d.webhooks.update_metrics()
     async with d.session.get(d.url + "/metrics") as resp:
         text = await resp.text()
-    for name in ('tierd_webhook_attempts_total{outcome="success"} 1.0', "tierd_webhook_attempt_duration_seconds_count 1.0",
-                 "tierd_webhook_first_attempt_delay_seconds_count 1.0", "tierd_webhook_deliveries_due 0.0",
-                 "tierd_webhook_oldest_due_age_seconds 0.0", "tierd_webhook_endpoints_disabled 1.0"):
+    for name in (
+        'tierd_webhook_attempts_total{outcome="success"} 1.0',
+        "tierd_webhook_attempt_duration_seconds_count 1.0",
+        "tierd_webhook_first_attempt_delay_seconds_count 1.0",
+        "tierd_webhook_deliveries_due 0.0",
+        "tierd_webhook_oldest_due_age_seconds 0.0",
+        "tierd_webhook_endpoints_disabled 1.0",
+    ):
         assert name in text, name
 
 
@@ -260,8 +295,11 @@ async def test_due_gauges_show_deliveries_waiting_for_a_slot(local, hook_receive
     await asyncio.sleep(0.2)  # the other two wait, due, for the one slot
     await d.webhooks.update_metrics()
     async with d.session.get(d.url + "/metrics") as resp:
-        gauges = dict(line.rsplit(" ", 1) for line in (await resp.text()).splitlines()
-                      if line.startswith(("tierd_webhook_deliveries_due ", "tierd_webhook_oldest_due_age_seconds ")))
+        gauges = dict(
+            line.rsplit(" ", 1)
+            for line in (await resp.text()).splitlines()
+            if line.startswith(("tierd_webhook_deliveries_due ", "tierd_webhook_oldest_due_age_seconds "))
+        )
     assert float(gauges["tierd_webhook_deliveries_due"]) == 2
     assert float(gauges["tierd_webhook_oldest_due_age_seconds"]) >= 0.2
     release.set()
@@ -310,8 +348,9 @@ async def test_pending_retries_survive_a_restart(tmp_path, hook_receiver):
 
 
 async def test_a_delivery_claimed_while_stopping_waits_for_the_next_start(tmp_path, hook_receiver, caplog):
-    from tierd.plugins.webhooks.records import Claimed
     from webhook_helpers import LocalDaemon
+
+    from tierd.plugins.webhooks.records import Claimed
 
     r = await hook_receiver()
     d = await LocalDaemon(tmp_path).start()
@@ -324,11 +363,23 @@ async def test_a_delivery_claimed_while_stopping_waits_for_the_next_start(tmp_pa
         seq = await d.webhooks.store.create_test_delivery("acme", ep["id"], '{"type":"late"}', d.clock.time())
         row = await d.webhooks.store.claimed_row(seq)
         dispatcher.slots.take(ep["id"])
-        dispatcher.launch(Claimed(row["seq"], row["id"], "acme", ep["id"], "late", row["payload"], 0,
-                                  row["created_at"], r.url, {}, [ep["secret"]]))
+        dispatcher.launch(
+            Claimed(
+                row["seq"],
+                row["id"],
+                "acme",
+                ep["id"],
+                "late",
+                row["payload"],
+                0,
+                row["created_at"],
+                r.url,
+                {},
+                [ep["secret"]],
+            )
+        )
         # Whatever launch() started has ended (a send would have reached r by then).
-        await eventually(lambda: dispatcher.slots.in_flight == 0 and not dispatcher.tasks,
-                         what="the launch to settle")
+        await eventually(lambda: dispatcher.slots.in_flight == 0 and not dispatcher.tasks, what="the launch to settle")
         assert r.requests == []
         assert "crashed" not in caplog.text  # no attempt on a closed session
     finally:
@@ -385,8 +436,12 @@ async def test_endpoint_stats_failure_window_and_recover_until(local, hook_recei
     # The receiver is fixed; re-queue only what failed in the first hour of the outage.
     r.responder = None
     now = d.clock.time()
-    status, answer = await d.call("POST", f"/v1/webhooks/{ep['id']}/recover",
-                                  {"since": iso(now - 3 * 3600), "until": iso(now - 3600)}, tenant="acme")
+    status, answer = await d.call(
+        "POST",
+        f"/v1/webhooks/{ep['id']}/recover",
+        {"since": iso(now - 3 * 3600), "until": iso(now - 3600)},
+        tenant="acme",
+    )
     assert status == 202 and answer["requeued"] == 2
     await d.wait_delivery("acme", ep["id"], "succeeded", count=2)
     [still_failed] = await d.deliveries("acme", ep["id"], status="failed")
@@ -399,16 +454,18 @@ async def test_endpoint_stats_failure_window_and_recover_until(local, hook_recei
     assert endpoint["failing_since"] is None and endpoint["disabled_at"] is None
 
     # Bad input: a clear 422 naming the field, and nothing re-queued.
-    for body, path in (({"since": iso(now), "until": iso(now - 60)}, "until"),
-                       ({"since": iso(now - 60), "until": "soon"}, "until"),
-                       ({"since": iso(now - 60), "status": "failed"}, "status"), ({"since": 12}, "since"),
-                       ({}, "since")):
+    for body, path in (
+        ({"since": iso(now), "until": iso(now - 60)}, "until"),
+        ({"since": iso(now - 60), "until": "soon"}, "until"),
+        ({"since": iso(now - 60), "status": "failed"}, "status"),
+        ({"since": 12}, "since"),
+        ({}, "since"),
+    ):
         status, answer = await d.call("POST", f"/v1/webhooks/{ep['id']}/recover", body, tenant="acme")
         assert status == 422 and answer["error"]["code"] == "invalid_body", (body, answer)
         assert [e["path"] for e in answer["error"]["details"]] == [path], answer
     for window in ("bogus", "0s", "-1h"):
-        status, answer = await d.call("GET", f"/v1/webhooks/{ep['id']}/stats", tenant="acme",
-                                      params={"window": window})
+        status, answer = await d.call("GET", f"/v1/webhooks/{ep['id']}/stats", tenant="acme", params={"window": window})
         assert status == 400 and answer["error"]["code"] == "invalid_parameter", (window, answer)
     assert len(await d.deliveries("acme", ep["id"], status="failed")) == 1
 
@@ -424,8 +481,8 @@ async def test_replay_delivers_what_an_endpoint_missed_and_nothing_twice(local, 
     # Disabled for a while: the events meanwhile make no delivery for it...
     await d.call("PUT", f"/v1/webhooks/{ep['id']}", {"enabled": False}, tenant="acme")
     events = [await d.publish("acme", "invoice.paid", {"i": i}) for i in (1, 2, 3)]
-    await d.publish("acme", "customer.created")        # not subscribed
-    await d.publish("globex", "invoice.paid")          # another tenant's
+    await d.publish("acme", "customer.created")  # not subscribed
+    await d.publish("globex", "invoice.paid")  # another tenant's
     await d.call("PUT", f"/v1/webhooks/{ep['id']}", {"enabled": True}, tenant="acme")
     await d.settled()  # the consumers have passed every event above, the enabling included
     # ...so enabling it again sends nothing by itself (a send is a delivery row first).
@@ -444,8 +501,9 @@ async def test_replay_delivers_what_an_endpoint_missed_and_nothing_twice(local, 
     # An endpoint created after the events backfills them, a span at a time.
     late = await d.endpoint("acme", r.url + "/late", event_types=["invoice.*"])
     between = iso((parse_iso(events[0]["created_at"]) + parse_iso(events[1]["created_at"])) / 2)
-    status, answer = await d.call("POST", f"/v1/webhooks/{late['id']}/replay",
-                                  {"since": since, "until": between}, tenant="acme")
+    status, answer = await d.call(
+        "POST", f"/v1/webhooks/{late['id']}/replay", {"since": since, "until": between}, tenant="acme"
+    )
     assert answer["queued"] == 2  # i=0 and i=1
     status, answer = await d.call("POST", f"/v1/webhooks/{late['id']}/replay", {"since": since}, tenant="acme")
     assert answer["queued"] == 2  # i=2 and i=3
@@ -457,8 +515,11 @@ async def test_replay_delivers_what_an_endpoint_missed_and_nothing_twice(local, 
         assert sorted(json.loads(req["body"])["data"]["i"] for req in got) == [0, 1, 2, 3], path
     assert len({req["headers"]["webhook-id"] for req in r.requests}) == 8
     # A replayed delivery carries the event's own body: type, its time, its data.
-    [first] = [json.loads(req["body"]) for req in r.requests if req["path"].endswith("/late")
-               and json.loads(req["body"])["data"] == {"i": 1}]
+    [first] = [
+        json.loads(req["body"])
+        for req in r.requests
+        if req["path"].endswith("/late") and json.loads(req["body"])["data"] == {"i": 1}
+    ]
     assert first["type"] == "invoice.paid" and first["timestamp"] == events[0]["created_at"]
 
     for body in ({}, {"since": "last week"}, {"since": since, "until": since}, {"since": since, "types": ["x"]}):
@@ -481,7 +542,9 @@ async def test_where_an_event_went(local, hook_receiver):
     status, answer = await d.call("GET", "/v1/deliveries", tenant="acme", params={"event_id": event["id"]})
     assert status == 200, answer
     assert [(x["endpoint_id"], x["endpoint_url"], x["status"]) for x in answer["data"]] == [
-        (ep_ok["id"], ok.url, "succeeded"), (ep_failing["id"], failing.url, "failed")]
+        (ep_ok["id"], ok.url, "succeeded"),
+        (ep_failing["id"], failing.url, "failed"),
+    ]
     assert answer["data"][1]["attempts"] == 3 and answer["data"][1]["last_status_code"] == 500
     # An event no endpoint took is an empty list; an unknown one, or another tenant's, is 404.
     unwanted = await d.publish("acme", "customer.created")

@@ -4,7 +4,6 @@ import asyncio
 import json
 
 from aiohttp import web
-
 from webhook_helpers import fail_500, hook_receiver, local  # noqa: F401 (fixtures)
 
 LIMITS = {"max_in_flight": 20, "endpoint_max_in_flight": 4, "timeout": "2s", "retry_schedule": ["0s", "1s", "1s"]}
@@ -59,12 +58,25 @@ async def test_backlog_drains_in_bounded_batches_and_new_events_are_not_starved(
     await d.endpoint("acme", fresh.url, event_types=["fresh.*"])
     # 20,000 due deliveries for one endpoint, written straight to the table.
     now = d.clock.time()
-    rows = [(f"msg_backlog{i:06d}", "acme", backlog_ep["id"], f"evt_b{i}", "backlog.item", '{"type":"backlog.item"}',
-             now - 600 + i * 0.001, now - 600) for i in range(20_000)]
+    rows = [
+        (
+            f"msg_backlog{i:06d}",
+            "acme",
+            backlog_ep["id"],
+            f"evt_b{i}",
+            "backlog.item",
+            '{"type":"backlog.item"}',
+            now - 600 + i * 0.001,
+            now - 600,
+        )
+        for i in range(20_000)
+    ]
     async with d.daemon.db.transaction() as tx:
         await tx.executemany(
             "INSERT INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload, status,"
-            " due_at, created_at) VALUES (?,?,?,?,?,?,'pending',?,?)", rows)
+            " due_at, created_at) VALUES (?,?,?,?,?,?,'pending',?,?)",
+            rows,
+        )
     d.webhooks.dispatcher.wake()
     try:
         await slow.wait_for(21 + LIMITS["endpoint_max_in_flight"] - 1)  # served 20, now its slots hang

@@ -12,12 +12,39 @@ from tierd.plugins.webhooks.outcome import retry_delay as next_delay
 from tierd.plugins.webhooks.ssrf import AddressPolicy, DestinationRefused, GuardedResolver, find_refusal, make_connector
 
 REFUSED = [
-    "127.0.0.1", "127.1.2.3", "10.0.0.1", "172.16.5.4", "192.168.1.1", "100.64.0.1", "100.100.100.200",
-    "169.254.169.254", "0.0.0.0", "224.0.0.1", "239.255.255.250", "240.0.0.1", "255.255.255.255",
-    "192.0.2.10", "198.51.100.7", "203.0.113.9", "198.18.0.1", "192.0.0.8",
-    "::1", "::", "fe80::1", "fc00::1", "fd00:ec2::254", "ff02::1", "2001:db8::1",
-    "::ffff:127.0.0.1", "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1",
-    "2002:7f00:0001::1", "2002:c0a8:0101::1", "2001:0:4136:e378::1", "::127.0.0.1",
+    "127.0.0.1",
+    "127.1.2.3",
+    "10.0.0.1",
+    "172.16.5.4",
+    "192.168.1.1",
+    "100.64.0.1",
+    "100.100.100.200",
+    "169.254.169.254",
+    "0.0.0.0",
+    "224.0.0.1",
+    "239.255.255.250",
+    "240.0.0.1",
+    "255.255.255.255",
+    "192.0.2.10",
+    "198.51.100.7",
+    "203.0.113.9",
+    "198.18.0.1",
+    "192.0.0.8",
+    "::1",
+    "::",
+    "fe80::1",
+    "fc00::1",
+    "fd00:ec2::254",
+    "ff02::1",
+    "2001:db8::1",
+    "::ffff:127.0.0.1",
+    "::ffff:169.254.169.254",
+    "64:ff9b::a9fe:a9fe",
+    "64:ff9b::7f00:1",
+    "2002:7f00:0001::1",
+    "2002:c0a8:0101::1",
+    "2001:0:4136:e378::1",
+    "::127.0.0.1",
 ]
 ALLOWED = ["8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"]
 
@@ -69,8 +96,10 @@ async def test_resolver_checks_every_resolution():
 async def test_resolver_keeps_only_allowed_addresses():
     class Mixed(FlippingResolver):
         async def resolve(self, host, port=0, family=0):
-            return [{"hostname": host, "host": a, "port": port, "family": 2, "proto": 0, "flags": 0}
-                    for a in ("10.0.0.1", "8.8.8.8")]
+            return [
+                {"hostname": host, "host": a, "port": port, "family": 2, "proto": 0, "flags": 0}
+                for a in ("10.0.0.1", "8.8.8.8")
+            ]
 
     result = await GuardedResolver(AddressPolicy(), Mixed()).resolve("mixed.example", 443)
     assert [r["host"] for r in result] == ["8.8.8.8"]
@@ -98,9 +127,16 @@ def test_retry_schedule_and_jitter():
     assert next_delay(schedule, 4) is None
 
 
-@pytest.mark.parametrize("status,header,expected", [
-    (429, "1", 300), (429, "450", 450), (503, "100000", 600), (502, "400", 400), (504, "400", 400),
-])
+@pytest.mark.parametrize(
+    "status,header,expected",
+    [
+        (429, "1", 300),
+        (429, "450", 450),
+        (503, "100000", 600),
+        (502, "400", 400),
+        (504, "400", 400),
+    ],
+)
 def test_retry_after_is_clamped_between_scheduled_and_twice(status, header, expected):
     assert next_delay([0, 300], 1, status=status, retry_after=header) == expected
 

@@ -16,15 +16,20 @@ async def store(tmp_path):
     db = await Database(tmp_path / "t.db").open()
     await db.migrate({"webhooks": MIGRATIONS})
     for j in range(4):
-        await db.execute("INSERT INTO webhook_endpoints(id, tenant_id, url, secret, enabled, created_at, updated_at)"
-                         " VALUES (?,?,?,?,?,0,0)", (f"ep_{j}", "acme", "https://example.com", "whsec_x", int(j != 3)))
+        await db.execute(
+            "INSERT INTO webhook_endpoints(id, tenant_id, url, secret, enabled, created_at, updated_at)"
+            " VALUES (?,?,?,?,?,0,0)",
+            (f"ep_{j}", "acme", "https://example.com", "whsec_x", int(j != 3)),
+        )
     yield Store(db)
     await db.close()
 
 
 def rows(count, now, endpoints=4, inflight=False):
-    return [(f"msg_{i:06d}", "acme", f"ep_{i % endpoints}", f"evt_{i}", "invoice.paid", "{}", now + i * 1e-6, now,
-             inflight) for i in range(count)]
+    return [
+        (f"msg_{i:06d}", "acme", f"ep_{i % endpoints}", f"evt_{i}", "invoice.paid", "{}", now + i * 1e-6, now, inflight)
+        for i in range(count)
+    ]
 
 
 async def test_claim_respects_room_cap_limit_and_disabled_endpoints(store):
@@ -48,7 +53,9 @@ async def test_claim_plan_seeks_per_endpoint_instead_of_scanning_deliveries(stor
     sql_plan = await store.db.fetchall(
         "EXPLAIN QUERY PLAN SELECT d.seq FROM webhook_endpoints e CROSS JOIN webhook_deliveries d ON d.seq IN ("
         " SELECT x.seq FROM webhook_deliveries x WHERE x.endpoint_id=e.id AND x.status='pending'"
-        " AND x.due_at<=? ORDER BY x.due_at LIMIT ?) WHERE e.enabled=1", (0, 10))
+        " AND x.due_at<=? ORDER BY x.due_at LIMIT ?) WHERE e.enabled=1",
+        (0, 10),
+    )
     details = [r["detail"] for r in sql_plan]
     assert "SCAN e" in details and not any(d.startswith("SCAN d") for d in details), details
     now = time.time()
@@ -61,10 +68,12 @@ async def test_record_moves_delivery_and_failure_window(store):
     now = time.time()
     await store.create_deliveries(rows(2, now, endpoints=1), now)
     a, b = await store.claim(now + 1, limit=10, cap=10, room={}, claim_id=1)
-    await store.record([
-        Outcome(a["seq"], "acme", "ep_0", now + 1, "http_error", 500, 3.0, "HTTP 500", "boom", "pending", now + 5),
-        Outcome(b["seq"], "acme", "ep_0", now + 1, "success", 200, 2.0, None, "ok", "succeeded", None),
-    ])
+    await store.record(
+        [
+            Outcome(a["seq"], "acme", "ep_0", now + 1, "http_error", 500, 3.0, "HTTP 500", "boom", "pending", now + 5),
+            Outcome(b["seq"], "acme", "ep_0", now + 1, "success", 200, 2.0, None, "ok", "succeeded", None),
+        ]
+    )
     first = await store.get_delivery("acme", a["id"])
     second = await store.get_delivery("acme", b["id"])
     assert (first["status"], first["attempts"], first["last_status_code"]) == ("pending", 1, 500)
@@ -79,8 +88,9 @@ async def test_deliveries_created_claimed_are_not_claimed_again_and_requeued_aft
     """The consumer's fast path stores rows already claimed: the claim query must
     not hand them out a second time, and a restart must send them again."""
     now = time.time()
-    created = await store.create_deliveries(rows(6, now, endpoints=2, inflight=True)[:3] + rows(6, now, endpoints=2)[3:],
-                                            now)
+    created = await store.create_deliveries(
+        rows(6, now, endpoints=2, inflight=True)[:3] + rows(6, now, endpoints=2)[3:], now
+    )
     assert list(created) == [f"msg_{i:06d}" for i in range(6)]
     # The seq of each row, as stored (the dispatcher records attempts by it).
     stored = await store.db.fetchall("SELECT id, seq FROM webhook_deliveries")
@@ -115,9 +125,18 @@ async def test_endpoint_cache_refresh_waits_for_one_in_progress():
             return [row for key, row in self.rows.items() if ids is None or key in ids]
 
     def row(endpoint_id):
-        return {"id": endpoint_id, "tenant_id": "acme", "url": "https://example.com/", "headers": "{}",
-                "event_types": json.dumps([]), "enabled": 1, "rate_limit": None, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-                "previous_secret": None, "previous_secret_until": None}
+        return {
+            "id": endpoint_id,
+            "tenant_id": "acme",
+            "url": "https://example.com/",
+            "headers": "{}",
+            "event_types": json.dumps([]),
+            "enabled": 1,
+            "rate_limit": None,
+            "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "previous_secret": None,
+            "previous_secret_until": None,
+        }
 
     store = GatedStore()
     cache = EndpointCache(store)
@@ -127,7 +146,7 @@ async def test_endpoint_cache_refresh_waits_for_one_in_progress():
     store.gate.clear()
     store.rows["ep_new"] = row("ep_new")
     cache.forget("ep_new")
-    first = asyncio.ensure_future(cache.refresh())   # takes the mark, waits on the database
+    first = asyncio.ensure_future(cache.refresh())  # takes the mark, waits on the database
     await asyncio.sleep(0.01)
     second = asyncio.ensure_future(cache.refresh())  # comes while the first is loading
     await asyncio.sleep(0.01)

@@ -20,8 +20,12 @@ from tierd.plugins.webhooks import WebhookVerificationError, verify
 from tierd.testing import Receiver, StepClock, deep_merge
 
 #: Short schedule and loopback allowed: what every delivery test runs with.
-TEST_WEBHOOKS = {"retry_schedule": ["0s", "1s", "1s"], "allow_http": True,
-                 "allow_destinations": ["127.0.0.1/32"], "timeout": "2s"}
+TEST_WEBHOOKS = {
+    "retry_schedule": ["0s", "1s", "1s"],
+    "allow_http": True,
+    "allow_destinations": ["127.0.0.1/32"],
+    "timeout": "2s",
+}
 
 
 class LocalDaemon(testing.LocalDaemon):
@@ -29,8 +33,7 @@ class LocalDaemon(testing.LocalDaemon):
     and a clock the test can move (``tierd.testing.LocalDaemon``)."""
 
     def __init__(self, tmp_path, webhooks: dict | None = None, extra: dict | None = None):
-        super().__init__(tmp_path, deep_merge({"webhooks": TEST_WEBHOOKS | (webhooks or {})}, extra),
-                         clock=StepClock())
+        super().__init__(tmp_path, deep_merge({"webhooks": TEST_WEBHOOKS | (webhooks or {})}, extra), clock=StepClock())
         self.tmp_path = tmp_path
 
     @property
@@ -45,13 +48,18 @@ class LocalDaemon(testing.LocalDaemon):
         return body
 
     async def deliveries(self, tenant: str, endpoint_id: str, **params) -> list[dict]:
-        status, body = await self.call("GET", f"/v1/webhooks/{endpoint_id}/deliveries", tenant=tenant,
-                                       params={k: v for k, v in params.items() if v is not None})
+        status, body = await self.call(
+            "GET",
+            f"/v1/webhooks/{endpoint_id}/deliveries",
+            tenant=tenant,
+            params={k: v for k, v in params.items() if v is not None},
+        )
         assert status == 200, body
         return body["data"]
 
-    async def wait_delivery(self, tenant: str, delivery_or_endpoint: str, status: str, timeout: float = 15.0,
-                            count: int = 1) -> list[dict]:
+    async def wait_delivery(
+        self, tenant: str, delivery_or_endpoint: str, status: str, timeout: float = 15.0, count: int = 1
+    ) -> list[dict]:
         """Wait until ``count`` deliveries of an endpoint have ``status``."""
         deadline = time.monotonic() + timeout
         while True:
