@@ -234,7 +234,7 @@ def build_app(daemon: Daemon, plugin_routes: list[Route]) -> web.Application:
     app[MAX_BODY_KEY] = max_body
     app[HEADER_TIMEOUT_KEY] = lambda: daemon.config["server"]["header_timeout"]
     auth = daemon.authenticator = Authenticator(daemon)
-    routes = core_routes(daemon) + plugin_routes
+    routes = core_routes(daemon, auth) + plugin_routes
     seen = set()
     for route in routes:
         key = (route.method.upper(), route.path)
@@ -276,7 +276,7 @@ TOKEN_BODY = Obj(
 )
 
 
-def core_routes(daemon: Daemon) -> list[Route]:
+def core_routes(daemon: Daemon, auth: Authenticator) -> list[Route]:
     async def healthz(request: web.Request) -> web.Response:
         return json_response({"status": "ok"})
 
@@ -349,7 +349,7 @@ def core_routes(daemon: Daemon) -> list[Route]:
 
     async def admin_revoke_token(request: web.Request) -> web.Response:
         result = await tenant_call(tenants.revoke_token)(request.match_info["id"])
-        daemon.authenticator.forget()
+        auth.forget()  # the revoked token stops working now, in this process
         return json_response(result)
 
     async def admin_reload(request: web.Request) -> web.Response:
