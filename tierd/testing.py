@@ -486,12 +486,14 @@ class LocalDaemon:
         """
         bus = self._running()[0].bus
         assert bus is not None
-        last = await bus.db.fetchone("SELECT COALESCE(MAX(seq), 0) AS seq FROM events")
+        row = await bus.db.fetchone("SELECT COALESCE(MAX(seq), 0) AS seq FROM events")
+        assert row is not None  # an aggregate always answers a row
+        last: int = row["seq"]
 
         def passed() -> bool:
-            return all(p.cursor is not None and p.cursor >= last["seq"] for p in bus.progress.values())
+            return all(p.cursor is not None and p.cursor >= last for p in bus.progress.values())
 
-        await eventually(passed, timeout, what=f"consumers {sorted(bus.progress)} to pass event {last['seq']}")
+        await eventually(passed, timeout, what=f"consumers {sorted(bus.progress)} to pass event {last}")
 
 
 class StepClock(Clock):
