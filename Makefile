@@ -21,11 +21,12 @@ run: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# Every check runs even when one fails, so one pass shows everything to fix.
+# Every check runs even when one fails, so one pass shows everything to fix; one line a
+# problem (run ruff without --output-format for each one's context).
 check: install
 	@status=0; \
-	$(BIN)/ruff check $(LINTED) || status=1; \
-	$(BIN)/ruff format --check $(LINTED) || status=1; \
+	$(BIN)/ruff check --output-format concise $(LINTED) || status=1; \
+	$(BIN)/ruff format --check --output-format concise $(LINTED) || status=1; \
 	$(BIN)/mypy || status=1; \
 	exit $$status
 
