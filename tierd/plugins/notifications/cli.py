@@ -17,8 +17,13 @@ def notify():
 
 
 def _show_result(cli, row: dict, as_json: bool) -> None:
-    cli.output(row if as_json else {k: row[k] for k in ("id", "channel", "status", "attempt_count", "last_error")}
-               | {"detail": row["attempts"][-1]["detail"] if row["attempts"] else ""}, as_json=as_json)
+    cli.output(
+        row
+        if as_json
+        else {k: row[k] for k in ("id", "channel", "status", "attempt_count", "last_error")}
+        | {"detail": row["attempts"][-1]["detail"] if row["attempts"] else ""},
+        as_json=as_json,
+    )
     if row["status"] == "failed":
         sys.exit(1)
 
@@ -34,8 +39,9 @@ def send(cli, channel, subject, body, severity, as_json):
     """Send a message through a channel now (recorded in history; retried if it fails transiently)."""
     if body == "-":
         body = sys.stdin.read()
-    row = cli.api.post("/v1/notifications/send",
-                       json={"channel": channel, "subject": subject, "body": body, "severity": severity})
+    row = cli.api.post(
+        "/v1/notifications/send", json={"channel": channel, "subject": subject, "body": body, "severity": severity}
+    )
     _show_result(cli, row, as_json)
 
 
@@ -50,8 +56,9 @@ def test(cli, channel, as_json):
 
 @notify.command("history")
 @click.option("--channel")
-@click.option("--status", type=click.Choice(["pending", "delivered", "failed", "muted", "throttled", "grouped",
-                                             "digested"]))
+@click.option(
+    "--status", type=click.Choice(["pending", "delivered", "failed", "muted", "throttled", "grouped", "digested"])
+)
 @click.option("--event", help="Event id")
 @click.option("--tenant", help="Only this tenant's notifications")
 @click.option("--since", help="ISO-8601 time")
@@ -60,8 +67,11 @@ def test(cli, channel, as_json):
 @pass_cli
 def history(cli, channel, status, event, tenant, since, limit, as_json):
     """Notifications, newest first, with their last outcome."""
-    params = {k: v for k, v in {"channel": channel, "status": status, "event": event, "since": since,
-                                "limit": limit}.items() if v is not None}
+    params = {
+        k: v
+        for k, v in {"channel": channel, "status": status, "event": event, "since": since, "limit": limit}.items()
+        if v is not None
+    }
     data = cli.api.get("/v1/notifications", tenant=tenant, params=params)["data"]
     if as_json:
         cli.output(data, as_json=True)
@@ -88,27 +98,37 @@ def routes():
 
 def explain(section: dict, event: dict, event_types: dict, when: dt.datetime | None = None) -> list[dict]:
     """What the routing tree does with ``event`` (pure; used by `routes test`)."""
-    from .grouping import group_labels
     from .compiled import build_tree
+    from .grouping import group_labels
     from .silences import TimeIntervals
 
-    when = when or dt.datetime.now(dt.timezone.utc)
+    when = when or dt.datetime.now(dt.UTC)
     intervals = TimeIntervals(section.get("time_intervals"))
     out = []
     for match in build_tree(section, event_types).evaluate(event):
         s = match.route.settings
-        out.append({
-            "route": match.id, "path": " > ".join(match.path), "channels": match.channels,
-            "grouped_by": group_labels(event, s["group_by"]) if s["group_by"] else None,
-            "group_wait": s["group_wait"] if s["group_by"] else None,
-            "throttle": s["throttle"], "muted_now": intervals.mute_reason(s, when),
-        })
+        out.append(
+            {
+                "route": match.id,
+                "path": " > ".join(match.path),
+                "channels": match.channels,
+                "grouped_by": group_labels(event, s["group_by"]) if s["group_by"] else None,
+                "group_wait": s["group_wait"] if s["group_by"] else None,
+                "throttle": s["throttle"],
+                "muted_now": intervals.mute_reason(s, when),
+            }
+        )
     return out
 
 
 @routes.command("test")
-@click.option("--event", "event_file", required=True, type=click.File("r"),
-              help='JSON file ({"type": ..., "tenant": ..., "data": {...}}); - for standard input')
+@click.option(
+    "--event",
+    "event_file",
+    required=True,
+    type=click.File("r"),
+    help='JSON file ({"type": ..., "tenant": ..., "data": {...}}); - for standard input',
+)
 @json_option
 @pass_cli
 def routes_test(cli, event_file, as_json):
@@ -118,9 +138,14 @@ def routes_test(cli, event_file, as_json):
     except ValueError as exc:
         raise click.ClickException(f"{event_file.name}: not valid JSON: {exc}")
     if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-        raise click.ClickException(f"{event_file.name}: expected an object with at least a \"type\"")
-    event = {"id": event.get("id", "evt_test"), "tenant": event.get("tenant", ""), "type": event["type"],
-             "data": event.get("data") or {}, "created_at": event.get("created_at", "")}
+        raise click.ClickException(f'{event_file.name}: expected an object with at least a "type"')
+    event = {
+        "id": event.get("id", "evt_test"),
+        "tenant": event.get("tenant", ""),
+        "type": event["type"],
+        "data": event.get("data") or {},
+        "created_at": event.get("created_at", ""),
+    }
     _, registries, config = cli.load()
     result = explain(config["notifications"], event, registries.event_types)
     if as_json:
@@ -176,10 +201,13 @@ def silences_add(cli, type_, tenant, channel, route, duration, comment, as_json)
         seconds = parse_duration(duration)
     except Reject as exc:
         raise click.BadParameter(str(exc), param_hint="--for")
-    ends = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)
+    ends = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
     matchers = {k: v for k, v in {"type": type_, "channel": channel, "route": route}.items() if v}
-    data = cli.api.post("/v1/notifications/silences", tenant=tenant,
-                        json={"matchers": matchers, "ends_at": ends.isoformat(), "comment": comment})
+    data = cli.api.post(
+        "/v1/notifications/silences",
+        tenant=tenant,
+        json={"matchers": matchers, "ends_at": ends.isoformat(), "comment": comment},
+    )
     cli.output(data, as_json=as_json)
 
 

@@ -6,7 +6,7 @@ reload (the service swaps it whole); pure except for channel objects.
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from collections.abc import Mapping
 
 from tierd.core.registry import EventType
 from tierd.core.retry import exponential_schedule
@@ -32,18 +32,21 @@ def operator_route(section: dict, event_types: Mapping[str, EventType]) -> dict 
     if not target or not alerts:
         return None
     channels = [target] if isinstance(target, str) else list(target)
-    clean, errors = validate(ROUTE_SCHEMA, {
-        "name": OPERATOR_ROUTE,
-        "match": {"type": alerts},
-        "channels": channels,
-        # A storm of delivery failures becomes one message per type and tenant.
-        "group_by": ["type"],
-        "group_wait": section.get("operator_group_wait", 30.0),
-        "group_interval": 300.0,
-        "repeat_interval": 4 * 3600.0,
-        # Operator alerts never take events away from the admin's own routes.
-        "continue": True,
-    })
+    clean, errors = validate(
+        ROUTE_SCHEMA,
+        {
+            "name": OPERATOR_ROUTE,
+            "match": {"type": alerts},
+            "channels": channels,
+            # A storm of delivery failures becomes one message per type and tenant.
+            "group_by": ["type"],
+            "group_wait": section.get("operator_group_wait", 30.0),
+            "group_interval": 300.0,
+            "repeat_interval": 4 * 3600.0,
+            # Operator alerts never take events away from the admin's own routes.
+            "continue": True,
+        },
+    )
     assert not errors, errors
     return clean
 
@@ -64,8 +67,9 @@ class Compiled:
         self.intervals = TimeIntervals(section.get("time_intervals"))
         self.retry = section.get("retry") or {"max_attempts": 8, "backoff": 10.0, "max_backoff": 3600.0}
         #: Delay before each attempt (core's retry policy): at once, then ``backoff`` doubled up to ``max_backoff``.
-        self.retry_schedule = exponential_schedule(self.retry["backoff"], self.retry["max_backoff"],
-                                                   self.retry["max_attempts"])
+        self.retry_schedule = exponential_schedule(
+            self.retry["backoff"], self.retry["max_backoff"], self.retry["max_attempts"]
+        )
         self.channels = {}
         self.channel_templates = {}
         for name, instance in (section.get("channels") or {}).items():

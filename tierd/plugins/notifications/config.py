@@ -69,29 +69,45 @@ def make_schema(registries) -> Obj:
         names = set(channels)
         errors += route_errors(value.get("routes") or [], names, set(value.get("time_intervals") or {}))
         op = value.get("operator_alerts")
-        for name in ([op] if isinstance(op, str) else op or []):
+        for name in [op] if isinstance(op, str) else op or []:
             if name not in names:
                 errors.append((("operator_alerts",), f"unknown channel {name!r}"))
         return errors
 
-    return _Section({
-        "channels": Map(Obj({"type": Str(required=True, doc="Channel type (email, slack, teams, ntfy, webhook, log, ...)")},
-                            extra=True), default=DEFAULT_CHANNELS, doc="Named channel instances"),
-        "routes": List(ROUTE_SCHEMA, default=[], doc="The routing tree (first match wins unless continue)"),
-        "time_intervals": Map(TIME_INTERVALS_SCHEMA, default={}, doc="Named weekday/hour windows"),
-        "operator_alerts": OneOf(Str(), List(Str()), default=None,
-                                 doc="Channel(s) receiving the daemon's own alerts (the event types their"
-                                     " plugins declare as operator alerts: `tierd events types`); default:"
-                                     " journal if defined, [] for none"),
-        "operator_group_wait": Duration(default="30s", doc="Group window of operator alerts"),
-        "retry": Obj({
-            "max_attempts": Int(default=8, min=1, doc="Attempts before a notification is failed"),
-            "backoff": Duration(default="10s", doc="First retry delay, doubled each attempt"),
-            "max_backoff": Duration(default="1h", doc="Upper bound of a retry delay"),
-        }),
-        "max_in_flight": Int(default=50, min=1, doc="Concurrent sends"),
-        "max_in_flight_per_channel": Int(default=10, min=1,
-                                         doc="Concurrent sends to one channel (a slow one cannot take every slot)"),
-        "poll_interval": Duration(default="1s", min="10ms", doc="Dispatcher tick when idle"),
-        "retention": Duration(default="30d", doc="Finished notifications older than this are deleted"),
-    }, check=check)
+    return _Section(
+        {
+            "channels": Map(
+                Obj(
+                    {"type": Str(required=True, doc="Channel type (email, slack, teams, ntfy, webhook, log, ...)")},
+                    extra=True,
+                ),
+                default=DEFAULT_CHANNELS,
+                doc="Named channel instances",
+            ),
+            "routes": List(ROUTE_SCHEMA, default=[], doc="The routing tree (first match wins unless continue)"),
+            "time_intervals": Map(TIME_INTERVALS_SCHEMA, default={}, doc="Named weekday/hour windows"),
+            "operator_alerts": OneOf(
+                Str(),
+                List(Str()),
+                default=None,
+                doc="Channel(s) receiving the daemon's own alerts (the event types their"
+                " plugins declare as operator alerts: `tierd events types`); default:"
+                " journal if defined, [] for none",
+            ),
+            "operator_group_wait": Duration(default="30s", doc="Group window of operator alerts"),
+            "retry": Obj(
+                {
+                    "max_attempts": Int(default=8, min=1, doc="Attempts before a notification is failed"),
+                    "backoff": Duration(default="10s", doc="First retry delay, doubled each attempt"),
+                    "max_backoff": Duration(default="1h", doc="Upper bound of a retry delay"),
+                }
+            ),
+            "max_in_flight": Int(default=50, min=1, doc="Concurrent sends"),
+            "max_in_flight_per_channel": Int(
+                default=10, min=1, doc="Concurrent sends to one channel (a slow one cannot take every slot)"
+            ),
+            "poll_interval": Duration(default="1s", min="10ms", doc="Dispatcher tick when idle"),
+            "retention": Duration(default="30d", doc="Finished notifications older than this are deleted"),
+        },
+        check=check,
+    )

@@ -56,13 +56,27 @@ class Metrics:
 
 
 def message_of(row) -> Message:
-    return Message(subject=row["subject"], body=row["body"], html=row["html"], severity=row["severity"],
-                   events=json.loads(row["events"]), id=row["id"])
+    return Message(
+        subject=row["subject"],
+        body=row["body"],
+        html=row["html"],
+        severity=row["severity"],
+        events=json.loads(row["events"]),
+        id=row["id"],
+    )
 
 
 class Dispatcher:
-    def __init__(self, db, clock, metrics: Metrics, compiled_of, max_in_flight: int = 50,
-                 poll_interval: float = 1.0, max_per_channel: int = 10):
+    def __init__(
+        self,
+        db,
+        clock,
+        metrics: Metrics,
+        compiled_of,
+        max_in_flight: int = 50,
+        poll_interval: float = 1.0,
+        max_per_channel: int = 10,
+    ):
         self.db = db
         self.clock = clock
         self.metrics = metrics
@@ -107,9 +121,14 @@ class Dispatcher:
     async def _idle_timeout(self) -> float:
         """Sleep until the next due row (by the daemon clock), at most poll_interval."""
         # Rows in flight are pending and due, but their task wakes us when done.
-        due = [t for t in (await store.next_attempt(self.db, exclude=self._inflight,
-                                                    exclude_channels=self._saturated()),
-                           await store.next_group_flush(self.db)) if t]
+        due = [
+            t
+            for t in (
+                await store.next_attempt(self.db, exclude=self._inflight, exclude_channels=self._saturated()),
+                await store.next_group_flush(self.db),
+            )
+            if t
+        ]
         if not due:
             return self.poll_interval
         return max(0.0, min(self.poll_interval, min(due) - self.clock.time()))
@@ -153,13 +172,18 @@ class Dispatcher:
             labels = json.loads(group["labels"])
             severity = max((i["severity"] for i in items), key=lambda s: _SEVERITY_RANK.get(s, 0))
             digest = {
-                "id": new_id(store.ID_PREFIX), "tenant_id": group["tenant_id"], "kind": "digest" if len(items) > 1 else "event",
+                "id": new_id(store.ID_PREFIX),
+                "tenant_id": group["tenant_id"],
+                "kind": "digest" if len(items) > 1 else "event",
                 # The group's row id is never reused (AUTOINCREMENT): a group closed
                 # and opened again must not collide with its former digests.
                 "dedup_key": f"{group['group_key']}#{group['id']}.{group['flushes'] + 1}",
                 "event_id": events[0]["id"],
                 "event_type": events[0]["type"] if len({e["type"] for e in events}) == 1 else "*",
-                "route": group["route"], "channel": group["channel"], "events": events, "created_at": now,
+                "route": group["route"],
+                "channel": group["channel"],
+                "events": events,
+                "created_at": now,
                 "event_count": len(items),
                 "severity": severity,
             }
@@ -169,8 +193,14 @@ class Dispatcher:
             else:
                 ctx = context_for(events, labels, group["route"], group["channel"], count=len(items))
                 rendered = render(compiled.templates(settings, group["channel"]), ctx)
-                digest.update(status="pending", next_attempt_at=now, reason=rendered.error,
-                              subject=rendered.subject, body=rendered.body, html=rendered.html)
+                digest.update(
+                    status="pending",
+                    next_attempt_at=now,
+                    reason=rendered.error,
+                    subject=rendered.subject,
+                    body=rendered.body,
+                    html=rendered.html,
+                )
             await store.insert_notification(tx, digest)
             await store.mark_digested(tx, [i["id"] for i in items], digest["id"], now)
             await store.set_group_times(tx, group["id"], grouping.on_flush(now, repeat), flushed=True)
@@ -263,33 +293,54 @@ class Dispatcher:
                 result = await asyncio.wait_for(channel.send(message_of(row)), SEND_TIMEOUT)
                 if not isinstance(result, SendResult):
                     raise TypeError(f"send() returned {type(result).__name__}, not SendResult")
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 result = SendResult.retry(f"channel send did not finish within {SEND_TIMEOUT:g}s")
             except Exception as exc:  # a bug in a channel: keep the row, retry, tell the log
                 log.exception("channel %s raised", row["channel"])
                 result = SendResult.retry(f"channel raised {type(exc).__name__}: {exc}")
         now = self.clock.time()
         attempt = row["attempts"] + 1
-        out = {"id": row["id"], "channel": row["channel"], "attempt": attempt, "at": now,
-               "outcome": result.outcome, "detail": result.detail[:2000],
-               "duration_ms": round((time.monotonic() - started) * 1000, 1),
-               "next_attempt_at": None, "last_error": "", "sent_at": None}
+        out = {
+            "id": row["id"],
+            "channel": row["channel"],
+            "attempt": attempt,
+            "at": now,
+            "outcome": result.outcome,
+            "detail": result.detail[:2000],
+            "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            "next_attempt_at": None,
+            "last_error": "",
+            "sent_at": None,
+        }
         if result.outcome == "delivered":
             out.update(status="delivered", sent_at=now)
-        elif result.outcome == "retry" and (delay := next_delay(
-                compiled.retry_schedule, attempt, retry_after=result.retry_after, stretch=None,
-                cap=compiled.retry["max_backoff"])) is not None:
+        elif (
+            result.outcome == "retry"
+            and (
+                delay := next_delay(
+                    compiled.retry_schedule,
+                    attempt,
+                    retry_after=result.retry_after,
+                    stretch=None,
+                    cap=compiled.retry["max_backoff"],
+                )
+            )
+            is not None
+        ):
             # A channel's Retry-After is honoured up to max_backoff (never sooner than planned).
             out.update(status="pending", last_error=result.detail, next_attempt_at=now + delay)
         else:
-            detail = result.detail if result.outcome == "failed" else f"gave up after {attempt} attempts: {result.detail}"
+            detail = (
+                result.detail if result.outcome == "failed" else f"gave up after {attempt} attempts: {result.detail}"
+            )
             out.update(status="failed", last_error=detail)
         return out
 
     def _count(self, outcomes: list[dict]) -> None:
         for o in outcomes:
-            counter = {"delivered": self.metrics.sent, "pending": self.metrics.retried,
-                       "failed": self.metrics.failed}[o["status"]]
+            counter = {"delivered": self.metrics.sent, "pending": self.metrics.retried, "failed": self.metrics.failed}[
+                o["status"]
+            ]
             counter.labels(o["channel"]).inc()
             if o["status"] == "failed":
                 log.warning("notification %s to %s failed: %s", o["id"], o["channel"], o["last_error"])

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from .routing import lookup, _MISSING
+from .routing import _MISSING, lookup
 
 
 def group_labels(event: dict, group_by: list[str]) -> dict[str, str]:
@@ -72,8 +72,7 @@ def on_event(times: GroupTimes | None, now: float, settings: dict) -> GroupTimes
         return GroupTimes(next_flush_at=now + settings["group_wait"])
     if times.next_flush_at is not None:
         return times  # already scheduled; the event rides along
-    return dataclasses.replace(
-        times, next_flush_at=max(now, times.last_flush_at + settings["group_interval"]))
+    return dataclasses.replace(times, next_flush_at=max(now, times.last_flush_at + settings["group_interval"]))
 
 
 def on_flush(now: float, repeat_interval: float) -> GroupTimes:

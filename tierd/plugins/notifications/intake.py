@@ -41,15 +41,21 @@ class IntakeResult:
 
 async def active_silences(db, now: float) -> list[Silence]:
     rows = await store.silences(db, active_at=now)
-    return [Silence(r["id"], r["tenant_id"], json.loads(r["matchers"]), r["starts_at"], r["ends_at"], r["comment"])
-            for r in rows]
+    return [
+        Silence(r["id"], r["tenant_id"], json.loads(r["matchers"]), r["starts_at"], r["ends_at"], r["comment"])
+        for r in rows
+    ]
 
 
 async def ingest(db, compiled: Compiled, events: list[dict], now: float) -> IntakeResult:
     """Turn ``events`` (dicts as ``Event.to_json()``) into rows; idempotent."""
     result = IntakeResult()
-    reached = [(event, match, channel) for event in events for match in compiled.tree.evaluate(event)
-               for channel in match.channels]
+    reached = [
+        (event, match, channel)
+        for event in events
+        for match in compiled.tree.evaluate(event)
+        for channel in match.channels
+    ]
     if not reached:
         return result  # most events reach nobody: no read, no write transaction
     batch = _Batch(compiled, now, await active_silences(db, now), result)
@@ -70,7 +76,7 @@ class _Batch:
 
     def __init__(self, compiled: Compiled, now: float, silences: list[Silence], result: IntakeResult):
         self.compiled, self.now, self.silences, self.result = compiled, now, silences, result
-        self.when = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+        self.when = dt.datetime.fromtimestamp(now, dt.UTC)
         self.groups: dict[str, tuple[int, grouping.GroupTimes]] = {}  # group key -> (id, timers)
         self.recent: dict[tuple[str, str], int] = {}  # (route, channel) -> rows counting for its throttle
 
@@ -80,10 +86,20 @@ class _Batch:
         # throttled or grouped notification said.
         rendered = render(compiled.templates(settings, channel), context_for([event], {}, route, channel))
         row = {
-            "subject": rendered.subject, "body": rendered.body, "html": rendered.html,
-            "id": new_id(store.ID_PREFIX), "tenant_id": event.get("tenant", ""), "kind": "event", "dedup_key": dedup,
-            "event_id": event["id"], "event_type": event["type"], "route": route, "channel": channel,
-            "events": [event], "created_at": now, "severity": compiled.severity(settings, event["type"]),
+            "subject": rendered.subject,
+            "body": rendered.body,
+            "html": rendered.html,
+            "id": new_id(store.ID_PREFIX),
+            "tenant_id": event.get("tenant", ""),
+            "kind": "event",
+            "dedup_key": dedup,
+            "event_id": event["id"],
+            "event_type": event["type"],
+            "route": route,
+            "channel": channel,
+            "events": [event],
+            "created_at": now,
+            "severity": compiled.severity(settings, event["type"]),
         }
         reason = compiled.intervals.mute_reason(settings, self.when)
         if reason is None:
@@ -102,7 +118,9 @@ class _Batch:
             await store.insert_notification(tx, {**row, "status": "throttled", "reason": throttle_reason(settings)})
             result.throttled[channel] = result.throttled.get(channel, 0) + 1
             return
-        await store.insert_notification(tx, {**row, "status": "pending", "next_attempt_at": now, "reason": rendered.error})
+        await store.insert_notification(
+            tx, {**row, "status": "pending", "next_attempt_at": now, "reason": rendered.error}
+        )
         if (route, channel) in self.recent:
             self.recent[route, channel] += 1
         result.pending += 1
@@ -115,8 +133,14 @@ class _Batch:
             group_id, old = self.groups[key]
         else:
             existing = await store.get_group(tx, key)
-            group_id, old = (None, None) if existing is None else (existing["id"], grouping.GroupTimes(
-                existing["next_flush_at"], existing["last_flush_at"], existing["expires_at"]))
+            group_id, old = (
+                (None, None)
+                if existing is None
+                else (
+                    existing["id"],
+                    grouping.GroupTimes(existing["next_flush_at"], existing["last_flush_at"], existing["expires_at"]),
+                )
+            )
         times = grouping.on_event(old, self.now, settings)
         if times != old:
             group_id = await store.save_group(tx, group_id, key, tenant, route, channel, labels, times, self.now)

@@ -35,54 +35,84 @@ import re2
 
 from tierd.core.events import type_matches
 from tierd.core.schema import Any as AnyField
-from tierd.core.schema import did_you_mean
-from tierd.core.schema import Bool, Duration, Enum, Int, List, Map, Obj, OneOf, Str, validate
+from tierd.core.schema import Bool, Duration, Enum, Int, List, Map, Obj, OneOf, Str, did_you_mean, validate
 
 from .templates import check_template
 
 #: Settings a child inherits from its parent when it does not set them.
-INHERITED = ("channels", "group_by", "group_wait", "group_interval", "repeat_interval", "throttle",
-             "mute_time_intervals", "active_time_intervals", "subject", "body", "html", "severity")
+INHERITED = (
+    "channels",
+    "group_by",
+    "group_wait",
+    "group_interval",
+    "repeat_interval",
+    "throttle",
+    "mute_time_intervals",
+    "active_time_intervals",
+    "subject",
+    "body",
+    "html",
+    "severity",
+)
 
 #: The implicit root's settings: what a route gets when no ancestor set them.
 ROOT_DEFAULTS = {
-    "channels": [], "group_by": [], "group_wait": 30.0, "group_interval": 300.0,
-    "repeat_interval": 4 * 3600.0, "throttle": None, "mute_time_intervals": [],
-    "active_time_intervals": [], "subject": "", "body": "", "html": "", "severity": "",
+    "channels": [],
+    "group_by": [],
+    "group_wait": 30.0,
+    "group_interval": 300.0,
+    "repeat_interval": 4 * 3600.0,
+    "throttle": None,
+    "mute_time_intervals": [],
+    "active_time_intervals": [],
+    "subject": "",
+    "body": "",
+    "html": "",
+    "severity": "",
 }
 
 OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "regex", "exists")
 
 _STR_OR_LIST = OneOf(Str(), List(Str()), default=None)
 
-MATCH_SCHEMA = Obj({
-    "type": _STR_OR_LIST,
-    "tenant": _STR_OR_LIST,
-    "data": Map(AnyField(), default={}, doc="field path -> value or {op: operand}"),
-}, default={})
+MATCH_SCHEMA = Obj(
+    {
+        "type": _STR_OR_LIST,
+        "tenant": _STR_OR_LIST,
+        "data": Map(AnyField(), default={}, doc="field path -> value or {op: operand}"),
+    },
+    default={},
+)
 
 #: One route. ``None`` means "not set here: inherit". Children (``routes``)
 #: are validated by :func:`route_errors` recursively, so that docs generated
 #: from this schema stay finite.
-ROUTE_SCHEMA = Obj({
-    "name": Str(default="", doc="Stable id of the route (history, grouping); default: its position"),
-    "match": MATCH_SCHEMA,
-    "channels": List(Str(), default=None, doc="Channel names; inherited when absent"),
-    "group_by": List(Str(), default=None, doc="type, tenant or data.PATH; non-empty: digest grouping"),
-    "group_wait": Duration(default=None, doc="Wait this long for more events before the first digest"),
-    "group_interval": Duration(default=None, doc="Minimum time between two digests of a group"),
-    "repeat_interval": Duration(default=None, doc="A group quiet this long is closed; the next event opens a new one"),
-    "throttle": Obj({"max": Int(min=1, required=True), "per": Duration(required=True)}, default=None,
-                    doc="At most max notifications per channel in a sliding window; the rest are 'throttled'"),
-    "continue": Bool(default=False, doc="Also try the next sibling routes after this one matched"),
-    "mute_time_intervals": List(Str(), default=None, doc="Names of time_intervals when this route is muted"),
-    "active_time_intervals": List(Str(), default=None, doc="Names of time_intervals outside which it is muted"),
-    "subject": Str(default=None, doc="Subject template (Jinja2)"),
-    "body": Str(default=None, doc="Body template (Jinja2)"),
-    "html": Str(default=None, doc="HTML body template for email (Jinja2)"),
-    "severity": Enum(["info", "warning", "critical"], default=None),
-    "routes": List(AnyField(), default=[], doc="Child routes (same keys); they inherit and refine"),
-})
+ROUTE_SCHEMA = Obj(
+    {
+        "name": Str(default="", doc="Stable id of the route (history, grouping); default: its position"),
+        "match": MATCH_SCHEMA,
+        "channels": List(Str(), default=None, doc="Channel names; inherited when absent"),
+        "group_by": List(Str(), default=None, doc="type, tenant or data.PATH; non-empty: digest grouping"),
+        "group_wait": Duration(default=None, doc="Wait this long for more events before the first digest"),
+        "group_interval": Duration(default=None, doc="Minimum time between two digests of a group"),
+        "repeat_interval": Duration(
+            default=None, doc="A group quiet this long is closed; the next event opens a new one"
+        ),
+        "throttle": Obj(
+            {"max": Int(min=1, required=True), "per": Duration(required=True)},
+            default=None,
+            doc="At most max notifications per channel in a sliding window; the rest are 'throttled'",
+        ),
+        "continue": Bool(default=False, doc="Also try the next sibling routes after this one matched"),
+        "mute_time_intervals": List(Str(), default=None, doc="Names of time_intervals when this route is muted"),
+        "active_time_intervals": List(Str(), default=None, doc="Names of time_intervals outside which it is muted"),
+        "subject": Str(default=None, doc="Subject template (Jinja2)"),
+        "body": Str(default=None, doc="Body template (Jinja2)"),
+        "html": Str(default=None, doc="HTML body template for email (Jinja2)"),
+        "severity": Enum(["info", "warning", "critical"], default=None),
+        "routes": List(AnyField(), default=[], doc="Child routes (same keys); they inherit and refine"),
+    }
+)
 
 
 # --- matching -----------------------------------------------------------------
@@ -203,8 +233,13 @@ def condition_errors(conditions: dict) -> list[tuple[tuple, str]]:
     for path, spec in _flatten(conditions or {}).items():
         if isinstance(spec, dict) and not _is_ops(spec) and spec:
             unknown = next(k for k in spec if k not in OPERATORS)
-            errors.append(((path,), f"unknown operator {unknown!r}{did_you_mean(unknown, OPERATORS)}"
-                                    f" (operators: {', '.join(OPERATORS)})"))
+            errors.append(
+                (
+                    (path,),
+                    f"unknown operator {unknown!r}{did_you_mean(unknown, OPERATORS)}"
+                    f" (operators: {', '.join(OPERATORS)})",
+                )
+            )
             continue
         if not _is_ops(spec):
             continue
@@ -254,7 +289,7 @@ class RouteNode:
     matcher: Matcher
     settings: dict  # resolved: own values, else the parent's
     continue_: bool = False
-    children: list["RouteNode"] = dataclasses.field(default_factory=list)
+    children: list[RouteNode] = dataclasses.field(default_factory=list)
 
     @property
     def channels(self) -> list[str]:
@@ -268,8 +303,7 @@ class RouteNode:
 def build_node(spec: dict, parent_settings: dict, route_id: str) -> RouteNode:
     """A node from a *validated* route dict, resolving inheritance."""
     settings = {k: (spec.get(k) if spec.get(k) is not None else parent_settings[k]) for k in INHERITED}
-    node = RouteNode(spec.get("name") or route_id, Matcher(spec.get("match")), settings,
-                     bool(spec.get("continue")))
+    node = RouteNode(spec.get("name") or route_id, Matcher(spec.get("match")), settings, bool(spec.get("continue")))
     for i, child in enumerate(spec.get("routes") or []):
         clean, errors = validate(ROUTE_SCHEMA, child)
         if errors:  # check-config reports these; a tree is only built from a valid config
@@ -331,8 +365,9 @@ class RoutingTree:
         return found or [RouteMatch(node, here)]
 
 
-def route_errors(routes: list, channel_names: set[str], interval_names: set[str],
-                 path: tuple = ("routes",)) -> list[tuple[tuple, str]]:
+def route_errors(
+    routes: list, channel_names: set[str], interval_names: set[str], path: tuple = ("routes",)
+) -> list[tuple[tuple, str]]:
     """Every problem in a list of routes (recursively), as (subpath, message)."""
     errors: list[tuple[tuple, str]] = []
     ids: dict[str, tuple] = {}
@@ -350,8 +385,12 @@ def _route_errors(routes, channel_names, interval_names, path, errors, ids, is_r
                 continue
         for name in spec.get("channels") or []:
             if name not in channel_names:
-                errors.append((here + ("channels",), f"unknown channel {name!r} (configured: "
-                                                     f"{', '.join(sorted(channel_names)) or 'none'})"))
+                errors.append(
+                    (
+                        here + ("channels",),
+                        f"unknown channel {name!r} (configured: {', '.join(sorted(channel_names)) or 'none'})",
+                    )
+                )
         for key in ("mute_time_intervals", "active_time_intervals"):
             for name in spec.get(key) or []:
                 if name not in interval_names:
@@ -359,8 +398,10 @@ def _route_errors(routes, channel_names, interval_names, path, errors, ids, is_r
         for key in ("subject", "body", "html"):
             if spec.get(key) and (err := check_template(spec[key])):
                 errors.append((here + (key,), err))
-        errors.extend((here + ("match", "data") + sub, msg)
-                      for sub, msg in condition_errors((spec.get("match") or {}).get("data") or {}))
+        errors.extend(
+            (here + ("match", "data") + sub, msg)
+            for sub, msg in condition_errors((spec.get("match") or {}).get("data") or {})
+        )
         if spec.get("name"):
             if spec["name"] in ids:
                 errors.append((here + ("name",), f"duplicate route name {spec['name']!r}"))

@@ -32,9 +32,15 @@ class NotificationsService(PluginService):
         self.http: aiohttp.ClientSession | None = None
         self.compiled: Compiled | None = None
         self.metrics = Metrics(daemon.metrics)
-        self.dispatcher = Dispatcher(daemon.db, daemon.clock, self.metrics, lambda: self.compiled,
-                                     self.section["max_in_flight"], self.section["poll_interval"],
-                                     self.section["max_in_flight_per_channel"])
+        self.dispatcher = Dispatcher(
+            daemon.db,
+            daemon.clock,
+            self.metrics,
+            lambda: self.compiled,
+            self.section["max_in_flight"],
+            self.section["poll_interval"],
+            self.section["max_in_flight_per_channel"],
+        )
         self.task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -42,8 +48,11 @@ class NotificationsService(PluginService):
         self.http = aiohttp.ClientSession(headers={"User-Agent": f"tierd/{__version__} notifications"})
         self.compiled = Compiled(self.section, self.daemon.registries, self.http)
         self.task = self.daemon.spawn(self.dispatcher.run(self.daemon.stopping), name="notifications:dispatcher")
-        log.info("notifications: %d channel(s), %d top-level route(s)",
-                 len(self.compiled.channels), len(self.compiled.tree.root.children))
+        log.info(
+            "notifications: %d channel(s), %d top-level route(s)",
+            len(self.compiled.channels),
+            len(self.compiled.tree.root.children),
+        )
 
     def consumer(self) -> Consumer:
         return Consumer(name="notifications", handle=self.handle, batch_size=500)

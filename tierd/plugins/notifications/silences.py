@@ -29,7 +29,7 @@ import datetime as dt
 import re
 import zoneinfo
 
-from tierd.core.schema import List, Obj, OneOf, Reject, Str, TimeZone, Field
+from tierd.core.schema import Field, List, Obj, OneOf, Reject, Str, TimeZone
 
 from .routing import MATCH_SCHEMA, Matcher, condition_errors
 
@@ -94,11 +94,13 @@ class _Hours(Field):
         return value
 
 
-INTERVAL_SCHEMA = Obj({
-    "weekdays": List(_Weekdays(), default=[], doc="Empty: every day"),
-    "hours": List(_Hours(), default=[], doc="Empty: all day"),
-    "timezone": TimeZone(default="UTC"),
-})
+INTERVAL_SCHEMA = Obj(
+    {
+        "weekdays": List(_Weekdays(), default=[], doc="Empty: every day"),
+        "hours": List(_Hours(), default=[], doc="Empty: all day"),
+        "timezone": TimeZone(default="UTC"),
+    }
+)
 TIME_INTERVALS_SCHEMA = OneOf(List(INTERVAL_SCHEMA), INTERVAL_SCHEMA)
 
 
@@ -111,7 +113,7 @@ class TimeInterval:
     tz: dt.tzinfo
 
     @classmethod
-    def from_config(cls, spec: dict) -> "TimeInterval":
+    def from_config(cls, spec: dict) -> TimeInterval:
         days: set[int] = set()
         for w in spec.get("weekdays") or []:
             days |= parse_weekdays(w)
@@ -151,11 +153,14 @@ class TimeIntervals:
 
 # --- silences ------------------------------------------------------------------------
 
-SILENCE_MATCHERS_SCHEMA = Obj({
-    **MATCH_SCHEMA.fields,
-    "channel": Str(default=None, doc="Only this channel"),
-    "route": Str(default=None, doc="Only this route (name or position)"),
-}, check=lambda v: [(("data",) + sub, msg) for sub, msg in condition_errors(v.get("data") or {})])
+SILENCE_MATCHERS_SCHEMA = Obj(
+    {
+        **MATCH_SCHEMA.fields,
+        "channel": Str(default=None, doc="Only this channel"),
+        "route": Str(default=None, doc="Only this route (name or position)"),
+    },
+    check=lambda v: [(("data",) + sub, msg) for sub, msg in condition_errors(v.get("data") or {})],
+)
 
 
 @dataclasses.dataclass

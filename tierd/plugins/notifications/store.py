@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 
-from tierd.core import ids
-
 MIGRATIONS = [
     # 1: notifications, attempts, groups, silences.
     """
@@ -117,18 +115,51 @@ def _where(*conditions: tuple[str, object]) -> tuple[str, list]:
 
 async def insert_notification(tx, row: dict) -> bool:
     """Insert a notification unless its ``dedup_key`` exists; True if inserted."""
-    row = {"html": None, "digest_id": None, "group_id": None, "reason": "", "next_attempt_at": None,
-           "event_id": None, "event_type": None, "route": None, "dedup_key": None, "severity": "info",
-           "subject": "", "body": "", **row}
+    row = {
+        "html": None,
+        "digest_id": None,
+        "group_id": None,
+        "reason": "",
+        "next_attempt_at": None,
+        "event_id": None,
+        "event_type": None,
+        "route": None,
+        "dedup_key": None,
+        "severity": "info",
+        "subject": "",
+        "body": "",
+        **row,
+    }
     row.setdefault("event_count", len(row.get("events") or []))
     row["events"] = _dumps(row.get("events") or [])
     row["updated_at"] = row["created_at"]
-    cols = ["id", "tenant_id", "kind", "dedup_key", "event_id", "event_type", "route", "channel", "group_id",
-            "digest_id", "status", "reason", "severity", "subject", "body", "html", "events", "event_count",
-            "next_attempt_at", "created_at", "updated_at"]
+    cols = [
+        "id",
+        "tenant_id",
+        "kind",
+        "dedup_key",
+        "event_id",
+        "event_type",
+        "route",
+        "channel",
+        "group_id",
+        "digest_id",
+        "status",
+        "reason",
+        "severity",
+        "subject",
+        "body",
+        "html",
+        "events",
+        "event_count",
+        "next_attempt_at",
+        "created_at",
+        "updated_at",
+    ]
     cur = await tx.execute(
         f"INSERT OR IGNORE INTO notifications({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-        [row[c] for c in cols])
+        [row[c] for c in cols],
+    )
     return cur.rowcount == 1
 
 
@@ -137,7 +168,8 @@ async def count_recent(tx, route: str, channel: str, since: float) -> int:
     row = await tx.fetchone(
         "SELECT COUNT(*) AS n FROM notifications WHERE route=? AND channel=? AND created_at>=?"
         f" AND kind IN ('event','digest') AND status IN ({','.join('?' * len(SENDING_STATUSES))})",
-        (route, channel, since, *SENDING_STATUSES))
+        (route, channel, since, *SENDING_STATUSES),
+    )
     return row["n"]
 
 
@@ -148,23 +180,36 @@ async def get_group(tx, key: str):
 async def existing_dedup_keys(tx, keys: list[str]) -> set[str]:
     """Those of ``keys`` some notification already has (one query for a whole batch)."""
     rows = await tx.fetchall(
-        "SELECT dedup_key FROM notifications WHERE dedup_key IN (SELECT value FROM json_each(?))", (_dumps(keys),))
+        "SELECT dedup_key FROM notifications WHERE dedup_key IN (SELECT value FROM json_each(?))", (_dumps(keys),)
+    )
     return {r["dedup_key"] for r in rows}
 
 
-async def save_group(tx, group_id: int | None, key: str, tenant: str, route: str, channel: str, labels: dict,
-                     times, now: float) -> int:
+async def save_group(
+    tx, group_id: int | None, key: str, tenant: str, route: str, channel: str, labels: dict, times, now: float
+) -> int:
     """Create (``group_id`` None) or update a group's timers; returns its id."""
     if group_id is None:
         cur = await tx.execute(
             "INSERT INTO notification_groups(group_key, tenant_id, route, channel, labels, next_flush_at,"
             " last_flush_at, expires_at, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-            (key, tenant, route, channel, _dumps(labels), times.next_flush_at, times.last_flush_at,
-             times.expires_at, now))
+            (
+                key,
+                tenant,
+                route,
+                channel,
+                _dumps(labels),
+                times.next_flush_at,
+                times.last_flush_at,
+                times.expires_at,
+                now,
+            ),
+        )
         return cur.lastrowid
     await tx.execute(
         "UPDATE notification_groups SET next_flush_at=?, last_flush_at=?, expires_at=? WHERE id=?",
-        (times.next_flush_at, times.last_flush_at, times.expires_at, group_id))
+        (times.next_flush_at, times.last_flush_at, times.expires_at, group_id),
+    )
     return group_id
 
 
@@ -174,7 +219,9 @@ async def save_group(tx, group_id: int | None, key: str, tenant: str, route: str
 async def due_groups(db, now: float, limit: int = 100):
     return await db.fetchall(
         "SELECT * FROM notification_groups WHERE next_flush_at IS NOT NULL AND next_flush_at<=?"
-        " ORDER BY next_flush_at LIMIT ?", (now, limit))
+        " ORDER BY next_flush_at LIMIT ?",
+        (now, limit),
+    )
 
 
 async def next_group_flush(db) -> float | None:
@@ -184,19 +231,22 @@ async def next_group_flush(db) -> float | None:
 
 async def group_items(tx, group_id: int):
     return await tx.fetchall(
-        "SELECT * FROM notifications WHERE group_id=? AND status='grouped' ORDER BY seq", (group_id,))
+        "SELECT * FROM notifications WHERE group_id=? AND status='grouped' ORDER BY seq", (group_id,)
+    )
 
 
 async def mark_digested(tx, item_ids: list[str], digest_id: str, now: float) -> None:
-    await tx.executemany("UPDATE notifications SET status='digested', digest_id=?, updated_at=? WHERE id=?",
-                         [(digest_id, now, i) for i in item_ids])
+    await tx.executemany(
+        "UPDATE notifications SET status='digested', digest_id=?, updated_at=? WHERE id=?",
+        [(digest_id, now, i) for i in item_ids],
+    )
 
 
 async def set_group_times(tx, group_id: int, times, flushed: bool) -> None:
     await tx.execute(
-        "UPDATE notification_groups SET next_flush_at=?, last_flush_at=?, expires_at=?,"
-        " flushes=flushes+? WHERE id=?",
-        (times.next_flush_at, times.last_flush_at, times.expires_at, 1 if flushed else 0, group_id))
+        "UPDATE notification_groups SET next_flush_at=?, last_flush_at=?, expires_at=?, flushes=flushes+? WHERE id=?",
+        (times.next_flush_at, times.last_flush_at, times.expires_at, 1 if flushed else 0, group_id),
+    )
 
 
 async def delete_expired_groups(db, now: float) -> None:
@@ -215,16 +265,20 @@ async def due_notifications(db, now: float, limit: int, exclude_channels=()):
     """Pending rows due at ``now``, oldest first, skipping channels that are saturated."""
     extra, params = _not_in("channel", exclude_channels)
     return await db.fetchall(
-        "SELECT * FROM notifications WHERE status='pending' AND next_attempt_at<=?" + extra
-        + " ORDER BY next_attempt_at LIMIT ?", (now, *params, limit))
+        "SELECT * FROM notifications WHERE status='pending' AND next_attempt_at<=?"
+        + extra
+        + " ORDER BY next_attempt_at LIMIT ?",
+        (now, *params, limit),
+    )
 
 
 async def next_attempt(db, exclude=(), exclude_channels=()) -> float | None:
     """When the next pending row is due, ignoring ids in flight and saturated channels."""
     ids_sql, ids = _not_in("id", exclude)
     ch_sql, channels = _not_in("channel", exclude_channels)
-    row = await db.fetchone("SELECT MIN(next_attempt_at) AS t FROM notifications WHERE status='pending'"
-                            + ids_sql + ch_sql, ids + channels)
+    row = await db.fetchone(
+        "SELECT MIN(next_attempt_at) AS t FROM notifications WHERE status='pending'" + ids_sql + ch_sql, ids + channels
+    )
     return row["t"]
 
 
@@ -241,26 +295,51 @@ async def record_attempts(tx, outcomes: list[dict]) -> None:
     await tx.executemany(
         "INSERT INTO notification_attempts(notification_id, attempt, at, outcome, detail, duration_ms)"
         " VALUES (?,?,?,?,?,?)",
-        [(o["id"], o["attempt"], o["at"], o["outcome"], o["detail"], o["duration_ms"]) for o in outcomes])
+        [(o["id"], o["attempt"], o["at"], o["outcome"], o["detail"], o["duration_ms"]) for o in outcomes],
+    )
     await tx.executemany(
         "UPDATE notifications SET status=?, attempts=?, next_attempt_at=?, last_error=?, updated_at=?,"
         " sent_at=? WHERE id=?",
-        [(o["status"], o["attempt"], o["next_attempt_at"], o["last_error"], o["at"], o["sent_at"], o["id"])
-         for o in outcomes])
+        [
+            (o["status"], o["attempt"], o["next_attempt_at"], o["last_error"], o["at"], o["sent_at"], o["id"])
+            for o in outcomes
+        ],
+    )
 
 
 # --- history ----------------------------------------------------------------------------
 
 
-async def history(db, *, tenant: str | None, channel=None, status=None, event=None, route=None, kind=None,
-                  since=None, until=None, before_seq=None, limit=50):
+async def history(
+    db,
+    *,
+    tenant: str | None,
+    channel=None,
+    status=None,
+    event=None,
+    route=None,
+    kind=None,
+    since=None,
+    until=None,
+    before_seq=None,
+    limit=50,
+):
     """Newest first; ``tenant=None`` is the admin's view of every tenant."""
     where, params = _where(
-        ("tenant_id=?", tenant), ("channel=?", channel), ("status=?", status), ("route=?", route), ("kind=?", kind),
+        ("tenant_id=?", tenant),
+        ("channel=?", channel),
+        ("status=?", status),
+        ("route=?", route),
+        ("kind=?", kind),
         # The event's own rows and the digests that carried it.
-        ("(event_id=? OR id IN (SELECT digest_id FROM notifications WHERE event_id=? AND digest_id IS NOT NULL))",
-         event),
-        ("created_at>=?", since), ("created_at<?", until), ("seq<?", before_seq))
+        (
+            "(event_id=? OR id IN (SELECT digest_id FROM notifications WHERE event_id=? AND digest_id IS NOT NULL))",
+            event,
+        ),
+        ("created_at>=?", since),
+        ("created_at<?", until),
+        ("seq<?", before_seq),
+    )
     return await db.fetchall(f"SELECT * FROM notifications{where} ORDER BY seq DESC LIMIT ?", [*params, limit])
 
 
@@ -269,7 +348,9 @@ async def attempts_of(db, ids: list[str]) -> dict[str, list]:
         return {}
     rows = await db.fetchall(
         f"SELECT * FROM notification_attempts WHERE notification_id IN ({','.join('?' * len(ids))})"
-        " ORDER BY notification_id, attempt", ids)
+        " ORDER BY notification_id, attempt",
+        ids,
+    )
     out: dict[str, list] = {}
     for r in rows:
         out.setdefault(r["notification_id"], []).append(r)
@@ -282,9 +363,12 @@ async def purge(db, older_than: float) -> int:
         marks = ",".join("?" * len(FINAL_STATUSES))
         await tx.execute(
             "DELETE FROM notification_attempts WHERE notification_id IN (SELECT id FROM notifications"
-            f" WHERE created_at<? AND status IN ({marks}))", (older_than, *FINAL_STATUSES))
-        cur = await tx.execute(f"DELETE FROM notifications WHERE created_at<? AND status IN ({marks})",
-                               (older_than, *FINAL_STATUSES))
+            f" WHERE created_at<? AND status IN ({marks}))",
+            (older_than, *FINAL_STATUSES),
+        )
+        cur = await tx.execute(
+            f"DELETE FROM notifications WHERE created_at<? AND status IN ({marks})", (older_than, *FINAL_STATUSES)
+        )
         return cur.rowcount
 
 
@@ -295,8 +379,17 @@ async def insert_silence(db, row: dict) -> None:
     await db.execute(
         "INSERT INTO notification_silences(id, tenant_id, matchers, starts_at, ends_at, comment, created_by,"
         " created_at) VALUES (?,?,?,?,?,?,?,?)",
-        (row["id"], row["tenant_id"], _dumps(row["matchers"]), row["starts_at"], row["ends_at"],
-         row["comment"], row["created_by"], row["created_at"]))
+        (
+            row["id"],
+            row["tenant_id"],
+            _dumps(row["matchers"]),
+            row["starts_at"],
+            row["ends_at"],
+            row["comment"],
+            row["created_by"],
+            row["created_at"],
+        ),
+    )
 
 
 async def silences(db, tenant: str | None = None, active_at: float | None = None):

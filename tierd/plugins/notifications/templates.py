@@ -28,7 +28,7 @@ import functools
 import html as html_lib
 import json
 import logging
-from typing import Mapping
+from collections.abc import Mapping
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
@@ -40,8 +40,7 @@ log = logging.getLogger("tierd.notifications.templates")
 # trim_blocks: admins write block tags on lines of their own in YAML. It also
 # eats a newline right after a block tag, so default texts (below, and those event
 # types declare) never put one there.
-_env = SandboxedEnvironment(autoescape=False, trim_blocks=True, lstrip_blocks=True,
-                            keep_trailing_newline=False)
+_env = SandboxedEnvironment(autoescape=False, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
 _env.filters["json"] = lambda v, indent=None: json.dumps(v, indent=indent, default=str, ensure_ascii=False)
 
 
@@ -75,7 +74,7 @@ class TemplateSpec:
     event_types: Mapping[str, EventType] = dataclasses.field(default_factory=dict, compare=False)
 
     @classmethod
-    def pick(cls, *sources: dict | None, event_types: Mapping[str, EventType] | None = None) -> "TemplateSpec":
+    def pick(cls, *sources: dict | None, event_types: Mapping[str, EventType] | None = None) -> TemplateSpec:
         """First non-empty value of each key, in the order given (most specific first)."""
         values = {}
         for key in ("subject", "body", "html"):
@@ -111,14 +110,21 @@ def render_string(source: str, context: dict) -> str:
     return _compile(source).render(context)
 
 
-def context_for(events: list[dict], labels: dict | None = None, route: str = "", channel: str = "",
-                count: int | None = None) -> dict:
+def context_for(
+    events: list[dict], labels: dict | None = None, route: str = "", channel: str = "", count: int | None = None
+) -> dict:
     """The template context; ``count`` is the digest's size when ``events`` holds only its first part."""
     first = events[0] if events else {"id": "", "tenant": "", "type": "", "data": {}, "created_at": ""}
     return {
-        "event": first, "events": events, "count": len(events) if count is None else count,
-        "data": first.get("data") or {}, "tenant": first.get("tenant", ""), "type": first.get("type", ""),
-        "labels": labels or {}, "route": route, "channel": channel,
+        "event": first,
+        "events": events,
+        "count": len(events) if count is None else count,
+        "data": first.get("data") or {},
+        "tenant": first.get("tenant", ""),
+        "type": first.get("type", ""),
+        "labels": labels or {},
+        "route": route,
+        "channel": channel,
     }
 
 
@@ -137,15 +143,23 @@ def plain_fallback(ctx: dict) -> tuple[str, str]:
     subject = f"{ctx['count']} × {', '.join(types)}" if ctx["count"] > 1 else f"{ctx['type']}"
     if ctx["tenant"]:
         subject += f" ({ctx['tenant']})"
-    lines = [f"- {e.get('created_at', '')} {e.get('type', '')} {e.get('id', '')}: "
-             f"{json.dumps(e.get('data'), default=str, ensure_ascii=False)[:500]}" for e in ctx["events"][:50]]
+    lines = [
+        f"- {e.get('created_at', '')} {e.get('type', '')} {e.get('id', '')}: "
+        f"{json.dumps(e.get('data'), default=str, ensure_ascii=False)[:500]}"
+        for e in ctx["events"][:50]
+    ]
     return subject, "\n".join(lines)
 
 
 def html_from_text(subject: str, body: str) -> str:
     """A minimal HTML part for mail clients, from the text body."""
-    return ("<html><body><h3>" + html_lib.escape(subject) + "</h3><pre style=\"font-family:inherit;white-space:pre-wrap\">"
-            + html_lib.escape(body) + "</pre></body></html>")
+    return (
+        "<html><body><h3>"
+        + html_lib.escape(subject)
+        + '</h3><pre style="font-family:inherit;white-space:pre-wrap">'
+        + html_lib.escape(body)
+        + "</pre></body></html>"
+    )
 
 
 def render(spec: TemplateSpec, ctx: dict) -> Rendered:
@@ -159,7 +173,8 @@ def render(spec: TemplateSpec, ctx: dict) -> Rendered:
         return Rendered(" ".join(subject.split()), body, html)
     except Exception as exc:  # any template failure: never drop the notification
         error = f"template render error ({type(exc).__name__}: {exc}); sent the plain default"
-        log.warning("%s; route=%s channel=%s event=%s", error, ctx.get("route"), ctx.get("channel"),
-                    ctx["event"].get("id"))
+        log.warning(
+            "%s; route=%s channel=%s event=%s", error, ctx.get("route"), ctx.get("channel"), ctx["event"].get("id")
+        )
         subject, body = plain_fallback(ctx)
         return Rendered(subject, body, None, error)

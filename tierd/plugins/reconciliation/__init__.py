@@ -24,9 +24,9 @@ from tierd.core.scheduler import Job
 
 from . import api, inbox, migrations, runs, store
 from .cli import recon_cli
+from .config import SCHEMA, section
 from .importers import builtin_importers
 from .service import ReconciliationService
-from .config import SCHEMA, section
 
 log = logging.getLogger("tierd.reconciliation")
 
@@ -81,9 +81,17 @@ def _scheduled_run(daemon, tenant: str, account_id: str):
 @hookimpl
 def tierd_jobs(daemon):
     cfg = section(daemon.config)
-    jobs = [Job(id=f"reconciliation.run.{a['tenant']}.{a['id']}", func=_scheduled_run(daemon, a["tenant"], a["id"]),
-                cron=a["schedule"]) for a in cfg["accounts"] if a.get("schedule")]
+    jobs = [
+        Job(
+            id=f"reconciliation.run.{a['tenant']}.{a['id']}",
+            func=_scheduled_run(daemon, a["tenant"], a["id"]),
+            cron=a["schedule"],
+        )
+        for a in cfg["accounts"]
+        if a.get("schedule")
+    ]
     if any(a.get("inbox") for a in cfg["accounts"]):
+
         async def poll_inboxes():
             await inbox.poll(daemon)
 

@@ -12,11 +12,24 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from tierd.core.api import (
-    NO_BODY, PAGED, ApiError, Route, actor_of, body_of, daemon_of, int_cursor, int_param, json_response, page,
-    page_params, query_choice, require_tenant,
+    NO_BODY,
+    PAGED,
+    ApiError,
+    Route,
+    actor_of,
+    body_of,
+    daemon_of,
+    int_cursor,
+    int_param,
+    json_response,
+    page,
+    page_params,
+    query_choice,
+    require_tenant,
 )
 from tierd.core.registry import StatementError
-from tierd.core.schema import Decimal as DecimalField, Int, List, Obj, SchemaError, Str
+from tierd.core.schema import Decimal as DecimalField
+from tierd.core.schema import Int, List, Obj, SchemaError, Str
 
 from . import imports, ledger, manual, present, runs, store
 from .config import ACCOUNT_ID_RE, CURRENCY_RE, UnknownLayout, layout, section
@@ -47,27 +60,36 @@ def found(obj: dict | None, what: str) -> dict:
 
 async def list_accounts(request):
     tenant = require_tenant(request)
-    return json_response({"data": [present.account(a) for a in await store.list_accounts(daemon_of(request).db, tenant)]})
+    return json_response(
+        {"data": [present.account(a) for a in await store.list_accounts(daemon_of(request).db, tenant)]}
+    )
 
 
-ACCOUNT_BODY = Obj({
-    "id": Str(required=True, pattern=ACCOUNT_ID_RE,
-              pattern_doc="letters, digits, '.', '_' or '-', up to 64 characters, starting with a letter or digit"),
-    "currency": Str(required=True, pattern=CURRENCY_RE, pattern_doc="an ISO 4217 code such as EUR"),
-    "name": Str(max_len=200, default=None),
-    "iban": Str(max_len=200, default=None),
-    "account_number": Str(max_len=200, default=None),
-    "csv_format": Str(max_len=200, default=None, doc="a reconciliation.csv_formats entry, for CSV statements"),
-    "ledger_format": Str(max_len=200, default=None, doc="a reconciliation.ledger_formats entry, for CSV ledgers"),
-})
+ACCOUNT_BODY = Obj(
+    {
+        "id": Str(
+            required=True,
+            pattern=ACCOUNT_ID_RE,
+            pattern_doc="letters, digits, '.', '_' or '-', up to 64 characters, starting with a letter or digit",
+        ),
+        "currency": Str(required=True, pattern=CURRENCY_RE, pattern_doc="an ISO 4217 code such as EUR"),
+        "name": Str(max_len=200, default=None),
+        "iban": Str(max_len=200, default=None),
+        "account_number": Str(max_len=200, default=None),
+        "csv_format": Str(max_len=200, default=None, doc="a reconciliation.csv_formats entry, for CSV statements"),
+        "ledger_format": Str(max_len=200, default=None, doc="a reconciliation.ledger_formats entry, for CSV ledgers"),
+    }
+)
 
 
 def _known_layouts(request, body: dict) -> list[SchemaError]:
     """The body_check of an account: its layouts must be defined in the running configuration."""
     cfg = section(daemon_of(request).config)
-    return [SchemaError((key,), f"{body[key]!r} is not defined in reconciliation.{table}")
-            for key, table in (("csv_format", "csv_formats"), ("ledger_format", "ledger_formats"))
-            if body[key] is not None and body[key] not in cfg[table]]
+    return [
+        SchemaError((key,), f"{body[key]!r} is not defined in reconciliation.{table}")
+        for key, table in (("csv_format", "csv_formats"), ("ledger_format", "ledger_formats"))
+        if body[key] is not None and body[key] not in cfg[table]
+    ]
 
 
 async def create_account(request):
@@ -76,10 +98,16 @@ async def create_account(request):
     body = body_of(request)
     if not await daemon.tenant_exists(tenant):
         raise ApiError(404, "not_found", f"no tenant {tenant!r}")
-    acct = {"id": body["id"], "name": body.get("name") or "", "currency": body["currency"],
-            "iban": (body.get("iban") or "").replace(" ", "").upper(), "account_number": body.get("account_number") or "",
-            "csv_format": body.get("csv_format"), "ledger_format": body.get("ledger_format"),
-            "created_by": actor_of(request)}
+    acct = {
+        "id": body["id"],
+        "name": body.get("name") or "",
+        "currency": body["currency"],
+        "iban": (body.get("iban") or "").replace(" ", "").upper(),
+        "account_number": body.get("account_number") or "",
+        "csv_format": body.get("csv_format"),
+        "ledger_format": body.get("ledger_format"),
+        "created_by": actor_of(request),
+    }
     if not await store.create_account(daemon.db, tenant, acct, daemon.clock.time()):
         raise ApiError(409, "account_exists", f"account {body['id']!r} already exists")
     return json_response(present.account(await store.get_account(daemon.db, tenant, body["id"])), status=201)
@@ -115,8 +143,9 @@ async def read_upload(request: web.Request, limit: int) -> tuple[bytes, str]:
             raise ApiError(400, "file_required", "the request body is empty: send the statement file")
     # isprintable() is also False for lone surrogates (aiohttp's escapes of bytes that are not UTF-8).
     if len(filename) > MAX_FILENAME or not filename.isprintable():
-        raise ApiError(400, "invalid_filename",
-                       f"the file name must be printable text of at most {MAX_FILENAME} characters")
+        raise ApiError(
+            400, "invalid_filename", f"the file name must be printable text of at most {MAX_FILENAME} characters"
+        )
     return data, filename
 
 
@@ -141,7 +170,9 @@ async def _read_limited(stream, limit: int) -> bytes:
             break
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, "body_too_large", f"statement exceeds {limit} bytes (reconciliation.max_statement_size)")
+            raise ApiError(
+                413, "body_too_large", f"statement exceeds {limit} bytes (reconciliation.max_statement_size)"
+            )
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -152,13 +183,15 @@ async def import_statement(request):
     cfg = section(daemon.config)
     fmt = request.query.get("format") or None
     if fmt is not None and fmt not in daemon.registries.statement_importers:
-        raise ApiError(422, "unknown_format", f"unknown format {fmt!r}",
-                       {"known": sorted(daemon.registries.statement_importers)})
+        raise ApiError(
+            422, "unknown_format", f"unknown format {fmt!r}", {"known": sorted(daemon.registries.statement_importers)}
+        )
     csv_layout = _layout(cfg, "csv_formats", account["csv_format"])
     data, filename = await read_upload(request, cfg["max_statement_size"])
     try:
-        result = await imports.import_statement(daemon, tenant, account, data, fmt=fmt, filename=filename,
-                                                csv_layout=csv_layout, actor=actor_of(request))
+        result = await imports.import_statement(
+            daemon, tenant, account, data, fmt=fmt, filename=filename, csv_layout=csv_layout, actor=actor_of(request)
+        )
     except imports.AccountMismatch as exc:
         raise ApiError(422, "statement_account_mismatch", str(exc), {"location": exc.location})
     except StatementError as exc:
@@ -178,7 +211,8 @@ async def post_ledger(request):
     try:
         if is_csv:
             items = ledger.parse_csv_entries(
-                raw, _layout(cfg, "ledger_formats", request.query.get("layout") or account["ledger_format"]))
+                raw, _layout(cfg, "ledger_formats", request.query.get("layout") or account["ledger_format"])
+            )
         else:
             items = ledger.parse_json_entries(raw)
         entries = ledger.validate_entries(items, account["currency"])
@@ -218,8 +252,15 @@ async def _matches_page(request, load, show, statuses: tuple[str, ...], default:
     run_id = (await _run_of(request, tenant, account))["id"] if run else None  # 404 for an unknown run
     limit, cursor = page_params(request)
     status = query_choice(request, "status", statuses) or default
-    items = await load(daemon_of(request).db, tenant, account["id"], run_id=run_id,
-                       status=None if status == "all" else status, limit=limit + 1, after=cursor)
+    items = await load(
+        daemon_of(request).db,
+        tenant,
+        account["id"],
+        run_id=run_id,
+        status=None if status == "all" else status,
+        limit=limit + 1,
+        after=cursor,
+    )
     return json_response(page([show(m) for m in items], limit, cursor_of=lambda m: m["id"]))
 
 
@@ -232,7 +273,9 @@ async def run_matches(request):
 
 
 async def run_suggestions(request):
-    return await _matches_page(request, store.list_suggestions, present.suggestion, SUGGESTION_STATUSES, "open", run=True)
+    return await _matches_page(
+        request, store.list_suggestions, present.suggestion, SUGGESTION_STATUSES, "open", run=True
+    )
 
 
 async def list_matches(request):
@@ -240,7 +283,9 @@ async def list_matches(request):
 
 
 async def list_suggestions(request):
-    return await _matches_page(request, store.list_suggestions, present.suggestion, SUGGESTION_STATUSES, "open", run=False)
+    return await _matches_page(
+        request, store.list_suggestions, present.suggestion, SUGGESTION_STATUSES, "open", run=False
+    )
 
 
 # --- open items -------------------------------------------------------------------------------------------
@@ -259,13 +304,17 @@ async def open_items(request):
     limit = int_param(request, "limit", 1000, 1, 10000)
     today = daemon.clock.now().date()
     out: dict = {"as_of": today.isoformat()}
-    sides = [("statement_lines", "bank", store.open_lines, present.line, "booking_date"),
-             ("ledger_entries", "ledger", store.open_entries, present.entry, "date")]
+    sides = [
+        ("statement_lines", "bank", store.open_lines, present.line, "booking_date"),
+        ("ledger_entries", "ledger", store.open_entries, present.entry, "date"),
+    ]
     for key, name, load, public, date_key in sides:
         if side not in ("all", name):
             continue
-        rows = [public(r) | {"age_days": runs.age_days(r[date_key], today)}
-                for r in await load(daemon.db, tenant, account["id"])]
+        rows = [
+            public(r) | {"age_days": runs.age_days(r[date_key], today)}
+            for r in await load(daemon.db, tenant, account["id"])
+        ]
         rows = [r for r in rows if r["age_days"] >= min_age]
         out[key] = rows[:limit]
         out[key + "_total"] = len(rows)
@@ -282,15 +331,26 @@ async def list_imports(request):
 # --- people ------------------------------------------------------------------------------------------------
 
 
-_IDS = List(Int(min=1, max=manual.MAX_ID), max_len=manual.MAX_ITEMS, unique=True, nullable=True,
-            doc="item ids of the account (from open-items)")
-MATCH_BODY = Obj({
-    "statement_line_ids": _IDS,
-    "ledger_entry_ids": _IDS,
-    "adjustment": DecimalField(default="0", doc="bank total minus ledger total"),
-    "note": Str(max_len=500, default=""),
-}, check=lambda body: [] if body["statement_line_ids"] or body["ledger_entry_ids"] else [
-    ((), "name at least one statement line or ledger entry")])
+_IDS = List(
+    Int(min=1, max=manual.MAX_ID),
+    max_len=manual.MAX_ITEMS,
+    unique=True,
+    nullable=True,
+    doc="item ids of the account (from open-items)",
+)
+MATCH_BODY = Obj(
+    {
+        "statement_line_ids": _IDS,
+        "ledger_entry_ids": _IDS,
+        "adjustment": DecimalField(default="0", doc="bank total minus ledger total"),
+        "note": Str(max_len=500, default=""),
+    },
+    check=lambda body: (
+        []
+        if body["statement_line_ids"] or body["ledger_entry_ids"]
+        else [((), "name at least one statement line or ledger entry")]
+    ),
+)
 
 
 async def create_match(request):
@@ -303,8 +363,11 @@ async def create_match(request):
 async def get_match(request):
     tenant, account = await account_of(request)
     match_id = request.match_info["match"]
-    return json_response(present.match(found(await store.get_match(daemon_of(request).db, tenant, account["id"],
-                                                                    match_id), f"match {match_id}")))
+    return json_response(
+        present.match(
+            found(await store.get_match(daemon_of(request).db, tenant, account["id"], match_id), f"match {match_id}")
+        )
+    )
 
 
 async def delete_match(request):
@@ -315,8 +378,9 @@ async def delete_match(request):
 
 async def accept_suggestion(request):
     tenant, account = await account_of(request)
-    match = await manual.accept_suggestion(daemon_of(request), tenant, account, request.match_info["suggestion"],
-                                           actor_of(request))
+    match = await manual.accept_suggestion(
+        daemon_of(request), tenant, account, request.match_info["suggestion"], actor_of(request)
+    )
     return json_response(present.match(match), status=201)
 
 
@@ -329,12 +393,28 @@ async def audit_log(request):
 
 _FILE = {"type": "string", "format": "binary"}
 #: A file upload: the raw bytes, or a multipart form with a ``file`` part.
-_UPLOAD = {"application/octet-stream": _FILE,
-           "multipart/form-data": {"type": "object", "required": ["file"], "properties": {"file": _FILE}}}
-_LEDGER_BODY = {"type": "object", "required": ["entries"], "properties": {"entries": {"type": "array", "items": {
-    "type": "object", "required": ["external_id", "date", "amount"], "properties": {
-        "external_id": {"type": "string"}, "date": {"type": "string", "format": "date"},
-        "amount": {"type": "string", "example": "120.00"}}}}}}
+_UPLOAD = {
+    "application/octet-stream": _FILE,
+    "multipart/form-data": {"type": "object", "required": ["file"], "properties": {"file": _FILE}},
+}
+_LEDGER_BODY = {
+    "type": "object",
+    "required": ["entries"],
+    "properties": {
+        "entries": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["external_id", "date", "amount"],
+                "properties": {
+                    "external_id": {"type": "string"},
+                    "date": {"type": "string", "format": "date"},
+                    "amount": {"type": "string", "example": "120.00"},
+                },
+            },
+        }
+    },
+}
 
 
 def routes() -> list[Route]:
@@ -342,37 +422,105 @@ def routes() -> list[Route]:
     created = {"statuses": (201,)}
     spec = [
         ("GET", PREFIX, list_accounts, "List reconciliation accounts", {}, {}),
-        ("POST", PREFIX, create_account, "Create a reconciliation account", {},
-         {"body": ACCOUNT_BODY, "body_check": _known_layouts, **created}),
+        (
+            "POST",
+            PREFIX,
+            create_account,
+            "Create a reconciliation account",
+            {},
+            {"body": ACCOUNT_BODY, "body_check": _known_layouts, **created},
+        ),
         ("GET", a, get_account, "Get an account", {}, {}),
-        ("POST", a + "/statements", import_statement, "Import a statement file (raw body or multipart)",
-         {"format": "importer name (camt053, mt940, ofx, csv, ...); detected when absent",
-          "filename": "file name to record (raw uploads)"}, {"body_content": _UPLOAD, **created}),
+        (
+            "POST",
+            a + "/statements",
+            import_statement,
+            "Import a statement file (raw body or multipart)",
+            {
+                "format": "importer name (camt053, mt940, ofx, csv, ...); detected when absent",
+                "filename": "file name to record (raw uploads)",
+            },
+            {"body_content": _UPLOAD, **created},
+        ),
         ("GET", a + "/imports", list_imports, "Statement imports with their counts and balance checks", PAGED, {}),
-        ("POST", a + "/ledger", post_ledger, "Upsert ledger entries (JSON, JSON lines or CSV)",
-         {"format": "csv to read a CSV body (or send Content-Type text/csv)",
-          "layout": "ledger_formats entry for a CSV body (default: the account's ledger_format)"},
-         {"body_content": {"application/json": _LEDGER_BODY, "text/csv": {"type": "string"}}}),
-        ("POST", a + "/runs", start_run, "Run the matching rules over the open items", {},
-         {"body": NO_BODY, **created}),
+        (
+            "POST",
+            a + "/ledger",
+            post_ledger,
+            "Upsert ledger entries (JSON, JSON lines or CSV)",
+            {
+                "format": "csv to read a CSV body (or send Content-Type text/csv)",
+                "layout": "ledger_formats entry for a CSV body (default: the account's ledger_format)",
+            },
+            {"body_content": {"application/json": _LEDGER_BODY, "text/csv": {"type": "string"}}},
+        ),
+        (
+            "POST",
+            a + "/runs",
+            start_run,
+            "Run the matching rules over the open items",
+            {},
+            {"body": NO_BODY, **created},
+        ),
         ("GET", a + "/runs/{run}", get_run, "Get a run and its counts", {}, {}),
-        ("GET", a + "/runs/{run}/matches", run_matches, "Matches made by a run",
-         {"status": "active or undone (default: both)", **PAGED}, {}),
-        ("GET", a + "/runs/{run}/suggestions", run_suggestions, "Suggestions of a run",
-         {"status": "open (default), accepted, stale or all", **PAGED}, {}),
-        ("GET", a + "/open-items", open_items, "Open statement lines and ledger entries, with age",
-         {"side": "bank, ledger or all (default)", "min_age_days": "only items at least this old",
-          "limit": "items per side, 1..10000 (default 1000)"}, {}),
-        ("GET", a + "/matches", list_matches, "Matches of the account",
-         {"status": "active (default) or undone", **PAGED}, {}),
+        (
+            "GET",
+            a + "/runs/{run}/matches",
+            run_matches,
+            "Matches made by a run",
+            {"status": "active or undone (default: both)", **PAGED},
+            {},
+        ),
+        (
+            "GET",
+            a + "/runs/{run}/suggestions",
+            run_suggestions,
+            "Suggestions of a run",
+            {"status": "open (default), accepted, stale or all", **PAGED},
+            {},
+        ),
+        (
+            "GET",
+            a + "/open-items",
+            open_items,
+            "Open statement lines and ledger entries, with age",
+            {
+                "side": "bank, ledger or all (default)",
+                "min_age_days": "only items at least this old",
+                "limit": "items per side, 1..10000 (default 1000)",
+            },
+            {},
+        ),
+        (
+            "GET",
+            a + "/matches",
+            list_matches,
+            "Matches of the account",
+            {"status": "active (default) or undone", **PAGED},
+            {},
+        ),
         ("POST", a + "/matches", create_match, "Match items by hand", {}, {"body": MATCH_BODY, **created}),
         ("GET", a + "/matches/{match}", get_match, "Get a match with its items", {}, {}),
         ("DELETE", a + "/matches/{match}", delete_match, "Undo a match (its items become open again)", {}, {}),
-        ("GET", a + "/suggestions", list_suggestions, "Suggestions for people",
-         {"status": "open (default), accepted, stale or all", **PAGED}, {}),
-        ("POST", a + "/suggestions/{suggestion}/accept", accept_suggestion, "Accept a suggestion as a match", {},
-         {"body": NO_BODY, **created}),
+        (
+            "GET",
+            a + "/suggestions",
+            list_suggestions,
+            "Suggestions for people",
+            {"status": "open (default), accepted, stale or all", **PAGED},
+            {},
+        ),
+        (
+            "POST",
+            a + "/suggestions/{suggestion}/accept",
+            accept_suggestion,
+            "Accept a suggestion as a match",
+            {},
+            {"body": NO_BODY, **created},
+        ),
         ("GET", a + "/audit", audit_log, "Who changed what, when", PAGED, {}),
     ]
-    return [Route(method, path, handler, auth="tenant", summary=summary, tag=TAG, params=params, **extra)
-            for method, path, handler, summary, params, extra in spec]
+    return [
+        Route(method, path, handler, auth="tenant", summary=summary, tag=TAG, params=params, **extra)
+        for method, path, handler, summary, params, extra in spec
+    ]

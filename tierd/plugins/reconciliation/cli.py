@@ -36,6 +36,7 @@ def _upload(cli, path: Path, url: str, tenant: str, params: dict, as_json: bool,
     """Send a file as the request body, in chunks, with a progress bar."""
     size = path.stat().st_size
     with cli.progress(length=size, label=path.name, as_json=as_json) as bar:
+
         def chunks():
             with path.open("rb") as f:
                 while chunk := f.read(CHUNK):
@@ -52,16 +53,27 @@ def import_(cli, tenant, account, fmt, files, as_json):
     """Import statement files (each in one transaction)."""
     results = []
     for path in files:
-        result = _upload(cli, path, f"{BASE}/{account}/statements", tenant, {"format": fmt, "filename": path.name},
-                         as_json, "application/octet-stream")
+        result = _upload(
+            cli,
+            path,
+            f"{BASE}/{account}/statements",
+            tenant,
+            {"format": fmt, "filename": path.name},
+            as_json,
+            "application/octet-stream",
+        )
         results.append(result)
         if not as_json:
-            line = (f"{path.name}: {result['format']}, {result['new']} new, {result['duplicates']} duplicate, "
-                    f"{result['rejected']} rejected")
+            line = (
+                f"{path.name}: {result['format']}, {result['new']} new, {result['duplicates']} duplicate, "
+                f"{result['rejected']} rejected"
+            )
             for b in result["balances"]:
                 if not b["ok"]:
-                    line += (f"\n  balance mismatch in statement {b['statement']}: opening {b['opening']} + lines "
-                             f"{b['lines_total']} = {b['computed_closing']}, the bank says {b['closing']}")
+                    line += (
+                        f"\n  balance mismatch in statement {b['statement']}: opening {b['opening']} + lines "
+                        f"{b['lines_total']} = {b['computed_closing']}, the bank says {b['closing']}"
+                    )
             click.echo(line)
     if as_json:
         cli.output(results, as_json=True)
@@ -73,13 +85,22 @@ def import_(cli, tenant, account, fmt, files, as_json):
 def ledger(cli, tenant, account, layout, file, as_json):
     """Upsert ledger entries from a JSON, JSON-lines or CSV file."""
     is_csv = file.suffix.lower() == ".csv"
-    result = _upload(cli, file, f"{BASE}/{account}/ledger", tenant, {"layout": layout, "format": "csv" if is_csv else None},
-                     as_json, "text/csv" if is_csv else "application/json")
+    result = _upload(
+        cli,
+        file,
+        f"{BASE}/{account}/ledger",
+        tenant,
+        {"layout": layout, "format": "csv" if is_csv else None},
+        as_json,
+        "text/csv" if is_csv else "application/json",
+    )
     if as_json:
         cli.output(result, as_json=True)
     else:
-        click.echo(f"{result['new']} new, {result['updated']} updated, {result['unchanged']} unchanged, "
-                   f"{len(result['conflicts'])} conflicts")
+        click.echo(
+            f"{result['new']} new, {result['updated']} updated, {result['unchanged']} unchanged, "
+            f"{len(result['conflicts'])} conflicts"
+        )
         for c in result["conflicts"]:
             click.echo(f"  {c['external_id']}: {c['reason']}")
 
@@ -92,9 +113,11 @@ def run(cli, tenant, account, as_json):
         cli.output(result, as_json=True)
         return
     c = result["counts"]
-    click.echo(f"run {result['id']} {result['status']}: {c.get('matches', 0)} matches, {c.get('suggestions', 0)} "
-               f"suggestions; open now: {c.get('bank_lines_open', 0)} statement lines, "
-               f"{c.get('ledger_entries_open', 0)} ledger entries")
+    click.echo(
+        f"run {result['id']} {result['status']}: {c.get('matches', 0)} matches, {c.get('suggestions', 0)} "
+        f"suggestions; open now: {c.get('bank_lines_open', 0)} statement lines, "
+        f"{c.get('ledger_entries_open', 0)} ledger entries"
+    )
     for rule, n in sorted((c.get("by_rule") or {}).items()):
         click.echo(f"  {rule}: {n}")
 
@@ -104,26 +127,51 @@ def run(cli, tenant, account, as_json):
 @click.option("--min-age-days", type=int, default=0)
 def open_items(cli, tenant, account, side, min_age_days, as_json):
     """Open statement lines and ledger entries, with their age."""
-    data = cli.api.get(f"{BASE}/{account}/open-items", tenant=tenant, params={"side": side, "min_age_days": min_age_days})
+    data = cli.api.get(
+        f"{BASE}/{account}/open-items", tenant=tenant, params={"side": side, "min_age_days": min_age_days}
+    )
     if as_json:
         cli.output(data, as_json=True)
         return
     if "statement_lines" in data:
         click.echo("Statement lines:")
-        cli.output(data["statement_lines"], columns=["id", "booking_date", "age_days", "amount", "currency",
-                                                     "counterparty_name", "remittance", "bank_reference"])
+        cli.output(
+            data["statement_lines"],
+            columns=[
+                "id",
+                "booking_date",
+                "age_days",
+                "amount",
+                "currency",
+                "counterparty_name",
+                "remittance",
+                "bank_reference",
+            ],
+        )
     if "ledger_entries" in data:
         click.echo("Ledger entries:")
-        cli.output(data["ledger_entries"], columns=["id", "external_id", "date", "age_days", "amount", "currency",
-                                                    "counterparty", "reference"])
+        cli.output(
+            data["ledger_entries"],
+            columns=["id", "external_id", "date", "age_days", "amount", "currency", "counterparty", "reference"],
+        )
 
 
 def _show_match(cli, m: dict, as_json: bool) -> None:
     """A match as JSON, or as one row of its rule, score, items and explanation."""
-    cli.output(m if as_json else {"id": m["id"], "rule": m["rule"], "score": m["score"],
-                                  "lines": ",".join(str(x["id"]) for x in m["statement_lines"]),
-                                  "entries": ",".join(x["external_id"] for x in m["ledger_entries"]),
-                                  "adjustment": m["adjustment"], "explanation": m["explanation"]}, as_json=as_json)
+    cli.output(
+        m
+        if as_json
+        else {
+            "id": m["id"],
+            "rule": m["rule"],
+            "score": m["score"],
+            "lines": ",".join(str(x["id"]) for x in m["statement_lines"]),
+            "entries": ",".join(x["external_id"] for x in m["ledger_entries"]),
+            "adjustment": m["adjustment"],
+            "explanation": m["explanation"],
+        },
+        as_json=as_json,
+    )
 
 
 @recon_command("matches")
@@ -145,8 +193,10 @@ def matches(cli, tenant, account, run_id, suggestions, limit, as_json):
         lines = [x["id"] for x in item["statement_lines"]]
         entries = [x["external_id"] for x in item["ledger_entries"]]
         adjustment = f"  adjustment {item['adjustment']}" if Decimal(item["adjustment"]) else ""
-        click.echo(f"{item['id']}  {item['rule']}  score {item['score']}  statement lines "
-                   f"{', '.join(map(str, lines))} <-> ledger {', '.join(map(str, entries))}{adjustment}")
+        click.echo(
+            f"{item['id']}  {item['rule']}  score {item['score']}  statement lines "
+            f"{', '.join(map(str, lines))} <-> ledger {', '.join(map(str, entries))}{adjustment}"
+        )
         click.echo(f"    {item['explanation']}")
 
 
@@ -157,7 +207,12 @@ def matches(cli, tenant, account, run_id, suggestions, limit, as_json):
 @click.option("--note", default="")
 def match(cli, tenant, account, lines, entries, adjustment, note, as_json):
     """Match items by hand."""
-    body = {"statement_line_ids": list(lines), "ledger_entry_ids": list(entries), "adjustment": adjustment, "note": note}
+    body = {
+        "statement_line_ids": list(lines),
+        "ledger_entry_ids": list(entries),
+        "adjustment": adjustment,
+        "note": note,
+    }
     _show_match(cli, cli.api.post(f"{BASE}/{account}/matches", json=body, tenant=tenant), as_json)
 
 
@@ -176,5 +231,7 @@ def unmatch(cli, tenant, account, match_id, as_json):
     if as_json:
         cli.output(result, as_json=True)
     else:
-        click.echo(f"match {result['id']} undone; {count_of(len(result['statement_lines']), 'statement line')} and "
-                   f"{count_of(len(result['ledger_entries']), 'ledger entry', 'ledger entries')} are open again")
+        click.echo(
+            f"match {result['id']} undone; {count_of(len(result['statement_lines']), 'statement line')} and "
+            f"{count_of(len(result['ledger_entries']), 'ledger entry', 'ledger entries')} are open again"
+        )

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-from tierd.core.schema import Bool, Cron, Decimal as DecimalField, Duration, Float, Int, List, Map, Obj, Str
+from tierd.core.schema import Bool, Cron, Duration, Float, Int, List, Map, Obj, Str
+from tierd.core.schema import Decimal as DecimalField
 
 from .importers.csv import FIELDS as CSV_FIELDS
 from .importers.csv import layout_problems
@@ -32,33 +33,46 @@ _LAYOUT_COMMON = {
     "skip_rows": Int(default=0, min=0, doc="Rows before the header row (bank banners)"),
 }
 
-CSV_FORMAT = Obj({
-    **_LAYOUT_COMMON,
-    "columns": Obj({name: Str() for name in CSV_FIELDS}, required=True, doc="Field -> header name"),
-}, check=lambda v: [(("columns",), p) for p in layout_problems(v)])
+CSV_FORMAT = Obj(
+    {
+        **_LAYOUT_COMMON,
+        "columns": Obj({name: Str() for name in CSV_FIELDS}, required=True, doc="Field -> header name"),
+    },
+    check=lambda v: [(("columns",), p) for p in layout_problems(v)],
+)
 
-LEDGER_FORMAT = Obj({
-    **_LAYOUT_COMMON,
-    "columns": Obj({name: Str() for name in LEDGER_FIELDS}, required=True, doc="Field -> header name"),
-}, check=lambda v: [(("columns",), f"columns.{f} is required") for f in ("external_id", "date", "amount")
-                    if not (v["columns"] or {}).get(f)])
+LEDGER_FORMAT = Obj(
+    {
+        **_LAYOUT_COMMON,
+        "columns": Obj({name: Str() for name in LEDGER_FIELDS}, required=True, doc="Field -> header name"),
+    },
+    check=lambda v: [
+        (("columns",), f"columns.{f} is required")
+        for f in ("external_id", "date", "amount")
+        if not (v["columns"] or {}).get(f)
+    ],
+)
 
-RULE = Obj({
-    "rule": Str(required=True, choices=list(RULES), doc="Which built-in rule"),
-    "window_days": Int(min=0, max=366, doc="Days the two sides may be apart"),
-    "min_similarity": Float(min=0, max=100, doc="Counterparty name similarity, 0-100"),
-    "max_items": Int(min=2, max=8, doc="batch/partial: most items in one sum"),
-    "max_pool": Int(min=2, max=30, doc="batch/partial: items considered per target"),
-    "absolute": DecimalField(min=0, doc="tolerance: largest absolute difference"),
-    "percent": Float(min=0, max=100, doc="tolerance: largest difference in percent"),
-    "auto": Bool(doc="false: this rule only suggests"),
-    "auto_threshold": Float(min=0, max=1, doc="Score needed for an automatic match by this rule"),
-})
+RULE = Obj(
+    {
+        "rule": Str(required=True, choices=list(RULES), doc="Which built-in rule"),
+        "window_days": Int(min=0, max=366, doc="Days the two sides may be apart"),
+        "min_similarity": Float(min=0, max=100, doc="Counterparty name similarity, 0-100"),
+        "max_items": Int(min=2, max=8, doc="batch/partial: most items in one sum"),
+        "max_pool": Int(min=2, max=30, doc="batch/partial: items considered per target"),
+        "absolute": DecimalField(min=0, doc="tolerance: largest absolute difference"),
+        "percent": Float(min=0, max=100, doc="tolerance: largest difference in percent"),
+        "auto": Bool(doc="false: this rule only suggests"),
+        "auto_threshold": Float(min=0, max=1, doc="Score needed for an automatic match by this rule"),
+    }
+)
 
-EXCEPTIONS = Obj({
-    "max_age_days": Int(default=30, min=0, doc="Open items older than this are exceptions"),
-    "min_amount": DecimalField(default=None, min=0, doc="Open items at least this large are exceptions"),
-})
+EXCEPTIONS = Obj(
+    {
+        "max_age_days": Int(default=30, min=0, doc="Open items older than this are exceptions"),
+        "min_amount": DecimalField(default=None, min=0, doc="Open items at least this large are exceptions"),
+    }
+)
 
 
 def _account_check(acct: dict) -> list:
@@ -68,22 +82,25 @@ def _account_check(acct: dict) -> list:
     return errors
 
 
-ACCOUNT = Obj({
-    "id": Str(required=True, pattern=ACCOUNT_ID, doc="Account id, unique per tenant"),
-    "tenant": Str(required=True, min_len=1, doc="Tenant the account belongs to"),
-    "name": Str(default="", doc="Display name"),
-    "currency": Str(required=True, doc="ISO 4217 currency of the account"),
-    "iban": Str(default="", doc="IBAN; statements for another IBAN are refused"),
-    "account_number": Str(default="", doc="Account number (MT940 :25:, OFX ACCTID)"),
-    "csv_format": Str(default=None, doc="Name of a csv_formats layout for CSV statements"),
-    "ledger_format": Str(default=None, doc="Name of a ledger_formats layout for CSV ledger uploads"),
-    "rules": List(RULE, default=None, doc="Ordered rule passes (default: all built-in rules)"),
-    "auto_threshold": Float(default=0.85, min=0, max=1, doc="Score needed for an automatic match"),
-    "min_margin": Float(default=0.05, min=0, max=1, doc="Lead needed over the runner-up"),
-    "schedule": Cron(default=None, doc="Cron expression for scheduled runs (UTC)"),
-    "inbox": Str(default=None, doc="Folder watched for statement files"),
-    "exceptions": EXCEPTIONS,
-}, check=_account_check)
+ACCOUNT = Obj(
+    {
+        "id": Str(required=True, pattern=ACCOUNT_ID, doc="Account id, unique per tenant"),
+        "tenant": Str(required=True, min_len=1, doc="Tenant the account belongs to"),
+        "name": Str(default="", doc="Display name"),
+        "currency": Str(required=True, doc="ISO 4217 currency of the account"),
+        "iban": Str(default="", doc="IBAN; statements for another IBAN are refused"),
+        "account_number": Str(default="", doc="Account number (MT940 :25:, OFX ACCTID)"),
+        "csv_format": Str(default=None, doc="Name of a csv_formats layout for CSV statements"),
+        "ledger_format": Str(default=None, doc="Name of a ledger_formats layout for CSV ledger uploads"),
+        "rules": List(RULE, default=None, doc="Ordered rule passes (default: all built-in rules)"),
+        "auto_threshold": Float(default=0.85, min=0, max=1, doc="Score needed for an automatic match"),
+        "min_margin": Float(default=0.05, min=0, max=1, doc="Lead needed over the runner-up"),
+        "schedule": Cron(default=None, doc="Cron expression for scheduled runs (UTC)"),
+        "inbox": Str(default=None, doc="Folder watched for statement files"),
+        "exceptions": EXCEPTIONS,
+    },
+    check=_account_check,
+)
 
 
 def _section_check(section: dict) -> list:
@@ -92,7 +109,9 @@ def _section_check(section: dict) -> list:
     for i, acct in enumerate(section["accounts"]):
         key = (acct["tenant"], acct["id"])
         if key in seen:
-            errors.append((("accounts", i, "id"), f"account {acct['id']!r} appears twice for tenant {acct['tenant']!r}"))
+            errors.append(
+                (("accounts", i, "id"), f"account {acct['id']!r} appears twice for tenant {acct['tenant']!r}")
+            )
         seen.add(key)
         for field, table in (("csv_format", "csv_formats"), ("ledger_format", "ledger_formats")):
             if acct.get(field) and acct[field] not in section[table]:
@@ -100,13 +119,16 @@ def _section_check(section: dict) -> list:
     return errors
 
 
-SCHEMA = Obj({
-    "max_statement_size": Int(default=50 * 1024 * 1024, min=1024, doc="Largest statement upload, in bytes"),
-    "inbox_poll_interval": Duration(default="10s", doc="How often inbox folders are looked at"),
-    "csv_formats": Map(CSV_FORMAT, default={}, doc="Named CSV statement layouts"),
-    "ledger_formats": Map(LEDGER_FORMAT, default={}, doc="Named CSV ledger layouts"),
-    "accounts": List(ACCOUNT, default=[], doc="Accounts defined in this file"),
-}, check=_section_check)
+SCHEMA = Obj(
+    {
+        "max_statement_size": Int(default=50 * 1024 * 1024, min=1024, doc="Largest statement upload, in bytes"),
+        "inbox_poll_interval": Duration(default="10s", doc="How often inbox folders are looked at"),
+        "csv_formats": Map(CSV_FORMAT, default={}, doc="Named CSV statement layouts"),
+        "ledger_formats": Map(LEDGER_FORMAT, default={}, doc="Named CSV ledger layouts"),
+        "accounts": List(ACCOUNT, default=[], doc="Accounts defined in this file"),
+    },
+    check=_section_check,
+)
 
 
 def section(config: dict) -> dict:

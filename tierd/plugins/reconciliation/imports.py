@@ -74,15 +74,25 @@ def check_balances(stmt: Statement, index: int) -> dict | None:
     total = sum((ln.amount for ln in stmt.lines), Decimal(0))
     computed = stmt.opening_balance + total
     return {
-        "statement": stmt.statement_id or str(index), "opening": str(stmt.opening_balance),
-        "closing": str(stmt.closing_balance), "lines_total": str(total), "computed_closing": str(computed),
+        "statement": stmt.statement_id or str(index),
+        "opening": str(stmt.opening_balance),
+        "closing": str(stmt.closing_balance),
+        "lines_total": str(total),
+        "computed_closing": str(computed),
         "ok": computed == stmt.closing_balance,
     }
 
 
 def fingerprint(line: StatementLine) -> str:
-    parts = [line.booking_date.isoformat(), str(line.amount.normalize()), line.currency, line.end_to_end_id,
-             " ".join(line.remittance.split()).lower(), line.counterparty_name.lower(), line.counterparty_account]
+    parts = [
+        line.booking_date.isoformat(),
+        str(line.amount.normalize()),
+        line.currency,
+        line.end_to_end_id,
+        " ".join(line.remittance.split()).lower(),
+        line.counterparty_name.lower(),
+        line.counterparty_account,
+    ]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
@@ -101,15 +111,22 @@ def line_row(line: StatementLine, key: str) -> dict:
     return {
         "booking_date": line.booking_date.isoformat(),
         "value_date": line.value_date.isoformat() if line.value_date else None,
-        "amount": str(line.amount), "currency": line.currency, "counterparty_name": line.counterparty_name,
-        "counterparty_account": line.counterparty_account, "remittance": line.remittance,
-        "end_to_end_id": line.end_to_end_id, "bank_reference": line.bank_reference, "dedup_key": key,
-        "raw": line.raw, "location": line.location,
+        "amount": str(line.amount),
+        "currency": line.currency,
+        "counterparty_name": line.counterparty_name,
+        "counterparty_account": line.counterparty_account,
+        "remittance": line.remittance,
+        "end_to_end_id": line.end_to_end_id,
+        "bank_reference": line.bank_reference,
+        "dedup_key": key,
+        "raw": line.raw,
+        "location": line.location,
     }
 
 
-def plan_import(data: bytes, importers: dict, account: dict, csv_layout: dict | None, fmt: str | None = None,
-                filename: str = "") -> ImportPlan:
+def plan_import(
+    data: bytes, importers: dict, account: dict, csv_layout: dict | None, fmt: str | None = None, filename: str = ""
+) -> ImportPlan:
     """Parse and check a file; pure (no I/O), so it can run in a thread."""
     if fmt is None:
         fmt = detect_format(data, importers, filename, fallback="csv" if csv_layout else None)
@@ -139,7 +156,12 @@ def plan_import(data: bytes, importers: dict, account: dict, csv_layout: dict | 
     rows, rejected = [], []
     for line, key in zip(lines, dedup_keys(lines)):
         if line.currency != account["currency"]:
-            rejected.append({"location": line.location, "reason": f"currency {line.currency}, the account is in {account['currency']}"})
+            rejected.append(
+                {
+                    "location": line.location,
+                    "reason": f"currency {line.currency}, the account is in {account['currency']}",
+                }
+            )
             continue
         row = line_row(line, key)
         # Decoders refuse such text; an importer (a third party's) may still make it.
@@ -147,12 +169,27 @@ def plan_import(data: bytes, importers: dict, account: dict, csv_layout: dict | 
         if problem:
             raise StatementError(problem, line.location or None)
         rows.append(row)
-    return ImportPlan(format=fmt, sha256=hashlib.sha256(data).hexdigest(), lines=rows, rejected=rejected,
-                      balances=balances, statements=len(statements))
+    return ImportPlan(
+        format=fmt,
+        sha256=hashlib.sha256(data).hexdigest(),
+        lines=rows,
+        rejected=rejected,
+        balances=balances,
+        statements=len(statements),
+    )
 
 
-async def import_statement(daemon, tenant: str, account: dict, data: bytes, *, fmt: str | None, filename: str,
-                           csv_layout: dict | None, actor: str) -> dict:
+async def import_statement(
+    daemon,
+    tenant: str,
+    account: dict,
+    data: bytes,
+    *,
+    fmt: str | None,
+    filename: str,
+    csv_layout: dict | None,
+    actor: str,
+) -> dict:
     """Import one file into an account; returns the counts. Raises StatementError."""
     importers = daemon.registries.statement_importers
     plan = await asyncio.to_thread(plan_import, data, importers, account, csv_layout, fmt, filename)
@@ -162,27 +199,62 @@ async def import_statement(daemon, tenant: str, account: dict, data: bytes, *, f
         known = await store.known_dedup_keys(tx, tenant, account["id"], [ln["dedup_key"] for ln in plan.lines])
         new = [ln for ln in plan.lines if ln["dedup_key"] not in known]
         report = {"balances": plan.balances, "rejected": plan.rejected[:100], "statements": plan.statements}
-        record = {"id": import_id, "filename": filename, "format": plan.format, "sha256": plan.sha256, "new": len(new),
-                  "duplicates": len(plan.lines) - len(new), "rejected": len(plan.rejected), "report": report,
-                  "created_at": now, "created_by": actor}
+        record = {
+            "id": import_id,
+            "filename": filename,
+            "format": plan.format,
+            "sha256": plan.sha256,
+            "new": len(new),
+            "duplicates": len(plan.lines) - len(new),
+            "rejected": len(plan.rejected),
+            "report": report,
+            "created_at": now,
+            "created_by": actor,
+        }
         await store.insert_import(tx, tenant, account["id"], record)
         await store.insert_lines(tx, tenant, account["id"], import_id, new, now)
-        await store.audit(tx, tenant, account["id"], now, actor, "statement.imported", import_id,
-                          {"filename": filename, "format": plan.format, "new": len(new)})
-    log.info("statement imported for tenant %s, account %s: format %s, %d new line(s), %d duplicate(s), "
-             "%d rejected, %d balance mismatch(es) (import %s, file %r, by %s)", tenant, account["id"], plan.format,
-             record["new"], record["duplicates"], record["rejected"], sum(not b["ok"] for b in plan.balances),
-             import_id, filename, actor)
+        await store.audit(
+            tx,
+            tenant,
+            account["id"],
+            now,
+            actor,
+            "statement.imported",
+            import_id,
+            {"filename": filename, "format": plan.format, "new": len(new)},
+        )
+    log.info(
+        "statement imported for tenant %s, account %s: format %s, %d new line(s), %d duplicate(s), "
+        "%d rejected, %d balance mismatch(es) (import %s, file %r, by %s)",
+        tenant,
+        account["id"],
+        plan.format,
+        record["new"],
+        record["duplicates"],
+        record["rejected"],
+        sum(not b["ok"] for b in plan.balances),
+        import_id,
+        filename,
+        actor,
+    )
     metrics = ReconciliationService.of(daemon).metrics
     metrics.lines_imported.labels(plan.format).inc(record["new"])
     metrics.duplicates.inc(record["duplicates"])
     mismatches = [b for b in plan.balances if not b["ok"]]
     result = {
-        "import_id": import_id, "account": account["id"], "format": plan.format, "filename": filename,
-        "statements": plan.statements, "new": record["new"], "duplicates": record["duplicates"],
-        "rejected": record["rejected"], "rejected_lines": plan.rejected[:100], "balances": plan.balances,
+        "import_id": import_id,
+        "account": account["id"],
+        "format": plan.format,
+        "filename": filename,
+        "statements": plan.statements,
+        "new": record["new"],
+        "duplicates": record["duplicates"],
+        "rejected": record["rejected"],
+        "rejected_lines": plan.rejected[:100],
+        "balances": plan.balances,
         "balance_mismatches": len(mismatches),
     }
-    await daemon.bus.publish(tenant, EVENT_IMPORTED, {k: v for k, v in result.items() if k != "rejected_lines"},
-                             key=import_id)
+    await daemon.bus.publish(
+        tenant, EVENT_IMPORTED, {k: v for k, v in result.items() if k != "rejected_lines"}, key=import_id
+    )
     return result

@@ -75,8 +75,9 @@ async def poll(daemon) -> None:
 async def import_file(daemon, tenant: str, account: dict, path: Path, layout: dict | None) -> None:
     try:
         data = path.read_bytes()
-        result = await imports.import_statement(daemon, tenant, account, data, fmt=None, filename=path.name,
-                                                csv_layout=layout, actor="inbox")
+        result = await imports.import_statement(
+            daemon, tenant, account, data, fmt=None, filename=path.name, csv_layout=layout, actor="inbox"
+        )
     except StatementError as exc:
         target = move_to(path, "failed")
         target.with_name(target.name + ".error.txt").write_text(f"{exc}\n")
@@ -86,4 +87,6 @@ async def import_file(daemon, tenant: str, account: dict, path: Path, layout: di
         log.error("inbox %s: cannot read %s: %s", account["id"], path, exc)
         return
     move_to(path, "processed")
-    log.info("inbox %s: imported %s (%s new, %s duplicates)", account["id"], path.name, result["new"], result["duplicates"])
+    log.info(
+        "inbox %s: imported %s (%s new, %s duplicates)", account["id"], path.name, result["new"], result["duplicates"]
+    )

@@ -32,7 +32,10 @@ class LedgerError(ValueError):
 
     def __init__(self, problems: list[str]):
         self.problems = problems[:MAX_ERRORS]
-        super().__init__(f"{len(problems)} invalid ledger entr{'y' if len(problems) == 1 else 'ies'}: " + "; ".join(self.problems[:3]))
+        super().__init__(
+            f"{len(problems)} invalid ledger entr{'y' if len(problems) == 1 else 'ies'}: "
+            + "; ".join(self.problems[:3])
+        )
 
 
 def parse_json_entries(raw: bytes) -> list[tuple[str, dict]]:
@@ -83,7 +86,9 @@ def parse_csv_entries(raw: bytes, layout: dict | None) -> list[tuple[str, dict]]
                 raise LedgerError([f"line {number}: header lacks column(s) {', '.join(missing)}"])
             continue
         where = f"line {number}"
-        entry = {f: row[header.index(c)].strip() for f, c in columns.items() if c in header and header.index(c) < len(row)}
+        entry = {
+            f: row[header.index(c)].strip() for f, c in columns.items() if c in header and header.index(c) < len(row)
+        }
         try:
             if entry.get("amount"):
                 entry["amount"] = parse_localized_decimal(entry["amount"], layout["decimal"], where)
@@ -128,7 +133,7 @@ def validate_entries(items: list[tuple[str, dict]], currency: str) -> list[dict]
             if amount.as_tuple().exponent > 0:
                 amount = amount.quantize(Decimal(1))  # 1.5e3 -> 1500, not "1.5E+3"
         except InvalidOperation:
-            problems.append(f"{where}: amount must be a decimal string such as \"-12.50\", got {e.get('amount')!r}")
+            problems.append(f'{where}: amount must be a decimal string such as "-12.50", got {e.get("amount")!r}')
             continue
         ccy = str(e.get("currency") or currency)
         if ccy != currency:
@@ -163,19 +168,38 @@ async def upsert_entries(daemon, tenant: str, account_id: str, entries: list[dic
             elif all(_same(f, old[f], e[f]) for f in fields):
                 unchanged += 1
             elif old["match_id"]:
-                conflicts.append({"external_id": e["external_id"], "match_id": old["match_id"],
-                                  "reason": "the entry is matched; undo the match before changing it"})
+                conflicts.append(
+                    {
+                        "external_id": e["external_id"],
+                        "match_id": old["match_id"],
+                        "reason": "the entry is matched; undo the match before changing it",
+                    }
+                )
             else:
                 changed.append(e)
         await store.insert_entries(tx, tenant, account_id, new, now)
         await store.update_entries(tx, tenant, account_id, changed, now)
         if new or changed:
-            await store.audit(tx, tenant, account_id, now, actor, "ledger.upserted", "",
-                              {"new": len(new), "updated": len(changed)})
-    log.info("ledger entries upserted for tenant %s, account %s: %d new, %d updated, %d unchanged, "
-             "%d conflict(s) (by %s)", tenant, account_id, len(new), len(changed), unchanged, len(conflicts), actor)
-    return {"account": account_id, "new": len(new), "updated": len(changed), "unchanged": unchanged,
-            "conflicts": conflicts}
+            await store.audit(
+                tx, tenant, account_id, now, actor, "ledger.upserted", "", {"new": len(new), "updated": len(changed)}
+            )
+    log.info(
+        "ledger entries upserted for tenant %s, account %s: %d new, %d updated, %d unchanged, %d conflict(s) (by %s)",
+        tenant,
+        account_id,
+        len(new),
+        len(changed),
+        unchanged,
+        len(conflicts),
+        actor,
+    )
+    return {
+        "account": account_id,
+        "new": len(new),
+        "updated": len(changed),
+        "unchanged": unchanged,
+        "conflicts": conflicts,
+    }
 
 
 def _same(field: str, old, new) -> bool:

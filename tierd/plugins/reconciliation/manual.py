@@ -22,8 +22,9 @@ MAX_ID = 2**63 - 1
 def _ids(value, name: str) -> list[int]:
     if value is None:
         return []
-    if not isinstance(value, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= MAX_ID
-                                              for i in value):
+    if not isinstance(value, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= MAX_ID for i in value
+    ):
         raise ApiError(422, "invalid_match", f"{name} must be a list of item ids (integers from 1 to {MAX_ID})")
     if len(value) > MAX_ITEMS:
         raise ApiError(422, "invalid_match", f"{name} may name at most {MAX_ITEMS} items")
@@ -41,7 +42,7 @@ def _decimal(value, name: str) -> Decimal:
             raise InvalidOperation
         return out
     except InvalidOperation:
-        raise ApiError(422, "invalid_match", f"{name} must be a decimal string such as \"-2.50\"") from None
+        raise ApiError(422, "invalid_match", f'{name} must be a decimal string such as "-2.50"') from None
 
 
 async def _load_open(db, tenant: str, account_id: str, side: str, ids: list[int]) -> list[dict]:
@@ -52,8 +53,12 @@ async def _load_open(db, tenant: str, account_id: str, side: str, ids: list[int]
         raise ApiError(404, "item_not_found", f"no {what} {missing[0]} in this account", {"side": side, "ids": missing})
     taken = [i for i in ids if rows[i]["match_id"]]
     if taken:
-        raise ApiError(409, "item_not_open", f"item {taken[0]} is already matched ({rows[taken[0]]['match_id']})",
-                       {"side": side, "ids": taken})
+        raise ApiError(
+            409,
+            "item_not_open",
+            f"item {taken[0]} is already matched ({rows[taken[0]]['match_id']})",
+            {"side": side, "ids": taken},
+        )
     return [rows[i] for i in ids]
 
 
@@ -73,24 +78,51 @@ async def manual_match(daemon, tenant: str, account: dict, body: dict, actor: st
     bank_total = sum((Decimal(r["amount"]) for r in lines), Decimal(0))
     ledger_total = sum((Decimal(r["amount"]) for r in entries), Decimal(0))
     if bank_total - ledger_total != adjustment:
-        raise ApiError(422, "amounts_unbalanced",
-                       f"statement lines total {bank_total}, ledger entries {ledger_total}: the difference "
-                       f"{bank_total - ledger_total} must be given as \"adjustment\"",
-                       {"bank_total": str(bank_total), "ledger_total": str(ledger_total),
-                        "difference": str(bank_total - ledger_total)})
+        raise ApiError(
+            422,
+            "amounts_unbalanced",
+            f"statement lines total {bank_total}, ledger entries {ledger_total}: the difference "
+            f'{bank_total - ledger_total} must be given as "adjustment"',
+            {
+                "bank_total": str(bank_total),
+                "ledger_total": str(ledger_total),
+                "difference": str(bank_total - ledger_total),
+            },
+        )
     explanation = f"matched by hand by {actor}; " + (
-        "amounts balance" if not adjustment else f"difference {adjustment} kept as an adjustment")
+        "amounts balance" if not adjustment else f"difference {adjustment} kept as an adjustment"
+    )
     if note:
         explanation += f"; note: {note}"
     now = daemon.clock.time()
     try:
         async with db.transaction() as tx:
             match_id = await store.create_match(
-                tx, tenant, account["id"], run_id=None, kind="manual", rule="manual", score=1.0, explanation=explanation,
-                adjustment=adjustment, bank_ids=bank_ids, ledger_ids=ledger_ids, actor=actor, now=now)
+                tx,
+                tenant,
+                account["id"],
+                run_id=None,
+                kind="manual",
+                rule="manual",
+                score=1.0,
+                explanation=explanation,
+                adjustment=adjustment,
+                bank_ids=bank_ids,
+                ledger_ids=ledger_ids,
+                actor=actor,
+                now=now,
+            )
             await store.stale_rivals(tx, tenant, account["id"], bank_ids, ledger_ids, actor, now)
-            await store.audit(tx, tenant, account["id"], now, actor, "match.created", match_id,
-                              {"statement_line_ids": bank_ids, "ledger_entry_ids": ledger_ids, "adjustment": adjustment})
+            await store.audit(
+                tx,
+                tenant,
+                account["id"],
+                now,
+                actor,
+                "match.created",
+                match_id,
+                {"statement_line_ids": bank_ids, "ledger_entry_ids": ledger_ids, "adjustment": adjustment},
+            )
     except store.Conflict:
         raise ApiError(409, "item_not_open", "an item was matched meanwhile; reload the open items") from None
     return await store.get_match(db, tenant, account["id"], match_id)
@@ -107,13 +139,25 @@ async def accept_suggestion(daemon, tenant: str, account: dict, suggestion_id: s
     try:
         async with db.transaction() as tx:
             match_id = await store.create_match(
-                tx, tenant, account["id"], run_id=s["run_id"], kind="accepted", rule=s["rule"], score=s["score"],
-                explanation=f"{s['explanation']}; accepted by {actor}", adjustment=Decimal(s["adjustment"]),
-                bank_ids=s["bank_ids"], ledger_ids=s["ledger_ids"], actor=actor, now=now)
+                tx,
+                tenant,
+                account["id"],
+                run_id=s["run_id"],
+                kind="accepted",
+                rule=s["rule"],
+                score=s["score"],
+                explanation=f"{s['explanation']}; accepted by {actor}",
+                adjustment=Decimal(s["adjustment"]),
+                bank_ids=s["bank_ids"],
+                ledger_ids=s["ledger_ids"],
+                actor=actor,
+                now=now,
+            )
             await store.decide_suggestion(tx, tenant, suggestion_id, "accepted", actor, now)
             await store.stale_rivals(tx, tenant, account["id"], s["bank_ids"], s["ledger_ids"], actor, now)
-            await store.audit(tx, tenant, account["id"], now, actor, "suggestion.accepted", suggestion_id,
-                              {"match_id": match_id})
+            await store.audit(
+                tx, tenant, account["id"], now, actor, "suggestion.accepted", suggestion_id, {"match_id": match_id}
+            )
     except store.Conflict:
         async with db.transaction() as tx:
             await store.decide_suggestion(tx, tenant, suggestion_id, "stale", actor, now)

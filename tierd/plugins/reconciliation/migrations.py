@@ -148,16 +148,25 @@ MIGRATIONS = [
 
 #: Every column holding a time, by table.
 TIME_COLUMNS = {
-    "recon_accounts": ("created_at", "updated_at"), "recon_imports": ("created_at",),
-    "recon_bank_lines": ("created_at",), "recon_ledger_entries": ("created_at", "updated_at"),
-    "recon_runs": ("started_at", "finished_at"), "recon_matches": ("created_at", "undone_at"),
-    "recon_suggestions": ("created_at", "decided_at"), "recon_audit": ("at",),
+    "recon_accounts": ("created_at", "updated_at"),
+    "recon_imports": ("created_at",),
+    "recon_bank_lines": ("created_at",),
+    "recon_ledger_entries": ("created_at", "updated_at"),
+    "recon_runs": ("started_at", "finished_at"),
+    "recon_matches": ("created_at", "undone_at"),
+    "recon_suggestions": ("created_at", "decided_at"),
+    "recon_audit": ("at",),
 }
 # 2: times written before as datetime.isoformat() ("...12:00:00+00:00", no
 # fraction when it was 0) take core's form ("...12:00:00.000000Z").
-MIGRATIONS.append("".join(
-    f"UPDATE {table} SET {col} = replace({col}, '+00:00', CASE WHEN {col} LIKE '%.%' THEN 'Z' ELSE '.000000Z' END)"
-    f" WHERE {col} LIKE '%+00:00';\n" for table, cols in TIME_COLUMNS.items() for col in cols))
+MIGRATIONS.append(
+    "".join(
+        f"UPDATE {table} SET {col} = replace({col}, '+00:00', CASE WHEN {col} LIKE '%.%' THEN 'Z' ELSE '.000000Z' END)"
+        f" WHERE {col} LIKE '%+00:00';\n"
+        for table, cols in TIME_COLUMNS.items()
+        for col in cols
+    )
+)
 
 
 def _unix(col: str) -> str:
@@ -170,11 +179,13 @@ def _unix(col: str) -> str:
     date functions keep milliseconds only). Any other form SQLite can read
     goes through ``julianday``, to the millisecond.
     """
-    return (f"CASE WHEN {col} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
-            f".[0-9][0-9][0-9][0-9][0-9][0-9]Z'"
-            f" THEN (CAST(strftime('%s', substr({col}, 1, 19)) AS INTEGER) * 1000000"
-            f" + CAST(substr({col}, 21, 6) AS INTEGER)) / 1000000.0"
-            f" ELSE (julianday({col}) - 2440587.5) * 86400.0 END")
+    return (
+        f"CASE WHEN {col} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
+        f".[0-9][0-9][0-9][0-9][0-9][0-9]Z'"
+        f" THEN (CAST(strftime('%s', substr({col}, 1, 19)) AS INTEGER) * 1000000"
+        f" + CAST(substr({col}, 21, 6) AS INTEGER)) / 1000000.0"
+        f" ELSE (julianday({col}) - 2440587.5) * 86400.0 END"
+    )
 
 
 def _rebuild(table: str, create: str, indexes: str = "", autoincrement: bool = False) -> str:
@@ -186,31 +197,44 @@ def _rebuild(table: str, create: str, indexes: str = "", autoincrement: bool = F
     so the new one is created under its own name), copied, dropped; its
     AUTOINCREMENT counter carries over so ids are never reused.
     """
-    names = [line.split()[0] for line in create.strip().splitlines()[1:-1]
-             if line.split()[0] not in ("PRIMARY", "UNIQUE")]
+    names = [
+        line.split()[0] for line in create.strip().splitlines()[1:-1] if line.split()[0] not in ("PRIMARY", "UNIQUE")
+    ]
     select = ", ".join(_unix(n) if n in _INSTANTS[table] else n for n in names)
-    sql = (f"ALTER TABLE {table} RENAME TO {table}_v2;\n{create.strip()};\n"
-           f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM {table}_v2;\n")
+    sql = (
+        f"ALTER TABLE {table} RENAME TO {table}_v2;\n{create.strip()};\n"
+        f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM {table}_v2;\n"
+    )
     if autoincrement:
-        sql += (f"DELETE FROM sqlite_sequence WHERE name = '{table}';\n"
-                f"INSERT INTO sqlite_sequence (name, seq) SELECT '{table}', seq FROM sqlite_sequence"
-                f" WHERE name = '{table}_v2';\n")
+        sql += (
+            f"DELETE FROM sqlite_sequence WHERE name = '{table}';\n"
+            f"INSERT INTO sqlite_sequence (name, seq) SELECT '{table}', seq FROM sqlite_sequence"
+            f" WHERE name = '{table}_v2';\n"
+        )
     return sql + f"DROP TABLE {table}_v2;\n{indexes.strip()}\n"
 
 
 #: The instant columns of each table in migration 3 (a frozen copy: later
 #: migrations must not change what migration 3 did).
 _INSTANTS = {
-    "recon_accounts": ("created_at", "updated_at"), "recon_imports": ("created_at",),
-    "recon_bank_lines": ("created_at",), "recon_ledger_entries": ("created_at", "updated_at"),
-    "recon_runs": ("started_at", "finished_at"), "recon_matches": ("created_at", "undone_at"),
-    "recon_suggestions": ("created_at", "decided_at"), "recon_audit": ("at",),
+    "recon_accounts": ("created_at", "updated_at"),
+    "recon_imports": ("created_at",),
+    "recon_bank_lines": ("created_at",),
+    "recon_ledger_entries": ("created_at", "updated_at"),
+    "recon_runs": ("started_at", "finished_at"),
+    "recon_matches": ("created_at", "undone_at"),
+    "recon_suggestions": ("created_at", "decided_at"),
+    "recon_audit": ("at",),
 }
 
 # 3: instants become REAL unix seconds, as webhooks and notifications store
 # them (cheap to compare, index and join); the API still answers ISO text.
-MIGRATIONS.append("".join([
-    _rebuild("recon_accounts", """
+MIGRATIONS.append(
+    "".join(
+        [
+            _rebuild(
+                "recon_accounts",
+                """
     CREATE TABLE recon_accounts (
         tenant_id TEXT NOT NULL,
         id TEXT NOT NULL,
@@ -224,8 +248,11 @@ MIGRATIONS.append("".join([
         created_at REAL NOT NULL,
         updated_at REAL NOT NULL,
         PRIMARY KEY (tenant_id, id)
-    )"""),
-    _rebuild("recon_imports", """
+    )""",
+            ),
+            _rebuild(
+                "recon_imports",
+                """
     CREATE TABLE recon_imports (
         id TEXT PRIMARY KEY,
         tenant_id TEXT NOT NULL,
@@ -239,8 +266,12 @@ MIGRATIONS.append("".join([
         report TEXT NOT NULL,              -- JSON: balances, rejected reasons
         created_at REAL NOT NULL,
         created_by TEXT NOT NULL
-    )""", "CREATE INDEX recon_imports_account ON recon_imports(tenant_id, account_id, created_at);"),
-    _rebuild("recon_bank_lines", """
+    )""",
+                "CREATE INDEX recon_imports_account ON recon_imports(tenant_id, account_id, created_at);",
+            ),
+            _rebuild(
+                "recon_bank_lines",
+                """
     CREATE TABLE recon_bank_lines (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         tenant_id TEXT NOT NULL,
@@ -261,9 +292,13 @@ MIGRATIONS.append("".join([
         match_id TEXT,
         created_at REAL NOT NULL,
         UNIQUE (tenant_id, account_id, dedup_key)
-    )""", "CREATE INDEX recon_bank_open ON recon_bank_lines(tenant_id, account_id, match_id, booking_date);",
-        autoincrement=True),
-    _rebuild("recon_ledger_entries", """
+    )""",
+                "CREATE INDEX recon_bank_open ON recon_bank_lines(tenant_id, account_id, match_id, booking_date);",
+                autoincrement=True,
+            ),
+            _rebuild(
+                "recon_ledger_entries",
+                """
     CREATE TABLE recon_ledger_entries (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         tenant_id TEXT NOT NULL,
@@ -279,9 +314,13 @@ MIGRATIONS.append("".join([
         created_at REAL NOT NULL,
         updated_at REAL NOT NULL,
         UNIQUE (tenant_id, account_id, external_id)
-    )""", "CREATE INDEX recon_ledger_open ON recon_ledger_entries(tenant_id, account_id, match_id, date);",
-        autoincrement=True),
-    _rebuild("recon_runs", """
+    )""",
+                "CREATE INDEX recon_ledger_open ON recon_ledger_entries(tenant_id, account_id, match_id, date);",
+                autoincrement=True,
+            ),
+            _rebuild(
+                "recon_runs",
+                """
     CREATE TABLE recon_runs (
         id TEXT PRIMARY KEY,
         tenant_id TEXT NOT NULL,
@@ -292,8 +331,12 @@ MIGRATIONS.append("".join([
         finished_at REAL,
         counts TEXT NOT NULL DEFAULT '{}',
         error TEXT
-    )""", "CREATE INDEX recon_runs_account ON recon_runs(tenant_id, account_id, started_at);"),
-    _rebuild("recon_matches", """
+    )""",
+                "CREATE INDEX recon_runs_account ON recon_runs(tenant_id, account_id, started_at);",
+            ),
+            _rebuild(
+                "recon_matches",
+                """
     CREATE TABLE recon_matches (
         id TEXT PRIMARY KEY,
         tenant_id TEXT NOT NULL,
@@ -309,10 +352,14 @@ MIGRATIONS.append("".join([
         created_by TEXT NOT NULL,
         undone_at REAL,
         undone_by TEXT
-    )""", """
+    )""",
+                """
     CREATE INDEX recon_matches_account ON recon_matches(tenant_id, account_id, status, created_at);
-    CREATE INDEX recon_matches_run ON recon_matches(tenant_id, run_id);"""),
-    _rebuild("recon_suggestions", """
+    CREATE INDEX recon_matches_run ON recon_matches(tenant_id, run_id);""",
+            ),
+            _rebuild(
+                "recon_suggestions",
+                """
     CREATE TABLE recon_suggestions (
         id TEXT PRIMARY KEY,
         tenant_id TEXT NOT NULL,
@@ -328,8 +375,12 @@ MIGRATIONS.append("".join([
         created_at REAL NOT NULL,
         decided_at REAL,
         decided_by TEXT
-    )""", "CREATE INDEX recon_suggestions_account ON recon_suggestions(tenant_id, account_id, status);"),
-    _rebuild("recon_audit", """
+    )""",
+                "CREATE INDEX recon_suggestions_account ON recon_suggestions(tenant_id, account_id, status);",
+            ),
+            _rebuild(
+                "recon_audit",
+                """
     CREATE TABLE recon_audit (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         tenant_id TEXT NOT NULL,
@@ -339,5 +390,10 @@ MIGRATIONS.append("".join([
         action TEXT NOT NULL,
         object_id TEXT NOT NULL DEFAULT '',
         details TEXT NOT NULL DEFAULT '{}'
-    )""", "CREATE INDEX recon_audit_account ON recon_audit(tenant_id, account_id, id);", autoincrement=True),
-]))
+    )""",
+                "CREATE INDEX recon_audit_account ON recon_audit(tenant_id, account_id, id);",
+                autoincrement=True,
+            ),
+        ]
+    )
+)

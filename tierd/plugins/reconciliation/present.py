@@ -11,8 +11,18 @@ from __future__ import annotations
 
 from tierd.core.clock import iso_or_none
 
-LINE_FIELDS = ("id", "booking_date", "value_date", "amount", "currency", "counterparty_name", "counterparty_account",
-               "remittance", "end_to_end_id", "bank_reference")
+LINE_FIELDS = (
+    "id",
+    "booking_date",
+    "value_date",
+    "amount",
+    "currency",
+    "counterparty_name",
+    "counterparty_account",
+    "remittance",
+    "end_to_end_id",
+    "bank_reference",
+)
 ENTRY_FIELDS = ("id", "external_id", "date", "amount", "currency", "counterparty", "reference", "description")
 
 
@@ -45,8 +55,10 @@ def entry(row: dict) -> dict:
 
 
 def _with_items(row: dict) -> dict:
-    return row | {"statement_lines": [line(x) for x in row["statement_lines"]],
-                  "ledger_entries": [entry(x) for x in row["ledger_entries"]]}
+    return row | {
+        "statement_lines": [line(x) for x in row["statement_lines"]],
+        "ledger_entries": [entry(x) for x in row["ledger_entries"]],
+    }
 
 
 def match(row: dict) -> dict:

@@ -14,8 +14,8 @@ from tierd.core.service import PluginService
 from tierd.core.tenants import ensure_tenant
 
 from . import store
-from .metrics import Metrics
 from .config import section
+from .metrics import Metrics
 
 
 class ReconciliationService(PluginService):

@@ -35,7 +35,7 @@ def ids_in_order(prefix: str, items: list[dict]) -> list[tuple[str, dict]]:
 def chunks(seq, size=CHUNK):
     seq = list(seq)
     for i in range(0, len(seq), size):
-        yield seq[i:i + size]
+        yield seq[i : i + size]
 
 
 def marks(n: int) -> str:
@@ -55,8 +55,19 @@ async def upsert_config_account(db, acct: dict, now: float) -> None:
         " ON CONFLICT (tenant_id, id) DO UPDATE SET name=excluded.name, currency=excluded.currency,"
         " iban=excluded.iban, account_number=excluded.account_number, csv_format=excluded.csv_format,"
         " ledger_format=excluded.ledger_format, source='config', updated_at=excluded.updated_at",
-        (acct["tenant"], acct["id"], acct["name"], acct["currency"], acct["iban"], acct["account_number"],
-         acct["csv_format"], acct["ledger_format"], now, now))
+        (
+            acct["tenant"],
+            acct["id"],
+            acct["name"],
+            acct["currency"],
+            acct["iban"],
+            acct["account_number"],
+            acct["csv_format"],
+            acct["ledger_format"],
+            now,
+            now,
+        ),
+    )
 
 
 async def create_account(db, tenant: str, acct: dict, now: float) -> bool:
@@ -67,14 +78,27 @@ async def create_account(db, tenant: str, acct: dict, now: float) -> bool:
         await tx.execute(
             "INSERT INTO recon_accounts (tenant_id, id, name, currency, iban, account_number, csv_format, ledger_format,"
             " source, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?, 'api', ?, ?)",
-            (tenant, acct["id"], acct["name"], acct["currency"], acct["iban"], acct["account_number"],
-             acct.get("csv_format"), acct.get("ledger_format"), now, now))
+            (
+                tenant,
+                acct["id"],
+                acct["name"],
+                acct["currency"],
+                acct["iban"],
+                acct["account_number"],
+                acct.get("csv_format"),
+                acct.get("ledger_format"),
+                now,
+                now,
+            ),
+        )
         await audit(tx, tenant, acct["id"], now, acct.get("created_by", ""), "account.created", acct["id"], {})
     return True
 
 
 async def get_account(db, tenant: str, account_id: str) -> dict | None:
-    row = await db.fetchone(f"SELECT {ACCOUNT_COLUMNS} FROM recon_accounts WHERE tenant_id=? AND id=?", (tenant, account_id))
+    row = await db.fetchone(
+        f"SELECT {ACCOUNT_COLUMNS} FROM recon_accounts WHERE tenant_id=? AND id=?", (tenant, account_id)
+    )
     return dict(row) if row else None
 
 
@@ -85,8 +109,10 @@ async def list_accounts(db, tenant: str) -> list[dict]:
 
 # --- statement lines ---------------------------------------------------------------------
 
-LINE_COLUMNS = ("id, booking_date, value_date, amount, currency, counterparty_name, counterparty_account, remittance,"
-                " end_to_end_id, bank_reference, match_id, import_id")
+LINE_COLUMNS = (
+    "id, booking_date, value_date, amount, currency, counterparty_name, counterparty_account, remittance,"
+    " end_to_end_id, bank_reference, match_id, import_id"
+)
 
 
 async def known_dedup_keys(tx, tenant: str, account_id: str, keys: list[str]) -> set[str]:
@@ -94,7 +120,8 @@ async def known_dedup_keys(tx, tenant: str, account_id: str, keys: list[str]) ->
     for part in chunks(keys):
         rows = await tx.fetchall(
             f"SELECT dedup_key FROM recon_bank_lines WHERE tenant_id=? AND account_id=? AND dedup_key IN ({marks(len(part))})",
-            (tenant, account_id, *part))
+            (tenant, account_id, *part),
+        )
         found.update(r["dedup_key"] for r in rows)
     return found
 
@@ -104,25 +131,57 @@ async def insert_lines(tx, tenant: str, account_id: str, import_id: str, lines: 
         "INSERT INTO recon_bank_lines (tenant_id, account_id, import_id, booking_date, value_date, amount, currency,"
         " counterparty_name, counterparty_account, remittance, end_to_end_id, bank_reference, dedup_key, raw, location,"
         " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        [(tenant, account_id, import_id, ln["booking_date"], ln["value_date"], ln["amount"], ln["currency"],
-          ln["counterparty_name"], ln["counterparty_account"], ln["remittance"], ln["end_to_end_id"],
-          ln["bank_reference"], ln["dedup_key"], ln["raw"], ln["location"], now) for ln in lines])
+        [
+            (
+                tenant,
+                account_id,
+                import_id,
+                ln["booking_date"],
+                ln["value_date"],
+                ln["amount"],
+                ln["currency"],
+                ln["counterparty_name"],
+                ln["counterparty_account"],
+                ln["remittance"],
+                ln["end_to_end_id"],
+                ln["bank_reference"],
+                ln["dedup_key"],
+                ln["raw"],
+                ln["location"],
+                now,
+            )
+            for ln in lines
+        ],
+    )
 
 
 async def insert_import(tx, tenant: str, account_id: str, record: dict) -> None:
     await tx.execute(
         "INSERT INTO recon_imports (id, tenant_id, account_id, filename, format, sha256, new_lines, duplicate_lines,"
         " rejected_lines, report, created_at, created_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-        (record["id"], tenant, account_id, record["filename"], record["format"], record["sha256"], record["new"],
-         record["duplicates"], record["rejected"], json.dumps(record["report"], default=str), record["created_at"],
-         record["created_by"]))
+        (
+            record["id"],
+            tenant,
+            account_id,
+            record["filename"],
+            record["format"],
+            record["sha256"],
+            record["new"],
+            record["duplicates"],
+            record["rejected"],
+            json.dumps(record["report"], default=str),
+            record["created_at"],
+            record["created_by"],
+        ),
+    )
 
 
 async def list_imports(db, tenant: str, account_id: str, limit: int, after: str | None) -> list[dict]:
     rows = await db.fetchall(
         "SELECT id, filename, format, sha256, new_lines, duplicate_lines, rejected_lines, report, created_at, created_by"
         " FROM recon_imports WHERE tenant_id=? AND account_id=? AND id>? ORDER BY id LIMIT ?",
-        (tenant, account_id, after or "", limit))
+        (tenant, account_id, after or "", limit),
+    )
     return [dict(r) | {"report": json.loads(r["report"])} for r in rows]
 
 
@@ -136,7 +195,9 @@ async def ledger_by_external_ids(tx, tenant: str, account_id: str, ext_ids: list
     for part in chunks(ext_ids):
         rows = await tx.fetchall(
             f"SELECT {ENTRY_COLUMNS} FROM recon_ledger_entries WHERE tenant_id=? AND account_id=?"
-            f" AND external_id IN ({marks(len(part))})", (tenant, account_id, *part))
+            f" AND external_id IN ({marks(len(part))})",
+            (tenant, account_id, *part),
+        )
         out.update({r["external_id"]: dict(r) for r in rows})
     return out
 
@@ -145,16 +206,45 @@ async def insert_entries(tx, tenant: str, account_id: str, entries: list[dict], 
     await tx.executemany(
         "INSERT INTO recon_ledger_entries (tenant_id, account_id, external_id, date, amount, currency, counterparty,"
         " reference, description, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        [(tenant, account_id, e["external_id"], e["date"], e["amount"], e["currency"], e["counterparty"], e["reference"],
-          e["description"], now, now) for e in entries])
+        [
+            (
+                tenant,
+                account_id,
+                e["external_id"],
+                e["date"],
+                e["amount"],
+                e["currency"],
+                e["counterparty"],
+                e["reference"],
+                e["description"],
+                now,
+                now,
+            )
+            for e in entries
+        ],
+    )
 
 
 async def update_entries(tx, tenant: str, account_id: str, entries: list[dict], now: float) -> None:
     await tx.executemany(
         "UPDATE recon_ledger_entries SET date=?, amount=?, currency=?, counterparty=?, reference=?, description=?,"
         " updated_at=? WHERE tenant_id=? AND account_id=? AND external_id=? AND match_id IS NULL",
-        [(e["date"], e["amount"], e["currency"], e["counterparty"], e["reference"], e["description"], now, tenant,
-          account_id, e["external_id"]) for e in entries])
+        [
+            (
+                e["date"],
+                e["amount"],
+                e["currency"],
+                e["counterparty"],
+                e["reference"],
+                e["description"],
+                now,
+                tenant,
+                account_id,
+                e["external_id"],
+            )
+            for e in entries
+        ],
+    )
 
 
 # --- open items ------------------------------------------------------------------------------
@@ -163,14 +253,18 @@ async def update_entries(tx, tenant: str, account_id: str, entries: list[dict], 
 async def open_lines(db, tenant: str, account_id: str) -> list[dict]:
     rows = await db.fetchall(
         f"SELECT {LINE_COLUMNS} FROM recon_bank_lines WHERE tenant_id=? AND account_id=? AND match_id IS NULL"
-        " ORDER BY booking_date, id", (tenant, account_id))
+        " ORDER BY booking_date, id",
+        (tenant, account_id),
+    )
     return [dict(r) for r in rows]
 
 
 async def open_entries(db, tenant: str, account_id: str) -> list[dict]:
     rows = await db.fetchall(
         f"SELECT {ENTRY_COLUMNS} FROM recon_ledger_entries WHERE tenant_id=? AND account_id=? AND match_id IS NULL"
-        " ORDER BY date, id", (tenant, account_id))
+        " ORDER BY date, id",
+        (tenant, account_id),
+    )
     return [dict(r) for r in rows]
 
 
@@ -180,7 +274,8 @@ async def items_by_id(db, tenant: str, account_id: str, side: str, ids: list[int
     for part in chunks(ids):
         rows = await db.fetchall(
             f"SELECT {cols} FROM {table} WHERE tenant_id=? AND account_id=? AND id IN ({marks(len(part))})",
-            (tenant, account_id, *part))
+            (tenant, account_id, *part),
+        )
         out.update({r["id"]: dict(r) for r in rows})
     return out
 
@@ -188,9 +283,22 @@ async def items_by_id(db, tenant: str, account_id: str, side: str, ids: list[int
 # --- matches ---------------------------------------------------------------------------------
 
 
-async def create_match(tx, tenant: str, account_id: str, *, run_id: str | None, kind: str, rule: str, score: float,
-                       explanation: str, adjustment: Decimal, bank_ids: list[int], ledger_ids: list[int], actor: str,
-                       now: float) -> str:
+async def create_match(
+    tx,
+    tenant: str,
+    account_id: str,
+    *,
+    run_id: str | None,
+    kind: str,
+    rule: str,
+    score: float,
+    explanation: str,
+    adjustment: Decimal,
+    bank_ids: list[int],
+    ledger_ids: list[int],
+    actor: str,
+    now: float,
+) -> str:
     """Record a match and close its items; :class:`Conflict` if any is not open."""
     match_id = new_id("m_")
     # A savepoint, so a conflict on the last item undoes the first ones and
@@ -200,7 +308,9 @@ async def create_match(tx, tenant: str, account_id: str, *, run_id: str | None, 
         for part in chunks(ids):
             cur = await tx.execute(
                 f"UPDATE {table} SET match_id=? WHERE tenant_id=? AND account_id=? AND match_id IS NULL"
-                f" AND id IN ({marks(len(part))})", (match_id, tenant, account_id, *part))
+                f" AND id IN ({marks(len(part))})",
+                (match_id, tenant, account_id, *part),
+            )
             if cur.rowcount != len(part):
                 await tx.execute("ROLLBACK TO create_match")
                 await tx.execute("RELEASE create_match")
@@ -208,25 +318,31 @@ async def create_match(tx, tenant: str, account_id: str, *, run_id: str | None, 
     await tx.execute(
         "INSERT INTO recon_matches (id, tenant_id, account_id, run_id, kind, rule, score, explanation, adjustment, status,"
         " created_at, created_by) VALUES (?,?,?,?,?,?,?,?,?, 'active', ?, ?)",
-        (match_id, tenant, account_id, run_id, kind, rule, score, explanation, str(adjustment), now, actor))
+        (match_id, tenant, account_id, run_id, kind, rule, score, explanation, str(adjustment), now, actor),
+    )
     await tx.executemany(
         "INSERT INTO recon_match_items (match_id, tenant_id, side, item_id) VALUES (?,?,?,?)",
-        [(match_id, tenant, "bank", i) for i in bank_ids] + [(match_id, tenant, "ledger", i) for i in ledger_ids])
+        [(match_id, tenant, "bank", i) for i in bank_ids] + [(match_id, tenant, "ledger", i) for i in ledger_ids],
+    )
     await tx.execute("RELEASE create_match")
     return match_id
 
 
 async def open_ids(tx, tenant: str, account_id: str) -> tuple[set[int], set[int]]:
     """Ids of the open statement lines and ledger entries, read inside a transaction."""
-    lines = await tx.fetchall("SELECT id FROM recon_bank_lines WHERE tenant_id=? AND account_id=? AND match_id IS NULL",
-                              (tenant, account_id))
-    entries = await tx.fetchall("SELECT id FROM recon_ledger_entries WHERE tenant_id=? AND account_id=?"
-                                " AND match_id IS NULL", (tenant, account_id))
+    lines = await tx.fetchall(
+        "SELECT id FROM recon_bank_lines WHERE tenant_id=? AND account_id=? AND match_id IS NULL", (tenant, account_id)
+    )
+    entries = await tx.fetchall(
+        "SELECT id FROM recon_ledger_entries WHERE tenant_id=? AND account_id=? AND match_id IS NULL",
+        (tenant, account_id),
+    )
     return {r["id"] for r in lines}, {r["id"] for r in entries}
 
 
-async def create_matches_bulk(tx, tenant: str, account_id: str, matches: list[dict], *, run_id: str, actor: str,
-                              now: float) -> tuple[list[dict], int]:
+async def create_matches_bulk(
+    tx, tenant: str, account_id: str, matches: list[dict], *, run_id: str, actor: str, now: float
+) -> tuple[list[dict], int]:
     """Record many automatic matches at once; returns (created, skipped).
 
     A run writes tens of thousands of matches: one statement per match and
@@ -247,16 +363,36 @@ async def create_matches_bulk(tx, tenant: str, account_id: str, matches: list[di
     await tx.executemany(
         "INSERT INTO recon_matches (id, tenant_id, account_id, run_id, kind, rule, score, explanation, adjustment, status,"
         " created_at, created_by) VALUES (?,?,?,?, 'auto', ?,?,?,?, 'active', ?, ?)",
-        [(m["id"], tenant, account_id, run_id, m["rule"], m["score"], m["explanation"], str(m["adjustment"]), now, actor)
-         for m in created])
+        [
+            (
+                m["id"],
+                tenant,
+                account_id,
+                run_id,
+                m["rule"],
+                m["score"],
+                m["explanation"],
+                str(m["adjustment"]),
+                now,
+                actor,
+            )
+            for m in created
+        ],
+    )
     await tx.executemany(
         "INSERT INTO recon_match_items (match_id, tenant_id, side, item_id) VALUES (?,?,?,?)",
-        [(m["id"], tenant, side, i) for m in created
-         for side, ids in (("bank", m["bank_ids"]), ("ledger", m["ledger_ids"])) for i in ids])
+        [
+            (m["id"], tenant, side, i)
+            for m in created
+            for side, ids in (("bank", m["bank_ids"]), ("ledger", m["ledger_ids"]))
+            for i in ids
+        ],
+    )
     for table, side in (("recon_bank_lines", "bank_ids"), ("recon_ledger_entries", "ledger_ids")):
         await tx.executemany(
             f"UPDATE {table} SET match_id=? WHERE tenant_id=? AND account_id=? AND id=? AND match_id IS NULL",
-            [(m["id"], tenant, account_id, i) for m in created for i in m[side]])
+            [(m["id"], tenant, account_id, i) for m in created for i in m[side]],
+        )
     return created, skipped
 
 
@@ -264,35 +400,52 @@ async def undo_match(tx, tenant: str, account_id: str, match_id: str, actor: str
     """Mark a match undone and reopen exactly its items; False if not active."""
     cur = await tx.execute(
         "UPDATE recon_matches SET status='undone', undone_at=?, undone_by=? WHERE tenant_id=? AND account_id=? AND id=?"
-        " AND status='active'", (now, actor, tenant, account_id, match_id))
+        " AND status='active'",
+        (now, actor, tenant, account_id, match_id),
+    )
     if cur.rowcount != 1:
         return False
     for table in ("recon_bank_lines", "recon_ledger_entries"):
-        await tx.execute(f"UPDATE {table} SET match_id=NULL WHERE tenant_id=? AND account_id=? AND match_id=?",
-                         (tenant, account_id, match_id))
+        await tx.execute(
+            f"UPDATE {table} SET match_id=NULL WHERE tenant_id=? AND account_id=? AND match_id=?",
+            (tenant, account_id, match_id),
+        )
     return True
 
 
-MATCH_COLUMNS = ("id, run_id, kind, rule, score, explanation, adjustment, status, created_at, created_by, undone_at,"
-                 " undone_by")
+MATCH_COLUMNS = (
+    "id, run_id, kind, rule, score, explanation, adjustment, status, created_at, created_by, undone_at, undone_by"
+)
 
 
 async def get_match(db, tenant: str, account_id: str, match_id: str) -> dict | None:
-    row = await db.fetchone(f"SELECT {MATCH_COLUMNS} FROM recon_matches WHERE tenant_id=? AND account_id=? AND id=?",
-                            (tenant, account_id, match_id))
+    row = await db.fetchone(
+        f"SELECT {MATCH_COLUMNS} FROM recon_matches WHERE tenant_id=? AND account_id=? AND id=?",
+        (tenant, account_id, match_id),
+    )
     if row is None:
         return None
     return (await with_items(db, tenant, account_id, [dict(row)]))[0]
 
 
-async def list_matches(db, tenant: str, account_id: str, *, run_id: str | None, status: str | None, limit: int,
-                       after: str | None) -> list[dict]:
+async def list_matches(
+    db, tenant: str, account_id: str, *, run_id: str | None, status: str | None, limit: int, after: str | None
+) -> list[dict]:
     rows = await _page_of(db, "recon_matches", MATCH_COLUMNS, tenant, account_id, run_id, status, limit, after)
     return await with_items(db, tenant, account_id, [dict(r) for r in rows])
 
 
-async def _page_of(db, table: str, columns: str, tenant: str, account_id: str, run_id: str | None,
-                   status: str | None, limit: int, after: str | None) -> list:
+async def _page_of(
+    db,
+    table: str,
+    columns: str,
+    tenant: str,
+    account_id: str,
+    run_id: str | None,
+    status: str | None,
+    limit: int,
+    after: str | None,
+) -> list:
     """One page of an account's matches or suggestions, optionally of one run and one status."""
     sql = f"SELECT {columns} FROM {table} WHERE tenant_id=? AND account_id=?"
     params: list = [tenant, account_id]
@@ -312,9 +465,13 @@ async def with_items(db, tenant: str, account_id: str, matches: list[dict]) -> l
     for part in chunks(ids):
         links += await db.fetchall(
             f"SELECT match_id, side, item_id FROM recon_match_items WHERE tenant_id=? AND match_id IN ({marks(len(part))})"
-            " ORDER BY item_id", (tenant, *part))
+            " ORDER BY item_id",
+            (tenant, *part),
+        )
     lines = await items_by_id(db, tenant, account_id, "bank", [r["item_id"] for r in links if r["side"] == "bank"])
-    entries = await items_by_id(db, tenant, account_id, "ledger", [r["item_id"] for r in links if r["side"] == "ledger"])
+    entries = await items_by_id(
+        db, tenant, account_id, "ledger", [r["item_id"] for r in links if r["side"] == "ledger"]
+    )
     for m in matches:
         m["statement_lines"], m["ledger_entries"] = [], []
     by_id = {m["id"]: m for m in matches}
@@ -330,20 +487,39 @@ async def with_items(db, tenant: str, account_id: str, matches: list[dict]) -> l
 # --- suggestions ------------------------------------------------------------------------------
 
 
-async def replace_suggestions(tx, tenant: str, account_id: str, run_id: str, suggestions: list[dict], now: float) -> None:
+async def replace_suggestions(
+    tx, tenant: str, account_id: str, run_id: str, suggestions: list[dict], now: float
+) -> None:
     """A run's suggestions supersede the previous run's open ones."""
-    await tx.execute("UPDATE recon_suggestions SET status='stale' WHERE tenant_id=? AND account_id=? AND status='open'",
-                     (tenant, account_id))
+    await tx.execute(
+        "UPDATE recon_suggestions SET status='stale' WHERE tenant_id=? AND account_id=? AND status='open'",
+        (tenant, account_id),
+    )
     await tx.executemany(
         "INSERT INTO recon_suggestions (id, tenant_id, account_id, run_id, rule, score, explanation, adjustment, bank_ids,"
         " ledger_ids, status, created_at) VALUES (?,?,?,?,?,?,?,?,?,?, 'open', ?)",
-        [(suggestion_id, tenant, account_id, run_id, s["rule"], s["score"], s["explanation"], str(s["adjustment"]),
-          json.dumps(s["bank_ids"]), json.dumps(s["ledger_ids"]), now)
-         for suggestion_id, s in ids_in_order("s_", suggestions)])
+        [
+            (
+                suggestion_id,
+                tenant,
+                account_id,
+                run_id,
+                s["rule"],
+                s["score"],
+                s["explanation"],
+                str(s["adjustment"]),
+                json.dumps(s["bank_ids"]),
+                json.dumps(s["ledger_ids"]),
+                now,
+            )
+            for suggestion_id, s in ids_in_order("s_", suggestions)
+        ],
+    )
 
 
-async def stale_rivals(tx, tenant: str, account_id: str, bank_ids: list, ledger_ids: list, actor: str,
-                       now: float) -> None:
+async def stale_rivals(
+    tx, tenant: str, account_id: str, bank_ids: list, ledger_ids: list, actor: str, now: float
+) -> None:
     """Open suggestions that share an item with a new match can no longer be accepted: mark them stale."""
     if not bank_ids and not ledger_ids:
         return
@@ -354,7 +530,8 @@ async def stale_rivals(tx, tenant: str, account_id: str, bank_ids: list, ledger_
         " WHERE tenant_id=? AND account_id=? AND status='open' AND ("
         f" EXISTS (SELECT 1 FROM json_each(bank_ids) WHERE value IN ({bank_marks}))"
         f" OR EXISTS (SELECT 1 FROM json_each(ledger_ids) WHERE value IN ({ledger_marks})))",
-        (now, actor, tenant, account_id, *bank_ids, *ledger_ids))
+        (now, actor, tenant, account_id, *bank_ids, *ledger_ids),
+    )
 
 
 SUGGESTION_COLUMNS = "id, run_id, rule, score, explanation, adjustment, bank_ids, ledger_ids, status, created_at"
@@ -370,29 +547,35 @@ def _suggestion(row) -> dict:
 async def get_suggestion(db, tenant: str, account_id: str, suggestion_id: str) -> dict | None:
     row = await db.fetchone(
         f"SELECT {SUGGESTION_COLUMNS} FROM recon_suggestions WHERE tenant_id=? AND account_id=? AND id=?",
-        (tenant, account_id, suggestion_id))
+        (tenant, account_id, suggestion_id),
+    )
     return _suggestion(row) if row else None
 
 
 async def suggestions_with_items(db, tenant: str, account_id: str, suggestions: list[dict]) -> list[dict]:
     """Attach ``statement_lines`` and ``ledger_entries`` (as matches have them)."""
     lines = await items_by_id(db, tenant, account_id, "bank", sorted({i for s in suggestions for i in s["bank_ids"]}))
-    entries = await items_by_id(db, tenant, account_id, "ledger", sorted({i for s in suggestions for i in s["ledger_ids"]}))
+    entries = await items_by_id(
+        db, tenant, account_id, "ledger", sorted({i for s in suggestions for i in s["ledger_ids"]})
+    )
     for s in suggestions:
         s["statement_lines"] = [lines[i] for i in s["bank_ids"] if i in lines]
         s["ledger_entries"] = [entries[i] for i in s["ledger_ids"] if i in entries]
     return suggestions
 
 
-async def list_suggestions(db, tenant: str, account_id: str, *, run_id: str | None, status: str | None, limit: int,
-                           after: str | None) -> list[dict]:
+async def list_suggestions(
+    db, tenant: str, account_id: str, *, run_id: str | None, status: str | None, limit: int, after: str | None
+) -> list[dict]:
     rows = await _page_of(db, "recon_suggestions", SUGGESTION_COLUMNS, tenant, account_id, run_id, status, limit, after)
     return await suggestions_with_items(db, tenant, account_id, [_suggestion(r) for r in rows])
 
 
 async def decide_suggestion(tx, tenant: str, suggestion_id: str, status: str, actor: str, now: float) -> None:
-    await tx.execute("UPDATE recon_suggestions SET status=?, decided_at=?, decided_by=? WHERE tenant_id=? AND id=?",
-                     (status, now, actor, tenant, suggestion_id))
+    await tx.execute(
+        "UPDATE recon_suggestions SET status=?, decided_at=?, decided_by=? WHERE tenant_id=? AND id=?",
+        (status, now, actor, tenant, suggestion_id),
+    )
 
 
 # --- runs ---------------------------------------------------------------------------------------
@@ -402,19 +585,27 @@ RUN_COLUMNS = "id, account_id, status, trigger, started_at, finished_at, counts,
 
 async def start_run(db, tenant: str, account_id: str, trigger: str, now: float) -> str:
     run_id = new_id("run_")
-    await db.execute("INSERT INTO recon_runs (id, tenant_id, account_id, status, trigger, started_at) VALUES (?,?,?,?,?,?)",
-                     (run_id, tenant, account_id, "running", trigger, now))
+    await db.execute(
+        "INSERT INTO recon_runs (id, tenant_id, account_id, status, trigger, started_at) VALUES (?,?,?,?,?,?)",
+        (run_id, tenant, account_id, "running", trigger, now),
+    )
     return run_id
 
 
-async def finish_run(tx, tenant: str, run_id: str, status: str, counts: dict, now: float, error: str | None = None) -> None:
-    await tx.execute("UPDATE recon_runs SET status=?, finished_at=?, counts=?, error=? WHERE tenant_id=? AND id=?",
-                     (status, now, json.dumps(counts), error, tenant, run_id))
+async def finish_run(
+    tx, tenant: str, run_id: str, status: str, counts: dict, now: float, error: str | None = None
+) -> None:
+    await tx.execute(
+        "UPDATE recon_runs SET status=?, finished_at=?, counts=?, error=? WHERE tenant_id=? AND id=?",
+        (status, now, json.dumps(counts), error, tenant, run_id),
+    )
 
 
 async def get_run(db, tenant: str, account_id: str, run_id: str) -> dict | None:
-    row = await db.fetchone(f"SELECT {RUN_COLUMNS} FROM recon_runs WHERE tenant_id=? AND account_id=? AND id=?",
-                            (tenant, account_id, run_id))
+    row = await db.fetchone(
+        f"SELECT {RUN_COLUMNS} FROM recon_runs WHERE tenant_id=? AND account_id=? AND id=?",
+        (tenant, account_id, run_id),
+    )
     if row is None:
         return None
     out = dict(row)
@@ -424,21 +615,29 @@ async def get_run(db, tenant: str, account_id: str, run_id: str) -> dict | None:
 
 async def fail_interrupted_runs(db, now: float) -> None:
     """Runs left 'running' by a crash will never finish: say so."""
-    await db.execute("UPDATE recon_runs SET status='failed', finished_at=?, error='interrupted (daemon stopped)'"
-                     " WHERE status='running'", (now,))
+    await db.execute(
+        "UPDATE recon_runs SET status='failed', finished_at=?, error='interrupted (daemon stopped)'"
+        " WHERE status='running'",
+        (now,),
+    )
 
 
 # --- audit ----------------------------------------------------------------------------------------
 
 
-async def audit(tx, tenant: str, account_id: str, now: float, actor: str, action: str, object_id: str, details: dict) -> None:
+async def audit(
+    tx, tenant: str, account_id: str, now: float, actor: str, action: str, object_id: str, details: dict
+) -> None:
     await tx.execute(
         "INSERT INTO recon_audit (tenant_id, account_id, at, actor, action, object_id, details) VALUES (?,?,?,?,?,?,?)",
-        (tenant, account_id, now, actor, action, object_id, json.dumps(details, default=str)))
+        (tenant, account_id, now, actor, action, object_id, json.dumps(details, default=str)),
+    )
 
 
 async def list_audit(db, tenant: str, account_id: str, limit: int, after: int | None) -> list[dict]:
     rows = await db.fetchall(
         "SELECT id, at, actor, action, object_id, details FROM recon_audit WHERE tenant_id=? AND account_id=? AND id>?"
-        " ORDER BY id LIMIT ?", (tenant, account_id, after or 0, limit))
+        " ORDER BY id LIMIT ?",
+        (tenant, account_id, after or 0, limit),
+    )
     return [dict(r) | {"details": json.loads(r["details"])} for r in rows]

@@ -11,12 +11,34 @@ import re
 from urllib.parse import urlsplit
 
 from tierd.core.api import (
-    NO_BODY, PAGED, ApiError, Route, actor_of, body_of, daemon_of, int_cursor, iso_time, json_response, page,
-    page_params, query_choice, require_tenant,
+    NO_BODY,
+    PAGED,
+    ApiError,
+    Route,
+    actor_of,
+    body_of,
+    daemon_of,
+    int_cursor,
+    iso_time,
+    json_response,
+    page,
+    page_params,
+    query_choice,
+    require_tenant,
 )
 from tierd.core.clock import iso
 from tierd.core.schema import (
-    Bool, Enum, Float, Instant, List, Map, Obj, Reject, SchemaError, Str, parse_duration,
+    Bool,
+    Enum,
+    Float,
+    Instant,
+    List,
+    Map,
+    Obj,
+    Reject,
+    SchemaError,
+    Str,
+    parse_duration,
 )
 
 from .endpoints import MAX_RATE_LIMIT
@@ -36,10 +58,26 @@ MAX_HEADERS = 50
 #: Longest ``/stats?window=``: ten years (time arithmetic stays within the calendar).
 MAX_WINDOW = 3650 * 86400
 #: Headers a tenant may not set: they are the signature scheme's or HTTP's own.
-RESERVED_HEADERS = frozenset({
-    "webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "user-agent",
-    "host", "transfer-encoding", "connection", "te", "upgrade", "trailer", "keep-alive", "proxy-authorization",
-})
+RESERVED_HEADERS = frozenset(
+    {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "content-type",
+        "content-length",
+        "user-agent",
+        "host",
+        "transfer-encoding",
+        "connection",
+        "te",
+        "upgrade",
+        "trailer",
+        "keep-alive",
+        "proxy-authorization",
+    }
+)
+
+
 def _public(endpoint: dict) -> dict:
     return {k: v for k, v in endpoint.items() if not k.startswith("_")}
 
@@ -110,30 +148,45 @@ class _UpdateBody(Obj):
 
 
 def _url(required: bool) -> _EndpointUrl:
-    return _EndpointUrl(min_len=1, max_len=2000, required=required,
-                        doc="where deliveries are POSTed, e.g. https://hooks.example.com/tierd")
+    return _EndpointUrl(
+        min_len=1,
+        max_len=2000,
+        required=required,
+        doc="where deliveries are POSTed, e.g. https://hooks.example.com/tierd",
+    )
 
 
 # No defaults (sparse): a PUT changes the fields it gives; the store fills what a
 # creation leaves out (every event type, enabled, no headers, no rate limit).
 _ENDPOINT_FIELDS = {
     "url": _url(required=False),
-    "event_types": List(Str(pattern=_PATTERN, pattern_doc="an event type such as 'invoice.paid' or a wildcard "
-                                                          "such as 'invoice.*'"),
-                        max_len=200, doc="the event types sent (empty or absent: every event)"),
+    "event_types": List(
+        Str(pattern=_PATTERN, pattern_doc="an event type such as 'invoice.paid' or a wildcard such as 'invoice.*'"),
+        max_len=200,
+        doc="the event types sent (empty or absent: every event)",
+    ),
     "description": Str(max_len=1000),
     "enabled": Bool(),
-    "headers": Map(_HeaderValue(max_len=4096), key=_HeaderName(pattern=_HEADER_NAME, pattern_doc="a header name"),
-                   max_len=MAX_HEADERS, doc="extra headers sent with every delivery"),
+    "headers": Map(
+        _HeaderValue(max_len=4096),
+        key=_HeaderName(pattern=_HEADER_NAME, pattern_doc="a header name"),
+        max_len=MAX_HEADERS,
+        doc="extra headers sent with every delivery",
+    ),
     "rate_limit": Float(above=0, max=MAX_RATE_LIMIT, nullable=True, doc="requests per second; null: none"),
     "metadata": Obj({}, extra=True, doc="any JSON object, kept with the endpoint"),
 }
 _SIGNING = {
-    "signing": Enum(SIGNING_SCHEMES, nullable=True, doc="the scheme of a new secret (default: the given secret's, else hmac-sha256)"),
-    "secret": _Secret(secret=True, nullable=True, doc="whsec_... (HMAC) or whsk_... (ed25519 key); made for you when absent"),
+    "signing": Enum(
+        SIGNING_SCHEMES, nullable=True, doc="the scheme of a new secret (default: the given secret's, else hmac-sha256)"
+    ),
+    "secret": _Secret(
+        secret=True, nullable=True, doc="whsec_... (HMAC) or whsk_... (ed25519 key); made for you when absent"
+    ),
 }
-CREATE_BODY = Obj(_ENDPOINT_FIELDS | {"url": _url(required=True)} | _SIGNING, sparse=True,
-                  check=_secret_matches_signing)
+CREATE_BODY = Obj(
+    _ENDPOINT_FIELDS | {"url": _url(required=True)} | _SIGNING, sparse=True, check=_secret_matches_signing
+)
 UPDATE_BODY = _UpdateBody(_ENDPOINT_FIELDS, sparse=True)
 ROTATE_BODY = Obj(_SIGNING, sparse=True, check=_secret_matches_signing)
 
@@ -145,10 +198,12 @@ def _span_check(body: dict) -> list[tuple[tuple, str]]:
 
 
 #: Recover and replay: a span of time, as unix seconds once validated.
-SPAN_BODY = Obj({"since": Instant(required=True), "until": Instant(default=None, doc="default: now")},
-                check=_span_check)
-TEST_BODY = Obj({"data": Obj({}, extra=True, default={"message": "test event from tierd"},
-                             doc="the test event's data")})
+SPAN_BODY = Obj(
+    {"since": Instant(required=True), "until": Instant(default=None, doc="default: now")}, check=_span_check
+)
+TEST_BODY = Obj(
+    {"data": Obj({}, extra=True, default={"message": "test event from tierd"}, doc="the test event's data")}
+)
 
 
 def _url_problem(url: str) -> str | None:
@@ -205,8 +260,10 @@ def _host_name_problem(host: str) -> str | None:
         ascii_host = ""
     labels = ascii_host.removesuffix(".").split(".")
     if not ascii_host or len(ascii_host) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
-        return (f"host {host!r} is not a valid host name (labels of letters, digits and hyphens, "
-                "each 1 to 63 characters, separated by single dots)")
+        return (
+            f"host {host!r} is not a valid host name (labels of letters, digits and hyphens, "
+            "each 1 to 63 characters, separated by single dots)"
+        )
     return None
 
 
@@ -219,8 +276,11 @@ def _duration_param(request, name: str, default: float) -> float:
     except Reject:
         seconds = 0
     if not 0 < seconds <= MAX_WINDOW:
-        raise ApiError(400, "invalid_parameter",
-                       f"{name} must be a duration such as 1h or 7d, at most {MAX_WINDOW // 86400}d, got {value!r}")
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"{name} must be a duration such as 1h or 7d, at most {MAX_WINDOW // 86400}d, got {value!r}",
+        )
     return seconds
 
 
@@ -251,8 +311,11 @@ def routes() -> list[Route]:
         await module.endpoints.refresh()
         why = module.endpoints.unusable.get(endpoint["id"])
         if why is not None:
-            raise ApiError(409, "endpoint_unusable",
-                           f"webhook endpoint {endpoint['id']} cannot be used ({why}); change it with PUT")
+            raise ApiError(
+                409,
+                "endpoint_unusable",
+                f"webhook endpoint {endpoint['id']} cannot be used ({why}); change it with PUT",
+            )
 
     async def create(request):
         tenant, module = context(request)
@@ -293,10 +356,17 @@ def routes() -> list[Route]:
         tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
         grace = endpoint["_previous_secret_until"]
-        in_grace = len(signing_secrets(endpoint["_secret"], endpoint["_previous_secret"], grace,
-                                       module.daemon.clock.time())) > 1
-        return json_response({"signing": endpoint["signing"], **_keys(endpoint["_secret"]),
-                              "previous_secret_valid_until": iso(grace) if in_grace else None})
+        in_grace = (
+            len(signing_secrets(endpoint["_secret"], endpoint["_previous_secret"], grace, module.daemon.clock.time()))
+            > 1
+        )
+        return json_response(
+            {
+                "signing": endpoint["signing"],
+                **_keys(endpoint["_secret"]),
+                "previous_secret_valid_until": iso(grace) if in_grace else None,
+            }
+        )
 
     async def rotate_secret(request):
         tenant, module = context(request)
@@ -309,20 +379,31 @@ def routes() -> list[Route]:
         now = module.daemon.clock.time()
         until = now + module.settings["rotation_grace"]
         await module.store.rotate_secret(tenant, endpoint["id"], secret, until, now)
-        await module.changed(endpoint, "secret_rotated", actor_of(request), signing=signing_of(secret),
-                             previous_secret_valid_until=iso(until))
-        return json_response({"signing": signing_of(secret), **_keys(secret),
-                              "previous_secret_valid_until": iso(until)})
+        await module.changed(
+            endpoint,
+            "secret_rotated",
+            actor_of(request),
+            signing=signing_of(secret),
+            previous_secret_valid_until=iso(until),
+        )
+        return json_response(
+            {"signing": signing_of(secret), **_keys(secret), "previous_secret_valid_until": iso(until)}
+        )
 
     async def list_deliveries(request):
         tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
         limit, cursor = page_params(request)
         items = await module.store.list_deliveries(
-            tenant, endpoint["id"], limit=limit + 1, before_seq=int_cursor(cursor),
+            tenant,
+            endpoint["id"],
+            limit=limit + 1,
+            before_seq=int_cursor(cursor),
             status=query_choice(request, "status", DELIVERY_STATUSES),
-            event_type=request.query.get("event_type"), since=iso_time(request.query.get("since"), "since"),
-            until=iso_time(request.query.get("until"), "until"))
+            event_type=request.query.get("event_type"),
+            since=iso_time(request.query.get("since"), "since"),
+            until=iso_time(request.query.get("until"), "until"),
+        )
         result = page(items, limit, lambda d: d["_seq"])
         result["data"] = [_public(d) for d in result["data"]]
         return json_response(result)
@@ -333,9 +414,15 @@ def routes() -> list[Route]:
         window = _duration_param(request, "window", default=86400)
         now = module.daemon.clock.time()
         found = await module.store.endpoint_stats(tenant, endpoint["id"], now - window)
-        return json_response({"endpoint_id": endpoint["id"], "enabled": endpoint["enabled"],
-                              "failing_since": endpoint["failing_since"], "deliveries": found["deliveries"],
-                              "attempts": found["attempts"] | {"since": iso(now - window)}})
+        return json_response(
+            {
+                "endpoint_id": endpoint["id"],
+                "enabled": endpoint["enabled"],
+                "failing_since": endpoint["failing_since"],
+                "deliveries": found["deliveries"],
+                "attempts": found["attempts"] | {"since": iso(now - window)},
+            }
+        )
 
     async def event_deliveries(request):
         tenant, module = context(request)
@@ -367,8 +454,9 @@ def routes() -> list[Route]:
         tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
         span = body_of(request)
-        count = await module.store.recover(tenant, endpoint["id"], span["since"], module.daemon.clock.time(),
-                                           until=span["until"])
+        count = await module.store.recover(
+            tenant, endpoint["id"], span["since"], module.daemon.clock.time(), until=span["until"]
+        )
         module.dispatcher.wake()
         return json_response({"requeued": count}, status=202)
 
@@ -388,41 +476,116 @@ def routes() -> list[Route]:
         payload = payload_of("webhook.test", iso(now), body_of(request)["data"])
         seq = await module.store.create_test_delivery(tenant, endpoint["id"], payload, now)
         outcome = await module.dispatcher.send_now(seq)
-        return json_response({
-            "delivery_id": outcome.delivery_id, "outcome": outcome.outcome, "status_code": outcome.status_code,
-            "latency_ms": outcome.latency_ms, "error": outcome.error, "response_body": outcome.response_body,
-            "delivery_status": outcome.next_status,
-        })
+        return json_response(
+            {
+                "delivery_id": outcome.delivery_id,
+                "outcome": outcome.outcome,
+                "status_code": outcome.status_code,
+                "latency_ms": outcome.latency_ms,
+                "error": outcome.error,
+                "response_body": outcome.response_body,
+                "delivery_status": outcome.next_status,
+            }
+        )
 
     one = "/v1/webhooks/{id}"
     return [
-        Route("POST", "/v1/webhooks", create, summary="Create a webhook endpoint (answers its secret)", tag=TAG,
-              body=CREATE_BODY, body_check=url_refusals, statuses=(201,)),
+        Route(
+            "POST",
+            "/v1/webhooks",
+            create,
+            summary="Create a webhook endpoint (answers its secret)",
+            tag=TAG,
+            body=CREATE_BODY,
+            body_check=url_refusals,
+            statuses=(201,),
+        ),
         Route("GET", "/v1/webhooks", list_endpoints, summary="List webhook endpoints", tag=TAG, params=PAGED),
         Route("GET", one, get_endpoint, summary="One webhook endpoint", tag=TAG),
-        Route("PUT", one, update_endpoint, summary="Change a webhook endpoint (fields given only)", tag=TAG,
-              body=UPDATE_BODY, body_check=url_refusals),
+        Route(
+            "PUT",
+            one,
+            update_endpoint,
+            summary="Change a webhook endpoint (fields given only)",
+            tag=TAG,
+            body=UPDATE_BODY,
+            body_check=url_refusals,
+        ),
         Route("DELETE", one, delete_endpoint, summary="Delete a webhook endpoint and its history", tag=TAG),
         Route("GET", one + "/secret", get_secret, summary="The endpoint's signing secret", tag=TAG),
-        Route("POST", one + "/rotate-secret", rotate_secret,
-              summary="New signing secret; the old one also signs during rotation_grace", tag=TAG,
-              body=ROTATE_BODY),
-        Route("GET", one + "/deliveries", list_deliveries, summary="Deliveries of an endpoint, newest first", tag=TAG,
-              params=PAGED | {"status": "pending, inflight, succeeded or failed", "event_type": "exact or 'invoice.*'",
-                      "since": "ISO-8601, created at or after", "until": "ISO-8601, created before"}),
-        Route("POST", one + "/recover", recover,
-              summary="Re-queue failed deliveries created since a time (and before `until`)", tag=TAG,
-              body=SPAN_BODY, statuses=(202,)),
-        Route("POST", one + "/replay", replay,
-              summary="Deliver the events of a time span that the endpoint subscribes to and never got "
-                      "(created later, or disabled meanwhile)", tag=TAG, body=SPAN_BODY, statuses=(202,)),
-        Route("POST", one + "/test", test_send, summary="Send a webhook.test event now and answer the result",
-              tag=TAG, body=TEST_BODY),
-        Route("GET", one + "/stats", stats, summary="Health of an endpoint: deliveries by status, recent attempts",
-              tag=TAG, params={"window": "attempts of this recent span (e.g. 1h, 7d; default 24h)"}),
-        Route("GET", "/v1/deliveries", event_deliveries, summary="Where one event went: its delivery to each endpoint",
-              tag=TAG, params={"event_id": "the event's id (required)"}),
+        Route(
+            "POST",
+            one + "/rotate-secret",
+            rotate_secret,
+            summary="New signing secret; the old one also signs during rotation_grace",
+            tag=TAG,
+            body=ROTATE_BODY,
+        ),
+        Route(
+            "GET",
+            one + "/deliveries",
+            list_deliveries,
+            summary="Deliveries of an endpoint, newest first",
+            tag=TAG,
+            params=PAGED
+            | {
+                "status": "pending, inflight, succeeded or failed",
+                "event_type": "exact or 'invoice.*'",
+                "since": "ISO-8601, created at or after",
+                "until": "ISO-8601, created before",
+            },
+        ),
+        Route(
+            "POST",
+            one + "/recover",
+            recover,
+            summary="Re-queue failed deliveries created since a time (and before `until`)",
+            tag=TAG,
+            body=SPAN_BODY,
+            statuses=(202,),
+        ),
+        Route(
+            "POST",
+            one + "/replay",
+            replay,
+            summary="Deliver the events of a time span that the endpoint subscribes to and never got "
+            "(created later, or disabled meanwhile)",
+            tag=TAG,
+            body=SPAN_BODY,
+            statuses=(202,),
+        ),
+        Route(
+            "POST",
+            one + "/test",
+            test_send,
+            summary="Send a webhook.test event now and answer the result",
+            tag=TAG,
+            body=TEST_BODY,
+        ),
+        Route(
+            "GET",
+            one + "/stats",
+            stats,
+            summary="Health of an endpoint: deliveries by status, recent attempts",
+            tag=TAG,
+            params={"window": "attempts of this recent span (e.g. 1h, 7d; default 24h)"},
+        ),
+        Route(
+            "GET",
+            "/v1/deliveries",
+            event_deliveries,
+            summary="Where one event went: its delivery to each endpoint",
+            tag=TAG,
+            params={"event_id": "the event's id (required)"},
+        ),
         Route("GET", "/v1/deliveries/{id}", get_delivery, summary="One delivery with its attempts", tag=TAG),
-        Route("POST", "/v1/deliveries/{id}/retry", retry_delivery, summary="Send a delivery again now", tag=TAG,
-              statuses=(202,), body=NO_BODY),
+        Route(
+            "POST",
+            "/v1/deliveries/{id}/retry",
+            retry_delivery,
+            summary="Send a delivery again now",
+            tag=TAG,
+            statuses=(202,),
+            body=NO_BODY,
+        ),
     ]

@@ -6,7 +6,6 @@ this file changes only when how we talk HTTP to receivers changes.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 
@@ -57,8 +56,8 @@ class Sender:
     def open(self) -> None:
         # The connector limit is the dispatcher's to enforce (per endpoint, not per host): 0 = none.
         self.session = aiohttp.ClientSession(
-            connector=make_connector(self.policy, limit=0), cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False)  # user-agent: set on each request, with the signature headers
+            connector=make_connector(self.policy, limit=0), cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
+        )  # user-agent: set on each request, with the signature headers
 
     async def close(self) -> None:
         if self.session is not None:
@@ -70,25 +69,28 @@ class Sender:
         body = delivery.payload.encode()
         # Static headers first: ours win, a tenant cannot forge a signature header.
         headers = dict(delivery.headers)
-        headers.update({
-            "webhook-id": delivery.id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": signature_header(delivery.secrets, delivery.id, timestamp, body),
-            "content-type": "application/json",
-            "user-agent": f"tierd/{__version__}",
-        })
+        headers.update(
+            {
+                "webhook-id": delivery.id,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": signature_header(delivery.secrets, delivery.id, timestamp, body),
+                "content-type": "application/json",
+                "user-agent": f"tierd/{__version__}",
+            }
+        )
         status = retry_after = error = snippet = None
         started = time.monotonic()
         try:
-            async with self.session.post(delivery.url, data=body, headers=headers, allow_redirects=False,
-                                         timeout=self.timeout, ssl=self.tls) as resp:
+            async with self.session.post(
+                delivery.url, data=body, headers=headers, allow_redirects=False, timeout=self.timeout, ssl=self.tls
+            ) as resp:
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
                 snippet = await _read_head(resp, BODY_LIMIT)
             kind = "success" if 200 <= status < 300 else "gone" if status == 410 else "http_error"
             if kind != "success":
                 error = f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             kind, error = "timeout", f"no complete answer within {self.timeout_seconds:g}s"
         except (aiohttp.ClientError, OSError) as exc:
             refusal = find_refusal(exc)
@@ -97,8 +99,10 @@ class Sender:
             elif isinstance(exc, aiohttp.ClientConnectorError):
                 kind, error = "connect_error", f"cannot connect: {exc.os_error or exc}"
             else:
-                kind, error = "connect_error" if isinstance(exc, OSError) else "http_error", \
-                    f"{type(exc).__name__}: {exc}"
+                kind, error = (
+                    "connect_error" if isinstance(exc, OSError) else "http_error",
+                    f"{type(exc).__name__}: {exc}",
+                )
         except ValueError as exc:
             # What the client refuses to send: a host name that is no DNS name
             # (an endpoint stored before such URLs were refused), a bad header.

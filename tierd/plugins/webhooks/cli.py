@@ -43,14 +43,23 @@ def list_(cli, tenant, as_json):
 
 
 @command("add", "url")
-@click.option("--event-type", "event_types", multiple=True,
-              help="Event type or wildcard (invoice.*); repeat for several; none means every event.")
+@click.option(
+    "--event-type",
+    "event_types",
+    multiple=True,
+    help="Event type or wildcard (invoice.*); repeat for several; none means every event.",
+)
 @click.option("--description", default="")
 @click.option("--header", "headers", multiple=True, metavar="NAME:VALUE", help="Static header sent with each request.")
 @click.option("--rate-limit", type=float, default=None, help="At most this many requests per second.")
 @click.option("--disabled", is_flag=True, help="Create it disabled.")
-@click.option("--signing", type=click.Choice(SIGNING_SCHEMES), default="hmac-sha256", show_default=True,
-              help="hmac-sha256: a shared whsec_ secret (v1); ed25519: receivers get a whpk_ public key (v1a).")
+@click.option(
+    "--signing",
+    type=click.Choice(SIGNING_SCHEMES),
+    default="hmac-sha256",
+    show_default=True,
+    help="hmac-sha256: a shared whsec_ secret (v1); ed25519: receivers get a whpk_ public key (v1a).",
+)
 def add(cli, tenant, url, event_types, description, headers, rate_limit, disabled, signing, as_json):
     """Subscribe URL to the tenant's events; prints the endpoint and its signing secret."""
     parsed = {}
@@ -59,8 +68,14 @@ def add(cli, tenant, url, event_types, description, headers, rate_limit, disable
         if not sep:
             raise click.BadParameter(f"{header!r} is not NAME:VALUE", param_hint="--header")
         parsed[name.strip()] = value.strip()
-    body = {"url": url, "event_types": list(event_types), "description": description, "headers": parsed,
-            "enabled": not disabled, "signing": signing}
+    body = {
+        "url": url,
+        "event_types": list(event_types),
+        "description": description,
+        "headers": parsed,
+        "enabled": not disabled,
+        "signing": signing,
+    }
     if rate_limit is not None:
         body["rate_limit"] = rate_limit
     created = cli.api.post("/v1/webhooks", json=body, tenant=tenant)
@@ -70,27 +85,43 @@ def add(cli, tenant, url, event_types, description, headers, rate_limit, disable
 
 @command("update", "endpoint_id")
 @click.option("--url", default=None, help="New URL.")
-@click.option("--event-type", "event_types", multiple=True,
-              help="Replaces the subscribed types (repeat for several); --all-events subscribes to every type.")
+@click.option(
+    "--event-type",
+    "event_types",
+    multiple=True,
+    help="Replaces the subscribed types (repeat for several); --all-events subscribes to every type.",
+)
 @click.option("--all-events", is_flag=True, help="Subscribe to every event type.")
 @click.option("--description", default=None)
 @click.option("--rate-limit", type=float, default=None, help="Requests per second; 0 removes the limit.")
-@click.option("--enable/--disable", "enabled", default=None,
-              help="Enable (e.g. after tierd disabled a failing endpoint; a fresh failure window) or disable.")
+@click.option(
+    "--enable/--disable",
+    "enabled",
+    default=None,
+    help="Enable (e.g. after tierd disabled a failing endpoint; a fresh failure window) or disable.",
+)
 def update(cli, tenant, endpoint_id, url, event_types, all_events, description, rate_limit, enabled, as_json):
     """Change an endpoint: only the options given."""
     if event_types and all_events:
         raise click.UsageError("--event-type and --all-events exclude each other")
-    body = {"url": url, "description": description, "enabled": enabled,
-            "event_types": [] if all_events else list(event_types) or None}
+    body = {
+        "url": url,
+        "description": description,
+        "enabled": enabled,
+        "event_types": [] if all_events else list(event_types) or None,
+    }
     body = {k: v for k, v in body.items() if v is not None}
     if rate_limit is not None:
         body["rate_limit"] = rate_limit or None
     if not body:
         raise click.UsageError("nothing to change: give at least one option")
     updated = cli.api.put(f"/v1/webhooks/{endpoint_id}", json=body, tenant=tenant)
-    cli.output(updated if as_json else {k: updated[k] for k in ("id", "url", "event_types", "enabled", "rate_limit",
-                                                               "description")}, as_json=as_json)
+    cli.output(
+        updated
+        if as_json
+        else {k: updated[k] for k in ("id", "url", "event_types", "enabled", "rate_limit", "description")},
+        as_json=as_json,
+    )
 
 
 @command("secret", "endpoint_id")
@@ -100,13 +131,16 @@ def secret(cli, tenant, endpoint_id, as_json):
 
 
 @command("rotate-secret", "endpoint_id")
-@click.option("--signing", type=click.Choice(SIGNING_SCHEMES), default=None,
-              help="Move to this scheme (default: keep the endpoint's).")
+@click.option(
+    "--signing",
+    type=click.Choice(SIGNING_SCHEMES),
+    default=None,
+    help="Move to this scheme (default: keep the endpoint's).",
+)
 def rotate_secret(cli, tenant, endpoint_id, signing, as_json):
     """Make a new signing secret or key; the old one also signs during webhooks.rotation_grace."""
     body = {"signing": signing} if signing else {}
-    cli.output(cli.api.post(f"/v1/webhooks/{endpoint_id}/rotate-secret", json=body, tenant=tenant),
-               as_json=as_json)
+    cli.output(cli.api.post(f"/v1/webhooks/{endpoint_id}/rotate-secret", json=body, tenant=tenant), as_json=as_json)
 
 
 @command("rm", "endpoint_id", as_json=False)
@@ -124,11 +158,16 @@ def rm(cli, tenant, endpoint_id):
 @click.option("--limit", type=int, default=50, show_default=True)
 def deliveries(cli, tenant, endpoint_id, status, event_type, since, until, limit, as_json):
     """Deliveries of an endpoint, newest first."""
-    data = cli.api.get(f"/v1/webhooks/{endpoint_id}/deliveries", tenant=tenant,
-                       params={"status": status, "event_type": event_type, "since": since, "until": until,
-                               "limit": limit})
-    cli.output(data["data"], columns=["id", "event_type", "status", "attempts", "last_status_code",
-                                      "last_error", "created_at"], as_json=as_json)
+    data = cli.api.get(
+        f"/v1/webhooks/{endpoint_id}/deliveries",
+        tenant=tenant,
+        params={"status": status, "event_type": event_type, "since": since, "until": until, "limit": limit},
+    )
+    cli.output(
+        data["data"],
+        columns=["id", "event_type", "status", "attempts", "last_status_code", "last_error", "created_at"],
+        as_json=as_json,
+    )
 
 
 @command("stats", "endpoint_id")
@@ -142,14 +181,16 @@ def stats(cli, tenant, endpoint_id, window, as_json):
     a = data["attempts"]
     rate = "-" if a["success_rate"] is None else f"{a['success_rate']:.1%}"
     latency = "-" if a["latency_ms_p50"] is None else f"p50 {a['latency_ms_p50']:g} ms, p99 {a['latency_ms_p99']:g} ms"
-    cli.output({
-        "endpoint": data["endpoint_id"] + ("" if data["enabled"] else "  (disabled)"),
-        "deliveries": ", ".join(f"{n} {status}" for status, n in data["deliveries"].items()),
-        f"attempts ({window})": f"{a['total']}, {rate} succeeded"
-                                + "".join(f", {n} {o}" for o, n in sorted(a["by_outcome"].items()) if o != "success"),
-        "latency": latency,
-        "failing since": data["failing_since"] or "-",
-    })
+    cli.output(
+        {
+            "endpoint": data["endpoint_id"] + ("" if data["enabled"] else "  (disabled)"),
+            "deliveries": ", ".join(f"{n} {status}" for status, n in data["deliveries"].items()),
+            f"attempts ({window})": f"{a['total']}, {rate} succeeded"
+            + "".join(f", {n} {o}" for o, n in sorted(a["by_outcome"].items()) if o != "success"),
+            "latency": latency,
+            "failing since": data["failing_since"] or "-",
+        }
+    )
 
 
 @command("event", "event_id")
@@ -159,8 +200,20 @@ def event(cli, tenant, event_id, as_json):
     if not data and not as_json:
         click.echo(f"{event_id}: no endpoint subscribed to it; nothing was sent")
         return
-    cli.output(data, columns=["id", "endpoint_id", "endpoint_url", "status", "attempts", "last_status_code",
-                              "last_error", "next_attempt_at"], as_json=as_json)
+    cli.output(
+        data,
+        columns=[
+            "id",
+            "endpoint_id",
+            "endpoint_url",
+            "status",
+            "attempts",
+            "last_status_code",
+            "last_error",
+            "next_attempt_at",
+        ],
+        as_json=as_json,
+    )
 
 
 @command("show", "delivery_id")
@@ -217,8 +270,10 @@ def replay(cli, tenant, endpoint_id, window, as_json):
     if as_json:
         cli.output(data, as_json=True)
         return
-    click.echo(f"{count_of(data['queued'], 'delivery', 'deliveries')} queued ({data['events_scanned']} events read)"
-               + ("" if data["endpoint_enabled"] else "; the endpoint is disabled: they go out once it is enabled"))
+    click.echo(
+        f"{count_of(data['queued'], 'delivery', 'deliveries')} queued ({data['events_scanned']} events read)"
+        + ("" if data["endpoint_enabled"] else "; the endpoint is disabled: they go out once it is enabled")
+    )
 
 
 @command("test", "endpoint_id")

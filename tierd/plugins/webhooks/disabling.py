@@ -4,7 +4,7 @@ all failed for ``webhooks.disable_after`` (the minute job)."""
 from __future__ import annotations
 
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from .endpoints import EndpointCache
 from .store import Store
@@ -13,8 +13,14 @@ log = logging.getLogger("tierd.webhooks")
 
 
 class Disabler:
-    def __init__(self, store: Store, endpoints: EndpointCache, clock, settings: Callable[[], dict],
-                 on_disabled: Callable[[dict, str], Awaitable[None]] | None = None):
+    def __init__(
+        self,
+        store: Store,
+        endpoints: EndpointCache,
+        clock,
+        settings: Callable[[], dict],
+        on_disabled: Callable[[dict, str], Awaitable[None]] | None = None,
+    ):
         self.store = store
         self.endpoints = endpoints
         self.clock = clock

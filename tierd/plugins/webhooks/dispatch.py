@@ -18,8 +18,8 @@ from . import outcome as policy
 from .attempt import Sender
 from .endpoints import EndpointCache
 from .metrics import WebhookMetrics
-from .records import Claimed, Outcome
 from .recorder import Recorder
+from .records import Claimed, Outcome
 from .slots import Slots
 from .store import Store
 
@@ -35,8 +35,15 @@ BROKEN_RETRY = 60.0
 
 
 class Dispatcher:
-    def __init__(self, daemon, store: Store, endpoints: EndpointCache, metrics: WebhookMetrics, settings: dict,
-                 follow_ups: policy.FollowUps):
+    def __init__(
+        self,
+        daemon,
+        store: Store,
+        endpoints: EndpointCache,
+        metrics: WebhookMetrics,
+        settings: dict,
+        follow_ups: policy.FollowUps,
+    ):
         self.daemon = daemon
         self.store = store
         self.endpoints = endpoints
@@ -104,7 +111,7 @@ class Dispatcher:
                     idle = TICK
             try:
                 await asyncio.wait_for(self.wakeup.wait(), timeout=idle)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _idle_time(self) -> float:
@@ -149,16 +156,26 @@ class Dispatcher:
     async def _postpone(self, row, now: float, exc: Exception) -> None:
         """A claimed row that cannot be sent now goes back to pending, due later."""
         self.metrics.dispatch_errors.labels("delivery").inc()
-        log.error("webhook delivery %s of tenant %s to endpoint %s cannot be sent (%s: %s); trying again in %g s",
-                  row["id"], row["tenant_id"], row["endpoint_id"], type(exc).__name__, exc, BROKEN_RETRY)
+        log.error(
+            "webhook delivery %s of tenant %s to endpoint %s cannot be sent (%s: %s); trying again in %g s",
+            row["id"],
+            row["tenant_id"],
+            row["endpoint_id"],
+            type(exc).__name__,
+            exc,
+            BROKEN_RETRY,
+        )
         await self.store.postpone(row["seq"], now + BROKEN_RETRY)
 
     def _endpoint_failed(self, endpoint_id: str, doing: str) -> None:
         """An error in one endpoint's state: it is set aside (no room) until the API changes it."""
         self.metrics.dispatch_errors.labels("endpoint").inc()
         self.endpoints.unusable[endpoint_id] = f"error while {doing}"
-        log.exception("webhook endpoint %s: error while %s; its deliveries wait until it is changed, "
-                      "the others go on", endpoint_id, doing)
+        log.exception(
+            "webhook endpoint %s: error while %s; its deliveries wait until it is changed, the others go on",
+            endpoint_id,
+            doing,
+        )
 
     async def _claimed(self, row, now: float) -> Claimed:
         """A claimed row with what sending it needs from its endpoint."""
@@ -170,9 +187,19 @@ class Dispatcher:
         if endpoint is None:
             why = self.endpoints.unusable.get(row["endpoint_id"], "it was deleted")
             raise LookupError(f"its endpoint cannot be used: {why}")
-        return Claimed(row["seq"], row["id"], row["tenant_id"], row["endpoint_id"], row["event_type"],
-                       row["payload"], row["attempts"], row["created_at"], endpoint.url, endpoint.headers,
-                       endpoint.secrets(now))
+        return Claimed(
+            row["seq"],
+            row["id"],
+            row["tenant_id"],
+            row["endpoint_id"],
+            row["event_type"],
+            row["payload"],
+            row["attempts"],
+            row["created_at"],
+            endpoint.url,
+            endpoint.headers,
+            endpoint.secrets(now),
+        )
 
     # --- the fast path: new deliveries handed over by the consumer ------------------------
 
@@ -213,8 +240,9 @@ class Dispatcher:
             raise
         except Exception as exc:  # a bug must not kill the loop nor lose the row
             log.exception("webhook delivery %s crashed", delivery.id)
-            outcome = self._counted(delivery, policy.crashed(delivery, self.clock.time(), exc,
-                                                             self.settings["retry_schedule"]))
+            outcome = self._counted(
+                delivery, policy.crashed(delivery, self.clock.time(), exc, self.settings["retry_schedule"])
+            )
         finally:
             self.slots.free_one(delivery.endpoint_id)
         self.recorder.add(outcome)

@@ -65,7 +65,7 @@ class EndpointInfo:
     previous_secret_until: float | None
 
     @classmethod
-    def from_row(cls, row) -> "EndpointInfo":
+    def from_row(cls, row) -> EndpointInfo:
         headers, event_types = json.loads(row["headers"]), json.loads(row["event_types"])
         if not isinstance(headers, dict) or not isinstance(event_types, list):
             raise ValueError("headers or event_types are not an object and a list")
@@ -73,16 +73,25 @@ class EndpointInfo:
             signature_header([row["secret"]], "msg_check", 0, b"")  # what every attempt will do
         except Exception:
             raise ValueError("the stored signing secret cannot sign") from None  # never the secret itself
-        return cls(row["id"], row["tenant_id"], row["url"], headers, event_types, bool(row["enabled"]),
-                   usable_rate_limit(row["rate_limit"]), row["secret"], row["previous_secret"],
-                   row["previous_secret_until"])
+        return cls(
+            row["id"],
+            row["tenant_id"],
+            row["url"],
+            headers,
+            event_types,
+            bool(row["enabled"]),
+            usable_rate_limit(row["rate_limit"]),
+            row["secret"],
+            row["previous_secret"],
+            row["previous_secret_until"],
+        )
 
     def secrets(self, now: float) -> list[str]:
         return signing_secrets(self.secret, self.previous_secret, self.previous_secret_until, now)
 
 
 class EndpointCache:
-    def __init__(self, store: "Store"):
+    def __init__(self, store: Store):
         self.store = store
         self.by_id: dict[str, EndpointInfo] = {}
         self.by_tenant: dict[str, list[EndpointInfo]] = {}
@@ -141,8 +150,13 @@ class EndpointCache:
                 infos[row["id"]] = EndpointInfo.from_row(row)
             except Exception as exc:  # one bad row must not stop every tenant's webhooks
                 self.unusable[row["id"]] = why = f"{type(exc).__name__}: {exc}"
-                log.error("webhook endpoint %s of tenant %s cannot be used, its deliveries wait until it is "
-                          "changed through the API: %s", row["id"], row["tenant_id"], why)
+                log.error(
+                    "webhook endpoint %s of tenant %s cannot be used, its deliveries wait until it is "
+                    "changed through the API: %s",
+                    row["id"],
+                    row["tenant_id"],
+                    why,
+                )
         return infos
 
     def matching(self, tenant: str, event_type: str) -> list[EndpointInfo]:
@@ -156,8 +170,9 @@ class EndpointCache:
         if found is None:
             if len(self._matches) >= MATCH_CACHE_SIZE:
                 self._matches.clear()
-            found = self._matches[key] = [e for e in self.by_tenant.get(tenant, ())
-                                          if e.enabled and endpoint_matches(e.event_types, event_type)]
+            found = self._matches[key] = [
+                e for e in self.by_tenant.get(tenant, ()) if e.enabled and endpoint_matches(e.event_types, event_type)
+            ]
         return found
 
     def is_rate_limited(self, endpoint_id: str) -> bool:

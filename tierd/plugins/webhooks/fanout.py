@@ -30,7 +30,8 @@ def delivery_rows(matched: list[tuple[Event, list[EndpointInfo]]], due_at: float
         # Built once per event, shared by its deliveries.
         payload, created_at = payload_of(event.type, event.created_at, event.data), parse_iso(event.created_at)
         for endpoint in endpoints:
-            rows.append([next(ids), event.tenant, endpoint.id, event.id, event.type, payload, due_at,
-                         created_at, False])
+            rows.append(
+                [next(ids), event.tenant, endpoint.id, event.id, event.type, payload, due_at, created_at, False]
+            )
             targets.append(endpoint)
     return rows, targets

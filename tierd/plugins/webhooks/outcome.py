@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from tierd.core import retry
 from tierd.core.clock import iso
@@ -28,9 +28,15 @@ log = logging.getLogger("tierd.webhooks")
 RETRY_AFTER_STATUSES = frozenset({429, 502, 503, 504})
 
 
-def retry_delay(schedule: list[float], attempts_made: int, *, status: int | None = None,
-                retry_after: str | None = None, now: float | None = None,
-                rng: random.Random | None = None) -> float | None:
+def retry_delay(
+    schedule: list[float],
+    attempts_made: int,
+    *,
+    status: int | None = None,
+    retry_after: str | None = None,
+    now: float | None = None,
+    rng: random.Random | None = None,
+) -> float | None:
     """Seconds before the next attempt after ``attempts_made`` failed ones, or None when the schedule is spent."""
     wanted = parse_retry_after(retry_after, now) if status in RETRY_AFTER_STATUSES and retry_after else None
     return retry.next_delay(schedule, attempts_made, retry_after=wanted, stretch=2.0, jitter=retry.JITTER, rng=rng)
@@ -44,19 +50,37 @@ def decide(delivery: Claimed, now: float, response: Response, schedule: list[flo
     elif kind == "gone":
         next_status, due_at = "failed", None  # 410: the receiver told us to stop
     else:
-        delay = retry_delay(schedule, delivery.attempts + 1, status=response.status,
-                            retry_after=response.retry_after, now=now)
+        delay = retry_delay(
+            schedule, delivery.attempts + 1, status=response.status, retry_after=response.retry_after, now=now
+        )
         next_status, due_at = ("failed", None) if delay is None else ("pending", now + delay)
-    return Outcome(delivery.seq, delivery.tenant_id, delivery.endpoint_id, now, kind, response.status,
-                   round(response.latency * 1000, 2), response.error, response.snippet, next_status, due_at,
-                   disable_endpoint=kind == "gone", delivery_id=delivery.id,
-                   event_type=delivery.event_type, attempts=delivery.attempts + 1)
+    return Outcome(
+        delivery.seq,
+        delivery.tenant_id,
+        delivery.endpoint_id,
+        now,
+        kind,
+        response.status,
+        round(response.latency * 1000, 2),
+        response.error,
+        response.snippet,
+        next_status,
+        due_at,
+        disable_endpoint=kind == "gone",
+        delivery_id=delivery.id,
+        event_type=delivery.event_type,
+        attempts=delivery.attempts + 1,
+    )
 
 
 def crashed(delivery: Claimed, now: float, exc: Exception, schedule: list[float]) -> Outcome:
     """The outcome of an attempt that raised (a bug): tried again on the schedule, never lost."""
-    return decide(delivery, now, Response("internal_error", None, 0.0, f"internal error: {type(exc).__name__}",
-                                          None, None), schedule)
+    return decide(
+        delivery,
+        now,
+        Response("internal_error", None, 0.0, f"internal error: {type(exc).__name__}", None, None),
+        schedule,
+    )
 
 
 class FollowUps:
@@ -66,8 +90,12 @@ class FollowUps:
     tells operators that a delivery gave up (schedule spent or 410).
     """
 
-    def __init__(self, disable: Callable[[str, str], Awaitable[bool]],
-                 on_failed: Callable[[Outcome], Awaitable[None]] | None, on_error: Callable[[], None]):
+    def __init__(
+        self,
+        disable: Callable[[str, str], Awaitable[bool]],
+        on_failed: Callable[[Outcome], Awaitable[None]] | None,
+        on_error: Callable[[], None],
+    ):
         self.disable = disable
         self.on_failed = on_failed
         self.on_error = on_error
@@ -86,16 +114,30 @@ class FollowUps:
                     await self.on_failed(o)
             except Exception:
                 self.on_error()
-                log.exception("webhook delivery %s: could not disable its endpoint or report that it gave up",
-                              o.delivery_id)
+                log.exception(
+                    "webhook delivery %s: could not disable its endpoint or report that it gave up", o.delivery_id
+                )
 
 
 def _log_failed_attempt(o: Outcome) -> None:
     """One line per failed attempt, for operators: never the payload, the URL or a secret."""
     what = o.error or f"HTTP {o.status_code}"
     if o.next_status == "pending":
-        log.info("webhook attempt %d of delivery %s (tenant %s, endpoint %s) failed: %s; next attempt at %s",
-                 o.attempts, o.delivery_id, o.tenant_id, o.endpoint_id, what, iso(o.due_at))
+        log.info(
+            "webhook attempt %d of delivery %s (tenant %s, endpoint %s) failed: %s; next attempt at %s",
+            o.attempts,
+            o.delivery_id,
+            o.tenant_id,
+            o.endpoint_id,
+            what,
+            iso(o.due_at),
+        )
     else:
-        log.warning("webhook delivery %s (tenant %s, endpoint %s) gave up after %d attempt(s): %s",
-                    o.delivery_id, o.tenant_id, o.endpoint_id, o.attempts, what)
+        log.warning(
+            "webhook delivery %s (tenant %s, endpoint %s) gave up after %d attempt(s): %s",
+            o.delivery_id,
+            o.tenant_id,
+            o.endpoint_id,
+            o.attempts,
+            what,
+        )

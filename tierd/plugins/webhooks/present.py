@@ -16,30 +16,43 @@ from .signing import signing_of
 
 def endpoint_of(row) -> dict:
     return {
-        "id": row["id"], "url": row["url"], "description": row["description"],
-        "event_types": _stored_json(row["event_types"], []), "headers": _stored_json(row["headers"], {}),
-        "metadata": _stored_json(row["metadata"], {}), "rate_limit": _shown_rate_limit(row["rate_limit"]),
-        "enabled": bool(row["enabled"]), "signing": signing_of(row["secret"]),
+        "id": row["id"],
+        "url": row["url"],
+        "description": row["description"],
+        "event_types": _stored_json(row["event_types"], []),
+        "headers": _stored_json(row["headers"], {}),
+        "metadata": _stored_json(row["metadata"], {}),
+        "rate_limit": _shown_rate_limit(row["rate_limit"]),
+        "enabled": bool(row["enabled"]),
+        "signing": signing_of(row["secret"]),
         "disabled_reason": row["disabled_reason"],
         "disabled_at": iso_or_none(row["disabled_at"]),
         # Start of the current run of failed attempts (None after a success);
         # the endpoint is disabled once it is older than webhooks.disable_after.
         "failing_since": iso_or_none(row["failing_since"]),
-        "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
         # Internal (stripped by the API): owner and secrets.
-        "_tenant_id": row["tenant_id"], "_secret": row["secret"], "_previous_secret": row["previous_secret"],
+        "_tenant_id": row["tenant_id"],
+        "_secret": row["secret"],
+        "_previous_secret": row["previous_secret"],
         "_previous_secret_until": row["previous_secret_until"],
     }
 
 
 def delivery_of(row) -> dict:
     return {
-        "id": row["id"], "endpoint_id": row["endpoint_id"], "event_id": row["event_id"],
-        "event_type": row["event_type"], "status": row["status"], "attempts": row["attempts"],
+        "id": row["id"],
+        "endpoint_id": row["endpoint_id"],
+        "event_id": row["event_id"],
+        "event_type": row["event_type"],
+        "status": row["status"],
+        "attempts": row["attempts"],
         "created_at": iso_or_none(row["created_at"]),
         "next_attempt_at": iso_or_none(row["due_at"]) if row["status"] == "pending" else None,
         "last_attempt_at": iso_or_none(row["last_attempt_at"]),
-        "last_status_code": row["last_status_code"], "last_error": row["last_error"],
+        "last_status_code": row["last_status_code"],
+        "last_error": row["last_error"],
         "finished_at": iso_or_none(row["finished_at"]),
         "payload": json.loads(row["payload"]),
         "_seq": row["seq"],
@@ -48,8 +61,11 @@ def delivery_of(row) -> dict:
 
 def attempt_of(row) -> dict:
     return {
-        "attempted_at": iso_or_none(row["attempted_at"]), "outcome": row["outcome"],
-        "status_code": row["status_code"], "latency_ms": row["latency_ms"], "error": row["error"],
+        "attempted_at": iso_or_none(row["attempted_at"]),
+        "outcome": row["outcome"],
+        "status_code": row["status_code"],
+        "latency_ms": row["latency_ms"],
+        "error": row["error"],
         "response_body": row["response_body"],
     }
 

@@ -35,14 +35,14 @@ class Outcome:
     tenant_id: str
     endpoint_id: str
     attempted_at: float
-    outcome: str                 # success | http_error | timeout | connect_error | refused | gone | internal_error
+    outcome: str  # success | http_error | timeout | connect_error | refused | gone | internal_error
     status_code: int | None
     latency_ms: float
     error: str | None
     response_body: str | None
-    next_status: str             # succeeded | pending | failed
+    next_status: str  # succeeded | pending | failed
     due_at: float | None
     disable_endpoint: bool = False
     delivery_id: str = ""
     event_type: str = ""
-    attempts: int = 0            # attempts made, this one included
+    attempts: int = 0  # attempts made, this one included

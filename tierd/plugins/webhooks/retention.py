@@ -4,7 +4,7 @@ are deleted (the hourly job), in small transactions (see ``Store.prune``)."""
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from .store import Store
 

@@ -34,10 +34,12 @@ class WebhooksService(PluginService):
         self.endpoints = EndpointCache(self.store)
         self.metrics = WebhookMetrics(daemon.metrics)
         self.metrics.unusable.set_function(lambda: len(self.endpoints.unusable))  # read at each scrape
-        self.disabler = Disabler(self.store, self.endpoints, daemon.clock, lambda: self.settings,
-                                 on_disabled=self._disabled)
-        follow_ups = FollowUps(self.disabler.disable, on_failed=self._failed,
-                               on_error=self.metrics.dispatch_errors.labels("follow_up").inc)
+        self.disabler = Disabler(
+            self.store, self.endpoints, daemon.clock, lambda: self.settings, on_disabled=self._disabled
+        )
+        follow_ups = FollowUps(
+            self.disabler.disable, on_failed=self._failed, on_error=self.metrics.dispatch_errors.labels("follow_up").inc
+        )
         self.dispatcher = Dispatcher(daemon, self.store, self.endpoints, self.metrics, self.settings, follow_ups)
         self.retention = Retention(self.store, daemon.clock, lambda: self.settings)
         #: Never sent as webhooks: the event types their plugins declare so
@@ -98,8 +100,21 @@ class WebhooksService(PluginService):
             if seq is None:  # a duplicate of a delivery made before: not sent again
                 dispatcher.release(row[2])
                 continue
-            dispatcher.launch(Claimed(seq, row[0], row[1], row[2], row[4], row[5], 0, row[7], endpoint.url,
-                                      endpoint.headers, endpoint.secrets(now)))
+            dispatcher.launch(
+                Claimed(
+                    seq,
+                    row[0],
+                    row[1],
+                    row[2],
+                    row[4],
+                    row[5],
+                    0,
+                    row[7],
+                    endpoint.url,
+                    endpoint.headers,
+                    endpoint.secrets(now),
+                )
+            )
         if len(inserted) > sum(1 for row in rows if row[8]):
             self.dispatcher.wake()  # pending rows for the loop to claim
 
@@ -119,8 +134,11 @@ class WebhooksService(PluginService):
         scanned = queued = 0
         async for events in self.daemon.bus.span(endpoint["_tenant_id"], since, until, page=REPLAY_PAGE):
             scanned += len(events)
-            wanted = [(e, [info]) for e in events
-                      if e.type not in self.never_sent and endpoint_matches(info.event_types, e.type)]
+            wanted = [
+                (e, [info])
+                for e in events
+                if e.type not in self.never_sent and endpoint_matches(info.event_types, e.type)
+            ]
             now = self.daemon.clock.time()
             rows, _ = delivery_rows(wanted, now)
             queued += len(await self.store.create_deliveries(rows, now))
@@ -137,21 +155,44 @@ class WebhooksService(PluginService):
         """
         self.endpoints.forget(endpoint["id"])
         self.dispatcher.wake()  # e.g. re-enabled: its pending deliveries are due
-        await self.daemon.bus.publish(endpoint["_tenant_id"], f"webhook.endpoint.{change}", {
-            "endpoint_id": endpoint["id"], "url": endpoint["url"], "description": endpoint["description"],
-            "actor": actor} | details)
+        await self.daemon.bus.publish(
+            endpoint["_tenant_id"],
+            f"webhook.endpoint.{change}",
+            {
+                "endpoint_id": endpoint["id"],
+                "url": endpoint["url"],
+                "description": endpoint["description"],
+                "actor": actor,
+            }
+            | details,
+        )
 
     async def _failed(self, o) -> None:
         """Tell operators (through notifications) that a delivery gave up."""
         endpoint = await self.store.get_endpoint(o.tenant_id, o.endpoint_id)
-        await self.daemon.bus.publish(o.tenant_id, DELIVERY_FAILED, {
-            "delivery_id": o.delivery_id, "endpoint_id": o.endpoint_id,
-            "url": endpoint["url"] if endpoint else None, "event_type": o.event_type, "attempts": o.attempts,
-            "status_code": o.status_code, "error": o.error, "last_error": o.error,
-        })
+        await self.daemon.bus.publish(
+            o.tenant_id,
+            DELIVERY_FAILED,
+            {
+                "delivery_id": o.delivery_id,
+                "endpoint_id": o.endpoint_id,
+                "url": endpoint["url"] if endpoint else None,
+                "event_type": o.event_type,
+                "attempts": o.attempts,
+                "status_code": o.status_code,
+                "error": o.error,
+                "last_error": o.error,
+            },
+        )
 
     async def _disabled(self, endpoint: dict, reason: str) -> None:
-        await self.daemon.bus.publish(endpoint["_tenant_id"], ENDPOINT_DISABLED, {
-            "endpoint_id": endpoint["id"], "url": endpoint["url"], "reason": reason,
-            "description": endpoint["description"],
-        })
+        await self.daemon.bus.publish(
+            endpoint["_tenant_id"],
+            ENDPOINT_DISABLED,
+            {
+                "endpoint_id": endpoint["id"],
+                "url": endpoint["url"],
+                "reason": reason,
+                "description": endpoint["description"],
+            },
+        )

@@ -27,7 +27,7 @@ import hmac
 import json
 import os
 import time
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -66,7 +66,7 @@ def signing_of(secret: str) -> str:
 @functools.lru_cache(maxsize=4096)
 def _ed25519_key(secret: str) -> Ed25519PrivateKey:
     try:
-        seed = base64.b64decode(secret[len(SIGNING_KEY_PREFIX):], validate=True)
+        seed = base64.b64decode(secret[len(SIGNING_KEY_PREFIX) :], validate=True)
         return Ed25519PrivateKey.from_private_bytes(seed)
     except (binascii.Error, ValueError) as exc:
         raise ValueError("signing key must be whsk_ + base64 of 32 bytes") from exc
@@ -89,7 +89,7 @@ def secret_key(secret: str) -> bytes:
 
     Raises ValueError when the secret is not valid base64.
     """
-    raw = secret[len(SECRET_PREFIX):] if secret.startswith(SECRET_PREFIX) else secret
+    raw = secret[len(SECRET_PREFIX) :] if secret.startswith(SECRET_PREFIX) else secret
     try:
         return base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -168,8 +168,14 @@ def _header(headers: Mapping[str, str], name: str) -> str:
     return value
 
 
-def verify(secret: str | Iterable[str], body: bytes | str, headers: Mapping[str, str], *,
-           tolerance: float = DEFAULT_TOLERANCE, now: float | None = None) -> object:
+def verify(
+    secret: str | Iterable[str],
+    body: bytes | str,
+    headers: Mapping[str, str],
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    now: float | None = None,
+) -> object:
     """Check a received webhook and return its parsed JSON body.
 
     ``secret`` is the endpoint's ``whsec_`` secret or ``whpk_`` public key
@@ -221,7 +227,7 @@ def _public_key_object(key: str) -> Ed25519PublicKey:
     if key.startswith(SIGNING_KEY_PREFIX):
         return _ed25519_key(key).public_key()
     try:
-        return Ed25519PublicKey.from_public_bytes(base64.b64decode(key[len(PUBLIC_KEY_PREFIX):], validate=True))
+        return Ed25519PublicKey.from_public_bytes(base64.b64decode(key[len(PUBLIC_KEY_PREFIX) :], validate=True))
     except (binascii.Error, ValueError) as exc:
         raise ValueError("public key must be whpk_ + base64 of 32 bytes") from exc
 

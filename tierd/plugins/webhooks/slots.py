@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .endpoints import EndpointCache
 
@@ -41,8 +41,9 @@ class Slots:
     """The dispatcher's slots. ``on_freed`` is called when a freed slot may
     let due rows go that the last claim left behind (it wakes the claim loop)."""
 
-    def __init__(self, endpoints: EndpointCache, on_freed: Callable[[], None],
-                 on_endpoint_error: Callable[[str, str], None]):
+    def __init__(
+        self, endpoints: EndpointCache, on_freed: Callable[[], None], on_endpoint_error: Callable[[str, str], None]
+    ):
         self.endpoints = endpoints
         self.on_freed = on_freed
         #: Called as ``on_endpoint_error(endpoint_id, doing)`` when one endpoint's limit cannot be computed.
@@ -117,8 +118,7 @@ class Slots:
         per_endpoint, capped = self.per_endpoint, self.capped
         granted = []
         for endpoint_id in endpoint_ids:
-            ok = self.in_flight < max_in_flight and endpoint_id not in capped \
-                and per_endpoint.get(endpoint_id, 0) < cap
+            ok = self.in_flight < max_in_flight and endpoint_id not in capped and per_endpoint.get(endpoint_id, 0) < cap
             if ok and self.endpoints.is_rate_limited(endpoint_id):
                 if not buckets_fresh:
                     self.sync_buckets()

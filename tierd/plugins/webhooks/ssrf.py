@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Iterable
+from collections.abc import Iterable
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
@@ -33,7 +33,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # but not multicast and not every Python version agrees on the rest, so the
 # list is explicit.
 _BLOCKED: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = [
-    (ipaddress.ip_network(net), why) for net, why in [
+    (ipaddress.ip_network(net), why)
+    for net, why in [
         ("0.0.0.0/8", "'this network'"),
         ("10.0.0.0/8", "private"),
         ("100.64.0.0/10", "shared address space (CGNAT)"),

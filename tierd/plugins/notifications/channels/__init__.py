@@ -1,6 +1,7 @@
 """Built-in channel types. :data:`BUILTIN` is what the plugin registers."""
 
-from .apprise import AVAILABLE as APPRISE_AVAILABLE, AppriseChannel
+from .apprise import AVAILABLE as APPRISE_AVAILABLE
+from .apprise import AppriseChannel
 from .email import EmailChannel
 from .log import LogChannel
 from .ntfy import NtfyChannel
@@ -12,5 +13,13 @@ BUILTIN = [EmailChannel, SlackChannel, TeamsChannel, NtfyChannel, WebhookChannel
 if APPRISE_AVAILABLE:
     BUILTIN.append(AppriseChannel)
 
-__all__ = ["BUILTIN", "AppriseChannel", "EmailChannel", "LogChannel", "NtfyChannel", "SlackChannel",
-           "TeamsChannel", "WebhookChannel"]
+__all__ = [
+    "BUILTIN",
+    "AppriseChannel",
+    "EmailChannel",
+    "LogChannel",
+    "NtfyChannel",
+    "SlackChannel",
+    "TeamsChannel",
+    "WebhookChannel",
+]

@@ -22,10 +22,12 @@ class AppriseChannel(Channel):
     """Send through Apprise URLs (``mailto://``, ``tgram://``, ``json://`` ...)."""
 
     type_name = "apprise"
-    schema = Obj({
-        "urls": List(Str(), required=True, doc="Apprise service URLs (secrets: use ${VAR})"),
-        "tag": Str(default="", doc="Only notify URLs with this Apprise tag"),
-    })
+    schema = Obj(
+        {
+            "urls": List(Str(), required=True, doc="Apprise service URLs (secrets: use ${VAR})"),
+            "tag": Str(default="", doc="Only notify URLs with this Apprise tag"),
+        }
+    )
 
     def __init__(self, name, config, http=None):
         super().__init__(name, config, http)
@@ -34,10 +36,15 @@ class AppriseChannel(Channel):
             self._apobj.add(url)
 
     async def send(self, message: Message) -> SendResult:
-        notify_type = {"warning": _apprise.NotifyType.WARNING,
-                       "critical": _apprise.NotifyType.FAILURE}.get(message.severity, _apprise.NotifyType.INFO)
-        ok = await self._apobj.async_notify(body=message.body or message.subject, title=message.subject,
-                                            notify_type=notify_type, tag=self.config.get("tag") or None)
+        notify_type = {"warning": _apprise.NotifyType.WARNING, "critical": _apprise.NotifyType.FAILURE}.get(
+            message.severity, _apprise.NotifyType.INFO
+        )
+        ok = await self._apobj.async_notify(
+            body=message.body or message.subject,
+            title=message.subject,
+            notify_type=notify_type,
+            tag=self.config.get("tag") or None,
+        )
         if ok:
             return SendResult.delivered(f"apprise: {len(self._apobj)} service(s)")
         return SendResult.retry("apprise reported a failure (see the daemon log for the service's error)")

@@ -14,8 +14,8 @@ from email.utils import make_msgid
 
 import aiosmtplib
 
-from tierd.core.registry import Channel, Message, SendResult
 from tierd.core.http import tls_context
+from tierd.core.registry import Channel, Message, SendResult
 from tierd.core.schema import Bool, CaFile, Duration, Int, List, Obj, Str
 
 from ..templates import html_from_text
@@ -32,22 +32,25 @@ class EmailChannel(Channel):
     """Send a message as an email to a fixed list of recipients."""
 
     type_name = "email"
-    schema = Obj({
-        "host": Str(required=True, doc="SMTP server host name"),
-        "port": Int(default=0, min=0, max=65535, doc="0: 465 with tls, 587 with starttls, else 25"),
-        "starttls": Bool(default=False, doc="Upgrade the connection with STARTTLS (port 587)"),
-        "tls": Bool(default=False, doc="Implicit TLS from the first byte (port 465)"),
-        "username": Str(default="", doc="SMTP AUTH user; empty: no authentication"),
-        "password": Str(default="", doc="SMTP AUTH password; use ${VAR} or a file"),
-        "from": Str(required=True, doc="Sender address"),
-        "to": List(Str(), required=True, doc="Recipient addresses"),
-        "cc": List(Str(), default=[], doc="Copy recipients"),
-        "timeout": Duration(default="30s", doc="Per attempt"),
-        "verify_tls": Bool(default=True, doc="Check the server certificate"),
-        "ca_file": CaFile(default="", doc="Extra CA bundle (PEM) for a private mail server, trusted besides "
-                                          "the system's"),
-        "subject_prefix": Str(default="", doc="Prepended to every subject, e.g. [tierd]"),
-    })
+    schema = Obj(
+        {
+            "host": Str(required=True, doc="SMTP server host name"),
+            "port": Int(default=0, min=0, max=65535, doc="0: 465 with tls, 587 with starttls, else 25"),
+            "starttls": Bool(default=False, doc="Upgrade the connection with STARTTLS (port 587)"),
+            "tls": Bool(default=False, doc="Implicit TLS from the first byte (port 465)"),
+            "username": Str(default="", doc="SMTP AUTH user; empty: no authentication"),
+            "password": Str(default="", doc="SMTP AUTH password; use ${VAR} or a file"),
+            "from": Str(required=True, doc="Sender address"),
+            "to": List(Str(), required=True, doc="Recipient addresses"),
+            "cc": List(Str(), default=[], doc="Copy recipients"),
+            "timeout": Duration(default="30s", doc="Per attempt"),
+            "verify_tls": Bool(default=True, doc="Check the server certificate"),
+            "ca_file": CaFile(
+                default="", doc="Extra CA bundle (PEM) for a private mail server, trusted besides the system's"
+            ),
+            "subject_prefix": Str(default="", doc="Prepended to every subject, e.g. [tierd]"),
+        }
+    )
 
     def build(self, message: Message) -> EmailMessage:
         """The MIME message: text part, optional HTML alternative, attachments."""
@@ -68,8 +71,9 @@ class EmailChannel(Channel):
         mail.add_alternative(message.html or html_from_text(message.subject, message.body), subtype="html")
         for att in message.attachments:
             maintype, _, subtype = att.media_type.partition("/")
-            mail.add_attachment(att.content, maintype=maintype, subtype=subtype or "octet-stream",
-                                filename=att.filename)
+            mail.add_attachment(
+                att.content, maintype=maintype, subtype=subtype or "octet-stream", filename=att.filename
+            )
         return mail
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -87,11 +91,15 @@ class EmailChannel(Channel):
         try:
             refused, _reply = await aiosmtplib.send(
                 self.build(message),
-                hostname=cfg["host"], port=port,
-                username=cfg.get("username") or None, password=cfg.get("password") or None,
-                use_tls=tls, start_tls=starttls if starttls else False,
+                hostname=cfg["host"],
+                port=port,
+                username=cfg.get("username") or None,
+                password=cfg.get("password") or None,
+                use_tls=tls,
+                start_tls=starttls if starttls else False,
                 tls_context=self._tls_context() if (tls or starttls) else None,
-                timeout=cfg.get("timeout", 30.0), recipients=recipients,
+                timeout=cfg.get("timeout", 30.0),
+                recipients=recipients,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             # Every recipient refused: the worst reply decides (one 5xx is permanent).

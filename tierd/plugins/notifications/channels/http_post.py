@@ -12,7 +12,6 @@ build; what a response *means* for delivery is the same for all of them:
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import aiohttp
@@ -63,12 +62,16 @@ async def post(
         headers.setdefault("Content-Type", "application/json")
     try:
         async with http.request(
-            method, url, data=data, headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False,
+            method,
+            url,
+            data=data,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            allow_redirects=False,
         ) as resp:
             body = await resp.text(errors="replace")
             return classify(resp.status, body, resp.headers.get("Retry-After"))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return SendResult.retry(f"timeout after {timeout:g}s")
     except aiohttp.InvalidURL as exc:
         return SendResult.failed(f"invalid URL: {exc}")

@@ -17,16 +17,25 @@ class LogChannel(Channel):
     """Log each message on the ``tierd.notifications.log`` logger (or another)."""
 
     type_name = "log"
-    schema = Obj({
-        "logger": Str(default="tierd.notifications.log", doc="Logger name"),
-        "level": Enum(["severity", "debug", "info", "warning", "error", "critical"], default="severity",
-                      doc="Fixed level, or 'severity' to follow the message"),
-    })
+    schema = Obj(
+        {
+            "logger": Str(default="tierd.notifications.log", doc="Logger name"),
+            "level": Enum(
+                ["severity", "debug", "info", "warning", "error", "critical"],
+                default="severity",
+                doc="Fixed level, or 'severity' to follow the message",
+            ),
+        }
+    )
 
     async def send(self, message: Message) -> SendResult:
         level_name = self.config.get("level", "severity")
-        level = (_LEVELS.get(message.severity, logging.INFO) if level_name == "severity"
-                 else logging.getLevelName(level_name.upper()))
+        level = (
+            _LEVELS.get(message.severity, logging.INFO)
+            if level_name == "severity"
+            else logging.getLevelName(level_name.upper())
+        )
         logging.getLogger(self.config.get("logger", "tierd.notifications.log")).log(
-            level, "[%s] %s: %s\n%s", self.name, message.id or "-", message.subject, message.body)
+            level, "[%s] %s: %s\n%s", self.name, message.id or "-", message.subject, message.body
+        )
         return SendResult.delivered("logged")

@@ -24,26 +24,34 @@ def block_kit(message: Message, username: str = "", icon_emoji: str = "") -> dic
     blocks = [
         {"type": "header", "text": {"type": "plain_text", "text": _clip(message.subject, 150), "emoji": True}},
         {"type": "section", "text": {"type": "mrkdwn", "text": _clip(message.body or " ", 3000)}},
-        {"type": "context", "elements": [{
-            "type": "mrkdwn",
-            "text": f"{_EMOJI.get(message.severity, '')} {message.severity} · tierd"
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": f"{_EMOJI.get(message.severity, '')} {message.severity} · tierd"
                     + (f" · {message.id}" if message.id else ""),
-        }]},
+                }
+            ],
+        },
     ]
-    return with_optional({"text": _clip(message.subject, 3000), "blocks": blocks},
-                         username=username, icon_emoji=icon_emoji)
+    return with_optional(
+        {"text": _clip(message.subject, 3000), "blocks": blocks}, username=username, icon_emoji=icon_emoji
+    )
 
 
 class SlackChannel(Channel):
     """Post to a Slack channel through an incoming webhook URL."""
 
     type_name = "slack"
-    schema = Obj({
-        "url": Url(required=True, doc="Incoming webhook URL (a secret: use ${SLACK_WEBHOOK_URL})"),
-        "username": Str(default="", doc="Override the webhook's display name"),
-        "icon_emoji": Str(default="", doc="Override the webhook's icon, e.g. :bell:"),
-        "timeout": Duration(default="15s"),
-    })
+    schema = Obj(
+        {
+            "url": Url(required=True, doc="Incoming webhook URL (a secret: use ${SLACK_WEBHOOK_URL})"),
+            "username": Str(default="", doc="Override the webhook's display name"),
+            "icon_emoji": Str(default="", doc="Override the webhook's icon, e.g. :bell:"),
+            "timeout": Duration(default="15s"),
+        }
+    )
 
     async def send(self, message: Message) -> SendResult:
         payload = block_kit(message, self.config.get("username", ""), self.config.get("icon_emoji", ""))

@@ -24,31 +24,48 @@ def adaptive_card(message: Message) -> dict:
         "type": "AdaptiveCard",
         "version": "1.4",
         "body": [
-            {"type": "TextBlock", "text": message.subject, "weight": "Bolder", "size": "Medium",
-             "wrap": True, "color": _COLOR.get(message.severity, "Default")},
+            {
+                "type": "TextBlock",
+                "text": message.subject,
+                "weight": "Bolder",
+                "size": "Medium",
+                "wrap": True,
+                "color": _COLOR.get(message.severity, "Default"),
+            },
             {"type": "TextBlock", "text": message.body or " ", "wrap": True},
-            {"type": "FactSet", "facts": [
-                {"title": "Severity", "value": message.severity},
-                *([{"title": "Notification", "value": message.id}] if message.id else []),
-            ]},
+            {
+                "type": "FactSet",
+                "facts": [
+                    {"title": "Severity", "value": message.severity},
+                    *([{"title": "Notification", "value": message.id}] if message.id else []),
+                ],
+            },
         ],
     }
-    return {"type": "message", "attachments": [{
-        "contentType": "application/vnd.microsoft.card.adaptive",
-        "contentUrl": None,
-        "content": card,
-    }]}
+    return {
+        "type": "message",
+        "attachments": [
+            {
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": None,
+                "content": card,
+            }
+        ],
+    }
 
 
 class TeamsChannel(Channel):
     """Post an Adaptive Card to a Teams channel."""
 
     type_name = "teams"
-    schema = Obj({
-        "url": Url(required=True, doc="Workflows or incoming webhook URL (a secret)"),
-        "timeout": Duration(default="15s"),
-    })
+    schema = Obj(
+        {
+            "url": Url(required=True, doc="Workflows or incoming webhook URL (a secret)"),
+            "timeout": Duration(default="15s"),
+        }
+    )
 
     async def send(self, message: Message) -> SendResult:
-        return await post(self.http, self.config["url"], payload=adaptive_card(message),
-                          timeout=self.config.get("timeout", 15.0))
+        return await post(
+            self.http, self.config["url"], payload=adaptive_card(message), timeout=self.config.get("timeout", 15.0)
+        )

@@ -25,8 +25,13 @@ log = logging.getLogger("tierd.notifications.webhook")
 
 
 def default_payload(message: Message) -> dict:
-    return {"id": message.id, "subject": message.subject, "body": message.body,
-            "severity": message.severity, "events": message.events}
+    return {
+        "id": message.id,
+        "subject": message.subject,
+        "body": message.body,
+        "severity": message.severity,
+        "events": message.events,
+    }
 
 
 def _check(value: dict) -> list:
@@ -44,19 +49,27 @@ class WebhookChannel(Channel):
     """POST a JSON document to any HTTP endpoint."""
 
     type_name = "webhook"
-    schema = Obj({
-        "url": Url(required=True, doc="Where to POST"),
-        "method": Enum(["POST", "PUT"], default="POST"),
-        "headers": Map(Str(), default={}, doc="HTTP headers; values are templates (e.g. a token from ${VAR})"),
-        "body": Str(default="", doc="Template rendering the JSON body; empty: the default payload"),
-        "timeout": Duration(default="15s"),
-    }, check=_check)
+    schema = Obj(
+        {
+            "url": Url(required=True, doc="Where to POST"),
+            "method": Enum(["POST", "PUT"], default="POST"),
+            "headers": Map(Str(), default={}, doc="HTTP headers; values are templates (e.g. a token from ${VAR})"),
+            "body": Str(default="", doc="Template rendering the JSON body; empty: the default payload"),
+            "timeout": Duration(default="15s"),
+        },
+        check=_check,
+    )
 
     def payload(self, message: Message) -> tuple[bytes, dict, str]:
         """(body bytes, headers, note) for ``message``; note says what fell back."""
-        ctx = {"id": message.id, "subject": message.subject, "body": message.body,
-               "severity": message.severity, "events": message.events,
-               "event": message.events[0] if message.events else {}}
+        ctx = {
+            "id": message.id,
+            "subject": message.subject,
+            "body": message.body,
+            "severity": message.severity,
+            "events": message.events,
+            "event": message.events[0] if message.events else {},
+        }
         note = ""
         headers = {"Content-Type": "application/json"}
         try:
@@ -77,8 +90,14 @@ class WebhookChannel(Channel):
 
     async def send(self, message: Message) -> SendResult:
         data, headers, note = self.payload(message)
-        result = await post(self.http, self.config["url"], data=data, headers=headers,
-                            method=self.config.get("method", "POST"), timeout=self.config.get("timeout", 15.0))
+        result = await post(
+            self.http,
+            self.config["url"],
+            data=data,
+            headers=headers,
+            method=self.config.get("method", "POST"),
+            timeout=self.config.get("timeout", 15.0),
+        )
         if note:
             result.detail = f"{result.detail} ({note})"
         return result

@@ -162,8 +162,13 @@ class Camt053Importer(StatementImporter):
 
         base = dict(booking_date=booking, value_date=value, currency=currency)
         if len(txs) <= 1:
-            line = StatementLine(amount=amount, bank_reference=entry_ref, raw=ET.tostring(entry, encoding="unicode"),
-                                 location=where, **base)
+            line = StatementLine(
+                amount=amount,
+                bank_reference=entry_ref,
+                raw=ET.tostring(entry, encoding="unicode"),
+                location=where,
+                **base,
+            )
             if txs:
                 self._fill_from_tx(line, txs[0], amount > 0)
                 line.bank_reference = entry_ref or _text(txs[0], "Refs/AcctSvcrRef")
@@ -174,7 +179,9 @@ class Camt053Importer(StatementImporter):
         lines = []
         for i, tx in enumerate(txs, 1):
             twhere = f"{where}/NtryDtls/TxDtls[{i}]"
-            tamt = _amount(tx.find("Amt"), twhere + "/Amt") or _amount(tx.find("AmtDtls/TxAmt/Amt"), twhere + "/AmtDtls/TxAmt/Amt")
+            tamt = _amount(tx.find("Amt"), twhere + "/Amt") or _amount(
+                tx.find("AmtDtls/TxAmt/Amt"), twhere + "/AmtDtls/TxAmt/Amt"
+            )
             if tamt is None:
                 raise StatementError("batch transaction without an amount", twhere)
             tind = _text(tx, "CdtDbtInd") or indicator
@@ -201,7 +208,9 @@ class Camt053Importer(StatementImporter):
         # On a credit the other party is the debtor; on a debit, the creditor.
         party, acct = ("Dbtr", "DbtrAcct") if credit else ("Cdtr", "CdtrAcct")
         parties = tx.find("RltdPties")
-        line.counterparty_name = clean(_first(parties, f"{party}/Nm", f"{party}/Pty/Nm", f"Ultmt{party}/Nm", f"Ultmt{party}/Pty/Nm"))
+        line.counterparty_name = clean(
+            _first(parties, f"{party}/Nm", f"{party}/Pty/Nm", f"Ultmt{party}/Nm", f"Ultmt{party}/Pty/Nm")
+        )
         line.counterparty_account = _first(parties, f"{acct}/Id/IBAN", f"{acct}/Id/Othr/Id")
         e2e = _text(tx, "Refs/EndToEndId")
         line.end_to_end_id = "" if e2e.upper() == "NOTPROVIDED" else e2e

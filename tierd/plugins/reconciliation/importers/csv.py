@@ -17,8 +17,17 @@ from .base import clean, csv_rows, decode_text, parse_date_format, parse_localiz
 
 #: Fields a layout may map, in the order of :class:`StatementLine`.
 FIELDS = (
-    "booking_date", "value_date", "amount", "debit", "credit", "currency", "counterparty_name",
-    "counterparty_account", "remittance", "end_to_end_id", "bank_reference",
+    "booking_date",
+    "value_date",
+    "amount",
+    "debit",
+    "credit",
+    "currency",
+    "counterparty_name",
+    "counterparty_account",
+    "remittance",
+    "end_to_end_id",
+    "bank_reference",
 )
 
 DEFAULT_LAYOUT = {
@@ -75,7 +84,7 @@ class CsvImporter(StatementImporter):
                 header = [h.strip() for h in row]
                 positions = self._positions(layout["columns"], header, number)
                 continue
-            if len(row) < len(header) or any(cell.strip() for cell in row[len(header):]):
+            if len(row) < len(header) or any(cell.strip() for cell in row[len(header) :]):
                 raise StatementError(f"{len(row)} columns, the header has {len(header)}", f"line {number}")
             lines.append(self._line(row, positions, layout, default_currency, number))
         if header is None:
@@ -89,7 +98,9 @@ class CsvImporter(StatementImporter):
             if not column:
                 continue
             if column not in header:
-                raise StatementError(f"column {column!r} (for {field_name}) is not in the header {header}", f"line {number}")
+                raise StatementError(
+                    f"column {column!r} (for {field_name}) is not in the header {header}", f"line {number}"
+                )
             positions[field_name] = header.index(column)
         return positions
 

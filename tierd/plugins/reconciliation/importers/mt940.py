@@ -101,7 +101,9 @@ def _structured_details(details: str) -> dict:
         out["remittance"] = clean(svwz.group(1) if svwz else remit)
     elif re.search(r"/(EREF|NAME|REMI|IBAN)/", flat):
         # Dutch banks (ING, Rabobank, ABN AMRO SEPA): /CODE/value/CODE/value.
-        tokens = re.split(r"/(EREF|NAME|REMI|IBAN|CNTP|ORDP|BENM|ID|CSID|MARF|TRTP|ADDR|BIC|RTRN|SVCL|ULTC|ULTD)/", "/" + flat)
+        tokens = re.split(
+            r"/(EREF|NAME|REMI|IBAN|CNTP|ORDP|BENM|ID|CSID|MARF|TRTP|ADDR|BIC|RTRN|SVCL|ULTC|ULTD)/", "/" + flat
+        )
         pairs = dict(zip(tokens[1::2], tokens[2::2]))
         if pairs.get("EREF", "").strip("/").upper() not in ("", "NOTPROVIDED"):
             out["e2e"] = pairs["EREF"].strip("/ ")

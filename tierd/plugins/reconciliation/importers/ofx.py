@@ -30,15 +30,15 @@ class Node:
     tag: str
     line: int
     text: str | None = None
-    children: list["Node"] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
 
-    def find(self, path: str) -> "Node | None":
+    def find(self, path: str) -> Node | None:
         node: Node | None = self
         for part in path.split("/"):
             node = next((c for c in node.children if c.tag == part), None) if node else None
         return node
 
-    def findall(self, tag: str) -> list["Node"]:
+    def findall(self, tag: str) -> list[Node]:
         return [c for c in self.children if c.tag == tag]
 
     def iter(self, tag: str):
@@ -83,7 +83,7 @@ def parse_tree(text: str) -> Node:
         if not m:
             if body[pos:].strip():
                 line = line_base + body.count("\n", 0, pos)
-                raise StatementError(f"unreadable markup {body[pos:pos + 20]!r}", f"line {line}")
+                raise StatementError(f"unreadable markup {body[pos : pos + 20]!r}", f"line {line}")
             break
         closing, tag, text_after = m.group(1), m.group(2).upper(), m.group(3)
         line = line_base + body.count("\n", 0, m.start())
@@ -96,7 +96,9 @@ def parse_tree(text: str) -> Node:
                 while stack[-1].tag != tag:
                     left_open = stack.pop()
                     if left_open.tag in _AGGREGATES_THAT_MUST_CLOSE:
-                        raise StatementError(f"<{left_open.tag}> is not closed before </{tag}>", f"line {left_open.line}")
+                        raise StatementError(
+                            f"<{left_open.tag}> is not closed before </{tag}>", f"line {left_open.line}"
+                        )
                 stack.pop()
             else:
                 raise StatementError(f"</{tag}> closes nothing that is open", f"line {line}")
@@ -110,7 +112,9 @@ def parse_tree(text: str) -> Node:
     if len(stack) > 1:
         open_tags = [n for n in stack[1:] if n.tag in _AGGREGATES_THAT_MUST_CLOSE]
         if open_tags:
-            raise StatementError(f"<{open_tags[-1].tag}> is never closed (truncated file?)", f"line {open_tags[-1].line}")
+            raise StatementError(
+                f"<{open_tags[-1].tag}> is never closed (truncated file?)", f"line {open_tags[-1].line}"
+            )
     ofx = root.find("OFX")
     if ofx is None:
         raise StatementError("no <OFX> element", "line 1")
@@ -191,7 +195,9 @@ class OfxImporter(StatementImporter):
         memo = trn.value("MEMO")
         name = trn.value("NAME") or trn.value("PAYEE/NAME")
         checknum = trn.value("CHECKNUM")
-        remittance = clean(" ".join(p for p in (memo, f"check {checknum}" if checknum and checknum != "0" else "") if p))
+        remittance = clean(
+            " ".join(p for p in (memo, f"check {checknum}" if checknum and checknum != "0" else "") if p)
+        )
         return StatementLine(
             booking_date=parse_ofx_date(posted, where + " DTPOSTED"),
             value_date=parse_ofx_date(user_date, where + " DTUSER") if user_date else None,

@@ -9,5 +9,16 @@ from .engine import RuleConfigError, check_rules, reconcile
 from .model import DEFAULT_RULES, BankLine, EngineConfig, LedgerEntry, Match, Result, Suggestion
 from .rules import RULES
 
-__all__ = ["DEFAULT_RULES", "RULES", "BankLine", "EngineConfig", "LedgerEntry", "Match", "Result", "RuleConfigError",
-           "Suggestion", "check_rules", "reconcile"]
+__all__ = [
+    "DEFAULT_RULES",
+    "RULES",
+    "BankLine",
+    "EngineConfig",
+    "LedgerEntry",
+    "Match",
+    "Result",
+    "RuleConfigError",
+    "Suggestion",
+    "check_rules",
+    "reconcile",
+]

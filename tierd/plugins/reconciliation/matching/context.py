@@ -97,7 +97,7 @@ class DatedIndex:
     def add(self, key, item: Item) -> None:
         self._groups[key].append(item)
 
-    def freeze(self, max_size: int | None = None) -> "DatedIndex":
+    def freeze(self, max_size: int | None = None) -> DatedIndex:
         for key in list(self._groups):
             group = self._groups[key]
             if max_size is not None and len(group) > max_size:
@@ -112,7 +112,7 @@ class DatedIndex:
         if not group:
             return []
         ds = self._days[key]
-        return group[bisect.bisect_left(ds, day - days): bisect.bisect_right(ds, day + days)]
+        return group[bisect.bisect_left(ds, day - days) : bisect.bisect_right(ds, day + days)]
 
 
 def amount_index(items) -> DatedIndex:

@@ -22,8 +22,11 @@ class RuleConfigError(ValueError):
 
 def check_rules(rules: list[dict]) -> list[str]:
     """Problems with a rules list (empty when fine), checked before any work starts."""
-    return [f"rules[{i}]: unknown rule {r.get('rule')!r} (known: {', '.join(RULES)})"
-            for i, r in enumerate(rules) if r.get("rule") not in RULES]
+    return [
+        f"rules[{i}]: unknown rule {r.get('rule')!r} (known: {', '.join(RULES)})"
+        for i, r in enumerate(rules)
+        if r.get("rule") not in RULES
+    ]
 
 
 @contextlib.contextmanager
@@ -44,7 +47,9 @@ def _gc_paused():
             gc.enable()
 
 
-def reconcile(bank_lines: list[BankLine], ledger_entries: list[LedgerEntry], config: EngineConfig | None = None) -> Result:
+def reconcile(
+    bank_lines: list[BankLine], ledger_entries: list[LedgerEntry], config: EngineConfig | None = None
+) -> Result:
     """Match bank lines with ledger entries; the result does not depend on input order."""
     config = config or EngineConfig()
     problems = check_rules(config.rules)
@@ -80,8 +85,14 @@ def _reconcile(bank_lines: list[BankLine], ledger_entries: list[LedgerEntry], co
 
 
 def _to_match(ctx: Context, c: Candidate) -> Match:
-    return Match(rule=c.rule, score=c.score, explanation="; ".join(c.reasons), bank_ids=c.bank_ids,
-                 ledger_ids=c.ledger_ids, adjustment=ctx.to_decimal(c.adjustment))
+    return Match(
+        rule=c.rule,
+        score=c.score,
+        explanation="; ".join(c.reasons),
+        bank_ids=c.bank_ids,
+        ledger_ids=c.ledger_ids,
+        adjustment=ctx.to_decimal(c.adjustment),
+    )
 
 
 def _suggestions(ctx: Context, pending: list[Candidate], config: EngineConfig) -> list[Match]:

@@ -31,8 +31,9 @@ def dedupe(candidates: list[Candidate]) -> list[Candidate]:
     return sorted(best.values(), key=Candidate.sort_key)
 
 
-def resolve(candidates: list[Candidate], threshold: float, min_margin: float, floor: float,
-            auto: bool = True) -> tuple[list[Candidate], list[Candidate]]:
+def resolve(
+    candidates: list[Candidate], threshold: float, min_margin: float, floor: float, auto: bool = True
+) -> tuple[list[Candidate], list[Candidate]]:
     """Split candidates into automatic matches and suggestions."""
     ordered = dedupe(candidates)
     by_item: dict[tuple[str, str], list[int]] = defaultdict(list)

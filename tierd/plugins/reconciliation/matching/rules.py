@@ -9,8 +9,8 @@ evidence everywhere: equal amounts, dates close together, a reference found
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import Callable, Iterator
 
 from .context import Context, DatedIndex, Item, amount_index, key_index, name_index, similarity
 from .subsets import subsets_summing_to
@@ -22,8 +22,9 @@ class Candidate:
 
     __slots__ = ("score", "evidence", "bank_ids", "ledger_ids", "items", "rule", "reasons", "adjustment")
 
-    def __init__(self, rule: str, score: float, banks, ledgers, reasons: list[str], adjustment: int = 0,
-                 date_part: float = 0.0):
+    def __init__(
+        self, rule: str, score: float, banks, ledgers, reasons: list[str], adjustment: int = 0, date_part: float = 0.0
+    ):
         self.rule = rule
         self.score = round(min(max(score, 0.0), 1.0), 4)
         # The score without its date-closeness share: two candidates that
@@ -32,8 +33,9 @@ class Candidate:
         self.bank_ids = tuple(sorted(b.id for b in banks))
         self.ledger_ids = tuple(sorted(e.id for e in ledgers))
         # Both sides' ids, tagged; read over and over while conflicts are settled, so made once.
-        self.items: tuple[tuple[str, str], ...] = (tuple(("b", i) for i in self.bank_ids)
-                                                   + tuple(("l", i) for i in self.ledger_ids))
+        self.items: tuple[tuple[str, str], ...] = tuple(("b", i) for i in self.bank_ids) + tuple(
+            ("l", i) for i in self.ledger_ids
+        )
         self.reasons = reasons
         self.adjustment = adjustment
 
@@ -153,8 +155,12 @@ def reference_rule(ctx: Context, p: dict) -> list[Candidate]:
                 # number: when the names disagree a person should look.
                 score -= 0.1
             label = l.src.reference if key == l.ref else l.src.external_id
-            reasons = [f"reference {label} in {where}", "amounts equal", days_phrase(d),
-                       "but the counterparty names differ" if names_differ(sim) else None]
+            reasons = [
+                f"reference {label} in {where}",
+                "amounts equal",
+                days_phrase(d),
+                "but the counterparty names differ" if names_differ(sim) else None,
+            ]
             out.append(Candidate("reference", score, [b], [l], _clean(reasons), date_part=date_part))
     return out
 
@@ -172,9 +178,12 @@ def amount_date_rule(ctx: Context, p: dict) -> list[Candidate]:
         fref = fuzzy_ref_score(l.ref, b.grams) if l.ref else 0.0
         date_part = 0.25 * closeness(d, window)
         score = 0.6 + date_part + 0.15 * max(name_weight(sim), fref)
-        reasons = ["amounts equal", days_phrase(d),
-                   f"reference {l.src.reference} nearly in remittance ({round(fref * 100)}% alike)" if fref else None,
-                   name_phrase(sim)]
+        reasons = [
+            "amounts equal",
+            days_phrase(d),
+            f"reference {l.src.reference} nearly in remittance ({round(fref * 100)}% alike)" if fref else None,
+            name_phrase(sim),
+        ]
         out.append(Candidate("amount_date", score, [b], [l], _clean(reasons), date_part=date_part))
     return out
 
@@ -198,8 +207,15 @@ def fuzzy_counterparty_rule(ctx: Context, p: dict) -> list[Candidate]:
 # --- many-to-one rules by bounded subset-sum ----------------------------------------------
 
 
-def _subset_rule(ctx: Context, p: dict, rule: str, targets: dict, pool: dict,
-                 target_keys: Callable[[Item], frozenset], pool_keys: Callable[[Item], frozenset]) -> list[Candidate]:
+def _subset_rule(
+    ctx: Context,
+    p: dict,
+    rule: str,
+    targets: dict,
+    pool: dict,
+    target_keys: Callable[[Item], frozenset],
+    pool_keys: Callable[[Item], frozenset],
+) -> list[Candidate]:
     """One target item equals the sum of 2..k pool items of one counterparty.
 
     Pools come from two indexes only, each searched within the date window:
@@ -238,11 +254,15 @@ def _subset_rule(ctx: Context, p: dict, rule: str, targets: dict, pool: dict,
             members = sorted(groups[gkey].values(), key=lambda it: (abs(it.day - t.day), it.id))[:max_pool]
             for subset in subsets_summing_to([abs(m.units) for m in members], abs(t.units), 2, max_items, limit=3):
                 chosen = [members[i] for i in subset]
-                out.append(_subset_candidate(ctx, rule, t, chosen, gkey.startswith("ref:"), target_keys, pool_keys, window))
+                out.append(
+                    _subset_candidate(ctx, rule, t, chosen, gkey.startswith("ref:"), target_keys, pool_keys, window)
+                )
     return out
 
 
-def _subset_candidate(ctx, rule, t: Item, chosen: list[Item], by_ref: bool, target_keys, pool_keys, window) -> Candidate:
+def _subset_candidate(
+    ctx, rule, t: Item, chosen: list[Item], by_ref: bool, target_keys, pool_keys, window
+) -> Candidate:
     spread = max(abs(c.day - t.day) for c in chosen)
     sims = [similarity(t, c) for c in chosen]
     sim = min((s for s in sims if s is not None), default=None)
@@ -260,9 +280,12 @@ def _subset_candidate(ctx, rule, t: Item, chosen: list[Item], by_ref: bool, targ
         head = f"{len(chosen)} bank lines add up to the ledger amount {ctx.to_decimal(t.units)}"
         refs = [_ledger_label(t)] if referenced else []
     party = (t.src.counterparty or chosen[0].src.counterparty) if not by_ref or sim is not None else ""
-    reasons = [head + (f" from {party}" if party else ""),
-               f"reference{'s' if len(refs) > 1 else ''} {', '.join(refs)} in remittance" if refs else None,
-               name_phrase(sim), days_phrase(spread, within=True)]
+    reasons = [
+        head + (f" from {party}" if party else ""),
+        f"reference{'s' if len(refs) > 1 else ''} {', '.join(refs)} in remittance" if refs else None,
+        name_phrase(sim),
+        days_phrase(spread, within=True),
+    ]
     return Candidate(rule, score, banks, ledgers, _clean(reasons), date_part=date_part)
 
 
@@ -281,7 +304,9 @@ def batch_rule(ctx: Context, p: dict) -> list[Candidate]:
 
 def partial_rule(ctx: Context, p: dict) -> list[Candidate]:
     """(e) Several bank lines pay one ledger entry (partial payments)."""
-    return _subset_rule(ctx, {"window_days": 14, **p}, "partial", ctx.open_ledgers, ctx.open_banks, _ledger_keys, _bank_keys)
+    return _subset_rule(
+        ctx, {"window_days": 14, **p}, "partial", ctx.open_ledgers, ctx.open_banks, _ledger_keys, _bank_keys
+    )
 
 
 # --- amounts that differ a little (fees) ------------------------------------------------------
@@ -319,12 +344,21 @@ def tolerance_rule(ctx: Context, p: dict) -> list[Candidate]:
                 continue
             d = abs(b.day - l.day)
             date_part = 0.05 * closeness(d, window)
-            score = (0.7 + 0.2 * fref + 0.05 * name_weight(sim) + date_part
-                     - 0.05 * abs(diff) / max(tol, 1) - (0.1 if names_differ(sim) else 0.0))
+            score = (
+                0.7
+                + 0.2 * fref
+                + 0.05 * name_weight(sim)
+                + date_part
+                - 0.05 * abs(diff) / max(tol, 1)
+                - (0.1 if names_differ(sim) else 0.0)
+            )
             adj = ctx.to_decimal(diff)
             reasons = [
-                f"reference {l.src.reference} in remittance" if exact else (
-                    f"reference {l.src.reference} nearly in remittance ({round(fref * 100)}% alike)" if fref else None),
+                f"reference {l.src.reference} in remittance"
+                if exact
+                else (
+                    f"reference {l.src.reference} nearly in remittance ({round(fref * 100)}% alike)" if fref else None
+                ),
                 name_phrase(sim),
                 f"bank amount {ctx.to_decimal(b.units)} differs from ledger amount {ctx.to_decimal(l.units)} by {adj}, "
                 f"within the tolerance of {ctx.to_decimal(tol)}, kept as an adjustment",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 
-def subsets_summing_to(values: list[int], target: int, min_items: int, max_items: int, limit: int = 3) -> list[tuple[int, ...]]:
+def subsets_summing_to(
+    values: list[int], target: int, min_items: int, max_items: int, limit: int = 3
+) -> list[tuple[int, ...]]:
     """Index tuples of ``values`` (all positive) whose sum is ``target``.
 
     A depth-first search over the values sorted from largest down, pruned as
