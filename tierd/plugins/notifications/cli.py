@@ -136,7 +136,7 @@ def routes_test(cli, event_file, as_json):
     try:
         event = json.load(event_file)
     except ValueError as exc:
-        raise click.ClickException(f"{event_file.name}: not valid JSON: {exc}")
+        raise click.ClickException(f"{event_file.name}: not valid JSON: {exc}") from exc
     if not isinstance(event, dict) or not isinstance(event.get("type"), str):
         raise click.ClickException(f'{event_file.name}: expected an object with at least a "type"')
     event = {
@@ -200,7 +200,7 @@ def silences_add(cli, type_, tenant, channel, route, duration, comment, as_json)
     try:
         seconds = parse_duration(duration)
     except Reject as exc:
-        raise click.BadParameter(str(exc), param_hint="--for")
+        raise click.BadParameter(str(exc), param_hint="--for") from exc
     ends = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
     matchers = {k: v for k, v in {"type": type_, "channel": channel, "route": route}.items() if v}
     data = cli.api.post(

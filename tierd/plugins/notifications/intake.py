@@ -62,7 +62,7 @@ async def ingest(db, compiled: Compiled, events: list[dict], now: float) -> Inta
     async with db.transaction() as tx:
         keys = [f"{event['id']}|{match.id}|{channel}" for event, match, channel in reached]
         seen = await store.existing_dedup_keys(tx, keys)
-        for (event, match, channel), dedup in zip(reached, keys):
+        for (event, match, channel), dedup in zip(reached, keys, strict=True):
             if dedup in seen:
                 continue  # seen before: the bus re-delivered this event
             seen.add(dedup)

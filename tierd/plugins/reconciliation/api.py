@@ -193,9 +193,9 @@ async def import_statement(request):
             daemon, tenant, account, data, fmt=fmt, filename=filename, csv_layout=csv_layout, actor=actor_of(request)
         )
     except imports.AccountMismatch as exc:
-        raise ApiError(422, "statement_account_mismatch", str(exc), {"location": exc.location})
+        raise ApiError(422, "statement_account_mismatch", str(exc), {"location": exc.location}) from exc
     except StatementError as exc:
-        raise ApiError(422, "statement_invalid", str(exc), {"location": exc.location})
+        raise ApiError(422, "statement_invalid", str(exc), {"location": exc.location}) from exc
     return json_response(result, status=201)
 
 
@@ -217,9 +217,9 @@ async def post_ledger(request):
             items = ledger.parse_json_entries(raw)
         entries = ledger.validate_entries(items, account["currency"])
     except ledger.LedgerError as exc:
-        raise ApiError(422, "ledger_invalid", str(exc), exc.problems)
-    except UnicodeDecodeError:
-        raise ApiError(422, "ledger_invalid", "the body is not UTF-8 text")
+        raise ApiError(422, "ledger_invalid", str(exc), exc.problems) from exc
+    except UnicodeDecodeError as exc:
+        raise ApiError(422, "ledger_invalid", "the body is not UTF-8 text") from exc
     result = await ledger.upsert_entries(daemon, tenant, account["id"], entries, actor_of(request))
     return json_response(result, status=200)
 

@@ -154,7 +154,7 @@ def plan_import(
             balances.append(check)
         lines.extend(stmt.lines)
     rows, rejected = [], []
-    for line, key in zip(lines, dedup_keys(lines)):
+    for line, key in zip(lines, dedup_keys(lines), strict=True):
         if line.currency != account["currency"]:
             rejected.append(
                 {

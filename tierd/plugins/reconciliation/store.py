@@ -29,7 +29,7 @@ def ids_in_order(prefix: str, items: list[dict]) -> list[tuple[str, dict]]:
     then ledger entry, each with a new id; the ids ascend in that order (core's new_ids
     ascend in list order), so a run's matches list by line."""
     ordered = sorted(items, key=lambda m: (min(m["bank_ids"], default=0), min(m["ledger_ids"], default=0)))
-    return list(zip(new_ids(prefix, len(ordered)), ordered))
+    return list(zip(new_ids(prefix, len(ordered)), ordered, strict=True))
 
 
 def chunks(seq, size=CHUNK):
@@ -76,8 +76,8 @@ async def create_account(db, tenant: str, acct: dict, now: float) -> bool:
         if await tx.fetchone("SELECT 1 FROM recon_accounts WHERE tenant_id=? AND id=?", (tenant, acct["id"])):
             return False
         await tx.execute(
-            "INSERT INTO recon_accounts (tenant_id, id, name, currency, iban, account_number, csv_format, ledger_format,"
-            " source, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?, 'api', ?, ?)",
+            "INSERT INTO recon_accounts (tenant_id, id, name, currency, iban, account_number, csv_format,"
+            " ledger_format, source, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?, 'api', ?, ?)",
             (
                 tenant,
                 acct["id"],
@@ -119,7 +119,8 @@ async def known_dedup_keys(tx, tenant: str, account_id: str, keys: list[str]) ->
     found = set()
     for part in chunks(keys):
         rows = await tx.fetchall(
-            f"SELECT dedup_key FROM recon_bank_lines WHERE tenant_id=? AND account_id=? AND dedup_key IN ({marks(len(part))})",
+            "SELECT dedup_key FROM recon_bank_lines WHERE tenant_id=? AND account_id=?"
+            f" AND dedup_key IN ({marks(len(part))})",
             (tenant, account_id, *part),
         )
         found.update(r["dedup_key"] for r in rows)
@@ -178,8 +179,8 @@ async def insert_import(tx, tenant: str, account_id: str, record: dict) -> None:
 
 async def list_imports(db, tenant: str, account_id: str, limit: int, after: str | None) -> list[dict]:
     rows = await db.fetchall(
-        "SELECT id, filename, format, sha256, new_lines, duplicate_lines, rejected_lines, report, created_at, created_by"
-        " FROM recon_imports WHERE tenant_id=? AND account_id=? AND id>? ORDER BY id LIMIT ?",
+        "SELECT id, filename, format, sha256, new_lines, duplicate_lines, rejected_lines, report, created_at,"
+        " created_by FROM recon_imports WHERE tenant_id=? AND account_id=? AND id>? ORDER BY id LIMIT ?",
         (tenant, account_id, after or "", limit),
     )
     return [dict(r) | {"report": json.loads(r["report"])} for r in rows]
@@ -316,8 +317,8 @@ async def create_match(
                 await tx.execute("RELEASE create_match")
                 raise Conflict("some items are not open any more")
     await tx.execute(
-        "INSERT INTO recon_matches (id, tenant_id, account_id, run_id, kind, rule, score, explanation, adjustment, status,"
-        " created_at, created_by) VALUES (?,?,?,?,?,?,?,?,?, 'active', ?, ?)",
+        "INSERT INTO recon_matches (id, tenant_id, account_id, run_id, kind, rule, score, explanation, adjustment,"
+        " status, created_at, created_by) VALUES (?,?,?,?,?,?,?,?,?, 'active', ?, ?)",
         (match_id, tenant, account_id, run_id, kind, rule, score, explanation, str(adjustment), now, actor),
     )
     await tx.executemany(
@@ -361,8 +362,8 @@ async def create_matches_bulk(
         else:
             skipped += 1
     await tx.executemany(
-        "INSERT INTO recon_matches (id, tenant_id, account_id, run_id, kind, rule, score, explanation, adjustment, status,"
-        " created_at, created_by) VALUES (?,?,?,?, 'auto', ?,?,?,?, 'active', ?, ?)",
+        "INSERT INTO recon_matches (id, tenant_id, account_id, run_id, kind, rule, score, explanation, adjustment,"
+        " status, created_at, created_by) VALUES (?,?,?,?, 'auto', ?,?,?,?, 'active', ?, ?)",
         [
             (
                 m["id"],
@@ -464,8 +465,8 @@ async def with_items(db, tenant: str, account_id: str, matches: list[dict]) -> l
     links: list = []
     for part in chunks(ids):
         links += await db.fetchall(
-            f"SELECT match_id, side, item_id FROM recon_match_items WHERE tenant_id=? AND match_id IN ({marks(len(part))})"
-            " ORDER BY item_id",
+            "SELECT match_id, side, item_id FROM recon_match_items"
+            f" WHERE tenant_id=? AND match_id IN ({marks(len(part))}) ORDER BY item_id",
             (tenant, *part),
         )
     lines = await items_by_id(db, tenant, account_id, "bank", [r["item_id"] for r in links if r["side"] == "bank"])
@@ -496,8 +497,8 @@ async def replace_suggestions(
         (tenant, account_id),
     )
     await tx.executemany(
-        "INSERT INTO recon_suggestions (id, tenant_id, account_id, run_id, rule, score, explanation, adjustment, bank_ids,"
-        " ledger_ids, status, created_at) VALUES (?,?,?,?,?,?,?,?,?,?, 'open', ?)",
+        "INSERT INTO recon_suggestions (id, tenant_id, account_id, run_id, rule, score, explanation, adjustment,"
+        " bank_ids, ledger_ids, status, created_at) VALUES (?,?,?,?,?,?,?,?,?,?, 'open', ?)",
         [
             (
                 suggestion_id,

@@ -84,7 +84,7 @@ class WebhooksService(PluginService):
             return
         dispatcher = self.dispatcher
         granted = dispatcher.reserve([row[2] for row in rows]) if due_at <= now else [False] * len(rows)
-        for row, send_now in zip(rows, granted):
+        for row, send_now in zip(rows, granted, strict=True):
             row[8] = send_now
         try:
             inserted = await self.store.create_deliveries(rows, now)
@@ -93,7 +93,7 @@ class WebhooksService(PluginService):
                 if row[8]:
                     dispatcher.release(row[2])
             raise
-        for row, endpoint in zip(rows, targets):
+        for row, endpoint in zip(rows, targets, strict=True):
             if not row[8]:
                 continue
             seq = inserted.get(row[0])

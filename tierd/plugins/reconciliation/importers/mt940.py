@@ -104,7 +104,7 @@ def _structured_details(details: str) -> dict:
         tokens = re.split(
             r"/(EREF|NAME|REMI|IBAN|CNTP|ORDP|BENM|ID|CSID|MARF|TRTP|ADDR|BIC|RTRN|SVCL|ULTC|ULTD)/", "/" + flat
         )
-        pairs = dict(zip(tokens[1::2], tokens[2::2]))
+        pairs = dict(zip(tokens[1::2], tokens[2::2], strict=True))
         if pairs.get("EREF", "").strip("/").upper() not in ("", "NOTPROVIDED"):
             out["e2e"] = pairs["EREF"].strip("/ ")
         name = pairs.get("NAME", "")
@@ -184,7 +184,7 @@ class Mt940Importer(StatementImporter):
                 tx_fields[-1].append((tag, value, number))
         if len(tx_fields) != len(parsed.transactions):
             raise StatementError("statement lines could not be read", f"line {block[0][2]}")
-        for tx, src in zip(parsed.transactions, tx_fields):
+        for tx, src in zip(parsed.transactions, tx_fields, strict=True):
             stmt.lines.append(self._line(tx.data, src, stmt.currency))
         return stmt
 

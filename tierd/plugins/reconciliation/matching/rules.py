@@ -79,8 +79,8 @@ def name_phrase(sim: float | None) -> str | None:
     return f"counterparty names {round(sim * 100)}% alike" if sim is not None else None
 
 
-def _ledger_label(l: Item) -> str:
-    return l.src.reference or l.src.external_id
+def _ledger_label(entry: Item) -> str:
+    return entry.src.reference or entry.src.external_id
 
 
 def _clean(reasons) -> list[str]:
@@ -107,34 +107,34 @@ def _equal_amount_pairs(ctx: Context, window: int) -> Iterator[tuple[Item, Item,
     ledgers = list(ctx.open_ledgers.values())
     index = amount_index(ledgers)
     sizes: dict = {}
-    for l in ledgers:
-        sizes[(l.currency, l.units)] = sizes.get((l.currency, l.units), 0) + 1
+    for entry in ledgers:
+        sizes[(entry.currency, entry.units)] = sizes.get((entry.currency, entry.units), 0) + 1
     crowd_index = DatedIndex()
-    for l in ledgers:
-        if sizes[(l.currency, l.units)] > CROWD:
-            for key in l.name_keys:
-                crowd_index.add((l.currency, l.units, key), l)
+    for entry in ledgers:
+        if sizes[(entry.currency, entry.units)] > CROWD:
+            for key in entry.name_keys:
+                crowd_index.add((entry.currency, entry.units, key), entry)
     crowd_index.freeze()
     for b in ctx.open_banks.values():
         found = index.window((b.currency, b.units), b.day, window)
         if len(found) > CROWD:
             named: dict[str, Item] = {}
             for key in b.name_keys:
-                for l in crowd_index.window((b.currency, b.units, key), b.day, window):
-                    named[l.id] = l
+                for entry in crowd_index.window((b.currency, b.units, key), b.day, window):
+                    named[entry.id] = entry
             found = sorted(named.values(), key=lambda it: (it.day, it.id))
-        for l in found:
-            yield b, l, abs(b.day - l.day)
+        for entry in found:
+            yield b, entry, abs(b.day - entry.day)
 
 
 def _reference_hits(b: Item, ledgers_by_key, window: int) -> Iterator[tuple[Item, str, str]]:
     """Ledger entries whose reference key occurs in the bank line: (entry, key, where)."""
     seen = set()
     for key in sorted(b.keys | b.grams):
-        for l in ledgers_by_key.window(key, b.day, window):
-            if l.id not in seen:
-                seen.add(l.id)
-                yield l, key, ("end-to-end id" if key in b.keys else "remittance")
+        for entry in ledgers_by_key.window(key, b.day, window):
+            if entry.id not in seen:
+                seen.add(entry.id)
+                yield entry, key, ("end-to-end id" if key in b.keys else "remittance")
 
 
 def reference_rule(ctx: Context, p: dict) -> list[Candidate]:
@@ -143,25 +143,25 @@ def reference_rule(ctx: Context, p: dict) -> list[Candidate]:
     index = key_index(ctx.open_ledgers.values())
     out = []
     for b in ctx.open_banks.values():
-        for l, key, where in _reference_hits(b, index, window):
-            if l.currency != b.currency or l.units != b.units:
+        for entry, key, where in _reference_hits(b, index, window):
+            if entry.currency != b.currency or entry.units != b.units:
                 continue
-            d = abs(b.day - l.day)
-            sim = similarity(b, l)
+            d = abs(b.day - entry.day)
+            sim = similarity(b, entry)
             date_part = 0.05 * closeness(d, window)
             score = 0.9 + date_part + 0.05 * (name_weight(sim) if sim is not None else 0.5)
             if names_differ(sim):
                 # A typo in one reference can make it another real invoice's
                 # number: when the names disagree a person should look.
                 score -= 0.1
-            label = l.src.reference if key == l.ref else l.src.external_id
+            label = entry.src.reference if key == entry.ref else entry.src.external_id
             reasons = [
                 f"reference {label} in {where}",
                 "amounts equal",
                 days_phrase(d),
                 "but the counterparty names differ" if names_differ(sim) else None,
             ]
-            out.append(Candidate("reference", score, [b], [l], _clean(reasons), date_part=date_part))
+            out.append(Candidate("reference", score, [b], [entry], _clean(reasons), date_part=date_part))
     return out
 
 
@@ -169,22 +169,22 @@ def amount_date_rule(ctx: Context, p: dict) -> list[Candidate]:
     """(b) Equal amount within a date window; names and near-references add weight."""
     window = int(p.get("window_days", 3))
     out = []
-    for b, l, d in _equal_amount_pairs(ctx, window):
-        sim = similarity(b, l)
+    for b, entry, d in _equal_amount_pairs(ctx, window):
+        sim = similarity(b, entry)
         if names_differ(sim):
             # Same amount, different parties: what decoys look like. Not even
             # a suggestion (round amounts would flood people with them).
             continue
-        fref = fuzzy_ref_score(l.ref, b.grams) if l.ref else 0.0
+        fref = fuzzy_ref_score(entry.ref, b.grams) if entry.ref else 0.0
         date_part = 0.25 * closeness(d, window)
         score = 0.6 + date_part + 0.15 * max(name_weight(sim), fref)
         reasons = [
             "amounts equal",
             days_phrase(d),
-            f"reference {l.src.reference} nearly in remittance ({round(fref * 100)}% alike)" if fref else None,
+            f"reference {entry.src.reference} nearly in remittance ({round(fref * 100)}% alike)" if fref else None,
             name_phrase(sim),
         ]
-        out.append(Candidate("amount_date", score, [b], [l], _clean(reasons), date_part=date_part))
+        out.append(Candidate("amount_date", score, [b], [entry], _clean(reasons), date_part=date_part))
     return out
 
 
@@ -193,14 +193,14 @@ def fuzzy_counterparty_rule(ctx: Context, p: dict) -> list[Candidate]:
     window = int(p.get("window_days", 5))
     min_sim = float(p.get("min_similarity", 85)) / 100
     out = []
-    for b, l, d in _equal_amount_pairs(ctx, window):
-        sim = similarity(b, l)
+    for b, entry, d in _equal_amount_pairs(ctx, window):
+        sim = similarity(b, entry)
         if sim is None or sim < min_sim:
             continue
         date_part = 0.1 * closeness(d, window)
         score = 0.65 + 0.25 * sim + date_part
         reasons = [name_phrase(sim), "amounts equal", days_phrase(d)]
-        out.append(Candidate("fuzzy_counterparty", score, [b], [l], reasons, date_part=date_part))
+        out.append(Candidate("fuzzy_counterparty", score, [b], [entry], reasons, date_part=date_part))
     return out
 
 
@@ -293,8 +293,8 @@ def _bank_keys(b: Item) -> frozenset:
     return b.keys | b.grams
 
 
-def _ledger_keys(l: Item) -> frozenset:
-    return l.keys
+def _ledger_keys(entry: Item) -> frozenset:
+    return entry.keys
 
 
 def batch_rule(ctx: Context, p: dict) -> list[Candidate]:
@@ -328,21 +328,21 @@ def tolerance_rule(ctx: Context, p: dict) -> list[Candidate]:
     by_name = name_index(ctx.open_ledgers.values())
     out = []
     for b in ctx.open_banks.values():
-        pool: dict[str, Item] = {l.id: l for l, _, _ in _reference_hits(b, by_key, window)}
+        pool: dict[str, Item] = {entry.id: entry for entry, _, _ in _reference_hits(b, by_key, window)}
         for nk in b.name_keys:
-            for l in by_name.window((b.currency, nk), b.day, window):
-                pool.setdefault(l.id, l)
-        for l in sorted(pool.values(), key=lambda it: it.id):
-            diff = b.units - l.units
-            tol = max(abs_units, int(abs(l.units) * percent / 100))
-            if l.currency != b.currency or diff == 0 or abs(diff) > tol or l.units * b.units <= 0:
+            for entry in by_name.window((b.currency, nk), b.day, window):
+                pool.setdefault(entry.id, entry)
+        for entry in sorted(pool.values(), key=lambda it: it.id):
+            diff = b.units - entry.units
+            tol = max(abs_units, int(abs(entry.units) * percent / 100))
+            if entry.currency != b.currency or diff == 0 or abs(diff) > tol or entry.units * b.units <= 0:
                 continue
-            exact = bool((b.keys | b.grams) & l.keys)
-            fref = 1.0 if exact else (fuzzy_ref_score(l.ref, b.grams) if l.ref else 0.0)
-            sim = similarity(b, l)
+            exact = bool((b.keys | b.grams) & entry.keys)
+            fref = 1.0 if exact else (fuzzy_ref_score(entry.ref, b.grams) if entry.ref else 0.0)
+            sim = similarity(b, entry)
             if not fref and (sim is None or sim < min_sim):
                 continue
-            d = abs(b.day - l.day)
+            d = abs(b.day - entry.day)
             date_part = 0.05 * closeness(d, window)
             score = (
                 0.7
@@ -354,17 +354,21 @@ def tolerance_rule(ctx: Context, p: dict) -> list[Candidate]:
             )
             adj = ctx.to_decimal(diff)
             reasons = [
-                f"reference {l.src.reference} in remittance"
+                f"reference {entry.src.reference} in remittance"
                 if exact
                 else (
-                    f"reference {l.src.reference} nearly in remittance ({round(fref * 100)}% alike)" if fref else None
+                    f"reference {entry.src.reference} nearly in remittance ({round(fref * 100)}% alike)"
+                    if fref
+                    else None
                 ),
                 name_phrase(sim),
-                f"bank amount {ctx.to_decimal(b.units)} differs from ledger amount {ctx.to_decimal(l.units)} by {adj}, "
-                f"within the tolerance of {ctx.to_decimal(tol)}, kept as an adjustment",
+                f"bank amount {ctx.to_decimal(b.units)} differs from ledger amount {ctx.to_decimal(entry.units)}"
+                f" by {adj}, within the tolerance of {ctx.to_decimal(tol)}, kept as an adjustment",
                 days_phrase(d),
             ]
-            out.append(Candidate("tolerance", score, [b], [l], _clean(reasons), adjustment=diff, date_part=date_part))
+            out.append(
+                Candidate("tolerance", score, [b], [entry], _clean(reasons), adjustment=diff, date_part=date_part)
+            )
     return out
 
 
