@@ -30,7 +30,7 @@ from tierd.core.scheduler import Job, apply_jobs, make_scheduler
 from tierd.core.service import PluginService, ServiceNotRunning
 from tierd.core.storage import CORE_MIGRATIONS, Database
 from tierd.core.tenants import local_admin_token
-from tierd.core.web_app import ApiRunner, build_app
+from tierd.core.web_app import ApiRunner, Authenticator, build_app
 
 log = logging.getLogger("tierd")
 
@@ -77,8 +77,8 @@ class Daemon:
         self.clock = clock or Clock()
         self.metrics = prometheus_client.CollectorRegistry()
         prometheus_client.ProcessCollector(registry=self.metrics)
-        self.db: Database | None = None
-        self.bus: EventBus | None = None
+        self._db: Database | None = None
+        self._bus: EventBus | None = None
         self.scheduler = make_scheduler()
         self.stopping = asyncio.Event()
         #: Started and not stopping (see readiness() for the whole answer).
@@ -89,7 +89,7 @@ class Daemon:
         self.stalled: dict[str, float] = {}
         self.url: str | None = None
         self.openapi: dict = {}
-        self.authenticator = None
+        self.authenticator: Authenticator | None = None
         #: The plugins' running objects (``tierd_services``), by service name, in start order.
         self.services: dict[str, PluginService] = {}
         #: Free-form per-daemon objects of plugins that keep state without a service
@@ -127,7 +127,21 @@ class Daemon:
             "tierd_storage_full",
             "1 while writes fail for lack of disk space",
             registry=self.metrics,
-        ).set_function(lambda: float(self.db is not None and self.db.full))
+        ).set_function(lambda: float(self._db is not None and self._db.full))
+
+    @property
+    def db(self) -> Database:
+        """The database (open from start() to stop()); RuntimeError before it is opened."""
+        if self._db is None:
+            raise RuntimeError("the daemon has not opened its database yet")
+        return self._db
+
+    @property
+    def bus(self) -> EventBus:
+        """The event bus (from start()); RuntimeError before the daemon started."""
+        if self._bus is None:
+            raise RuntimeError("the daemon has not started its event bus yet")
+        return self._bus
 
     # --- helpers for plugins --------------------------------------------------------
 
@@ -178,11 +192,11 @@ class Daemon:
         storage = self.config["storage"]
         _check_can_listen(self.config["server"]["listen"])  # before anything is created on disk
         self.config["server"]["admin_token"] = local_admin_token(self.config, create=True)
-        self.db = await Database(storage["path"], storage["busy_timeout"]).open()
+        self._db = await Database(storage["path"], storage["busy_timeout"]).open()
         self.db.on_full = self._storage_full_errors.inc
         self.not_ready_reason = "migrating"
         await self.db.migrate(all_migrations(self.pm))
-        self.bus = EventBus(
+        self._bus = EventBus(
             self.db,
             self.clock,
             on_publish=self._events_accepted.inc,
@@ -317,8 +331,8 @@ class Daemon:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self.db is not None:
-            await self.db.close()
+        if self._db is not None:
+            await self._db.close()
         log.info("stopped")
 
     async def reload(self) -> tuple[bool, list[str]]:
