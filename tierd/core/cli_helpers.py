@@ -9,20 +9,27 @@ import os
 import socket
 import sys
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
 from tierd.core.config import ConfigError, ListenAddress, find_config_path, load_config
 from tierd.core.schema import Reject
 
+if TYPE_CHECKING:
+    import pluggy
+
+    from tierd.core.config import Config
+    from tierd.core.registry import Registries
+
 
 class ApiClient:
     """A small synchronous client for the running daemon's control API (admin token)."""
 
-    def __init__(self, listen: str, token: str | None, timeout: float = 60.0):
+    def __init__(self, listen: str, token: str | None, timeout: float = 60.0) -> None:
         self.listen = listen
         self.token = token
         self.timeout = timeout
@@ -46,12 +53,12 @@ class ApiClient:
         self,
         method: str,
         path: str,
-        json_body=None,
+        json_body: Any = None,
         tenant: str | None = None,
         params: dict | None = None,
-        body: bytes | None = None,
+        body: bytes | Iterable[bytes] | None = None,
         content_type: str | None = None,
-    ):
+    ) -> Any:
         if params:
             clean = {k: v for k, v in params.items() if v is not None}
             if clean:
@@ -74,7 +81,7 @@ class ApiClient:
         except (OSError, http.client.HTTPException) as exc:
             raise click.ClickException(
                 f"cannot reach the tierd daemon at {self.listen}: {exc} (is `tierd run` running?)"
-            )
+            ) from exc
         try:
             data = json.loads(raw) if raw else {}
         except ValueError:
@@ -88,20 +95,20 @@ class ApiClient:
             )
         return data
 
-    def get(self, path, tenant=None, params=None):
+    def get(self, path: str, tenant: str | None = None, params: dict | None = None) -> Any:
         return self.request("GET", path, tenant=tenant, params=params)
 
-    def post(self, path, json=None, tenant=None, params=None):
+    def post(self, path: str, json: Any = None, tenant: str | None = None, params: dict | None = None) -> Any:
         return self.request("POST", path, json_body=json if json is not None else {}, tenant=tenant, params=params)
 
-    def put(self, path, json=None, tenant=None):
+    def put(self, path: str, json: Any = None, tenant: str | None = None) -> Any:
         return self.request("PUT", path, json_body=json or {}, tenant=tenant)
 
-    def delete(self, path, tenant=None, params=None):
+    def delete(self, path: str, tenant: str | None = None, params: dict | None = None) -> Any:
         return self.request("DELETE", path, tenant=tenant, params=params)
 
 
-def _details(details, message: str) -> list[str]:
+def _details(details: Any, message: str) -> list[str]:
     """The lines of an API error's details that its message does not already say."""
     if isinstance(details, dict):
         return [f"{key}: {value}" for key, value in details.items() if str(value) not in message]
@@ -119,25 +126,26 @@ def listen_of_url(url: str) -> str:
     """``--url``/``$TIERD_URL`` (``http://HOST:PORT``, ``HOST:PORT`` or ``unix:/path``) as a listen address."""
     address = url.removeprefix("http://").rstrip("/")
     try:
-        return ListenAddress().parse(address)
+        listen: str = ListenAddress().parse(address)
     except Reject as exc:
-        raise click.BadParameter(f"{exc} (the control API is plain http://)", param_hint="--url / $TIERD_URL")
+        raise click.BadParameter(f"{exc} (the control API is plain http://)", param_hint="--url / $TIERD_URL") from exc
+    return listen
 
 
 class CliContext:
-    def __init__(self, config_path: str | None, url: str | None = None):
+    def __init__(self, config_path: str | None, url: str | None = None) -> None:
         self._config_path_arg = config_path
         self._url = url
-        self._loaded = None
+        self._loaded: tuple[pluggy.PluginManager, Registries, Config] | None = None
 
     @property
     def config_path(self) -> Path | None:
         try:
             return find_config_path(self._config_path_arg)
         except ConfigError as exc:
-            raise click.ClickException(str(exc))
+            raise click.ClickException(str(exc)) from exc
 
-    def load(self):
+    def load(self) -> tuple[pluggy.PluginManager, Registries, Config]:
         """(plugin manager, registries, config); a bad config is a clean error."""
         if self._loaded is None:
             from tierd.core.daemon import prepare
@@ -148,11 +156,11 @@ class CliContext:
                 raise click.ClickException(
                     "invalid configuration; this command needs all of it (commands that only talk to the running "
                     "daemon, such as reload, events, webhooks, notify and recon, still work):\n" + str(exc)
-                )
+                ) from exc
         return self._loaded
 
     @property
-    def config(self):
+    def config(self) -> Config:
         return self.load()[2]
 
     @functools.cached_property
@@ -175,13 +183,13 @@ class CliContext:
                 raise click.ClickException(
                     "cannot tell where the running daemon is: the configuration's server or "
                     "storage section has errors (or give --url and $TIERD_ADMIN_TOKEN):\n" + str(exc)
-                )
+                ) from exc
             listen = listen or config["server"]["listen"]
             token = token or local_admin_token(config)
         return ApiClient(listen, token)
 
     @staticmethod
-    def output(data, columns: list[str] | None = None, as_json: bool = False) -> None:
+    def output(data: Any, columns: list[str] | None = None, as_json: bool = False) -> None:
         """Print ``data`` as JSON (for scripts) or as a readable table / key list."""
         if as_json:
             click.echo(json.dumps(data, indent=2, default=str))
@@ -196,7 +204,9 @@ class CliContext:
         echo_table(data, columns)
 
     @staticmethod
-    def progress(iterable=None, length=None, label="", as_json=False):
+    def progress(
+        iterable: Iterable[Any] | None = None, length: int | None = None, label: str = "", as_json: bool = False
+    ) -> AbstractContextManager[Any]:
         if as_json or not sys.stderr.isatty():
             return _Quiet(iterable)
         return click.progressbar(iterable, length=length, label=label, file=sys.stderr)
@@ -205,16 +215,16 @@ class CliContext:
 class _Quiet:
     """A progress bar that shows nothing (for --json and pipes)."""
 
-    def __init__(self, iterable):
+    def __init__(self, iterable: Iterable[Any] | None) -> None:
         self._iterable = iterable
 
-    def __enter__(self):
+    def __enter__(self) -> Any:
         return self._iterable if self._iterable is not None else self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         return False
 
-    def update(self, n):
+    def update(self, n: int) -> None:
         pass
 
 
@@ -224,7 +234,7 @@ def echo_table(rows: list[dict], columns: list[str] | None = None) -> None:
         return
     columns = columns or list(rows[0].keys())
 
-    def cell(value) -> str:
+    def cell(value: Any) -> str:
         if value is None:
             return "-"
         if isinstance(value, (dict, list)):
@@ -234,9 +244,9 @@ def echo_table(rows: list[dict], columns: list[str] | None = None) -> None:
 
     table = [[cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip())
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for r in table:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
 def count_of(n: int, noun: str, plural: str | None = None) -> str:
@@ -244,12 +254,12 @@ def count_of(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
-def pass_cli(fn):
+def pass_cli(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Give a command the CliContext as its first argument."""
 
     @click.pass_context
     @functools.wraps(fn)
-    def wrapper(ctx, *args, **kwargs):
+    def wrapper(ctx: click.Context, *args: Any, **kwargs: Any) -> Any:
         return fn(ctx.find_object(CliContext), *args, **kwargs)
 
     return wrapper

@@ -13,20 +13,24 @@ import asyncio
 import logging
 import signal
 import socket
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
+from typing import Any, cast
 
+import pluggy
 import prometheus_client
 from aiohttp import web
 
 from tierd import __version__
 from tierd.core import systemd
 from tierd.core.clock import Clock
-from tierd.core.config import ConfigError, load_config, peek_disabled_plugins
+from tierd.core.config import Config, ConfigError, load_config, peek_disabled_plugins
 from tierd.core.events import EventBus
 from tierd.core.logs import ACCESS_LOGGER, access_log_class
 from tierd.core.plugins import call_async, make_plugin_manager
-from tierd.core.registry import collect_registries
+from tierd.core.registry import Registries, collect_registries
 from tierd.core.scheduler import Job, apply_jobs, make_scheduler
+from tierd.core.schema import Field
 from tierd.core.service import PluginService, ServiceNotRunning
 from tierd.core.storage import CORE_MIGRATIONS, Database
 from tierd.core.tenants import local_admin_token
@@ -39,27 +43,29 @@ log = logging.getLogger("tierd")
 CONSUMER_STALL_AFTER = 60.0
 
 
-def prepare(config_path: Path | None, env=None, plugins=()):
+def prepare(
+    config_path: Path | None, env: Mapping[str, str] | None = None, plugins: tuple | list = ()
+) -> tuple[pluggy.PluginManager, Registries, Config]:
     """Plugin manager, registries and validated config for ``config_path``.
 
     Raises ConfigError. Plugins listed in ``plugins.disabled`` are never
     imported. ``plugins``: more plugin modules to load (see make_plugin_manager).
     """
-    kwargs = {} if env is None else {"env": env}
     pm = make_plugin_manager(peek_disabled_plugins(config_path), plugins=plugins)
     registries = collect_registries(pm)
-    config = load_config(config_path, plugin_schemas(pm, registries), **kwargs)
+    schemas = plugin_schemas(pm, registries)
+    config = load_config(config_path, schemas) if env is None else load_config(config_path, schemas, env=env)
     return pm, registries, config
 
 
-def plugin_schemas(pm, registries) -> dict:
-    schemas = {}
+def plugin_schemas(pm: pluggy.PluginManager, registries: Registries) -> dict[str, Field]:
+    schemas: dict[str, Field] = {}
     for result in pm.hook.tierd_config_schema(registries=registries):
         schemas.update(result or {})
     return schemas
 
 
-def all_migrations(pm) -> dict[str, list[str]]:
+def all_migrations(pm: pluggy.PluginManager) -> dict[str, list[str]]:
     migrations = {"core": CORE_MIGRATIONS}
     for result in reversed(pm.hook.tierd_migrations()):
         migrations.update(result or {})
@@ -68,8 +74,13 @@ def all_migrations(pm) -> dict[str, list[str]]:
 
 class Daemon:
     def __init__(
-        self, pm, registries, config, clock: Clock | None = None, consumer_stall_after: float = CONSUMER_STALL_AFTER
-    ):
+        self,
+        pm: pluggy.PluginManager,
+        registries: Registries,
+        config: Config,
+        clock: Clock | None = None,
+        consumer_stall_after: float = CONSUMER_STALL_AFTER,
+    ) -> None:
         self.pm = pm
         self.registries = registries
         self.config = config
@@ -145,12 +156,12 @@ class Daemon:
 
     # --- helpers for plugins --------------------------------------------------------
 
-    def spawn(self, coro, name: str | None = None) -> asyncio.Task:
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
         """Run ``coro`` in the background; cancelled after the grace period on shutdown."""
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
 
-        def done(t: asyncio.Task):
+        def done(t: asyncio.Task[Any]) -> None:
             self._tasks.discard(t)
             if not t.cancelled() and t.exception() is not None:
                 log.error("background task %s crashed", t.get_name(), exc_info=t.exception())
@@ -258,6 +269,8 @@ class Daemon:
                 log.exception("stopping the %s service failed", name)
 
     async def _listen(self, listen: str) -> None:
+        assert self._runner is not None, "start() sets the runner up before it listens"
+        site: web.BaseSite
         if listen.startswith("unix:"):
             path = listen[len("unix:") :]
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -269,7 +282,8 @@ class Daemon:
             site = web.TCPSite(self._runner, host, int(port))
         await site.start()
         if not listen.startswith("unix:"):
-            sock = site._server.sockets[0]  # the real port when 0 was asked for
+            server = cast(asyncio.Server, site._server)  # set by start()
+            sock = server.sockets[0]  # the real port when 0 was asked for
             real_host, real_port = sock.getsockname()[:2]
             self.url = f"http://{'[' + real_host + ']' if ':' in real_host else real_host}:{real_port}"
 
@@ -368,7 +382,7 @@ class Daemon:
                 systemd.notify("READY=1")
 
 
-async def serve(pm, registries, config) -> int:
+async def serve(pm: pluggy.PluginManager, registries: Registries, config: Config) -> int:
     """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
     loop = asyncio.get_running_loop()
     daemon = Daemon(pm, registries, config)
