@@ -147,11 +147,12 @@ async def _send_now(request, kind: str):
     service = NotificationsService.of(daemon)
     body = body_of(request)
     channel = body["channel"]
-    if channel not in service.compiled.channels:
+    channels = service.current.channels
+    if channel not in channels:
         raise ApiError(
             404,
             "unknown_channel",
-            f"no channel {channel!r} (configured: {', '.join(sorted(service.compiled.channels)) or 'none'})",
+            f"no channel {channel!r} (configured: {', '.join(sorted(channels)) or 'none'})",
         )
     subject, text, severity, wait = body["subject"], body["body"], body["severity"], body["wait"]
     now = daemon.clock.time()

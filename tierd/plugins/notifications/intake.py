@@ -129,6 +129,8 @@ class _Batch:
         """The id of the group ``event`` joins, its timers moved on (written only when they change)."""
         labels = grouping.group_labels(event, settings["group_by"])
         key = grouping.group_key(route, channel, tenant, labels)
+        group_id: int | None
+        old: grouping.GroupTimes | None
         if key in self.groups:
             group_id, old = self.groups[key]
         else:
@@ -142,7 +144,7 @@ class _Batch:
                 )
             )
         times = grouping.on_event(old, self.now, settings)
-        if times != old:
+        if group_id is None or times != old:  # a new group (old is None too) or new timers
             group_id = await store.save_group(tx, group_id, key, tenant, route, channel, labels, times, self.now)
         self.groups[key] = (group_id, times)
         return group_id

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import decimal
+from collections.abc import Sequence
 from typing import Any
 
 import re2
@@ -215,7 +216,9 @@ class Condition:
                 return False
             if op == "not_in" and any(_equal(value, o) for o in operand):
                 return False
-            if op == "regex" and not (isinstance(value, (str, int, float)) and self.regex.fullmatch(str(value))):
+            if op == "regex" and not (
+                isinstance(value, (str, int, float)) and self.regex is not None and self.regex.fullmatch(str(value))
+            ):
                 return False
             if op in ("gt", "gte", "lt", "lte"):
                 left, right = _number(value), _number(operand)
@@ -229,7 +232,7 @@ class Condition:
 
 def condition_errors(conditions: dict) -> list[tuple[tuple, str]]:
     """Config errors in a ``data`` match (unknown operators, bad regexes, operands)."""
-    errors = []
+    errors: list[tuple[tuple, str]] = []
     for path, spec in _flatten(conditions or {}).items():
         if isinstance(spec, dict) and not _is_ops(spec) and spec:
             unknown = next(k for k in spec if k not in OPERATORS)
@@ -331,7 +334,7 @@ class RouteMatch:
 class RoutingTree:
     """The routes of a ``notifications`` section, ready to evaluate events."""
 
-    def __init__(self, routes: list[dict], root_settings: dict | None = None, first: list[dict] = ()):
+    def __init__(self, routes: list[dict], root_settings: dict | None = None, first: Sequence[dict] = ()):
         """``first``: named routes tried before ``routes`` (the operator-alert route),
         which leave the positional ids of ``routes`` unchanged."""
         self.root = RouteNode("root", Matcher(None), {**ROOT_DEFAULTS, **(root_settings or {})})
@@ -339,7 +342,7 @@ class RoutingTree:
             self.root.children.append(build_node(spec, self.root.settings, f"first{i}"))
         for i, spec in enumerate(routes):
             self.root.children.append(build_node(spec, self.root.settings, str(i)))
-        self.by_id = {}
+        self.by_id: dict[str, RouteNode] = {}
         self._index(self.root)
 
     def _index(self, node: RouteNode) -> None:

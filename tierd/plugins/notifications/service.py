@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -20,13 +21,16 @@ from .compiled import Compiled
 from .dispatch import Dispatcher, Metrics
 from .intake import ingest
 
+if TYPE_CHECKING:
+    from tierd.core.daemon import Daemon
+
 log = logging.getLogger("tierd.notifications")
 
 
 class NotificationsService(PluginService):
     name = "notifications"
 
-    def __init__(self, daemon):
+    def __init__(self, daemon: Daemon) -> None:
         super().__init__(daemon)
         self.section = daemon.config["notifications"]
         self.http: aiohttp.ClientSession | None = None
@@ -43,6 +47,13 @@ class NotificationsService(PluginService):
         )
         self.task: asyncio.Task | None = None
 
+    @property
+    def current(self) -> Compiled:
+        """The compiled section in use: made by start(), before events or requests come."""
+        if self.compiled is None:
+            raise RuntimeError("the notifications service has not started")
+        return self.compiled
+
     async def start(self) -> None:
         # One HTTP session for every channel: connection pooling across sends.
         self.http = aiohttp.ClientSession(headers={"User-Agent": f"tierd/{__version__} notifications"})
@@ -58,7 +69,7 @@ class NotificationsService(PluginService):
         return Consumer(name="notifications", handle=self.handle, batch_size=500)
 
     async def handle(self, events: list[Event]) -> None:
-        result = await ingest(self.daemon.db, self.compiled, [e.to_json() for e in events], self.daemon.clock.time())
+        result = await ingest(self.daemon.db, self.current, [e.to_json() for e in events], self.daemon.clock.time())
         for channel, n in result.muted.items():
             self.metrics.muted.labels(channel).inc(n)
         for channel, n in result.throttled.items():
@@ -74,7 +85,8 @@ class NotificationsService(PluginService):
         self.dispatcher.max_in_flight = self.section["max_in_flight"]
         self.dispatcher.max_per_channel = self.section["max_in_flight_per_channel"]
         self.dispatcher.poll_interval = self.section["poll_interval"]
-        await old.close()
+        if old is not None:
+            await old.close()
         self.dispatcher.wake()
 
     async def purge(self) -> None:

@@ -8,6 +8,9 @@ Who did something is :func:`tierd.core.api.actor_of`: the token ("admin" or
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
@@ -291,7 +294,7 @@ async def list_suggestions(request):
 # --- open items -------------------------------------------------------------------------------------------
 
 
-async def open_items(request):
+async def open_items(request: web.Request) -> web.Response:
     """Both sides' open items, oldest first, with their age in days.
 
     ``?side=bank|ledger|all``, ``?min_age_days=``, ``?limit=`` (per side);
@@ -417,10 +420,15 @@ _LEDGER_BODY = {
 }
 
 
+#: A route of :func:`routes`: method, path, handler, summary, query parameters
+#: and the other fields of its :class:`Route`.
+RouteSpec = tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]], str, dict[str, str], dict[str, Any]]
+
+
 def routes() -> list[Route]:
     a = PREFIX + "/{account}"
     created = {"statuses": (201,)}
-    spec = [
+    spec: list[RouteSpec] = [
         ("GET", PREFIX, list_accounts, "List reconciliation accounts", {}, {}),
         (
             "POST",

@@ -50,7 +50,7 @@ class ImportPlan:
     statements: int
 
 
-def _norm_account(text: str) -> str:
+def _norm_account(text: str | None) -> str:
     return "".join(ch for ch in (text or "").upper() if ch.isalnum())
 
 

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from tierd.core.registry import StatementError
 from tierd.core.schema import unicode_problem
@@ -102,7 +103,9 @@ def parse_csv_entries(raw: bytes, layout: dict | None) -> list[tuple[str, dict]]
 
 def validate_entries(items: list[tuple[str, dict]], currency: str) -> list[dict]:
     """Clean entries, or :class:`LedgerError` naming every bad one."""
-    problems, clean, seen = [], [], {}
+    problems: list[str] = []
+    clean: list[dict] = []
+    seen: dict[str, str] = {}  # external_id -> where it first appears
     for where, e in items:
         if not isinstance(e, dict):
             problems.append(f"{where}: expected an object")
@@ -110,11 +113,16 @@ def validate_entries(items: list[tuple[str, dict]], currency: str) -> list[dict]
         unknown = sorted(set(e) - set(FIELDS))
         if unknown:
             problems.append(f"{where}: unknown field(s) {', '.join(unknown)}")
-        ext = e.get("external_id")
-        if not isinstance(ext, (str, int)) or isinstance(ext, bool) or not str(ext).strip() or len(str(ext)) > 200:
+        given = e.get("external_id")
+        if (
+            not isinstance(given, (str, int))
+            or isinstance(given, bool)
+            or not str(given).strip()
+            or len(str(given)) > 200
+        ):
             problems.append(f"{where}: external_id is required (a string of up to 200 characters)")
             continue
-        ext = str(ext).strip()
+        ext = str(given).strip()
         if ext in seen:
             problems.append(f"{where}: external_id {ext!r} already appears at {seen[ext]}")
         seen[ext] = where
@@ -130,7 +138,8 @@ def validate_entries(items: list[tuple[str, dict]], currency: str) -> list[dict]
             amount = Decimal(str(amount).strip())
             if not amount.is_finite():
                 raise InvalidOperation
-            if amount.as_tuple().exponent > 0:
+            exponent = amount.as_tuple().exponent  # an int: the amount is finite
+            if isinstance(exponent, int) and exponent > 0:
                 amount = amount.quantize(Decimal(1))  # 1.5e3 -> 1500, not "1.5E+3"
         except InvalidOperation:
             problems.append(f'{where}: amount must be a decimal string such as "-12.50", got {e.get("amount")!r}')
@@ -139,7 +148,10 @@ def validate_entries(items: list[tuple[str, dict]], currency: str) -> list[dict]
         if ccy != currency:
             problems.append(f"{where}: currency {ccy}, the account is in {currency}")
             continue
-        texts = {f: e.get(f) if e.get(f) is not None else "" for f in ("counterparty", "reference", "description")}
+        # The body's JSON values, unchecked until the `bad` test below.
+        texts: dict[str, Any] = {
+            f: e.get(f) if e.get(f) is not None else "" for f in ("counterparty", "reference", "description")
+        }
         bad = [f for f, v in texts.items() if not isinstance(v, str)]
         if bad:
             problems.append(f"{where}: {', '.join(bad)} must be text")

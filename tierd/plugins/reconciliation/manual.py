@@ -125,7 +125,7 @@ async def manual_match(daemon, tenant: str, account: dict, body: dict, actor: st
             )
     except store.Conflict:
         raise ApiError(409, "item_not_open", "an item was matched meanwhile; reload the open items") from None
-    return await store.get_match(db, tenant, account["id"], match_id)
+    return await _match_made(db, tenant, account["id"], match_id)
 
 
 async def accept_suggestion(daemon, tenant: str, account: dict, suggestion_id: str, actor: str) -> dict:
@@ -162,7 +162,7 @@ async def accept_suggestion(daemon, tenant: str, account: dict, suggestion_id: s
         async with db.transaction() as tx:
             await store.decide_suggestion(tx, tenant, suggestion_id, "stale", actor, now)
         raise ApiError(409, "item_not_open", "an item of this suggestion was matched meanwhile") from None
-    return await store.get_match(db, tenant, account["id"], match_id)
+    return await _match_made(db, tenant, account["id"], match_id)
 
 
 async def undo(daemon, tenant: str, account: dict, match_id: str, actor: str) -> dict:
@@ -172,4 +172,11 @@ async def undo(daemon, tenant: str, account: dict, match_id: str, actor: str) ->
         if not await store.undo_match(tx, tenant, account["id"], match_id, actor, now):
             raise ApiError(404, "not_found", f"no active match {match_id}")
         await store.audit(tx, tenant, account["id"], now, actor, "match.undone", match_id, {})
-    return await store.get_match(db, tenant, account["id"], match_id)
+    return await _match_made(db, tenant, account["id"], match_id)
+
+
+async def _match_made(db, tenant: str, account_id: str, match_id: str) -> dict:
+    """A match this module has just written (made or undone), read back."""
+    match = await store.get_match(db, tenant, account_id, match_id)
+    assert match is not None  # written in the transaction that just committed
+    return match

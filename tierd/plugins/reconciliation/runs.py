@@ -146,7 +146,9 @@ async def _run(daemon, tenant: str, account: dict, trigger: str, actor: str) -> 
         key=run_id,
     )
     await publish_exceptions(daemon, tenant, account, settings, run_id)
-    return await store.get_run(db, tenant, account["id"], run_id)
+    run = await store.get_run(db, tenant, account["id"], run_id)
+    assert run is not None  # written above
+    return run
 
 
 def age_days(date_text: str, today: dt.date) -> int:

@@ -9,6 +9,7 @@ crash interrupted are marked failed.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from tierd.core.service import PluginService
 from tierd.core.tenants import ensure_tenant
@@ -17,11 +18,14 @@ from . import store
 from .config import section
 from .metrics import Metrics
 
+if TYPE_CHECKING:
+    from tierd.core.daemon import Daemon
+
 
 class ReconciliationService(PluginService):
     name = "reconciliation"
 
-    def __init__(self, daemon):
+    def __init__(self, daemon: Daemon) -> None:
         super().__init__(daemon)
         self.metrics = Metrics(daemon.metrics)
         # One run at a time per account: two would match the same open items.

@@ -116,7 +116,7 @@ LINE_COLUMNS = (
 
 
 async def known_dedup_keys(tx, tenant: str, account_id: str, keys: list[str]) -> set[str]:
-    found = set()
+    found: set[str] = set()
     for part in chunks(keys):
         rows = await tx.fetchall(
             "SELECT dedup_key FROM recon_bank_lines WHERE tenant_id=? AND account_id=?"

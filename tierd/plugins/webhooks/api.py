@@ -235,6 +235,8 @@ def _url_refusal(url: str, settings: dict, policy) -> str | None:
     if urlsplit(url).scheme == "http" and not settings["allow_http"]:
         return "must start with https:// (http:// is allowed only with webhooks.allow_http)"
     host = urlsplit(url).hostname
+    if host is None:
+        return None  # no host: _url_problem says so
     try:
         ipaddress.ip_address(host)
     except ValueError:

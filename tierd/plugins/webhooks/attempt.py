@@ -78,10 +78,13 @@ class Sender:
                 "user-agent": f"tierd/{__version__}",
             }
         )
+        session = self.session
+        if session is None:
+            raise RuntimeError("Sender.send() before open()")
         status = retry_after = error = snippet = None
         started = time.monotonic()
         try:
-            async with self.session.post(
+            async with session.post(
                 delivery.url, data=body, headers=headers, allow_redirects=False, timeout=self.timeout, ssl=self.tls
             ) as resp:
                 status = resp.status

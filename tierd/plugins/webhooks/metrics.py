@@ -6,7 +6,7 @@ import prometheus_client
 
 
 class WebhookMetrics:
-    def __init__(self, registry):
+    def __init__(self, registry: prometheus_client.CollectorRegistry) -> None:
         self.attempts = prometheus_client.Counter(
             "tierd_webhook_attempts",
             "Webhook delivery attempts by outcome "

@@ -16,7 +16,7 @@ import random
 from collections.abc import Awaitable, Callable
 
 from tierd.core import retry
-from tierd.core.clock import iso
+from tierd.core.clock import iso_or_none
 from tierd.core.http import parse_retry_after
 
 from .attempt import Response
@@ -130,7 +130,7 @@ def _log_failed_attempt(o: Outcome) -> None:
             o.tenant_id,
             o.endpoint_id,
             what,
-            iso(o.due_at),
+            iso_or_none(o.due_at),  # set: the delivery is pending
         )
     else:
         log.warning(

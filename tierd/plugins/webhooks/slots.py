@@ -88,10 +88,12 @@ class Slots:
         forgotten as limits change); returns those endpoints."""
         limited = self.endpoints.rate_limited()
         for endpoint in limited:
+            rate = endpoint.rate_limit
+            assert rate is not None  # rate_limited() lists only endpoints with a limit
             bucket = self.buckets.get(endpoint.id)
-            if bucket is None or bucket.rate != endpoint.rate_limit:
+            if bucket is None or bucket.rate != rate:
                 try:
-                    self.buckets[endpoint.id] = TokenBucket(endpoint.rate_limit)
+                    self.buckets[endpoint.id] = TokenBucket(rate)
                 except Exception:
                     self.on_endpoint_error(endpoint.id, "making its rate limit")
                     self.buckets.pop(endpoint.id, None)

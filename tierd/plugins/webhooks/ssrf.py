@@ -133,9 +133,10 @@ class GuardedResolver(AbstractResolver):
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
         results = await self.inner.resolve(host, port, family)
-        allowed = [r for r in results if self.policy.refusal(r["host"]) is None]
+        refusals = [self.policy.refusal(r["host"]) for r in results]
+        allowed = [r for r, refusal in zip(results, refusals, strict=True) if refusal is None]
         if not allowed:
-            reasons = "; ".join(sorted({self.policy.refusal(r["host"]) for r in results}))
+            reasons = "; ".join(sorted({refusal for refusal in refusals if refusal is not None}))
             raise DestinationRefused(f"destination {host} refused: {reasons} (see webhooks.allow_destinations)")
         return allowed
 
@@ -172,12 +173,13 @@ def make_connector(policy: AddressPolicy, limit: int) -> aiohttp.TCPConnector:
 def find_refusal(exc: BaseException) -> DestinationRefused | None:
     """The DestinationRefused inside an aiohttp connection error, if any."""
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, DestinationRefused):
-            return exc
-        inner = getattr(exc, "os_error", None)
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DestinationRefused):
+            return current
+        inner = getattr(current, "os_error", None)
         if isinstance(inner, DestinationRefused):
             return inner
-        exc = exc.__cause__ or exc.__context__
+        current = current.__cause__ or current.__context__
     return None

@@ -54,7 +54,9 @@ class Store:
                 now,
             ),
         )
-        return await self.get_endpoint(tenant, endpoint_id)
+        endpoint = await self.get_endpoint(tenant, endpoint_id)
+        assert endpoint is not None  # inserted just above
+        return endpoint
 
     async def get_endpoint(self, tenant: str, endpoint_id: str) -> dict | None:
         row = await self.db.fetchone(
@@ -63,7 +65,8 @@ class Store:
         return endpoint_of(row) if row else None
 
     async def list_endpoints(self, tenant: str, limit: int, after: str | None) -> list[dict]:
-        sql, params = "SELECT * FROM webhook_endpoints WHERE tenant_id=?", [tenant]
+        sql = "SELECT * FROM webhook_endpoints WHERE tenant_id=?"
+        params: list[str | int] = [tenant]
         if after:
             sql += " AND id>?"
             params.append(after)

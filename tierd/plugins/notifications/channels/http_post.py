@@ -46,7 +46,7 @@ def with_optional(payload: dict, **fields) -> dict:
 
 
 async def post(
-    http: aiohttp.ClientSession,
+    http: aiohttp.ClientSession | None,
     url: str,
     *,
     payload: object | None = None,
@@ -56,6 +56,9 @@ async def post(
     method: str = "POST",
 ) -> SendResult:
     """Send ``payload`` as JSON (or raw ``data``) and classify the outcome."""
+    if http is None:
+        # Channels get the service's session; one built without it (to check a config) cannot send.
+        raise RuntimeError("this channel was built without an HTTP session and cannot send")
     headers = dict(headers or {})
     if payload is not None:
         data = json.dumps(payload, ensure_ascii=False, default=str).encode()

@@ -9,6 +9,7 @@ that HTTP headers cannot.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 
 from tierd.core.registry import Channel, Message, SendResult
 from tierd.core.schema import Duration, Int, List, Map, Obj, Str, Url
@@ -20,7 +21,7 @@ _PRIORITY = {"info": 3, "warning": 4, "critical": 5}
 _TAG = {"info": "information_source", "warning": "warning", "critical": "rotating_light"}
 
 
-def ntfy_payload(message: Message, topic: str, priority: int = 0, tags: list[str] = (), click: str = "") -> dict:
+def ntfy_payload(message: Message, topic: str, priority: int = 0, tags: Sequence[str] = (), click: str = "") -> dict:
     return with_optional(
         {
             "topic": topic,

@@ -35,7 +35,7 @@ def default_payload(message: Message) -> dict:
 
 
 def _check(value: dict) -> list:
-    errors = []
+    errors: list[tuple[tuple, str]] = []
     for key in ("body",):
         if value.get(key) and (err := check_template(value[key])):
             errors.append(((key,), err))

@@ -160,14 +160,15 @@ class Camt053Importer(StatementImporter):
         info = clean(_text(entry, "AddtlNtryInf"))
         txs = [tx for details in entry.findall("NtryDtls") for tx in details.findall("TxDtls")]
 
-        base = dict(booking_date=booking, value_date=value, currency=currency)
         if len(txs) <= 1:
             line = StatementLine(
+                booking_date=booking,
+                value_date=value,
+                currency=currency,
                 amount=amount,
                 bank_reference=entry_ref,
                 raw=ET.tostring(entry, encoding="unicode"),
                 location=where,
-                **base,
             )
             if txs:
                 self._fill_from_tx(line, txs[0], amount > 0)
@@ -187,13 +188,15 @@ class Camt053Importer(StatementImporter):
             tind = _text(tx, "CdtDbtInd") or indicator
             tx_ref = _text(tx, "Refs/AcctSvcrRef")
             line = StatementLine(
+                booking_date=booking,
+                value_date=value,
+                currency=currency,
                 amount=_signed(tamt[0], tind, twhere + "/CdtDbtInd"),
                 # Split lines share the entry's reference, so the index keeps
                 # them apart (and stable when the same file comes again).
                 bank_reference=tx_ref or (f"{entry_ref}/{i}" if entry_ref else ""),
                 raw=ET.tostring(tx, encoding="unicode"),
                 location=twhere,
-                **base,
             )
             self._fill_from_tx(line, tx, line.amount > 0)
             lines.append(line)

@@ -88,7 +88,7 @@ def _structured_details(details: str) -> dict:
     if re.match(r"^\d{3}\?", flat) or flat.startswith("?"):
         # German "Mehrzweckfeld": ?20..?29 and ?60..?63 remittance, ?31 IBAN,
         # ?32/?33 name.
-        parts = dict()
+        parts: dict[str, list[str]] = {}
         for code, text in re.findall(r"\?(\d\d)([^?]*)", flat):
             parts.setdefault(code, []).append(text)
         remit = "".join("".join(parts.get(f"{c}", [])) for c in list(range(20, 30)) + list(range(60, 64)))

@@ -90,7 +90,7 @@ class Context:
 class DatedIndex:
     """Items grouped under keys, each group sorted by date for window lookups."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._groups: dict = defaultdict(list)
         self._days: dict = {}
 

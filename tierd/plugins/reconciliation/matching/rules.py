@@ -200,7 +200,7 @@ def fuzzy_counterparty_rule(ctx: Context, p: dict) -> list[Candidate]:
         date_part = 0.1 * closeness(d, window)
         score = 0.65 + 0.25 * sim + date_part
         reasons = [name_phrase(sim), "amounts equal", days_phrase(d)]
-        out.append(Candidate("fuzzy_counterparty", score, [b], [entry], reasons, date_part=date_part))
+        out.append(Candidate("fuzzy_counterparty", score, [b], [entry], _clean(reasons), date_part=date_part))
     return out
 
 

@@ -103,7 +103,7 @@ def name_keys(normalised: str) -> tuple[str, ...]:
     transposition keeps them), and its first and last four letters (a
     wrong letter spares at least one of them).
     """
-    keys = set()
+    keys: set[str] = set()
     for w in normalised.split():
         if len(w) >= 3:
             keys.update((w, "~" + "".join(sorted(w)), w[:4] + "<", ">" + w[-4:]))
