@@ -68,25 +68,30 @@ def auto(bank_ids, ledger_ids) -> dict:
     }
 
 
+async def by_hand(tx, tenant: str, bank_ids, ledger_ids, actor: str = "a", explanation: str = "") -> str:
+    """A manual match of these items, as ``manual.py`` writes one."""
+    return await store.create_match(
+        tx,
+        tenant,
+        "acct",
+        run_id=None,
+        kind="manual",
+        rule="manual",
+        score=1.0,
+        explanation=explanation,
+        adjustment=Decimal(0),
+        bank_ids=bank_ids,
+        ledger_ids=ledger_ids,
+        actor=actor,
+        now=NOW,
+    )
+
+
 async def test_bulk_matches_skip_items_matched_meanwhile_and_undo_frees_only_their_items(db):
     lines, entries = await seed(db, "acme")
     # A person matched line A meanwhile.
     async with db.transaction() as tx:
-        manual = await store.create_match(
-            tx,
-            "acme",
-            "acct",
-            run_id=None,
-            kind="manual",
-            rule="manual",
-            score=1.0,
-            explanation="by hand",
-            adjustment=Decimal(0),
-            bank_ids=[lines[0]],
-            ledger_ids=[entries[0]],
-            actor="alice",
-            now=NOW,
-        )
+        manual = await by_hand(tx, "acme", [lines[0]], [entries[0]], actor="alice", explanation="by hand")
     async with db.transaction() as tx:
         created, skipped = await store.create_matches_bulk(
             tx,
@@ -113,40 +118,12 @@ async def test_bulk_matches_skip_items_matched_meanwhile_and_undo_frees_only_the
 async def test_a_conflicting_manual_match_changes_nothing(db):
     lines, entries = await seed(db, "acme")
     async with db.transaction() as tx:
-        await store.create_match(
-            tx,
-            "acme",
-            "acct",
-            run_id=None,
-            kind="manual",
-            rule="manual",
-            score=1.0,
-            explanation="",
-            adjustment=Decimal(0),
-            bank_ids=[lines[0]],
-            ledger_ids=[entries[0]],
-            actor="a",
-            now=NOW,
-        )
+        await by_hand(tx, "acme", [lines[0]], [entries[0]])
     # The conflict is caught inside the transaction, which then commits (as a
     # run goes on with its other matches): only the savepoint can undo line B.
     async with db.transaction() as tx:
         with pytest.raises(store.Conflict):
-            await store.create_match(
-                tx,
-                "acme",
-                "acct",
-                run_id=None,
-                kind="manual",
-                rule="manual",
-                score=1.0,
-                explanation="",
-                adjustment=Decimal(0),
-                bank_ids=[lines[1]],
-                ledger_ids=[entries[0]],
-                actor="a",
-                now=NOW,
-            )
+            await by_hand(tx, "acme", [lines[1]], [entries[0]])
     # Line B was not left half-matched.
     assert lines[1] in [r["id"] for r in await store.open_lines(db, "acme", "acct")]
 
@@ -156,21 +133,7 @@ async def test_another_tenants_items_cannot_be_matched_or_seen(db):
     globex_lines, _ = await seed(db, "globex")
     with pytest.raises(store.Conflict):
         async with db.transaction() as tx:
-            await store.create_match(
-                tx,
-                "globex",
-                "acct",
-                run_id=None,
-                kind="manual",
-                rule="manual",
-                score=1.0,
-                explanation="",
-                adjustment=Decimal(0),
-                bank_ids=[acme_lines[0]],
-                ledger_ids=[],
-                actor="mallory",
-                now=NOW,
-            )
+            await by_hand(tx, "globex", [acme_lines[0]], [], actor="mallory")
     async with db.transaction() as tx:
         created, skipped = await store.create_matches_bulk(
             tx, "globex", "acct", [auto([acme_lines[1]], [acme_entries[1]])], run_id="run_x", actor="x", now=NOW

@@ -334,9 +334,13 @@ async def list_imports(request):
 # --- people ------------------------------------------------------------------------------------------------
 
 
+#: Items one manual match may name per side.
+MAX_MATCH_ITEMS = 1000
+#: Item ids are SQLite integers (64-bit, from 1).
+MAX_ITEM_ID = 2**63 - 1
 _IDS = List(
-    Int(min=1, max=manual.MAX_ID),
-    max_len=manual.MAX_ITEMS,
+    Int(min=1, max=MAX_ITEM_ID),
+    max_len=MAX_MATCH_ITEMS,
     unique=True,
     nullable=True,
     doc="item ids of the account (from open-items)",
