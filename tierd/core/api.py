@@ -266,13 +266,7 @@ def int_param(request: web.Request, name: str, default: int, low: int, high: int
 
 def page_params(request: web.Request, default: int = 50, maximum: int = 500) -> tuple[int, str | None]:
     """``?limit=`` and the decoded ``?cursor=`` (None on the first page)."""
-    raw_limit = request.query.get("limit", str(default))
-    try:
-        limit = int(raw_limit)
-    except ValueError:
-        raise ApiError(400, "invalid_parameter", f"limit must be an integer, got {raw_limit!r}") from None
-    if not 1 <= limit <= maximum:
-        raise ApiError(400, "invalid_parameter", f"limit must be between 1 and {maximum}")
+    limit = int_param(request, "limit", default, 1, maximum)
     cursor = request.query.get("cursor")
     if cursor:
         try:

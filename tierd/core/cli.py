@@ -351,13 +351,7 @@ def events_list(cli_ctx: CliContext, tenant: str | None, type_: str | None, limi
 @pass_cli
 def events_types(cli_ctx: CliContext, tenant: str | None, as_json: bool) -> None:
     """List the event types plugins declare, and a tenant's own as seen."""
-    entries, cursor = [], None
-    while True:
-        data = cli_ctx.api.get("/v1/event-types", tenant=tenant, params={"limit": 500, "cursor": cursor})
-        entries += data["data"]
-        cursor = data["next_cursor"]
-        if not cursor:
-            break
+    entries = cli_ctx.api.get_all("/v1/event-types", tenant=tenant)
     if not as_json:
         entries = [
             e

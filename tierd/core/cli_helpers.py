@@ -98,6 +98,17 @@ class ApiClient:
     def get(self, path: str, tenant: str | None = None, params: dict | None = None) -> Any:
         return self.request("GET", path, tenant=tenant, params=params)
 
+    def get_all(self, path: str, tenant: str | None = None, params: dict | None = None) -> list[Any]:
+        """Every item of a paged list (``data`` of each page, following ``next_cursor``)."""
+        items: list[Any] = []
+        cursor = None
+        while True:
+            page = self.get(path, tenant=tenant, params={"limit": 500, **(params or {}), "cursor": cursor})
+            items += page["data"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return items
+
     def post(self, path: str, json: Any = None, tenant: str | None = None, params: dict | None = None) -> Any:
         return self.request("POST", path, json_body=json if json is not None else {}, tenant=tenant, params=params)
 
