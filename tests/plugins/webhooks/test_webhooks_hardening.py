@@ -4,12 +4,12 @@ use, and the log lines operators need (issue 10 items 2, 7, 8 and the log).
 All through the real daemon (a subprocess) and a real receiver.
 """
 
-import asyncio
 import json
 import re
 import sqlite3
 
 from aiohttp import web
+from conftest import until
 from webhook_helpers import TEST_WEBHOOKS
 
 CONFIG = {"webhooks": TEST_WEBHOOKS}
@@ -168,12 +168,12 @@ async def test_an_unusable_stored_endpoint_does_not_stop_other_tenants(tierd_dae
             )
             assert status == 202
     # globex's deliveries go out; so do acme's to the endpoint whose rate acts as the maximum.
-    deadline = asyncio.get_running_loop().time() + 20
-    while asyncio.get_running_loop().time() < deadline:
+
+    def served():
         paths = [req["path"] for req in r.requests]
-        if paths.count("/good") == 3 and paths.count("/huge") == 3:
-            break
-        await asyncio.sleep(0.05)
+        return paths.count("/good") == 3 and paths.count("/huge") == 3
+
+    await until(served, what="3 deliveries to /good and 3 to /huge")
     paths = [req["path"] for req in r.requests]
     assert paths.count("/good") == 3 and paths.count("/huge") == 3, paths
     assert "/junk" not in paths and "/badjson" not in paths and "/badsecret" not in paths
@@ -224,11 +224,11 @@ async def test_operators_see_failed_attempts_disabled_endpoints_and_give_ups(tie
     assert status == 202
     await r.wait_for(3)  # down twice, gone once
     down = eps["down"]["id"]
-    deadline = asyncio.get_running_loop().time() + 15
-    while asyncio.get_running_loop().time() < deadline:
-        if (await _deliveries(d, down, "acme", "failed")) and "disabled: the endpoint answered 410" in d.logs():
-            break
-        await asyncio.sleep(0.1)
+
+    async def settled():
+        return (await _deliveries(d, down, "acme", "failed")) and "disabled: the endpoint answered 410" in d.logs()
+
+    await until(settled, timeout=15, what="the delivery to /down given up and /gone disabled")
     [delivery] = await _deliveries(d, down, "acme")
     logs = d.logs()
     assert re.search(

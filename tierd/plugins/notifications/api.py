@@ -173,9 +173,8 @@ async def _send_now(request, kind: str):
     }
     async with daemon.db.transaction() as tx:
         await store.insert_notification(tx, row)
-    stored = await store.get(daemon.db, row["id"])
     if wait:
-        await service.dispatcher.send_inline(stored)
+        await service.dispatcher.send_inline(await store.get(daemon.db, row["id"]))
     else:
         service.dispatcher.wake()
     stored = await store.get(daemon.db, row["id"])
@@ -251,8 +250,7 @@ async def create_silence(request):
         "created_at": now,
     }
     await store.insert_silence(daemon.db, row)
-    created = await store.silences(daemon.db, tenant=row["tenant_id"])
-    return json_response(silence_json(next(r for r in created if r["id"] == row["id"])), status=201)
+    return json_response(silence_json(await store.get_silence(daemon.db, row["id"])), status=201)
 
 
 async def list_silences(request):

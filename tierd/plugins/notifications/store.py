@@ -398,6 +398,10 @@ async def silences(db, tenant: str | None = None, active_at: float | None = None
     return await db.fetchall(f"SELECT * FROM notification_silences{where} ORDER BY created_at", params)
 
 
+async def get_silence(db, silence_id: str):
+    return await db.fetchone("SELECT * FROM notification_silences WHERE id=?", (silence_id,))
+
+
 async def delete_silence(db, silence_id: str, tenant: str | None) -> bool:
     sql, params = "DELETE FROM notification_silences WHERE id=?", [silence_id]
     if tenant is not None:

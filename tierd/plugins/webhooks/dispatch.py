@@ -51,7 +51,7 @@ class Dispatcher:
         self.metrics = metrics
         self.follow_ups = follow_ups
         self.wakeup = asyncio.Event()
-        self.slots = Slots(endpoints, on_freed=self.wakeup.set, on_endpoint_error=self._endpoint_failed)
+        self.slots = Slots(endpoints, on_freed=self.wakeup.set)
         self.sender = Sender(settings)
         self.recorder = Recorder(store, self._recorded)
         self._claim_ids = itertools.count(1)
@@ -166,16 +166,6 @@ class Dispatcher:
             BROKEN_RETRY,
         )
         await self.store.postpone(row["seq"], now + BROKEN_RETRY)
-
-    def _endpoint_failed(self, endpoint_id: str, doing: str) -> None:
-        """An error in one endpoint's state: it is set aside (no room) until the API changes it."""
-        self.metrics.dispatch_errors.labels("endpoint").inc()
-        self.endpoints.unusable[endpoint_id] = f"error while {doing}"
-        log.exception(
-            "webhook endpoint %s: error while %s; its deliveries wait until it is changed, the others go on",
-            endpoint_id,
-            doing,
-        )
 
     async def _claimed(self, row, now: float) -> Claimed:
         """A claimed row with what sending it needs from its endpoint."""

@@ -39,8 +39,8 @@ class WebhookMetrics:
         )
         self.dispatch_errors = prometheus_client.Counter(
             "tierd_webhook_dispatch_errors",
-            "Errors the dispatcher survived, by what they stopped: one endpoint's "
-            "state (endpoint), one delivery (delivery, tried again later), or what follows an attempt (follow_up)",
+            "Errors the dispatcher survived, by what they stopped: one delivery "
+            "(delivery, tried again later) or what follows an attempt (follow_up)",
             ["stage"],
             registry=registry,
         )

@@ -9,13 +9,10 @@ memory is bounded by ``max_in_flight`` whatever the backlog.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 
 from .endpoints import EndpointCache
-
-log = logging.getLogger("tierd.webhooks")
 
 
 class TokenBucket:
@@ -41,13 +38,9 @@ class Slots:
     """The dispatcher's slots. ``on_freed`` is called when a freed slot may
     let due rows go that the last claim left behind (it wakes the claim loop)."""
 
-    def __init__(
-        self, endpoints: EndpointCache, on_freed: Callable[[], None], on_endpoint_error: Callable[[str, str], None]
-    ):
+    def __init__(self, endpoints: EndpointCache, on_freed: Callable[[], None]):
         self.endpoints = endpoints
         self.on_freed = on_freed
-        #: Called as ``on_endpoint_error(endpoint_id, doing)`` when one endpoint's limit cannot be computed.
-        self.on_endpoint_error = on_endpoint_error
         self.max_in_flight = 1
         self.cap = 1
         self.in_flight = 0
@@ -76,28 +69,24 @@ class Slots:
         room = {ep: max(0, cap - n) for ep, n in self.per_endpoint.items()}
         room.update(dict.fromkeys(self.endpoints.unusable, 0))
         for endpoint in self.sync_buckets():
-            try:
-                room[endpoint.id] = min(room.get(endpoint.id, cap), self.buckets[endpoint.id].available())
-            except Exception:  # this endpoint waits; the others' deliveries go on
-                self.on_endpoint_error(endpoint.id, "computing its rate limit")
-                room[endpoint.id] = 0
+            room[endpoint.id] = min(room.get(endpoint.id, cap), self.buckets[endpoint.id].available())
         return room
 
     def sync_buckets(self) -> list:
         """A token bucket for each rate-limited endpoint (made, resized or
-        forgotten as limits change); returns those endpoints."""
+        forgotten as limits change); returns those endpoints.
+
+        Their rates were checked when the endpoint cache loaded them
+        (:func:`usable_rate_limit`: a number within (0, MAX_RATE_LIMIT]), so
+        making a bucket or reading its tokens cannot fail here.
+        """
         limited = self.endpoints.rate_limited()
         for endpoint in limited:
             rate = endpoint.rate_limit
             assert rate is not None  # rate_limited() lists only endpoints with a limit
             bucket = self.buckets.get(endpoint.id)
             if bucket is None or bucket.rate != rate:
-                try:
-                    self.buckets[endpoint.id] = TokenBucket(rate)
-                except Exception:
-                    self.on_endpoint_error(endpoint.id, "making its rate limit")
-                    self.buckets.pop(endpoint.id, None)
-        limited = [e for e in limited if e.id in self.buckets]
+                self.buckets[endpoint.id] = TokenBucket(rate)
         if len(self.buckets) > len(limited):  # limits removed: forget their buckets
             keep = {e.id for e in limited}
             self.buckets = {k: v for k, v in self.buckets.items() if k in keep}
