@@ -232,9 +232,10 @@ def _url_problem(url: str) -> str | None:
 
 def _url_refusal(url: str, settings: dict, policy) -> str | None:
     """Why the running configuration refuses ``url`` (a valid endpoint URL), or None."""
-    if urlsplit(url).scheme == "http" and not settings["allow_http"]:
+    parts = urlsplit(url)
+    if parts.scheme == "http" and not settings["allow_http"]:
         return "must start with https:// (http:// is allowed only with webhooks.allow_http)"
-    host = urlsplit(url).hostname
+    host = parts.hostname
     if host is None:
         return None  # no host: _url_problem says so
     try:
