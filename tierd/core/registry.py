@@ -45,6 +45,12 @@ SEVERITIES = ("info", "warning", "critical")
 MAX_TYPE_LENGTH = 200
 
 
+def object_schema(required: list[str], **properties: dict) -> dict:
+    """The JSON Schema of an event type's ``data``: an object with these properties
+    (for :class:`EventType`'s ``data_schema``)."""
+    return {"type": "object", "required": required, "properties": properties}
+
+
 @dataclasses.dataclass(frozen=True)
 class EventType:
     """An event type a plugin publishes, declared by that plugin and no other.

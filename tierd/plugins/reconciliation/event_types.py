@@ -7,7 +7,7 @@ completed run and, after it, one when open items pass the account's
 
 from __future__ import annotations
 
-from tierd.core.registry import EventType
+from tierd.core.registry import EventType, object_schema
 
 from .imports import EVENT_IMPORTED
 from .runs import EVENT_EXCEPTIONS, EVENT_RUN_COMPLETED
@@ -17,16 +17,11 @@ _INT = {"type": "integer"}
 _MONEY = {"type": "string", "description": "a decimal number as text, e.g. '-12.50'"}
 
 
-def _data(required: list[str], **properties) -> dict:
-    """A JSON Schema of an event's ``data``: an object with these properties."""
-    return {"type": "object", "required": required, "properties": properties}
-
-
 EVENT_TYPES = [
     EventType(
         EVENT_IMPORTED,
         "A bank statement file was imported into an account (through the API, the CLI or an inbox).",
-        data_schema=_data(
+        data_schema=object_schema(
             ["import_id", "account", "format", "new", "duplicates", "rejected"],
             import_id=_STR,
             account=_STR,
@@ -38,7 +33,7 @@ EVENT_TYPES = [
             rejected={**_INT, "description": "lines refused"},
             balances={
                 "type": "array",
-                "items": _data(
+                "items": object_schema(
                     ["statement", "ok"],
                     statement=_STR,
                     opening=_MONEY,
@@ -61,7 +56,7 @@ EVENT_TYPES = [
     EventType(
         EVENT_RUN_COMPLETED,
         "A reconciliation run of an account completed (scheduled or asked for).",
-        data_schema=_data(
+        data_schema=object_schema(
             ["account", "run_id", "trigger", "counts"],
             account=_STR,
             run_id=_STR,
@@ -96,7 +91,7 @@ EVENT_TYPES = [
     EventType(
         EVENT_EXCEPTIONS,
         "After a run, open items of an account are older or larger than its exceptions limits.",
-        data_schema=_data(
+        data_schema=object_schema(
             ["account", "run_id", "count", "items"],
             account=_STR,
             run_id=_STR,
@@ -105,7 +100,7 @@ EVENT_TYPES = [
             min_amount={"type": ["string", "null"]},
             items={
                 "type": "array",
-                "items": _data(
+                "items": object_schema(
                     ["side", "id", "date", "amount", "age_days", "reasons"],
                     side={"enum": ["bank", "ledger"]},
                     id={"type": ["integer", "string"]},

@@ -31,13 +31,7 @@ def command(name: str, argument: str | None = None, as_json: bool = True):
 @command("list")
 def list_(cli, tenant, as_json):
     """List the tenant's endpoints."""
-    rows, cursor = [], None
-    while True:
-        data = cli.api.get("/v1/webhooks", tenant=tenant, params={"limit": 500, "cursor": cursor})
-        rows += data["data"]
-        cursor = data["next_cursor"]
-        if not cursor:
-            break
+    rows = cli.api.get_all("/v1/webhooks", tenant=tenant)
     columns = ["id", "url", "event_types", "enabled", "signing", "failing_since", "disabled_reason", "description"]
     cli.output(rows, columns=columns, as_json=as_json)
 

@@ -10,7 +10,7 @@ a failure delivered to an endpoint subscribed to ``*`` would feed on itself.
 
 from __future__ import annotations
 
-from tierd.core.registry import EventType
+from tierd.core.registry import EventType, object_schema
 
 ENDPOINT_DISABLED = "webhook.endpoint.disabled"
 DELIVERY_FAILED = "webhook.delivery.failed"
@@ -19,13 +19,8 @@ _STR = {"type": "string"}
 _NULLABLE_STR = {"type": ["string", "null"]}
 
 
-def _data(required: list[str], **properties) -> dict:
-    """A JSON Schema of an event's ``data``: an object with these properties."""
-    return {"type": "object", "required": required, "properties": properties}
-
-
 def _change(description: str, **properties) -> dict:
-    return _data(
+    return object_schema(
         ["endpoint_id", "url", "actor"],
         endpoint_id=_STR,
         url=_STR,
@@ -92,7 +87,9 @@ EVENT_TYPES = [
     EventType(
         ENDPOINT_DISABLED,
         "tierd disabled a webhook endpoint whose deliveries kept failing (webhooks.disable_after).",
-        data_schema=_data(["endpoint_id", "url", "reason"], endpoint_id=_STR, url=_STR, reason=_STR, description=_STR),
+        data_schema=object_schema(
+            ["endpoint_id", "url", "reason"], endpoint_id=_STR, url=_STR, reason=_STR, description=_STR
+        ),
         severity="warning",
         operator_alert=True,
         subject="Webhook endpoint disabled: {{ data.url or data.endpoint_id or data.id }}",
@@ -105,7 +102,7 @@ EVENT_TYPES = [
     EventType(
         DELIVERY_FAILED,
         "A webhook delivery gave up: its last attempt failed or it was not retryable.",
-        data_schema=_data(
+        data_schema=object_schema(
             ["delivery_id", "endpoint_id", "event_type", "attempts"],
             delivery_id=_STR,
             endpoint_id=_STR,
