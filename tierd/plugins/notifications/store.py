@@ -11,6 +11,7 @@ time. Every send attempt is a row in ``notification_attempts``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 MIGRATIONS = [
@@ -82,6 +83,31 @@ MIGRATIONS = [
         created_by TEXT NOT NULL DEFAULT '',
         created_at REAL NOT NULL
     );
+    """,
+    # 2: pages of the history and sliced retention whose cost stays flat as the table grows
+    # (issue 16). A history page walks one index in seq order and stops after ``limit`` rows:
+    # - tenant: notifications_tenant (tenant_id, seq), from migration 1;
+    # - status: a selective filter (failed, pending, grouped, muted are a small share), so it
+    #   gets (status, seq) for the admin's view of every tenant and (tenant_id, status, seq)
+    #   for a tenant's (tenant + status is what people combine: "my failed notifications");
+    # - channel, route, kind stay residual filters on that walk: a handful of values that
+    #   each own a large share of the rows, so a page reads about limit / share rows whatever
+    #   the size of the table (an index each would cost three more writes per insert and per
+    #   status change on the delivery path). Test and manual sends, the rare kinds, are the
+    #   operator's (tenant '') and are walked along notifications_tenant;
+    # - event: its rows and digests, found through notifications_event, a handful of rows;
+    # - since/until: seq bounds, each found by one seek of notifications_created (times rise
+    #   with seq: a row is stamped with the daemon's clock when it is inserted).
+    # notifications_created also gives retention its order: each slice of the purge walks
+    # it from the oldest row. The trigger deletes a purged notification's attempts with it
+    # (one seek of notification_attempts_by_notification each), so a slice is whole.
+    """
+    CREATE INDEX notifications_created ON notifications(created_at);
+    CREATE INDEX notifications_status ON notifications(status, seq);
+    CREATE INDEX notifications_tenant_status ON notifications(tenant_id, status, seq);
+    CREATE TRIGGER notifications_delete_attempts AFTER DELETE ON notifications BEGIN
+        DELETE FROM notification_attempts WHERE notification_id = OLD.id;
+    END;
     """,
 ]
 
@@ -261,11 +287,16 @@ def _not_in(column: str, values) -> tuple[str, list]:
     return (f" AND {column} NOT IN ({','.join('?' * len(values))})", values) if values else ("", [])
 
 
+# The dispatcher's two reads name their index: without statistics the planner
+# would rather take notifications_status (status='pending') and sort every
+# pending row, thousands of them while a channel is down.
+
+
 async def due_notifications(db, now: float, limit: int, exclude_channels=()):
     """Pending rows due at ``now``, oldest first, skipping channels that are saturated."""
     extra, params = _not_in("channel", exclude_channels)
     return await db.fetchall(
-        "SELECT * FROM notifications WHERE status='pending' AND next_attempt_at<=?"
+        "SELECT * FROM notifications INDEXED BY notifications_due WHERE status='pending' AND next_attempt_at<=?"
         + extra
         + " ORDER BY next_attempt_at LIMIT ?",
         (now, *params, limit),
@@ -277,7 +308,10 @@ async def next_attempt(db, exclude=(), exclude_channels=()) -> float | None:
     ids_sql, ids = _not_in("id", exclude)
     ch_sql, channels = _not_in("channel", exclude_channels)
     row = await db.fetchone(
-        "SELECT MIN(next_attempt_at) AS t FROM notifications WHERE status='pending'" + ids_sql + ch_sql, ids + channels
+        "SELECT MIN(next_attempt_at) AS t FROM notifications INDEXED BY notifications_due WHERE status='pending'"
+        + ids_sql
+        + ch_sql,
+        ids + channels,
     )
     return row["t"]
 
@@ -310,6 +344,21 @@ async def record_attempts(tx, outcomes: list[dict]) -> None:
 # --- history ----------------------------------------------------------------------------
 
 
+#: The largest seq SQLite holds: a page's walk always has an upper bound, so its
+#: plan is a seek into an index rather than what reads as a SCAN of the table.
+MAX_SEQ = 2**63 - 1
+#: Kinds only the operator sends (``POST /v1/notifications/test`` and ``/send``):
+#: their rows always belong to tenant ''.
+OPERATOR_KINDS = ("test", "manual")
+
+
+async def first_seq_at(db, at: float) -> int | None:
+    """The seq of the first notification created at ``at`` or later (None: none is):
+    one seek of notifications_created."""
+    row = await db.fetchone("SELECT seq FROM notifications WHERE created_at>=? ORDER BY created_at LIMIT 1", (at,))
+    return None if row is None else row["seq"]
+
+
 async def history(
     db,
     *,
@@ -324,21 +373,48 @@ async def history(
     before_seq=None,
     limit=50,
 ):
-    """Newest first; ``tenant=None`` is the admin's view of every tenant."""
+    """Newest first; ``tenant=None`` is the admin's view of every tenant.
+
+    A page reads about ``limit`` rows along one index (see migration 2 for
+    which filter walks which index and which are checked on the way).
+    """
+    if kind in OPERATOR_KINDS:
+        if tenant not in (None, ""):
+            return []  # a tenant has no test or manual sends
+        tenant = ""  # walk the operator's rows, not the whole table
+    # since/until become seq bounds: times rise with seq, so the first row
+    # created at ``since`` or later starts the range and the first created at
+    # ``until`` or later ends it. The times are still checked on each row.
+    lower, upper = None, MAX_SEQ if before_seq is None else before_seq
+    if since is not None:
+        lower = await first_seq_at(db, since)
+        if lower is None:
+            return []
+    if until is not None:
+        end = await first_seq_at(db, until)
+        if end is not None:
+            upper = min(upper, end)
+    # A unary + keeps the planner from seeking by a column ("+route=?"): it
+    # would take the rows of that value and sort them all. With an event, its
+    # handful of rows (found by seq) drive the query and every other filter is
+    # checked on them.
+    key = "+" if event is not None else ""
     where, params = _where(
-        ("tenant_id=?", tenant),
-        ("channel=?", channel),
-        ("status=?", status),
-        ("route=?", route),
-        ("kind=?", kind),
+        (f"{key}tenant_id=?", tenant),
+        (f"{key}status=?", status),
+        ("+channel=?", channel),
+        ("+route=?", route),
+        ("+kind=?", kind),
         # The event's own rows and the digests that carried it.
         (
-            "(event_id=? OR id IN (SELECT digest_id FROM notifications WHERE event_id=? AND digest_id IS NOT NULL))",
+            "seq IN (SELECT seq FROM notifications WHERE event_id=? UNION ALL SELECT d.seq FROM notifications e"
+            " JOIN notifications d ON d.id=e.digest_id WHERE e.event_id=?)",
             event,
         ),
-        ("created_at>=?", since),
-        ("created_at<?", until),
-        ("seq<?", before_seq),
+        ("seq>=?", lower),
+        ("seq<?", upper),
+        ("+created_at>=?", since),
+        ("+created_at<?", until),
     )
     return await db.fetchall(f"SELECT * FROM notifications{where} ORDER BY seq DESC LIMIT ?", [*params, limit])
 
@@ -357,19 +433,32 @@ async def attempts_of(db, ids: list[str]) -> dict[str, list]:
     return out
 
 
+#: One slice of the retention purge: the oldest finished notifications, walked
+#: along notifications_created. The status is checked on each row (unary +): the
+#: rows it leaves behind past retention (pending, grouped) are few. Their attempts
+#: go with them (the trigger notifications_delete_attempts).
+PURGE_SLICE = (
+    "DELETE FROM notifications WHERE seq IN (SELECT seq FROM notifications WHERE created_at<:cutoff"
+    f" AND +status IN ({', '.join(repr(s) for s in FINAL_STATUSES)}) ORDER BY created_at LIMIT :slice)"
+)
+
+
 async def purge(db, older_than: float) -> int:
-    """Delete finished notifications (and their attempts) created before ``older_than``."""
-    async with db.transaction() as tx:
-        marks = ",".join("?" * len(FINAL_STATUSES))
-        await tx.execute(
-            "DELETE FROM notification_attempts WHERE notification_id IN (SELECT id FROM notifications"
-            f" WHERE created_at<? AND status IN ({marks}))",
-            (older_than, *FINAL_STATUSES),
-        )
-        cur = await tx.execute(
-            f"DELETE FROM notifications WHERE created_at<? AND status IN ({marks})", (older_than, *FINAL_STATUSES)
-        )
-        return cur.rowcount
+    """Delete finished notifications (and their attempts) created before ``older_than``,
+    in slices that leave the writer to intake in between; returns how many."""
+    return await _delete_in_slices(db, PURGE_SLICE, {"cutoff": older_than})
+
+
+async def _delete_in_slices(db, sql: str, params: dict, size: int = 500) -> int:
+    """Stand-in for core's ``Database.delete_in_slices`` until it lands: fixed slices of
+    ``size`` rows, each its own statement, with a turn of the event loop between them."""
+    deleted = 0
+    while True:
+        cur = await db.execute(sql, {**params, "slice": size})
+        deleted += cur.rowcount
+        if cur.rowcount < size:
+            return deleted
+        await asyncio.sleep(0)
 
 
 # --- silences -------------------------------------------------------------------------------
