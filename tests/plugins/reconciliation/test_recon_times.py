@@ -191,7 +191,7 @@ async def test_rows_written_by_the_old_code_become_unix_seconds_and_nothing_else
 
     db = await Database(path).open()
     try:
-        assert await db.migrate({"reconciliation": migrations.MIGRATIONS}) == [("reconciliation", 3)]
+        assert await db.migrate({"reconciliation": migrations.MIGRATIONS[:3]}) == [("reconciliation", 3)]
     finally:
         await db.close()
     after = snapshot(path)

@@ -8,6 +8,7 @@ Who did something is :func:`tierd.core.api.actor_of`: the token ("admin" or
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -307,20 +308,24 @@ async def open_items(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 1000, 1, 10000)
     today = daemon.clock.now().date()
     out: dict = {"as_of": today.isoformat()}
+    try:
+        # At least min_age days old: dated that many days before today or earlier.
+        booked_by = (today - dt.timedelta(days=min_age)).isoformat()
+    except OverflowError:
+        booked_by = None  # before 0001-01-01: no item is that old
     sides = [
-        ("statement_lines", "bank", store.open_lines, present.line, "booking_date"),
-        ("ledger_entries", "ledger", store.open_entries, present.entry, "date"),
+        ("statement_lines", "bank", present.line, "booking_date"),
+        ("ledger_entries", "ledger", present.entry, "date"),
     ]
-    for key, name, load, public, date_key in sides:
+    for key, name, public, date_key in sides:
         if side not in ("all", name):
             continue
-        rows = [
-            public(r) | {"age_days": runs.age_days(r[date_key], today)}
-            for r in await load(daemon.db, tenant, account["id"])
-        ]
-        rows = [r for r in rows if r["age_days"] >= min_age]
-        out[key] = rows[:limit]
-        out[key + "_total"] = len(rows)
+        rows: list[dict] = []
+        total = 0
+        if booked_by is not None:
+            rows, total = await store.open_page(daemon.db, tenant, account["id"], name, booked_by, limit)
+        out[key] = [public(r) | {"age_days": runs.age_days(r[date_key], today)} for r in rows]
+        out[key + "_total"] = total
     return json_response(out)
 
 

@@ -397,3 +397,33 @@ MIGRATIONS.append(
         ]
     )
 )
+
+# 4: pages whose cost stays flat as the tables grow (issue 16). Each paged list walks
+# an index in its sort order (id) from the cursor and stops after ``limit`` rows:
+# - imports of an account: (tenant_id, account_id, id), in place of the same on created_at
+#   (ids ascend with creation time; nothing read imports by created_at);
+# - matches of an account by status (the API always names one: active by default; undone
+#   ones are few): (tenant_id, account_id, status, id), in place of the same on created_at;
+# - matches and suggestions of a run: (tenant_id, run_id, id) (the matches' in place of
+#   (tenant_id, run_id)); a run's ?status= is checked on the way: a run's rows are one
+#   run's worth, however long the history grows;
+# - suggestions of an account by status (open by default, the few of the last run):
+#   (tenant_id, account_id, status, id), in place of the same without id, which also
+#   serves marking a run's predecessors stale; and ?status=all: (tenant_id, account_id, id);
+# - the audit walks recon_audit_account (tenant_id, account_id, id) from migration 1.
+# Matches and suggestions are written by runs and people, not on an intake path: the
+# one index added (suggestions of an account in id order) costs a run little.
+MIGRATIONS.append(
+    """
+    DROP INDEX recon_imports_account;
+    CREATE INDEX recon_imports_account ON recon_imports(tenant_id, account_id, id);
+    DROP INDEX recon_matches_account;
+    CREATE INDEX recon_matches_account ON recon_matches(tenant_id, account_id, status, id);
+    DROP INDEX recon_matches_run;
+    CREATE INDEX recon_matches_run ON recon_matches(tenant_id, run_id, id);
+    DROP INDEX recon_suggestions_account;
+    CREATE INDEX recon_suggestions_account ON recon_suggestions(tenant_id, account_id, status, id);
+    CREATE INDEX recon_suggestions_account_id ON recon_suggestions(tenant_id, account_id, id);
+    CREATE INDEX recon_suggestions_run ON recon_suggestions(tenant_id, run_id, id);
+    """
+)

@@ -269,6 +269,26 @@ async def open_entries(db, tenant: str, account_id: str) -> list[dict]:
     return [dict(r) for r in rows]
 
 
+async def open_page(db, tenant: str, account_id: str, side: str, booked_by: str, limit: int) -> tuple[list[dict], int]:
+    """The oldest ``limit`` open items of one side (``bank`` or ``ledger``) dated
+    ``booked_by`` (``YYYY-MM-DD``) or earlier, and how many such items there are.
+
+    Both walk recon_bank_open / recon_ledger_open (tenant, account, match_id,
+    date, then id): the page stops after ``limit`` rows, the count reads that
+    index alone.
+    """
+    table, cols, date = (
+        ("recon_bank_lines", LINE_COLUMNS, "booking_date")
+        if side == "bank"
+        else ("recon_ledger_entries", ENTRY_COLUMNS, "date")
+    )
+    where = f" WHERE tenant_id=? AND account_id=? AND match_id IS NULL AND {date}<=?"
+    params = (tenant, account_id, booked_by)
+    rows = await db.fetchall(f"SELECT {cols} FROM {table}{where} ORDER BY {date}, id LIMIT ?", (*params, limit))
+    total = await db.fetchone(f"SELECT COUNT(*) AS n FROM {table}{where}", params)
+    return [dict(r) for r in rows], total["n"] if total else 0
+
+
 async def items_by_id(db, tenant: str, account_id: str, side: str, ids: list[int]) -> dict[int, dict]:
     table, cols = ("recon_bank_lines", LINE_COLUMNS) if side == "bank" else ("recon_ledger_entries", ENTRY_COLUMNS)
     out = {}
@@ -447,10 +467,17 @@ async def _page_of(
     limit: int,
     after: str | None,
 ) -> list:
-    """One page of an account's matches or suggestions, optionally of one run and one status."""
+    """One page of an account's matches or suggestions, optionally of one run and one status.
+
+    It walks one index in id order (migration 4): (tenant, run, id) for a run,
+    its status checked on the way (the unary + keeps the planner on that walk
+    rather than the account's rows of that status); else (tenant, account,
+    status, id), or (tenant, account, id) for every status.
+    """
     sql = f"SELECT {columns} FROM {table} WHERE tenant_id=? AND account_id=?"
     params: list = [tenant, account_id]
-    for condition, value in (("run_id=?", run_id), ("status=?", status), ("id>?", after)):
+    status_term = "+status=?" if run_id else "status=?"
+    for condition, value in (("run_id=?", run_id), (status_term, status), ("id>?", after)):
         if value:
             sql += f" AND {condition}"
             params.append(value)
@@ -466,9 +493,11 @@ async def with_items(db, tenant: str, account_id: str, matches: list[dict]) -> l
     for part in chunks(ids):
         links += await db.fetchall(
             "SELECT match_id, side, item_id FROM recon_match_items"
-            f" WHERE tenant_id=? AND match_id IN ({marks(len(part))}) ORDER BY item_id",
+            f" WHERE tenant_id=? AND match_id IN ({marks(len(part))})",
             (tenant, *part),
         )
+    # Sorted here: SQL would sort them in a temporary B-tree all the same.
+    links.sort(key=lambda r: r["item_id"])
     lines = await items_by_id(db, tenant, account_id, "bank", [r["item_id"] for r in links if r["side"] == "bank"])
     entries = await items_by_id(
         db, tenant, account_id, "ledger", [r["item_id"] for r in links if r["side"] == "ledger"]
