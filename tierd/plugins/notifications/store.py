@@ -11,7 +11,6 @@ time. Every send attempt is a row in ``notification_attempts``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 MIGRATIONS = [
@@ -446,19 +445,7 @@ PURGE_SLICE = (
 async def purge(db, older_than: float) -> int:
     """Delete finished notifications (and their attempts) created before ``older_than``,
     in slices that leave the writer to intake in between; returns how many."""
-    return await _delete_in_slices(db, PURGE_SLICE, {"cutoff": older_than})
-
-
-async def _delete_in_slices(db, sql: str, params: dict, size: int = 500) -> int:
-    """Stand-in for core's ``Database.delete_in_slices`` until it lands: fixed slices of
-    ``size`` rows, each its own statement, with a turn of the event loop between them."""
-    deleted = 0
-    while True:
-        cur = await db.execute(sql, {**params, "slice": size})
-        deleted += cur.rowcount
-        if cur.rowcount < size:
-            return deleted
-        await asyncio.sleep(0)
+    return await db.delete_in_slices(PURGE_SLICE, {"cutoff": older_than})
 
 
 # --- silences -------------------------------------------------------------------------------
