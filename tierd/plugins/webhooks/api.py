@@ -7,6 +7,7 @@ filtered on it, so another tenant's id is answered 404 like a missing one.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from urllib.parse import urlsplit
 
@@ -270,6 +271,24 @@ def _host_name_problem(host: str) -> str | None:
     return None
 
 
+def _delivery_cursor(cursor: str | None) -> tuple[float, int] | int | None:
+    """A delivery list's cursor: ``created_at:seq`` as this API makes it, or the
+    bare seq an older version made (resolved by the caller); 400 for anything else."""
+    if cursor is None:
+        return None
+    created, sep, seq = cursor.partition(":")
+    if not sep:
+        return int_cursor(cursor)
+    try:
+        created_at = float(created)
+    except ValueError:
+        created_at = math.nan
+    number = int_cursor(seq)  # 400 for anything but a seq
+    if number is None or not math.isfinite(created_at):
+        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
+    return created_at, number
+
+
 def _duration_param(request, name: str, default: float) -> float:
     value = request.query.get(name)
     if value is None:
@@ -397,17 +416,23 @@ def routes() -> list[Route]:
         tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
         limit, cursor = page_params(request)
+        before = _delivery_cursor(cursor)
+        if isinstance(before, int):
+            # A cursor of an older version (seq alone): where that delivery is now.
+            before = await module.store.delivery_cursor(tenant, endpoint["id"], before)
+            if before is None:
+                raise ApiError(400, "invalid_cursor", "cursor is not one this API returned")
         items = await module.store.list_deliveries(
             tenant,
             endpoint["id"],
             limit=limit + 1,
-            before_seq=int_cursor(cursor),
+            before=before,
             status=query_choice(request, "status", DELIVERY_STATUSES),
             event_type=request.query.get("event_type"),
             since=iso_time(request.query.get("since"), "since"),
             until=iso_time(request.query.get("until"), "until"),
         )
-        result = page(items, limit, lambda d: d["_seq"])
+        result = page(items, limit, lambda d: f"{d['_created_at']!r}:{d['_seq']}")
         result["data"] = [_public(d) for d in result["data"]]
         return json_response(result)
 
@@ -423,7 +448,9 @@ def routes() -> list[Route]:
                 "enabled": endpoint["enabled"],
                 "failing_since": endpoint["failing_since"],
                 "deliveries": found["deliveries"],
-                "attempts": found["attempts"] | {"since": iso(now - window)},
+                # Counted by whole minutes from the one that holds now - window;
+                # latencies estimated from a histogram (Store.endpoint_stats).
+                "attempts": found["attempts"] | {"since": iso(found["since"]), "latency_estimated": True},
             }
         )
 

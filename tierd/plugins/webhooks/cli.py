@@ -174,7 +174,10 @@ def stats(cli, tenant, endpoint_id, window, as_json):
         return
     a = data["attempts"]
     rate = "-" if a["success_rate"] is None else f"{a['success_rate']:.1%}"
-    latency = "-" if a["latency_ms_p50"] is None else f"p50 {a['latency_ms_p50']:g} ms, p99 {a['latency_ms_p99']:g} ms"
+    latency = "-"
+    if a["latency_ms_p50"] is not None:
+        # Estimates from a histogram of buckets 1.41x wide (see the API's stats).
+        latency = f"p50 ~{a['latency_ms_p50']:g} ms, p99 ~{a['latency_ms_p99']:g} ms"
     cli.output(
         {
             "endpoint": data["endpoint_id"] + ("" if data["enabled"] else "  (disabled)"),

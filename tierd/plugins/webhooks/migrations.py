@@ -93,3 +93,131 @@ MIGRATIONS = [
     END;
     """,
 ]
+
+
+# --- 3: costs that stay flat as the tables grow (issue 16) ------------------------------------
+
+#: Upper bounds (ms) of the latency histogram's buckets, 1.41x apart from 1 ms to
+#: 60 s (60000 ** (1/32), rounded to 3 digits). Bucket 0 is below 1 ms, bucket i
+#: is [BOUNDS[i-1], BOUNDS[i]), bucket 33 is 60 s and over; -1 is an attempt
+#: with no latency. Frozen: migration 3 writes them into its trigger, and the
+#: stats read the stored buckets with them (a new set needs a new migration).
+LATENCY_BOUNDS_MS = (
+    1.0, 1.41, 1.99, 2.81, 3.96, 5.58, 7.87, 11.1, 15.7, 22.1, 31.1, 43.9, 61.9, 87.3, 123.0, 174.0, 245.0,
+    345.0, 487.0, 687.0, 969.0, 1370.0, 1930.0, 2720.0, 3830.0, 5410.0, 7630.0, 10800.0, 15200.0, 21400.0,
+    30200.0, 42500.0, 60000.0,
+)  # fmt: skip
+
+
+def latency_bucket_sql(column: str) -> str:
+    """SQL for the histogram bucket of ``column`` (milliseconds): a binary search
+    of CASEs, six comparisons deep, because the trigger runs it on every attempt
+    (and SQLite's math functions are not compiled into every build)."""
+
+    def search(lo: int, hi: int) -> str:
+        # Buckets lo..hi; bucket i holds values below LATENCY_BOUNDS_MS[i] (i < 33).
+        if lo == hi:
+            return str(lo)
+        mid = (lo + hi) // 2
+        return f"CASE WHEN {column}<{LATENCY_BOUNDS_MS[mid]!r} THEN {search(lo, mid)} ELSE {search(mid + 1, hi)} END"
+
+    return f"CASE WHEN {column} IS NULL THEN -1 ELSE {search(0, len(LATENCY_BOUNDS_MS))} END"
+
+
+_COUNT_COLUMNS = ("pending", "inflight", "succeeded", "failed")
+
+
+def _count_change(sign_new: str, sign_old: str) -> str:
+    """SET clause moving an endpoint's counters by NEW.status (+1) and OLD.status (-1)."""
+    terms = []
+    for status in _COUNT_COLUMNS:
+        change = (f" + (NEW.status='{status}')" if sign_new else "") + (
+            f" - (OLD.status='{status}')" if sign_old else ""
+        )
+        terms.append(f"{status}={status}{change}")
+    return ", ".join(terms)
+
+
+MIGRATIONS.append(
+    # 3: stats kept as they change, and lists and retention that walk an index
+    # (issue 16). Each index here costs writes on the delivery path, so there are few:
+    #
+    # - webhook_delivery_counts: an endpoint's deliveries by status, kept exact by the
+    #   triggers on webhook_deliveries (insert, change of status, delete); a row per
+    #   endpoint, made and dropped with the endpoint.
+    # - webhook_attempt_minutes: attempts per endpoint, minute, outcome and latency
+    #   bucket (LATENCY_BOUNDS_MS), counted by a trigger on every attempt. A new row
+    #   (and so an entry of its minute index, which retention walks) is written once
+    #   per endpoint, minute, outcome and bucket; the other attempts add 1 to it.
+    # - Delivery lists are in (created_at, seq) order, newest first, and walk
+    #   (endpoint_id, created_at) (it replaces (endpoint_id, seq)): since/until are a
+    #   range of that index. Not seq bounds: created_at is the event's time, which a
+    #   replay gives to deliveries made long after (an older created_at at a higher seq).
+    # - Status filters: pending, inflight and failed are a small share of an endpoint's
+    #   deliveries (selective), each walks a partial index of its own in list order
+    #   (inflight's replaces the (status) one of migration 1, same writes; failed is
+    #   written only when a delivery gives up; pending when a delivery waits, i.e. a
+    #   retry or no room in flight). succeeded is most of the rows: checked on the
+    #   walk of the endpoint's index (a page reads about limit / share succeeded rows).
+    # - Event type: (endpoint_id, event_type, created_at), one more entry per delivery.
+    #   An exact type walks it; 'invoice.*' finds the endpoint's types under the prefix
+    #   (one seek each) and merges their walks. Walking the endpoint's index and checking
+    #   the type instead costs limit / share rows: a rare type, or one that stopped
+    #   coming, would read the endpoint's whole history for one page.
+    f"""
+    CREATE TABLE webhook_delivery_counts (
+        endpoint_id TEXT PRIMARY KEY,
+        pending INTEGER NOT NULL DEFAULT 0,
+        inflight INTEGER NOT NULL DEFAULT 0,
+        succeeded INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    INSERT INTO webhook_delivery_counts(endpoint_id, pending, inflight, succeeded, failed)
+        SELECT e.id, COALESCE(SUM(d.status='pending'), 0), COALESCE(SUM(d.status='inflight'), 0),
+            COALESCE(SUM(d.status='succeeded'), 0), COALESCE(SUM(d.status='failed'), 0)
+        FROM webhook_endpoints e LEFT JOIN webhook_deliveries d ON d.endpoint_id=e.id GROUP BY e.id;
+    CREATE TABLE webhook_attempt_minutes (
+        endpoint_id TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        bucket INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (endpoint_id, minute, outcome, bucket)
+    ) WITHOUT ROWID;
+    CREATE INDEX webhook_attempt_minutes_minute ON webhook_attempt_minutes(minute);
+    INSERT INTO webhook_attempt_minutes(endpoint_id, minute, outcome, bucket, n)
+        SELECT endpoint_id, CAST(attempted_at / 60 AS INTEGER), outcome, {latency_bucket_sql("latency_ms")}, COUNT(*)
+        FROM webhook_attempts WHERE endpoint_id IN (SELECT id FROM webhook_endpoints) GROUP BY 1, 2, 3, 4;
+    CREATE TRIGGER webhook_endpoint_counters AFTER INSERT ON webhook_endpoints BEGIN
+        INSERT OR IGNORE INTO webhook_delivery_counts(endpoint_id) VALUES (NEW.id);
+    END;
+    CREATE TRIGGER webhook_endpoint_counters_dropped AFTER DELETE ON webhook_endpoints BEGIN
+        DELETE FROM webhook_delivery_counts WHERE endpoint_id=OLD.id;
+        DELETE FROM webhook_attempt_minutes WHERE endpoint_id=OLD.id;
+    END;
+    CREATE TRIGGER webhook_delivery_counted AFTER INSERT ON webhook_deliveries BEGIN
+        UPDATE webhook_delivery_counts SET {_count_change("+", "")} WHERE endpoint_id=NEW.endpoint_id;
+    END;
+    CREATE TRIGGER webhook_delivery_recounted AFTER UPDATE OF status ON webhook_deliveries
+    WHEN OLD.status IS NOT NEW.status BEGIN
+        UPDATE webhook_delivery_counts SET {_count_change("+", "-")} WHERE endpoint_id=NEW.endpoint_id;
+    END;
+    CREATE TRIGGER webhook_delivery_uncounted AFTER DELETE ON webhook_deliveries BEGIN
+        UPDATE webhook_delivery_counts SET {_count_change("", "-")} WHERE endpoint_id=OLD.endpoint_id;
+    END;
+    CREATE TRIGGER webhook_attempt_counted AFTER INSERT ON webhook_attempts BEGIN
+        INSERT INTO webhook_attempt_minutes(endpoint_id, minute, outcome, bucket, n)
+        VALUES (NEW.endpoint_id, CAST(NEW.attempted_at / 60 AS INTEGER), NEW.outcome,
+            {latency_bucket_sql("NEW.latency_ms")}, 1)
+        ON CONFLICT DO UPDATE SET n=n+1;
+    END;
+    DROP INDEX webhook_deliveries_endpoint;
+    DROP INDEX webhook_deliveries_inflight;
+    CREATE INDEX webhook_deliveries_list ON webhook_deliveries(endpoint_id, created_at);
+    CREATE INDEX webhook_deliveries_pending ON webhook_deliveries(endpoint_id, created_at) WHERE status='pending';
+    CREATE INDEX webhook_deliveries_inflight ON webhook_deliveries(endpoint_id, created_at) WHERE status='inflight';
+    CREATE INDEX webhook_deliveries_failed ON webhook_deliveries(endpoint_id, created_at) WHERE status='failed';
+    CREATE INDEX webhook_deliveries_type ON webhook_deliveries(endpoint_id, event_type, created_at);
+    CREATE INDEX webhook_endpoints_list ON webhook_endpoints(tenant_id, id);
+    """
+)

@@ -56,6 +56,7 @@ def delivery_of(row) -> dict:
         "finished_at": iso_or_none(row["finished_at"]),
         "payload": json.loads(row["payload"]),
         "_seq": row["seq"],
+        "_created_at": row["created_at"],
     }
 
 

@@ -1,5 +1,6 @@
 """Retention: attempts and finished deliveries older than ``webhooks.retention``
-are deleted (the hourly job), in small transactions (see ``Store.prune``)."""
+are deleted (the hourly job), in slices that leave the writer to intake
+(see ``Store.prune``)."""
 
 from __future__ import annotations
 

@@ -11,11 +11,14 @@ left by a crash go back to ``pending`` (at-least-once delivery).
 
 from __future__ import annotations
 
+import heapq
 import json
+from collections.abc import Sequence
 
 from tierd.core.ids import new_id
 from tierd.core.storage import json_columns
 
+from .migrations import LATENCY_BOUNDS_MS
 from .present import attempt_of, delivery_of, endpoint_of
 from .records import DELIVERY_STATUSES, Outcome
 
@@ -26,6 +29,20 @@ _CLAIMED_COLUMNS = "seq, id, tenant_id, endpoint_id, event_type, payload, attemp
 #: Id prefixes: endpoints, and deliveries (also the ``webhook-id`` header: unique
 #: per delivery, stable across retries).
 ENDPOINT_ID, DELIVERY_ID = "ep_", "msg_"
+#: The index a delivery list walks for a status filter (migration 3): the
+#: selective states have a partial index each in list order. ``succeeded`` (most
+#: rows) and no filter walk the endpoint's index, the status checked on the way.
+STATUS_INDEX = {
+    "pending": "webhook_deliveries_pending",
+    "inflight": "webhook_deliveries_inflight",
+    "failed": "webhook_deliveries_failed",
+}
+#: A ``prefix.*`` filter merges the walks of the endpoint's types under the prefix
+#: up to this many types; beyond, the prefix is broad and one walk of the
+#: endpoint's index, the type checked on the way, reads fewer rows.
+MAX_MERGED_TYPES = 16
+#: Minutes: attempts are counted per minute (``webhook_attempt_minutes``).
+MINUTE = 60
 
 
 class Store:
@@ -65,14 +82,14 @@ class Store:
         return endpoint_of(row) if row else None
 
     async def list_endpoints(self, tenant: str, limit: int, after: str | None) -> list[dict]:
-        sql = "SELECT * FROM webhook_endpoints WHERE tenant_id=?"
-        params: list[str | int] = [tenant]
-        if after:
-            sql += " AND id>?"
-            params.append(after)
-        sql += " ORDER BY id LIMIT ?"
-        params.append(limit)
-        return [endpoint_of(r) for r in await self.db.fetchall(sql, params)]
+        """A page of the tenant's endpoints in id order (ids rise with creation
+        time), after the id ``after``: a walk of (tenant_id, id), ``limit`` rows."""
+        rows = await self.db.fetchall(
+            "SELECT * FROM webhook_endpoints INDEXED BY webhook_endpoints_list WHERE tenant_id=? AND id>?"
+            " ORDER BY id LIMIT ?",
+            (tenant, after or "", limit),
+        )
+        return [endpoint_of(r) for r in rows]
 
     async def update_endpoint(self, tenant: str, endpoint_id: str, fields: dict, now: float) -> dict | None:
         sets, params = [], []
@@ -298,33 +315,101 @@ class Store:
         endpoint_id: str,
         *,
         limit: int,
-        before_seq: int | None,
+        before: tuple[float, int] | None,
         status: str | None,
         event_type: str | None,
         since: float | None,
         until: float | None,
     ) -> list[dict]:
-        sql = "SELECT * FROM webhook_deliveries WHERE tenant_id=? AND endpoint_id=?"
+        """A page of an endpoint's deliveries, newest first: (created_at, seq)
+        descending, before the (created_at, seq) ``before``.
+
+        Filters: ``status``, ``event_type`` (exact, or ``prefix.*``; ``*`` is
+        any), created at or after ``since`` and before ``until``. A page reads
+        about ``limit`` rows along one index in that order, whatever the size
+        of the table (which filter walks which index: migration 3).
+        """
+        where = ["d.tenant_id=?", "d.endpoint_id=?"]
         params: list = [tenant, endpoint_id]
-        for clause, value in (
-            ("seq<?", before_seq),
-            ("status=?", status),
-            ("created_at>=?", since),
-            ("created_at<?", until),
-        ):
+        if before is not None:
+            where.append("(d.created_at, d.seq)<(?, ?)")
+            params += before
+        for clause, value in (("d.created_at>=?", since), ("d.created_at<?", until)):
             if value is not None:
-                sql += " AND " + clause
+                where.append(clause)
                 params.append(value)
-        if event_type:
+        if status is not None:
+            if status not in DELIVERY_STATUSES:
+                raise ValueError(f"unknown delivery status {status!r}")
+            # A literal, not a parameter: SQLite takes a partial index (WHERE
+            # status='failed') only for a literal that matches its WHERE.
+            where.append(f"d.status='{status}'")
+        index = STATUS_INDEX.get(status or "", "webhook_deliveries_list")
+        if event_type and event_type != "*":
             if event_type.endswith(".*"):
-                sql += " AND event_type LIKE ? ESCAPE '\\'"
-                params.append(event_type[:-1].replace("_", "\\_").replace("%", "\\%") + "%")
-            elif event_type != "*":
-                sql += " AND event_type=?"
+                prefix = event_type[:-1]
+                types = await self._types_under(endpoint_id, prefix, MAX_MERGED_TYPES + 1)
+                if not types:
+                    return []
+                if status not in STATUS_INDEX and len(types) <= MAX_MERGED_TYPES:
+                    return await self._merged_walks(where, params, types, limit)
+                # A status index, or many types: one walk, the type checked on the way
+                # (a range of the text: the prefix and everything sorting after it that starts with it).
+                where.append("d.event_type>=? AND d.event_type<?")
+                params += [prefix, _next_prefix(prefix)]
+            else:
+                where.append("d.event_type=?")
                 params.append(event_type)
-        sql += " ORDER BY seq DESC LIMIT ?"
-        params.append(limit)
-        return [delivery_of(r) for r in await self.db.fetchall(sql, params)]
+                if status not in STATUS_INDEX:
+                    index = "webhook_deliveries_type"
+        rows = await self.db.fetchall(
+            f"SELECT d.* FROM webhook_deliveries d INDEXED BY {index} WHERE {' AND '.join(where)}"
+            " ORDER BY d.created_at DESC, d.seq DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [delivery_of(r) for r in rows]
+
+    async def _types_under(self, endpoint_id: str, prefix: str, most: int) -> list[str]:
+        """The endpoint's event types starting with ``prefix`` (at most ``most``):
+        a loose walk of (endpoint_id, event_type, created_at), one seek per type."""
+        rows = await self.db.fetchall(
+            "WITH RECURSIVE t(type, k) AS ("
+            " SELECT (SELECT MIN(event_type) FROM webhook_deliveries INDEXED BY webhook_deliveries_type"
+            "  WHERE endpoint_id=:ep AND event_type>=:lo AND event_type<:hi), 1"
+            " UNION ALL"
+            " SELECT (SELECT MIN(event_type) FROM webhook_deliveries INDEXED BY webhook_deliveries_type"
+            "  WHERE endpoint_id=:ep AND event_type>t.type AND event_type<:hi), k+1"
+            " FROM t WHERE t.type IS NOT NULL AND k<:most)"
+            " SELECT type FROM t WHERE type IS NOT NULL",
+            {"ep": endpoint_id, "lo": prefix, "hi": _next_prefix(prefix), "most": most},
+        )
+        return [r["type"] for r in rows]
+
+    async def _merged_walks(self, where: list[str], params: list, types: list[str], limit: int) -> list[dict]:
+        """The first ``limit`` rows of the walks of (endpoint_id, event_type,
+        created_at) for each type, merged: at most ``len(types) * limit`` rows
+        read, one statement (a UNION ALL of LIMITed walks; the merge is here,
+        as SQLite would sort the union)."""
+        arm = (
+            "SELECT * FROM (SELECT d.* FROM webhook_deliveries d INDEXED BY webhook_deliveries_type"
+            f" WHERE {' AND '.join(where)} AND d.event_type=? ORDER BY d.created_at DESC, d.seq DESC LIMIT ?)"
+        )
+        sql = " UNION ALL ".join([arm] * len(types))
+        args: list = []
+        for event_type in types:
+            args += [*params, event_type, limit]
+        rows = await self.db.fetchall(sql, args)
+        newest = heapq.nlargest(limit, rows, key=lambda r: (r["created_at"], r["seq"]))
+        return [delivery_of(r) for r in newest]
+
+    async def delivery_cursor(self, tenant: str, endpoint_id: str, seq: int) -> tuple[float, int] | None:
+        """(created_at, seq) of a delivery: the position of a cursor made by an
+        older version (which paged by seq alone), or None if it is gone."""
+        row = await self.db.fetchone(
+            "SELECT created_at FROM webhook_deliveries WHERE seq=? AND tenant_id=? AND endpoint_id=?",
+            (seq, tenant, endpoint_id),
+        )
+        return None if row is None else (row["created_at"], seq)
 
     async def deliveries_of_event(self, tenant: str, event_id: str) -> list[dict]:
         """Every delivery of one event, one per endpoint it went to (oldest endpoint first).
@@ -368,60 +453,127 @@ class Store:
         return cur.rowcount
 
     async def endpoint_stats(self, tenant: str, endpoint_id: str, since: float) -> dict:
-        """Deliveries by status (all kept), and attempts since ``since``: by
-        outcome, success rate, latency p50 and p99. Counted and sorted by
-        SQLite, so a busy endpoint's day of attempts never comes into memory."""
-        rows = await self.db.fetchall(
-            "SELECT status, COUNT(*) AS n FROM webhook_deliveries WHERE tenant_id=? AND endpoint_id=? GROUP BY status",
+        """Deliveries by status (all kept), and attempts from the minute of
+        ``since`` on: total, by outcome, success rate, latency p50 and p99.
+
+        Reads counters kept by the triggers of migration 3, not the history:
+        one row for the deliveries, and the endpoint's per-minute rows of the
+        window (at most one per outcome and latency bucket each minute), so
+        the cost is the same at a thousand attempts a day or a million.
+
+        Attempts are counted by whole minutes: the window starts at the
+        minute that holds ``since`` (returned as ``since``, up to 59 s
+        earlier). The latencies are estimates from a histogram whose buckets
+        are 1.41x wide from 1 ms to 60 s (``LATENCY_BOUNDS_MS``): the value
+        given lies in the same bucket as the exact percentile, so it is within
+        41% of it (interpolated linearly inside the bucket); 60 s and over
+        reads as 60000.
+        """
+        row = await self.db.fetchone(
+            "SELECT c.pending, c.inflight, c.succeeded, c.failed FROM webhook_endpoints e"
+            " JOIN webhook_delivery_counts c ON c.endpoint_id=e.id WHERE e.tenant_id=? AND e.id=?",
             (tenant, endpoint_id),
         )
-        by_status = {status: 0 for status in DELIVERY_STATUSES} | {r["status"]: r["n"] for r in rows}
-        window = "FROM webhook_attempts WHERE tenant_id=? AND endpoint_id=? AND attempted_at>=?"
-        params = (tenant, endpoint_id, since)
-        rows = await self.db.fetchall(f"SELECT outcome, COUNT(*) AS n {window} GROUP BY outcome", params)
-        by_outcome = {r["outcome"]: r["n"] for r in rows}
+        by_status = {status: row[status] if row else 0 for status in DELIVERY_STATUSES}
+        first_minute = int(since // MINUTE)
+        rows = await self.db.fetchall(
+            "SELECT m.outcome, m.bucket, SUM(m.n) AS n FROM webhook_endpoints e"
+            " JOIN webhook_attempt_minutes m ON m.endpoint_id=e.id AND m.minute>=?"
+            " WHERE e.tenant_id=? AND e.id=? GROUP BY m.outcome, m.bucket",
+            (first_minute, tenant, endpoint_id),
+        )
+        by_outcome: dict[str, int] = {}
+        histogram = [0] * (len(LATENCY_BOUNDS_MS) + 1)
+        for r in rows:
+            by_outcome[r["outcome"]] = by_outcome.get(r["outcome"], 0) + r["n"]
+            if r["bucket"] >= 0:
+                histogram[r["bucket"]] += r["n"]
         total = sum(by_outcome.values())
-
-        async def percentile(p: int) -> float | None:
-            if not total:
-                return None
-            row = await self.db.fetchone(
-                f"SELECT latency_ms {window} ORDER BY latency_ms LIMIT 1 OFFSET ?",
-                (*params, min(total - 1, total * p // 100)),
-            )
-            return row["latency_ms"] if row else None
-
         return {
             "deliveries": by_status,
+            "since": first_minute * MINUTE,
             "attempts": {
                 "total": total,
-                "by_outcome": by_outcome,
+                "by_outcome": dict(sorted(by_outcome.items())),
                 "success_rate": round(by_outcome.get("success", 0) / total, 4) if total else None,
-                "latency_ms_p50": await percentile(50),
-                "latency_ms_p99": await percentile(99),
+                "latency_ms_p50": latency_percentile(histogram, 50),
+                "latency_ms_p99": latency_percentile(histogram, 99),
             },
         }
 
-    async def prune(self, cutoff: float, batch: int = 5000) -> int:
+    def prune_statements(self, cutoff: float) -> list[tuple[str, dict]]:
+        """The DELETEs of :meth:`prune`, each taking ``:slice`` rows along an
+        index from the oldest (see ``Database.delete_in_slices``)."""
+        return [
+            (
+                "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts"
+                " INDEXED BY webhook_attempts_time WHERE attempted_at<:cutoff ORDER BY attempted_at LIMIT :slice)",
+                {"cutoff": cutoff},
+            ),
+            # Finished ones, and any left by an endpoint deleted while one of
+            # its events was being fanned out (never claimed: no endpoint). A
+            # slice walks past old rows still pending (a disabled endpoint's
+            # backlog): they are few, and the walk is the same for each slice.
+            (
+                "DELETE FROM webhook_deliveries WHERE seq IN (SELECT d.seq FROM webhook_deliveries d"
+                " INDEXED BY webhook_deliveries_created WHERE d.created_at<:cutoff"
+                " AND (d.status IN ('succeeded','failed')"
+                " OR NOT EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id=d.endpoint_id))"
+                " ORDER BY d.created_at LIMIT :slice)",
+                {"cutoff": cutoff},
+            ),
+            # Minutes that ended before the cutoff: their attempts are gone.
+            (
+                "DELETE FROM webhook_attempt_minutes WHERE (endpoint_id, minute, outcome, bucket) IN ("
+                " SELECT endpoint_id, minute, outcome, bucket FROM webhook_attempt_minutes"
+                " INDEXED BY webhook_attempt_minutes_minute WHERE minute<:minute ORDER BY minute LIMIT :slice)",
+                {"minute": int(cutoff // MINUTE)},
+            ),
+        ]
+
+    async def prune(self, cutoff: float) -> int:
         """Delete attempts and finished deliveries older than ``cutoff`` (and
-        old ones of deleted endpoints), in small transactions so the writer
-        lock is never held long."""
+        old ones of deleted endpoints), and the attempt counts of the minutes
+        before it; the rows of history deleted (attempts and deliveries).
+
+        In slices sized to a time budget with pauses that leave the writer to
+        intake (``Database.delete_in_slices``): a first prune of millions of
+        rows takes longer, it does not stall deliveries. The triggers of
+        migration 3 keep the endpoints' delivery counters right as rows go.
+        """
         removed = 0
-        while True:
-            async with self.db.transaction() as tx:
-                a = await tx.execute(
-                    "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts"
-                    " WHERE attempted_at<? LIMIT ?)",
-                    (cutoff, batch),
-                )
-                # Finished ones, and any left by an endpoint deleted while one of
-                # its events was being fanned out (never claimed: no endpoint).
-                d = await tx.execute(
-                    "DELETE FROM webhook_deliveries WHERE seq IN (SELECT seq FROM webhook_deliveries"
-                    " WHERE created_at<? AND (status IN ('succeeded','failed')"
-                    " OR endpoint_id NOT IN (SELECT id FROM webhook_endpoints)) LIMIT ?)",
-                    (cutoff, batch),
-                )
-            removed += a.rowcount + d.rowcount
-            if a.rowcount < batch and d.rowcount < batch:
-                return removed
+        for sql, params in self.prune_statements(cutoff):
+            deleted = await self.db.delete_in_slices(sql, params)
+            if "webhook_attempt_minutes" not in sql:
+                removed += deleted
+        return removed
+
+
+def _next_prefix(prefix: str) -> str:
+    """The first text after every text starting with ``prefix`` (which ends with
+    '.'): ``'invoice.'`` -> ``'invoice/'``, so a prefix is a range of an index."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def latency_percentile(histogram: Sequence[int], p: int) -> float | None:
+    """The ``p``-th percentile (ms) of the latencies counted in ``histogram``
+    (counts per bucket of ``LATENCY_BOUNDS_MS``), or None if it is empty.
+
+    The rank is the one an exact sort would take (the value at 0-based
+    position ``min(n - 1, n * p // 100)``); the value is interpolated
+    linearly inside its bucket, at the middle of its share of the bucket.
+    """
+    total = sum(histogram)
+    if not total:
+        return None
+    rank = min(total - 1, total * p // 100)
+    seen = 0
+    for bucket, n in enumerate(histogram):
+        if rank < seen + n:
+            if bucket == len(LATENCY_BOUNDS_MS):
+                return LATENCY_BOUNDS_MS[-1]  # 60 s and over: no upper bound to interpolate to
+            low = LATENCY_BOUNDS_MS[bucket - 1] if bucket else 0.0
+            high = LATENCY_BOUNDS_MS[bucket]
+            return round(low + (high - low) * (rank - seen + 0.5) / n, 2)
+        seen += n
+    return None  # not reached: rank < total
