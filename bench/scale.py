@@ -15,6 +15,10 @@ data (one event in 200) mixed in. At each stage, median of several runs, in ms:
 - ``GET /v1/webhooks/{id}/stats``;
 - the daemon's peak RSS (VmHWM).
 
+The same lists are measured once more after the prune (column "after
+prune"; its middle page is a quarter of the rows made, about the middle of
+what is left).
+
 How the data is made. Everything that can go through the real path does:
 events are POSTed to ``/v1/events`` by concurrent clients, the deliveries
 (one endpoint subscribed to ``invoice.*``, half the events, so 500k at 1M) go
@@ -47,7 +51,11 @@ after the prune, and after ``tierd db compact`` when this tree has it.
     .venv/bin/python bench/scale.py               # full size: 15k, 250k, 1M events
     .venv/bin/python bench/scale.py --scale 0.1   # 1.5k, 25k, 100k
     .venv/bin/python bench/scale.py --quick       # smoke run, about 2 minutes
-    .venv/bin/python bench/scale.py --json        # the figures as JSON as well
+    .venv/bin/python bench/scale.py --json        # the figures as JSON on stdout, the table on stderr
+
+To measure a committed tree while others edit the working one, run it on a
+copy: ``git archive HEAD | tar -x -C /tmp/t && PYTHONPATH=/tmp/t .venv/bin/python bench/scale.py``
+(the daemon subprocesses import tierd from there too).
 """
 
 from __future__ import annotations
