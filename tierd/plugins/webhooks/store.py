@@ -414,12 +414,13 @@ class Store:
     async def deliveries_of_event(self, tenant: str, event_id: str) -> list[dict]:
         """Every delivery of one event, one per endpoint it went to (oldest endpoint first).
 
-        Walks the tenant's endpoints and seeks UNIQUE(endpoint_id, event_id)
-        for each: no index on event_id alone is needed (nor paid on every insert).
+        Walks the tenant's endpoints in id order (ids rise with creation time)
+        and seeks UNIQUE(endpoint_id, event_id) for each: no index on event_id
+        alone is needed (nor paid on every insert), and nothing is sorted.
         """
         rows = await self.db.fetchall(
-            "SELECT d.*, e.url AS endpoint_url FROM webhook_endpoints e CROSS JOIN webhook_deliveries d"
-            " ON d.endpoint_id=e.id AND d.event_id=? WHERE e.tenant_id=? ORDER BY e.created_at, d.seq",
+            "SELECT d.*, e.url AS endpoint_url FROM webhook_endpoints e INDEXED BY webhook_endpoints_list"
+            " CROSS JOIN webhook_deliveries d ON d.endpoint_id=e.id AND d.event_id=? WHERE e.tenant_id=? ORDER BY e.id",
             (event_id, tenant),
         )
         return [delivery_of(r) | {"endpoint_url": r["endpoint_url"]} for r in rows]
