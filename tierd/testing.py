@@ -8,6 +8,8 @@ tierd's own tests and third-party plugins' tests use the same pieces:
   ``NOTIFY_SOCKET`` (kill it, restart it, run the CLI against it).
 - :class:`Receiver`: an HTTP server on loopback that records every request.
 - :func:`eventually`: wait for a condition instead of sleeping.
+- :func:`recorded_reads` and :func:`assert_index_walk`: the SQL a request ran,
+  and whether each statement reads only its page along an index.
 
 Both daemons take ``plugins=``: plugin modules (or their import names) to load
 without installing them; see ``docs/plugin-api.md``, "Testing your plugin".
@@ -19,19 +21,23 @@ the running interpreter's site-packages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import inspect
 import json
 import os
+import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -42,6 +48,7 @@ from tierd.core.clock import Clock
 
 if TYPE_CHECKING:
     from tierd.core.daemon import Daemon
+    from tierd.core.storage import Database
 
 #: The admin token of every test daemon (``token=None`` in requests means this one).
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -494,6 +501,45 @@ class LocalDaemon:
             return all(p.cursor is not None and p.cursor >= last for p in bus.progress.values())
 
         await eventually(passed, timeout, what=f"consumers {sorted(bus.progress)} to pass event {last}")
+
+
+@contextlib.asynccontextmanager
+async def recorded_reads(db: Database) -> AsyncIterator[list[str]]:
+    """Collect the SQL (parameters inlined) of every statement run on ``db``'s
+    readers inside the block, e.g. to check their plans with :func:`assert_index_walk`."""
+    statements: list[str] = []
+    await db.trace_reads(statements.append)
+    try:
+        yield statements
+    finally:
+        await db.trace_reads(None)
+
+
+def query_plan(db_path: str | Path, sql: str) -> list[str]:
+    """The details of SQLite's EXPLAIN QUERY PLAN of ``sql``, one line each."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+    finally:
+        conn.close()
+
+
+def assert_index_walk(db_path: str | Path, sql: str) -> list[str]:
+    """Fail unless ``sql`` reads its rows along indexes in the order asked:
+    no temporary B-tree for ORDER BY (a sort of everything that matched) and
+    no full scan of a table. Returns the plan."""
+    plan = query_plan(db_path, sql)
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        conn.close()
+    for line in plan:
+        scanned = re.fullmatch(r"SCAN (\w+)(?: AS \w+)?", line)
+        assert "USE TEMP B-TREE FOR ORDER BY" not in line and not (scanned and scanned.group(1) in tables), (
+            f"{sql}\nreads more than its page: {line}\nplan: {plan}"
+        )
+    return plan
 
 
 class StepClock(Clock):

@@ -61,7 +61,12 @@ def test_defaults_without_a_file():
     assert config["server"]["listen"] == "127.0.0.1:8765"
     assert config["server"]["admin_token"] is None
     assert config["server"]["shutdown_grace"] == 10.0
-    assert config["storage"] == {"path": "./var/tierd.db", "busy_timeout": 5.0, "event_retention": 30 * 86400.0}
+    assert config["storage"] == {
+        "path": "./var/tierd.db",
+        "busy_timeout": 5.0,
+        "readers": 3,
+        "event_retention": 30 * 86400.0,
+    }
     assert config["logging"] == {"level": "INFO", "format": "text", "access_log": False}
     assert config["plugins"] == {"disabled": []}
     assert config["webhooks"]["retry_schedule"] == [0.0, 5.0, 300.0]

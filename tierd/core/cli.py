@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
@@ -212,13 +213,69 @@ def db_status(cli_ctx: CliContext, as_json: bool) -> None:
     """Show migrations applied and pending per namespace."""
     from tierd.core.daemon import all_migrations
 
-    async def status(database: Database, pm: PluginManager) -> list[dict]:
-        return await database.migration_status(all_migrations(pm))
+    async def status(database: Database, pm: PluginManager) -> tuple[list[dict], dict]:
+        return await database.migration_status(all_migrations(pm)), await database.space()
 
-    rows = _with_db(cli_ctx, status, migrate=False)
+    rows, space = _with_db(cli_ctx, status, migrate=False)
     if not as_json:
         click.echo(f"database: {cli_ctx.config['storage']['path']}")
+        click.echo(f"size: {_space_line(space)}")
+        if space["auto_vacuum"] != 2:
+            click.echo("  made by an older tierd: the file never shrinks; run `tierd db compact` once (daemon stopped)")
     cli_ctx.output(rows, ["namespace", "applied", "available", "pending"], as_json)
+
+
+def _space_line(space: dict) -> str:
+    size = space["page_count"] * space["page_size"]
+    free = space["freelist_count"] * space["page_size"]
+    return f"{size / 1e6:.1f} MB, of which {free / 1e6:.1f} MB free for reuse"
+
+
+@db.command("compact")
+@json_option
+@pass_cli
+def db_compact(cli_ctx: CliContext, as_json: bool) -> None:
+    """Shrink the file to its data and let it follow retention from now on.
+
+    Once, for a database made by an older tierd (newer ones shrink by
+    themselves as retention prunes). Stop the daemon first: this rewrites the
+    whole file, and needs as much free disk as the database takes.
+    """
+    from tierd.core.storage import DatabaseInUse, claim, release
+
+    path = cli_ctx.config["storage"]["path"]
+    if not Path(path).exists():
+        raise click.ClickException(f"{path}: no such database")
+    try:
+        held = claim(path)
+    except DatabaseInUse as exc:
+        raise click.ClickException(f"{exc}: stop it first (systemctl stop tierd), then run this again") from None
+    started = time.monotonic()
+
+    async def compact(database: Database, pm: PluginManager) -> tuple[dict, dict]:
+        before = await database.space()
+        if not as_json:
+            click.echo(f"compacting {path} ({_space_line(before)}); this may take a while", err=True)
+        await database.compact()
+        return before, await database.space()
+
+    try:
+        before, after = _with_db(cli_ctx, compact, migrate=False)
+    finally:
+        release(held)
+    result = {
+        "path": path,
+        "bytes_before": before["page_count"] * before["page_size"],
+        "bytes_after": after["page_count"] * after["page_size"],
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    if as_json:
+        cli_ctx.output(result, as_json=True)
+    else:
+        click.echo(
+            f"{path}: {result['bytes_before'] / 1e6:.1f} MB -> {result['bytes_after'] / 1e6:.1f} MB"
+            f" in {result['seconds']} s; from now on it shrinks as retention prunes"
+        )
 
 
 @db.command("backup")

@@ -151,12 +151,20 @@ CORE_SCHEMAS: dict[str, Field] = {
             "header_timeout": Duration(
                 default="10s", min="1s", doc="A connection that takes longer to send a request's headers is closed"
             ),
+            "query_timeout": Duration(
+                default="10s",
+                min="0.1s",
+                doc="A request's reads taking longer are stopped and it is answered 503 query_timeout",
+            ),
         }
     ),
     "storage": Obj(
         {
             "path": Str(default="./var/tierd.db", min_len=1, doc="SQLite database file"),
             "busy_timeout": Duration(default="5s", doc="How long to wait for a locked database"),
+            "readers": Int(
+                default=3, min=1, max=32, doc="Connections that serve reads side by side (besides the hot path's own)"
+            ),
             "event_retention": Duration(
                 default="30d",
                 doc="Events older than this are deleted once every consumer has handled them; 0 keeps them forever",

@@ -32,7 +32,7 @@ from tierd.core.registry import Registries, collect_registries
 from tierd.core.scheduler import Job, apply_jobs, make_scheduler
 from tierd.core.schema import Field
 from tierd.core.service import PluginService, ServiceNotRunning
-from tierd.core.storage import CORE_MIGRATIONS, Database
+from tierd.core.storage import CORE_MIGRATIONS, Database, claim, release
 from tierd.core.tenants import local_admin_token
 from tierd.core.web_app import ApiRunner, Authenticator, build_app
 
@@ -89,6 +89,7 @@ class Daemon:
         self.metrics = prometheus_client.CollectorRegistry()
         prometheus_client.ProcessCollector(registry=self.metrics)
         self._db: Database | None = None
+        self._db_claim: int | None = None
         self._bus: EventBus | None = None
         self.scheduler = make_scheduler()
         self.stopping = asyncio.Event()
@@ -192,7 +193,7 @@ class Daemon:
     async def tenant_exists(self, tenant: str) -> bool:
         if tenant in self._tenants:
             return True
-        if await self.db.fetchone("SELECT 1 FROM tenants WHERE id=?", (tenant,)):
+        if await self.db.lookups.fetchone("SELECT 1 FROM tenants WHERE id=?", (tenant,)):
             self._tenants.add(tenant)
             return True
         return False
@@ -202,8 +203,10 @@ class Daemon:
     async def start(self) -> None:
         storage = self.config["storage"]
         _check_can_listen(self.config["server"]["listen"])  # before anything is created on disk
+        # One daemon per database: a second one would deliver everything twice.
+        self._db_claim = claim(storage["path"])
         self.config["server"]["admin_token"] = local_admin_token(self.config, create=True)
-        self._db = await Database(storage["path"], storage["busy_timeout"]).open()
+        self._db = await Database(storage["path"], storage["busy_timeout"], storage["readers"]).open()
         self.db.on_full = self._storage_full_errors.inc
         self.not_ready_reason = "migrating"
         await self.db.migrate(all_migrations(self.pm))
@@ -347,6 +350,8 @@ class Daemon:
             await asyncio.gather(*pending, return_exceptions=True)
         if self._db is not None:
             await self._db.close()
+        release(self._db_claim)
+        self._db_claim = None
         log.info("stopped")
 
     async def reload(self) -> tuple[bool, list[str]]:

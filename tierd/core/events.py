@@ -27,12 +27,16 @@ from typing import Any
 
 from tierd.core.clock import Clock, iso
 from tierd.core.ids import new_ids
-from tierd.core.storage import Database, Params, is_decode_error, json_columns
+from tierd.core.storage import Database, Lookups, Params, is_decode_error, json_columns
 
 log = logging.getLogger("tierd.events")
 
 #: A dotted lowercase event type (use with ``fullmatch``).
 TYPE_RE = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\Z")
+
+#: At most this many (tenant, type) index walks are merged for one page of
+#: a type pattern (see EventBus.list); SQLite allows 500 arms of a UNION.
+MERGE_ARMS = 32
 
 _COLUMNS = ("seq", "id", "tenant_id", "type", "data", "idempotency_key", "created_at")
 _TEXT_COLUMNS = ("id", "tenant_id", "type", "data", "idempotency_key")
@@ -194,7 +198,7 @@ class EventBus:
         if self._next_seq is None:
             # This process is the only writer of the log: it numbers events
             # itself instead of asking SQLite after each insert.
-            row = await self.db.fetchone("SELECT COALESCE(MAX(seq), 0) AS m FROM events")
+            row = await self.db.lookups.fetchone("SELECT COALESCE(MAX(seq), 0) AS m FROM events")
             assert row is not None  # an aggregate always answers a row
             self._next_seq = row["m"] + 1
         # Keys seen before. Batches are inserted one at a time (``_flush``), so
@@ -236,14 +240,18 @@ class EventBus:
         """The stored events of these (tenant, idempotency key) pairs."""
         if not keys:
             return {}
+        # Point lookups on intake's path: on the connection no long query uses.
         rows = await self._rows(
             "SELECT {columns} FROM json_each(?) AS k JOIN events e"
             " ON e.tenant_id=json_extract(k.value, '$[0]') AND e.idempotency_key=json_extract(k.value, '$[1]')",
             (json.dumps(sorted(keys)),),
+            reader=self.db.lookups,
         )
         return {(r["tenant_id"], r["idempotency_key"]): _row_to_event(r) for r in rows}
 
-    async def _rows(self, sql: str, params: Params) -> Sequence[sqlite3.Row | dict[str, Any]]:
+    async def _rows(
+        self, sql: str, params: Params, reader: Database | Lookups | None = None
+    ) -> Sequence[sqlite3.Row | dict[str, Any]]:
         """Event rows of ``sql`` (``{columns}`` for its column list, ``e`` the events table).
 
         Rows stored before intake refused lone surrogates hold text that is
@@ -251,12 +259,13 @@ class EventBus:
         that text as bytes and decoded with U+FFFD in place of what is not
         UTF-8, so that no consumer or listing is stuck on them for ever.
         """
+        reader = reader or self.db
         try:
-            return await self.db.fetchall(sql.format(columns=_EVENT_COLUMNS), params)
+            return await reader.fetchall(sql.format(columns=_EVENT_COLUMNS), params)
         except Exception as exc:
             if not is_decode_error(exc):
                 raise
-        rows = [_mend(r) for r in await self.db.fetchall(sql.format(columns=_EVENT_COLUMNS_RAW), params)]
+        rows = [_mend(r) for r in await reader.fetchall(sql.format(columns=_EVENT_COLUMNS_RAW), params)]
         if not self._mended_logged:
             self._mended_logged = True
             log.warning(
@@ -283,23 +292,77 @@ class EventBus:
     async def list(
         self, tenant: str | None, after_seq: int, limit: int, type_pattern: str | None = None
     ) -> list[Event]:
-        """Events after ``after_seq``, oldest first; ``type_pattern`` as in :func:`type_matches`."""
-        sql = "SELECT {columns} FROM events e WHERE seq>?"
+        """Events after ``after_seq``, oldest first; ``type_pattern`` as in :func:`type_matches`.
+
+        A page reads its own rows, whatever the size of the log: it walks an
+        index in seq order (the primary key, a tenant's events, or a tenant's
+        events of one type) and stops at ``limit``. A pattern such as
+        ``webhook.endpoint.*`` is the few types it matches (found with one
+        index seek each), merged in seq order by SQLite; only when it matches
+        very many does the page walk the tenant's log and skip the others.
+        """
+        where = "e.seq>?"
         params: builtins.list[object] = [after_seq]
-        if tenant is not None:
-            sql += " AND tenant_id=?"
-            params.append(tenant)
-        # Filtered in SQL, so that a page is full whenever more events match.
         if type_pattern and type_pattern != "*":
+            arms = await self._type_arms(tenant, type_pattern)
+            if arms is not None:
+                if not arms:
+                    return []
+                sql = " UNION ALL ".join(
+                    "SELECT {columns} FROM events e WHERE e.tenant_id=? AND e.type=? AND e.seq>?" for _ in arms
+                )
+                merged = [v for t, ty in arms for v in (t, ty, after_seq)]
+                rows = await self._rows(sql + " ORDER BY seq LIMIT ?", (*merged, limit))
+                return [_row_to_event(r) for r in rows]
+            # Too many to merge: they are then much of the log, and a walk in
+            # seq order that skips the rest soon fills a page.
             if type_pattern.endswith(".*"):
-                prefix = type_pattern[:-1]
-                sql += " AND substr(type, 1, ?)=?"
-                params += [len(prefix), prefix]
+                where += " AND substr(e.type, 1, ?)=?"
+                params += [len(type_pattern) - 1, type_pattern[:-1]]
             else:
-                sql += " AND type=?"
+                where += " AND e.type=?"
                 params.append(type_pattern)
-        rows = await self._rows(sql + " ORDER BY seq LIMIT ?", (*params, limit))
+        if tenant is not None:
+            where += " AND e.tenant_id=?"
+            params.append(tenant)
+        sql = f"SELECT {{columns}} FROM events e WHERE {where} ORDER BY e.seq LIMIT ?"
+        rows = await self._rows(sql, (*params, limit))
         return [_row_to_event(r) for r in rows]
+
+    async def _type_arms(self, tenant: str | None, pattern: str) -> builtins.list[tuple[str, str]] | None:
+        """The (tenant, type) pairs of the log that ``pattern`` selects, or None
+        when there are more than :data:`MERGE_ARMS`."""
+        if tenant is not None:
+            tenants = [tenant]
+        else:
+            tenants = [r["id"] for r in await self.db.fetchall("SELECT id FROM tenants LIMIT ?", (MERGE_ARMS + 1,))]
+        arms = []
+        for t in tenants:
+            if pattern.endswith(".*"):
+                # The types of the pattern sort between the prefix and the
+                # prefix with its final dot moved one up ('/'): a range.
+                prefix = pattern[:-1]
+                arms += [(t, ty) for ty in await self._types_between(t, prefix, prefix[:-1] + "/")]
+            else:
+                arms.append((t, pattern))
+            if len(arms) > MERGE_ARMS:
+                return None
+        return arms
+
+    async def _types_between(self, tenant: str, low: str, high: str) -> builtins.list[str]:
+        """The tenant's event types in [low, high): one index seek per type
+        (a "loose index scan"), not a read of their events; at most
+        MERGE_ARMS + 1 of them."""
+        rows = await self.db.fetchall(
+            "WITH RECURSIVE t(type) AS ("
+            " SELECT (SELECT MIN(type) FROM events WHERE tenant_id=:tenant AND type>=:low AND type<:high)"
+            " UNION ALL"
+            " SELECT (SELECT MIN(type) FROM events WHERE tenant_id=:tenant AND type>t.type AND type<:high)"
+            " FROM t WHERE t.type IS NOT NULL LIMIT :cap"
+            ") SELECT type FROM t WHERE type IS NOT NULL",
+            {"tenant": tenant, "low": low, "high": high, "cap": MERGE_ARMS + 1},
+        )
+        return [r["type"] for r in rows]
 
     async def span(
         self, tenant: str, since: float, until: float | None = None, page: int = 1000
@@ -419,14 +482,15 @@ class EventBus:
             (name, cursor, time.time()),
         )
 
-    async def prune(self, older_than: float, batch: int = 5000) -> int:
+    async def prune(self, older_than: float) -> int:
         """Delete events created before ``older_than`` that every running
         consumer has passed; returns how many.
 
         An event a consumer has not handled yet is kept whatever its age (a
-        plugin that was stopped catches up first). Small statements, each
-        atomic: the writer is never held long. Idempotency keys go with their
-        events: a key re-sent after the retention makes a new event.
+        plugin that was stopped catches up first). Deleted in slices that
+        leave the writer to intake (``Database.delete_in_slices``). Idempotency
+        keys go with their events: a key re-sent after the retention makes a
+        new event.
         """
         if not self.progress:
             return 0
@@ -436,20 +500,15 @@ class EventBus:
         )
         if len(rows) < len(self.progress):
             return 0  # a consumer that has not stored a cursor yet has handled nothing
-        handled = min(r["last_seq"] for r in rows)
-        removed = 0
-        while True:
-            # The oldest ``batch`` events by seq (a walk of the primary key,
-            # bounded whatever the table's size); those old enough go. Events
-            # are numbered as they are stored, so their times rise with seq.
-            cur = await self.db.execute(
-                "DELETE FROM events WHERE created_at<? AND seq IN"
-                " (SELECT seq FROM events WHERE seq<=? ORDER BY seq LIMIT ?)",
-                (older_than, handled, batch),
-            )
-            removed += cur.rowcount
-            if cur.rowcount < batch:
-                return removed
+        # The oldest events by seq (a walk of the primary key, bounded whatever
+        # the table's size); those old enough go. Events are numbered as they
+        # are stored, so their times rise with seq: a slice with a young one
+        # deletes fewer than it took, and that ends the prune.
+        return await self.db.delete_in_slices(
+            "DELETE FROM events WHERE created_at<:cutoff AND seq IN"
+            " (SELECT seq FROM events WHERE seq<=:handled ORDER BY seq LIMIT :slice)",
+            {"cutoff": older_than, "handled": min(r["last_seq"] for r in rows)},
+        )
 
     async def lag(self) -> dict[str, int]:
         """Events not yet consumed, per consumer (for /metrics, /readyz and `tierd db

@@ -1,8 +1,18 @@
 """Embedded storage: one SQLite file in WAL mode, with numbered migrations.
 
 One writer connection serialised by an asyncio lock (SQLite has one writer
-anyway) and one reader connection, so reads never wait for a write
-transaction. SQL lives in each plugin's ``store.py``; this module only runs it.
+anyway), a small pool of reader connections (WAL lets readers run side by
+side and never wait for a write), and one more reader kept for the hot path's
+point lookups (a token, an idempotency key): a long query never holds up
+intake. A read may be given a time budget (:meth:`Database.budget`, set per
+API request): past it, SQLite is interrupted and :class:`QueryTimeout` raised.
+SQL lives in each plugin's ``store.py``; this module only runs it.
+
+Deleting much at once (retention) goes through :meth:`Database.delete_in_slices`:
+small statements sized to a time budget, with pauses that leave the writer to
+intake, then freed pages given back to the file system (incremental
+auto-vacuum, on for every database created by this version; ``tierd db
+compact`` turns it on for older ones).
 
 Failures leave both connections usable: a read that fails half-way lets go of
 its statement (and so of its snapshot), a transaction whose COMMIT fails is
@@ -15,12 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import errno
+import fcntl
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +78,39 @@ CORE_MIGRATIONS = [
         updated_at REAL NOT NULL
     );
     """,
+    # 2: a tenant's events in log order, and of one type in log order: a page
+    # of GET /v1/events reads its own rows along one of these (or merges a few
+    # of the second for a pattern such as webhook.endpoint.*), at any size.
+    """
+    CREATE INDEX events_tenant_seq ON events(tenant_id, seq);
+    CREATE INDEX events_tenant_type ON events(tenant_id, type, seq);
+    """,
 ]
+
+
+#: Reader connections besides the one for point lookups (``storage.readers``).
+DEFAULT_READERS = 3
+#: Each slice of :meth:`Database.delete_in_slices` aims at this many seconds ...
+SLICE_BUDGET = 0.02
+#: ... and is followed by a pause of this many times its duration: a prune
+#: takes at most a fifth of the writer's time, whatever it has to delete.
+SLICE_PAUSE = 4.0
+#: Pages given back to the file system per incremental-vacuum step.
+VACUUM_STEP = 256
+
+#: (loop.time() by which reads of the current task must be done, the budget
+#: in seconds it came from), or None for no limit. Set with :meth:`Database.budget`.
+_deadline: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar(
+    "tierd_read_deadline", default=None
+)
+
+
+class QueryTimeout(Exception):
+    """A read ran past its time budget and was interrupted."""
+
+    def __init__(self, budget: float) -> None:
+        super().__init__(f"the query ran past its time budget of {budget:g} s and was stopped")
+        self.budget = budget
 
 
 #: A write refused for lack of space makes the database "full" for this long,
@@ -87,6 +132,38 @@ def is_decode_error(exc: BaseException) -> bool:
     """Whether ``exc`` is a read of text that is not UTF-8 (stored before tierd
     refused lone surrogates at intake)."""
     return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith("Could not decode to UTF-8")
+
+
+class DatabaseInUse(OSError):
+    """Another process owns the database (see :func:`claim`)."""
+
+
+def claim(path: str | Path) -> int | None:
+    """Take the lock that says "this process owns the database": the daemon
+    holds it while it runs, ``tierd db compact`` while it rewrites the file.
+    Raises :class:`DatabaseInUse` if another process holds it; returns the
+    lock's file descriptor for :func:`release` (None for ``:memory:``).
+
+    A file of its own beside the database (``PATH.lock``): closing any other
+    descriptor of the database file would drop SQLite's own locks on it.
+    """
+    if str(path) == ":memory:":
+        return None
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DatabaseInUse(f"the database {path} is in use by another tierd process (a running daemon?)") from None
+    return fd
+
+
+def release(fd: int | None) -> None:
+    """Let go of what :func:`claim` took."""
+    if fd is not None:
+        os.close(fd)
 
 
 class _Cursor(sqlite3.Cursor):
@@ -146,12 +223,35 @@ class Transaction:
         return rows[0] if rows else None
 
 
+class Lookups:
+    """The reader connection kept for point lookups on the hot path.
+
+    Only reads of a few rows by a unique key belong here (a token by its
+    hash, events by idempotency key): they queue behind each other on this
+    connection, never behind a scan, so intake's latency does not depend on
+    what the API is reading at the same time.
+    """
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        return list(await self._conn.execute_fetchall(sql, params))
+
+    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        rows = list(await self._conn.execute_fetchall(sql, params))
+        return rows[0] if rows else None
+
+
 class Database:
-    def __init__(self, path: str | Path, busy_timeout: float = 5.0) -> None:
+    def __init__(self, path: str | Path, busy_timeout: float = 5.0, readers: int = DEFAULT_READERS) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        self.readers = readers
         self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
+        self._readers: list[aiosqlite.Connection] = []
+        self._free: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._lookups: Lookups | None = None
         self._lock = asyncio.Lock()
         #: When (time.monotonic()) a write last failed for lack of space; None
         #: once a write succeeded since.
@@ -168,11 +268,19 @@ class Database:
                 # Created 0600 before SQLite touches it: it holds secrets.
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._writer = await self._connect()
+        # Only a database without tables takes a new auto_vacuum mode this way
+        # (an older one keeps its own until `tierd db compact`): incremental
+        # lets pruning give pages back to the file system a few at a time.
+        await self._writer.execute_fetchall("PRAGMA auto_vacuum=INCREMENTAL")
         await self._writer.execute_fetchall("PRAGMA journal_mode=WAL")
-        self._reader = await self._connect()
+        for _ in range(self.readers):
+            conn = await self._connect(read_only=True)
+            self._readers.append(conn)
+            self._free.put_nowait(conn)
+        self._lookups = Lookups(await self._connect(read_only=True))
         return self
 
-    async def _connect(self) -> aiosqlite.Connection:
+    async def _connect(self, read_only: bool = False) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None, factory=_Connection)
         conn.row_factory = sqlite3.Row
         # PRAGMAs are read to the end: an unfinished statement holds a lock.
@@ -181,19 +289,24 @@ class Database:
         # NORMAL is durable in WAL mode across process crashes (kill -9);
         # only an OS crash or power loss can lose the last commits.
         await conn.execute_fetchall("PRAGMA synchronous=NORMAL")
+        if read_only:
+            await conn.execute_fetchall("PRAGMA query_only=ON")
         return conn
 
     async def close(self) -> None:
-        for conn in (self._reader, self._writer):
+        conns = [*self._readers, *([self._lookups._conn] if self._lookups else []), self._writer]
+        for conn in conns:
             if conn is not None:
                 await conn.close()
-        self._reader = self._writer = None
+        self._readers, self._lookups, self._writer = [], None, None
+        self._free = asyncio.Queue()
 
     @property
-    def _read_conn(self) -> aiosqlite.Connection:
-        if self._reader is None:
+    def lookups(self) -> Lookups:
+        """The connection for the hot path's point lookups (see :class:`Lookups`)."""
+        if self._lookups is None:
             raise RuntimeError(f"the database {self.path} is not open")
-        return self._reader
+        return self._lookups
 
     @property
     def _write_conn(self) -> aiosqlite.Connection:
@@ -204,11 +317,81 @@ class Database:
     # --- reads ---------------------------------------------------------------
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
-        return list(await self._read_conn.execute_fetchall(sql, params))
+        """Rows of a query, on a reader of the pool (waiting for a free one).
+
+        Within :meth:`budget`, a query still running at the deadline is
+        interrupted and :class:`QueryTimeout` raised; a query whose caller
+        is cancelled (a client gone) is interrupted too, so no reader stays
+        busy for an answer nobody will read.
+        """
+        if not self._readers:
+            raise RuntimeError(f"the database {self.path} is not open")
+        limit = _deadline.get()
+        loop = asyncio.get_running_loop()
+        if limit is not None and loop.time() >= limit[0]:
+            raise QueryTimeout(limit[1])
+        conn: aiosqlite.Connection | None = await self._free.get()
+        assert conn is not None
+        # A reader is used by one query at a time: an interrupt can only ever
+        # stop the query it was meant for.
+        raw: sqlite3.Connection = conn._conn  # aiosqlite's connection; interrupt() is thread-safe
+        query = asyncio.ensure_future(conn.execute_fetchall(sql, params))
+        timer = loop.call_at(limit[0], raw.interrupt) if limit is not None else None
+        try:
+            rows = await asyncio.shield(query)
+        except asyncio.CancelledError:
+            if not query.done():
+                raw.interrupt()
+                # Back to the pool once SQLite has let go of it.
+                query.add_done_callback(partial(self._release, conn))
+                conn = None
+            raise
+        except sqlite3.OperationalError as exc:
+            if limit is not None and str(exc) == "interrupted":
+                raise QueryTimeout(limit[1]) from None
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if conn is not None:
+                self._free.put_nowait(conn)
+        return list(rows)
 
     async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
-        rows = list(await self._read_conn.execute_fetchall(sql, params))
+        rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
+
+    def _release(self, conn: aiosqlite.Connection, query: asyncio.Future) -> None:
+        if not query.cancelled():
+            query.exception()  # retrieved: an interrupted query's error is expected
+        self._free.put_nowait(conn)
+
+    async def trace_reads(self, callback: Callable[[str], None] | None) -> None:
+        """Call ``callback`` with the SQL (parameters inlined) of every statement
+        the readers run, from their threads; None stops it. For tests and
+        debugging (see ``tierd.testing.recorded_reads``)."""
+        for conn in [*self._readers, self.lookups._conn]:
+            await conn.set_trace_callback(callback)  # type: ignore[arg-type]  # None is documented
+
+    @staticmethod
+    @contextlib.contextmanager
+    def budget(seconds: float | None) -> Iterator[None]:
+        """Reads made inside (by this task and tasks it starts) must be done
+        within ``seconds`` of now; None or 0 sets no limit. A budget inside
+        another one never extends it."""
+        if not seconds:
+            yield
+            return
+        deadline = asyncio.get_running_loop().time() + seconds
+        outer = _deadline.get()
+        if outer is not None and outer[0] < deadline:
+            yield
+            return
+        token = _deadline.set((deadline, seconds))
+        try:
+            yield
+        finally:
+            _deadline.reset(token)
 
     # --- writes --------------------------------------------------------------
 
@@ -336,11 +519,84 @@ class Database:
             tmp.unlink()
         os.close(os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600))
         dest = await aiosqlite.connect(tmp)
+        source = await self._free.get()  # a reader: the writer goes on meanwhile
         try:
-            await self._read_conn.backup(dest)
+            await source.backup(dest)
         finally:
+            self._free.put_nowait(source)
             await dest.close()
         os.replace(tmp, target)
+
+    # --- pruning and disk space -----------------------------------------------------
+
+    async def delete_in_slices(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
+        """Run a DELETE a slice at a time until nothing is left; the rows deleted.
+
+        ``sql`` deletes at most ``:slice`` rows (a named parameter, e.g.
+        ``DELETE FROM t WHERE id IN (SELECT id FROM t WHERE created_at<:cutoff
+        ORDER BY id LIMIT :slice)``); its subquery must walk an index, or every
+        slice would scan. Each slice is one statement (atomic on its own), sized
+        to take about :data:`SLICE_BUDGET` and followed by a pause of
+        :data:`SLICE_PAUSE` times its duration: intake's statements run in
+        between, so a prune of a million rows slows nobody down, it only takes
+        longer. Freed pages go back to the file system afterwards (:meth:`reclaim`).
+        """
+        size, removed = 256, 0
+        while True:
+            started = time.monotonic()
+            cur = await self.execute(sql, {**(params or {}), "slice": size})
+            took = time.monotonic() - started
+            removed += cur.rowcount
+            if cur.rowcount < size:
+                break
+            # Towards the budget, by at most a factor of two per slice (one
+            # slow slice, e.g. behind a checkpoint, must not shrink it to nothing).
+            size = max(16, min(size * 2, 50_000, int(size * SLICE_BUDGET / max(took, 1e-4)) or 1))
+            await asyncio.sleep(took * SLICE_PAUSE)
+        if removed:
+            await self.reclaim()
+        return removed
+
+    async def reclaim(self) -> int:
+        """Give free pages back to the file system, :data:`VACUUM_STEP` pages a
+        statement with pauses as in :meth:`delete_in_slices`; the pages freed.
+
+        Only a database in incremental auto-vacuum mode can (every database this
+        version creates; ``tierd db compact`` converts an older one).
+        """
+        if (await self._pragma("auto_vacuum")) != 2:
+            return 0
+        freed = 0
+        while (free := await self._pragma("freelist_count")) > 0:
+            started = time.monotonic()
+            await self._write_all(f"PRAGMA incremental_vacuum({min(free, VACUUM_STEP)})")
+            freed += min(free, VACUUM_STEP)
+            await asyncio.sleep((time.monotonic() - started) * SLICE_PAUSE)
+        return freed
+
+    async def space(self) -> dict[str, int]:
+        """The file's pages (all, and free for reuse), their size in bytes and
+        the auto_vacuum mode (2: incremental, pruning shrinks the file)."""
+        names = ("page_count", "freelist_count", "page_size", "auto_vacuum")
+        return {name: await self._pragma(name) for name in names}
+
+    async def compact(self) -> None:
+        """Rewrite the file without its free pages and turn on incremental
+        auto-vacuum (VACUUM): for a database made before this version. It holds
+        the writer for as long as it takes and needs as much free disk as the
+        database is large: run it with the daemon stopped."""
+        await self._write_all("PRAGMA auto_vacuum=INCREMENTAL")
+        await self._write_all("VACUUM")
+        await self._write_all("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def _pragma(self, name: str) -> int:
+        rows = await self._write_all(f"PRAGMA {name}")
+        return int(rows[0][0])
+
+    async def _write_all(self, sql: str) -> list[sqlite3.Row]:
+        """A statement on the writer, stepped to its end (PRAGMAs that work as they are read)."""
+        async with self._lock:
+            return list(await self._write_conn.execute_fetchall(sql))
 
 
 def json_columns(count: int, start: int = 0) -> str:

@@ -107,8 +107,8 @@ async def revoke_token(db: Database, token_id: str) -> dict:
 
 
 async def tenant_for_token(db: Database, token: str) -> tuple[str, str] | None:
-    """(tenant id, token id) of a valid token, or None."""
-    row = await db.fetchone(
+    """(tenant id, token id) of a valid token, or None (every request asks: a point lookup)."""
+    row = await db.lookups.fetchone(
         "SELECT tenant_id, id FROM tokens WHERE token_hash=? AND revoked_at IS NULL", (hash_token(token),)
     )
     return (row["tenant_id"], row["id"]) if row else None

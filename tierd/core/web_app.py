@@ -49,7 +49,7 @@ from tierd.core.events import TYPE_RE
 from tierd.core.openapi import build_openapi
 from tierd.core.plugins import get_plugins
 from tierd.core.schema import Field, Obj, Str
-from tierd.core.storage import is_storage_full
+from tierd.core.storage import Database, QueryTimeout, is_storage_full
 
 if TYPE_CHECKING:
     from tierd.core.daemon import Daemon
@@ -77,7 +77,10 @@ _HTTP_CODES = {
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        return await handler(request)
+        # Every read the request makes shares one time budget: a heavy read
+        # is stopped instead of holding a reader (and the client) for minutes.
+        with Database.budget(request.app[DAEMON_KEY].config["server"]["query_timeout"]):
+            return await handler(request)
     except ApiError as exc:
         return exc.to_response()
     except web.HTTPException as exc:
@@ -88,6 +91,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status == 413:
             message = f"body exceeds {request.app[MAX_BODY_KEY]} bytes"
         return ApiError(exc.status, code, message).to_response()
+    except QueryTimeout as exc:
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        return ApiError(
+            503, "query_timeout", f"{exc}; ask for less (a narrower window, a filter, a smaller page)"
+        ).to_response()
     except Exception as exc:
         if is_storage_full(exc):
             db = request.app[DAEMON_KEY].db
