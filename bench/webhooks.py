@@ -11,6 +11,11 @@ Three figures for tierd (daemon subprocess, receivers in their own process):
    is stopped, as a crash or an outage would leave them); drain rate, peak
    RSS, and how long a fresh event for another endpoint waits meanwhile.
 
+4. stats (``--stats N``): N deliveries of one endpoint, each with one
+   attempt, spread over the last 24 h (written while the daemon is stopped,
+   through the tables' triggers if the schema has them), then the median
+   time of ``GET /v1/webhooks/{id}/stats`` (a dashboard polling it).
+
 The same N events are also pushed through a bare aiohttp relay (answers 202
 at once and forwards each event signed, keeping nothing), alternating with
 tierd round by round, and the median of the rounds' ratios tierd/relay is
@@ -18,6 +23,10 @@ printed. A figure, never a timed assert.
 
     .venv/bin/python bench/webhooks.py                # full run (100k backlog)
     .venv/bin/python bench/webhooks.py --quick        # ~30 s
+    .venv/bin/python bench/webhooks.py --stats 500000 --stats-only   # the stats read alone
+
+To compare with other code, put it first on the path: the daemon is started
+with ``python -m tierd`` and inherits ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -293,6 +302,67 @@ async def backlog(http, daemon, endpoint_ids, fresh_stats_url, stats_url, reset_
     }
 
 
+async def stats_latency(http, daemon, endpoint_id, size, calls=30):
+    """Stop the daemon, give one endpoint ``size`` deliveries with an attempt
+    each over the last 24 h, start it, and time the stats read."""
+    daemon.stop()
+    now = time.time()
+    started = time.monotonic()
+    with sqlite3.connect(daemon.dir / "tierd.db") as conn:
+        first = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM webhook_deliveries").fetchone()[0]
+        for chunk in range(0, size, 50_000):
+            rows = range(chunk, min(size, chunk + 50_000))
+            conn.executemany(
+                "INSERT INTO webhook_deliveries(seq, id, tenant_id, endpoint_id, event_id, event_type, payload,"
+                " status, attempts, created_at, finished_at) VALUES (?,?,?,?,?,?,'{}',?,1,?,?)",
+                (
+                    (
+                        first + i,
+                        f"msg_st{i:08d}",
+                        "bench",
+                        endpoint_id,
+                        f"evt_st{i}",
+                        "t0.stats",
+                        "failed" if i % 20 == 0 else "succeeded",
+                        now - 86400 + i * 86400 / size,
+                        now - 86400 + i * 86400 / size,
+                    )
+                    for i in rows
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO webhook_attempts(delivery_seq, tenant_id, endpoint_id, attempted_at, status_code,"
+                " latency_ms, outcome) VALUES (?,?,?,?,?,?,?)",
+                (
+                    (
+                        first + i,
+                        "bench",
+                        endpoint_id,
+                        now - 86400 + i * 86400 / size + 0.01,
+                        500 if i % 20 == 0 else 200,
+                        5 + (i * 7919 % 1000) / 10,
+                        "http_error" if i % 20 == 0 else "success",
+                    )
+                    for i in rows
+                ),
+            )
+            conn.commit()
+    written = time.monotonic() - started
+    daemon.start()
+    times, answer = [], None
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        answer = await _api(http, daemon, "GET", f"/v1/webhooks/{endpoint_id}/stats", None)
+        times.append(time.perf_counter() - t0)
+    return {
+        "size": size,
+        "write_s": written,
+        "p50_ms": pct(times, 50) * 1000,
+        "max_ms": max(times) * 1000,
+        "answer": answer,
+    }
+
+
 async def main(args) -> None:
     receiver_port, fresh_port, relay_port = free_port(), free_port(), free_port()
     procs = [_spawn(_receiver, receiver_port), _spawn(_receiver, fresh_port)]
@@ -330,6 +400,14 @@ async def main(args) -> None:
             await _api(
                 http, daemon, "POST", "/v1/webhooks", {"url": fresh_receiver + "/fresh", "event_types": ["fresh.*"]}
             )
+            if args.stats_only:
+                st = await stats_latency(http, daemon, endpoints[0]["id"], args.stats)
+                print(
+                    f"webhooks stats: {st['size']} deliveries and attempts of one endpoint in 24 h "
+                    f"(written in {st['write_s']:.1f} s): GET /stats p50 {st['p50_ms']:.1f} ms, "
+                    f"max {st['max_ms']:.1f} ms; answer {json.dumps(st['answer']['attempts'])}"
+                )
+                return
             # One unmeasured round of each first: connections, caches and the
             # receiver warm up (the relay's first round is markedly slower).
             await relay_throughput(http, relay_url, receiver + "/stats", receiver + "/reset", 2000, args.concurrency)
@@ -428,6 +506,8 @@ def parse_args(argv=None):
     parser.add_argument("--endpoints", type=int, default=10, help="endpoints the events are spread over")
     parser.add_argument("--repeat", type=int, default=5, help="rounds of both throughput runs (medians reported)")
     parser.add_argument("--quick", action="store_true", help="2000 events once, 5 s steady, 20k backlog")
+    parser.add_argument("--stats", type=int, default=500_000, help="deliveries (one attempt each) for the stats read")
+    parser.add_argument("--stats-only", action="store_true", help="only the stats read (skip the other runs)")
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.seconds, args.backlog, args.repeat = 2000, 5, 20_000, 1

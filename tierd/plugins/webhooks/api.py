@@ -596,9 +596,12 @@ def routes() -> list[Route]:
             "GET",
             one + "/stats",
             stats,
-            summary="Health of an endpoint: deliveries by status, recent attempts",
+            summary="Health of an endpoint: deliveries by status, recent attempts (counted by whole minutes;"
+            " latency p50/p99 estimated from a histogram of buckets 1.41x wide, within the exact value's bucket)",
             tag=TAG,
-            params={"window": "attempts of this recent span (e.g. 1h, 7d; default 24h)"},
+            params={
+                "window": "attempts of this recent span, from the start of its first minute (e.g. 1h, 7d; default 24h)"
+            },
         ),
         Route(
             "GET",
