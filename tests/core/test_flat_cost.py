@@ -182,6 +182,12 @@ async def test_retention_deletes_in_slices_and_the_file_shrinks(tmp_path):
         assert [json.loads(r["data"]) for r in rows] == [{"fresh": True}]
         assert before["auto_vacuum"] == 2
         assert after["page_count"] < before["page_count"] / 3 and after["freelist_count"] == 0
+        # What an operator's dashboard sees: the file's size, and none of it free.
+        await local.daemon._update_metrics()
+        async with local.session.get(local.url + "/metrics") as resp:  # type: ignore[union-attr]
+            metrics = await resp.text()
+        assert f'tierd_database_bytes{{pages="all"}} {float(after["page_count"] * after["page_size"])}' in metrics
+        assert 'tierd_database_bytes{pages="free"} 0.0' in metrics
 
 
 async def test_compact_converts_an_older_database_and_refuses_while_a_daemon_runs(tmp_path, tierd_daemon):

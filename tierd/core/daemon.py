@@ -140,6 +140,12 @@ class Daemon:
             "1 while writes fail for lack of disk space",
             registry=self.metrics,
         ).set_function(lambda: float(self._db is not None and self._db.full))
+        self._db_bytes = prometheus_client.Gauge(
+            "tierd_database_bytes",
+            "Size of the database file by its pages: all of them, and those free for reuse",
+            ["pages"],
+            registry=self.metrics,
+        )
 
     @property
     def db(self) -> Database:
@@ -308,6 +314,9 @@ class Daemon:
             )
 
     async def _update_metrics(self) -> None:
+        space = await self.db.space()
+        self._db_bytes.labels("all").set(space["page_count"] * space["page_size"])
+        self._db_bytes.labels("free").set(space["freelist_count"] * space["page_size"])
         lags = await self.bus.lag()
         for name, lag in lags.items():
             self._consumer_lag.labels(name).set(lag)

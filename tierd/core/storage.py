@@ -590,8 +590,9 @@ class Database:
         await self._write_all("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def _pragma(self, name: str) -> int:
-        rows = await self._write_all(f"PRAGMA {name}")
-        return int(rows[0][0])
+        row = await self.lookups.fetchone(f"PRAGMA {name}")  # each a fresh read: current
+        assert row is not None  # these PRAGMAs always answer a row
+        return int(row[0])
 
     async def _write_all(self, sql: str) -> list[sqlite3.Row]:
         """A statement on the writer, stepped to its end (PRAGMAs that work as they are read)."""
