@@ -23,6 +23,7 @@ import pytest
 from aiohttp import web
 from webhook_helpers import LocalDaemon, hook_receiver, local  # noqa: F401 - fixtures
 
+from tierd import testing
 from tierd.core.clock import parse_iso
 from tierd.core.storage import Database
 from tierd.plugins.webhooks.migrations import LATENCY_BOUNDS_MS, MIGRATIONS, latency_bucket_sql
@@ -83,15 +84,11 @@ def _cte_names(sql: str) -> set[str]:
 
 
 def assert_index_walk(db_path: Path, sql: str) -> list[str]:
-    """Fail if the plan of ``sql`` sorts for its ORDER BY or scans a whole table
-    (a whole index included); the plan's lines.
-
-    Stands in for ``tierd.testing.assert_index_walk`` (being added to the
-    harness); a scan of a CTE, a subquery's result or a constant row is no
-    scan of the data.
-    """
-    with sqlite3.connect(db_path) as conn:
-        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+    """The harness's :func:`tierd.testing.assert_index_walk` (no sort for ORDER
+    BY, no full scan of a table), and stricter: no full scan of an index
+    either, and no sort of the right part of an ORDER BY. A scan of a CTE, a
+    subquery's result or a constant row is no scan of the data. The plan."""
+    plan = testing.assert_index_walk(db_path, sql)
     ctes = _cte_names(sql)
     for line in plan:
         # Also "FOR RIGHT PART OF ORDER BY": a sort all the same.
@@ -100,33 +97,6 @@ def assert_index_walk(db_path: Path, sql: str) -> list[str]:
         if match and line != "SCAN CONSTANT ROW":
             assert match.group(1) in ctes, (sql, plan)
     return plan
-
-
-class RecordedReads:
-    """Every statement run on a Database's reader connection, parameters inlined
-    (SQLite's expanded SQL, through the connection's trace callback).
-
-    Stands in for ``tierd.testing.recorded_reads`` (being added to the harness).
-    """
-
-    def __init__(self, db: Database):
-        self.db = db
-        self.statements: list[str] = []
-
-    def _connections(self) -> list:
-        # Core's reader pool (or its one reader before the pool): private, hence
-        # the harness's own helper once it lands.
-        readers = getattr(self.db, "_readers", None)
-        return list(readers) if readers else [self.db._reader]  # type: ignore[attr-defined]
-
-    async def __aenter__(self) -> list[str]:
-        for conn in self._connections():
-            await conn.set_trace_callback(self.statements.append)
-        return self.statements
-
-    async def __aexit__(self, *exc) -> None:
-        for conn in self._connections():
-            await conn.set_trace_callback(None)
 
 
 # --- buckets and percentiles -------------------------------------------------------------------
@@ -392,6 +362,14 @@ async def test_delivery_pages_are_a_plain_filter_of_the_history_newest_first(fil
 
 async def test_prune_slices_walk_an_index(filled):
     store, db_path = filled
+    # The check catches what it is for: a sort, a scan of a table or of an index.
+    for bad in (
+        "SELECT * FROM webhook_deliveries WHERE endpoint_id='ep_0' ORDER BY payload",
+        "SELECT * FROM webhook_attempts WHERE latency_ms>3",
+        "SELECT id FROM webhook_deliveries INDEXED BY webhook_deliveries_list WHERE event_type='x'",
+    ):
+        with pytest.raises(AssertionError):
+            assert_index_walk(db_path, bad)
     for sql, params in store.prune_statements(1_700_000_500.0):
         inlined = sql.replace(":slice", "500")
         for name, value in params.items():
@@ -434,7 +412,7 @@ async def test_every_list_walks_an_index_in_its_order(local, hook_receiver):  # 
     filters += [{"event_type": "invoice.*", "since": "2020-01-01T00:00:00Z", "cursor": cursor}]
     calls += [(f"/v1/webhooks/{ep}/deliveries", f) for f in filters]
     for path, params in calls:
-        async with RecordedReads(d.daemon.db) as statements:
+        async with testing.recorded_reads(d.daemon.db) as statements:
             status, body = await d.call("GET", path, tenant="acme", params=params)
         assert status == 200, (path, params, body)
         assert statements, (path, params)
