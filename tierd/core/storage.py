@@ -321,7 +321,7 @@ class Database:
 
         Within :meth:`budget`, a query still running at the deadline is
         interrupted and :class:`QueryTimeout` raised; a query whose caller
-        is cancelled (a client gone) is interrupted too, so no reader stays
+        is cancelled (e.g. at shutdown) is interrupted too, so no reader stays
         busy for an answer nobody will read.
         """
         if not self._readers:
