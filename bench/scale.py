@@ -108,8 +108,11 @@ config_path, job_log, prune_ids = sys.argv[1], sys.argv[2], sys.argv[3].split(",
 state = {}
 
 def note(entry):
-    with open(job_log, "a") as f:
-        f.write(json.dumps(entry) + "\\n")
+    try:
+        with open(job_log, "a") as f:
+            f.write(json.dumps(entry) + "\\n")
+    except OSError:
+        pass  # a record lost must not fail the job it times
 
 def timed(job):
     async def run():
