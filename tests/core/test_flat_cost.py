@@ -48,6 +48,17 @@ async def store_events(db: Database, tenant: str, types_: list[str], count: int,
         )
 
 
+async def cursors_stored(local: LocalDaemon, seq: int) -> None:
+    """Wait until every consumer has stored a cursor at ``seq`` or later (what retention goes by)."""
+    db = local.daemon.db
+
+    async def stored() -> bool:
+        rows = await db.fetchall("SELECT last_seq FROM consumer_cursors")
+        return len(rows) >= len(local.daemon.bus.progress) and min(r["last_seq"] for r in rows) >= seq
+
+    await eventually(stored, what=f"every consumer to store its cursor at event {seq}")
+
+
 async def all_pages(local: LocalDaemon, params: dict, tenant: str | None = None, token: str | None = None) -> list:
     seen, cursor = [], None
     while True:
@@ -165,11 +176,7 @@ async def test_retention_deletes_in_slices_and_the_file_shrinks(tmp_path):
             )
         await local.publish("acme", "invoice.paid", {"fresh": True})
 
-        async def cursors_stored() -> bool:
-            rows = await db.fetchall("SELECT last_seq FROM consumer_cursors")
-            return len(rows) >= len(local.daemon.bus.progress) and min(r["last_seq"] for r in rows) >= 3001
-
-        await eventually(cursors_stored, what="every consumer to store its cursor past the old events")
+        await cursors_stored(local, 3001)
         before = await db.space()
         deletes: list[str] = []
         await db._write_conn.set_trace_callback(lambda sql: deletes.append(sql) if sql.startswith("DELETE") else None)
@@ -243,3 +250,36 @@ async def test_claim_is_one_owner_at_a_time(tmp_path):
     db = await Database(path).open()
     await db.migrate({"core": CORE_MIGRATIONS})
     await db.close()
+
+
+async def test_an_operator_runs_the_retention_now_instead_of_waiting_for_its_hour(tmp_path):
+    """After lowering a retention, `POST /v1/admin/jobs/{id}/run` (`tierd jobs run ID`)
+    prunes at once; the job's schedule goes on, and an unknown job is a clear 404."""
+    clock = StepClock()
+    local = LocalDaemon(tmp_path, {"storage": {"event_retention": "1d"}}, clock=clock)
+    async with local:
+        token = await local.tenant("acme")
+        for i in range(5):
+            await local.publish("acme", "invoice.paid", {"i": i})
+        await cursors_stored(local, 5)
+        clock.advance(2 * 86400)
+        status, body = await local.call("GET", "/v1/admin/jobs")
+        assert status == 200
+        jobs = {j["id"]: j for j in body["data"]}
+        assert {"core.prune_events", "webhooks.retention", "notifications.retention"} <= jobs.keys()
+        assert "3600" in jobs["core.prune_events"]["trigger"] or "1:00:00" in jobs["core.prune_events"]["trigger"]
+
+        async def log_empty() -> bool:
+            status, body = await local.call("GET", "/v1/events", token=token)
+            return status == 200 and body["data"] == []
+
+        status, body = await local.call("POST", "/v1/admin/jobs/core.prune_events/run")
+        assert status == 202 and body["id"] == "core.prune_events", body
+        await eventually(log_empty, what="the retention to prune the old events")
+        status, body = await local.call("GET", "/v1/admin/jobs")
+        next_run = {j["id"]: j for j in body["data"]}["core.prune_events"]["next_run_at"]
+        assert next_run is not None  # scheduled again, an interval on
+        status, body = await local.call("POST", "/v1/admin/jobs/no.such.job/run")
+        assert status == 404 and body["error"]["code"] == "job_not_found"
+        status, body = await local.call("POST", "/v1/admin/jobs/core.prune_events/run", token=token)
+        assert status in (401, 403)

@@ -435,6 +435,34 @@ def reload(cli_ctx: CliContext) -> None:
     click.echo("configuration reloaded")
 
 
+@cli.group()
+def jobs() -> None:
+    """The running daemon's timers (retention, schedules): list them, run one now."""
+
+
+@jobs.command("list")
+@json_option
+@pass_cli
+def jobs_list(cli_ctx: CliContext, as_json: bool) -> None:
+    """Every timer with its schedule and next run."""
+    rows = cli_ctx.api.get("/v1/admin/jobs")["data"]
+    cli_ctx.output(rows, ["id", "trigger", "next_run_at"], as_json)
+
+
+@jobs.command("run")
+@click.argument("job_id")
+@json_option
+@pass_cli
+def jobs_run(cli_ctx: CliContext, job_id: str, as_json: bool) -> None:
+    """Run JOB_ID now (e.g. core.prune_events after lowering storage.event_retention);
+    its schedule goes on. The daemon's log says what the job did."""
+    job = cli_ctx.api.post(f"/v1/admin/jobs/{job_id}/run")
+    if as_json:
+        cli_ctx.output(job, as_json=True)
+    else:
+        click.echo(f"{job_id} runs now; then {job['trigger']}")
+
+
 def _config_path_from_argv(argv: list[str]) -> str | None:
     for i, arg in enumerate(argv):
         if arg == "--config" and i + 1 < len(argv):

@@ -7,6 +7,7 @@ rebuilt from the configuration at every start and reload, with stable ids.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -63,3 +64,29 @@ def apply_jobs(scheduler: AsyncIOScheduler, jobs: list[Job]) -> None:
             existing.remove()
     for job in jobs:
         scheduler.add_job(job.func, job.trigger(), id=job.id, name=job.id, replace_existing=True)
+
+
+def describe_jobs(scheduler: AsyncIOScheduler) -> list[dict]:
+    """Each job: its id, when it runs (its trigger) and its next run (unix seconds)."""
+    return [
+        {
+            "id": job.id,
+            "trigger": str(job.trigger),
+            "next_run_at": job.next_run_time.timestamp() if job.next_run_time else None,
+        }
+        for job in sorted(scheduler.get_jobs(), key=lambda j: j.id)
+    ]
+
+
+def run_now(scheduler: AsyncIOScheduler, job_id: str) -> bool:
+    """Make a job's next run now (its schedule goes on after); False if there is none.
+
+    For an operator who lowered a retention, or wants a schedule's work
+    without waiting for its hour.
+    """
+    job = scheduler.get_job(job_id)
+    if job is None:
+        return False
+    job.modify(next_run_time=datetime.datetime.now(datetime.UTC))
+    scheduler.wakeup()
+    return True

@@ -98,9 +98,9 @@ SLICE_PAUSE = 4.0
 #: Pages given back to the file system per incremental-vacuum step.
 VACUUM_STEP = 256
 
-#: (loop.time() by which reads of the current task must be done, the budget
-#: in seconds it came from), or None for no limit. Set with :meth:`Database.budget`.
-_deadline: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar(
+#: (loop.time() by which reads must be done, the budget in seconds it came
+#: from, the task it binds), or None for no limit. Set with :meth:`Database.budget`.
+_deadline: contextvars.ContextVar[tuple[float, float, asyncio.Task | None] | None] = contextvars.ContextVar(
     "tierd_read_deadline", default=None
 )
 
@@ -327,6 +327,8 @@ class Database:
         if not self._readers:
             raise RuntimeError(f"the database {self.path} is not open")
         limit = _deadline.get()
+        if limit is not None and limit[2] is not asyncio.current_task():
+            limit = None  # a task started under a budget (a timer woken by a request) has none of its own
         loop = asyncio.get_running_loop()
         if limit is not None and loop.time() >= limit[0]:
             raise QueryTimeout(limit[1])
@@ -376,9 +378,11 @@ class Database:
     @staticmethod
     @contextlib.contextmanager
     def budget(seconds: float | None) -> Iterator[None]:
-        """Reads made inside (by this task and tasks it starts) must be done
-        within ``seconds`` of now; None or 0 sets no limit. A budget inside
-        another one never extends it."""
+        """Reads this task makes inside must be done within ``seconds`` of
+        now; None or 0 sets no limit. A budget inside another one never
+        extends it. Tasks started inside inherit the context but not the
+        budget: work a request wakes up (a timer, a background job) is not
+        the request's to limit."""
         if not seconds:
             yield
             return
@@ -387,7 +391,7 @@ class Database:
         if outer is not None and outer[0] < deadline:
             yield
             return
-        token = _deadline.set((deadline, seconds))
+        token = _deadline.set((deadline, seconds, asyncio.current_task()))
         try:
             yield
         finally:

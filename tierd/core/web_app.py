@@ -44,10 +44,12 @@ from tierd.core.api import (
     require_tenant,
     tenant_scope,
 )
+from tierd.core.clock import iso
 from tierd.core.event_types import catalogue
 from tierd.core.events import TYPE_RE
 from tierd.core.openapi import build_openapi
 from tierd.core.plugins import get_plugins
+from tierd.core.scheduler import describe_jobs, run_now
 from tierd.core.schema import Field, Obj, Str
 from tierd.core.storage import Database, QueryTimeout, is_storage_full
 
@@ -373,6 +375,17 @@ def core_routes(daemon: Daemon, auth: Authenticator) -> list[Route]:
     async def admin_plugins(request: web.Request) -> web.Response:
         return json_response({"data": get_plugins(daemon.pm)})
 
+    async def admin_jobs(request: web.Request) -> web.Response:
+        return json_response({"data": [_job_json(j) for j in describe_jobs(daemon.scheduler)]})
+
+    async def admin_run_job(request: web.Request) -> web.Response:
+        job_id = request.match_info["id"]
+        if not run_now(daemon.scheduler, job_id):
+            raise ApiError(404, "job_not_found", f"no job {job_id!r} (GET /v1/admin/jobs lists them)")
+        log.info("job %s runs now, as asked through the API", job_id)
+        job = next(j for j in describe_jobs(daemon.scheduler) if j["id"] == job_id)
+        return json_response(_job_json(job), status=202)
+
     tag = "core"
     return [
         Route("GET", "/healthz", healthz, auth="public", summary="Liveness", tag=tag),
@@ -448,7 +461,22 @@ def core_routes(daemon: Daemon, auth: Authenticator) -> list[Route]:
             body=NO_BODY,
         ),
         Route("GET", "/v1/admin/plugins", admin_plugins, auth="admin", summary="Loaded plugins", tag="admin"),
+        Route("GET", "/v1/admin/jobs", admin_jobs, auth="admin", summary="Timers and their next run", tag="admin"),
+        Route(
+            "POST",
+            "/v1/admin/jobs/{id}/run",
+            admin_run_job,
+            auth="admin",
+            summary="Run a timer's job now (e.g. a retention after lowering it); its schedule goes on",
+            tag="admin",
+            body=NO_BODY,
+            statuses=(202,),
+        ),
     ]
+
+
+def _job_json(job: dict) -> dict:
+    return job | {"next_run_at": iso(job["next_run_at"]) if job["next_run_at"] is not None else None}
 
 
 # --- the server ------------------------------------------------------------------
