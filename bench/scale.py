@@ -38,12 +38,12 @@ endpoint's stats, a report-sized read paging through the whole event log with
 ``limit=500``, and the retention prune of half the data running), and after
 the prune without reads. The ratio loaded/baseline is printed.
 
-The retention jobs run hourly, the first run an hour after start, and tierd
-has no command or API to run them now: the daemon is started through a small
-launcher (``python -c`` LAUNCHER below, no change to tierd) that wraps
-``tierd.core.daemon.apply_jobs`` to time the retention jobs and, on SIGUSR1,
-moves their next run to now with APScheduler's ``modify_job``. If a change in
-tierd makes that impossible, the prune is reported as not triggered.
+The retention jobs run hourly; the bench runs them now as an operator does,
+with ``POST /v1/admin/jobs/{id}/run`` (``tierd jobs run ID``). To time them,
+the daemon is started through a small launcher (``python -c`` LAUNCHER below,
+no change to tierd) that wraps ``tierd.core.daemon.apply_jobs`` and writes
+when each retention job started and ended. If a change in tierd makes that
+impossible, the prune is reported as not timed.
 
 Disk: file size, page_count and freelist_count (and auto_vacuum) before and
 after the prune, and after ``tierd db compact`` when this tree has it.
@@ -99,11 +99,11 @@ VIP_EVERY = 500
 W = 50
 PRUNE_JOBS = ("core.prune_events", "webhooks.retention", "notifications.retention")
 
-# The daemon, started as `tierd run` is, with two additions for the prune (see
+# The daemon, started as `tierd run` is, with one addition for the prune (see
 # the module docstring): a timing record of each retention job's runs in a
-# JSON-lines file, and SIGUSR1 = "run the retention jobs now".
+# JSON-lines file.
 LAUNCHER = """
-import asyncio, dataclasses, datetime, json, signal, sys, time
+import asyncio, dataclasses, json, sys, time
 config_path, job_log, prune_ids = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
 state = {}
 
@@ -133,21 +133,10 @@ def apply_jobs(scheduler, jobs):
     state["ids"] = [j.id for j in jobs if j.id in prune_ids]
     note({"jobs": state["ids"]})
 
-def run_now():
-    now = datetime.datetime.now(datetime.timezone.utc)
-    for job_id in state["ids"]:
-        state["scheduler"].modify_job(job_id, next_run_time=now)
-    note({"triggered": state["ids"], "at": time.time()})
-
-def on_usr1(signum, frame):
-    if "loop" in state:
-        state["loop"].call_soon_threadsafe(run_now)
-
 try:
     from tierd.core import daemon as _daemon
     original = _daemon.apply_jobs
     _daemon.apply_jobs = apply_jobs
-    signal.signal(signal.SIGUSR1, on_usr1)
     note({"patched": True})
 except (ImportError, AttributeError) as exc:
     note({"patched": False, "why": repr(exc)})
@@ -244,10 +233,15 @@ class Daemon:
         return any(e.get("patched") for e in entries) and any(e.get("jobs") for e in entries)
 
     def prune_now(self) -> bool:
-        """Ask the launcher to run the retention jobs now; False if it cannot."""
+        """Run the retention jobs now through the admin API; False if they cannot be timed."""
         if not self.can_prune_now():
             return False
-        os.kill(self.pid, signal.SIGUSR1)
+        for job_id in PRUNE_JOBS:
+            request = urllib.request.Request(
+                f"{self.url}/v1/admin/jobs/{job_id}/run", method="POST", headers={"Authorization": f"Bearer {ADMIN}"}
+            )
+            with urllib.request.urlopen(request, timeout=10):
+                pass
         return True
 
     def peak_rss_mb(self) -> float:
