@@ -253,21 +253,25 @@ def test_only_event_type_objects_are_accepted_and_one_plugin_cannot_declare_twic
         collect_registries(pm)
 
 
-async def test_seen_types_read_a_bounded_span_along_the_index(tmp_path):
-    """The query the catalogue sends is the one explained: it walks the
-    (tenant, created_at) index from the newest event, never the whole log."""
+async def test_seen_types_are_every_type_of_the_log_found_one_seek_each(tmp_path):
+    """The query the catalogue sends seeks each next type along (tenant, type, seq)
+    and its newest event, never a walk of the events: a type used once, long
+    ago, under many newer events is still listed, with when it was last seen."""
     db = Database(tmp_path / "t.db")
     await db.open()
     await db.migrate({"core": CORE_MIGRATIONS})
-    plan = [r["detail"] for r in await db.fetchall("EXPLAIN QUERY PLAN " + SEEN_SQL, ("acme", 10))]
-    assert any("events_tenant_time" in step for step in plan), plan
-    assert not any("SCAN events" in step and "INDEX" not in step for step in plan), plan
-    # LIMIT bounds the read: the oldest type is outside a window of the 2 newest.
-    for i, type_ in enumerate(("old.type", "new.type", "new.type")):
-        await db.execute(
-            "INSERT INTO events(id, tenant_id, type, data, created_at) VALUES (?, 'acme', ?, '{}', ?)",
-            (f"evt_{i}", type_, 1000.0 + i),
+    plan = [r["detail"] for r in await db.fetchall("EXPLAIN QUERY PLAN " + SEEN_SQL, {"tenant": "acme", "most": 10})]
+    assert any("events_tenant_type" in step for step in plan), plan
+    assert not any("SCAN events" in step for step in plan), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan
+    rows = [(1, "old.type", "acme"), *((i, "new.type", "acme") for i in range(2, 3000)), (3000, "x.y", "globex")]
+    async with db.transaction() as tx:
+        await tx.executemany(
+            "INSERT INTO events(seq, id, tenant_id, type, data, created_at) VALUES (?, ?, ?, ?, '{}', ?)",
+            [(seq, f"evt_{seq}", tenant, type_, 1000.0 + seq) for seq, type_, tenant in rows],
         )
-    rows = await db.fetchall(SEEN_SQL, ("acme", 2))
-    assert {r["type"]: r["last_seen"] for r in rows} == {"new.type": 1002.0}
+    rows = await db.fetchall(SEEN_SQL, {"tenant": "acme", "most": 10})
+    assert {r["type"]: r["last_seen"] for r in rows} == {"old.type": 1001.0, "new.type": 3999.0}
+    rows = await db.fetchall(SEEN_SQL, {"tenant": "acme", "most": 1})
+    assert [r["type"] for r in rows] == ["new.type"]  # at most `most` types
     await db.close()

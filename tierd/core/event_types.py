@@ -3,10 +3,9 @@
 It lists the types plugins declare (``tierd_register_event_types``), with
 their description, severity, flags and data schema, as Svix's event-type
 catalogue does; and, for a tenant, its own free-form types (``invoice.paid``)
-as seen in its events. Those need no declaration: they are found by reading
-the tenant's latest :data:`SEEN_WINDOW` events along the (tenant, time) index,
-a bounded read that costs publishing nothing (no table kept up to date at
-intake). A type the tenant has not used within its latest events is not listed.
+as seen in its events. Those need no declaration: they are found with one
+index seek per type (:data:`SEEN_SQL`), a read that costs publishing nothing
+(no table kept up to date at intake) and the same at any size of the log.
 """
 
 from __future__ import annotations
@@ -15,14 +14,21 @@ from tierd.core.clock import iso
 from tierd.core.registry import EventType, Registries
 from tierd.core.storage import Database
 
-#: How many of a tenant's latest events the "as seen" types are read from.
-SEEN_WINDOW = 10_000
+#: At most this many of a tenant's own types are listed.
+SEEN_MOST = 10_000
 
-#: A tenant's types among its latest events, with when each was last seen.
-#: Walks the events_tenant_time index backwards from the newest, LIMIT rows at most.
+#: Every type a tenant has in the log, with when it was last seen: a "loose
+#: index scan" of events_tenant_type (tenant_id, type, seq), one seek for each
+#: next type and one for its newest event, so the cost is the number of types,
+#: not of events.
 SEEN_SQL = (
-    "SELECT type, MAX(created_at) AS last_seen FROM "
-    "(SELECT type, created_at FROM events WHERE tenant_id=? ORDER BY created_at DESC LIMIT ?) GROUP BY type"
+    "WITH RECURSIVE t(type) AS ("
+    " SELECT (SELECT MIN(type) FROM events WHERE tenant_id=:tenant)"
+    " UNION ALL"
+    " SELECT (SELECT MIN(type) FROM events WHERE tenant_id=:tenant AND type>t.type)"
+    " FROM t WHERE t.type IS NOT NULL LIMIT :most"
+    ") SELECT type, (SELECT created_at FROM events WHERE tenant_id=:tenant AND type=t.type"
+    " ORDER BY seq DESC LIMIT 1) AS last_seen FROM t WHERE type IS NOT NULL"
 )
 
 
@@ -56,9 +62,9 @@ def seen_entry(name: str) -> dict:
     }
 
 
-async def seen_types(db: Database, tenant: str, window: int = SEEN_WINDOW) -> dict[str, float]:
-    """Type -> unix time last seen, among the tenant's latest ``window`` events."""
-    rows = await db.fetchall(SEEN_SQL, (tenant, window))
+async def seen_types(db: Database, tenant: str, most: int = SEEN_MOST) -> dict[str, float]:
+    """Type -> unix time last seen, of every type in the tenant's log (at most ``most``)."""
+    rows = await db.fetchall(SEEN_SQL, {"tenant": tenant, "most": most})
     return {row["type"]: row["last_seen"] for row in rows}
 
 
