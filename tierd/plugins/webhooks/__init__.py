@@ -10,7 +10,8 @@ due rows. The files, by role:
 * a delivery's stages: ``fanout.py`` (prepare rows), ``dispatch.py`` (claim, run),
   ``slots.py`` (in-flight caps, token buckets), ``attempt.py`` (make the call),
   ``outcome.py`` (handle success and failure), ``recorder.py`` (the batched writer)
-* jobs: ``disabling.py`` (failing endpoints), ``retention.py``, ``metrics.py``
+* jobs: ``disabling.py`` (failing endpoints), ``retention.py``, ``metrics.py``;
+  ``purge.py`` (the history of deleted endpoints, in the background)
 * ``endpoints.py`` - endpoints in memory; ``signing.py``; ``ssrf.py``
 * ``migrations.py``, ``store.py`` (every SQL statement), ``records.py`` (what the stages pass on),
   ``present.py`` (rows as the API shows them)

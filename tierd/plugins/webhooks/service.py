@@ -17,6 +17,7 @@ from .event_types import DELIVERY_FAILED, ENDPOINT_DISABLED
 from .fanout import delivery_rows
 from .metrics import WebhookMetrics
 from .outcome import FollowUps
+from .purge import Purger
 from .records import Claimed
 from .retention import Retention
 from .store import Store
@@ -42,6 +43,8 @@ class WebhooksService(PluginService):
         )
         self.dispatcher = Dispatcher(daemon, self.store, self.endpoints, self.metrics, self.settings, follow_ups)
         self.retention = Retention(self.store, daemon.clock, lambda: self.settings)
+        #: Removes the history of deleted endpoints in the background (``purge.py``).
+        self.purger = Purger(daemon, self.store)
         #: Never sent as webhooks: the event types their plugins declare so
         #: (ours: the tenant's own API calls, and failures that would feed on themselves).
         self.never_sent = frozenset(t.name for t in daemon.registries.event_types.values() if not t.webhook)
@@ -52,11 +55,13 @@ class WebhooksService(PluginService):
 
     async def start(self) -> None:
         await self.dispatcher.start()
+        self.purger.start()  # goes on with what a stop or crash cut short
 
     async def reload(self, config: dict) -> None:
         self.dispatcher.configure(config["webhooks"])
 
     async def stop(self) -> None:
+        await self.purger.stop()
         grace = max(0.5, self.daemon.config["server"]["shutdown_grace"] - 1)
         await self.dispatcher.stop(grace=min(grace, self.settings["timeout"]))
 
@@ -155,6 +160,8 @@ class WebhooksService(PluginService):
         """
         self.endpoints.forget(endpoint["id"])
         self.dispatcher.wake()  # e.g. re-enabled: its pending deliveries are due
+        if change == "deleted":
+            self.purger.wake()  # its history is queued
         await self.daemon.bus.publish(
             endpoint["_tenant_id"],
             f"webhook.endpoint.{change}",

@@ -43,6 +43,10 @@ STATUS_INDEX = {
 MAX_MERGED_TYPES = 16
 #: Minutes: attempts are counted per minute (``webhook_attempt_minutes``).
 MINUTE = 60
+#: The condition that a delivery ``d`` is shown and changed through the API:
+#: its endpoint still exists (a deleted one's history waits for its purge).
+#: One seek of the endpoints' primary key.
+_ENDPOINT_EXISTS = "EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id=d.endpoint_id)"
 
 
 class Store:
@@ -107,15 +111,16 @@ class Store:
         return await self.get_endpoint(tenant, endpoint_id)
 
     async def delete_endpoint(self, tenant: str, endpoint_id: str) -> bool:
-        async with self.db.transaction() as tx:
-            cur = await tx.execute("DELETE FROM webhook_endpoints WHERE tenant_id=? AND id=?", (tenant, endpoint_id))
-            if cur.rowcount == 0:
-                return False
-            await tx.execute("DELETE FROM webhook_attempts WHERE tenant_id=? AND endpoint_id=?", (tenant, endpoint_id))
-            await tx.execute(
-                "DELETE FROM webhook_deliveries WHERE tenant_id=? AND endpoint_id=?", (tenant, endpoint_id)
-            )
-        return True
+        """Delete an endpoint; its history goes later, in slices (:meth:`purge`).
+
+        One statement, as cheap whatever the history's size: the row, and
+        through the trigger of migration 4 its delivery counters, and its
+        entry in ``webhook_purges`` (the purge task's queue, which survives a
+        crash). From then on nothing of it is claimed or shown: every read of
+        deliveries goes through their endpoint's row.
+        """
+        cur = await self.db.execute("DELETE FROM webhook_endpoints WHERE tenant_id=? AND id=?", (tenant, endpoint_id))
+        return cur.rowcount > 0
 
     async def rotate_secret(self, tenant: str, endpoint_id: str, new: str, grace_until: float, now: float) -> bool:
         cur = await self.db.execute(
@@ -168,7 +173,9 @@ class Store:
         sends them at once, without a claim query); the others are pending.
         One statement, so atomic without a transaction around it. Idempotent:
         a re-delivered event hits UNIQUE(endpoint_id, event_id) and is
-        ignored (and not returned).
+        ignored (and not returned). Rows of an endpoint deleted since the
+        caller looked are not made either (nor returned): its history is
+        being purged, nothing of it may come back.
         """
         if not rows:
             return {}
@@ -178,7 +185,8 @@ class Store:
             f" SELECT {json_columns(6)},"
             " CASE WHEN json_extract(value, '$[8]') THEN 'inflight' ELSE 'pending' END,"
             " CASE WHEN json_extract(value, '$[8]') THEN ? END,"
-            f" {json_columns(2, 6)} FROM json_each(?)",
+            f" {json_columns(2, 6)} FROM json_each(?)"
+            " WHERE EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id=json_extract(value, '$[2]'))",
             (now, json.dumps(rows)),
         )
         # One statement numbers the rows it inserts one after the other (each
@@ -190,7 +198,7 @@ class Store:
         first = cur.lastrowid - cur.rowcount + 1
         if cur.rowcount == len(rows):
             return {row[0]: first + i for i, row in enumerate(rows)}
-        # Some were duplicates: which ones made it is in the table.
+        # Some were duplicates (or of a deleted endpoint): which ones made it is in the table.
         found = await self.db.fetchall(
             "SELECT seq, id FROM webhook_deliveries WHERE seq BETWEEN ? AND ?", (first, cur.lastrowid)
         )
@@ -406,7 +414,8 @@ class Store:
         """(created_at, seq) of a delivery: the position of a cursor made by an
         older version (which paged by seq alone), or None if it is gone."""
         row = await self.db.fetchone(
-            "SELECT created_at FROM webhook_deliveries WHERE seq=? AND tenant_id=? AND endpoint_id=?",
+            "SELECT d.created_at FROM webhook_deliveries d WHERE d.seq=? AND d.tenant_id=? AND d.endpoint_id=?"
+            f" AND {_ENDPOINT_EXISTS}",
             (seq, tenant, endpoint_id),
         )
         return None if row is None else (row["created_at"], seq)
@@ -426,8 +435,10 @@ class Store:
         return [delivery_of(r) | {"endpoint_url": r["endpoint_url"]} for r in rows]
 
     async def get_delivery(self, tenant: str, delivery_id: str) -> dict | None:
+        """One delivery, unless its endpoint was deleted (its history is being purged)."""
         row = await self.db.fetchone(
-            "SELECT * FROM webhook_deliveries WHERE tenant_id=? AND id=?", (tenant, delivery_id)
+            f"SELECT d.* FROM webhook_deliveries d WHERE d.tenant_id=? AND d.id=? AND {_ENDPOINT_EXISTS}",
+            (tenant, delivery_id),
         )
         return delivery_of(row) if row else None
 
@@ -438,8 +449,8 @@ class Store:
     async def requeue(self, tenant: str, delivery_id: str, now: float) -> bool:
         """Send a delivery again now (any state but in flight)."""
         cur = await self.db.execute(
-            "UPDATE webhook_deliveries SET status='pending', due_at=?, finished_at=NULL"
-            " WHERE tenant_id=? AND id=? AND status!='inflight'",
+            "UPDATE webhook_deliveries AS d SET status='pending', due_at=?, finished_at=NULL"
+            f" WHERE d.tenant_id=? AND d.id=? AND d.status!='inflight' AND {_ENDPOINT_EXISTS}",
             (now, tenant, delivery_id),
         )
         return cur.rowcount > 0
@@ -447,8 +458,9 @@ class Store:
     async def recover(self, tenant: str, endpoint_id: str, since: float, now: float, until: float | None = None) -> int:
         """Re-queue every failed delivery of an endpoint created since ``since`` (and before ``until``)."""
         cur = await self.db.execute(
-            "UPDATE webhook_deliveries SET status='pending', due_at=?, finished_at=NULL"
-            " WHERE tenant_id=? AND endpoint_id=? AND status='failed' AND created_at>=? AND created_at<?",
+            "UPDATE webhook_deliveries AS d SET status='pending', due_at=?, finished_at=NULL"
+            " WHERE d.tenant_id=? AND d.endpoint_id=? AND d.status='failed' AND d.created_at>=? AND d.created_at<?"
+            f" AND {_ENDPOINT_EXISTS}",
             (now, tenant, endpoint_id, since, float("inf") if until is None else until),
         )
         return cur.rowcount
@@ -531,6 +543,60 @@ class Store:
                 {"minute": int(cutoff // MINUTE)},
             ),
         ]
+
+    # --- the history of deleted endpoints ----------------------------------------------------
+
+    async def purges(self) -> list[str]:
+        """Deleted endpoints whose history is still to be removed (``webhook_purges``)."""
+        rows = await self.db.fetchall("SELECT endpoint_id FROM webhook_purges ORDER BY endpoint_id")
+        return [r["endpoint_id"] for r in rows]
+
+    def purge_statements(self, endpoint_id: str) -> list[tuple[str, dict]]:
+        """The DELETEs of :meth:`purge`, each taking ``:slice`` rows of the endpoint
+        along an index (see ``Database.delete_in_slices``)."""
+        return [
+            # Its deliveries along (endpoint_id, created_at); the trigger of
+            # migration 4 deletes the attempts of each (one seek of (delivery_seq)).
+            (
+                "DELETE FROM webhook_deliveries WHERE seq IN (SELECT seq FROM webhook_deliveries"
+                " INDEXED BY webhook_deliveries_list WHERE endpoint_id=:endpoint LIMIT :slice)",
+                {"endpoint": endpoint_id},
+            ),
+            # Its attempt counts along their primary key.
+            (
+                "DELETE FROM webhook_attempt_minutes WHERE (endpoint_id, minute, outcome, bucket) IN ("
+                " SELECT endpoint_id, minute, outcome, bucket FROM webhook_attempt_minutes"
+                " WHERE endpoint_id=:endpoint LIMIT :slice)",
+                {"endpoint": endpoint_id},
+            ),
+        ]
+
+    async def purge(self, endpoint_id: str) -> dict[str, int]:
+        """Remove the history of the deleted endpoint ``endpoint_id``, then take
+        it off the queue; the rows removed: ``deliveries``, ``attempts`` (both
+        counted in the queue row, so across restarts) and ``attempt_minutes``
+        (those of this call).
+
+        In slices with pauses that leave the writer to intake, like retention
+        (``Database.delete_in_slices``). Each slice is one statement: a crash
+        or a shutdown in the middle leaves whole deliveries with their
+        attempts, and the queue row, for the next start to go on from. Nothing
+        of the endpoint is shown meanwhile (its row is gone). Attempts whose
+        delivery retention removed first are retention's to remove.
+        """
+        deliveries, minutes = self.purge_statements(endpoint_id)
+        await self.db.delete_in_slices(*deliveries)
+        removed_minutes = await self.db.delete_in_slices(*minutes)
+        async with self.db.transaction() as tx:
+            row = await tx.fetchone(
+                "SELECT deliveries, attempts FROM webhook_purges WHERE endpoint_id=?", (endpoint_id,)
+            )
+            await tx.execute("DELETE FROM webhook_purges WHERE endpoint_id=?", (endpoint_id,))
+        return {
+            "deliveries": row["deliveries"] if row else 0,
+            "attempts": row["attempts"] if row else 0,
+            "attempt_minutes": removed_minutes,
+        }
 
     async def prune(self, cutoff: float) -> int:
         """Delete attempts and finished deliveries older than ``cutoff`` (and
