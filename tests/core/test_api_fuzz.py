@@ -230,6 +230,7 @@ def seed(daemon: SandboxedDaemon) -> dict[str, str]:
         "/v1/notifications/silences/": silence["id"],
         "/v1/notifications/": notification["id"],
         "/v1/admin/tokens/": token["id"],
+        "/v1/admin/jobs/": "core.metrics",
         "{tenant}": FUZZ_TENANT,
         "{account}": "main-eur",
         "{run}": run["id"],
