@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 import types
 
 from aiohttp import web
@@ -14,7 +15,7 @@ from aiohttp import web
 from tierd.core.api import NO_BODY, Route, daemon_of, json_response
 from tierd.core.events import MERGE_ARMS
 from tierd.core.plugins import hookimpl
-from tierd.core.storage import CORE_MIGRATIONS, Database, DatabaseInUse, claim, release
+from tierd.core.storage import CORE_MIGRATIONS, Database, DatabaseInUse, QueryTimeout, claim, release
 from tierd.testing import LocalDaemon, StepClock, assert_index_walk, eventually, recorded_reads
 
 #: A read that runs until it is interrupted (SQLite counts to a billion).
@@ -283,3 +284,28 @@ async def test_an_operator_runs_the_retention_now_instead_of_waiting_for_its_hou
         assert status == 404 and body["error"]["code"] == "job_not_found"
         status, body = await local.call("POST", "/v1/admin/jobs/core.prune_events/run", token=token)
         assert status in (401, 403)
+
+
+async def test_a_long_read_streams_in_a_thread_of_its_own_and_stops_at_its_budget(tmp_path):
+    """read_in_thread (what a report runs on): the rows stream to ``fn`` in a worker
+    thread while the pool serves other reads, and a read past its budget is stopped."""
+    db = await Database(tmp_path / "t.db", readers=1).open()
+    await db.migrate({"core": CORE_MIGRATIONS})
+    await store_events(db, "acme", ["a.b"], 2000)
+    loop_thread = threading.get_ident()
+
+    def count(conn: sqlite3.Connection) -> tuple[int, bool]:
+        n = sum(1 for _ in conn.execute("SELECT seq FROM events ORDER BY seq"))
+        return n, threading.get_ident() != loop_thread
+
+    assert await db.read_in_thread(count) == (2000, True)
+    endless = asyncio.ensure_future(db.read_in_thread(lambda conn: conn.execute(ENDLESS).fetchall(), budget=0.5))
+    # Meanwhile the pool's one reader still answers.
+    assert (await db.fetchone("SELECT COUNT(*) AS n FROM events"))["n"] == 2000
+    try:
+        await endless
+    except QueryTimeout as exc:
+        assert exc.budget == 0.5
+    else:
+        raise AssertionError("the endless read was not stopped")
+    await db.close()

@@ -118,7 +118,7 @@ def plugins(cli_ctx: CliContext, as_json: bool) -> None:
     for plugin in info:
         click.echo(f"{plugin['name']} {plugin['version']} ({plugin['origin']})")
         click.echo(f"  hooks: {', '.join(h.removeprefix('tierd_') for h in plugin['hooks'])}")
-    for kind in ("channels", "statement_importers", "report_generators", "report_exporters"):
+    for kind in ("channels", "statement_importers", "report_sources", "reports", "report_exporters"):
         names = sorted(getattr(registries, kind))
         if names:
             click.echo(f"{kind.replace('_', ' ')}: {', '.join(names)}")

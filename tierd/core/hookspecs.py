@@ -36,8 +36,9 @@ if TYPE_CHECKING:
         Channel,
         EventType,
         Registries,
+        ReportDefinition,
         ReportExporter,
-        ReportGenerator,
+        ReportSource,
         StatementImporter,
     )
     from tierd.core.scheduler import Job
@@ -253,13 +254,30 @@ def tierd_register_statement_importers(register: Callable[[StatementImporter], N
 
 
 @hookspec
-def tierd_register_report_generators(register: Callable[[ReportGenerator], None]) -> None:
-    """Register report generators.
+def tierd_register_report_sources(register: Callable[[ReportSource], None]) -> None:
+    """Declare the rows this plugin offers to reports.
 
-    Called once when the plugin manager is built. Call ``register(generator)``
-    for each :class:`tierd.core.registry.ReportGenerator` (``name``,
-    ``columns``, async ``rows(daemon, tenant, params)``). Return value
-    ignored.
+    Called once when the plugin manager is built. Call ``register(source)``
+    for each :class:`tierd.core.registry.ReportSource`: a dotted ``name``
+    (``webhooks.deliveries``), a one-line ``description``, the ``sql`` (one
+    SELECT over the plugin's own tables, with a ``tenant`` column) and its
+    typed ``columns`` (:class:`tierd.core.registry.Column`, each with a
+    one-line description). Reports are written over sources, never over a
+    plugin's tables, so a plugin may change its tables without breaking
+    anyone's report. ``tierd reports sources`` and ``GET /v1/reports/sources``
+    list them. Return value ignored.
+    """
+
+
+@hookspec
+def tierd_register_reports(register: Callable[[ReportDefinition], None]) -> None:
+    """Ship reports with this plugin, next to the data they describe.
+
+    Called once when the plugin manager is built. Call ``register(report)``
+    for each :class:`tierd.core.registry.ReportDefinition`: a ``name`` and a
+    ``spec`` written as ``reports.definitions.NAME`` of the configuration is
+    (the reports plugin checks and compiles it the same way, and refuses to
+    start on a malformed one, naming the plugin). Return value ignored.
     """
 
 
@@ -269,6 +287,7 @@ def tierd_register_report_exporters(register: Callable[[ReportExporter], None]) 
 
     Called once when the plugin manager is built. Call ``register(exporter)``
     for each :class:`tierd.core.registry.ReportExporter` (``format_name``,
-    ``media_type``, ``extension``, ``export(title, columns, rows, out)``). Return
-    value ignored.
+    ``media_type``, ``extension``, ``many`` and ``export(reports, out)``,
+    called in a worker thread with :class:`tierd.core.registry.ReportData`
+    whose rows stream from the database). Return value ignored.
     """

@@ -1,12 +1,13 @@
 """Registries third parties extend, and the contracts of what goes in them.
 
-Core collects five registries from the ``tierd_register_*`` hooks when the
+Core collects six registries from the ``tierd_register_*`` hooks when the
 plugin manager is built (see :mod:`tierd.core.hookspecs`):
 
 * ``event_types``: the event types a plugin publishes (:class:`EventType`)
 * ``channels``: notification channel types (:class:`Channel` subclasses)
 * ``statement_importers``: bank statement formats (:class:`StatementImporter`)
-* ``report_generators``: reports (:class:`ReportGenerator`)
+* ``report_sources``: rows a plugin offers to reports (:class:`ReportSource`)
+* ``reports``: the reports a plugin ships (:class:`ReportDefinition`)
 * ``report_exporters``: output formats (:class:`ReportExporter`)
 
 The base classes below are the whole contract: a third-party package needs
@@ -19,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
@@ -29,8 +30,6 @@ from tierd.core.events import TYPE_RE
 
 if TYPE_CHECKING:
     import aiohttp
-
-    from tierd.core.daemon import Daemon
 
 
 class RegistryError(Exception):
@@ -241,44 +240,132 @@ class StatementImporter:
 
 # --- reports ------------------------------------------------------------------
 
+#: The types a report column may have (how exporters write its cells).
+COLUMN_TYPES = ("text", "integer", "decimal", "instant", "date", "boolean")
+#: A source's or a report's name: dotted lowercase words (``webhooks.deliveries``).
+REPORT_NAME_RE = TYPE_RE
 
-class ReportGenerator:
-    """A report: named columns and an async iterator of rows (tuples)."""
 
-    name: str = ""
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """A typed column of a report source or of a report's result.
+
+    ``type`` is one of :data:`COLUMN_TYPES`: ``decimal`` values are text
+    holding a decimal number (money, never a float), ``instant`` unix seconds
+    (UTC), ``date`` ISO ``YYYY-MM-DD`` text, ``boolean`` 0 or 1.
+    """
+
+    name: str
+    type: str
     description: str = ""
-    columns: list[str] = []
 
-    async def rows(  # pragma: no cover
-        self, daemon: Daemon, tenant: str | None, params: dict
-    ) -> AsyncIterator[tuple]:
-        raise NotImplementedError
-        yield
+
+@dataclasses.dataclass(frozen=True)
+class ReportSource:
+    """Rows a plugin offers to reports, declared by the plugin that owns them.
+
+    ``sql`` is one SELECT without parameters over the plugin's own tables
+    whose result has a ``tenant`` column (the tenant each row belongs to) and
+    every column of ``columns``; reports wrap it as a subquery and never name
+    the plugin's tables. Keep it a plain projection (joins allowed): the
+    report's filters must reach the tables' indexes through it.
+    """
+
+    name: str
+    description: str
+    sql: str
+    columns: tuple[Column, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportDefinition:
+    """A report a plugin ships, in the form of ``reports.definitions.NAME`` of
+    the configuration (``title``, ``source``, ``columns``, ``filters``,
+    ``group_by``, ``order_by``, ``parameters``, ``chart``...): the reports
+    plugin checks and compiles it like one written by an admin."""
+
+    name: str
+    spec: dict[str, Any]
+
+
+@dataclasses.dataclass
+class ReportData:
+    """One report's result as an exporter receives it.
+
+    ``rows`` is an iterator over tuples in ``columns``' order, read from the
+    database while the exporter writes: go through it once, and do not keep
+    the rows (memory must not grow with their number).
+    """
+
+    name: str
+    title: str
+    description: str
+    #: The tenant the rows belong to, or None for a report across tenants.
+    tenant: str | None
+    #: The parameters the report ran with, as given (dates as ISO text).
+    params: dict[str, Any]
+    #: Unix seconds.
+    generated_at: float
+    columns: list[Column]
+    rows: Iterator[tuple]
+    #: ``{"type": "line"|"bar", "x": column, "y": [columns]}`` or None.
+    chart: dict[str, Any] | None = None
 
 
 class ReportExporter:
-    """An output format for reports."""
+    """An output format for reports. Register an instance.
+
+    ``export`` runs in a worker thread, never on the event loop: it may block.
+    It writes to the binary file ``out``; an exporter with ``many`` set takes
+    several reports into one file (an XLSX workbook, one sheet each); others
+    are given exactly one.
+    """
 
     format_name: str = ""
+    description: str = ""
     media_type: str = "application/octet-stream"
     extension: str = ""
+    many: bool = False
 
-    def export(  # pragma: no cover
-        self, title: str, columns: list[str], rows: Iterable[tuple], out: BinaryIO
-    ) -> None:
-        """Write ``rows`` (an iterable of tuples) to the binary file ``out``."""
+    def export(self, reports: list[ReportData], out: BinaryIO) -> None:  # pragma: no cover
         raise NotImplementedError
 
 
 # --- collection ---------------------------------------------------------------
 
 
+def report_source_problem(source: ReportSource) -> str | None:
+    """What is wrong with a report source, or None."""
+    if not REPORT_NAME_RE.fullmatch(source.name):
+        return "the name is not dotted lowercase words (e.g. webhooks.deliveries)"
+    if not source.sql.lstrip().upper().startswith(("SELECT", "WITH")):
+        return "sql is not a SELECT"
+    names = [c.name for c in source.columns]
+    if not names or len(set(names)) != len(names):
+        return "columns are missing or repeated"
+    for column in source.columns:
+        if column.type not in COLUMN_TYPES:
+            return f"column {column.name!r} has type {column.type!r}, not one of {', '.join(COLUMN_TYPES)}"
+        if not column.name.isidentifier() or not column.name.islower():
+            return f"column name {column.name!r} is not a lowercase identifier"
+    return None
+
+
+def report_definition_problem(report: ReportDefinition) -> str | None:
+    """What is wrong with a shipped report's name or shape, or None (its
+    content is the reports plugin's to check)."""
+    if not REPORT_NAME_RE.fullmatch(report.name):
+        return "the name is not lowercase words (e.g. webhook_deliveries)"
+    return None if isinstance(report.spec, dict) else "spec is not a mapping"
+
+
 #: kind -> (hook, attribute naming an entry, check returning a problem or None).
-_KINDS = {
+_KINDS: dict[str, tuple[str, str, Callable[[Any], str | None] | None]] = {
     "event_types": ("tierd_register_event_types", "name", event_type_problem),
     "channels": ("tierd_register_channels", "type_name", None),
     "statement_importers": ("tierd_register_statement_importers", "format_name", None),
-    "report_generators": ("tierd_register_report_generators", "name", None),
+    "report_sources": ("tierd_register_report_sources", "name", report_source_problem),
+    "reports": ("tierd_register_reports", "name", report_definition_problem),
     "report_exporters": ("tierd_register_report_exporters", "format_name", None),
 }
 
@@ -288,7 +375,8 @@ class Registries:
     event_types: dict[str, EventType] = dataclasses.field(default_factory=dict)
     channels: dict[str, type[Channel]] = dataclasses.field(default_factory=dict)
     statement_importers: dict[str, StatementImporter] = dataclasses.field(default_factory=dict)
-    report_generators: dict[str, ReportGenerator] = dataclasses.field(default_factory=dict)
+    report_sources: dict[str, ReportSource] = dataclasses.field(default_factory=dict)
+    reports: dict[str, ReportDefinition] = dataclasses.field(default_factory=dict)
     report_exporters: dict[str, ReportExporter] = dataclasses.field(default_factory=dict)
     #: name -> plugin name that registered it, for `tierd plugins`.
     origins: dict[str, str] = dataclasses.field(default_factory=dict)

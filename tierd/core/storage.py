@@ -35,7 +35,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -43,6 +43,8 @@ import aiosqlite
 Params = Sequence[Any] | Mapping[str, Any]
 
 log = logging.getLogger("tierd.storage")
+
+T = TypeVar("T")
 
 CORE_MIGRATIONS = [
     # 1: tenants, tokens and the event log with its consumer cursors.
@@ -368,6 +370,35 @@ class Database:
             query.exception()  # retrieved: an interrupted query's error is expected
         self._free.put_nowait(conn)
 
+    async def read_in_thread(self, fn: Callable[[sqlite3.Connection], T], budget: float | None = None) -> T:
+        """Run ``fn(conn)`` in a worker thread on a read-only connection of its
+        own, and return what it returns: for a long read that streams, such as
+        a report written to a file while its rows are read (nothing of it runs
+        on the event loop, and it holds none of the pool's readers).
+
+        Past ``budget`` seconds (or when the caller is cancelled) SQLite is
+        interrupted: :class:`QueryTimeout` (or the cancellation) is raised.
+        """
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(budget, conn.interrupt) if budget else None
+        work = asyncio.ensure_future(asyncio.to_thread(fn, conn))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            conn.interrupt()
+            raise
+        except sqlite3.OperationalError as exc:
+            if budget and str(exc) == "interrupted":
+                raise QueryTimeout(budget) from None
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            # Closed once the thread let go of it (at once, unless cancelled mid-read).
+            work.add_done_callback(partial(_close_after, conn))
+
     async def trace_reads(self, callback: Callable[[str], None] | None) -> None:
         """Call ``callback`` with the SQL (parameters inlined) of every statement
         the readers run, from their threads; None stops it. For tests and
@@ -602,6 +633,12 @@ class Database:
         """A statement on the writer, stepped to its end (PRAGMAs that work as they are read)."""
         async with self._lock:
             return list(await self._write_conn.execute_fetchall(sql))
+
+
+def _close_after(conn: sqlite3.Connection, work: asyncio.Future) -> None:
+    if not work.cancelled():
+        work.exception()  # retrieved: an interrupted read's error was raised or is moot
+    conn.close()
 
 
 def json_columns(count: int, start: int = 0) -> str:
