@@ -75,3 +75,19 @@ def tierd_cli(cli):
     from .cli import notify
 
     cli.add_command(notify)
+
+
+@hookimpl
+def tierd_register_report_sources(register):
+    from .reports import SOURCES
+
+    for source in SOURCES:
+        register(source)
+
+
+@hookimpl
+def tierd_register_reports(register):
+    from .reports import REPORTS
+
+    for report in REPORTS:
+        register(report)

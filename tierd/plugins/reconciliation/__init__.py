@@ -102,3 +102,19 @@ def tierd_jobs(daemon):
 @hookimpl
 def tierd_cli(cli):
     cli.add_command(recon_cli)
+
+
+@hookimpl
+def tierd_register_report_sources(register):
+    from .reports import SOURCES
+
+    for source in SOURCES:
+        register(source)
+
+
+@hookimpl
+def tierd_register_reports(register):
+    from .reports import REPORTS
+
+    for report in REPORTS:
+        register(report)
