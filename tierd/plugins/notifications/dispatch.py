@@ -22,7 +22,7 @@ import prometheus_client
 
 from tierd.core.events import wait_any
 from tierd.core.ids import new_id
-from tierd.core.registry import Message, SendResult
+from tierd.core.registry import Attachment, Message, SendResult
 from tierd.core.retry import next_delay
 
 from . import grouping, store
@@ -55,7 +55,7 @@ class Metrics:
         self.throttled = counter("tierd_notifications_throttled", "Notifications dropped by a route throttle")
 
 
-def message_of(row) -> Message:
+def message_of(row, attachments: list[Attachment] | None = None) -> Message:
     return Message(
         subject=row["subject"],
         body=row["body"],
@@ -63,7 +63,37 @@ def message_of(row) -> Message:
         severity=row["severity"],
         events=json.loads(row["events"]),
         id=row["id"],
+        attachments=attachments or [],
     )
+
+
+def _has_attachments(row) -> bool:
+    try:
+        return bool(row["attachments"])
+    except (IndexError, KeyError):
+        return False
+
+
+class AttachmentGone(Exception):
+    """A file a message was to carry cannot be read (deleted, moved)."""
+
+
+def read_attachments(row) -> list[Attachment]:
+    """The files of a row's ``attachments`` (see :meth:`NotificationsService.send`), read
+    when the message is sent (in a worker thread: they may be large)."""
+    try:
+        raw = row["attachments"]
+    except (IndexError, KeyError):
+        return []
+    out = []
+    for item in json.loads(raw) if raw else []:
+        try:
+            with open(item["path"], "rb") as f:
+                content = f.read()
+        except OSError as exc:
+            raise AttachmentGone(f"attachment {item.get('filename')!r} cannot be read: {exc.strerror or exc}") from None
+        out.append(Attachment(item["filename"], content, item.get("media_type") or "application/octet-stream"))
+    return out
 
 
 class Dispatcher:
@@ -290,9 +320,12 @@ class Dispatcher:
             result = SendResult.failed(f"channel {row['channel']!r} is not configured (any more)")
         else:
             try:
-                result = await asyncio.wait_for(channel.send(message_of(row)), SEND_TIMEOUT)
+                attachments = await asyncio.to_thread(read_attachments, row) if _has_attachments(row) else []
+                result = await asyncio.wait_for(channel.send(message_of(row, attachments)), SEND_TIMEOUT)
                 if not isinstance(result, SendResult):
                     raise TypeError(f"send() returned {type(result).__name__}, not SendResult")
+            except AttachmentGone as exc:
+                result = SendResult.failed(str(exc))
             except TimeoutError:
                 result = SendResult.retry(f"channel send did not finish within {SEND_TIMEOUT:g}s")
             except Exception as exc:  # a bug in a channel: keep the row, retry, tell the log

@@ -14,6 +14,7 @@ import aiohttp
 
 from tierd import __version__
 from tierd.core.events import Consumer, Event
+from tierd.core.ids import new_id
 from tierd.core.service import PluginService
 
 from . import store
@@ -76,6 +77,55 @@ class NotificationsService(PluginService):
             self.metrics.throttled.labels(channel).inc(n)
         if result.pending or result.grouped:
             self.dispatcher.wake()
+
+    async def send(
+        self,
+        channel: str,
+        subject: str,
+        body: str,
+        *,
+        tenant: str = "",
+        severity: str = "info",
+        html: str | None = None,
+        attachments: list[dict] | None = None,
+        key: str | None = None,
+    ) -> str:
+        """Queue a message to a configured channel, durably, for another plugin (a
+        report's schedule); returns the notification's id.
+
+        ``attachments``: files as ``{"filename", "path", "media_type"}``, read when the
+        message is sent (keep them until then): the email channel attaches them, other
+        channels send the text alone, so say in ``body`` what the files hold. ``key``
+        makes the call idempotent: a second call with the same key queues nothing and
+        returns the first message's id. LookupError for a channel that is not configured.
+        """
+        if channel not in self.current.channels:
+            known = ", ".join(sorted(self.current.channels)) or "none"
+            raise LookupError(f"no notification channel {channel!r} (configured: {known})")
+        now = self.daemon.clock.time()
+        row = {
+            "id": new_id(store.ID_PREFIX),
+            "tenant_id": tenant,
+            "kind": "message",
+            "dedup_key": key,
+            "channel": channel,
+            "status": "pending",
+            "subject": subject,
+            "body": body,
+            "html": html,
+            "severity": severity,
+            "attachments": attachments or None,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        async with self.daemon.db.transaction() as tx:
+            inserted = await store.insert_notification(tx, row)
+            if not inserted and key is not None:
+                found = await store.id_by_dedup_key(tx, key)
+                if found is not None:
+                    return found
+        self.dispatcher.wake()
+        return str(row["id"])
 
     async def reload(self, config: dict) -> None:
         """Switch to a new config; rows in flight keep their rendered text."""

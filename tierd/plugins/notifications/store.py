@@ -108,6 +108,11 @@ MIGRATIONS = [
         DELETE FROM notification_attempts WHERE notification_id = OLD.id;
     END;
     """,
+    # 3: files sent with a message (a report): JSON [{"filename", "path", "media_type"}],
+    # read when the message is sent. Email attaches them; other channels ignore them.
+    """
+    ALTER TABLE notifications ADD COLUMN attachments TEXT;
+    """,
 ]
 
 #: Statuses that count as "sent or about to be" for throttling.
@@ -153,10 +158,13 @@ async def insert_notification(tx, row: dict) -> bool:
         "severity": "info",
         "subject": "",
         "body": "",
+        "attachments": None,
         **row,
     }
     row.setdefault("event_count", len(row.get("events") or []))
     row["events"] = _dumps(row.get("events") or [])
+    if row["attachments"] is not None:
+        row["attachments"] = _dumps(row["attachments"])
     row["updated_at"] = row["created_at"]
     cols = [
         "id",
@@ -175,6 +183,7 @@ async def insert_notification(tx, row: dict) -> bool:
         "subject",
         "body",
         "html",
+        "attachments",
         "events",
         "event_count",
         "next_attempt_at",
@@ -186,6 +195,12 @@ async def insert_notification(tx, row: dict) -> bool:
         [row[c] for c in cols],
     )
     return cur.rowcount == 1
+
+
+async def id_by_dedup_key(tx, key: str) -> str | None:
+    """The id of the notification made with ``dedup_key`` (None: none was)."""
+    row = await tx.fetchone("SELECT id FROM notifications WHERE dedup_key=?", (key,))
+    return None if row is None else str(row["id"])
 
 
 async def count_recent(tx, route: str, channel: str, since: float) -> int:
