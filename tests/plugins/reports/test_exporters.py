@@ -4,10 +4,12 @@ hostile text, non-Latin text, none values, decimals as text, instants, dates
 and booleans."""
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 import json
 import re
+import tempfile
 import tracemalloc
 import zipfile
 from decimal import Decimal
@@ -251,6 +253,20 @@ def test_sheet_names():
     assert sheet_name("'a:b'", taken) == "a b"
     assert sheet_name("x" * 40, taken) == "x" * 31
     assert sheet_name("X" * 40, taken) == "X" * 27 + " (2)"
+
+
+def test_an_export_stopped_half_way_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """The reports plugin stops the rows (a row limit, a timeout) by raising from them."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def stopped():
+        yield from rows(5)
+        raise RuntimeError("the report has more than 5 rows")
+
+    for format_name in ("xlsx", "html"):
+        with pytest.raises(RuntimeError, match="more than 5 rows"):
+            export(format_name, dataclasses.replace(report(), rows=stopped()))
+        assert list(tmp_path.iterdir()) == []
 
 
 # --- PDF --------------------------------------------------------------------------

@@ -107,6 +107,12 @@ def _plain(text: str) -> str:
     return text.replace("$", r"\$")
 
 
+def _short(label: str, limit: int = 32) -> str:
+    """A category label on one line, cut to ``limit`` characters."""
+    label = " ".join(label.split())
+    return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
 def _number(type_: str, value: Any) -> float:
     value = cells.typed(type_, value)
     if isinstance(value, bool):
@@ -141,7 +147,7 @@ def _figure(chart: dict[str, Any], columns: Sequence[Column], points: Sequence[t
         if x_type in ("instant", "date"):
             fig.autofmt_xdate()
     else:
-        labels = [cells.display(x_type, p[0]) for p in points]
+        labels = [_short(cells.display(x_type, p[0])) for p in points]
         positions = list(range(len(points)))
         width = 0.8 / max(1, len(y_columns))
         for i, column in enumerate(y_columns, start=1):

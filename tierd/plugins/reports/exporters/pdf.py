@@ -75,6 +75,7 @@ def fallback_font() -> Path | None:
     return next((Path(p) for p in _FALLBACK_FONTS if Path(p).is_file()), None)
 
 
+@functools.cache
 def _document_class() -> type:
     from fpdf import FPDF
 
@@ -131,7 +132,7 @@ class _Table:
         pdf = self.pdf
         pdf.set_font(pdf.family, "B" if bold else "", TABLE_SIZE)
         wrapped = [self.lines(t, w) for t, w in zip(texts, self.widths, strict=True)]
-        height = max(len(lines) for lines in wrapped) * LINE + 2 * PAD
+        height = max((len(lines) for lines in wrapped), default=1) * LINE + 2 * PAD
         if pdf.y + height > pdf.page_break_trigger and not bold:
             pdf.add_page(orientation=self.orientation)  # header() draws the header again
             pdf.set_font(pdf.family, "", TABLE_SIZE)

@@ -23,6 +23,7 @@ file as soon as it is written, so memory stays flat for any number of rows
 from __future__ import annotations
 
 import re
+import tempfile
 from decimal import Decimal
 from typing import Any, BinaryIO
 
@@ -73,16 +74,29 @@ class XlsxExporter(ReportExporter):
 
         if not reports:
             raise ValueError("the xlsx format needs at least one report")
-        workbook = xlsxwriter.Workbook(
-            out,
-            {
-                "constant_memory": True,
-                "strings_to_numbers": False,
-                "strings_to_formulas": False,
-                "strings_to_urls": False,
-                "remove_timezone": True,
-            },
-        )
+        # XlsxWriter's row files live until the workbook is assembled: in a
+        # folder of this export's own, so that an export stopped half-way
+        # (a row limit, a timeout) leaves none behind.
+        with tempfile.TemporaryDirectory(prefix="tierd-xlsx-") as tmpdir:
+            workbook = xlsxwriter.Workbook(
+                out,
+                {
+                    "constant_memory": True,
+                    "tmpdir": tmpdir,
+                    "strings_to_numbers": False,
+                    "strings_to_formulas": False,
+                    "strings_to_urls": False,
+                    "remove_timezone": True,
+                },
+            )
+            try:
+                self._write(workbook, reports)
+            finally:
+                for sheet in workbook.worksheets():
+                    if sheet.row_data_fh is not None and not sheet.row_data_fh.closed:
+                        sheet.row_data_fh.close()  # so that the folder can go
+
+    def _write(self, workbook: Any, reports: list[ReportData]) -> None:
         book = _Book(workbook)
         about = workbook.add_worksheet("About")
         taken = {"about"}
