@@ -500,5 +500,9 @@ def test_check_config_names_file_line_and_key(tmp_path):
     line = int(bad.split(":")[1])
     assert "statu" in lines[line - 1]
     assert "did you mean 'status'" in bad
+    # Every mistake of a definition at once, each on its own line.
+    assert any(
+        "definitions.bad.columns[1].expr: unknown function cnt()" in e and "did you mean 'count'" in e for e in errors
+    )
     assert "definitions.worse.source: unknown source 'webhook.deliveries' (did you mean 'webhooks.deliveries'?)" in text
     assert "good" not in text

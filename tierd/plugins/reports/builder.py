@@ -113,6 +113,8 @@ class DefinitionError(Exception):
         self.path = tuple(path)
         self.message = message
         self.where = where
+        #: Every error found in the definition (this one first).
+        self.errors: list[DefinitionError] = [self]
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -1094,44 +1096,67 @@ class Report:
 
     # Each part of the definition is checked where it is (errors carry its key path).
     def _build(self, spec: Mapping[str, Any]) -> None:
+        """Check and parse the definition in three stages (parameters; filters and
+        columns; grouping, order, limit and chart), each reporting every error it
+        finds (:attr:`DefinitionError.errors`): a later stage would only repeat
+        an earlier one's mistakes."""
         columns = {c.name: c for c in self._source.columns}
         if "tenant" not in columns:
             columns["tenant"] = Column("tenant", "text", "The tenant the row belongs to")
         self._columns = columns
+        errors: list[DefinitionError] = []
+
+        def check(fn: Callable[[], Any]) -> Any:
+            try:
+                return fn()
+            except DefinitionError as exc:
+                errors.append(exc)
+                return None
+
+        def stage_done() -> None:
+            if errors:
+                first = errors[0]
+                first.errors = list(errors)
+                raise first
+
         params = spec.get("parameters") or {}
         if not isinstance(params, dict):
             raise DefinitionError(("parameters",), "expected a mapping of parameter names to their types")
         for pname, pspec in params.items():
-            param = _parse_parameter(pname, pspec, ("parameters", pname))
-            self.parameters[param.name] = param
+            param = check(lambda n=pname, p=pspec: _parse_parameter(n, p, ("parameters", n)))
+            if param is not None:
+                self.parameters[param.name] = param
+        stage_done()
 
         self._filters: list[Node] = []
         filters = spec.get("filters") or []
         if isinstance(filters, str):
             filters = [filters]
         if not isinstance(filters, list):
-            raise DefinitionError(("filters",), "expected a list of conditions")
+            errors.append(DefinitionError(("filters",), "expected a list of conditions"))
+            filters = []
         for i, text in enumerate(filters):
-            node = self._expr(text, ("filters", i))
-            if node.agg:
-                raise DefinitionError(("filters", i), "a filter cannot use an aggregate (it selects rows)")
-            if node.type not in ("boolean",):
-                raise DefinitionError(("filters", i), f"a filter is a condition (true or false), got a {node.type}")
-            self._filters.append(node)
+            node = check(lambda i=i, text=text: self._filter(text, ("filters", i)))
+            if node is not None:
+                self._filters.append(node)
 
         self._out: list[_OutColumn] = []
         raw_columns = spec.get("columns")
         if raw_columns is None:
             raw_columns = [c.name for c in self._source.columns]
         if not isinstance(raw_columns, list) or not raw_columns:
-            raise DefinitionError(("columns",), "expected a list of columns")
-        for i, item in enumerate(raw_columns):
-            self._out.append(self._column(item, ("columns", i)))
+            errors.append(DefinitionError(("columns",), "expected a list of columns"))
+            raw_columns = []
         seen: set[str] = set()
-        for i, out in enumerate(self._out):
+        for i, item in enumerate(raw_columns):
+            out = check(lambda i=i, item=item: self._column(item, ("columns", i)))
+            if out is None:
+                continue
             if out.name in seen:
-                raise DefinitionError(("columns", i), f"column {out.name!r} is listed twice")
+                errors.append(DefinitionError(("columns", i), f"column {out.name!r} is listed twice"))
             seen.add(out.name)
+            self._out.append(out)
+        stage_done()
         by_name = {o.name: o for o in self._out}
 
         self._group: list[Node] = []
@@ -1139,36 +1164,26 @@ class Report:
         if isinstance(group_by, str):
             group_by = [group_by]
         if not isinstance(group_by, list):
-            raise DefinitionError(("group_by",), "expected a list of column names")
+            errors.append(DefinitionError(("group_by",), "expected a list of column names"))
+            group_by = []
         group_names: set[str] = set()
         for i, key in enumerate(group_by):
-            path = ("group_by", i)
-            if isinstance(key, str) and key in by_name:
-                node = by_name[key].node
-            elif isinstance(key, str) and key in columns:
-                node = Node("col", value=key, type=columns[key].type)
-            else:
-                raise DefinitionError(
-                    path,
-                    f"unknown column {key!r}: group by an output column or a source column"
-                    + did_you_mean(key, [*by_name, *columns]),
-                )
-            if node.agg:
-                raise DefinitionError(path, f"cannot group by the aggregate {key!r}")
-            group_names.add(key)
-            self._group.append(node)
+            node = check(lambda i=i, key=key: self._group_key(key, ("group_by", i), by_name))
+            if node is not None:
+                group_names.add(key)
+                self._group.append(node)
         grouped = bool(self._group) or any(o.node.agg for o in self._out)
         self._grouped = grouped
-        if grouped:
+        if grouped and not errors:
+            # A row-level expression over grouped columns only is one value per group.
+            grouped_columns = {g.value for g in self._group if g.kind == "col"}
             for i, out in enumerate(self._out):
-                if out.node.agg or out.name in group_names:
-                    continue
-                # A row-level expression over grouped columns only is one value per group.
-                grouped_columns = {g.value for g in self._group if g.kind == "col"}
-                if not _column_refs(out.node) <= grouped_columns:
-                    raise DefinitionError(
-                        ("columns", i),
-                        f"column {out.name!r} is neither in group_by nor an aggregate (count, sum, ...)",
+                if not out.node.agg and out.name not in group_names and not _column_refs(out.node) <= grouped_columns:
+                    errors.append(
+                        DefinitionError(
+                            ("columns", i),
+                            f"column {out.name!r} is neither in group_by nor an aggregate (count, sum, ...)",
+                        )
                     )
 
         self._order: list[tuple[Node | str, bool]] = []
@@ -1176,34 +1191,64 @@ class Report:
         if isinstance(order_by, str):
             order_by = [order_by]
         if not isinstance(order_by, list):
-            raise DefinitionError(("order_by",), "expected a list of columns (prefix '-' for descending)")
+            errors.append(DefinitionError(("order_by",), "expected a list of columns (prefix '-' for descending)"))
+            order_by = []
         for i, item in enumerate(order_by):
-            path = ("order_by", i)
-            if not isinstance(item, str):
-                raise DefinitionError(path, "expected a column name or an expression")
-            text, desc = item.strip(), False
-            if text.startswith("-"):
-                text, desc = text[1:].strip(), True
-            lowered = text.lower()
-            if lowered.endswith(" desc") or lowered.endswith(" asc"):
-                desc = lowered.endswith(" desc")
-                text = text.rsplit(" ", 1)[0].strip()
-            if text in by_name:
-                self._order.append((text, desc))
-                continue
-            node = self._expr(text, path)
-            if grouped and not node.agg and not any(_same(node, g) for g in self._group):
-                raise DefinitionError(path, "order a grouped report by its columns or by an aggregate")
-            self._order.append((node, desc))
+            order = check(lambda i=i, item=item: self._order_item(item, ("order_by", i), by_name, grouped))
+            if order is not None:
+                self._order.append(order)
 
         limit = spec.get("limit")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT):
-            raise DefinitionError(("limit",), f"expected a whole number from 1 to {MAX_LIMIT}")
+            errors.append(DefinitionError(("limit",), f"expected a whole number from 1 to {MAX_LIMIT}"))
         self.limit: int | None = limit
 
         chart = spec.get("chart")
         if chart is not None:
-            self.chart = self._chart(chart, by_name)
+            self.chart = check(lambda: self._chart(chart, by_name))
+        stage_done()
+
+    def _filter(self, text: Any, path: Path) -> Node:
+        node = self._expr(text, path)
+        if node.agg:
+            raise DefinitionError(path, "a filter cannot use an aggregate (it selects rows)")
+        if node.type != "boolean":
+            raise DefinitionError(path, f"a filter is a condition (true or false), got a {node.type}")
+        return node
+
+    def _group_key(self, key: Any, path: Path, by_name: Mapping[str, _OutColumn]) -> Node:
+        if isinstance(key, str) and key in by_name:
+            node = by_name[key].node
+        elif isinstance(key, str) and key in self._columns:
+            node = Node("col", value=key, type=self._columns[key].type)
+        else:
+            raise DefinitionError(
+                path,
+                f"unknown column {key!r}: group by an output column or a source column"
+                + did_you_mean(key, [*by_name, *self._columns]),
+            )
+        if node.agg:
+            raise DefinitionError(path, f"cannot group by the aggregate {key!r}")
+        return node
+
+    def _order_item(
+        self, item: Any, path: Path, by_name: Mapping[str, _OutColumn], grouped: bool
+    ) -> tuple[Node | str, bool]:
+        if not isinstance(item, str):
+            raise DefinitionError(path, "expected a column name or an expression")
+        text, desc = item.strip(), False
+        if text.startswith("-"):
+            text, desc = text[1:].strip(), True
+        lowered = text.lower()
+        if lowered.endswith(" desc") or lowered.endswith(" asc"):
+            desc = lowered.endswith(" desc")
+            text = text.rsplit(" ", 1)[0].strip()
+        if text in by_name:
+            return text, desc
+        node = self._expr(text, path)
+        if grouped and not node.agg and not any(_same(node, g) for g in self._group):
+            raise DefinitionError(path, "order a grouped report by its columns or by an aggregate")
+        return node, desc
 
     def _expr(self, text: Any, path: Path) -> Node:
         try:
@@ -1448,7 +1493,8 @@ def load_reports(registries: Any, definitions: Mapping[str, Mapping] | None) -> 
         try:
             reports[name] = build_report(name, definition.spec, sources, origin=plugin)
         except DefinitionError as exc:
-            exc.where = f"report {name!r} shipped by plugin {plugin!r}"
+            for error in exc.errors:
+                error.where = f"report {name!r} shipped by plugin {plugin!r}"
             raise
     for name, spec in (definitions or {}).items():
         where = f"reports.definitions.{name}"
@@ -1457,7 +1503,8 @@ def load_reports(registries: Any, definitions: Mapping[str, Mapping] | None) -> 
         try:
             reports[name] = build_report(name, spec, sources, origin="config")
         except DefinitionError as exc:
-            exc.where = where
+            for error in exc.errors:
+                error.where = where
             raise
     return reports
 

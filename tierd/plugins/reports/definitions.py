@@ -58,7 +58,7 @@ class Definitions(Field):
             try:
                 build_report(name, spec, sources, origin="config")
             except DefinitionError as exc:
-                errors.append(SchemaError(where + exc.path, exc.message))
+                errors.extend(SchemaError(where + e.path, e.message) for e in exc.errors)
                 continue
             clean[name] = spec
         return clean
