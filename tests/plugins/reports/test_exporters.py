@@ -23,6 +23,7 @@ from pypdf import PdfReader
 from tierd.core.registry import Column, ReportData
 from tierd.plugins.reports import chart as charts
 from tierd.plugins.reports.exporters import BUILTIN, cells
+from tierd.plugins.reports.exporters import pdf as pdf_exporter
 from tierd.plugins.reports.exporters.xlsx import sheet_name
 from tierd.testing import install_package
 
@@ -305,6 +306,12 @@ def test_pdf_of_wide_and_long_cells():
     reader = PdfReader(io.BytesIO(export("pdf", data)))
     assert reader.pages[0].mediabox.width > reader.pages[0].mediabox.height  # landscape
     assert "all tenants" in reader.pages[0].extract_text()
+
+
+def test_pdf_without_a_unicode_font_replaces_what_latin_1_lacks(monkeypatch):
+    monkeypatch.setattr(pdf_exporter, "unicode_font", lambda: None)
+    text = PdfReader(io.BytesIO(export("pdf", report()))).pages[0].extract_text()
+    assert "Müller ? ??" in text and "He said" in text
 
 
 # --- HTML -------------------------------------------------------------------------

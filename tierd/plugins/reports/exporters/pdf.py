@@ -87,7 +87,8 @@ def _document_class() -> type:
         unicode = False
         footer_text = ""
 
-        def text(self, value: str) -> str:  # type: ignore[override]
+        def clean(self, value: str) -> str:
+            """``value`` as this document can draw it (see the module's docstring)."""
             value = cells.printable(value)
             return value if self.unicode else value.encode("latin-1", "replace").decode("latin-1")
 
@@ -112,7 +113,7 @@ class _Table:
 
     def __init__(self, pdf: Any, columns: list[Column], widths: list[float], orientation: str):
         self.pdf = pdf
-        self.headings = [pdf.text(c.name) for c in columns]
+        self.headings = [pdf.clean(c.name) for c in columns]
         self.widths = widths
         self.aligns = ["R" if c.type in cells.NUMERIC else "L" for c in columns]
         self.orientation = orientation
@@ -150,13 +151,14 @@ class _Table:
         pdf.line(x0, y0 + height, x0 + total, y0 + height)
         pdf.set_xy(x0, y0 + height)
 
-    def draw_header(self) -> None:
-        self.pdf.set_y(self.pdf.t_margin)
+    def draw_header(self, at_top: bool = True) -> None:
+        if at_top:
+            self.pdf.set_y(self.pdf.t_margin)
         self._draw(self.headings, bold=True)
         self.shade = False
 
     def row(self, texts: list[str]) -> None:
-        self._draw([self.pdf.text(t) for t in texts], bold=False)
+        self._draw([self.pdf.clean(t) for t in texts], bold=False)
         self.shade = not self.shade
 
 
@@ -185,11 +187,11 @@ class PdfExporter(ReportExporter):
         title = report.title or report.name
         generated = cells.generated_at(report)
         when = cells.display("instant", generated) + " UTC"
-        pdf.set_title(pdf.text(title))
+        pdf.set_title(pdf.clean(title))
         pdf.set_author("tierd")
         pdf.set_creator("tierd")
         pdf.set_creation_date(generated)
-        pdf.footer_text = pdf.text(f"{title} · {report.tenant or 'all tenants'} · generated {when}")
+        pdf.footer_text = pdf.clean(f"{title} · {report.tenant or 'all tenants'} · generated {when}")
 
         types = cells.column_types(report.columns)
         head, rows = cells.peek(report.rows, SAMPLE_ROWS)
@@ -199,12 +201,12 @@ class PdfExporter(ReportExporter):
         points = charts.ChartPoints.of(report) if charts.available() else None
         if points is not None:
             pdf.insert_toc_placeholder(functools.partial(self._chart, points), pages=1, reset_page_indices=False)
-        elif report.chart:
+        elif report.chart and not charts.available():
             pdf.set_font(pdf.family, "", TEXT_SIZE)
             pdf.multi_cell(0, 5, 'The chart needs matplotlib (pip install "tierd[charts]").')
         table = _Table(pdf, report.columns, widths, orientation)
         pdf.ln(3)
-        table.draw_header() if points is not None else table._draw(table.headings, bold=True)
+        table.draw_header(at_top=points is not None)  # the chart's placeholder has turned the page
         pdf.active_table = table
         count = 0
         display = cells.display
@@ -227,11 +229,11 @@ class PdfExporter(ReportExporter):
         natural = []
         for i, column in enumerate(columns):
             pdf.set_font(pdf.family, "B", TABLE_SIZE)
-            width = pdf.get_string_width(pdf.text(column.name))
+            width = pdf.get_string_width(pdf.clean(column.name))
             pdf.set_font(pdf.family, "", TABLE_SIZE)
             for row in head:
                 text = cells.display(column.type, row[i]).split("\n", 1)[0][:80]
-                width = max(width, pdf.get_string_width(pdf.text(text)))
+                width = max(width, pdf.get_string_width(pdf.clean(text)))
             natural.append(min(width + pad, MAX_COLUMN))
         portrait = 210 - pdf.l_margin - pdf.r_margin
         landscape = 297 - pdf.l_margin - pdf.r_margin
@@ -244,19 +246,19 @@ class PdfExporter(ReportExporter):
 
     def _front(self, pdf: Any, report: ReportData, when: str) -> None:
         pdf.set_font(pdf.family, "B", TITLE_SIZE)
-        pdf.multi_cell(0, 8, pdf.text(report.title or report.name), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(0, 8, pdf.clean(report.title or report.name), new_x="LMARGIN", new_y="NEXT")
         pdf.set_font(pdf.family, "", TEXT_SIZE)
         if report.description:
-            pdf.multi_cell(0, 5, pdf.text(report.description), new_x="LMARGIN", new_y="NEXT")
+            pdf.multi_cell(0, 5, pdf.clean(report.description), new_x="LMARGIN", new_y="NEXT")
         pdf.ln(2)
         lines = [("Report", report.name), ("Tenant", report.tenant or "all tenants")]
         lines += [(str(key), str(value)) for key, value in report.params.items()] or [("Parameters", "none")]
         lines.append(("Generated", when))
         for key, value in lines:
             pdf.set_font(pdf.family, "B", TEXT_SIZE)
-            pdf.cell(32, 5, pdf.text(key))
+            pdf.cell(32, 5, pdf.clean(key))
             pdf.set_font(pdf.family, "", TEXT_SIZE)
-            pdf.multi_cell(0, 5, pdf.text(value), new_x="LMARGIN", new_y="NEXT")
+            pdf.multi_cell(0, 5, pdf.clean(value), new_x="LMARGIN", new_y="NEXT")
 
     @staticmethod
     def _chart(points: charts.ChartPoints, pdf: Any, _outline: Any) -> None:
@@ -268,11 +270,11 @@ class PdfExporter(ReportExporter):
         try:
             png = points.render_png()
         except Exception as exc:  # a chart that cannot be drawn leaves the table
-            pdf.multi_cell(0, 5, pdf.text(f"The chart could not be drawn: {exc}"))
+            pdf.multi_cell(0, 5, pdf.clean(f"The chart could not be drawn: {exc}"))
             return
         width = min(pdf.epw, 2 * room)  # the image is 2:1
         if width < 40:
             return
         pdf.image(io.BytesIO(png), x=pdf.l_margin, y=pdf.y + 3, w=width, h=width / 2)
         pdf.set_y(pdf.y + 3 + width / 2 + 1)
-        pdf.cell(0, 5, pdf.text(points.caption()), align="C")
+        pdf.cell(0, 5, pdf.clean(points.caption()), align="C")
