@@ -1106,9 +1106,9 @@ class Report:
         self._columns = columns
         errors: list[DefinitionError] = []
 
-        def check(fn: Callable[[], Any]) -> Any:
+        def check(fn: Callable[..., Any], *args: Any) -> Any:
             try:
-                return fn()
+                return fn(*args)
             except DefinitionError as exc:
                 errors.append(exc)
                 return None
@@ -1123,7 +1123,7 @@ class Report:
         if not isinstance(params, dict):
             raise DefinitionError(("parameters",), "expected a mapping of parameter names to their types")
         for pname, pspec in params.items():
-            param = check(lambda n=pname, p=pspec: _parse_parameter(n, p, ("parameters", n)))
+            param = check(_parse_parameter, pname, pspec, ("parameters", pname))
             if param is not None:
                 self.parameters[param.name] = param
         stage_done()
@@ -1136,7 +1136,7 @@ class Report:
             errors.append(DefinitionError(("filters",), "expected a list of conditions"))
             filters = []
         for i, text in enumerate(filters):
-            node = check(lambda i=i, text=text: self._filter(text, ("filters", i)))
+            node = check(self._filter, text, ("filters", i))
             if node is not None:
                 self._filters.append(node)
 
@@ -1149,7 +1149,7 @@ class Report:
             raw_columns = []
         seen: set[str] = set()
         for i, item in enumerate(raw_columns):
-            out = check(lambda i=i, item=item: self._column(item, ("columns", i)))
+            out = check(self._column, item, ("columns", i))
             if out is None:
                 continue
             if out.name in seen:
@@ -1168,7 +1168,7 @@ class Report:
             group_by = []
         group_names: set[str] = set()
         for i, key in enumerate(group_by):
-            node = check(lambda i=i, key=key: self._group_key(key, ("group_by", i), by_name))
+            node = check(self._group_key, key, ("group_by", i), by_name)
             if node is not None:
                 group_names.add(key)
                 self._group.append(node)
@@ -1194,7 +1194,7 @@ class Report:
             errors.append(DefinitionError(("order_by",), "expected a list of columns (prefix '-' for descending)"))
             order_by = []
         for i, item in enumerate(order_by):
-            order = check(lambda i=i, item=item: self._order_item(item, ("order_by", i), by_name, grouped))
+            order = check(self._order_item, item, ("order_by", i), by_name, grouped)
             if order is not None:
                 self._order.append(order)
 
@@ -1205,7 +1205,7 @@ class Report:
 
         chart = spec.get("chart")
         if chart is not None:
-            self.chart = check(lambda: self._chart(chart, by_name))
+            self.chart = check(self._chart, chart, by_name)
         stage_done()
 
     def _filter(self, text: Any, path: Path) -> Node:
