@@ -28,6 +28,7 @@ DEFAULT_PLUGINS = (
     "tierd.plugins.webhooks",
     "tierd.plugins.notifications",
     "tierd.plugins.reconciliation",
+    "tierd.plugins.reports",
 )
 
 log = logging.getLogger("tierd.plugins")
