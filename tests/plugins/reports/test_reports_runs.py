@@ -428,3 +428,34 @@ def test_the_cli_runs_a_report_and_downloads_it(tmp_path):
         assert result.returncode == 0 and "core.events" in result.stdout
         result = d.cli("reports", "show", "events_by_type")
         assert result.returncode == 0 and "Events by type" in result.stdout
+
+
+async def test_a_reload_brings_new_definitions_and_schedules(tmp_path):
+    import yaml
+
+    async with LocalDaemon(tmp_path, config()) as local:
+        acme, _ = await seed(local)
+        status, body = await local.call("GET", "/v1/reports", token=acme)
+        assert "types_only" not in {r["name"] for r in body["data"]}
+        text = yaml.safe_load(local.config_path.read_text())
+        text["reports"]["definitions"]["types_only"] = {"source": "core.events", "columns": ["type"]}
+        text["reports"]["schedules"] = {
+            "nightly": {"reports": ["types_only"], "cron": "0 2 * * *", "directory": str(tmp_path / "x-{date}.csv")}
+        }
+        local.config_path.write_text(yaml.safe_dump(text))
+        ok, errors = await local.daemon.reload()
+        assert ok, errors
+        status, body = await local.call("GET", "/v1/reports", token=acme)
+        assert "types_only" in {r["name"] for r in body["data"]}
+        done = await finished(local, (await start_run(local, "types_only", {}, token=acme))["id"], token=acme)
+        assert done["status"] == "delivered" and done["rows"] >= 4
+        status, body = await local.call("GET", "/v1/reports/schedules")
+        assert [s["name"] for s in body["data"]] == ["nightly"]
+        assert "reports.schedule.nightly" in {job.id for job in local.daemon.scheduler.get_jobs()}
+        # A file with a mistake is refused and the running reports stay.
+        text["reports"]["definitions"]["broken"] = {"source": "no.such.source"}
+        local.config_path.write_text(yaml.safe_dump(text))
+        ok, errors = await local.daemon.reload()
+        assert not ok and any("reports.definitions.broken" in e for e in errors), errors
+        status, body = await local.call("GET", "/v1/reports", token=acme)
+        assert "types_only" in {r["name"] for r in body["data"]}

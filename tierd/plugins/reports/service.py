@@ -65,6 +65,7 @@ class ReportsService(PluginService):
                 retried,
                 failed,
             )
+        self._check_channels()
         for name in self.section["schedules"]:
             await self.make_due_run(name)
         self.task = self.daemon.spawn(self.runner.run(self.daemon.stopping), name="reports:runner")
@@ -75,7 +76,24 @@ class ReportsService(PluginService):
         self.section = config["reports"]
         for name in self.section["schedules"]:
             await store.schedule_known_since(self.daemon.db, name, self.daemon.clock.time())
+        self._check_channels()
         self.runner.wake()
+
+    def _check_channels(self) -> None:
+        """Warn about schedules sending to channels that notifications does not have
+        (the configuration check sees only this section; such a run fails saying so)."""
+        notifications = self.daemon.services.get("notifications")
+        compiled = getattr(notifications, "compiled", None)
+        channels = set(getattr(compiled, "channels", None) or {})
+        for name, schedule in self.section["schedules"].items():
+            missing = [c for c in schedule["to"] if c not in channels]
+            if missing:
+                log.warning(
+                    "reports: schedule %s sends to %s, which notifications.channels does not define%s",
+                    name,
+                    ", ".join(missing),
+                    "" if notifications is not None else " (the notifications plugin is not running)",
+                )
 
     async def stop(self) -> None:
         await self.runner.stop(float(self.daemon.config["server"].get("shutdown_grace", 10)))
