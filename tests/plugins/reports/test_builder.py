@@ -435,6 +435,12 @@ def test_explain_shows_sql_and_parameters():
         ({"parameters": {"x": {"type": "float"}}}, ("parameters", "x", "type"), "unknown type"),
         ({"parameters": {"x": {"type": "date", "default": "tomorrow"}}}, ("parameters", "x", "default"), "not a date"),
         ({"colums": []}, ("colums",), "did you mean 'columns'"),
+        ({"filters": ["(" * 100 + "type = 'x'" + ")" * 100]}, ("filters", 0), "nested too deeply"),
+        ({"filters": ["not " * 100 + "type = 'x'"]}, ("filters", 0), "says nothing"),
+        ({"filters": ["seq = " + "-" * 100 + "1"]}, ("filters", 0), "says nothing"),
+        ({"filters": ["seq = " + "+".join(["1"] * 600)]}, ("filters", 0), "too long"),
+        ({"filters": ["seq = 1 " + "and seq = 1 " * 150]}, ("filters", 0), "too long"),
+        ({"filters": ["type = 'x'" * 300]}, ("filters", 0), "longer than"),
     ],
 )
 def test_wrong_definitions_name_their_key(spec, path, message):
@@ -447,6 +453,21 @@ def test_wrong_definitions_name_their_key(spec, path, message):
         build_report("bad", {**base, **spec}, registries().report_sources)
     assert caught.value.path == path
     assert message in caught.value.message
+
+
+def test_the_longest_expressions_compile_and_run(conn):
+    chain = "+".join(["1"] * 150)
+    nested = "(" * 20 + "seq" + ")" * 20
+    report = build_report(
+        "long",
+        {
+            "source": "core.events",
+            "filters": [f"seq + {nested} < {chain}"],
+            "columns": [{"name": "n", "expr": "count()"}],
+        },
+        registries().report_sources,
+    )
+    assert rows(conn, report, "acme") == [(4,)]
 
 
 def test_shipped_reports_load_and_configured_ones_cannot_take_their_names():

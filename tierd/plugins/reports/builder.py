@@ -100,6 +100,8 @@ PARAM_KEYS = ("type", "default", "required", "choices", "description")
 COLUMN_KEYS = ("name", "expr", "description")
 NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 MAX_EXPR = 2000
+MAX_TOKENS = 400
+MAX_DEPTH = 24
 MAX_TEXT_PARAM = 1000
 MAX_LIMIT = 10_000_000
 
@@ -375,7 +377,10 @@ class Node:
 class _Parser:
     def __init__(self, text: str, columns: Mapping[str, Column], params: Mapping[str, Parameter]) -> None:
         self.toks = _tokens(text)
+        if len(self.toks) > MAX_TOKENS:
+            raise ValueError(f"too long: at most {MAX_TOKENS} names, values and signs")
         self.i = 0
+        self.depth = 0
         self.columns = columns
         self.params = params
 
@@ -406,6 +411,16 @@ class _Parser:
         return node
 
     def expr(self) -> Node:
+        # Every nesting (parentheses, a call, case, not) goes through here.
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ValueError(f"nested too deeply (at most {MAX_DEPTH} levels)")
+        try:
+            return self._or()
+        finally:
+            self.depth -= 1
+
+    def _or(self) -> Node:
         node = self.and_()
         while self.accept("kw", "or"):
             node = _logic("or", node, self.and_())
@@ -419,6 +434,8 @@ class _Parser:
 
     def not_(self) -> Node:
         if self.accept("kw", "not"):
+            if self.peek() == ("kw", "not"):
+                raise ValueError("'not not' says nothing")
             inner = self.not_()
             _want_bool(inner, "not")
             return Node("not", args=[inner], type="boolean", agg=inner.agg, params=inner.params)
@@ -483,6 +500,8 @@ class _Parser:
 
     def unary(self) -> Node:
         if self.accept("op", "-"):
+            if self.peek() == ("op", "-"):
+                raise ValueError("'- -' says nothing (and '--' is no comment here)")
             inner = self.unary()
             if inner.kind == "lit" and isinstance(inner.value, (int, Decimal)):
                 return Node("lit", value=-inner.value, type=inner.type)
