@@ -251,9 +251,9 @@ async def list_runs(request: web.Request) -> web.Response:
 
 
 async def _run_row(request: web.Request):
-    row = await store.get(daemon_of(request).db, request.match_info["id"], tenant_scope(request))
+    row = await store.get(daemon_of(request).db, request.match_info["run"], tenant_scope(request))
     if row is None:
-        raise ApiError(404, "not_found", f"no report run {request.match_info['id']}")
+        raise ApiError(404, "not_found", f"no report run {request.match_info['run']}")
     return row
 
 
@@ -352,10 +352,10 @@ def routes() -> list[Route]:
             summary="Report runs, newest first",
             params=PAGED | {"status": "|".join(store.STATUSES)},
         ),
-        Route("GET", "/v1/reports/runs/{id}", get_run, tag=tag, summary="One report run", response=run_response),
+        Route("GET", "/v1/reports/runs/{run}", get_run, tag=tag, summary="One report run", response=run_response),
         Route(
             "GET",
-            "/v1/reports/runs/{id}/download",
+            "/v1/reports/runs/{run}/download",
             download_run,
             tag=tag,
             summary="The file of a finished run (409 while it is not ready)",
