@@ -459,3 +459,31 @@ async def test_a_reload_brings_new_definitions_and_schedules(tmp_path):
         assert not ok and any("reports.definitions.broken" in e for e in errors), errors
         status, body = await local.call("GET", "/v1/reports", token=acme)
         assert "types_only" in {r["name"] for r in body["data"]}
+
+
+async def test_every_report_runs_in_every_format(tmp_path):
+    """The reports the plugins ship and the configured ones, in each installed format,
+    as the admin across tenants and for one tenant: each makes its file."""
+    async with LocalDaemon(tmp_path, config()) as local:
+        await seed(local)
+        status, reports = await local.call("GET", "/v1/reports")
+        status, formats = await local.call("GET", "/v1/reports/formats")
+        names = [r["name"] for r in reports["data"]]
+        assert {"events_by_type", "event_list"} <= set(names)
+        runs = []
+        for report in reports["data"]:
+            for fmt in formats["data"]:
+                for tenant in (None, "acme"):
+                    status, run = await local.call(
+                        "POST", f"/v1/reports/{report['name']}/runs", {"format": fmt["format"]}, tenant=tenant
+                    )
+                    assert status == 202, (report["name"], fmt["format"], run)
+                    runs.append((report["name"], fmt, run["id"]))
+        for name, fmt, run_id in runs:
+            done = await finished(local, run_id, timeout=120)
+            assert done["status"] == "delivered", (name, fmt["format"], done)
+            assert done["file_name"].endswith("." + fmt["extension"]), done
+            assert done["size"] > 0 or (fmt["format"] == "jsonl" and done["rows"] == 0), done
+            status, headers, body = await download(local, run_id, tenant=done["tenant"])
+            assert status == 200 and headers["Content-Type"].split(";")[0] == fmt["media_type"], (name, headers)
+            assert len(body) == done["size"]
