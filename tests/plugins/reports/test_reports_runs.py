@@ -415,13 +415,17 @@ def test_the_cli_runs_a_report_and_downloads_it(tmp_path):
         assert json.loads(result.stdout)["trigger"] == "cli"
         assert json.loads((tmp_path / "out.json").read_text())["row_count"] >= 3  # and report.generated
 
+        result = d.cli("reports", "run", "events_by_type", "--tenant", "acme", "-o", str(tmp_path / "out.csv"))
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "out.csv").read_text().splitlines()[:2] == ["type,events", "invoice.paid,3"]
+
         result = d.cli("reports", "run", "events_by_type", "--tenant", "acme", "--param", "from=soon")
         assert result.returncode == 1 and "invalid_params" in result.stderr and "from" in result.stderr
 
         result = d.cli("reports", "list", "--json")
         assert result.returncode == 0 and "events_by_type" in {r["name"] for r in json.loads(result.stdout)}
         result = d.cli("reports", "runs", "--tenant", "acme", "--json")
-        assert result.returncode == 0 and len(json.loads(result.stdout)) == 2
+        assert result.returncode == 0 and len(json.loads(result.stdout)) == 3
         result = d.cli("reports", "explain", "events_by_type", "--param", "type=invoice.paid")
         assert result.returncode == 0 and "GROUP BY" in result.stdout and "'invoice.paid'" in result.stdout
         result = d.cli("reports", "sources")
@@ -487,3 +491,16 @@ async def test_every_report_runs_in_every_format(tmp_path):
             status, headers, body = await download(local, run_id, tenant=done["tenant"])
             assert status == 200 and headers["Content-Type"].split(";")[0] == fmt["media_type"], (name, headers)
             assert len(body) == done["size"]
+
+
+async def test_a_run_interrupted_twice_fails_saying_so(tmp_path):
+    async with LocalDaemon(tmp_path, config()) as local:
+        acme, _ = await seed(local)
+        service = local.daemon.service("reports")
+        run_id, _ = await service.create_run("acme", {"events_by_type": {}}, "csv", "api")
+        await finished(local, run_id, token=acme)
+        # As if the daemon had died during this run's second attempt.
+        await local.daemon.db.execute("UPDATE report_runs SET status='running', attempts=2 WHERE id=?", (run_id,))
+    async with LocalDaemon(tmp_path, config()) as local:
+        status, run = await local.call("GET", f"/v1/reports/runs/{run_id}")
+        assert run["status"] == "failed" and "stopped during this run 2 times" in run["error"], run
