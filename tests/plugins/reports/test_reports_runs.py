@@ -504,3 +504,29 @@ async def test_a_run_interrupted_twice_fails_saying_so(tmp_path):
     async with LocalDaemon(tmp_path, config()) as local:
         status, run = await local.call("GET", f"/v1/reports/runs/{run_id}")
         assert run["status"] == "failed" and "stopped during this run 2 times" in run["error"], run
+
+
+async def test_lists_of_runs_and_schedules_walk_an_index(tmp_path):
+    from tierd.testing import assert_index_walk, recorded_reads
+
+    schedules = {"daily": {"reports": ["event_list"], "cron": "0 6 * * *", "directory": str(tmp_path / "{date}.csv")}}
+    async with LocalDaemon(tmp_path, config({"schedules": schedules, "retention": "1h"})) as local:
+        acme, _ = await seed(local)
+        for _ in range(3):
+            await finished(local, (await start_run(local, "events_by_type", {}, token=acme))["id"], token=acme)
+        db = local.daemon.db
+        async with recorded_reads(db) as statements:
+            for params, token in [
+                ({}, acme),
+                ({"status": "failed"}, acme),
+                ({}, None),
+                ({"status": "delivered"}, None),
+            ]:
+                status, page = await local.call("GET", "/v1/reports/runs", token=token, params={"limit": 2, **params})
+                assert status == 200
+            await local.call("GET", "/v1/reports/schedules")
+            await local.daemon.service("reports").purge()
+        reads = [s for s in statements if "report_runs" in s]
+        assert len(reads) >= 6, reads
+        for sql in reads:
+            assert_index_walk(db.path, sql)
