@@ -437,6 +437,7 @@ def test_explain_shows_sql_and_parameters():
         ({"colums": []}, ("colums",), "did you mean 'columns'"),
         ({"filters": ["(" * 100 + "type = 'x'" + ")" * 100]}, ("filters", 0), "nested too deeply"),
         ({"filters": ["not " * 100 + "type = 'x'"]}, ("filters", 0), "says nothing"),
+        ({"filters": ["abs(-" * 10 + "seq" + ")" * 10 + " > 0"]}, ("filters", 0), "nested too deeply"),
         ({"filters": ["seq = " + "-" * 100 + "1"]}, ("filters", 0), "says nothing"),
         ({"filters": ["seq = " + "+".join(["1"] * 600)]}, ("filters", 0), "too long"),
         ({"filters": ["seq = 1 " + "and seq = 1 " * 150]}, ("filters", 0), "too long"),
@@ -456,18 +457,31 @@ def test_wrong_definitions_name_their_key(spec, path, message):
 
 
 def test_the_longest_expressions_compile_and_run(conn):
+    """Chains are written flat (SQLite's parser has a bounded stack), nesting is bounded."""
     chain = "+".join(["1"] * 150)
-    nested = "(" * 20 + "seq" + ")" * 20
+    nested = "(" * 15 + "seq" + ")" * 15
+    ands = " and ".join(["seq > 0"] * 95)
+    sources = registries().report_sources
     report = build_report(
         "long",
         {
             "source": "core.events",
-            "filters": [f"seq + {nested} < {chain}"],
+            "filters": [f"seq + {nested} < {chain}", ands],
             "columns": [{"name": "n", "expr": "count()"}],
         },
-        registries().report_sources,
+        sources,
     )
     assert rows(conn, report, "acme") == [(4,)]
+    money = build_report(
+        "money",
+        {
+            "source": "reconciliation.lines",
+            "filters": ["currency = 'EUR'"],
+            "columns": [{"name": "x", "expr": "sum(" + " + ".join(["amount"] * 120) + " - amount * 2 / 4)"}],
+        },
+        sources,
+    )
+    assert rows(conn, money, "acme") == [("358.50",)]  # 3.00 * 120 - 3.00 / 2, exactly
 
 
 def test_shipped_reports_load_and_configured_ones_cannot_take_their_names():

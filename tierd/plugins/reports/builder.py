@@ -101,7 +101,11 @@ COLUMN_KEYS = ("name", "expr", "description")
 NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 MAX_EXPR = 2000
 MAX_TOKENS = 400
-MAX_DEPTH = 24
+MAX_DEPTH = 16
+#: Levels of SQL an expression may nest into (SQLite's parser has a bounded stack).
+MAX_LEVELS = 12
+#: Operations of one decimal call (SQLite limits a function's arguments).
+CHAIN_ARGS = 50
 MAX_TEXT_PARAM = 1000
 MAX_LIMIT = 10_000_000
 
@@ -372,6 +376,26 @@ class Node:
     type: str = "text"
     agg: bool = False
     params: frozenset[str] = frozenset()
+    #: How deeply its SQL nests (a chain of one operator is written flat).
+    level: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.args:
+            return
+        if self.kind in ("arith", "logic"):
+            left, right = self.args
+            if self.kind == "logic":
+                same = left.kind == "logic" and left.value == self.value
+            else:
+                group = ("+", "-") if self.value in ("+", "-") else ("*", "/")
+                same = (
+                    left.kind == "arith"
+                    and left.value in group
+                    and (left.type == "decimal") == (self.type == "decimal")
+                )
+            self.level = max(left.level + (0 if same else 1), right.level + 1)
+        else:
+            self.level = 1 + max(a.level for a in self.args)
 
 
 class _Parser:
@@ -736,7 +760,10 @@ def parse_expression(text: Any, columns: Mapping[str, Column], params: Mapping[s
         raise ValueError(f"longer than {MAX_EXPR} characters")
     if problem := unicode_problem(text):
         raise ValueError(problem)
-    return _Parser(text, columns, params).parse()
+    node = _Parser(text, columns, params).parse()
+    if node.level > MAX_LEVELS:
+        raise ValueError(f"nested too deeply ({node.level} levels of functions and operations, at most {MAX_LEVELS})")
+    return node
 
 
 # --- SQL emission ---------------------------------------------------------------------------
@@ -795,7 +822,13 @@ class _Emitter:
         return f"(NOT {self.sql(node.args[0])})"
 
     def _logic(self, node: Node) -> str:
-        return f"({self.sql(node.args[0])} {node.value.upper()} {self.sql(node.args[1])})"
+        # a AND b AND c flat, not nested: SQLite's parser has a bounded stack.
+        terms, cur = [], node
+        while cur.kind == "logic" and cur.value == node.value:
+            terms.append(cur.args[1])
+            cur = cur.args[0]
+        terms.append(cur)
+        return "(" + f" {node.value.upper()} ".join(self.sql(t) for t in reversed(terms)) + ")"
 
     def _isnull(self, node: Node) -> str:
         return f"({self.sql(node.args[0])} IS {'NOT ' if node.value else ''}NULL)"
@@ -838,13 +871,32 @@ class _Emitter:
         return f"({self.sql(left)} {op} {self.sql(right)})"
 
     def _arith(self, node: Node) -> str:
-        left, right = (self.sql(a) for a in node.args)
-        if node.type == "decimal":
-            name = {"+": "tierd_dadd", "-": "tierd_dsub", "*": "tierd_dmul", "/": "tierd_ddiv"}[node.value]
-            return f"{name}({left}, {right})"
-        if node.value == "/":
-            return f"(CAST({left} AS REAL) / {right})"
-        return f"({left} {node.value} {right})"
+        # A chain of one precedence (a + b - c) is written flat, not nested:
+        # SQLite's parser has a bounded stack, and a function may take only so many arguments.
+        group = ("+", "-") if node.value in ("+", "-") else ("*", "/")
+        decimal = node.type == "decimal"
+        ops: list[str] = []
+        operands: list[Node] = []
+        cur = node
+        while cur.kind == "arith" and cur.value in group and (cur.type == "decimal") == decimal:
+            ops.append(cur.value)
+            operands.append(cur.args[1])
+            cur = cur.args[0]
+        operands.append(cur)
+        ops.reverse()
+        operands.reverse()
+        parts = [self.sql(o) for o in operands]
+        if decimal:
+            text = parts[0]
+            for start in range(0, len(ops), CHAIN_ARGS):
+                chunk = ops[start : start + CHAIN_ARGS]
+                more = parts[start + 1 : start + 1 + len(chunk)]
+                text = f"tierd_dchain({self.bind(''.join(chunk))}, {text}, {', '.join(more)})"
+            return text
+        text = parts[0]
+        for op, part in zip(ops, parts[1:], strict=True):
+            text += f" {op} " + (f"CAST({part} AS REAL)" if op == "/" else part)
+        return f"({text})"
 
     def _case(self, node: Node) -> str:
         *branches, other = node.args
@@ -1014,17 +1066,28 @@ def _percentile(fraction: float) -> type:
     return Percentile
 
 
-def _binary_decimal(op: Callable[[Decimal, Decimal], Decimal]) -> Callable[[Any, Any], str | None]:
-    def function(a: Any, b: Any) -> str | None:
-        x, y = _dec(a), _dec(b)
-        if x is None or y is None:
-            return None
-        try:
-            return str(op(x, y))
-        except (ArithmeticError, InvalidOperation):  # division by zero: NULL, as SQL does
-            return None
+_DECIMAL_OPS: dict[str, Callable[[Decimal, Decimal], Decimal]] = {
+    "+": lambda x, y: x + y,
+    "-": lambda x, y: x - y,
+    "*": lambda x, y: x * y,
+    "/": lambda x, y: x / y,
+}
 
-    return function
+
+def _dchain(ops: str, *values: Any) -> str | None:
+    """``values[0] ops[0] values[1] ops[1] ...`` left to right, in Decimal (NULL if any is)."""
+    numbers = [_dec(v) for v in values]
+    if any(n is None for n in numbers) or len(ops) != len(numbers) - 1:
+        return None
+    total = numbers[0]
+    assert total is not None
+    try:
+        for op, number in zip(ops, numbers[1:], strict=True):
+            assert number is not None
+            total = _DECIMAL_OPS[op](total, number)
+    except (ArithmeticError, InvalidOperation, KeyError):  # division by zero: NULL, as SQL does
+        return None
+    return str(total)
 
 
 def _dcmp(a: Any, b: Any) -> int | None:
@@ -1064,10 +1127,7 @@ def prepare_connection(conn: sqlite3.Connection) -> None:
     conn.create_aggregate("tierd_dmax", 1, _DecimalMax)  # type: ignore[arg-type]
     conn.create_aggregate("tierd_p50", 1, _percentile(0.50))
     conn.create_aggregate("tierd_p95", 1, _percentile(0.95))
-    conn.create_function("tierd_dadd", 2, _binary_decimal(lambda x, y: x + y), deterministic=True)
-    conn.create_function("tierd_dsub", 2, _binary_decimal(lambda x, y: x - y), deterministic=True)
-    conn.create_function("tierd_dmul", 2, _binary_decimal(lambda x, y: x * y), deterministic=True)
-    conn.create_function("tierd_ddiv", 2, _binary_decimal(lambda x, y: x / y), deterministic=True)
+    conn.create_function("tierd_dchain", -1, _dchain, deterministic=True)
     conn.create_function("tierd_dcmp", 2, _dcmp, deterministic=True)
     conn.create_function("tierd_dround", 2, _dround, deterministic=True)
     conn.create_function("tierd_dabs", 1, _dabs, deterministic=True)
