@@ -377,6 +377,11 @@ def test_parameter_types_choices_and_required():
     ]:
         with pytest.raises(ParamError, match=message):
             report.parse_params(raw)
+    for zone in ("Mars/Base", "../../etc/passwd", "UTC'; --"):
+        with pytest.raises(ParamError, match="time zone"):
+            report.parse_params({"type": "invoice.paid"}, timezone=zone)
+        with pytest.raises(ParamError, match="time zone"):
+            report.compile("acme", {"type": "invoice.paid"}, 10, timezone=zone)
     # compile takes typed values only: a raw string for an integer is refused, not pasted.
     with pytest.raises(ParamError):
         report.compile("acme", {"type": "invoice.paid", "n": "1) OR (1=1", "flag": False}, 10)

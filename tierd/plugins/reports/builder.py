@@ -38,6 +38,16 @@ decimals stay exact (Python functions registered on the connection by
 :meth:`Report.prepare` sum, compare and compute them as ``Decimal``);
 comparing an ``instant`` with a ``date`` compares with that day's bounds in
 the report's time zone (``created_at <= :to`` includes the whole day ``to``).
+
+Functions: ``date(x)``/``day(x)`` (an instant's day in the report's time zone),
+``week(x)`` (its Monday), ``month(x)``, ``year(x)`` (their first day),
+``age_days(x)`` (whole days from an instant or a date to now), ``coalesce``,
+``round(x[, digits])``, ``abs``, ``lower``, ``upper``. Aggregates: ``count()``,
+``count(x)`` (rows where x is not null; where x is a condition, rows where it
+holds: ``count(status = 'failed')``), ``count_distinct``, ``sum`` (of a
+condition: how many hold), ``avg``, ``min``, ``max``, ``p50``, ``p95`` (nearest
+rank: a value of the data). Relative periods for dates: :data:`RELATIVE_PERIODS`,
+resolved to the period's first day, or its last for a parameter named ``to``.
 """
 
 from __future__ import annotations
@@ -1460,7 +1470,10 @@ class Report:
             }[param.type]
             if not isinstance(value, expected) or (param.type == "integer" and isinstance(value, bool)):
                 raise ParamError(name, f"expected a {param.type} value (use parse_params)")
-        emit = _Emitter(values, timezone, time.time() if now is None else now)
+        try:
+            emit = _Emitter(values, timezone, time.time() if now is None else now)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ParamError("timezone", f"unknown time zone {timezone!r}") from None
         select = []
         for out in self._out:
             select.append(f'{emit.sql(out.node)} AS "{out.name}"')
