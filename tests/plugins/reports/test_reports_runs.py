@@ -198,6 +198,10 @@ async def test_a_report_runs_through_the_api_in_csv_json_and_xlsx(tmp_path):
         assert second[0][:2] == ("seq", "type")
         assert [r[1] for r in second[1:5]] == ["invoice.paid"] * 3 + ["invoice.sent"]  # then report.generated
 
+        # A small run answers at once when asked to wait.
+        status, quick = await local.call("POST", "/v1/reports/event_list/runs", {"wait": "10s"}, token=acme)
+        assert status == 200 and quick["status"] == "delivered" and quick["download"], quick
+
         status, page = await local.call("GET", "/v1/reports/runs", token=acme, params={"limit": 2})
         assert status == 200 and len(page["data"]) == 2 and page["next_cursor"]
         status, rest = await local.call("GET", "/v1/reports/runs", token=acme, params={"cursor": page["next_cursor"]})

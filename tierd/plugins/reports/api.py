@@ -30,7 +30,7 @@ from tierd.core.api import (
 from tierd.core.clock import iso_or_none
 from tierd.core.registry import REPORT_NAME_RE
 from tierd.core.schema import Any as AnyValue
-from tierd.core.schema import Enum, List, Map, Obj, OneOf, Str, TimeZone
+from tierd.core.schema import Duration, Enum, List, Map, Obj, OneOf, Str, TimeZone
 
 from . import store
 from .config import schedule_reports
@@ -39,6 +39,8 @@ from .service import ParamsRefused, ReportsService
 
 #: The longest list of reports in one run (one workbook).
 MAX_REPORTS = 20
+#: The longest a request waits for its run (``wait``).
+MAX_WAIT = 60.0
 
 
 def _time(ts: float | None) -> str | None:
@@ -191,6 +193,9 @@ RUN_BODY = Obj(
         ),
         "timezone": TimeZone(default="UTC", doc="Of relative dates in params"),
         "trigger": Enum(("api", "cli"), default="api", doc="Who asked (the CLI says cli)"),
+        "wait": Duration(
+            default="0s", doc="Answer 200 with the finished run if it is done within this time, at most 60s (else 202)"
+        ),
     }
 )
 
@@ -234,8 +239,11 @@ async def create_run(request: web.Request) -> web.Response:
     run_id, _ = await service.create_run(
         tenant, parsed, body["format"], body["trigger"], actor=actor_of(request), timezone=body["timezone"]
     )
+    finished = body["wait"] > 0 and await service.runner.wait(run_id, min(body["wait"], MAX_WAIT))
     row = await store.get(daemon.db, run_id)
-    return json_response(run_json(row), status=202, headers={"Location": f"/v1/reports/runs/{run_id}"})
+    return json_response(
+        run_json(row), status=200 if finished else 202, headers={"Location": f"/v1/reports/runs/{run_id}"}
+    )
 
 
 async def list_runs(request: web.Request) -> web.Response:
@@ -384,9 +392,9 @@ def routes() -> list[Route]:
             "/v1/reports/{name}/runs",
             create_run,
             tag=tag,
-            summary="Run a report (202 with the run; GET it until delivered, then download)",
+            summary="Run a report (202 with the run; GET it until delivered, then download; 200 if done within wait)",
             body=RUN_BODY,
-            statuses=(202,),
+            statuses=(200, 202),
             response=run_response,
         ),
     ]

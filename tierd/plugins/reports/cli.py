@@ -182,7 +182,7 @@ def _wait(cli, run_id: str, tenant: str | None, quiet: bool, timeout: float) -> 
 @pass_cli
 def run(cli, name, tenant, params, format_name, also, output, no_wait, timeout, as_json):
     """Run a report, wait for it (progress on stderr), then download its file."""
-    body = {"params": _params(params), "format": format_name, "trigger": "cli"}
+    body = {"params": _params(params), "format": format_name, "trigger": "cli", "wait": "0s" if no_wait else "2s"}
     if also:
         body["reports"] = list(also)
     made = cli.api.post(f"/v1/reports/{name}/runs", json=body, tenant=tenant)

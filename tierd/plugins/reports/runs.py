@@ -138,7 +138,7 @@ class Runner:
         self.daemon = service.daemon
         self._wake = asyncio.Event()
         self._tasks: dict[str, asyncio.Task] = {}
-        #: Run id -> an asyncio.Event set when it finishes (for tests and "wait").
+        #: Run id -> an asyncio.Event set when it finishes, for those waiting (see :meth:`wait`).
         self._done: dict[str, asyncio.Event] = {}
 
     def wake(self) -> None:
@@ -190,12 +190,26 @@ class Runner:
             )
         finally:
             self._tasks.pop(run_id, None)
-            self._done.setdefault(run_id, asyncio.Event()).set()
+            waiting = self._done.pop(run_id, None)
+            if waiting is not None:
+                waiting.set()
             self._wake.set()
 
-    async def wait(self, run_id: str, timeout: float | None = None) -> None:
-        """Until the run ``run_id`` was made by this runner (tests)."""
-        await asyncio.wait_for(self._done.setdefault(run_id, asyncio.Event()).wait(), timeout)
+    async def wait(self, run_id: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the run ``run_id`` to finish; whether it did."""
+        done = self._done.setdefault(run_id, asyncio.Event())
+        try:
+            row = await store.get(self.daemon.db, run_id)  # after registering: a finish is not missed
+            if row is None or row["status"] in store.FINAL_STATUSES:
+                return row is not None
+            try:
+                await asyncio.wait_for(done.wait(), timeout)
+            except TimeoutError:
+                return False
+            return True
+        finally:
+            if not done.is_set() and self._done.get(run_id) is done:
+                del self._done[run_id]
 
     async def stop(self, grace: float) -> None:
         """Let runs in flight finish for ``grace`` seconds, then stop them (their rows go
