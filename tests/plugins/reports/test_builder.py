@@ -209,6 +209,22 @@ def test_nothing_but_reads_runs(conn):
         conn.set_authorizer(None)
 
 
+def test_conditions_count_and_average(conn):
+    report = build_report(
+        "shares",
+        {
+            "source": "reconciliation.lines",
+            "columns": [
+                {"name": "small", "expr": "count(amount < 0.15)"},
+                {"name": "share", "expr": "round(avg(amount < 0.15), 4)"},
+                {"name": "rows", "expr": "count(amount)"},
+            ],
+        },
+        registries().report_sources,
+    )
+    assert rows(conn, report, "acme") == [(10, "0.4762", 21)]
+
+
 def test_decimal_sums_are_exact(conn):
     report = build_report(
         "totals",
@@ -433,6 +449,7 @@ def test_explain_shows_sql_and_parameters():
         ({"filters": ["type"]}, ("filters", 0), "condition"),
         ({"filters": ["type = :nope"]}, ("filters", 0), "unknown parameter"),
         ({"filters": ["created_at > 'yesterday'"]}, ("filters", 0), "cannot compare"),
+        ({"filters": ["created_at in ('2026-01-01')"]}, ("filters", 0), "instant is compared with dates"),
         ({"group_by": ["tyep"]}, ("group_by", 0), "did you mean 'type'"),
         ({"order_by": ["nope; DROP TABLE x"]}, ("order_by", 0), "unexpected"),
         ({"chart": {"type": "pie", "x": "type", "y": ["n"]}}, ("chart", "type"), "line or bar"),

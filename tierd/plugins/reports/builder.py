@@ -505,6 +505,8 @@ class _Parser:
             if len(items) > 100:
                 raise ValueError("at most 100 values in an in (...) list")
             for item in items:
+                if {left.type, item.type} == {"instant", "date"}:
+                    raise ValueError("in (...): an instant is compared with dates by >= and <=, or use date(...)")
                 _compatible(left, item, "in")
                 if item.kind not in ("lit", "param"):
                     raise ValueError("in (...) takes values and parameters only")
@@ -713,8 +715,8 @@ def _call(name: str, args: list[Node]) -> Node:
                 raise ValueError(f"sum() works on numbers, not on a {arg.type}")
             kind = "integer" if arg.type == "boolean" else arg.type
         elif name == "avg":
-            if arg.type not in _NUMERIC:
-                raise ValueError(f"avg() works on numbers, not on a {arg.type}")
+            if arg.type not in (*_NUMERIC, "boolean"):
+                raise ValueError(f"avg() works on numbers and conditions (the share that holds), not on a {arg.type}")
             kind = "decimal" if arg.type == "decimal" else "real"
         elif name in ("min", "max"):
             kind = arg.type
@@ -962,6 +964,8 @@ class _Emitter:
         inner = self.sql(arg)
         if name in ("count", "sum") and arg.type == "boolean":
             return f"COALESCE(SUM(CASE WHEN {inner} THEN 1 ELSE 0 END), 0)"
+        if name == "avg" and arg.type == "boolean":
+            return f"AVG(CASE WHEN {inner} THEN 1.0 WHEN NOT {inner} THEN 0.0 END)"
         if name == "count":
             return f"COUNT({inner})"
         if name == "count_distinct":
