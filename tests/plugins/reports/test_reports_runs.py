@@ -324,6 +324,10 @@ async def test_max_rows_timeout_and_a_broken_exporter_fail_their_own_run(tmp_pat
         # The daemon and the next run are fine.
         ok = await finished(local, (await start_run(local, "events_by_type", {}, token=acme))["id"], token=acme)
         assert ok["status"] == "delivered"
+        async with local.session.get(local.url + "/metrics") as resp:
+            metrics = await resp.text()
+        assert 'tierd_report_runs_total{status="failed"} 3.0' in metrics, metrics
+        assert 'tierd_report_runs_total{status="delivered"}' in metrics
         # report.failed events were published for each (a tenant's own log).
         await local.settled()
         status, body = await local.call("GET", "/v1/events", token=acme, params={"type": "report.*", "limit": 500})

@@ -39,6 +39,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import prometheus_client
+
 from tierd.core.events import wait_any
 from tierd.core.registry import Column, ReportData
 from tierd.core.storage import QueryTimeout
@@ -138,6 +140,15 @@ class Runner:
         self.daemon = service.daemon
         self._wake = asyncio.Event()
         self._tasks: dict[str, asyncio.Task] = {}
+        self.finished = prometheus_client.Counter(
+            "tierd_report_runs", "Report runs finished, by status", ["status"], registry=self.daemon.metrics
+        )
+        self.seconds = prometheus_client.Histogram(
+            "tierd_report_run_seconds",
+            "Time to make a report run's file (and deliver it)",
+            buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 1800),
+            registry=self.daemon.metrics,
+        )
         #: Run id -> an asyncio.Event set when it finishes, for those waiting (see :meth:`wait`).
         self._done: dict[str, asyncio.Event] = {}
 
@@ -237,6 +248,7 @@ class Runner:
             result = await self.generate(row)
         except RunFailed as exc:
             await self._failed(row, str(exc))
+            self.finished.labels("failed").inc()
             return
         status, delivery, error = "delivered", None, ""
         deliver = json.loads(row["deliver"]) if row["deliver"] else None
@@ -247,6 +259,8 @@ class Runner:
             except RunFailed as exc:
                 status, error = "failed", str(exc)
         await store.finish(db, run_id, status, clock.time(), error=error, delivery=delivery, **result["file"])
+        self.finished.labels(status).inc()
+        self.seconds.observe(time.monotonic() - started)
         log.info(
             "report run %s (%s, %s): %s, %d row(s), %d bytes in %.2fs",
             run_id,
