@@ -85,7 +85,8 @@ MATCHES = ReportSource(
     name="reconciliation.matches",
     description="One row per match (automatic, made by hand, or an accepted suggestion)",
     sql="""SELECT m.tenant_id AS tenant, m.id AS match_id, m.account_id AS account, m.run_id AS run_id,
-        m.kind AS kind, m.rule AS rule, m.score AS score, m.adjustment AS adjustment, m.status AS status,
+        m.kind AS kind, m.rule AS rule, CAST(ROUND(m.score, 4) AS TEXT) AS score,
+        m.adjustment AS adjustment, m.status AS status,
         m.created_at AS created_at, m.created_by AS created_by, m.undone_at AS undone_at,
         (SELECT COUNT(*) FROM recon_match_items i WHERE i.match_id = m.id AND i.side = 'bank') AS statement_lines,
         (SELECT COUNT(*) FROM recon_match_items i WHERE i.match_id = m.id AND i.side = 'ledger') AS ledger_entries
