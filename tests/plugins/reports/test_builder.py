@@ -563,3 +563,18 @@ def test_check_config_names_file_line_and_key(tmp_path):
     )
     assert "definitions.worse.source: unknown source 'webhook.deliveries' (did you mean 'webhooks.deliveries'?)" in text
     assert "good" not in text
+
+
+def test_every_source_runs_and_has_its_declared_columns(conn):
+    sources = registries().report_sources
+    assert {"core.events", "webhooks.deliveries", "webhooks.attempts", "webhooks.endpoints", "notifications.messages",
+            "reconciliation.lines", "reconciliation.ledger", "reconciliation.matches", "reconciliation.runs",
+            "reconciliation.open_items", "reconciliation.run_matches"} <= set(sources)  # fmt: skip
+    for source in sources.values():
+        cursor = conn.execute(f"SELECT * FROM ({source.sql}) LIMIT 0")
+        names = {d[0] for d in cursor.description}
+        assert {"tenant", *(c.name for c in source.columns)} <= names, source.name
+        assert all(c.description for c in source.columns), source.name
+        # Every column, through the builder (types checked by the reading).
+        report = build_report("all_" + source.name.replace(".", "_"), {"source": source.name}, sources)
+        rows(conn, report, "acme")
