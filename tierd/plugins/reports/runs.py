@@ -168,7 +168,7 @@ class Runner:
                 raise
             except Exception:  # the loop runs for ever: log and try again
                 log.exception("reports runner: picking runs failed")
-            await wait_any(self._wake, stopping, timeout=5.0)
+            await wait_any(self._wake, stopping, timeout=60.0)  # runs are made here: they wake it
 
     async def start_waiting(self) -> int:
         free = self.concurrency - len(self._tasks)
