@@ -578,3 +578,26 @@ def test_every_source_runs_and_has_its_declared_columns(conn):
         # Every column, through the builder (types checked by the reading).
         report = build_report("all_" + source.name.replace(".", "_"), {"source": source.name}, sources)
         rows(conn, report, "acme")
+
+
+def test_junk_in_any_key_is_a_definition_error():
+    """Whatever a definition holds, building it answers a report or a DefinitionError."""
+    import itertools
+    import random
+
+    junk = [None, True, 0, -1, 10**30, 1.5, "", " ", "x", "'", ";", "--", "\ud800", "é", [], [None], [[]], {}, {"a": 1},
+            ["type"], [{"name": "x"}], [{"name": "n", "expr": ["count()"]}], {"type": "bar", "x": ["type"], "y": [{}]},
+            {"x": {"type": "date", "default": []}}, "count(", "case when", ":", "1..2", "a.b", "(" * 30]  # fmt: skip
+    keys = ["title", "description", "source", "parameters", "filters", "columns", "group_by", "order_by", "limit",
+            "chart"]  # fmt: skip
+    sources = registries().report_sources
+    rng = random.Random(12)
+    cases = [{k: v} for k, v in itertools.product(keys, junk)]
+    cases += [{k: rng.choice(junk) for k in rng.sample(keys, 4)} for _ in range(300)]
+    for case in cases:
+        spec = {"source": "core.events", **case}
+        try:
+            report = build_report("junk", spec, sources)
+        except DefinitionError:
+            continue
+        report.compile("acme", report.parse_params({}), 10)

@@ -1385,7 +1385,7 @@ class Report:
         if kind not in ("line", "bar"):
             raise DefinitionError(("chart", "type"), f"expected line or bar, got {kind!r}")
         x = chart.get("x")
-        if x not in by_name:
+        if not isinstance(x, str) or x not in by_name:
             raise DefinitionError(("chart", "x"), f"unknown column {x!r}{did_you_mean(x, by_name)}")
         ys = chart.get("y")
         if isinstance(ys, str):
@@ -1393,7 +1393,7 @@ class Report:
         if not isinstance(ys, list) or not ys:
             raise DefinitionError(("chart", "y"), "expected a list of columns")
         for i, y in enumerate(ys):
-            if y not in by_name:
+            if not isinstance(y, str) or y not in by_name:
                 raise DefinitionError(("chart", "y", i), f"unknown column {y!r}{did_you_mean(y, by_name)}")
             if by_name[y].out_type not in ("integer", "decimal"):
                 raise DefinitionError(("chart", "y", i), f"column {y!r} is not a number")
@@ -1413,11 +1413,11 @@ class Report:
     ) -> dict[str, Any]:
         """Typed values of every parameter (defaults filled in, relative periods
         resolved in ``timezone``); :class:`ParamError` on a bad one."""
+        try:
+            zone = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError, TypeError):
+            raise ParamError("timezone", f"unknown time zone {timezone!r:.60}") from None
         if today is None:
-            try:
-                zone = ZoneInfo(timezone)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ParamError("timezone", f"unknown time zone {timezone!r}") from None
             today = dt.datetime.now(zone).date()
         if not isinstance(raw, Mapping):
             raise ParamError("params", "expected a mapping of parameter names to values")
