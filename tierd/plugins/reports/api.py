@@ -53,8 +53,14 @@ def report_json(report: Any) -> dict:
     return dict(json.loads(json.dumps(report.to_dict(), default=str)))
 
 
+def has_file(row) -> bool:
+    """Whether a run has a file to download: it finished and made one (a schedule's run
+    whose delivery failed has its file; one that failed before has none)."""
+    return row["status"] in store.FINAL_STATUSES and bool(row["file_path"])
+
+
 def run_json(row) -> dict:
-    ready = row["status"] in ("delivered", "skipped") and bool(row["file_path"])
+    ready = has_file(row)
     return {
         "id": row["id"],
         "tenant": row["tenant_id"] or None,
@@ -271,7 +277,7 @@ async def get_run(request: web.Request) -> web.Response:
 
 async def download_run(request: web.Request) -> web.StreamResponse:
     row = await _run_row(request)
-    if row["status"] in ("pending", "running") or not row["file_path"]:
+    if not has_file(row):
         what = row["error"] if row["status"] == "failed" else f"it is {row['status']}"
         raise ApiError(
             409, "not_ready", f"report run {row['id']} has no file: {what}", details={"status": row["status"]}

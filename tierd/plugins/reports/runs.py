@@ -62,6 +62,8 @@ MAX_ATTEMPTS = 2
 PREVIEW_ROWS = 5
 #: Files larger than this are not attached to an email; the message says where they are.
 ATTACH_LIMIT = 20 * 1024 * 1024
+#: Seconds past the timeout after which a run whose exporter does not stop is failed anyway.
+STUCK_GRACE = 10.0
 #: How often (rows) the reading thread checks its deadline while the exporter writes.
 DEADLINE_EVERY = 500
 
@@ -196,9 +198,16 @@ class Runner:
             raise
         except Exception:
             log.exception("report run %s: unexpected error", run_id)
-            await store.finish(
-                self.daemon.db, run_id, "failed", self.daemon.clock.time(), error="internal error (see the daemon log)"
-            )
+            try:
+                await store.finish(
+                    self.daemon.db,
+                    run_id,
+                    "failed",
+                    self.daemon.clock.time(),
+                    error="internal error (see the daemon log)",
+                )
+            except Exception:  # the row stays running: made again at the next start
+                log.exception("report run %s: could not record its failure", run_id)
         finally:
             self._tasks.pop(run_id, None)
             waiting = self._done.pop(run_id, None)
@@ -377,7 +386,13 @@ class Runner:
             return final.stat().st_size
 
         try:
-            size = await self.daemon.db.read_in_thread(work, budget=timeout)
+            # The query is interrupted at the timeout; an exporter that stops reading rows
+            # (and so never meets the interruption) is left behind a little later.
+            size = await asyncio.wait_for(self.daemon.db.read_in_thread(work, budget=timeout), timeout + STUCK_GRACE)
+        except TimeoutError:
+            _remove(partial)
+            log.error("report run %s: the %s exporter did not stop at the timeout", run_id, row["format"])
+            raise RunFailed(_timeout_message(timeout) + f" (the {row['format']} exporter did not stop)") from None
         except RunFailed:
             _remove(partial)
             raise
