@@ -286,7 +286,7 @@ def routes() -> list[Route]:
                 "status": "|".join(STATUSES),
                 "event": "event id",
                 "route": "route name",
-                "kind": "event|digest|test|manual",
+                "kind": "event|digest|test|manual|message (sent by a plugin, e.g. a report schedule)",
                 "since": "ISO-8601",
                 "until": "ISO-8601",
             },
