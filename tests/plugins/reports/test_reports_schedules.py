@@ -301,3 +301,32 @@ def test_the_cli_lists_schedules_and_runs_one(tmp_path):
             time.sleep(0.05)
         assert body["status"] == "delivered", body
         assert list((tmp_path / "out").glob("acme-*.csv"))
+
+
+async def test_a_message_with_attachments_through_notifications(tmp_path, smtp):
+    """What notifications offers any plugin: a durable message, idempotent by key, whose
+    files are read when it is sent (email attaches them, a log channel sends the text);
+    a file gone by then fails the message, saying which."""
+    config = schedule_config(tmp_path, smtp, {})
+    config["notifications"]["channels"]["chat"] = {"type": "log"}
+    async with LocalDaemon(tmp_path, config) as local:
+        notifications = local.daemon.service("notifications")
+        report = tmp_path / "r.csv"
+        report.write_bytes(b"a,b\r\n1,2\r\n")
+        files = [{"filename": "r.csv", "path": str(report), "media_type": "text/csv"}]
+        first = await notifications.send("mail", "Subject", "Body", attachments=files, key="k1")
+        assert await notifications.send("mail", "Subject", "Body", attachments=files, key="k1") == first
+        chat = await notifications.send("chat", "Subject", "Body", attachments=files)
+        gone = await notifications.send(
+            "mail", "Gone", "Body", attachments=[{"filename": "x.csv", "path": str(tmp_path / "x.csv")}]
+        )
+        with pytest.raises(LookupError, match="no notification channel 'nope'"):
+            await notifications.send("nope", "s", "b")
+        await notifications.dispatcher.tick()
+        rows = {r["id"]: r for r in await local.daemon.db.fetchall("SELECT * FROM notifications")}
+        assert len(rows) == 3
+        assert rows[first]["status"] == "delivered" and rows[chat]["status"] == "delivered"
+        assert rows[gone]["status"] == "failed" and "'x.csv' cannot be read" in rows[gone]["last_error"]
+        (mail,) = smtp.messages
+        (attachment,) = list(mail.iter_attachments())
+        assert attachment.get_filename() == "r.csv" and attachment.get_content() == "a,b\r\n1,2\r\n"
