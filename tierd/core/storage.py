@@ -97,6 +97,8 @@ SLICE_BUDGET = 0.02
 #: ... and is followed by a pause of this many times its duration: a prune
 #: takes at most a fifth of the writer's time, whatever it has to delete.
 SLICE_PAUSE = 4.0
+#: Seconds between checkpoints of the WAL (made off the writer).
+CHECKPOINT_EVERY = 0.5
 #: Pages given back to the file system per incremental-vacuum step.
 VACUUM_STEP = 256
 
@@ -254,6 +256,8 @@ class Database:
         self._readers: list[aiosqlite.Connection] = []
         self._free: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._lookups: Lookups | None = None
+        self._checkpointer: aiosqlite.Connection | None = None
+        self._checkpoints_task: asyncio.Future | None = None
         self._lock = asyncio.Lock()
         #: When (time.monotonic()) a write last failed for lack of space; None
         #: once a write succeeded since.
@@ -275,6 +279,13 @@ class Database:
         # lets pruning give pages back to the file system a few at a time.
         await self._writer.execute_fetchall("PRAGMA auto_vacuum=INCREMENTAL")
         await self._writer.execute_fetchall("PRAGMA journal_mode=WAL")
+        # Checkpoints (copying the WAL back into the database file, with an
+        # fsync) run on a connection of their own, not inside whichever
+        # commit crossed SQLite's threshold: an event's commit never pays for
+        # a checkpoint, however much a prune writes (see _checkpoints).
+        await self._writer.execute_fetchall("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer = await self._connect()
+        self._checkpoints_task = asyncio.ensure_future(self._checkpoints())
         for _ in range(self.readers):
             conn = await self._connect(read_only=True)
             self._readers.append(conn)
@@ -295,7 +306,28 @@ class Database:
             await conn.execute_fetchall("PRAGMA query_only=ON")
         return conn
 
+    async def _checkpoints(self) -> None:
+        """Checkpoint the WAL every CHECKPOINT_EVERY seconds (PASSIVE: never
+        waits for a reader or the writer, so it never holds them up either)."""
+        assert self._checkpointer is not None
+        while True:
+            await asyncio.sleep(CHECKPOINT_EVERY)
+            try:
+                await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:  # e.g. a full disk: the next one retries
+                log.debug("checkpoint of %s failed: %s", self.path, exc)
+
     async def close(self) -> None:
+        if self._checkpoints_task is not None:
+            self._checkpoints_task.cancel()
+            await asyncio.gather(self._checkpoints_task, return_exceptions=True)
+            self._checkpoints_task = None
+        if self._checkpointer is not None:
+            # What the last writes left in the WAL goes into the file now.
+            with contextlib.suppress(sqlite3.Error):
+                await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+            await self._checkpointer.close()
+            self._checkpointer = None
         conns = [*self._readers, *([self._lookups._conn] if self._lookups else []), self._writer]
         for conn in conns:
             if conn is not None:
