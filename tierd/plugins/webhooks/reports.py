@@ -19,9 +19,11 @@ DELIVERIES = ReportSource(
         d.status AS status, d.attempts AS attempts, d.created_at AS created_at,
         d.last_attempt_at AS last_attempt_at, d.last_status_code AS last_status_code, d.last_error AS last_error,
         d.finished_at AS finished_at, CASE WHEN d.status = 'pending' THEN d.due_at END AS next_attempt_at,
-        (SELECT CAST(ROUND(a.latency_ms) AS INTEGER) FROM webhook_attempts a
-         WHERE a.delivery_seq = d.seq ORDER BY a.id DESC LIMIT 1) AS last_latency_ms
-    FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id""",
+        CAST(ROUND(la.latency_ms) AS INTEGER) AS last_latency_ms
+    FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+    -- The last attempt: one seek of (delivery_seq) each, and none when no column of it is read.
+    LEFT JOIN webhook_attempts la
+        ON la.id = (SELECT MAX(a.id) FROM webhook_attempts a WHERE a.delivery_seq = d.seq)""",
     columns=(
         Column("delivery_id", "text", "The delivery's id"),
         Column("endpoint_id", "text", "The endpoint it goes to"),
