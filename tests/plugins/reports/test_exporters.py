@@ -422,7 +422,7 @@ def test_export_memory_does_not_grow_with_the_rows(format_name, tmp_path):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 30 * 1024 * 1024, f"{format_name}: peak {peak / 1e6:.1f} MB"
+    assert peak < 10 * 1024 * 1024, f"{format_name}: peak {peak / 1e6:.1f} MB"
     assert (tmp_path / f"big.{format_name}").stat().st_size > 1_000_000
 
 
