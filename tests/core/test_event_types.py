@@ -14,6 +14,7 @@ from tierd.core.storage import CORE_MIGRATIONS, Database
 
 WEBHOOKS = "tierd.plugins.webhooks"
 RECONCILIATION = "tierd.plugins.reconciliation"
+REPORTS = "tierd.plugins.reports"
 #: Every event type the built-in plugins publish: (plugin, severity, operator alert, sent as webhooks).
 BUILTIN = {
     "webhook.endpoint.created": (WEBHOOKS, "info", False, False),
@@ -25,6 +26,8 @@ BUILTIN = {
     "reconciliation.statement.imported": (RECONCILIATION, "info", False, True),
     "reconciliation.run.completed": (RECONCILIATION, "info", False, True),
     "reconciliation.exceptions": (RECONCILIATION, "warning", True, True),
+    "report.generated": (REPORTS, "info", False, True),
+    "report.failed": (REPORTS, "warning", True, True),
 }
 HOOKS = {"allow_http": True, "allow_destinations": ["127.0.0.1/32"], "retry_schedule": ["0s", "1s"]}
 

@@ -151,6 +151,8 @@ def test_every_builtin_type_has_defaults():
         "webhook.endpoint.updated",
         "webhook.endpoint.deleted",
         "webhook.endpoint.secret_rotated",
+        "report.generated",
+        "report.failed",
     }
 
 

@@ -75,6 +75,16 @@ def tierd_register_report_sources(register):
 
 
 @hookimpl
+def tierd_register_reports(register):
+    # Core's own report (events per tenant, type and day); the other plugins
+    # ship theirs next to their data.
+    from .core_source import REPORTS
+
+    for report in REPORTS:
+        register(report)
+
+
+@hookimpl
 def tierd_register_report_exporters(register):
     from .exporters import BUILTIN
 
