@@ -432,6 +432,9 @@ def test_the_cli_runs_a_report_and_downloads_it(tmp_path):
 
         result = d.cli("reports", "list", "--json")
         assert result.returncode == 0 and "events_by_type" in {r["name"] for r in json.loads(result.stdout)}
+        result = d.cli("reports", "list")  # the table names each report's parameters
+        assert result.returncode == 0, result.stderr
+        assert any("event_volume" in line and "from, to" in line for line in result.stdout.splitlines())
         result = d.cli("reports", "runs", "--tenant", "acme", "--json")
         assert result.returncode == 0 and len(json.loads(result.stdout)) == 3
         result = d.cli("reports", "explain", "events_by_type", "--param", "type=invoice.paid")

@@ -54,9 +54,14 @@ def list_(cli, tenant, as_json):
         cli.output(rows, as_json=True)
         return
     cli.output(
-        [{**r, "parameters": ", ".join(r["parameters"])} for r in rows],
+        [{**r, "parameters": ", ".join(_param_names(r["parameters"]))} for r in rows],
         columns=["name", "title", "source", "parameters", "origin"],
     )
+
+
+def _param_names(parameters) -> list[str]:
+    """A report's parameter names, from the API's list of parameters (or names)."""
+    return [p["name"] if isinstance(p, dict) else str(p) for p in parameters]
 
 
 @reports.command("show")
