@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import html.parser
 import io
 import json
 import textwrap
@@ -136,6 +137,93 @@ async def download(local, run_id, tenant=None, token=None) -> tuple[int, dict, b
         headers["Tierd-Tenant"] = tenant
     async with local.session.get(f"{local.url}/v1/reports/runs/{run_id}/download", headers=headers) as resp:
         return resp.status, dict(resp.headers), await resp.read()
+
+
+def column_names(report: dict) -> list[str]:
+    return [c if isinstance(c, str) else c["name"] for c in report["columns"]]
+
+
+class _Tables(html.parser.HTMLParser):
+    """The headers and the number of body rows of each <table> in a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: list[dict] = []
+        self._cell: list[str] | None = None
+        self._part = ""
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append({"headers": [], "rows": 0})
+        elif tag in ("thead", "tbody"):
+            self._part = tag
+        elif tag == "tr" and self.tables and self._part == "tbody":
+            self.tables[-1]["rows"] += 1
+        elif tag == "th" and self.tables:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag == "th" and self._cell is not None:
+            self.tables[-1]["headers"].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def check_file(fmt: str, body: bytes, report: dict | list[dict], run: dict) -> None:
+    """Open a report's file by its format and check it against the report(s) (as
+    ``GET /v1/reports/{name}`` shows them: title, columns) and the run (``rows``)."""
+    reports = report if isinstance(report, list) else [report]
+    where = (fmt, [r["name"] for r in reports], run["id"])
+    if fmt in ("csv", "csv-excel"):
+        (one,) = reports
+        excel = fmt == "csv-excel"
+        assert body.startswith(b"\xef\xbb\xbf") == excel, where
+        rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig"), newline=""), delimiter=";" if excel else ","))
+        assert rows[0] == column_names(one), (where, rows[0])
+        assert len(rows) - 1 == run["rows"], (where, len(rows) - 1)
+    elif fmt == "json":
+        (one,) = reports
+        doc = json.loads(body)
+        assert doc["name"] == one["name"] and doc["title"] == one["title"], where
+        assert [c["name"] for c in doc["columns"]] == column_names(one), where
+        assert doc["row_count"] == len(doc["rows"]) == run["rows"], (where, doc["row_count"])
+        assert all(list(r) == column_names(one) for r in doc["rows"]), where
+    elif fmt == "jsonl":
+        (one,) = reports
+        lines = body.decode().splitlines()
+        assert len(lines) == run["rows"], (where, len(lines))
+        for line in lines:
+            assert list(json.loads(line)) == column_names(one), (where, line)
+    elif fmt == "xlsx":
+        openpyxl = pytest.importorskip("openpyxl")
+        book = openpyxl.load_workbook(io.BytesIO(body), read_only=True)
+        sheets = {name: list(book[name].iter_rows(values_only=True)) for name in book.sheetnames}
+        book.close()
+        counted = 0
+        for one in reports:
+            wanted = tuple(column_names(one))
+            found = [rows for rows in sheets.values() if rows and rows[0] == wanted]
+            assert found, (where, one["name"], {name: rows[:1] for name, rows in sheets.items()})
+            counted += len(found[0]) - 1
+        assert counted == run["rows"], (where, counted)
+    elif fmt == "pdf":
+        pypdf = pytest.importorskip("pypdf")
+        pdf = pypdf.PdfReader(io.BytesIO(body))
+        text = " ".join(" ".join((page.extract_text() or "").split()) for page in pdf.pages)
+        (one,) = reports
+        assert one["title"] in text, (where, text[:500])
+    elif fmt == "html":
+        (one,) = reports
+        parser = _Tables()
+        parser.feed(body.decode())
+        parser.close()
+        assert [t["headers"] for t in parser.tables] == [column_names(one)], (where, parser.tables)
+        assert parser.tables[0]["rows"] == run["rows"], (where, parser.tables)
+    else:
+        raise AssertionError(f"no check for the format {fmt!r}")
 
 
 async def seed(local: LocalDaemon) -> tuple[str, str]:
@@ -445,6 +533,25 @@ def test_the_cli_runs_a_report_and_downloads_it(tmp_path):
         assert result.returncode == 0 and "Events by type" in result.stdout
 
 
+def test_the_cli_runs_every_shipped_report_to_a_csv_file(tmp_path):
+    workdir = tmp_path / "d"
+    workdir.mkdir()
+    with DaemonProcess(workdir, config()) as d:
+        token = d.create_tenant("acme")
+        status, _ = d.request("POST", "/v1/events", {"type": "invoice.paid", "data": {}}, token=token)
+        assert status == 202
+        status, listed = d.request("GET", "/v1/reports")
+        shipped = [r for r in listed["data"] if r["origin"] != "config"]
+        assert len(shipped) == 6, [r["name"] for r in shipped]
+        for report in shipped:
+            out = tmp_path / f"{report['name']}.csv"
+            result = d.cli("reports", "run", report["name"], "--tenant", "acme", "--format", "csv", "-o", str(out))
+            assert result.returncode == 0, (report["name"], result.stderr)
+            rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8"), newline="")))
+            assert rows[0] == column_names(report), (report["name"], rows[:1])
+            assert f"{len(rows) - 1} row(s)" in result.stderr, (report["name"], result.stderr)
+
+
 async def test_a_reload_brings_new_definitions_and_schedules(tmp_path):
     import yaml
 
@@ -478,13 +585,18 @@ async def test_a_reload_brings_new_definitions_and_schedules(tmp_path):
 
 async def test_every_report_runs_in_every_format(tmp_path):
     """The reports the plugins ship and the configured ones, in each installed format,
-    as the admin across tenants and for one tenant: each makes its file."""
+    as the admin across tenants and for one tenant: each makes its file, opened and
+    checked by its format (header = the report's columns, data rows = the run's rows)."""
     async with LocalDaemon(tmp_path, config()) as local:
         await seed(local)
         status, reports = await local.call("GET", "/v1/reports")
         status, formats = await local.call("GET", "/v1/reports/formats")
         names = [r["name"] for r in reports["data"]]
         assert {"events_by_type", "event_list"} <= set(names)
+        by_name = {}
+        for name in names:
+            status, by_name[name] = await local.call("GET", f"/v1/reports/{name}")
+            assert status == 200, by_name[name]
         runs = []
         for report in reports["data"]:
             for fmt in formats["data"]:
@@ -502,6 +614,7 @@ async def test_every_report_runs_in_every_format(tmp_path):
             status, headers, body = await download(local, run_id, tenant=done["tenant"])
             assert status == 200 and headers["Content-Type"].split(";")[0] == fmt["media_type"], (name, headers)
             assert len(body) == done["size"]
+            check_file(fmt["format"], body, by_name[name], done)
 
 
 async def test_a_run_interrupted_twice_fails_saying_so(tmp_path):

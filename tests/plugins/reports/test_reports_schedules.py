@@ -14,7 +14,7 @@ import zoneinfo
 from pathlib import Path
 
 import pytest
-from test_reports_runs import DEFINITIONS, finished
+from test_reports_runs import DEFINITIONS, check_file, download, finished
 
 from tierd.core.config import ConfigError, load_config
 from tierd.core.daemon import plugin_schemas
@@ -112,6 +112,67 @@ async def test_a_schedule_sends_the_file_by_email_and_copies_it_to_a_directory(t
         assert status == 404
         # Another mail only when another run is made: nothing was sent twice.
         assert len(smtp.messages) == 1
+
+
+#: The reports the plugins ship (``origin`` not ``config``).
+SHIPPED = [
+    "event_volume",
+    "notification_activity",
+    "open_items_aging",
+    "reconciliation_summary",
+    "webhook_deliveries",
+    "webhook_failures",
+]
+
+
+async def test_a_schedule_in_every_format_delivers_files_that_open(tmp_path):
+    """A schedule per format, run now: xlsx takes the six shipped reports in one
+    workbook, the other formats one shipped report each (each report at least once);
+    each delivered file is opened and checked by its format."""
+    target = tmp_path / "out"
+    single = ["csv", "csv-excel", "json", "jsonl", "pdf", "html"]
+    schedules = {
+        f"every-{fmt}": {
+            "reports": [name],
+            "tenant": "acme",
+            "cron": "0 6 * * *",
+            "format": fmt,
+            "directory": str(target) + "/{tenant}/{schedule}-{date}.{ext}",
+        }
+        for fmt, name in zip(single, SHIPPED, strict=True)
+    }
+    schedules["every-xlsx"] = {
+        "reports": SHIPPED,
+        "tenant": "acme",
+        "cron": "0 6 * * *",
+        "format": "xlsx",
+        "directory": str(target) + "/{tenant}/{schedule}-{date}.{ext}",
+    }
+    async with LocalDaemon(tmp_path, schedule_config(tmp_path, None, schedules)) as local:
+        await seed(local)
+        status, listed = await local.call("GET", "/v1/reports")
+        assert sorted(r["name"] for r in listed["data"] if r["origin"] != "config") == SHIPPED
+        reports = {r["name"]: r for r in listed["data"]}
+        status, formats = await local.call("GET", "/v1/reports/formats")
+        assert {f["format"] for f in formats["data"]} == {*single, "xlsx"}
+        runs = {}
+        for name in schedules:
+            status, run = await local.call("POST", f"/v1/reports/schedules/{name}/run", {})
+            assert status == 202 and run["schedule"] == name and run["tenant"] == "acme", run
+            runs[name] = run["id"]
+        for name, run_id in runs.items():
+            done = await finished(local, run_id, timeout=60)
+            schedule = schedules[name]
+            assert done["status"] == "delivered", (name, done)
+            assert done["reports"] == schedule["reports"], (name, done)
+            path = Path(done["delivery"]["directory"])
+            assert path.parent == target / "acme" and path.name.startswith(f"{name}-"), (name, path)
+            assert path.exists() and path.stat().st_size == done["size"], (name, done)
+            wanted = [reports[r] for r in schedule["reports"]]
+            check_file(schedule["format"], path.read_bytes(), wanted if len(wanted) > 1 else wanted[0], done)
+            # The run's download is the same file as the directory's copy.
+            status, _, body = await download(local, run_id, tenant="acme")
+            assert status == 200 and body == path.read_bytes(), (name, status)
 
 
 async def test_a_run_made_again_after_a_crash_sends_nothing_twice(tmp_path, smtp):
