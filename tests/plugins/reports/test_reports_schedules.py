@@ -14,6 +14,7 @@ import zoneinfo
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from test_reports_runs import DEFINITIONS, check_file, download, finished
 
 from tierd.core.config import ConfigError, load_config
@@ -21,7 +22,7 @@ from tierd.core.daemon import plugin_schemas
 from tierd.core.plugins import make_plugin_manager
 from tierd.core.registry import collect_registries
 from tierd.plugins.reports.schedules import latest_due, schedule_params
-from tierd.testing import DaemonProcess, LocalDaemon, StepClock, eventually
+from tierd.testing import DaemonProcess, LocalDaemon, Receiver, StepClock, eventually
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "notifications"))
 from notify_helpers import SmtpServer  # noqa: E402
@@ -131,6 +132,16 @@ async def test_a_schedule_in_every_format_delivers_files_that_open(tmp_path):
     each delivered file is opened and checked by its format."""
     target = tmp_path / "out"
     single = ["csv", "csv-excel", "json", "jsonl", "pdf", "html"]
+    # Each shipped report once; the reconciliation ones (no statements here: no rows)
+    # where the title is what is checked.
+    rotation = [
+        "event_volume",
+        "webhook_deliveries",
+        "open_items_aging",
+        "webhook_failures",
+        "reconciliation_summary",
+        "notification_activity",
+    ]
     schedules = {
         f"every-{fmt}": {
             "reports": [name],
@@ -139,7 +150,7 @@ async def test_a_schedule_in_every_format_delivers_files_that_open(tmp_path):
             "format": fmt,
             "directory": str(target) + "/{tenant}/{schedule}-{date}.{ext}",
         }
-        for fmt, name in zip(single, SHIPPED, strict=True)
+        for fmt, name in zip(single, rotation, strict=True)
     }
     schedules["every-xlsx"] = {
         "reports": SHIPPED,
@@ -148,14 +159,48 @@ async def test_a_schedule_in_every_format_delivers_files_that_open(tmp_path):
         "format": "xlsx",
         "directory": str(target) + "/{tenant}/{schedule}-{date}.{ext}",
     }
-    async with LocalDaemon(tmp_path, schedule_config(tmp_path, None, schedules)) as local:
+    config = schedule_config(tmp_path, None, schedules)
+    # Rows for the shipped reports too: notifications through a log channel, and a
+    # webhook endpoint that answers 500 (deliveries, failures).
+    config["notifications"] = {
+        "channels": {"logbook": {"type": "log"}},
+        "routes": [{"name": "all", "match": {"type": "invoice.*"}, "channels": ["logbook"]}],
+    }
+    config["webhooks"] = {
+        "retry_schedule": ["0s"],
+        "allow_http": True,
+        "allow_destinations": ["127.0.0.1/32"],
+        "timeout": "2s",
+    }
+    receiver = await Receiver().start()
+
+    async def down(request, body):
+        return web.Response(status=500, text="down")
+
+    receiver.responder = down
+    async with LocalDaemon(tmp_path, config) as local:
+        await local.tenant("acme")
+        status, body = await local.call(
+            "POST", "/v1/webhooks", {"url": receiver.url + "/hook", "event_types": ["invoice.*"]}, tenant="acme"
+        )
+        assert status == 201, body
         await seed(local)
+
+        async def delivered():
+            row = await local.daemon.db.fetchone(
+                "SELECT (SELECT COUNT(*) FROM webhook_deliveries WHERE status IN ('pending', 'inflight'))"
+                " + (SELECT COUNT(*) FROM notifications WHERE status IN ('pending', 'grouped')) AS n"
+            )
+            return row["n"] == 0
+
+        await local.settled()
+        await eventually(delivered, 30, what="deliveries and notifications to be done")
         status, listed = await local.call("GET", "/v1/reports")
         assert sorted(r["name"] for r in listed["data"] if r["origin"] != "config") == SHIPPED
         reports = {r["name"]: r for r in listed["data"]}
         status, formats = await local.call("GET", "/v1/reports/formats")
         assert {f["format"] for f in formats["data"]} == {*single, "xlsx"}
-        runs = {}
+        runs, made = {}, {}
         for name in schedules:
             status, run = await local.call("POST", f"/v1/reports/schedules/{name}/run", {})
             assert status == 202 and run["schedule"] == name and run["tenant"] == "acme", run
@@ -170,9 +215,15 @@ async def test_a_schedule_in_every_format_delivers_files_that_open(tmp_path):
             assert path.exists() and path.stat().st_size == done["size"], (name, done)
             wanted = [reports[r] for r in schedule["reports"]]
             check_file(schedule["format"], path.read_bytes(), wanted if len(wanted) > 1 else wanted[0], done)
+            made[name] = done
             # The run's download is the same file as the directory's copy.
             status, _, body = await download(local, run_id, tenant="acme")
             assert status == 200 and body == path.read_bytes(), (name, status)
+    await receiver.close()
+    # The files had rows to check: the workbook has every report's, and events,
+    # notifications and webhooks each gave some.
+    rows = {name: run["rows"] for name, run in made.items()}
+    assert all(rows[f"every-{fmt}"] > 0 for fmt in ("csv", "csv-excel", "jsonl", "html", "xlsx")), rows
 
 
 async def test_a_run_made_again_after_a_crash_sends_nothing_twice(tmp_path, smtp):
