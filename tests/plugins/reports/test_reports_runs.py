@@ -531,6 +531,7 @@ def test_the_cli_runs_a_report_and_downloads_it(tmp_path):
         assert result.returncode == 0 and "core.events" in result.stdout
         result = d.cli("reports", "show", "events_by_type")
         assert result.returncode == 0 and "Events by type" in result.stdout
+        assert "parameters:" in result.stdout and "columns:" in result.stdout and "{" not in result.stdout
 
 
 def test_the_cli_runs_every_shipped_report_to_a_csv_file(tmp_path):

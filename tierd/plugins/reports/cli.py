@@ -70,8 +70,34 @@ def _param_names(parameters) -> list[str]:
 @json_option
 @pass_cli
 def show(cli, name, tenant, as_json):
-    """One report: its title, source and parameters."""
-    cli.output(cli.api.get(f"/v1/reports/{name}", tenant=tenant), as_json=as_json)
+    """One report: its title, source, parameters and columns."""
+    report = cli.api.get(f"/v1/reports/{name}", tenant=tenant)
+    if as_json:
+        cli.output(report, as_json=True)
+        return
+    click.echo(f"{report['name']}: {report['title']}")
+    if report.get("description"):
+        click.echo(f"  {report['description']}")
+    click.echo(f"source: {report['source']} (from {report['origin']})")
+    click.echo("parameters:")
+    for p in report.get("parameters") or []:
+        if not isinstance(p, dict):
+            click.echo(f"  {p}")
+            continue
+        if p.get("required"):
+            need = "required"
+        else:
+            need = "optional" if p.get("default") is None else f"default {p['default']}"
+        facts = [p["type"], need]
+        if p.get("choices"):
+            facts.append("one of " + ", ".join(map(str, p["choices"])))
+        click.echo(f"  {p['name']} ({'; '.join(facts)}): {p.get('description') or ''}".rstrip(": "))
+    click.echo("columns:")
+    for c in report.get("columns") or []:
+        click.echo(f"  {c['name']} ({c['type']}): {c.get('description') or ''}".rstrip(": "))
+    if report.get("chart"):
+        chart = report["chart"]
+        click.echo(f"chart: {chart['type']} of {', '.join(chart['y'])} by {chart['x']}")
 
 
 @reports.command("explain")
