@@ -1,12 +1,23 @@
 """Options of the daemon process: unix socket, watchdog, JSON logs."""
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 
-def test_unix_socket_watchdog_and_json_logs(tierd_daemon):
-    sock = Path(tempfile.mkdtemp(prefix="tierd-api-")) / "api.sock"
+
+@pytest.fixture
+def short_dir():
+    """A directory with a short path (a unix socket's path is limited to ~108 bytes), removed after."""
+    path = Path(tempfile.mkdtemp(prefix="tierd-api-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_unix_socket_watchdog_and_json_logs(tierd_daemon, short_dir):
+    sock = short_dir / "api.sock"
     d = tierd_daemon(
         {"server": {"listen": f"unix:{sock}"}, "logging": {"format": "json"}}, env={"WATCHDOG_USEC": "400000"}
     )  # ping every 0.2 s
