@@ -16,6 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import quote
 
 import pytest
 from conftest import ADMIN_TOKEN, free_port, until
@@ -315,10 +316,15 @@ def test_a_full_disk_answers_503_loses_nothing_acknowledged_and_everything_resum
         return status, headers, body
 
     def notified_and_delivered():
-        status, _, body = call(d, "GET", "/v1/notifications?limit=500")
-        assert status == 200, body
-        delivered = {i for n in body["data"] if n["status"] == "delivered" for i in n["event_ids"]}
-        return set(acked) <= delivered
+        delivered, cursor = set(), None
+        while True:  # every page: more than a page of events may have been acknowledged
+            page = "/v1/notifications?limit=500" + (f"&cursor={quote(cursor)}" if cursor else "")
+            status, _, body = call(d, "GET", page)
+            assert status == 200, body
+            delivered |= {i for n in body["data"] if n["status"] == "delivered" for i in n["event_ids"]}
+            cursor = body.get("next_cursor")
+            if not cursor:
+                return set(acked) <= delivered
 
     assert publish({"n": 0})[0] == 202
     wait_sync(notified_and_delivered, what="the first event notified")
