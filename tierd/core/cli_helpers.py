@@ -63,37 +63,70 @@ class ApiClient:
             clean = {k: v for k, v in params.items() if v is not None}
             if clean:
                 path += "?" + urllib.parse.urlencode(clean)
-        headers = {"Accept": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        if tenant:
-            headers["Tierd-Tenant"] = tenant
+        headers = self._headers(tenant)
         if json_body is not None:
             body = json.dumps(json_body).encode()
             content_type = "application/json"
         if content_type:
             headers["Content-Type"] = content_type
+        response = self._send(method, path, body, headers)
         try:
-            conn = self._connection()
-            conn.request(method, path, body=body, headers=headers)
-            response = conn.getresponse()
             raw = response.read()
         except (OSError, http.client.HTTPException) as exc:
-            raise click.ClickException(
-                f"cannot reach the tierd daemon at {self.listen}: {exc} (is `tierd run` running?)"
-            ) from exc
+            raise self._unreachable(exc) from exc
         try:
             data = json.loads(raw) if raw else {}
         except ValueError:
             data = {"raw": raw.decode(errors="replace")}
         if response.status >= 400:
-            error = data.get("error", {}) if isinstance(data, dict) else {}
-            message = error.get("message", raw.decode(errors="replace")[:500])
-            raise click.ClickException(
-                f"{error.get('code', response.status)}: {message}"
-                + "".join(f"\n  {line}" for line in _details(error.get("details"), message))
-            )
+            raise _api_error(response.status, data, raw)
         return data
+
+    def download(self, path: str, out: Path, tenant: str | None = None) -> int:
+        """Write the body of ``GET path`` (a file the API serves) to ``out``, streamed and
+        renamed into place once whole; the bytes written. API errors as :meth:`request`."""
+        headers = self._headers(tenant) | {"Accept": "*/*"}
+        response = self._send("GET", path, None, headers)
+        if response.status >= 400:
+            raw = response.read()
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                data = {}
+            raise _api_error(response.status, data, raw)
+        partial = out.with_name(f".{out.name}.partial")
+        size = 0
+        try:
+            with open(partial, "wb") as f:
+                while chunk := response.read(1 << 16):
+                    f.write(chunk)
+                    size += len(chunk)
+        except (OSError, http.client.HTTPException):
+            partial.unlink(missing_ok=True)
+            raise
+        os.replace(partial, out)
+        return size
+
+    def _headers(self, tenant: str | None) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if tenant:
+            headers["Tierd-Tenant"] = tenant
+        return headers
+
+    def _send(
+        self, method: str, path: str, body: bytes | Iterable[bytes] | None, headers: dict[str, str]
+    ) -> http.client.HTTPResponse:
+        try:
+            conn = self._connection()
+            conn.request(method, path, body=body, headers=headers)
+            return conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc) from exc
+
+    def _unreachable(self, exc: Exception) -> click.ClickException:
+        return click.ClickException(f"cannot reach the tierd daemon at {self.listen}: {exc} (is `tierd run` running?)")
 
     def get(self, path: str, tenant: str | None = None, params: dict | None = None) -> Any:
         return self.request("GET", path, tenant=tenant, params=params)
@@ -117,6 +150,16 @@ class ApiClient:
 
     def delete(self, path: str, tenant: str | None = None, params: dict | None = None) -> Any:
         return self.request("DELETE", path, tenant=tenant, params=params)
+
+
+def _api_error(status: int, data: Any, raw: bytes) -> click.ClickException:
+    """An API error answer as the CLI shows it: ``code: message`` and its details."""
+    error = data.get("error", {}) if isinstance(data, dict) else {}
+    message = error.get("message", raw.decode(errors="replace")[:500])
+    return click.ClickException(
+        f"{error.get('code', status)}: {message}"
+        + "".join(f"\n  {line}" for line in _details(error.get("details"), message))
+    )
 
 
 def _details(details: Any, message: str) -> list[str]:

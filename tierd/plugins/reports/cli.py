@@ -8,9 +8,6 @@ disagree.
 
 from __future__ import annotations
 
-import http.client
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -144,33 +141,8 @@ def formats(cli, as_json):
 
 
 def _download(cli, run_id: str, tenant: str | None, out: Path) -> int:
-    """Write the run's file to ``out`` (atomically); its size."""
-    api = cli.api
-    headers = {"Authorization": f"Bearer {api.token}"} if api.token else {}
-    if tenant:
-        headers["Tierd-Tenant"] = tenant
-    try:
-        conn = api._connection()
-        conn.request("GET", f"/v1/reports/runs/{run_id}/download", headers=headers)
-        response = conn.getresponse()
-    except (OSError, http.client.HTTPException) as exc:
-        raise click.ClickException(f"cannot reach the tierd daemon at {api.listen}: {exc}") from exc
-    if response.status != 200:
-        raw = response.read()
-        try:
-            error = json.loads(raw)["error"]
-            message = f"{error['code']}: {error['message']}"
-        except (ValueError, KeyError, TypeError):
-            message = f"{response.status}: {raw[:300].decode(errors='replace')}"
-        raise click.ClickException(message)
-    partial = out.with_name(f".{out.name}.partial")
-    size = 0
-    with open(partial, "wb") as f:
-        while chunk := response.read(1 << 16):
-            f.write(chunk)
-            size += len(chunk)
-    os.replace(partial, out)
-    return size
+    """Write the run's file to ``out`` (renamed into place once whole); its size."""
+    return cli.api.download(f"/v1/reports/runs/{run_id}/download", out, tenant=tenant)
 
 
 def _wait(cli, run_id: str, tenant: str | None, quiet: bool, timeout: float) -> dict:
