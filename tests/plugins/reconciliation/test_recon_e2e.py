@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from test_recon_importers import MYBANK  # the bank's CSV layout, as the importer tests read it
 
 from tierd.core.clock import iso, parse_iso
 
@@ -18,26 +19,7 @@ BASE = "/v1/reconciliation/accounts"
 
 CONFIG = {
     "reconciliation": {
-        "csv_formats": {
-            "mybank": {
-                "delimiter": ";",
-                "encoding": "cp1252",
-                "decimal": ",",
-                "date_format": "%d.%m.%Y",
-                "skip_rows": 2,
-                "columns": {
-                    "booking_date": "Buchungstag",
-                    "value_date": "Valuta",
-                    "debit": "Soll",
-                    "credit": "Haben",
-                    "currency": "Waehrung",
-                    "counterparty_name": "Name",
-                    "counterparty_account": "IBAN",
-                    "remittance": "Verwendungszweck",
-                    "bank_reference": "Referenz",
-                },
-            },
-        },
+        "csv_formats": {"mybank": MYBANK},
         "accounts": [
             {
                 "id": "main-eur",
