@@ -203,6 +203,14 @@ class StatementLine:
     remittance: str = ""
     end_to_end_id: str = ""
     bank_reference: str = ""
+    #: A payment instructed in another currency than the account's: what the
+    #: payer sent (CAMT ``AmtDtls/InstdAmt``, OFX ``ORIGCURRENCY``/``CURRENCY``,
+    #: MT940 ``/OCMT/``), and the rate the bank applied, as booked currency
+    #: per unit of the instructed one (``amount ≈ instructed_amount × rate``).
+    #: ``None``/empty when the bank says nothing about it.
+    instructed_amount: Decimal | None = None
+    instructed_currency: str = ""
+    exchange_rate: Decimal | None = None
     #: The source text of this line (an XML fragment, the MT940 :61:/:86:
     #: block, the CSV row), kept so a person can check what the bank said.
     raw: str = ""

@@ -171,7 +171,12 @@ async def test_times_written_in_the_oldest_form_become_unix_seconds(tmp_path):
     try:
         await database.migrate({"reconciliation": migrations.MIGRATIONS[:1]})
         async with database.transaction() as tx:
-            await store.insert_lines(tx, "acme", "acct", "imp_1", [line("A", "10")], "2026-11-28T12:00:00+00:00")
+            # Migration 1's columns only: today's insert_lines writes columns added later.
+            await tx.execute(
+                "INSERT INTO recon_bank_lines (tenant_id, account_id, import_id, booking_date, amount, currency,"
+                " dedup_key, created_at) VALUES ('acme', 'acct', 'imp_1', '2026-11-28', '10', 'EUR', 'A', ?)",
+                ("2026-11-28T12:00:00+00:00",),
+            )
             await store.insert_entries(tx, "acme", "acct", [entry("E1", "10")], "2026-11-28T12:00:00.250000+00:00")
         await database.migrate({"reconciliation": migrations.MIGRATIONS})
         rows = await database.fetchall(

@@ -427,3 +427,41 @@ MIGRATIONS.append(
     CREATE INDEX recon_suggestions_run ON recon_suggestions(tenant_id, run_id, id);
     """
 )
+
+
+# 5 (issue 13): payments instructed in another currency, and what reviewers taught.
+# - A statement line keeps the amount and currency the payer instructed and the
+#   bank's rate (NULL/'' when the bank says nothing); a match or suggestion made
+#   through a rate keeps it (booked = ledger amount x rate + adjustment).
+# - recon_aliases: "this bank counterparty (IBAN, or name when the bank gives no
+#   IBAN) paid for that ledger counterparty", learned from matches, per account;
+#   ``times`` counts the active matches that taught it. recon_alias_sources says
+#   which match taught which alias, so undoing a match forgets exactly its share.
+MIGRATIONS.append(
+    """
+    ALTER TABLE recon_bank_lines ADD COLUMN instructed_amount TEXT;
+    ALTER TABLE recon_bank_lines ADD COLUMN instructed_currency TEXT NOT NULL DEFAULT '';
+    ALTER TABLE recon_bank_lines ADD COLUMN exchange_rate TEXT;
+    ALTER TABLE recon_matches ADD COLUMN exchange_rate TEXT;
+    ALTER TABLE recon_suggestions ADD COLUMN exchange_rate TEXT;
+    CREATE TABLE recon_aliases (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        bank_key TEXT NOT NULL,            -- 'iban:DE89...' or 'name:<normalised name>'
+        bank_label TEXT NOT NULL,          -- the IBAN or name as the bank wrote it
+        ledger_key TEXT NOT NULL,          -- the ledger counterparty, normalised
+        ledger_name TEXT NOT NULL,         -- the ledger counterparty as the books write it
+        times INTEGER NOT NULL,
+        first_at REAL NOT NULL,
+        last_at REAL NOT NULL,
+        UNIQUE (tenant_id, account_id, bank_key, ledger_key)
+    );
+    CREATE TABLE recon_alias_sources (
+        match_id TEXT NOT NULL,
+        alias_id INTEGER NOT NULL,
+        PRIMARY KEY (match_id, alias_id)
+    );
+    CREATE INDEX recon_alias_sources_alias ON recon_alias_sources(alias_id);
+    """
+)

@@ -39,6 +39,10 @@ def _bank_line(row: dict) -> BankLine:
         remittance=row["remittance"],
         end_to_end_id=row["end_to_end_id"],
         bank_reference=row["bank_reference"],
+        counterparty_account=row["counterparty_account"],
+        instructed_amount=Decimal(row["instructed_amount"]) if row["instructed_amount"] else None,
+        instructed_currency=row["instructed_currency"],
+        exchange_rate=Decimal(row["exchange_rate"]) if row["exchange_rate"] else None,
     )
 
 

@@ -111,7 +111,7 @@ async def list_accounts(db, tenant: str) -> list[dict]:
 
 LINE_COLUMNS = (
     "id, booking_date, value_date, amount, currency, counterparty_name, counterparty_account, remittance,"
-    " end_to_end_id, bank_reference, match_id, import_id"
+    " end_to_end_id, bank_reference, instructed_amount, instructed_currency, exchange_rate, match_id, import_id"
 )
 
 
@@ -130,8 +130,9 @@ async def known_dedup_keys(tx, tenant: str, account_id: str, keys: list[str]) ->
 async def insert_lines(tx, tenant: str, account_id: str, import_id: str, lines: list[dict], now: float) -> None:
     await tx.executemany(
         "INSERT INTO recon_bank_lines (tenant_id, account_id, import_id, booking_date, value_date, amount, currency,"
-        " counterparty_name, counterparty_account, remittance, end_to_end_id, bank_reference, dedup_key, raw, location,"
-        " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " counterparty_name, counterparty_account, remittance, end_to_end_id, bank_reference, instructed_amount,"
+        " instructed_currency, exchange_rate, dedup_key, raw, location, created_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         [
             (
                 tenant,
@@ -146,6 +147,9 @@ async def insert_lines(tx, tenant: str, account_id: str, import_id: str, lines: 
                 ln["remittance"],
                 ln["end_to_end_id"],
                 ln["bank_reference"],
+                ln.get("instructed_amount"),
+                ln.get("instructed_currency") or "",
+                ln.get("exchange_rate"),
                 ln["dedup_key"],
                 ln["raw"],
                 ln["location"],

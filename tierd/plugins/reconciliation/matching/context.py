@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from collections.abc import Iterable
 from decimal import Decimal
 
-from .model import BankLine, LedgerEntry
-from .text import flat_name, is_reference, name_keys, name_similarity, norm_name, norm_ref, ref_grams
+from .model import BankLine, KnownPayer, LedgerEntry
+from .text import flat_name, is_reference, name_keys, name_similarity, norm_name, norm_ref, payer_keys, ref_grams
 
 #: A name key shared by more open items than this is too common to block on.
 MAX_NAME_POSTINGS = 2000
@@ -22,7 +23,21 @@ MAX_NAME_POSTINGS = 2000
 class Item:
     """One bank line or ledger entry, prepared for matching."""
 
-    __slots__ = ("id", "side", "day", "units", "currency", "name", "flat", "name_keys", "keys", "grams", "ref", "src")
+    __slots__ = (
+        "id",
+        "side",
+        "day",
+        "units",
+        "currency",
+        "name",
+        "flat",
+        "name_keys",
+        "keys",
+        "grams",
+        "ref",
+        "payer_keys",
+        "src",
+    )
 
     def __init__(self, side: str, src, scale: int):
         self.side = side
@@ -39,6 +54,7 @@ class Item:
             self.keys = frozenset(k for k in (e2e,) if is_reference(k))
             self.grams = ref_grams(src.remittance, src.end_to_end_id)
             self.ref = ""
+            self.payer_keys = payer_keys(src.counterparty_account, src.counterparty)
         else:
             # The ledger side is looked up by its invoice number / reference
             # and by its external id (some payers quote the document id).
@@ -46,6 +62,7 @@ class Item:
             ext = norm_ref(src.external_id)
             self.keys = frozenset(k for k in (self.ref, ext) if is_reference(k))
             self.grams = frozenset()
+            self.payer_keys = ()
 
 
 def similarity(x: Item, y: Item) -> float | None:
@@ -67,7 +84,11 @@ def decimal_places(*groups) -> int:
 class Context:
     """All items of one engine call, and which of them are still open."""
 
-    def __init__(self, banks: list[BankLine], ledgers: list[LedgerEntry]):
+    def __init__(self, banks: list[BankLine], ledgers: list[LedgerEntry], known_payers: Iterable[KnownPayer] = ()):
+        # bank key -> ledger key -> what was learned
+        self.known: dict[str, dict[str, KnownPayer]] = {}
+        for kp in known_payers:
+            self.known.setdefault(kp.bank_key, {})[kp.ledger_key] = kp
         self.scale = decimal_places(banks, ledgers)
         # Sorting by id first makes every later step independent of input order.
         self.banks = {b.id: Item("bank", b, self.scale) for b in sorted(banks, key=lambda x: x.id)}
@@ -76,6 +97,16 @@ class Context:
             raise ValueError("item ids must be unique on each side")
         self.open_banks: dict[str, Item] = dict(self.banks)
         self.open_ledgers: dict[str, Item] = dict(self.ledgers)
+
+    def known_payer(self, bank: Item, entry: Item) -> KnownPayer | None:
+        """What reviewers taught about this bank line's payer paying for the entry's counterparty."""
+        if not self.known or not entry.name:
+            return None
+        for key in bank.payer_keys:
+            kp = self.known.get(key, {}).get(entry.name)
+            if kp is not None:
+                return kp
+        return None
 
     def to_decimal(self, units: int) -> Decimal:
         return Decimal(units).scaleb(-self.scale)
@@ -139,3 +170,14 @@ def name_index(items) -> DatedIndex:
         for key in it.name_keys:
             index.add((it.currency, key), it)
     return index.freeze(max_size=MAX_NAME_POSTINGS)
+
+
+def payer_phrase(kp: KnownPayer) -> str:
+    """``"IBAN DE89…3000 paid Müller Bau GmbH 4 times before"``: the reason a learned alias gives."""
+    kind, _, _ = kp.bank_key.partition(":")
+    label = kp.bank_label
+    if kind == "iban":
+        compact = label.replace(" ", "")
+        label = "IBAN " + (compact[:4] + "…" + compact[-4:] if len(compact) > 10 else compact)
+    times = "once" if kp.times == 1 else ("twice" if kp.times == 2 else f"{kp.times} times")
+    return f"{label} paid {kp.ledger_name} {times} before"

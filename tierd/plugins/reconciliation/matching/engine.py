@@ -60,7 +60,7 @@ def reconcile(
 
 
 def _reconcile(bank_lines: list[BankLine], ledger_entries: list[LedgerEntry], config: EngineConfig) -> Result:
-    ctx = Context(bank_lines, ledger_entries)
+    ctx = Context(bank_lines, ledger_entries, config.known_payers)
     matches: list[Match] = []
     pending: list[Candidate] = []
     by_rule: Counter = Counter()

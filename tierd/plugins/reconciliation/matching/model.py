@@ -40,6 +40,13 @@ class BankLine(_Item):
     remittance: str = ""
     end_to_end_id: str = ""
     bank_reference: str = ""
+    #: The payer's IBAN or account number, when the bank gives it.
+    counterparty_account: str = ""
+    #: A payment instructed in another currency: what the payer sent, and the
+    #: bank's rate as booked currency per unit of it (None when not given).
+    instructed_amount: Decimal | None = None
+    instructed_currency: str = ""
+    exchange_rate: Decimal | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +72,25 @@ class Match:
     bank_ids: tuple[str, ...]
     ledger_ids: tuple[str, ...]
     adjustment: Decimal = Decimal(0)
+    #: Set when ledger entries in another currency were matched through a
+    #: rate: ``sum(bank) == sum(ledger) * exchange_rate + adjustment``.
+    exchange_rate: Decimal | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class KnownPayer:
+    """What reviewers taught: a bank counterparty has paid for a ledger counterparty.
+
+    ``bank_key`` is ``text.payer_keys()``'s form (``iban:DE89...`` or
+    ``name:mueller bau``), ``ledger_key`` is ``text.norm_name()`` of the ledger
+    counterparty; ``times`` is how many active matches taught it.
+    """
+
+    bank_key: str
+    bank_label: str
+    ledger_key: str
+    ledger_name: str
+    times: int
 
 
 #: A suggestion has the same shape: a match a person has to confirm.
@@ -84,6 +110,8 @@ class EngineConfig:
     suggestion_threshold: float = 0.5
     #: At most this many suggestions name the same item.
     max_suggestions_per_item: int = 3
+    #: What earlier matches of this account taught (see :class:`KnownPayer`).
+    known_payers: list[KnownPayer] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass

@@ -124,3 +124,21 @@ def name_similarity(a: str, b: str, a_flat: str = "", b_flat: str = "") -> float
     if a_flat and b_flat:
         sim = max(sim, fuzz.ratio(a_flat, b_flat))
     return sim / 100
+
+
+def norm_account(text: str) -> str:
+    """``"DE89 3704 0044 0532 0130 00"`` -> ``"DE89370400440532013000"``."""
+    return "".join(_TOKEN.findall((text or "").upper()))
+
+
+def payer_keys(account: str, name: str) -> tuple[str, ...]:
+    """The keys a bank counterparty is remembered by: its account, else its name.
+
+    An IBAN identifies a payer better than any spelling of its name; a name
+    is the key only where the bank gives no account (many CSV exports).
+    """
+    acct = norm_account(account)
+    if len(acct) >= 6:
+        return (f"iban:{acct}",)
+    name = norm_name(name)
+    return (f"name:{name}",) if name else ()
