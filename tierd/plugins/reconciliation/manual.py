@@ -114,6 +114,7 @@ async def accept_suggestion(daemon, tenant: str, account: dict, suggestion_id: s
                 score=s["score"],
                 explanation=f"{s['explanation']}; accepted by {actor}",
                 adjustment=Decimal(s["adjustment"]),
+                exchange_rate=Decimal(s["exchange_rate"]) if s["exchange_rate"] else None,
                 bank_ids=s["bank_ids"],
                 ledger_ids=s["ledger_ids"],
                 actor=actor,

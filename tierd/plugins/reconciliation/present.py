@@ -22,6 +22,9 @@ LINE_FIELDS = (
     "remittance",
     "end_to_end_id",
     "bank_reference",
+    "instructed_amount",
+    "instructed_currency",
+    "exchange_rate",
 )
 ENTRY_FIELDS = ("id", "external_id", "date", "amount", "currency", "counterparty", "reference", "description")
 

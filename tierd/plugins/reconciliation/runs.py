@@ -66,6 +66,7 @@ def _row(m) -> dict:
         "score": m.score,
         "explanation": m.explanation,
         "adjustment": m.adjustment,
+        "exchange_rate": m.exchange_rate,
         "bank_ids": [int(i) for i in m.bank_ids],
         "ledger_ids": [int(i) for i in m.ledger_ids],
     }

@@ -38,6 +38,11 @@ def chunks(seq, size=CHUNK):
         yield seq[i : i + size]
 
 
+def _text(value: Decimal | None) -> str | None:
+    """A Decimal as stored (text), NULL for None."""
+    return None if value is None else str(value)
+
+
 def marks(n: int) -> str:
     return ",".join("?" * n)
 
@@ -323,6 +328,7 @@ async def create_match(
     ledger_ids: list[int],
     actor: str,
     now: float,
+    exchange_rate: Decimal | None = None,
 ) -> str:
     """Record a match and close its items; :class:`Conflict` if any is not open."""
     match_id = new_id("m_")
@@ -342,8 +348,21 @@ async def create_match(
                 raise Conflict("some items are not open any more")
     await tx.execute(
         "INSERT INTO recon_matches (id, tenant_id, account_id, run_id, kind, rule, score, explanation, adjustment,"
-        " status, created_at, created_by) VALUES (?,?,?,?,?,?,?,?,?, 'active', ?, ?)",
-        (match_id, tenant, account_id, run_id, kind, rule, score, explanation, str(adjustment), now, actor),
+        " exchange_rate, status, created_at, created_by) VALUES (?,?,?,?,?,?,?,?,?,?, 'active', ?, ?)",
+        (
+            match_id,
+            tenant,
+            account_id,
+            run_id,
+            kind,
+            rule,
+            score,
+            explanation,
+            str(adjustment),
+            _text(exchange_rate),
+            now,
+            actor,
+        ),
     )
     await tx.executemany(
         "INSERT INTO recon_match_items (match_id, tenant_id, side, item_id) VALUES (?,?,?,?)",
@@ -387,7 +406,7 @@ async def create_matches_bulk(
             skipped += 1
     await tx.executemany(
         "INSERT INTO recon_matches (id, tenant_id, account_id, run_id, kind, rule, score, explanation, adjustment,"
-        " status, created_at, created_by) VALUES (?,?,?,?, 'auto', ?,?,?,?, 'active', ?, ?)",
+        " exchange_rate, status, created_at, created_by) VALUES (?,?,?,?, 'auto', ?,?,?,?,?, 'active', ?, ?)",
         [
             (
                 m["id"],
@@ -398,6 +417,7 @@ async def create_matches_bulk(
                 m["score"],
                 m["explanation"],
                 str(m["adjustment"]),
+                _text(m.get("exchange_rate")),
                 now,
                 actor,
             )
@@ -439,7 +459,8 @@ async def undo_match(tx, tenant: str, account_id: str, match_id: str, actor: str
 
 
 MATCH_COLUMNS = (
-    "id, run_id, kind, rule, score, explanation, adjustment, status, created_at, created_by, undone_at, undone_by"
+    "id, run_id, kind, rule, score, explanation, adjustment, exchange_rate, status, created_at, created_by,"
+    " undone_at, undone_by"
 )
 
 
@@ -531,7 +552,7 @@ async def replace_suggestions(
     )
     await tx.executemany(
         "INSERT INTO recon_suggestions (id, tenant_id, account_id, run_id, rule, score, explanation, adjustment,"
-        " bank_ids, ledger_ids, status, created_at) VALUES (?,?,?,?,?,?,?,?,?,?, 'open', ?)",
+        " exchange_rate, bank_ids, ledger_ids, status, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?, 'open', ?)",
         [
             (
                 suggestion_id,
@@ -542,6 +563,7 @@ async def replace_suggestions(
                 s["score"],
                 s["explanation"],
                 str(s["adjustment"]),
+                _text(s.get("exchange_rate")),
                 json.dumps(s["bank_ids"]),
                 json.dumps(s["ledger_ids"]),
                 now,
@@ -568,7 +590,9 @@ async def stale_rivals(
     )
 
 
-SUGGESTION_COLUMNS = "id, run_id, rule, score, explanation, adjustment, bank_ids, ledger_ids, status, created_at"
+SUGGESTION_COLUMNS = (
+    "id, run_id, rule, score, explanation, adjustment, exchange_rate, bank_ids, ledger_ids, status, created_at"
+)
 
 
 def _suggestion(row) -> dict:

@@ -92,6 +92,7 @@ def _to_match(ctx: Context, c: Candidate) -> Match:
         bank_ids=c.bank_ids,
         ledger_ids=c.ledger_ids,
         adjustment=ctx.to_decimal(c.adjustment),
+        exchange_rate=c.exchange_rate,
     )
 
 

@@ -20,7 +20,17 @@ from .text import fuzzy_ref_score
 class Candidate:
     """A proposed match: the items, its score and why."""
 
-    __slots__ = ("score", "evidence", "bank_ids", "ledger_ids", "items", "rule", "reasons", "adjustment")
+    __slots__ = (
+        "score",
+        "evidence",
+        "bank_ids",
+        "ledger_ids",
+        "items",
+        "rule",
+        "reasons",
+        "adjustment",
+        "exchange_rate",
+    )
 
     def __init__(
         self, rule: str, score: float, banks, ledgers, reasons: list[str], adjustment: int = 0, date_part: float = 0.0
@@ -38,6 +48,8 @@ class Candidate:
         )
         self.reasons = reasons
         self.adjustment = adjustment
+        #: Set by the fx rule: ledger amounts were converted at this rate.
+        self.exchange_rate: Decimal | None = None
 
     def sort_key(self):
         # Best first; ties broken by ids, never by the order items came in.
