@@ -173,7 +173,8 @@ def test_ledger_json_forms_and_validation():
         ({"external_id": "A", "date": "01.11.2026", "amount": "1"}, "date must be YYYY-MM-DD"),
         ({"external_id": "A", "date": "2026-11-01", "amount": "1,5"}, "amount must be a decimal string"),
         ({"external_id": "A", "date": "2026-11-01", "amount": "NaN"}, "amount must be a decimal string"),
-        ({"external_id": "A", "date": "2026-11-01", "amount": "1", "currency": "USD"}, "currency USD"),
+        ({"external_id": "A", "date": "2026-11-01", "amount": "1", "currency": "usd"}, "ISO 4217 code such as EUR"),
+        ({"external_id": "A", "date": "2026-11-01", "amount": "1", "currency": 840}, "got 840"),
         ({"external_id": "A", "date": "2026-11-01", "amount": "1", "colour": "red"}, "unknown field"),
     ],
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -24,6 +25,8 @@ from .importers.csv import DEFAULT_LAYOUT
 
 log = logging.getLogger("tierd.reconciliation.ledger")
 
+#: An ISO 4217 code (accounts, ledger entries).
+CURRENCY_RE = re.compile(r"[A-Z]{3}")
 FIELDS = ("external_id", "date", "amount", "currency", "counterparty", "reference", "description")
 MAX_ERRORS = 50
 
@@ -144,9 +147,12 @@ def validate_entries(items: list[tuple[str, dict]], currency: str) -> list[dict]
         except InvalidOperation:
             problems.append(f'{where}: amount must be a decimal string such as "-12.50", got {e.get("amount")!r}')
             continue
-        ccy = str(e.get("currency") or currency)
-        if ccy != currency:
-            problems.append(f"{where}: currency {ccy}, the account is in {currency}")
+        # An entry in another currency than the account's (an invoice in USD
+        # on a EUR account) is matched through a payment's instructed amount
+        # and the bank's rate (the fx rule).
+        ccy = e.get("currency") or currency
+        if not isinstance(ccy, str) or not CURRENCY_RE.fullmatch(ccy):
+            problems.append(f"{where}: currency must be an ISO 4217 code such as {currency}, got {ccy!r}")
             continue
         # The body's JSON values, unchecked until the `bad` test below.
         texts: dict[str, Any] = {
