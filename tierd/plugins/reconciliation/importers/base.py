@@ -10,7 +10,7 @@ import csv
 import datetime as dt
 import io
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 from tierd.core.registry import StatementError
 
@@ -123,3 +123,61 @@ def csv_rows(text: str, delimiter: str, quotechar: str):
 def clean(text: str | None) -> str:
     """Collapse runs of whitespace (banks wrap remittance text at odd places)."""
     return " ".join((text or "").split())
+
+
+# --- amounts in another currency ------------------------------------------------------
+
+#: ISO 4217 currencies whose minor unit is not the cent (all others have two decimals).
+_MINOR_UNITS = {
+    **dict.fromkeys("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF".split(), 0),
+    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
+    **dict.fromkeys("CLF UYW".split(), 4),
+}
+#: Banks quote rates with up to ten decimals (ISO 20022 ``BaseOneRate``).
+_RATE_PLACES = Decimal("1e-10")
+
+
+def to_minor_units(amount: Decimal, currency: str) -> Decimal:
+    """``amount`` rounded to the currency's minor unit (JPY 0, KWD 3, most 2).
+
+    Used for an amount a format does not state but implies (an OFX original
+    amount is the booked one divided by the rate), so it reads like money.
+    """
+    places = _MINOR_UNITS.get(currency.upper(), 2)
+    return amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+
+
+def parse_rate(text: str, location: str) -> Decimal:
+    """An exchange rate: a plain positive decimal (a comma decimal mark accepted).
+
+    Zero or negative rates cannot convert anything, so they are errors too.
+    """
+    rate = parse_decimal((text or "").strip().replace(",", "."), location, "exchange rate")
+    if rate <= 0:
+        raise StatementError(f"bad exchange rate {text.strip()!r} (it must be more than zero)", location)
+    return rate
+
+
+def invert_rate(rate: Decimal) -> Decimal:
+    """``1 / rate`` to ten decimals, trailing zeros dropped (``0.8`` for ``1.25``)."""
+    return tidy((Decimal(1) / rate).quantize(_RATE_PLACES, rounding=ROUND_HALF_EVEN))
+
+
+def tidy(value: Decimal) -> Decimal:
+    """The same number without trailing zeros, never in exponent form (``1E+1``)."""
+    normal = value.normalize()
+    return normal.quantize(Decimal(1)) if normal.as_tuple().exponent > 0 else normal  # type: ignore[operator]
+
+
+def orient_rate(rate: Decimal, instructed: Decimal, booked: Decimal) -> Decimal:
+    """``rate`` or its inverse, whichever turns ``instructed`` into ``booked``.
+
+    For a rate whose direction the file does not state (an MT940 ``/EXCH/``,
+    a CAMT ``CcyXchg`` without ``UnitCcy``): the two readings differ by the
+    square of the rate, so the amounts tell them apart even after charges.
+    """
+    inverse = invert_rate(rate)
+    target = abs(booked)
+    if abs(abs(instructed) * inverse - target) < abs(abs(instructed) * rate - target):
+        return inverse
+    return tidy(rate)

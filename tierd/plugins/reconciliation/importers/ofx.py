@@ -3,7 +3,20 @@
 One small tag reader handles both: a start tag followed by text is a leaf
 (its closing tag is optional, as SGML allows), a start tag followed by
 another tag opens an aggregate, and a closing tag must close an open
-aggregate. Written here rather than taken from ofxtools, which is GPLv3.
+aggregate. An element left open with nothing in it (``<MEMO>`` right before
+the next tag) was an empty leaf: when its parent closes, whatever was read
+into it goes back to the parent. Text may hold ``<![CDATA[...]]>`` sections
+(some banks wrap every name in one); their content is taken as it is, markup
+and ``&`` included. Written here rather than taken from ofxtools, which is
+GPLv3.
+
+Currencies (OFX section 5.2): ``CURDEF`` is the statement's currency. A
+transaction may carry ``CURRENCY`` (its amount is in ``CURSYM``) or
+``ORIGCURRENCY`` (its amount is already in ``CURDEF``, converted from
+``CURSYM``); in both, ``CURRATE`` is "the ratio of CURDEF currency to CURSYM
+currency", read here, as OFX writers do, as CURDEF units per one CURSYM unit:
+``amount in CURDEF = amount in CURSYM × CURRATE``. That is the direction of
+:attr:`StatementLine.exchange_rate`, so the rate is kept as the bank gave it.
 """
 
 from __future__ import annotations
@@ -16,9 +29,15 @@ from decimal import Decimal
 
 from tierd.core.registry import Statement, StatementError, StatementImporter, StatementLine
 
-from .base import clean, decode_text, reject_xml_declarations
+from .base import clean, decode_text, parse_rate, reject_xml_declarations, tidy, to_minor_units
 
-_TOKEN = re.compile(r"<(/?)([A-Za-z0-9_.]+)>([^<]*)")
+_TAG = re.compile(r"<(/?)([A-Za-z0-9_.]+)>")
+_CDATA_OPEN, _CDATA_CLOSE = "<![CDATA[", "]]>"
+#: Comments and processing instructions are dropped (line breaks kept, for
+#: line numbers); CDATA sections are matched first so that a "<!--" inside
+#: one stays text.
+_IGNORED = re.compile(r"<!\[CDATA\[.*?\]\]>|<!--.*?-->|<\?.*?\?>", re.S)
+_OFX_START = re.compile(r"<OFX>", re.I)
 _OFX_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})(\d{6}(\.\d+)?)?(\[[^\]]*\])?")
 _AMOUNT = re.compile(r"[+-]?(\d+([.,]\d*)?|[.,]\d+)")
 
@@ -60,7 +79,7 @@ def _encoding(data: bytes) -> str:
         return m.group(1)
     if re.search(r"ENCODING:\s*UTF-8", head, re.I):
         return "utf-8"
-    m = re.search(r"CHARSET:\s*([\w-]+)", head)
+    m = re.search(r"CHARSET:\s*([\w-]+)", head, re.I)
     if m and m.group(1).isdigit():
         return "cp" + m.group(1)  # OFX 1.x names Windows code pages by number: 1252
     if m and m.group(1).upper() not in ("NONE", "USASCII"):
@@ -68,57 +87,119 @@ def _encoding(data: bytes) -> str:
     return "utf-8"
 
 
+class _Reader:
+    """Walks the body of an OFX document, counting lines as it goes."""
+
+    def __init__(self, body: str, first_line: int) -> None:
+        self.body = body
+        self.pos = 0
+        self._line = first_line
+        self._line_pos = 0
+
+    def line(self, pos: int | None = None) -> int:
+        """The line number of ``pos`` (default: the current position); positions only grow."""
+        pos = self.pos if pos is None else pos
+        self._line += self.body.count("\n", self._line_pos, pos)
+        self._line_pos = pos
+        return self._line
+
+    def text(self) -> str | None:
+        """The text after a start tag, CDATA sections included, up to the next tag.
+
+        None when there is no text (only whitespace): the tag opens an aggregate.
+        """
+        parts: list[str] = []
+        has_cdata = False
+        while True:
+            lt = self.body.find("<", self.pos)
+            end = len(self.body) if lt < 0 else lt
+            parts.append(html.unescape(self.body[self.pos : end]))
+            self.pos = end
+            if lt < 0 or not self.body.startswith(_CDATA_OPEN, lt):
+                break
+            close = self.body.find(_CDATA_CLOSE, lt)
+            if close < 0:
+                raise StatementError("a <![CDATA[ section is never closed (missing ]]>)", f"line {self.line(lt)}")
+            parts.append(self.body[lt + len(_CDATA_OPEN) : close])
+            has_cdata = True
+            self.pos = close + len(_CDATA_CLOSE)
+        text = "".join(parts)
+        return text.strip() if has_cdata or text.strip() else None
+
+
+def _hoist(node: Node, parent: Node) -> None:
+    """``node`` was left open: it was an empty leaf, and what it holds is its parent's.
+
+    It is the parent's last child, so its children go back right after it.
+    """
+    node.text = ""
+    parent.children.extend(node.children)
+    node.children = []
+
+
 def parse_tree(text: str) -> Node:
     """Read the ``<OFX>`` element of an OFX document into a :class:`Node` tree."""
-    start = text.find("<OFX>")
-    if start < 0:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    start_match = _OFX_START.search(text)
+    if start_match is None:
         raise StatementError("no <OFX> element", "line 1")
-    body = re.sub(r"<!--.*?-->|<\?.*?\?>", lambda m: "\n" * m.group(0).count("\n"), text[start:], flags=re.S)
-    line_base = text.count("\n", 0, start) + 1
+    start = start_match.start()
+
+    def keep_lines(m: re.Match) -> str:
+        found = m.group(0)
+        return found if found.startswith(_CDATA_OPEN) else "\n" * found.count("\n")
+
+    reader = _Reader(_IGNORED.sub(keep_lines, text[start:]), text.count("\n", 0, start) + 1)
+    body = reader.body
     root = Node("ROOT", 0)
     stack = [root]
-    pos = 0
-    while pos < len(body):
-        m = _TOKEN.match(body, pos)
-        if not m:
-            if body[pos:].strip():
-                line = line_base + body.count("\n", 0, pos)
-                raise StatementError(f"unreadable markup {body[pos : pos + 20]!r}", f"line {line}")
+    while True:
+        while reader.pos < len(body) and body[reader.pos].isspace():
+            reader.pos += 1
+        if reader.pos >= len(body):
             break
-        closing, tag, text_after = m.group(1), m.group(2).upper(), m.group(3)
-        line = line_base + body.count("\n", 0, m.start())
-        if closing:
-            if stack[-1].children and stack[-1].children[-1].tag == tag and stack[-1].children[-1].text is not None:
-                pass  # the optional end tag of the leaf just read
-            elif any(n.tag == tag for n in stack[1:]):
-                # Closing an aggregate also closes elements left open inside it
-                # (SGML allows that for leaves), but never a required aggregate.
-                while stack[-1].tag != tag:
-                    left_open = stack.pop()
-                    if left_open.tag in _AGGREGATES_THAT_MUST_CLOSE:
-                        raise StatementError(
-                            f"<{left_open.tag}> is not closed before </{tag}>", f"line {left_open.line}"
-                        )
-                stack.pop()
-            else:
-                raise StatementError(f"</{tag}> closes nothing that is open", f"line {line}")
-        elif text_after.strip():
-            stack[-1].children.append(Node(tag, line, html.unescape(text_after.strip())))
-        else:
-            node = Node(tag, line)
-            stack[-1].children.append(node)
+        m = _TAG.match(body, reader.pos)
+        if not m:
+            raise StatementError(f"unreadable markup {body[reader.pos : reader.pos + 20]!r}", f"line {reader.line()}")
+        line = reader.line(m.start())
+        reader.pos = m.end()
+        tag = m.group(2).upper()
+        if m.group(1):
+            _close(stack, tag, line)
+            reader.text()  # text after an end tag belongs to nothing; SGML readers skip it
+            continue
+        value = reader.text()
+        node = Node(tag, line, value)
+        stack[-1].children.append(node)
+        if value is None:
             stack.append(node)
-        pos = m.end()
-    if len(stack) > 1:
-        open_tags = [n for n in stack[1:] if n.tag in _AGGREGATES_THAT_MUST_CLOSE]
-        if open_tags:
-            raise StatementError(
-                f"<{open_tags[-1].tag}> is never closed (truncated file?)", f"line {open_tags[-1].line}"
-            )
+    open_tags = [n for n in stack[1:] if n.tag in _AGGREGATES_THAT_MUST_CLOSE]
+    if open_tags:
+        raise StatementError(f"<{open_tags[-1].tag}> is never closed (truncated file?)", f"line {open_tags[-1].line}")
+    while len(stack) > 1:
+        left_open = stack.pop()
+        _hoist(left_open, stack[-1])
     ofx = root.find("OFX")
     if ofx is None:
         raise StatementError("no <OFX> element", "line 1")
     return ofx
+
+
+def _close(stack: list[Node], tag: str, line: int) -> None:
+    """Handle ``</tag>``: the optional end of a leaf, or the end of an open aggregate."""
+    last = stack[-1].children[-1] if stack[-1].children else None
+    if last is not None and last.tag == tag and last.text is not None:
+        return  # the optional end tag of the leaf just read
+    if not any(n.tag == tag for n in stack[1:]):
+        raise StatementError(f"</{tag}> closes nothing that is open", f"line {line}")
+    # Closing an aggregate also closes elements left open inside it (SGML
+    # allows that for leaves), but never a required aggregate.
+    while stack[-1].tag != tag:
+        left_open = stack.pop()
+        if left_open.tag in _AGGREGATES_THAT_MUST_CLOSE:
+            raise StatementError(f"<{left_open.tag}> is not closed before </{tag}>", f"line {left_open.line}")
+        _hoist(left_open, stack[-1])
+    stack.pop()
 
 
 #: Aggregates whose end tag is required by every OFX version; a missing one
@@ -156,11 +237,9 @@ class OfxImporter(StatementImporter):
         reject_xml_declarations(data)
         text = decode_text(data, _encoding(data))
         ofx = parse_tree(text)
-        statements = []
-        for rs in list(ofx.iter("STMTRS")) + list(ofx.iter("CCSTMTRS")):
-            statements.append(self._statement(rs))
+        statements = [self._statement(rs) for rs in list(ofx.iter("STMTRS")) + list(ofx.iter("CCSTMTRS"))]
         if not statements:
-            raise StatementError("no STMTRS or CCSTMTRS statement", f"line {ofx.line}")
+            raise _no_statement(ofx)
         return statements
 
     def _statement(self, rs: Node) -> Statement:
@@ -171,7 +250,9 @@ class OfxImporter(StatementImporter):
         if tranlist is not None:
             stmt.statement_id = f"{tranlist.value('DTSTART')}-{tranlist.value('DTEND')}"
             for trn in tranlist.findall("STMTTRN"):
-                stmt.lines.append(self._line(trn, currency))
+                stmt.lines.append(self._line(trn, currency, rs))
+        # Without CURDEF, the transactions' own CURRENCY names the statement's.
+        stmt.currency = currency or next((ln.currency for ln in stmt.lines), "")
         ledger = rs.find("LEDGERBAL")
         if ledger is not None and ledger.value("BALAMT"):
             where = f"line {ledger.line} <LEDGERBAL>"
@@ -183,7 +264,7 @@ class OfxImporter(StatementImporter):
         return stmt
 
     @staticmethod
-    def _line(trn: Node, currency: str) -> StatementLine:
+    def _line(trn: Node, curdef: str, rs: Node) -> StatementLine:
         where = f"line {trn.line} <STMTTRN>"
         posted = trn.value("DTPOSTED")
         if not posted:
@@ -198,19 +279,81 @@ class OfxImporter(StatementImporter):
         remittance = clean(
             " ".join(p for p in (memo, f"check {checknum}" if checknum and checknum != "0" else "") if p)
         )
-        return StatementLine(
+        line = StatementLine(
             booking_date=parse_ofx_date(posted, where + " DTPOSTED"),
             value_date=parse_ofx_date(user_date, where + " DTUSER") if user_date else None,
             amount=parse_ofx_amount(amount_text, where + " TRNAMT"),
-            currency=trn.value("CURRENCY/CURSYM") or trn.value("ORIGCURRENCY/CURSYM") or currency,
+            currency=curdef,
             counterparty_name=clean(name),
-            counterparty_account=trn.value("BANKACCTTO/ACCTID"),
+            counterparty_account=trn.value("BANKACCTTO/ACCTID") or trn.value("CCACCTTO/ACCTID"),
             remittance=remittance,
             end_to_end_id=trn.value("REFNUM"),
             bank_reference=trn.value("FITID"),
             raw=_raw(trn),
             location=where,
         )
+        _apply_currency(line, trn, curdef, rs)
+        return line
+
+
+def _apply_currency(line: StatementLine, trn: Node, curdef: str, rs: Node) -> None:
+    """Set the line's currency, and what it was converted from, from CURDEF and CURRENCY/ORIGCURRENCY.
+
+    * ``ORIGCURRENCY``: TRNAMT is already in CURDEF; the payment was made in
+      CURSYM, for ``TRNAMT / CURRATE`` (rounded to CURSYM's minor unit).
+    * ``CURRENCY``: TRNAMT is in CURSYM; the account moved by
+      ``TRNAMT × CURRATE`` in CURDEF, which becomes the line's amount. With no
+      CURDEF (some banks leave it empty), CURSYM is simply the line's currency.
+    """
+    where = line.location
+    currency, original = trn.find("CURRENCY"), trn.find("ORIGCURRENCY")
+    if currency is not None and original is not None:
+        raise StatementError("a transaction has both CURRENCY and ORIGCURRENCY; OFX allows one", where)
+    aggregate = currency if currency is not None else original
+    if aggregate is None:
+        if not curdef:
+            raise StatementError(
+                f"no currency: <CURDEF> of the statement at line {rs.line} is empty and the transaction has "
+                "no <CURRENCY>",
+                where,
+            )
+        return
+    agg_where = f"{where} <{aggregate.tag}>"
+    symbol = aggregate.value("CURSYM").upper()
+    if not re.fullmatch(r"[A-Z]{3}", symbol):
+        raise StatementError(f"bad or missing CURSYM {symbol!r} (a three-letter ISO 4217 code)", agg_where)
+    if aggregate is currency and not curdef:
+        line.currency = symbol
+        return
+    if not curdef:
+        raise StatementError(
+            f"no currency: <CURDEF> of the statement at line {rs.line} is empty, and ORIGCURRENCY only says "
+            "what the amount was converted from",
+            where,
+        )
+    if symbol == curdef:
+        return
+    rate = tidy(parse_rate(aggregate.value("CURRATE"), agg_where + " CURRATE"))
+    line.exchange_rate = rate
+    line.instructed_currency = symbol
+    if aggregate is original:
+        line.instructed_amount = to_minor_units(line.amount / rate, symbol)
+    else:
+        line.instructed_amount = line.amount
+        line.amount = to_minor_units(line.amount * rate, curdef)
+
+
+def _no_statement(ofx: Node) -> StatementError:
+    """The error for a file without a statement; the bank's own error when it sent one."""
+    for status in ofx.iter("STATUS"):
+        code = status.value("CODE")
+        if code and code != "0":
+            message = status.value("MESSAGE")
+            detail = f": {message}" if message else ""
+            return StatementError(
+                f"the bank answered with error {code}{detail}; the file holds no statement", f"line {status.line}"
+            )
+    return StatementError("no STMTRS or CCSTMTRS statement: the file holds no account statement", f"line {ofx.line}")
 
 
 def _raw(node: Node) -> str:
