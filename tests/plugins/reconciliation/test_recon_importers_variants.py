@@ -15,6 +15,7 @@ import pytest
 
 from tierd.core.registry import StatementError
 from tierd.plugins.reconciliation.importers import (
+    Camt053Importer,
     OfxImporter,
     builtin_importers,
     detect_format,
@@ -191,3 +192,117 @@ def test_ofx_statement_without_transactions_is_an_empty_statement():
     start, end = text.index("<STMTTRN>"), text.index("</BANKTRANLIST>")
     [stmt] = OfxImporter().parse((text[:start] + text[end:]).encode())
     assert stmt.lines == [] and stmt.closing_balance == Decimal("298.00")
+
+
+# --- CAMT.053 ----------------------------------------------------------------------------------
+
+
+def test_camt053_payments_in_other_currencies_keep_what_was_instructed():
+    [stmt] = Camt053Importer().parse(read("camt053_v8_fx.xml"))
+    assert (stmt.account, stmt.currency, stmt.opening_balance, stmt.closing_balance) == (
+        "DE89370400440532013000",
+        "EUR",
+        Decimal("10000.00"),
+        Decimal("10493.75"),
+    )
+    usd, gbp, chf, eur, fee, sek = stmt.lines
+    # 1000 USD at 0.9250 EUR per USD (UnitCcy USD), less 4.62 EUR charges.
+    assert fields(usd, "amount", "currency", *FX) == (
+        Decimal("920.38"),
+        "EUR",
+        Decimal("1000.00"),
+        "USD",
+        Decimal("0.925"),
+    )
+    assert fields(usd, "counterparty_name", "counterparty_account", "end_to_end_id") == (
+        "Globex Corporation",
+        "026009593-4471",
+        "GLOBEX-PAY-88121",
+    )
+    # The structured creditor reference, printed with spaces, is one reference.
+    assert usd.remittance == "RF18539007547034"
+    # A payment out in GBP: UnitCcy EUR, 0.8538 GBP per EUR, so 1/0.8538 EUR per GBP.
+    assert fields(gbp, "amount", *FX) == (Decimal("-1171.23"), Decimal("-1000.00"), "GBP", Decimal("1.1712344811"))
+    assert fields(gbp, "counterparty_name", "remittance") == ("Acme Supplies Ltd", "PO 4471 October delivery")
+    # In a batch, each transaction has its own; without UnitCcy the amounts tell the direction.
+    assert fields(chf, "amount", *FX) == (Decimal("180.00"), Decimal("170.00"), "CHF", Decimal("1.0588"))
+    assert chf.location == "Stmt[1]/Ntry[3]/NtryDtls/TxDtls[1]" and chf.counterparty_name == "Helvetia Uhren AG"
+    assert fields(eur, "amount", "end_to_end_id", *FX) == (Decimal("120.00"), "E2E-B-120", None, "", None)
+    # An entry with nothing but AddtlNtryInf.
+    assert fields(fee, "amount", "remittance", "counterparty_name") == (
+        Decimal("-7.50"),
+        "Entgelt Auslandszahlungen 10/2026",
+        "",
+    )
+    # TxAmt in SEK, the rate on CntrValAmt with UnitCcy EUR (11.0595 SEK per EUR).
+    assert fields(sek, "amount", *FX) == (Decimal("452.10"), Decimal("5000.00"), "SEK", Decimal("0.0904200009"))
+    for line in stmt.lines:
+        if line.exchange_rate is not None:
+            # amount ≈ instructed amount × rate (charges aside)
+            assert abs(line.instructed_amount * line.exchange_rate - line.amount) < Decimal("5")
+
+
+def test_camt053_v2_names_and_entry_level_amount_details():
+    text = read("camt053_v8_fx.xml").decode().replace("camt.053.001.08", "camt.053.001.02")
+    # v2 writes a party's name without the Pty level.
+    text = text.replace(
+        "<Dbtr><Pty><Nm>Globex Corporation</Nm></Pty></Dbtr>", "<Dbtr><Nm>Globex Corporation</Nm></Dbtr>"
+    )
+    # AmtDtls of an entry, outside its TxDtls.
+    start, end = text.index("<AmtDtls>"), text.index("</AmtDtls>") + len("</AmtDtls>")
+    details = text[start:end]
+    text = text[:start] + text[end:]
+    text = text.replace("<AcctSvcrRef>FX-0001</AcctSvcrRef>", "<AcctSvcrRef>FX-0001</AcctSvcrRef>" + details, 1)
+    usd = Camt053Importer().parse(text.encode())[0].lines[0]
+    assert fields(usd, "counterparty_name", *FX) == ("Globex Corporation", Decimal("1000.00"), "USD", Decimal("0.925"))
+
+
+def test_camt053_rate_about_other_currencies_is_not_taken():
+    text = read("camt053_v8_fx.xml").decode().replace("<UnitCcy>USD</UnitCcy>", "<UnitCcy>JPY</UnitCcy>")
+    usd = Camt053Importer().parse(text.encode())[0].lines[0]
+    assert fields(usd, *FX) == (Decimal("1000.00"), "USD", None)
+
+
+def test_camt053_same_currency_instructed_amount_shows_deducted_charges():
+    text = read("camt053_v8_fx.xml").decode()
+    text = text.replace('<Amt Ccy="USD">1000.00</Amt>', '<Amt Ccy="EUR">925.00</Amt>').replace(
+        '<TxAmt><Amt Ccy="EUR">925.00</Amt></TxAmt>', ""
+    )
+    usd = Camt053Importer().parse(text.encode())[0].lines[0]
+    assert fields(usd, "amount", *FX) == (Decimal("920.38"), Decimal("925.00"), "EUR", None)
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("<XchgRate>0.9250</XchgRate>", "<XchgRate>0</XchgRate>", "bad exchange rate '0'"),
+        ("<XchgRate>0.9250</XchgRate>", "<XchgRate>0.92.50</XchgRate>", "bad exchange rate '0.92.50'"),
+        ("<XchgRate>0.9250</XchgRate>", "<XchgRate>-0.925</XchgRate>", "bad exchange rate '-0.925'"),
+        ("<XchgRate>0.9250</XchgRate>", "<XchgRate/>", "bad exchange rate ''"),
+    ],
+    ids=["zero", "not-a-number", "negative", "empty"],
+)
+def test_camt053_bad_exchange_rate_names_the_element(old, new, message):
+    text = read("camt053_v8_fx.xml").decode()
+    with pytest.raises(StatementError) as err:
+        Camt053Importer().parse(text.replace(old, new).encode())
+    assert err.value.location == "Stmt[1]/Ntry[1]/NtryDtls/TxDtls[1]/AmtDtls/InstdAmt/CcyXchg/XchgRate"
+    assert message in str(err.value)
+
+
+def test_camt053_batch_transaction_in_a_foreign_currency_is_booked_from_its_counter_value():
+    text = read("camt053_v8_fx.xml").decode().replace('<Amt Ccy="EUR">180.00</Amt>', '<Amt Ccy="CHF">170.00</Amt>')
+    with_counter_value = text.replace("</InstdAmt>", '</InstdAmt><CntrValAmt><Amt Ccy="EUR">180.00</Amt></CntrValAmt>')
+    chf = Camt053Importer().parse(with_counter_value.encode())[0].lines[2]
+    assert fields(chf, "amount", "currency", *FX) == (
+        Decimal("180.00"),
+        "EUR",
+        Decimal("170.00"),
+        "CHF",
+        Decimal("1.0588"),
+    )
+    # Without an amount in the account's currency the batch cannot be split.
+    with pytest.raises(StatementError) as err:
+        Camt053Importer().parse(text.encode())
+    assert err.value.location == "Stmt[1]/Ntry[3]/NtryDtls/TxDtls[1]"
+    assert "batch transaction without an amount in EUR (only CHF)" in str(err.value)

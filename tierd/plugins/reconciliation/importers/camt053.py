@@ -9,6 +9,15 @@ value in every place it has lived:
 
 A batch entry (one ``Ntry`` with several ``TxDtls``) is split into one line
 per transaction, so that each customer's payment can be matched on its own.
+
+A payment made in another currency than the account's says so in
+``AmtDtls``: ``InstdAmt`` (what the payer ordered, before charges), ``TxAmt``
+and ``CntrValAmt``, each an ``Amt`` with an optional ``CcyXchg``. The first of
+them in another currency than the booked one is the instructed amount; the
+first ``CcyXchg`` gives the bank's rate (see :func:`_rate_per_instructed_unit`
+for its direction). A structured creditor reference (``Strd/CdtrRefInf/Ref``,
+e.g. an ISO 11649 "RF" reference) joins the remittance without its spaces, so
+that the matcher finds it as one reference.
 """
 
 from __future__ import annotations
@@ -20,7 +29,16 @@ from decimal import Decimal
 
 from tierd.core.registry import Statement, StatementError, StatementImporter, StatementLine
 
-from .base import clean, parse_decimal, parse_iso_date, reject_xml_declarations
+from .base import (
+    clean,
+    invert_rate,
+    orient_rate,
+    parse_decimal,
+    parse_iso_date,
+    parse_rate,
+    reject_xml_declarations,
+    tidy,
+)
 
 _NAMESPACE = re.compile(rb"urn:iso:std:iso:20022:tech:xsd:camt\.053\.001\.(\d\d)")
 #: Versions this reader was written against; later ones are read the same way.
@@ -170,9 +188,13 @@ class Camt053Importer(StatementImporter):
                 raw=ET.tostring(entry, encoding="unicode"),
                 location=where,
             )
+            details, dwhere = entry.find("AmtDtls"), where + "/AmtDtls"
             if txs:
                 self._fill_from_tx(line, txs[0], amount > 0)
                 line.bank_reference = entry_ref or _text(txs[0], "Refs/AcctSvcrRef")
+                if txs[0].find("AmtDtls") is not None:
+                    details, dwhere = txs[0].find("AmtDtls"), where + "/NtryDtls/TxDtls[1]/AmtDtls"
+            _fill_instructed(line, details, dwhere)
             if not line.remittance:
                 line.remittance = info
             return [line]
@@ -180,11 +202,7 @@ class Camt053Importer(StatementImporter):
         lines = []
         for i, tx in enumerate(txs, 1):
             twhere = f"{where}/NtryDtls/TxDtls[{i}]"
-            tamt = _amount(tx.find("Amt"), twhere + "/Amt") or _amount(
-                tx.find("AmtDtls/TxAmt/Amt"), twhere + "/AmtDtls/TxAmt/Amt"
-            )
-            if tamt is None:
-                raise StatementError("batch transaction without an amount", twhere)
+            tamt = _booked_amount(tx, twhere, currency)
             tind = _text(tx, "CdtDbtInd") or indicator
             tx_ref = _text(tx, "Refs/AcctSvcrRef")
             line = StatementLine(
@@ -199,6 +217,7 @@ class Camt053Importer(StatementImporter):
                 location=twhere,
             )
             self._fill_from_tx(line, tx, line.amount > 0)
+            _fill_instructed(line, tx.find("AmtDtls"), twhere + "/AmtDtls")
             lines.append(line)
         total = sum((ln.amount for ln in lines), Decimal(0))
         if total != amount:
@@ -221,9 +240,98 @@ class Camt053Importer(StatementImporter):
         parts = []
         if rmt is not None:
             parts += [clean(u.text) for u in rmt.findall("Ustrd") if u.text]
-            parts += [clean(r.text) for r in rmt.findall("Strd/CdtrRefInf/Ref") if r.text]
+            # A structured reference has no meaningful spaces ("RF18 5390 0754 7034" is printed form).
+            parts += ["".join(r.text.split()) for r in rmt.findall("Strd/CdtrRefInf/Ref") if r.text]
             parts += [clean(r.text) for r in rmt.findall("Strd/RfrdDocInf/Nb") if r.text]
         extra = clean(_text(tx, "AddtlTxInf"))
         if extra:
             parts.append(extra)
         line.remittance = " ".join(p for p in parts if p)
+
+
+def _booked_amount(tx: ET.Element, where: str, currency: str) -> tuple[Decimal, str]:
+    """A batch transaction's amount in the entry's currency.
+
+    ``TxDtls/Amt`` (v3 and later) or ``AmtDtls/TxAmt/Amt`` (v2) normally;
+    when the transaction was in another currency, the one of ``Amt``,
+    ``TxAmt`` and ``CntrValAmt`` that is in the entry's currency.
+    """
+    found = []
+    for path in ("Amt", "AmtDtls/TxAmt/Amt", "AmtDtls/CntrValAmt/Amt"):
+        amt = _amount(tx.find(path), f"{where}/{path}")
+        if amt is not None:
+            found.append(amt)
+            if not currency or amt[1] in ("", currency):
+                return amt
+    if not found:
+        raise StatementError("batch transaction without an amount", where)
+    raise StatementError(f"batch transaction without an amount in {currency} (only {found[0][1]})", where)
+
+
+#: Where AmtDtls may say what was instructed, most telling first.
+_INSTRUCTED_PATHS = ("InstdAmt", "TxAmt", "CntrValAmt")
+
+
+def _fill_instructed(line: StatementLine, details: ET.Element | None, where: str) -> None:
+    """The instructed amount and currency, and the bank's rate, from ``AmtDtls``.
+
+    The instructed amount is recorded when it is in another currency than the
+    booked one, or in the same currency but different (charges deducted); it
+    carries the line's sign.
+    """
+    if details is None:
+        return
+    amounts = []
+    for path in _INSTRUCTED_PATHS:
+        holder = details.find(path)
+        amt = _amount(holder.find("Amt") if holder is not None else None, f"{where}/{path}/Amt")
+        if holder is not None and amt is not None:
+            amounts.append((path, holder, amt))
+    foreign = [a for a in amounts if a[2][1] and a[2][1] != line.currency]
+    chosen = foreign[0] if foreign else next((a for a in amounts if a[0] == "InstdAmt"), None)
+    if chosen is None:
+        return
+    value, currency = chosen[2]
+    currency = currency or line.currency
+    if currency == line.currency and value == abs(line.amount):
+        return  # the booked amount itself: nothing was converted or deducted
+    line.instructed_amount = value if line.amount >= 0 else -value
+    line.instructed_currency = currency
+    if currency == line.currency:
+        return
+    for path, holder, _ in amounts:
+        xchg = holder.find("CcyXchg")
+        if xchg is not None:
+            line.exchange_rate = _rate_per_instructed_unit(
+                xchg, f"{where}/{path}/CcyXchg", currency, line.currency, value, line.amount
+            )
+            return
+
+
+def _rate_per_instructed_unit(
+    xchg: ET.Element, where: str, instructed: str, booked: str, instructed_amount: Decimal, booked_amount: Decimal
+) -> Decimal | None:
+    """``CcyXchg/XchgRate`` as booked currency per one unit of the instructed currency.
+
+    ISO 20022 defines ``XchgRate`` as "the ratio between UnitCurrency and
+    QuotedCurrency (ExchangeRate = UnitCurrency/QuotedCurrency)", and
+    ``UnitCcy`` as the currency of "1GBP = xxxCUR" (GBP): one unit of
+    ``UnitCcy`` is worth ``XchgRate`` of the other currency of the pair
+    (``SrcCcy``/``TrgtCcy``). So with ``UnitCcy`` the instructed currency the
+    rate is ours as it stands; with ``UnitCcy`` the booked currency it is
+    inverted. Without ``UnitCcy`` banks differ (source per target or target
+    per source), so the direction that turns the instructed amount into the
+    booked one is taken. A rate about other currencies is not ours: None.
+    """
+    rate = parse_rate(_text(xchg, "XchgRate"), where + "/XchgRate")
+    pair = {c for c in (_text(xchg, "SrcCcy"), _text(xchg, "TrgtCcy")) if c}
+    if pair and not pair <= {instructed, booked}:
+        return None
+    unit = _text(xchg, "UnitCcy")
+    if unit == instructed:
+        return tidy(rate)
+    if unit == booked:
+        return invert_rate(rate)
+    if unit:
+        return None
+    return orient_rate(rate, instructed_amount, booked_amount)
