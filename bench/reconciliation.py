@@ -102,6 +102,9 @@ OUTGOING_SHARE = 0.15
 IBAN_SHARE = 0.9
 #: Share of customers whose IBAN the account learned in earlier months.
 KNOWN_CUSTOMER_SHARE = 0.5
+#: Share of a sole trader's payments whose account holder is the owner ("Müller, Anna" for
+#: "Müller Bau e.K."); only where the IBAN is known, so the IBAN still decides.
+OWNER_NAME_SHARE = 0.3
 
 STATEMENT_START = dt.date(2026, 1, 1)
 HISTORY_DAYS = 60  # invoices go back this far before the statement period
@@ -127,6 +130,11 @@ REGIONS = (
     "Rhein Main Nord Süd West Ost Allgäu Bodensee Elbe Weser Ruhr Harz Eifel Schwarzwald Franken Spree "
     "Mosel Taunus Isar Donau Saar Neckar Lausitz Havel Oder Ems Ostsee Nordsee Münsterland Hunsrück"
 ).split()
+#: Common surnames and trades come up more often (list order), as in a real customer base: so
+#: "Müller Bau", "Möller Bau" and "Müller Bau Nord" all exist, and only a careful name comparison tells them apart.
+SURNAME_WEIGHTS = tuple(1 / (i + 1) ** 0.7 for i in range(len(SURNAMES)))
+SURNAME_SET = frozenset(SURNAMES)
+TRADE_WEIGHTS = tuple(1 / (i + 1) ** 0.5 for i in range(len(TRADES)))
 NAME_PATTERNS = ("{s} {t}", "{s} {t}", "{s} & {s2}", "{t} {s}", "{r}-{t}", "{r} {t} {s}", "{s} {t} {r}")
 LEGAL = ("GmbH", "GmbH & Co. KG", "AG", "e.K.", "KG", "OHG", "UG (haftungsbeschränkt)", "GbR", "")
 LEGAL_WEIGHTS = (45, 16, 5, 8, 5, 3, 6, 3, 9)
@@ -193,6 +201,7 @@ class Party:
     number: str
     currency: str = "EUR"
     rate: Decimal = Decimal(1)  # EUR per unit of its currency, about
+    owner: str = ""  # a sole trader's account holder, as the bank writes it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,9 +238,11 @@ class Generator:
         self.foreign = [p for cur in FOREIGN for p in self._foreign_parties(cur, max(10, n_customers // 30))]
         self.aliases: list[tuple[str, Party, list[Party]]] = []
         self.month_starts = self._month_starts()
+        self.known_ibans: set[str] = set()
         for c in self.customers:
             if self.rng.random() < KNOWN_CUSTOMER_SHARE:
                 self._learn(c.iban, c.name.upper(), c)
+                self.known_ibans.add(c.iban)
 
     # --- parties -------------------------------------------------------------
 
@@ -247,8 +258,18 @@ class Generator:
             if key in seen:
                 continue
             seen.add(key)
-            parties.append(Party(name, self._iban(country), f"D{20000 + len(parties)}"))
+            parties.append(Party(name, self._iban(country), f"D{20000 + len(parties)}", owner=self._owner(name)))
         return parties
+
+    def _owner(self, name: str) -> str:
+        """The owner of a sole trader (``e.K.`` or no legal form), who holds the account in person."""
+        if not (name.endswith(" e.K.") or not any(name.endswith(" " + form) for form in LEGAL if form)):
+            return ""
+        surname = next((w for w in name.replace("-", " ").split() if w in SURNAME_SET), "")
+        if not surname:
+            return ""
+        first = self.rng.choice(FIRST_NAMES)
+        return self.rng.choice((f"{surname}, {first}", f"{first} {surname}", f"{surname.upper()}, {first.upper()}"))
 
     def _iban(self, country: str) -> str:
         r = self.rng
@@ -262,9 +283,8 @@ class Generator:
 
     def _company_name(self) -> str:
         r = self.rng
-        base = r.choice(NAME_PATTERNS).format(
-            s=r.choice(SURNAMES), s2=r.choice(SURNAMES), t=r.choice(TRADES), r=r.choice(REGIONS)
-        )
+        s, s2 = r.choices(SURNAMES, SURNAME_WEIGHTS, k=2)
+        base = r.choice(NAME_PATTERNS).format(s=s, s2=s2, t=r.choices(TRADES, TRADE_WEIGHTS)[0], r=r.choice(REGIONS))
         return f"{base} {r.choices(LEGAL, LEGAL_WEIGHTS)[0]}".strip()
 
     def _foreign_parties(self, spec, count: int) -> list[Party]:
@@ -375,12 +395,21 @@ class Generator:
         return bid
 
     def customer_bank(self, day: dt.date, amount: Decimal, party: Party, remittance: str, **fx) -> str:
-        """A line paid by ``party``: its name as the bank spells it, its IBAN most of the time."""
+        """A line paid by ``party``: its name as the bank spells it (or its owner's), its IBAN most of the time."""
         r = self.rng
-        account = party.iban if r.random() < IBAN_SHARE else ""
+        owner = bool(party.owner) and party.iban in self.known_ibans and r.random() < OWNER_NAME_SHARE
+        account = party.iban if owner or r.random() < IBAN_SHARE else ""
         if account and r.random() < 0.2:
             account = " ".join(account[i : i + 4] for i in range(0, len(account), 4))
-        return self.bank(day, amount, self.bank_name(party.name), account, remittance, **fx)
+        name = party.owner if owner else self.bank_name(party.name)
+        return self.bank(day, amount, name, account, remittance, **fx)
+
+    def identified_by(self, party: Party) -> str:
+        """What names the payer of the line just made: ``owner_name`` (only the IBAN decides), ``iban`` or ``name``."""
+        last = self.banks[-1]
+        if party.owner and last.counterparty == party.owner:
+            return "owner_name"
+        return "iban" if last.counterparty_account else "name"
 
     def ledger(self, day, amount, name, ref="", currency="EUR") -> str:
         lid = self._id("l")
@@ -452,7 +481,7 @@ class Generator:
         lid = self.ledger(inv, amount, c.name, self.invoice_ref(inv))
         text = r.choice(NO_REF_TEXTS).format(d=f"{inv:%d.%m.}")
         bid = self.customer_bank(pay, amount, c, text)
-        self.group("clean_name", "iban" if self.banks[-1].counterparty_account else "name", [bid], [lid])
+        self.group("clean_name", self.identified_by(c), [bid], [lid])
 
     def _batch(self) -> None:
         r = self.rng
@@ -541,8 +570,9 @@ class Generator:
 
         A product has one price and 20-60 subscribers, who pay in the first
         days of each month of the product's run; a subscriber who stops paying
-        leaves that month's invoice open and gets no more. A customer has at
-        most one subscription per price, so that every payment is decidable.
+        leaves that month's invoice open and gets no more, and some have not
+        paid the last month yet. A customer has at most one subscription per
+        price, so that every payment is decidable.
         """
         r = self.rng
         taken: set[tuple[str, Decimal]] = set()
@@ -559,7 +589,11 @@ class Generator:
                 taken.add((c.name, price))
                 joined = first + (r.randrange(run) if r.random() < 0.2 else 0)
                 for month in months[joined : first + run]:
-                    if r.random() < 0.04:  # stops paying: this invoice stays open, no more come
+                    if month == months[-1] and r.random() < 0.1:  # has not paid this month yet
+                        self.ledger(month, price, c.name, self.invoice_ref(month))
+                        self.noise_kinds["ledger: subscription not paid yet"] += 1
+                        break
+                    if r.random() < 0.03:  # stops paying: this invoice stays open, no more come
                         self.ledger(month, price, c.name, self.invoice_ref(month))
                         self.noise_kinds["ledger: unpaid subscription"] += 1
                         break
@@ -577,6 +611,8 @@ class Generator:
             detail = "noref"
             text = r.choice(SUBSCRIPTION_TEXTS).format(mon=MONTHS_DE[month.month - 1], y=month.year)
         bid = self.customer_bank(pay, price, c, text)
+        if self.identified_by(c) == "owner_name":
+            detail += "_owner_name"
         self.group("lookalike", detail, [bid], [lid])
 
     def _fx(self) -> None:
