@@ -35,7 +35,7 @@ from tierd.core.registry import StatementError
 from tierd.core.schema import Decimal as DecimalField
 from tierd.core.schema import Int, List, Obj, SchemaError, Str
 
-from . import imports, ledger, manual, present, runs, store
+from . import aliases, imports, ledger, manual, present, runs, store
 from .config import ACCOUNT_ID_RE, CURRENCY_RE, UnknownLayout, layout, section
 
 PREFIX = "/v1/reconciliation/accounts"
@@ -403,6 +403,23 @@ async def audit_log(request):
     return json_response(page([present.audit_entry(r) for r in rows], limit, cursor_of=lambda r: r["id"]))
 
 
+async def list_aliases(request):
+    tenant, account = await account_of(request)
+    limit, cursor = page_params(request)
+    rows = await aliases.list_aliases(daemon_of(request).db, tenant, account["id"], limit + 1, cursor)
+    answer = page(rows, limit, cursor_of=aliases.cursor_of)
+    return json_response(answer | {"data": [present.alias(r) for r in answer["data"]]})
+
+
+async def delete_alias(request):
+    tenant, account = await account_of(request)
+    daemon = daemon_of(request)
+    removed = await aliases.remove(
+        daemon.db, tenant, account["id"], request.match_info["alias"], actor_of(request), daemon.clock.time()
+    )
+    return json_response(present.alias(removed))
+
+
 _FILE = {"type": "string", "format": "binary"}
 #: A file upload: the raw bytes, or a multipart form with a ``file`` part.
 _UPLOAD = {
@@ -536,6 +553,8 @@ def routes() -> list[Route]:
             {"body": NO_BODY, **created},
         ),
         ("GET", a + "/audit", audit_log, "Who changed what, when", PAGED, {}),
+        ("GET", a + "/aliases", list_aliases, "What matches taught: which bank payer paid for whom", PAGED, {}),
+        ("DELETE", a + "/aliases/{alias}", delete_alias, "Forget a learned payer", {}, {}),
     ]
     return [
         Route(method, path, handler, auth="tenant", summary=summary, tag=TAG, params=params, **extra)

@@ -235,3 +235,30 @@ def unmatch(cli, tenant, account, match_id, as_json):
             f"match {result['id']} undone; {count_of(len(result['statement_lines']), 'statement line')} and "
             f"{count_of(len(result['ledger_entries']), 'ledger entry', 'ledger entries')} are open again"
         )
+
+
+@tenant_command(
+    recon_cli,
+    "aliases",
+    click.option("--remove", "remove_id", default=None, help="Forget this alias (its id in the list)"),
+    argument="account",
+)
+def aliases(cli, tenant, account, remove_id, as_json):
+    """What matches taught: which bank payer (IBAN, else name) paid for which ledger counterparty.
+
+    Later statement lines from that payer score on it. With --remove, forget
+    one that is wrong (a later match may teach it again).
+    """
+    path = f"{BASE}/{account}/aliases"
+    if remove_id is not None:
+        removed = cli.api.delete(f"{path}/{remove_id}", tenant=tenant)
+        if as_json:
+            cli.output(removed, as_json=True)
+        else:
+            click.echo(
+                f"alias {removed['id']} removed: {removed['bank_label']} paid {removed['ledger_name']} "
+                f"({count_of(removed['times'], 'match', 'matches')} taught it)"
+            )
+        return
+    data = cli.api.get_all(path, tenant=tenant)
+    cli.output(data, columns=["id", "kind", "bank_label", "ledger_name", "times", "last_at"], as_json=as_json)

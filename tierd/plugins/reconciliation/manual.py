@@ -4,6 +4,8 @@ Each is one transaction with an audit row (who, when, what). Errors are
 :class:`tierd.core.api.ApiError` with stable codes, raised before anything
 changes. The shape of a manual match's body (ids, adjustment, note) is
 checked by its route's schema (``api.MATCH_BODY``) before it gets here.
+A match teaches who pays for whom, and an undo forgets what its match
+taught, in the same transaction (``aliases.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from decimal import Decimal
 
 from tierd.core.api import ApiError
 
-from . import store
+from . import aliases, store
 
 
 async def _load_open(db, tenant: str, account_id: str, side: str, ids: list[int]) -> list[dict]:
@@ -79,6 +81,7 @@ async def manual_match(daemon, tenant: str, account: dict, body: dict, actor: st
                 now=now,
             )
             await store.stale_rivals(tx, tenant, account["id"], bank_ids, ledger_ids, actor, now)
+            await aliases.learn(tx, tenant, account["id"], match_id, lines, entries, now)
             await store.audit(
                 tx,
                 tenant,
@@ -122,6 +125,7 @@ async def accept_suggestion(daemon, tenant: str, account: dict, suggestion_id: s
             )
             await store.decide_suggestion(tx, tenant, suggestion_id, "accepted", actor, now)
             await store.stale_rivals(tx, tenant, account["id"], s["bank_ids"], s["ledger_ids"], actor, now)
+            await _learn_from_ids(tx, tenant, account["id"], match_id, s["bank_ids"], s["ledger_ids"], now)
             await store.audit(
                 tx, tenant, account["id"], now, actor, "suggestion.accepted", suggestion_id, {"match_id": match_id}
             )
@@ -139,7 +143,16 @@ async def undo(daemon, tenant: str, account: dict, match_id: str, actor: str) ->
         if not await store.undo_match(tx, tenant, account["id"], match_id, actor, now):
             raise ApiError(404, "not_found", f"no active match {match_id}")
         await store.audit(tx, tenant, account["id"], now, actor, "match.undone", match_id, {})
+        forgotten = await aliases.forget(tx, tenant, account["id"], match_id)
+        await aliases.audit_removed(tx, tenant, account["id"], forgotten, actor, now, match_undone=match_id)
     return await _match_made(db, tenant, account["id"], match_id)
+
+
+async def _learn_from_ids(tx, tenant: str, account_id: str, match_id: str, bank_ids, ledger_ids, now: float) -> None:
+    """What a match of these items teaches (an accepted suggestion names its items by id)."""
+    lines = await store.items_by_id(tx, tenant, account_id, "bank", list(bank_ids))
+    entries = await store.items_by_id(tx, tenant, account_id, "ledger", list(ledger_ids))
+    await aliases.learn(tx, tenant, account_id, match_id, lines.values(), entries.values(), now)
 
 
 async def _match_made(db, tenant: str, account_id: str, match_id: str) -> dict:

@@ -70,3 +70,10 @@ def match(row: dict) -> dict:
 
 def suggestion(row: dict) -> dict:
     return _with_items(_times(row, "created_at"))
+
+
+def alias(row: dict) -> dict:
+    """A learned payer: ``kind`` says what the bank counterparty is known by ("iban" or "name")."""
+    public = {"id": row["id"], "kind": row["bank_key"].partition(":")[0]}
+    public |= {k: row[k] for k in ("bank_label", "ledger_name", "times", "first_at", "last_at")}
+    return _times(public, "first_at", "last_at")

@@ -2,9 +2,10 @@
 
 A run is a row before any work starts (so a crash leaves a trace, marked
 failed at the next start). The engine runs in a worker thread over a
-snapshot of the open items; its matches are then written in one
-transaction, each guarded against items that were matched meanwhile by a
-person (those matches are skipped, never forced).
+snapshot of the open items and what earlier matches taught (aliases.py);
+its matches, and what they teach, are then written in one transaction,
+each guarded against items that were matched meanwhile by a person (those
+matches are skipped, never forced).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from collections import Counter
 from decimal import Decimal
 
-from . import store
+from . import aliases, store
 from .config import EXCEPTIONS, account_settings, engine_config
 from .matching import BankLine, LedgerEntry, reconcile
 from .service import ReconciliationService
@@ -72,6 +73,19 @@ def _row(m) -> dict:
     }
 
 
+async def _learn(tx, tenant: str, account_id: str, created: list[dict], lines, entries, now: float) -> None:
+    """What the run's matches teach, learnt in bulk in the run's transaction (see aliases.py)."""
+    line_of = {r["id"]: r for r in lines}
+    entry_of = {r["id"]: r for r in entries}
+    await aliases.learn_many(
+        tx,
+        tenant,
+        account_id,
+        ((m["id"], [line_of[i] for i in m["bank_ids"]], [entry_of[i] for i in m["ledger_ids"]]) for m in created),
+        now,
+    )
+
+
 async def run_account(daemon, tenant: str, account: dict, trigger: str, actor: str) -> dict:
     """Run the account's rules over its open items; returns the finished run."""
     service = ReconciliationService.of(daemon)
@@ -93,6 +107,7 @@ async def _run(daemon, tenant: str, account: dict, trigger: str, actor: str) -> 
     try:
         lines = await store.open_lines(db, tenant, account["id"])
         entries = await store.open_entries(db, tenant, account["id"])
+        config.known_payers = await aliases.known_payers(db, tenant, account["id"])
         result = await asyncio.to_thread(
             reconcile, [_bank_line(r) for r in lines], [_ledger_entry(r) for r in entries], config
         )
@@ -102,6 +117,7 @@ async def _run(daemon, tenant: str, account: dict, trigger: str, actor: str) -> 
                 tx, tenant, account["id"], [_row(m) for m in result.matches], run_id=run_id, actor=actor, now=now
             )
             made = len(created)
+            await _learn(tx, tenant, account["id"], created, lines, entries, now)
             matched_lines = sum(len(m["bank_ids"]) for m in created)
             matched_entries = sum(len(m["ledger_ids"]) for m in created)
             await store.replace_suggestions(
