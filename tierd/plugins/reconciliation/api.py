@@ -9,6 +9,7 @@ Who did something is :func:`tierd.core.api.actor_of`: the token ("admin" or
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,7 +36,7 @@ from tierd.core.registry import StatementError
 from tierd.core.schema import Decimal as DecimalField
 from tierd.core.schema import Int, List, Obj, SchemaError, Str
 
-from . import aliases, imports, ledger, manual, present, runs, store
+from . import aliases, candidates, imports, ledger, manual, present, runs, store
 from .config import ACCOUNT_ID_RE, CURRENCY_RE, UnknownLayout, layout, section
 
 PREFIX = "/v1/reconciliation/accounts"
@@ -329,6 +330,20 @@ async def open_items(request: web.Request) -> web.Response:
     return json_response(out)
 
 
+#: An item id in a path: digits that SQLite can hold (anything else is no item: 404).
+_ITEM_ID = re.compile(r"[1-9][0-9]{0,18}")
+
+
+async def item_candidates(request: web.Request) -> web.Response:
+    """Why an open item is still open: its closest candidates, each with why it was not taken."""
+    tenant, account = await account_of(request)
+    side = query_choice(request, "side", ("bank", "ledger")) or "bank"
+    limit = int_param(request, "limit", 5, 1, 20)
+    raw = request.match_info["item"]
+    item_id = int(raw) if _ITEM_ID.fullmatch(raw) and int(raw) <= MAX_ITEM_ID else None
+    return json_response(await candidates.explain(daemon_of(request), tenant, account, side, item_id, limit))
+
+
 async def list_imports(request):
     tenant, account = await account_of(request)
     limit, cursor = page_params(request)
@@ -355,6 +370,9 @@ MATCH_BODY = Obj(
         "statement_line_ids": _IDS,
         "ledger_entry_ids": _IDS,
         "adjustment": DecimalField(default="0", doc="bank total minus ledger total"),
+        "exchange_rate": DecimalField(
+            default=None, min=0, doc="account currency per unit of the ledger entries' currency, when it differs"
+        ),
         "note": Str(max_len=500, default=""),
     },
     check=lambda body: (
@@ -522,6 +540,17 @@ def routes() -> list[Route]:
                 "side": "bank, ledger or all (default)",
                 "min_age_days": "only items at least this old",
                 "limit": "items per side, 1..10000 (default 1000)",
+            },
+            {},
+        ),
+        (
+            "GET",
+            a + "/open-items/{item}/candidates",
+            item_candidates,
+            "Why an open item is still open: its closest candidates and why each was not taken",
+            {
+                "side": "bank (default) or ledger: which side the item id is of",
+                "limit": "candidates, 1..20 (default 5)",
             },
             {},
         ),

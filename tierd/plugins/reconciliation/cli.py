@@ -262,3 +262,64 @@ def aliases(cli, tenant, account, remove_id, as_json):
         return
     data = cli.api.get_all(path, tenant=tenant)
     cli.output(data, columns=["id", "kind", "bank_label", "ledger_name", "times", "last_at"], as_json=as_json)
+
+
+def _item_line(item: dict) -> str:
+    """A statement line or ledger entry on one line: what a bookkeeper recognises it by."""
+    if item["side"] == "bank":
+        head = f"statement line {item['id']}"
+        date, name, ref = item["booking_date"], item["counterparty_name"], item["remittance"]
+    else:
+        head = f"ledger entry {item['id']} ({item['external_id']})"
+        date, name, ref = item["date"], item["counterparty"], item["reference"]
+    return "  ".join(x for x in (head, date, f"{item['amount']} {item['currency']}", name, ref) if x)
+
+
+def _facts_line(facts: dict) -> str:
+    parts = []
+    if facts["amount_difference"] is not None:
+        parts.append(f"amount difference {facts['amount_difference']} {facts['currency']}")
+    parts.append(f"{facts['days_apart']} days apart")
+    if facts["name_similarity"] is not None:
+        parts.append(f"names {facts['name_similarity']}% alike")
+    parts.append("reference found" if facts["reference_found"] else "no reference found")
+    if facts["known_payer"]:
+        parts.append("known payer")
+    return ", ".join(parts)
+
+
+@tenant_command(
+    recon_cli,
+    "why",
+    click.option("--line", type=int, default=None, help="Statement line id (from open-items)"),
+    click.option("--entry", type=int, default=None, help="Ledger entry id (from open-items)"),
+    click.option("--limit", type=click.IntRange(1, 20), default=5, help="Candidates to show (1..20)"),
+    argument="account",
+)
+def why(cli, tenant, account, line, entry, limit, as_json):
+    """Why is this item still open? Its closest candidates, each with why it was not taken."""
+    if (line is None) == (entry is None):
+        raise click.UsageError("name one item: --line N or --entry N")
+    side, item = ("bank", line) if line is not None else ("ledger", entry)
+    data = cli.api.get(
+        f"{BASE}/{account}/open-items/{item}/candidates", tenant=tenant, params={"side": side, "limit": limit}
+    )
+    if as_json:
+        cli.output(data, as_json=True)
+        return
+    click.echo(_item_line(data["item"]) + "  (open)")
+    if data["would_match"]:
+        click.echo(f"  {data['would_match']['reason']}")
+    looked = data["looked_at"]
+    click.echo(f"{looked['items']} item(s) of the other side looked at, within {looked['days']} days")
+    if not data["candidates"]:
+        click.echo("no candidates: nothing of the other side comes near it")
+    for n, c in enumerate(data["candidates"], 1):
+        click.echo("")
+        for k, it in enumerate(c["items"]):
+            click.echo(f"{f'{n}.' if k == 0 else '  '} {_item_line(it)}")
+        scored = f", score {c['score']:g}" if c["score"] is not None else ""
+        click.echo(f"   {c['outcome'].replace('_', ' ')}; rule {c['rule'] or '-'}{scored}")
+        for reason in c["reasons_not_taken"]:
+            click.echo(f"   - {reason}")
+        click.echo(f"   facts: {_facts_line(c['facts'])}")

@@ -7,6 +7,7 @@ the daemon runs it with ``asyncio.to_thread`` so the event loop stays free.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 from collections import Counter
 
@@ -18,6 +19,34 @@ from .rules import RULES, Candidate
 
 class RuleConfigError(ValueError):
     """An account names a rule that does not exist."""
+
+
+@dataclasses.dataclass
+class Pass:
+    """One rule pass as a traced run saw it (see :class:`Trace`)."""
+
+    rule: str
+    params: dict
+    #: Every candidate the rule proposed, with the reasons it gave (before
+    #: resolve added why a person is asked).
+    candidates: list[Candidate]
+    reasons: list[list[str]]
+    auto: list[Candidate]
+    suggested: list[Candidate]
+    threshold: float
+    floor: float
+    min_margin: float
+
+
+@dataclasses.dataclass
+class Trace:
+    """What a traced run did, pass by pass: the raw material of "why is this still open?".
+
+    Passed to :func:`reconcile` only when someone asks; a run without it
+    records nothing and costs nothing more.
+    """
+
+    passes: list[Pass] = dataclasses.field(default_factory=list)
 
 
 def check_rules(rules: list[dict]) -> list[str]:
@@ -48,18 +77,27 @@ def _gc_paused():
 
 
 def reconcile(
-    bank_lines: list[BankLine], ledger_entries: list[LedgerEntry], config: EngineConfig | None = None
+    bank_lines: list[BankLine],
+    ledger_entries: list[LedgerEntry],
+    config: EngineConfig | None = None,
+    trace: Trace | None = None,
 ) -> Result:
-    """Match bank lines with ledger entries; the result does not depend on input order."""
+    """Match bank lines with ledger entries; the result does not depend on input order.
+
+    With a ``trace``, every pass's candidates and what became of them are
+    recorded in it (the result is the same).
+    """
     config = config or EngineConfig()
     problems = check_rules(config.rules)
     if problems:
         raise RuleConfigError("; ".join(problems))
     with _gc_paused():
-        return _reconcile(bank_lines, ledger_entries, config)
+        return _reconcile(bank_lines, ledger_entries, config, trace)
 
 
-def _reconcile(bank_lines: list[BankLine], ledger_entries: list[LedgerEntry], config: EngineConfig) -> Result:
+def _reconcile(
+    bank_lines: list[BankLine], ledger_entries: list[LedgerEntry], config: EngineConfig, trace: Trace | None
+) -> Result:
     ctx = Context(bank_lines, ledger_entries, config.known_payers)
     matches: list[Match] = []
     pending: list[Candidate] = []
@@ -69,13 +107,29 @@ def _reconcile(bank_lines: list[BankLine], ledger_entries: list[LedgerEntry], co
             break
         params = {k: v for k, v in rule_cfg.items() if k != "rule"}
         candidates = RULES[rule_cfg["rule"]](ctx, params)
+        threshold = float(params.get("auto_threshold", config.auto_threshold))
+        given = [list(c.reasons) for c in candidates] if trace is not None else []
         auto, suggested = resolve(
             candidates,
-            threshold=float(params.get("auto_threshold", config.auto_threshold)),
+            threshold=threshold,
             min_margin=config.min_margin,
             floor=config.suggestion_threshold,
             auto=bool(params.get("auto", True)),
         )
+        if trace is not None:
+            trace.passes.append(
+                Pass(
+                    rule_cfg["rule"],
+                    params,
+                    candidates,
+                    given,
+                    auto,
+                    suggested,
+                    threshold,
+                    config.suggestion_threshold,
+                    config.min_margin,
+                )
+            )
         for c in auto:
             ctx.close(c.bank_ids, c.ledger_ids)
             matches.append(_to_match(ctx, c))

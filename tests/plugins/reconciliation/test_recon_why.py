@@ -1,0 +1,267 @@
+"""Why is this item still open? (issue 13): an open item's closest candidates, each
+with the reason it was not taken, through the real daemon (API and CLI).
+
+One account with four rule passes whose parameters the reasons must name
+(tolerance 5.00, amount_date window 14, fuzzy_counterparty 85), a statement
+and ledger built so that each item stays open for one known reason, one run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+BASE = "/v1/reconciliation/accounts"
+COLUMNS = ("booking_date", "amount", "currency", "counterparty_name", "remittance", "bank_reference")
+
+CONFIG = {
+    "plugins": {"disabled": ["webhooks", "notifications"]},
+    "reconciliation": {
+        "csv_formats": {"plain": {"columns": {c: c for c in COLUMNS}}},
+        "accounts": [
+            {
+                "id": "main-eur",
+                "tenant": "acme",
+                "currency": "EUR",
+                "csv_format": "plain",
+                "rules": [
+                    {"rule": "reference"},
+                    {"rule": "amount_date", "window_days": 14},
+                    {"rule": "fuzzy_counterparty", "min_similarity": 85, "window_days": 5},
+                    {"rule": "tolerance", "absolute": "5.00", "percent": 0, "window_days": 5},
+                ],
+            }
+        ],
+    },
+}
+
+#: bank_reference -> the statement line (booking date, amount, counterparty, remittance).
+LINES = {
+    "BK-TOL": ("2026-11-10", "112.40", "Mueller Bau", "Zahlung"),  # 12.40 more than its entry
+    "BK-DATE": ("2026-11-01", "250.00", "Schmidt Logistik", "Lieferung"),  # its entry 19 days later
+    "BK-NAME": ("2026-11-05", "333.00", "Zeta Handels", "Ware"),  # its entry's name only 62% alike
+    "BK-TOOK": ("2026-11-12", "75.00", "Kappa Papier", "INV-7001"),  # matched by reference
+    "BK-LATE": ("2026-11-13", "75.00", "Kappa Papier", "Zahlung"),  # the same amount, a day late
+    "BK-CASH1": ("2026-11-20", "20.00", "Kasse", "Bareinzahlung"),  # two equal lines, one entry
+    "BK-CASH2": ("2026-11-20", "20.00", "Kasse", "Bareinzahlung"),
+}
+
+LEDGER = [
+    {"external_id": "E-TOL", "date": "2026-11-10", "amount": "100.00", "counterparty": "Mueller Bau"},
+    {"external_id": "E-DATE", "date": "2026-11-20", "amount": "250.00", "counterparty": "Schmidt Logistik"},
+    {"external_id": "E-NAME", "date": "2026-11-05", "amount": "333.00", "counterparty": "Zeta Hundle Services"},
+    {
+        "external_id": "E-TOOK",
+        "date": "2026-11-12",
+        "amount": "75.00",
+        "counterparty": "Kappa Papier",
+        "reference": "INV-7001",
+    },
+    {"external_id": "E-CASH", "date": "2026-11-20", "amount": "20.00", "counterparty": "Kasse"},
+]
+
+
+def statement() -> bytes:
+    rows = [",".join(COLUMNS)]
+    rows += [f"{d},{amount},EUR,{name},{remittance},{ref}" for ref, (d, amount, name, remittance) in LINES.items()]
+    return "\n".join(rows).encode()
+
+
+@pytest.fixture(scope="module")
+def account(tmp_path_factory):
+    """A daemon with the account imported and run once: (daemon, call, line ids, entry ids, run)."""
+    from tierd.testing import DaemonProcess
+
+    d = DaemonProcess(tmp_path_factory.mktemp("why"), CONFIG)
+    d.start()
+    try:
+        token = d.create_tenant("acme")
+
+        def call(method, path, body=None, data=None, headers=None, token_=token):
+            return d.request(method, path, json_body=body, data=data, token=token_, headers=headers)
+
+        status, body = call(
+            "POST",
+            f"{BASE}/main-eur/statements?format=csv&filename=nov.csv",
+            data=statement(),
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert status == 201 and body["new"] == len(LINES), body
+        status, body = call("POST", f"{BASE}/main-eur/ledger", {"entries": LEDGER})
+        assert status == 200 and body["new"] == len(LEDGER), body
+        status, run = call("POST", f"{BASE}/main-eur/runs")
+        assert status == 201 and run["status"] == "completed", run
+        status, items = call("GET", f"{BASE}/main-eur/open-items")
+        lines = {ln["bank_reference"]: ln["id"] for ln in items["statement_lines"]}
+        entries = {e["external_id"]: e["id"] for e in items["ledger_entries"]}
+        status, matches = call("GET", f"{BASE}/main-eur/matches")
+        [took] = matches["data"]
+        lines["BK-TOOK"] = took["statement_lines"][0]["id"]
+        entries["E-TOOK"] = took["ledger_entries"][0]["id"]
+        yield d, call, lines, entries, took
+    finally:
+        d.close()
+
+
+def candidates(call, item: int, side: str = "bank", **params) -> dict:
+    query = "&".join(f"{k}={v}" for k, v in {"side": side, **params}.items())
+    status, body = call("GET", f"{BASE}/main-eur/open-items/{item}/candidates?{query}")
+    assert status == 200, body
+    return body
+
+
+def candidate_of(answer: dict, item_id: int) -> dict:
+    """The candidate naming exactly this one item of the other side."""
+    [found] = [c for c in answer["candidates"] if [i["id"] for i in c["items"]] == [item_id]]
+    return found
+
+
+def test_amount_over_the_tolerance_names_the_difference_and_the_tolerance(account):
+    _, call, lines, entries, _ = account
+    answer = candidates(call, lines["BK-TOL"])
+    assert answer["status"] == "open" and answer["item"]["id"] == lines["BK-TOL"] and answer["side"] == "bank"
+    assert answer["would_match"] is None
+    best = answer["candidates"][0]
+    assert [i["id"] for i in best["items"]] == [entries["E-TOL"]] and best["items"][0]["side"] == "ledger"
+    assert best["reasons_not_taken"][0] == "amount differs by 12.40, over the tolerance of 5.00 (rule tolerance)"
+    assert best["rule"] == "tolerance" and best["score"] is None and best["outcome"] == "not_proposed"
+    assert best["facts"] == {
+        "amount_difference": "12.40",
+        "currency": "EUR",
+        "days_apart": 0,
+        "name_similarity": 100,
+        "reference_found": False,
+        "known_payer": False,
+    }
+    # Every rule's reason is there too, each naming its rule.
+    assert any("needs equal amounts (rules amount_date, fuzzy_counterparty)" in r for r in best["reasons_not_taken"])
+    assert best["by_rule"]["tolerance"] == ["amount differs by 12.40, over the tolerance of 5.00"]
+
+
+def test_dates_beyond_the_window_say_how_far_apart_and_the_window(account):
+    _, call, lines, entries, _ = account
+    best = candidates(call, lines["BK-DATE"])["candidates"][0]
+    assert [i["id"] for i in best["items"]] == [entries["E-DATE"]]
+    assert best["reasons_not_taken"][0] == "date 19 days apart, rule window 14 (rule amount_date)"
+    assert "date 19 days apart, rule window 5 (rule fuzzy_counterparty)" in best["reasons_not_taken"]
+    assert best["facts"]["days_apart"] == 19 and best["facts"]["amount_difference"] == "0.00"
+    # Asked from the ledger side, the same pair says the same.
+    answer = candidates(call, entries["E-DATE"], side="ledger")
+    assert answer["item"]["external_id"] == "E-DATE" and answer["side"] == "ledger"
+    best = answer["candidates"][0]
+    assert [i["id"] for i in best["items"]] == [lines["BK-DATE"]] and best["items"][0]["side"] == "bank"
+    assert best["reasons_not_taken"][0] == "date 19 days apart, rule window 14 (rule amount_date)"
+
+
+def test_names_too_different_give_the_similarity_and_the_threshold(account):
+    _, call, lines, entries, _ = account
+    best = candidates(call, lines["BK-NAME"])["candidates"][0]
+    assert [i["id"] for i in best["items"]] == [entries["E-NAME"]]
+    sim = best["facts"]["name_similarity"]
+    assert 50 < sim < 70
+    assert best["reasons_not_taken"][0] == f"name similarity {sim} < 85 (rule fuzzy_counterparty)"
+    assert any(
+        r.startswith(f"counterparty names {sim}% alike, under 70%") and r.endswith("(rule amount_date)")
+        for r in best["reasons_not_taken"]
+    )
+
+
+def test_an_entry_another_line_took_names_that_match_and_its_score(account):
+    _, call, lines, entries, took = account
+    answer = candidates(call, lines["BK-LATE"])
+    found = candidate_of(answer, entries["E-TOOK"])
+    assert found["outcome"] == "taken"
+    assert found["reasons_not_taken"][0] == (
+        f"another line took it, score {took['score']:g} (match {took['id']}, rule reference,"
+        f" statement line {lines['BK-TOOK']})"
+    )
+    assert found["match"] == {"id": took["id"], "rule": "reference", "score": took["score"]}
+    assert found["facts"]["amount_difference"] == "0.00" and found["facts"]["days_apart"] == 1
+
+
+def test_a_candidate_with_an_equally_good_rival_says_so(account):
+    _, call, lines, entries, _ = account
+    answer = candidates(call, lines["BK-CASH1"])
+    best = answer["candidates"][0]
+    assert [i["id"] for i in best["items"]] == [entries["E-CASH"]]
+    assert best["outcome"] == "suggested" and best["rule"] == "amount_date" and best["score"] > 0.85
+    rival = lines["BK-CASH2"]
+    assert best["reasons_not_taken"] == [
+        "another candidate for the same items is about as good: statement line"
+        f" {rival} with ledger entry {entries['E-CASH']}, score {best['score']:g} (rule amount_date)"
+    ]
+    assert best["explanation"].startswith("amounts equal; booked the same day")
+
+
+def test_limit_and_bad_requests(account):
+    _, call, lines, entries, took = account
+    assert len(candidates(call, lines["BK-TOL"], limit=1)["candidates"]) == 1
+    assert len(candidates(call, lines["BK-TOL"], limit=20)["candidates"]) > 1
+    path = f"{BASE}/main-eur/open-items"
+    for query, code in (("side=both", "invalid_parameter"), ("limit=21", "invalid_parameter"), ("limit=x", None)):
+        status, body = call("GET", f"{path}/{lines['BK-TOL']}/candidates?{query}")
+        assert status == 400 and body["error"]["code"] == (code or "invalid_parameter"), body
+    for item in ("999999", "abc", "0", "-1", "1e3", "99999999999999999999999", "%C2%B9"):
+        status, body = call("GET", f"{path}/{item}/candidates")
+        assert status == 404 and body["error"]["code"] == "not_found", (item, body)
+    # Item ids are per side: an entry's id asked as a line names the side it looked on.
+    status, body = call("GET", f"{path}/999999/candidates?side=ledger")
+    assert status == 404 and body["error"]["message"] == "no ledger entry 999999 in this account"
+    # A matched item is not open: 409 naming its match.
+    status, body = call("GET", f"{path}/{lines['BK-TOOK']}/candidates")
+    assert status == 409 and body["error"]["code"] == "item_not_open"
+    assert took["id"] in body["error"]["message"] and body["error"]["details"]["match_id"] == took["id"]
+    status, body = call("GET", f"{path}/{entries['E-TOOK']}/candidates?side=ledger")
+    assert status == 409 and body["error"]["details"]["match_id"] == took["id"]
+    status, body = call("GET", f"{BASE}/nope/open-items/{lines['BK-TOL']}/candidates")
+    assert status == 404 and body["error"]["code"] == "not_found"
+
+
+def test_tenants_are_walls(account):
+    d, call, lines, _, _ = account
+    other = d.create_tenant("globex")
+    status, body = call("GET", f"{BASE}/main-eur/open-items/{lines['BK-TOL']}/candidates", token_=other)
+    assert status == 404 and body["error"]["code"] == "not_found"
+    # An account of the same name in the other tenant does not hold tenant A's items either.
+    status, _ = call("POST", BASE, {"id": "main-eur", "currency": "EUR"}, token_=other)
+    assert status == 201
+    status, body = call("GET", f"{BASE}/main-eur/open-items/{lines['BK-TOL']}/candidates", token_=other)
+    assert status == 404 and body["error"]["code"] == "not_found" and "statement line" in body["error"]["message"]
+
+
+def test_cli_text_and_json(account):
+    d, _, lines, entries, _ = account
+    args = ("recon", "why", "--tenant", "acme", "main-eur")
+    result = d.cli(*args, "--line", str(lines["BK-TOL"]))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.startswith(f"statement line {lines['BK-TOL']}  2026-11-10  112.40 EUR  Mueller Bau")
+    assert f"1. ledger entry {entries['E-TOL']} (E-TOL)  2026-11-10  100.00 EUR  Mueller Bau" in out
+    assert "   - amount differs by 12.40, over the tolerance of 5.00 (rule tolerance)" in out
+    assert "facts: amount difference 12.40 EUR, 0 days apart, names 100% alike, no reference found" in out
+    result = d.cli(*args, "--entry", str(entries["E-DATE"]), "--limit", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert len(data["candidates"]) == 1 and data["side"] == "ledger"
+    assert data["candidates"][0]["reasons_not_taken"][0] == "date 19 days apart, rule window 14 (rule amount_date)"
+    result = d.cli(*args)
+    assert result.returncode == 2 and "--line N or --entry N" in result.stderr
+    result = d.cli(*args, "--line", "999999")
+    assert result.returncode != 0 and "not_found" in result.stderr
+
+
+def test_an_item_a_run_would_match_now_says_so(account):
+    _, call, lines, _, _ = account
+    # A new entry of the same amount and party, two days from the line: the next run would take it.
+    entry = {"external_id": "E-NEW", "date": "2026-11-03", "amount": "250.00", "counterparty": "Schmidt Logistik"}
+    status, _ = call("POST", f"{BASE}/main-eur/ledger", {"entries": [entry]})
+    assert status == 200
+    answer = candidates(call, lines["BK-DATE"])
+    would = answer["would_match"]
+    assert would["rule"] == "amount_date" and [i["external_id"] for i in would["items"]] == ["E-NEW"]
+    assert re.fullmatch(
+        r"would be matched now by rule amount_date, score [0-9.]+: run the account again", would["reason"]
+    )
+    assert answer["candidates"][0]["outcome"] == "would_match"
