@@ -16,10 +16,12 @@ import pytest
 from tierd.core.registry import StatementError
 from tierd.plugins.reconciliation.importers import (
     Camt053Importer,
+    Mt940Importer,
     OfxImporter,
     builtin_importers,
     detect_format,
 )
+from tierd.plugins.reconciliation.imports import check_balances
 
 FIXTURES = Path(__file__).parent / "fixtures"
 D = dt.date
@@ -306,3 +308,118 @@ def test_camt053_batch_transaction_in_a_foreign_currency_is_booked_from_its_coun
         Camt053Importer().parse(text.encode())
     assert err.value.location == "Stmt[1]/Ntry[3]/NtryDtls/TxDtls[1]"
     assert "batch transaction without an amount in EUR (only CHF)" in str(err.value)
+
+
+# --- MT940 -------------------------------------------------------------------------------------
+
+
+def test_mt940_german_subfields_and_sepa_keywords():
+    data = read("mt940_german_subfields.sta")
+    assert b"\r\n" in data and "Bäckerei".encode("latin-1") in data  # CRLF, Latin-1
+    [stmt] = Mt940Importer().parse(data)
+    assert (stmt.account, stmt.currency, stmt.opening_balance, stmt.closing_balance) == (
+        "10020030/1234567890",
+        "EUR",
+        Decimal("12000.00"),
+        Decimal("13840.10"),
+    )
+    assert check_balances(stmt, 1)["ok"]
+    credit, debit, rent = stmt.lines
+    # ?32 name, ?31 IBAN, EREF+ end-to-end id, SVWZ+ remittance joined across full subfields.
+    assert fields(
+        credit, "amount", "counterparty_name", "counterparty_account", "end_to_end_id", "remittance", "bank_reference"
+    ) == (
+        Decimal("1500.00"),
+        "Muster Handels GmbH",
+        "DE44500105175407324931",
+        "RE-2026-0815",
+        "Rechnung RE-2026-0815 vom 01.11.2026 Kd 4711",
+        "9310-1",
+    )
+    # ?32 + ?33 joined mid-word; EREF+NOTPROVIDED is no id; MREF+ and CRED+ stay out of the remittance.
+    assert fields(debit, "amount", "counterparty_name", "end_to_end_id", "remittance") == (
+        Decimal("-89.90"),
+        "Stadtwerke Musterstadt Versorgung GmbH",
+        "",
+        "Strom Abschlag 11/2026 Vertrag 100200300",
+    )
+    # No SEPA keywords: each short subfield is a line of its own.
+    assert fields(rent, "counterparty_name", "remittance", "booking_date") == (
+        "Bäckerei Müller",
+        "Miete November Wohnung 3 OG links",
+        D(2026, 11, 6),
+    )
+    assert all(fields(ln, *FX) == (None, "", None) for ln in stmt.lines)
+
+
+def test_mt940_abwa_names_the_payer_when_there_is_no_name():
+    text = read("mt940_german_subfields.sta").decode("latin-1")
+    text = text.replace("?32Muster Ha\r\nndels GmbH", "")
+    credit = Mt940Importer().parse(text.encode("latin-1"))[0].lines[0]
+    assert credit.counterparty_name == "Muster Holding AG"
+
+
+def test_mt940_swift_envelope_original_amount_charges_and_rate():
+    first, second = Mt940Importer().parse(read("mt940_swift_fx.sta"))
+    # {1:..}{2:..}{4: blocks and -}{5:..} trailers; :62M:/:60M: intermediate balances.
+    assert (first.opening_balance, first.closing_balance) == (Decimal("5000.00"), Decimal("4749.15"))
+    assert (second.opening_balance, second.closing_balance) == (Decimal("4749.15"), Decimal("4999.15"))
+    assert check_balances(first, 1)["ok"] and check_balances(second, 2)["ok"]
+    usd, gbp = first.lines
+    # /OCMT/USD1000,00//CHGS/EUR4,62/ in the :61: supplementary details: (920.38 + 4.62) / 1000.
+    assert fields(usd, "amount", "currency", *FX) == (
+        Decimal("920.38"),
+        "EUR",
+        Decimal("1000.00"),
+        "USD",
+        Decimal("0.925"),
+    )
+    assert fields(usd, "counterparty_name", "end_to_end_id", "bank_reference") == (
+        "Globex Corporation",
+        "GLOBEX-PAY-88121",
+        "FX-0001",
+    )
+    assert "OCMT" not in usd.remittance and "OCMT" not in usd.counterparty_name
+    # /OCMT/ and /EXCH/ in :86:, the rate given as GBP per EUR: turned into EUR per GBP.
+    assert fields(gbp, "amount", *FX) == (Decimal("-1171.23"), Decimal("-1000.00"), "GBP", Decimal("1.1712344811"))
+    assert gbp.counterparty_name == "Acme Supplies Ltd" and gbp.remittance.startswith("PO 4471")
+    # The same currency, less charges: the instructed amount shows them; no rate.
+    [gift] = second.lines
+    assert fields(gift, "amount", "remittance", "counterparty_name", *FX) == (
+        Decimal("250.00"),
+        "INV-7003",  # the :NS: field that follows is not remittance
+        "Jan de Vries",
+        Decimal("251.50"),
+        "EUR",
+        None,
+    )
+
+
+def test_mt940_funds_code_and_entry_date():
+    [stmt] = Mt940Importer().parse(read("mt940_german_subfields.sta"))
+    # "2611051105CR1500,00": value date, entry date MMDD, credit, funds code R.
+    assert (stmt.lines[0].value_date, stmt.lines[0].booking_date, stmt.lines[0].amount) == (
+        D(2026, 11, 5),
+        D(2026, 11, 5),
+        Decimal("1500.00"),
+    )
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("/OCMT/USD1000,00/", "/OCMT/USD1.000,00/", "bad /OCMT/ amount 'USD1.000,00'"),
+        ("/OCMT/USD1000,00/", "/OCMT/1000,00/", "bad /OCMT/ amount '1000,00'"),
+        ("/CHGS/EUR4,62/", "/CHGS/EUR/", "bad /CHGS/ amount 'EUR'"),
+        ("/EXCH/0,8538/", "/EXCH/0/", "bad exchange rate '0'"),
+        ("/EXCH/0,8538/", "/EXCH/abc/", "bad exchange rate 'abc'"),
+    ],
+    ids=["thousands", "no-currency", "no-charge", "zero-rate", "text-rate"],
+)
+def test_mt940_bad_foreign_amounts_name_the_line(old, new, message):
+    text = read("mt940_swift_fx.sta").decode()
+    assert old in text
+    with pytest.raises(StatementError) as err:
+        Mt940Importer().parse(text.replace(old, new).encode())
+    assert message in str(err.value) and err.value.location.startswith("line "), str(err.value)
+    assert err.value.location in ("line 6", "line 10", "line 10 /EXCH/")

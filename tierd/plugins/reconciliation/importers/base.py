@@ -181,3 +181,8 @@ def orient_rate(rate: Decimal, instructed: Decimal, booked: Decimal) -> Decimal:
     if abs(abs(instructed) * inverse - target) < abs(abs(instructed) * rate - target):
         return inverse
     return tidy(rate)
+
+
+def rate_between(booked: Decimal, instructed: Decimal) -> Decimal:
+    """The rate that turned ``instructed`` into ``booked``, to ten decimals."""
+    return tidy((abs(booked) / abs(instructed)).quantize(_RATE_PLACES, rounding=ROUND_HALF_EVEN))

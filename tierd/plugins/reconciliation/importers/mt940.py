@@ -9,22 +9,34 @@ opening and closing balances per statement.
 
 The ``:86:`` text is mined for the structured sub-fields German (``?20``..)
 and Dutch (``/EREF/``..) banks put in it: counterparty, IBAN, end-to-end id.
+German remittance text carries SEPA keywords (``EREF+`` end-to-end id,
+``KREF+`` customer reference, ``MREF+`` mandate, ``CRED+`` creditor id,
+``SVWZ+`` the remittance itself, ``ABWA+``/``ABWE+`` the ultimate parties).
+
+A payment in another currency shows its original amount as SWIFT's
+``/OCMT/USD1000,00/`` (with ``/CHGS/EUR4,62/`` for charges deducted), in the
+``:61:`` supplementary details or in ``:86:``; some banks add the rate as
+``/EXCH/0,925/``. See :func:`_fill_instructed` for how they become the
+line's instructed amount and rate.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from decimal import Decimal
 
 import mt940
 
 from tierd.core.registry import Statement, StatementError, StatementImporter, StatementLine
 
-from .base import clean, decode_text
+from .base import clean, decode_text, orient_rate, parse_localized_decimal, parse_rate, rate_between
 
-_TAG = re.compile(r":(\d\d[A-Z]?):(.*)")
+_TAG = re.compile(r":(\d\d[A-Z]?|NS):(.*)")
+#: SWIFT envelope blocks ahead of the text block on the same line: ``{1:...}{2:...}{4:``.
+_ENVELOPE = re.compile(r"^(\{\d:[^{}]*(\{[^{}]*\})*\})*\{4:")
 _FIELD_61 = re.compile(
-    r"(?P<date>\d{6})(?P<entry>\d{4})?(?P<mark>R?[DC])(?P<funds>[A-Z])?(?P<amount>\d{1,15},\d{0,2})"
+    r"(?P<date>\d{6})(?P<entry>\d{4}|\s{4})?(?P<mark>R?[DC])(?P<funds>[A-Z])?(?P<amount>\d{1,15},\d{0,2})"
     r"(?P<type>[NSF][A-Z0-9]{3})(?P<rest>.*)",
     re.S,
 )
@@ -46,7 +58,7 @@ def _fields(text: str) -> list[tuple[str, str, int]]:
     fields: list[list] = []
     in_banner = True  # before the first tag, or after a "-" separator
     for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.rstrip("\r")
+        line = _ENVELOPE.sub("", raw.rstrip("\r"), count=1)
         m = _TAG.fullmatch(line)
         if m and m.group(1) != "940":
             fields.append([m.group(1), m.group(2), number])
@@ -81,38 +93,152 @@ def _validate(tag: str, value: str, where: str) -> None:
         raise StatementError(f"bad :13D: date-time {first!r}", where)
 
 
+#: The SEPA keywords of German remittance text ("EREF+..."), as the DK
+#: (Deutsche Kreditwirtschaft) format writes them.
+_SEPA_KEYWORD = re.compile(r"(EREF|KREF|MREF|CRED|DEBT|COAM|OAMT|SVWZ|ABWA|ABWE|IBAN|BIC)\+")
+#: The codes of Dutch (and SWIFT-structured) ``:86:`` text: /CODE/value.
+_SLASH_CODES = (
+    "EREF NAME REMI IBAN CNTP ORDP BENM ID CSID MARF TRTP ADDR BIC RTRN SVCL ULTC ULTD PREF OCMT CHGS EXCH ISDT"
+).split()
+_SLASH_CODE = re.compile(r"/(" + "|".join(_SLASH_CODES) + r")/")
+
+
 def _structured_details(details: str) -> dict:
     """Counterparty, IBAN, end-to-end id and remittance from ``:86:`` text."""
     flat = details.replace("\n", "")
-    out = {"name": "", "account": "", "e2e": "", "remittance": clean(details)}
     if re.match(r"^\d{3}\?", flat) or flat.startswith("?"):
-        # German "Mehrzweckfeld": ?20..?29 and ?60..?63 remittance, ?31 IBAN,
-        # ?32/?33 name.
-        parts: dict[str, list[str]] = {}
-        for code, text in re.findall(r"\?(\d\d)([^?]*)", flat):
-            parts.setdefault(code, []).append(text)
-        remit = "".join("".join(parts.get(f"{c}", [])) for c in list(range(20, 30)) + list(range(60, 64)))
-        out["name"] = clean("".join(parts.get("32", []) + parts.get("33", [])))
-        out["account"] = clean("".join(parts.get("31", [])))
-        m = re.search(r"EREF\+(\S+?)(?=(KREF|MREF|CRED|SVWZ|ABWA|$|\s))", remit)
-        if m and m.group(1).upper() != "NOTPROVIDED":
-            out["e2e"] = m.group(1)
-        svwz = re.search(r"SVWZ\+(.*)", remit)
-        out["remittance"] = clean(svwz.group(1) if svwz else remit)
-    elif re.search(r"/(EREF|NAME|REMI|IBAN)/", flat):
-        # Dutch banks (ING, Rabobank, ABN AMRO SEPA): /CODE/value/CODE/value.
-        tokens = re.split(
-            r"/(EREF|NAME|REMI|IBAN|CNTP|ORDP|BENM|ID|CSID|MARF|TRTP|ADDR|BIC|RTRN|SVCL|ULTC|ULTD)/", "/" + flat
-        )
-        pairs = dict(zip(tokens[1::2], tokens[2::2], strict=True))
-        if pairs.get("EREF", "").strip("/").upper() not in ("", "NOTPROVIDED"):
-            out["e2e"] = pairs["EREF"].strip("/ ")
-        name = pairs.get("NAME", "")
-        out["name"] = clean(name.strip("/"))
-        out["account"] = clean(pairs.get("IBAN", "").strip("/"))
-        if pairs.get("REMI"):
-            out["remittance"] = clean(pairs["REMI"].strip("/"))
+        return _german_details(flat)
+    if _SLASH_CODE.search(flat):
+        return _slash_details(flat)
+    return {"name": "", "account": "", "e2e": "", "remittance": _without_fx_codes(details)}
+
+
+#: The width of a German ``:86:`` subfield.
+_SUBFIELD_WIDTH = 27
+
+
+def _german_details(flat: str) -> dict:
+    """The German "Mehrzweckfeld": ``?00`` posting text, ``?20``..``?29`` and
+    ``?60``..``?63`` remittance, ``?30`` BIC, ``?31`` IBAN, ``?32``/``?33`` name.
+
+    A full subfield (27 characters) was cut wherever the width fell, mid-word
+    included, so it joins the next one directly; a shorter one ended a line of
+    text, so a space follows it ("Miete November" + "Wohnung 3").
+    """
+    parts: dict[str, list[str]] = {}
+    for code, text in re.findall(r"\?(\d\d)([^?]*)", flat):
+        parts.setdefault(code, []).append(text)
+
+    def joined(*codes: int) -> str:
+        pieces = [piece for c in codes for piece in parts.get(f"{c:02d}", [])]
+        return "".join(p + ("" if len(p) >= _SUBFIELD_WIDTH else " ") for p in pieces)
+
+    remit = joined(*range(20, 30), *range(60, 64))
+    sepa = _sepa_keywords(remit)
+    e2e = sepa.get("EREF", "")
+    name = clean(joined(32, 33)) or sepa.get("ABWA", "")
+    if sepa:
+        # The remittance is SVWZ+; text before the first keyword counts too.
+        remittance = clean(" ".join(p for p in (sepa.get("", ""), sepa.get("SVWZ", "")) if p))
+    else:
+        remittance = clean(remit)
+    return {
+        "name": name,
+        "account": clean(joined(31)),
+        "e2e": "" if e2e.upper() == "NOTPROVIDED" else e2e,
+        "remittance": remittance or clean(joined(0)),
+    }
+
+
+def _sepa_keywords(remit: str) -> dict[str, str]:
+    """``{"EREF": "...", "SVWZ": "...", "": text before the first keyword}``; empty without keywords."""
+    matches = list(_SEPA_KEYWORD.finditer(remit))
+    if not matches:
+        return {}
+    out = {"": clean(remit[: matches[0].start()])}
+    for m, following in zip(matches, [*matches[1:], None], strict=True):
+        value = clean(remit[m.end() : following.start() if following else len(remit)])
+        out.setdefault(m.group(1), value)
     return out
+
+
+def _slash_details(flat: str) -> dict:
+    """Dutch banks (ING, Rabobank, ABN AMRO SEPA) and SWIFT's structured
+    ``:86:``: ``/CODE/value/CODE/value``; a party is ``/NAME/`` (or the
+    ``/ORDP//NAME/`` or ``/BENM//NAME/`` group)."""
+    tokens = _SLASH_CODE.split("/" + flat)
+    pairs: dict[str, str] = {}
+    for code, value in zip(tokens[1::2], tokens[2::2], strict=True):
+        pairs.setdefault(code, value.strip("/ "))
+    e2e = pairs.get("EREF", "")
+    return {
+        "name": clean(pairs.get("NAME", "")),
+        "account": clean(pairs.get("IBAN", "")),
+        "e2e": "" if e2e.upper() in ("", "NOTPROVIDED") else e2e,
+        "remittance": clean(pairs["REMI"]) if pairs.get("REMI") else clean(flat),
+    }
+
+
+_SWIFT_AMOUNT = re.compile(r"([A-Z]{3})(\d{1,15},\d*)")
+_SWIFT_FX_CODES = re.compile(r"/(OCMT|CHGS|EXCH)/[^/\n]*/?")
+
+
+def _without_fx_codes(text: str) -> str:
+    """``text`` without its /OCMT/, /CHGS/ and /EXCH/ codes (read separately)."""
+    return clean(_SWIFT_FX_CODES.sub(" ", text))
+
+
+def _swift_code(text: str, code: str) -> str | None:
+    """The value of ``/CODE/value/`` in ``text`` (None when absent)."""
+    m = re.search(rf"/{code}/([^/\n]*)", text)
+    return m.group(1).strip() if m else None
+
+
+def _swift_amount(text: str, code: str, where: str) -> tuple[str, Decimal] | None:
+    """``/OCMT/USD1000,00/`` -> ("USD", 1000.00); a malformed one is an error."""
+    value = _swift_code(text, code)
+    if value is None:
+        return None
+    m = _SWIFT_AMOUNT.fullmatch(value)
+    if not m:
+        raise StatementError(
+            f"bad /{code}/ amount {value!r} (expected a currency and an amount, e.g. USD1000,00)", where
+        )
+    return m.group(1), parse_localized_decimal(m.group(2), ",", where, f"/{code}/ amount")
+
+
+def _fill_instructed(line: StatementLine, text: str, where: str) -> None:
+    """The original amount (``/OCMT/``) and the rate, from the ``:61:``
+    supplementary details and ``:86:`` text in ``text``.
+
+    The original amount carries the line's sign, and is kept when it is in
+    another currency, or in the same one but different (charges deducted).
+    The rate is ``/EXCH/`` when the bank gives one (its direction is not
+    standard, so the one that turns the original amount into the booked one
+    is taken); otherwise it is derived as what the original amount was worth
+    before charges in the booked currency: (booked + charges) / original for
+    a credit, (booked − charges) / original for a debit, to ten decimals.
+    """
+    original = _swift_amount(text, "OCMT", where)
+    charges = _swift_amount(text, "CHGS", where)
+    exch_text = _swift_code(text, "EXCH")
+    exch = parse_rate(exch_text, where + " /EXCH/") if exch_text is not None else None
+    if original is None:
+        return
+    currency, value = original
+    booked = abs(line.amount)
+    if currency == line.currency and value == booked:
+        return
+    line.instructed_currency = currency
+    line.instructed_amount = value if line.amount >= 0 else -value
+    if currency == line.currency or value == 0:
+        return
+    if exch is not None:
+        line.exchange_rate = orient_rate(exch, value, line.amount)
+        return
+    fee = charges[1] if charges and charges[0] == line.currency else Decimal(0)
+    gross = booked + fee if line.amount >= 0 else booked - fee
+    line.exchange_rate = rate_between(gross, value) if gross > 0 else None
 
 
 class Mt940Importer(StatementImporter):
@@ -194,7 +320,9 @@ class Mt940Importer(StatementImporter):
         info = _structured_details(details)
         amount = data["amount"].amount
         bank_ref = str(data.get("bank_reference") or "").strip()
-        customer_ref = str(data.get("customer_reference") or "").strip()
+        # The library appends what it reads from :86: (a German KREF+) to the
+        # :61: customer reference; only the :61: one is meant here.
+        customer_ref = str(data.get("customer_reference") or "").split("\n", 1)[0].strip()
         # :61: "//" bank reference is the bank's own; NONREF means none.
         if bank_ref.upper() == "NONREF":
             bank_ref = ""
@@ -202,12 +330,12 @@ class Mt940Importer(StatementImporter):
         if customer_ref and customer_ref.upper() != "NONREF" and customer_ref not in remittance:
             remittance = (remittance + " " + customer_ref).strip()
         entry_date = data.get("entry_date") or data.get("date")
-        return StatementLine(
+        line = StatementLine(
             booking_date=_as_date(entry_date),
             value_date=_as_date(data.get("date")),
             amount=amount,
             currency=data["amount"].currency or currency,
-            counterparty_name=info["name"] or clean(str(data.get("extra_details") or "")),
+            counterparty_name=info["name"] or _without_fx_codes(str(data.get("extra_details") or "")),
             counterparty_account=info["account"],
             remittance=remittance,
             end_to_end_id=info["e2e"],
@@ -215,6 +343,9 @@ class Mt940Importer(StatementImporter):
             raw="\n".join(f":{t}:{v}" for t, v, _ in src),
             location=f"line {src[0][2]}",
         )
+        supplementary = src[0][1].split("\n", 1)[1] if "\n" in src[0][1] else ""
+        _fill_instructed(line, supplementary + "\n" + details.replace("\n", ""), line.location)
+        return line
 
 
 def _as_date(value):
