@@ -14,7 +14,17 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 from .model import BankLine, KnownPayer, LedgerEntry
-from .text import flat_name, is_reference, name_keys, name_similarity, norm_name, norm_ref, payer_keys, ref_grams
+from .text import (
+    flat_name,
+    is_reference,
+    name_keys,
+    name_similarity,
+    norm_name,
+    norm_ref,
+    payer_keys,
+    ref_grams,
+    short_keys,
+)
 
 #: A name key shared by more open items than this is too common to block on.
 MAX_NAME_POSTINGS = 2000
@@ -60,7 +70,7 @@ class Item:
             # and by its external id (some payers quote the document id).
             self.ref = norm_ref(src.reference)
             ext = norm_ref(src.external_id)
-            self.keys = frozenset(k for k in (self.ref, ext) if is_reference(k))
+            self.keys = frozenset(k for k in (self.ref, ext) if is_reference(k)) | short_keys(src.reference)
             self.grams = frozenset()
             self.payer_keys = ()
 
@@ -108,6 +118,13 @@ class Context:
                 return kp
         return None
 
+    def learned(self, bank: Item) -> list[KnownPayer]:
+        """Every ledger counterparty this bank line's payer has been matched to before."""
+        out: list[KnownPayer] = []
+        for key in bank.payer_keys:
+            out.extend(self.known.get(key, {}).values())
+        return out
+
     def to_decimal(self, units: int) -> Decimal:
         return Decimal(units).scaleb(-self.scale)
 
@@ -139,11 +156,16 @@ class DatedIndex:
         return self
 
     def window(self, key, day: int, days: int) -> list[Item]:
+        """Items under ``key`` at most ``days`` from ``day``, either way."""
+        return self.between(key, day - days, day + days)
+
+    def between(self, key, first: int, last: int) -> list[Item]:
+        """Items under ``key`` dated ``first`` to ``last`` (day ordinals, both included)."""
         group = self._groups.get(key)
         if not group:
             return []
         ds = self._days[key]
-        return group[bisect.bisect_left(ds, day - days) : bisect.bisect_right(ds, day + days)]
+        return group[bisect.bisect_left(ds, first) : bisect.bisect_right(ds, last)]
 
 
 def amount_index(items) -> DatedIndex:
@@ -170,6 +192,15 @@ def name_index(items) -> DatedIndex:
         for key in it.name_keys:
             index.add((it.currency, key), it)
     return index.freeze(max_size=MAX_NAME_POSTINGS)
+
+
+def party_index(items) -> DatedIndex:
+    """(currency, whole normalised name) -> items by date: a learned counterparty's items."""
+    index = DatedIndex()
+    for it in items:
+        if it.name:
+            index.add((it.currency, it.name), it)
+    return index.freeze()
 
 
 def payer_phrase(kp: KnownPayer) -> str:

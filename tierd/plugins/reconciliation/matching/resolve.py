@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .rules import Candidate
+from .evidence import Candidate
 
 
 def dedupe(candidates: list[Candidate]) -> list[Candidate]:

@@ -7,9 +7,15 @@ into tokens, and runs of up to three adjacent tokens are joined, so that a
 reference split by punctuation or spaces is found by a hash lookup instead of
 a substring search over every pair.
 
-Names: legal forms and punctuation are dropped ("Müller GmbH" and "MUELLER
-G.M.B.H." both become "muller"/"mueller"), and the remaining words are both
-the text rapidfuzz compares and the keys that block names into small groups.
+Names: compared in one normal form, made here and nowhere else. Case and
+punctuation go; umlauts and ß are transliterated as Germans write them
+without (ä→ae, ö→oe, ü→ue, ß→ss), so "Müller" and "Mueller" are the same name
+while a bank's "MULLER" stays close (92%); legal forms go, multi-word ones too
+("GmbH & Co. KG", "u. Co. KG", "G.m.b.H.", "e.K.", "Gesellschaft mit
+beschränkter Haftung"), since the same customer is written with and without
+them. The remaining words are both the text rapidfuzz compares and the keys
+that block names into small groups. A name cut by the bank (SEPA fields hold
+70 characters, older formats 27) is compared as a prefix of the full one.
 """
 
 from __future__ import annotations
@@ -28,10 +34,30 @@ MIN_REFERENCE_LENGTH = 4
 #: How many adjacent remittance tokens may form one reference.
 MAX_GRAM_TOKENS = 3
 
+#: Legal forms and the filler words around them, as words of a normalised
+#: name (dots are gone, so "G.m.b.H." is "gmbh" and "e. K." is "e k"; "u"
+#: is what is left of "u. Co. KG"). Dropped wherever they stand.
 LEGAL_FORMS = frozenset(
-    "gmbh ag kg ohg ek e k ug mbh co corp corporation inc incorporated llc ltd limited plc sa sas sarl srl spa bv nv "
-    "oy ab as aps sp zoo the und and & cie company".split()
+    "gmbh ggmbh mbh ag kg kgaa ohg gbr ek ev eg u ug haftungsbeschraenkt se partg mbb co corp corporation inc "
+    "incorporated llc ltd limited plc sa sas sarl srl spa bv nv oy ab as aps sp zoo the und and cie company".split()
 )
+
+#: Legal forms spelt out in words, replaced by their abbreviation before the words are split.
+_LONG_FORMS = (
+    (re.compile(r"\bgesellschaft mit beschraenkter haftung\b"), "gmbh"),
+    (re.compile(r"\baktiengesellschaft\b"), "ag"),
+    (re.compile(r"\bkommanditgesellschaft\b"), "kg"),
+    (re.compile(r"\boffene handelsgesellschaft\b"), "ohg"),
+    (re.compile(r"\beingetragene[rn]? (?:kaufmann|kauffrau)\b"), "ek"),
+    (re.compile(r"\beingetragener verein\b"), "ev"),
+)
+
+#: German letters as they are written where the character set lacks them.
+_TRANSLIT = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"})
+
+#: A name this long (letters and digits) that starts another is that name cut
+#: short by the bank, not a different party: shorter prefixes ("Bau") are common.
+MIN_TRUNCATED = 18
 
 
 def norm_ref(text: str) -> str:
@@ -45,6 +71,32 @@ _HAS_DIGIT = re.compile(r"\d").search
 def is_reference(key: str) -> bool:
     """A key worth indexing: long enough and with a digit (not a plain word)."""
     return len(key) >= MIN_REFERENCE_LENGTH and _HAS_DIGIT(key) is not None
+
+
+_DIGIT_RUN = re.compile(r"\d+")
+_YEAR = re.compile(r"(19|20)\d\d")
+#: A serial this short is too likely to be something else (a day, a year, an amount).
+MIN_SERIAL_LENGTH = 5
+
+
+def short_keys(reference: str) -> frozenset[str]:
+    """What payers keep of an invoice number when they drop its prefix: ``"RE-2026-10431"`` ->
+    ``{"10431", "202610431"}``.
+
+    "Rg.Nr. 10431" and "2026-10431" are how customers write RE-2026-10431;
+    the number's last run of digits (its serial, when long enough not to be
+    a year or a day) and all its digits together are looked up too. They are
+    only ever used next to another check (equal amounts, a tolerance, a sum).
+    """
+    runs = _DIGIT_RUN.findall(reference or "")
+    keys = set()
+    if runs and len(runs[-1]) >= MIN_SERIAL_LENGTH and not _YEAR.fullmatch(runs[-1]):
+        keys.add(runs[-1])
+    joined = "".join(runs)
+    if len(runs) > 1 and len(joined) >= MIN_SERIAL_LENGTH + 2:
+        keys.add(joined)
+    keys.discard(norm_ref(reference))
+    return frozenset(keys)
 
 
 def ref_grams(*texts: str) -> frozenset[str]:
@@ -77,10 +129,38 @@ def strip_accents(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
+def fold(text: str) -> str:
+    """Lower case, German letters transliterated, other accents dropped: ``"Müßig"`` -> ``"muessig"``."""
+    low = (text or "").lower()
+    if low.isascii():
+        return low
+    return strip_accents(unicodedata.normalize("NFC", low).translate(_TRANSLIT))
+
+
+def _join_letters(words: list[str]) -> list[str]:
+    """Runs of single letters are one abbreviation: "G.m.b.H." and "G. m. b. H." are "gmbh", "S.A." is "sa"."""
+    out: list[str] = []
+    run = ""
+    for w in words:
+        if len(w) == 1 and w.isalpha():
+            run += w
+            continue
+        if run:
+            out.append(run)
+            run = ""
+        out.append(w)
+    if run:
+        out.append(run)
+    return out
+
+
 @functools.lru_cache(maxsize=65536)  # names repeat: the same customers pay again and again
 def norm_name(text: str) -> str:
-    """``"Müller G.m.b.H."`` -> ``"muller"``: lower case, no accents, no legal form."""
-    words = _WORD.findall(strip_accents((text or "").lower()).replace(".", ""))
+    """``"Müller Bau G.m.b.H. & Co. KG"`` -> ``"mueller bau"``: the form names are compared in."""
+    folded = fold(text)
+    for pattern, short in _LONG_FORMS:
+        folded = pattern.sub(short, folded)
+    words = _join_letters(_WORD.findall(folded))
     kept = [w for w in words if w not in LEGAL_FORMS]
     return " ".join(kept or words)
 
@@ -92,7 +172,7 @@ def flat_name(text: str) -> str:
     Compared next to the word-wise form, it forgives a space in the wrong
     place (banks wrap and cut names), which splits words differently.
     """
-    return "".join(_WORD.findall(strip_accents((text or "").lower())))
+    return "".join(_WORD.findall(fold(text)))
 
 
 @functools.lru_cache(maxsize=65536)
@@ -110,11 +190,17 @@ def name_keys(normalised: str) -> tuple[str, ...]:
     return tuple(sorted(keys))
 
 
+def truncated(a: str, b: str) -> bool:
+    """One name is the other cut short (SEPA's 70 or an old format's 27 characters)."""
+    short, long = (a, b) if len(a) <= len(b) else (b, a)
+    return len(short) >= MIN_TRUNCATED and long.startswith(short)
+
+
 def name_similarity(a: str, b: str, a_flat: str = "", b_flat: str = "") -> float | None:
     """0..1 similarity of two names (normalised, and optionally flat); None if either is unknown."""
     if not a or not b:
         return None
-    if a == b:
+    if a == b or truncated(a, b) or (a_flat and b_flat and truncated(a_flat, b_flat)):
         return 1.0
     # token_set_ratio alone says 100 when one name's words are a subset of
     # the other's ("Lopel" / "Rodka Lopel"): averaged with token_sort_ratio,
