@@ -67,9 +67,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import math
 import random
+import re
 import resource
 import subprocess
 import sys
@@ -135,12 +137,12 @@ REGIONS = (
 ).split()
 #: Common surnames and trades come up more often (list order), as in a real customer base: so
 #: "Müller Bau", "Möller Bau" and "Müller Bau Nord" all exist, and only a careful name comparison tells them apart.
-SURNAME_WEIGHTS = tuple(1 / (i + 1) ** 0.7 for i in range(len(SURNAMES)))
+SURNAME_WEIGHTS = tuple(itertools.accumulate(1 / (i + 1) ** 0.7 for i in range(len(SURNAMES))))  # cumulative
 SURNAME_SET = frozenset(SURNAMES)
-TRADE_WEIGHTS = tuple(1 / (i + 1) ** 0.5 for i in range(len(TRADES)))
+TRADE_WEIGHTS = tuple(itertools.accumulate(1 / (i + 1) ** 0.5 for i in range(len(TRADES))))
 NAME_PATTERNS = ("{s} {t}", "{s} {t}", "{s} & {s2}", "{t} {s}", "{r}-{t}", "{r} {t} {s}", "{s} {t} {r}")
 LEGAL = ("GmbH", "GmbH & Co. KG", "AG", "e.K.", "KG", "OHG", "UG (haftungsbeschränkt)", "GbR", "")
-LEGAL_WEIGHTS = (45, 16, 5, 8, 5, 3, 6, 3, 9)
+LEGAL_WEIGHTS = tuple(itertools.accumulate((45, 16, 5, 8, 5, 3, 6, 3, 9)))
 #: How banks and payers rewrite a legal form.
 LEGAL_VARIANTS = {
     "GmbH & Co. KG": ("GmbH u. Co. KG", "GmbH + Co. KG", "GmbH&Co.KG", "GmbH & Co KG", "GmbH"),
@@ -150,6 +152,8 @@ LEGAL_VARIANTS = {
     "AG": ("Aktiengesellschaft", ""),
     "KG": ("Kommanditgesellschaft", ""),
 }
+#: Words of a legal form, left out when telling two customers' names apart.
+LEGAL_WORDS = frozenset("gmbh co kg ag ek e k ohg ug haftungsbeschraenkt gbr mbh inc llc corp ltd plc sa".split())
 UMLAUTS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss"})
 #: Foreign customers invoiced in their currency: (currency, country, names, legal forms, EUR per unit).
 FOREIGN = (
@@ -187,6 +191,16 @@ FIRST_NAMES = "Anna Lukas Marie Jonas Lea Felix Sophie Paul Laura Tim Julia Jan 
 def cents(n: int) -> Decimal:
     """An integer number of cents as a Decimal with two places (``1200`` -> ``12.00``)."""
     return Decimal(n).scaleb(-2)
+
+
+def name_key(name: str) -> str:
+    """A name without case, umlauts, punctuation and legal form: two customers never share one.
+
+    The benchmark's own, not the engine's: the data must not change when the
+    engine's normalising does.
+    """
+    words = re.findall(r"[a-z0-9]+", name.translate(UMLAUTS).lower().replace(".", ""))
+    return " ".join(w for w in words if w not in LEGAL_WORDS)
 
 
 def make_iban(country: str, bban: str) -> str:
@@ -232,7 +246,11 @@ class Generator:
         self.noise_kinds: Counter = Counter()
         self.known_payers: list[KnownPayer] = []
         self._ids: set[str] = set()
-        self.serial = 10000
+        # Our invoice numbers run with the date, densely, as a real numbering does:
+        # about as many numbers a day as the ledger gets entries.
+        # (Most entries are dated in the statement period or just before it.)
+        self.serials: dict[int, int] = {}  # taken number -> where to look for a free one
+        self.serials_per_day = n / (span_days + 30)
         # A customer pays about 1.5 times a month, whatever the span.
         months = max(1.0, span_days / 30.4)
         n_customers = max(80, int(n * 0.8 / months / 1.5))
@@ -257,7 +275,7 @@ class Generator:
             if len(parties) == count:
                 break
             name = make_name()
-            key = norm_name(name.translate(UMLAUTS))
+            key = name_key(name)
             if key in seen:
                 continue
             seen.add(key)
@@ -286,9 +304,10 @@ class Generator:
 
     def _company_name(self) -> str:
         r = self.rng
-        s, s2 = r.choices(SURNAMES, SURNAME_WEIGHTS, k=2)
-        base = r.choice(NAME_PATTERNS).format(s=s, s2=s2, t=r.choices(TRADES, TRADE_WEIGHTS)[0], r=r.choice(REGIONS))
-        return f"{base} {r.choices(LEGAL, LEGAL_WEIGHTS)[0]}".strip()
+        s, s2 = r.choices(SURNAMES, cum_weights=SURNAME_WEIGHTS, k=2)
+        t = r.choices(TRADES, cum_weights=TRADE_WEIGHTS)[0]
+        base = r.choice(NAME_PATTERNS).format(s=s, s2=s2, t=t, r=r.choice(REGIONS))
+        return f"{base} {r.choices(LEGAL, cum_weights=LEGAL_WEIGHTS)[0]}".strip()
 
     def _foreign_parties(self, spec, count: int) -> list[Party]:
         currency, country, words, forms, rate = spec
@@ -340,8 +359,21 @@ class Generator:
         return cents(int(10 ** r.uniform(math.log10(low * 100), math.log10(high * 100))))
 
     def invoice_ref(self, day: dt.date) -> str:
-        self.serial += self.rng.randint(1, 2)  # dense, as real numbering is: a typo often hits another invoice
-        return f"RE-{day.year}-{self.serial}"
+        """A new invoice number of ``day``: the next free one near where the numbering stands on that day.
+
+        Dense, so a mistyped number often names another real invoice; in date
+        order, so the invoices one transfer pays are not numbered side by side.
+        """
+        days = (day - self.start).days + HISTORY_DAYS
+        serial = 10000 + int(days * self.serials_per_day) + self.rng.randrange(3)
+        passed = []
+        while serial in self.serials:  # the next free number, skipping runs of taken ones
+            passed.append(serial)
+            serial = self.serials[serial]
+        for taken in passed:
+            self.serials[taken] = serial + 1
+        self.serials[serial] = serial + 1
+        return f"RE-{day.year}-{serial}"
 
     def ref_text(self, ref: str, mangled: float) -> tuple[str, str]:
         """How a payer writes invoice ``ref``, and the label of that form."""
@@ -360,10 +392,12 @@ class Generator:
             return f"Rg.Nr. {serial}", form
         if form == "no_prefix":
             return (f"{year}-{serial}" if r.random() < 0.5 else serial), form
-        i = r.randrange(len(serial) - 1)
-        while serial[i] == serial[i + 1]:
-            i = (i + 1) % (len(serial) - 1)
-        swapped = serial[:i] + serial[i + 1] + serial[i] + serial[i + 2 :]
+        pairs = [i for i in range(len(serial) - 1) if serial[i] != serial[i + 1]]
+        if pairs:
+            i = r.choice(pairs)
+            swapped = serial[:i] + serial[i + 1] + serial[i] + serial[i + 2 :]
+        else:  # 11111: nothing to swap, a wrong last digit instead
+            swapped = serial[:-1] + str((int(serial[-1]) + 1) % 10)
         return r.choice((f"RE-{year}-{swapped}", f"RE {year} {swapped}", f"Rg.Nr. {swapped}")), form
 
     def wrap(self, text: str, party: Party, day: dt.date) -> str:
@@ -429,9 +463,9 @@ class Generator:
         # Subscriptions come in cohorts, so they are made first, to their share.
         self._lookalikes(round(self.expected_groups() * SHARES["lookalike"] / sum(SHARES.values())))
         names = [k for k in SHARES if k != "lookalike"]
-        weights = [SHARES[k] for k in names]
+        weights = list(itertools.accumulate(SHARES[k] for k in names))
         while max(len(self.banks), len(self.ledgers)) < self.n * (1 - NOISE_SHARE):
-            getattr(self, "_" + r.choices(names, weights)[0])()
+            getattr(self, "_" + r.choices(names, cum_weights=weights)[0])()
         for _ in range(max(self.n - len(self.banks), math.ceil(self.n * NOISE_SHARE))):
             self._bank_noise()
         for _ in range(max(self.n - len(self.ledgers), math.ceil(self.n * NOISE_SHARE))):
