@@ -423,3 +423,94 @@ def test_mt940_bad_foreign_amounts_name_the_line(old, new, message):
         Mt940Importer().parse(text.replace(old, new).encode())
     assert message in str(err.value) and err.value.location.startswith("line "), str(err.value)
     assert err.value.location in ("line 6", "line 10", "line 10 /EXCH/")
+
+
+def test_mt940_envelope_on_the_tag_line_and_blank_entry_date():
+    text = read("mt940_swift_fx.sta").decode()
+    text = text.replace("{4:\r\n:20:", "{4::20:").replace(":61:261105C250,00", ":61:261105    C250,00")
+    first, second = Mt940Importer().parse(text.encode())
+    assert first.statement_id == "940S261105" and len(first.lines) == 2
+    assert second.lines[0].booking_date == D(2026, 11, 5) and second.lines[0].amount == Decimal("250.00")
+
+
+# --- every public sample ------------------------------------------------------------------------
+
+
+def test_every_shared_sample_imports_or_says_why(shared_statements):
+    importers = {i.format_name: i for i in builtin_importers()}
+    files = sorted(p for p in shared_statements.rglob("*") if p.suffix in (".xml", ".sta", ".ofx"))
+    assert len(files) >= 10
+    for path in files:
+        data = path.read_bytes()
+        fmt = detect_format(data, importers, path.name)
+        assert fmt == {".xml": "camt053", ".sta": "mt940", ".ofx": "ofx"}[path.suffix], path.name
+        if path.name.startswith("malformed_"):
+            with pytest.raises(StatementError) as err:
+                importers[fmt].parse(data)
+            assert err.value.location, path.name
+            continue
+        statements = importers[fmt].parse(data)
+        assert statements, path.name
+        for stmt in statements:
+            assert stmt.currency, path.name
+            for line in stmt.lines:
+                assert line.currency == stmt.currency and line.booking_date, (path.name, line.location)
+
+
+# --- through the daemon ---------------------------------------------------------------------------
+
+BASE = "/v1/reconciliation/accounts"
+RAW = {"Content-Type": "application/octet-stream"}
+
+
+def test_instructed_amounts_are_stored_and_listed(tierd_daemon):
+    d = tierd_daemon({"reconciliation": {}, "plugins": {"disabled": ["webhooks", "notifications"]}})
+    token = d.create_tenant("acme")
+
+    def call(method, path, body=None, data=None, headers=None):
+        return d.request(method, path, json_body=body, data=data, token=token, headers=headers)
+
+    for account in (
+        {"id": "eur", "currency": "EUR", "iban": "DE89370400440532013000"},
+        {"id": "aud", "currency": "AUD", "account_number": "12345678"},
+        {"id": "nl", "currency": "EUR", "iban": "NL91ABNA0417164300"},
+    ):
+        status, body = call("POST", BASE, account)
+        assert status == 201, body
+
+    # A CcyXchg with a zero rate names its element and imports nothing.
+    camt = read("camt053_v8_fx.xml")
+    status, body = call("POST", f"{BASE}/eur/statements", data=camt.replace(b">0.9250<", b">0<"), headers=RAW)
+    assert status == 422 and body["error"]["code"] == "statement_invalid", body
+    assert (
+        body["error"]["details"]["location"] == "Stmt[1]/Ntry[1]/NtryDtls/TxDtls[1]/AmtDtls/InstdAmt/CcyXchg/XchgRate"
+    )
+    status, items = call("GET", f"{BASE}/eur/open-items?side=bank")
+    assert items["statement_lines"] == []
+
+    expected = {
+        "eur": ("camt053_v8_fx.xml", "camt053", 6),
+        "aud": ("ofx1_au_cdata.ofx", "ofx", 4),
+        "nl": ("mt940_swift_fx.sta", "mt940", 3),
+    }
+    listed = {}
+    for account, (name, fmt, count) in expected.items():
+        status, body = call("POST", f"{BASE}/{account}/statements?filename={name}", data=read(name), headers=RAW)
+        assert status == 201 and (body["format"], body["new"], body["rejected"]) == (fmt, count, 0), body
+        status, items = call("GET", f"{BASE}/{account}/open-items?side=bank&limit=100")
+        assert status == 200 and len(items["statement_lines"]) == count
+        listed[account] = {ln["bank_reference"]: ln for ln in items["statement_lines"]}
+
+    def fx(line):
+        return (line["amount"], line["instructed_amount"], line["instructed_currency"], line["exchange_rate"])
+
+    assert fx(listed["eur"]["FX-0001"]) == ("920.38", "1000.00", "USD", "0.925")
+    assert fx(listed["eur"]["FX-0002"]) == ("-1171.23", "-1000.00", "GBP", "1.1712344811")
+    assert fx(listed["eur"]["FX-0005"]) == ("452.10", "5000.00", "SEK", "0.0904200009")
+    assert fx(listed["eur"]["FX-0004"]) == ("-7.50", None, "", None)
+    assert listed["eur"]["FX-0001"]["remittance"] == "RF18539007547034"
+    aws = listed["aud"]["202611040001"]
+    assert fx(aws) == ("-152.37", "-100.00", "USD", "1.5237") and aws["counterparty_name"] == "AMAZON WEB SERVICES"
+    assert listed["aud"]["202611020001"]["counterparty_name"] == "SMITH & JONES <PTY> LTD"
+    assert fx(listed["nl"]["FX-0001"]) == ("920.38", "1000.00", "USD", "0.925")
+    assert fx(listed["nl"]["FX-0003"]) == ("250.00", "251.50", "EUR", None)
