@@ -246,6 +246,11 @@ class Generator:
         self.noise_kinds: Counter = Counter()
         self.known_payers: list[KnownPayer] = []
         self._ids: set[str] = set()
+        # (ledger name, amount) of every entry, and of every payment by or for that name:
+        # a decoy must not give a party a second item of the same amount (that would
+        # make its truth group ambiguous).
+        self.owed: set[tuple[str, Decimal]] = set()
+        self.paid: set[tuple[str, Decimal]] = set()
         # Our invoice numbers run with the date, densely, as a real numbering does:
         # about as many numbers a day as the ledger gets entries.
         # (Most entries are dated in the statement period or just before it.)
@@ -439,6 +444,7 @@ class Generator:
         if account and r.random() < 0.2:
             account = " ".join(account[i : i + 4] for i in range(0, len(account), 4))
         name = party.owner if owner else self.bank_name(party.name)
+        self.paid.add((party.name, amount))
         return self.bank(day, amount, name, account, remittance, **fx)
 
     def identified_by(self, party: Party) -> str:
@@ -450,6 +456,7 @@ class Generator:
 
     def ledger(self, day, amount, name, ref="", currency="EUR") -> str:
         lid = self._id("l")
+        self.owed.add((name, amount))
         self.ledgers.append(LedgerEntry(lid, day, amount, currency, name, ref, external_id=ref or lid))
         return lid
 
@@ -491,6 +498,7 @@ class Generator:
         text = r.choice((f"Rechnung {ref}", f"Re. {ref}", ref, f"Rg. {ref} Kd {s.number}")) if with_ref else "Rechnung"
         lid = self.ledger(bill, amount, s.name, ref)
         bid = self.bank(pay, amount, self.bank_name(s.name), s.iban, text)
+        self.paid.add((s.name, amount))
         self.group(category, "supplier", [bid], [lid])
 
     def _clean_reference(self) -> None:
@@ -711,6 +719,7 @@ class Generator:
         amount = self.amount(round_share=0)
         lid = self.ledger(inv, amount, c.name, self.invoice_ref(inv))
         bid = self.bank(pay, amount, self.bank_name(payer.name), payer.iban, r.choice(ALIAS_TEXTS))
+        self.paid.update((client.name, amount) for client in clients)
         self.group("learned", kind, [bid], [lid])
 
     # --- noise ------------------------------------------------------------------------
@@ -736,13 +745,22 @@ class Generator:
             # Another customer pays the same amount as some open invoice, a few days after it.
             twin = r.choice(self.ledgers)
             amount = twin.amount if twin.currency == "EUR" else self.amount()
-            other = r.choice(self.customers if amount > 0 else self.suppliers)
+            other = self.other_party(self.customers if amount > 0 else self.suppliers, amount, self.owed)
             day = min(self.end - DAY, max(self.start, twin.date + DAY * r.randint(0, 10)))
             text = r.choice(("Danke", "Zahlung", "Anzahlung", f"RE-2025-{r.randint(1000, 9999)}"))
             self.customer_bank(day, amount, other, text)
         else:
-            other = r.choice(self.customers)
-            self.customer_bank(day, self.amount(), other, r.choice(("Anzahlung Auftrag", "Vorkasse", "Abschlag")))
+            amount = self.amount()
+            other = self.other_party(self.customers, amount, self.owed)
+            self.customer_bank(day, amount, other, r.choice(("Anzahlung Auftrag", "Vorkasse", "Abschlag")))
+
+    def other_party(self, parties: list[Party], amount: Decimal, taken: set[tuple[str, Decimal]]) -> Party:
+        """A party with no item of ``amount`` on the other side, for a decoy that stays a decoy."""
+        for _ in range(50):
+            party = self.rng.choice(parties)
+            if (party.name, amount) not in taken:
+                break
+        return party
 
     def _ledger_noise(self) -> None:
         """An entry nobody pays this period: an open invoice, some copying the amount of a payment nearby."""
@@ -753,7 +771,7 @@ class Generator:
         if kind == "decoy" and self.banks:
             twin = r.choice(self.banks)
             day = twin.date - DAY * r.randint(0, 15)
-            c = r.choice(self.customers if twin.amount > 0 else self.suppliers)
+            c = self.other_party(self.customers if twin.amount > 0 else self.suppliers, twin.amount, self.paid)
             self.ledger(day, twin.amount, c.name, self.invoice_ref(day))
         elif kind == "supplier":
             s = r.choice(self.suppliers)
@@ -762,8 +780,9 @@ class Generator:
             c = r.choice(self.foreign)
             self.ledger(day, self.amount(low=200, high=50000), c.name, self.invoice_ref(day), currency=c.currency)
         else:
-            c = r.choice(self.customers)
-            self.ledger(day, self.amount(), c.name, self.invoice_ref(day))
+            amount = self.amount()
+            c = self.other_party(self.customers, amount, self.paid)
+            self.ledger(day, amount, c.name, self.invoice_ref(day))
 
 
 def span_for(n: int, span: str) -> int:
