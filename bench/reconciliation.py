@@ -114,6 +114,8 @@ OWNER_NAME_SHARE = 0.3
 STATEMENT_START = dt.date(2026, 1, 1)
 HISTORY_DAYS = 60  # invoices go back this far before the statement period
 DAY = dt.timedelta(days=1)
+CENT = Decimal("0.01")
+VAT = Decimal("1.19")
 
 SURNAMES = (
     "Müller Schmidt Schneider Fischer Weber Meyer Wagner Becker Schulz Hoffmann Schäfer Koch Bauer Richter Klein "
@@ -298,6 +300,7 @@ class Generator:
         return self.rng.choice((f"{surname}, {first}", f"{first} {surname}", f"{surname.upper()}, {first.upper()}"))
 
     def _iban(self, country: str) -> str:
+        """A random, well-formed IBAN of ``country`` (none for US payers)."""
         r = self.rng
         if country == "DE":
             return make_iban("DE", f"{r.randrange(10**8):08d}{r.randrange(10**10):010d}")
@@ -315,6 +318,7 @@ class Generator:
         return f"{base} {r.choices(LEGAL, cum_weights=LEGAL_WEIGHTS)[0]}".strip()
 
     def _foreign_parties(self, spec, count: int) -> list[Party]:
+        """Up to ``count`` customers invoiced in one foreign currency (a row of ``FOREIGN``)."""
         currency, country, words, forms, rate = spec
         r = self.rng
         names = sorted({f"{r.choice(words)} {r.choice(FOREIGN_TRADES)} {r.choice(forms)}" for _ in range(count)})
@@ -322,11 +326,9 @@ class Generator:
 
     def _learn(self, iban: str, label: str, customer: Party) -> None:
         """Record that ``iban`` paid for ``customer`` in earlier months (an alias the account learned)."""
-        self.known_payers.append(
-            KnownPayer(
-                payer_keys(iban, label)[0], label, norm_name(customer.name), customer.name, self.rng.randint(1, 12)
-            )
-        )
+        times = self.rng.randint(1, 12)
+        key = payer_keys(iban, label)[0]
+        self.known_payers.append(KnownPayer(key, label, norm_name(customer.name), customer.name, times))
 
     def bank_name(self, name: str) -> str:
         """How a bank line spells a party: legal form, hyphens, umlauts, case and SEPA's 27 characters vary."""
@@ -358,9 +360,8 @@ class Generator:
         """An invoice's gross amount: mostly any, sometimes a round net amount plus 19 % VAT."""
         r = self.rng
         if r.random() < round_share:
-            return (Decimal(r.choice([100, 250, 500, 750, 1000, 1500, 2500, 5000])) * Decimal("1.19")).quantize(
-                Decimal("0.01")
-            )
+            net = Decimal(r.choice((100, 250, 500, 750, 1000, 1500, 2500, 5000)))
+            return (net * VAT).quantize(CENT)
         return cents(int(10 ** r.uniform(math.log10(low * 100), math.log10(high * 100))))
 
     def invoice_ref(self, day: dt.date) -> str:
@@ -569,11 +570,11 @@ class Generator:
         total = self.amount(low=300, high=30000)
         ref = self.invoice_ref(inv)
         if r.random() < 0.6:
-            shares = [(total / k).quantize(Decimal("0.01"))] * k
+            shares = [(total / k).quantize(CENT)] * k
         else:
             cuts = sorted(r.sample(range(10, 91), k - 1))
             bounds = zip([0, *cuts], [*cuts, 100], strict=True)
-            shares = [(total * (b - a) / 100).quantize(Decimal("0.01")) for a, b in bounds]
+            shares = [(total * (b - a) / 100).quantize(CENT) for a, b in bounds]
         shares[-1] = total - sum(shares[:-1])
         lid = self.ledger(inv, total, c.name, ref)
         bids = []
@@ -593,7 +594,7 @@ class Generator:
         inv = pay - DAY * r.randint(0, 10)
         amount = self.amount(low=100)
         if amount > 2000 and r.random() < 0.35:
-            detail, fee = "percent", (amount * Decimal(str(round(r.uniform(0.005, 0.01), 4)))).quantize(Decimal("0.01"))
+            detail, fee = "percent", (amount * Decimal(str(round(r.uniform(0.005, 0.01), 4)))).quantize(CENT)
         else:
             detail = "flat"
             fee = cents(r.choice((250, 500, 750, 1000, 1250, 1500))) if r.random() < 0.5 else cents(r.randint(35, 1500))
@@ -667,7 +668,7 @@ class Generator:
         inv = pay - DAY * r.randint(3, 30)
         instructed = self.amount(low=200, high=50000, round_share=0.1)
         rate = (c.rate * Decimal(str(round(r.uniform(0.97, 1.03), 4)))).quantize(Decimal("0.000001"))
-        booked = (instructed * rate).quantize(Decimal("0.01"))
+        booked = (instructed * rate).quantize(CENT)
         roll = r.random()
         if roll < 0.6:
             detail = "exact"
@@ -675,7 +676,7 @@ class Generator:
             detail, booked = "cents", booked + cents(r.choice((-5, -4, -3, -2, -1, 1, 2, 3)))
         else:
             spread = Decimal(str(round(r.uniform(0.0005, 0.003), 5)))
-            detail, booked = "spread", booked - (booked * spread).quantize(Decimal("0.01"))
+            detail, booked = "spread", booked - (booked * spread).quantize(CENT)
         given = r.random() < 0.9
         if not given:
             detail = "no_rate"
