@@ -308,10 +308,6 @@ def test_cli_lists_and_removes(daemon, acme):
     assert result.returncode != 0 and "not_found" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the matching rules do not use Context.known_payer as name evidence yet (the rules' part of issue 13)",
-)
 def test_a_learned_payer_is_matched_automatically_next_time(acme):
     """The trustee's name is nothing like Müller Bau's: equal amounts alone are
     left open. Once a reviewer has matched one of its payments by hand, the

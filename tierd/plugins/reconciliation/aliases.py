@@ -15,10 +15,10 @@ forgetting commit or roll back with the match that taught them.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from tierd.core.api import MAX_CURSOR, ApiError
 
@@ -32,9 +32,11 @@ INT64_MAX = 2**63 - 1
 COLUMNS = "id, bank_key, bank_label, ledger_key, ledger_name, times, first_at, last_at"
 
 
-@dataclasses.dataclass(frozen=True)
-class Lesson:
-    """One thing a match teaches: this bank counterparty paid for that ledger counterparty."""
+class Lesson(NamedTuple):
+    """One thing a match teaches: this bank counterparty paid for that ledger counterparty.
+
+    (A tuple rather than a dataclass: a run makes one per match, tens of thousands.)
+    """
 
     bank_key: str
     bank_label: str
