@@ -7,12 +7,14 @@ and the CLI.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 
 import pytest
 
 from tierd.core.clock import iso, parse_iso
+from tierd.testing import ADMIN_TOKEN, LocalDaemon, assert_index_walk, recorded_reads
 
 BASE = "/v1/reconciliation/accounts"
 ACME = f"{BASE}/main-eur"
@@ -328,3 +330,56 @@ def test_a_learned_payer_is_matched_automatically_next_time(acme):
     # And the run's matches taught in turn.
     [alias] = acme.aliases()
     assert alias["times"] == 3
+
+
+async def test_pages_walk_the_index_and_survive_long_names(tmp_path):
+    """The list reads along the aliases' unique index from the cursor, never a
+    sort or a scan, at any size; a counterparty too long to fit a cursor pages
+    on by the alias's id."""
+    long_name = "Müller Bau GmbH Niederlassung " + " ".join(f"Werk{i}" for i in range(40))
+    names = ["Client A", long_name, "Client C", "Client D"]
+    async with LocalDaemon(tmp_path, json.loads(json.dumps(CONFIG))) as d:
+        assert d.daemon is not None and d.session is not None
+        await d.tenant("acme")
+
+        async def call(method: str, path: str, body=None, params=None):
+            status, answer = await d.call(method, ACME + path, body, tenant="acme", params=params)
+            assert status in (200, 201), (path, answer)
+            return answer
+
+        # Payer i pays 10+i for client i.
+        csv = "date;amount;currency;name;iban;text\n" + "".join(
+            f"2026-11-02;{10 + i}.00;EUR;Payer {i};DE{i:020d};x\n" for i in range(len(names))
+        )
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Tierd-Tenant": "acme"}
+        async with d.session.post(d.url + ACME + "/statements?format=csv", data=csv.encode(), headers=headers) as resp:
+            assert resp.status == 201, await resp.text()
+        entries = [
+            {"external_id": f"E-{i}", "date": "2026-11-02", "amount": f"{10 + i}.00", "counterparty": name}
+            for i, name in enumerate(names)
+        ]
+        await call("POST", "/ledger", {"entries": entries})
+        items = await call("GET", "/open-items")
+        line_of = {ln["amount"]: ln["id"] for ln in items["statement_lines"]}
+        for e in items["ledger_entries"]:
+            await call(
+                "POST", "/matches", {"statement_line_ids": [line_of[e["amount"]]], "ledger_entry_ids": [e["id"]]}
+            )
+
+        listed, cursors = [], []
+        async with recorded_reads(d.daemon.db) as reads:
+            cursor = None
+            while True:
+                page = await call("GET", "/aliases", params={"limit": "1"} | ({"cursor": cursor} if cursor else {}))
+                listed += page["data"]
+                cursor = page["next_cursor"]
+                if cursor is None:
+                    break
+                cursors.append(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+        assert [a["ledger_name"] for a in listed] == names
+        assert cursors[0].startswith("[") and cursors[1].startswith("#")  # the long one pages on by id
+        ours = [sql for sql in reads if "recon_aliases" in sql]
+        assert len(ours) == len(names)
+        for sql in ours:
+            plan = assert_index_walk(d.daemon.db.path, sql)
+            assert not [ln for ln in plan if ln.startswith("SCAN ")], plan
