@@ -200,12 +200,16 @@ async def list_aliases(db, tenant: str, account_id: str, limit: int, cursor: str
     params: list = [tenant, account_id]
     after = _after(cursor)
     if isinstance(after, int):
-        sql += (
-            " AND (bank_key, ledger_key) > (SELECT bank_key, ledger_key FROM recon_aliases"
-            " WHERE tenant_id=? AND account_id=? AND id=?)"
+        row = await db.fetchone(
+            "SELECT bank_key, ledger_key FROM recon_aliases WHERE tenant_id=? AND account_id=? AND id=?",
+            (tenant, account_id, after),
         )
-        params += [tenant, account_id, after]
-    elif after is not None:
+        if row is None:  # better said than a list that silently ends here
+            raise ApiError(
+                400, "invalid_cursor", "the alias this page would follow was removed: start from the first page"
+            )
+        after = [row["bank_key"], row["ledger_key"]]
+    if after is not None:
         sql += " AND (bank_key, ledger_key) > (?, ?)"
         params += after
     rows = await db.fetchall(sql + " ORDER BY bank_key, ledger_key LIMIT ?", (*params, limit))
@@ -214,7 +218,7 @@ async def list_aliases(db, tenant: str, account_id: str, limit: int, cursor: str
 
 def cursor_of(alias: dict) -> str:
     """Where the next page starts: after this alias's keys (JSON), or, for keys too
-    long for a cursor, after this alias's id (gone when it is removed meanwhile)."""
+    long for a cursor, after this alias's id (a 400 once it is removed meanwhile)."""
     keys = json.dumps([alias["bank_key"], alias["ledger_key"]], separators=(",", ":"))
     return keys if len(keys) <= MAX_CURSOR else f"#{alias['id']}"
 
