@@ -91,15 +91,14 @@ class Account:
             {e["external_id"]: e["id"] for e in items["ledger_entries"]},
         )
 
-    def match(self, line: int, entry: int, **headers) -> dict:
-        _, match = self.call(
-            "POST", "/matches", {"statement_line_ids": [line], "ledger_entry_ids": [entry]}, headers=headers, expect=201
-        )
-        return match
+    def match(self, line: int, entry: int) -> dict:
+        """Match one statement line with one ledger entry by hand."""
+        body = {"statement_line_ids": [line], "ledger_entry_ids": [entry]}
+        return self.call("POST", "/matches", body, expect=201)[1]
 
-    def aliases(self, **params) -> list[dict]:
-        query = "&".join(f"{k}={v}" for k, v in params.items())
-        _, page = self.call("GET", "/aliases" + (f"?{query}" if query else ""), expect=200)
+    def aliases(self) -> list[dict]:
+        """The first page of what the account learnt (a page holds them all here)."""
+        _, page = self.call("GET", "/aliases", expect=200)
         return page["data"]
 
     def audit(self, action: str) -> list[dict]:
