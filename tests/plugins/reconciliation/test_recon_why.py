@@ -39,7 +39,7 @@ CONFIG = {
 
 #: bank_reference -> the statement line (booking date, amount, counterparty, remittance).
 LINES = {
-    "BK-TOL": ("2026-11-10", "112.40", "Mueller Bau", "Zahlung"),  # 12.40 more than its entry
+    "BK-TOL": ("2026-11-10", "112.40", "Mueller Bau", "INV-5001"),  # 12.40 more than its entry
     "BK-DATE": ("2026-11-01", "250.00", "Schmidt Logistik", "Lieferung"),  # its entry 19 days later
     "BK-NAME": ("2026-11-05", "333.00", "Zeta Handels", "Ware"),  # its entry's name only 62% alike
     "BK-TOOK": ("2026-11-12", "75.00", "Kappa Papier", "INV-7001"),  # matched by reference
@@ -49,7 +49,13 @@ LINES = {
 }
 
 LEDGER = [
-    {"external_id": "E-TOL", "date": "2026-11-10", "amount": "100.00", "counterparty": "Mueller Bau"},
+    {
+        "external_id": "E-TOL",
+        "date": "2026-11-10",
+        "amount": "100.00",
+        "counterparty": "Mueller Bau",
+        "reference": "INV-5001",
+    },
     {"external_id": "E-DATE", "date": "2026-11-20", "amount": "250.00", "counterparty": "Schmidt Logistik"},
     {"external_id": "E-NAME", "date": "2026-11-05", "amount": "333.00", "counterparty": "Zeta Hundle Services"},
     {
@@ -132,12 +138,15 @@ def test_amount_over_the_tolerance_names_the_difference_and_the_tolerance(accoun
         "currency": "EUR",
         "days_apart": 0,
         "name_similarity": 100,
-        "reference_found": False,
+        "reference_found": True,
         "known_payer": False,
     }
     # Every rule's reason is there too, each naming its rule.
-    assert any("needs equal amounts (rules amount_date, fuzzy_counterparty)" in r for r in best["reasons_not_taken"])
-    assert best["by_rule"]["tolerance"] == ["amount differs by 12.40, over the tolerance of 5.00"]
+    assert (
+        "amount differs by 12.40, the rule needs equal amounts (rules reference, amount_date, fuzzy_counterparty)"
+        in best["reasons_not_taken"]
+    )
+    assert best["by_rule"][0] == {"rule": "tolerance", "unmet": ["amount differs by 12.40, over the tolerance of 5.00"]}
 
 
 def test_dates_beyond_the_window_say_how_far_apart_and_the_window(account):
@@ -237,10 +246,10 @@ def test_cli_text_and_json(account):
     result = d.cli(*args, "--line", str(lines["BK-TOL"]))
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert out.startswith(f"statement line {lines['BK-TOL']}  2026-11-10  112.40 EUR  Mueller Bau")
-    assert f"1. ledger entry {entries['E-TOL']} (E-TOL)  2026-11-10  100.00 EUR  Mueller Bau" in out
+    assert out.startswith(f"statement line {lines['BK-TOL']}  2026-11-10  112.40 EUR  Mueller Bau  INV-5001")
+    assert f"1. ledger entry {entries['E-TOL']} (E-TOL)  2026-11-10  100.00 EUR  Mueller Bau  INV-5001" in out
     assert "   - amount differs by 12.40, over the tolerance of 5.00 (rule tolerance)" in out
-    assert "facts: amount difference 12.40 EUR, 0 days apart, names 100% alike, no reference found" in out
+    assert "facts: amount difference 12.40 EUR, 0 days apart, names 100% alike, reference found" in out
     result = d.cli(*args, "--entry", str(entries["E-DATE"]), "--limit", "1", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)

@@ -25,10 +25,12 @@ from .matching import why as whys
 from .matching.text import norm_account, norm_name, norm_ref, ref_grams
 from .runs import _bank_line, _ledger_entry
 
-#: Rows one neighbourhood query reads at most.
-MAX_ROWS = 3000
-#: Name words and reference keys a query looks for at most.
-MAX_WORDS = 6
+#: Rows each neighbourhood query reads at most (half before the item's date, half after):
+#: the other side's open items, those held by matches, and the item's rivals.
+MAX_ROWS = 400
+MAX_HELD_ROWS = 120
+MAX_RIVAL_ROWS = 160
+#: Reference keys a query looks for at most.
 MAX_KEYS = 200
 
 #: Per side: table, columns, date column, counterparty column, what to present rows with.
@@ -52,15 +54,17 @@ def _squeezed(column: str) -> str:
     return f"upper({out})"
 
 
-def _name_terms(column: str, name: str) -> tuple[list[str], list]:
-    """LIKE terms on a counterparty column for the words of a name (their first and last four letters)."""
-    terms, params = [], []
-    words = [w for w in norm_name(name).split() if len(w) >= 3][:MAX_WORDS]
+def _name_term(column: str, name: str) -> tuple[str, list] | None:
+    """A term on a counterparty column for a name: its (at most) two longest words each appear,
+    by their first or last four letters (a typo or an umlaut spares one of them)."""
+    words = sorted((w for w in norm_name(name).split() if len(w) >= 3), key=lambda w: (-len(w), w))[:2]
+    if not words:
+        return None
+    ands, params = [], []
     for w in words:
-        for part in {w[:4], w[-4:]}:
-            terms.append(f"lower({column}) LIKE ?")
-            params.append(f"%{part}%")
-    return terms, params
+        ands.append(f"(lower({column}) LIKE ? OR lower({column}) LIKE ?)")
+        params += [f"%{w[:4]}%", f"%{w[-4:]}%"]
+    return "(" + " AND ".join(ands) + ")", params
 
 
 def _band_term(currency_col: str, amount_col: str, currency: str, amount: Decimal) -> tuple[str, list]:
@@ -83,8 +87,7 @@ def _conditions(target_side: str, target: dict, rows_side: str, known: list) -> 
     amount = Decimal(target["amount"])
     add(*_band_term("currency", "amount", target["currency"], amount))
     name_col = SIDES[rows_side][3]
-    for term, value in zip(*_name_terms(name_col, target[SIDES[target_side][3]]), strict=True):
-        add(term, [value])
+    names = [(name_col, target[SIDES[target_side][3]])]
     if rows_side == target_side:
         pass  # rivals: an amount or a name like the target's
     elif target_side == "bank":
@@ -96,8 +99,7 @@ def _conditions(target_side: str, target: dict, rows_side: str, known: list) -> 
             add(f"{_squeezed('reference')} IN ({marks})", grams)
             add(f"{_squeezed('external_id')} IN ({marks})", grams)
         for kp in known:
-            for term, value in zip(*_name_terms("counterparty", kp.ledger_name), strict=True):
-                add(term, [value])
+            names.append(("counterparty", kp.ledger_name))
     else:
         add(*_band_term("instructed_currency", "instructed_amount", target["currency"], amount))
         for key in {norm_ref(target["reference"]), norm_ref(target["external_id"])} - {""}:
@@ -108,22 +110,36 @@ def _conditions(target_side: str, target: dict, rows_side: str, known: list) -> 
             if kind == "iban":
                 add(f"{_squeezed('counterparty_account')} = ?", [value])
             else:
-                for term, word in zip(*_name_terms("counterparty_name", kp.bank_label), strict=True):
-                    add(term, [word])
+                names.append(("counterparty_name", kp.bank_label))
+    for column, name in names:
+        term = _name_term(column, name)
+        if term:
+            add(*term)
     return " OR ".join(terms), params
 
 
-async def _rows(db, tenant: str, account_id: str, side: str, held: bool, first: str, last: str, where) -> list[dict]:
-    """Open (or, ``held``, matched) items of one side dated ``first``..``last`` that pass ``where``."""
+async def _rows(
+    db, tenant: str, account_id: str, side: str, held: bool, day: dt.date, reach: int, where, limit: int
+) -> list[dict]:
+    """Open (or, ``held``, matched) items of one side within ``reach`` days of ``day`` that pass ``where``.
+
+    Read outward from the day, backward and forward, at most ``limit``/2 each
+    way: the nearest come first, and no account is too large for it.
+    """
     table, cols, date, *_ = SIDES[side]
     terms, params = where
     match = "match_id IS NOT NULL" if held else "match_id IS NULL"
-    rows = await db.fetchall(
-        f"SELECT {cols} FROM {table} WHERE tenant_id=? AND account_id=? AND {match} AND {date} BETWEEN ? AND ?"
-        f" AND ({terms}) LIMIT {MAX_ROWS}",
-        (tenant, account_id, first, last, *params),
+    sql = f"SELECT {cols} FROM {table} WHERE tenant_id=? AND account_id=? AND {match} AND ({terms})"
+    first, last = (day - dt.timedelta(days=reach)).isoformat(), (day + dt.timedelta(days=reach)).isoformat()
+    back = await db.fetchall(
+        f"{sql} AND {date} BETWEEN ? AND ? ORDER BY {date} DESC LIMIT {limit // 2}",
+        (tenant, account_id, *params, first, day.isoformat()),
     )
-    return [dict(r) for r in rows]
+    forth = await db.fetchall(
+        f"{sql} AND {date} > ? AND {date} <= ? ORDER BY {date} LIMIT {limit // 2}",
+        (tenant, account_id, *params, day.isoformat(), last),
+    )
+    return [dict(r) for r in (*back, *forth)]
 
 
 async def _holders(db, tenant: str, account_id: str, rows: list[dict], partner_side: str) -> dict[str, whys.TakenBy]:
@@ -182,12 +198,11 @@ async def explain(daemon, tenant: str, account: dict, side: str, item_id: int | 
     known = _known_for(side, target, config.known_payers)
     reach = whys.reach_days(config)
     day = dt.date.fromisoformat(target[date])
-    first, last = (day - dt.timedelta(days=reach)).isoformat(), (day + dt.timedelta(days=reach)).isoformat()
     where = _conditions(side, target, other, known)
-    open_rows = await _rows(db, tenant, account["id"], other, False, first, last, where)
-    held_rows = await _rows(db, tenant, account["id"], other, True, first, last, where)
+    open_rows = await _rows(db, tenant, account["id"], other, False, day, reach, where, MAX_ROWS)
+    held_rows = await _rows(db, tenant, account["id"], other, True, day, reach, where, MAX_HELD_ROWS)
     rival_where = _conditions(side, target, side, [])
-    same_side = await _rows(db, tenant, account["id"], side, False, first, last, rival_where)
+    same_side = await _rows(db, tenant, account["id"], side, False, day, reach, rival_where, MAX_RIVAL_ROWS)
     rivals = [r for r in same_side if r["id"] != target["id"]]
     taken = await _holders(db, tenant, account["id"], held_rows, side)
     other_show = SIDES[other][4]

@@ -31,7 +31,7 @@ from . import rules as _rules
 from .context import Context, Item, similarity
 from .engine import Pass, Trace, reconcile
 from .model import BankLine, EngineConfig, KnownPayer, LedgerEntry
-from .text import fuzzy_ref_score
+from .text import flat_name, fuzzy_ref_score, name_similarity, norm_name, norm_ref, payer_keys, ref_grams
 
 Source = BankLine | LedgerEntry
 
@@ -48,17 +48,26 @@ BAND_ABSOLUTE = Decimal(100)
 #: Names at least this alike (0..1) make a neighbour whatever its amount (batches, partial payments).
 NEIGHBOUR_SIMILARITY = 0.6
 #: At most this many neighbours and rivals go into the traced run (the closest ones).
-MAX_NEIGHBOURS = 150
-MAX_RIVALS = 150
+MAX_NEIGHBOURS = 80
+MAX_RIVALS = 60
 
 #: What the built-in rules take when an account's rule list leaves a parameter out.
+#: ``days_after`` left out means as many days after as ``window_days`` before.
 RULE_DEFAULTS: dict[str, dict] = {
     "reference": {"window_days": 45},
     "amount_date": {"window_days": 3},
     "fuzzy_counterparty": {"window_days": 5, "min_similarity": 85},
-    "batch": {"window_days": 3, "max_items": 5, "min_similarity": 80},
-    "partial": {"window_days": 14, "max_items": 5, "min_similarity": 80},
-    "tolerance": {"window_days": 5, "absolute": "0", "percent": 0, "min_similarity": 85},
+    "batch": {"window_days": 90, "days_after": 5, "max_items": 6, "min_similarity": 85},
+    "partial": {"window_days": 14, "ref_window_days": 366, "max_items": 5, "min_similarity": 80},
+    "tolerance": {
+        "window_days": 5,
+        "ref_window_days": 45,
+        "absolute": "15.00",
+        "percent": 1,
+        "single_absolute": "2.50",
+        "single_percent": 0.5,
+        "min_similarity": 85,
+    },
     "fx": {"window_days": 60, "rate_tolerance": 0.5},
 }
 
@@ -84,8 +93,8 @@ class Finding:
     rule: str | None
     score: float | None
     reasons: list[str]
-    #: Rule name -> every condition of it this candidate fails, in the rule's order.
-    by_rule: dict[str, list[str]]
+    #: Each configured rule that applies, closest first: ``{"rule": name, "unmet": [conditions]}``.
+    by_rule: list[dict]
     facts: dict
     #: The rule's own reasons, when a rule proposed the candidate.
     explanation: str | None = None
@@ -232,10 +241,29 @@ def _equal(ctx: Context, pair: Pair) -> Failure | None:
     return Failure(f"amount differs by {_money(ctx, abs(pair.diff))}, the rule needs equal amounts", 1.0)
 
 
-def _window(pair: Pair, window: int | None) -> Failure | None:
-    if window is None or pair.days <= window:
+def _window(pair: Pair, before: int | None, after: int | None = None) -> Failure | None:
+    """The entry must be dated at most ``before`` days before the line and ``after`` days after it.
+
+    ``after`` None means the same as ``before``; ``before`` None, no window at all.
+    """
+    if before is None:
         return None
-    return Failure(f"date {pair.days} days apart, rule window {window}", (pair.days - window) / max(window, 1), True)
+    after = before if after is None else after
+    offset = pair.entry.day - pair.bank.day  # > 0: the entry is dated after the line
+    limit = after if offset > 0 else before
+    if pair.days <= limit:
+        return None
+    gap = (pair.days - limit) / max(limit, 1)
+    if after == before:
+        return Failure(f"date {pair.days} days apart, rule window {before}", gap, True)
+    where = "after" if offset > 0 else "before"
+    return Failure(f"the entry is dated {pair.days} days {where} the line, the rule allows {limit} {where}", gap, True)
+
+
+def _rule_window(rule: str, p: dict) -> tuple[int | None, int | None]:
+    """A rule's (days before, days after) from its parameters."""
+    before, after = _param(rule, p, "window_days"), _param(rule, p, "days_after")
+    return (None if before is None else int(before)), (None if after is None else int(after))
 
 
 def _names_differ(pair: Pair) -> Failure | None:
@@ -295,36 +323,69 @@ def check_fuzzy(ctx: Context, pair: Pair, p: dict) -> list[Failure] | None:
         _currency(pair),
         _signs(pair),
         _equal(ctx, pair),
-        _window(pair, _param("fuzzy_counterparty", p, "window_days")),
+        _window(pair, *_rule_window("fuzzy_counterparty", p)),
         _similar(pair, float(_param("fuzzy_counterparty", p, "min_similarity"))),
     )
 
 
+def _tolerance(ctx: Context, pair: Pair, p: dict, absolute: str, percent: str) -> tuple[Decimal, str]:
+    """The larger of an absolute tolerance and a percentage of the entry, and how to say it."""
+    fixed = Decimal(str(_param("tolerance", p, absolute)))
+    share = Decimal(str(_param("tolerance", p, percent)))
+    amount = abs(pair.entry.src.amount)
+    by_percent = (amount * share / 100).quantize(Decimal(1).scaleb(-ctx.scale), rounding=ROUND_DOWN)
+    if by_percent > fixed:
+        return by_percent, f"{_money(ctx, by_percent)} ({share:g}% of {_money(ctx, amount)})"
+    return fixed, _money(ctx, fixed)
+
+
 def check_tolerance(ctx: Context, pair: Pair, p: dict) -> list[Failure] | None:
+    """A difference within the tolerance, and a reference or the same counterparty to back it.
+
+    With both a reference and the counterparty the rule forgives up to
+    ``absolute``/``percent``; with one of them only ``single_absolute``/``single_percent``.
+    """
     if pair.diff == 0:
         return None  # equal amounts are the other rules' business
-    absolute = Decimal(str(_param("tolerance", p, "absolute")))
-    percent = Decimal(str(_param("tolerance", p, "percent")))
-    scale = Decimal(1).scaleb(-ctx.scale)
-    by_percent = (abs(pair.entry.src.amount) * percent / 100).quantize(scale, rounding=ROUND_DOWN)
-    tol = max(absolute, by_percent)
+    has_ref = pair.ref_found or pair.near_ref > 0
+    min_similarity = float(_param("tolerance", p, "min_similarity"))
+    same_party = pair.party is not None and pair.party * 100 >= min_similarity
     over: Failure | None = None
-    if pair.diff is not None and pair.bank.currency == pair.entry.currency and abs(pair.diff) > tol:
-        shown = f"{_money(ctx, tol)} ({percent:g}% of {_money(ctx, abs(pair.entry.src.amount))})"
-        over = Failure(
-            f"amount differs by {_money(ctx, abs(pair.diff))}, over the tolerance of "
-            + (shown if by_percent > absolute else _money(ctx, tol)),
-            float(abs(pair.diff) / tol - 1) if tol else 1.0,
-            True,
-        )
+    if pair.diff is not None and pair.bank.currency == pair.entry.currency:
+        tiers = ("absolute", "percent") if has_ref and same_party else ("single_absolute", "single_percent")
+        tol, shown = _tolerance(ctx, pair, p, *tiers)
+        if abs(pair.diff) > tol:
+            why_tier = "" if has_ref and same_party else _tier_phrase(ctx, pair, p, has_ref, same_party)
+            over = Failure(
+                f"amount differs by {_money(ctx, abs(pair.diff))}, over the tolerance of {shown}{why_tier}",
+                float(abs(pair.diff) / tol - 1) if tol else 1.0,
+                True,
+            )
     evidence = None
-    if not pair.ref_found and not pair.near_ref:
-        evidence = _similar(pair, float(_param("tolerance", p, "min_similarity")), " and no reference of it found")
-    return _first(_currency(pair), _signs(pair), over, _window(pair, _param("tolerance", p, "window_days")), evidence)
+    if not has_ref:
+        evidence = _similar(pair, min_similarity, " and no reference of it found")
+    window = _param("tolerance", p, "ref_window_days" if has_ref else "window_days")
+    return _first(_currency(pair), _signs(pair), over, _window(pair, None if window is None else int(window)), evidence)
+
+
+def _tier_phrase(ctx: Context, pair: Pair, p: dict, has_ref: bool, same_party: bool) -> str:
+    """Why the stricter tolerance applied: only one of a reference and the counterparty backs the pair."""
+    if not has_ref and not same_party:
+        return ""
+    full, _ = _tolerance(ctx, pair, p, "absolute", "percent")
+    if pair.diff is None or abs(pair.diff) > full:
+        return ""
+    missing = "a reference" if not has_ref else "the same counterparty"
+    return f" without {missing} ({_money(ctx, full)} with it)"
 
 
 def _check_sum(rule: str, whole: str) -> Callable[[Context, Pair, dict], list[Failure] | None]:
-    """batch (a bank line is the sum of entries) and partial (an entry is the sum of bank lines)."""
+    """batch (a bank line is the sum of entries) and partial (an entry is the sum of bank lines).
+
+    The part must come from the whole's counterparty (a similar name or a known
+    payer) or be named by reference, within the rule's days; what is left is
+    the sum itself, which the traced run has looked for.
+    """
 
     def check(ctx: Context, pair: Pair, p: dict) -> list[Failure] | None:
         b, e = pair.bank.src.amount, pair.entry.src.amount
@@ -333,14 +394,17 @@ def _check_sum(rule: str, whole: str) -> Callable[[Context, Pair, dict], list[Fa
             return None  # cannot be a part of the other's sum
         min_similarity = float(_param(rule, p, "min_similarity"))
         same_payer = None if pair.ref_found else _similar(pair, min_similarity, ", no reference shared")
-        window = _param(rule, p, "window_days")
-        failures = _first(_window(pair, window), same_payer)
+        before, after = _rule_window(rule, p)
+        if whole == "ledger" and pair.ref_found:
+            # Instalments that name the invoice may come up to ref_window_days after it.
+            before, after = int(_param(rule, p, "ref_window_days") or 0), before
+        failures = _first(_window(pair, before, after), same_payer)
         if not failures:
             parts = "entries" if whole == "bank" else "lines"
             failures.append(
                 Failure(
-                    f"no 2 to {_param(rule, p, 'max_items')} open {parts} of this party within {window} days"
-                    f" add up to {_money(ctx, abs(big))} with it",
+                    f"no 2 to {_param(rule, p, 'max_items')} open {parts} of this party with it add up to"
+                    f" {_money(ctx, abs(big))}",
                     1.5,
                 )
             )
@@ -416,8 +480,8 @@ def merge_reasons(per_rule: list[tuple[str, list[Failure], tuple]]) -> list[str]
     """Each rule's first unmet condition, most telling first; rules failing alike share one sentence."""
     texts: dict[str, list[str]] = {}
     for name, failures, _ in per_rule:
-        if failures:
-            texts.setdefault(failures[0].text, []).append(name)
+        if failures and name not in texts.setdefault(failures[0].text, []):
+            texts[failures[0].text].append(name)
     return [f"{text} (rule{'s' if len(names) > 1 else ''} {', '.join(names)})" for text, names in texts.items()]
 
 
@@ -438,16 +502,59 @@ def band(amount: Decimal) -> Decimal:
     return max(abs(amount) * BAND_PERCENT / 100, BAND_ABSOLUTE)
 
 
-def closeness(pair: Pair, width: Decimal, reach: int) -> float:
-    """0..1, how plausible a neighbour looks before any rule is asked (None-safe); 0 when implausible."""
-    if pair.days > reach:
-        return 0.0
-    amount = 0.0 if pair.diff is None else max(0.0, 1.0 - float(abs(pair.diff) / width))
-    name = pair.party or 0.0
-    ref = 1.0 if pair.ref_found else pair.near_ref
-    if not amount and not ref and name < NEIGHBOUR_SIMILARITY:
-        return 0.0
-    return 0.3 * ref + 0.2 * name + 0.3 * amount + 0.2 * (1 - pair.days / (reach + 1))
+class Rough:
+    """How plausible the other side's items look next to the target, before any rule is asked.
+
+    Read straight off the items (no engine context), so that only the closest
+    few of what the store loaded are prepared for matching.
+    """
+
+    def __init__(self, target: Source, config: EngineConfig):
+        self.target = target
+        self.bank = isinstance(target, BankLine)
+        self.width, self.reach = band(target.amount), reach_days(config)
+        self.name = norm_name(target.counterparty)
+        self.flat = flat_name(target.counterparty)
+        if isinstance(target, BankLine):
+            self.grams = ref_grams(target.remittance, target.end_to_end_id)
+            self.keys: frozenset[str] = frozenset()
+            self.payer = set(payer_keys(target.counterparty_account, target.counterparty))
+        else:
+            self.grams = frozenset()
+            self.keys = frozenset(k for k in (norm_ref(target.reference), norm_ref(target.external_id)) if k)
+            self.payer = set()
+        self.known = {(kp.bank_key, kp.ledger_key) for kp in config.known_payers}
+
+    def __call__(self, other: Source) -> float:
+        """0..1; 0 when the item is too far off in every respect to be worth a look."""
+        t = self.target
+        days = abs((other.date - t.date).days)
+        if days > self.reach:
+            return 0.0
+        bank, entry = (t, other) if self.bank else (other, t)
+        assert isinstance(bank, BankLine) and isinstance(entry, LedgerEntry)
+        if bank.currency == entry.currency:
+            diff: Decimal | None = bank.amount - entry.amount
+        elif bank.instructed_currency == entry.currency and bank.instructed_amount is not None:
+            diff = bank.instructed_amount - entry.amount
+        else:
+            diff = None
+        amount = 0.0 if diff is None else max(0.0, 1.0 - float(abs(diff) / self.width))
+        sim = name_similarity(self.name, norm_name(other.counterparty), self.flat, flat_name(other.counterparty))
+        name = sim or 0.0
+        if self.known:
+            keys = self.payer if self.bank else set(payer_keys(bank.counterparty_account, bank.counterparty))
+            ledger_key = norm_name(entry.counterparty)
+            if any((k, ledger_key) in self.known for k in keys):
+                name = 1.0
+        if self.bank:
+            ref = 1.0 if {norm_ref(entry.reference), norm_ref(entry.external_id)} & self.grams else 0.0
+        else:
+            text = norm_ref(bank.remittance) + " " + norm_ref(bank.end_to_end_id)
+            ref = 1.0 if any(k in text for k in self.keys) else 0.0
+        if not amount and not ref and name < NEIGHBOUR_SIMILARITY:
+            return 0.0
+        return 0.3 * ref + 0.2 * name + 0.3 * amount + 0.2 * (1 - days / (self.reach + 1))
 
 
 # --- the answer ----------------------------------------------------------------------------------------------
@@ -468,38 +575,37 @@ def why(
     target's side that may compete for them.
     """
     taken = taken or {}
+    limit = max(1, min(limit, MAX_LIMIT))
     side = "bank" if isinstance(target, BankLine) else "ledger"
-    others = list(others)
-    rivals = [r for r in rivals if r.id != target.id]
-    banks = [target, *rivals] if side == "bank" else list(others)
-    ledgers = list(others) if side == "bank" else [target, *rivals]
-    ctx = Context(banks, ledgers, config.known_payers)  # type: ignore[arg-type]
-    mine, theirs = (ctx.banks, ctx.ledgers) if side == "bank" else (ctx.ledgers, ctx.banks)
-    t = mine[target.id]
-    width, reach = band(target.amount), reach_days(config)
-    scored = {o.id: closeness(_oriented(ctx, t, o), width, reach) for o in theirs.values()}
-    near = sorted((o for o in theirs.values() if scored[o.id] > 0), key=lambda o: (-scored[o.id], o.id))
-    near = near[:MAX_NEIGHBOURS]
+    rough = Rough(target, config)
+    scored = [(rough(o), o) for o in others]
+    near = [o for score, o in sorted(scored, key=lambda x: (-x[0], x[1].id)) if score > 0][:MAX_NEIGHBOURS]
+    closest = {o.id: n for n, o in enumerate(near)}
     near_rivals = sorted(
-        (r for r in mine.values() if r is not t),
-        key=lambda r: (abs(r.src.amount - target.amount), abs(r.day - t.day), r.id),
+        (r for r in rivals if r.id != target.id),
+        key=lambda r: (abs(r.amount - target.amount), abs((r.date - target.date).days), r.id),
     )[:MAX_RIVALS]
+    mine: list = [target, *near_rivals]
+    open_near: list = [o for o in near if o.id not in taken]
     trace = Trace()
-    open_near = [o.src for o in near if o.id not in taken]
     if side == "bank":
-        reconcile([target, *(r.src for r in near_rivals)], open_near, config, trace)  # type: ignore[list-item]
+        reconcile(mine, open_near, config, trace)
+        ctx = Context(mine, near, config.known_payers)  # type: ignore[arg-type]
+        t, theirs = ctx.banks[target.id], ctx.ledgers
     else:
-        reconcile(open_near, [target, *(r.src for r in near_rivals)], config, trace)  # type: ignore[list-item]
-    tag = "b" if side == "bank" else "l"
-    findings = _proposed(ctx, t, trace, (tag, t.id))
+        reconcile(open_near, mine, config, trace)
+        ctx = Context(near, mine, config.known_payers)  # type: ignore[arg-type]
+        t, theirs = ctx.ledgers[target.id], ctx.banks
+    findings = _proposed(ctx, t, trace, ("b" if side == "bank" else "l", t.id))
     covered = {i for f in findings for i in (x.id for x in f.items)}
     winners = _winners(trace)
-    for o in near:
-        if o.id not in covered:
-            findings.append(_unproposed(ctx, t, o, config, taken.get(o.id), winners))
+    # Each rule's conditions are checked for the closest of the rest only: enough to fill any page.
+    rest = [o for o in near if o.id not in covered][: max(3 * limit, 30)]
+    for o in rest:
+        findings.append(_unproposed(ctx, t, theirs[o.id], config, taken.get(o.id), winners, closest[o.id]))
     findings.sort(key=lambda f: f.rank)
     would = next((f for f in findings if f.outcome == "would_match"), None)
-    return Answer(findings[: max(1, min(limit, MAX_LIMIT))], would, len(near))
+    return Answer(findings[:limit], would, len(near))
 
 
 def _describe(tagged: Iterable[tuple[str, str]]) -> str:
@@ -549,7 +655,7 @@ def _proposed(ctx: Context, t: Item, trace: Trace, me: tuple[str, str]) -> list[
                 rule=c.rule,
                 score=c.score,
                 reasons=reasons,
-                by_rule={},
+                by_rule=[],
                 facts=facts_of(ctx, t, items),
                 explanation="; ".join(given),
                 rank=(first, -c.score, [i.id for i in items]),
@@ -598,7 +704,9 @@ def _rival(p: Pass, c):
     return None
 
 
-def _unproposed(ctx: Context, t: Item, o: Item, config: EngineConfig, held: TakenBy | None, winners) -> Finding:
+def _unproposed(
+    ctx: Context, t: Item, o: Item, config: EngineConfig, held: TakenBy | None, winners, order: int
+) -> Finding:
     """A neighbour no rule proposed with the target: each rule's first unmet condition."""
     pair = _oriented(ctx, t, o)
     per_rule = rule_failures(ctx, pair, config)
@@ -637,8 +745,8 @@ def _unproposed(ctx: Context, t: Item, o: Item, config: EngineConfig, held: Take
         rule=closest[0] if closest else None,
         score=None,
         reasons=reasons,
-        by_rule={name: [f.text for f in failures] for name, failures, _ in per_rule},
+        by_rule=[{"rule": name, "unmet": [f.text for f in failures]} for name, failures, _ in per_rule],
         facts=facts_of(ctx, t, [o]),
         taken_by=held,
-        rank=(2, *(closest[2][:3] if closest else (99, True, 0.0)), o.id),
+        rank=(2, *(closest[2][:3] if closest else (99, True, 0.0)), order),
     )
