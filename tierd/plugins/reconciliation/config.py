@@ -16,13 +16,13 @@ from tierd.core.schema import Decimal as DecimalField
 
 from .importers.csv import FIELDS as CSV_FIELDS
 from .importers.csv import layout_problems
+from .ledger import CURRENCY_RE
 from .ledger import FIELDS as LEDGER_FIELDS
 from .matching import DEFAULT_RULES, EngineConfig
 from .matching.rules import RULES
 
 ACCOUNT_ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 ACCOUNT_ID_RE = re.compile(ACCOUNT_ID)
-CURRENCY_RE = re.compile(r"[A-Z]{3}")
 
 _LAYOUT_COMMON = {
     "delimiter": Str(default=",", min_len=1, doc="Field separator (one character)"),
@@ -62,6 +62,7 @@ RULE = Obj(
         "max_pool": Int(min=2, max=30, doc="batch/partial: items considered per target"),
         "absolute": DecimalField(min=0, doc="tolerance: largest absolute difference"),
         "percent": Float(min=0, max=100, doc="tolerance: largest difference in percent"),
+        "rate_tolerance": Float(min=0, max=100, doc="fx: percent the converted entry may miss the booked amount by"),
         "auto": Bool(doc="false: this rule only suggests"),
         "auto_threshold": Float(min=0, max=1, doc="Score needed for an automatic match by this rule"),
     }

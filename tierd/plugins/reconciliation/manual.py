@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from tierd.core.api import ApiError
 
-from . import aliases, store
+from . import aliases, exchange, store
 
 
 async def _load_open(db, tenant: str, account_id: str, side: str, ids: list[int]) -> list[dict]:
@@ -44,7 +44,8 @@ async def manual_match(daemon, tenant: str, account: dict, body: dict, actor: st
     lines = await _load_open(db, tenant, account["id"], "bank", bank_ids)
     entries = await _load_open(db, tenant, account["id"], "ledger", ledger_ids)
     bank_total = sum((Decimal(r["amount"]) for r in lines), Decimal(0))
-    ledger_total = sum((Decimal(r["amount"]) for r in entries), Decimal(0))
+    # In the account's currency: entries in another one are valued at a rate.
+    ledger_total, rate = exchange.ledger_value(account["currency"], lines, entries, body.get("exchange_rate"))
     if bank_total - ledger_total != adjustment:
         raise ApiError(
             422,
@@ -60,6 +61,8 @@ async def manual_match(daemon, tenant: str, account: dict, body: dict, actor: st
     explanation = f"matched by hand by {actor}; " + (
         "amounts balance" if not adjustment else f"difference {adjustment} kept as an adjustment"
     )
+    if rate is not None:
+        explanation += f"; ledger entries valued at {rate.normalize():f} {account['currency']} per unit"
     if note:
         explanation += f"; note: {note}"
     now = daemon.clock.time()
@@ -75,6 +78,7 @@ async def manual_match(daemon, tenant: str, account: dict, body: dict, actor: st
                 score=1.0,
                 explanation=explanation,
                 adjustment=adjustment,
+                exchange_rate=rate,
                 bank_ids=bank_ids,
                 ledger_ids=ledger_ids,
                 actor=actor,
