@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from .context import Context, DatedIndex, Item, key_index, payer_phrase, similarity
-from .rules import Candidate, closeness, days_phrase, name_phrase, name_weight, names_differ
+from .context import Context, DatedIndex, Item, key_index
+from .evidence import Candidate, clean, closeness, days_phrase, party
 from .text import fuzzy_ref_score
 
 
@@ -81,14 +81,12 @@ def _candidate(ctx: Context, b: Item, entry: Item, window: int, rate_tolerance: 
     diff = booked - converted
     if abs(diff) * 100 > abs(booked) * rate_tolerance:
         return None  # the bank's own figures disagree beyond its spread: let a person look
-    known = ctx.known_payer(b, entry)
-    sim = similarity(b, entry)
+    who = party(ctx, b, entry)
     found = bool((b.keys | b.grams) & entry.keys)
     fref = 1.0 if found else (fuzzy_ref_score(entry.ref, b.grams) if entry.ref else 0.0)
-    evidence = max(fref, 1.0 if known else name_weight(sim))
     d = abs(b.day - entry.day)
     date_part = 0.1 * closeness(d, window)
-    score = 0.7 + 0.15 * evidence + date_part - (0.1 if names_differ(sim) and not known else 0.0)
+    score = 0.7 + 0.15 * max(fref, who.weight) + date_part - (0.1 if who.differ else 0.0)
     places = max(ctx.scale, 2)
     ccy = b.src.instructed_currency
     reasons = [
@@ -97,11 +95,11 @@ def _candidate(ctx: Context, b: Item, entry: Item, window: int, rate_tolerance: 
         f"reference {entry.src.reference or entry.src.external_id} in remittance"
         if found
         else (f"reference {entry.src.reference} nearly in remittance ({round(fref * 100)}% alike)" if fref else None),
-        payer_phrase(known) if known else name_phrase(sim),
+        who.phrase,
         f"exchange difference {_money(diff, places)} kept as an adjustment" if diff else "no exchange difference",
         days_phrase(d),
     ]
     adjustment = int(diff.scaleb(ctx.scale))
-    c = Candidate("fx", score, [b], [entry], [r for r in reasons if r], adjustment=adjustment, date_part=date_part)
+    c = Candidate("fx", score, [b], [entry], clean(reasons), adjustment=adjustment, date_part=date_part)
     c.exchange_rate = rate
     return c
