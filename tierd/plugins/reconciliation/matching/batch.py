@@ -30,6 +30,7 @@ from collections.abc import Callable
 from .context import Context, DatedIndex, Item, key_index, name_index, party_index
 from .evidence import Candidate, Party, clean, ledger_label, party, span_phrase
 from .subsets import find_subsets
+from .text import swapped_key
 
 #: Score of each alternative where several combinations fit: a suggestion, never automatic.
 AMBIGUOUS_SCORE = 0.75
@@ -148,7 +149,9 @@ def batch_rule(ctx: Context, p: dict) -> list[Candidate]:
     max_items = int(p.get("max_items", 6))
     max_pool = int(p.get("max_pool", 20))
     budget = int(p.get("budget", 20_000))
-    min_sim = float(p.get("min_similarity", 85)) / 100
+    # Near-namesakes ("Mayer Bau" / "Meyer Bau", 89%) must not share a pool: a
+    # customer's own spellings are identical once normalised.
+    min_sim = float(p.get("min_similarity", 92)) / 100
     ledgers = list(ctx.open_ledgers.values())
     by_name = name_index(ledgers)
     by_party = party_index(ledgers) if ctx.known else None
@@ -159,12 +162,29 @@ def batch_rule(ctx: Context, p: dict) -> list[Candidate]:
         fits = _fits(b)
         named = {it.id: it for key in sorted(b.keys | b.grams) for it in by_key.between(key, first, last) if fits(it)}
         same = _same_party(ctx, b, by_name, by_party, first, last, fits, min_sim, bank_side=True)
-        pool = Pool(list(named.values()), same)
+        pool = Pool(_named_items(b, named, same), same)
         if len(pool.named) + len(same) < 2:
             continue
         for f in solve(pool, abs(b.units), max_items, max_pool, budget, b.day):
             out.append(_batch_candidate(ctx, b, f, pool))
     return out
+
+
+def _named_items(b: Item, named: dict[str, Item], same: dict[str, tuple[Item, Party]]) -> list[Item]:
+    """The open items the payment names, as far as they belong to its counterparty.
+
+    Numbering is dense, so a mistyped number is often another customer's
+    invoice: where the payment names items of its own counterparty, items of
+    others are dropped, and the counterparty's items whose number it wrote
+    with two digits swapped are added. Where it names only others' items
+    (a payment service paying for several), they are kept.
+    """
+    own = [it for i, it in named.items() if i in same]
+    if not own:
+        return list(named.values())
+    grams = b.keys | b.grams
+    swapped = [it for i, (it, _) in same.items() if i not in named and swapped_key(it.keys, grams)]
+    return own + swapped
 
 
 def _fits(t: Item) -> Callable[[Item], bool]:
@@ -244,7 +264,10 @@ def partial_rule(ctx: Context, p: dict) -> list[Candidate]:
         # Instalments come after the invoice, however long after; a few days before is a booking lag.
         named = {it.id: it for key in sorted(t.keys) for it in by_key.between(key, t.day - window, t.day + ref_window)}
         named = {i: it for i, it in named.items() if fits(it)}
-        same = _same_party(ctx, t, by_name, None, t.day - window, t.day + window, fits, min_sim, bank_side=False)
+        # Where lines name the item, its counterparty's other lines over the same long span may
+        # complete them (a part whose reference the payer mistyped); otherwise only nearby ones.
+        last = t.day + (ref_window if named else window)
+        same = _same_party(ctx, t, by_name, None, t.day - window, last, fits, min_sim, bank_side=False)
         for i, it in named.items():
             # A line naming the item counts as its counterparty when its name agrees (or is missing).
             if i not in same:

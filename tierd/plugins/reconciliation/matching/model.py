@@ -22,7 +22,7 @@ DEFAULT_RULES: tuple[dict, ...] = (
     {"rule": "fx", "window_days": 60, "rate_tolerance": 0.5},
     {"rule": "amount_date", "window_days": 3},
     {"rule": "fuzzy_counterparty", "min_similarity": 85, "window_days": 5},
-    {"rule": "fuzzy_counterparty", "min_similarity": 90, "window_days": 45, "days_after": 3},
+    {"rule": "fuzzy_counterparty", "min_similarity": 95, "window_days": 45, "days_after": 3},
     {
         "rule": "tolerance",
         "absolute": "15.00",

@@ -28,7 +28,8 @@ from .evidence import (
     party,
     ref_label,
 )
-from .text import fuzzy_ref_score
+from .fx import fx_rule
+from .text import fuzzy_ref_score, norm_ref, swapped_key
 
 __all__ = [
     "RULES",
@@ -119,10 +120,14 @@ def reference_rule(ctx: Context, p: dict) -> list[Candidate]:
             who = party(ctx, b, entry)
             date_part = 0.05 * closeness(d, window)
             score = 0.9 + date_part + 0.05 * (who.weight if who.sim is not None else 0.5)
+            short = key not in (entry.ref, norm_ref(entry.src.external_id))
+            if short:
+                score -= 0.02  # only the serial was written: "Rg.Nr. 10431"
             if who.differ:
                 # A typo in one reference can make it another real invoice's
-                # number: when the names disagree a person should look.
-                score -= 0.1
+                # number (numbering is dense): when the names disagree a person
+                # should look, and always where only a serial was written.
+                score -= 0.15 if short else 0.1
             reasons = [
                 f"reference {ref_label(entry, key)} in {where}",
                 "amounts equal",
@@ -147,11 +152,17 @@ def amount_date_rule(ctx: Context, p: dict) -> list[Candidate]:
         fref = fuzzy_ref_score(entry.ref, b.grams) if entry.ref else 0.0
         date_part = 0.25 * closeness(d, window)
         score = 0.6 + date_part + 0.15 * max(who.weight, fref)
+        # A line without a name (a bank fee, a card payment) against an entry
+        # with one is weaker than two items that both name nobody.
+        one_named = who.sim is None and bool(b.name or entry.name)
+        if one_named:
+            score -= 0.02
         reasons = [
             "amounts equal",
             days_phrase(d),
             f"reference {entry.src.reference} nearly in remittance ({round(fref * 100)}% alike)" if fref else None,
             who.phrase,
+            "only one side names a counterparty" if one_named else None,
         ]
         out.append(Candidate("amount_date", score, [b], [entry], clean(reasons), date_part=date_part))
     return out
@@ -183,6 +194,11 @@ def fuzzy_counterparty_rule(ctx: Context, p: dict) -> list[Candidate]:
 # --- amounts that differ a little (fees) ------------------------------------------------------
 
 
+#: A near reference counts as evidence of a fee deducted only this alike (a
+#: transposition of two digits in "RE-2026-10431" is 91% alike).
+NEAR_REFERENCE = 90
+
+
 def _tolerance_units(ctx: Context, entry: Item, absolute: Decimal, percent: Decimal) -> int:
     """The larger of an absolute tolerance and a percentage of the entry, in engine units."""
     return max(int(absolute.scaleb(ctx.scale)), int(abs(entry.units) * percent / 100))
@@ -192,86 +208,92 @@ def tolerance_rule(ctx: Context, p: dict) -> list[Candidate]:
     """(f) Amounts within a tolerance (a fee deducted), the difference kept as an adjustment.
 
     A small difference alone proves nothing, so a candidate also needs a
-    reference (exact or near) or the same counterparty (a similar name or a
-    known payer). How large a difference is forgiven depends on how much of
-    that evidence there is: with both a reference and the counterparty, up
-    to ``absolute`` (15.00) or ``percent`` (1%) of the amount, what banks
-    charge for a transfer; with only one of them, the stricter
-    ``single_absolute`` (2.50) or ``single_percent`` (0.5%). Its pool comes
-    from the reference index (within ``ref_window_days``) and the name
-    index (within ``window_days``); then the amount is checked.
+    reference (exact, with two digits swapped, or nearly alike) or the same
+    counterparty (a similar name or a known payer). How large a difference
+    is forgiven depends on how much of that evidence there is: with both a
+    reference and the counterparty, up to ``absolute`` (15.00) or ``percent``
+    (1%) of the amount, what banks charge for a transfer; with only one of
+    them, the stricter ``single_absolute`` (2.50) or ``single_percent``
+    (0.5%). A named invoice may be up to ``ref_window_days`` (45) old, an
+    unnamed one only ``window_days`` (5). The pool comes from the reference
+    and name indexes; then the amount is checked.
     """
     window = int(p.get("window_days", 5))
     ref_window = int(p.get("ref_window_days", 45))
-    absolute = Decimal(str(p.get("absolute", "15.00")))
-    percent = Decimal(str(p.get("percent", 1)))
-    single_absolute = Decimal(str(p.get("single_absolute", "2.50")))
-    single_percent = Decimal(str(p.get("single_percent", 0.5)))
+    full = (Decimal(str(p.get("absolute", "15.00"))), Decimal(str(p.get("percent", 1))))
+    single = (Decimal(str(p.get("single_absolute", "2.50"))), Decimal(str(p.get("single_percent", 0.5))))
     min_sim = float(p.get("min_similarity", 85)) / 100
     by_key = key_index(ctx.open_ledgers.values())
     by_name = name_index(ctx.open_ledgers.values())
     by_party = party_index(ctx.open_ledgers.values()) if ctx.known else None
     out = []
     for b in ctx.open_banks.values():
-        pool: dict[str, Item] = {entry.id: entry for entry, _, _ in _reference_hits(b, by_key, ref_window)}
+        widest = max(window, ref_window)
+        pool: dict[str, Item] = {entry.id: entry for entry, _, _ in _reference_hits(b, by_key, widest)}
         for nk in b.name_keys:
-            for entry in by_name.window((b.currency, nk), b.day, window):
+            for entry in by_name.window((b.currency, nk), b.day, widest):
                 pool.setdefault(entry.id, entry)
         if by_party is not None:
             for kp in ctx.learned(b):
-                for entry in by_party.window((b.currency, kp.ledger_key), b.day, window):
+                for entry in by_party.window((b.currency, kp.ledger_key), b.day, widest):
                     pool.setdefault(entry.id, entry)
         for entry in sorted(pool.values(), key=lambda it: it.id):
             diff = b.units - entry.units
             if entry.currency != b.currency or diff == 0 or entry.units * b.units <= 0:
                 continue
-            if abs(diff) > _tolerance_units(ctx, entry, absolute, percent):
+            if abs(diff) > _tolerance_units(ctx, entry, *full):
                 continue  # too far apart even with every piece of evidence
-            exact = bool((b.keys | b.grams) & entry.keys)
-            fref = 1.0 if exact else (fuzzy_ref_score(entry.ref, b.grams) if entry.ref else 0.0)
-            who = party(ctx, b, entry)
-            same_party = who.sim is not None and who.sim >= min_sim
-            if not fref and not same_party:
-                continue
-            if fref and same_party:
-                tol, basis = _tolerance_units(ctx, entry, absolute, percent), "reference and counterparty agree"
-            else:
-                tol, basis = _tolerance_units(ctx, entry, single_absolute, single_percent), ""
-            if abs(diff) > tol:
-                continue
-            d = abs(b.day - entry.day)
-            date_part = 0.05 * closeness(d, ref_window if fref else window)
-            score = (
-                0.7
-                + 0.2 * fref
-                + 0.05 * who.weight
-                + date_part
-                - 0.05 * abs(diff) / max(tol, 1)
-                - (0.1 if who.differ else 0.0)
-            )
-            adj = ctx.to_decimal(diff)
-            reasons = [
-                f"reference {entry.src.reference} in remittance"
-                if exact
-                else (
-                    f"reference {entry.src.reference} nearly in remittance ({round(fref * 100)}% alike)"
-                    if fref
-                    else None
-                ),
-                who.phrase,
-                f"bank amount {ctx.to_decimal(b.units)} differs from ledger amount {ctx.to_decimal(entry.units)}"
-                f" by {adj}, within the tolerance of {ctx.to_decimal(tol)}"
-                + (f" ({basis})" if basis else "")
-                + ", kept as an adjustment",
-                days_phrase(d),
-            ]
-            out.append(
-                Candidate("tolerance", score, [b], [entry], clean(reasons), adjustment=diff, date_part=date_part)
-            )
+            c = _fee_candidate(ctx, b, entry, diff, full, single, min_sim, window, ref_window)
+            if c is not None:
+                out.append(c)
     return out
 
 
-from .fx import fx_rule  # noqa: E402  (the fx rule builds on the evidence helpers above)
+def _reference_evidence(b: Item, entry: Item) -> tuple[float, str | None]:
+    """How surely the bank line names the entry's invoice (0..1), and the phrase saying so."""
+    if (b.keys | b.grams) & entry.keys:
+        return 1.0, f"reference {entry.src.reference or entry.src.external_id} in remittance"
+    if swapped_key(entry.keys, b.grams):
+        return 0.95, f"reference {entry.src.reference} in remittance with two digits swapped"
+    # Numbering is dense: a reference 80% alike is as often the next invoice as a typo of this one.
+    fref = fuzzy_ref_score(entry.ref, b.grams, NEAR_REFERENCE) if entry.ref else 0.0
+    if fref:
+        return fref, f"reference {entry.src.reference} nearly in remittance ({round(fref * 100)}% alike)"
+    return 0.0, None
+
+
+def _fee_candidate(
+    ctx: Context, b: Item, entry: Item, diff: int, full, single, min_sim: float, window: int, ref_window: int
+) -> Candidate | None:
+    """The candidate for a fee deducted, if the evidence covers the difference."""
+    fref, ref_phrase = _reference_evidence(b, entry)
+    who = party(ctx, b, entry)
+    same_party = who.sim is not None and who.sim >= min_sim
+    d = abs(b.day - entry.day)
+    if not fref and (not same_party or d > window):
+        return None
+    if 0 < fref < 0.95 and not same_party:
+        return None  # a reference only alike, and nothing else: as likely the next invoice's number
+    if fref and same_party:
+        tol, basis = _tolerance_units(ctx, entry, *full), " (reference and counterparty agree)"
+    else:
+        tol, basis = _tolerance_units(ctx, entry, *single), ""
+    if abs(diff) > tol:
+        return None
+    date_part = 0.05 * closeness(d, ref_window if fref else window)
+    score = (
+        0.7 + 0.2 * fref + 0.05 * who.weight + date_part - 0.05 * abs(diff) / max(tol, 1) - (0.1 if who.differ else 0.0)
+    )
+    adj = ctx.to_decimal(diff)
+    reasons = [
+        ref_phrase,
+        who.phrase,
+        f"bank amount {ctx.to_decimal(b.units)} differs from ledger amount {ctx.to_decimal(entry.units)}"
+        f" by {adj}, within the tolerance of {ctx.to_decimal(tol)}{basis}, kept as an adjustment",
+        days_phrase(d),
+    ]
+    return Candidate("tolerance", score, [b], [entry], clean(reasons), adjustment=diff, date_part=date_part)
+
 
 #: Rule name (as written in the configuration) -> candidate generator.
 RULES: dict[str, Callable[[Context, dict], list[Candidate]]] = {

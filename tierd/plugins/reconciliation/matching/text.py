@@ -38,13 +38,16 @@ MAX_GRAM_TOKENS = 3
 #: name (dots are gone, so "G.m.b.H." is "gmbh" and "e. K." is "e k"; "u"
 #: is what is left of "u. Co. KG"). Dropped wherever they stand.
 LEGAL_FORMS = frozenset(
-    "gmbh ggmbh mbh ag kg kgaa ohg gbr ek ev eg u ug haftungsbeschraenkt se partg mbb co corp corporation inc "
+    "gmbh ggmbh mbh gesellschaft ag kg kgaa ohg gbr ek e kfm ekfm ev eg u ug haftungsbeschraenkt haftungsbeschr "
+    "se partg mbb "
+    "co corp corporation inc "
     "incorporated llc ltd limited plc sa sas sarl srl spa bv nv oy ab as aps sp zoo the und and cie company".split()
 )
 
 #: Legal forms spelt out in words, replaced by their abbreviation before the words are split.
 _LONG_FORMS = (
     (re.compile(r"\bgesellschaft mit beschraenkter haftung\b"), "gmbh"),
+    (re.compile(r"\bgesellschaft mbh\b"), "gmbh"),
     (re.compile(r"\baktiengesellschaft\b"), "ag"),
     (re.compile(r"\bkommanditgesellschaft\b"), "kg"),
     (re.compile(r"\boffene handelsgesellschaft\b"), "ohg"),
@@ -115,6 +118,20 @@ def ref_grams(*texts: str) -> frozenset[str]:
     return frozenset(grams)
 
 
+def swapped_key(keys: frozenset[str], grams: frozenset[str]) -> str | None:
+    """The key found in ``grams`` with two adjacent characters swapped (a "Zahlendreher"), if any.
+
+    The payer's commonest typo. A ratio says a transposition in a short
+    serial ("11887" for "11878") is only 80% alike, no more than the next
+    invoice's number; looked for as what it is, it is told apart.
+    """
+    for key in sorted(keys):
+        for i in range(len(key) - 1):
+            if key[i] != key[i + 1] and key[:i] + key[i + 1] + key[i] + key[i + 2 :] in grams:
+                return key
+    return None
+
+
 def fuzzy_ref_score(ref: str, grams: frozenset[str], cutoff: float = 80) -> float:
     """Similarity 0..1 of ``ref`` to its closest gram (typos), 0 below ``cutoff``."""
     if not ref or not grams:
@@ -162,7 +179,14 @@ def norm_name(text: str) -> str:
         folded = pattern.sub(short, folded)
     words = _join_letters(_WORD.findall(folded))
     kept = [w for w in words if w not in LEGAL_FORMS]
+    if len(words) >= 2 and kept and kept[-1] == words[-1] and words[-2] in LEGAL_FORMS and _cut_legal_form(words[-1]):
+        kept.pop()  # "Lang & Weiß Gesellschaft m", "Fischer UG (h": the bank cut the legal form
     return " ".join(kept or words)
+
+
+def _cut_legal_form(word: str) -> bool:
+    """A short word that a legal form starts with: what is left where a name was cut inside it."""
+    return len(word) <= 4 and any(form.startswith(word) for form in LEGAL_FORMS)
 
 
 @functools.lru_cache(maxsize=65536)
