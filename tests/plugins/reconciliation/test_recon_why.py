@@ -8,10 +8,17 @@ and ledger built so that each item stays open for one known reason, one run.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
+from decimal import Decimal
 
 import pytest
+
+from tierd.plugins.reconciliation.matching import BankLine, EngineConfig, LedgerEntry
+from tierd.plugins.reconciliation.matching.model import KnownPayer
+from tierd.plugins.reconciliation.matching.why import why
+from tierd.testing import DaemonProcess
 
 BASE = "/v1/reconciliation/accounts"
 COLUMNS = ("booking_date", "amount", "currency", "counterparty_name", "remittance", "bank_reference")
@@ -78,8 +85,6 @@ def statement() -> bytes:
 @pytest.fixture(scope="module")
 def account(tmp_path_factory):
     """A daemon with the account imported and run once: (daemon, call, line ids, entry ids, run)."""
-    from tierd.testing import DaemonProcess
-
     d = DaemonProcess(tmp_path_factory.mktemp("why"), CONFIG)
     d.start()
     try:
@@ -215,6 +220,8 @@ def test_limit_and_bad_requests(account):
     for item in ("999999", "abc", "0", "-1", "1e3", "99999999999999999999999", "%C2%B9"):
         status, body = call("GET", f"{path}/{item}/candidates")
         assert status == 404 and body["error"]["code"] == "not_found", (item, body)
+    status, body = call("GET", f"{path}/abc/candidates")
+    assert body["error"]["message"] == "no statement line 'abc' in this account"
     # Item ids are per side: an entry's id asked as a line names the side it looked on.
     status, body = call("GET", f"{path}/999999/candidates?side=ledger")
     assert status == 404 and body["error"]["message"] == "no ledger entry 999999 in this account"
@@ -274,3 +281,54 @@ def test_an_item_a_run_would_match_now_says_so(account):
         r"would be matched now by rule amount_date, score [0-9.]+: run the account again", would["reason"]
     )
     assert answer["candidates"][0]["outcome"] == "would_match"
+
+
+# --- the pure part, on the engine's own items ---------------------------------------------------------------
+
+
+def test_foreign_currency_reasons_name_the_instructed_amount_and_the_window():
+    day = dt.date(2026, 11, 10)
+    config = EngineConfig(
+        rules=[{"rule": "fx", "window_days": 60, "rate_tolerance": 0.5}, {"rule": "amount_date", "window_days": 3}]
+    )
+    line = BankLine(
+        "1",
+        day,
+        Decimal("921.30"),
+        "EUR",
+        "Globex Inc",
+        remittance="Payment",
+        instructed_amount=Decimal("1000.00"),
+        instructed_currency="USD",
+        exchange_rate=Decimal("0.9213"),
+    )
+    off = LedgerEntry("10", day, Decimal("1012.40"), "USD", "Globex Inc", reference="INV-1")
+    late = LedgerEntry("11", day + dt.timedelta(days=80), Decimal("1000.00"), "USD", "Globex Inc", reference="INV-2")
+    answer = why(line, [off, late], [], config)
+    by_id = {c.items[0].id: c for c in answer.candidates}
+    assert by_id["10"].reasons[0] == "instructed amount differs from the entry's by 12.40 USD (rule fx)"
+    assert by_id["10"].facts["amount_difference"] == "-12.40" and by_id["10"].facts["currency"] == "USD"
+    assert by_id["11"].reasons[0] == "date 80 days apart, rule window 60 (rule fx)"
+    assert (
+        "currency USD, the line is in EUR (instructed 1000.00 USD): only the fx rule converts (rule amount_date)"
+        in by_id["11"].reasons
+    )
+    # A line that names no instructed amount cannot be compared with a foreign entry at all.
+    plain = BankLine("2", day, Decimal("500.00"), "EUR", "Globex Inc")
+    answer = why(plain, [LedgerEntry("12", day, Decimal("500.00"), "USD", "Globex Inc")], [], config)
+    assert answer.candidates[0].reasons[0] == (
+        "currency USD, the line is in EUR and names no instructed amount (rules fx, amount_date)"
+    )
+    assert answer.candidates[0].facts["amount_difference"] is None
+
+
+def test_a_known_payer_is_a_fact_and_the_search_reaches_its_entries():
+    day = dt.date(2026, 11, 10)
+    payer = KnownPayer("iban:DE02120300000000202051", "DE02120300000000202051", "zeta", "Zeta", 3)
+    config = EngineConfig(rules=[{"rule": "amount_date", "window_days": 3}], known_payers=[payer])
+    iban = "DE02 1203 0000 0000 2020 51"
+    line = BankLine("1", day, Decimal("480.00"), "EUR", "Holding Ost", counterparty_account=iban)
+    entry = LedgerEntry("10", day + dt.timedelta(days=9), Decimal("480.00"), "EUR", "Zeta GmbH")
+    [found] = why(line, [entry], [], config).candidates
+    assert found.facts["known_payer"] is True and found.facts["name_similarity"] < 50
+    assert found.reasons[0] == "date 9 days apart, rule window 3 (rule amount_date)"

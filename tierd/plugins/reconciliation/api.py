@@ -9,7 +9,6 @@ Who did something is :func:`tierd.core.api.actor_of`: the token ("admin" or
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -330,18 +329,13 @@ async def open_items(request: web.Request) -> web.Response:
     return json_response(out)
 
 
-#: An item id in a path: digits that SQLite can hold (anything else is no item: 404).
-_ITEM_ID = re.compile(r"[1-9][0-9]{0,18}")
-
-
 async def item_candidates(request: web.Request) -> web.Response:
     """Why an open item is still open: its closest candidates, each with why it was not taken."""
     tenant, account = await account_of(request)
     side = query_choice(request, "side", ("bank", "ledger")) or "bank"
     limit = int_param(request, "limit", 5, 1, 20)
-    raw = request.match_info["item"]
-    item_id = int(raw) if _ITEM_ID.fullmatch(raw) and int(raw) <= MAX_ITEM_ID else None
-    return json_response(await candidates.explain(daemon_of(request), tenant, account, side, item_id, limit))
+    item = request.match_info["item"]
+    return json_response(await candidates.explain(daemon_of(request), tenant, account, side, item, limit))
 
 
 async def list_imports(request):

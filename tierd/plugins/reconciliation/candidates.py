@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 from decimal import Decimal
 
 from tierd.core.api import ApiError
@@ -172,11 +173,18 @@ async def _holders(db, tenant: str, account_id: str, rows: list[dict], partner_s
     }
 
 
-async def open_item(db, tenant: str, account_id: str, side: str, item_id: int | None) -> dict:
+#: An item id as a path gives it: digits SQLite can hold (anything else names no item).
+ITEM_ID = re.compile(r"[1-9][0-9]{0,18}")
+MAX_ITEM_ID = 2**63 - 1
+
+
+async def open_item(db, tenant: str, account_id: str, side: str, item: str) -> dict:
     """The item, if it is there and open: 404 ``not_found`` or 409 ``item_not_open`` otherwise."""
+    item_id = int(item) if ITEM_ID.fullmatch(item) and int(item) <= MAX_ITEM_ID else None
     row = (await store.items_by_id(db, tenant, account_id, side, [item_id])).get(item_id) if item_id else None
     if row is None:
-        raise ApiError(404, "not_found", f"no {WHAT[side]} {item_id} in this account", {"side": side})
+        shown = item if item_id else repr(item[:40])
+        raise ApiError(404, "not_found", f"no {WHAT[side]} {shown} in this account", {"side": side})
     if row["match_id"]:
         raise ApiError(
             409,
@@ -187,10 +195,11 @@ async def open_item(db, tenant: str, account_id: str, side: str, item_id: int | 
     return row
 
 
-async def explain(daemon, tenant: str, account: dict, side: str, item_id: int | None, limit: int) -> dict:
-    """The answer of ``GET .../open-items/{item}/candidates``: the item and its closest candidates."""
+async def explain(daemon, tenant: str, account: dict, side: str, item: str, limit: int) -> dict:
+    """The answer of ``GET .../open-items/{item}/candidates``: the item (its id as the path gives it)
+    and its closest candidates."""
     db = daemon.db
-    target = await open_item(db, tenant, account["id"], side, item_id)
+    target = await open_item(db, tenant, account["id"], side, item)
     config = engine_config(account_settings(daemon.config, tenant, account["id"]))
     config.known_payers = await aliases.known_payers(db, tenant, account["id"])
     other = "ledger" if side == "bank" else "bank"
