@@ -332,3 +332,31 @@ def test_a_known_payer_is_a_fact_and_the_search_reaches_its_entries():
     [found] = why(line, [entry], [], config).candidates
     assert found.facts["known_payer"] is True and found.facts["name_similarity"] < 50
     assert found.reasons[0] == "date 9 days apart, rule window 3 (rule amount_date)"
+
+
+def test_a_traced_run_matches_exactly_as_an_untraced_one():
+    from tierd.plugins.reconciliation.matching import reconcile
+    from tierd.plugins.reconciliation.matching.engine import Trace
+
+    day = dt.date(2026, 11, 10)
+    banks = [
+        BankLine("1", day, Decimal("150.00"), "EUR", "Mueller GmbH", remittance="INV-1043"),
+        BankLine("2", day, Decimal("20.00"), "EUR", "Kasse"),
+        BankLine("3", day, Decimal("20.00"), "EUR", "Kasse"),
+        BankLine("4", day, Decimal("97.50"), "EUR", "Beta KG", remittance="INV-2002"),
+    ]
+    ledgers = [
+        LedgerEntry("10", day, Decimal("150.00"), "EUR", "Mueller GmbH", reference="INV-1043"),
+        LedgerEntry("11", day, Decimal("20.00"), "EUR", "Kasse"),
+        LedgerEntry("12", day, Decimal("100.00"), "EUR", "Beta KG", reference="INV-2002"),
+    ]
+    trace = Trace()
+    plain, traced = reconcile(banks, ledgers), reconcile(banks, ledgers, trace=trace)
+    assert plain == traced and plain.matches and plain.suggestions
+    assert [p.rule for p in trace.passes] == [r["rule"] for r in EngineConfig().rules][: len(trace.passes)]
+    # Every candidate is recorded with the reasons its rule gave, before resolve asked a person.
+    first = trace.passes[0]
+    assert first.rule == "reference" and first.auto and first.reasons[0][0].startswith("reference INV-1043")
+    [amount_date] = [p for p in trace.passes if p.rule == "amount_date"]
+    cash = [c for c in amount_date.suggested if c.ledger_ids == ("11",)]
+    assert len(cash) == 2 and cash[0].reasons[-1] == "another candidate for the same items is about as good"
