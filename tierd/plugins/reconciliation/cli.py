@@ -279,7 +279,7 @@ def _facts_line(facts: dict) -> str:
     parts = []
     if facts["amount_difference"] is not None:
         parts.append(f"amount difference {facts['amount_difference']} {facts['currency']}")
-    parts.append(f"{facts['days_apart']} days apart")
+    parts.append(count_of(facts["days_apart"], "day") + " apart")
     if facts["name_similarity"] is not None:
         parts.append(f"names {facts['name_similarity']}% alike")
     parts.append("reference found" if facts["reference_found"] else "no reference found")
@@ -311,15 +311,21 @@ def why(cli, tenant, account, line, entry, limit, as_json):
     if data["would_match"]:
         click.echo(f"  {data['would_match']['reason']}")
     looked = data["looked_at"]
-    click.echo(f"{looked['items']} item(s) of the other side looked at, within {looked['days']} days")
+    other = ("ledger entry", "ledger entries") if side == "bank" else ("statement line", "statement lines")
+    click.echo(f"{count_of(looked['items'], *other)} looked at, within {looked['days']} days of it")
     if not data["candidates"]:
         click.echo("no candidates: nothing of the other side comes near it")
     for n, c in enumerate(data["candidates"], 1):
         click.echo("")
         for k, it in enumerate(c["items"]):
             click.echo(f"{f'{n}.' if k == 0 else '  '} {_item_line(it)}")
-        scored = f", score {c['score']:g}" if c["score"] is not None else ""
-        click.echo(f"   {c['outcome'].replace('_', ' ')}; rule {c['rule'] or '-'}{scored}")
+        outcome = c["outcome"].replace("_", " ")
+        if c["score"] is not None:
+            click.echo(f"   {outcome} by rule {c['rule']}, score {c['score']:g}")
+        else:
+            click.echo(f"   {outcome}; closest rule {c['rule'] or '-'}")
         for reason in c["reasons_not_taken"]:
             click.echo(f"   - {reason}")
+        if c["explanation"]:
+            click.echo(f"   the rule's reasons: {c['explanation']}")
         click.echo(f"   facts: {_facts_line(c['facts'])}")
