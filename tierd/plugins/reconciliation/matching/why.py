@@ -51,13 +51,16 @@ NEIGHBOUR_SIMILARITY = 0.6
 MAX_NEIGHBOURS = 80
 MAX_RIVALS = 60
 
+#: A reference at least this sure (two digits swapped) counts as named; one only alike needs the name too.
+SURE_REFERENCE = 0.95
+
 #: What the built-in rules take when an account's rule list leaves a parameter out.
 #: ``days_after`` left out means as many days after as ``window_days`` before.
 RULE_DEFAULTS: dict[str, dict] = {
     "reference": {"window_days": 45},
     "amount_date": {"window_days": 3},
     "fuzzy_counterparty": {"window_days": 5, "min_similarity": 85},
-    "batch": {"window_days": 90, "days_after": 5, "max_items": 6, "min_similarity": 85},
+    "batch": {"window_days": 90, "days_after": 5, "max_items": 6, "min_similarity": 92},
     "partial": {"window_days": 14, "ref_window_days": 366, "max_items": 5, "min_similarity": 80},
     "tolerance": {
         "window_days": 5,
@@ -131,6 +134,9 @@ class Pair:
     known: KnownPayer | None
     ref_found: bool
     near_ref: float
+    #: How surely the line names the entry's reference, 0..1, as the fee rule weighs it
+    #: (exact, two digits swapped, nearly alike).
+    ref_evidence: float
 
     @property
     def party(self) -> float | None:
@@ -139,6 +145,7 @@ class Pair:
 
 
 def pair_of(ctx: Context, bank: Item, entry: Item) -> Pair:
+    """What the rules would look at between a bank line and a ledger entry (the engine's normalisation)."""
     b, e = bank.src, entry.src
     if b.currency == e.currency:
         diff: Decimal | None = b.amount - e.amount
@@ -148,6 +155,8 @@ def pair_of(ctx: Context, bank: Item, entry: Item) -> Pair:
     else:
         diff, ccy = None, ""
     found = bool((bank.keys | bank.grams) & entry.keys)
+    weigh = getattr(_rules, "_reference_evidence", None)
+    near = 0.0 if found or not entry.ref else fuzzy_ref_score(entry.ref, bank.grams)
     return Pair(
         bank,
         entry,
@@ -157,7 +166,8 @@ def pair_of(ctx: Context, bank: Item, entry: Item) -> Pair:
         similarity(bank, entry),
         ctx.known_payer(bank, entry),
         found,
-        0.0 if found or not entry.ref else fuzzy_ref_score(entry.ref, bank.grams),
+        near,
+        weigh(bank, entry)[0] if weigh else (1.0 if found else near),
     )
 
 
@@ -340,32 +350,38 @@ def _tolerance(ctx: Context, pair: Pair, p: dict, absolute: str, percent: str) -
 
 
 def check_tolerance(ctx: Context, pair: Pair, p: dict) -> list[Failure] | None:
-    """A difference within the tolerance, and a reference or the same counterparty to back it.
+    """A difference within the tolerance, backed by a reference or the same counterparty.
 
     With both a reference and the counterparty the rule forgives up to
     ``absolute``/``percent``; with one of them only ``single_absolute``/``single_percent``.
+    A named entry may be ``ref_window_days`` away, an unnamed one ``window_days``;
+    a reference only alike needs the counterparty too.
     """
     if pair.diff == 0:
         return None  # equal amounts are the other rules' business
-    has_ref = pair.ref_found or pair.near_ref > 0
+    ref = pair.ref_evidence
     min_similarity = float(_param("tolerance", p, "min_similarity"))
     same_party = pair.party is not None and pair.party * 100 >= min_similarity
     over: Failure | None = None
     if pair.diff is not None and pair.bank.currency == pair.entry.currency:
-        tiers = ("absolute", "percent") if has_ref and same_party else ("single_absolute", "single_percent")
+        tiers = ("absolute", "percent") if ref and same_party else ("single_absolute", "single_percent")
         tol, shown = _tolerance(ctx, pair, p, *tiers)
         if abs(pair.diff) > tol:
-            why_tier = "" if has_ref and same_party else _tier_phrase(ctx, pair, p, has_ref, same_party)
+            why_tier = "" if ref and same_party else _tier_phrase(ctx, pair, p, bool(ref), same_party)
             over = Failure(
                 f"amount differs by {_money(ctx, abs(pair.diff))}, over the tolerance of {shown}{why_tier}",
                 float(abs(pair.diff) / tol - 1) if tol else 1.0,
                 True,
             )
     evidence = None
-    if not has_ref:
+    if not ref:
         evidence = _similar(pair, min_similarity, " and no reference of it found")
-    window = _param("tolerance", p, "ref_window_days" if has_ref else "window_days")
-    return _first(_currency(pair), _signs(pair), over, _window(pair, None if window is None else int(window)), evidence)
+    elif ref < SURE_REFERENCE and not same_party:
+        evidence = _similar(pair, min_similarity, ", and its reference is only nearly in the remittance")
+    window = int(_param("tolerance", p, "window_days") or 0)
+    if ref:
+        window = max(window, int(_param("tolerance", p, "ref_window_days") or 0))
+    return _first(_currency(pair), _signs(pair), over, _window(pair, window), evidence)
 
 
 def _tier_phrase(ctx: Context, pair: Pair, p: dict, has_ref: bool, same_party: bool) -> str:
