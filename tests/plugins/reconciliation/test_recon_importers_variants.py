@@ -113,6 +113,16 @@ def test_ofx_empty_curdef_takes_each_transactions_currency():
     )
     assert (b.amount, b.currency) == (Decimal("-12.00"), "EUR")
     assert fields(a, *FX) == (None, "", None)  # no conversion: the rate 1.0 names the same currency
+    # The same with CURDEF left open (SGML) and the header on one line with odd spacing.
+    text = read("ofx1_curdef_empty.ofx").decode().replace("<CURDEF></CURDEF>", "<CURDEF>")
+    header, body = text.split("\n\n", 1)
+    one_line = "  " + "  ".join(h.replace(":", ": ") for h in header.split("\n")) + "\n" + body
+    [again] = OfxImporter().parse(one_line.encode())
+    assert [(ln.amount, ln.currency, ln.bank_reference) for ln in again.lines] == [
+        (Decimal("310.00"), "EUR", "EU-1"),
+        (Decimal("-12.00"), "EUR", "EU-2"),
+    ]
+    assert again.account == "DE89370400440532013000"
 
 
 def test_ofx_lowercase_tags_and_cr_only_line_ends():
@@ -257,6 +267,15 @@ def test_camt053_v2_names_and_entry_level_amount_details():
     text = text.replace("<AcctSvcrRef>FX-0001</AcctSvcrRef>", "<AcctSvcrRef>FX-0001</AcctSvcrRef>" + details, 1)
     usd = Camt053Importer().parse(text.encode())[0].lines[0]
     assert fields(usd, "counterparty_name", *FX) == ("Globex Corporation", Decimal("1000.00"), "USD", Decimal("0.925"))
+
+
+def test_camt053_rate_from_the_counter_value_when_the_bank_gives_none():
+    text = read("camt053_v8_fx.xml").decode()
+    start = text.index("<CcyXchg>")
+    text = text[:start] + text[text.index("</CcyXchg>", start) + len("</CcyXchg>") :]
+    usd = Camt053Importer().parse(text.encode())[0].lines[0]
+    # TxAmt 925.00 EUR for InstdAmt 1000.00 USD.
+    assert fields(usd, *FX) == (Decimal("1000.00"), "USD", Decimal("0.925"))
 
 
 def test_camt053_rate_about_other_currencies_is_not_taken():

@@ -36,6 +36,7 @@ from .base import (
     parse_decimal,
     parse_iso_date,
     parse_rate,
+    rate_between,
     reject_xml_declarations,
     tidy,
 )
@@ -277,7 +278,9 @@ def _fill_instructed(line: StatementLine, details: ET.Element | None, where: str
 
     The instructed amount is recorded when it is in another currency than the
     booked one, or in the same currency but different (charges deducted); it
-    carries the line's sign.
+    carries the line's sign. The rate is the first ``CcyXchg``'s; without
+    one, the counter value in the booked currency (``TxAmt``/``CntrValAmt``)
+    over the instructed amount.
     """
     if details is None:
         return
@@ -306,6 +309,11 @@ def _fill_instructed(line: StatementLine, details: ET.Element | None, where: str
                 xchg, f"{where}/{path}/CcyXchg", currency, line.currency, value, line.amount
             )
             return
+    # No CcyXchg: the counter value in the booked currency (before charges)
+    # over the instructed amount is the rate the bank applied.
+    counter = next((a[2][0] for a in amounts if a[0] != "InstdAmt" and a[2][1] == line.currency), None)
+    if counter and value:
+        line.exchange_rate = rate_between(counter, value)
 
 
 def _rate_per_instructed_unit(

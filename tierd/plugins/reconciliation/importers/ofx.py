@@ -38,6 +38,7 @@ _CDATA_OPEN, _CDATA_CLOSE = "<![CDATA[", "]]>"
 #: one stays text.
 _IGNORED = re.compile(r"<!\[CDATA\[.*?\]\]>|<!--.*?-->|<\?.*?\?>", re.S)
 _OFX_START = re.compile(r"<OFX>", re.I)
+_SPACE = re.compile(r"\s*")
 _OFX_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})(\d{6}(\.\d+)?)?(\[[^\]]*\])?")
 _AMOUNT = re.compile(r"[+-]?(\d+([.,]\d*)?|[.,]\d+)")
 
@@ -154,8 +155,7 @@ def parse_tree(text: str) -> Node:
     root = Node("ROOT", 0)
     stack = [root]
     while True:
-        while reader.pos < len(body) and body[reader.pos].isspace():
-            reader.pos += 1
+        reader.pos = _SPACE.match(body, reader.pos).end()  # type: ignore[union-attr]
         if reader.pos >= len(body):
             break
         m = _TAG.match(body, reader.pos)
