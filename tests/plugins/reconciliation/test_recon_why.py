@@ -360,3 +360,20 @@ def test_a_traced_run_matches_exactly_as_an_untraced_one():
     [amount_date] = [p for p in trace.passes if p.rule == "amount_date"]
     cash = [c for c in amount_date.suggested if c.ledger_ids == ("11",)]
     assert len(cash) == 2 and cash[0].reasons[-1] == "another candidate for the same items is about as good"
+
+
+def test_an_entry_a_better_line_would_take_names_that_line():
+    day = dt.date(2026, 11, 10)
+    config = EngineConfig(rules=[{"rule": "reference"}, {"rule": "amount_date", "window_days": 3}])
+    mine = BankLine("1", day, Decimal("100.00"), "EUR", "Alpha AG", remittance="Zahlung")
+    better = BankLine("2", day, Decimal("100.00"), "EUR", "Alpha AG", remittance="Rechnung INV-9001")
+    entry = LedgerEntry("10", day, Decimal("100.00"), "EUR", "Alpha AG", reference="INV-9001")
+    answer = why(mine, [entry], [better], config)
+    [found] = answer.candidates
+    assert found.outcome == "lost" and answer.would_match is None
+    assert re.fullmatch(
+        r"statement line 2 is a better match for it \(rule reference, score [0-9.]+\)", found.reasons[0]
+    ), found.reasons
+    # Without the better line, the same entry would be matched now.
+    answer = why(mine, [entry], [], config)
+    assert answer.would_match is answer.candidates[0] and answer.would_match.rule == "amount_date"
