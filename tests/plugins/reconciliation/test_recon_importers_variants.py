@@ -22,6 +22,7 @@ from tierd.plugins.reconciliation.importers import (
     detect_format,
 )
 from tierd.plugins.reconciliation.imports import check_balances
+from tierd.plugins.reconciliation.matching.text import norm_ref, ref_grams
 
 FIXTURES = Path(__file__).parent / "fixtures"
 D = dt.date
@@ -231,8 +232,10 @@ def test_camt053_payments_in_other_currencies_keep_what_was_instructed():
         "026009593-4471",
         "GLOBEX-PAY-88121",
     )
-    # The structured creditor reference, printed with spaces, is one reference.
+    # The structured creditor reference, printed with spaces, is one reference,
+    # which the matcher finds for a ledger entry that writes it with spaces.
     assert usd.remittance == "RF18539007547034"
+    assert norm_ref("RF18 5390 0754 7034") in ref_grams(usd.remittance, usd.end_to_end_id)
     # A payment out in GBP: UnitCcy EUR, 0.8538 GBP per EUR, so 1/0.8538 EUR per GBP.
     assert fields(gbp, "amount", *FX) == (Decimal("-1171.23"), Decimal("-1000.00"), "GBP", Decimal("1.1712344811"))
     assert fields(gbp, "counterparty_name", "remittance") == ("Acme Supplies Ltd", "PO 4471 October delivery")
@@ -369,6 +372,13 @@ def test_mt940_german_subfields_and_sepa_keywords():
         D(2026, 11, 6),
     )
     assert all(fields(ln, *FX) == (None, "", None) for ln in stmt.lines)
+
+
+def test_mt940_free_text_after_an_end_to_end_id_without_svwz():
+    text = read("mt940_german_subfields.sta").decode("latin-1").replace("?21KREF+K-99", "?21Anzahlung Projekt 7")
+    credit = Mt940Importer().parse(text.encode("latin-1"))[0].lines[0]
+    assert credit.end_to_end_id == "RE-2026-0815"
+    assert credit.remittance == "Anzahlung Projekt 7 Rechnung RE-2026-0815 vom 01.11.2026 Kd 4711"
 
 
 def test_mt940_abwa_names_the_payer_when_there_is_no_name():

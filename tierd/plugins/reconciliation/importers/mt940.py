@@ -138,7 +138,7 @@ def _german_details(flat: str) -> dict:
     e2e = sepa.get("EREF", "")
     name = clean(joined(32, 33)) or sepa.get("ABWA", "")
     if sepa:
-        # The remittance is SVWZ+; text before the first keyword counts too.
+        # The remittance is SVWZ+, and free text around the identifiers.
         remittance = clean(" ".join(p for p in (sepa.get("", ""), sepa.get("SVWZ", "")) if p))
     else:
         remittance = clean(remit)
@@ -150,15 +150,28 @@ def _german_details(flat: str) -> dict:
     }
 
 
+#: Keywords whose value is one identifier: words after it are free text.
+_SEPA_IDENTIFIERS = {"EREF", "KREF", "MREF", "CRED", "DEBT", "IBAN", "BIC"}
+
+
 def _sepa_keywords(remit: str) -> dict[str, str]:
-    """``{"EREF": "...", "SVWZ": "...", "": text before the first keyword}``; empty without keywords."""
+    """``{"EREF": "...", "SVWZ": "...", "": free text}``; empty without keywords.
+
+    Free text is what stands before the first keyword or after an
+    identifier's value ("EREF+X Miete" when a bank puts no SVWZ+).
+    """
     matches = list(_SEPA_KEYWORD.finditer(remit))
     if not matches:
         return {}
-    out = {"": clean(remit[: matches[0].start()])}
+    out: dict[str, str] = {}
+    free = [remit[: matches[0].start()]]
     for m, following in zip(matches, [*matches[1:], None], strict=True):
         value = clean(remit[m.end() : following.start() if following else len(remit)])
+        if m.group(1) in _SEPA_IDENTIFIERS:
+            value, _, rest = value.partition(" ")
+            free.append(rest)
         out.setdefault(m.group(1), value)
+    out[""] = clean(" ".join(free))
     return out
 
 
