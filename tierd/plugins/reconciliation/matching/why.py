@@ -144,16 +144,19 @@ class Pair:
         return 1.0 if self.known is not None else self.sim
 
 
+def difference(b: BankLine, e: LedgerEntry) -> tuple[Decimal | None, str]:
+    """Bank minus ledger amount and its currency: the booked amounts in one currency, else the
+    instructed amount where the entry is in the currency the payer instructed; (None, "") otherwise."""
+    if b.currency == e.currency:
+        return b.amount - e.amount, b.currency
+    if b.instructed_currency == e.currency and b.instructed_amount is not None:
+        return b.instructed_amount - e.amount, e.currency
+    return None, ""
+
+
 def pair_of(ctx: Context, bank: Item, entry: Item) -> Pair:
     """What the rules would look at between a bank line and a ledger entry (the engine's normalisation)."""
-    b, e = bank.src, entry.src
-    if b.currency == e.currency:
-        diff: Decimal | None = b.amount - e.amount
-        ccy = b.currency
-    elif b.instructed_currency == e.currency and b.instructed_amount is not None:
-        diff, ccy = b.instructed_amount - e.amount, e.currency
-    else:
-        diff, ccy = None, ""
+    diff, ccy = difference(bank.src, entry.src)
     found = bool((bank.keys | bank.grams) & entry.keys)
     weigh = getattr(_rules, "_reference_evidence", None)
     near = 0.0 if found or not entry.ref else fuzzy_ref_score(entry.ref, bank.grams)
@@ -458,6 +461,9 @@ def check_fx(ctx: Context, pair: Pair, p: dict) -> list[Failure] | None:
     return failures
 
 
+#: What a rule without a check here says: the traced run is all there is to go by.
+UNCHECKED = Failure("proposed nothing for it (its conditions are not spelt out here)", 2.0)
+
 #: Rule name -> its check: the conditions it needs, each unmet one phrased with the rule's parameter.
 CHECKS: dict[str, Callable[[Context, Pair, dict], list[Failure] | None]] = {
     "reference": check_reference,
@@ -483,7 +489,7 @@ def rule_failures(ctx: Context, pair: Pair, config: EngineConfig) -> list[tuple[
         name = rule_cfg["rule"]
         params = {k: v for k, v in rule_cfg.items() if k != "rule"}
         check = CHECKS.get(name)
-        failures = check(ctx, pair, params) if check else [Failure("no check of this rule: it proposed nothing", 2.0)]
+        failures = check(ctx, pair, params) if check else [UNCHECKED]
         if failures is not None:
             gaps = sum(f.gap for f in failures)
             key = (len(failures), bool(failures) and not failures[0].tunable, gaps, order)
@@ -549,12 +555,7 @@ class Rough:
             return 0.0
         bank, entry = (t, other) if self.bank else (other, t)
         assert isinstance(bank, BankLine) and isinstance(entry, LedgerEntry)
-        if bank.currency == entry.currency:
-            diff: Decimal | None = bank.amount - entry.amount
-        elif bank.instructed_currency == entry.currency and bank.instructed_amount is not None:
-            diff = bank.instructed_amount - entry.amount
-        else:
-            diff = None
+        diff, _ = difference(bank, entry)
         amount = 0.0 if diff is None else max(0.0, 1.0 - float(abs(diff) / self.width))
         sim = name_similarity(self.name, norm_name(other.counterparty), self.flat, flat_name(other.counterparty))
         name = sim or 0.0
