@@ -188,7 +188,7 @@ def _slash_details(flat: str) -> dict:
         "name": clean(pairs.get("NAME", "")),
         "account": clean(pairs.get("IBAN", "")),
         "e2e": "" if e2e.upper() in ("", "NOTPROVIDED") else e2e,
-        "remittance": clean(pairs["REMI"]) if pairs.get("REMI") else clean(flat),
+        "remittance": clean(pairs["REMI"]) if pairs.get("REMI") else _without_fx_codes(flat),
     }
 
 
