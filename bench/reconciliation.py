@@ -924,29 +924,23 @@ def main() -> None:
         print(f"data over {args.span_days} days (--span-days); seed {args.seed}; time = best of {args.repeat} runs")
     results: list[dict] = []
     for n in (int(s) for s in args.sizes.split(",")):
-        out = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--one",
-                str(n),
-                "--seed",
-                str(args.seed),
-                "--span-days",
-                args.span_days,
-                "--repeat",
-                str(args.repeat),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        r = json.loads(out)
+        r = run_size(n, args)
         if not args.json:
             print_size(r, results[-1] if results else None)
         results.append(r)
     if args.json:
         print(json.dumps(results, indent=1))
+
+
+def run_size(n: int, args: argparse.Namespace) -> dict:
+    """Measure one size in a fresh process (so its peak RSS is its own); its error, if any, is shown as is."""
+    cmd = [sys.executable, __file__, "--one", str(n), "--seed", str(args.seed)]
+    cmd += ["--span-days", args.span_days, "--repeat", str(args.repeat)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        sys.exit(f"N={n} failed (exit status {proc.returncode}); the run above is {' '.join(cmd[1:])}")
+    return json.loads(proc.stdout)
 
 
 def print_size(r: dict, previous: dict | None) -> None:
