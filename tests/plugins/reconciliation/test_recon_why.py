@@ -377,3 +377,28 @@ def test_an_entry_a_better_line_would_take_names_that_line():
     # Without the better line, the same entry would be matched now.
     answer = why(mine, [entry], [], config)
     assert answer.would_match is answer.candidates[0] and answer.would_match.rule == "amount_date"
+
+
+def test_a_batch_a_run_would_make_and_the_parts_that_do_not_fit():
+    """With the default rules: the two invoices adding up are one candidate; the others say why not."""
+    day = dt.date(2026, 11, 10)
+    line = BankLine("1", day, Decimal("350.00"), "EUR", "Nordwind Energie GmbH", remittance="Sammelzahlung")
+
+    def invoice(n: int, days_before: int, amount: str) -> LedgerEntry:
+        when = day - dt.timedelta(days=days_before)
+        return LedgerEntry(str(n), when, Decimal(amount), "EUR", "Nordwind Energie GmbH", reference=f"INV-{n}")
+
+    entries = [
+        invoice(10, 20, "100.00"),
+        invoice(11, 10, "250.00"),
+        invoice(12, 10, "120.00"),
+        invoice(13, 100, "230.00"),
+    ]
+    answer = why(line, entries, [], EngineConfig())
+    first, *rest = answer.candidates
+    assert answer.would_match is first and first.rule == "batch" and [e.id for e in first.items] == ["10", "11"]
+    assert first.facts["amount_difference"] == "0.00" and first.facts["days_apart"] == 20
+    assert first.explanation.startswith("2 open items of Nordwind Energie GmbH")
+    by_id = {c.items[0].id: c.reasons[0] for c in rest}
+    assert by_id["13"] == "the entry is dated 100 days before the line, the rule allows 90 before (rule batch)"
+    assert by_id["12"] == "no 2 to 6 open entries of this party with it add up to 350.00 (rule batch)"

@@ -251,7 +251,10 @@ def _signs(pair: Pair) -> Failure | None:
 def _equal(ctx: Context, pair: Pair) -> Failure | None:
     if pair.diff is None or pair.diff == 0:
         return None
-    return Failure(f"amount differs by {_money(ctx, abs(pair.diff))}, the rule needs equal amounts", 1.0)
+    # The further apart, the less a rule of equal amounts has to do with the pair.
+    scale = max(abs(pair.bank.src.amount), abs(pair.entry.src.amount))
+    gap = 1.0 + min(1.0, float(abs(pair.diff) / scale)) if scale else 1.0
+    return Failure(f"amount differs by {_money(ctx, abs(pair.diff))}, the rule needs equal amounts", gap)
 
 
 def _window(pair: Pair, before: int | None, after: int | None = None) -> Failure | None:
@@ -461,6 +464,9 @@ def check_fx(ctx: Context, pair: Pair, p: dict) -> list[Failure] | None:
     return failures
 
 
+#: A parameter missed by at most this much (relative to it) is what a person would change.
+TELLING_GAP = 3.0
+
 #: What a rule without a check here says: the traced run is all there is to go by.
 UNCHECKED = Failure("proposed nothing for it (its conditions are not spelt out here)", 2.0)
 
@@ -481,8 +487,10 @@ def rule_failures(ctx: Context, pair: Pair, config: EngineConfig) -> list[tuple[
 
     A rule that fails fewer conditions is closer (one that fails none would
     have proposed the pair, had its items been open); between equals, one
-    whose condition names a parameter tells more (it is what would change the
-    outcome), then the smaller miss, then the configured order.
+    whose condition names a parameter and misses it by no more than
+    TELLING_GAP tells more (it is what would change the outcome: a tolerance
+    of 5.00 against a difference of 12.40, not of 200.00), then the smaller
+    miss, then the configured order.
     """
     found = []
     for order, rule_cfg in enumerate(config.rules):
@@ -492,7 +500,8 @@ def rule_failures(ctx: Context, pair: Pair, config: EngineConfig) -> list[tuple[
         failures = check(ctx, pair, params) if check else [UNCHECKED]
         if failures is not None:
             gaps = sum(f.gap for f in failures)
-            key = (len(failures), bool(failures) and not failures[0].tunable, gaps, order)
+            telling = bool(failures) and failures[0].tunable and failures[0].gap <= TELLING_GAP
+            key = (len(failures), not telling, gaps, order)
             found.append((name, failures, key))
     found.sort(key=lambda x: x[2])
     return found
