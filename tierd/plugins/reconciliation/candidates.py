@@ -2,13 +2,15 @@
 
 The pure part is :mod:`.matching.why`; here the neighbourhood is read from the
 store without reading the account: the other side's items dated within the
-reach of the account's widest rule window (each query walks the open-items
-index of its side by date) whose amount lies in a band around the target's,
-or whose counterparty shares a word with it, or that the target's reference
-text names (or that name the target's reference); the same for items already
-held by a match (to say "another line took it"), and the target's own side's
-open items that compete for the same partners. At most a few thousand rows
-per query, whatever the size of the account.
+reach of the account's widest rule window whose amount lies in a band around
+the target's, or whose counterparty has the target's words, or that the
+target's reference text names (or that name the target's reference); the same
+for items already held by a match (to say "another line took it"), and the
+target's own side's open items that compete for the same partners. Open items
+are read outward from the target's date along the open-items index of their
+side, so each query stops after a few hundred rows whatever the size of the
+account. (The held items' index is ordered by match first: that query reads
+the index entries of the account's held items, though only the rows in reach.)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tierd.core.api import ApiError
 from . import aliases, present, store
 from .config import account_settings, engine_config
 from .matching import why as whys
-from .matching.text import norm_account, norm_name, norm_ref, ref_grams
+from .matching.text import norm_name, norm_ref, payer_keys, ref_grams
 from .runs import _bank_line, _ledger_entry
 
 #: Rows each neighbourhood query reads at most (half before the item's date, half after):
@@ -175,7 +177,7 @@ async def _holders(db, tenant: str, account_id: str, rows: list[dict], partner_s
 
 #: An item id as a path gives it: digits SQLite can hold (anything else names no item).
 ITEM_ID = re.compile(r"[1-9][0-9]{0,18}")
-MAX_ITEM_ID = 2**63 - 1
+MAX_ITEM_ID = 2**63 - 1  # SQLite's largest integer
 
 
 async def open_item(db, tenant: str, account_id: str, side: str, item: str) -> dict:
@@ -238,8 +240,7 @@ async def explain(daemon, tenant: str, account: dict, side: str, item: str, limi
 def _known_for(side: str, target: dict, known_payers: list) -> list:
     """The learned payers that concern the target: its payer's (a line), or its counterparty's (an entry)."""
     if side == "bank":
-        account = norm_account(target["counterparty_account"])
-        keys = {f"iban:{account}"} if len(account) >= 6 else {f"name:{norm_name(target['counterparty_name'])}"}
+        keys = set(payer_keys(target["counterparty_account"], target["counterparty_name"]))
         return [kp for kp in known_payers if kp.bank_key in keys]
     name = norm_name(target["counterparty"])
     return [kp for kp in known_payers if name and kp.ledger_key == name]
