@@ -97,12 +97,26 @@ PLAIN = {
     },
 }
 
+#: A bank export with the payer's instructed amount, its currency and the rate in columns of their own.
+FXCSV = {
+    **PLAIN,
+    "delimiter": ";",
+    "decimal": ",",
+    "columns": {
+        **PLAIN["columns"],
+        "instructed_amount": "orig amount",
+        "instructed_currency": "orig ccy",
+        "exchange_rate": "rate",
+    },
+}
+
 CONFIG = {
     "plugins": {"disabled": ["webhooks", "notifications"]},
     "reconciliation": {
-        "csv_formats": {"plain": PLAIN},
+        "csv_formats": {"plain": PLAIN, "fxcsv": FXCSV},
         "accounts": [
             {"id": "eur", "tenant": "acme", "currency": "EUR", "iban": "DE89370400440532013000"},
+            {"id": "eur-csv", "tenant": "acme", "currency": "EUR", "csv_format": "fxcsv"},
             {"id": "chf", "tenant": "acme", "currency": "CHF", "csv_format": "plain"},
             {"id": "usd", "tenant": "acme", "currency": "USD", "csv_format": "plain"},
             {"id": "jpy", "tenant": "acme", "currency": "JPY", "csv_format": "plain"},
@@ -288,3 +302,45 @@ def test_accounts_in_other_currencies_reconcile_as_eur_does(fx, account, amounts
     rules = {m["ledger_entries"][0]["external_id"]: m["rule"] for m in matches["data"]}
     assert rules["INV-501"] == "reference" and set(rules) == {"INV-501", "INV-502", "K-9"}
     assert all(m["adjustment"] in ("0", "0.00") and m["explanation"] for m in matches["data"])
+
+
+def test_a_csv_export_with_instructed_amount_columns_reconciles_through_the_rate(fx):
+    d, call = fx
+    header = "date;amount;currency;name;text;orig amount;orig ccy;rate\n"
+    bad = header + "2026-11-03;-1.840,00;EUR;Zulieferer;X;2.000,00;dollars;0,92\n"
+    status, err = call(
+        "POST", f"{BASE}/eur-csv/statements?format=csv", data=bad.encode(), headers={"Content-Type": "text/csv"}
+    )
+    assert status == 422 and "line 2" in json.dumps(err) and "instructed currency" in err["error"]["message"]
+    _, items = call("GET", f"{BASE}/eur-csv/open-items")
+    assert items["statement_lines"] == []  # nothing of the refused file
+    good = (
+        header
+        + "2026-11-03;-1.840,00;EUR;Zulieferer Inc;PO-881;2.000,00;usd;0,92\n"  # unsigned, lower case: as exported
+        + "2026-11-03;-15,00;EUR;;Gebuehren;;;\n"
+    )
+    _import(call, "eur-csv", good.encode(), "csv")
+    _, items = call("GET", f"{BASE}/eur-csv/open-items?side=bank")
+    paid = next(x for x in items["statement_lines"] if x["remittance"] == "PO-881")
+    assert (paid["instructed_amount"], paid["instructed_currency"], paid["exchange_rate"]) == (
+        "-2000.00",
+        "USD",
+        "0.92",
+    )
+    entry = {"external_id": "PO-881", "date": "2026-10-30", "amount": "-2000.00", "currency": "USD",
+             "counterparty": "Zulieferer Inc.", "reference": "PO-881"}  # fmt: skip
+    call("POST", f"{BASE}/eur-csv/ledger", body={"entries": [entry]})
+    status, run = call("POST", f"{BASE}/eur-csv/runs")
+    assert run["counts"]["matches"] == 1, run
+    _, matches = call("GET", f"{BASE}/eur-csv/matches")
+    [m] = matches["data"]
+    assert (m["rule"], m["exchange_rate"], m["adjustment"]) == ("fx", "0.92", "0.00")
+
+
+def test_csv_layouts_map_instructed_columns_together():
+    from tierd.plugins.reconciliation.importers.csv import layout_problems
+
+    lone = {"columns": {"booking_date": "d", "amount": "a", "instructed_amount": "o"}}
+    assert layout_problems(lone) == ["columns.instructed_amount and columns.instructed_currency go together"]
+    rate_only = {"columns": {"booking_date": "d", "amount": "a", "exchange_rate": "r"}}
+    assert layout_problems(rate_only) == ["columns.exchange_rate needs columns.instructed_amount"]

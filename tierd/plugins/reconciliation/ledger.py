@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -20,13 +19,11 @@ from tierd.core.registry import StatementError
 from tierd.core.schema import unicode_problem
 
 from . import store
-from .importers.base import csv_rows, decode_text, parse_localized_decimal
+from .importers.base import CURRENCY_RE, csv_rows, decode_text, parse_localized_decimal
 from .importers.csv import DEFAULT_LAYOUT
 
 log = logging.getLogger("tierd.reconciliation.ledger")
 
-#: An ISO 4217 code (accounts, ledger entries).
-CURRENCY_RE = re.compile(r"[A-Z]{3}")
 FIELDS = ("external_id", "date", "amount", "currency", "counterparty", "reference", "description")
 MAX_ERRORS = 50
 

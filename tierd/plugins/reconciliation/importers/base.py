@@ -14,6 +14,8 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 from tierd.core.registry import StatementError
 
+#: An ISO 4217 code (accounts, ledger entries, a CSV's instructed currency).
+CURRENCY_RE = re.compile(r"[A-Z]{3}")
 _PLAIN_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 
 

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from tierd.core.registry import Statement, StatementError, StatementImporter, StatementLine
 
-from .base import clean, csv_rows, decode_text, parse_date_format, parse_localized_decimal
+from .base import CURRENCY_RE, clean, csv_rows, decode_text, parse_date_format, parse_localized_decimal, parse_rate
 
 #: Fields a layout may map, in the order of :class:`StatementLine`.
 FIELDS = (
@@ -28,6 +28,9 @@ FIELDS = (
     "remittance",
     "end_to_end_id",
     "bank_reference",
+    "instructed_amount",
+    "instructed_currency",
+    "exchange_rate",
 )
 
 DEFAULT_LAYOUT = {
@@ -53,6 +56,10 @@ def layout_problems(layout: dict) -> list[str]:
         problems.append("map either columns.amount or columns.debit and columns.credit")
     if has_split and not ("debit" in cols and "credit" in cols):
         problems.append("columns.debit and columns.credit go together")
+    if ("instructed_amount" in cols) != ("instructed_currency" in cols):
+        problems.append("columns.instructed_amount and columns.instructed_currency go together")
+    if "exchange_rate" in cols and "instructed_amount" not in cols:
+        problems.append("columns.exchange_rate needs columns.instructed_amount")
     return problems
 
 
@@ -128,6 +135,16 @@ class CsvImporter(StatementImporter):
         fmt = layout["date_format"]
         booking = parse_date_format(cell("booking_date"), fmt, where + " booking date")
         value_text = cell("value_date")
+        instructed_text, rate_text = cell("instructed_amount"), cell("exchange_rate")
+        instructed = (
+            parse_localized_decimal(instructed_text, dec, where + " instructed amount") if instructed_text else None
+        )
+        if instructed is not None and instructed.copy_abs() and (instructed < 0) != (amount < 0):
+            # Some exports write the instructed amount unsigned: it takes the line's sign.
+            instructed = -instructed
+        instructed_ccy = cell("instructed_currency").upper()
+        if instructed is not None and not CURRENCY_RE.fullmatch(instructed_ccy):
+            raise StatementError(f"bad instructed currency {instructed_ccy!r} (an ISO 4217 code)", where)
         return StatementLine(
             booking_date=booking,
             value_date=parse_date_format(value_text, fmt, where + " value date") if value_text else None,
@@ -138,6 +155,11 @@ class CsvImporter(StatementImporter):
             remittance=clean(cell("remittance")),
             end_to_end_id=cell("end_to_end_id"),
             bank_reference=cell("bank_reference"),
+            instructed_amount=instructed,
+            instructed_currency=instructed_ccy if instructed is not None else "",
+            exchange_rate=parse_rate(rate_text, where + " exchange rate")
+            if instructed is not None and rate_text
+            else None,
             raw=layout["delimiter"].join(row),
             location=where,
         )
