@@ -402,3 +402,32 @@ def test_a_batch_a_run_would_make_and_the_parts_that_do_not_fit():
     by_id = {c.items[0].id: c.reasons[0] for c in rest}
     assert by_id["13"] == "the entry is dated 100 days before the line, the rule allows 90 before (rule batch)"
     assert by_id["12"] == "no 2 to 6 open entries of this party with it add up to 350.00 (rule batch)"
+
+
+def test_a_payer_a_match_taught_is_known_next_time(account):
+    _, call, lines, entries, _ = account
+    # A reviewer matches the 62%-alike pair by hand: Zeta Handels pays for Zeta Hundle Services.
+    status, body = call(
+        "POST",
+        f"{BASE}/main-eur/matches",
+        {"statement_line_ids": [lines["BK-NAME"]], "ledger_entry_ids": [entries["E-NAME"]]},
+    )
+    assert status == 201, body
+    csv = ",".join(COLUMNS) + "\n2026-11-25,90.00,EUR,Zeta Handels,Ware,BK-ZETA2\n"
+    status, body = call(
+        "POST",
+        f"{BASE}/main-eur/statements?format=csv&filename=dec.csv",
+        data=csv.encode(),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert status == 201 and body["new"] == 1, body
+    entry = {"external_id": "E-ZETA2", "date": "2026-12-20", "amount": "90.00", "counterparty": "Zeta Hundle Services"}
+    status, _ = call("POST", f"{BASE}/main-eur/ledger", {"entries": [entry]})
+    status, items = call("GET", f"{BASE}/main-eur/open-items")
+    line = next(ln["id"] for ln in items["statement_lines"] if ln["bank_reference"] == "BK-ZETA2")
+    best = candidates(call, line)["candidates"][0]
+    assert [i["external_id"] for i in best["items"]] == ["E-ZETA2"]
+    assert best["facts"]["known_payer"] is True and best["facts"]["name_similarity"] < 70
+    # The names no longer stand in the way: only the date does.
+    assert best["reasons_not_taken"][0] == "date 25 days apart, rule window 14 (rule amount_date)"
+    assert not any("alike" in r or "similarity" in r for r in best["reasons_not_taken"])
