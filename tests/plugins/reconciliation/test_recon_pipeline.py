@@ -30,13 +30,16 @@ def test_example_config_is_valid_and_complete():
     cfg = engine_config(acct)
     assert [r["rule"] for r in cfg.rules] == [
         "reference",
+        "fx",
         "amount_date",
         "fuzzy_counterparty",
-        "batch",
-        "partial",
+        "fuzzy_counterparty",
         "tolerance",
+        "partial",
+        "batch",
     ]
-    assert cfg.rules[-1]["absolute"] == "2.50" and "max_items" not in cfg.rules[0]
+    tolerance = next(r for r in cfg.rules if r["rule"] == "tolerance")
+    assert tolerance["absolute"] == "15.00" and "max_items" not in cfg.rules[0]
     assert (cfg.auto_threshold, cfg.min_margin) == (0.85, 0.05)
 
 

@@ -14,9 +14,9 @@ from decimal import Decimal
 from tierd.core.schema import Bool, Cron, Duration, Float, Int, List, Map, Obj, Str
 from tierd.core.schema import Decimal as DecimalField
 
+from .importers.base import CURRENCY_RE
 from .importers.csv import FIELDS as CSV_FIELDS
 from .importers.csv import layout_problems
-from .ledger import CURRENCY_RE
 from .ledger import FIELDS as LEDGER_FIELDS
 from .matching import DEFAULT_RULES, EngineConfig
 from .matching.rules import RULES
@@ -53,19 +53,70 @@ LEDGER_FORMAT = Obj(
     ],
 )
 
+#: The parameters each built-in rule reads (besides ``rule``, ``auto`` and
+#: ``auto_threshold``, which every rule takes). A parameter given to a rule
+#: that does not read it is an error: it would silently change nothing.
+RULE_PARAMS: dict[str, tuple[str, ...]] = {
+    "reference": ("window_days",),
+    "fx": ("window_days", "rate_tolerance"),
+    "amount_date": ("window_days", "days_after"),
+    "fuzzy_counterparty": ("window_days", "days_after", "min_similarity"),
+    "tolerance": (
+        "window_days",
+        "ref_window_days",
+        "absolute",
+        "percent",
+        "single_absolute",
+        "single_percent",
+        "min_similarity",
+    ),
+    "partial": ("window_days", "ref_window_days", "max_items", "max_pool", "min_similarity", "budget"),
+    "batch": ("window_days", "days_after", "max_items", "max_pool", "min_similarity", "budget"),
+}
+_EVERY_RULE = ("rule", "auto", "auto_threshold")
+
+
+def _rule_check(rule: dict) -> list:
+    """Parameters the rule does not read, and tolerances that contradict each other."""
+    errors: list = []
+    known = RULE_PARAMS.get(rule["rule"])
+    if known is not None:
+        for key, value in rule.items():
+            if value is not None and key not in known and key not in _EVERY_RULE:
+                errors.append(
+                    ((key,), f"not a parameter of rule {rule['rule']!r} (it takes: {', '.join(sorted(known))})")
+                )
+    for strict, wide in (("single_absolute", "absolute"), ("single_percent", "percent")):
+        if rule.get(strict) is not None and rule.get(wide) is not None and rule[strict] > rule[wide]:
+            errors.append(((strict,), f"must not exceed {wide} ({rule[wide]}): it is the tolerance with less evidence"))
+    return errors
+
+
 RULE = Obj(
     {
         "rule": Str(required=True, choices=list(RULES), doc="Which built-in rule"),
-        "window_days": Int(min=0, max=366, doc="Days the two sides may be apart"),
+        "window_days": Int(
+            min=0, max=366, doc="Days the two sides may be apart (batch: days an invoice may precede the payment)"
+        ),
+        "days_after": Int(
+            min=0, max=366, doc="amount_date/fuzzy_counterparty/batch: days the ledger side may follow the bank line"
+        ),
+        "ref_window_days": Int(
+            min=0, max=366, doc="tolerance/partial: days a bank line naming the invoice may be apart from it"
+        ),
         "min_similarity": Float(min=0, max=100, doc="Counterparty name similarity, 0-100"),
         "max_items": Int(min=2, max=8, doc="batch/partial: most items in one sum"),
         "max_pool": Int(min=2, max=30, doc="batch/partial: items considered per target"),
-        "absolute": DecimalField(min=0, doc="tolerance: largest absolute difference"),
-        "percent": Float(min=0, max=100, doc="tolerance: largest difference in percent"),
+        "budget": Int(min=100, max=1_000_000, doc="batch/partial: search steps per target before giving up"),
+        "absolute": DecimalField(min=0, doc="tolerance: largest absolute difference (reference and name agree)"),
+        "percent": Float(min=0, max=100, doc="tolerance: largest difference in percent (reference and name agree)"),
+        "single_absolute": DecimalField(min=0, doc="tolerance: largest absolute difference with one piece of evidence"),
+        "single_percent": Float(min=0, max=100, doc="tolerance: largest percent with one piece of evidence"),
         "rate_tolerance": Float(min=0, max=100, doc="fx: percent the converted entry may miss the booked amount by"),
         "auto": Bool(doc="false: this rule only suggests"),
         "auto_threshold": Float(min=0, max=1, doc="Score needed for an automatic match by this rule"),
-    }
+    },
+    check=_rule_check,
 )
 
 EXCEPTIONS = Obj(

@@ -27,8 +27,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from .context import Context, DatedIndex, Item, key_index, name_index, party_index
-from .evidence import Candidate, Party, clean, ledger_label, party, span_phrase
+from .context import Context, Item, PartyIndex, key_index, payer_phrase
+from .evidence import Candidate, Party, clean, ledger_label, party, party_with, span_phrase
 from .subsets import find_subsets
 from .text import swapped_key
 
@@ -121,8 +121,15 @@ def _weakest(found: list[Item], pool: Pool) -> tuple[float, list[Party]]:
     return weight, [p for p in parties if p.known]
 
 
+def _label(it: Item) -> str:
+    """A ledger item by its number, a bank line by its date and amount."""
+    if it.side == "ledger":
+        return ledger_label(it) or it.id
+    return f"the line of {it.src.date.isoformat()} for {it.src.amount}"
+
+
 def _labels(items: list[Item]) -> str:
-    return ", ".join(ledger_label(it) or it.id for it in sorted(items, key=lambda it: (it.day, it.id)))
+    return ", ".join(_label(it) for it in sorted(items, key=lambda it: (it.day, it.id)))
 
 
 def _why_chosen(f: Found, noun: str) -> str | None:
@@ -153,15 +160,14 @@ def batch_rule(ctx: Context, p: dict) -> list[Candidate]:
     # customer's own spellings are identical once normalised.
     min_sim = float(p.get("min_similarity", 92)) / 100
     ledgers = list(ctx.open_ledgers.values())
-    by_name = name_index(ledgers)
-    by_party = party_index(ledgers) if ctx.known else None
+    parties = PartyIndex(ledgers)
     by_key = key_index(ledgers)
     out: list[Candidate] = []
     for b in ctx.open_banks.values():
         first, last = b.day - before, b.day + after
         fits = _fits(b)
         named = {it.id: it for key in sorted(b.keys | b.grams) for it in by_key.between(key, first, last) if fits(it)}
-        same = _same_party(ctx, b, by_name, by_party, first, last, fits, min_sim, bank_side=True)
+        same = _same_party(ctx, b, parties, first, last, fits, min_sim, bank_side=True)
         pool = Pool(_named_items(b, named, same), same)
         if len(pool.named) + len(same) < 2:
             continue
@@ -196,33 +202,24 @@ def _fits(t: Item) -> Callable[[Item], bool]:
 def _same_party(
     ctx: Context,
     t: Item,
-    by_name: DatedIndex,
-    by_party: DatedIndex | None,
+    parties: PartyIndex,
     first: int,
     last: int,
     fits,
     min_sim: float,
     bank_side: bool,
 ) -> dict[str, tuple[Item, Party]]:
-    """Items of ``t``'s counterparty dated ``first`` to ``last``: names alike, or a known payer."""
+    """Items of ``t``'s counterparty dated ``first`` to ``last``: names alike, or (for a bank line) a known payer."""
     same: dict[str, tuple[Item, Party]] = {}
-    seen: set[str] = set()
-
-    def consider(it: Item) -> None:
-        if it.id in seen or not fits(it):
-            return
-        seen.add(it.id)
-        who = party(ctx, t, it) if bank_side else party(ctx, it, t)
-        if who.sim is not None and who.sim >= min_sim:
-            same[it.id] = (it, who)
-
-    for nk in t.name_keys:
-        for it in by_name.between((t.currency, nk), first, last):
-            consider(it)
-    if by_party is not None and bank_side:
+    for name, sim in parties.alike(t, min_sim):
+        for it in parties.between(t.currency, name, first, last):
+            if fits(it) and it.id not in same:
+                same[it.id] = (it, party_with(ctx, t, it, sim) if bank_side else party_with(ctx, it, t, sim))
+    if bank_side:
         for kp in ctx.learned(t):
-            for it in by_party.between((t.currency, kp.ledger_key), first, last):
-                consider(it)
+            for it in parties.between(t.currency, kp.ledger_key, first, last):
+                if fits(it):
+                    same[it.id] = (it, Party(1.0, payer_phrase(kp), kp))
     return same
 
 
@@ -257,7 +254,7 @@ def partial_rule(ctx: Context, p: dict) -> list[Candidate]:
     min_sim = float(p.get("min_similarity", 80)) / 100
     banks = list(ctx.open_banks.values())
     by_key = key_index(banks, lambda it: it.keys | it.grams)
-    by_name = name_index(banks)
+    parties = PartyIndex(banks)
     out: list[Candidate] = []
     for t in ctx.open_ledgers.values():
         fits = _fits(t)
@@ -267,7 +264,7 @@ def partial_rule(ctx: Context, p: dict) -> list[Candidate]:
         # Where lines name the item, its counterparty's other lines over the same long span may
         # complete them (a part whose reference the payer mistyped); otherwise only nearby ones.
         last = t.day + (ref_window if named else window)
-        same = _same_party(ctx, t, by_name, None, t.day - window, last, fits, min_sim, bank_side=False)
+        same = _same_party(ctx, t, parties, t.day - window, last, fits, min_sim, bank_side=False)
         for i, it in named.items():
             # A line naming the item counts as its counterparty when its name agrees (or is missing).
             if i not in same:

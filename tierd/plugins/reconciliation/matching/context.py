@@ -203,12 +203,77 @@ def party_index(items) -> DatedIndex:
     return index.freeze()
 
 
+class PartyIndex:
+    """Open items by counterparty: names alike to a given one, then that party's items by date.
+
+    Comparing a name with the name of every item that shares a word with it
+    costs too much where words are common ("Bau", "Müller"), and most of those
+    are other customers. Here each distinct name is compared once: the
+    candidates are the names that match every word of the given name (each
+    word through its typo-robust keys, see ``text.name_keys``; one word may be
+    missing from names of three words or more), then rapidfuzz decides, and
+    the answer is kept for the next item of the same name.
+    """
+
+    def __init__(self, items) -> None:
+        self.items = party_index(items)
+        self._names: list[tuple[str, str]] = []  # (name, flat) by number
+        numbers: dict[tuple[str, str], int] = {}
+        self._by_key: dict[tuple[str, str], set[int]] = defaultdict(set)
+        for it in items:
+            if not it.name:
+                continue
+            n = numbers.get((it.name, it.flat))
+            if n is None:
+                n = numbers[(it.name, it.flat)] = len(self._names)
+                self._names.append((it.name, it.flat))
+                for key in it.name_keys:
+                    self._by_key[(it.currency, key)].add(n)
+        self._alike: dict[tuple, list[tuple[str, float]]] = {}
+
+    def alike(self, it: Item, min_sim: float) -> list[tuple[str, float]]:
+        """(name, similarity) of the indexed names at least ``min_sim`` alike to ``it``'s, best first."""
+        if not it.name:
+            return []
+        cache_key = (it.currency, it.name, it.flat, min_sim)
+        found = self._alike.get(cache_key)
+        if found is None:
+            best: dict[str, float] = {}
+            for n in self._candidates(it):
+                name, flat = self._names[n]
+                sim = name_similarity(it.name, name, it.flat, flat)
+                if sim is not None and sim >= min_sim and sim > best.get(name, -1.0):
+                    best[name] = sim
+            found = self._alike[cache_key] = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
+        return found
+
+    def _candidates(self, it: Item) -> set[int]:
+        per_word = []
+        for word in it.name.split():
+            if len(word) >= 3:
+                hits: set[int] = set()
+                for key in name_keys(word):
+                    hits |= self._by_key.get((it.currency, key), set())
+                per_word.append(hits)
+        if not per_word:
+            return set()
+        if len(per_word) < 3:
+            return set.intersection(*per_word)
+        out: set[int] = set()
+        for skip in range(len(per_word)):
+            out |= set.intersection(*(w for i, w in enumerate(per_word) if i != skip))
+        return out
+
+    def between(self, currency: str, name: str, first: int, last: int) -> list[Item]:
+        return self.items.between((currency, name), first, last)
+
+
 def payer_phrase(kp: KnownPayer) -> str:
     """``"IBAN DE89…3000 paid Müller Bau GmbH 4 times before"``: the reason a learned alias gives."""
-    kind, _, _ = kp.bank_key.partition(":")
+    kind, _, value = kp.bank_key.partition(":")
     label = kp.bank_label
     if kind == "iban":
-        compact = label.replace(" ", "")
+        compact = value  # the key is the IBAN, whatever the label says
         label = "IBAN " + (compact[:4] + "…" + compact[-4:] if len(compact) > 10 else compact)
     times = "once" if kp.times == 1 else ("twice" if kp.times == 2 else f"{kp.times} times")
     return f"{label} paid {kp.ledger_name} {times} before"

@@ -139,6 +139,14 @@ def party(ctx: Context, bank: Item, entry: Item) -> Party:
     return Party(sim, name_phrase(sim))
 
 
+def party_with(ctx: Context, bank: Item, entry: Item, sim: float | None) -> Party:
+    """:func:`party` where the names' similarity is already known."""
+    kp = ctx.known_payer(bank, entry)
+    if kp is not None:
+        return Party(1.0, payer_phrase(kp), kp)
+    return Party(sim, name_phrase(sim))
+
+
 def ref_label(entry: Item, key: str) -> str:
     """How a reference found under ``key`` is named: ``"RE-2026-10431"``, or ``"RE-2026-10431 (as 10431)"``
     where the payer wrote only part of it."""

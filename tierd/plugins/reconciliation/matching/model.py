@@ -18,7 +18,7 @@ from decimal import Decimal
 #: instalments before batches, so that the part of an invoice is not taken
 #: for a payment of two other invoices of the same customer.
 DEFAULT_RULES: tuple[dict, ...] = (
-    {"rule": "reference"},
+    {"rule": "reference", "window_days": 45},
     {"rule": "fx", "window_days": 60, "rate_tolerance": 0.5},
     {"rule": "amount_date", "window_days": 3},
     {"rule": "fuzzy_counterparty", "min_similarity": 85, "window_days": 5},

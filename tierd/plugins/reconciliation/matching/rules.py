@@ -11,11 +11,12 @@ the tolerance rule live here, the many-to-one rules in :mod:`.batch`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 from .batch import batch_rule, partial_rule
-from .context import Context, DatedIndex, Item, amount_index, key_index, name_index, party_index
+from .context import Context, DatedIndex, Item, PartyIndex, amount_index, key_index
 from .evidence import (
     Candidate,
     Party,
@@ -139,32 +140,74 @@ def reference_rule(ctx: Context, p: dict) -> list[Candidate]:
     return out
 
 
+#: A name that is not identical singles an entry out only when every other
+#: same-amount entry's name is this much less alike ("MAIER BAU" is 92% like
+#: "Mayer Bau" and 83% like "Meyer Bau": a person decides).
+NAME_GAP = 0.12
+#: Score of a candidate whose name does not single it out: a suggestion.
+CLOSE_NAMES_SCORE = 0.8
+
+
+def _per_bank_line(ctx: Context, pairs) -> Iterator[tuple[Item, list[tuple[Item, int, Party]]]]:
+    """The equal-amount pairs grouped by bank line (they come one line after the other), with their party."""
+    for b, group in itertools.groupby(pairs, key=lambda pair: pair[0]):
+        yield b, [(entry, d, party(ctx, b, entry)) for _, entry, d in group]
+
+
+def _close_rivals(found: list[tuple[Item, int, Party]]) -> dict[str, str]:
+    """Entry id -> the name of a rival entry whose name is nearly as alike, for entries not singled out.
+
+    An identical name (or a known payer) is singled out by itself; any other
+    name must beat every differently named rival by NAME_GAP.
+    """
+    named = [(e, who) for e, _, who in found if who.sim is not None and not who.differ]
+    rivals: dict[str, str] = {}
+    for e, who in named:
+        if who.sim is None or who.sim >= 1.0:
+            continue
+        for other, other_who in named:
+            if other.name != e.name and other_who.sim is not None and other_who.sim >= who.sim - NAME_GAP:
+                rivals[e.id] = f"{other.src.counterparty} ({round(other_who.sim * 100)}%)"
+                break
+    return rivals
+
+
+def _rival_phrase(name: str) -> str:
+    return f"but {name} is nearly as alike: the name does not single out one customer"
+
+
 def amount_date_rule(ctx: Context, p: dict) -> list[Candidate]:
     """(b) Equal amount within a date window; names, known payers and near-references add weight."""
     window = int(p.get("window_days", 3))
+    after = p.get("days_after")
     out = []
-    for b, entry, d in _equal_amount_pairs(ctx, window):
-        who = party(ctx, b, entry)
-        if who.differ:
-            # Same amount, different parties: what decoys look like. Not even
-            # a suggestion (round amounts would flood people with them).
-            continue
-        fref = fuzzy_ref_score(entry.ref, b.grams) if entry.ref else 0.0
-        date_part = 0.25 * closeness(d, window)
-        score = 0.6 + date_part + 0.15 * max(who.weight, fref)
-        # A line without a name (a bank fee, a card payment) against an entry
-        # with one is weaker than two items that both name nobody.
-        one_named = who.sim is None and bool(b.name or entry.name)
-        if one_named:
-            score -= 0.02
-        reasons = [
-            "amounts equal",
-            days_phrase(d),
-            f"reference {entry.src.reference} nearly in remittance ({round(fref * 100)}% alike)" if fref else None,
-            who.phrase,
-            "only one side names a counterparty" if one_named else None,
-        ]
-        out.append(Candidate("amount_date", score, [b], [entry], clean(reasons), date_part=date_part))
+    for b, found in _per_bank_line(ctx, _equal_amount_pairs(ctx, window, None if after is None else int(after))):
+        rivals = _close_rivals(found)
+        for entry, d, who in found:
+            if who.differ:
+                # Same amount, different parties: what decoys look like. Not even
+                # a suggestion (round amounts would flood people with them).
+                continue
+            fref = fuzzy_ref_score(entry.ref, b.grams) if entry.ref else 0.0
+            date_part = 0.25 * closeness(d, window)
+            score = 0.6 + date_part + 0.15 * max(who.weight, fref)
+            # A line without a name (a bank fee, a card payment) against an entry
+            # with one is weaker than two items that both name nobody.
+            one_named = who.sim is None and bool(b.name or entry.name)
+            if one_named:
+                score -= 0.02
+            rival = rivals.get(entry.id)
+            if rival:
+                score = min(score, CLOSE_NAMES_SCORE)
+            reasons = [
+                "amounts equal",
+                days_phrase(d),
+                f"reference {entry.src.reference} nearly in remittance ({round(fref * 100)}% alike)" if fref else None,
+                who.phrase,
+                "only one side names a counterparty" if one_named else None,
+                _rival_phrase(rival) if rival else None,
+            ]
+            out.append(Candidate("amount_date", score, [b], [entry], clean(reasons), date_part=date_part))
     return out
 
 
@@ -174,20 +217,25 @@ def fuzzy_counterparty_rule(ctx: Context, p: dict) -> list[Candidate]:
     after = p.get("days_after")
     min_sim = float(p.get("min_similarity", 85)) / 100
     out = []
-    for b, entry, d in _equal_amount_pairs(ctx, window, None if after is None else int(after)):
-        who = party(ctx, b, entry)
-        if who.sim is None or who.sim < min_sim:
-            continue
-        fref = fuzzy_ref_score(entry.ref, b.grams) if entry.ref else 0.0
-        date_part = 0.1 * closeness(d, window)
-        score = 0.65 + 0.25 * who.sim + 0.05 * fref + date_part
-        reasons = [
-            who.phrase,
-            "amounts equal",
-            days_phrase(d),
-            f"reference {entry.src.reference} nearly in remittance ({round(fref * 100)}% alike)" if fref else None,
-        ]
-        out.append(Candidate("fuzzy_counterparty", score, [b], [entry], clean(reasons), date_part=date_part))
+    for b, found in _per_bank_line(ctx, _equal_amount_pairs(ctx, window, None if after is None else int(after))):
+        rivals = _close_rivals(found)
+        for entry, d, who in found:
+            if who.sim is None or who.sim < min_sim:
+                continue
+            fref = fuzzy_ref_score(entry.ref, b.grams) if entry.ref else 0.0
+            date_part = 0.1 * closeness(d, window)
+            score = 0.65 + 0.25 * who.sim + 0.05 * fref + date_part
+            rival = rivals.get(entry.id)
+            if rival:
+                score = min(score, CLOSE_NAMES_SCORE)
+            reasons = [
+                who.phrase,
+                "amounts equal",
+                days_phrase(d),
+                f"reference {entry.src.reference} nearly in remittance ({round(fref * 100)}% alike)" if fref else None,
+                _rival_phrase(rival) if rival else None,
+            ]
+            out.append(Candidate("fuzzy_counterparty", score, [b], [entry], clean(reasons), date_part=date_part))
     return out
 
 
@@ -216,32 +264,34 @@ def tolerance_rule(ctx: Context, p: dict) -> list[Candidate]:
     them, the stricter ``single_absolute`` (2.50) or ``single_percent``
     (0.5%). A named invoice may be up to ``ref_window_days`` (45) old, an
     unnamed one only ``window_days`` (5). The pool comes from the reference
-    and name indexes; then the amount is checked.
+    index and the counterparty's items (:class:`.context.PartyIndex`); then
+    the amount is checked.
     """
     window = int(p.get("window_days", 5))
     ref_window = int(p.get("ref_window_days", 45))
     full = (Decimal(str(p.get("absolute", "15.00"))), Decimal(str(p.get("percent", 1))))
     single = (Decimal(str(p.get("single_absolute", "2.50"))), Decimal(str(p.get("single_percent", 0.5))))
     min_sim = float(p.get("min_similarity", 85)) / 100
+    # The widest tolerance, as plain numbers: most of the pool fails this first test.
+    widest_abs, widest_pct = int(full[0].scaleb(ctx.scale)), float(full[1]) / 100
     by_key = key_index(ctx.open_ledgers.values())
-    by_name = name_index(ctx.open_ledgers.values())
-    by_party = party_index(ctx.open_ledgers.values()) if ctx.known else None
+    parties = PartyIndex(ctx.open_ledgers.values())
+    widest = max(window, ref_window)
     out = []
     for b in ctx.open_banks.values():
-        widest = max(window, ref_window)
+        first, last = b.day - widest, b.day + widest
         pool: dict[str, Item] = {entry.id: entry for entry, _, _ in _reference_hits(b, by_key, widest)}
-        for nk in b.name_keys:
-            for entry in by_name.window((b.currency, nk), b.day, widest):
+        for name, _ in parties.alike(b, min_sim):
+            for entry in parties.between(b.currency, name, first, last):
                 pool.setdefault(entry.id, entry)
-        if by_party is not None:
-            for kp in ctx.learned(b):
-                for entry in by_party.window((b.currency, kp.ledger_key), b.day, widest):
-                    pool.setdefault(entry.id, entry)
+        for kp in ctx.learned(b):
+            for entry in parties.between(b.currency, kp.ledger_key, first, last):
+                pool.setdefault(entry.id, entry)
         for entry in sorted(pool.values(), key=lambda it: it.id):
             diff = b.units - entry.units
             if entry.currency != b.currency or diff == 0 or entry.units * b.units <= 0:
                 continue
-            if abs(diff) > _tolerance_units(ctx, entry, *full):
+            if abs(diff) > max(widest_abs, abs(entry.units) * widest_pct):
                 continue  # too far apart even with every piece of evidence
             c = _fee_candidate(ctx, b, entry, diff, full, single, min_sim, window, ref_window)
             if c is not None:
