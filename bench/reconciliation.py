@@ -854,11 +854,16 @@ def score(gen: Generator, matches, suggestions) -> dict:
     }
 
 
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure(n: int, seed: int, span_days: int, repeat: int) -> dict:
     t0 = time.perf_counter()
     gen = Generator(n, seed, span_days)
     gen.build()
     generated = time.perf_counter() - t0
+    data_rss = peak_rss_mb()
     config = EngineConfig(known_payers=gen.known_payers)
     # The engine is deterministic: the best of a few runs is its time, the
     # rest is noise from whatever else the machine does.
@@ -876,7 +881,8 @@ def measure(n: int, seed: int, span_days: int, repeat: int) -> dict:
         **score(gen, result.matches, result.suggestions),
         "seconds": min(times),
         "generate_seconds": round(generated, 2),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_after_generate_mb": data_rss,
         "by_rule": result.by_rule,
     }
 
@@ -961,6 +967,10 @@ def print_size(r: dict, previous: dict | None) -> None:
         f"{r['n']:>7} {r['bank_lines']:>7} {r['ledger_entries']:>7} {r['auto_matches']:>7} {r['suggestions']:>6} "
         f"{r['precision'] * 100:>8.2f}% {r['recall'] * 100:>6.2f}% {r['seconds']:>7.2f} {r['peak_rss_mb']:>7.0f}  "
         f"{r['by_rule']}{growth}"
+    )
+    print(
+        f"{'':>7} data generated in {r['generate_seconds']:.1f} s; peak RSS before the engine ran:"
+        f" {r['peak_rss_after_generate_mb']:.0f} MB"
     )
     print_categories(r)
 
