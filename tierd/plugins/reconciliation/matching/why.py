@@ -329,7 +329,7 @@ def check_amount_date(ctx: Context, pair: Pair, p: dict) -> list[Failure] | None
         _currency(pair),
         _signs(pair),
         _equal(ctx, pair),
-        _window(pair, _param("amount_date", p, "window_days")),
+        _window(pair, *_rule_window("amount_date", p)),
         _names_differ(pair),
     )
 
