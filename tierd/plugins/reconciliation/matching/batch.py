@@ -28,7 +28,7 @@ import dataclasses
 from collections.abc import Callable
 
 from .context import Context, Item, PartyIndex, key_index, payer_phrase
-from .evidence import Candidate, Party, clean, ledger_label, party, party_with, span_phrase
+from .evidence import Candidate, Party, clean, ledger_label, named_elsewhere, party, party_with, span_phrase
 from .subsets import find_subsets
 from .text import swapped_key
 
@@ -254,6 +254,7 @@ def partial_rule(ctx: Context, p: dict) -> list[Candidate]:
     min_sim = float(p.get("min_similarity", 80)) / 100
     banks = list(ctx.open_banks.values())
     by_key = key_index(banks, lambda it: it.keys | it.grams)
+    ledgers_by_key = key_index(ctx.open_ledgers.values())
     parties = PartyIndex(banks)
     out: list[Candidate] = []
     for t in ctx.open_ledgers.values():
@@ -265,6 +266,8 @@ def partial_rule(ctx: Context, p: dict) -> list[Candidate]:
         # complete them (a part whose reference the payer mistyped); otherwise only nearby ones.
         last = t.day + (ref_window if named else window)
         same = _same_party(ctx, t, parties, t.day - window, last, fits, min_sim, bank_side=False)
+        # A line of the same customer that gives another open item's number pays that one.
+        same = {i: v for i, v in same.items() if i in named or not named_elsewhere(ctx, v[0], t, ledgers_by_key)}
         for i, it in named.items():
             # A line naming the item counts as its counterparty when its name agrees (or is missing).
             if i not in same:

@@ -17,6 +17,7 @@ from .model import BankLine, KnownPayer, LedgerEntry
 from .text import (
     flat_name,
     is_reference,
+    may_be_cut,
     name_keys,
     name_similarity,
     norm_name,
@@ -46,6 +47,7 @@ class Item:
         "grams",
         "ref",
         "payer_keys",
+        "cut",
         "src",
     )
 
@@ -59,6 +61,8 @@ class Item:
         self.name = norm_name(src.counterparty)
         self.flat = flat_name(src.counterparty)
         self.name_keys = name_keys(self.name)
+        # Only banks cut names (SEPA's fixed lengths); the books write them in full.
+        self.cut = side == "bank" and may_be_cut(src.counterparty)
         if side == "bank":
             e2e = norm_ref(src.end_to_end_id)
             self.keys = frozenset(k for k in (e2e,) if is_reference(k))
@@ -77,7 +81,7 @@ class Item:
 
 def similarity(x: Item, y: Item) -> float | None:
     """Counterparty similarity of two items, 0..1 (None when a name is missing)."""
-    return name_similarity(x.name, y.name, x.flat, y.flat)
+    return name_similarity(x.name, y.name, x.flat, y.flat, x.cut, y.cut)
 
 
 def decimal_places(*groups) -> int:
@@ -217,16 +221,16 @@ class PartyIndex:
 
     def __init__(self, items) -> None:
         self.items = party_index(items)
-        self._names: list[tuple[str, str]] = []  # (name, flat) by number
-        numbers: dict[tuple[str, str], int] = {}
+        self._names: list[tuple[str, str, bool]] = []  # (name, flat, may be cut) by number
+        numbers: dict[tuple[str, str, bool], int] = {}
         self._by_key: dict[tuple[str, str], set[int]] = defaultdict(set)
         for it in items:
             if not it.name:
                 continue
-            n = numbers.get((it.name, it.flat))
+            n = numbers.get((it.name, it.flat, it.cut))
             if n is None:
-                n = numbers[(it.name, it.flat)] = len(self._names)
-                self._names.append((it.name, it.flat))
+                n = numbers[(it.name, it.flat, it.cut)] = len(self._names)
+                self._names.append((it.name, it.flat, it.cut))
                 for key in it.name_keys:
                     self._by_key[(it.currency, key)].add(n)
         self._alike: dict[tuple, list[tuple[str, float]]] = {}
@@ -235,13 +239,13 @@ class PartyIndex:
         """(name, similarity) of the indexed names at least ``min_sim`` alike to ``it``'s, best first."""
         if not it.name:
             return []
-        cache_key = (it.currency, it.name, it.flat, min_sim)
+        cache_key = (it.currency, it.name, it.flat, it.cut, min_sim)
         found = self._alike.get(cache_key)
         if found is None:
             best: dict[str, float] = {}
             for n in self._candidates(it):
-                name, flat = self._names[n]
-                sim = name_similarity(it.name, name, it.flat, flat)
+                name, flat, cut = self._names[n]
+                sim = name_similarity(it.name, name, it.flat, flat, it.cut, cut)
                 if sim is not None and sim >= min_sim and sim > best.get(name, -1.0):
                     best[name] = sim
             found = self._alike[cache_key] = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))

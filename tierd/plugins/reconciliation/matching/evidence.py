@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from decimal import Decimal
 
-from .context import Context, Item, payer_phrase, similarity
+from .context import Context, DatedIndex, Item, payer_phrase, similarity
 from .model import KnownPayer
 from .text import norm_ref
 
@@ -87,6 +87,9 @@ def span_phrase(offsets: list[int], positive: str = "before", negative: str = "a
     return f"{one(hi)} to {one(lo)}"
 
 
+#: Names at least this alike speak for one counterparty on their own.
+NAMES_AGREE = 0.9
+
 #: Below this similarity two known names are taken to be different parties
 #: (unrelated short names still reach 50-65% with token_set_ratio).
 NAMES_DIFFER_BELOW = 0.7
@@ -145,6 +148,32 @@ def party_with(ctx: Context, bank: Item, entry: Item, sim: float | None) -> Part
     if kp is not None:
         return Party(1.0, payer_phrase(kp), kp)
     return Party(sim, name_phrase(sim))
+
+
+#: How far apart a bank line and another open item it names may be, to count against a candidate.
+NAMED_ELSEWHERE_DAYS = 366
+
+
+def named_elsewhere(ctx: Context, b: Item, entry: Item, ledgers_by_key: DatedIndex) -> Item | None:
+    """Another open item of the payer whose number the bank line gives: it pays that one, not ``entry``.
+
+    An instalment naming RE-2026-46206 that happens to equal another open
+    invoice of the same customer is the part of RE-2026-46206. A number that
+    belongs to another customer's invoice says nothing here (numbering is
+    dense: a typo often gives some other invoice's number).
+    """
+    for key in sorted(b.keys | b.grams):
+        for other in ledgers_by_key.window(key, b.day, NAMED_ELSEWHERE_DAYS):
+            if other.id == entry.id or other.currency != b.currency or key in entry.keys:
+                continue
+            who = party(ctx, b, other)
+            if who.sim is None or who.sim >= NAMES_AGREE:
+                return other
+    return None
+
+
+def elsewhere_phrase(other: Item) -> str:
+    return f"but the remittance names another open item, {ledger_label(other)}"
 
 
 def ref_label(entry: Item, key: str) -> str:

@@ -21,7 +21,7 @@ DEFAULT_RULES: tuple[dict, ...] = (
     {"rule": "reference", "window_days": 45},
     {"rule": "fx", "window_days": 60, "rate_tolerance": 0.5},
     {"rule": "amount_date", "window_days": 3},
-    {"rule": "fuzzy_counterparty", "min_similarity": 85, "window_days": 5},
+    {"rule": "fuzzy_counterparty", "min_similarity": 90, "window_days": 5},
     {"rule": "fuzzy_counterparty", "min_similarity": 95, "window_days": 45, "days_after": 3},
     {
         "rule": "tolerance",

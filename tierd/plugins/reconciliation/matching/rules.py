@@ -18,13 +18,16 @@ from decimal import Decimal
 from .batch import batch_rule, partial_rule
 from .context import Context, DatedIndex, Item, PartyIndex, amount_index, key_index
 from .evidence import (
+    NAMES_AGREE,
     Candidate,
     Party,
     clean,
     closeness,
     days_phrase,
+    elsewhere_phrase,
     name_phrase,
     name_weight,
+    named_elsewhere,
     names_differ,
     party,
     ref_label,
@@ -176,10 +179,28 @@ def _rival_phrase(name: str) -> str:
     return f"but {name} is nearly as alike: the name does not single out one customer"
 
 
+def _near_reference(b: Item, entry: Item) -> tuple[float, str | None]:
+    """How much a reference nearly in the remittance says (0..1), and the phrase saying so.
+
+    Invoice numbers are dense: one digit off is as often the next invoice as
+    a typo, so a number only alike counts half; two digits swapped, the
+    commonest typo, counts almost fully.
+    """
+    if not entry.ref:
+        return 0.0, None
+    if swapped_key(entry.keys, b.grams):
+        return 0.95, f"reference {entry.src.reference} in remittance with two digits swapped"
+    fref = fuzzy_ref_score(entry.ref, b.grams)
+    if not fref:
+        return 0.0, None
+    return fref / 2, f"reference {entry.src.reference} nearly in remittance ({round(fref * 100)}% alike)"
+
+
 def amount_date_rule(ctx: Context, p: dict) -> list[Candidate]:
     """(b) Equal amount within a date window; names, known payers and near-references add weight."""
     window = int(p.get("window_days", 3))
     after = p.get("days_after")
+    by_key = key_index(ctx.open_ledgers.values())
     out = []
     for b, found in _per_bank_line(ctx, _equal_amount_pairs(ctx, window, None if after is None else int(after))):
         rivals = _close_rivals(found)
@@ -188,24 +209,30 @@ def amount_date_rule(ctx: Context, p: dict) -> list[Candidate]:
                 # Same amount, different parties: what decoys look like. Not even
                 # a suggestion (round amounts would flood people with them).
                 continue
-            fref = fuzzy_ref_score(entry.ref, b.grams) if entry.ref else 0.0
+            fref, ref_phrase = _near_reference(b, entry)
             date_part = 0.25 * closeness(d, window)
-            score = 0.6 + date_part + 0.15 * max(who.weight, fref)
+            agree = who.sim is not None and who.sim >= NAMES_AGREE
+            score = 0.6 + date_part + 0.15 * max(who.weight if agree else 0.0, fref)
             # A line without a name (a bank fee, a card payment) against an entry
             # with one is weaker than two items that both name nobody.
             one_named = who.sim is None and bool(b.name or entry.name)
             if one_named:
                 score -= 0.02
+            # Names alike but not the same ("Schreinerei Lang" / "Schreinerei
+            # Maier", 80%) are as often two customers of one trade: a person decides.
+            partly = who.sim is not None and not agree
             rival = rivals.get(entry.id)
-            if rival:
+            other = named_elsewhere(ctx, b, entry, by_key)
+            if rival or partly or other:
                 score = min(score, CLOSE_NAMES_SCORE)
             reasons = [
                 "amounts equal",
                 days_phrase(d),
-                f"reference {entry.src.reference} nearly in remittance ({round(fref * 100)}% alike)" if fref else None,
-                who.phrase,
+                ref_phrase,
+                who.phrase + (" only" if partly else "") if who.phrase else None,
                 "only one side names a counterparty" if one_named else None,
                 _rival_phrase(rival) if rival else None,
+                elsewhere_phrase(other) if other else None,
             ]
             out.append(Candidate("amount_date", score, [b], [entry], clean(reasons), date_part=date_part))
     return out
@@ -216,6 +243,7 @@ def fuzzy_counterparty_rule(ctx: Context, p: dict) -> list[Candidate]:
     window = int(p.get("window_days", 5))
     after = p.get("days_after")
     min_sim = float(p.get("min_similarity", 85)) / 100
+    by_key = key_index(ctx.open_ledgers.values())
     out = []
     for b, found in _per_bank_line(ctx, _equal_amount_pairs(ctx, window, None if after is None else int(after))):
         rivals = _close_rivals(found)
@@ -226,7 +254,8 @@ def fuzzy_counterparty_rule(ctx: Context, p: dict) -> list[Candidate]:
             date_part = 0.1 * closeness(d, window)
             score = 0.65 + 0.25 * who.sim + 0.05 * fref + date_part
             rival = rivals.get(entry.id)
-            if rival:
+            other = named_elsewhere(ctx, b, entry, by_key)
+            if rival or other:
                 score = min(score, CLOSE_NAMES_SCORE)
             reasons = [
                 who.phrase,
@@ -234,6 +263,7 @@ def fuzzy_counterparty_rule(ctx: Context, p: dict) -> list[Candidate]:
                 days_phrase(d),
                 f"reference {entry.src.reference} nearly in remittance ({round(fref * 100)}% alike)" if fref else None,
                 _rival_phrase(rival) if rival else None,
+                elsewhere_phrase(other) if other else None,
             ]
             out.append(Candidate("fuzzy_counterparty", score, [b], [entry], clean(reasons), date_part=date_part))
     return out
@@ -293,7 +323,7 @@ def tolerance_rule(ctx: Context, p: dict) -> list[Candidate]:
                 continue
             if abs(diff) > max(widest_abs, abs(entry.units) * widest_pct):
                 continue  # too far apart even with every piece of evidence
-            c = _fee_candidate(ctx, b, entry, diff, full, single, min_sim, window, ref_window)
+            c = _fee_candidate(ctx, b, entry, diff, full, single, min_sim, window, ref_window, by_key)
             if c is not None:
                 out.append(c)
     return out
@@ -313,10 +343,21 @@ def _reference_evidence(b: Item, entry: Item) -> tuple[float, str | None]:
 
 
 def _fee_candidate(
-    ctx: Context, b: Item, entry: Item, diff: int, full, single, min_sim: float, window: int, ref_window: int
+    ctx: Context,
+    b: Item,
+    entry: Item,
+    diff: int,
+    full,
+    single,
+    min_sim: float,
+    window: int,
+    ref_window: int,
+    by_key: DatedIndex,
 ) -> Candidate | None:
     """The candidate for a fee deducted, if the evidence covers the difference."""
     fref, ref_phrase = _reference_evidence(b, entry)
+    if fref < 1.0 and named_elsewhere(ctx, b, entry, by_key):
+        return None  # the line gives another open item's number: it pays that one
     who = party(ctx, b, entry)
     same_party = who.sim is not None and who.sim >= min_sim
     d = abs(b.day - entry.day)

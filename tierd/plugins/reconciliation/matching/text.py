@@ -179,14 +179,17 @@ def norm_name(text: str) -> str:
         folded = pattern.sub(short, folded)
     words = _join_letters(_WORD.findall(folded))
     kept = [w for w in words if w not in LEGAL_FORMS]
-    if len(words) >= 2 and kept and kept[-1] == words[-1] and words[-2] in LEGAL_FORMS and _cut_legal_form(words[-1]):
-        kept.pop()  # "Lang & Weiß Gesellschaft m", "Fischer UG (h": the bank cut the legal form
+    if len(kept) >= 2 and kept[-1] == words[-1] and _cut_legal_form(words, may_be_cut(text)):
+        kept.pop()  # "Lang & Weiß Gesellschaft m", "Fischer UG (h", "Müller Gesell": the bank cut the legal form
     return " ".join(kept or words)
 
 
-def _cut_legal_form(word: str) -> bool:
-    """A short word that a legal form starts with: what is left where a name was cut inside it."""
-    return len(word) <= 4 and any(form.startswith(word) for form in LEGAL_FORMS)
+def _cut_legal_form(words: list[str], cut: bool) -> bool:
+    """The last word is what is left of a legal form the bank cut: the start of one, after
+    another legal form, or (in a name of the length banks cut at) anywhere."""
+    last = words[-1]
+    starts = any(form.startswith(last) and form != last for form in LEGAL_FORMS)
+    return starts and ((len(last) <= 4 and words[-2] in LEGAL_FORMS) or cut)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -214,17 +217,32 @@ def name_keys(normalised: str) -> tuple[str, ...]:
     return tuple(sorted(keys))
 
 
-def truncated(a: str, b: str) -> bool:
-    """One name is the other cut short (SEPA's 70 or an old format's 27 characters)."""
-    short, long = (a, b) if len(a) <= len(b) else (b, a)
-    return len(short) >= MIN_TRUNCATED and long.startswith(short)
+def may_be_cut(raw: str) -> bool:
+    """A bank's name of exactly the length SEPA formats cut at (27, 70; 26 or 69 where a space fell there)."""
+    return len((raw or "").strip()) in (26, 27, 69, 70)
 
 
-def name_similarity(a: str, b: str, a_flat: str = "", b_flat: str = "") -> float | None:
-    """0..1 similarity of two names (normalised, and optionally flat); None if either is unknown."""
+def truncated(a: str, b: str, a_cut: bool = True, b_cut: bool = True) -> bool:
+    """One name is the other cut short: the shorter is long enough, may have been cut, and starts the longer.
+
+    Only a name that may have been cut counts: "Hoffmann Kältetechnik" is
+    not a cut "Hoffmann Kältetechnik Neckar" but another firm.
+    """
+    short, long, cut = (a, b, a_cut) if len(a) <= len(b) else (b, a, b_cut)
+    return cut and len(short) >= MIN_TRUNCATED and long.startswith(short)
+
+
+def name_similarity(
+    a: str, b: str, a_flat: str = "", b_flat: str = "", a_cut: bool = True, b_cut: bool = True
+) -> float | None:
+    """0..1 similarity of two names (normalised, and optionally flat); None if either is unknown.
+
+    ``a_cut``/``b_cut`` say whether a name may have been cut by the bank
+    (:func:`may_be_cut`); a cut name that starts the other is the same name.
+    """
     if not a or not b:
         return None
-    if a == b or truncated(a, b) or (a_flat and b_flat and truncated(a_flat, b_flat)):
+    if a == b or truncated(a, b, a_cut, b_cut) or (a_flat and b_flat and truncated(a_flat, b_flat, a_cut, b_cut)):
         return 1.0
     # token_set_ratio alone says 100 when one name's words are a subset of
     # the other's ("Lopel" / "Rodka Lopel"): averaged with token_sort_ratio,
