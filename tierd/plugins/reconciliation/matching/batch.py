@@ -28,7 +28,16 @@ import dataclasses
 from collections.abc import Callable
 
 from .context import Context, Item, PartyIndex, key_index, payer_phrase
-from .evidence import Candidate, Party, clean, ledger_label, named_elsewhere, party, party_with, span_phrase
+from .evidence import (
+    Candidate,
+    NamedElsewhere,
+    Party,
+    clean,
+    ledger_label,
+    party,
+    party_with,
+    span_phrase,
+)
 from .subsets import find_subsets
 from .text import swapped_key
 
@@ -161,12 +170,17 @@ def batch_rule(ctx: Context, p: dict) -> list[Candidate]:
     min_sim = float(p.get("min_similarity", 92)) / 100
     ledgers = list(ctx.open_ledgers.values())
     parties = PartyIndex(ledgers)
-    by_key = key_index(ledgers)
+    by_key = ctx.ledger_keys()
     out: list[Candidate] = []
     for b in ctx.open_banks.values():
         first, last = b.day - before, b.day + after
         fits = _fits(b)
-        named = {it.id: it for key in sorted(b.keys | b.grams) for it in by_key.between(key, first, last) if fits(it)}
+        named = {
+            it.id: it
+            for key in sorted(b.keys | b.grams)
+            for it in by_key.between(key, first, last)
+            if it.id in ctx.open_ledgers and fits(it)
+        }
         same = _same_party(ctx, b, parties, first, last, fits, min_sim, bank_side=True)
         pool = Pool(_named_items(b, named, same), same)
         if len(pool.named) + len(same) < 2:
@@ -254,7 +268,7 @@ def partial_rule(ctx: Context, p: dict) -> list[Candidate]:
     min_sim = float(p.get("min_similarity", 80)) / 100
     banks = list(ctx.open_banks.values())
     by_key = key_index(banks, lambda it: it.keys | it.grams)
-    ledgers_by_key = key_index(ctx.open_ledgers.values())
+    elsewhere = NamedElsewhere(ctx)
     parties = PartyIndex(banks)
     out: list[Candidate] = []
     for t in ctx.open_ledgers.values():
@@ -267,7 +281,7 @@ def partial_rule(ctx: Context, p: dict) -> list[Candidate]:
         last = t.day + (ref_window if named else window)
         same = _same_party(ctx, t, parties, t.day - window, last, fits, min_sim, bank_side=False)
         # A line of the same customer that gives another open item's number pays that one.
-        same = {i: v for i, v in same.items() if i in named or not named_elsewhere(ctx, v[0], t, ledgers_by_key)}
+        same = {i: v for i, v in same.items() if i in named or not elsewhere.other(v[0], t)}
         for i, it in named.items():
             # A line naming the item counts as its counterparty when its name agrees (or is missing).
             if i not in same:

@@ -111,6 +111,18 @@ class Context:
             raise ValueError("item ids must be unique on each side")
         self.open_banks: dict[str, Item] = dict(self.banks)
         self.open_ledgers: dict[str, Item] = dict(self.ledgers)
+        self._ledger_keys: DatedIndex | None = None
+
+    def ledger_keys(self) -> DatedIndex:
+        """Reference key -> ledger entries, open or not: built once for every pass.
+
+        Passes look entries up by the keys a bank line gives, then skip the
+        ones earlier passes closed; rebuilding the index over the open ones
+        for each pass cost more than the lookups.
+        """
+        if self._ledger_keys is None:
+            self._ledger_keys = key_index(self.ledgers.values())
+        return self._ledger_keys
 
     def known_payer(self, bank: Item, entry: Item) -> KnownPayer | None:
         """What reviewers taught about this bank line's payer paying for the entry's counterparty."""

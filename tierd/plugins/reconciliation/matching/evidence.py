@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from decimal import Decimal
 
-from .context import Context, DatedIndex, Item, payer_phrase, similarity
+from .context import Context, Item, payer_phrase, similarity
 from .model import KnownPayer
 from .text import norm_ref
 
@@ -154,22 +154,40 @@ def party_with(ctx: Context, bank: Item, entry: Item, sim: float | None) -> Part
 NAMED_ELSEWHERE_DAYS = 366
 
 
-def named_elsewhere(ctx: Context, b: Item, entry: Item, ledgers_by_key: DatedIndex) -> Item | None:
-    """Another open item of the payer whose number the bank line gives: it pays that one, not ``entry``.
+class NamedElsewhere:
+    """Open items of a payer whose numbers its bank lines give: a line pays those, not another item.
 
     An instalment naming RE-2026-46206 that happens to equal another open
     invoice of the same customer is the part of RE-2026-46206. A number that
     belongs to another customer's invoice says nothing here (numbering is
-    dense: a typo often gives some other invoice's number).
+    dense: a typo often gives some other invoice's number). What a line names
+    is looked up once per line.
     """
-    for key in sorted(b.keys | b.grams):
-        for other in ledgers_by_key.window(key, b.day, NAMED_ELSEWHERE_DAYS):
-            if other.id == entry.id or other.currency != b.currency or key in entry.keys:
-                continue
-            who = party(ctx, b, other)
-            if who.sim is None or who.sim >= NAMES_AGREE:
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.by_key = ctx.ledger_keys()
+        self._named: dict[str, list[tuple[Item, str]]] = {}
+
+    def _of(self, b: Item) -> list[tuple[Item, str]]:
+        named = self._named.get(b.id)
+        if named is None:
+            named = []
+            for key in sorted(b.keys | b.grams):
+                for other in self.by_key.window(key, b.day, NAMED_ELSEWHERE_DAYS):
+                    if other.currency == b.currency and other.id in self.ctx.open_ledgers:
+                        who = party(self.ctx, b, other)
+                        if who.sim is None or who.sim >= NAMES_AGREE:
+                            named.append((other, key))
+            self._named[b.id] = named
+        return named
+
+    def other(self, b: Item, entry: Item) -> Item | None:
+        """Another open item of its payer that ``b`` names (None when it names only ``entry``, or nothing)."""
+        for other, key in self._of(b):
+            if other.id != entry.id and key not in entry.keys:
                 return other
-    return None
+        return None
 
 
 def elsewhere_phrase(other: Item) -> str:

@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 from .batch import batch_rule, partial_rule
-from .context import Context, DatedIndex, Item, PartyIndex, amount_index, key_index
+from .context import Context, DatedIndex, Item, PartyIndex, amount_index
 from .evidence import (
     NAMES_AGREE,
     Candidate,
+    NamedElsewhere,
     Party,
     clean,
     closeness,
@@ -27,7 +28,6 @@ from .evidence import (
     elsewhere_phrase,
     name_phrase,
     name_weight,
-    named_elsewhere,
     names_differ,
     party,
     ref_label,
@@ -96,12 +96,13 @@ def _equal_amount_pairs(ctx: Context, window: int, after: int | None = None) -> 
             yield b, entry, abs(b.day - entry.day)
 
 
-def _reference_hits(b: Item, ledgers_by_key, window: int) -> Iterator[tuple[Item, str, str]]:
-    """Ledger entries whose reference key occurs in the bank line: (entry, key, where)."""
+def _reference_hits(ctx: Context, b: Item, window: int) -> Iterator[tuple[Item, str, str]]:
+    """Open ledger entries whose reference key occurs in the bank line: (entry, key, where)."""
     seen = set()
+    index, open_ledgers = ctx.ledger_keys(), ctx.open_ledgers
     for key in sorted(b.keys | b.grams):
-        for entry in ledgers_by_key.window(key, b.day, window):
-            if entry.id not in seen:
+        for entry in index.window(key, b.day, window):
+            if entry.id not in seen and entry.id in open_ledgers:
                 seen.add(entry.id)
                 yield entry, key, ("end-to-end id" if key in b.keys else "remittance")
 
@@ -114,10 +115,9 @@ def _known_phrase(who: Party) -> str | None:
 def reference_rule(ctx: Context, p: dict) -> list[Candidate]:
     """(a) Exact keys: end-to-end id or invoice number found in the bank line."""
     window = int(p.get("window_days", 45))
-    index = key_index(ctx.open_ledgers.values())
     out = []
     for b in ctx.open_banks.values():
-        for entry, key, where in _reference_hits(b, index, window):
+        for entry, key, where in _reference_hits(ctx, b, window):
             if entry.currency != b.currency or entry.units != b.units:
                 continue
             d = abs(b.day - entry.day)
@@ -200,7 +200,7 @@ def amount_date_rule(ctx: Context, p: dict) -> list[Candidate]:
     """(b) Equal amount within a date window; names, known payers and near-references add weight."""
     window = int(p.get("window_days", 3))
     after = p.get("days_after")
-    by_key = key_index(ctx.open_ledgers.values())
+    elsewhere = NamedElsewhere(ctx)
     out = []
     for b, found in _per_bank_line(ctx, _equal_amount_pairs(ctx, window, None if after is None else int(after))):
         rivals = _close_rivals(found)
@@ -222,7 +222,7 @@ def amount_date_rule(ctx: Context, p: dict) -> list[Candidate]:
             # Maier", 80%) are as often two customers of one trade: a person decides.
             partly = who.sim is not None and not agree
             rival = rivals.get(entry.id)
-            other = named_elsewhere(ctx, b, entry, by_key)
+            other = elsewhere.other(b, entry)
             if rival or partly or other:
                 score = min(score, CLOSE_NAMES_SCORE)
             reasons = [
@@ -243,7 +243,7 @@ def fuzzy_counterparty_rule(ctx: Context, p: dict) -> list[Candidate]:
     window = int(p.get("window_days", 5))
     after = p.get("days_after")
     min_sim = float(p.get("min_similarity", 85)) / 100
-    by_key = key_index(ctx.open_ledgers.values())
+    elsewhere = NamedElsewhere(ctx)
     out = []
     for b, found in _per_bank_line(ctx, _equal_amount_pairs(ctx, window, None if after is None else int(after))):
         rivals = _close_rivals(found)
@@ -254,7 +254,7 @@ def fuzzy_counterparty_rule(ctx: Context, p: dict) -> list[Candidate]:
             date_part = 0.1 * closeness(d, window)
             score = 0.65 + 0.25 * who.sim + 0.05 * fref + date_part
             rival = rivals.get(entry.id)
-            other = named_elsewhere(ctx, b, entry, by_key)
+            other = elsewhere.other(b, entry)
             if rival or other:
                 score = min(score, CLOSE_NAMES_SCORE)
             reasons = [
@@ -304,13 +304,13 @@ def tolerance_rule(ctx: Context, p: dict) -> list[Candidate]:
     min_sim = float(p.get("min_similarity", 85)) / 100
     # The widest tolerance, as plain numbers: most of the pool fails this first test.
     widest_abs, widest_pct = int(full[0].scaleb(ctx.scale)), float(full[1]) / 100
-    by_key = key_index(ctx.open_ledgers.values())
+    elsewhere = NamedElsewhere(ctx)
     parties = PartyIndex(ctx.open_ledgers.values())
     widest = max(window, ref_window)
     out = []
     for b in ctx.open_banks.values():
         first, last = b.day - widest, b.day + widest
-        pool: dict[str, Item] = {entry.id: entry for entry, _, _ in _reference_hits(b, by_key, widest)}
+        pool: dict[str, Item] = {entry.id: entry for entry, _, _ in _reference_hits(ctx, b, widest)}
         for name, _ in parties.alike(b, min_sim):
             for entry in parties.between(b.currency, name, first, last):
                 pool.setdefault(entry.id, entry)
@@ -323,7 +323,7 @@ def tolerance_rule(ctx: Context, p: dict) -> list[Candidate]:
                 continue
             if abs(diff) > max(widest_abs, abs(entry.units) * widest_pct):
                 continue  # too far apart even with every piece of evidence
-            c = _fee_candidate(ctx, b, entry, diff, full, single, min_sim, window, ref_window, by_key)
+            c = _fee_candidate(ctx, b, entry, diff, full, single, min_sim, window, ref_window, elsewhere)
             if c is not None:
                 out.append(c)
     return out
@@ -352,11 +352,11 @@ def _fee_candidate(
     min_sim: float,
     window: int,
     ref_window: int,
-    by_key: DatedIndex,
+    elsewhere: NamedElsewhere,
 ) -> Candidate | None:
     """The candidate for a fee deducted, if the evidence covers the difference."""
     fref, ref_phrase = _reference_evidence(b, entry)
-    if fref < 1.0 and named_elsewhere(ctx, b, entry, by_key):
+    if fref < 1.0 and elsewhere.other(b, entry):
         return None  # the line gives another open item's number: it pays that one
     who = party(ctx, b, entry)
     same_party = who.sim is not None and who.sim >= min_sim

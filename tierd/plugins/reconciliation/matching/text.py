@@ -55,6 +55,9 @@ _LONG_FORMS = (
     (re.compile(r"\beingetragener verein\b"), "ev"),
 )
 
+#: Every long form above contains one of these; most names none.
+_LONG_FORM_HINT = re.compile(r"gesellschaft|kauf|verein")
+
 #: German letters as they are written where the character set lacks them.
 _TRANSLIT = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"})
 
@@ -171,12 +174,13 @@ def _join_letters(words: list[str]) -> list[str]:
     return out
 
 
-@functools.lru_cache(maxsize=65536)  # names repeat: the same customers pay again and again
+@functools.lru_cache(maxsize=1 << 18)  # names repeat: the same customers pay again and again
 def norm_name(text: str) -> str:
     """``"Müller Bau G.m.b.H. & Co. KG"`` -> ``"mueller bau"``: the form names are compared in."""
     folded = fold(text)
-    for pattern, short in _LONG_FORMS:
-        folded = pattern.sub(short, folded)
+    if _LONG_FORM_HINT.search(folded):
+        for pattern, short in _LONG_FORMS:
+            folded = pattern.sub(short, folded)
     words = _join_letters(_WORD.findall(folded))
     kept = [w for w in words if w not in LEGAL_FORMS]
     if len(kept) >= 2 and kept[-1] == words[-1] and _cut_legal_form(words, may_be_cut(text)):
@@ -192,7 +196,7 @@ def _cut_legal_form(words: list[str], cut: bool) -> bool:
     return starts and ((len(last) <= 4 and words[-2] in LEGAL_FORMS) or cut)
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=1 << 18)
 def flat_name(text: str) -> str:
     """``"Zoqui nSA"`` -> ``"zoquinsa"``: letters and digits only, legal form kept.
 
@@ -202,7 +206,7 @@ def flat_name(text: str) -> str:
     return "".join(_WORD.findall(fold(text)))
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=1 << 18)
 def name_keys(normalised: str) -> tuple[str, ...]:
     """Blocking keys of a normalised name, robust to one typo in a word.
 
