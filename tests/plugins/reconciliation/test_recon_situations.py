@@ -90,6 +90,19 @@ def test_names_cut_by_the_bank_and_near_namesakes():
     assert norm_name("Öztürk UG (haftungsbeschränkt)") == "oeztuerk"
 
 
+def test_only_a_name_of_the_length_banks_cut_at_counts_as_cut():
+    books = [ledger("l1", "1190.00", "Hoffmann Kältetechnik GmbH", "RE-2026-84473", 30)]
+    # Another firm whose name starts like the customer's: not the customer, whatever the amount.
+    r = reconcile([bank("b1", "1190.00", "Hoffmann Kaeltetechnik Neckar GmbH", "Abschlag")], books)
+    assert r.matches == []
+    # The customer's name cut by the bank at 27 characters is the customer.
+    books = [ledger("l1", "1190.00", "Hoffmann Kältetechnik Neckar GmbH", "RE-2026-84473", 30)]
+    cut = "HOFFMANN KAELTETECHNIK NECKAR GMBH"[:27]
+    r = reconcile([bank("b1", "1190.00", cut, "Zahlung")], books)
+    [m] = r.matches
+    assert "counterparty names 100% alike" in m.explanation
+
+
 def test_an_invoice_number_is_found_by_its_serial():
     assert short_keys("RE-2026-10431") == {"10431", "202610431"}
     assert short_keys("INV-1043") == set()  # too short to stand alone
@@ -179,6 +192,24 @@ def test_batch_of_a_customer_another_firm_pays_for_is_found_through_the_learned_
     assert "IBAN DE89…3000 paid Müller Bau GmbH & Co. KG 4 times before" in m.explanation
 
 
+def test_a_customer_with_many_open_items_is_searched_in_a_time_box():
+    # Twenty open invoices of one customer; several combinations of them add up to the payment.
+    amounts = [1000 + 37 * i * i % 997 for i in range(20)]
+    books = [
+        ledger(f"l{i:02d}", Decimal(a).scaleb(-2), "Krause Logistik GmbH", f"RE-2026-{60000 + i}", 40 - i)
+        for i, a in enumerate(amounts)
+    ]
+    target = Decimal(sum(sorted(amounts, reverse=True)[:3])).scaleb(-2)
+    line = [bank("b1", target, "KRAUSE LOGISTIK GMBH", "Sammelzahlung")]
+    # With room to look, it finds that three combinations fit: people choose.
+    r = reconcile(line, books)
+    assert r.matches == [] and len([s for s in r.suggestions if s.rule == "batch"]) == 3
+    # With a budget too small to rule the others out, the one it found is only suggested.
+    r = reconcile(line, books, EngineConfig(rules=[{"rule": "batch", "budget": 100}]))
+    [s] = r.suggestions
+    assert r.matches == [] and "the search stopped before it could rule out other combinations" in s.explanation
+
+
 # --- instalments ------------------------------------------------------------------------------------------
 
 
@@ -206,6 +237,25 @@ def test_an_instalment_with_swapped_digits_is_completed_by_the_same_customer():
     r = reconcile(parts, books)
     bank_ids, m = matched(r)[("l1",)]
     assert bank_ids == ("b1", "b2") and "1 of them names RE-2026-12992" in m.explanation
+
+
+def test_an_instalment_equal_to_another_open_invoice_of_the_customer_pays_the_one_it_names():
+    books = [
+        ledger("l-small", "595.00", "Isar Holzbau Meyer", "RE-2026-40987", 38),
+        ledger("l-big", "1785.00", "Isar Holzbau Meyer", "RE-2026-46206", 35),
+    ]
+    parts = [
+        bank("b1", "595.00", "ISAR HOLZBAU MEYER", "1. Rate RE-2026-46206", 0),
+        bank("b2", "595.00", "Isar Holzbau Meyer", "2. Rate RE 2026 46206", 30),
+    ]
+    r = reconcile(parts, books)
+    # Only two of three parts are in: nothing is matched, and the first part is not taken for the small invoice.
+    assert r.matches == []
+    small = [s for s in r.suggestions if s.ledger_ids == ("l-small",)]
+    assert small and all("but the remittance names another open item, RE-2026-46206" in s.explanation for s in small)
+    parts.append(bank("b3", "595.00", "Isar Holzbau Meyer", "Rate 3/3 RE-2026-46206", 15))
+    r = reconcile(parts, books)
+    assert {m.ledger_ids: m.bank_ids for m in r.matches} == {("l-big",): ("b1", "b2", "b3")}
 
 
 def test_parts_that_do_not_yet_add_up_stay_open():

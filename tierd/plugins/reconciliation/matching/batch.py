@@ -66,7 +66,7 @@ class Found:
     """One combination adding up to the target, how it was found, and its rivals."""
 
     items: list[Item]
-    how: str  # "named", "completed", "named_part", "unique", "contradicted" or "ambiguous"
+    how: str  # "named", "completed", "named_part", "unique", "contradicted", "unchecked" or "ambiguous"
     rivals: list[list[Item]]
 
 
@@ -104,8 +104,9 @@ def solve(pool: Pool, target: int, max_items: int, max_pool: int, budget: int, n
         if not subsets:
             continue
         combos = [fixed + s for s in subsets]
-        if len(combos) == 1 and complete:
-            return [Found(combos[0], how, [])]
+        if len(combos) == 1:
+            # Unique only if the search saw every combination within its budget.
+            return [Found(combos[0], how if complete else "unchecked", [])]
         return [Found(c, "ambiguous", [o for o in combos if o is not c]) for c in combos]
     return []
 
@@ -118,7 +119,7 @@ def _score(how: str, weight: float) -> float:
         return 0.9 + 0.05 * weight
     if how in ("named_part", "unique"):
         return 0.86 + 0.06 * weight
-    if how == "contradicted":
+    if how in ("contradicted", "unchecked"):
         return CONTRADICTED_SCORE
     return AMBIGUOUS_SCORE
 
@@ -141,18 +142,33 @@ def _labels(items: list[Item]) -> str:
     return ", ".join(_label(it) for it in sorted(items, key=lambda it: (it.day, it.id)))
 
 
-def _why_chosen(f: Found, noun: str) -> str | None:
+#: Why a combination was chosen (or left to a person), per rule and kind.
+WHY = {
+    "batch": {
+        "named": "the remittance names exactly these items",
+        "completed": "with the items the remittance names, no other combination of the customer's open items does",
+        "named_part": "no other combination of the items the remittance names does",
+        "unique": "no other combination of its open items does",
+        "contradicted": "but the remittance names items that are not part of it",
+    },
+    "partial": {
+        "named": None,
+        "completed": "with the lines naming it, no other combination of the customer's payments does",
+        "named_part": "no other combination of the lines naming it does",
+        "unique": "no other combination of the customer's payments does",
+        "contradicted": "but other lines name it too",
+    },
+}
+
+
+def _why_chosen(f: Found, rule: str) -> str | None:
     """The sentence saying why this combination, or why a person has to choose."""
-    if f.how == "named":
-        return f"the payment names exactly these {noun}"
-    if f.how == "completed":
-        return f"the {noun} named in the payment and no other combination of its other open {noun} do"
-    if f.how in ("named_part", "unique"):
-        return f"no other combination of its open {noun} does"
-    if f.how == "contradicted":
-        return f"but the payment names {noun} that are not part of it"
-    alternatives = "; ".join(_labels(r) for r in f.rivals)
-    return f"other combinations add up too ({alternatives}): a person chooses"
+    if f.how == "unchecked":
+        return "the search stopped before it could rule out other combinations: a person checks"
+    if f.how == "ambiguous":
+        alternatives = "; ".join(_labels(r) for r in f.rivals)
+        return f"other combinations add up too ({alternatives}): a person chooses"
+    return WHY[rule][f.how]
 
 
 # --- batch: one bank line, several ledger items -----------------------------------------------
@@ -247,7 +263,7 @@ def _batch_candidate(ctx: Context, b: Item, f: Found, pool: Pool) -> Candidate:
     reasons = [
         f"{len(chosen)} open items{owner} issued {span_phrase([b.day - it.day for it in chosen])}"
         f" add up to the bank amount {ctx.to_decimal(abs(b.units))}",
-        _why_chosen(f, "items"),
+        _why_chosen(f, "batch"),
         f"reference{'s' if len(refs) > 1 else ''} {', '.join(refs)} in remittance" if refs else None,
         *(k.phrase for k in known[:1]),
     ]
@@ -312,7 +328,7 @@ def _partial_candidate(ctx: Context, t: Item, f: Found, pool: Pool) -> Candidate
         f"{len(chosen)} bank lines add up to the ledger amount {ctx.to_decimal(abs(t.units))}",
         names,
         f"paid {span_phrase([it.day - t.day for it in chosen], 'after', 'before')} it was booked",
-        _why_chosen(f, "payments") if f.how != "named" else None,
+        _why_chosen(f, "partial"),
         *(k.phrase for k in known[:1]),
     ]
     return Candidate("partial", _score(f.how, weight), chosen, [t], clean(reasons))
