@@ -143,7 +143,7 @@ def _labels(items: list[Item]) -> str:
 
 
 #: Why a combination was chosen (or left to a person), per rule and kind.
-WHY = {
+WHY: dict[str, dict[str, str | None]] = {
     "batch": {
         "named": "the remittance names exactly these items",
         "completed": "with the items the remittance names, no other combination of the customer's open items does",
