@@ -381,6 +381,18 @@ def test_a_learned_payer_decides_a_look_alike():
     assert not [m for m in r.matches if "b-owner" in m.bank_ids]
 
 
+def test_a_learned_payer_with_an_unrelated_name_enters_a_crowd():
+    iban = "DE75512108001245126199"
+    lines, books = _crowd()
+    # A Treuhand pays the subscription of one of the twelve: its name shares nothing with any of them.
+    lines.append(bank("b-treuhand", "49.00", "Treuhandkonto RA Vogel", "Ausgleich offener Posten", 17, iban=iban))
+    books.append(ledger("l-vogt", "49.00", "Vogt Elektro GmbH", "RE-2026-59100", 19))
+    r = reconcile(lines, books, EngineConfig(known_payers=[learned(iban, iban, "Vogt Elektro GmbH", 2)]))
+    bank_ids, m = matched(r)[("l-vogt",)]
+    assert bank_ids == ("b-treuhand",) and "IBAN DE75…6199 paid Vogt Elektro GmbH twice before" in m.explanation
+    assert len(r.matches) == 13
+
+
 # --- configuration ------------------------------------------------------------------------------------------
 
 
