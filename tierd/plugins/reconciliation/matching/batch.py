@@ -68,6 +68,8 @@ class Found:
     items: list[Item]
     how: str  # "named", "completed", "named_part", "unique", "contradicted", "unchecked" or "ambiguous"
     rivals: list[list[Item]]
+    #: The counterparty had more open items than the search takes: only the nearest in date were tried.
+    capped: int = 0
 
 
 def _search(pool: list[Item], target: int, min_items: int, max_items: int, budget: int) -> tuple[list, bool]:
@@ -86,7 +88,9 @@ def solve(pool: Pool, target: int, max_items: int, max_pool: int, budget: int, n
     # The counterparty's other items, the nearest in date first, as many as the search may take.
     others = sorted(
         (it for it, _ in pool.same.values() if it.id not in named_ids), key=lambda it: (abs(it.day - near), it.id)
-    )[:max_pool]
+    )
+    capped = max_pool if len(others) > max_pool else 0
+    others = others[:max_pool]
     if len(named) >= 2 and named_sum == target:
         return [Found(named, "named", [])]
     steps: list[tuple[str, list[Item], list[Item], int]] = []  # (how, fixed, pool, min extra items)
@@ -106,8 +110,8 @@ def solve(pool: Pool, target: int, max_items: int, max_pool: int, budget: int, n
         combos = [fixed + s for s in subsets]
         if len(combos) == 1:
             # Unique only if the search saw every combination within its budget.
-            return [Found(combos[0], how if complete else "unchecked", [])]
-        return [Found(c, "ambiguous", [o for o in combos if o is not c]) for c in combos]
+            return [Found(combos[0], how if complete else "unchecked", [], capped)]
+        return [Found(c, "ambiguous", [o for o in combos if o is not c], capped) for c in combos]
     return []
 
 
@@ -168,7 +172,10 @@ def _why_chosen(f: Found, rule: str) -> str | None:
     if f.how == "ambiguous":
         alternatives = "; ".join(_labels(r) for r in f.rivals)
         return f"other combinations add up too ({alternatives}): a person chooses"
-    return WHY[rule][f.how]
+    why = WHY[rule][f.how]
+    if why and f.capped and f.how in ("completed", "unique"):
+        why += f" (of the {f.capped} nearest in date)"
+    return why
 
 
 # --- batch: one bank line, several ledger items -----------------------------------------------
