@@ -288,7 +288,7 @@ def partial_rule(ctx: Context, p: dict) -> list[Candidate]:
     max_items = int(p.get("max_items", 5))
     max_pool = int(p.get("max_pool", 12))
     budget = int(p.get("budget", 20_000))
-    min_sim = float(p.get("min_similarity", 80)) / 100
+    min_sim = float(p.get("min_similarity", 90)) / 100
     banks = list(ctx.open_banks.values())
     by_key = key_index(banks, lambda it: it.keys | it.grams)
     elsewhere = NamedElsewhere(ctx)
