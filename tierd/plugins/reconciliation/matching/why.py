@@ -61,7 +61,7 @@ RULE_DEFAULTS: dict[str, dict] = {
     "amount_date": {"window_days": 3},
     "fuzzy_counterparty": {"window_days": 5, "min_similarity": 85},
     "batch": {"window_days": 90, "days_after": 5, "max_items": 6, "min_similarity": 92},
-    "partial": {"window_days": 14, "ref_window_days": 366, "max_items": 5, "min_similarity": 80},
+    "partial": {"window_days": 14, "ref_window_days": 366, "max_items": 5, "min_similarity": 90},
     "tolerance": {
         "window_days": 5,
         "ref_window_days": 45,
