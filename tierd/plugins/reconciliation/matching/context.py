@@ -3,7 +3,8 @@
 Amounts become integers in the smallest unit the data uses, dates become
 ordinals, references and names are normalised once; every rule then works
 on these. Candidates always come from an index (amount buckets sorted by
-date, reference keys, name keys sorted by date), never from all pairs.
+date, reference keys, counterparties by name: :class:`PartyIndex`), never
+from all pairs.
 """
 
 from __future__ import annotations
@@ -26,9 +27,6 @@ from .text import (
     ref_grams,
     short_keys,
 )
-
-#: A name key shared by more open items than this is too common to block on.
-MAX_NAME_POSTINGS = 2000
 
 
 class Item:
@@ -161,12 +159,9 @@ class DatedIndex:
     def add(self, key, item: Item) -> None:
         self._groups[key].append(item)
 
-    def freeze(self, max_size: int | None = None) -> DatedIndex:
+    def freeze(self) -> DatedIndex:
         for key in list(self._groups):
             group = self._groups[key]
-            if max_size is not None and len(group) > max_size:
-                del self._groups[key]
-                continue
             group.sort(key=lambda it: (it.day, it.id))
             self._days[key] = [it.day for it in group]
         return self
@@ -199,15 +194,6 @@ def key_index(items, keys_of=lambda it: it.keys) -> DatedIndex:
         for key in keys_of(it):
             index.add(key, it)
     return index.freeze()
-
-
-def name_index(items) -> DatedIndex:
-    """(currency, name word) -> items by date: same-counterparty candidates."""
-    index = DatedIndex()
-    for it in items:
-        for key in it.name_keys:
-            index.add((it.currency, key), it)
-    return index.freeze(max_size=MAX_NAME_POSTINGS)
 
 
 def party_index(items) -> DatedIndex:
