@@ -224,7 +224,8 @@ def test_instalments_two_months_apart_are_matched_by_the_invoice_they_name():
     bank_ids, m = matched(r)[("l1",)]
     assert bank_ids == ("b1", "b2", "b3") and m.rule == "partial"
     assert m.explanation.startswith(
-        "3 bank lines add up to the ledger amount 3600.00; each names RE-2026-40417; paid 4 to 66 days after it"
+        "3 bank lines add up to the ledger amount 3600.00 from Fischer Metallbau GmbH; each names RE-2026-40417;"
+        " paid 4 to 66 days after it"
     )
 
 
@@ -516,7 +517,9 @@ def test_a_month_of_a_german_business_through_the_daemon(recon):
     parts = by_refs[("RE-2026-40417",)]
     assert parts["rule"] == "partial"
     assert sorted(ln["bank_reference"] for ln in parts["statement_lines"]) == ["B-002", "B-003", "B-004"]
-    assert "3 bank lines add up to the ledger amount 3600.00; each names RE-2026-40417" in parts["explanation"]
+    assert parts["explanation"].startswith(
+        "3 bank lines add up to the ledger amount 3600.00 from Fischer Metallbau GmbH; each names RE-2026-40417"
+    )
     assert "paid 4 to 66 days after it was booked" in parts["explanation"]
 
     fee = by_refs[("RE-2026-11959",)]

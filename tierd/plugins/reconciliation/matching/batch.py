@@ -324,15 +324,14 @@ def _partial_candidate(ctx: Context, t: Item, f: Found, pool: Pool) -> Candidate
     chosen = sorted(f.items, key=lambda it: (it.day, it.id))
     label = ledger_label(t)
     naming = sum(1 for it in chosen if it in pool.named)
-    names: str | None
+    names: str | None = None
     if naming == len(chosen):
         names = f"each names {label}"
     elif naming:
         names = f"{naming} of them name{'s' if naming == 1 else ''} {label}"
-    else:
-        names = f"from {t.src.counterparty}" if t.src.counterparty else None
+    owner = f" from {t.src.counterparty}" if t.src.counterparty and all(it.id in pool.same for it in chosen) else ""
     reasons = [
-        f"{len(chosen)} bank lines add up to the ledger amount {ctx.to_decimal(abs(t.units))}",
+        f"{len(chosen)} bank lines add up to the ledger amount {ctx.to_decimal(abs(t.units))}{owner}",
         names,
         f"paid {span_phrase([it.day - t.day for it in chosen], 'after', 'before')} it was booked",
         _why_chosen(f, "partial"),
