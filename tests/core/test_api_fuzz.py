@@ -223,6 +223,8 @@ def seed(daemon: SandboxedDaemon) -> dict[str, str]:
     run = ok("POST", account + "/runs")
     matches = ok("GET", account + "/matches")["data"]
     suggestions = ok("GET", account + "/suggestions")["data"]
+    open_lines = ok("GET", account + "/open-items?side=bank")["statement_lines"]
+    aliases = ok("GET", account + "/aliases")["data"]
     return {
         "/v1/webhooks/": endpoint["id"],
         "/v1/events/": event["id"],
@@ -236,13 +238,15 @@ def seed(daemon: SandboxedDaemon) -> dict[str, str]:
         "{run}": run["id"],
         "{match}": matches[0]["id"] if matches else "m_none",
         "{suggestion}": suggestions[0]["id"] if suggestions else "s_none",
+        "{item}": str(open_lines[0]["id"]) if open_lines else "1",
+        "{alias}": str(aliases[0]["id"]) if aliases else "1",
     }
 
 
 def known_path_parameters(path: str, known: dict[str, str]) -> dict[str, str]:
     """The seeded object for each path parameter of ``path`` (``{id}`` by the path before it)."""
     values = {}
-    for name in ("tenant", "account", "run", "match", "suggestion"):
+    for name in ("tenant", "account", "run", "match", "suggestion", "item", "alias"):
         if "{" + name + "}" in path:
             values[name] = known["{" + name + "}"]
     if "{id}" in path:

@@ -7,8 +7,12 @@ hook implementation (see :mod:`tierd.core.hookspecs`). The pieces:
 * ``matching/`` - the pure matching engine (rules, conflict settlement)
 * ``imports.py`` / ``ledger.py`` - getting both sides in, de-duplicated
 * ``runs.py`` / ``manual.py`` - automatic runs, and what people decide
+* ``aliases.py`` - payers that matches taught (IBAN or name -> ledger counterparty), forgotten on undo
+* ``candidates.py`` - why an item is still open: its neighbourhood, explained by ``matching/why.py``
+* ``exchange.py`` - ledger entries in another currency, valued for a manual match
 * ``event_types.py`` - the events it publishes (imports, runs, exceptions), declared
-* ``migrations.py`` - the tables; ``store.py`` - every SQL statement on them
+* ``migrations.py`` - the tables; ``store.py`` - the SQL on them (``aliases.py`` and
+  ``candidates.py`` keep their own few statements next to what they do)
 * ``api.py`` / ``cli.py`` - the interfaces; ``present.py`` - records as the API shows them
 * ``config.py`` - the ``reconciliation`` config section's schema and what runs read of it
 * ``service.py`` - the running object (core's service slot): metrics, run locks, config accounts
