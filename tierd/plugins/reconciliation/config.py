@@ -19,6 +19,7 @@ from .importers.csv import FIELDS as CSV_FIELDS
 from .importers.csv import layout_problems
 from .ledger import FIELDS as LEDGER_FIELDS
 from .matching import DEFAULT_RULES, EngineConfig
+from .matching.model import RULE_DEFAULTS
 from .matching.rules import RULES
 
 ACCOUNT_ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
@@ -56,23 +57,7 @@ LEDGER_FORMAT = Obj(
 #: The parameters each built-in rule reads (besides ``rule``, ``auto`` and
 #: ``auto_threshold``, which every rule takes). A parameter given to a rule
 #: that does not read it is an error: it would silently change nothing.
-RULE_PARAMS: dict[str, tuple[str, ...]] = {
-    "reference": ("window_days",),
-    "fx": ("window_days", "rate_tolerance"),
-    "amount_date": ("window_days", "days_after"),
-    "fuzzy_counterparty": ("window_days", "days_after", "min_similarity"),
-    "tolerance": (
-        "window_days",
-        "ref_window_days",
-        "absolute",
-        "percent",
-        "single_absolute",
-        "single_percent",
-        "min_similarity",
-    ),
-    "partial": ("window_days", "ref_window_days", "max_items", "max_pool", "min_similarity", "budget"),
-    "batch": ("window_days", "days_after", "max_items", "max_pool", "min_similarity", "budget"),
-}
+RULE_PARAMS: dict[str, tuple[str, ...]] = {name: tuple(defaults) for name, defaults in RULE_DEFAULTS.items()}
 _EVERY_RULE = ("rule", "auto", "auto_threshold")
 
 

@@ -183,14 +183,14 @@ def _why_chosen(f: Found, rule: str) -> str | None:
 
 def batch_rule(ctx: Context, p: dict) -> list[Candidate]:
     """(d) One bank line pays 2..k open items of one counterparty (a payment run, "Sammelzahlung")."""
-    before = int(p.get("window_days", 90))
-    after = int(p.get("days_after", 5))
-    max_items = int(p.get("max_items", 6))
-    max_pool = int(p.get("max_pool", 20))
-    budget = int(p.get("budget", 20_000))
+    before = int(p["window_days"])
+    after = int(p["days_after"])
+    max_items = int(p["max_items"])
+    max_pool = int(p["max_pool"])
+    budget = int(p["budget"])
     # Near-namesakes ("Mayer Bau" / "Meyer Bau", 89%) must not share a pool: a
     # customer's own spellings are identical once normalised.
-    min_sim = float(p.get("min_similarity", 92)) / 100
+    min_sim = float(p["min_similarity"]) / 100
     ledgers = list(ctx.open_ledgers.values())
     parties = PartyIndex(ledgers)
     by_key = ctx.ledger_keys()
@@ -283,12 +283,12 @@ def _batch_candidate(ctx: Context, b: Item, f: Found, pool: Pool) -> Candidate:
 
 def partial_rule(ctx: Context, p: dict) -> list[Candidate]:
     """(e) 2..k bank lines pay one open item (instalments, or a payment split by the payer)."""
-    window = int(p.get("window_days", 14))
-    ref_window = int(p.get("ref_window_days", 366))
-    max_items = int(p.get("max_items", 5))
-    max_pool = int(p.get("max_pool", 12))
-    budget = int(p.get("budget", 20_000))
-    min_sim = float(p.get("min_similarity", 90)) / 100
+    window = int(p["window_days"])
+    ref_window = int(p["ref_window_days"])
+    max_items = int(p["max_items"])
+    max_pool = int(p["max_pool"])
+    budget = int(p["budget"])
+    min_sim = float(p["min_similarity"]) / 100
     banks = list(ctx.open_banks.values())
     by_key = key_index(banks, lambda it: it.keys | it.grams)
     elsewhere = NamedElsewhere(ctx)

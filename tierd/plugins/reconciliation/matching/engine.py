@@ -12,7 +12,7 @@ import gc
 from collections import Counter
 
 from .context import Context
-from .model import BankLine, EngineConfig, LedgerEntry, Match, Result
+from .model import RULE_DEFAULTS, BankLine, EngineConfig, LedgerEntry, Match, Result
 from .resolve import dedupe, resolve
 from .rules import RULES, Candidate
 
@@ -105,7 +105,9 @@ def _reconcile(
     for rule_cfg in config.rules:
         if not ctx.open_banks or not ctx.open_ledgers:
             break
-        params = {k: v for k, v in rule_cfg.items() if k != "rule"}
+        # Each rule reads every parameter it takes: the account's, else its default.
+        given_params = {k: v for k, v in rule_cfg.items() if k != "rule" and v is not None}
+        params = {**RULE_DEFAULTS.get(rule_cfg["rule"], {}), **given_params}
         candidates = RULES[rule_cfg["rule"]](ctx, params)
         threshold = float(params.get("auto_threshold", config.auto_threshold))
         given = [list(c.reasons) for c in candidates] if trace is not None else []

@@ -38,8 +38,8 @@ def _money(value: Decimal, places: int) -> str:
 
 def fx_rule(ctx: Context, p: dict) -> list[Candidate]:
     """(g) A line instructed in currency X pays a ledger entry in X, converted at the bank's rate."""
-    window = int(p.get("window_days", 60))
-    rate_tolerance = Decimal(str(p.get("rate_tolerance", 0.5)))
+    window = int(p["window_days"])
+    rate_tolerance = Decimal(str(p["rate_tolerance"]))
     home = {b.currency for b in ctx.open_banks.values()}
     foreign = [e for e in ctx.open_ledgers.values() if e.currency not in home]
     by_amount = DatedIndex()

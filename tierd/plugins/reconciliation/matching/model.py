@@ -11,6 +11,43 @@ import dataclasses
 import datetime as dt
 from decimal import Decimal
 
+#: Every parameter each built-in rule reads, and the value it takes when an
+#: account's rule leaves it out (``days_after`` None: as many days after as
+#: ``window_days`` before). One table: the engine hands each rule its
+#: parameters merged over these, the configuration refuses any other, and
+#: "why is this open" quotes the same values.
+RULE_DEFAULTS: dict[str, dict] = {
+    "reference": {"window_days": 45},
+    "fx": {"window_days": 60, "rate_tolerance": 0.5},
+    "amount_date": {"window_days": 3, "days_after": None},
+    "fuzzy_counterparty": {"window_days": 5, "days_after": None, "min_similarity": 85},
+    "tolerance": {
+        "window_days": 5,
+        "ref_window_days": 45,
+        "absolute": "15.00",
+        "percent": 1,
+        "single_absolute": "2.50",
+        "single_percent": 0.5,
+        "min_similarity": 85,
+    },
+    "partial": {
+        "window_days": 14,
+        "ref_window_days": 366,
+        "max_items": 5,
+        "max_pool": 12,
+        "min_similarity": 90,
+        "budget": 20_000,
+    },
+    "batch": {
+        "window_days": 90,
+        "days_after": 5,
+        "max_items": 6,
+        "max_pool": 20,
+        "min_similarity": 92,
+        "budget": 20_000,
+    },
+}
+
 #: The rule passes used when an account configures none, in this order:
 #: the surest first, each working on what the earlier ones left open. A fee
 #: deducted comes before the many-to-one passes (its line names the invoice

@@ -114,7 +114,7 @@ def _known_phrase(who: Party) -> str | None:
 
 def reference_rule(ctx: Context, p: dict) -> list[Candidate]:
     """(a) Exact keys: end-to-end id or invoice number found in the bank line."""
-    window = int(p.get("window_days", 45))
+    window = int(p["window_days"])
     out = []
     for b in ctx.open_banks.values():
         for entry, key, where in _reference_hits(ctx, b, window):
@@ -198,8 +198,8 @@ def _near_reference(b: Item, entry: Item) -> tuple[float, str | None]:
 
 def amount_date_rule(ctx: Context, p: dict) -> list[Candidate]:
     """(b) Equal amount within a date window; names, known payers and near-references add weight."""
-    window = int(p.get("window_days", 3))
-    after = p.get("days_after")
+    window = int(p["window_days"])
+    after = p["days_after"]
     elsewhere = NamedElsewhere(ctx)
     out = []
     for b, found in _per_bank_line(ctx, _equal_amount_pairs(ctx, window, None if after is None else int(after))):
@@ -240,9 +240,9 @@ def amount_date_rule(ctx: Context, p: dict) -> list[Candidate]:
 
 def fuzzy_counterparty_rule(ctx: Context, p: dict) -> list[Candidate]:
     """(c) Similar counterparty names (rapidfuzz) or a known payer, with equal amount and date window."""
-    window = int(p.get("window_days", 5))
-    after = p.get("days_after")
-    min_sim = float(p.get("min_similarity", 85)) / 100
+    window = int(p["window_days"])
+    after = p["days_after"]
+    min_sim = float(p["min_similarity"]) / 100
     elsewhere = NamedElsewhere(ctx)
     out = []
     for b, found in _per_bank_line(ctx, _equal_amount_pairs(ctx, window, None if after is None else int(after))):
@@ -297,11 +297,11 @@ def tolerance_rule(ctx: Context, p: dict) -> list[Candidate]:
     index and the counterparty's items (:class:`.context.PartyIndex`); then
     the amount is checked.
     """
-    window = int(p.get("window_days", 5))
-    ref_window = int(p.get("ref_window_days", 45))
-    full = (Decimal(str(p.get("absolute", "15.00"))), Decimal(str(p.get("percent", 1))))
-    single = (Decimal(str(p.get("single_absolute", "2.50"))), Decimal(str(p.get("single_percent", 0.5))))
-    min_sim = float(p.get("min_similarity", 85)) / 100
+    window = int(p["window_days"])
+    ref_window = int(p["ref_window_days"])
+    full = (Decimal(str(p["absolute"])), Decimal(str(p["percent"])))
+    single = (Decimal(str(p["single_absolute"])), Decimal(str(p["single_percent"])))
+    min_sim = float(p["min_similarity"]) / 100
     # The widest tolerance, as plain numbers: most of the pool fails this first test.
     widest_abs, widest_pct = int(full[0].scaleb(ctx.scale)), float(full[1]) / 100
     elsewhere = NamedElsewhere(ctx)

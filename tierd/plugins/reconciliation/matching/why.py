@@ -17,7 +17,7 @@ compete for the same partners (*rivals*) and the account's configuration, and:
 3. ranks them closest first.
 
 The checks read every parameter from the account's rule list; a parameter the
-list leaves out takes the rule's default (:data:`RULE_DEFAULTS`). A rule this
+list leaves out takes the rule's default (:data:`.model.RULE_DEFAULTS`). A rule this
 module has no check for still shows what the engine made of it.
 """
 
@@ -30,7 +30,7 @@ from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 from . import rules as _rules
 from .context import Context, Item, similarity
 from .engine import Pass, Trace, reconcile
-from .model import BankLine, EngineConfig, KnownPayer, LedgerEntry
+from .model import RULE_DEFAULTS, BankLine, EngineConfig, KnownPayer, LedgerEntry
 from .text import flat_name, fuzzy_ref_score, name_similarity, norm_name, norm_ref, payer_keys, ref_grams
 
 Source = BankLine | LedgerEntry
@@ -53,26 +53,6 @@ MAX_RIVALS = 60
 
 #: A reference at least this sure (two digits swapped) counts as named; one only alike needs the name too.
 SURE_REFERENCE = 0.95
-
-#: What the built-in rules take when an account's rule list leaves a parameter out.
-#: ``days_after`` left out means as many days after as ``window_days`` before.
-RULE_DEFAULTS: dict[str, dict] = {
-    "reference": {"window_days": 45},
-    "amount_date": {"window_days": 3},
-    "fuzzy_counterparty": {"window_days": 5, "min_similarity": 85},
-    "batch": {"window_days": 90, "days_after": 5, "max_items": 6, "min_similarity": 92},
-    "partial": {"window_days": 14, "ref_window_days": 366, "max_items": 5, "min_similarity": 90},
-    "tolerance": {
-        "window_days": 5,
-        "ref_window_days": 45,
-        "absolute": "15.00",
-        "percent": 1,
-        "single_absolute": "2.50",
-        "single_percent": 0.5,
-        "min_similarity": 85,
-    },
-    "fx": {"window_days": 60, "rate_tolerance": 0.5},
-}
 
 
 @dataclasses.dataclass(frozen=True)
