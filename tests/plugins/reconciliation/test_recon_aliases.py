@@ -289,23 +289,23 @@ def test_cli_lists_and_removes(daemon, acme):
     acme.match(lines["1200.00"], entries["L-1"])
     acme.match(lines["300.00"], entries["L-2"])
 
-    result = daemon.cli("recon", "aliases", "main-eur", "--tenant", "acme")
+    result = daemon.cli("recon", "aliases", "--account", "main-eur", "--tenant", "acme")
     assert result.returncode == 0, result.stderr
     header, row = result.stdout.splitlines()[:2]
     assert header.split() == ["ID", "KIND", "BANK_LABEL", "LEDGER_NAME", "TIMES", "LAST_AT"]
     assert TREUHAND_IBAN in row and MUELLER in row and re.search(r"\b2\b", row)
 
-    result = daemon.cli("recon", "aliases", "main-eur", "--tenant", "acme", "--json")
+    result = daemon.cli("recon", "aliases", "--account", "main-eur", "--tenant", "acme", "--json")
     [alias] = json.loads(result.stdout)
     assert (alias["bank_label"], alias["ledger_name"], alias["times"]) == (TREUHAND_IBAN, MUELLER, 2)
 
-    result = daemon.cli("recon", "aliases", "main-eur", "--tenant", "acme", "--remove", str(alias["id"]))
+    result = daemon.cli("recon", "aliases", "--account", "main-eur", "--tenant", "acme", "--remove", str(alias["id"]))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"alias {alias['id']} removed: {TREUHAND_IBAN} paid {MUELLER} (2 matches taught it)"
-    result = daemon.cli("recon", "aliases", "main-eur", "--tenant", "acme")
+    result = daemon.cli("recon", "aliases", "--account", "main-eur", "--tenant", "acme")
     assert result.returncode == 0 and result.stdout.strip() == "(none)"
 
-    result = daemon.cli("recon", "aliases", "main-eur", "--tenant", "acme", "--remove", str(alias["id"]), "--json")
+    result = daemon.cli("recon", "aliases", "--account", "main-eur", "--tenant", "acme", "--remove", str(alias["id"]), "--json")
     assert result.returncode != 0 and "not_found" in result.stderr
 
 

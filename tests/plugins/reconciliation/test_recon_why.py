@@ -249,7 +249,7 @@ def test_tenants_are_walls(account):
 
 def test_cli_text_and_json(account):
     d, _, lines, entries, _ = account
-    args = ("recon", "why", "--tenant", "acme", "main-eur")
+    args = ("recon", "why", "--tenant", "acme", "--account", "main-eur")
     result = d.cli(*args, "--line", str(lines["BK-TOL"]))
     assert result.returncode == 0, result.stderr
     out = result.stdout

@@ -237,12 +237,8 @@ def unmatch(cli, tenant, account, match_id, as_json):
         )
 
 
-@tenant_command(
-    recon_cli,
-    "aliases",
-    click.option("--remove", "remove_id", default=None, help="Forget this alias (its id in the list)"),
-    argument="account",
-)
+@recon_command("aliases")
+@click.option("--remove", "remove_id", default=None, help="Forget this alias (its id in the list)")
 def aliases(cli, tenant, account, remove_id, as_json):
     """What matches taught: which bank payer (IBAN, else name) paid for which ledger counterparty.
 
@@ -288,14 +284,10 @@ def _facts_line(facts: dict) -> str:
     return ", ".join(parts)
 
 
-@tenant_command(
-    recon_cli,
-    "why",
-    click.option("--line", type=int, default=None, help="Statement line id (from open-items)"),
-    click.option("--entry", type=int, default=None, help="Ledger entry id (from open-items)"),
-    click.option("--limit", type=click.IntRange(1, 20), default=5, help="Candidates to show (1..20)"),
-    argument="account",
-)
+@recon_command("why")
+@click.option("--line", type=int, default=None, help="Statement line id (from open-items)")
+@click.option("--entry", type=int, default=None, help="Ledger entry id (from open-items)")
+@click.option("--limit", type=click.IntRange(1, 20), default=5, help="Candidates to show (1..20)")
 def why(cli, tenant, account, line, entry, limit, as_json):
     """Why is this item still open? Its closest candidates, each with why it was not taken."""
     if (line is None) == (entry is None):
