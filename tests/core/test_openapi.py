@@ -85,7 +85,12 @@ def test_every_list_that_pages_declares_limit_and_cursor(daemon):
     _, doc = daemon.request("GET", "/v1/openapi.json", token="")
     undeclared, untrue, checked = [], [], []
     for method, path, op in operations(doc):
-        if method != "GET" or path.endswith("}") or path in ("/metrics",) or path.endswith(("/download", "/candidates")):
+        if (
+            method != "GET"
+            or path.endswith("}")
+            or path in ("/metrics",)
+            or path.endswith(("/download", "/candidates"))
+        ):
             continue  # one object, or not JSON
         target = re.sub(r"{([^}]+)}", lambda m: seeded[m.group(1)], path)
         params = {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}

@@ -305,7 +305,9 @@ def test_cli_lists_and_removes(daemon, acme):
     result = daemon.cli("recon", "aliases", "--account", "main-eur", "--tenant", "acme")
     assert result.returncode == 0 and result.stdout.strip() == "(none)"
 
-    result = daemon.cli("recon", "aliases", "--account", "main-eur", "--tenant", "acme", "--remove", str(alias["id"]), "--json")
+    result = daemon.cli(
+        "recon", "aliases", "--account", "main-eur", "--tenant", "acme", "--remove", str(alias["id"]), "--json"
+    )
     assert result.returncode != 0 and "not_found" in result.stderr
 
 
