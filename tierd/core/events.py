@@ -27,7 +27,7 @@ from typing import Any
 
 from tierd.core.clock import Clock, iso
 from tierd.core.ids import new_ids
-from tierd.core.storage import Database, Lookups, Params, is_decode_error, json_columns
+from tierd.core.storage import Database, Lookups, Params, is_decode_error, is_storage_full, json_columns
 
 log = logging.getLogger("tierd.events")
 
@@ -440,13 +440,16 @@ class EventBus:
                         saved, saved_at = cursor, time.monotonic()
                 except asyncio.CancelledError:
                     raise
-                except Exception:
+                except Exception as exc:
                     progress.errors += 1
                     if self.on_consumer_error is not None:
                         self.on_consumer_error(consumer.name)
                     where = f" on events {events[0].seq}..{events[-1].seq}" if events else ""
                     log.exception("consumer %s failed%s; retrying in %.1fs", consumer.name, where, backoff)
-                    await wait_any(stopping, timeout=backoff)
+                    # Out of space, intake refuses every event until space is back: the
+                    # next event stored is the sign of it, so retry then rather than up
+                    # to RETRY_MAX later (any other failure waits its whole backoff).
+                    await wait_any(*((wakeup,) if is_storage_full(exc) else ()), stopping, timeout=backoff)
                     backoff = min(backoff * 2, self.RETRY_MAX)
             if cursor is not None and saved != cursor:
                 try:
