@@ -9,9 +9,9 @@ bad variants are derived from the fixtures and must name where they fail.
 
 import datetime as dt
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
+from test_recon_importers import read  # a fixture file, as the importer tests read it
 
 from tierd.core.registry import StatementError
 from tierd.plugins.reconciliation.importers import (
@@ -24,12 +24,7 @@ from tierd.plugins.reconciliation.importers import (
 from tierd.plugins.reconciliation.imports import check_balances
 from tierd.plugins.reconciliation.matching.text import norm_ref, ref_grams
 
-FIXTURES = Path(__file__).parent / "fixtures"
 D = dt.date
-
-
-def read(name: str) -> bytes:
-    return (FIXTURES / name).read_bytes()
 
 
 def fields(line, *names):
