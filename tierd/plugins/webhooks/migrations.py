@@ -263,3 +263,18 @@ MIGRATIONS.append(
     END;
     """
 )
+
+
+# 5 (issue 14): what an endpoint may ask of its deliveries.
+# - ordering: 'unordered' (the default: as fast as the slots allow) or 'fifo' (its
+#   deliveries leave in event order, one in flight at a time); blocked_since is when
+#   a fifo endpoint's head delivery started failing (NULL while it flows).
+# - transformation: NULL, or the JSON of a sandboxed template that reshapes the
+#   body (and may add headers) before it is signed and sent.
+MIGRATIONS.append(
+    """
+    ALTER TABLE webhook_endpoints ADD COLUMN ordering TEXT NOT NULL DEFAULT 'unordered';
+    ALTER TABLE webhook_endpoints ADD COLUMN blocked_since REAL;
+    ALTER TABLE webhook_endpoints ADD COLUMN transformation TEXT;
+    """
+)
