@@ -44,6 +44,7 @@ from tierd.core.schema import (
 
 from .endpoints import MAX_RATE_LIMIT
 from .fanout import payload_of
+from .ordering import ORDERINGS
 from .records import DELIVERY_STATUSES
 from .service import WebhooksService
 from .signing import SIGNING_SCHEMES, check_secret, new_secret, signing_of, signing_secrets, verification_key
@@ -176,6 +177,11 @@ _ENDPOINT_FIELDS = {
     ),
     "rate_limit": Float(above=0, max=MAX_RATE_LIMIT, nullable=True, doc="requests per second; null: none"),
     "metadata": Obj({}, extra=True, doc="any JSON object, kept with the endpoint"),
+    "ordering": Enum(
+        ORDERINGS,
+        doc="unordered (default): as fast as the limits allow; fifo: in event order, one in flight at a time,"
+        " a failing delivery holds back the ones after it (blocked_since, blocked_by)",
+    ),
 }
 _SIGNING = {
     "signing": Enum(
@@ -478,7 +484,16 @@ def routes() -> list[Route]:
         if not await module.store.requeue(tenant, delivery["id"], module.daemon.clock.time()):
             raise ApiError(409, "in_flight", f"delivery {delivery['id']} is being sent right now")
         module.dispatcher.wake()
-        return json_response({"id": delivery["id"], "status": "pending"}, status=202)
+        return json_response(
+            {"id": delivery["id"], "status": "pending"} | await waits_for(module, delivery), status=202
+        )
+
+    async def waits_for(module, delivery: dict) -> dict:
+        """On a fifo endpoint, the delivery a retried one waits for (it never jumps the queue)."""
+        if delivery["endpoint_id"] not in module.endpoints.fifo:
+            return {}
+        head = await module.store.head_of(delivery["endpoint_id"])
+        return {"waits_for": head["id"] if head and head["id"] != delivery["id"] else None}
 
     async def recover(request):
         tenant, module = context(request)

@@ -14,6 +14,7 @@ import click
 
 from tierd.core.cli_helpers import count_of, tenant_command
 
+from .ordering import ORDERINGS
 from .records import DELIVERY_STATUSES
 from .signing import SIGNING_SCHEMES
 
@@ -21,6 +22,16 @@ from .signing import SIGNING_SCHEMES
 @click.group("webhooks")
 def webhooks():
     """Webhook endpoints: subscribe URLs, read delivery history, retry, recover, test."""
+
+
+#: ``--ordering`` of add and update (the API's ``ordering``).
+ORDERING = click.option(
+    "--ordering",
+    type=click.Choice(ORDERINGS),
+    default=None,
+    help="fifo: deliveries in event order, one at a time (a failing one holds back the rest); "
+    "unordered (default): as fast as the limits allow.",
+)
 
 
 def command(name: str, argument: str | None = None, as_json: bool = True):
@@ -33,6 +44,7 @@ def list_(cli, tenant, as_json):
     """List the tenant's endpoints."""
     rows = cli.api.get_all("/v1/webhooks", tenant=tenant)
     columns = ["id", "url", "event_types", "enabled", "signing", "failing_since", "disabled_reason", "description"]
+    columns[4:4] = ["ordering", "blocked_since", "blocked_by"]
     cli.output(rows, columns=columns, as_json=as_json)
 
 
@@ -47,6 +59,7 @@ def list_(cli, tenant, as_json):
 @click.option("--header", "headers", multiple=True, metavar="NAME:VALUE", help="Static header sent with each request.")
 @click.option("--rate-limit", type=float, default=None, help="At most this many requests per second.")
 @click.option("--disabled", is_flag=True, help="Create it disabled.")
+@ORDERING
 @click.option(
     "--signing",
     type=click.Choice(SIGNING_SCHEMES),
@@ -54,7 +67,7 @@ def list_(cli, tenant, as_json):
     show_default=True,
     help="hmac-sha256: a shared whsec_ secret (v1); ed25519: receivers get a whpk_ public key (v1a).",
 )
-def add(cli, tenant, url, event_types, description, headers, rate_limit, disabled, signing, as_json):
+def add(cli, tenant, url, event_types, description, headers, rate_limit, disabled, signing, ordering, as_json):
     """Subscribe URL to the tenant's events; prints the endpoint and its signing secret."""
     parsed = {}
     for header in headers:
@@ -72,8 +85,10 @@ def add(cli, tenant, url, event_types, description, headers, rate_limit, disable
     }
     if rate_limit is not None:
         body["rate_limit"] = rate_limit
+    if ordering is not None:
+        body["ordering"] = ordering
     created = cli.api.post("/v1/webhooks", json=body, tenant=tenant)
-    shown = ("id", "url", "event_types", "enabled", "signing", "secret", "public_key")
+    shown = ("id", "url", "event_types", "enabled", "ordering", "signing", "secret", "public_key")
     cli.output(created if as_json else {k: created[k] for k in shown if k in created}, as_json=as_json)
 
 
@@ -94,7 +109,8 @@ def add(cli, tenant, url, event_types, description, headers, rate_limit, disable
     default=None,
     help="Enable (e.g. after tierd disabled a failing endpoint; a fresh failure window) or disable.",
 )
-def update(cli, tenant, endpoint_id, url, event_types, all_events, description, rate_limit, enabled, as_json):
+@ORDERING
+def update(cli, tenant, endpoint_id, url, event_types, all_events, description, rate_limit, enabled, ordering, as_json):
     """Change an endpoint: only the options given."""
     if event_types and all_events:
         raise click.UsageError("--event-type and --all-events exclude each other")
@@ -103,6 +119,7 @@ def update(cli, tenant, endpoint_id, url, event_types, all_events, description, 
         "description": description,
         "enabled": enabled,
         "event_types": [] if all_events else list(event_types) or None,
+        "ordering": ordering,
     }
     body = {k: v for k, v in body.items() if v is not None}
     if rate_limit is not None:
@@ -113,7 +130,10 @@ def update(cli, tenant, endpoint_id, url, event_types, all_events, description, 
     cli.output(
         updated
         if as_json
-        else {k: updated[k] for k in ("id", "url", "event_types", "enabled", "rate_limit", "description")},
+        else {
+            k: updated[k]
+            for k in ("id", "url", "event_types", "enabled", "rate_limit", "ordering", "blocked_since", "description")
+        },
         as_json=as_json,
     )
 

@@ -18,6 +18,7 @@ from . import outcome as policy
 from .attempt import Sender
 from .endpoints import EndpointCache
 from .metrics import WebhookMetrics
+from .ordering import Ordering, unqueued
 from .recorder import Recorder
 from .records import Claimed, Outcome
 from .slots import Slots
@@ -54,6 +55,7 @@ class Dispatcher:
         self.slots = Slots(endpoints, on_freed=self.wakeup.set)
         self.sender = Sender(settings)
         self.recorder = Recorder(store, self._recorded)
+        self.ordering = Ordering(store, endpoints, self.clock, lambda *event: daemon.bus.publish(*event))
         self._claim_ids = itertools.count(1)
         #: The time the last claim took due rows up to.
         self._claimed_until = 0.0
@@ -140,6 +142,8 @@ class Dispatcher:
         for row in rows:
             taken[row["endpoint_id"]] = taken.get(row["endpoint_id"], 0) + 1
         self.slots.claimed(room, taken, limit, len(rows))
+        if self.endpoints.fifo and len(rows) < free:
+            rows += await self.ordering.claim(now, self.slots, free - len(rows), next(self._claim_ids))
         unsendable = []
         for row in rows:
             try:
@@ -189,6 +193,7 @@ class Dispatcher:
             endpoint.url,
             endpoint.headers,
             endpoint.secrets(now),
+            fifo=endpoint.fifo,
         )
 
     # --- the fast path: new deliveries handed over by the consumer ------------------------
@@ -256,6 +261,8 @@ class Dispatcher:
         await self.endpoints.refresh()
         delivery = await self._claimed(await self.store.claimed_row(seq), self.clock.time())
         outcome = await self.attempt(delivery)
+        if delivery.fifo:
+            outcome = unqueued(outcome)
         await self.recorder.record_now([outcome])
         return outcome
 
@@ -264,3 +271,15 @@ class Dispatcher:
         if any(o.due_at is not None and o.due_at < soon for o in batch):
             self.wakeup.set()  # a retry due before the loop's next tick
         await self.follow_ups.handle(batch)
+        if self.endpoints.fifo:
+            await self._ordered(batch)
+
+    async def _ordered(self, batch: list[Outcome]) -> None:
+        """Fifo endpoints in ``batch``: claim their next head now, and say which are blocked."""
+        if any(o.endpoint_id in self.endpoints.fifo for o in batch):
+            self.wakeup.set()  # the head's result is written: the next one may go
+        try:
+            await self.ordering.recorded(batch)
+        except Exception:
+            self.metrics.dispatch_errors.labels("follow_up").inc()
+            log.exception("webhooks: could not record whether fifo endpoints are blocked")

@@ -63,6 +63,8 @@ class EndpointInfo:
     secret: str
     previous_secret: str | None
     previous_secret_until: float | None
+    #: ``ordering: fifo``: one delivery in flight at a time, in event order (``ordering.py``).
+    fifo: bool = False
 
     @classmethod
     def from_row(cls, row) -> EndpointInfo:
@@ -84,6 +86,7 @@ class EndpointInfo:
             row["secret"],
             row["previous_secret"],
             row["previous_secret_until"],
+            row["ordering"] == "fifo",
         )
 
     def secrets(self, now: float) -> list[str]:
@@ -102,6 +105,9 @@ class EndpointCache:
         self._loaded = False
         self._matches: dict[tuple[str, str], list[EndpointInfo]] = {}
         self._lock = asyncio.Lock()
+        #: Ids of the fifo endpoints: the dispatcher claims their heads
+        #: apart (empty: the unordered paths pay nothing for ordering).
+        self.fifo: frozenset[str] = frozenset()
 
     def forget(self, endpoint_id: str) -> None:
         """An endpoint was created, changed or deleted: reload it before its next use."""
@@ -141,6 +147,7 @@ class EndpointCache:
         for info in self.by_id.values():
             self.by_tenant.setdefault(info.tenant_id, []).append(info)
         self._matches = {}
+        self.fifo = frozenset(e.id for e in self.by_id.values() if e.fifo)
 
     def _infos(self, rows) -> dict[str, EndpointInfo]:
         """The usable endpoints of ``rows``; the others are logged and kept in :attr:`unusable`."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 from tierd.core.registry import EventType, object_schema
 
 ENDPOINT_DISABLED = "webhook.endpoint.disabled"
+ENDPOINT_BLOCKED = "webhook.endpoint.blocked"
+ENDPOINT_UNBLOCKED = "webhook.endpoint.unblocked"
 DELIVERY_FAILED = "webhook.delivery.failed"
 
 _STR = {"type": "string"}
@@ -98,6 +100,48 @@ EVENT_TYPES = [
         "{% if data.reason %} because {{ data.reason }}{% endif %}.\n"
         "{% if data.failures %}Consecutive failures: {{ data.failures }}.\n{% endif %}"
         "Deliveries to it are paused until it is enabled again.",
+    ),
+    EventType(
+        ENDPOINT_BLOCKED,
+        "A fifo webhook endpoint's next delivery failed: the deliveries after it wait until it lands.",
+        data_schema=object_schema(
+            ["endpoint_id", "url", "delivery_id"],
+            endpoint_id=_STR,
+            url=_STR,
+            description=_STR,
+            delivery_id={**_STR, "description": "the delivery holding the others back"},
+            event_type=_STR,
+            error=_NULLABLE_STR,
+            blocked_since={**_STR, "format": "date-time"},
+        ),
+        severity="warning",
+        operator_alert=True,
+        webhook=False,
+        subject="Webhook endpoint blocked: {{ data.url or data.endpoint_id }}",
+        body="The webhook endpoint {{ data.endpoint_id }} of tenant {{ tenant or '-' }}"
+        "{% if data.url %} ({{ data.url }}){% endif %} delivers in order, and its delivery {{ data.delivery_id }}"
+        "{% if data.event_type %} ({{ data.event_type }}){% endif %} failed"
+        "{% if data.error %}: {{ data.error }}{% endif %}.\n"
+        "The deliveries after it wait until it lands; tierd keeps trying it, "
+        "and 'tierd webhooks retry {{ data.delivery_id }}' tries it at once.",
+    ),
+    EventType(
+        ENDPOINT_UNBLOCKED,
+        "A blocked fifo webhook endpoint flows again: the delivery that held it back finished.",
+        data_schema=object_schema(
+            ["endpoint_id", "url", "delivery_id"],
+            endpoint_id=_STR,
+            url=_STR,
+            description=_STR,
+            delivery_id=_STR,
+            delivery_status={"enum": ["succeeded", "failed"]},
+        ),
+        operator_alert=True,
+        webhook=False,
+        subject="Webhook endpoint flows again: {{ data.url or data.endpoint_id }}",
+        body="The webhook endpoint {{ data.endpoint_id }} of tenant {{ tenant or '-' }}"
+        "{% if data.url %} ({{ data.url }}){% endif %} is no longer blocked: delivery {{ data.delivery_id }} "
+        "{{ data.delivery_status or 'finished' }}, the deliveries after it go out in order.",
     ),
     EventType(
         DELIVERY_FAILED,

@@ -44,6 +44,11 @@ class WebhookMetrics:
             ["stage"],
             registry=registry,
         )
+        self.blocked = prometheus_client.Gauge(
+            "tierd_webhook_endpoints_blocked",
+            "Fifo webhook endpoints whose next delivery keeps failing (the ones after it wait)",
+            registry=registry,
+        )
         self.unusable = prometheus_client.Gauge(
             "tierd_webhook_endpoints_unusable",
             "Webhook endpoints whose stored row cannot be used (see the log)",
@@ -64,3 +69,4 @@ class WebhookMetrics:
         self.due.set(due)
         self.oldest_due_age.set(max(0.0, now - oldest) if oldest is not None else 0)
         self.disabled.set(await store.count_disabled())
+        self.blocked.set(await store.count_blocked())

@@ -20,6 +20,7 @@ from tierd.core.clock import iso_or_none
 from tierd.core.http import parse_retry_after
 
 from .attempt import Response
+from .ordering import retry_after_schedule
 from .records import Claimed, Outcome
 
 log = logging.getLogger("tierd.webhooks")
@@ -53,6 +54,8 @@ def decide(delivery: Claimed, now: float, response: Response, schedule: list[flo
         delay = retry_delay(
             schedule, delivery.attempts + 1, status=response.status, retry_after=response.retry_after, now=now
         )
+        if delay is None and delivery.fifo:
+            delay = retry_after_schedule(schedule)  # a fifo head is never given up (ordering.py)
         next_status, due_at = ("failed", None) if delay is None else ("pending", now + delay)
     return Outcome(
         delivery.seq,

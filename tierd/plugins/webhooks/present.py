@@ -30,6 +30,12 @@ def endpoint_of(row) -> dict:
         # Start of the current run of failed attempts (None after a success);
         # the endpoint is disabled once it is older than webhooks.disable_after.
         "failing_since": iso_or_none(row["failing_since"]),
+        # "fifo": one delivery in flight at a time, in event order; blocked_since is
+        # when its head delivery started failing (None while it flows), blocked_by
+        # that delivery's id (filled by Store.with_heads).
+        "ordering": row["ordering"],
+        "blocked_since": iso_or_none(row["blocked_since"]),
+        "blocked_by": None,
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
         # Internal (stripped by the API): owner and secrets.

@@ -25,6 +25,8 @@ class Claimed:
     url: str
     headers: dict
     secrets: list[str]
+    #: Its endpoint is fifo: its retries go on past the schedule (``outcome.decide``).
+    fifo: bool = False
 
 
 @dataclasses.dataclass

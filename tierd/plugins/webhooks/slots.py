@@ -68,6 +68,7 @@ class Slots:
         cap = self.cap
         room = {ep: max(0, cap - n) for ep, n in self.per_endpoint.items()}
         room.update(dict.fromkeys(self.endpoints.unusable, 0))
+        room.update(dict.fromkeys(self.endpoints.fifo, 0))  # their heads are claimed apart (ordering.py)
         for endpoint in self.sync_buckets():
             room[endpoint.id] = min(room.get(endpoint.id, cap), self.buckets[endpoint.id].available())
         return room
@@ -106,10 +107,15 @@ class Slots:
         if self.global_capped:
             return [False] * len(endpoint_ids)
         cap, max_in_flight, buckets_fresh = self.cap, self.max_in_flight, False
-        per_endpoint, capped = self.per_endpoint, self.capped
+        per_endpoint, capped, fifo = self.per_endpoint, self.capped, self.endpoints.fifo
         granted = []
         for endpoint_id in endpoint_ids:
-            ok = self.in_flight < max_in_flight and endpoint_id not in capped and per_endpoint.get(endpoint_id, 0) < cap
+            ok = (
+                self.in_flight < max_in_flight
+                and endpoint_id not in capped
+                and endpoint_id not in fifo  # in order, through the claim of heads
+                and per_endpoint.get(endpoint_id, 0) < cap
+            )
             if ok and self.endpoints.is_rate_limited(endpoint_id):
                 if not buckets_fresh:
                     self.sync_buckets()

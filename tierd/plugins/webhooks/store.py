@@ -22,7 +22,7 @@ from .migrations import LATENCY_BOUNDS_MS
 from .present import attempt_of, delivery_of, endpoint_of
 from .records import DELIVERY_STATUSES, Outcome
 
-ENDPOINT_FIELDS = ("url", "description", "event_types", "headers", "metadata", "rate_limit", "enabled")
+ENDPOINT_FIELDS = ("url", "description", "event_types", "headers", "metadata", "rate_limit", "enabled", "ordering")
 JSON_FIELDS = ("event_types", "headers", "metadata")
 #: What the dispatcher reads of a claimed delivery (see :class:`records.Claimed`).
 _CLAIMED_COLUMNS = "seq, id, tenant_id, endpoint_id, event_type, payload, attempts, created_at"
@@ -47,6 +47,17 @@ MINUTE = 60
 #: its endpoint still exists (a deleted one's history waits for its purge).
 #: One seek of the endpoints' primary key.
 _ENDPOINT_EXISTS = "EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id=d.endpoint_id)"
+#: A fifo endpoint's oldest delivery of one status in event order (created_at,
+#: then seq: the events of one intake batch share their time): one index seek.
+_HEAD_ROW = (
+    "SELECT h.id, h.status, h.created_at, h.seq FROM webhook_deliveries h INDEXED BY webhook_deliveries_{status}"
+    " WHERE h.endpoint_id=:endpoint AND h.status='{status}' ORDER BY h.created_at, h.seq LIMIT 1"
+)
+#: The seq of a fifo endpoint's next delivery to send (its oldest pending one).
+_HEAD = (
+    "SELECT h.seq FROM webhook_deliveries h INDEXED BY webhook_deliveries_pending"
+    " WHERE h.endpoint_id={endpoint} AND h.status='pending' ORDER BY h.created_at, h.seq LIMIT 1"
+)
 
 
 class Store:
@@ -59,7 +70,7 @@ class Store:
         endpoint_id = new_id(ENDPOINT_ID)
         await self.db.execute(
             "INSERT INTO webhook_endpoints(id, tenant_id, url, description, event_types, headers, metadata,"
-            " rate_limit, enabled, secret, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " rate_limit, enabled, secret, created_at, updated_at, ordering) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 endpoint_id,
                 tenant,
@@ -73,6 +84,7 @@ class Store:
                 secret,
                 now,
                 now,
+                fields.get("ordering", "unordered"),
             ),
         )
         endpoint = await self.get_endpoint(tenant, endpoint_id)
@@ -83,7 +95,7 @@ class Store:
         row = await self.db.fetchone(
             "SELECT * FROM webhook_endpoints WHERE tenant_id=? AND id=?", (tenant, endpoint_id)
         )
-        return endpoint_of(row) if row else None
+        return (await self.with_heads([endpoint_of(row)]))[0] if row else None
 
     async def list_endpoints(self, tenant: str, limit: int, after: str | None) -> list[dict]:
         """A page of the tenant's endpoints in id order (ids rise with creation
@@ -93,7 +105,7 @@ class Store:
             " ORDER BY id LIMIT ?",
             (tenant, after or "", limit),
         )
-        return [endpoint_of(r) for r in rows]
+        return await self.with_heads([endpoint_of(r) for r in rows])
 
     async def update_endpoint(self, tenant: str, endpoint_id: str, fields: dict, now: float) -> dict | None:
         sets, params = [], []
@@ -105,6 +117,8 @@ class Store:
         if fields.get("enabled") is True:
             # Re-enabling starts a fresh failure window.
             sets += ["disabled_reason=NULL", "disabled_at=NULL", "failing_since=NULL"]
+        if fields.get("ordering") == "unordered":
+            sets.append("blocked_since=NULL")  # nothing waits for a head any more
         sets.append("updated_at=?")
         params += [now, tenant, endpoint_id]
         await self.db.execute(f"UPDATE webhook_endpoints SET {', '.join(sets)} WHERE tenant_id=? AND id=?", params)
@@ -270,6 +284,73 @@ class Store:
             " WHERE seq=? AND status='inflight'",
             (due_at, seq),
         )
+
+    # --- ordered endpoints (ordering: fifo, see ordering.py) ----------------------------------
+
+    async def claim_heads(self, now: float, endpoint_ids: list[str], claim_id: int) -> list:
+        """Claim the head of each fifo endpoint of ``endpoint_ids`` when it is due.
+
+        The head is the endpoint's oldest pending delivery in event order
+        (created_at, seq): one seek of the pending index per endpoint. None is
+        claimed while one of the endpoint's deliveries is in flight (the last
+        head, its result not written yet): one seek of the in-flight index.
+        """
+        cur = await self.db.execute(
+            "UPDATE webhook_deliveries SET status='inflight', claimed_at=?, claim_id=?"
+            " WHERE status='pending' AND due_at<=? AND seq IN ("
+            f" SELECT ({_HEAD.format(endpoint='e.id')}) FROM webhook_endpoints e"
+            " WHERE e.id IN (SELECT value FROM json_each(?)) AND e.enabled=1 AND NOT EXISTS ("
+            "  SELECT 1 FROM webhook_deliveries i INDEXED BY webhook_deliveries_inflight"
+            "  WHERE i.endpoint_id=e.id AND i.status='inflight'))",
+            (now, claim_id, now, json.dumps(endpoint_ids)),
+        )
+        if cur.rowcount == 0:
+            return []
+        return await self.db.fetchall(
+            f"SELECT {_CLAIMED_COLUMNS} FROM webhook_deliveries WHERE status='inflight' AND claim_id=?", (claim_id,)
+        )
+
+    async def head_of(self, endpoint_id: str) -> dict | None:
+        """The delivery a fifo endpoint sends next or is sending: its oldest
+        unfinished one in event order (``id``, ``status``, ``created_at``), or None."""
+        row = await self.db.fetchone(
+            "SELECT id, status, created_at, seq FROM ("
+            f" SELECT * FROM ({_HEAD_ROW.format(status='pending')})"
+            f" UNION ALL SELECT * FROM ({_HEAD_ROW.format(status='inflight')}))"
+            " ORDER BY created_at, seq LIMIT 1",
+            {"endpoint": endpoint_id},
+        )
+        return dict(row) if row else None
+
+    async def with_heads(self, endpoints: list[dict]) -> list[dict]:
+        """Fill ``blocked_by`` (the delivery holding it back) of each blocked endpoint shown."""
+        for endpoint in endpoints:
+            if endpoint["blocked_since"] is not None:
+                head = await self.head_of(endpoint["id"])
+                endpoint["blocked_by"] = head["id"] if head else None
+        return endpoints
+
+    async def set_blocked(self, endpoint_id: str, blocked: bool, now: float) -> dict | None:
+        """Mark a fifo endpoint blocked (since ``now``) or flowing again; the
+        endpoint if that changed its state, else None (so each change is announced once)."""
+        if blocked:
+            sql = (
+                "UPDATE webhook_endpoints SET blocked_since=? WHERE id=? AND blocked_since IS NULL AND ordering='fifo'"
+            )
+            params: tuple = (now, endpoint_id)
+        else:
+            sql = "UPDATE webhook_endpoints SET blocked_since=NULL WHERE id=? AND blocked_since IS NOT NULL"
+            params = (endpoint_id,)
+        async with self.db.transaction() as tx:
+            cur = await tx.execute(sql, params)
+            if cur.rowcount == 0:
+                return None
+            row = await tx.fetchone("SELECT * FROM webhook_endpoints WHERE id=?", (endpoint_id,))
+        return endpoint_of(row)
+
+    async def count_blocked(self) -> int:
+        row = await self.db.fetchone("SELECT COUNT(*) AS n FROM webhook_endpoints WHERE blocked_since IS NOT NULL")
+        return row["n"]
 
     async def next_due(self) -> float | None:
         """The earliest due time of any pending delivery (one index seek)."""
