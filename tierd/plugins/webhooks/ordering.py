@@ -86,8 +86,6 @@ class Ordering:
         """Claim the due head of each fifo endpoint with nothing in flight (at most ``most``)."""
         idle: list[str] = []
         for endpoint_id in self.endpoints.fifo:
-            if len(idle) >= most:
-                break
             if endpoint_id in slots.per_endpoint or endpoint_id in self.endpoints.unusable:
                 continue
             bucket = slots.buckets.get(endpoint_id)
@@ -96,7 +94,7 @@ class Ordering:
             idle.append(endpoint_id)
         if not idle:
             return []
-        return await self.store.claim_heads(now, idle, claim_id)
+        return await self.store.claim_heads(now, idle, most, claim_id)
 
     async def recorded(self, batch: list[Outcome]) -> None:
         """After a batch of results is written: fifo endpoints blocked or flowing again."""

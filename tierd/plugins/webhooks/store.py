@@ -287,22 +287,26 @@ class Store:
 
     # --- ordered endpoints (ordering: fifo, see ordering.py) ----------------------------------
 
-    async def claim_heads(self, now: float, endpoint_ids: list[str], claim_id: int) -> list:
-        """Claim the head of each fifo endpoint of ``endpoint_ids`` when it is due.
+    async def claim_heads(self, now: float, endpoint_ids: list[str], limit: int, claim_id: int) -> list:
+        """Claim the head of each fifo endpoint of ``endpoint_ids`` that is due,
+        at most ``limit`` of them (the longest due first).
 
         The head is the endpoint's oldest pending delivery in event order
         (created_at, seq): one seek of the pending index per endpoint. None is
         claimed while one of the endpoint's deliveries is in flight (the last
         head, its result not written yet): one seek of the in-flight index.
         """
+        if limit <= 0:
+            return []
         cur = await self.db.execute(
-            "UPDATE webhook_deliveries SET status='inflight', claimed_at=?, claim_id=?"
-            " WHERE status='pending' AND due_at<=? AND seq IN ("
-            f" SELECT ({_HEAD.format(endpoint='e.id')}) FROM webhook_endpoints e"
-            " WHERE e.id IN (SELECT value FROM json_each(?)) AND e.enabled=1 AND NOT EXISTS ("
+            "UPDATE webhook_deliveries SET status='inflight', claimed_at=?, claim_id=? WHERE seq IN ("
+            " SELECT d.seq FROM webhook_endpoints e CROSS JOIN webhook_deliveries d"
+            f" ON d.seq=({_HEAD.format(endpoint='e.id')})"
+            " WHERE e.id IN (SELECT value FROM json_each(?)) AND e.enabled=1 AND d.due_at<=? AND NOT EXISTS ("
             "  SELECT 1 FROM webhook_deliveries i INDEXED BY webhook_deliveries_inflight"
-            "  WHERE i.endpoint_id=e.id AND i.status='inflight'))",
-            (now, claim_id, now, json.dumps(endpoint_ids)),
+            "  WHERE i.endpoint_id=e.id AND i.status='inflight')"
+            " ORDER BY d.due_at LIMIT ?) AND status='pending'",
+            (now, claim_id, json.dumps(endpoint_ids), now, limit),
         )
         if cur.rowcount == 0:
             return []
