@@ -136,6 +136,7 @@ async def test_endpoint_cache_refresh_waits_for_one_in_progress():
             "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
             "previous_secret": None,
             "previous_secret_until": None,
+            "ordering": "unordered",
         }
 
     store = GatedStore()
