@@ -71,6 +71,8 @@ async def test_order_kept_under_retries_while_others_flow(local, hook_receiver):
     assert blocked["blocked_by"] == head["id"]
     [event] = await d.daemon.bus.list("acme", 0, 10, "webhook.endpoint.blocked")
     assert event.data["delivery_id"] == head["id"] and event.data["endpoint_id"] == fifo["id"]
+    await d.webhooks.update_metrics()
+    assert d.webhooks.metrics.blocked._value.get() == 1  # tierd_webhook_endpoints_blocked
 
     # A later success releases the others, in order, each once.
     await eventually(lambda: len(set(numbers(ordered))) == 10, what="every event to the fifo endpoint", timeout=20)
@@ -162,6 +164,20 @@ async def test_bad_ordering_refused_and_switching(local, hook_receiver):
     assert status == 200 and body["ordering"] == "unordered" and body["blocked_since"] is None, body
     status, page = await d.call("GET", "/v1/webhooks", tenant="acme")
     assert [(e["ordering"], e["blocked_since"]) for e in page["data"]] == [("unordered", None)]
+
+
+async def test_more_fifo_endpoints_than_slots(local, hook_receiver):
+    """Each fifo endpoint waits for its own head only: with 2 slots for 6 of them, all flow, each in order."""
+    d = await local(webhooks={"max_in_flight": 2, "endpoint_max_in_flight": 2})
+    await d.tenant("acme")
+    receivers = [await hook_receiver() for _ in range(6)]
+    for r in receivers:
+        await d.endpoint("acme", r.url + "/hook", ordering="fifo")
+    for i in range(5):
+        await d.publish("acme", "order.created", {"i": i})
+    for r in receivers:
+        await eventually(lambda r=r: len(numbers(r)) == 5, what="5 events to each fifo endpoint")
+        assert numbers(r) == list(range(5))
 
 
 CONFIG = {"webhooks": TEST_WEBHOOKS | {"endpoint_max_in_flight": 5, "max_in_flight": 50}}
