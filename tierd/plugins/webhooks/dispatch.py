@@ -240,7 +240,7 @@ class Dispatcher:
             )
         finally:
             self.slots.free_one(delivery.endpoint_id)
-        self.recorder.add(outcome)
+        self.recorder.add(outcome, urgent=delivery.fifo)
 
     async def attempt(self, delivery: Claimed) -> Outcome:
         """Send ``delivery`` once and say what happened (not yet stored)."""

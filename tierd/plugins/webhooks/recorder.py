@@ -31,9 +31,13 @@ class Recorder:
         self.on_recorded = on_recorded
         self.results: list[Outcome] = []
         self.ready = asyncio.Event()
+        #: An outcome others wait for (a fifo endpoint's head: the next one goes
+        #: once it is written) is written without the delay.
+        self.urgent = False
 
-    def add(self, outcome: Outcome) -> None:
+    def add(self, outcome: Outcome, urgent: bool = False) -> None:
         self.results.append(outcome)
+        self.urgent = self.urgent or urgent
         self.ready.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -41,7 +45,9 @@ class Recorder:
         while not stopping.is_set():
             await self.ready.wait()
             self.ready.clear()
-            await asyncio.sleep(RECORD_DELAY)
+            if not self.urgent:
+                await asyncio.sleep(RECORD_DELAY)
+            self.urgent = False
             try:
                 await self.flush()
             except Exception:
