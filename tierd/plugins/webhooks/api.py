@@ -7,6 +7,7 @@ filtered on it, so another tenant's id is answered 404 like a missing one.
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import re
 from urllib.parse import urlsplit
@@ -48,6 +49,7 @@ from .ordering import ORDERINGS
 from .records import DELIVERY_STATUSES
 from .service import WebhooksService
 from .signing import SIGNING_SCHEMES, check_secret, new_secret, signing_of, signing_secrets, verification_key
+from .transform import MAX_HEADER_VALUE, MAX_SOURCE, TransformError, compile_transform, sample_event, validate
 
 TAG = "webhooks"
 #: Validation patterns: always used with fullmatch (``$`` would let a trailing newline through).
@@ -158,6 +160,22 @@ def _url(required: bool) -> _EndpointUrl:
     )
 
 
+#: A transformation (``transform.py``): the templates of the body and of extra headers.
+_TRANSFORMATION = {
+    "body": Str(
+        min_len=1,
+        max_len=MAX_SOURCE,
+        required=True,
+        doc="Jinja2 template of the JSON body sent (event, webhook_id, tenant, endpoint); insert values with | json",
+    ),
+    "headers": Map(
+        Str(max_len=MAX_HEADER_VALUE),
+        key=_HeaderName(pattern=_HEADER_NAME, pattern_doc="a header name"),
+        max_len=MAX_HEADERS,
+        default={},
+        doc="extra headers: name -> template of its value",
+    ),
+}
 # No defaults (sparse): a PUT changes the fields it gives; the store fills what a
 # creation leaves out (every event type, enabled, no headers, no rate limit).
 _ENDPOINT_FIELDS = {
@@ -177,6 +195,11 @@ _ENDPOINT_FIELDS = {
     ),
     "rate_limit": Float(above=0, max=MAX_RATE_LIMIT, nullable=True, doc="requests per second; null: none"),
     "metadata": Obj({}, extra=True, doc="any JSON object, kept with the endpoint"),
+    "transformation": Obj(
+        _TRANSFORMATION,
+        nullable=True,
+        doc="reshapes each delivery's body (and adds headers) before it is signed; null removes it",
+    ),
     "ordering": Enum(
         ORDERINGS,
         doc="unordered (default): as fast as the limits allow; fifo: in event order, one in flight at a time,"
@@ -207,6 +230,24 @@ def _span_check(body: dict) -> list[tuple[tuple, str]]:
 #: Recover and replay: a span of time, as unix seconds once validated.
 SPAN_BODY = Obj(
     {"since": Instant(required=True), "until": Instant(default=None, doc="default: now")}, check=_span_check
+)
+PREVIEW_BODY = Obj(
+    {
+        "event": Obj(
+            {
+                "type": Str(min_len=1, max_len=200, required=True),
+                "timestamp": Str(max_len=64, default=None, doc="default: now"),
+                "data": Obj({}, extra=True, default={}),
+            },
+            required=True,
+            doc="a sample event, as the endpoint would get it",
+        ),
+        "transformation": Obj(
+            _TRANSFORMATION,
+            default=None,
+            doc="a transformation to try instead of the saved one",
+        ),
+    },
 )
 TEST_BODY = Obj(
     {"data": Obj({}, extra=True, default={"message": "test event from tierd"}, doc="the test event's data")}
@@ -345,12 +386,44 @@ def routes() -> list[Route]:
                 f"webhook endpoint {endpoint['id']} cannot be used ({why}); change it with PUT",
             )
 
+    def check_transformation(module, endpoint: dict, fields: dict) -> None:
+        """422 ``invalid_transformation`` (nothing stored) for a transformation that does not
+        compile, or does not render valid JSON and headers for a sample of the endpoint's events."""
+        spec = fields.get("transformation")
+        if spec is None:
+            return
+        event_types = fields.get("event_types", endpoint["event_types"])
+        sample = sample_event(event_types, module.daemon.registries.event_types, iso(module.daemon.clock.time()))
+        try:
+            validate(spec, endpoint | fields, sample)
+        except TransformError as exc:
+            raise ApiError(422, "invalid_transformation", f"transformation refused: {exc}") from None
+
+    async def preview(request):
+        tenant, module = context(request)
+        endpoint = await endpoint_or_404(request, tenant, module)
+        body = body_of(request)
+        spec = body["transformation"] if body.get("transformation") is not None else endpoint["transformation"]
+        event = body["event"] | {"timestamp": body["event"]["timestamp"] or iso(module.daemon.clock.time())}
+        if spec is None:  # what is sent without a transformation
+            return json_response({"transformed": False, "body": event, "headers": {}})
+        try:
+            sent, headers = compile_transform(spec, endpoint).render(event, "msg_preview", tenant)
+        except TransformError as exc:
+            raise ApiError(422, "invalid_transformation", f"transformation failed: {exc}") from None
+        return json_response({"transformed": True, "body": json.loads(sent), "headers": headers})
+
     async def create(request):
         tenant, module = context(request)
         fields = dict(body_of(request))
         signing = fields.pop("signing", None) or "hmac-sha256"
         secret = fields.pop("secret", None) or new_secret(signing)
-        endpoint = await module.store.create_endpoint(tenant, fields, secret, module.daemon.clock.time())
+        check_transformation(module, {"id": "ep_new", "event_types": []} | fields, fields)
+        now = module.daemon.clock.time()
+        endpoint = await module.store.create_endpoint(tenant, fields, secret, now)
+        if fields.get("transformation") is not None:  # a column create_endpoint leaves NULL
+            changes = {"transformation": fields["transformation"]}
+            endpoint = await module.store.update_endpoint(tenant, endpoint["id"], changes, now) or endpoint
         await module.changed(endpoint, "created", actor_of(request))
         return json_response(_public(endpoint) | _keys(secret), status=201)
 
@@ -368,6 +441,7 @@ def routes() -> list[Route]:
         tenant, module = context(request)
         endpoint = await endpoint_or_404(request, tenant, module)
         fields = body_of(request)
+        check_transformation(module, endpoint, fields)
         updated = await module.store.update_endpoint(tenant, endpoint["id"], fields, module.daemon.clock.time())
         moved = {"previous_url": endpoint["url"]} if updated["url"] != endpoint["url"] else {}
         await module.changed(updated, "updated", actor_of(request), fields=sorted(fields), **moved)
@@ -606,6 +680,14 @@ def routes() -> list[Route]:
             summary="Send a webhook.test event now and answer the result",
             tag=TAG,
             body=TEST_BODY,
+        ),
+        Route(
+            "POST",
+            one + "/transformation/preview",
+            preview,
+            summary="Render the endpoint's transformation (or one given) for a sample event; sends nothing",
+            tag=TAG,
+            body=PREVIEW_BODY,
         ),
         Route(
             "GET",

@@ -17,6 +17,7 @@ from tierd.core.http import tls_context
 from .records import Claimed
 from .signing import signature_header
 from .ssrf import AddressPolicy, find_refusal, make_connector
+from .transform import TransformError
 
 #: How much of a response body each attempt keeps.
 BODY_LIMIT = 4096
@@ -69,6 +70,12 @@ class Sender:
         body = delivery.payload.encode()
         # Static headers first: ours win, a tenant cannot forge a signature header.
         headers = dict(delivery.headers)
+        if delivery.transform is not None:  # reshaped before it is signed: the signature covers what is sent
+            try:
+                body, extra = delivery.transform.render_payload(delivery.payload, delivery.id, delivery.tenant_id)
+            except TransformError as exc:
+                return Response("transform_error", None, 0.0, str(exc), None, None)
+            headers.update(extra)
         headers.update(
             {
                 "webhook-id": delivery.id,

@@ -193,6 +193,7 @@ class Dispatcher:
             endpoint.url,
             endpoint.headers,
             endpoint.secrets(now),
+            transform=endpoint.transform,
             fifo=endpoint.fifo,
         )
 

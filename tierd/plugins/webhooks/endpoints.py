@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from tierd.core.events import type_matches
 
 from .signing import signature_header, signing_secrets
+from .transform import Transform, transform_of
 
 if TYPE_CHECKING:
     from .store import Store
@@ -63,6 +64,8 @@ class EndpointInfo:
     secret: str
     previous_secret: str | None
     previous_secret_until: float | None
+    #: What reshapes its deliveries (``transform.py``), None for none.
+    transform: Transform | None = dataclasses.field(default=None, kw_only=True)
     #: ``ordering: fifo``: one delivery in flight at a time, in event order (``ordering.py``).
     fifo: bool = False
 
@@ -154,7 +157,8 @@ class EndpointCache:
         infos = {}
         for row in rows:
             try:
-                infos[row["id"]] = EndpointInfo.from_row(row)
+                infos[row["id"]] = info = EndpointInfo.from_row(row)
+                info.transform = transform_of(row)  # a template that no longer compiles: unusable
             except Exception as exc:  # one bad row must not stop every tenant's webhooks
                 self.unusable[row["id"]] = why = f"{type(exc).__name__}: {exc}"
                 log.error(

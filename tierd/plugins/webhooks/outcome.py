@@ -50,6 +50,8 @@ def decide(delivery: Claimed, now: float, response: Response, schedule: list[flo
         next_status, due_at = "succeeded", None
     elif kind == "gone":
         next_status, due_at = "failed", None  # 410: the receiver told us to stop
+    elif kind == "transform_error":
+        next_status, due_at = "failed", None  # the same template fails again: fixed, it is sent by retry/recover
     else:
         delay = retry_delay(
             schedule, delivery.attempts + 1, status=response.status, retry_after=response.retry_after, now=now

@@ -22,6 +22,8 @@ def endpoint_of(row) -> dict:
         "event_types": _stored_json(row["event_types"], []),
         "headers": _stored_json(row["headers"], {}),
         "metadata": _stored_json(row["metadata"], {}),
+        # {"body": TEMPLATE, "headers": {NAME: TEMPLATE}} or None (transform.py).
+        "transformation": _stored_json(row["transformation"], {}) or None,
         "rate_limit": _shown_rate_limit(row["rate_limit"]),
         "enabled": bool(row["enabled"]),
         "signing": signing_of(row["secret"]),

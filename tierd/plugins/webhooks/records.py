@@ -4,6 +4,10 @@ outcome of one attempt (plain records, no behaviour)."""
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .transform import Transform
 
 #: A delivery's life: pending (waiting for ``due_at``) -> inflight (claimed)
 #: -> succeeded | failed | back to pending with a later ``due_at``.
@@ -25,6 +29,8 @@ class Claimed:
     url: str
     headers: dict
     secrets: list[str]
+    #: Its endpoint's transformation (``transform.py``): None sends the stored payload as it is.
+    transform: Transform | None = dataclasses.field(default=None, kw_only=True)
     #: Its endpoint is fifo: its retries go on past the schedule (``outcome.decide``).
     fifo: bool = False
 

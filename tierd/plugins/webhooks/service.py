@@ -118,6 +118,7 @@ class WebhooksService(PluginService):
                     endpoint.url,
                     endpoint.headers,
                     endpoint.secrets(now),
+                    transform=endpoint.transform,
                 )
             )
         if len(inserted) > sum(1 for row in rows if row[8]):

@@ -21,6 +21,7 @@ from tierd.core.storage import json_columns
 from .migrations import LATENCY_BOUNDS_MS
 from .present import attempt_of, delivery_of, endpoint_of
 from .records import DELIVERY_STATUSES, Outcome
+from .transform import column_of
 
 ENDPOINT_FIELDS = ("url", "description", "event_types", "headers", "metadata", "rate_limit", "enabled", "ordering")
 JSON_FIELDS = ("event_types", "headers", "metadata")
@@ -114,6 +115,9 @@ class Store:
                 value = fields[key]
                 sets.append(f"{key}=?")
                 params.append(json.dumps(value) if key in JSON_FIELDS else int(value) if key == "enabled" else value)
+        if "transformation" in fields:  # JSON text, NULL for none (transform.py)
+            sets.append("transformation=?")
+            params.append(column_of(fields["transformation"]))
         if fields.get("enabled") is True:
             # Re-enabling starts a fresh failure window.
             sets += ["disabled_reason=NULL", "disabled_at=NULL", "failing_since=NULL"]

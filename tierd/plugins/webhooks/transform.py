@@ -307,6 +307,22 @@ def from_column(text: str | None, endpoint: dict) -> Transform | None:
     return None if spec is None else compile_transform(spec, endpoint)
 
 
+def transform_of(row) -> Transform | None:
+    """The compiled transformation of an endpoint row (None: it has none); TransformError if unusable.
+
+    Compiled once when the endpoint is loaded (``endpoints.py``): sending only renders.
+    """
+    if row["transformation"] is None:
+        return None  # the hot path of most endpoints: nothing more is read
+    try:
+        metadata = json.loads(row["metadata"])
+    except (TypeError, ValueError):
+        metadata = {}
+    return from_column(
+        row["transformation"], {"id": row["id"], "description": row["description"], "metadata": metadata}
+    )
+
+
 def column_of(spec: dict | None) -> str | None:
     """What the endpoint row stores for ``spec`` (NULL for none)."""
     return None if spec is None else json.dumps(spec, separators=(",", ":"))
