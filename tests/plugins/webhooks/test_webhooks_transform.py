@@ -3,6 +3,7 @@ templates refused when saved, the sandbox and its limits, preview, removal, tena
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -229,3 +230,31 @@ def test_sample_event_comes_from_the_catalogue():
     assert sample["type"] == "webhook.endpoint.disabled"
     assert set(sample["data"]) >= {"endpoint_id", "url", "reason"}
     assert transform.sample_event(["invoice.*"], catalogue, "now")["data"] == {}
+
+
+async def test_cli_update_and_preview(tierd_daemon, receiver, tmp_path):
+    r = await receiver()
+    d = tierd_daemon({"webhooks": {"allow_http": True, "allow_destinations": ["127.0.0.1/32"]}})
+    d.create_tenant("acme")
+    status, ep = await d.arequest("POST", "/v1/webhooks", {"url": r.url + "/hook"}, tenant="acme")
+    assert status == 201, ep
+    (tmp_path / "slack.json").write_text(json.dumps(SLACK))
+    (tmp_path / "bad.json").write_text(json.dumps({"body": "{{ event.type }}"}))
+    (tmp_path / "event.json").write_text(json.dumps({"type": "invoice.paid", "data": PAID}))
+
+    async def cli(*args):
+        return await asyncio.to_thread(d.cli, "webhooks", *args, "--tenant", "acme")
+
+    out = await cli("update", ep["id"], "--transformation", str(tmp_path / "slack.json"), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["transformation"]["body"] == SLACK["body"]
+    out = await cli("preview", ep["id"], "--event", str(tmp_path / "event.json"))
+    assert out.returncode == 0, out.stderr
+    assert "X-Tierd-Event: invoice.paid" in out.stdout and 'Invoice INV-7 \\"Nordwind\\" paid' in out.stdout
+    out = await cli("update", ep["id"], "--transformation", str(tmp_path / "bad.json"))
+    assert out.returncode != 0 and "not valid JSON" in out.stdout + out.stderr
+    out = await cli("update", ep["id"], "--no-transformation", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["transformation"] is None, out.stderr
+    out = await cli("preview", ep["id"], "--event", str(tmp_path / "event.json"), "--json")
+    assert json.loads(out.stdout)["transformed"] is False
+    assert r.requests == []

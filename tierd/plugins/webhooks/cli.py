@@ -1,5 +1,5 @@
 """``tierd webhooks``: list, add, update, rm, secret, rotate-secret, stats,
-deliveries, event, show, retry, recover, replay, test.
+deliveries, event, show, retry, recover, replay, test, preview.
 
 Every command talks to the running daemon's control API (admin token,
 acting for ``--tenant``), so the CLI and the API can never disagree.
@@ -8,6 +8,7 @@ acting for ``--tenant``), so the CLI and the API can never disagree.
 from __future__ import annotations
 
 import functools
+import json
 import sys
 
 import click
@@ -110,7 +111,29 @@ def add(cli, tenant, url, event_types, description, headers, rate_limit, disable
     help="Enable (e.g. after tierd disabled a failing endpoint; a fresh failure window) or disable.",
 )
 @ORDERING
-def update(cli, tenant, endpoint_id, url, event_types, all_events, description, rate_limit, enabled, ordering, as_json):
+@click.option(
+    "--transformation",
+    "transformation_file",
+    type=click.File("r"),
+    default=None,
+    help='JSON file {"body": TEMPLATE, "headers": {NAME: TEMPLATE}} reshaping what is sent; - for standard input.',
+)
+@click.option("--no-transformation", is_flag=True, help="Remove the transformation: the raw event is sent again.")
+def update(
+    cli,
+    tenant,
+    endpoint_id,
+    url,
+    event_types,
+    all_events,
+    description,
+    rate_limit,
+    enabled,
+    ordering,
+    transformation_file,
+    no_transformation,
+    as_json,
+):
     """Change an endpoint: only the options given."""
     if event_types and all_events:
         raise click.UsageError("--event-type and --all-events exclude each other")
@@ -124,6 +147,10 @@ def update(cli, tenant, endpoint_id, url, event_types, all_events, description, 
     body = {k: v for k, v in body.items() if v is not None}
     if rate_limit is not None:
         body["rate_limit"] = rate_limit or None
+    if transformation_file is not None and no_transformation:
+        raise click.UsageError("--transformation and --no-transformation exclude each other")
+    if transformation_file is not None or no_transformation:
+        body["transformation"] = None if no_transformation else _json_file(transformation_file)
     if not body:
         raise click.UsageError("nothing to change: give at least one option")
     updated = cli.api.put(f"/v1/webhooks/{endpoint_id}", json=body, tenant=tenant)
@@ -300,3 +327,45 @@ def test(cli, tenant, endpoint_id, as_json):
     cli.output(data, as_json=as_json)
     if data["outcome"] != "success":
         sys.exit(1)
+
+
+@command("preview", "endpoint_id")
+@click.option(
+    "--event",
+    "event_file",
+    required=True,
+    type=click.File("r"),
+    help='JSON file of a sample event {"type": ..., "data": {...}}; - for standard input.',
+)
+@click.option(
+    "--transformation",
+    "transformation_file",
+    type=click.File("r"),
+    default=None,
+    help="JSON file of a transformation to try instead of the saved one.",
+)
+def preview(cli, tenant, endpoint_id, event_file, transformation_file, as_json):
+    """Show the body and headers the endpoint's transformation renders for a sample event; sends nothing."""
+    body = {"event": _json_file(event_file)}
+    if transformation_file is not None:
+        body["transformation"] = _json_file(transformation_file)
+    data = cli.api.post(f"/v1/webhooks/{endpoint_id}/transformation/preview", json=body, tenant=tenant)
+    if as_json:
+        cli.output(data, as_json=True)
+        return
+    for name, value in data["headers"].items():
+        click.echo(f"{name}: {value}")
+    if not data["transformed"]:
+        click.echo("(no transformation: the event is sent as it is)")
+    click.echo(json.dumps(data["body"], indent=2, ensure_ascii=False))
+
+
+def _json_file(file) -> dict:
+    """The JSON object in ``file`` (an event or a transformation), or the error naming the file."""
+    try:
+        value = json.load(file)
+    except ValueError as exc:
+        raise click.ClickException(f"{file.name}: not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise click.ClickException(f"{file.name}: expected a JSON object")
+    return value
