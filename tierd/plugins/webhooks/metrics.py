@@ -10,7 +10,7 @@ class WebhookMetrics:
         self.attempts = prometheus_client.Counter(
             "tierd_webhook_attempts",
             "Webhook delivery attempts by outcome "
-            "(success, http_error, timeout, connect_error, refused, gone, internal_error)",
+            "(success, http_error, timeout, connect_error, refused, gone, internal_error, transform_error)",
             ["outcome"],
             registry=registry,
         )

@@ -43,7 +43,7 @@ class Outcome:
     tenant_id: str
     endpoint_id: str
     attempted_at: float
-    outcome: str  # success | http_error | timeout | connect_error | refused | gone | internal_error
+    outcome: str  # success | http_error | timeout | connect_error | refused | gone | internal_error | transform_error
     status_code: int | None
     latency_ms: float
     error: str | None

@@ -67,7 +67,11 @@ ATTEMPTS = ReportSource(
         Column("attempted_at", "instant", "When the request was made"),
         Column("status_code", "integer", "HTTP status answered (empty: no answer)"),
         Column("latency_ms", "integer", "Time the request took, in milliseconds"),
-        Column("outcome", "text", "success, http_error, timeout, connect_error, refused, gone or internal_error"),
+        Column(
+            "outcome",
+            "text",
+            "success, http_error, timeout, connect_error, refused, gone, internal_error or transform_error",
+        ),
         Column("succeeded", "boolean", "The attempt delivered the event"),
         Column("error", "text", "What went wrong"),
     ),
