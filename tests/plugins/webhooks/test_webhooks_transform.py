@@ -258,3 +258,14 @@ async def test_cli_update_and_preview(tierd_daemon, receiver, tmp_path):
     out = await cli("preview", ep["id"], "--event", str(tmp_path / "event.json"), "--json")
     assert json.loads(out.stdout)["transformed"] is False
     assert r.requests == []
+
+
+def test_a_lone_surrogate_is_an_error_not_a_crash():
+    event = {"type": "t", "timestamp": "", "data": {}}
+    for spec in ({"body": '{{ "\\ud800" | json }}'}, {"body": "{}", "headers": {"X-A": '{{ "\\ud800" }}'}}):
+        try:
+            compile_transform(spec, {"id": "ep_1"}).render(event, "msg_1", "acme")
+        except TransformError as exc:
+            assert "not valid Unicode" in str(exc)
+        else:
+            raise AssertionError(spec)

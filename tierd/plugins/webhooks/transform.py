@@ -60,6 +60,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from tierd.core.jsonbody import JsonError, loads
+from tierd.core.schema import unicode_problem
 
 #: Longest template (body or one header), in characters.
 MAX_SOURCE = 64 * 1024
@@ -261,7 +262,10 @@ class Transform:
             }
         finally:
             _deadline.reset(token)
-        body = text.strip().encode()
+        try:
+            body = text.strip().encode()
+        except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from "\ud800" in the template
+            raise TransformError(f"the body is not valid Unicode text: {exc.reason} at character {exc.start}") from None
         if len(body) > MAX_OUTPUT:
             raise TransformError(f"the body is {len(body)} bytes, more than the {MAX_OUTPUT} allowed")
         try:
@@ -402,6 +406,8 @@ def _template_line(exc: BaseException, name: str) -> int | None:
 
 def _header_value(name: str, value: str) -> str:
     value = value.strip()
+    if not value.isascii() and unicode_problem(value):
+        raise TransformError(f"header {name} is not valid Unicode text")
     # Tab is the one control character a header value may hold (RFC 9110), as for static headers.
     if not value.replace("\t", " ").isprintable():
         raise TransformError(f"header {name} does not render a single line of printable characters")
