@@ -269,3 +269,14 @@ def test_a_lone_surrogate_is_an_error_not_a_crash():
             assert "not valid Unicode" in str(exc)
         else:
             raise AssertionError(spec)
+
+
+async def test_openapi_documents_the_transformation_and_its_preview(local):  # noqa: F811
+    d = await local()
+    status, doc = await d.call("GET", "/v1/openapi.json")
+    assert status == 200
+    preview = doc["paths"]["/v1/webhooks/{id}/transformation/preview"]["post"]
+    schema = json.dumps(preview)
+    assert "event" in schema and "transformation" in schema
+    update = json.dumps(doc["paths"]["/v1/webhooks/{id}"]["put"])
+    assert "Jinja2 template of the JSON body" in update
