@@ -223,3 +223,34 @@ def test_cli_ordering(tierd_daemon):
     assert updated.returncode == 0 and "unordered" in updated.stdout, updated.stdout + updated.stderr
     refused = d.cli("webhooks", "update", endpoint["id"], "--ordering", "lifo", "--tenant", "acme")
     assert refused.returncode != 0 and "lifo" in refused.stderr
+
+
+async def test_a_template_failing_on_a_fifo_head_holds_the_rest_until_it_is_fixed(local, hook_receiver):
+    """On an unordered endpoint a delivery whose transformation fails is failed at once; on a
+    fifo endpoint it is a failing head like any other: the ones after it wait, in order."""
+    d = await local()
+    await d.tenant("acme")
+    r = await hook_receiver()
+    strict = {"body": '{"i": {{ event.data.i | json }}, "n": {{ event.data.n | json }}}'}
+    ep = await d.endpoint("acme", r.url + "/hook", ordering="fifo", transformation=strict)
+    await d.publish("acme", "order.created", {"i": 1, "n": "one"})
+    await d.publish("acme", "order.created", {"i": 2})  # no "n": the template fails on it
+    await d.publish("acme", "order.created", {"i": 3, "n": "three"})
+
+    def sent() -> list[int]:  # the transformed bodies carry "i" at the top
+        return [json.loads(x["body"])["i"] for x in r.requests]
+
+    await r.wait_for(1)
+    blocked = await eventually(lambda: _blocked(d, ep["id"]), what="the head blocks", timeout=10)
+    status, head = await d.call("GET", f"/v1/deliveries/{blocked['blocked_by']}", tenant="acme")
+    assert head["status"] == "pending" and head["attempts_detail"][0]["outcome"] == "transform_error", head
+    assert sent() == [1]  # 3 waits behind 2
+
+    # Fixed, the head goes at its next attempt (a retry sends it now), then 3, in order.
+    lenient = {"body": '{"i": {{ event.data.i | json }}, "n": {{ event.data.get("n", "none") | json }}}'}
+    status, body = await d.call("PUT", f"/v1/webhooks/{ep['id']}", {"transformation": lenient}, tenant="acme")
+    assert status == 200, body
+    status, body = await d.call("POST", f"/v1/deliveries/{head['id']}/retry", tenant="acme")
+    assert status in (202, 409), body
+    await eventually(lambda: sent() == [1, 2, 3], what="2 then 3 once the template is fixed", timeout=10)
+    assert [json.loads(x["body"])["n"] for x in r.requests] == ["one", "none", "three"]

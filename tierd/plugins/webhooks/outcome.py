@@ -50,14 +50,16 @@ def decide(delivery: Claimed, now: float, response: Response, schedule: list[flo
         next_status, due_at = "succeeded", None
     elif kind == "gone":
         next_status, due_at = "failed", None  # 410: the receiver told us to stop
-    elif kind == "transform_error":
+    elif kind == "transform_error" and not delivery.fifo:
         next_status, due_at = "failed", None  # the same template fails again: fixed, it is sent by retry/recover
     else:
         delay = retry_delay(
             schedule, delivery.attempts + 1, status=response.status, retry_after=response.retry_after, now=now
         )
+        # A fifo head is never given up (ordering.py), a template that fails on it neither:
+        # it holds the ones after it until the template is fixed, then they go on in order.
         if delay is None and delivery.fifo:
-            delay = retry_after_schedule(schedule)  # a fifo head is never given up (ordering.py)
+            delay = retry_after_schedule(schedule)
         next_status, due_at = ("failed", None) if delay is None else ("pending", now + delay)
     return Outcome(
         delivery.seq,
