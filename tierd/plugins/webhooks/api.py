@@ -421,9 +421,6 @@ def routes() -> list[Route]:
         check_transformation(module, {"id": "ep_new", "event_types": []} | fields, fields)
         now = module.daemon.clock.time()
         endpoint = await module.store.create_endpoint(tenant, fields, secret, now)
-        if fields.get("transformation") is not None:  # a column create_endpoint leaves NULL
-            changes = {"transformation": fields["transformation"]}
-            endpoint = await module.store.update_endpoint(tenant, endpoint["id"], changes, now) or endpoint
         await module.changed(endpoint, "created", actor_of(request))
         return json_response(_public(endpoint) | _keys(secret), status=201)
 

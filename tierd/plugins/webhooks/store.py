@@ -71,7 +71,8 @@ class Store:
         endpoint_id = new_id(ENDPOINT_ID)
         await self.db.execute(
             "INSERT INTO webhook_endpoints(id, tenant_id, url, description, event_types, headers, metadata,"
-            " rate_limit, enabled, secret, created_at, updated_at, ordering) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " rate_limit, enabled, secret, created_at, updated_at, ordering, transformation)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 endpoint_id,
                 tenant,
@@ -86,6 +87,7 @@ class Store:
                 now,
                 now,
                 fields.get("ordering", "unordered"),
+                column_of(fields.get("transformation")),
             ),
         )
         endpoint = await self.get_endpoint(tenant, endpoint_id)
