@@ -43,7 +43,8 @@ The rules, and why:
 - A template that fails when sending fails that attempt with the error; the
   delivery is not retried (the same template would fail the same way): it is
   marked failed at once, and is sent again by a retry or recover once the
-  transformation is fixed.
+  transformation is fixed. On a fifo endpoint it is a failing head like any
+  other instead: it holds the ones after it, and goes on once fixed.
 """
 
 from __future__ import annotations
