@@ -23,6 +23,8 @@ BUILTIN = {
     "webhook.endpoint.deleted": (WEBHOOKS, "info", False, False),
     "webhook.endpoint.disabled": (WEBHOOKS, "warning", True, True),
     "webhook.delivery.failed": (WEBHOOKS, "warning", True, False),
+    "webhook.endpoint.blocked": (WEBHOOKS, "warning", True, False),
+    "webhook.endpoint.unblocked": (WEBHOOKS, "info", True, False),
     "reconciliation.statement.imported": (RECONCILIATION, "info", False, True),
     "reconciliation.run.completed": (RECONCILIATION, "info", False, True),
     "reconciliation.exceptions": (RECONCILIATION, "warning", True, True),

@@ -147,6 +147,8 @@ def test_every_builtin_type_has_defaults():
         "reconciliation.run.completed",
         "reconciliation.statement.imported",
         "webhook.delivery.failed",
+        "webhook.endpoint.blocked",
+        "webhook.endpoint.unblocked",
         "webhook.endpoint.created",
         "webhook.endpoint.updated",
         "webhook.endpoint.deleted",
