@@ -239,8 +239,12 @@ def test_a_usd_payment_booked_in_eur_matches_the_usd_invoice_and_keeps_the_rate(
     # 390 x 1.15 = 448.50: the reviewer must say where the 1.50 goes.
     assert status == 422 and err["error"]["code"] == "amounts_unbalanced"
     assert err["error"]["details"] == {"bank_total": "450.00", "ledger_total": "448.50", "difference": "1.50"}
-    status, m = call("POST", f"{BASE}/eur/matches", body=body | {"adjustment": "1.50"})
-    assert status == 201 and m["exchange_rate"] == "1.15" and "valued at 1.15 EUR per unit" in m["explanation"]
+    # From the CLI, as a reviewer would.
+    args = ("recon", "match", "--tenant", "acme", "--account", "eur", "--line", str(line_id), "--entry", str(entry_id))
+    result = d.cli(*args, "--exchange-rate", "1.15", "--adjustment", "1.50", "--json")
+    assert result.returncode == 0, result.stderr
+    m = json.loads(result.stdout)
+    assert m["exchange_rate"] == "1.15" and "valued at 1.15 EUR per unit" in m["explanation"]
 
 
 def test_a_foreign_entry_matched_by_hand_needs_a_rate_when_the_line_names_none(fx):

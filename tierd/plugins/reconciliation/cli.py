@@ -205,7 +205,13 @@ def matches(cli, tenant, account, run_id, suggestions, limit, as_json):
 @click.option("--entry", "entries", multiple=True, type=int, help="Ledger entry id (repeat)")
 @click.option("--adjustment", default="0", help="Difference kept as an adjustment (bank - ledger)")
 @click.option("--note", default="")
-def match(cli, tenant, account, lines, entries, adjustment, note, as_json):
+@click.option(
+    "--exchange-rate",
+    default=None,
+    help="Account currency per unit of the entries' currency, for entries in another one"
+    " (default: the rate the statement lines give)",
+)
+def match(cli, tenant, account, lines, entries, adjustment, note, exchange_rate, as_json):
     """Match items by hand."""
     body = {
         "statement_line_ids": list(lines),
@@ -213,6 +219,8 @@ def match(cli, tenant, account, lines, entries, adjustment, note, as_json):
         "adjustment": adjustment,
         "note": note,
     }
+    if exchange_rate is not None:
+        body["exchange_rate"] = exchange_rate
     _show_match(cli, cli.api.post(f"{BASE}/{account}/matches", json=body, tenant=tenant), as_json)
 
 
