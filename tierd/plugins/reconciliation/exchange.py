@@ -15,6 +15,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 from tierd.core.api import ApiError
 
+from .importers.base import rate_between
+
 
 def _places(rows: list[dict]) -> int:
     exponents = [Decimal(r["amount"]).as_tuple().exponent for r in rows]
@@ -31,7 +33,7 @@ def line_rate(lines: list[dict], currency: str) -> Decimal | None:
         return rates.pop()
     booked = sum((Decimal(r["amount"]) for r in instructed), Decimal(0))
     sent = sum((Decimal(r["instructed_amount"]) for r in instructed), Decimal(0))
-    return (booked / sent).quantize(Decimal("1e-10")).normalize() if sent else None
+    return rate_between(booked, sent) if sent else None
 
 
 def ledger_value(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from ..importers.base import rate_between
 from .context import Context, DatedIndex, Item, key_index
 from .evidence import Candidate, clean, closeness, days_phrase, party
 from .text import fuzzy_ref_score
@@ -72,9 +73,9 @@ def _candidate(ctx: Context, b: Item, entry: Item, window: int, rate_tolerance: 
     rate = b.src.exchange_rate
     rate_source = "the bank's rate"
     if rate is None or rate <= 0:
-        # Kept to ten places: stored with the match, booked == entry x rate + adjustment
-        # must hold for the rate as stored.
-        rate = (booked / instructed).quantize(Decimal("1e-10")).normalize()
+        # As the importers derive one (ten places): stored with the match,
+        # booked == entry x rate + adjustment must hold for the rate as stored.
+        rate = rate_between(booked, instructed)
         rate_source = "the rate the booked amount implies"
     exact = Decimal(1).scaleb(-ctx.scale)
     converted = (entry.src.amount * rate).quantize(exact, rounding=ROUND_HALF_EVEN)
