@@ -623,3 +623,60 @@ class Receiver:
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
+
+
+class ConsoleSession:
+    """A browser-like client of the web console (``/ui``): cookies kept, the
+    CSRF token of the last page read put in every form it posts.
+
+    ::
+
+        async with ConsoleSession(daemon.url) as ui:
+            await ui.sign_in(ADMIN_TOKEN)
+            status, html = await ui.get("/ui/webhooks")
+            status, html = await ui.post("/ui/deliveries/dlv_1/retry")
+    """
+
+    CSRF = re.compile(r'name="csrf" value="([^"]*)"')
+
+    def __init__(self, url: str) -> None:
+        from aiohttp import CookieJar
+
+        self.url = url.rstrip("/")
+        # unsafe: keep cookies of an IP-address host (the daemon listens on 127.0.0.1).
+        self.session = ClientSession(cookie_jar=CookieJar(unsafe=True))
+        self.csrf = ""
+        #: Where the last request ended up, after redirects (a path with its query).
+        self.last_path = ""
+
+    async def __aenter__(self) -> ConsoleSession:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.session.close()
+
+    async def _read(self, resp) -> tuple[int, str]:
+        html = await resp.text()
+        found = self.CSRF.search(html)
+        if found and found.group(1):
+            self.csrf = found.group(1)
+        self.last_path = resp.url.path_qs
+        return resp.status, html
+
+    async def get(self, path: str, **kwargs) -> tuple[int, str]:
+        """GET a console page: (status, HTML), redirects followed."""
+        async with self.session.get(self.url + path, **kwargs) as resp:
+            return await self._read(resp)
+
+    async def post(self, path: str, fields: dict | None = None, csrf: bool = True, **kwargs) -> tuple[int, str]:
+        """POST a form (with the CSRF token unless ``csrf=False``): (status, HTML) after redirects."""
+        data = dict(fields or {})
+        if csrf:
+            data.setdefault("csrf", self.csrf)
+        async with self.session.post(self.url + path, data=data, **kwargs) as resp:
+            return await self._read(resp)
+
+    async def sign_in(self, token: str) -> tuple[int, str]:
+        """Sign in with a token (the admin's or a tenant's); (status, HTML of the page reached)."""
+        await self.get("/ui/login")
+        return await self.post("/ui/login", {"token": token})

@@ -36,6 +36,9 @@ MAX_BODY_KEY = web.AppKey("tierd_max_body", int)
 CALLER_KEY: web.RequestKey[Caller] = web.RequestKey("tierd_caller")
 #: The validated body of a route that declares one (see :func:`body_of`).
 BODY_KEY = web.RequestKey("tierd_body", object)
+#: Set by the console on a request it makes in-process (see ``tierd.core.ui.dispatch``):
+#: the caller is its session's and the body a value, not bytes to read.
+INTERNAL_CALL_KEY = web.RequestKey("tierd_internal_call", object)
 #: Longer than any cursor this API makes (decoded).
 MAX_CURSOR = 200
 
@@ -55,6 +58,14 @@ class Caller:
         """For audit logs: ``admin``, ``acme/tok_1a2b`` and ``... for alice@example.com``."""
         base = "admin" if self.admin else f"{self.tenant}/{self.token_id}"
         return f"{base} for {self.on_behalf_of}" if self.on_behalf_of else base
+
+
+@dataclasses.dataclass(frozen=True)
+class InternalCall:
+    """What the console puts under :data:`INTERNAL_CALL_KEY`: who calls, and the body."""
+
+    caller: Caller
+    body: Any = None
 
 
 def daemon_of(request: web.Request) -> Daemon:
@@ -208,7 +219,17 @@ async def read_body(
     body reads as ``{}`` (so a missing required key is named). 400 ``invalid_json``
     for text that is not JSON; 422 ``invalid_body`` (:func:`invalid_body`) listing every error."""
     raw = await _read_raw(request)
-    clean, errors = validate(schema, _decode(raw) if raw.strip() else {})
+    return check_body(request, schema, check, _decode(raw) if raw.strip() else {})
+
+
+def check_body(
+    request: web.Request,
+    schema: Field,
+    check: Callable[[web.Request, Any], list[SchemaError]] | None,
+    value: Any,
+) -> Any:
+    """A decoded body validated as :func:`read_body` does (the console's in-process calls)."""
+    clean, errors = validate(schema, value)
     if check is not None and isinstance(clean, dict):
         # With the schema's errors too: what is invalid there is None here.
         errors += check(request, clean)

@@ -151,6 +151,17 @@ CORE_SCHEMAS: dict[str, Field] = {
             "header_timeout": Duration(
                 default="10s", min="1s", doc="A connection that takes longer to send a request's headers is closed"
             ),
+            "ui": Bool(default=True, doc="Serve the web console and the webhooks portal under /ui"),
+            "ui_session": Duration(
+                default="12h", min="1m", doc="How long a console sign-in lasts (a portal session: its link's life)"
+            ),
+            "public_url": Str(
+                default=None,
+                pattern=re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?\Z"),
+                pattern_doc="an http(s) URL such as https://tierd.example.com",
+                doc="The address people reach this daemon at, for the links it hands out (portal links); "
+                "unset: the address the request that asks for one came to",
+            ),
             "query_timeout": Duration(
                 default="10s",
                 min="0.1s",

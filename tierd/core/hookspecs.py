@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from tierd.core.scheduler import Job
     from tierd.core.schema import Field
     from tierd.core.service import PluginService
+    from tierd.core.ui import UiSection
 
 hookspec = pluggy.HookspecMarker("tierd")
 
@@ -159,6 +160,22 @@ def tierd_routes(daemon: Daemon) -> list[Route] | None:
     of ``"tenant"``, ``"admin"``, ``"public"``, summary, request and response
     descriptions for the OpenAPI document). Core adds authentication, JSON
     errors and the OpenAPI entry; handlers read ``request["tenant"]``.
+    """
+
+
+@hookspec
+def tierd_ui(daemon: Daemon) -> UiSection | list[UiSection] | None:
+    """Add pages to the web console (``/ui``).
+
+    Called once at startup when ``server.ui`` is on. Return a
+    :class:`tierd.core.ui.UiSection`: its pages (:class:`tierd.core.ui.UiPage`,
+    each an ``async def handler(ctx)`` taking a :class:`tierd.core.ui.UiContext`),
+    the folder of its Jinja2 templates (rendered as ``<name>/<file>``, extending
+    core's ``base.html``), its entries in the top navigation, an optional panel
+    for the overview, and any kinds of session it issues (the webhooks portal's).
+    Core signs people in, checks CSRF on every POST and renders errors; a page
+    reads and acts through ``ctx.api(...)``, the control API called in-process
+    as the session's caller, so it shows and does exactly what that caller may.
     """
 
 

@@ -87,6 +87,20 @@ CORE_MIGRATIONS = [
     CREATE INDEX events_tenant_seq ON events(tenant_id, seq);
     CREATE INDEX events_tenant_type ON events(tenant_id, type, seq);
     """,
+    # 3: the web console's sessions (see tierd.core.ui.sessions).
+    """
+    CREATE TABLE ui_sessions (
+        id_hash TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        csrf TEXT NOT NULL,
+        label TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX ui_sessions_expiry ON ui_sessions(expires_at);
+    CREATE INDEX ui_sessions_subject ON ui_sessions(kind, subject);
+    """,
 ]
 
 

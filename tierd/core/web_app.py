@@ -29,13 +29,16 @@ from tierd.core.api import (
     BODY_KEY,
     CALLER_KEY,
     DAEMON_KEY,
+    INTERNAL_CALL_KEY,
     MAX_BODY_KEY,
     NO_BODY,
     PAGED,
     ApiError,
     Caller,
+    InternalCall,
     Route,
     body_of,
+    check_body,
     int_cursor,
     json_response,
     page,
@@ -216,6 +219,15 @@ def with_auth(route: Route, auth: Authenticator) -> Handler:
 
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
+        internal = request.get(INTERNAL_CALL_KEY)
+        if isinstance(internal, InternalCall):
+            # The console calling in-process as its session's caller: authenticated already.
+            if route.auth == "admin" and not internal.caller.admin:
+                raise ApiError(403, "admin_only", "this route needs the admin token")
+            request[CALLER_KEY] = internal.caller
+            if schema is not None:
+                request[BODY_KEY] = check_body(request, schema, route.body_check, internal.body or {})
+            return await handler(request)
         if route.auth != "public":
             is_admin, found = await auth.identify(request)
             if route.auth == "admin" and not is_admin:
@@ -255,6 +267,11 @@ def build_app(daemon: Daemon, plugin_routes: list[Route]) -> web.Application:
         seen.add(key)
         app.router.add_route(route.method.upper(), route.path, with_auth(route, auth))
     daemon.openapi = build_openapi(routes)
+    if server["ui"]:
+        from tierd.core.ui.app import build_console
+
+        sections = [s for r in daemon.pm.hook.tierd_ui(daemon=daemon) for s in (r if isinstance(r, list) else [r]) if s]
+        app.add_subapp("/ui", build_console(daemon, app, sections))
     return app
 
 

@@ -16,6 +16,8 @@ due rows. The files, by role:
 * ``migrations.py``, ``store.py`` (every SQL statement), ``records.py`` (what the stages pass on),
   ``present.py`` (rows as the API shows them)
 * ``api.py``, ``cli.py``; ``event_types.py`` - the events it publishes, declared
+* ``console.py`` - its pages of the web console; ``portal.py`` - the portal a tenant
+  hands to its customers (links, sessions, pages); their templates in ``templates/``
 
 Python receivers verify what they get with :func:`verify`::
 
@@ -71,9 +73,17 @@ def tierd_event_consumers(daemon):
 
 @hookimpl
 def tierd_routes(daemon):
+    from . import portal
     from .api import routes
 
-    return routes()
+    return routes() + portal.routes()
+
+
+@hookimpl
+def tierd_ui(daemon):
+    from . import console, portal
+
+    return [console.section(daemon), portal.section(daemon)]
 
 
 @hookimpl
