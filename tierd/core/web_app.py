@@ -267,11 +267,11 @@ def build_app(daemon: Daemon, plugin_routes: list[Route]) -> web.Application:
         seen.add(key)
         app.router.add_route(route.method.upper(), route.path, with_auth(route, auth))
     daemon.openapi = build_openapi(routes)
-    if server["ui"]:
-        from tierd.core.ui.app import build_console
+    # Mounted whatever server.ui says: the console reads it at each request, so a reload applies it.
+    from tierd.core.ui.app import build_console
 
-        sections = [s for r in daemon.pm.hook.tierd_ui(daemon=daemon) for s in (r if isinstance(r, list) else [r]) if s]
-        app.add_subapp("/ui", build_console(daemon, app, sections))
+    sections = [s for r in daemon.pm.hook.tierd_ui(daemon=daemon) for s in (r if isinstance(r, list) else [r]) if s]
+    app.add_subapp("/ui", build_console(daemon, app, sections))
     return app
 
 

@@ -32,7 +32,7 @@ from markupsafe import Markup
 
 from tierd import __version__
 from tierd.core import tenants
-from tierd.core.api import Caller
+from tierd.core.api import ApiError, Caller
 from tierd.core.clock import iso
 from tierd.core.plugins import get_plugins
 from tierd.core.storage import QueryTimeout, is_storage_full
@@ -139,6 +139,11 @@ class Console:
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not self.daemon.config["server"]["ui"]:
+            # Off (read at each request, so a reload turns it off and on): as if there were no /ui.
+            return ApiError(
+                404, "not_found", f"no route {request.method} {request.path} (server.ui is off)"
+            ).to_response()
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -331,9 +336,16 @@ class Console:
         return {"per_minute": per_minute, "last_hour": sum(per_minute), "since": iso(start)}
 
 
-def build_console(daemon: Daemon, root: web.Application, sections: list[UiSection]) -> web.Application:
-    """The ``/ui`` sub-application for these plugin sections."""
-    return Console(daemon, root, sections).app()
+def build_console(daemon: Daemon, root: web.Application, sections: list[object]) -> web.Application:
+    """The ``/ui`` sub-application for the sections plugins returned from ``tierd_ui``."""
+    names: set[str] = set()
+    for section in sections:
+        if not isinstance(section, UiSection):
+            raise TypeError(f"tierd_ui returned {section!r}, not a tierd.core.ui.UiSection")
+        if section.name in names:
+            raise ValueError(f"two plugins add a console section named {section.name!r}")
+        names.add(section.name)
+    return Console(daemon, root, sections).app()  # type: ignore[arg-type]
 
 
 # --- filters ----------------------------------------------------------------------
