@@ -191,3 +191,15 @@ def test_sessions_survive_a_restart_and_server_ui_false_turns_the_console_off(tm
         assert asyncio.run(page_with(cookie)) == (200, "/ui/")
     finally:
         d.stop()
+
+
+def test_guessing_tokens_from_one_address_is_stopped(tmp_path):
+    async def guess() -> list[int]:
+        async with ConsoleSession(d.url) as ui:
+            statuses = [(await ui.sign_in(f"guess-{i}"))[0] for i in range(11)]
+            statuses.append((await ui.sign_in(ADMIN_TOKEN))[0])  # even the right one, for a while
+            return statuses
+
+    with DaemonProcess(tmp_path).start() as d:
+        assert asyncio.run(guess()) == [401] * 10 + [429, 429]
+        assert "10 failed attempts in 300s" in d.logs()

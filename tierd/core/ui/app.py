@@ -48,6 +48,9 @@ log = logging.getLogger("tierd.ui")
 HERE = Path(__file__).parent
 COOKIES = {"console": "tierd_session", "portal": "tierd_portal"}
 CSRF_COOKIE = "tierd_csrf"
+#: Failed sign-ins allowed from one address within FAILURE_WINDOW seconds.
+MAX_FAILURES = 10
+FAILURE_WINDOW = 300
 FLASH_COOKIE = "tierd_flash"
 #: What a tenant name looks like in ``?tenant=`` (an admin's pick).
 _TENANT = tenants.NAME_RE
@@ -71,6 +74,8 @@ class Console:
         self.root = root
         self.sections = sections
         self.session_kinds = {k: fn for s in sections for k, fn in s.session_kinds.items()}
+        #: Failed sign-ins by peer address (monotonic times within FAILURE_WINDOW).
+        self._failures: dict[str, list[float]] = {}
         self.env = jinja2.Environment(
             loader=jinja2.ChoiceLoader(
                 [
@@ -290,11 +295,24 @@ class Console:
         token = (await ctx.form()).get("token", "").strip()
         admin = self.daemon.config["server"].get("admin_token") or ""
         peer = ctx.request.remote or "unix socket"
+        now = time.monotonic()
+        recent = [t for t in self._failures.get(peer, []) if now - t < FAILURE_WINDOW]
+        if len(recent) >= MAX_FAILURES:
+            # Guessing tokens from one address is slowed to a crawl (an admin token may be a weak one).
+            log.warning(
+                "console: sign-in from %s refused: %d failed attempts in %ds", peer, len(recent), FAILURE_WINDOW
+            )
+            return ctx.render(
+                "login.html", status=429, error="Too many failed sign-ins from your address; wait a few minutes."
+            )
         if token and admin and hmac.compare_digest(token.encode(), admin.encode()):
             log.info("console: admin signed in from %s", peer)
             return await self.sign_in(ctx, "admin", tenants.hash_token(token), "admin", self.lifetime, "/ui/")
         found = await tenants.tenant_for_token(self.daemon.db, token) if token else None
         if found is None:
+            if len(self._failures) > 10_000:
+                self._failures.clear()
+            self._failures[peer] = recent + [now]
             log.warning("console: a sign-in from %s was refused: the token is not valid", peer)
             return ctx.render("login.html", status=401, error="That token is not valid (or was revoked).")
         tenant, token_id = found
@@ -310,12 +328,26 @@ class Console:
         return float(self.daemon.config["server"]["ui_session"])
 
     async def overview(self, ctx: UiContext) -> web.StreamResponse:
-        panels = [Markup(await s.overview(ctx)) for s in self.sections if s.overview is not None]
+        panels = [await self._panel(ctx, s) for s in self.sections if s.overview is not None]
         return ctx.render(
             "overview.html",
             plugins=get_plugins(self.daemon.pm) if ctx.caller.admin else [],
             rate=await self.event_rate(ctx.tenant, ctx.tenants),
             panels=panels,
+        )
+
+    async def _panel(self, ctx: UiContext, section: UiSection) -> Markup:
+        # One plugin's broken panel costs its card, not the overview.
+        assert section.overview is not None
+        try:
+            return Markup(await section.overview(ctx))
+        except UiApiError as exc:
+            problem = f"{exc.code}: {exc.message}"
+        except Exception:
+            log.exception("console: the %s panel of the overview failed", section.name)
+            problem = "this panel failed; see the daemon log"
+        return Markup('<section class="card"><h2>{}</h2><p class="flash error">{}</p></section>').format(
+            section.name.capitalize(), problem
         )
 
     async def event_rate(self, tenant: str | None, all_tenants: list[str]) -> dict[str, Any]:
