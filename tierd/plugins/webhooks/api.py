@@ -59,6 +59,9 @@ _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,256}")
 #: leading or trailing hyphen, at most 63 characters (underscores occur in internal names).
 _DNS_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 MAX_HEADERS = 50
+#: A tenant's customer id (an endpoint's ``owner``, a portal link's ``customer``).
+CUSTOMER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,199}")
+CUSTOMER_DOC = "a customer id such as cust_42 (letters, digits and . _ : @ + -, at most 200)"
 #: Longest ``/stats?window=``: ten years (time arithmetic stays within the calendar).
 MAX_WINDOW = 3650 * 86400
 #: Headers a tenant may not set: they are the signature scheme's or HTTP's own.
@@ -199,6 +202,12 @@ _ENDPOINT_FIELDS = {
         _TRANSFORMATION,
         nullable=True,
         doc="reshapes each delivery's body (and adds headers) before it is signed; null removes it",
+    ),
+    "owner": Str(
+        pattern=CUSTOMER,
+        pattern_doc=CUSTOMER_DOC,
+        nullable=True,
+        doc="the tenant's customer this endpoint belongs to (their portal link shows it); null: the tenant's own",
     ),
     "ordering": Enum(
         ORDERINGS,
@@ -427,7 +436,10 @@ def routes() -> list[Route]:
     async def list_endpoints(request):
         tenant, module = context(request)
         limit, cursor = page_params(request)
-        items = await module.store.list_endpoints(tenant, limit + 1, cursor)
+        owner = request.query.get("owner")
+        if owner is not None and not CUSTOMER.fullmatch(owner):
+            raise ApiError(400, "invalid_parameter", f"owner must be {CUSTOMER_DOC}")
+        items = await module.store.list_endpoints(tenant, limit + 1, cursor, owner=owner)
         return json_response(page([_public(e) for e in items], limit, lambda e: e["id"]))
 
     async def get_endpoint(request):
@@ -616,7 +628,14 @@ def routes() -> list[Route]:
             body_check=url_refusals,
             statuses=(201,),
         ),
-        Route("GET", "/v1/webhooks", list_endpoints, summary="List webhook endpoints", tag=TAG, params=PAGED),
+        Route(
+            "GET",
+            "/v1/webhooks",
+            list_endpoints,
+            summary="List webhook endpoints",
+            tag=TAG,
+            params=PAGED | {"owner": "only the endpoints of this customer (see the portal)"},
+        ),
         Route("GET", one, get_endpoint, summary="One webhook endpoint", tag=TAG),
         Route(
             "PUT",

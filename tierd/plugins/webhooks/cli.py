@@ -1,5 +1,6 @@
 """``tierd webhooks``: list, add, update, rm, secret, rotate-secret, stats,
-deliveries, event, show, retry, recover, replay, test, preview.
+deliveries, event, show, retry, recover, replay, test, preview; portal-link,
+portal-links, portal-revoke (the portal a tenant hands to its customers).
 
 Every command talks to the running daemon's control API (admin token,
 acting for ``--tenant``), so the CLI and the API can never disagree.
@@ -41,9 +42,10 @@ def command(name: str, argument: str | None = None, as_json: bool = True):
 
 
 @command("list")
-def list_(cli, tenant, as_json):
+@click.option("--owner", default=None, help="Only the endpoints of this customer (see portal-link).")
+def list_(cli, tenant, owner, as_json):
     """List the tenant's endpoints."""
-    rows = cli.api.get_all("/v1/webhooks", tenant=tenant)
+    rows = cli.api.get_all("/v1/webhooks", tenant=tenant, params={"owner": owner} if owner else None)
     columns = ["id", "url", "event_types", "enabled", "signing", "failing_since", "disabled_reason", "description"]
     columns[4:4] = ["ordering", "blocked_since", "blocked_by"]
     cli.output(rows, columns=columns, as_json=as_json)
@@ -60,6 +62,7 @@ def list_(cli, tenant, as_json):
 @click.option("--header", "headers", multiple=True, metavar="NAME:VALUE", help="Static header sent with each request.")
 @click.option("--rate-limit", type=float, default=None, help="At most this many requests per second.")
 @click.option("--disabled", is_flag=True, help="Create it disabled.")
+@click.option("--owner", default=None, help="The tenant's customer it belongs to (their portal link shows it).")
 @ORDERING
 @click.option(
     "--signing",
@@ -68,7 +71,7 @@ def list_(cli, tenant, as_json):
     show_default=True,
     help="hmac-sha256: a shared whsec_ secret (v1); ed25519: receivers get a whpk_ public key (v1a).",
 )
-def add(cli, tenant, url, event_types, description, headers, rate_limit, disabled, signing, ordering, as_json):
+def add(cli, tenant, url, event_types, description, headers, rate_limit, disabled, owner, signing, ordering, as_json):
     """Subscribe URL to the tenant's events; prints the endpoint and its signing secret."""
     parsed = {}
     for header in headers:
@@ -88,6 +91,8 @@ def add(cli, tenant, url, event_types, description, headers, rate_limit, disable
         body["rate_limit"] = rate_limit
     if ordering is not None:
         body["ordering"] = ordering
+    if owner is not None:
+        body["owner"] = owner
     created = cli.api.post("/v1/webhooks", json=body, tenant=tenant)
     shown = ("id", "url", "event_types", "enabled", "ordering", "signing", "secret", "public_key")
     cli.output(created if as_json else {k: created[k] for k in shown if k in created}, as_json=as_json)
@@ -358,6 +363,47 @@ def preview(cli, tenant, endpoint_id, event_file, transformation_file, as_json):
     if not data["transformed"]:
         click.echo("(no transformation: the event is sent as it is)")
     click.echo(json.dumps(data["body"], indent=2, ensure_ascii=False))
+
+
+# --- the portal (portal.py) -------------------------------------------------------------
+
+
+@command("portal-link")
+@click.option("--customer", required=True, help="The tenant's customer the portal is for, e.g. cust_42.")
+@click.option(
+    "--endpoints",
+    type=click.Choice(("own", "all")),
+    default="own",
+    show_default=True,
+    help="own: only the customer's endpoints; all: every endpoint of the tenant.",
+)
+@click.option("--expires-in", default="1h", show_default=True, help="How long the link lasts (1m to 7d).")
+def portal_link(cli, tenant, customer, endpoints, expires_in, as_json):
+    """Make a one-time link to the webhooks portal for a customer; prints its URL (shown once)."""
+    body = {"customer": customer, "endpoints": endpoints, "expires_in": expires_in}
+    link = cli.api.post("/v1/portal/links", json=body, tenant=tenant)
+    if as_json:
+        cli.output(link, as_json=True)
+        return
+    click.echo(link["url"])
+    click.echo(
+        f"{link['id']}: for {link['customer']} ({link['endpoints']} endpoints), until {link['expires_at']}", err=True
+    )
+
+
+@command("portal-links")
+def portal_links(cli, tenant, as_json):
+    """List the tenant's portal links, newest first, with their state."""
+    rows = cli.api.get_all("/v1/portal/links", tenant=tenant)
+    columns = ["id", "customer", "endpoints", "state", "created_at", "expires_at", "redeemed_at", "created_by"]
+    cli.output(rows, columns=columns, as_json=as_json)
+
+
+@command("portal-revoke", "link_id", as_json=False)
+def portal_revoke(cli, tenant, link_id):
+    """Revoke a portal link and end the session it opened."""
+    revoked = cli.api.delete(f"/v1/portal/links/{link_id}", tenant=tenant)
+    click.echo(f"revoked {link_id} ({revoked['sessions_ended']} session(s) ended)")
 
 
 def _json_file(file) -> dict:

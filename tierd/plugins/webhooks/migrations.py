@@ -278,3 +278,32 @@ MIGRATIONS.append(
     ALTER TABLE webhook_endpoints ADD COLUMN transformation TEXT;
     """
 )
+
+
+# 6: the portal a tenant hands to its own customers (``portal.py``).
+# - owner: the tenant's customer an endpoint belongs to (NULL: the tenant's own);
+#   a portal link of scope 'own' shows only that customer's endpoints. The index
+#   serves ``GET /v1/webhooks?owner=`` in the list's order (id, which rises with
+#   creation time), so a page is one range walk.
+# - webhook_portal_links: one-time links to the portal. Only the token's hash is
+#   kept; redeemed_at is set once (the link opens one session); revoked_at ends it
+#   and every session it opened.
+MIGRATIONS.append(
+    """
+    ALTER TABLE webhook_endpoints ADD COLUMN owner TEXT;
+    CREATE INDEX webhook_endpoints_owner ON webhook_endpoints(tenant_id, owner, id);
+    CREATE TABLE webhook_portal_links (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        customer TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        redeemed_at REAL,
+        revoked_at REAL,
+        created_by TEXT NOT NULL
+    );
+    CREATE INDEX webhook_portal_links_tenant ON webhook_portal_links(tenant_id, id);
+    """
+)

@@ -40,6 +40,8 @@ def endpoint_of(row) -> dict:
         "blocked_by": None,
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
+        # The tenant's customer it belongs to (a portal link shows it), None: the tenant's own.
+        "owner": row["owner"],
         # Internal (stripped by the API): owner and secrets.
         "_tenant_id": row["tenant_id"],
         "_secret": row["secret"],

@@ -23,7 +23,17 @@ from .present import attempt_of, delivery_of, endpoint_of
 from .records import DELIVERY_STATUSES, Outcome
 from .transform import column_of
 
-ENDPOINT_FIELDS = ("url", "description", "event_types", "headers", "metadata", "rate_limit", "enabled", "ordering")
+ENDPOINT_FIELDS = (
+    "url",
+    "description",
+    "event_types",
+    "headers",
+    "metadata",
+    "rate_limit",
+    "enabled",
+    "ordering",
+    "owner",
+)
 JSON_FIELDS = ("event_types", "headers", "metadata")
 #: What the dispatcher reads of a claimed delivery (see :class:`records.Claimed`).
 _CLAIMED_COLUMNS = "seq, id, tenant_id, endpoint_id, event_type, payload, attempts, created_at"
@@ -71,8 +81,8 @@ class Store:
         endpoint_id = new_id(ENDPOINT_ID)
         await self.db.execute(
             "INSERT INTO webhook_endpoints(id, tenant_id, url, description, event_types, headers, metadata,"
-            " rate_limit, enabled, secret, created_at, updated_at, ordering, transformation)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " rate_limit, enabled, secret, created_at, updated_at, ordering, transformation, owner)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 endpoint_id,
                 tenant,
@@ -88,6 +98,7 @@ class Store:
                 now,
                 fields.get("ordering", "unordered"),
                 column_of(fields.get("transformation")),
+                fields.get("owner"),
             ),
         )
         endpoint = await self.get_endpoint(tenant, endpoint_id)
@@ -100,9 +111,17 @@ class Store:
         )
         return (await self.with_heads([endpoint_of(row)]))[0] if row else None
 
-    async def list_endpoints(self, tenant: str, limit: int, after: str | None) -> list[dict]:
+    async def list_endpoints(self, tenant: str, limit: int, after: str | None, owner: str | None = None) -> list[dict]:
         """A page of the tenant's endpoints in id order (ids rise with creation
-        time), after the id ``after``: a walk of (tenant_id, id), ``limit`` rows."""
+        time), after the id ``after``: a walk of (tenant_id, id), ``limit`` rows;
+        only one customer's (``owner``): a walk of (tenant_id, owner, id)."""
+        if owner is not None:
+            rows = await self.db.fetchall(
+                "SELECT * FROM webhook_endpoints INDEXED BY webhook_endpoints_owner"
+                " WHERE tenant_id=? AND owner=? AND id>? ORDER BY id LIMIT ?",
+                (tenant, owner, after or "", limit),
+            )
+            return await self.with_heads([endpoint_of(r) for r in rows])
         rows = await self.db.fetchall(
             "SELECT * FROM webhook_endpoints INDEXED BY webhook_endpoints_list WHERE tenant_id=? AND id>?"
             " ORDER BY id LIMIT ?",
