@@ -14,6 +14,8 @@ hook implementation (see :mod:`tierd.core.hookspecs`). The pieces:
 * ``migrations.py`` - the tables; ``store.py`` - the SQL on them (``aliases.py`` and
   ``candidates.py`` keep their own few statements next to what they do)
 * ``api.py`` / ``cli.py`` - the interfaces; ``present.py`` - records as the API shows them
+* ``console.py`` - its pages of the web console (accounts, open items, suggestions, matches,
+  why an item is open), their templates in ``templates/console/``
 * ``config.py`` - the ``reconciliation`` config section's schema and what runs read of it
 * ``service.py`` - the running object (core's service slot): metrics, run locks, config accounts
 * ``inbox.py`` - folders watched for statement files; ``metrics.py`` - Prometheus
@@ -80,6 +82,13 @@ def _scheduled_run(daemon, tenant: str, account_id: str):
             log.exception("scheduled reconciliation run of %s/%s failed", tenant, account_id)
 
     return job
+
+
+@hookimpl
+def tierd_ui(daemon):
+    from . import console
+
+    return console.section(daemon)
 
 
 @hookimpl
