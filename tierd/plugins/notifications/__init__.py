@@ -12,6 +12,7 @@ named for it:
 * ``intake.py`` (events to rows) and ``dispatch.py`` (due rows to channels)
 * ``store.py`` - the tables and every SQL statement; ``api.py`` / ``cli.py`` - the interfaces
 * ``channels/`` - the built-in channel types
+* ``console.py`` - its pages of the web console (history, a message, silences); templates in ``templates/console/``
 """
 
 from __future__ import annotations
@@ -59,6 +60,13 @@ def tierd_routes(daemon):
     from .api import routes
 
     return routes()
+
+
+@hookimpl
+def tierd_ui(daemon):
+    from .console import section
+
+    return section(daemon)
 
 
 @hookimpl
