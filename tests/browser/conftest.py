@@ -1,0 +1,187 @@
+"""Browser tests of the web console and the webhooks portal: a real Chromium.
+
+Debian's ``chromium`` (``/usr/bin/chromium``) driven by the ``playwright``
+package, headless, with a fresh profile for each test session; nothing is
+installed at run time (never ``playwright install``). Where either is absent
+the tests skip and say which one is missing (``.ci/run`` installs Debian's
+package).
+
+Fixtures: ``browser`` (one Chromium for the session), ``page`` (a fresh
+context per test: its own cookies), ``daemon`` (``tierd run`` on a free port,
+webhooks allowed to deliver to loopback over HTTP), ``receiver`` (a threaded
+HTTP server answering the status the test sets, recording what it got).
+
+The tests use Playwright's sync API: it runs its own loop, so the tests are
+plain functions and the receiver lives in a thread of its own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tierd.testing import ADMIN_TOKEN, DaemonProcess
+
+CHROMIUM = Path("/usr/bin/chromium")
+#: What the project's DESIGN asks of a headless Chromium in tests: nothing
+#: reaches the network but the pages under test.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: Short retry schedule and loopback receivers allowed (as the webhooks tests run).
+WEBHOOKS = {
+    "retry_schedule": ["0s", "1s", "1s"],
+    "allow_http": True,
+    "allow_destinations": ["127.0.0.1/32"],
+    "timeout": "2s",
+}
+
+
+def missing() -> str | None:
+    """Why the browser tests cannot run here, or None."""
+    if importlib.util.find_spec("playwright") is None:
+        return "the playwright package is not installed (pip install -e '.[test]')"
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is absent (apt-get install chromium; .ci/run does)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the session, with a fresh profile of its own."""
+    reason = missing()
+    if reason:
+        pytest.skip(f"browser tests skipped: {reason}")
+    from playwright.sync_api import sync_playwright
+
+    profile = tempfile.mkdtemp(prefix="tierd-chromium-")
+    with sync_playwright() as pw:
+        # A persistent context on a fresh directory: no state from any earlier run.
+        # Each test then opens its own context (its own cookies) in the browser.
+        context = pw.chromium.launch_persistent_context(
+            profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            assert context.browser is not None
+            yield context.browser
+        finally:
+            context.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def page(browser) -> Iterator[Any]:
+    """A page in a context of its own (a separate cookie jar): one user."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    # A form marked data-confirm asks through window.confirm: the user says yes.
+    page.on("dialog", lambda dialog: dialog.accept())
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def new_page(browser) -> Iterator[Callable[[], Any]]:
+    """Factory of further pages, each a separate user (a context of its own)."""
+    contexts: list[Any] = []
+
+    def factory() -> Any:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        one = context.new_page()
+        one.on("dialog", lambda dialog: dialog.accept())
+        return one
+
+    yield factory
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def daemon(tmp_path) -> Iterator[DaemonProcess]:
+    """``tierd run`` with the console on, delivering webhooks to loopback."""
+    process = DaemonProcess(tmp_path, {"webhooks": WEBHOOKS})
+    process.start()
+    yield process
+    process.close()
+
+
+class ThreadedReceiver:
+    """A webhook receiver in a thread: answers ``status`` (settable at any
+    time) and records each request's path and JSON body."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.requests.append({"path": self.path, "body": body, "status": outer.status})
+                self.send_response(outer.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:  # quiet: pytest shows failures, not traffic
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def answered(self, status: int) -> list[dict]:
+        """The JSON bodies of the requests answered with ``status``."""
+        return [json.loads(r["body"]) for r in self.requests if r["status"] == status]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[ThreadedReceiver]:
+    one = ThreadedReceiver()
+    yield one
+    one.close()
+
+
+def sign_in(page: Any, daemon: DaemonProcess, token: str = ADMIN_TOKEN) -> None:
+    """Sign in through the form, as a person does."""
+    page.goto(daemon.url + "/ui/login")
+    page.fill("input[name=token]", token)
+    page.click("button:has-text('Sign in')")
+    page.wait_for_url(daemon.url + "/ui/")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until truthy (return it) or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.1)
