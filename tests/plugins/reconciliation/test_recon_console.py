@@ -275,3 +275,38 @@ async def test_the_admin_sees_every_tenant_and_follows_a_link_into_one(recon):
         assert status == 200 and "data-line=" in html
         status, html = await ui.get(f"{PAGE}/why/side/1?tenant=acme")
         assert status == 404
+        # Without a tenant picked, an account's page goes to the tenant that has it.
+        status, html = await ui.get(PAGE + "?view=ledger")
+        assert status == 200 and ui.last_path == PAGE + "?view=ledger&tenant=acme" and "data-entry=" in html
+        status, html = await ui.get("/ui/reconciliation/nope")
+        assert status == 404
+
+
+async def test_run_matching_now_from_the_account_page(recon):
+    async with await signed_in(recon) as ui:
+        await ui.get(PAGE)
+        status, html = await ui.post(f"{PAGE}/run")
+        assert status == 200 and ui.last_path == PAGE
+        found = re.search(r"Run (run_\w+) completed: (\d+) matched, (\d+) suggested", html)
+        assert found, html
+    run = api(recon, "GET", f"/runs/{found.group(1)}")
+    assert run["status"] == "completed" and run["counts"]["matches"] == int(found.group(2))
+
+
+async def test_bad_match_forms_are_flashes_not_errors(recon):
+    [held] = api(recon, "GET", "/matches")["data"][:1]
+    taken = held["statement_lines"][0]["id"] if held["statement_lines"] else held["ledger_entries"][0]["id"]
+    side = "statement_line_ids" if held["statement_lines"] else "ledger_entry_ids"
+    async with await signed_in(recon) as ui:
+        await ui.get(PAGE)
+        status, html = await ui.post(f"{PAGE}/match", {"statement_line_ids": "1, x"})
+        assert status == 200 and "whole numbers" in html and ui.last_path == PAGE + "?view=bank"
+        status, html = await ui.post(f"{PAGE}/match", {side: str(taken)})
+        assert status == 200 and "item_not_open" in html
+        status, html = await ui.post(f"{PAGE}/match", {})
+        assert status == 200 and 'class="flash error"' in html and "at least one" in html
+        status, html = await ui.post(f"{PAGE}/suggestions/s_nope/accept")
+        assert status == 200 and "no suggestion s_nope" in html
+        status, html = await ui.get(f"{PAGE}/why/bank/{taken if side == 'statement_line_ids' else 999999}")
+        assert status in (404, 409) and "<h1>" in html
+    assert api(recon, "GET", f"/matches/{held['id']}")["status"] == "active"

@@ -133,6 +133,22 @@ async def act(ctx: UiContext, method: str, path: str, body: Any = None) -> Any:
         request._read_bytes = read
 
 
+async def _to_tenant(ctx: UiContext, account_id: str) -> web.Response | None:
+    """For an admin viewing all tenants: this page again for the tenant that has the account
+    (the API acts for one tenant); None when the page has its tenant already."""
+    if ctx.tenant is not None or not ctx.caller.admin:
+        return None
+    owners = [r["tenant"] for r in await account_stats(ctx, account_id)]
+    if not owners:
+        raise UiApiError(404, "not_found", f"no reconciliation account {account_id!r}")
+    if len(owners) > 1:
+        raise UiApiError(
+            400, "tenant_required", f"tenants {', '.join(owners)} each have an account {account_id!r}: pick one"
+        )
+    query = dict(ctx.query) | {"tenant": owners[0]}
+    return ctx.redirect(ctx.request.rel_url.raw_path.removeprefix("/ui"), **query)
+
+
 def _tenant_link(ctx: UiContext, row: dict) -> str | None:
     """The tenant to carry in a link to an account: the row's when the admin views all tenants."""
     return row["tenant"] if ctx.tenant is None else None
@@ -156,6 +172,8 @@ async def accounts_page(ctx: UiContext) -> web.StreamResponse:
 
 async def account_page(ctx: UiContext) -> web.StreamResponse:
     account_id = ctx.match["account"]
+    if moved := await _to_tenant(ctx, account_id):
+        return moved
     account = await ctx.api("GET", api_path(account_id))  # 404 for an unknown or another tenant's account
     view = ctx.query.get("view", "bank")
     if view not in VIEWS:
@@ -225,6 +243,8 @@ async def why_page(ctx: UiContext) -> web.StreamResponse:
     account_id, side, item = ctx.match["account"], ctx.match["side"], ctx.match["item"]
     if side not in SIDES:
         raise UiApiError(404, "not_found", "the side is bank or ledger")
+    if moved := await _to_tenant(ctx, account_id):
+        return moved
     account = await ctx.api("GET", api_path(account_id))
     answer = await ctx.api(
         "GET", api_path(account_id, "open-items", _q(item), "candidates"), {"side": side, "limit": CANDIDATES}
