@@ -149,8 +149,20 @@ async def test_other_tenants_csrf_and_admin(tierd_daemon, receiver):
     other = d.create_tenant("globex")
     endpoint, delivery = await failed_delivery(d, r, "acme")
     ep, dlv = endpoint["id"], delivery["id"]
-    status, theirs = await d.arequest("POST", "/v1/webhooks", {"url": r.url + "/globex"}, tenant="globex")
+    # globex's endpoint is ordered (fifo) and its receiver fails: it is blocked.
+    stuck = await receiver()
+    stuck.responder = fail_500
+    status, theirs = await d.arequest(
+        "POST", "/v1/webhooks", {"url": stuck.url + "/globex", "ordering": "fifo"}, tenant="globex"
+    )
     assert status == 201
+    await d.arequest("POST", "/v1/events", {"type": "order.created"}, tenant="globex")
+
+    async def blocked():
+        _, body = await d.arequest("GET", f"/v1/webhooks/{theirs['id']}", tenant="globex")
+        return body["blocked_since"]
+
+    await eventually(blocked, what="the fifo endpoint to be blocked")
 
     async with ConsoleSession(d.url) as ui:
         await ui.sign_in(other)
@@ -163,10 +175,13 @@ async def test_other_tenants_csrf_and_admin(tierd_daemon, receiver):
         status, html = await ui.post(f"/ui/webhooks/{ep}/enabled", {"enabled": "false"})
         assert status == 404
         status, html = await ui.get("/ui/webhooks")
-        assert ep not in html and theirs["id"] in html
-        # Its overview counts only its own failures.
+        assert ep not in html
+        row = re.search(rf'<tr data-endpoint="{theirs["id"]}">(.*?)</tr>', html, re.S)
+        assert row and "s-blocked" in row.group(1) and "fifo" in row.group(1)
+        # Its overview counts only its own failures, and shows its blocked endpoint.
         status, html = await ui.get("/ui/")
         assert '<span id="webhooks-failed">0</span>' in html
+        assert "Blocked ordered endpoints (1)" in html and f'href="/ui/webhooks/{theirs["id"]}"' in html
 
         # A POST without the CSRF token is refused and changes nothing.
         await ui.get(f"/ui/webhooks/{theirs['id']}")

@@ -63,7 +63,8 @@ def section(daemon) -> UiSection:
 def acting_for(ctx: UiContext, tenant: str) -> UiContext:
     """The admin's session acting for ``tenant`` (the API needs a tenant for
     webhooks; an admin viewing all tenants reads each one's in turn)."""
-    assert ctx.principal is not None and ctx.principal.kind == "admin"
+    if ctx.principal is None or ctx.principal.kind != "admin":
+        raise UiApiError(403, "admin_only", "only the admin views every tenant")
     principal = dataclasses.replace(ctx.principal, caller=dataclasses.replace(ctx.caller, tenant=tenant))
     return UiContext(ctx.console, ctx.request, principal, ctx.csrf)
 
@@ -185,7 +186,7 @@ async def endpoint_page(ctx: UiContext) -> web.StreamResponse:
     )
 
 
-async def hourly_health(ctx: UiContext, endpoint_id: str, now: float) -> dict[str, list]:
+async def hourly_health(ctx: UiContext, endpoint_id: str, now: float) -> dict[str, Any]:
     """Success rate (%) and p50 latency (ms) of each of the last ``HOURS`` hours
     (None: no attempt that hour).
 
