@@ -11,6 +11,8 @@ named for it:
 * ``runs.py`` - making a run: query off the loop, file, delivery, events
 * ``schedules.py`` and ``periods.py`` - when a schedule's run is due, relative periods
 * ``store.py`` - the tables and every SQL statement; ``api.py`` / ``cli.py`` - the interfaces
+* ``console.py`` - its pages of the web console (reports, runs, downloads, schedules);
+  their templates in ``templates/console/``
 """
 
 from __future__ import annotations
@@ -116,6 +118,13 @@ def tierd_routes(daemon):
     from .api import routes
 
     return routes()
+
+
+@hookimpl
+def tierd_ui(daemon):
+    from .console import section
+
+    return section(daemon)
 
 
 @hookimpl
