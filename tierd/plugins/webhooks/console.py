@@ -325,8 +325,10 @@ async def overview_numbers(db, tenant: str | None, now: float) -> dict[str, Any]
         f" WHERE e.enabled=1 AND {scope}",
         params,
     )
+    # CROSS JOIN keeps the endpoints first: for all tenants SQLite would otherwise
+    # walk every failed delivery kept (the whole partial index) to find the recent ones.
     failed_from = (
-        "FROM webhook_endpoints e JOIN webhook_deliveries d INDEXED BY webhook_deliveries_failed"
+        "FROM webhook_endpoints e CROSS JOIN webhook_deliveries d INDEXED BY webhook_deliveries_failed"
         f" ON d.endpoint_id=e.id AND d.status='failed' AND d.created_at>=:since WHERE {scope}"
     )
     failed = await db.fetchone(f"SELECT COUNT(*) AS n {failed_from}", params)
