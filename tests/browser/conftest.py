@@ -126,7 +126,7 @@ def daemon(tmp_path) -> Iterator[DaemonProcess]:
 
 class ThreadedReceiver:
     """A webhook receiver in a thread: answers ``status`` (settable at any
-    time) and records each request's path and JSON body."""
+    time) and records each request: path, headers, body, the status answered."""
 
     def __init__(self) -> None:
         self.status = 200
@@ -136,7 +136,9 @@ class ThreadedReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                outer.requests.append({"path": self.path, "body": body, "status": outer.status})
+                outer.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "body": body, "status": outer.status}
+                )
                 self.send_response(outer.status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -151,9 +153,12 @@ class ThreadedReceiver:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def answered(self, status: int) -> list[dict]:
-        """The JSON bodies of the requests answered with ``status``."""
-        return [json.loads(r["body"]) for r in self.requests if r["status"] == status]
+    def answered(self, status: int) -> list[str]:
+        """The deliveries (their ``webhook-id``) of the requests answered with ``status``."""
+        return [r["headers"].get("webhook-id", "") for r in self.requests if r["status"] == status]
+
+    def bodies(self) -> list[dict]:
+        return [json.loads(r["body"]) for r in self.requests]
 
     def close(self) -> None:
         self.server.shutdown()
