@@ -180,6 +180,9 @@ def json_response(obj: Any, status: int = 200, headers: dict | None = None) -> w
 
 
 async def _read_raw(request: web.Request) -> bytes:
+    internal = request.get(INTERNAL_CALL_KEY)
+    if isinstance(internal, InternalCall):  # the console calling in-process: its body is a value
+        return dumps(internal.body).encode() if internal.body is not None else b""
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:

@@ -63,3 +63,40 @@ async def test_its_cli_command_asks_the_running_daemon(tmp_path):
             return json.loads(r.stdout) == {"order.created": 1}
 
         await eventually(lambda: asyncio.to_thread(counted), timeout=10, what="`tierd hello` to count the event")
+
+
+async def test_its_console_page_shows_the_tenants_counts_and_says_hello(tmp_path):
+    from tierd.testing import ADMIN_TOKEN, ConsoleSession
+
+    with DaemonProcess(tmp_path, plugins=["tierd_hello"]) as d:
+        acme, globex = d.create_tenant("acme"), d.create_tenant("globex")
+        assert (await d.arequest("POST", "/v1/events", {"type": "order.created"}, token=globex))[0] == 202
+        async with ConsoleSession(d.url) as ui:
+            await ui.sign_in(acme)
+            status, html = await ui.get("/ui/hello")
+            assert status == 200 and 'href="/ui/hello"' in html  # its entry in the console's navigation
+            assert "order.created" not in html  # globex's event is not acme's
+
+            status, html = await ui.post("/ui/hello", {"words": "hi there"})
+            assert status == 200 and ui.last_path == "/ui/hello" and "Said hello" in html
+
+            async def shown() -> bool:
+                return (
+                    '<tr data-type="hello.said"><td>hello.said</td><td class="num">1</td>'
+                    in (await ui.get("/ui/hello"))[1]
+                )
+
+            await eventually(shown, timeout=10, what="the page to count the event it published")
+            status, events = await d.arequest("GET", "/v1/events?type=hello.said", token=acme)
+            assert [e["data"] for e in events["data"]] == [{"words": "hi there"}]
+
+            status, html = await ui.post("/ui/hello", {"words": "forged"}, csrf=False)
+            assert status == 403
+        async with ConsoleSession(d.url) as ui:
+            await ui.sign_in(ADMIN_TOKEN)
+            status, html = await ui.get("/ui/hello")
+            assert "Pick a tenant" in html
+            status, html = await ui.get("/ui/hello?tenant=globex")
+            assert '<tr data-type="order.created">' in html
+        status, events = await d.arequest("GET", "/v1/events?type=hello.said", token=acme)
+        assert len(events["data"]) == 1  # the forged post published nothing

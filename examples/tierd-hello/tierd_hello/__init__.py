@@ -1,4 +1,7 @@
-"""Example tierd plugin: counts events per tenant and type, and shows them."""
+"""Example tierd plugin: counts events per tenant and type, and shows them
+(in the API, the CLI and a page of the web console)."""
+
+from pathlib import Path
 
 import click
 
@@ -6,6 +9,7 @@ from tierd.core.api import Route, json_response, require_tenant
 from tierd.core.cli_helpers import json_option, pass_cli
 from tierd.core.events import Consumer
 from tierd.core.plugins import hookimpl
+from tierd.core.ui import UiApiError, UiPage, UiSection
 
 
 @hookimpl
@@ -58,3 +62,27 @@ def tierd_cli(cli):
     def hello(cli_ctx, tenant, as_json):
         """Show how many events of each type the hello plugin saw."""
         cli_ctx.output(cli_ctx.api.get("/v1/hello", tenant=tenant)["seen"], as_json=as_json)
+
+
+@hookimpl
+def tierd_ui(daemon):
+    async def page(ctx):
+        # Through the API, as the signed-in caller: a tenant sees its own counts only.
+        counts = await ctx.api("GET", "/v1/hello") if ctx.tenant else None
+        return ctx.render("hello/hello.html", counts=counts)
+
+    async def say_hello(ctx):
+        # Core has checked the form's CSRF token; the event goes through the API's validation.
+        words = (await ctx.form()).get("words", "")
+        try:
+            await ctx.api("POST", "/v1/events", body={"type": "hello.said", "data": {"words": words}})
+        except UiApiError as exc:
+            return ctx.redirect("/hello", error=exc.message)
+        return ctx.redirect("/hello", flash="Said hello")
+
+    return UiSection(
+        "hello",
+        Path(__file__).parent / "templates",
+        pages=[UiPage("GET", "/hello", page), UiPage("POST", "/hello", say_hello)],
+        nav=[("Hello", "/hello")],
+    )

@@ -33,7 +33,14 @@ async def call_api(
     An API refusal is returned as its status and ``{"error": ...}``, as a
     client would read it."""
     pairs = {k: str(v) for k, v in (query or {}).items() if v is not None and v != ""}
-    sub = request.clone(method=method.upper(), rel_url=URL(path).with_query(pairs))
+    # aiohttp refuses to clone a request whose body was read, and a POST page's
+    # form was (for its CSRF check). The clone never reads that body: its own
+    # comes with the InternalCall (see tierd.core.api._read_raw).
+    read, request._read_bytes = request._read_bytes, None
+    try:
+        sub = request.clone(method=method.upper(), rel_url=URL(path).with_query(pairs))
+    finally:
+        request._read_bytes = read
     sub[INTERNAL_CALL_KEY] = InternalCall(caller, body)
     match = await root.router.resolve(sub)
     if match.http_exception is not None:
