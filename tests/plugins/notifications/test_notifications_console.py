@@ -111,7 +111,7 @@ async def test_the_history_shows_delivered_and_failed_messages_with_the_error(se
         assert "data-notification" not in page
         status, page = await ui.get("/ui/")
         assert status == 200
-        panel = page[page.index('href="/ui/notifications"') :]
+        panel = page[page.index('<h2><a href="/ui/notifications">') :]
         assert re.search(r'<p class="big">1</p>\s*<p class="muted">failed in the last 24 h', panel)
         assert f'href="/ui/notifications/{failed["id"]}"' in panel
 

@@ -128,7 +128,7 @@ async def test_a_report_run_from_the_form_lists_and_downloads_its_csv(daemon):
         status, page = await ui.get("/ui/reports/runs")
         assert run_id in run_rows(page) and "<td>acme</td>" in run_rows(page)[run_id]
         status, page = await ui.get("/ui/")
-        panel = page[page.index('href="/ui/reports/runs"') :]
+        panel = page[page.index('<h2><a href="/ui/reports/runs">') :]
         assert f'data-run="{run_id}"' in panel
 
 
