@@ -190,3 +190,25 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(0.1)
+
+
+def api(daemon, method, path, body=None, token=None, tenant=None, expect=(200, 201, 202)) -> Any:
+    """An API call that must succeed; its JSON answer."""
+    status, answer = daemon.request(method, path, body, token=token, tenant=tenant)
+    assert status in expect, (status, answer)
+    return answer
+
+
+def publish(daemon, token, type_="invoice.paid", **data) -> Any:
+    """Publish an event as the tenant of ``token``."""
+    return api(daemon, "POST", "/v1/events", {"type": type_, "data": data}, token=token)
+
+
+def reload_until(page: Any, check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+    """Reload the page until ``check()`` holds, as a person waiting would."""
+
+    def again():
+        page.reload()
+        return check()
+
+    return check() or wait_until(again, timeout, what)

@@ -10,17 +10,7 @@ from __future__ import annotations
 
 from tierd.testing import ADMIN_TOKEN
 
-from .conftest import sign_in, wait_until
-
-
-def api(daemon, method, path, body=None, token=None, tenant=None, expect=(200, 201, 202)):
-    status, answer = daemon.request(method, path, body, token=token, tenant=tenant)
-    assert status in expect, (status, answer)
-    return answer
-
-
-def publish(daemon, token, type_="invoice.paid", **data):
-    return api(daemon, "POST", "/v1/events", {"type": type_, "data": data}, token=token)
+from .conftest import api, publish, reload_until, sign_in, wait_until
 
 
 def statuses(page) -> dict[str, str]:
@@ -30,16 +20,6 @@ def statuses(page) -> dict[str, str]:
         "rows => rows.map(r => [r.dataset.delivery, r.querySelector('.status').textContent.trim()])",
     )
     return dict(rows)
-
-
-def reload_until(page, check, what: str, timeout: float = 15.0):
-    """Reload the page until ``check()`` holds, as a person waiting would."""
-
-    def again():
-        page.reload()
-        return check()
-
-    return check() or wait_until(again, timeout, what)
 
 
 def test_a_failed_delivery_retried_from_the_console_is_delivered(page, daemon, receiver):
