@@ -104,25 +104,6 @@ def _quoted(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
-async def api_after_form(
-    ctx: UiContext, method: str, path: str, query: dict[str, Any] | None = None, body: Any = None
-) -> Any:
-    """``ctx.api`` from a POST page, whose form core has already read for its CSRF check.
-
-    Core's in-process call clones the page's request and aiohttp refuses to
-    clone one whose body was read, though the API reads the ``body`` given
-    here, never the request's. Until core handles it (reported), the read mark
-    is lifted for this call only.
-    """
-    request: Any = ctx.request
-    read = request._read_bytes
-    request._read_bytes = None
-    try:
-        return await ctx.api(method, path, query=query, body=body)
-    finally:
-        request._read_bytes = read
-
-
 # --- pages ---------------------------------------------------------------------------------
 
 
@@ -155,8 +136,7 @@ async def _silences_page(
     ctx: UiContext, form: dict[str, str] | None = None, error: str | None = None, status: int = 200
 ) -> web.Response:
     show_all = ctx.query.get("all") == "1"
-    # Also shown again after a refused POST, hence the call that works after a form.
-    answer = await api_after_form(ctx, "GET", "/v1/notifications/silences", query={"all": "1" if show_all else None})
+    answer = await ctx.api("GET", "/v1/notifications/silences", query={"all": "1" if show_all else None})
     now = ctx.daemon.clock.time()
     rows = [dict(s, state=_state(s, now), lines=format_matchers(s["matchers"])) for s in answer["data"]]
     rows.reverse()  # newest first
@@ -204,7 +184,7 @@ async def create_silence(ctx: UiContext) -> web.StreamResponse:
     form = await ctx.form()
     try:
         body = silence_body(form, ctx.daemon.clock.time())
-        made = await api_after_form(ctx, "POST", "/v1/notifications/silences", body=body)
+        made = await ctx.api("POST", "/v1/notifications/silences", body=body)
     except MatcherError as exc:
         return await _silences_page(ctx, form, str(exc), status=422)
     except UiApiError as exc:
@@ -218,7 +198,7 @@ async def expire_silence(ctx: UiContext) -> web.StreamResponse:
     """End a silence now (the API deletes it)."""
     silence_id = ctx.match["id"]
     try:
-        await api_after_form(ctx, "DELETE", f"/v1/notifications/silences/{_quoted(silence_id)}")
+        await ctx.api("DELETE", f"/v1/notifications/silences/{_quoted(silence_id)}")
     except UiApiError as exc:
         if exc.status >= 500:
             raise

@@ -33,25 +33,6 @@ def _quoted(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
-async def api_after_form(
-    ctx: UiContext, method: str, path: str, query: dict[str, Any] | None = None, body: Any = None
-) -> Any:
-    """``ctx.api`` from a POST page, whose form core has already read for its CSRF check.
-
-    Core's in-process call clones the page's request and aiohttp refuses to
-    clone one whose body was read, though the API reads the ``body`` given
-    here, never the request's. Until core handles it (reported), the read mark
-    is lifted for this call only.
-    """
-    request: Any = ctx.request
-    read = request._read_bytes
-    request._read_bytes = None
-    try:
-        return await ctx.api(method, path, query=query, body=body)
-    finally:
-        request._read_bytes = read
-
-
 def run_body(form: dict[str, str]) -> dict[str, Any]:
     """The API's run body from the form: empty fields are not given (the report's default holds)."""
     params = {k.removeprefix(PARAM): v.strip() for k, v in form.items() if k.startswith(PARAM) and v.strip()}
@@ -82,7 +63,7 @@ async def run_report(ctx: UiContext) -> web.StreamResponse:
     """Run a report now; a refusal (bad parameter, format) comes back as a flash."""
     name = ctx.match["name"]
     try:
-        run = await api_after_form(ctx, "POST", f"/v1/reports/{_quoted(name)}/runs", body=run_body(await ctx.form()))
+        run = await ctx.api("POST", f"/v1/reports/{_quoted(name)}/runs", body=run_body(await ctx.form()))
     except UiApiError as exc:
         if exc.status >= 500:
             raise
@@ -94,7 +75,7 @@ async def run_schedule(ctx: UiContext) -> web.StreamResponse:
     """Make a schedule's run now, delivered where the schedule says."""
     name = ctx.match["name"]
     try:
-        run = await api_after_form(ctx, "POST", f"/v1/reports/schedules/{_quoted(name)}/run", body={})
+        run = await ctx.api("POST", f"/v1/reports/schedules/{_quoted(name)}/run", body={})
     except UiApiError as exc:
         if exc.status >= 500:
             raise
