@@ -200,6 +200,26 @@ def test_guessing_tokens_from_one_address_is_stopped(tmp_path):
             statuses.append((await ui.sign_in(ADMIN_TOKEN))[0])  # even the right one, for a while
             return statuses
 
-    with DaemonProcess(tmp_path).start() as d:
+    with DaemonProcess(tmp_path) as d:
         assert asyncio.run(guess()) == [401] * 10 + [429, 429]
         assert "10 failed attempts in 300s" in d.logs()
+
+
+def test_every_template_and_asset_of_the_console_is_packaged():
+    """An installed (not editable) tierd serves the console too: each template
+    and asset is matched by a package_data pattern of setup.cfg, relative to the
+    package folder that holds it (a pattern's ``*`` does not cross folders)."""
+    import configparser
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    config = configparser.ConfigParser()
+    config.read(root / "setup.cfg")
+    patterns = [p.strip() for p in config["options.package_data"]["*"].split(",")]
+    as_regex = [re.compile(re.escape(p).replace(r"\*", "[^/]*") + r"\Z") for p in patterns]
+    files = [f for ext in ("html", "css", "js") for f in (root / "tierd").rglob(f"*.{ext}")]
+    assert len(files) > 20
+    for file in files:
+        package = next(p for p in file.parents if (p / "__init__.py").exists())
+        relative = file.relative_to(package).as_posix()
+        assert any(r.match(relative) for r in as_regex), f"{file.relative_to(root)} is not in the wheel"

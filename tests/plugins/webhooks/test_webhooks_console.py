@@ -75,7 +75,7 @@ async def test_tenant_sees_health_retries_and_acts(tierd_daemon, receiver):
         assert f'<span id="attempts-total">{attempts}</span>' in html
         assert '<dd id="success-rate">0.0 %</dd>' in html
         assert re.search(r'<dd id="latency-p50">\d+ ms</dd>', html)
-        assert html.count('<svg class="spark"') == 2 and "<polyline" in html
+        assert html.count('<svg class="spark"') == 2 and ("<polyline" in html or "<circle" in html)
         row = re.search(rf'<tr data-delivery="{dlv}">(.*?)</tr>', html, re.S)
         assert row and "s-failed" in row.group(1) and "order.created" in row.group(1)
         assert f'action="/ui/deliveries/{dlv}/retry"' in row.group(1)

@@ -275,8 +275,8 @@ class Console:
         )
         return web.Response(text=page, status=status, content_type="text/html")
 
-    async def dispatch(self, ctx: UiContext, method: str, path: str, query: Any, body: Any) -> Any:
-        status, answer = await call_api(self.root, ctx.request, ctx.caller, method, path, query, body)
+    async def dispatch(self, ctx: UiContext, caller: Caller, method: str, path: str, query: Any, body: Any) -> Any:
+        status, answer = await call_api(self.root, ctx.request, caller, method, path, query, body)
         if status >= 400:
             error = answer["error"] if isinstance(answer, dict) and "error" in answer else {}
             message = error.get("message", "refused")
@@ -435,7 +435,14 @@ def sparkline(values: list[float | int | None], width: int = 240, height: int = 
             segments.append([])
             continue
         segments[-1].append(f"{i * step:.1f},{height - 2 - (v / top) * (height - 4):.1f}")
-    lines = "".join(f'<polyline points="{" ".join(s)}"/>' for s in segments if s)
+    # A point with gaps on both sides is a dot: a line needs two.
+    lines = "".join(
+        f'<polyline points="{" ".join(s)}"/>'
+        if len(s) > 1
+        else '<circle cx="{}" cy="{}" r="2"/>'.format(*s[0].split(","))
+        for s in segments
+        if s
+    )
     return Markup(
         f'<svg class="spark" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">'
         f"<title>{Markup.escape(title)} (max {top:g})</title>{lines}</svg>"

@@ -133,11 +133,27 @@ class UiContext:
             raise UiApiError(401, "unauthorized", "sign in first")
         return self.principal.caller
 
-    async def api(self, method: str, path: str, query: Mapping[str, Any] | None = None, body: Any = None) -> Any:
+    async def api(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        tenant: str | None = None,
+    ) -> Any:
         """Call the control API in-process as this session's caller and answer
         its JSON; :class:`UiApiError` with the API's code when it refuses. A
-        route that answers a file (a download) gives the response itself."""
-        return await self.console.dispatch(self, method, path, query, body)
+        route that answers a file (a download) gives the response itself.
+
+        ``tenant``: an admin acts for this tenant (as the ``Tierd-Tenant``
+        header does), e.g. on a row of a list of every tenant's; any other
+        session may only name its own."""
+        caller = self.caller
+        if tenant is not None and tenant != caller.tenant:
+            if not caller.admin:
+                raise UiApiError(404, "not_found", "no such page for your tenant")
+            caller = dataclasses.replace(caller, tenant=tenant)
+        return await self.console.dispatch(self, caller, method, path, query, body)
 
     async def form(self) -> dict[str, str]:
         """The posted form's fields (the CSRF check has already passed)."""
@@ -161,6 +177,13 @@ class UiContext:
     def render(self, template: str, status: int = 200, **values: Any) -> web.Response:
         """The template (``<section>/<file>.html``) rendered as the page."""
         return self.console.render(self, template, status, values)
+
+    def fragment(self, template: str, **values: Any) -> str:
+        """A template rendered as a piece of a page (an overview panel), with
+        ``ctx``, ``csrf`` and ``principal`` at hand as in a page."""
+        return self.console.env.get_template(template).render(
+            ctx=self, csrf=self.csrf, principal=self.principal, **values
+        )
 
     def redirect(self, path: str, flash: str | None = None, error: str | None = None, **query: Any) -> web.Response:
         """See-other to a console page, with a message shown there once."""

@@ -214,9 +214,8 @@ async def overview(ctx: UiContext) -> str:
     )
     active = await ctx.api("GET", "/v1/notifications/silences")
     now = ctx.daemon.clock.time()
-    template = ctx.console.env.get_template("notifications/overview.html")
-    return template.render(
-        ctx=ctx,
+    return ctx.fragment(
+        "notifications/overview.html",
         failed=failed["data"][:OVERVIEW_LATEST],
         failed_count=f"{len(failed['data'])}{'+' if failed.get('next_cursor') else ''}",
         silences=sum(1 for s in active["data"] if _state(s, now) == "active"),

@@ -116,23 +116,6 @@ async def account_stats(ctx: UiContext, account: str | None = None) -> list[dict
     return out
 
 
-async def act(ctx: UiContext, method: str, path: str, body: Any = None) -> Any:
-    """``ctx.api`` for a POST page, whose form core has already read (for the CSRF check).
-
-    Core's in-process call clones the page's request, and aiohttp refuses to
-    clone a request whose body was read, though the API's handler reads the
-    ``body`` value given here, never the request's. Until core handles that,
-    the read mark is lifted for the call only (reported to the core's owner).
-    """
-    request: Any = ctx.request
-    read = request._read_bytes
-    request._read_bytes = None
-    try:
-        return await ctx.api(method, path, body=body)
-    finally:
-        request._read_bytes = read
-
-
 async def _to_tenant(ctx: UiContext, account_id: str) -> web.Response | None:
     """For an admin viewing all tenants: this page again for the tenant that has the account
     (the API acts for one tenant); None when the page has its tenant already."""
@@ -195,7 +178,7 @@ async def account_page(ctx: UiContext) -> web.StreamResponse:
 async def run_now(ctx: UiContext) -> web.StreamResponse:
     account = ctx.match["account"]
     try:
-        run = await act(ctx, "POST", api_path(account, "runs"))
+        run = await ctx.api("POST", api_path(account, "runs"))
     except UiApiError as exc:
         if exc.status == 404:
             raise
@@ -213,7 +196,7 @@ async def run_now(ctx: UiContext) -> web.StreamResponse:
 async def accept_suggestion(ctx: UiContext) -> web.StreamResponse:
     account, suggestion = ctx.match["account"], ctx.match["suggestion"]
     try:
-        match = await act(ctx, "POST", api_path(account, "suggestions", _q(suggestion), "accept"))
+        match = await ctx.api("POST", api_path(account, "suggestions", _q(suggestion), "accept"))
     except UiApiError as exc:
         return await _refused(ctx, exc, account, "suggestions")
     return ctx.redirect(
@@ -224,7 +207,7 @@ async def accept_suggestion(ctx: UiContext) -> web.StreamResponse:
 async def unmatch(ctx: UiContext) -> web.StreamResponse:
     account, match = ctx.match["account"], ctx.match["match"]
     try:
-        undone = await act(ctx, "DELETE", api_path(account, "matches", _q(match)))
+        undone = await ctx.api("DELETE", api_path(account, "matches", _q(match)))
     except UiApiError as exc:
         return await _refused(ctx, exc, account, "matches")
     n = len(undone["statement_lines"]) + len(undone["ledger_entries"])
@@ -308,7 +291,7 @@ async def match_by_hand(ctx: UiContext) -> web.StreamResponse:
         if form.get(key, "").strip():
             body[key] = form[key].strip()
     try:
-        match = await act(ctx, "POST", api_path(account, "matches"), body)
+        match = await ctx.api("POST", api_path(account, "matches"), body=body)
     except UiApiError as exc:
         if exc.code == "not_found" and "account" in exc.message:
             raise
@@ -323,5 +306,4 @@ async def overview_panel(ctx: UiContext) -> str:
     rows = await account_stats(ctx)
     for row in rows:
         row["href"] = ctx.url(page_path(row["id"]), tenant=_tenant_link(ctx, row))
-    template = ctx.console.env.get_template("reconciliation/overview.html")
-    return template.render(ctx=ctx, accounts=rows)
+    return ctx.fragment("reconciliation/overview.html", accounts=rows)

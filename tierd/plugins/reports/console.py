@@ -100,8 +100,7 @@ async def download(ctx: UiContext) -> web.StreamResponse:
 async def overview(ctx: UiContext) -> str:
     """The overview's panel: the latest runs with their status."""
     latest = await ctx.api("GET", "/v1/reports/runs", query={"limit": OVERVIEW_RUNS})
-    template = ctx.console.env.get_template("reports/overview.html")
-    return template.render(ctx=ctx, runs=latest["data"])
+    return ctx.fragment("reports/overview.html", runs=latest["data"])
 
 
 def section(daemon: Any) -> UiSection:

@@ -13,7 +13,6 @@ across all of a tenant's endpoints, or every tenant's for the admin).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -60,15 +59,6 @@ def section(daemon) -> UiSection:
 # --- helpers -------------------------------------------------------------------------
 
 
-def acting_for(ctx: UiContext, tenant: str) -> UiContext:
-    """The admin's session acting for ``tenant`` (the API needs a tenant for
-    webhooks; an admin viewing all tenants reads each one's in turn)."""
-    if ctx.principal is None or ctx.principal.kind != "admin":
-        raise UiApiError(403, "admin_only", "only the admin views every tenant")
-    principal = dataclasses.replace(ctx.principal, caller=dataclasses.replace(ctx.caller, tenant=tenant))
-    return UiContext(ctx.console, ctx.request, principal, ctx.csrf)
-
-
 def link(ctx: UiContext, path: str, tenant: str | None) -> str:
     """A link to a page of a row of ``tenant``: it names the tenant when the
     admin views all tenants (the API needs one), else it keeps the session's."""
@@ -85,29 +75,13 @@ def _text(form: dict[str, str], name: str) -> str | None:
     return value or None
 
 
-async def _api_after_form(ctx: UiContext, method: str, path: str, body: Any = None) -> Any:
-    """``ctx.api`` from a POST page, whose form core has already read (the CSRF check).
-
-    Core's in-process call clones the page's request, and aiohttp refuses to
-    clone a request whose body was read, although the API's handler takes the
-    ``body`` given here and never reads the request's. Until core handles that,
-    the read mark is lifted for the call only (reported to core's owner)."""
-    request: Any = ctx.request
-    read = request._read_bytes
-    request._read_bytes = None
-    try:
-        return await ctx.api(method, path, body=body)
-    finally:
-        request._read_bytes = read
-
-
 async def _act(ctx: UiContext, back: str, method: str, path: str, body: Any = None) -> Any:
     """Call the API for an action from a POST page; a refusal redirects to ``back``
     with an error flash (raised as ``_Refused``, answered by ``_refusals``).
 
     A 404 (another tenant's object, or a missing one) is left to core's 404 page."""
     try:
-        return await _api_after_form(ctx, method, path, body)
+        return await ctx.api(method, path, body=body)
     except UiApiError as exc:
         if exc.status == 404:
             raise
@@ -151,7 +125,7 @@ async def list_endpoints(ctx: UiContext) -> web.StreamResponse:
     for tenant in sorted(t for t in ctx.tenants if t > after):
         if len(rows) >= PAGE:
             break
-        answer = await acting_for(ctx, tenant).api("GET", "/v1/webhooks", {"limit": PAGE})
+        answer = await ctx.api("GET", "/v1/webhooks", {"limit": PAGE}, tenant=tenant)
         rows += [(tenant, e) for e in answer["data"]]
         if answer["next_cursor"]:
             more.append(tenant)
@@ -283,7 +257,7 @@ async def retry(ctx: UiContext) -> web.StreamResponse:
     back = f"/deliveries/{delivery_id}"
     if (await ctx.form()).get("back") == "endpoint":
         # Only known pages, never a URL from the form (no open redirect).
-        delivery = await _api_after_form(ctx, "GET", f"/v1/deliveries/{delivery_id}")
+        delivery = await ctx.api("GET", f"/v1/deliveries/{delivery_id}")
         back = f"/webhooks/{delivery['endpoint_id']}"
     result = await _act(ctx, back, "POST", f"/v1/deliveries/{delivery_id}/retry")
     waits = f", after {result['waits_for']} (ordered endpoint)" if result.get("waits_for") else ""
@@ -307,8 +281,7 @@ async def overview(ctx: UiContext) -> str:
     read from the plugin's tables, scoped by the session's tenant (None: all)."""
     now = ctx.daemon.clock.time()
     numbers = await overview_numbers(store(ctx).db, ctx.tenant, now)
-    template = ctx.console.env.get_template("webhooks/overview.html")
-    return template.render(ctx=ctx, link=link, now=now, **numbers)
+    return ctx.fragment("webhooks/overview.html", link=link, now=now, **numbers)
 
 
 async def overview_numbers(db, tenant: str | None, now: float) -> dict[str, Any]:
