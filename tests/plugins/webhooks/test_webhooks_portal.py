@@ -261,6 +261,18 @@ async def test_a_link_shows_its_customer_only_or_the_whole_account(tierd_daemon,
         status, html = await ui.get(f"/ui/portal/endpoints/{elsewhere['id']}")
         assert status == 404
 
+        # A long delivery log comes in pages.
+        for n in range(30):
+            await d.arequest("POST", "/v1/events", {"type": "order.created", "data": {"n": n}}, tenant="acme")
+        await r.wait_for(3 + 3 * 30)
+        status, html = await ui.get(f"/ui/portal/endpoints/{mine['id']}")
+        first = set(re.findall(r'data-delivery="([^"]+)"', html))
+        found = re.search(r'<p class="pager"><a href="([^"]+)">', html)
+        assert len(first) == 25 and found, html
+        status, html = await ui.get(found.group(1).replace("&amp;", "&"))
+        rest = set(re.findall(r'data-delivery="([^"]+)"', html))
+        assert status == 200 and len(rest) == 6 and not rest & first
+
 
 async def test_a_portal_session_ends_with_its_link_and_stays_in_the_portal(tierd_daemon):
     d = tierd_daemon(CONFIG)
