@@ -225,6 +225,7 @@ def seed(daemon: SandboxedDaemon) -> dict[str, str]:
     suggestions = ok("GET", account + "/suggestions")["data"]
     open_lines = ok("GET", account + "/open-items?side=bank")["statement_lines"]
     aliases = ok("GET", account + "/aliases")["data"]
+    portal_link = ok("POST", "/v1/portal/links", {"customer": "cust_1"})
     return {
         "/v1/webhooks/": endpoint["id"],
         "/v1/events/": event["id"],
@@ -233,6 +234,7 @@ def seed(daemon: SandboxedDaemon) -> dict[str, str]:
         "/v1/notifications/": notification["id"],
         "/v1/admin/tokens/": token["id"],
         "/v1/admin/jobs/": "core.metrics",
+        "/v1/portal/links/": portal_link["id"],
         "{tenant}": FUZZ_TENANT,
         "{account}": "main-eur",
         "{run}": run["id"],
