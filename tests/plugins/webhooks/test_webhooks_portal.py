@@ -249,6 +249,15 @@ async def test_a_link_shows_its_customer_only_or_the_whole_account(tierd_daemon,
         # Nothing of them changed.
         status, page = await d.arequest("GET", "/v1/webhooks", tenant="acme")
         assert len(page["data"]) == 3
+        # The tenant hands one of its own endpoints to the customer, and takes it back.
+        status, moved = await d.arequest("PUT", f"/v1/webhooks/{tenants_own['id']}", {"owner": "cust_a"}, tenant="acme")
+        assert status == 200 and moved["owner"] == "cust_a", moved
+        status, html = await ui.get(f"/ui/portal/endpoints/{tenants_own['id']}")
+        assert status == 200
+        status, moved = await d.arequest("PUT", f"/v1/webhooks/{tenants_own['id']}", {"owner": None}, tenant="acme")
+        assert status == 200 and moved["owner"] is None, moved
+        status, html = await ui.get(f"/ui/portal/endpoints/{tenants_own['id']}")
+        assert status == 404
 
     async with ConsoleSession(d.url) as ui:
         await enter(ui, await new_link(d, "acme", "cust_a", endpoints="all"))
