@@ -85,34 +85,53 @@ def browser() -> Iterator[Any]:
             shutil.rmtree(profile, ignore_errors=True)
 
 
+class User:
+    """One person's browser: a context of its own (its own cookies) and a page.
+
+    Whatever the browser refused or failed to run while the test went (a
+    Content-Security-Policy violation, such as an inline style or script, or
+    an uncaught JavaScript error) is kept in ``problems``: a page that needs
+    them looks broken to its user, so the test fails on them."""
+
+    def __init__(self, browser: Any) -> None:
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.context.set_default_timeout(10_000)
+        self.page = self.context.new_page()
+        self.problems: list[str] = []
+        # A form marked data-confirm asks through window.confirm: the user says yes.
+        self.page.on("dialog", lambda dialog: dialog.accept())
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda error: self.problems.append(f"{self.page.url}: script error: {error}"))
+
+    def _console(self, message: Any) -> None:
+        if message.type == "error" and "Content Security Policy" in message.text:
+            self.problems.append(f"{self.page.url}: {message.text}")
+
+    def close(self) -> None:
+        self.context.close()
+        assert not self.problems, "the browser refused parts of the pages:\n" + "\n".join(self.problems)
+
+
 @pytest.fixture
 def page(browser) -> Iterator[Any]:
     """A page in a context of its own (a separate cookie jar): one user."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(10_000)
-    page = context.new_page()
-    # A form marked data-confirm asks through window.confirm: the user says yes.
-    page.on("dialog", lambda dialog: dialog.accept())
-    yield page
-    context.close()
+    user = User(browser)
+    yield user.page
+    user.close()
 
 
 @pytest.fixture
 def new_page(browser) -> Iterator[Callable[[], Any]]:
     """Factory of further pages, each a separate user (a context of its own)."""
-    contexts: list[Any] = []
+    users: list[User] = []
 
     def factory() -> Any:
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        context.set_default_timeout(10_000)
-        contexts.append(context)
-        one = context.new_page()
-        one.on("dialog", lambda dialog: dialog.accept())
-        return one
+        users.append(User(browser))
+        return users[-1].page
 
     yield factory
-    for context in contexts:
-        context.close()
+    for user in users:
+        user.close()
 
 
 @pytest.fixture
@@ -176,8 +195,10 @@ def sign_in(page: Any, daemon: DaemonProcess, token: str = ADMIN_TOKEN) -> None:
     """Sign in through the form, as a person does."""
     page.goto(daemon.url + "/ui/login")
     page.fill("input[name=token]", token)
-    page.click("button:has-text('Sign in')")
-    page.wait_for_url(daemon.url + "/ui/")
+    with page.expect_navigation():
+        page.click("button:has-text('Sign in')")
+    # Say what the browser was shown if the form did not lead to the overview.
+    assert page.url == daemon.url + "/ui/", f"sign-in ended at {page.url}: {page.inner_text('body')[:500]}"
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
