@@ -297,20 +297,6 @@ def _portal_errors(handler: Handler) -> Handler:
     return wrapped
 
 
-async def _api(ctx: UiContext, method: str, path: str, query: dict | None = None, body: Any = None) -> Any:
-    """``ctx.api``, also from a POST page. Core's in-process call clones the page's
-    request, and aiohttp refuses to clone one whose body was read (core's CSRF
-    check reads every POST's form), although the API's handler takes ``body``
-    and never reads the request's. Until core handles it, the read mark is
-    lifted for the call only."""
-    request: Any = ctx.request
-    read, request._read_bytes = request._read_bytes, None
-    try:
-        return await ctx.api(method, path, query=query, body=body)
-    finally:
-        request._read_bytes = read
-
-
 def _scope(ctx: UiContext) -> tuple[str, str]:
     """(customer, ``own`` or ``all``) of this portal session."""
     assert ctx.principal is not None  # core opens a portal page only with a portal session
@@ -322,7 +308,7 @@ async def _endpoint(ctx: UiContext, endpoint_id: str) -> dict:
     missing = UiApiError(404, "not_found", f"no webhook endpoint {endpoint_id}")
     if not _ID.fullmatch(endpoint_id):
         raise missing
-    endpoint = await _api(ctx, "GET", f"/v1/webhooks/{endpoint_id}")
+    endpoint = await ctx.api("GET", f"/v1/webhooks/{endpoint_id}")
     customer, scope = _scope(ctx)
     if scope != "all" and endpoint["owner"] != customer:
         raise missing
@@ -334,7 +320,7 @@ async def _delivery(ctx: UiContext, delivery_id: str) -> tuple[dict, dict]:
     missing = UiApiError(404, "not_found", f"no delivery {delivery_id}")
     if not _ID.fullmatch(delivery_id):
         raise missing
-    delivery = await _api(ctx, "GET", f"/v1/deliveries/{delivery_id}")
+    delivery = await ctx.api("GET", f"/v1/deliveries/{delivery_id}")
     try:
         endpoint = await _endpoint(ctx, delivery["endpoint_id"])
     except UiApiError as exc:
@@ -357,8 +343,7 @@ async def _endpoint_page(ctx: UiContext, endpoint: dict, shown_once: dict | None
     """An endpoint's page; ``shown_once``: a secret just made (creation, rotation)."""
     status = ctx.query.get("status")
     status = status if status in DELIVERY_STATUSES else None
-    deliveries = await _api(
-        ctx,
+    deliveries = await ctx.api(
         "GET",
         f"/v1/webhooks/{endpoint['id']}/deliveries",
         query={"limit": DELIVERIES_PER_PAGE, "cursor": ctx.query.get("cursor"), "status": status},
@@ -375,8 +360,7 @@ async def _endpoint_page(ctx: UiContext, endpoint: dict, shown_once: dict | None
 
 async def endpoints_page(ctx: UiContext) -> web.StreamResponse:
     customer, scope = _scope(ctx)
-    answer = await _api(
-        ctx,
+    answer = await ctx.api(
         "GET",
         "/v1/webhooks",
         query={"owner": customer if scope == "own" else None, "limit": 50, "cursor": ctx.query.get("cursor")},
@@ -392,7 +376,7 @@ async def create(ctx: UiContext) -> web.StreamResponse:
     customer, _ = _scope(ctx)
     form = await ctx.form()
     try:
-        created = await _api(ctx, "POST", "/v1/webhooks", body=_settings(form) | {"owner": customer})
+        created = await ctx.api("POST", "/v1/webhooks", body=_settings(form) | {"owner": customer})
     except UiApiError as exc:
         if exc.status >= 500:
             raise
@@ -410,7 +394,7 @@ async def update(ctx: UiContext) -> web.StreamResponse:
     endpoint = await _endpoint(ctx, ctx.match["id"])
     back = f"/portal/endpoints/{endpoint['id']}"
     try:
-        await _api(ctx, "PUT", f"/v1/webhooks/{endpoint['id']}", body=_settings(await ctx.form()))
+        await ctx.api("PUT", f"/v1/webhooks/{endpoint['id']}", body=_settings(await ctx.form()))
     except UiApiError as exc:
         if exc.status >= 500:
             raise
@@ -421,20 +405,20 @@ async def update(ctx: UiContext) -> web.StreamResponse:
 async def set_enabled(ctx: UiContext) -> web.StreamResponse:
     endpoint = await _endpoint(ctx, ctx.match["id"])
     enabled = (await ctx.form()).get("enabled") == "1"
-    await _api(ctx, "PUT", f"/v1/webhooks/{endpoint['id']}", body={"enabled": enabled})
+    await ctx.api("PUT", f"/v1/webhooks/{endpoint['id']}", body={"enabled": enabled})
     return ctx.redirect(f"/portal/endpoints/{endpoint['id']}", flash="Enabled." if enabled else "Disabled.")
 
 
 async def rotate(ctx: UiContext) -> web.StreamResponse:
     endpoint = await _endpoint(ctx, ctx.match["id"])
-    rotated = await _api(ctx, "POST", f"/v1/webhooks/{endpoint['id']}/rotate-secret", body={})
+    rotated = await ctx.api("POST", f"/v1/webhooks/{endpoint['id']}/rotate-secret", body={})
     shown = {k: rotated[k] for k in ("secret", "public_key", "previous_secret_valid_until") if k in rotated}
     return await _endpoint_page(ctx, await _endpoint(ctx, endpoint["id"]), shown_once=shown)
 
 
 async def delete(ctx: UiContext) -> web.StreamResponse:
     endpoint = await _endpoint(ctx, ctx.match["id"])
-    await _api(ctx, "DELETE", f"/v1/webhooks/{endpoint['id']}")
+    await ctx.api("DELETE", f"/v1/webhooks/{endpoint['id']}")
     return ctx.redirect("/portal/", flash=f"Endpoint {endpoint['url']} deleted.")
 
 
@@ -447,7 +431,7 @@ async def retry(ctx: UiContext) -> web.StreamResponse:
     delivery, endpoint = await _delivery(ctx, ctx.match["id"])
     back = f"/portal/endpoints/{endpoint['id']}"
     try:
-        await _api(ctx, "POST", f"/v1/deliveries/{delivery['id']}/retry")
+        await ctx.api("POST", f"/v1/deliveries/{delivery['id']}/retry")
     except UiApiError as exc:
         if exc.status >= 500:
             raise
