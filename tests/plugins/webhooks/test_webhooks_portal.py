@@ -331,6 +331,14 @@ async def test_a_portal_session_ends_with_its_link_and_stays_in_the_portal(tierd
         assert status == 401
     assert "refused" in d.logs()
 
+    # Two browsers pressing "Open the portal" at once: one gets in.
+    link = await new_link(d, "acme", "cust_42")
+    async with ConsoleSession(d.url) as one, ConsoleSession(d.url) as two:
+        for browser in (one, two):
+            await browser.get(path_of(link))
+        answers = await asyncio.gather(one.post(path_of(link)), two.post(path_of(link)))
+        assert sorted(status for status, _ in answers) == [200, 410]
+
     # An unknown token is a 404.
     async with ConsoleSession(d.url) as ui:
         status, html = await ui.get("/ui/portal/enter/" + "x" * 43)

@@ -448,7 +448,7 @@ async def signed_out(ctx: UiContext) -> web.StreamResponse:
     return ctx.render("portal/signed_out.html")
 
 
-async def _redeemable(ctx: UiContext):
+async def _redeemable(ctx: UiContext) -> tuple[Any, web.Response | None]:
     """The link of the path's token, or the page that says why it cannot be used."""
     row = await _link_by_token(ctx.daemon, ctx.match["token"])
     now = ctx.daemon.clock.time()
@@ -482,15 +482,23 @@ async def enter(ctx: UiContext) -> web.StreamResponse:
     if refusal is not None:
         return refusal
     now = ctx.daemon.clock.time()
-    # Once: of two browsers posting at the same time, one UPDATE changes the row.
+    # Once: of two browsers posting at the same time, one UPDATE changes the row (and
+    # none if the link was revoked or expired since it was read just above).
     cursor = await ctx.daemon.db.execute(
         "UPDATE webhook_portal_links SET redeemed_at=?"
         " WHERE id=? AND redeemed_at IS NULL AND revoked_at IS NULL AND expires_at>?",
         (now, row["id"], now),
     )
     if cursor.rowcount != 1:
-        log.warning("portal: link %s of tenant %s redeemed twice at once; refused", row["id"], row["tenant_id"])
-        return ctx.render("portal/gone.html", status=410, message="This link was already used. Ask for a new one.")
+        log.warning(
+            "portal: link %s of tenant %s was used, revoked or expired meanwhile; redemption from %s refused",
+            row["id"],
+            row["tenant_id"],
+            ctx.request.remote or "unix socket",
+        )
+        return ctx.render(
+            "portal/gone.html", status=410, message="This link was already used or has ended. Ask for a new one."
+        )
     log.info(
         "portal link %s of tenant %s redeemed by customer %s from %s",
         row["id"],
