@@ -19,7 +19,9 @@ def test_sign_in_shows_the_overview_and_sign_out_ends_the_session(page, daemon):
     assert page.url == daemon.url + "/ui/login"  # no session: the sign-in page
 
     page.fill("input[name=token]", "not-a-token")
-    page.click("button:has-text('Sign in')")
+    with page.expect_navigation() as refused:
+        page.click("button:has-text('Sign in')")
+    assert refused.value.status == 401, page.inner_text("body")[:500]
     assert "That token is not valid" in page.inner_text("main")
 
     sign_in(page, daemon, token)
