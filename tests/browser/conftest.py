@@ -6,7 +6,7 @@ installed at run time (never ``playwright install``). Where either is absent
 the tests skip and say which one is missing (``.ci/run`` installs Debian's
 package).
 
-Fixtures: ``browser`` (one Chromium for the session), ``page`` (a fresh
+Fixtures: ``browser`` (one Chromium for this folder's tests), ``page`` (a fresh
 context per test: its own cookies), ``daemon`` (``tierd run`` on a free port,
 webhooks allowed to deliver to loopback over HTTP), ``receiver`` (a threaded
 HTTP server answering the status the test sets, recording what it got).
@@ -62,9 +62,10 @@ def missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the session, with a fresh profile of its own."""
+    """One headless Chromium for these tests, with a fresh profile of its own
+    (closed once they are done, before the rest of the suite runs)."""
     reason = missing()
     if reason:
         pytest.skip(f"browser tests skipped: {reason}")

@@ -113,3 +113,26 @@ def test_the_admin_disables_a_tenants_endpoint_and_a_forged_form_changes_nothing
     assert api(daemon, "GET", f"/v1/webhooks/{endpoint['id']}", token=token)["enabled"] is False
     page.click("button:has-text('Enable')")
     assert api(daemon, "GET", f"/v1/webhooks/{endpoint['id']}", token=token)["enabled"] is True
+
+
+def test_the_admin_picks_a_tenant_in_the_top_bar(page, daemon, receiver):
+    tokens = {name: daemon.create_tenant(name) for name in ("acme", "bolt")}
+    ids = {
+        name: api(daemon, "POST", "/v1/webhooks", {"url": receiver.url + "/" + name}, token=token)["id"]
+        for name, token in tokens.items()
+    }
+
+    sign_in(page, daemon, ADMIN_TOKEN)
+    page.goto(daemon.url + "/ui/webhooks")
+    listed = page.eval_on_selector_all("tr[data-endpoint]", "rows => rows.map(r => r.dataset.endpoint)")
+    assert sorted(listed) == sorted(ids.values())
+
+    # Choosing a tenant sends the picker's form (the console's one script).
+    with page.expect_navigation():
+        page.select_option("select[name=tenant]", "bolt")
+    assert page.url == daemon.url + "/ui/webhooks?tenant=bolt"
+    listed = page.eval_on_selector_all("tr[data-endpoint]", "rows => rows.map(r => r.dataset.endpoint)")
+    assert listed == [ids["bolt"]]
+    # The pick holds as the admin moves around the console.
+    page.click("header nav a:has-text('Overview')")
+    assert page.url == daemon.url + "/ui/?tenant=bolt" and page.inner_text("h1") == "Overview · bolt"
