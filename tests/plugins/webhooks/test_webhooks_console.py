@@ -215,3 +215,50 @@ async def test_other_tenants_csrf_and_admin(tierd_daemon, receiver):
         # Acting for the wrong tenant is that tenant's 404.
         status, html = await ui.post(f"/ui/deliveries/{dlv}/retry?tenant=globex")
         assert status == 404
+
+
+async def test_a_tenant_hands_a_portal_link_to_a_customer_and_revokes_it(tierd_daemon):
+    d = tierd_daemon(CONFIG)
+    token = d.create_tenant("acme")
+    async with ConsoleSession(d.url) as ui:
+        await ui.sign_in(token)
+        status, html = await ui.get("/ui/webhooks")
+        assert 'href="/ui/webhooks/portal-links"' in html
+        await ui.get("/ui/webhooks/portal-links")
+
+        status, html = await ui.post(
+            "/ui/webhooks/portal-links", {"customer": "cust_42", "endpoints": "own", "expires_in": "2h"}
+        )
+        assert status == 201
+        url = re.search(r'<p class="secret" id="portal-link-url">([^<]+)</p>', html).group(1)
+        assert url.startswith(d.url + "/ui/portal/enter/")
+        [link] = re.findall(r'<tr data-link="([^"]+)">', html)
+
+        # The customer's browser opens it (a session of its own, in the portal).
+        async with ConsoleSession(d.url) as customer:
+            status, page = await customer.get(url.removeprefix(d.url))
+            assert status == 200 and "Open the portal" in page
+            await customer.post(url.removeprefix(d.url))
+            assert customer.last_path == "/ui/portal/"
+
+            # The URL is never shown again; the list shows the link in use.
+            status, html = await ui.get("/ui/webhooks/portal-links")
+            assert url not in html and "s-redeemed" in html and "cust_42" in html
+
+            # A bad form is the API's refusal as a flash, and makes no link.
+            status, html = await ui.post("/ui/webhooks/portal-links", {"customer": "", "expires_in": "2h"})
+            assert flash(html)[0] == "error" and len(re.findall(r"<tr data-link=", html)) == 1
+
+            status, html = await ui.post(f"/ui/webhooks/portal-links/{link}/revoke", csrf=False)
+            assert status == 403
+            status, html = await ui.post(f"/ui/webhooks/portal-links/{link}/revoke")
+            assert flash(html) == ("ok", f"Link {link} revoked; its session has ended") and "s-revoked" in html
+            status, _ = await customer.get("/ui/portal/")
+            assert status == 401
+
+    async with ConsoleSession(d.url) as admin:
+        await admin.sign_in(ADMIN_TOKEN)
+        status, html = await admin.get("/ui/webhooks/portal-links")
+        assert "Pick a tenant" in html
+        status, html = await admin.get("/ui/webhooks/portal-links?tenant=acme")
+        assert f'<tr data-link="{link}">' in html

@@ -44,6 +44,10 @@ def section(daemon) -> UiSection:
         TEMPLATES,
         pages=[
             UiPage("GET", "/webhooks", list_endpoints),
+            # Before /webhooks/{id}, which would take "portal-links" for an id.
+            UiPage("GET", "/webhooks/portal-links", portal_links),
+            UiPage("POST", "/webhooks/portal-links", _refusals(create_portal_link)),
+            UiPage("POST", "/webhooks/portal-links/{id}/revoke", _refusals(revoke_portal_link)),
             UiPage("GET", "/webhooks/{id}", endpoint_page),
             UiPage("POST", "/webhooks/{id}/test", send_test),
             UiPage("POST", "/webhooks/{id}/enabled", set_enabled),
@@ -134,6 +138,34 @@ async def list_endpoints(ctx: UiContext) -> web.StreamResponse:
     return ctx.render(
         "webhooks/endpoints.html", rows=rows, answer={"next_cursor": None}, more=more, after=following, link=link
     )
+
+
+# --- portal links -------------------------------------------------------------------
+
+
+async def portal_links(ctx: UiContext, created: dict | None = None, status: int = 200) -> web.StreamResponse:
+    """The tenant's portal links (the portal a customer manages its endpoints in),
+    a form to make one, and the one just made with its URL (shown this once)."""
+    if ctx.tenant is None:
+        return ctx.render("webhooks/portal_links.html", answer=None, created=None)
+    answer = await ctx.api("GET", "/v1/portal/links", {"limit": PAGE, "cursor": ctx.query.get("cursor")})
+    return ctx.render("webhooks/portal_links.html", status=status, answer=answer, created=created)
+
+
+async def create_portal_link(ctx: UiContext) -> web.StreamResponse:
+    form = await ctx.form()
+    body = {"customer": form.get("customer", "").strip(), "endpoints": form.get("endpoints") or "own"}
+    if _text(form, "expires_in"):
+        body["expires_in"] = form["expires_in"].strip()
+    created = await _act(ctx, "/webhooks/portal-links", "POST", "/v1/portal/links", body)
+    # The URL carries a token that is never shown again: answered here, not after a redirect.
+    return await portal_links(ctx, created=created, status=201)
+
+
+async def revoke_portal_link(ctx: UiContext) -> web.StreamResponse:
+    link_id = ctx.match["id"]
+    await _act(ctx, "/webhooks/portal-links", "DELETE", f"/v1/portal/links/{link_id}")
+    return ctx.redirect("/webhooks/portal-links", flash=f"Link {link_id} revoked; its session has ended")
 
 
 async def endpoint_page(ctx: UiContext) -> web.StreamResponse:
