@@ -99,6 +99,11 @@ def test_the_admin_disables_a_tenants_endpoint_and_a_forged_form_changes_nothing
     page.goto(daemon.url + "/ui/webhooks")  # every tenant's endpoints
     page.click(f"tr[data-endpoint='{endpoint['id']}'] a")
 
+    # "Send test" sends a webhook.test now and says how the receiver answered.
+    page.click("button:has-text('Send test')")
+    assert "success" in page.inner_text(".flash.ok")
+    assert wait_until(lambda: receiver.bodies(), what="the test send")[-1]["type"] == "webhook.test"
+
     # The Disable form without its hidden CSRF token: refused, the endpoint untouched.
     page.evaluate("document.querySelectorAll('input[name=csrf]').forEach(e => e.remove())")
     page.click("button:has-text('Disable')")

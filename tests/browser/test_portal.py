@@ -43,6 +43,15 @@ def test_a_customer_adds_an_endpoint_through_a_portal_link(page, new_page, daemo
     page.click(f"tr[data-endpoint='{endpoint_id}'] a")
     assert page.locator(".secret").count() == 0 and secret not in page.content()
 
+    # "Rotate secret" shows the new one once; it is the one that signs from now on.
+    page.click("button:has-text('Rotate secret')")
+    rotated = page.inner_text(".secret").strip()
+    assert rotated.startswith("whsec_") and rotated != secret
+    secret = rotated
+    page.goto(daemon.url + "/ui/portal/")
+    page.click(f"tr[data-endpoint='{endpoint_id}'] a")
+    assert page.locator(".secret").count() == 0
+
     # A delivery fails against the customer's receiver, then Retry delivers it,
     # signed with the secret the page showed.
     receiver.status = 500
