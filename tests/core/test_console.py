@@ -71,7 +71,7 @@ async def test_every_page_carries_a_strict_policy_and_is_not_cached(daemon):
                 assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
                 assert resp.headers["X-Frame-Options"] == "DENY"
                 assert resp.headers["Cache-Control"] == "no-store"
-                assert resp.headers["Referrer-Policy"] == "no-referrer"
+                assert resp.headers["Referrer-Policy"] == "same-origin"
         async with http.get(daemon.url + "/ui/no-such-page") as resp:
             assert resp.status == 404 and resp.content_type == "text/html"
             assert "not_found" in await resp.text()

@@ -60,8 +60,10 @@ HEADERS = {
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    # A portal link carries its token in the path: never hand it on as a Referer.
-    "Referrer-Policy": "no-referrer",
+    # A portal link carries its token in the path: never hand it on to another
+    # site as a Referer. (Not no-referrer: with it, a browser's own form posts
+    # say Origin: null, which the Origin check refuses.)
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
