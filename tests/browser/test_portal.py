@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tierd.plugins.webhooks import verify
 
-from .conftest import api, publish, reload_until, wait_until
+from .conftest import api, publish, reload_until, sign_in, wait_until
 
 
 def test_a_customer_adds_an_endpoint_through_a_portal_link(page, new_page, daemon, receiver):
@@ -83,3 +83,30 @@ def test_a_customer_adds_an_endpoint_through_a_portal_link(page, new_page, daemo
     assert answer is not None and answer.status == 410
     assert "already used" in other.inner_text("main")
     assert other.locator("button:has-text('Open the portal')").count() == 0
+
+
+def test_a_tenant_makes_a_link_in_the_console_and_revoking_it_ends_the_portal_session(page, new_page, daemon):
+    token = daemon.create_tenant("acme")
+    sign_in(page, daemon, token)
+    page.click("header nav a:has-text('Webhooks')")
+    page.click("a:has-text('Portal links')")
+    page.fill("input[name=customer]", "c2")
+    page.click("button:has-text('Make a link')")
+    url = page.inner_text("#portal-link-url").strip()
+    assert url.startswith(daemon.url + "/ui/portal/enter/")
+
+    # The customer, in a browser of its own.
+    customer = new_page()
+    customer.goto(url)
+    customer.click("button:has-text('Open the portal')")
+    assert customer.url == daemon.url + "/ui/portal/"
+
+    # The tenant sees the link used, and revokes it: the customer's next page is refused.
+    page.goto(daemon.url + "/ui/webhooks/portal-links")
+    (row,) = page.locator("tr[data-link]").all()
+    assert "c2" in row.inner_text() and "redeemed" in row.inner_text()
+    row.locator("button:has-text('Revoke')").click()
+    assert "revoked" in page.locator("tr[data-link]").first.inner_text()
+    answer = customer.goto(daemon.url + "/ui/portal/")
+    assert answer is not None and answer.status == 401
+    assert url not in page.content()  # the URL was shown once, when it was made
