@@ -1,7 +1,8 @@
 """The webhooks portal in Chromium, as a tenant's customer uses it: a link
 from the API opened once, an endpoint added, its secret shown once (and it is
 the one that signs), a failed delivery retried, and nothing of the tenant's
-beyond the customer's own endpoints.
+beyond the customer's own endpoints; and a link made on the console's page
+for them, then revoked there, which ends the customer's session.
 """
 
 from __future__ import annotations
