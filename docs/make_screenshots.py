@@ -91,8 +91,12 @@ async def main() -> None:
                 assert status == 201, body
                 ids[path] = body["id"]
 
-            # 23 hours of a few events an hour, then some every minute or so in the last hour.
-            steps = [h + rng.random() * 0.5 for h in range(23, 0, -1)] + [m / 60 for m in range(59, -1, -1)]
+            # A few events around the middle of each clock hour from 23 to 2 hours ago (the
+            # charts count by clock hour), then some every minute in the last hour.
+            now = time.time()
+            hour = now // 3600 * 3600
+            steps = [(now - (hour - h * 3600 + 1800 + rng.uniform(-900, 900))) / 3600 for h in range(23, 1, -1)]
+            steps += [m / 60 for m in range(59, -1, -1)]
             expected = 0
             for hours_ago in steps:
                 clock.offset = -hours_ago * 3600
