@@ -680,3 +680,131 @@ class ConsoleSession:
         """Sign in with a token (the admin's or a tenant's); (status, HTML of the page reached)."""
         await self.get("/ui/login")
         return await self.post("/ui/login", {"token": token})
+
+
+class PostgresServer:
+    """A throw-away PostgreSQL server for tests: ``initdb`` and ``postgres`` in
+    a temporary directory, on a free port of 127.0.0.1, trust authentication
+    (a test server: nobody but this machine's processes can reach it).
+
+    ::
+
+        if not PostgresServer.available():
+            pytest.skip(PostgresServer.MISSING)
+        with PostgresServer() as pg:
+            url = pg.create_database("t1")  # postgresql://postgres@127.0.0.1:PORT/t1
+
+    The binaries are Debian's (``/usr/lib/postgresql/<version>/bin``, the newest
+    version found; ``.ci/run`` installs the ``postgresql`` package where they are
+    missing). PostgreSQL refuses to run as root, so as root the server runs as
+    the ``postgres`` user (``runuser``), its directory handed over to it.
+    Durability is off for speed (``fsync``, ``full_page_writes``,
+    ``synchronous_commit``): a test's data need not survive a power cut.
+    """
+
+    #: Debian's PostgreSQL: one folder per major version.
+    ROOT = Path("/usr/lib/postgresql")
+    MISSING = "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb; .ci/run installs Debian's postgresql)"
+
+    def __init__(self, user: str = "postgres") -> None:
+        #: The OS user the server runs as when this process is root.
+        self.os_user = user
+        self.bin = self.binaries()
+        self.dir: Path | None = None
+        self.port = 0
+        self._started = False
+
+    @classmethod
+    def binaries(cls) -> Path | None:
+        """The newest PostgreSQL's bin folder, or None where there is none."""
+        found = [initdb.parent for initdb in cls.ROOT.glob("*/bin/initdb")]
+        # By major version as a number: 9.6 < 15 < 16.
+        return max(found, key=lambda p: [int(x) for x in re.findall(r"\d+", p.parent.name)] or [0], default=None)
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether PostgreSQL's binaries are here (tests skip with :attr:`MISSING` otherwise)."""
+        return cls.binaries() is not None
+
+    @property
+    def url(self) -> str:
+        """The server's ``postgres`` database, as superuser ``postgres``."""
+        return self.database_url("postgres")
+
+    def database_url(self, name: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def _run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run one of PostgreSQL's programs, as the server's user when we are root."""
+        assert self.bin is not None
+        cmd = [str(self.bin / argv[0]), *argv[1:]]
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", self.os_user, "--", *cmd]
+        done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[:2])} failed ({done.returncode}): {done.stderr or done.stdout}")
+        return done
+
+    def start(self) -> PostgresServer:
+        if self.bin is None:
+            raise RuntimeError(self.MISSING)
+        self.dir = Path(tempfile.mkdtemp(prefix="tierd-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, self.os_user, self.os_user)
+        data = self.dir / "data"
+        self._run(
+            "initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"
+        )
+        settings = {
+            "listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": f"'{self.dir}'",
+            # Speed over durability: a test server's data need not survive a crash.
+            "fsync": "off",
+            "full_page_writes": "off",
+            "synchronous_commit": "off",
+            "max_connections": "100",
+            "shared_buffers": "32MB",
+        }
+        with open(data / "postgresql.conf", "a") as conf:
+            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+        # A free port can be taken between looking and binding: try a few.
+        for _ in range(5):
+            self.port = free_port()
+            started = self._run(
+                "pg_ctl", "start", "-w", "-t", "60", "-D", str(data), "-l", str(self.dir / "server.log"),
+                "-o", f"-p {self.port}", check=False,
+            )  # fmt: skip
+            if started.returncode == 0:
+                self._started = True
+                return self
+        log_text = (self.dir / "server.log").read_text(errors="replace")[-2000:]
+        self.stop()
+        raise RuntimeError(f"PostgreSQL did not start: {started.stderr}\n{log_text}")
+
+    def stop(self) -> None:
+        """Stop the server (fast: its sessions are ended) and remove its directory."""
+        if self.dir is None:
+            return
+        if self._started:
+            self._run("pg_ctl", "stop", "-m", "fast", "-w", "-D", str(self.dir / "data"), check=False)
+            self._started = False
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        """Run SQL through ``psql`` (for set-up outside an event loop); its output."""
+        return self._run("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", self.database_url(database),
+                         "-c", sql).stdout  # fmt: skip
+
+    def create_database(self, name: str) -> str:
+        """A new empty database (e.g. one per test); its URL."""
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+            raise ValueError(f"not a plain database name: {name!r}")
+        self.psql(f"CREATE DATABASE {name}")
+        return self.database_url(name)
+
+    def __enter__(self) -> PostgresServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,535 @@
+"""PostgreSQL storage (issue 15, the foundation): :class:`PgDatabase` offers
+what plugins call on :class:`tierd.core.storage.Database`, on asyncpg.
+
+Not wired into the daemon yet: ``storage.url: postgresql://...`` comes with
+the rest of issue 15 (see ``docs/postgresql.md``). What there is:
+
+- the same calls: ``execute``, ``executemany``, ``fetchall``, ``fetchone``,
+  ``transaction()``, ``lookups``, ``budget``, ``migrate``,
+  ``migration_status``, ``delete_in_slices``, ``space``, ``full``;
+- SQLite's placeholders (``?`` and ``:name``) translated to PostgreSQL's
+  ``$1..$n`` once per distinct statement (:func:`translate`), so a plugin's
+  SQL that is otherwise portable runs unchanged;
+- rows are asyncpg Records: ``row["col"]``, ``row[0]``, ``dict(row)`` and
+  ``tuple(row)`` as with ``sqlite3.Row``.
+
+Connections: a pool of writers (PostgreSQL takes concurrent writers, unlike
+SQLite, so no lock serialises them), a pool of read-only readers (reads run
+side by side and honour :meth:`Database.budget`), and one connection for the
+hot path's point lookups, so a long report never holds up intake.
+
+Differences a plugin author meets (see also ``docs/postgresql.md``):
+
+- ``execute`` answers a :class:`Result` with ``rowcount`` (from PostgreSQL's
+  command tag) but no ``lastrowid``, which is SQLite's: use ``RETURNING``.
+- Parameter types are strict where SQLite converts: asyncpg refuses a ``str``
+  for a ``BIGINT`` or ``DOUBLE PRECISION`` column; an ``int`` (or ``Decimal``)
+  for a ``DOUBLE PRECISION`` is fine; a ``float`` for a ``BIGINT`` is
+  *truncated* silently (2.7 is stored as 2). A parameter whose type nothing
+  in the statement tells (``SELECT ? AS n``) is text: cast it (``?::bigint``).
+  Times are ``DOUBLE PRECISION`` seconds, money ``TEXT``, JSON ``TEXT``,
+  booleans ``BIGINT`` 0/1, as on SQLite.
+- A failed statement inside a transaction aborts the whole transaction (on
+  SQLite only the statement fails): catch-and-go-on needs a ``SAVEPOINT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+import asyncpg
+
+from tierd.core.storage import (
+    DEFAULT_READERS,
+    FULL_FOR,
+    RECOVERED_AFTER,
+    SLICE_BUDGET,
+    SLICE_PAUSE,
+    Database,
+    Params,
+    QueryTimeout,
+    _deadline,
+    is_storage_full,
+)
+
+log = logging.getLogger("tierd.storage.pg")
+
+#: Writer connections (``execute`` and transactions take one each while they run).
+DEFAULT_WRITERS = 4
+#: The key of the advisory lock that lets one node at a time migrate.
+MIGRATION_LOCK = 0x7469_6572_64  # "tierd"
+
+
+# --- placeholders ---------------------------------------------------------------
+
+
+class Translated(NamedTuple):
+    """A statement in PostgreSQL's placeholders, and what fills them."""
+
+    sql: str
+    #: Positional: how many ``?`` there were. Named: None (see ``names``).
+    positional: int | None
+    #: Named: the parameter of each ``$n`` in order (a name used twice is one ``$n``).
+    names: tuple[str, ...]
+
+    def args(self, params: Params) -> list[Any]:
+        """``params`` (a sequence for ``?``, a mapping for ``:name``) as asyncpg's arguments."""
+        if self.names:
+            if not isinstance(params, Mapping):
+                raise TypeError(
+                    f"named parameters ({', '.join(self.names)}) need a mapping, got {type(params).__name__}"
+                )
+            missing = [n for n in self.names if n not in params]
+            if missing:
+                raise KeyError(f"no value for the parameter(s) :{', :'.join(missing)}")
+            # Extra keys are left out, as sqlite3 does (delete_in_slices' callers rely on it).
+            return [params[n] for n in self.names]
+        if isinstance(params, Mapping):
+            if self.positional:
+                raise TypeError("positional parameters (?) need a sequence, got a mapping")
+            return []
+        if len(params) != (self.positional or 0):
+            raise TypeError(f"the statement takes {self.positional or 0} parameter(s), {len(params)} given")
+        return list(params)
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+#: A run of characters none of which can start a literal, comment, cast or placeholder.
+_PLAIN = re.compile(r"[^'\"\-/$:?]+")
+_DIGITS = re.compile(r"\d+")
+
+
+@lru_cache(maxsize=4096)
+def translate(sql: str) -> Translated:
+    """SQLite-style placeholders (``?``, ``?NNN``, ``:name``) to ``$1..$n``.
+
+    Text that is not SQL code stays as it is: single-quoted literals (``'it''s
+    ?'``), double-quoted identifiers, ``--`` and ``/* */`` comments,
+    dollar-quoted bodies (``$$ ... $$``, a PL/pgSQL function's), and
+    PostgreSQL's ``::`` casts. Mixing ``?`` and ``:name`` in one statement is
+    refused, as sqlite3 does. Cached: a plugin has a few hundred distinct
+    statements at most, each translated once.
+    """
+    out: list[str] = []
+    names: list[str] = []
+    count = 0
+    i, n = 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if c in "'\"":
+            # A quoted literal or identifier; a doubled quote is an escaped one.
+            j = i + 1
+            while j < n:
+                if sql[j] == c:
+                    if j + 1 < n and sql[j + 1] == c:
+                        j += 2
+                        continue
+                    break
+                j += 1
+            out.append(sql[i : j + 1])
+            i = j + 1
+        elif sql.startswith("--", i):
+            j = sql.find("\n", i)
+            j = n if j < 0 else j
+            out.append(sql[i:j])
+            i = j
+        elif sql.startswith("/*", i):
+            j = sql.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+            out.append(sql[i:j])
+            i = j
+        elif c == "$" and (tag := _DOLLAR_TAG.match(sql, i)) and not sql[i + 1 : i + 2].isdigit():
+            end = sql.find(tag.group(0), tag.end())
+            j = n if end < 0 else end + len(tag.group(0))
+            out.append(sql[i:j])
+            i = j
+        elif sql.startswith("::", i):
+            out.append("::")
+            i += 2
+        elif c == ":" and (name := _NAME.match(sql, i + 1)):
+            if count:
+                raise ValueError("a statement takes either ? or :name parameters, not both")
+            if name.group(0) not in names:
+                names.append(name.group(0))
+            out.append(f"${names.index(name.group(0)) + 1}")
+            i = name.end()
+        elif c == "?":
+            if names:
+                raise ValueError("a statement takes either ? or :name parameters, not both")
+            number = _DIGITS.match(sql, i + 1)
+            if number:  # ?NNN: that parameter, as in SQLite
+                count = max(count, int(number.group(0)))
+                out.append(f"${number.group(0)}")
+                i += 1 + len(number.group(0))
+            else:
+                count += 1
+                out.append(f"${count}")
+                i += 1
+        else:
+            # Plain text up to the next character that may start something above.
+            m = _PLAIN.match(sql, i)
+            j = m.end() if m else i + 1
+            out.append(sql[i:j])
+            i = j
+    return Translated("".join(out), None if names else count, tuple(names))
+
+
+# --- results and handles ----------------------------------------------------------
+
+
+_COUNTING = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})
+
+
+class Result:
+    """What ``execute`` answers: ``rowcount`` from PostgreSQL's command tag
+    (``UPDATE 3`` → 3; -1 for a statement that counts no rows, as sqlite3).
+
+    There is no ``lastrowid`` (SQLite's rowid of the last insert): ask with
+    ``INSERT ... RETURNING id`` through ``fetchone`` instead.
+    """
+
+    __slots__ = ("status", "rowcount")
+
+    def __init__(self, status: str) -> None:
+        self.status = status
+        command, _, rest = status.partition(" ")
+        last = rest.rsplit(" ", 1)[-1]
+        # INSERT 0 5, UPDATE 3, DELETE 2, MERGE 1 count rows; a SELECT's count
+        # is not sqlite3's rowcount (-1 there too), nor is CREATE TABLE's nothing.
+        self.rowcount = int(last) if last.isdigit() and command in _COUNTING else -1
+
+    @property
+    def lastrowid(self) -> int:
+        raise AttributeError("lastrowid is SQLite's: on PostgreSQL use INSERT ... RETURNING")
+
+
+async def _execute(conn: asyncpg.Connection, sql: str, params: Params) -> Result:
+    t = translate(sql)
+    args = t.args(params)
+    # Without arguments asyncpg uses the simple protocol, which also runs
+    # several statements in one call (a migration script).
+    return Result(await conn.execute(t.sql, *args) if args else await conn.execute(t.sql))
+
+
+async def _executemany(conn: asyncpg.Connection, sql: str, seq: Iterable[Params]) -> Result:
+    t = translate(sql)
+    rows = [t.args(p) for p in seq]
+    await conn.executemany(t.sql, rows)
+    # asyncpg does not add up the command tags of the rows: unknown, as for a SELECT.
+    return Result("EXECUTEMANY")
+
+
+async def _fetch(conn: asyncpg.Connection, sql: str, params: Params, timeout: float | None = None) -> list[Any]:
+    t = translate(sql)
+    return list(await conn.fetch(t.sql, *t.args(params), timeout=timeout))
+
+
+class PgTransaction:
+    """The handle given inside ``async with db.transaction()`` (as :class:`tierd.core.storage.Transaction`)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> Result:
+        return await _execute(self._conn, sql, params)
+
+    async def executemany(self, sql: str, seq: Iterable[Params]) -> Result:
+        return await _executemany(self._conn, sql, seq)
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Any]:
+        return await _fetch(self._conn, sql, params)
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Any:
+        rows = await _fetch(self._conn, sql, params)
+        return rows[0] if rows else None
+
+
+class PgLookups:
+    """The connection kept for the hot path's point lookups (see :class:`tierd.core.storage.Lookups`)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Any]:
+        async with self._pool.acquire() as conn:
+            return await _fetch(conn, sql, params)
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Any:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+
+class MigrationFailed(RuntimeError):
+    """A migration script failed; nothing of it was applied (PostgreSQL's DDL is transactional)."""
+
+    def __init__(self, namespace: str, version: int, cause: BaseException) -> None:
+        super().__init__(f"migration {namespace} {version} failed and was rolled back: {cause}")
+        self.namespace = namespace
+        self.version = version
+
+
+def is_pg_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says PostgreSQL has no space left (SQLSTATE 53100), or the OS said so."""
+    return isinstance(exc, asyncpg.DiskFullError) or is_storage_full(exc)
+
+
+# --- the database -------------------------------------------------------------------
+
+
+class PgDatabase:
+    """A PostgreSQL database with the calls of :class:`tierd.core.storage.Database`.
+
+    ``url`` is libpq's (``postgresql://user@host:port/db``); several objects
+    (several tierd nodes) may share one database and see each other's commits.
+    """
+
+    #: The same budget as SQLite's: a context manager on the same context variable.
+    budget = staticmethod(Database.budget)
+
+    def __init__(self, url: str, readers: int = DEFAULT_READERS, writers: int = DEFAULT_WRITERS) -> None:
+        self.url = url
+        self.readers = readers
+        self.writers = writers
+        self._writer_pool: asyncpg.Pool | None = None
+        self._reader_pool: asyncpg.Pool | None = None
+        self._lookups: PgLookups | None = None
+        #: As Database.full_at: when a write last failed for lack of space.
+        self.full_at: float | None = None
+        self._full_told = False
+        self._full_failed_at = 0.0
+
+    def __repr__(self) -> str:
+        # The URL without a password, should one be in it.
+        return f"PgDatabase({re.sub(r':[^:@/]*@', ':***@', self.url)!r})"
+
+    async def open(self) -> PgDatabase:
+        # Statements are prepared and cached per connection by asyncpg (its
+        # default cache of 100 per connection): a plugin's hot statements are
+        # parsed once per connection, as SQLite's statement cache does.
+        self._writer_pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.writers)
+        self._reader_pool = await asyncpg.create_pool(
+            self.url,
+            min_size=self.readers,
+            max_size=self.readers,
+            # As SQLite's query_only readers: a write on them is an error, not a surprise.
+            server_settings={"default_transaction_read_only": "on"},
+        )
+        lookups = await asyncpg.create_pool(
+            self.url, min_size=1, max_size=1, server_settings={"default_transaction_read_only": "on"}
+        )
+        self._lookups = PgLookups(lookups)
+        return self
+
+    async def close(self) -> None:
+        pools = [self._writer_pool, self._reader_pool, self._lookups._pool if self._lookups else None]
+        for pool in pools:
+            if pool is not None:
+                await pool.close()
+        self._writer_pool = self._reader_pool = self._lookups = None
+
+    async def __aenter__(self) -> PgDatabase:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def lookups(self) -> PgLookups:
+        """The connection for the hot path's point lookups."""
+        if self._lookups is None:
+            raise RuntimeError(f"{self!r} is not open")
+        return self._lookups
+
+    def _pool(self, pool: asyncpg.Pool | None) -> asyncpg.Pool:
+        if pool is None:
+            raise RuntimeError(f"{self!r} is not open")
+        return pool
+
+    # --- reads -------------------------------------------------------------------
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Any]:
+        """Rows of a query on a reader of the pool (waiting for a free one).
+
+        Within :meth:`budget` a query still running at the deadline is
+        cancelled on the server (asyncpg sends a cancel request and keeps the
+        connection) and :class:`QueryTimeout` raised.
+        """
+        limit = _deadline.get()
+        if limit is not None and limit[2] is not asyncio.current_task():
+            limit = None  # a task started under a budget has none of its own (as on SQLite)
+        loop = asyncio.get_running_loop()
+        remaining = None if limit is None else limit[0] - loop.time()
+        if limit is not None and remaining is not None and remaining <= 0:
+            raise QueryTimeout(limit[1])
+        pool = self._pool(self._reader_pool)
+        try:
+            # Waiting for a free reader counts against the budget too.
+            async with pool.acquire(timeout=remaining) as conn:
+                if limit is not None:
+                    remaining = limit[0] - loop.time()
+                    if remaining <= 0:
+                        raise QueryTimeout(limit[1])
+                return await _fetch(conn, sql, params, timeout=remaining)
+        except TimeoutError:
+            assert limit is not None  # only a budget sets a timeout
+            raise QueryTimeout(limit[1]) from None
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Any:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    # --- writes -----------------------------------------------------------------
+
+    @property
+    def full(self) -> bool:
+        """The last write failed for lack of space (less than FULL_FOR seconds ago)."""
+        return self.full_at is not None and time.monotonic() - self.full_at < FULL_FOR
+
+    def _write_failed(self, exc: BaseException) -> None:
+        if is_pg_full(exc):
+            self.full_at = self._full_failed_at = time.monotonic()
+            if not self._full_told:
+                self._full_told = True
+                log.error("no space left for %r (%s): writes fail until space is freed", self, exc)
+
+    def _write_succeeded(self) -> None:
+        self.full_at = None
+        if self._full_told and time.monotonic() - self._full_failed_at >= RECOVERED_AFTER:
+            self._full_told = False
+            log.info("writes to %r succeed again", self)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            self._write_failed(exc)
+            raise
+        self._write_succeeded()
+
+    async def execute(self, sql: str, params: Params = ()) -> Result:
+        """Run one statement on a writer (atomic on its own: autocommit)."""
+        with self._writing():
+            async with self._pool(self._writer_pool).acquire() as conn:
+                return await _execute(conn, sql, params)
+
+    async def executemany(self, sql: str, seq: Iterable[Params]) -> Result:
+        """One statement for each parameter set, all in one transaction."""
+        with self._writing():
+            async with self._pool(self._writer_pool).acquire() as conn, conn.transaction():
+                return await _executemany(conn, sql, seq)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PgTransaction]:
+        """A transaction on a writer of its own: committed at the end of the
+        block, rolled back (nothing of it kept) if the block raises.
+
+        Unlike SQLite's ``BEGIN IMMEDIATE`` it does not hold every other
+        writer off: two transactions run side by side, and one that touches a
+        row the other changed waits for it (READ COMMITTED).
+        """
+        with self._writing():
+            async with self._pool(self._writer_pool).acquire() as conn, conn.transaction():
+                yield PgTransaction(conn)
+
+    # --- migrations ----------------------------------------------------------------
+
+    async def migration_status(self, migrations: dict[str, list[str]]) -> list[dict]:
+        """For each namespace: applied and available migration numbers (as Database's)."""
+        async with self._pool(self._writer_pool).acquire() as conn:
+            await self._ensure_migrations_table(conn)
+            return await self._status(conn, migrations)
+
+    async def _status(self, conn: asyncpg.Connection, migrations: dict[str, list[str]]) -> list[dict]:
+        rows = await conn.fetch("SELECT namespace, MAX(version) AS v FROM schema_migrations GROUP BY namespace")
+        applied = {row["namespace"]: row["v"] for row in rows}
+        return [
+            {
+                "namespace": ns,
+                "applied": applied.get(ns, 0),
+                "available": len(scripts),
+                "pending": max(0, len(scripts) - applied.get(ns, 0)),
+            }
+            for ns, scripts in migrations.items()
+        ]
+
+    async def migrate(self, migrations: dict[str, list[str]]) -> list[tuple[str, int]]:
+        """Apply every migration not yet recorded, each in its own transaction.
+
+        PostgreSQL's DDL is transactional: a script that fails half-way
+        leaves nothing behind, and :class:`MigrationFailed` says which one it
+        was. Nodes starting together take turns (an advisory lock), so each
+        migration is applied once per database.
+        """
+        done = []
+        async with self._pool(self._writer_pool).acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+            try:
+                await self._ensure_migrations_table(conn)
+                for status in await self._status(conn, migrations):
+                    ns = status["namespace"]
+                    for version in range(status["applied"] + 1, status["available"] + 1):
+                        try:
+                            async with conn.transaction():
+                                # The script as one simple-protocol call: several statements, no parameters.
+                                await conn.execute(migrations[ns][version - 1])
+                                await conn.execute(
+                                    "INSERT INTO schema_migrations(namespace, version, applied_at) VALUES ($1,$2,$3)",
+                                    ns,
+                                    version,
+                                    time.time(),
+                                )
+                        except asyncpg.PostgresError as exc:
+                            raise MigrationFailed(ns, version, exc) from exc
+                        log.info("applied migration %s %d", ns, version)
+                        done.append((ns, version))
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+        return done
+
+    async def _ensure_migrations_table(self, conn: asyncpg.Connection) -> None:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " namespace TEXT NOT NULL, version INTEGER NOT NULL, applied_at DOUBLE PRECISION NOT NULL,"
+            " PRIMARY KEY (namespace, version))"
+        )
+
+    # --- pruning and space -----------------------------------------------------------
+
+    async def delete_in_slices(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
+        """Run a DELETE a slice at a time until nothing is left; the rows deleted.
+
+        The same contract as :meth:`tierd.core.storage.Database.delete_in_slices`
+        (``sql`` deletes at most ``:slice`` rows, e.g. ``... WHERE id IN (SELECT
+        id ... ORDER BY id LIMIT :slice)``, which PostgreSQL runs as it is), and
+        the same pacing. Space is given back by autovacuum, not here.
+        """
+        size, removed = 256, 0
+        while True:
+            started = time.monotonic()
+            result = await self.execute(sql, {**(params or {}), "slice": size})
+            took = time.monotonic() - started
+            removed += result.rowcount
+            if result.rowcount < size:
+                return removed
+            size = max(16, min(size * 2, 50_000, int(size * SLICE_BUDGET / max(took, 1e-4)) or 1))
+            await asyncio.sleep(took * SLICE_PAUSE)
+
+    async def space(self) -> dict[str, int]:
+        """The database's size, in the keys of Database.space (its pages of
+        ``block_size`` bytes; no free-list or auto-vacuum mode to speak of:
+        PostgreSQL reuses freed space itself) and in ``bytes``."""
+        row = await self.lookups.fetchone(
+            "SELECT pg_database_size(current_database()) AS bytes, current_setting('block_size')::int AS page_size"
+        )
+        assert row is not None  # a SELECT of functions always answers a row
+        size, page = int(row["bytes"]), int(row["page_size"])
+        return {"page_count": size // page, "freelist_count": 0, "page_size": page, "auto_vacuum": 0, "bytes": size}
