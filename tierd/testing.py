@@ -10,6 +10,8 @@ tierd's own tests and third-party plugins' tests use the same pieces:
 - :func:`eventually`: wait for a condition instead of sleeping.
 - :func:`recorded_reads` and :func:`assert_index_walk`: the SQL a request ran,
   and whether each statement reads only its page along an index.
+- :class:`PostgresServer`: a throw-away PostgreSQL server (``initdb`` in a
+  temporary directory) for tests of the PostgreSQL storage.
 
 Both daemons take ``plugins=``: plugin modules (or their import names) to load
 without installing them; see ``docs/plugin-api.md``, "Testing your plugin".
