@@ -216,9 +216,9 @@ async def test_nodes_migrating_together_apply_each_migration_once(pg_url):
 async def test_read_past_its_budget_raises_and_the_pool_is_whole(db):
     started = time.monotonic()
     with pytest.raises(QueryTimeout) as timeout, db.budget(0.3):
-        await db.fetchall("SELECT pg_sleep(5)")
+        await db.fetchall("SELECT pg_sleep(30)")
     assert timeout.value.budget == 0.3
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 10  # not the 30 s of the sleep
     # Every reader answers at once afterwards: none is left busy with the sleep.
     answers = await asyncio.wait_for(asyncio.gather(*(db.fetchone("SELECT ?::bigint AS n", (i,)) for i in range(6))), 3)
     assert [a["n"] for a in answers] == list(range(6))
@@ -234,12 +234,11 @@ async def test_read_past_its_budget_raises_and_the_pool_is_whole(db):
 
 @needs_pg
 async def test_waiting_for_a_reader_counts_against_the_budget(db):
-    long_reads = [asyncio.ensure_future(db.fetchall("SELECT pg_sleep(3)")) for _ in range(db.readers)]
+    long_reads = [asyncio.ensure_future(db.fetchall("SELECT pg_sleep(30)")) for _ in range(db.readers)]
     await asyncio.sleep(0.3)
-    started = time.monotonic()
     with pytest.raises(QueryTimeout), db.budget(0.3):
         await db.fetchall("SELECT 1")
-    assert time.monotonic() - started < 1.5
+    assert not any(r.done() for r in long_reads)  # the budget ran out while every reader was busy
     for r in long_reads:
         r.cancel()
     await asyncio.gather(*long_reads, return_exceptions=True)
@@ -248,13 +247,11 @@ async def test_waiting_for_a_reader_counts_against_the_budget(db):
 
 @needs_pg
 async def test_lookups_answer_while_long_reads_hold_every_reader(db):
-    long_reads = [asyncio.ensure_future(db.fetchall("SELECT pg_sleep(3)")) for _ in range(db.readers)]
+    long_reads = [asyncio.ensure_future(db.fetchall("SELECT pg_sleep(30)")) for _ in range(db.readers)]
     await asyncio.sleep(0.3)  # the readers are taken (asserted below: they are not done)
-    started = time.monotonic()
     row = await db.lookups.fetchone("SELECT ? AS k", ("token",))
     assert row["k"] == "token"
-    assert time.monotonic() - started < 1
-    assert not any(r.done() for r in long_reads)
+    assert not any(r.done() for r in long_reads)  # answered while every reader was busy
     for r in long_reads:
         r.cancel()
     await asyncio.gather(*long_reads, return_exceptions=True)
@@ -299,4 +296,18 @@ async def test_space_and_full(db):
     space = await db.space()
     assert space["bytes"] > 1_000_000 and space["page_size"] == 8192
     assert space["page_count"] * space["page_size"] <= space["bytes"]
+    assert db.full is False
+
+
+@needs_pg
+async def test_a_write_refused_for_lack_of_space_makes_it_full_until_one_succeeds(db):
+    # PostgreSQL's own error for a full disk (SQLSTATE 53100), raised on purpose.
+    with pytest.raises(asyncpg.DiskFullError):
+        await db.execute("DO $$ BEGIN RAISE EXCEPTION 'no space' USING ERRCODE = 'disk_full'; END $$")
+    assert db.full is True
+    with pytest.raises(asyncpg.DiskFullError):
+        async with db.transaction() as tx:
+            await tx.execute("DO $$ BEGIN RAISE EXCEPTION 'no space' USING ERRCODE = 'disk_full'; END $$")
+    assert db.full is True
+    await db.execute("CREATE TABLE t (x TEXT)")
     assert db.full is False
