@@ -84,7 +84,7 @@ class Translated(NamedTuple):
         if self.names:
             if not isinstance(params, Mapping):
                 raise TypeError(
-                    f"named parameters ({', '.join(self.names)}) need a mapping, got {type(params).__name__}"
+                    f"named parameters (:{', :'.join(self.names)}) need a mapping, got {type(params).__name__}"
                 )
             missing = [n for n in self.names if n not in params]
             if missing:
@@ -117,6 +117,9 @@ def translate(sql: str) -> Translated:
     PostgreSQL's ``::`` casts. Mixing ``?`` and ``:name`` in one statement is
     refused, as sqlite3 does. Cached: a plugin has a few hundred distinct
     statements at most, each translated once.
+
+    PostgreSQL's JSONB operators ``?``, ``?|`` and ``?&`` would be read as
+    placeholders: write ``jsonb_exists(...)`` and friends instead.
     """
     out: list[str] = []
     names: list[str] = []
