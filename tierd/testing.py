@@ -750,7 +750,9 @@ class PostgresServer:
     def start(self) -> PostgresServer:
         if self.bin is None:
             raise RuntimeError(self.MISSING)
-        self.dir = Path(tempfile.mkdtemp(prefix="tierd-pg-"))
+        # As root, under /tmp itself: the server's user must reach the folder
+        # (a TMPDIR may be root's own), and a unix socket's path is short.
+        self.dir = Path(tempfile.mkdtemp(prefix="tierd-pg-", dir="/tmp" if os.geteuid() == 0 else None))
         if os.geteuid() == 0:
             shutil.chown(self.dir, self.os_user, self.os_user)
         data = self.dir / "data"
