@@ -32,7 +32,7 @@ from tierd.core.registry import Registries, collect_registries
 from tierd.core.scheduler import Job, apply_jobs, make_scheduler
 from tierd.core.schema import Field
 from tierd.core.service import PluginService, ServiceNotRunning
-from tierd.core.storage import CORE_MIGRATIONS, Database, claim, release
+from tierd.core.storage import CORE_MIGRATIONS, Database, claim, migrations_for, release
 from tierd.core.tenants import local_admin_token
 from tierd.core.web_app import ApiRunner, Authenticator, build_app
 
@@ -65,11 +65,13 @@ def plugin_schemas(pm: pluggy.PluginManager, registries: Registries) -> dict[str
     return schemas
 
 
-def all_migrations(pm: pluggy.PluginManager) -> dict[str, list[str]]:
-    migrations = {"core": CORE_MIGRATIONS}
+def all_migrations(pm: pluggy.PluginManager, dialect: str = "sqlite") -> dict[str, list[str]]:
+    """Core's and every plugin's migrations for the backend's ``dialect``
+    (:class:`tierd.core.storage.UnsupportedBackend` for a plugin without them)."""
+    declared: dict[str, Any] = {"core": CORE_MIGRATIONS}
     for result in reversed(pm.hook.tierd_migrations()):
-        migrations.update(result or {})
-    return migrations
+        declared.update(result or {})
+    return migrations_for(declared, dialect)
 
 
 class Daemon:

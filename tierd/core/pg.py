@@ -294,6 +294,9 @@ class PgDatabase:
     (several tierd nodes) may share one database and see each other's commits.
     """
 
+    #: Which SQL this backend speaks (see ``tierd.core.storage.DIALECTS``).
+    dialect = "postgresql"
+
     #: The same budget as SQLite's: a context manager on the same context variable.
     budget = staticmethod(Database.budget)
 

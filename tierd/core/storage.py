@@ -262,6 +262,11 @@ class Lookups:
 
 
 class Database:
+    """SQLite storage (see the module's docstring)."""
+
+    #: Which SQL this backend speaks (see :data:`DIALECTS`).
+    dialect = "sqlite"
+
     def __init__(self, path: str | Path, busy_timeout: float = 5.0, readers: int = DEFAULT_READERS) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
@@ -691,6 +696,45 @@ def _close_after(conn: sqlite3.Connection, work: asyncio.Future) -> None:
     if not work.cancelled():
         work.exception()  # retrieved: an interrupted read's error was raised or is moot
     conn.close()
+
+
+#: The storage backends: ``Database.dialect`` / ``PgDatabase.dialect``.
+DIALECTS = ("sqlite", "postgresql")
+
+
+class UnsupportedBackend(Exception):
+    """A plugin's migrations do not cover the configured storage backend."""
+
+
+def migrations_for(declared: Mapping[str, Any], dialect: str) -> dict[str, list[str]]:
+    """Each namespace's migration scripts for ``dialect``.
+
+    A plugin's ``tierd_migrations`` gives, per namespace, either a list of
+    scripts (SQLite's: every plugin written before PostgreSQL) or a mapping
+    ``{"sqlite": [...], "postgresql": [...]}``, numbered alike: version N of
+    one dialect builds the same tables as version N of the other (so that
+    ``tierd db copy`` can move rows). A namespace without scripts for
+    ``dialect`` raises :class:`UnsupportedBackend` naming it.
+    """
+    chosen: dict[str, list[str]] = {}
+    for namespace, scripts in declared.items():
+        if isinstance(scripts, Mapping):
+            unknown = set(scripts) - set(DIALECTS)
+            if unknown:
+                raise ValueError(f"migrations of {namespace!r} name unknown dialects: {', '.join(sorted(unknown))}")
+            lengths = {d: len(v) for d, v in scripts.items()}
+            if len(set(lengths.values())) > 1:
+                raise ValueError(f"migrations of {namespace!r} differ in number between dialects: {lengths}")
+            picked = scripts.get(dialect)
+        else:
+            picked = scripts if dialect == "sqlite" else None
+        if picked is None:
+            raise UnsupportedBackend(
+                f"{namespace!r} has no {dialect} migrations: it runs on SQLite only; disable the plugin that "
+                f"provides it (plugins.disabled) or keep storage on SQLite"
+            )
+        chosen[namespace] = list(picked)
+    return chosen
 
 
 def json_columns(count: int, start: int = 0) -> str:
