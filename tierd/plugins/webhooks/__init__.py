@@ -44,7 +44,9 @@ def tierd_config_schema():
 
 @hookimpl
 def tierd_migrations():
-    return {"webhooks": migrations.MIGRATIONS}
+    # Per dialect, numbered alike (migrations.py): SQLite's list is the one
+    # existing databases have applied; PostgreSQL's builds the same tables.
+    return {"webhooks": {"sqlite": migrations.MIGRATIONS, "postgresql": migrations.POSTGRESQL_MIGRATIONS}}
 
 
 @hookimpl
