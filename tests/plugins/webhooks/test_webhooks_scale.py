@@ -80,7 +80,10 @@ def assert_stats_match(answer: dict, expected: dict) -> None:
 
 
 def _cte_names(sql: str) -> set[str]:
-    return set(re.findall(r"(?:WITH RECURSIVE|WITH|,)\s+(\w+)\s*\([^)]*\)\s+AS\s*\(", sql, re.IGNORECASE))
+    """The names of the statement's CTEs and of its subqueries' results
+    (``(SELECT ...) AS w``: PostgreSQL wants the alias, SQLite then scans ``w``)."""
+    ctes = re.findall(r"(?:WITH RECURSIVE|WITH|,)\s+(\w+)\s*\([^)]*\)\s+AS\s*\(", sql, re.IGNORECASE)
+    return set(ctes) | set(re.findall(r"\)\s+AS\s+(\w+)", sql, re.IGNORECASE))
 
 
 def assert_index_walk(db_path: Path, sql: str) -> list[str]:

@@ -25,7 +25,7 @@ from tierd.core.ui import UiApiError, UiContext, UiPage, UiSection
 from .migrations import LATENCY_BOUNDS_MS
 from .records import DELIVERY_STATUSES
 from .service import WebhooksService
-from .store import latency_percentile
+from .store import dialect_sql, latency_percentile
 
 TEMPLATES = Path(__file__).parent / "templates" / "console"
 #: Rows per page: endpoints, and deliveries in an endpoint's log.
@@ -215,10 +215,11 @@ async def hourly_health(ctx: UiContext, endpoint_id: str, now: float) -> dict[st
         i = row["hour"] - first_hour
         if not 0 <= i < HOURS:
             continue
-        total[i] += row["n"]
-        ok[i] += row["n"] if row["ok"] else 0
+        n = int(row["n"])  # PostgreSQL's SUM of a BIGINT is a NUMERIC (a Decimal)
+        total[i] += n
+        ok[i] += n if row["ok"] else 0
         if row["bucket"] >= 0:
-            histograms[i][row["bucket"]] += row["n"]
+            histograms[i][row["bucket"]] += n
     return {
         "success": [round(100 * o / t, 1) if t else None for o, t in zip(ok, total, strict=True)],
         "latency": [latency_percentile(h, 50) for h in histograms],
@@ -320,7 +321,7 @@ async def overview_numbers(db, tenant: str | None, now: float) -> dict[str, Any]
     """What the overview panel shows. Each read walks an index of migration 1 or 3:
     the endpoints of the tenant (or all endpoints), then per endpoint its counters
     row, one seek of its pending ``due_at`` index, or a range of its failed index."""
-    scope = "e.tenant_id=:tenant" if tenant is not None else "1"
+    scope = "e.tenant_id=:tenant" if tenant is not None else "1=1"  # a boolean for PostgreSQL
     params = {"tenant": tenant, "since": now - 86400, "rows": OVERVIEW_ROWS}
     queue = await db.fetchone(
         "SELECT COALESCE(SUM(c.pending), 0) AS pending,"
@@ -332,9 +333,10 @@ async def overview_numbers(db, tenant: str | None, now: float) -> dict[str, Any]
     )
     # CROSS JOIN keeps the endpoints first: for all tenants SQLite would otherwise
     # walk every failed delivery kept (the whole partial index) to find the recent ones.
-    failed_from = (
+    failed_from = dialect_sql(
+        db,
         "FROM webhook_endpoints e CROSS JOIN webhook_deliveries d INDEXED BY webhook_deliveries_failed"
-        f" ON d.endpoint_id=e.id AND d.status='failed' AND d.created_at>=:since WHERE {scope}"
+        f" ON d.endpoint_id=e.id AND d.status='failed' AND d.created_at>=:since WHERE {scope}",
     )
     failed = await db.fetchone(f"SELECT COUNT(*) AS n {failed_from}", params)
     latest_failed = await db.fetchall(
@@ -354,7 +356,7 @@ async def overview_numbers(db, tenant: str | None, now: float) -> dict[str, Any]
     )
     oldest = queue["oldest_due"]
     return {
-        "pending": queue["pending"],
+        "pending": int(queue["pending"]),  # a SUM: a Decimal on PostgreSQL
         # How long the longest-waiting due delivery has waited (None: none is due yet).
         "oldest_wait": _span(now - oldest) if oldest is not None and oldest <= now else None,
         "failed_24h": failed["n"],

@@ -55,7 +55,7 @@ ATTEMPTS = ReportSource(
     sql="""SELECT a.tenant_id AS tenant, a.id AS attempt_id, d.id AS delivery_id, a.endpoint_id AS endpoint_id,
         d.event_id AS event_id, d.event_type AS event_type, a.attempted_at AS attempted_at,
         a.status_code AS status_code, CAST(ROUND(a.latency_ms) AS INTEGER) AS latency_ms, a.outcome AS outcome,
-        a.outcome = 'success' AS succeeded, a.error AS error
+        CASE WHEN a.outcome = 'success' THEN 1 ELSE 0 END AS succeeded, a.error AS error
     FROM webhook_attempts a JOIN webhook_deliveries d ON d.seq = a.delivery_seq
     JOIN webhook_endpoints e ON e.id = a.endpoint_id""",
     columns=(

@@ -3,6 +3,11 @@
 Every query filters on ``tenant_id`` where a tenant is involved. Endpoints,
 deliveries and attempts come back as the API shows them (``present.py``).
 
+SQL is SQLite's, written to run on PostgreSQL too (issue 15): SQLite's planner
+hints are taken out for PostgreSQL (:func:`for_postgresql`), and where no form
+serves both (bulk inserts numbered by ``lastrowid``, the claims, which take
+``FOR UPDATE SKIP LOCKED`` on PostgreSQL) a method branches on ``self.pg``.
+
 Delivery status: ``pending`` (waiting for ``due_at``) -> ``inflight``
 (claimed by the dispatcher; ``claimed_at`` set) -> ``succeeded`` | ``failed``
 | back to ``pending`` with a later ``due_at``. At startup ``inflight`` rows
@@ -13,10 +18,12 @@ from __future__ import annotations
 
 import heapq
 import json
+import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 from tierd.core.ids import new_id
-from tierd.core.storage import json_columns
+from tierd.core.storage import bulk_rows, json_columns, value_list
 
 from .migrations import LATENCY_BOUNDS_MS
 from .present import attempt_of, delivery_of, endpoint_of
@@ -71,9 +78,63 @@ _HEAD = (
 )
 
 
+#: SQLite's planner hints, which PostgreSQL has no use for (see :func:`for_postgresql`).
+_INDEX_HINT = re.compile(r"\s+INDEXED BY \w+")
+_CROSS_JOIN_ON = re.compile(r"\bCROSS JOIN\b(?! LATERAL)")
+#: The rows of :meth:`Store.create_deliveries` and their PostgreSQL types (``bulk_rows``).
+_NEW_DELIVERY = {
+    "id": "text",
+    "tenant_id": "text",
+    "endpoint_id": "text",
+    "event_id": "text",
+    "event_type": "text",
+    "payload": "text",
+    "due_at": "float8",
+    "created_at": "float8",
+    "inflight": "bool",
+}
+#: The rows of :meth:`Store.record` (an attempt and the delivery's next state).
+_ATTEMPT = {
+    "delivery_seq": "bigint",
+    "tenant_id": "text",
+    "endpoint_id": "text",
+    "attempted_at": "float8",
+    "status_code": "bigint",
+    "latency_ms": "float8",
+    "outcome": "text",
+    "error": "text",
+    "response_body": "text",
+    "next_status": "text",
+    "next_due_at": "float8",
+}
+
+
+@lru_cache(maxsize=512)
+def for_postgresql(sql: str) -> str:
+    """``sql`` without SQLite's planner hints, for PostgreSQL.
+
+    ``INDEXED BY name`` goes (PostgreSQL has no such hint: its planner picks
+    the index, as the PostgreSQL tests' plans check), and ``CROSS JOIN ... ON``,
+    SQLite's way of fixing the loop order, becomes a plain ``JOIN`` (PostgreSQL
+    refuses an ON after CROSS JOIN). Cached: a few dozen distinct statements.
+    """
+    return _CROSS_JOIN_ON.sub("JOIN", _INDEX_HINT.sub("", sql))
+
+
+def dialect_sql(db, sql: str) -> str:
+    """``sql`` as ``db``'s dialect takes it (SQLite's as written)."""
+    return for_postgresql(sql) if db.dialect == "postgresql" else sql
+
+
 class Store:
     def __init__(self, db):
         self.db = db
+        #: PostgreSQL (issue 15): planner hints out, claims and bulk inserts of their own.
+        self.pg = getattr(db, "dialect", "sqlite") == "postgresql"
+
+    def _q(self, sql: str) -> str:
+        """``sql`` for this store's database (see :func:`for_postgresql`)."""
+        return for_postgresql(sql) if self.pg else sql
 
     # --- endpoints --------------------------------------------------------------
 
@@ -117,14 +178,18 @@ class Store:
         only one customer's (``owner``): a walk of (tenant_id, owner, id)."""
         if owner is not None:
             rows = await self.db.fetchall(
-                "SELECT * FROM webhook_endpoints INDEXED BY webhook_endpoints_owner"
-                " WHERE tenant_id=? AND owner=? AND id>? ORDER BY id LIMIT ?",
+                self._q(
+                    "SELECT * FROM webhook_endpoints INDEXED BY webhook_endpoints_owner"
+                    " WHERE tenant_id=? AND owner=? AND id>? ORDER BY id LIMIT ?"
+                ),
                 (tenant, owner, after or "", limit),
             )
             return await self.with_heads([endpoint_of(r) for r in rows])
         rows = await self.db.fetchall(
-            "SELECT * FROM webhook_endpoints INDEXED BY webhook_endpoints_list WHERE tenant_id=? AND id>?"
-            " ORDER BY id LIMIT ?",
+            self._q(
+                "SELECT * FROM webhook_endpoints INDEXED BY webhook_endpoints_list WHERE tenant_id=? AND id>?"
+                " ORDER BY id LIMIT ?"
+            ),
             (tenant, after or "", limit),
         )
         return await self.with_heads([endpoint_of(r) for r in rows])
@@ -199,9 +264,8 @@ class Store:
         """Endpoint rows (all, or those of ``ids``) for the in-memory cache."""
         if ids is None:
             return await self.db.fetchall("SELECT * FROM webhook_endpoints")
-        return await self.db.fetchall(
-            "SELECT * FROM webhook_endpoints WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),)
-        )
+        values, param = value_list(self.db.dialect, "text", ids)
+        return await self.db.fetchall(f"SELECT * FROM webhook_endpoints WHERE id IN {values}", (param,))
 
     async def create_deliveries(self, rows: list[tuple], now: float) -> dict[str, int]:
         """Insert deliveries ``(id, tenant, endpoint_id, event_id, event_type,
@@ -218,6 +282,8 @@ class Store:
         """
         if not rows:
             return {}
+        if self.pg:
+            return await self._create_deliveries_pg(rows, now)
         cur = await self.db.execute(
             "INSERT OR IGNORE INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload,"
             " status, claimed_at, due_at, created_at)"
@@ -243,13 +309,35 @@ class Store:
         )
         return {r["id"]: r["seq"] for r in found}
 
+    async def _create_deliveries_pg(self, rows: list[tuple], now: float) -> dict[str, int]:
+        """:meth:`create_deliveries` on PostgreSQL: the seqs from RETURNING (identity
+        values of concurrent inserts interleave, so they are not a range there)."""
+        source, params = bulk_rows("postgresql", _NEW_DELIVERY, rows)
+        async with self.db.transaction() as tx:
+            found = await tx.fetchall(
+                "INSERT INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload,"
+                " status, claimed_at, due_at, created_at)"
+                " SELECT r.id, r.tenant_id, r.endpoint_id, r.event_id, r.event_type, r.payload,"
+                " CASE WHEN r.inflight THEN 'inflight' ELSE 'pending' END, CASE WHEN r.inflight THEN ?::float8 END,"
+                f" r.due_at, r.created_at FROM ({source}) AS r"
+                " WHERE EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id=r.endpoint_id)"
+                " ON CONFLICT DO NOTHING RETURNING id, seq",
+                (now, *params),
+            )
+        return {r["id"]: r["seq"] for r in found}
+
     async def create_test_delivery(self, tenant: str, endpoint_id: str, payload: str, now: float) -> int:
         """A ``webhook.test`` delivery, claimed at once (the API sends it itself)."""
-        cur = await self.db.execute(
+        sql = (
             "INSERT INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload, status,"
-            " claimed_at, created_at) VALUES (?,?,?,?,?,?,'inflight',?,?)",
-            (new_id(DELIVERY_ID), tenant, endpoint_id, new_id("test_"), "webhook.test", payload, now, now),
+            " claimed_at, created_at) VALUES (?,?,?,?,?,?,'inflight',?,?)"
         )
+        params = (new_id(DELIVERY_ID), tenant, endpoint_id, new_id("test_"), "webhook.test", payload, now, now)
+        if self.pg:  # no lastrowid there
+            async with self.db.transaction() as tx:
+                row = await tx.fetchone(sql + " RETURNING seq", params)
+            return row["seq"]
+        cur = await self.db.execute(sql, params)
         return cur.lastrowid
 
     # --- deliveries: the dispatcher's side ---------------------------------------------------
@@ -274,6 +362,8 @@ class Store:
         """
         if limit <= 0:
             return []
+        if self.pg:
+            return await self._claim_pg(now, limit, cap, room, claim_id)
         cur = await self.db.execute(
             "UPDATE webhook_deliveries SET status='inflight', claimed_at=?, claim_id=? WHERE seq IN ("
             " SELECT seq FROM ("
@@ -296,6 +386,34 @@ class Store:
             f"SELECT {_CLAIMED_COLUMNS} FROM webhook_deliveries WHERE status='inflight' AND claim_id=? ORDER BY due_at",
             (claim_id,),
         )
+
+    async def _claim_pg(self, now: float, limit: int, cap: int, room: dict[str, int], claim_id: int) -> list:
+        """:meth:`claim` on PostgreSQL, where several nodes may claim at once.
+
+        Per enabled endpoint, a LATERAL walk of its (endpoint_id, due_at)
+        pending index takes its room's worth of due rows, skipping rows another
+        transaction has locked (``FOR UPDATE SKIP LOCKED``): two nodes claiming
+        together get different rows, neither waits. The UPDATE re-checks
+        ``status='pending'`` on the row it locks, and answers the rows claimed
+        (RETURNING: claim ids are per node, so no SELECT by claim id).
+
+        Not yet across nodes: ``cap`` and ``room`` are this node's slots (each
+        node caps its own requests to an endpoint), and no lease: a node that
+        dies leaves its rows in flight until ``requeue_inflight`` (next slice).
+        """
+        async with self.db.transaction() as tx:
+            rows = await tx.fetchall(
+                "UPDATE webhook_deliveries SET status='inflight', claimed_at=?, claim_id=? WHERE seq IN ("
+                " SELECT c.seq FROM webhook_endpoints e CROSS JOIN LATERAL ("
+                "  SELECT x.seq, x.due_at FROM webhook_deliveries x"
+                "  WHERE x.endpoint_id=e.id AND x.status='pending' AND x.due_at<=?"
+                "  ORDER BY x.due_at LIMIT GREATEST(0, LEAST(?::bigint, COALESCE((?::json->>e.id)::bigint, ?::bigint)))"
+                "  FOR UPDATE SKIP LOCKED) c"
+                " WHERE e.enabled=1 ORDER BY c.due_at LIMIT ?) AND status='pending'"
+                f" RETURNING {_CLAIMED_COLUMNS}, due_at",
+                (now, claim_id, now, cap, json.dumps(room), cap, limit),
+            )
+        return sorted(rows, key=lambda r: r["due_at"])
 
     async def claimed_row(self, seq: int):
         """The row of one claimed delivery (test sends)."""
@@ -323,16 +441,25 @@ class Store:
         """
         if limit <= 0:
             return []
-        cur = await self.db.execute(
+        ids, param = value_list(self.db.dialect, "text", endpoint_ids)
+        sql = self._q(
             "UPDATE webhook_deliveries SET status='inflight', claimed_at=?, claim_id=? WHERE seq IN ("
             " SELECT d.seq FROM webhook_endpoints e CROSS JOIN webhook_deliveries d"
             f" ON d.seq=({_HEAD.format(endpoint='e.id')})"
-            " WHERE e.id IN (SELECT value FROM json_each(?)) AND e.enabled=1 AND d.due_at<=? AND NOT EXISTS ("
+            f" WHERE e.id IN {ids} AND e.enabled=1 AND d.due_at<=? AND NOT EXISTS ("
             "  SELECT 1 FROM webhook_deliveries i INDEXED BY webhook_deliveries_inflight"
             "  WHERE i.endpoint_id=e.id AND i.status='inflight')"
-            " ORDER BY d.due_at LIMIT ?) AND status='pending'",
-            (now, claim_id, json.dumps(endpoint_ids), now, limit),
+            " ORDER BY d.due_at LIMIT ?) AND status='pending'"
         )
+        params = (now, claim_id, param, now, limit)
+        if self.pg:
+            # No SKIP LOCKED here: skipping a head another node holds would claim
+            # the delivery after it, out of order. The UPDATE waits for that
+            # node's claim instead and re-checks status='pending' on the row:
+            # it is in flight now, so nothing of that endpoint is claimed.
+            async with self.db.transaction() as tx:
+                return await tx.fetchall(sql + f" RETURNING {_CLAIMED_COLUMNS}", params)
+        cur = await self.db.execute(sql, params)
         if cur.rowcount == 0:
             return []
         return await self.db.fetchall(
@@ -343,10 +470,12 @@ class Store:
         """The delivery a fifo endpoint sends next or is sending: its oldest
         unfinished one in event order (``id``, ``status``, ``created_at``), or None."""
         row = await self.db.fetchone(
-            "SELECT id, status, created_at, seq FROM ("
-            f" SELECT * FROM ({_HEAD_ROW.format(status='pending')})"
-            f" UNION ALL SELECT * FROM ({_HEAD_ROW.format(status='inflight')}))"
-            " ORDER BY created_at, seq LIMIT 1",
+            self._q(
+                "SELECT id, status, created_at, seq FROM ("
+                f" SELECT * FROM ({_HEAD_ROW.format(status='pending')}) AS p"
+                f" UNION ALL SELECT * FROM ({_HEAD_ROW.format(status='inflight')}) AS i) AS h"
+                " ORDER BY created_at, seq LIMIT 1"
+            ),
             {"endpoint": endpoint_id},
         )
         return dict(row) if row else None
@@ -389,31 +518,32 @@ class Store:
     async def record(self, outcomes: list[Outcome]) -> None:
         """Write a batch of attempt results: one INSERT; the trigger of
         migration 2 moves each delivery (and its endpoint's failure window)."""
-        await self.db.execute(
-            "INSERT INTO webhook_attempts(delivery_seq, tenant_id, endpoint_id, attempted_at, status_code,"
-            " latency_ms, outcome, error, response_body, next_status, next_due_at)"
-            f" SELECT {json_columns(11)} FROM json_each(?)",
-            (
-                json.dumps(
-                    [
-                        (
-                            o.seq,
-                            o.tenant_id,
-                            o.endpoint_id,
-                            o.attempted_at,
-                            o.status_code,
-                            o.latency_ms,
-                            o.outcome,
-                            o.error,
-                            o.response_body,
-                            o.next_status,
-                            o.due_at,
-                        )
-                        for o in outcomes
-                    ]
-                ),
-            ),
+        if self.pg:
+            # Rows locked in one order by every node (the endpoint's counters, its
+            # minute rows): two nodes' batches cannot deadlock. Stable: an
+            # endpoint's attempts keep their order (its failure window follows it).
+            outcomes = sorted(outcomes, key=lambda o: o.endpoint_id)
+        source, params = bulk_rows(
+            self.db.dialect,
+            _ATTEMPT,
+            [
+                (
+                    o.seq,
+                    o.tenant_id,
+                    o.endpoint_id,
+                    o.attempted_at,
+                    o.status_code,
+                    o.latency_ms,
+                    o.outcome,
+                    o.error,
+                    o.response_body,
+                    o.next_status,
+                    o.due_at,
+                )
+                for o in outcomes
+            ],
         )
+        await self.db.execute(f"INSERT INTO webhook_attempts({', '.join(_ATTEMPT)}) {source}", params)
 
     async def due_stats(self, now: float) -> tuple[int, float | None]:
         """(deliveries due now, due_at of the oldest) over enabled endpoints."""
@@ -481,8 +611,10 @@ class Store:
                 if status not in STATUS_INDEX:
                     index = "webhook_deliveries_type"
         rows = await self.db.fetchall(
-            f"SELECT d.* FROM webhook_deliveries d INDEXED BY {index} WHERE {' AND '.join(where)}"
-            " ORDER BY d.created_at DESC, d.seq DESC LIMIT ?",
+            self._q(
+                f"SELECT d.* FROM webhook_deliveries d INDEXED BY {index} WHERE {' AND '.join(where)}"
+                " ORDER BY d.created_at DESC, d.seq DESC LIMIT ?"
+            ),
             (*params, limit),
         )
         return [delivery_of(r) for r in rows]
@@ -491,14 +623,16 @@ class Store:
         """The endpoint's event types starting with ``prefix`` (at most ``most``):
         a loose walk of (endpoint_id, event_type, created_at), one seek per type."""
         rows = await self.db.fetchall(
-            "WITH RECURSIVE t(type, k) AS ("
-            " SELECT (SELECT MIN(event_type) FROM webhook_deliveries INDEXED BY webhook_deliveries_type"
-            "  WHERE endpoint_id=:ep AND event_type>=:lo AND event_type<:hi), 1"
-            " UNION ALL"
-            " SELECT (SELECT MIN(event_type) FROM webhook_deliveries INDEXED BY webhook_deliveries_type"
-            "  WHERE endpoint_id=:ep AND event_type>t.type AND event_type<:hi), k+1"
-            " FROM t WHERE t.type IS NOT NULL AND k<:most)"
-            " SELECT type FROM t WHERE type IS NOT NULL",
+            self._q(
+                "WITH RECURSIVE t(type, k) AS ("
+                " SELECT (SELECT MIN(event_type) FROM webhook_deliveries INDEXED BY webhook_deliveries_type"
+                "  WHERE endpoint_id=:ep AND event_type>=:lo AND event_type<:hi), 1"
+                " UNION ALL"
+                " SELECT (SELECT MIN(event_type) FROM webhook_deliveries INDEXED BY webhook_deliveries_type"
+                "  WHERE endpoint_id=:ep AND event_type>t.type AND event_type<:hi), k+1"
+                " FROM t WHERE t.type IS NOT NULL AND k<:most)"
+                " SELECT type FROM t WHERE type IS NOT NULL"
+            ),
             {"ep": endpoint_id, "lo": prefix, "hi": _next_prefix(prefix), "most": most},
         )
         return [r["type"] for r in rows]
@@ -510,9 +644,9 @@ class Store:
         as SQLite would sort the union)."""
         arm = (
             "SELECT * FROM (SELECT d.* FROM webhook_deliveries d INDEXED BY webhook_deliveries_type"
-            f" WHERE {' AND '.join(where)} AND d.event_type=? ORDER BY d.created_at DESC, d.seq DESC LIMIT ?)"
+            f" WHERE {' AND '.join(where)} AND d.event_type=? ORDER BY d.created_at DESC, d.seq DESC LIMIT ?) AS w"
         )
-        sql = " UNION ALL ".join([arm] * len(types))
+        sql = self._q(" UNION ALL ".join([arm] * len(types)))
         args: list = []
         for event_type in types:
             args += [*params, event_type, limit]
@@ -538,8 +672,11 @@ class Store:
         alone is needed (nor paid on every insert), and nothing is sorted.
         """
         rows = await self.db.fetchall(
-            "SELECT d.*, e.url AS endpoint_url FROM webhook_endpoints e INDEXED BY webhook_endpoints_list"
-            " CROSS JOIN webhook_deliveries d ON d.endpoint_id=e.id AND d.event_id=? WHERE e.tenant_id=? ORDER BY e.id",
+            self._q(
+                "SELECT d.*, e.url AS endpoint_url FROM webhook_endpoints e INDEXED BY webhook_endpoints_list"
+                " CROSS JOIN webhook_deliveries d ON d.endpoint_id=e.id AND d.event_id=?"
+                " WHERE e.tenant_id=? ORDER BY e.id"
+            ),
             (event_id, tenant),
         )
         return [delivery_of(r) | {"endpoint_url": r["endpoint_url"]} for r in rows]
@@ -608,9 +745,10 @@ class Store:
         by_outcome: dict[str, int] = {}
         histogram = [0] * (len(LATENCY_BOUNDS_MS) + 1)
         for r in rows:
-            by_outcome[r["outcome"]] = by_outcome.get(r["outcome"], 0) + r["n"]
+            n = int(r["n"])  # PostgreSQL's SUM of a BIGINT is a NUMERIC (a Decimal)
+            by_outcome[r["outcome"]] = by_outcome.get(r["outcome"], 0) + n
             if r["bucket"] >= 0:
-                histogram[r["bucket"]] += r["n"]
+                histogram[r["bucket"]] += n
         total = sum(by_outcome.values())
         return {
             "deliveries": by_status,
@@ -627,7 +765,7 @@ class Store:
     def prune_statements(self, cutoff: float) -> list[tuple[str, dict]]:
         """The DELETEs of :meth:`prune`, each taking ``:slice`` rows along an
         index from the oldest (see ``Database.delete_in_slices``)."""
-        return [
+        statements = [
             (
                 "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts"
                 " INDEXED BY webhook_attempts_time WHERE attempted_at<:cutoff ORDER BY attempted_at LIMIT :slice)",
@@ -653,6 +791,7 @@ class Store:
                 {"minute": int(cutoff // MINUTE)},
             ),
         ]
+        return [(self._q(sql), params) for sql, params in statements]
 
     # --- the history of deleted endpoints ----------------------------------------------------
 
@@ -664,7 +803,7 @@ class Store:
     def purge_statements(self, endpoint_id: str) -> list[tuple[str, dict]]:
         """The DELETEs of :meth:`purge`, each taking ``:slice`` rows of the endpoint
         along an index (see ``Database.delete_in_slices``)."""
-        return [
+        statements = [
             # Its deliveries along (endpoint_id, created_at); the trigger of
             # migration 4 deletes the attempts of each (one seek of (delivery_seq)).
             (
@@ -680,6 +819,7 @@ class Store:
                 {"endpoint": endpoint_id},
             ),
         ]
+        return [(self._q(sql), params) for sql, params in statements]
 
     async def purge(self, endpoint_id: str) -> dict[str, int]:
         """Remove the history of the deleted endpoint ``endpoint_id``, then take
