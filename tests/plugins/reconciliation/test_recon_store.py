@@ -157,7 +157,7 @@ async def test_a_new_match_makes_rival_suggestions_stale(db):
             NOW,
         )
     async with db.transaction() as tx:
-        await store.stale_rivals(tx, "acme", "acct", [lines[1]], [entries[1]], "carol", NOW)
+        await store.stale_rivals(tx, "acme", "acct", [lines[1]], [entries[1]], "carol", NOW, dialect=db.dialect)
     rows = await db.fetchall("SELECT bank_ids, ledger_ids, status FROM recon_suggestions ORDER BY bank_ids")
     status = {(r["bank_ids"], r["ledger_ids"]): r["status"] for r in rows}
     assert status[(f"[{lines[1]}]", f"[{entries[1]}]")] == "stale"

@@ -44,7 +44,7 @@ def tierd_config_schema(registries):
 
 @hookimpl
 def tierd_migrations():
-    return {"reconciliation": migrations.MIGRATIONS}
+    return {"reconciliation": {"sqlite": migrations.MIGRATIONS, "postgresql": migrations.POSTGRESQL_MIGRATIONS}}
 
 
 @hookimpl

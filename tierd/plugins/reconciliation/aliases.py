@@ -26,7 +26,7 @@ from . import store
 from .matching.model import KnownPayer
 from .matching.text import norm_name, payer_keys
 
-#: Alias ids are SQLite integers.
+#: Alias ids are 64-bit integers (SQLite's INTEGER, PostgreSQL's BIGINT).
 INT64_MAX = 2**63 - 1
 
 COLUMNS = "id, bank_key, bank_label, ledger_key, ledger_name, times, first_at, last_at"
@@ -107,11 +107,13 @@ async def learn_many(tx, tenant: str, account_id: str, taught: Iterable[Taught],
             sources.append((match_id, tenant, account_id, *key))
     if not sources:
         return 0
-    # The labels are kept as the bank and the books last wrote them.
+    # The labels are kept as the bank and the books last wrote them. (The row's own
+    # times is named with its table: PostgreSQL finds a bare name ambiguous here.)
     await tx.executemany(
         "INSERT INTO recon_aliases (tenant_id, account_id, bank_key, bank_label, ledger_key, ledger_name, times,"
         " first_at, last_at) VALUES (?,?,?,?,?,?,?,?,?)"
-        " ON CONFLICT (tenant_id, account_id, bank_key, ledger_key) DO UPDATE SET times=times+excluded.times,"
+        " ON CONFLICT (tenant_id, account_id, bank_key, ledger_key)"
+        " DO UPDATE SET times=recon_aliases.times+excluded.times,"
         " bank_label=excluded.bank_label, ledger_name=excluded.ledger_name, last_at=excluded.last_at",
         [
             (tenant, account_id, ls.bank_key, ls.bank_label, ls.ledger_key, ls.ledger_name, times[key], now, now)
@@ -119,22 +121,26 @@ async def learn_many(tx, tenant: str, account_id: str, taught: Iterable[Taught],
         ],
     )
     await tx.executemany(
-        "INSERT OR IGNORE INTO recon_alias_sources (match_id, alias_id) SELECT ?, id FROM recon_aliases"
-        " WHERE tenant_id=? AND account_id=? AND bank_key=? AND ledger_key=?",
+        "INSERT INTO recon_alias_sources (match_id, alias_id) SELECT ?, id FROM recon_aliases"
+        " WHERE tenant_id=? AND account_id=? AND bank_key=? AND ledger_key=? ON CONFLICT DO NOTHING",
         sources,
     )
     return len(sources)
 
 
-async def forget(tx, tenant: str, account_id: str, match_id: str) -> list[dict]:
+async def forget(tx, tenant: str, account_id: str, match_id: str, *, dialect: str) -> list[dict]:
     """Take back what an undone match taught: each of its aliases is taught by one
     match fewer, and one no active match teaches any more is deleted.
 
     Returns the aliases deleted (their rows as they were), for the audit.
+    ``dialect`` is the database's (a transaction does not say it).
     """
-    # By id, the tenant and account checked on the way (the unary + keeps the
+    # By id, the tenant and account checked on the way (SQLite's unary + keeps the
     # planner off the walk over all the account's aliases).
-    taught = "id IN (SELECT alias_id FROM recon_alias_sources WHERE match_id=?) AND +tenant_id=? AND +account_id=?"
+    taught = (
+        "id IN (SELECT alias_id FROM recon_alias_sources WHERE match_id=?)"
+        f" AND {store.unindexed(dialect, 'tenant_id')}=? AND {store.unindexed(dialect, 'account_id')}=?"
+    )
     await tx.execute(f"UPDATE recon_aliases SET times=times-1 WHERE {taught}", (match_id, tenant, account_id))
     removed = await tx.fetchall(
         f"DELETE FROM recon_aliases WHERE {taught} AND times<=0 RETURNING {COLUMNS}", (match_id, tenant, account_id)

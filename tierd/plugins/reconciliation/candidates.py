@@ -72,8 +72,9 @@ def _name_term(column: str, name: str) -> tuple[str, list] | None:
 
 def _band_term(currency_col: str, amount_col: str, currency: str, amount: Decimal) -> tuple[str, list]:
     width = whys.band(amount)
+    # DOUBLE PRECISION, not REAL: PostgreSQL's REAL is 32 bits; SQLite reads either as its REAL.
     return (
-        f"({currency_col}=? AND CAST({amount_col} AS REAL) BETWEEN ? AND ?)",
+        f"({currency_col}=? AND CAST({amount_col} AS DOUBLE PRECISION) BETWEEN ? AND ?)",
         [currency, float(amount - width), float(amount + width)],
     )
 

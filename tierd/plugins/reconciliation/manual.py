@@ -84,7 +84,7 @@ async def manual_match(daemon, tenant: str, account: dict, body: dict, actor: st
                 actor=actor,
                 now=now,
             )
-            await store.stale_rivals(tx, tenant, account["id"], bank_ids, ledger_ids, actor, now)
+            await store.stale_rivals(tx, tenant, account["id"], bank_ids, ledger_ids, actor, now, dialect=db.dialect)
             await aliases.learn(tx, tenant, account["id"], match_id, lines, entries, now)
             await store.audit(
                 tx,
@@ -128,7 +128,9 @@ async def accept_suggestion(daemon, tenant: str, account: dict, suggestion_id: s
                 now=now,
             )
             await store.decide_suggestion(tx, tenant, suggestion_id, "accepted", actor, now)
-            await store.stale_rivals(tx, tenant, account["id"], s["bank_ids"], s["ledger_ids"], actor, now)
+            await store.stale_rivals(
+                tx, tenant, account["id"], s["bank_ids"], s["ledger_ids"], actor, now, dialect=db.dialect
+            )
             await _learn_from_ids(tx, tenant, account["id"], match_id, s["bank_ids"], s["ledger_ids"], now)
             await store.audit(
                 tx, tenant, account["id"], now, actor, "suggestion.accepted", suggestion_id, {"match_id": match_id}
@@ -147,7 +149,7 @@ async def undo(daemon, tenant: str, account: dict, match_id: str, actor: str) ->
         if not await store.undo_match(tx, tenant, account["id"], match_id, actor, now):
             raise ApiError(404, "not_found", f"no active match {match_id}")
         await store.audit(tx, tenant, account["id"], now, actor, "match.undone", match_id, {})
-        forgotten = await aliases.forget(tx, tenant, account["id"], match_id)
+        forgotten = await aliases.forget(tx, tenant, account["id"], match_id, dialect=db.dialect)
         await aliases.audit_removed(tx, tenant, account["id"], forgotten, actor, now, match_undone=match_id)
     return await _match_made(db, tenant, account["id"], match_id)
 

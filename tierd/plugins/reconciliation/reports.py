@@ -1,6 +1,11 @@
 """What reconciliation offers to reports: its sources and the reports it ships.
 
 Amounts are ``Decimal`` text (type ``decimal``): reports sum them exactly.
+Each source is one SELECT for SQLite and PostgreSQL alike: no JSON functions
+(a run's figures have columns, migration 6), booleans as 0/1 from a CASE (a
+comparison is a boolean on PostgreSQL, an integer on SQLite), sums cast back
+to integers (PostgreSQL sums BIGINTs as NUMERIC), a REAL rounded as NUMERIC
+(PostgreSQL's ``round`` takes no digits for a float).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ LINES = ReportSource(
         l.booking_date AS booking_date, l.value_date AS value_date, l.amount AS amount, l.currency AS currency,
         l.counterparty_name AS counterparty, l.counterparty_account AS counterparty_account,
         l.remittance AS remittance, l.end_to_end_id AS end_to_end_id, l.bank_reference AS bank_reference,
-        l.match_id IS NOT NULL AS matched, l.match_id AS match_id, l.created_at AS imported_at
+        CASE WHEN l.match_id IS NULL THEN 0 ELSE 1 END AS matched, l.match_id AS match_id, l.created_at AS imported_at
     FROM recon_bank_lines l""",
     columns=(
         Column("line_id", "integer", "The line's id"),
@@ -40,7 +45,8 @@ LEDGER = ReportSource(
     description="One row per ledger entry",
     sql="""SELECT e.tenant_id AS tenant, e.id AS entry_id, e.account_id AS account, e.external_id AS external_id,
         e.date AS date, e.amount AS amount, e.currency AS currency, e.counterparty AS counterparty,
-        e.reference AS reference, e.description AS description, e.match_id IS NOT NULL AS matched,
+        e.reference AS reference, e.description AS description,
+        CASE WHEN e.match_id IS NULL THEN 0 ELSE 1 END AS matched,
         e.match_id AS match_id, e.created_at AS created_at
     FROM recon_ledger_entries e""",
     columns=(
@@ -85,7 +91,7 @@ MATCHES = ReportSource(
     name="reconciliation.matches",
     description="One row per match (automatic, made by hand, or an accepted suggestion)",
     sql="""SELECT m.tenant_id AS tenant, m.id AS match_id, m.account_id AS account, m.run_id AS run_id,
-        m.kind AS kind, m.rule AS rule, CAST(ROUND(m.score, 4) AS TEXT) AS score,
+        m.kind AS kind, m.rule AS rule, CAST(ROUND(CAST(m.score AS NUMERIC), 4) AS TEXT) AS score,
         m.adjustment AS adjustment, m.status AS status,
         m.created_at AS created_at, m.created_by AS created_by, m.undone_at AS undone_at,
         (SELECT COUNT(*) FROM recon_match_items i WHERE i.match_id = m.id AND i.side = 'bank') AS statement_lines,
@@ -111,18 +117,13 @@ MATCHES = ReportSource(
 #: A run's figures (its counts, and the statement lines imported since the run before it).
 _RUN_COLUMNS = """r.tenant_id AS tenant, r.id AS run_id, r.account_id AS account, r.status AS status,
         r.trigger AS trigger, r.started_at AS started_at, r.finished_at AS finished_at, r.error AS error,
-        (SELECT COALESCE(SUM(i.new_lines), 0) FROM recon_imports i
+        (SELECT CAST(COALESCE(SUM(i.new_lines), 0) AS BIGINT) FROM recon_imports i
          WHERE i.tenant_id = r.tenant_id AND i.account_id = r.account_id AND i.created_at <= r.started_at
            AND i.created_at > COALESCE((SELECT MAX(p.started_at) FROM recon_runs p WHERE p.tenant_id = r.tenant_id
                AND p.account_id = r.account_id AND p.started_at < r.started_at), -1)) AS lines_imported,
-        json_extract(r.counts, '$.bank_lines_open_before') AS lines_considered,
-        json_extract(r.counts, '$.ledger_entries_open_before') AS entries_considered,
-        json_extract(r.counts, '$.matches') AS auto_matches,
-        json_extract(r.counts, '$.bank_lines_matched') AS lines_matched,
-        json_extract(r.counts, '$.ledger_entries_matched') AS entries_matched,
-        json_extract(r.counts, '$.suggestions') AS suggestions,
-        json_extract(r.counts, '$.bank_lines_open') AS lines_open,
-        json_extract(r.counts, '$.ledger_entries_open') AS entries_open"""
+        r.lines_considered AS lines_considered, r.entries_considered AS entries_considered,
+        r.auto_matches AS auto_matches, r.lines_matched AS lines_matched, r.entries_matched AS entries_matched,
+        r.suggestions AS suggestions, r.lines_open AS lines_open, r.entries_open AS entries_open"""
 
 _RUN_COLUMN_DECLS = (
     Column("run_id", "text", "The run's id"),

@@ -16,6 +16,8 @@ from decimal import Decimal
 
 from tierd.core.ids import new_id, new_ids
 
+from .migrations import RUN_FIGURES
+
 #: SQLite's limit on bound parameters is 999 in old builds; stay under it.
 CHUNK = 500
 
@@ -45,6 +47,13 @@ def _text(value: Decimal | None) -> str | None:
 
 def marks(n: int) -> str:
     return ",".join("?" * n)
+
+
+def unindexed(dialect: str, column: str) -> str:
+    """``column`` in a term SQLite's planner must not pick an index for: SQLite's hint is a
+    unary ``+``. PostgreSQL has no unary ``+`` on text and plans from its statistics: the
+    column as it is."""
+    return f"+{column}" if dialect == "sqlite" else column
 
 
 # --- accounts -------------------------------------------------------------------------
@@ -501,7 +510,7 @@ async def _page_of(
     """
     sql = f"SELECT {columns} FROM {table} WHERE tenant_id=? AND account_id=?"
     params: list = [tenant, account_id]
-    status_term = "+status=?" if run_id else "status=?"
+    status_term = f"{unindexed(db.dialect, 'status')}=?" if run_id else "status=?"
     for condition, value in (("run_id=?", run_id), (status_term, status), ("id>?", after)):
         if value:
             sql += f" AND {condition}"
@@ -574,19 +583,33 @@ async def replace_suggestions(
 
 
 async def stale_rivals(
-    tx, tenant: str, account_id: str, bank_ids: list, ledger_ids: list, actor: str, now: float
+    tx, tenant: str, account_id: str, bank_ids: list, ledger_ids: list, actor: str, now: float, *, dialect: str
 ) -> None:
-    """Open suggestions that share an item with a new match can no longer be accepted: mark them stale."""
+    """Open suggestions that share an item with a new match can no longer be accepted: mark them stale.
+
+    A suggestion keeps its items as JSON lists of ids, read with the backend's JSON
+    functions (``dialect`` is the database's: a transaction does not say it).
+    """
     if not bank_ids and not ledger_ids:
         return
-    bank_marks = marks(len(bank_ids)) or "NULL"
-    ledger_marks = marks(len(ledger_ids)) or "NULL"
-    await tx.execute(
-        "UPDATE recon_suggestions SET status='stale', decided_at=?, decided_by=?"
+    where = "UPDATE recon_suggestions SET status='stale', decided_at=?, decided_by=?" + (
         " WHERE tenant_id=? AND account_id=? AND status='open' AND ("
-        f" EXISTS (SELECT 1 FROM json_each(bank_ids) WHERE value IN ({bank_marks}))"
-        f" OR EXISTS (SELECT 1 FROM json_each(ledger_ids) WHERE value IN ({ledger_marks})))",
-        (now, actor, tenant, account_id, *bank_ids, *ledger_ids),
+    )
+    if dialect == "sqlite":
+        bank_marks = marks(len(bank_ids)) or "NULL"
+        ledger_marks = marks(len(ledger_ids)) or "NULL"
+        await tx.execute(
+            where + f" EXISTS (SELECT 1 FROM json_each(bank_ids) WHERE value IN ({bank_marks}))"
+            f" OR EXISTS (SELECT 1 FROM json_each(ledger_ids) WHERE value IN ({ledger_marks})))",
+            (now, actor, tenant, account_id, *bank_ids, *ledger_ids),
+        )
+        return
+    await tx.execute(
+        where + " EXISTS (SELECT 1 FROM json_array_elements_text(bank_ids::json) AS b(value)"
+        " WHERE b.value::bigint = ANY(?::bigint[]))"
+        " OR EXISTS (SELECT 1 FROM json_array_elements_text(ledger_ids::json) AS l(value)"
+        " WHERE l.value::bigint = ANY(?::bigint[])))",
+        (now, actor, tenant, account_id, list(bank_ids), list(ledger_ids)),
     )
 
 
@@ -653,9 +676,12 @@ async def start_run(db, tenant: str, account_id: str, trigger: str, now: float) 
 async def finish_run(
     tx, tenant: str, run_id: str, status: str, counts: dict, now: float, error: str | None = None
 ) -> None:
+    """Close a run with its counts (JSON, as the API answers them) and the figures reports
+    read in columns of their own (migration 6; NULL where the counts lack them: a failed run)."""
+    figures = ", ".join(f"{col}=?" for col in RUN_FIGURES)
     await tx.execute(
-        "UPDATE recon_runs SET status=?, finished_at=?, counts=?, error=? WHERE tenant_id=? AND id=?",
-        (status, now, json.dumps(counts), error, tenant, run_id),
+        f"UPDATE recon_runs SET status=?, finished_at=?, counts=?, error=?, {figures} WHERE tenant_id=? AND id=?",
+        (status, now, json.dumps(counts), error, *(counts.get(key) for key in RUN_FIGURES.values()), tenant, run_id),
     )
 
 
