@@ -324,7 +324,8 @@ class Store:
                 " ON CONFLICT DO NOTHING RETURNING id, seq",
                 (now, *params),
             )
-        return {r["id"]: r["seq"] for r in found}
+        seqs = {r["id"]: r["seq"] for r in found}
+        return {row[0]: seqs[row[0]] for row in rows if row[0] in seqs}  # in the rows' order, as on SQLite
 
     async def create_test_delivery(self, tenant: str, endpoint_id: str, payload: str, now: float) -> int:
         """A ``webhook.test`` delivery, claimed at once (the API sends it itself)."""
