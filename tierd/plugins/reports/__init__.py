@@ -103,7 +103,7 @@ def tierd_config_schema(registries):
 
 @hookimpl
 def tierd_migrations():
-    return {"reports": store.MIGRATIONS}
+    return {"reports": {"sqlite": store.MIGRATIONS, "postgresql": store.POSTGRESQL_MIGRATIONS}}
 
 
 @hookimpl

@@ -116,7 +116,8 @@ async def explain_report(request: web.Request) -> web.Response:
     params = _parse(service, name, body["params"], body["timezone"])
     tenant = tenant_scope(request)
     try:
-        text = report.explain(tenant, report.parse_params(params))
+        # The SQL the daemon's backend would run (it differs between SQLite and PostgreSQL).
+        text = report.explain(tenant, report.parse_params(params), dialect=daemon_of(request).db.dialect)
     except ValueError as exc:
         raise ApiError(422, "invalid_params", str(exc)) from None
     return json_response({"report": name, "tenant": tenant, "params": params, "explain": text})

@@ -34,8 +34,9 @@ from the source's declared columns (or the definition's own output names,
 checked to be lowercase identifiers); every value is a bound parameter.
 
 Types follow the sources' (:data:`tierd.core.registry.COLUMN_TYPES`):
-decimals stay exact (Python functions registered on the connection by
-:meth:`Report.prepare` sum, compare and compute them as ``Decimal``);
+decimals stay exact (on SQLite, Python functions registered on the connection
+by :meth:`Report.prepare` sum, compare and compute them as ``Decimal``; on
+PostgreSQL the SQL casts them to ``NUMERIC``);
 comparing an ``instant`` with a ``date`` compares with that day's bounds in
 the report's time zone (``created_at <= :to`` includes the whole day ``to``).
 
@@ -48,6 +49,16 @@ holds: ``count(status = 'failed')``), ``count_distinct``, ``sum`` (of a
 condition: how many hold), ``avg``, ``min``, ``max``, ``p50``, ``p95`` (nearest
 rank: a value of the data). Relative periods for dates: :data:`RELATIVE_PERIODS`,
 resolved to the period's first day, or its last for a parameter named ``to``.
+
+One definition compiles for either backend (``dialect``: ``"sqlite"`` or
+``"postgresql"``, the daemon's ``db.dialect``); the parsing and checking are
+the same, only the emitted SQL differs (see :class:`_Emitter`). On PostgreSQL
+every bound value carries a cast (asyncpg is strict about parameter types and
+reads an uncast ``$n`` in a SELECT list as text), a source's boolean column
+(``BIGINT`` 0/1) is read as ``x <> 0``, and a few results differ in form only:
+an average or quotient of decimals is written without trailing zeros
+(``1.5``, where SQLite's Python ``Decimal`` writes ``1.50``), and a decimal
+quotient has 20 digits after the point rather than 28 significant ones.
 """
 
 from __future__ import annotations
@@ -781,10 +792,22 @@ def parse_expression(text: Any, columns: Mapping[str, Column], params: Mapping[s
 # --- SQL emission ---------------------------------------------------------------------------
 
 
-class _Emitter:
-    """Writes one query's SQL: every value becomes a bound parameter."""
+#: Bound values' SQL types on PostgreSQL, by their Python type (after :meth:`_Emitter.bind`'s conversion).
+_PG_TYPES: dict[type, str] = {bool: "BOOLEAN", int: "BIGINT", float: "DOUBLE PRECISION", str: "TEXT"}
 
-    def __init__(self, values: Mapping[str, Any], tz: str, now: float) -> None:
+
+class _Emitter:
+    """Writes one query's SQL: every value becomes a bound parameter.
+
+    ``dialect`` picks the SQL: SQLite's (Python functions for decimals and
+    local dates, see :func:`prepare_connection`) or PostgreSQL's (NUMERIC casts,
+    ``timezone()`` and ``to_char``, typed parameters).
+    """
+
+    def __init__(self, values: Mapping[str, Any], tz: str, now: float, dialect: str = "sqlite") -> None:
+        if dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"unknown SQL dialect {dialect!r}")
+        self.pg = dialect == "postgresql"
         self.values = values
         self.tz = tz
         self.utc = tz in ("UTC", "Etc/UTC", "Z")
@@ -799,12 +822,27 @@ class _Emitter:
             value = str(value)
         elif isinstance(value, dt.date):
             value = value.isoformat()
-        elif isinstance(value, bool):
+        elif isinstance(value, bool) and not self.pg:
             value = int(value)
         key = f"v{self.count}"
         self.count += 1
         self.bound[key] = value
+        if self.pg:
+            # Typed: asyncpg refuses a value of another type than PostgreSQL
+            # infers, and infers text for a parameter nothing around it types.
+            return f"CAST(:{key} AS {_PG_TYPES[type(value)]})"
         return f":{key}"
+
+    def num(self, node: Node) -> str:
+        """PostgreSQL: a value as NUMERIC (decimals are stored as text)."""
+        return f"CAST({self.sql(node)} AS NUMERIC)"
+
+    def as_type(self, node: Node, kind: str) -> str:
+        """PostgreSQL: a branch of a CASE or COALESCE in the type of the whole
+        (a decimal is text there, and text does not mix with numbers)."""
+        if kind == "decimal" and node.type not in ("decimal", "null"):
+            return f"CAST({self.sql(node)} AS TEXT)"
+        return self.sql(node)
 
     def day_start(self, day: dt.date) -> float:
         return dt.datetime(day.year, day.month, day.day, tzinfo=self.zone).timestamp()
@@ -821,6 +859,9 @@ class _Emitter:
         return done
 
     def _col(self, node: Node) -> str:
+        if self.pg and node.type == "boolean":
+            # A condition: PostgreSQL has no truth in BIGINT 0/1 (and a source may give a real boolean).
+            return f'(CAST(src."{node.value}" AS INTEGER) <> 0)'
         return f'src."{node.value}"'
 
     def _lit(self, node: Node) -> str:
@@ -847,6 +888,9 @@ class _Emitter:
 
     def _in(self, node: Node) -> str:
         left, *items = node.args
+        if self.pg and (left.type == "decimal" or any(i.type == "decimal" for i in items)):
+            parts = " OR ".join(f"{self.num(left)} = {self.num(i)}" for i in items)
+            return f"({'NOT ' if node.value else ''}COALESCE({parts}, FALSE))"
         if left.type == "decimal" or any(i.type == "decimal" for i in items):
             parts = " OR ".join(f"tierd_dcmp({self.sql(left)}, {self.sql(i)}) = 0" for i in items)
             return f"({'NOT ' if node.value else ''}COALESCE({parts}, 0))"
@@ -879,7 +923,13 @@ class _Emitter:
                 return f"({col} >= {self.bind(start)} AND {col} < {self.bind(end)})"
             return f"({col} < {self.bind(start)} OR {col} >= {self.bind(end)})"
         if "decimal" in (left.type, right.type):
+            if self.pg:
+                return f"({self.num(left)} {op} {self.num(right)})"
             return f"(tierd_dcmp({self.sql(left)}, {self.sql(right)}) {op} 0)"
+        if self.pg and {left.type, right.type} == {"boolean", "integer"}:
+            # PostgreSQL compares no boolean with a number: the condition as 0/1.
+            a, b = (f"CAST({self.sql(n)} AS INTEGER)" if n.type == "boolean" else self.sql(n) for n in (left, right))
+            return f"({a} {op} {b})"
         return f"({self.sql(left)} {op} {self.sql(right)})"
 
     def _arith(self, node: Node) -> str:
@@ -898,6 +948,8 @@ class _Emitter:
         ops.reverse()
         operands.reverse()
         parts = [self.sql(o) for o in operands]
+        if self.pg:
+            return self._pg_arith(ops, operands, decimal)
         if decimal:
             text = parts[0]
             for start in range(0, len(ops), CHAIN_ARGS):
@@ -910,12 +962,74 @@ class _Emitter:
             text += f" {op} " + (f"CAST({part} AS REAL)" if op == "/" else part)
         return f"({text})"
 
+    def _pg_arith(self, ops: list[str], operands: list[Node], decimal: bool) -> str:
+        """PostgreSQL's flat chain: decimals in NUMERIC (back to text), a division
+        by zero NULL as on SQLite (PostgreSQL would raise), ``/`` in floating point."""
+        parts = [self.num(o) if decimal else self.sql(o) for o in operands]
+        text = parts[0]
+        for op, part in zip(ops, parts[1:], strict=True):
+            if op == "/":
+                part = f"NULLIF({part if decimal else f'CAST({part} AS DOUBLE PRECISION)'}, 0)"
+            text += f" {op} {part}"
+        if not decimal:
+            return f"({text})"
+        # A quotient has 16 or more digits after the point: keep the significant ones.
+        return f"CAST(trim_scale({text}) AS TEXT)" if "/" in ops else f"CAST(({text}) AS TEXT)"
+
     def _case(self, node: Node) -> str:
         *branches, other = node.args
         parts = " ".join(
-            f"WHEN {self.sql(branches[i])} THEN {self.sql(branches[i + 1])}" for i in range(0, len(branches), 2)
+            f"WHEN {self.sql(branches[i])} THEN {self.branch(branches[i + 1], node.type)}"
+            for i in range(0, len(branches), 2)
         )
-        return f"(CASE {parts} ELSE {self.sql(other)} END)"
+        return f"(CASE {parts} ELSE {self.branch(other, node.type)} END)"
+
+    def branch(self, node: Node, kind: str) -> str:
+        return self.as_type(node, kind) if self.pg else self.sql(node)
+
+    def _pg_day(self, arg: Node) -> str:
+        """PostgreSQL: the local day of an instant (or a date's day) as a DATE."""
+        inner = self.sql(arg)
+        if arg.type == "date":
+            return f"CAST({inner} AS DATE)"
+        return f"CAST(timezone({self.bind(self.tz)}, to_timestamp({inner})) AS DATE)"
+
+    def _pg_func(self, node: Node) -> str | None:
+        """PostgreSQL's form of the functions whose SQLite form differs (None: the same)."""
+        name, args = node.value, node.args
+        if name in ("date", "day"):
+            return f"to_char({self._pg_day(args[0])}, 'YYYY-MM-DD')"
+        if name == "week":
+            return f"to_char(date_trunc('week', {self._pg_day(args[0])}), 'YYYY-MM-DD')"
+        if name == "month":
+            return f"to_char({self._pg_day(args[0])}, 'YYYY-MM-01')"
+        if name == "year":
+            return f"to_char({self._pg_day(args[0])}, 'YYYY-01-01')"
+        if name == "age_days":
+            if args[0].type == "instant":
+                # Truncated toward zero, as SQLite's CAST(... AS INTEGER) (PostgreSQL's would round).
+                return f"CAST(TRUNC(({self.bind(float(self.now))} - {self.sql(args[0])}) / 86400) AS BIGINT)"
+            today = dt.datetime.fromtimestamp(self.now, self.zone).date()
+            return f"(CAST({self.bind(today)} AS DATE) - CAST({self.sql(args[0])} AS DATE))"
+        if name == "coalesce":
+            return f"COALESCE({', '.join(self.as_type(a, node.type) for a in args)})"
+        if name == "round":
+            digits = int(args[1].value) if len(args) == 2 else 0
+            if args[0].type == "decimal":
+                # Half to even, as Python's Decimal.quantize on SQLite (PostgreSQL's ROUND goes
+                # half away from zero): a tie with an even digit before it is truncated.
+                x = self.num(args[0])
+                return (
+                    f"CAST(CASE WHEN MOD(ABS({x}) * {10**digits}, 2) = 0.5 THEN TRUNC({x}, {digits})"
+                    f" ELSE ROUND({x}, {digits}) END AS TEXT)"
+                )
+            if args[0].type == "integer":
+                return self.sql(args[0])
+            # PostgreSQL rounds to digits only in NUMERIC.
+            return f"CAST(ROUND(CAST({self.sql(args[0])} AS NUMERIC), {digits}) AS DOUBLE PRECISION)"
+        if name == "abs" and args[0].type == "decimal":
+            return f"CAST(ABS({self.num(args[0])}) AS TEXT)"
+        return None
 
     def _local_date(self, arg: Node) -> str:
         inner = self.sql(arg)
@@ -928,6 +1042,8 @@ class _Emitter:
     def _func(self, node: Node) -> str:
         name = node.value
         args = node.args
+        if self.pg and (pg := self._pg_func(node)) is not None:
+            return pg
         if name in ("date", "day"):
             return self._local_date(args[0])
         if name == "week":
@@ -960,6 +1076,8 @@ class _Emitter:
         name = node.value
         if not node.args:
             return "COUNT(*)"
+        if self.pg:
+            return self._pg_agg(node)
         arg = node.args[0]
         inner = self.sql(arg)
         if name in ("count", "sum") and arg.type == "boolean":
@@ -981,6 +1099,38 @@ class _Emitter:
             }[name] + f"({inner})"
         if name in ("p50", "p95"):
             return f"tierd_{name}({inner})"
+        return f"{name.upper()}({inner})"
+
+    def _pg_agg(self, node: Node) -> str:
+        """PostgreSQL's aggregates: NUMERIC for decimals (back to text), nearest-rank
+        percentiles as ``percentile_disc``, results in the types SQLite gives
+        (PostgreSQL's SUM of BIGINT and AVG are NUMERIC)."""
+        name, arg = node.value, node.args[0]
+        inner = self.sql(arg)
+        if name in ("count", "sum") and arg.type == "boolean":
+            return f"COALESCE(SUM(CASE WHEN {inner} THEN 1 ELSE 0 END), 0)"
+        if name == "avg" and arg.type == "boolean":
+            return f"CAST(AVG(CASE WHEN {inner} THEN 1.0 WHEN NOT {inner} THEN 0.0 END) AS DOUBLE PRECISION)"
+        if name == "count":
+            return f"COUNT({inner})"
+        if name == "count_distinct":
+            return f"COUNT(DISTINCT {inner})"
+        if name in ("p50", "p95"):
+            value = self.num(arg) if arg.type == "decimal" else inner
+            fraction = "0.5" if name == "p50" else "0.95"
+            # percentile_disc is nearest rank: the first value at or past the fraction.
+            found = f"percentile_disc({fraction}) WITHIN GROUP (ORDER BY {value})"
+            return f"CAST({found} AS TEXT)" if arg.type == "decimal" else found
+        if arg.type == "decimal":
+            if name == "avg":
+                return f"CAST(trim_scale(AVG({self.num(arg)})) AS TEXT)"
+            return f"CAST({name.upper()}({self.num(arg)}) AS TEXT)"
+        if name in ("min", "max") and arg.type == "boolean":
+            return f"{'bool_and' if name == 'min' else 'bool_or'}({inner})"
+        if name == "sum" and arg.type == "integer":
+            return f"CAST(SUM({inner}) AS BIGINT)"
+        if name == "avg":
+            return f"CAST(AVG({inner}) AS DOUBLE PRECISION)"
         return f"{name.upper()}({inner})"
 
 
@@ -1456,9 +1606,11 @@ class Report:
         max_rows: int,
         timezone: str = "UTC",
         now: float | None = None,
+        dialect: str = "sqlite",
     ) -> CompiledQuery:
         """The SELECT for ``tenant`` (None: across tenants, for the admin) with
-        typed ``params`` (from :meth:`parse_params`)."""
+        typed ``params`` (from :meth:`parse_params`), in the SQL of ``dialect``
+        (the database's ``db.dialect``)."""
         values = {name: params.get(name) for name in self.parameters}
         for name, param in self.parameters.items():
             value = values[name]
@@ -1475,7 +1627,7 @@ class Report:
             if not isinstance(value, expected) or (param.type == "integer" and isinstance(value, bool)):
                 raise ParamError(name, f"expected a {param.type} value (use parse_params)")
         try:
-            emit = _Emitter(values, timezone, time.time() if now is None else now)
+            emit = _Emitter(values, timezone, time.time() if now is None else now, dialect)
         except (ZoneInfoNotFoundError, ValueError):
             raise ParamError("timezone", f"unknown time zone {timezone!r}") from None
         select = []
@@ -1497,6 +1649,10 @@ class Report:
         if self._order:
             parts = []
             for item, desc in self._order:
+                if not isinstance(item, str):
+                    # A group key written again is the group key's SQL (the same bound
+                    # parameters): PostgreSQL knows it for the key only so.
+                    item = next((g for g in self._group if _same(item, g)), item)
                 target = f'"{item}"' if isinstance(item, str) else emit.sql(item)
                 parts.append(f"{target}{' DESC' if desc else ''}")
             sql += "\nORDER BY " + ", ".join(parts)
@@ -1509,13 +1665,22 @@ class Report:
             sql += "\nLIMIT :limit"
         return CompiledQuery(sql=sql, params=dict(emit.bound), columns=self.columns, max_rows=checked)
 
-    def prepare(self, conn: sqlite3.Connection) -> None:
-        """Register on ``conn`` the functions the compiled SQL calls."""
-        prepare_connection(conn)
+    def prepare(self, conn: Any) -> None:
+        """Register on ``conn`` the functions the compiled SQL calls (SQLite's;
+        PostgreSQL's SQL needs none)."""
+        if isinstance(conn, sqlite3.Connection):
+            prepare_connection(conn)
 
-    def explain(self, tenant: str | None, params: dict, max_rows: int = 100_000, timezone: str = "UTC") -> str:
+    def explain(
+        self,
+        tenant: str | None,
+        params: dict,
+        max_rows: int = 100_000,
+        timezone: str = "UTC",
+        dialect: str = "sqlite",
+    ) -> str:
         """The compiled SQL and its parameters, for people."""
-        query = self.compile(tenant, params, max_rows, timezone=timezone)
+        query = self.compile(tenant, params, max_rows, timezone=timezone, dialect=dialect)
         lines = [f"-- report {self.name} ({self.origin}), source {self.source}", query.sql + ";", "-- parameters:"]
         lines += [f"--   :{k} = {v!r}" for k, v in query.params.items()] or ["--   (none)"]
         return "\n".join(lines)
@@ -1614,6 +1779,8 @@ def _converter(kind: str) -> Callable[[Any], Any]:
         def decimal(value: Any) -> Any:
             if value is None or isinstance(value, str):
                 return value
+            if isinstance(value, Decimal):  # PostgreSQL's NUMERIC, should a source give one
+                return str(value) if value.is_finite() else None
             if isinstance(value, float):
                 if not math.isfinite(value):
                     return None
@@ -1622,7 +1789,7 @@ def _converter(kind: str) -> Callable[[Any], Any]:
 
         return decimal
     if kind == "integer":
-        return lambda v: int(v) if isinstance(v, float) and math.isfinite(v) else v
+        return lambda v: int(v) if isinstance(v, (float, Decimal)) and math.isfinite(v) else v
     if kind == "boolean":
         return lambda v: None if v is None else int(bool(v))
     if kind == "instant":
@@ -1630,10 +1797,14 @@ def _converter(kind: str) -> Callable[[Any], Any]:
     return lambda v: v
 
 
-def stream(conn: sqlite3.Connection, report: Report, query: CompiledQuery) -> Iterator[tuple]:
+def stream(conn: Any, report: Report, query: CompiledQuery) -> Iterator[tuple]:
     """Rows of ``query`` as tuples in ``query.columns``' order, each value in
     its column's form (decimals as ``str(Decimal)`` text). The functions are
-    registered on ``conn`` first. :class:`ReportTooLarge` past ``max_rows``."""
+    registered on ``conn`` first. :class:`ReportTooLarge` past ``max_rows``.
+
+    ``conn`` is an ``sqlite3.Connection`` or, on PostgreSQL, anything with
+    ``execute(sql, params)`` answering a cursor with ``fetchmany(n)`` and
+    ``close()`` (``pgread.PgReader``); either is read from a worker thread."""
     report.prepare(conn)
     converters = [_converter(c.type) for c in query.columns]
     cursor = conn.execute(query.sql, query.params)

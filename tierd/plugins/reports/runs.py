@@ -7,9 +7,10 @@ A run is a row of ``report_runs`` before anything else happens (see
 1. compiles its reports for its tenant (``''``: across tenants) with
    ``reports.max_rows`` + 1 rows at most;
 2. reads them in a worker thread on a read-only connection of its own
-   (``Database.read_in_thread``), streaming the rows into the exporter, which
-   writes a temporary file: nothing of it runs on the event loop, and SQLite is
-   interrupted past ``reports.timeout``;
+   (``Database.read_in_thread`` on SQLite, ``pgread.read_in_thread`` on
+   PostgreSQL), streaming the rows into the exporter, which writes a temporary
+   file: nothing of it runs on the event loop, and the query is interrupted
+   past ``reports.timeout``;
 3. renames the file into ``reports.directory/<tenant or _all>/<run id>.<ext>``
    (mode 0600);
 4. for a schedule's run, copies it to the schedule's ``directory`` and queues a
@@ -33,6 +34,7 @@ import logging
 import os
 import shutil
 import sqlite3
+import sys
 import time
 import zoneinfo
 from collections.abc import Iterator
@@ -45,7 +47,7 @@ from tierd.core.events import wait_any
 from tierd.core.registry import Column, ReportData
 from tierd.core.storage import QueryTimeout
 
-from . import store
+from . import pgread, store
 from .builder import ReportTooLarge, stream
 from .config import files_directory
 
@@ -115,8 +117,18 @@ def _rows(state: _State, name: str, open_rows) -> Iterator[tuple]:
     except sqlite3.Error as exc:
         state.problem = state.problem or f"the query of {name!r} failed: {exc}"
         raise
+    except Exception as exc:
+        if _is_pg_error(exc):
+            state.problem = state.problem or f"the query of {name!r} failed: {exc}"
+        raise
     finally:
         rows.close()  # here, in the reading thread, while its connection is open
+
+
+def _is_pg_error(exc: BaseException) -> bool:
+    """An error PostgreSQL answered (asyncpg is imported only where it is the backend)."""
+    asyncpg = sys.modules.get("asyncpg")
+    return asyncpg is not None and isinstance(exc, asyncpg.PostgresError)
 
 
 def _too_many(name: str, max_rows: int) -> str:
@@ -335,7 +347,9 @@ class Runner:
             params = all_params.get(name, {})
             try:
                 parsed = report.parse_params(params, timezone=row["timezone"])
-                query = report.compile(tenant, parsed, int(section["max_rows"]), timezone=row["timezone"])
+                query = report.compile(
+                    tenant, parsed, int(section["max_rows"]), timezone=row["timezone"], dialect=self.daemon.db.dialect
+                )
             except Exception as exc:  # ParamError, or a definition the config changed since
                 raise RunFailed(f"{name}: {exc}") from None
             jobs.append((name, report, query, params))
@@ -347,7 +361,7 @@ class Runner:
         state = _State(max_rows=int(section["max_rows"]), deadline=time.monotonic() + timeout, timeout=timeout)
         generated_at = self.daemon.clock.time()
 
-        def work(conn: sqlite3.Connection) -> int:
+        def work(conn: sqlite3.Connection | pgread.PgReader) -> int:
             datas = []
             for name, report, query, params in jobs:
                 report.prepare(conn)
@@ -388,7 +402,13 @@ class Runner:
         try:
             # The query is interrupted at the timeout; an exporter that stops reading rows
             # (and so never meets the interruption) is left behind a little later.
-            size = await asyncio.wait_for(self.daemon.db.read_in_thread(work, budget=timeout), timeout + STUCK_GRACE)
+            db = self.daemon.db
+            reading = (
+                db.read_in_thread(work, budget=timeout)
+                if db.dialect == "sqlite"
+                else pgread.read_in_thread(db, work, budget=timeout)
+            )
+            size = await asyncio.wait_for(reading, timeout + STUCK_GRACE)
         except TimeoutError:
             _remove(partial)
             log.error("report run %s: the %s exporter did not stop at the timeout", run_id, row["format"])
