@@ -94,16 +94,45 @@ def deep_merge(base: dict, extra: dict | None) -> dict:
     return out
 
 
+#: ``TIERD_TEST_STORAGE=postgresql`` runs every test daemon on PostgreSQL: each
+#: config :func:`daemon_config` makes gets a fresh database of one throw-away
+#: server shared by the test process (see :func:`shared_postgres`).
+TEST_STORAGE_ENV = "TIERD_TEST_STORAGE"
+
+
 def daemon_config(workdir: Path, port: int, extra: dict | None = None, shutdown_grace: str = "5s") -> dict:
-    """A daemon config on ``port`` with its database in ``workdir``, merged with ``extra``."""
+    """A daemon config on ``port`` with its database in ``workdir``, merged with ``extra``
+    (on PostgreSQL instead when ``$TIERD_TEST_STORAGE`` is ``postgresql``)."""
+    storage: dict = {"path": str(Path(workdir) / "tierd.db")}
+    if os.environ.get(TEST_STORAGE_ENV, "sqlite") == "postgresql" and not ((extra or {}).get("storage") or {}).get(
+        "url"
+    ):
+        storage["url"] = shared_postgres().create_database(f"t_{abs(hash(str(workdir))):x}_{port}")
     return deep_merge(
         {
             "server": {"listen": f"127.0.0.1:{port}", "admin_token": ADMIN_TOKEN, "shutdown_grace": shutdown_grace},
-            "storage": {"path": str(Path(workdir) / "tierd.db")},
+            "storage": storage,
             "logging": {"level": "INFO"},
         },
         extra,
     )
+
+
+_shared_postgres: PostgresServer | None = None
+
+
+def shared_postgres() -> PostgresServer:
+    """One PostgreSQL server for the whole test process, started when first
+    asked for and stopped when the process exits."""
+    global _shared_postgres
+    if _shared_postgres is None:
+        if not PostgresServer.available():
+            raise RuntimeError(f"{TEST_STORAGE_ENV}=postgresql, but {PostgresServer.MISSING}")
+        import atexit
+
+        _shared_postgres = PostgresServer().start()
+        atexit.register(_shared_postgres.stop)
+    return _shared_postgres
 
 
 def _plugin_names(plugins) -> list[str]:

@@ -165,15 +165,15 @@ def config_sample(path: Path | None, force: bool) -> None:
 def _with_db(cli_ctx: CliContext, fn: Callable[[Database, PluginManager], Awaitable[T]], migrate: bool = True) -> T:
     """Open the configured database, run ``fn(db)``, close it."""
     from tierd.core.daemon import all_migrations
-    from tierd.core.storage import Database
+    from tierd.core.storage import UnsupportedBackend, open_database
 
     pm, _, config = cli_ctx.load()
 
     async def main() -> T:
-        db = await Database(config["storage"]["path"], config["storage"]["busy_timeout"]).open()
+        db = await open_database(config["storage"])
         try:
             if migrate:
-                await db.migrate(all_migrations(pm))
+                await db.migrate(all_migrations(pm, db.dialect))
             return await fn(db, pm)
         finally:
             await db.close()
@@ -182,6 +182,8 @@ def _with_db(cli_ctx: CliContext, fn: Callable[[Database, PluginManager], Awaita
         return asyncio.run(main())
     except tenant_store.TenantError as exc:
         raise click.ClickException(f"{exc.code}: {exc}") from exc
+    except UnsupportedBackend as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @cli.command()
@@ -191,7 +193,7 @@ def migrate(cli_ctx: CliContext, as_json: bool) -> None:
     """Apply pending database migrations."""
     from tierd.core.daemon import all_migrations
 
-    applied = _with_db(cli_ctx, lambda db, pm: db.migrate(all_migrations(pm)), migrate=False)
+    applied = _with_db(cli_ctx, lambda db, pm: db.migrate(all_migrations(pm, db.dialect)), migrate=False)
     if as_json:
         cli_ctx.output([{"namespace": ns, "version": v} for ns, v in applied], as_json=True)
     elif applied:
@@ -214,11 +216,17 @@ def db_status(cli_ctx: CliContext, as_json: bool) -> None:
     from tierd.core.daemon import all_migrations
 
     async def status(database: Database, pm: PluginManager) -> tuple[list[dict], dict]:
-        return await database.migration_status(all_migrations(pm)), await database.space()
+        return await database.migration_status(all_migrations(pm, database.dialect)), await database.space()
 
     rows, space = _with_db(cli_ctx, status, migrate=False)
-    if not as_json:
-        click.echo(f"database: {cli_ctx.config['storage']['path']}")
+    from tierd.core.storage import safe_url
+
+    storage = cli_ctx.config["storage"]
+    if not as_json and storage.get("url"):
+        click.echo(f"database: PostgreSQL at {safe_url(storage['url'])}")
+        click.echo(f"size: {space['bytes'] / 1e6:.1f} MB (pg_database_size; VACUUM is PostgreSQL's own, autovacuum)")
+    elif not as_json:
+        click.echo(f"database: {storage['path']}")
         click.echo(f"size: {_space_line(space)}")
         if space["auto_vacuum"] != 2:
             click.echo("  made by an older tierd: the file never shrinks; run `tierd db compact` once (daemon stopped)")
@@ -243,6 +251,11 @@ def db_compact(cli_ctx: CliContext, as_json: bool) -> None:
     """
     from tierd.core.storage import DatabaseInUse, claim, release
 
+    if cli_ctx.config["storage"].get("url"):
+        raise click.ClickException(
+            "storage is PostgreSQL: compacting is its own VACUUM (autovacuum does it as it goes; "
+            "VACUUM FULL rewrites a table, locking it)"
+        )
     path = cli_ctx.config["storage"]["path"]
     if not Path(path).exists():
         raise click.ClickException(f"{path}: no such database")
@@ -283,6 +296,14 @@ def db_compact(cli_ctx: CliContext, as_json: bool) -> None:
 @pass_cli
 def db_backup(cli_ctx: CliContext, path: str) -> None:
     """Write a consistent copy of the database to PATH (safe while the daemon runs)."""
+    from tierd.core.storage import safe_url
+
+    url = cli_ctx.config["storage"].get("url")
+    if url:
+        raise click.ClickException(
+            "storage is PostgreSQL: back it up with PostgreSQL's own tools, e.g. "
+            f"pg_dump --format=custom --file={path} '{safe_url(url)}' (consistent while tierd runs)"
+        )
     folder = Path(path).parent
     if not folder.is_dir():  # a typo must not become a tree of folders
         raise click.ClickException(f"{folder}: no such directory")

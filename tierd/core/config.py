@@ -172,6 +172,13 @@ CORE_SCHEMAS: dict[str, Field] = {
     "storage": Obj(
         {
             "path": Str(default="./var/tierd.db", min_len=1, doc="SQLite database file"),
+            "url": Str(
+                default=None,
+                secret=True,
+                pattern=re.compile(r"postgres(ql)?://\S+\Z"),
+                pattern_doc="a PostgreSQL URL such as postgresql://tierd@db.example/tierd",
+                doc="Store in PostgreSQL instead of the SQLite file at path (its password through ${file:...})",
+            ),
             "busy_timeout": Duration(default="5s", doc="How long to wait for a locked database"),
             "readers": Int(
                 default=3, min=1, max=32, doc="Connections that serve reads side by side (besides the hot path's own)"

@@ -32,7 +32,7 @@ from tierd.core.registry import Registries, collect_registries
 from tierd.core.scheduler import Job, apply_jobs, make_scheduler
 from tierd.core.schema import Field
 from tierd.core.service import PluginService, ServiceNotRunning
-from tierd.core.storage import CORE_MIGRATIONS, Database, claim, migrations_for, release
+from tierd.core.storage import CORE, Database, claim, describe_storage, migrations_for, open_database, release
 from tierd.core.tenants import local_admin_token
 from tierd.core.web_app import ApiRunner, Authenticator, build_app
 
@@ -68,7 +68,7 @@ def plugin_schemas(pm: pluggy.PluginManager, registries: Registries) -> dict[str
 def all_migrations(pm: pluggy.PluginManager, dialect: str = "sqlite") -> dict[str, list[str]]:
     """Core's and every plugin's migrations for the backend's ``dialect``
     (:class:`tierd.core.storage.UnsupportedBackend` for a plugin without them)."""
-    declared: dict[str, Any] = {"core": CORE_MIGRATIONS}
+    declared: dict[str, Any] = {"core": CORE}
     for result in reversed(pm.hook.tierd_migrations()):
         declared.update(result or {})
     return migrations_for(declared, dialect)
@@ -211,13 +211,16 @@ class Daemon:
     async def start(self) -> None:
         storage = self.config["storage"]
         _check_can_listen(self.config["server"]["listen"])  # before anything is created on disk
-        # One daemon per database: a second one would deliver everything twice.
-        self._db_claim = claim(storage["path"])
+        # Every plugin's migrations must exist for the backend, before anything is opened.
+        migrations = all_migrations(self.pm, "postgresql" if storage.get("url") else "sqlite")
+        if not storage.get("url"):
+            # One daemon per SQLite file: a second one would deliver everything twice.
+            self._db_claim = claim(storage["path"])
         self.config["server"]["admin_token"] = local_admin_token(self.config, create=True)
-        self._db = await Database(storage["path"], storage["busy_timeout"], storage["readers"]).open()
+        self._db = await open_database(storage)
         self.db.on_full = self._storage_full_errors.inc
         self.not_ready_reason = "migrating"
-        await self.db.migrate(all_migrations(self.pm))
+        await self.db.migrate(migrations)
         self._bus = EventBus(
             self.db,
             self.clock,
@@ -246,7 +249,7 @@ class Daemon:
             self.spawn(self._watchdog(interval), name="watchdog")
         self.ready = True
         self.not_ready_reason = ""
-        log.info("tierd %s ready on %s (database %s)", __version__, self.url, storage["path"])
+        log.info("tierd %s ready on %s (database %s)", __version__, self.url, describe_storage(storage))
         systemd.notify(f"READY=1\nSTATUS=listening on {self.url}")
 
     async def _start_services(self) -> None:

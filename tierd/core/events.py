@@ -27,7 +27,15 @@ from typing import Any
 
 from tierd.core.clock import Clock, iso
 from tierd.core.ids import new_ids
-from tierd.core.storage import Database, Lookups, Params, is_decode_error, is_storage_full, json_columns
+from tierd.core.storage import (
+    Database,
+    Lookups,
+    Params,
+    bulk_rows,
+    is_decode_error,
+    is_storage_full,
+    value_list,
+)
 
 log = logging.getLogger("tierd.events")
 
@@ -42,6 +50,16 @@ _COLUMNS = ("seq", "id", "tenant_id", "type", "data", "idempotency_key", "create
 _TEXT_COLUMNS = ("id", "tenant_id", "type", "data", "idempotency_key")
 #: The event columns as stored (``{columns}`` in the queries below), and the
 #: same with text read as bytes, for rows holding text that is not UTF-8.
+#: An event row as intake inserts it: column -> PostgreSQL type (see bulk_rows).
+_EVENT_ROW = {
+    "seq": "bigint",
+    "id": "text",
+    "tenant_id": "text",
+    "type": "text",
+    "data": "text",
+    "idempotency_key": "text",
+    "created_at": "float8",
+}
 _EVENT_COLUMNS = ", ".join(f"e.{c}" for c in _COLUMNS)
 _EVENT_COLUMNS_RAW = ", ".join(f"CAST(e.{c} AS BLOB) AS {c}" if c in _TEXT_COLUMNS else f"e.{c}" for c in _COLUMNS)
 
@@ -218,10 +236,9 @@ class EventBus:
             results.append((event, True))
         if rows:
             try:
+                source, params = bulk_rows(self.db.dialect, _EVENT_ROW, rows)
                 await self.db.execute(
-                    "INSERT INTO events(seq, id, tenant_id, type, data, idempotency_key, created_at)"
-                    f" SELECT {json_columns(7)} FROM json_each(?)",
-                    (json.dumps(rows, separators=(",", ":")),),
+                    "INSERT INTO events(seq, id, tenant_id, type, data, idempotency_key, created_at) " + source, params
                 )
             except BaseException:
                 self._next_seq = None  # not stored (or unknown): read the numbering again next time
@@ -241,10 +258,11 @@ class EventBus:
         if not keys:
             return {}
         # Point lookups on intake's path: on the connection no long query uses.
+        source, params = bulk_rows(self.db.dialect, {"tenant": "text", "key": "text"}, sorted(keys))
         rows = await self._rows(
-            "SELECT {columns} FROM json_each(?) AS k JOIN events e"
-            " ON e.tenant_id=json_extract(k.value, '$[0]') AND e.idempotency_key=json_extract(k.value, '$[1]')",
-            (json.dumps(sorted(keys)),),
+            f"SELECT {{columns}} FROM ({source}) AS k JOIN events e"
+            " ON e.tenant_id=k.tenant AND e.idempotency_key=k.key",
+            params,
             reader=self.db.lookups,
         )
         return {(r["tenant_id"], r["idempotency_key"]): _row_to_event(r) for r in rows}
@@ -497,10 +515,8 @@ class EventBus:
         """
         if not self.progress:
             return 0
-        rows = await self.db.fetchall(
-            "SELECT name, last_seq FROM consumer_cursors WHERE name IN (SELECT value FROM json_each(?))",
-            (json.dumps(sorted(self.progress)),),
-        )
+        names, param = value_list(self.db.dialect, "text", sorted(self.progress))
+        rows = await self.db.fetchall(f"SELECT name, last_seq FROM consumer_cursors WHERE name IN {names}", (param,))
         if len(rows) < len(self.progress):
             return 0  # a consumer that has not stored a cursor yet has handled nothing
         # The oldest events by seq (a walk of the primary key, bounded whatever

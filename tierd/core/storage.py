@@ -28,6 +28,7 @@ import contextlib
 import contextvars
 import errno
 import fcntl
+import json
 import logging
 import os
 import sqlite3
@@ -102,6 +103,88 @@ CORE_MIGRATIONS = [
     CREATE INDEX ui_sessions_subject ON ui_sessions(kind, subject);
     """,
 ]
+
+
+#: The same tables for PostgreSQL, version for version (see :func:`migrations_for`).
+CORE_MIGRATIONS_POSTGRESQL = [
+    """
+    CREATE TABLE tenants (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        token_hash TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL DEFAULT '',
+        created_at DOUBLE PRECISION NOT NULL,
+        revoked_at DOUBLE PRECISION
+    );
+    CREATE TABLE events (
+        seq BIGINT PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        tenant_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        data TEXT NOT NULL,
+        idempotency_key TEXT,
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE UNIQUE INDEX events_idempotency ON events(tenant_id, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX events_tenant_time ON events(tenant_id, created_at);
+    CREATE TABLE consumer_cursors (
+        name TEXT PRIMARY KEY,
+        last_seq BIGINT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    """,
+    """
+    CREATE INDEX events_tenant_seq ON events(tenant_id, seq);
+    CREATE INDEX events_tenant_type ON events(tenant_id, type, seq);
+    """,
+    """
+    CREATE TABLE ui_sessions (
+        id_hash TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        csrf TEXT NOT NULL,
+        label TEXT NOT NULL DEFAULT '',
+        created_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX ui_sessions_expiry ON ui_sessions(expires_at);
+    CREATE INDEX ui_sessions_subject ON ui_sessions(kind, subject);
+    """,
+]
+#: Core's migrations as ``tierd_migrations`` declares a plugin's (per dialect).
+CORE = {"sqlite": CORE_MIGRATIONS, "postgresql": CORE_MIGRATIONS_POSTGRESQL}
+
+
+def safe_url(url: str) -> str:
+    """A database URL fit for a terminal or a log: its password masked."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+
+
+def describe_storage(storage: Mapping[str, Any]) -> str:
+    """Where the configured storage is, for logs: ``PostgreSQL at URL`` or the SQLite file."""
+    return f"PostgreSQL at {safe_url(storage['url'])}" if storage.get("url") else str(storage["path"])
+
+
+async def open_database(storage: Mapping[str, Any]) -> Any:
+    """The configured backend, opened: PostgreSQL when ``storage.url`` names
+    one, else the SQLite file at ``storage.path``."""
+    url = storage.get("url")
+    if url:
+        from tierd.core.pg import PgDatabase
+
+        return await PgDatabase(url, readers=storage["readers"]).open()
+    return await Database(storage["path"], busy_timeout=storage["busy_timeout"], readers=storage["readers"]).open()
 
 
 #: Reader connections besides the one for point lookups (``storage.readers``).
@@ -746,6 +829,34 @@ def json_columns(count: int, start: int = 0) -> str:
     writer is held for one trip instead of three (BEGIN, statement, COMMIT).
     """
     return ", ".join(f"json_extract(value, '$[{i}]')" for i in range(start, start + count))
+
+
+def bulk_rows(dialect: str, columns: Mapping[str, str], rows: Sequence[Sequence[Any]]) -> tuple[str, tuple]:
+    """Many rows as one statement's source, portable: ``(sql, params)`` where
+    ``sql`` is a ``SELECT`` of the rows with ``columns``' names, for
+    ``INSERT INTO t(a, b) {sql}`` or ``FROM ({sql}) AS k JOIN ...``.
+
+    ``columns`` maps each column's name to PostgreSQL's name of its type
+    (``bigint``, ``text``, ``float8``...). SQLite gets the rows as one JSON
+    text read by ``json_each`` (see :func:`json_columns`); PostgreSQL one
+    array per column, read by ``unnest`` (asyncpg sends arrays natively).
+    Either way one trip to the database, atomic on its own.
+    """
+    names = list(columns)
+    if dialect == "sqlite":
+        selected = ", ".join(f"json_extract(value, '$[{i}]') AS {name}" for i, name in enumerate(names))
+        return f"SELECT {selected} FROM json_each(?)", (json.dumps(rows, separators=(",", ":")),)
+    arrays = tuple(list(column) for column in zip(*rows, strict=True)) if rows else tuple([] for _ in names)
+    unnest = ", ".join(f"?::{t}[]" for t in columns.values())
+    return f"SELECT * FROM unnest({unnest}) AS src({', '.join(names)})", arrays
+
+
+def value_list(dialect: str, type_: str, values: Sequence[Any]) -> tuple[str, Any]:
+    """``(sql, param)`` of a subquery of ``values``, for ``x IN {sql}``: one
+    parameter whatever the number of values (SQLite's limit on parameters)."""
+    if dialect == "sqlite":
+        return "(SELECT value FROM json_each(?))", json.dumps(list(values))
+    return f"(SELECT unnest(?::{type_}[]))", list(values)
 
 
 def _split_sql(script: str) -> list[str]:

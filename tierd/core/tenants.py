@@ -52,7 +52,9 @@ async def create_tenant(db: Database, name: str) -> dict:
 
 async def ensure_tenant(db: Database, name: str) -> None:
     """Create the tenant if missing (for tenants named in the config)."""
-    await db.execute("INSERT OR IGNORE INTO tenants(id, name, created_at) VALUES (?,?,?)", (name, name, time.time()))
+    await db.execute(
+        "INSERT INTO tenants(id, name, created_at) VALUES (?,?,?) ON CONFLICT DO NOTHING", (name, name, time.time())
+    )
 
 
 async def list_tenants(db: Database) -> list[dict]:
