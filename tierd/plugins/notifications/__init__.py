@@ -10,7 +10,8 @@ named for it:
 * ``service.py`` - the running object (core's service slot): intake consumer, dispatcher, reload
 * ``routing.py``, ``templates.py``, ``grouping.py``, ``silences.py`` - the parts of the pipeline
 * ``intake.py`` (events to rows) and ``dispatch.py`` (due rows to channels)
-* ``store.py`` - the tables and every SQL statement; ``api.py`` / ``cli.py`` - the interfaces
+* ``migrations.py`` - the tables, per storage backend (SQLite, PostgreSQL)
+* ``store.py`` - every SQL statement; ``api.py`` / ``cli.py`` - the interfaces
 * ``channels/`` - the built-in channel types
 * ``console.py`` - its pages of the web console (history, a message, silences); templates in ``templates/console/``
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 from tierd.core.plugins import hookimpl
 
-from . import store
 from .channels import BUILTIN
 
 
@@ -38,7 +38,9 @@ def tierd_config_schema(registries):
 
 @hookimpl
 def tierd_migrations():
-    return {"notifications": store.MIGRATIONS}
+    from .migrations import POSTGRESQL_MIGRATIONS, SQLITE_MIGRATIONS
+
+    return {"notifications": {"sqlite": SQLITE_MIGRATIONS, "postgresql": POSTGRESQL_MIGRATIONS}}
 
 
 @hookimpl

@@ -61,7 +61,7 @@ async def ingest(db, compiled: Compiled, events: list[dict], now: float) -> Inta
     batch = _Batch(compiled, now, await active_silences(db, now), result)
     async with db.transaction() as tx:
         keys = [f"{event['id']}|{match.id}|{channel}" for event, match, channel in reached]
-        seen = await store.existing_dedup_keys(tx, keys)
+        seen = await store.existing_dedup_keys(tx, keys, db.dialect)
         for (event, match, channel), dedup in zip(reached, keys, strict=True):
             if dedup in seen:
                 continue  # seen before: the bus re-delivered this event

@@ -1,4 +1,8 @@
-"""The notifications tables and every SQL statement of the module.
+"""Every SQL statement of the notifications module (its tables are in
+``migrations.py``), valid on SQLite and PostgreSQL alike except where a
+function says otherwise: SQLite's planner hints (``INDEXED BY``, a unary
+``+`` that keeps a column's index out of a plan) are given to SQLite only,
+PostgreSQL's planner goes by its statistics.
 
 One row per (event, route, channel) in ``notifications`` -- whatever became
 of it: ``pending`` (to send, maybe after a retry delay), ``delivered``,
@@ -13,107 +17,12 @@ from __future__ import annotations
 
 import json
 
-MIGRATIONS = [
-    # 1: notifications, attempts, groups, silences.
-    """
-    CREATE TABLE notifications (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
-        tenant_id TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        dedup_key TEXT UNIQUE,
-        event_id TEXT,
-        event_type TEXT,
-        route TEXT,
-        channel TEXT NOT NULL,
-        group_id INTEGER,
-        digest_id TEXT,
-        status TEXT NOT NULL,
-        reason TEXT NOT NULL DEFAULT '',
-        severity TEXT NOT NULL DEFAULT 'info',
-        subject TEXT NOT NULL DEFAULT '',
-        body TEXT NOT NULL DEFAULT '',
-        html TEXT,
-        events TEXT NOT NULL DEFAULT '[]',
-        event_count INTEGER NOT NULL DEFAULT 0,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at REAL,
-        last_error TEXT NOT NULL DEFAULT '',
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        sent_at REAL
-    );
-    CREATE INDEX notifications_due ON notifications(next_attempt_at) WHERE status = 'pending';
-    CREATE INDEX notifications_tenant ON notifications(tenant_id, seq);
-    CREATE INDEX notifications_event ON notifications(event_id);
-    CREATE INDEX notifications_group ON notifications(group_id) WHERE status = 'grouped';
-    CREATE INDEX notifications_throttle ON notifications(route, channel, created_at);
-    CREATE TABLE notification_attempts (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        notification_id TEXT NOT NULL,
-        attempt INTEGER NOT NULL,
-        at REAL NOT NULL,
-        outcome TEXT NOT NULL,
-        detail TEXT NOT NULL DEFAULT '',
-        duration_ms REAL NOT NULL DEFAULT 0
-    );
-    CREATE INDEX notification_attempts_by_notification ON notification_attempts(notification_id, attempt);
-    CREATE TABLE notification_groups (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        group_key TEXT NOT NULL UNIQUE,
-        tenant_id TEXT NOT NULL,
-        route TEXT NOT NULL,
-        channel TEXT NOT NULL,
-        labels TEXT NOT NULL,
-        next_flush_at REAL,
-        last_flush_at REAL,
-        expires_at REAL,
-        flushes INTEGER NOT NULL DEFAULT 0,
-        created_at REAL NOT NULL
-    );
-    CREATE INDEX notification_groups_due ON notification_groups(next_flush_at) WHERE next_flush_at IS NOT NULL;
-    CREATE TABLE notification_silences (
-        id TEXT PRIMARY KEY,
-        tenant_id TEXT,
-        matchers TEXT NOT NULL,
-        starts_at REAL NOT NULL,
-        ends_at REAL NOT NULL,
-        comment TEXT NOT NULL DEFAULT '',
-        created_by TEXT NOT NULL DEFAULT '',
-        created_at REAL NOT NULL
-    );
-    """,
-    # 2: pages of the history and sliced retention whose cost stays flat as the table grows
-    # (issue 16). A history page walks one index in seq order and stops after ``limit`` rows:
-    # - tenant: notifications_tenant (tenant_id, seq), from migration 1;
-    # - status: a selective filter (failed, pending, grouped, muted are a small share), so it
-    #   gets (status, seq) for the admin's view of every tenant and (tenant_id, status, seq)
-    #   for a tenant's (tenant + status is what people combine: "my failed notifications");
-    # - channel, route, kind stay residual filters on that walk: a handful of values that
-    #   each own a large share of the rows, so a page reads about limit / share rows whatever
-    #   the size of the table (an index each would cost three more writes per insert and per
-    #   status change on the delivery path). Test and manual sends, the rare kinds, are the
-    #   operator's (tenant '') and are walked along notifications_tenant;
-    # - event: its rows and digests, found through notifications_event, a handful of rows;
-    # - since/until: seq bounds, each found by one seek of notifications_created (times rise
-    #   with seq: a row is stamped with the daemon's clock when it is inserted).
-    # notifications_created also gives retention its order: each slice of the purge walks
-    # it from the oldest row. The trigger deletes a purged notification's attempts with it
-    # (one seek of notification_attempts_by_notification each), so a slice is whole.
-    """
-    CREATE INDEX notifications_created ON notifications(created_at);
-    CREATE INDEX notifications_status ON notifications(status, seq);
-    CREATE INDEX notifications_tenant_status ON notifications(tenant_id, status, seq);
-    CREATE TRIGGER notifications_delete_attempts AFTER DELETE ON notifications BEGIN
-        DELETE FROM notification_attempts WHERE notification_id = OLD.id;
-    END;
-    """,
-    # 3: files sent with a message (a report): JSON [{"filename", "path", "media_type"}],
-    # read when the message is sent. Email attaches them; other channels ignore them.
-    """
-    ALTER TABLE notifications ADD COLUMN attachments TEXT;
-    """,
-]
+from tierd.core.storage import value_list
+
+from .migrations import SQLITE_MIGRATIONS
+
+#: SQLite's migrations, under their former name (tests and old imports use it).
+MIGRATIONS = SQLITE_MIGRATIONS
 
 #: Statuses that count as "sent or about to be" for throttling.
 SENDING_STATUSES = ("pending", "delivered", "failed")
@@ -124,6 +33,17 @@ ID_PREFIX = "ntf_"
 
 def _dumps(value) -> str:
     return json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
+def _hint(db) -> str:
+    """SQLite's unary ``+`` before a column (keeps its index out of the plan); none
+    on PostgreSQL, where ``+`` is not defined on text and the planner has statistics."""
+    return "+" if db.dialect == "sqlite" else ""
+
+
+def _indexed_by(db, index: str) -> str:
+    """``INDEXED BY index`` on SQLite; nothing on PostgreSQL, which has no hints."""
+    return f" INDEXED BY {index}" if db.dialect == "sqlite" else ""
 
 
 def _where(*conditions: tuple[str, object]) -> tuple[str, list]:
@@ -191,7 +111,7 @@ async def insert_notification(tx, row: dict) -> bool:
         "updated_at",
     ]
     cur = await tx.execute(
-        f"INSERT OR IGNORE INTO notifications({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+        f"INSERT INTO notifications({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) ON CONFLICT DO NOTHING",
         [row[c] for c in cols],
     )
     return cur.rowcount == 1
@@ -217,11 +137,12 @@ async def get_group(tx, key: str):
     return await tx.fetchone("SELECT * FROM notification_groups WHERE group_key=?", (key,))
 
 
-async def existing_dedup_keys(tx, keys: list[str]) -> set[str]:
-    """Those of ``keys`` some notification already has (one query for a whole batch)."""
-    rows = await tx.fetchall(
-        "SELECT dedup_key FROM notifications WHERE dedup_key IN (SELECT value FROM json_each(?))", (_dumps(keys),)
-    )
+async def existing_dedup_keys(tx, keys: list[str], dialect: str) -> set[str]:
+    """Those of ``keys`` some notification already has (one query for a whole batch,
+    one parameter whatever its size; ``dialect`` is the database's: a transaction
+    does not say)."""
+    values, param = value_list(dialect, "text", keys)
+    rows = await tx.fetchall(f"SELECT dedup_key FROM notifications WHERE dedup_key IN {values}", (param,))
     return {r["dedup_key"] for r in rows}
 
 
@@ -230,9 +151,9 @@ async def save_group(
 ) -> int:
     """Create (``group_id`` None) or update a group's timers; returns its id."""
     if group_id is None:
-        cur = await tx.execute(
+        row = await tx.fetchone(
             "INSERT INTO notification_groups(group_key, tenant_id, route, channel, labels, next_flush_at,"
-            " last_flush_at, expires_at, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            " last_flush_at, expires_at, created_at) VALUES (?,?,?,?,?,?,?,?,?) RETURNING id",
             (
                 key,
                 tenant,
@@ -245,7 +166,7 @@ async def save_group(
                 now,
             ),
         )
-        return cur.lastrowid
+        return row["id"]
     await tx.execute(
         "UPDATE notification_groups SET next_flush_at=?, last_flush_at=?, expires_at=? WHERE id=?",
         (times.next_flush_at, times.last_flush_at, times.expires_at, group_id),
@@ -310,9 +231,8 @@ async def due_notifications(db, now: float, limit: int, exclude_channels=()):
     """Pending rows due at ``now``, oldest first, skipping channels that are saturated."""
     extra, params = _not_in("channel", exclude_channels)
     return await db.fetchall(
-        "SELECT * FROM notifications INDEXED BY notifications_due WHERE status='pending' AND next_attempt_at<=?"
-        + extra
-        + " ORDER BY next_attempt_at LIMIT ?",
+        f"SELECT * FROM notifications{_indexed_by(db, 'notifications_due')}"
+        " WHERE status='pending' AND next_attempt_at<=?" + extra + " ORDER BY next_attempt_at LIMIT ?",
         (now, *params, limit),
     )
 
@@ -322,9 +242,8 @@ async def next_attempt(db, exclude=(), exclude_channels=()) -> float | None:
     ids_sql, ids = _not_in("id", exclude)
     ch_sql, channels = _not_in("channel", exclude_channels)
     row = await db.fetchone(
-        "SELECT MIN(next_attempt_at) AS t FROM notifications INDEXED BY notifications_due WHERE status='pending'"
-        + ids_sql
-        + ch_sql,
+        f"SELECT MIN(next_attempt_at) AS t FROM notifications{_indexed_by(db, 'notifications_due')}"
+        " WHERE status='pending'" + ids_sql + ch_sql,
         ids + channels,
     )
     return row["t"]
@@ -412,13 +331,14 @@ async def history(
     # would take the rows of that value and sort them all. With an event, its
     # handful of rows (found by seq) drive the query and every other filter is
     # checked on them.
-    key = "+" if event is not None else ""
+    hint = _hint(db)
+    key = hint if event is not None else ""
     where, params = _where(
         (f"{key}tenant_id=?", tenant),
         (f"{key}status=?", status),
-        ("+channel=?", channel),
-        ("+route=?", route),
-        ("+kind=?", kind),
+        (f"{hint}channel=?", channel),
+        (f"{hint}route=?", route),
+        (f"{hint}kind=?", kind),
         # The event's own rows and the digests that carried it.
         (
             "seq IN (SELECT seq FROM notifications WHERE event_id=? UNION ALL SELECT d.seq FROM notifications e"
@@ -427,8 +347,8 @@ async def history(
         ),
         ("seq>=?", lower),
         ("seq<?", upper),
-        ("+created_at>=?", since),
-        ("+created_at<?", until),
+        (f"{hint}created_at>=?", since),
+        (f"{hint}created_at<?", until),
     )
     return await db.fetchall(f"SELECT * FROM notifications{where} ORDER BY seq DESC LIMIT ?", [*params, limit])
 
@@ -451,16 +371,22 @@ async def attempts_of(db, ids: list[str]) -> dict[str, list]:
 #: along notifications_created. The status is checked on each row (unary +): the
 #: rows it leaves behind past retention (pending, grouped) are few. Their attempts
 #: go with them (the trigger notifications_delete_attempts).
-PURGE_SLICE = (
-    "DELETE FROM notifications WHERE seq IN (SELECT seq FROM notifications WHERE created_at<:cutoff"
-    f" AND +status IN ({', '.join(repr(s) for s in FINAL_STATUSES)}) ORDER BY created_at LIMIT :slice)"
-)
+def purge_slice(dialect: str) -> str:
+    """:data:`PURGE_SLICE` for ``dialect`` (SQLite's hint left out on PostgreSQL)."""
+    hint = "+" if dialect == "sqlite" else ""
+    return (
+        "DELETE FROM notifications WHERE seq IN (SELECT seq FROM notifications WHERE created_at<:cutoff"
+        f" AND {hint}status IN ({', '.join(repr(s) for s in FINAL_STATUSES)}) ORDER BY created_at LIMIT :slice)"
+    )
+
+
+PURGE_SLICE = purge_slice("sqlite")
 
 
 async def purge(db, older_than: float) -> int:
     """Delete finished notifications (and their attempts) created before ``older_than``,
     in slices that leave the writer to intake in between; returns how many."""
-    return await db.delete_in_slices(PURGE_SLICE, {"cutoff": older_than})
+    return await db.delete_in_slices(purge_slice(db.dialect), {"cutoff": older_than})
 
 
 # --- silences -------------------------------------------------------------------------------
