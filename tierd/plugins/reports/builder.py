@@ -59,6 +59,9 @@ reads an uncast ``$n`` in a SELECT list as text), a source's boolean column
 an average or quotient of decimals is written without trailing zeros
 (``1.5``, where SQLite's Python ``Decimal`` writes ``1.50``), and a decimal
 quotient has 20 digits after the point rather than 28 significant ones.
+``lower``/``upper`` change ASCII letters only on both. Text is ordered and
+compared by the PostgreSQL database's collation (byte order, as SQLite's, under
+``C`` or ``C.UTF-8``; an ``en_US`` database orders ``b`` before ``C``).
 """
 
 from __future__ import annotations
@@ -792,6 +795,7 @@ def parse_expression(text: Any, columns: Mapping[str, Column], params: Mapping[s
 # --- SQL emission ---------------------------------------------------------------------------
 
 
+_ASCII_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 #: Bound values' SQL types on PostgreSQL, by their Python type (after :meth:`_Emitter.bind`'s conversion).
 _PG_TYPES: dict[type, str] = {bool: "BOOLEAN", int: "BIGINT", float: "DOUBLE PRECISION", str: "TEXT"}
 
@@ -1029,6 +1033,12 @@ class _Emitter:
             return f"CAST(ROUND(CAST({self.sql(args[0])} AS NUMERIC), {digits}) AS DOUBLE PRECISION)"
         if name == "abs" and args[0].type == "decimal":
             return f"CAST(ABS({self.num(args[0])}) AS TEXT)"
+        if name in ("lower", "upper"):
+            # ASCII letters only, as SQLite's: the same report groups alike on both
+            # backends, whatever the PostgreSQL database's locale makes of 'Ç'.
+            cases = (_ASCII_UPPER, _ASCII_UPPER.lower())
+            source, target = cases if name == "lower" else cases[::-1]
+            return f"translate({self.sql(args[0])}, '{source}', '{target}')"
         return None
 
     def _local_date(self, arg: Node) -> str:
