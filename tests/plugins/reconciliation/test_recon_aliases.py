@@ -8,6 +8,7 @@ and the CLI.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 
@@ -368,7 +369,9 @@ async def test_pages_walk_the_index_and_survive_long_names(tmp_path):
             )
 
         listed, cursors = [], []
-        async with recorded_reads(d.daemon.db) as reads:
+        # The plans are SQLite's (PostgreSQL plans from its statistics: the pages are checked alone).
+        sqlite = d.daemon.db.dialect == "sqlite"
+        async with recorded_reads(d.daemon.db) if sqlite else contextlib.nullcontext([]) as reads:
             cursor = None
             while True:
                 page = await call("GET", "/aliases", params={"limit": "1"} | ({"cursor": cursor} if cursor else {}))
@@ -380,7 +383,7 @@ async def test_pages_walk_the_index_and_survive_long_names(tmp_path):
         assert [a["ledger_name"] for a in listed] == names
         assert cursors[0].startswith("[") and cursors[1].startswith("#")  # the long one pages on by id
         ours = [sql for sql in reads if "recon_aliases" in sql]
-        assert len(ours) >= len(names)
+        assert len(ours) >= len(names) or not sqlite
         for sql in ours:
             plan = assert_index_walk(d.daemon.db.path, sql)
             assert not [ln for ln in plan if ln.startswith("SCAN ")], plan

@@ -2,10 +2,14 @@
 paged list (imports, matches and suggestions of an account and of a run,
 the audit, the open items) with each of its filters, through the API and to
 the last page; each statement the page ran on the database is read along an
-index in its sort order, never sorted in a temporary B-tree, never a scan."""
+index in its sort order, never sorted in a temporary B-tree, never a scan.
+The plans are SQLite's: on PostgreSQL (``TIERD_TEST_STORAGE=postgresql``) the
+pages are walked and checked all the same, their plans not (it plans from its
+statistics, with no EXPLAIN pinned here)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from test_recon_e2e import CONFIG, FIXTURES, LEDGER
@@ -19,6 +23,11 @@ def walks_index(plan: list[str]) -> None:
     """Besides what assert_index_walk checks, no full pass over an index either
     ("SCAN t USING INDEX i" reads every entry of i)."""
     assert not [line for line in plan if line.startswith("SCAN ") and line != "SCAN CONSTANT ROW"], plan
+
+
+def reads_of(db):
+    """The statements run on ``db``'s readers inside the block, on SQLite (whose plans are checked)."""
+    return recorded_reads(db) if db.dialect == "sqlite" else contextlib.nullcontext([])
 
 
 async def upload(d: LocalDaemon, path: str, data: bytes, content_type: str) -> dict:
@@ -87,7 +96,7 @@ async def test_every_paged_list_walks_an_index_in_its_order(tmp_path):
         for path, params, want, count in cases:
             items: list[dict] = []
             pages, cursor = 0, None
-            async with recorded_reads(db) as reads:
+            async with reads_of(db) as reads:
                 while True:  # every page: the first ones and the last
                     page = await call("GET", path, params=params | ({"cursor": cursor} if cursor else {}))
                     items += page["data"]
@@ -104,14 +113,14 @@ async def test_every_paged_list_walks_an_index_in_its_order(tmp_path):
             if "limit" in params:
                 assert pages > 1, label
             ours = [sql for sql in reads if "recon_" in sql]
-            assert any("ORDER BY id LIMIT" in sql for sql in ours), (label, reads)
+            assert any("ORDER BY id LIMIT" in sql for sql in ours) or db.dialect != "sqlite", (label, reads)
             for sql in ours:
                 walks_index(assert_index_walk(db.path, sql))
 
         # The open items: a page of each side, oldest first, and how many there are.
         everything = await call("GET", "/open-items")
         for params in ({}, {"side": "bank"}, {"side": "ledger", "limit": "1"}, {"min_age_days": "30"}):
-            async with recorded_reads(db) as reads:
+            async with reads_of(db) as reads:
                 page = await call("GET", "/open-items", params=params)
             for key, date in (("statement_lines", "booking_date"), ("ledger_entries", "date")):
                 if key not in page:
@@ -124,7 +133,7 @@ async def test_every_paged_list_walks_an_index_in_its_order(tmp_path):
                     assert page[key + "_total"] == everything[key + "_total"]
                     assert rows == everything[key][: len(rows)]
             ours = [sql for sql in reads if "recon_" in sql]
-            assert any("match_id IS NULL" in sql for sql in ours), (params, reads)
+            assert any("match_id IS NULL" in sql for sql in ours) or db.dialect != "sqlite", (params, reads)
             for sql in ours:
                 walks_index(assert_index_walk(db.path, sql))
         assert everything["ledger_entries_total"] >= 1 and everything["statement_lines_total"] >= 1
