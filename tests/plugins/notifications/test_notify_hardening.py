@@ -7,6 +7,8 @@ import sqlite3
 
 from conftest import until
 
+from tierd.core.pg import PgDatabase
+
 CONFIG = {
     "notifications": {
         "channels": {"journal": {"type": "log"}},
@@ -62,9 +64,14 @@ async def test_a_stored_silence_with_an_unrepresentable_time_does_not_break_list
     )
     assert status == 201
     d.terminate()
-    # As an older tierd stored it: ends in year 10000.
-    with sqlite3.connect(d.config["storage"]["path"]) as conn:
-        conn.execute("UPDATE notification_silences SET ends_at=253402300800.5 WHERE id=?", (silence["id"],))
+    # As an older tierd stored it: ends in year 10000 (on the backend the daemon runs on).
+    stored = "UPDATE notification_silences SET ends_at=253402300800.5 WHERE id=?"
+    if d.config["storage"].get("url"):
+        async with PgDatabase(d.config["storage"]["url"]) as db:
+            await db.execute(stored, (silence["id"],))
+    else:
+        with sqlite3.connect(d.config["storage"]["path"]) as conn:
+            conn.execute(stored, (silence["id"],))
     d.start()
     for who in ({"token": acme}, {}):
         [listed] = await _silences(d, **who)

@@ -1,10 +1,13 @@
 """Pages of the notification history cost the same at any size (issue 16): every
 filter, alone and combined, as the admin and as a tenant, through the API; each
 statement the page ran on the database is read along an index in seq order,
-never sorted in a temporary B-tree, never a scan of the table."""
+never sorted in a temporary B-tree, never a scan of the table. The plans are
+SQLite's: on PostgreSQL (``TIERD_TEST_STORAGE=postgresql``) the pages' rows are
+checked the same, the plans left to its planner's statistics."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 from tierd.core.clock import iso
@@ -95,7 +98,9 @@ async def test_every_history_page_walks_an_index_in_seq_order(tmp_path):
             token, tenant = {"admin": (None, None), "acme-by-admin": (None, "acme"), "acme": (acme, None)}[who]
             rows, pages = [], 0
             cursor = None
-            async with recorded_reads(db) as reads:
+            on_sqlite = db.dialect == "sqlite"
+            recording = recorded_reads(db) if on_sqlite else contextlib.nullcontext([])
+            async with recording as reads:
                 while True:  # every page: the first ones and the last
                     query = params | ({"cursor": cursor} if cursor else {})
                     status, body = await d.call("GET", "/v1/notifications", params=query, token=token, tenant=tenant)
@@ -115,7 +120,9 @@ async def test_every_history_page_walks_an_index_in_seq_order(tmp_path):
             if (who, str(params)) in expected_counts:
                 assert len(rows) == expected_counts[who, str(params)], (label, rows)
             ours = [sql for sql in reads if re.search(r"\bnotification(s|_attempts)\b", sql)]
-            if not (who == "acme" and params.get("kind") == "test"):  # no query: a tenant has no test sends
+            if on_sqlite and not (
+                who == "acme" and params.get("kind") == "test"
+            ):  # no query: a tenant has no test sends
                 assert any("ORDER BY seq DESC" in sql for sql in ours), (label, reads)
             for sql in ours:
                 walks_index(assert_index_walk(db.path, sql))
