@@ -766,7 +766,7 @@ class Store:
     def prune_statements(self, cutoff: float) -> list[tuple[str, dict]]:
         """The DELETEs of :meth:`prune`, each taking ``:slice`` rows along an
         index from the oldest (see ``Database.delete_in_slices``)."""
-        statements = [
+        statements: list[tuple[str, dict]] = [
             (
                 "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts"
                 " INDEXED BY webhook_attempts_time WHERE attempted_at<:cutoff ORDER BY attempted_at LIMIT :slice)",
@@ -804,7 +804,7 @@ class Store:
     def purge_statements(self, endpoint_id: str) -> list[tuple[str, dict]]:
         """The DELETEs of :meth:`purge`, each taking ``:slice`` rows of the endpoint
         along an index (see ``Database.delete_in_slices``)."""
-        statements = [
+        statements: list[tuple[str, dict]] = [
             # Its deliveries along (endpoint_id, created_at); the trigger of
             # migration 4 deletes the attempts of each (one seek of (delivery_seq)).
             (
