@@ -1,7 +1,11 @@
-"""Intake, groups, throttling, muting and retries on a real SQLite file, with
-a fake clock: time moves only when the test says so (no sleeps)."""
+"""Intake, groups, throttling, muting and retries on a real SQLite file (or a
+PostgreSQL database of the tests' shared server under
+``TIERD_TEST_STORAGE=postgresql``), with a fake clock: time moves only when
+the test says so (no sleeps)."""
 
 import json
+import os
+import uuid
 
 import aiohttp
 import prometheus_client
@@ -9,17 +13,19 @@ import pytest
 from aiohttp import web
 
 from tierd.core.clock import FakeClock
+from tierd.core.pg import PgDatabase
 from tierd.core.plugins import make_plugin_manager
 from tierd.core.registry import Channel, collect_registries
 from tierd.core.retry import exponential_schedule, next_delay
 from tierd.core.schema import validate
-from tierd.core.storage import CORE_MIGRATIONS, Database
-from tierd.plugins.notifications import store
+from tierd.core.storage import CORE, Database, migrations_for
+from tierd.plugins.notifications import store, tierd_migrations
 from tierd.plugins.notifications.channels import BUILTIN
 from tierd.plugins.notifications.compiled import Compiled
 from tierd.plugins.notifications.config import make_schema
 from tierd.plugins.notifications.dispatch import Dispatcher, Metrics
 from tierd.plugins.notifications.intake import ingest
+from tierd.testing import TEST_STORAGE_ENV, shared_postgres
 
 
 class Exploding(Channel):
@@ -89,9 +95,21 @@ class Harness:
         return self.registry.get_sample_value(f"{family}_total", {"channel": channel}) or 0
 
 
-async def open_db(path) -> Database:
-    db = await Database(path).open()
-    await db.migrate({"core": CORE_MIGRATIONS, "notifications": store.MIGRATIONS})
+#: The PostgreSQL database standing for each SQLite path (reopened after a "crash").
+_pg_databases: dict[str, str] = {}
+
+
+async def open_db(path):
+    """The database at ``path``, migrated: SQLite's file, or under
+    ``TIERD_TEST_STORAGE=postgresql`` a database of the shared server (the
+    same one each time ``path`` is opened)."""
+    if os.environ.get(TEST_STORAGE_ENV, "sqlite") == "postgresql":
+        if str(path) not in _pg_databases:
+            _pg_databases[str(path)] = shared_postgres().create_database(f"np_{uuid.uuid4().hex[:16]}")
+        db = await PgDatabase(_pg_databases[str(path)]).open()
+    else:
+        db = await Database(path).open()
+    await db.migrate(migrations_for({"core": CORE, **tierd_migrations()}, db.dialect))
     return db
 
 
