@@ -227,6 +227,7 @@ class Daemon:
             on_publish=self._events_accepted.inc,
             on_consumer_error=lambda name: self._consumer_errors.labels(name).inc(),
         )
+        await self._bus.listen()  # another node's events wake this node's consumers
         self.not_ready_reason = "starting plugins"
         await self._start_services()
         await call_async(self.pm.hook.tierd_startup, daemon=self)

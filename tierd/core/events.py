@@ -211,6 +211,8 @@ class EventBus:
     async def _insert(self, batch: list[tuple[tuple, asyncio.Future]]) -> list[tuple[Event, bool]]:
         """The whole batch in one INSERT statement: one trip to the database
         thread, atomic on its own."""
+        if self.db.dialect != "sqlite":
+            return await self._insert_shared(batch)
         now = self.clock.time()
         created_at = iso(now)
         if self._next_seq is None:
@@ -253,7 +255,55 @@ class EventBus:
             self.on_publish(len(rows))
         return results
 
-    async def _known_keys(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Event]:
+    async def _insert_shared(self, batch: list[tuple[tuple, asyncio.Future]]) -> list[tuple[Event, bool]]:
+        """The batch stored in a log several nodes write (PostgreSQL).
+
+        One node at a time numbers and stores a batch, holding the log's lock
+        until its commit. So events commit in ``seq`` order across the cluster
+        (a consumer reading ``seq > cursor`` never skips one that commits later
+        under a lower number), and a key is checked against every node's events.
+        The commit notifies the other nodes, whose consumers wake at once.
+        """
+        now = self.clock.time()
+        created_at = iso(now)
+        results: list[tuple[Event, bool]] = []
+        async with self.db.transaction() as tx:
+            await tx.execute("SELECT pg_advisory_xact_lock(hashtextextended('tierd.events', 0))")
+            top = await tx.fetchone("SELECT COALESCE(MAX(seq), 0) AS m FROM events")
+            assert top is not None
+            keys = {(args[0], args[3]) for args, _ in batch if args[3] is not None}
+            known = await self._known_keys(keys, reader=tx)
+            rows: list[tuple] = []
+            ids = new_ids("evt_", len(batch))
+            for (tenant, type_, data, key, text), _ in batch:
+                if key is not None and (tenant, key) in known:
+                    results.append((known[(tenant, key)], False))
+                    continue
+                event = Event(top["m"] + 1 + len(rows), ids[len(rows)], tenant, type_, data, created_at)
+                if key is not None:
+                    known[(tenant, key)] = event
+                rows.append((event.seq, event.id, tenant, type_, text, key, now))
+                results.append((event, True))
+            if rows:
+                source, params = bulk_rows(self.db.dialect, _EVENT_ROW, rows)
+                await tx.execute(
+                    "INSERT INTO events(seq, id, tenant_id, type, data, idempotency_key, created_at) " + source, params
+                )
+                await tx.execute("SELECT pg_notify('tierd_events', ?)", (str(rows[-1][0]),))
+        for event, new in results:
+            if new:
+                self._tail[event.seq] = event
+        while len(self._tail) > self.TAIL_SIZE:
+            self._tail.popitem(last=False)
+        if self.on_publish is not None:
+            self.on_publish(sum(1 for _, new in results if new))
+        return results
+
+    async def listen(self) -> None:
+        """Wake this node's consumers when another node stores events (PostgreSQL)."""
+        await self.db.listen("tierd_events", lambda _payload: self._wake())
+
+    async def _known_keys(self, keys: set[tuple[str, str]], reader: Any = None) -> dict[tuple[str, str], Event]:
         """The stored events of these (tenant, idempotency key) pairs."""
         if not keys:
             return {}
@@ -263,7 +313,7 @@ class EventBus:
             f"SELECT {{columns}} FROM ({source}) AS k JOIN events e"
             " ON e.tenant_id=k.tenant AND e.idempotency_key=k.key",
             params,
-            reader=self.db.lookups,
+            reader=reader or self.db.lookups,
         )
         return {(r["tenant_id"], r["idempotency_key"]): _row_to_event(r) for r in rows}
 
@@ -407,6 +457,15 @@ class EventBus:
     # --- consuming ---------------------------------------------------------------
 
     async def run_consumer(self, consumer: Consumer, stopping: asyncio.Event) -> None:
+        """Feed ``consumer`` from its cursor until ``stopping`` is set, on one
+        node of the cluster at a time (where nodes share a PostgreSQL database:
+        the others wait, and one takes over from the stored cursor when the
+        node running it stops or dies)."""
+        async with self.db.exclusive(f"tierd.consumer.{consumer.name}", until=stopping) as held:
+            if held:
+                await self._run_consumer(consumer, stopping)
+
+    async def _run_consumer(self, consumer: Consumer, stopping: asyncio.Event) -> None:
         """Feed ``consumer`` from its cursor until ``stopping`` is set.
 
         Any exception but cancellation, wherever it happens (reading the stored
@@ -485,7 +544,7 @@ class EventBus:
 
     async def _read_after(self, cursor: int, limit: int) -> builtins.list[Event]:
         if cursor + 1 == self._next_seq:
-            return []  # at the end of the log (only this process writes it)
+            return []  # at the end of the log (only this process writes it; None where nodes share it)
         if cursor + 1 in self._tail:
             events: builtins.list[Event] = []
             seq = cursor + 1

@@ -40,7 +40,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -307,6 +307,7 @@ class PgDatabase:
         self._writer_pool: asyncpg.Pool | None = None
         self._reader_pool: asyncpg.Pool | None = None
         self._lookups: PgLookups | None = None
+        self._listener: asyncpg.Connection | None = None
         #: As Database.full_at: when a write last failed for lack of space.
         self.full_at: float | None = None
         self._full_told = False
@@ -335,11 +336,48 @@ class PgDatabase:
         return self
 
     async def close(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None
         pools = [self._writer_pool, self._reader_pool, self._lookups._pool if self._lookups else None]
         for pool in pools:
             if pool is not None:
                 await pool.close()
         self._writer_pool = self._reader_pool = self._lookups = None
+
+    # --- several nodes on one database --------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, name: str, retry: float = 1.0, until: asyncio.Event | None = None) -> AsyncIterator[bool]:
+        """Hold the cluster-wide lock ``name`` for the block (True), so that one
+        node at a time runs what it guards (an event consumer, a timer's job).
+        While another node holds it, ask again every ``retry`` seconds; False
+        if ``until`` is set first (the node is stopping).
+
+        A session-level advisory lock on a connection of its own: a node that
+        dies loses its connection, and with it the lock, so another node takes
+        over without a lease to wait out.
+        """
+        conn = await asyncpg.connect(self.url)
+        try:
+            held = False
+            while not (held := await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", name)):
+                if until is not None and until.is_set():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(until.wait() if until else asyncio.sleep(retry), retry)
+            yield held
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()  # ends the session, and with it the lock
+
+    async def listen(self, channel: str, callback: Callable[[str], object]) -> None:
+        """Call ``callback(payload)`` for each ``NOTIFY channel`` from any node,
+        on a connection kept for it until :meth:`close`."""
+        conn = self._listener or await asyncpg.connect(self.url)
+        self._listener = conn
+        await conn.add_listener(channel, lambda _conn, _pid, _channel, payload: callback(payload))
 
     async def __aenter__(self) -> PgDatabase:
         return await self.open()

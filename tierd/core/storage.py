@@ -450,6 +450,16 @@ class Database:
             raise RuntimeError(f"the database {self.path} is not open")
         return self._writer
 
+    # --- the same calls as several PostgreSQL nodes need ------------------------
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, name: str, retry: float = 1.0, until: asyncio.Event | None = None) -> AsyncIterator[bool]:
+        """One process owns a SQLite file (:func:`claim`): held at once."""
+        yield True
+
+    async def listen(self, channel: str, callback: Callable[[str], object]) -> None:
+        """No other node writes a SQLite file: nothing to hear."""
+
     # --- reads ---------------------------------------------------------------
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
