@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 from aiohttp import web
 
-from tierd.plugins.reports import core_source
+from tierd.plugins.reports import core_source, pgread
 from tierd.plugins.reports.builder import load_reports, stream
 from tierd.testing import ADMIN_TOKEN, LocalDaemon, Receiver, eventually
 
@@ -183,12 +183,17 @@ def registries(d):
 async def run(d, name: str, tenant: str | None, raw=None, timezone: str = "UTC") -> list[dict]:
     report = load_reports(registries(d), {})[name]
     params = report.parse_params(raw or {}, timezone=timezone)
-    query = report.compile(tenant, params, 10_000, timezone=timezone)
+    db = d.daemon.db
+    query = report.compile(tenant, params, 10_000, timezone=timezone, dialect=db.dialect)
 
-    def read(conn: sqlite3.Connection) -> list[tuple]:
+    def read(conn: sqlite3.Connection | pgread.PgReader) -> list[tuple]:
         return list(stream(conn, report, query))
 
-    rows = await d.daemon.db.read_in_thread(read, budget=30)
+    # As a run reads them, on the backend the daemon runs on (TIERD_TEST_STORAGE).
+    if db.dialect == "sqlite":
+        rows = await db.read_in_thread(read, budget=30)
+    else:
+        rows = await pgread.read_in_thread(db, read, budget=30)
     names = [c.name for c in query.columns]
     return [dict(zip(names, row, strict=True)) for row in rows]
 
@@ -281,11 +286,8 @@ async def test_builtin_reports(world):
     per_type = {r["type"]: r["events"] for r in volume}
     assert per_type["invoice.paid"] == 2 and per_type["invoice.sent"] == 1
     assert "globex.secret" not in per_type
-    direct = sqlite3.connect(d.daemon.db.path)
-    try:
-        truth = dict(direct.execute("SELECT type, COUNT(*) FROM events WHERE tenant_id='acme' GROUP BY type"))
-    finally:
-        direct.close()
+    counted = await d.daemon.db.fetchall("SELECT type, COUNT(*) AS n FROM events WHERE tenant_id='acme' GROUP BY type")
+    truth = {r["type"]: r["n"] for r in counted}
     assert per_type == truth
     assert {r["day"] for r in volume} == {TODAY.isoformat()}
     everyone = await run(d, "event_volume", None)
