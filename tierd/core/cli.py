@@ -311,6 +311,87 @@ def db_backup(cli_ctx: CliContext, path: str) -> None:
     click.echo(f"backup written to {path}")
 
 
+@db.command("copy")
+@click.option(
+    "--to", "url", required=True, metavar="URL", help="The empty PostgreSQL database: postgresql://user@host/db."
+)
+@json_option
+@pass_cli
+def db_copy(cli_ctx: CliContext, url: str, as_json: bool) -> None:
+    """Copy the SQLite database into an empty PostgreSQL database (daemon stopped).
+
+    Builds tierd's tables there (every plugin's PostgreSQL migrations), copies
+    every row in one transaction (a failed copy leaves the target empty),
+    checks the row counts of each table and says what to change in the
+    configuration. The SQLite file is only read.
+    """
+    from tierd.core.daemon import all_migrations
+    from tierd.core.dbcopy import CopyRefused, copy_database
+    from tierd.core.storage import DatabaseInUse, UnsupportedBackend, claim, release, safe_url
+
+    storage = cli_ctx.config["storage"]
+    if storage.get("url"):
+        raise click.ClickException(f"storage is already PostgreSQL ({safe_url(storage['url'])}): nothing to copy")
+    path = storage["path"]
+    if not Path(path).is_file():
+        raise click.ClickException(f"{path}: no such database")
+    try:
+        migrations = all_migrations(cli_ctx.load()[0], "postgresql")
+    except UnsupportedBackend as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        held = claim(path)
+    except DatabaseInUse as exc:
+        raise click.ClickException(f"{exc}: stop it first (systemctl stop tierd), then run this again") from None
+
+    shown: dict[str, float] = {}
+
+    def progress(table: str, done: int, total: int) -> None:
+        # A line per table when it is done, and every few seconds within a long one.
+        now = time.monotonic()
+        if done == total or now - shown.get(table, now - 5) >= 5:
+            shown[table] = now
+            click.echo(f"  {table}: {done:,} of {total:,} rows", err=True)
+
+    if not as_json:
+        click.echo(f"copying {path} to {safe_url(url)}", err=True)
+    try:
+        result = asyncio.run(copy_database(path, url, migrations, None if as_json else progress))
+    except CopyRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        release(held)
+    if as_json:
+        cli_ctx.output(result.as_dict() | {"from": path, "to": safe_url(url)}, as_json=True)
+    else:
+        rows = [
+            {"table": t.table, "sqlite": t.sqlite, "postgresql": t.postgresql, "check": "ok" if t.ok else "MISMATCH"}
+            for t in result.tables
+        ]
+        cli_ctx.output(rows, ["table", "sqlite", "postgresql", "check"])
+        total = sum(t.postgresql for t in result.tables)
+        click.echo(f"{total:,} rows in {len(result.tables)} tables copied in {result.seconds:.1f} s")
+        if result.not_utf8:
+            click.echo(
+                f"{result.not_utf8} text value(s) were not UTF-8 (stored by an older tierd): "
+                "copied with U+FFFD in place of the bad bytes"
+            )
+    if not result.ok:
+        bad = ", ".join(f"{t.table} {t.sqlite} != {t.postgresql}" for t in result.tables if not t.ok)
+        click.echo(f"tierd: row counts differ ({bad}): do not switch to this copy", err=True)
+        sys.exit(1)
+    if not as_json:
+        click.echo(
+            "\nTo run on it, replace storage.path in the configuration with:\n"
+            "  storage:\n"
+            "    url: ${file:/run/credentials/tierd.service/db-url}\n"
+            f"and put the URL ({safe_url(url)}, with its password) in a file only root reads, handed to the\n"
+            "service as a credential (LoadCredential=db-url:/etc/tierd/db-url in the unit), so that no password\n"
+            "sits in the configuration. "
+            f"{path} is left untouched: keep it until the daemon runs well on PostgreSQL."
+        )
+
+
 # --- tenants and tokens -----------------------------------------------------------------
 
 

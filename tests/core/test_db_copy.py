@@ -1,0 +1,258 @@
+"""``tierd db copy --to postgresql://...``: a stopped node's SQLite database,
+with data in every built-in plugin, moved into an empty PostgreSQL database
+that a daemon then serves the same answers from; and the refusals (a daemon
+running, a target not empty, a bad URL, a value PostgreSQL cannot take: the
+target is left empty)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+
+import pytest
+
+from tierd.core.dbcopy import CopyRefused, check_versions
+from tierd.testing import TEST_STORAGE_ENV, DaemonProcess, PostgresServer, eventually
+
+BUILTINS = ["webhooks", "notifications", "reconciliation", "reports"]
+BASE = "/v1/reconciliation/accounts/main-eur"
+COLUMNS = ("booking_date", "amount", "currency", "counterparty_name", "remittance", "bank_reference")
+
+
+@pytest.fixture(scope="module")
+def pg():
+    if not PostgresServer.available():
+        pytest.skip(PostgresServer.MISSING)
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def on_sqlite(monkeypatch):
+    """The source daemons run on SQLite whatever ``TIERD_TEST_STORAGE`` says."""
+    monkeypatch.delenv(TEST_STORAGE_ENV, raising=False)
+
+
+def config(tmp_path, receiver_url: str | None = None) -> dict:
+    """Every built-in plugin with something to do."""
+    return {
+        "webhooks": {"allow_http": True, "allow_destinations": ["127.0.0.1/32"], "retry_schedule": ["0s", "1s"]},
+        "notifications": {
+            "channels": {"audit": {"type": "jsonl", "path": str(tmp_path / "audit.jsonl")}},
+            "routes": [{"name": "audit", "match": {"type": "invoice.*"}, "channels": ["audit"]}],
+        },
+        "reconciliation": {
+            "csv_formats": {"plain": {"columns": {c: c for c in COLUMNS}}},
+            "accounts": [
+                {
+                    "id": "main-eur",
+                    "tenant": "acme",
+                    "currency": "EUR",
+                    "csv_format": "plain",
+                    "rules": [{"rule": "reference"}],
+                }
+            ],
+        },
+        "reports": {
+            "definitions": {
+                "events_by_type": {
+                    "title": "Events by type",
+                    "source": "core.events",
+                    "columns": ["type", {"name": "events", "expr": "count()"}],
+                    "group_by": ["type"],
+                    "order_by": ["type"],
+                }
+            }
+        },
+    }
+
+
+def copy(d: DaemonProcess, url: str, *args: str):
+    return d.cli("db", "copy", "--to", url, *args)
+
+
+def tables_in(pg: PostgresServer, name: str) -> str:
+    return pg.psql(
+        "SELECT string_agg(tablename, ',') FROM pg_tables WHERE schemaname = 'public'", database=name
+    ).strip()
+
+
+async def fill(d: DaemonProcess, hook_url: str) -> dict:
+    """Data in every plugin, through the API; what was made, for the comparison."""
+    token = await asyncio.to_thread(d.create_tenant, "acme")
+
+    async def call(method, path, body=None, **kwargs):
+        status, answer = await d.arequest(method, path, body, token=token, **kwargs)
+        assert status < 300, (status, answer)
+        return answer
+
+    endpoint = await call("POST", "/v1/webhooks", {"url": hook_url})
+    events = [
+        await call("POST", "/v1/events", {"type": "invoice.paid", "id": f"k{i}", "data": {"i": i}}) for i in range(5)
+    ]
+    statement = "\n".join(
+        [",".join(COLUMNS), "2026-11-10,100.00,EUR,Mueller Bau,INV-1,BK-1", "2026-11-11,75.00,EUR,Kappa,INV-2,BK-2"]
+    ).encode()
+    await call(
+        "POST",
+        f"{BASE}/statements?format=csv&filename=nov.csv",
+        data=statement,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    await call(
+        "POST",
+        f"{BASE}/ledger",
+        {"entries": [{"external_id": "E-1", "date": "2026-11-10", "amount": "100.00", "reference": "INV-1"}]},
+    )
+    await call("POST", f"{BASE}/runs")
+    run = await call("POST", "/v1/reports/events_by_type/runs", {"format": "csv"})
+
+    async def settled():
+        stats = await call("GET", f"/v1/webhooks/{endpoint['id']}/stats")
+        report = await call("GET", f"/v1/reports/runs/{run['id']}")
+        sent = await call("GET", "/v1/notifications?limit=100")
+        done = stats["deliveries"].get("succeeded") == 5 and report["status"] == "delivered"
+        return done and len(sent["data"]) == 5
+
+    await eventually(settled, 30, what="deliveries, the report run and notifications")
+    return {"token": token, "endpoint": endpoint, "events": events, "run": run}
+
+
+async def answers(d: DaemonProcess, made: dict) -> dict:
+    """What the API says about the data, on either backend."""
+    token = made["token"]
+
+    async def get(path):
+        status, body = await d.arequest("GET", path, token=token)
+        assert status == 200, (path, body)
+        return body
+
+    stats = await get(f"/v1/webhooks/{made['endpoint']['id']}/stats")
+    return {
+        "events": await get("/v1/events?limit=100"),
+        "deliveries": await get(f"/v1/webhooks/{made['endpoint']['id']}/deliveries?limit=100"),
+        "stats": {"deliveries": stats["deliveries"], "attempts": stats["attempts"]["by_outcome"]},
+        "notifications": await get("/v1/notifications?limit=100"),
+        "matches": await get(f"{BASE}/matches"),
+        "open": await get(f"{BASE}/open-items"),
+        "run": await get(f"/v1/reports/runs/{made['run']['id']}"),
+    }
+
+
+async def test_a_copy_serves_the_same_data_from_postgresql(pg, tmp_path, receiver):
+    hooks = await receiver()
+    d = DaemonProcess(tmp_path, config(tmp_path))
+    d.start()
+    try:
+        made = await fill(d, hooks.url + "/hook")
+        before = await answers(d, made)
+    finally:
+        await asyncio.to_thread(d.stop)
+    sqlite_file = tmp_path / "tierd.db"
+    unchanged = sqlite_file.read_bytes()
+
+    url = pg.create_database("moved")
+    out = await asyncio.to_thread(copy, d, url, "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["ok"] and result["not_utf8"] == 0
+    counts = {t["table"]: (t["sqlite"], t["postgresql"]) for t in result["tables"]}
+    con = sqlite3.connect(sqlite_file)
+    for table, (on_sqlite, on_pg) in counts.items():
+        assert on_sqlite == on_pg == con.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0], table
+    con.close()
+    assert counts["events"][1] == 5 and counts["webhook_deliveries"][1] == 5 and counts["tenants"][1] == 1
+    assert {"recon_statement_lines", "notifications", "report_runs"} <= set(counts) or len(counts) > 10
+    assert sqlite_file.read_bytes() == unchanged  # only read
+
+    (tmp_path / "pg").mkdir()
+    on_pg = DaemonProcess(tmp_path / "pg", config(tmp_path) | {"storage": {"url": url}})
+    on_pg.start()
+    try:
+        after = await answers(on_pg, made)
+        assert after == before
+        token = made["token"]
+        # The idempotency key of an old event answers 200 with that event.
+        status, again = await on_pg.arequest("POST", "/v1/events", {"type": "invoice.paid", "id": "k2"}, token=token)
+        assert status == 200 and again == made["events"][2]
+        # New rows take ids after the copied ones (the sequences were moved on) and are delivered.
+        status, new = await on_pg.arequest("POST", "/v1/events", {"type": "invoice.paid", "data": {}}, token=token)
+        assert status == 202 and new["seq"] == made["events"][-1]["seq"] + 1
+        await hooks.wait_for(6)
+        stats_path = f"/v1/webhooks/{made['endpoint']['id']}/stats"
+
+        async def six():
+            status, stats = await on_pg.arequest("GET", stats_path, token=token)
+            return stats["deliveries"].get("succeeded") == 6
+
+        await eventually(six, 20, what="the new event's delivery")
+    finally:
+        await asyncio.to_thread(on_pg.stop)
+
+
+def test_the_text_output_shows_counts_and_the_config_to_use(pg, tmp_path):
+    d = DaemonProcess(tmp_path, {"plugins": {"disabled": BUILTINS}})
+    with d:
+        d.create_tenant("acme")
+    url = pg.create_database("text")
+    out = copy(d, url.replace("postgres@", "postgres:hunter2@"))  # trust authentication ignores the password
+    assert out.returncode == 0, out.stderr
+    assert "tenants" in out.stdout and "ok" in out.stdout and "MISMATCH" not in out.stdout
+    assert "url: ${file:/run/credentials/tierd.service/db-url}" in out.stdout
+    assert "left untouched" in out.stdout
+    assert "tenants: 1 of 1 rows" in out.stderr
+    assert "hunter2" not in out.stdout + out.stderr and ":***@" in out.stderr
+
+
+def test_refused_while_a_daemon_runs_and_into_a_database_not_empty(pg, tmp_path):
+    url = pg.create_database("busy")
+    d = DaemonProcess(tmp_path, {"plugins": {"disabled": BUILTINS}})
+    with d:
+        out = copy(d, url)
+        assert out.returncode == 1 and "in use" in out.stderr and "stop it first" in out.stderr
+    assert tables_in(pg, "busy") == ""
+    assert copy(d, url).returncode == 0
+    out = copy(d, url)
+    assert out.returncode == 1 and "not empty" in out.stderr and "tenants" in out.stderr
+    assert "schema_migrations" in out.stderr
+
+
+def test_a_bad_url_is_refused_with_the_reason(pg, tmp_path):
+    d = DaemonProcess(tmp_path, {"plugins": {"disabled": BUILTINS}})
+    with d:
+        pass
+    out = copy(d, "sqlite:///tmp/x.db")
+    assert out.returncode == 1 and "PostgreSQL URL" in out.stderr
+    out = copy(d, pg.database_url("no_such_database"))
+    assert out.returncode == 1 and "cannot connect" in out.stderr and "no_such_database" in out.stderr
+    out = copy(d, "postgresql://postgres:pw@127.0.0.1:1/x")
+    assert out.returncode == 1 and "cannot connect" in out.stderr and "pw@" not in out.stderr
+
+
+def test_a_value_postgresql_refuses_leaves_the_target_empty(pg, tmp_path):
+    d = DaemonProcess(tmp_path, {"plugins": {"disabled": BUILTINS}})
+    with d:
+        d.create_tenant("acme")
+    con = sqlite3.connect(tmp_path / "tierd.db")
+    with con:
+        con.execute("UPDATE tenants SET created_at = 'yesterday'")  # SQLite's affinity keeps the text
+    url = pg.create_database("refused")
+    out = copy(d, url)
+    assert out.returncode == 1 and "tenants.created_at" in out.stderr and "'yesterday'" in out.stderr
+    assert tables_in(pg, "refused") == ""  # one transaction: nothing of the schema either
+    with con:
+        con.execute("UPDATE tenants SET created_at = 1764633600")
+    con.close()
+    assert copy(d, url).returncode == 0  # run again once the cause is fixed
+
+
+def test_a_database_behind_or_ahead_of_the_code_is_refused():
+    code = {"core": ["a", "b"], "webhooks": ["a"]}
+    check_versions({"core": 2, "webhooks": 1}, code)
+    with pytest.raises(CopyRefused, match=r"behind this tierd \(core 1 < 2\): run `tierd migrate` first"):
+        check_versions({"core": 1, "webhooks": 1}, code)
+    with pytest.raises(CopyRefused, match="newer tierd"):
+        check_versions({"core": 3, "webhooks": 1}, code)
+    with pytest.raises(CopyRefused, match="tables of legacy, which no loaded plugin provides"):
+        check_versions({"core": 2, "webhooks": 1, "legacy": 4}, code)
