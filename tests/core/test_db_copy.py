@@ -244,10 +244,18 @@ def test_a_value_postgresql_refuses_leaves_the_target_empty(pg, tmp_path):
     out = copy(d, url)
     assert out.returncode == 1 and "tenants.created_at" in out.stderr and "'yesterday'" in out.stderr
     assert tables_in(pg, "refused") == ""  # one transaction: nothing of the schema either
-    with con:
+    with con:  # a NUL character: SQLite keeps it, PostgreSQL's text refuses it
         con.execute("UPDATE tenants SET created_at = 1764633600")
+        con.execute("UPDATE tokens SET description = 'a' || char(0) || 'b'")
+    out = copy(d, url)
+    assert out.returncode == 1 and "tokens: PostgreSQL refused a row" in out.stderr, out.stderr
+    assert tables_in(pg, "refused") == ""
+    with con:  # bytes that are not UTF-8 (stored by an older tierd) are copied, replaced and counted
+        con.execute("UPDATE tokens SET description = CAST(x'41ff42' AS TEXT)")
     con.close()
-    assert copy(d, url).returncode == 0  # run again once the cause is fixed
+    out = copy(d, url, "--json")  # run again once the cause is fixed
+    assert out.returncode == 0 and json.loads(out.stdout)["not_utf8"] == 1, out.stderr
+    assert pg.psql("SELECT description FROM tokens", database="refused").strip() == "A\ufffdB"
 
 
 def test_a_database_behind_or_ahead_of_the_code_is_refused():

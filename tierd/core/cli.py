@@ -382,13 +382,13 @@ def db_copy(cli_ctx: CliContext, url: str, as_json: bool) -> None:
         sys.exit(1)
     if not as_json:
         click.echo(
-            "\nTo run on it, replace storage.path in the configuration with:\n"
+            "\nTo run on it, add to the configuration's storage section:\n"
             "  storage:\n"
             "    url: ${file:/run/credentials/tierd.service/db-url}\n"
-            f"and put the URL ({safe_url(url)}, with its password) in a file only root reads, handed to the\n"
-            "service as a credential (LoadCredential=db-url:/etc/tierd/db-url in the unit), so that no password\n"
-            "sits in the configuration. "
-            f"{path} is left untouched: keep it until the daemon runs well on PostgreSQL."
+            f"with the URL ({safe_url(url)}, its password included) in a file only root reads, handed to the\n"
+            "service as a systemd credential (LoadCredential=db-url:/etc/tierd/db-url in the unit): no password\n"
+            "in the configuration. Keep storage.path as it is: its folder still holds the admin token and report\n"
+            f"files. {path} is left untouched; keep it until tierd runs well on PostgreSQL."
         )
 
 

@@ -308,6 +308,8 @@ async def _copy_table(
             raise
         done += len(rows)
         progress(table, done, total)
+    if not done:
+        progress(table, 0, total)  # a line for an empty table too
     for column, spec in pg_cols.items():
         if spec["sequence"]:  # the next id follows the largest copied, as SQLite's would
             largest = f'COALESCE((SELECT MAX("{column}") FROM "{table}"), 0)'
@@ -374,7 +376,10 @@ async def _copy_all(
         await PgDatabase("")._ensure_migrations_table(conn)
         for namespace, scripts in migrations.items():
             for version, script in enumerate(scripts, 1):
-                await conn.execute(script)
+                try:
+                    await conn.execute(script)
+                except asyncpg.PostgresError as exc:
+                    raise CopyRefused(f"PostgreSQL migration {namespace} {version} failed: {exc}") from None
                 await conn.execute(
                     "INSERT INTO schema_migrations(namespace, version, applied_at) VALUES ($1, $2, $3)",
                     namespace,
@@ -387,6 +392,9 @@ async def _copy_all(
             raise CopyRefused(f"PostgreSQL's migrations build no table {', '.join(missing)}: the schemas differ")
         reenable = await _triggers_off(conn, tables)
         for table in await _fk_order(conn, tables):
-            await _copy_table(conn, source, table, columns[table], counts[table], progress)
+            try:
+                await _copy_table(conn, source, table, columns[table], counts[table], progress)
+            except asyncpg.PostgresError as exc:  # e.g. a NUL character, which PostgreSQL's text refuses
+                raise CopyRefused(f"{table}: PostgreSQL refused a row ({type(exc).__name__}: {exc})") from None
         for table in reenable:
             await conn.execute(f'ALTER TABLE "{table}" ENABLE TRIGGER USER')
