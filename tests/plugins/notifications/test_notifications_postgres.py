@@ -10,6 +10,7 @@ a fresh database per test; skipped, saying why, where PostgreSQL is missing.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import sqlite3
 from types import SimpleNamespace
@@ -172,6 +173,52 @@ async def test_identity_values_are_never_handed_out_twice(pg):
         (1000, "copied", "acme", "r", "journal", "{}", T0),
     )
     assert (await store.get_group(pg, "copied"))["id"] == 1000
+
+
+# --- several writers at once (PostgreSQL's, where SQLite has one) ----------------------------------
+
+
+async def _due_group(pg) -> int:
+    due = SimpleNamespace(next_flush_at=T0, last_flush_at=None, expires_at=None)
+    async with pg.transaction() as tx:
+        group = await store.save_group(tx, None, "g", "acme", "payments", "chat", {}, due, T0 - 30)
+        assert await store.insert_notification(tx, _row("first", status="grouped", group_id=group))
+    return group
+
+
+async def _flush(pg, group: int) -> list[str] | None:
+    """What Dispatcher._flush does to the rows: lock the group if due, take its
+    items, mark them and close the group; the ids flushed (None: not due)."""
+    async with pg.transaction() as tx:
+        if await store.lock_due_group(tx, group, T0, "postgresql") is None:
+            return None
+        items = [i["id"] for i in await store.group_items(tx, group)]
+        await store.mark_digested(tx, items, "ntf_digest", T0)
+        closed = SimpleNamespace(next_flush_at=None, last_flush_at=T0, expires_at=T0 + 3600)
+        await store.set_group_times(tx, group, closed, flushed=True)
+        return items
+
+
+async def test_a_flush_waits_for_the_events_joining_its_group(pg):
+    """Without the lock a flush could read the items before an event's row
+    commits, then close the group: the event would wait in it for no timer."""
+    group = await _due_group(pg)
+    async with pg.transaction() as intake:
+        joined = await store.get_group(intake, "g", "postgresql")  # intake's read: locks the group
+        assert joined["next_flush_at"] == T0  # scheduled: the event rides along, timers unchanged
+        flush = asyncio.create_task(_flush(pg, group))
+        await asyncio.sleep(0.3)
+        assert not flush.done(), "the flush did not wait for intake"
+        assert await store.insert_notification(intake, _row("second", status="grouped", group_id=group))
+    assert await flush == [f"{store.ID_PREFIX}first", f"{store.ID_PREFIX}second"]
+
+
+async def test_of_two_flushes_of_one_group_one_makes_the_digest(pg):
+    """Two nodes (or two ticks) flushing the group at once: the second finds it done."""
+    group = await _due_group(pg)
+    results = await asyncio.gather(_flush(pg, group), _flush(pg, group))
+    assert sorted(results, key=repr) == [None, [f"{store.ID_PREFIX}first"]]
+    assert (await store.get_group(pg, "g"))["flushes"] == 1
 
 
 # --- store.py, on both backends ------------------------------------------------------------------

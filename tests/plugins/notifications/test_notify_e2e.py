@@ -241,8 +241,12 @@ async def test_kill_9_loses_nothing(tierd_daemon, receiver, smtp, tmp_path, exam
         return web.Response(status=503, text="down for maintenance")
 
     slack.responder = respond
+    config = notifications_config(smtp, tmp_path / "audit.jsonl")
+    # Long enough for the 20 events below to arrive before the kill on a busy
+    # machine (with 3s, a loaded one flushed the group first).
+    config["routes"][1]["group_wait"] = "10s"
     d = tierd_daemon(
-        {"notifications": notifications_config(smtp, tmp_path / "audit.jsonl")},
+        {"notifications": config},
         env={"SMTP_PASSWORD": PASSWORD, "SLACK_WEBHOOK_URL": slack.url},
         **example_channel,
     )
@@ -252,7 +256,7 @@ async def test_kill_9_loses_nothing(tierd_daemon, receiver, smtp, tmp_path, exam
             "POST", "/v1/events", {"type": "invoice.paid", "data": {"number": f"K{i}", "amount": 2000 + i}}, token=acme
         )
     await until(lambda: len(slack.requests) >= 3, what="first failing attempts")
-    for i in range(20):  # waiting in group_wait (3s) when the process dies
+    for i in range(20):  # waiting in group_wait when the process dies
         await d.arequest("POST", "/v1/events", {"type": "payment.failed", "data": {"n": i}}, token=acme)
     d.kill9()
 

@@ -183,21 +183,28 @@ class Dispatcher:
     # --- groups ------------------------------------------------------------------------
 
     async def flush_groups(self, now: float) -> int:
-        groups = await store.due_groups(self.db, now)
-        for group in groups:
-            await self._flush(group, now)
-        return len(groups)
+        flushed = 0
+        for group in await store.due_groups(self.db, now):
+            flushed += await self._flush(group, now)
+        return flushed
 
-    async def _flush(self, group, now: float) -> None:
+    async def _flush(self, due, now: float) -> bool:
+        """Make ``due``'s digest (or find nothing to send); False if it was no longer due."""
         compiled = self.compiled
-        node = compiled.tree.by_id.get(group["route"])
+        node = compiled.tree.by_id.get(due["route"])
         settings = node.settings if node is not None else None
         repeat = settings["repeat_interval"] if settings else 4 * 3600.0
         async with self.db.transaction() as tx:
+            # Read again, locked (PostgreSQL; SQLite's writer is alone anyway):
+            # between due_groups() and here intake may have added events, or
+            # another node flushed it. Its count of flushes names the digest.
+            group = await store.lock_due_group(tx, due["id"], now, self.db.dialect)
+            if group is None:
+                return False
             items = await store.group_items(tx, group["id"])
             if not items:
                 await store.set_group_times(tx, group["id"], grouping.on_flush(now, repeat), flushed=False)
-                return
+                return True
             events = [json.loads(i["events"])[0] for i in items[:DIGEST_EVENTS]]
             labels = json.loads(group["labels"])
             severity = max((i["severity"] for i in items), key=lambda s: _SEVERITY_RANK.get(s, 0))
@@ -235,6 +242,7 @@ class Dispatcher:
             await store.mark_digested(tx, [i["id"] for i in items], digest["id"], now)
             await store.set_group_times(tx, group["id"], grouping.on_flush(now, repeat), flushed=True)
         log.info("group %s: %d event(s) -> %s %s", group["group_key"], len(items), digest["kind"], digest["id"])
+        return True
 
     # --- sending -------------------------------------------------------------------------
 

@@ -58,7 +58,7 @@ async def ingest(db, compiled: Compiled, events: list[dict], now: float) -> Inta
     ]
     if not reached:
         return result  # most events reach nobody: no read, no write transaction
-    batch = _Batch(compiled, now, await active_silences(db, now), result)
+    batch = _Batch(compiled, now, await active_silences(db, now), result, db.dialect)
     async with db.transaction() as tx:
         keys = [f"{event['id']}|{match.id}|{channel}" for event, match, channel in reached]
         seen = await store.existing_dedup_keys(tx, keys, db.dialect)
@@ -74,8 +74,9 @@ class _Batch:
     """One intake transaction: what it read once (silences, groups, throttle
     counts) is kept for the rest of the batch instead of read per row."""
 
-    def __init__(self, compiled: Compiled, now: float, silences: list[Silence], result: IntakeResult):
+    def __init__(self, compiled: Compiled, now: float, silences: list[Silence], result: IntakeResult, dialect: str):
         self.compiled, self.now, self.silences, self.result = compiled, now, silences, result
+        self.dialect = dialect  # the database's: a transaction does not say
         self.when = dt.datetime.fromtimestamp(now, dt.UTC)
         self.groups: dict[str, tuple[int, grouping.GroupTimes]] = {}  # group key -> (id, timers)
         self.recent: dict[tuple[str, str], int] = {}  # (route, channel) -> rows counting for its throttle
@@ -134,7 +135,7 @@ class _Batch:
         if key in self.groups:
             group_id, old = self.groups[key]
         else:
-            existing = await store.get_group(tx, key)
+            existing = await store.get_group(tx, key, self.dialect)
             group_id, old = (
                 (None, None)
                 if existing is None

@@ -133,8 +133,18 @@ async def count_recent(tx, route: str, channel: str, since: float) -> int:
     return row["n"]
 
 
-async def get_group(tx, key: str):
-    return await tx.fetchone("SELECT * FROM notification_groups WHERE group_key=?", (key,))
+def _for_update(dialect: str) -> str:
+    """`` FOR UPDATE`` on PostgreSQL: the row stays locked until the transaction
+    ends. SQLite has no row locks and needs none: its single writer runs one
+    write transaction at a time."""
+    return " FOR UPDATE" if dialect == "postgresql" else ""
+
+
+async def get_group(tx, key: str, dialect: str = "sqlite"):
+    """The group with ``key``; inside intake's transaction on PostgreSQL (``dialect``)
+    locked until it commits, so that a flush of the group waits for the events
+    joining it (and intake waits for a flush under way, then reads its timers)."""
+    return await tx.fetchone(f"SELECT * FROM notification_groups WHERE group_key=?{_for_update(dialect)}", (key,))
 
 
 async def existing_dedup_keys(tx, keys: list[str], dialect: str) -> set[str]:
@@ -188,6 +198,18 @@ async def due_groups(db, now: float, limit: int = 100):
 async def next_group_flush(db) -> float | None:
     row = await db.fetchone("SELECT MIN(next_flush_at) AS t FROM notification_groups WHERE next_flush_at IS NOT NULL")
     return row["t"]
+
+
+async def lock_due_group(tx, group_id: int, now: float, dialect: str):
+    """The group ``group_id`` if it is still due at ``now`` (None: flushed or moved
+    meanwhile), locked on PostgreSQL until the transaction ends: a flush reads its
+    items and sets its timers with no intake adding to it in between, and of two
+    nodes flushing the same group one makes the digest and the other finds it done."""
+    return await tx.fetchone(
+        "SELECT * FROM notification_groups WHERE id=? AND next_flush_at IS NOT NULL AND next_flush_at<=?"
+        + _for_update(dialect),
+        (group_id, now),
+    )
 
 
 async def group_items(tx, group_id: int):
