@@ -403,3 +403,55 @@ async def test_explain_shows_the_postgresql_sql(both):
     text = report.explain("acme", report.parse_params({}), dialect="postgresql")
     assert 'CAST(src."amount" AS NUMERIC)' in text and "tierd_" not in text
     assert "tierd_dsum" in report.explain("acme", report.parse_params({}))
+
+
+# --- the store's reads walk an index on PostgreSQL too ------------------------------------
+
+
+class _Recording:
+    """A database that notes each statement ``store.py`` runs (and runs it)."""
+
+    def __init__(self, db) -> None:
+        self.db = db
+        self.dialect = db.dialect
+        self.statements: list[tuple[str, object]] = []
+
+    async def fetchall(self, sql, params=()):
+        self.statements.append((sql, params))
+        return await self.db.fetchall(sql, params)
+
+    async def fetchone(self, sql, params=()):
+        self.statements.append((sql, params))
+        return await self.db.fetchone(sql, params)
+
+    async def execute(self, sql, params=()):
+        self.statements.append((sql, params))
+        return await self.db.execute(sql, params)
+
+
+async def test_the_store_reads_and_updates_through_indexes_on_postgresql(pg):
+    """The counterpart of the SQLite plan check in test_reports_runs.py: with
+    sequential scans and sorts priced out, every statement of a list, a claim or
+    the retention still plans without either, so an index serves it."""
+    for i in range(30):
+        due = {"schedule": "daily", "dedup_key": f"schedule:daily:{i}"} if i % 3 == 0 else {}
+        await store.insert_run(pg, _run(f"rpt_{i:02}", "acme" if i % 2 else "globex", **due))
+    recording = _Recording(pg)
+    await store.page(recording, "acme", None, 5)
+    await store.page(recording, "acme", 20, 5, status="failed")
+    await store.page(recording, None, None, 5)
+    await store.page(recording, None, 20, 5, status="delivered")
+    await store.waiting(recording, 5)
+    await store.last_of_schedule(recording, "daily")
+    await store.expired(recording, T0)
+    await store.get(recording, "rpt_03", "acme")
+    await store.claim(recording, "rpt_05", T0)
+    await store.delete_runs(recording, ["rpt_07", "rpt_08"])
+    assert len(recording.statements) == 10
+    async with pg.transaction() as tx:
+        await tx.execute("SET LOCAL enable_seqscan = off")
+        await tx.execute("SET LOCAL enable_sort = off")
+        for sql, params in recording.statements:
+            plan = "\n".join(r[0] for r in await tx.fetchall("EXPLAIN " + sql, params))
+            assert "Seq Scan" not in plan and "Sort" not in plan, f"{sql}\n{plan}"
+            assert "Index" in plan, f"{sql}\n{plan}"
