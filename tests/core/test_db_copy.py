@@ -151,6 +151,11 @@ async def test_a_copy_serves_the_same_data_from_postgresql(pg, tmp_path, receive
     finally:
         await asyncio.to_thread(d.stop)
     sqlite_file = tmp_path / "tierd.db"
+    con = sqlite3.connect(sqlite_file)
+    with con:  # as if the newest audit rows were deleted: AUTOINCREMENT never gives their ids again
+        con.execute("UPDATE sqlite_sequence SET seq = seq + 100 WHERE name = 'recon_audit'")
+    [[audit_seq]] = con.execute("SELECT seq FROM sqlite_sequence WHERE name = 'recon_audit'").fetchall()
+    con.close()
     unchanged = sqlite_file.read_bytes()
 
     url = pg.create_database("moved")
@@ -168,6 +173,11 @@ async def test_a_copy_serves_the_same_data_from_postgresql(pg, tmp_path, receive
     assert counts["webhook_delivery_counts"][1] == 1 and counts["tenants"][1] == 1
     assert counts["recon_bank_lines"][1] == 2 and counts["recon_matches"][1] == 1 and counts["report_runs"][1] == 1
     assert sqlite_file.read_bytes() == unchanged  # only read
+    # Identity sequences go past the largest id ever given (nor does the copy give one again).
+    next_audit = "SELECT nextval(pg_get_serial_sequence('recon_audit', 'id'))"
+    assert pg.psql(next_audit, database="moved").strip() == str(audit_seq + 1)
+    next_delivery = "SELECT nextval(pg_get_serial_sequence('webhook_deliveries', 'seq'))"
+    assert pg.psql(next_delivery, database="moved").strip() == "6"
 
     (tmp_path / "pg").mkdir()
     on_pg = DaemonProcess(tmp_path / "pg", config(tmp_path) | {"storage": {"url": url}})

@@ -120,6 +120,16 @@ class _Source:
     def count(self, table: str) -> int:
         return int(self.conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0])
 
+    def last_id(self, table: str) -> int | None:
+        """The largest id AUTOINCREMENT ever gave in ``table`` (deleted rows
+        included), or None: an id is never given twice, and a consumer's
+        cursor may stand past the largest id left (a tenant's newest events deleted)."""
+        try:
+            row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+        except sqlite3.OperationalError:  # no such table: no AUTOINCREMENT anywhere
+            return None
+        return int(row[0]) if row else None
+
     def columns(self, table: str) -> tuple[list[str], list[str]]:
         """(stored columns, primary-key columns in key order); generated columns
         are hidden from table_info, as they should be: PostgreSQL computes its own."""
@@ -311,12 +321,13 @@ async def _copy_table(
     if not done:
         progress(table, 0, total)  # a line for an empty table too
     for column, spec in pg_cols.items():
-        if spec["sequence"]:  # the next id follows the largest copied, as SQLite's would
-            largest = f'COALESCE((SELECT MAX("{column}") FROM "{table}"), 0)'
+        if spec["sequence"]:  # the next id follows the largest ever given, as on SQLite
+            largest = f'COALESCE(GREATEST((SELECT MAX("{column}") FROM "{table}"), $3::bigint), 0)'
             await conn.execute(
                 f"SELECT setval(pg_get_serial_sequence($1, $2), {largest} + 1, false)",
                 f'"{table}"',
                 column,
+                source.last_id(table),
             )
 
 
