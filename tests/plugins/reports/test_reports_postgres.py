@@ -455,3 +455,38 @@ async def test_the_store_reads_and_updates_through_indexes_on_postgresql(pg):
             plan = "\n".join(r[0] for r in await tx.fetchall("EXPLAIN " + sql, params))
             assert "Seq Scan" not in plan and "Sort" not in plan, f"{sql}\n{plan}"
             assert "Index" in plan, f"{sql}\n{plan}"
+
+
+async def test_a_cancelled_read_ends_its_query_on_the_server(both):
+    """A run stopped (shutdown, or its exporter stuck past the grace) cuts its
+    connection: the query does not go on on the server."""
+    _, pg = both
+    slow = ReportSource(
+        name="test.slow",
+        description="a query that takes its time",
+        sql="SELECT 'acme' AS tenant, 'x' AS name FROM pg_sleep(30)",
+        columns=(Column("name", "text", ""),),
+    )
+    report = build_report("slow", {"source": "test.slow", "columns": ["name"]}, {"test.slow": slow})
+    query = report.compile("acme", report.parse_params({}), 10, dialect="postgresql")
+    reading = asyncio.ensure_future(_read_pg(pg, report, query, budget=None))
+
+    async def sessions() -> int:
+        row = await pg.fetchone(
+            "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE application_name = 'tierd/reports' AND state = 'active'"
+        )
+        return int(row["n"])
+
+    for _ in range(100):
+        if await sessions() == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert await sessions() == 1  # the report's query runs
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    for _ in range(100):
+        if await sessions() == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await sessions() == 0

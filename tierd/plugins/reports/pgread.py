@@ -13,11 +13,15 @@ chunk at a time, so a large report is never held in memory whole.
 
 The budget is the run's deadline: each fetch waits at most what is left of it
 (asyncpg cancels the query on the server) and :class:`QueryTimeout` is raised.
+A read cancelled (a shutdown, an exporter stuck past the grace) cancels the
+fetch in flight the same way before the connection goes: PostgreSQL would
+otherwise run the query on until it next wrote to the closed socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -26,6 +30,12 @@ from tierd.core.pg import translate
 from tierd.core.storage import QueryTimeout
 
 T = TypeVar("T")
+#: Seconds a cancelled read waits for its thread to let go before the connection is cut.
+STOP_WAIT = 5.0
+
+
+class ReadStopped(Exception):
+    """The read was cancelled: the thread's next fetch raises this."""
 
 
 class PgReader:
@@ -36,6 +46,16 @@ class PgReader:
         self.loop = loop
         self.budget = budget
         self.deadline = None if not budget else time.monotonic() + budget
+        self.stopped = False
+        #: The fetch the thread waits for (cancelled by :meth:`stop`).
+        self.pending: concurrent.futures.Future | None = None
+
+    def stop(self) -> None:
+        """From the loop: cancel the fetch in flight (asyncpg cancels its query on
+        the server) and refuse the next one."""
+        self.stopped = True
+        if self.pending is not None:
+            self.pending.cancel()
 
     def remaining(self) -> float | None:
         """Seconds left of the budget (None: no budget); QueryTimeout once none are."""
@@ -48,15 +68,20 @@ class PgReader:
 
     def call(self, make: Callable[[float | None], Awaitable[Any]]) -> Any:
         """Await ``make(timeout)`` on the loop and wait for it here, in the thread."""
+        if self.stopped:
+            raise ReadStopped("the report's read was cancelled")
         timeout = self.remaining()
 
         async def run() -> Any:
             return await make(timeout)
 
+        self.pending = asyncio.run_coroutine_threadsafe(run(), self.loop)
         try:
-            return asyncio.run_coroutine_threadsafe(run(), self.loop).result()
+            return self.pending.result()
         except TimeoutError:
             raise QueryTimeout(self.budget or 0) from None
+        except concurrent.futures.CancelledError:
+            raise ReadStopped("the report's read was cancelled") from None
 
     def execute(self, sql: str, params: Any = ()) -> PgCursor:
         """A cursor over ``sql`` (SQLite's ``?`` / ``:name`` placeholders, as everywhere)."""
@@ -84,24 +109,31 @@ class PgCursor:
 async def read_in_thread(db: Any, fn: Callable[[PgReader], T], budget: float | None = None) -> T:
     """Run ``fn(reader)`` in a worker thread on a read-only connection of its own
     to ``db`` (a ``PgDatabase``), and return what it returns. Past ``budget``
-    seconds :class:`QueryTimeout`; cancelled, the connection is cut (a fetch
-    the thread waits for fails, and the thread ends)."""
+    seconds :class:`QueryTimeout`; cancelled, the query in flight is cancelled
+    on the server and the thread's next fetch fails (it ends), then the
+    connection closes."""
     import asyncpg  # only a PostgreSQL daemon needs it
 
     conn = await asyncpg.connect(
         db.url,
         server_settings={"default_transaction_read_only": "on", "application_name": "tierd/reports"},
     )
-    loop = asyncio.get_running_loop()
+    reader = PgReader(conn, asyncio.get_running_loop(), budget)
     work: asyncio.Future | None = None
     try:
         await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        work = asyncio.ensure_future(asyncio.to_thread(fn, PgReader(conn, loop, budget)))
+        work = asyncio.ensure_future(asyncio.to_thread(fn, reader))
+        # What the thread ends with is the caller's, or (cancelled) nobody's: retrieved.
+        work.add_done_callback(lambda done: done.cancelled() or done.exception())
         return await asyncio.shield(work)
     finally:
-        if work is None or work.done():
-            await conn.close()  # the transaction, read only, ends with it
-        else:
-            # Cancelled while the thread reads: cut the connection; the thread's
-            # next (or pending) fetch fails and it ends.
-            conn.terminate()
+        try:
+            if work is not None and not work.done():
+                reader.stop()
+                # The thread ends at its next fetch; one busy in the exporter may take longer.
+                await asyncio.wait([work], timeout=STOP_WAIT)
+            if work is None or work.done():
+                await conn.close()  # the transaction, read only, ends with it
+        finally:
+            if not conn.is_closed():  # the thread still busy, or cancelled again meanwhile
+                conn.terminate()
