@@ -146,12 +146,18 @@ def test_planner_hints_are_taken_out_for_postgresql():
 async def test_create_is_idempotent_and_answers_the_stored_seqs(store):
     created = await store.create_deliveries(rows(6, endpoints=2, inflight=True)[:3] + rows(6, endpoints=2)[3:], NOW)
     assert list(created) == [f"msg_{i:06d}" for i in range(6)]
+    assert list(created.values()) == sorted(created.values())  # numbered in the rows' order (event order)
     stored = await store.db.fetchall("SELECT id, seq, status FROM webhook_deliveries")
     assert created == {r["id"]: r["seq"] for r in stored}
     assert sorted(r["status"] for r in stored) == ["inflight"] * 3 + ["pending"] * 3
     # Seen before: not made again; new ones answered with their seqs.
     again = await store.create_deliveries(rows(8, endpoints=2), NOW)
     assert list(again) == ["msg_000006", "msg_000007"]
+    assert again["msg_000006"] < again["msg_000007"]
+    # Many rows of one batch, some of an endpoint that does not exist: the seqs still follow the rows.
+    many = [(f"b{r[0]}", *r[1:3], f"b{r[3]}", *r[4:]) for r in rows(3000, endpoints=6)]
+    batch = await store.create_deliveries(many, NOW)
+    assert len(batch) == 2500 and list(batch.values()) == sorted(batch.values())
     # An endpoint that does not exist (deleted meanwhile): its rows are not made.
     gone = [("msg_x", "acme", "ep_gone", "evt_x", "invoice.paid", "{}", NOW, NOW, False)]
     assert await store.create_deliveries(gone, NOW) == {}

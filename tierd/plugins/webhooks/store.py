@@ -92,6 +92,7 @@ _NEW_DELIVERY = {
     "due_at": "float8",
     "created_at": "float8",
     "inflight": "bool",
+    "position": "bigint",  # PostgreSQL's only: the row's place in the list, for the seqs' order
 }
 #: The rows of :meth:`Store.record` (an attempt and the delivery's next state).
 _ATTEMPT = {
@@ -312,7 +313,7 @@ class Store:
     async def _create_deliveries_pg(self, rows: list[tuple], now: float) -> dict[str, int]:
         """:meth:`create_deliveries` on PostgreSQL: the seqs from RETURNING (identity
         values of concurrent inserts interleave, so they are not a range there)."""
-        source, params = bulk_rows("postgresql", _NEW_DELIVERY, rows)
+        source, params = bulk_rows("postgresql", _NEW_DELIVERY, [(*row, i) for i, row in enumerate(rows)])
         async with self.db.transaction() as tx:
             found = await tx.fetchall(
                 "INSERT INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload,"
@@ -321,7 +322,10 @@ class Store:
                 " CASE WHEN r.inflight THEN 'inflight' ELSE 'pending' END, CASE WHEN r.inflight THEN ?::float8 END,"
                 f" r.due_at, r.created_at FROM ({source}) AS r"
                 " WHERE EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id=r.endpoint_id)"
-                " ON CONFLICT DO NOTHING RETURNING id, seq",
+                # Seqs in the rows' order, as SQLite numbers them: the events of one
+                # batch share their time, and (created_at, seq) is event order (fifo).
+                # Without ORDER BY a hash join may hand the rows over in another.
+                " ORDER BY r.position ON CONFLICT DO NOTHING RETURNING id, seq",
                 (now, *params),
             )
         seqs = {r["id"]: r["seq"] for r in found}
