@@ -245,6 +245,8 @@ DEFINITIONS = {
             {"name": "all_ok", "expr": "min(ok)"},
             {"name": "any_ok", "expr": "max(ok)"},
             {"name": "ones", "expr": "count(ok = 1)"},
+            {"name": "listed", "expr": "count(ok in (1))"},
+            {"name": "unlisted", "expr": "count(ok not in (1, null))"},
         ],
         "filters": ["not (name = 'zzz') or ok", "n is not null or n is null"],
         "group_by": ["name"],

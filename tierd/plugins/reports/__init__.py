@@ -8,9 +8,11 @@ named for it:
 * ``builder.py`` - reports compiled from definitions; ``core_source.py`` - the ``core.events`` source
 * ``exporters/`` - the built-in formats (csv, json, jsonl, xlsx, pdf, html); ``chart.py``
 * ``service.py`` - the running object (core's service slot): loaded reports, runner, schedules
-* ``runs.py`` - making a run: query off the loop, file, delivery, events
+* ``runs.py`` - making a run: query off the loop, file, delivery, events;
+  ``pgread.py`` - its rows read from PostgreSQL in a worker thread
 * ``schedules.py`` and ``periods.py`` - when a schedule's run is due, relative periods
-* ``store.py`` - the tables and every SQL statement; ``api.py`` / ``cli.py`` - the interfaces
+* ``store.py`` - the tables (SQLite's and PostgreSQL's migrations) and every SQL
+  statement; ``api.py`` / ``cli.py`` - the interfaces
 * ``console.py`` - its pages of the web console (reports, runs, downloads, schedules);
   their templates in ``templates/console/``
 """

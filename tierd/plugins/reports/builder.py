@@ -895,6 +895,10 @@ class _Emitter:
         if self.pg and (left.type == "decimal" or any(i.type == "decimal" for i in items)):
             parts = " OR ".join(f"{self.num(left)} = {self.num(i)}" for i in items)
             return f"({'NOT ' if node.value else ''}COALESCE({parts}, FALSE))"
+        if self.pg and {left.type, *(i.type for i in items)} - {"null"} == {"boolean", "integer"}:
+            # As in _cmp: PostgreSQL compares no boolean with a number.
+            a, *b = (f"CAST({self.sql(n)} AS INTEGER)" if n.type == "boolean" else self.sql(n) for n in node.args)
+            return f"({a} {'NOT ' if node.value else ''}IN ({', '.join(b)}))"
         if left.type == "decimal" or any(i.type == "decimal" for i in items):
             parts = " OR ".join(f"tierd_dcmp({self.sql(left)}, {self.sql(i)}) = 0" for i in items)
             return f"({'NOT ' if node.value else ''}COALESCE({parts}, 0))"
