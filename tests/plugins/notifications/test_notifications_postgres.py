@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from tierd.core.dbcopy import copy_database
 from tierd.core.pg import PgDatabase
 from tierd.core.storage import Database, migrations_for
 from tierd.plugins.notifications import store, tierd_migrations
@@ -500,3 +501,33 @@ async def test_the_shipped_report_answers_the_same_rows_on_both_backends(pg, lit
     assert totals == (
         {"notifications": 13, "sent": 5, "retried": 0} if tenant else {"notifications": 26, "sent": 5, "retried": 1}
     )
+
+
+# --- moving over ----------------------------------------------------------------------------------
+
+
+async def test_tierd_db_copy_moves_the_tables_and_the_store_carries_on(pg_server, tmp_path):
+    """A SQLite database copied by ``tierd db copy`` answers alike on PostgreSQL,
+    and new rows there get ids past the copied ones (identities moved on)."""
+    path = tmp_path / "old.db"
+    lite = await Database(str(path)).open()
+    await lite.migrate(migrations_for(tierd_migrations(), "sqlite"))
+    await _history_world(lite)
+    times = SimpleNamespace(next_flush_at=T0 + 30, last_flush_at=None, expires_at=None)
+    async with lite.transaction() as tx:
+        await store.record_attempts(tx, [_outcome(f"{store.ID_PREFIX}h04", 1, T0 + 250, "delivered")])
+        group = await store.save_group(tx, None, "g", "acme", "payments", "chat", {"type": "x"}, times, T0)
+    before = [dict(r) for r in await store.history(lite, tenant=None)]
+    await lite.close()
+
+    url = pg_server.create_database(f"n{next(_names)}")
+    result = await copy_database(path, url, migrations_for(tierd_migrations(), "postgresql"))
+    assert all(t.ok for t in result.tables) and {t.table for t in result.tables} >= set(TABLES)
+    async with PgDatabase(url, readers=1) as pg:
+        assert [dict(r) for r in await store.history(pg, tenant=None)] == before
+        async with pg.transaction() as tx:
+            assert await store.save_group(tx, None, "g2", "acme", "payments", "chat", {}, times, T0) > group
+            assert await store.insert_notification(tx, _row("after"))
+        assert (await store.get(pg, f"{store.ID_PREFIX}after"))["seq"] > max(r["seq"] for r in before)
+        assert await store.purge(pg, T0 + 10_000) == sum(r["status"] in store.FINAL_STATUSES for r in before)
+        assert await pg.fetchall("SELECT * FROM notification_attempts") == []
