@@ -403,6 +403,25 @@ async def test_history_filters_and_pages(db, filters):
     assert paged == expected
 
 
+async def test_since_and_until_find_rows_stamped_out_of_seq_order(db):
+    """A row stamped before another writer's row but inserted after it (a higher
+    seq, an earlier time) is still in the range its time puts it in."""
+    await _insert(
+        db,
+        _row("early", created_at=T0 - 100),
+        _row("b", created_at=T0 + 5),
+        _row("a", created_at=T0 + 1),  # stamped first, inserted second
+        _row("c", created_at=T0 + 10),
+        _row("d", created_at=T0 + 9),
+    )
+    since = [r["id"][4:] for r in await store.history(db, tenant=None, since=T0)]
+    assert since == ["d", "c", "a", "b"]
+    until = [r["id"][4:] for r in await store.history(db, tenant=None, until=T0 + 10)]
+    assert until == ["d", "a", "b", "early"]
+    both = [r["id"][4:] for r in await store.history(db, tenant=None, since=T0 + 2, until=T0 + 10)]
+    assert both == ["d", "b"]
+
+
 async def test_retention_purges_finished_rows_and_their_attempts_in_slices(db):
     old, recent = T0 - 40 * DAY, T0 - DAY
     gone = [_row(f"old{n}", status=("delivered", "failed", "throttled")[n % 3], created_at=old) for n in range(700)]

@@ -302,6 +302,8 @@ async def record_attempts(tx, outcomes: list[dict]) -> None:
 #: The largest seq SQLite holds: a page's walk always has an upper bound, so its
 #: plan is a seek into an index rather than what reads as a SCAN of the table.
 MAX_SEQ = 2**63 - 1
+#: Seconds by which rows' stamps may be out of seq order (see :func:`history`).
+STAMP_SKEW = 60.0
 #: Kinds only the operator sends (``POST /v1/notifications/test`` and ``/send``):
 #: their rows always belong to tenant ''.
 OPERATOR_KINDS = ("test", "manual")
@@ -311,6 +313,13 @@ async def first_seq_at(db, at: float) -> int | None:
     """The seq of the first notification created at ``at`` or later (None: none is):
     one seek of notifications_created."""
     row = await db.fetchone("SELECT seq FROM notifications WHERE created_at>=? ORDER BY created_at LIMIT 1", (at,))
+    return None if row is None else row["seq"]
+
+
+async def last_seq_before(db, at: float) -> int | None:
+    """The seq of the last notification created before ``at`` (None: none was):
+    one seek of notifications_created."""
+    row = await db.fetchone("SELECT seq FROM notifications WHERE created_at<? ORDER BY created_at DESC LIMIT 1", (at,))
     return None if row is None else row["seq"]
 
 
@@ -337,16 +346,22 @@ async def history(
         if tenant not in (None, ""):
             return []  # a tenant has no test or manual sends
         tenant = ""  # walk the operator's rows, not the whole table
-    # since/until become seq bounds: times rise with seq, so the first row
-    # created at ``since`` or later starts the range and the first created at
-    # ``until`` or later ends it. The times are still checked on each row.
-    lower, upper = None, MAX_SEQ if before_seq is None else before_seq
+    # since/until become seq bounds, as times rise with seq. Nearly: a row is
+    # stamped before its transaction inserts it, and meanwhile another writer
+    # (PostgreSQL's concurrent ones, another node with its own clock) may
+    # insert a row stamped later. With stamps at most STAMP_SKEW out of seq
+    # order, every row created at ``since`` or later comes after the last one
+    # created before ``since - STAMP_SKEW``, and every row created before
+    # ``until`` before the first one created at ``until + STAMP_SKEW`` or later.
+    # The times are still checked on each row: the answer is exact, the walk
+    # a little longer.
+    after, upper = None, MAX_SEQ if before_seq is None else before_seq
     if since is not None:
-        lower = await first_seq_at(db, since)
-        if lower is None:
+        if await first_seq_at(db, since) is None:
             return []
+        after = await last_seq_before(db, since - STAMP_SKEW)
     if until is not None:
-        end = await first_seq_at(db, until)
+        end = await first_seq_at(db, until + STAMP_SKEW)
         if end is not None:
             upper = min(upper, end)
     # A unary + keeps the planner from seeking by a column ("+route=?"): it
@@ -367,7 +382,7 @@ async def history(
             " JOIN notifications d ON d.id=e.digest_id WHERE e.event_id=?)",
             event,
         ),
-        ("seq>=?", lower),
+        ("seq>?", after),
         ("seq<?", upper),
         (f"{hint}created_at>=?", since),
         (f"{hint}created_at<?", until),
