@@ -4,10 +4,9 @@ the ``tierd webhooks`` CLI."""
 
 import asyncio
 import json
-import sqlite3
 
 from aiohttp import web
-from webhook_helpers import TEST_WEBHOOKS, fail_500
+from webhook_helpers import TEST_WEBHOOKS, fail_500, raw_sql
 
 CONFIG = {"webhooks": TEST_WEBHOOKS | {"endpoint_max_in_flight": 5, "max_in_flight": 50}}
 
@@ -39,9 +38,10 @@ async def test_kill9_loses_no_acknowledged_event(tierd_daemon, receiver):
     await r.wait_for(60, timeout=20)
     d.kill9()
     # What the database says succeeded at the moment of the kill must never be sent again.
-    with sqlite3.connect(d.config["storage"]["path"]) as conn:
-        succeeded = {row[0] for row in conn.execute("SELECT id FROM webhook_deliveries WHERE status='succeeded'")}
-        in_flight = conn.execute("SELECT COUNT(*) FROM webhook_deliveries WHERE status='inflight'").fetchone()[0]
+    succeeded = {
+        row[0] for row in await raw_sql(d.config, "SELECT id FROM webhook_deliveries WHERE status='succeeded'")
+    }
+    [(in_flight,)] = await raw_sql(d.config, "SELECT COUNT(*) FROM webhook_deliveries WHERE status='inflight'")
     assert succeeded and in_flight > 0, (len(succeeded), in_flight)
     before_restart = len(r.requests)
 

@@ -6,11 +6,10 @@ All through the real daemon (a subprocess) and a real receiver.
 
 import json
 import re
-import sqlite3
 
 from aiohttp import web
 from conftest import until
-from webhook_helpers import TEST_WEBHOOKS
+from webhook_helpers import ON_POSTGRESQL, TEST_WEBHOOKS, raw_sql
 
 CONFIG = {"webhooks": TEST_WEBHOOKS}
 
@@ -154,11 +153,15 @@ async def test_an_unusable_stored_endpoint_does_not_stop_other_tenants(tierd_dae
         assert status == 201, ep
         ids[name] = ep["id"]
     d.terminate()
-    with sqlite3.connect(d.config["storage"]["path"]) as conn:
-        conn.execute("UPDATE webhook_endpoints SET rate_limit=9e999 WHERE id=?", (ids["huge"],))  # +Infinity
-        conn.execute("UPDATE webhook_endpoints SET rate_limit='lots' WHERE id=?", (ids["junk"],))
-        conn.execute("UPDATE webhook_endpoints SET headers='{not json' WHERE id=?", (ids["badjson"],))
-        conn.execute("UPDATE webhook_endpoints SET secret='whsec_!!!' WHERE id=?", (ids["badsecret"],))
+    # Text in a REAL column is SQLite's own; PostgreSQL's column takes numbers only (NaN is junk too).
+    huge, junk = ("'Infinity'::float8", "'NaN'::float8") if ON_POSTGRESQL else ("9e999", "'lots'")
+    for sql, endpoint in (
+        (f"UPDATE webhook_endpoints SET rate_limit={huge} WHERE id=?", "huge"),  # +Infinity
+        (f"UPDATE webhook_endpoints SET rate_limit={junk} WHERE id=?", "junk"),
+        ("UPDATE webhook_endpoints SET headers='{not json' WHERE id=?", "badjson"),
+        ("UPDATE webhook_endpoints SET secret='whsec_!!!' WHERE id=?", "badsecret"),
+    ):
+        await raw_sql(d.config, sql, (ids[endpoint],))
     d.start()
 
     for tenant in ("acme", "globex"):

@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sqlite3
 import time
 
 from aiohttp import web
-from webhook_helpers import TEST_WEBHOOKS, fail_500
+from webhook_helpers import TEST_WEBHOOKS, fail_500, raw_sql
 
 from tierd.plugins.webhooks import verify
 from tierd.testing import ConsoleSession, eventually
@@ -319,11 +318,11 @@ async def test_a_portal_session_ends_with_its_link_and_stays_in_the_portal(tierd
         await enter(opened, used)
         status, html = await ui.get(path_of(link))
         assert status == 200
-        with sqlite3.connect(d.config["storage"]["path"], timeout=10) as conn:
-            conn.execute(
-                "UPDATE webhook_portal_links SET expires_at=? WHERE id IN (?,?)",
-                (time.time() - 1, link["id"], used["id"]),
-            )
+        await raw_sql(
+            d.config,
+            "UPDATE webhook_portal_links SET expires_at=? WHERE id IN (?,?)",
+            (time.time() - 1, link["id"], used["id"]),
+        )
         status, html = await ui.post(path_of(link))
         assert status == 410 and "expired" in html
         assert await link_state(d, "acme", link["id"]) == "expired"

@@ -13,7 +13,7 @@ import re
 import sqlite3
 import time
 
-from webhook_helpers import TEST_WEBHOOKS, LocalDaemon, hook_receiver, local  # noqa: F401 - fixtures
+from webhook_helpers import TEST_WEBHOOKS, LocalDaemon, hook_receiver, local, raw_sql  # noqa: F401 - fixtures
 
 from tierd.plugins.webhooks.records import Outcome
 from tierd.testing import assert_index_walk, eventually
@@ -35,7 +35,7 @@ _ATTEMPTS = (
     "INSERT INTO webhook_attempts(delivery_seq, tenant_id, endpoint_id, attempted_at, status_code, latency_ms,"
     " outcome) SELECT seq, tenant_id, endpoint_id, created_at + k, CASE WHEN status='failed' THEN 500 ELSE 200 END,"
     " 10.0 + k * (seq % 97), CASE WHEN status='failed' THEN 'http_error' ELSE 'success' END"
-    " FROM webhook_deliveries, (SELECT 1 AS k UNION ALL SELECT 2) WHERE endpoint_id=? AND event_id LIKE 'hist_%'"
+    " FROM webhook_deliveries, (SELECT 1 AS k UNION ALL SELECT 2) AS ks WHERE endpoint_id=? AND event_id LIKE 'hist_%'"
 )
 
 
@@ -51,16 +51,17 @@ def history_rows(endpoint_id: str, tenant: str, n: int, now: float) -> list[tupl
     return rows
 
 
-def count_rows(conn: sqlite3.Connection, endpoint_id: str) -> dict[str, int]:
-    return {
-        table: conn.execute(f"SELECT COUNT(*) FROM {table} WHERE endpoint_id=?", (endpoint_id,)).fetchone()[0]
-        for table in (*HISTORY, "webhook_purges")
-    }
+async def rows_of(daemon, endpoint_id: str) -> dict[str, int]:
+    """The endpoint's rows in each history table, read straight from the daemon's database."""
+    counts = {}
+    for table in (*HISTORY, "webhook_purges"):
+        [(counts[table],)] = await raw_sql(daemon, f"SELECT COUNT(*) FROM {table} WHERE endpoint_id=?", (endpoint_id,))
+    return counts
 
 
-def rows_of(db_path, endpoint_id: str) -> dict[str, int]:
-    with sqlite3.connect(db_path) as conn:
-        return count_rows(conn, endpoint_id)
+async def purged(daemon, endpoint_id: str) -> bool:
+    """Nothing of the endpoint is left in any history table."""
+    return not any((await rows_of(daemon, endpoint_id)).values())
 
 
 def purged_line(logs: str, endpoint_id: str) -> re.Match | None:
@@ -116,9 +117,9 @@ async def test_delete_answers_at_once_and_the_history_goes_in_the_background(loc
     real = (await d.deliveries("acme", big))[0]
     now = d.clock.time()
     await insert_history(d.daemon.db, [(big, "acme", 3000), (other, "acme", 300), (theirs, "globex", 300)], now)
-    db_path = d.daemon.db.path
+    target = d
     store = d.webhooks.store
-    before = {ep: rows_of(db_path, ep) for ep in (big, other, theirs)}
+    before = {ep: await rows_of(target, ep) for ep in (big, other, theirs)}
     assert before[big]["webhook_deliveries"] == 3001 and before[big]["webhook_attempts"] == 6001
     shown = {ep: await visible(d, tenant, ep) for tenant, ep in (("acme", other), ("globex", theirs))}
     assert len(shown[other]["deliveries"]) == 301 and shown[other]["attempts"][0] == 601
@@ -130,7 +131,7 @@ async def test_delete_answers_at_once_and_the_history_goes_in_the_background(loc
     took = time.monotonic() - started
     assert status == 200 and body == {"deleted": big}
     assert took < 2.0, took
-    left = rows_of(db_path, big)
+    left = await rows_of(target, big)
     # Its history is all there still (queued), only the endpoint and its one counters row are gone.
     assert left["webhook_deliveries"] == 3001 and left["webhook_attempts"] == 6001
     assert left["webhook_attempt_minutes"] > 0 and left["webhook_delivery_counts"] == 0
@@ -171,11 +172,11 @@ async def test_delete_answers_at_once_and_the_history_goes_in_the_background(loc
     assert await store.create_deliveries([race], now) == {}
     seq = (await d.daemon.db.fetchone("SELECT seq FROM webhook_deliveries WHERE id=?", (hist,)))["seq"]
     await store.record([Outcome(seq, "acme", big, now, "success", 200, 5.0, None, "ok", "succeeded", None)])
-    assert rows_of(db_path, big) == left
+    assert await rows_of(target, big) == left
 
     # The purge task removes it all, and logs it once with the count.
     d.webhooks.purger.start()
-    await eventually(lambda: not any(rows_of(db_path, big).values()), what="the deleted endpoint's history removed")
+    await eventually(lambda: purged(target, big), what="the deleted endpoint's history removed")
     line = await eventually(lambda: purged_line(caplog.text, big), what="the purge's log line")
     total, deliveries, attempts, minutes = map(int, line.groups())
     assert (deliveries, attempts) == (3001, 6001)
@@ -184,7 +185,7 @@ async def test_delete_answers_at_once_and_the_history_goes_in_the_background(loc
 
     # The other endpoint of acme and globex's keep every row, and show the same.
     for ep in (other, theirs):
-        assert rows_of(db_path, ep) == before[ep]
+        assert await rows_of(target, ep) == before[ep]
     assert await visible(d, "acme", other) == shown[other]
     assert await visible(d, "globex", theirs) == shown[theirs]
     # And deliveries go on for them.
@@ -201,7 +202,7 @@ async def test_the_purge_goes_on_after_a_restart(tmp_path, caplog):
         big = (await d.endpoint("acme", "http://127.0.0.1:9/big", enabled=False))["id"]
         other = (await d.endpoint("acme", "http://127.0.0.1:9/other", enabled=False))["id"]
         await insert_history(d.daemon.db, [(big, "acme", 2000), (other, "acme", 100)], d.clock.time())
-        db_path = d.daemon.db.path
+        target = d
         await d.webhooks.purger.stop()
         status, _ = await d.call("DELETE", f"/v1/webhooks/{big}", tenant="acme")
         assert status == 200
@@ -209,7 +210,7 @@ async def test_the_purge_goes_on_after_a_restart(tmp_path, caplog):
         sql, params = d.webhooks.store.purge_statements(big)[0]
         for _ in range(2):
             await d.daemon.db.execute(sql, params | {"slice": 500})
-        left = rows_of(db_path, big)
+        left = await rows_of(target, big)
         assert left["webhook_deliveries"] == 1000 and left["webhook_attempts"] == 2000 and left["webhook_purges"] == 1
     finally:
         await d.stop()
@@ -217,11 +218,11 @@ async def test_the_purge_goes_on_after_a_restart(tmp_path, caplog):
 
     d = await LocalDaemon(tmp_path).start()
     try:
-        await eventually(lambda: not any(rows_of(db_path, big).values()), what="the purge to go on after the restart")
+        await eventually(lambda: purged(target, big), what="the purge to go on after the restart")
         line = await eventually(lambda: purged_line(caplog.text, big), what="the purge's log line")
         # Counted across the restart: the queue row keeps the count.
         assert tuple(map(int, line.groups()))[1:3] == (2000, 4000)
-        assert rows_of(db_path, other)["webhook_deliveries"] == 100
+        assert (await rows_of(target, other))["webhook_deliveries"] == 100
         status, _ = await d.call("GET", f"/v1/webhooks/{other}/stats", tenant="acme")
         assert status == 200
     finally:
@@ -240,19 +241,18 @@ async def test_kill9_in_the_middle_of_a_purge(tierd_daemon):
         assert status == 201, ep
         endpoints[name] = ep["id"]
     big, other, theirs = endpoints["big"], endpoints["other"], endpoints["theirs"]
-    db_path = d.config["storage"]["path"]
+    target = d
     now = time.time()
     # Straight into the file (see above), beside the running daemon.
-    with sqlite3.connect(db_path, timeout=30) as conn:
-        for endpoint_id, tenant, n in ((big, "acme", 20000), (other, "acme", 200), (theirs, "globex", 200)):
-            conn.executemany(_DELIVERIES, history_rows(endpoint_id, tenant, n, now))
-            conn.execute(_ATTEMPTS, (endpoint_id,))
-    before = {ep: rows_of(db_path, ep) for ep in (other, theirs)}
+    for endpoint_id, tenant, n in ((big, "acme", 20000), (other, "acme", 200), (theirs, "globex", 200)):
+        await raw_sql(target, _DELIVERIES, history_rows(endpoint_id, tenant, n, now), many=True)
+        await raw_sql(target, _ATTEMPTS, (endpoint_id,))
+    before = {ep: await rows_of(target, ep) for ep in (other, theirs)}
 
     status, body = await d.arequest("DELETE", f"/v1/webhooks/{big}", tenant="acme")
     assert status == 200 and body == {"deleted": big}
     d.kill9()
-    left = rows_of(db_path, big)
+    left = await rows_of(target, big)
     # A purge of 20k deliveries takes seconds (slices with pauses): the kill cut it short.
     assert left["webhook_deliveries"] > 0 and left["webhook_purges"] == 1, left
     # Whole deliveries went, each with its attempts (a slice is one statement).
@@ -263,13 +263,11 @@ async def test_kill9_in_the_middle_of_a_purge(tierd_daemon):
     assert status == 404
     status, _ = await d.arequest("GET", f"/v1/deliveries/msg_{big}_1", tenant="acme")
     assert status == 404
-    await eventually(
-        lambda: not any(rows_of(db_path, big).values()), timeout=60, what="the purge to finish after the kill"
-    )
+    await eventually(lambda: purged(target, big), timeout=60, what="the purge to finish after the kill")
     line = await eventually(lambda: purged_line(d.logs(), big), what="the purge's log line")
     assert int(line.group(2)) == 20000 and int(line.group(3)) == 40000
     for ep, tenant in ((other, "acme"), (theirs, "globex")):
-        assert rows_of(db_path, ep) == before[ep]
+        assert await rows_of(target, ep) == before[ep]
         status, stats = await d.arequest("GET", f"/v1/webhooks/{ep}/stats", tenant=tenant)
         assert status == 200 and sum(stats["deliveries"].values()) == 200, stats
         assert stats["attempts"]["total"] == 400, stats

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from webhook_helpers import LocalDaemon, hook_receiver, local  # noqa: F401 - fixtures
+from webhook_helpers import LocalDaemon, hook_receiver, local, raw_sql, sqlite_only  # noqa: F401 - fixtures
 
 from tierd import testing
 from tierd.core.clock import parse_iso
@@ -48,16 +48,30 @@ def exact_percentile(values: list[float], p: int) -> float | None:
     return ordered[min(len(ordered) - 1, len(ordered) * p // 100)]
 
 
+_BY_STATUS = "SELECT status, COUNT(*) FROM webhook_deliveries WHERE endpoint_id=? GROUP BY status"
+_ATTEMPTS_SINCE = "SELECT outcome, latency_ms FROM webhook_attempts WHERE endpoint_id=? AND attempted_at>=?"
+
+
 def expected_stats(conn: sqlite3.Connection, endpoint_id: str, since: float) -> dict:
     """Deliveries by status and attempts since ``since`` counted from the history."""
+    return _counted(
+        conn.execute(_BY_STATUS, (endpoint_id,)).fetchall(),
+        conn.execute(_ATTEMPTS_SINCE, (endpoint_id, since)).fetchall(),
+    )
+
+
+async def expected_stats_of(daemon, endpoint_id: str, since: float) -> dict:
+    """:func:`expected_stats` of a test daemon's database (SQLite or PostgreSQL)."""
+    return _counted(
+        await raw_sql(daemon, _BY_STATUS, (endpoint_id,)),
+        await raw_sql(daemon, _ATTEMPTS_SINCE, (endpoint_id, since)),
+    )
+
+
+def _counted(statuses: list[tuple], rows: list[tuple]) -> dict:
     by_status = dict.fromkeys(DELIVERY_STATUSES, 0)
-    for status, n in conn.execute(
-        "SELECT status, COUNT(*) FROM webhook_deliveries WHERE endpoint_id=? GROUP BY status", (endpoint_id,)
-    ):
+    for status, n in statuses:
         by_status[status] = n
-    rows = conn.execute(
-        "SELECT outcome, latency_ms FROM webhook_attempts WHERE endpoint_id=? AND attempted_at>=?", (endpoint_id, since)
-    ).fetchall()
     by_outcome: dict[str, int] = {}
     for outcome, _ in rows:
         by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
@@ -155,9 +169,7 @@ async def test_stats_match_the_history_after_deliveries_restart_and_prune(tmp_pa
             await d.publish("acme", "invoice.paid", {"i": i})
         await d.wait_delivery("acme", ep["id"], "failed", count=8, timeout=30)
         await d.wait_delivery("acme", ep["id"], "succeeded", count=16, timeout=30)
-        db_path = tmp_path / "tierd.db"
-        with sqlite3.connect(db_path) as conn:
-            expected = expected_stats(conn, ep["id"], 0)
+        expected = await expected_stats_of(d, ep["id"], 0)
         assert expected["total"] == 16 + 8 * 3 and expected["deliveries"]["failed"] == 8
         answer = await stats_of(d, ep["id"])
         assert_stats_match(answer, expected)
@@ -185,11 +197,12 @@ async def test_stats_match_the_history_after_deliveries_restart_and_prune(tmp_pa
         await d.wait_delivery("acme", ep["id"], "failed", count=10, timeout=30)
         removed = await d.webhooks.retention.prune()
         assert removed == 40 + 24  # the old attempts and deliveries
-        with sqlite3.connect(db_path) as conn:
-            expected = expected_stats(conn, ep["id"], 0)
-            old_minutes = conn.execute(
-                "SELECT COUNT(*) FROM webhook_attempt_minutes WHERE minute<?", (int((d.clock.time() - 86400) // 60),)
-            ).fetchone()[0]
+        expected = await expected_stats_of(d, ep["id"], 0)
+        [(old_minutes,)] = await raw_sql(
+            d,
+            "SELECT COUNT(*) FROM webhook_attempt_minutes WHERE minute<?",
+            (int((d.clock.time() - 86400) // 60),),
+        )
         assert expected["total"] == 4 + 2 * 3 and expected["deliveries"] == {
             "pending": 0,
             "inflight": 0,
@@ -203,19 +216,19 @@ async def test_stats_match_the_history_after_deliveries_restart_and_prune(tmp_pa
         # minutes go with the rest of its history, in the background.
         status, _ = await d.call("DELETE", f"/v1/webhooks/{ep['id']}", tenant="acme")
         assert status == 200
-        with sqlite3.connect(db_path) as conn:
-            counters = conn.execute(
-                "SELECT COUNT(*) FROM webhook_delivery_counts WHERE endpoint_id=?", (ep["id"],)
-            ).fetchone()[0]
+        [(counters,)] = await raw_sql(
+            d, "SELECT COUNT(*) FROM webhook_delivery_counts WHERE endpoint_id=?", (ep["id"],)
+        )
         assert counters == 0
 
-        def minutes_left() -> int:
-            with sqlite3.connect(db_path) as conn:
-                return conn.execute(
-                    "SELECT COUNT(*) FROM webhook_attempt_minutes WHERE endpoint_id=?", (ep["id"],)
-                ).fetchone()[0]
+        async def minutes_left() -> int:
+            sql = "SELECT COUNT(*) FROM webhook_attempt_minutes WHERE endpoint_id=?"
+            return (await raw_sql(d, sql, (ep["id"],)))[0][0]
 
-        await testing.eventually(lambda: minutes_left() == 0, what="the deleted endpoint's attempt minutes purged")
+        async def no_minutes() -> bool:
+            return await minutes_left() == 0
+
+        await testing.eventually(no_minutes, what="the deleted endpoint's attempt minutes purged")
     finally:
         await d.stop()
 
@@ -391,6 +404,7 @@ async def test_prune_slices_walk_an_index(filled):
 # --- every list of the API walks an index --------------------------------------------------------------
 
 
+@sqlite_only
 async def test_every_list_walks_an_index_in_its_order(local, hook_receiver):  # noqa: F811
     d = await local()
     await d.tenant("acme")

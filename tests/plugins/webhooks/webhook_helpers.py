@@ -10,14 +10,59 @@ test settings) lets a test swap the clock and call jobs directly.
 from __future__ import annotations
 
 import asyncio
+import os
+import sqlite3
 import time
 
 import pytest
+import yaml
 from aiohttp import web
 
 from tierd import testing
 from tierd.plugins.webhooks import WebhookVerificationError, verify
 from tierd.testing import Receiver, StepClock, deep_merge
+
+#: The test daemons run on PostgreSQL (``TIERD_TEST_STORAGE=postgresql``, see ``tierd.testing``).
+ON_POSTGRESQL = os.environ.get(testing.TEST_STORAGE_ENV, "sqlite") == "postgresql"
+#: For a test of SQLite itself (its query plans, its file): skipped on PostgreSQL.
+sqlite_only = pytest.mark.skipif(
+    ON_POSTGRESQL, reason="SQLite's own (query plans or the file); PostgreSQL's side: test_webhooks_postgres.py"
+)
+
+
+async def raw_sql(daemon, sql: str, params=(), many: bool = False) -> list[tuple]:
+    """Run ``sql`` (SQLite's placeholders) straight on a test daemon's database,
+    beside it or while it is stopped, committed at once; its rows as tuples.
+
+    ``daemon``: a ``DaemonProcess``, a ``LocalDaemon`` or the config of one: its SQLite file, or
+    its PostgreSQL database when the tests run there. ``many``: ``params`` is a
+    list of rows.
+    """
+    if isinstance(daemon, dict):  # a daemon's config itself
+        config = daemon
+    else:
+        config = getattr(daemon, "config", None) or yaml.safe_load(daemon.config_path.read_text())
+    storage = config["storage"]
+    if storage.get("url"):
+        import asyncpg
+
+        from tierd.core.pg import translate
+
+        statement = translate(sql)
+        conn = await asyncpg.connect(storage["url"])
+        try:
+            if many:
+                await conn.executemany(statement.sql, [statement.args(p) for p in params])
+                return []
+            return [tuple(r) for r in await conn.fetch(statement.sql, *statement.args(params))]
+        finally:
+            await conn.close()
+    with sqlite3.connect(storage["path"], timeout=30) as conn:
+        if many:
+            conn.executemany(sql, params)
+            return []
+        return conn.execute(sql, params).fetchall()
+
 
 #: Short schedule and loopback allowed: what every delivery test runs with.
 TEST_WEBHOOKS = {
