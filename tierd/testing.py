@@ -107,7 +107,7 @@ def daemon_config(workdir: Path, port: int, extra: dict | None = None, shutdown_
     if os.environ.get(TEST_STORAGE_ENV, "sqlite") == "postgresql" and not ((extra or {}).get("storage") or {}).get(
         "url"
     ):
-        storage["url"] = shared_postgres().create_database(f"t_{abs(hash(str(workdir))):x}_{port}")
+        storage["url"] = _postgres_database_of(Path(workdir))
     return deep_merge(
         {
             "server": {"listen": f"127.0.0.1:{port}", "admin_token": ADMIN_TOKEN, "shutdown_grace": shutdown_grace},
@@ -119,6 +119,16 @@ def daemon_config(workdir: Path, port: int, extra: dict | None = None, shutdown_
 
 
 _shared_postgres: PostgresServer | None = None
+#: The PostgreSQL database of each test daemon's folder, as the SQLite file
+#: would be: a daemon started again on the same folder finds its data.
+_postgres_databases: dict[Path, str] = {}
+
+
+def _postgres_database_of(workdir: Path) -> str:
+    key = workdir.resolve()
+    if key not in _postgres_databases:
+        _postgres_databases[key] = shared_postgres().create_database(f"t{len(_postgres_databases)}_{os.getpid()}")
+    return _postgres_databases[key]
 
 
 def shared_postgres() -> PostgresServer:

@@ -158,3 +158,41 @@ def wait_for_witness(url: str, count: int, timeout: float = 30.0) -> list[tuple[
         if len({seq for seq, _ in rows}) >= count or time.monotonic() > deadline:
             return rows
         time.sleep(0.2)
+
+
+def test_the_clusters_timers_run_on_one_node_and_the_nodes_say_what_each_runs(pg, tmp_path):
+    a, b = nodes(tmp_path, pg.create_database("timers"), 2, witness=True)
+    a.start()
+    b.start()
+    try:
+
+        def jobs(node: DaemonProcess) -> set[str]:
+            return {j["id"] for j in node.request("GET", "/v1/admin/jobs")[1]["data"]}
+
+        # The first node up leads the timers; the other has its own node-scoped ones only.
+        leader, follower = (a, b) if "core.prune_events" in jobs(a) else (b, a)
+        assert "core.prune_events" in jobs(leader) and jobs(follower) == {"core.metrics"}
+        assert "this node runs the cluster's timers" in leader.logs()
+
+        status, listed = follower.request("GET", "/v1/admin/nodes")
+        assert status == 200
+        by_node = {n["node"]: n for n in listed["data"]}
+        assert len(by_node) == 2 and sum(n["this"] for n in listed["data"]) == 1
+        held = sorted(h for n in listed["data"] for h in n["holds"])
+        assert held == ["timers", "witness"]  # each held once, cluster-wide
+
+        leader.kill9()
+
+        def took_over() -> bool:
+            return "core.prune_events" in jobs(follower)
+
+        deadline = time.monotonic() + 20
+        while not took_over() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert took_over()
+        status, listed = follower.request("GET", "/v1/admin/nodes")
+        [alone] = listed["data"]
+        assert alone["this"] and sorted(alone["holds"]) == ["timers", "witness"]
+    finally:
+        for n in (a, b):
+            n.stop()

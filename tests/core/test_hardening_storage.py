@@ -93,6 +93,8 @@ class FlakyDb:
         self.db = db
         self.fail: set[str] = set()
         self.lookups = db.lookups  # intake's point lookups are not what this test breaks
+        self.dialect = db.dialect
+        self.exclusive = db.exclusive  # nor the lock a consumer holds on a shared database
 
     def _check(self, sql: str):
         for word in self.fail:

@@ -311,3 +311,28 @@ async def test_a_write_refused_for_lack_of_space_makes_it_full_until_one_succeed
     assert db.full is True
     await db.execute("CREATE TABLE t (x TEXT)")
     assert db.full is False
+
+
+async def test_bulk_rows_and_value_lists_read_alike_on_both_backends(db, tmp_path):
+    """One statement carries many rows (an intake batch) or many values (an IN
+    list): json_each on SQLite, unnest of arrays on PostgreSQL, same answers."""
+    from tierd.core.storage import Database, bulk_rows, value_list
+
+    lite = await Database(tmp_path / "t.db").open()
+    try:
+        rows = [(1, "a", 0.5, None), (2, "b'", 1.25, "x"), (3, "ü", 2.0, None)]
+        columns = {"n": "bigint", "s": "text", "f": "float8", "o": "text"}
+        answers = []
+        for backend in (lite, db):
+            await backend.execute("CREATE TABLE t (n BIGINT, s TEXT, f DOUBLE PRECISION, o TEXT)")
+            source, params = bulk_rows(backend.dialect, columns, rows)
+            await backend.execute("INSERT INTO t(n, s, f, o) " + source, params)
+            empty, none = bulk_rows(backend.dialect, columns, [])
+            await backend.execute("INSERT INTO t(n, s, f, o) " + empty, none)  # nothing, no error
+            subquery, param = value_list(backend.dialect, "text", ["a", "ü", "zz"])
+            picked = await backend.fetchall(f"SELECT n FROM t WHERE s IN {subquery} ORDER BY n", (param,))
+            stored = await backend.fetchall("SELECT n, s, f, o FROM t ORDER BY n")
+            answers.append(([tuple(r) for r in stored], [r["n"] for r in picked]))
+        assert answers[0] == answers[1] == (rows, [1, 3])
+    finally:
+        await lite.close()

@@ -95,6 +95,8 @@ class Daemon:
         self._bus: EventBus | None = None
         self.scheduler = make_scheduler()
         self.stopping = asyncio.Event()
+        #: Whether this node runs the cluster's timers (always, on SQLite).
+        self.timer_leader = False
         #: Started and not stopping (see readiness() for the whole answer).
         self.ready = False
         self.not_ready_reason = "starting"
@@ -234,6 +236,10 @@ class Daemon:
         for consumers in self.pm.hook.tierd_event_consumers(daemon=self):
             for consumer in consumers or []:
                 self.spawn(self.bus.run_consumer(consumer, self.stopping), name=f"consumer:{consumer.name}")
+        # SQLite has one node: it runs every timer. Nodes sharing PostgreSQL elect one.
+        self.timer_leader = self.db.dialect == "sqlite"
+        if not self.timer_leader:
+            self.spawn(self._lead_timers(), name="timers")
         self._apply_jobs()
         self.scheduler.start()
         routes = [r for result in self.pm.hook.tierd_routes(daemon=self) for r in (result or [])]
@@ -303,12 +309,37 @@ class Daemon:
             self.url = f"http://{'[' + real_host + ']' if ':' in real_host else real_host}:{real_port}"
 
     def _apply_jobs(self) -> None:
-        jobs = [Job("core.metrics", self._update_metrics, interval=5)]
+        jobs = [Job("core.metrics", self._update_metrics, interval=5, scope="node")]
         if self.config["storage"]["event_retention"]:
             jobs.append(Job("core.prune_events", self._prune_events, interval=3600))
         for result in self.pm.hook.tierd_jobs(daemon=self):
             jobs.extend(result or [])
-        apply_jobs(self.scheduler, jobs)
+        # The cluster's timers are on the leading node's scheduler only (GET /v1/admin/jobs
+        # on another node lists its own): a retention or a report schedule fires once.
+        apply_jobs(self.scheduler, [j for j in jobs if j.scope == "node" or self.timer_leader])
+
+    #: The lock of the node that runs the cluster's timers (see Job.scope).
+    TIMERS_LOCK = "tierd.timers"
+
+    async def _lead_timers(self) -> None:
+        """Wait to lead the cluster's timers, then run them until the node stops
+        (a node that dies lets go of the lock with its connection)."""
+        async with self.db.exclusive(self.TIMERS_LOCK, until=self.stopping) as held:
+            if held:
+                self.timer_leader = True
+                log.info("this node runs the cluster's timers (retention, schedules, auto-disabling)")
+                self._apply_jobs()
+                await self.stopping.wait()
+
+    async def nodes(self) -> list[dict]:
+        """The nodes on this database and the consumers and timers each runs."""
+        locks = [self.TIMERS_LOCK] + [f"tierd.consumer.{name}" for name in sorted(self.bus.declared)]
+        found = await self.db.nodes(locks)
+        for node in found:
+            node["holds"] = [
+                h.removeprefix("tierd.consumer.").replace(self.TIMERS_LOCK, "timers") for h in node["holds"]
+            ]
+        return found
 
     async def _prune_events(self) -> None:
         removed = await self.bus.prune(self.clock.time() - self.config["storage"]["event_retention"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import collections
+import contextlib
 import dataclasses
 import json
 import logging
@@ -145,8 +146,10 @@ class EventBus:
         self.on_publish = on_publish
         #: Called with a consumer's name each time it fails (metrics).
         self.on_consumer_error = on_consumer_error
-        #: Running consumers by name.
+        #: Running consumers by name (on this node).
         self.progress: dict[str, ConsumerProgress] = {}
+        #: Every consumer's name, run here or (PostgreSQL) by another node.
+        self.declared: set[str] = set()
         self._mended_logged = False
         self._pending: list[tuple[tuple, asyncio.Future]] = []
         self._flushing = False
@@ -422,11 +425,12 @@ class EventBus:
         (a "loose index scan"), not a read of their events; at most
         MERGE_ARMS + 1 of them."""
         rows = await self.db.fetchall(
-            "WITH RECURSIVE t(type) AS ("
-            " SELECT (SELECT MIN(type) FROM events WHERE tenant_id=:tenant AND type>=:low AND type<:high)"
+            # A counter, not LIMIT, bounds the recursion: PostgreSQL has no LIMIT in a recursive term.
+            "WITH RECURSIVE t(type, n) AS ("
+            " SELECT (SELECT MIN(type) FROM events WHERE tenant_id=:tenant AND type>=:low AND type<:high), 1"
             " UNION ALL"
-            " SELECT (SELECT MIN(type) FROM events WHERE tenant_id=:tenant AND type>t.type AND type<:high)"
-            " FROM t WHERE t.type IS NOT NULL LIMIT :cap"
+            " SELECT (SELECT MIN(type) FROM events WHERE tenant_id=:tenant AND type>t.type AND type<:high), t.n + 1"
+            " FROM t WHERE t.type IS NOT NULL AND t.n < :cap"
             ") SELECT type FROM t WHERE type IS NOT NULL",
             {"tenant": tenant, "low": low, "high": high, "cap": MERGE_ARMS + 1},
         )
@@ -461,9 +465,23 @@ class EventBus:
         node of the cluster at a time (where nodes share a PostgreSQL database:
         the others wait, and one takes over from the stored cursor when the
         node running it stops or dies)."""
-        async with self.db.exclusive(f"tierd.consumer.{consumer.name}", until=stopping) as held:
-            if held:
-                await self._run_consumer(consumer, stopping)
+        self.declared.add(consumer.name)
+        backoff = self.RETRY_FIRST
+        while not stopping.is_set():
+            try:
+                async with self.db.exclusive(f"tierd.consumer.{consumer.name}", until=stopping) as held:
+                    if held:
+                        await self._run_consumer(consumer, stopping)
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the lock's connection (a database restarting): try again, as for any failure
+                log.exception("consumer %s could not take its lock; trying again in %gs", consumer.name, backoff)
+                if self.on_consumer_error is not None:
+                    self.on_consumer_error(consumer.name)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), backoff)
+                backoff = min(backoff * 2, self.RETRY_MAX)
 
     async def _run_consumer(self, consumer: Consumer, stopping: asyncio.Event) -> None:
         """Feed ``consumer`` from its cursor until ``stopping`` is set.
@@ -572,11 +590,12 @@ class EventBus:
         keys go with their events: a key re-sent after the retention makes a
         new event.
         """
-        if not self.progress:
+        if not self.declared:
             return 0
-        names, param = value_list(self.db.dialect, "text", sorted(self.progress))
+        # Every consumer's stored cursor, whichever node runs it.
+        names, param = value_list(self.db.dialect, "text", sorted(self.declared))
         rows = await self.db.fetchall(f"SELECT name, last_seq FROM consumer_cursors WHERE name IN {names}", (param,))
-        if len(rows) < len(self.progress):
+        if len(rows) < len(self.declared):
             return 0  # a consumer that has not stored a cursor yet has handled nothing
         # The oldest events by seq (a walk of the primary key, bounded whatever
         # the table's size); those old enough go. Events are numbered as they

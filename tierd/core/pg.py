@@ -38,7 +38,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from functools import lru_cache
@@ -287,6 +289,12 @@ def is_pg_full(exc: BaseException) -> bool:
 # --- the database -------------------------------------------------------------------
 
 
+def _signed(key: int) -> int:
+    """An advisory lock's 64-bit key, put together from pg_locks' two 32-bit
+    halves, as the signed bigint that hashtextextended answered."""
+    return key - (1 << 64) if key >= 1 << 63 else key
+
+
 class PgDatabase:
     """A PostgreSQL database with the calls of :class:`tierd.core.storage.Database`.
 
@@ -300,8 +308,14 @@ class PgDatabase:
     #: The same budget as SQLite's: a context manager on the same context variable.
     budget = staticmethod(Database.budget)
 
-    def __init__(self, url: str, readers: int = DEFAULT_READERS, writers: int = DEFAULT_WRITERS) -> None:
+    def __init__(
+        self, url: str, readers: int = DEFAULT_READERS, writers: int = DEFAULT_WRITERS, node: str = ""
+    ) -> None:
         self.url = url
+        #: This node's name, on each of its connections (pg_stat_activity's
+        #: application_name): what ``nodes()`` lists.
+        self.node = node or f"{socket.gethostname()}:{os.getpid()}"
+        self._settings = {"application_name": f"tierd {self.node}"[:63]}
         self.readers = readers
         self.writers = writers
         self._writer_pool: asyncpg.Pool | None = None
@@ -321,16 +335,18 @@ class PgDatabase:
         # Statements are prepared and cached per connection by asyncpg (its
         # default cache of 100 per connection): a plugin's hot statements are
         # parsed once per connection, as SQLite's statement cache does.
-        self._writer_pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.writers)
+        self._writer_pool = await asyncpg.create_pool(
+            self.url, min_size=1, max_size=self.writers, server_settings=self._settings
+        )
         self._reader_pool = await asyncpg.create_pool(
             self.url,
             min_size=self.readers,
             max_size=self.readers,
             # As SQLite's query_only readers: a write on them is an error, not a surprise.
-            server_settings={"default_transaction_read_only": "on"},
+            server_settings={"default_transaction_read_only": "on"} | self._settings,
         )
         lookups = await asyncpg.create_pool(
-            self.url, min_size=1, max_size=1, server_settings={"default_transaction_read_only": "on"}
+            self.url, min_size=1, max_size=1, server_settings={"default_transaction_read_only": "on"} | self._settings
         )
         self._lookups = PgLookups(lookups)
         return self
@@ -359,7 +375,7 @@ class PgDatabase:
         dies loses its connection, and with it the lock, so another node takes
         over without a lease to wait out.
         """
-        conn = await asyncpg.connect(self.url)
+        conn = await asyncpg.connect(self.url, server_settings=self._settings)
         try:
             held = False
             while not (held := await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", name)):
@@ -375,9 +391,35 @@ class PgDatabase:
     async def listen(self, channel: str, callback: Callable[[str], object]) -> None:
         """Call ``callback(payload)`` for each ``NOTIFY channel`` from any node,
         on a connection kept for it until :meth:`close`."""
-        conn = self._listener or await asyncpg.connect(self.url)
+        conn = self._listener or await asyncpg.connect(self.url, server_settings=self._settings)
         self._listener = conn
         await conn.add_listener(channel, lambda _conn, _pid, _channel, payload: callback(payload))
+
+    async def nodes(self, lock_names: Iterable[str]) -> list[dict]:
+        """The live nodes on this database (by their connections' application
+        name) and which of ``lock_names`` (consumers, timers) each holds."""
+        names = {name: None for name in lock_names}
+        keys = await self.fetchall(
+            "SELECT name, hashtextextended(name, 0) AS key FROM unnest(?::text[]) AS name", (list(names),)
+        )
+        by_key = {r["key"]: r["name"] for r in keys}
+        rows = await self.fetchall(
+            "SELECT a.application_name AS app, MIN(a.backend_start) AS since, COUNT(*) AS connections,"
+            " array_remove(array_agg((l.classid::bigint << 32) | l.objid::bigint), NULL) AS locks"
+            " FROM pg_stat_activity a LEFT JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory'"
+            " AND l.granted WHERE a.datname = current_database() AND a.application_name LIKE 'tierd %'"
+            " GROUP BY a.application_name ORDER BY a.application_name"
+        )
+        return [
+            {
+                "node": r["app"].removeprefix("tierd "),
+                "connected_since": r["since"].timestamp(),
+                "connections": r["connections"],
+                "holds": sorted(by_key[k] for k in {_signed(k) for k in r["locks"]} if k in by_key),
+                "this": r["app"] == self._settings["application_name"],
+            }
+            for r in rows
+        ]
 
     async def __aenter__(self) -> PgDatabase:
         return await self.open()

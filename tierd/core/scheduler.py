@@ -29,6 +29,11 @@ class Job:
     interval: float | None = None
     cron: str | None = None
     timezone: str = "UTC"
+    #: ``cluster``: where several nodes share a PostgreSQL database, one of them
+    #: (the one holding the timers' lock) runs it: a retention, a report
+    #: schedule fires once, not once per node. ``node``: every node runs it
+    #: (it wakes this process's own work, or reads this node's metrics).
+    scope: str = "cluster"
 
     def trigger(self) -> BaseTrigger:
         if self.cron:

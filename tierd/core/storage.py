@@ -125,7 +125,9 @@ CORE_MIGRATIONS_POSTGRESQL = [
         seq BIGINT PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,
         tenant_id TEXT NOT NULL,
-        type TEXT NOT NULL,
+        -- Byte order, as SQLite's: a pattern's prefix is a range of the index
+        -- whatever the database's locale.
+        type TEXT COLLATE "C" NOT NULL,
         data TEXT NOT NULL,
         idempotency_key TEXT,
         created_at DOUBLE PRECISION NOT NULL
@@ -368,6 +370,7 @@ class Database:
         self.on_full: Callable[[], None] | None = None
         self._full_told = False
         self._full_failed_at = 0.0
+        self._opened_at = 0.0
 
     async def open(self) -> Database:
         if str(self.path) != ":memory:":
@@ -375,6 +378,7 @@ class Database:
             if not self.path.exists():
                 # Created 0600 before SQLite touches it: it holds secrets.
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self._opened_at = time.time()
         self._writer = await self._connect()
         # Only a database without tables takes a new auto_vacuum mode this way
         # (an older one keeps its own until `tierd db compact`): incremental
@@ -459,6 +463,20 @@ class Database:
 
     async def listen(self, channel: str, callback: Callable[[str], object]) -> None:
         """No other node writes a SQLite file: nothing to hear."""
+
+    async def nodes(self, lock_names: Iterable[str]) -> list[dict]:
+        """This process, the only node of a SQLite file, holding everything."""
+        import socket
+
+        return [
+            {
+                "node": f"{socket.gethostname()}:{os.getpid()}",
+                "connected_since": self._opened_at,
+                "connections": 2 + self.readers + 1,
+                "holds": sorted(lock_names),
+                "this": True,
+            }
+        ]
 
     # --- reads ---------------------------------------------------------------
 

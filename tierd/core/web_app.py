@@ -392,6 +392,10 @@ def core_routes(daemon: Daemon, auth: Authenticator) -> list[Route]:
     async def admin_plugins(request: web.Request) -> web.Response:
         return json_response({"data": get_plugins(daemon.pm)})
 
+    async def admin_nodes(request: web.Request) -> web.Response:
+        nodes = await daemon.nodes()
+        return json_response({"data": [n | {"connected_since": iso(n["connected_since"])} for n in nodes]})
+
     async def admin_jobs(request: web.Request) -> web.Response:
         return json_response({"data": [_job_json(j) for j in describe_jobs(daemon.scheduler)]})
 
@@ -478,6 +482,14 @@ def core_routes(daemon: Daemon, auth: Authenticator) -> list[Route]:
             body=NO_BODY,
         ),
         Route("GET", "/v1/admin/plugins", admin_plugins, auth="admin", summary="Loaded plugins", tag="admin"),
+        Route(
+            "GET",
+            "/v1/admin/nodes",
+            admin_nodes,
+            auth="admin",
+            summary="The tierd nodes on this database and what each runs (consumers, the cluster's timers)",
+            tag="admin",
+        ),
         Route("GET", "/v1/admin/jobs", admin_jobs, auth="admin", summary="Timers and their next run", tag="admin"),
         Route(
             "POST",
