@@ -181,6 +181,10 @@ def test_the_clusters_timers_run_on_one_node_and_the_nodes_say_what_each_runs(pg
         held = sorted(h for n in listed["data"] for h in n["holds"])
         assert held == ["timers", "witness"]  # each held once, cluster-wide
 
+        shown = follower.cli("nodes")
+        assert shown.returncode == 0 and "timers" in shown.stdout and "witness" in shown.stdout
+        assert len([line for line in shown.stdout.splitlines()[1:] if line.strip()]) == 2
+
         leader.kill9()
 
         def took_over() -> bool:

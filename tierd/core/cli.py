@@ -565,6 +565,18 @@ def jobs_run(cli_ctx: CliContext, job_id: str, as_json: bool) -> None:
         click.echo(f"{job_id} runs now; then {job['trigger']}")
 
 
+@cli.command()
+@json_option
+@pass_cli
+def nodes(cli_ctx: CliContext, as_json: bool) -> None:
+    """The tierd nodes on this database and what each runs: its consumers, and
+    "timers" on the one that runs the cluster's timers (on SQLite, one node)."""
+    rows = cli_ctx.api.get("/v1/admin/nodes")["data"]
+    if not as_json:
+        rows = [r | {"holds": ", ".join(r["holds"]) or "-", "this": "*" if r["this"] else ""} for r in rows]
+    cli_ctx.output(rows, ["node", "this", "connected_since", "connections", "holds"], as_json)
+
+
 def _config_path_from_argv(argv: list[str]) -> str | None:
     for i, arg in enumerate(argv):
         if arg == "--config" and i + 1 < len(argv):
