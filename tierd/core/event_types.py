@@ -21,12 +21,13 @@ SEEN_MOST = 10_000
 #: index scan" of events_tenant_type (tenant_id, type, seq), one seek for each
 #: next type and one for its newest event, so the cost is the number of types,
 #: not of events.
+#: (A counter bounds the recursion: PostgreSQL has no LIMIT in a recursive term.)
 SEEN_SQL = (
-    "WITH RECURSIVE t(type) AS ("
-    " SELECT (SELECT MIN(type) FROM events WHERE tenant_id=:tenant)"
+    "WITH RECURSIVE t(type, n) AS ("
+    " SELECT (SELECT MIN(type) FROM events WHERE tenant_id=:tenant), 1"
     " UNION ALL"
-    " SELECT (SELECT MIN(type) FROM events WHERE tenant_id=:tenant AND type>t.type)"
-    " FROM t WHERE t.type IS NOT NULL LIMIT :most"
+    " SELECT (SELECT MIN(type) FROM events WHERE tenant_id=:tenant AND type>t.type), t.n + 1"
+    " FROM t WHERE t.type IS NOT NULL AND t.n < :most"
     ") SELECT type, (SELECT created_at FROM events WHERE tenant_id=:tenant AND type=t.type"
     " ORDER BY seq DESC LIMIT 1) AS last_seen FROM t WHERE type IS NOT NULL"
 )

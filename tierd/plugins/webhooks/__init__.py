@@ -103,10 +103,10 @@ def tierd_jobs(daemon):
         dispatcher.wake()
 
     return [
-        Job("webhooks.wake_due", wake_due, interval=10),
+        Job("webhooks.wake_due", wake_due, interval=10, scope="node"),  # this node's dispatcher
         Job("webhooks.disable_failing", service.disabler.disable_failing, interval=60),
         Job("webhooks.retention", service.retention.prune, interval=3600),
-        Job("webhooks.metrics", service.update_metrics, interval=5),
+        Job("webhooks.metrics", service.update_metrics, interval=5, scope="node"),  # this node's /metrics
     ]
 
 
