@@ -63,6 +63,7 @@ def test_defaults_without_a_file():
     assert config["server"]["shutdown_grace"] == 10.0
     assert config["storage"] == {
         "path": "./var/tierd.db",
+        "url": None,  # SQLite unless a PostgreSQL URL is given
         "busy_timeout": 5.0,
         "readers": 3,
         "event_retention": 30 * 86400.0,
