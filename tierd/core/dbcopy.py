@@ -31,7 +31,7 @@ from typing import Any
 
 import asyncpg
 
-from tierd.core.pg import MIGRATION_LOCK, PgDatabase
+from tierd.core.pg import MIGRATION_LOCK, PgDatabase, ensure_migrations_table
 from tierd.core.storage import safe_url
 
 #: Rows per COPY: large enough that a round trip is amortised, small enough
@@ -383,8 +383,7 @@ async def _copy_all(
                 f"the PostgreSQL database is not empty: it has tierd's table(s) {', '.join(present)}; "
                 "copy into a new database (CREATE DATABASE ...) or drop them first"
             )
-        # schema_migrations as PgDatabase makes it (the method uses only the connection it is given).
-        await PgDatabase("")._ensure_migrations_table(conn)
+        await ensure_migrations_table(conn)
         for namespace, scripts in migrations.items():
             for version, script in enumerate(scripts, 1):
                 try:

@@ -51,6 +51,7 @@ _COLUMNS = ("seq", "id", "tenant_id", "type", "data", "idempotency_key", "create
 _TEXT_COLUMNS = ("id", "tenant_id", "type", "data", "idempotency_key")
 #: The event columns as stored (``{columns}`` in the queries below), and the
 #: same with text read as bytes, for rows holding text that is not UTF-8.
+_INSERT_EVENTS = "INSERT INTO events(seq, id, tenant_id, type, data, idempotency_key, created_at) "
 #: An event row as intake inserts it: column -> PostgreSQL type (see bulk_rows).
 _EVENT_ROW = {
     "seq": "bigint",
@@ -102,6 +103,28 @@ def type_matches(pattern: str, event_type: str) -> bool:
     if pattern.endswith(".*"):
         return event_type.startswith(pattern[:-1])
     return pattern == event_type
+
+
+def _numbered(
+    batch: list[tuple[tuple, asyncio.Future]], known: dict[tuple[str, str], Event], first_seq: int, now: float
+) -> tuple[list[tuple[Event, bool]], list[tuple]]:
+    """Each publisher's answer, (event, new?), and the rows to insert: new events
+    numbered from ``first_seq``; a key seen before (``known``, or earlier in this
+    batch) answers its first event."""
+    created_at = iso(now)
+    results: list[tuple[Event, bool]] = []
+    rows: list[tuple] = []
+    ids = new_ids("evt_", len(batch))
+    for (tenant, type_, data, key, text), _ in batch:
+        if key is not None and (tenant, key) in known:
+            results.append((known[(tenant, key)], False))
+            continue
+        event = Event(first_seq + len(rows), ids[len(rows)], tenant, type_, data, created_at)
+        if key is not None:
+            known[(tenant, key)] = event  # a repeat within this batch gets this one
+        rows.append((event.seq, event.id, tenant, type_, text, key, now))
+        results.append((event, True))
+    return results, rows
 
 
 def _row_to_event(row: sqlite3.Row | dict[str, Any]) -> Event:
@@ -217,7 +240,6 @@ class EventBus:
         if self.db.dialect != "sqlite":
             return await self._insert_shared(batch)
         now = self.clock.time()
-        created_at = iso(now)
         if self._next_seq is None:
             # This process is the only writer of the log: it numbers events
             # itself instead of asking SQLite after each insert.
@@ -227,36 +249,16 @@ class EventBus:
         # Keys seen before. Batches are inserted one at a time (``_flush``), so
         # every earlier one is committed and visible to the reader.
         known = await self._known_keys({(args[0], args[3]) for args, _ in batch if args[3] is not None})
-        results: list[tuple[Event, bool]] = []
-        rows: list[tuple] = []
-        ids = new_ids("evt_", len(batch))
-        for (tenant, type_, data, key, text), _ in batch:
-            if key is not None and (tenant, key) in known:
-                results.append((known[(tenant, key)], False))
-                continue
-            event = Event(self._next_seq + len(rows), ids[len(rows)], tenant, type_, data, created_at)
-            if key is not None:
-                known[(tenant, key)] = event  # a repeat within this batch gets this one
-            rows.append((event.seq, event.id, tenant, type_, text, key, now))
-            results.append((event, True))
+        results, rows = _numbered(batch, known, self._next_seq, now)
         if rows:
             try:
                 source, params = bulk_rows(self.db.dialect, _EVENT_ROW, rows)
-                await self.db.execute(
-                    "INSERT INTO events(seq, id, tenant_id, type, data, idempotency_key, created_at) " + source, params
-                )
+                await self.db.execute(_INSERT_EVENTS + source, params)
             except BaseException:
                 self._next_seq = None  # not stored (or unknown): read the numbering again next time
                 raise
         self._next_seq += len(rows)
-        for event, new in results:
-            if new:
-                self._tail[event.seq] = event
-        while len(self._tail) > self.TAIL_SIZE:
-            self._tail.popitem(last=False)
-        if self.on_publish is not None:
-            self.on_publish(len(rows))
-        return results
+        return self._stored(results)
 
     async def _insert_shared(self, batch: list[tuple[tuple, asyncio.Future]]) -> list[tuple[Event, bool]]:
         """The batch stored in a log several nodes write (PostgreSQL).
@@ -268,38 +270,28 @@ class EventBus:
         The commit notifies the other nodes, whose consumers wake at once.
         """
         now = self.clock.time()
-        created_at = iso(now)
-        results: list[tuple[Event, bool]] = []
         async with self.db.transaction() as tx:
             await tx.execute("SELECT pg_advisory_xact_lock(hashtextextended('tierd.events', 0))")
             top = await tx.fetchone("SELECT COALESCE(MAX(seq), 0) AS m FROM events")
             assert top is not None
             keys = {(args[0], args[3]) for args, _ in batch if args[3] is not None}
             known = await self._known_keys(keys, reader=tx)
-            rows: list[tuple] = []
-            ids = new_ids("evt_", len(batch))
-            for (tenant, type_, data, key, text), _ in batch:
-                if key is not None and (tenant, key) in known:
-                    results.append((known[(tenant, key)], False))
-                    continue
-                event = Event(top["m"] + 1 + len(rows), ids[len(rows)], tenant, type_, data, created_at)
-                if key is not None:
-                    known[(tenant, key)] = event
-                rows.append((event.seq, event.id, tenant, type_, text, key, now))
-                results.append((event, True))
+            results, rows = _numbered(batch, known, top["m"] + 1, now)
             if rows:
                 source, params = bulk_rows(self.db.dialect, _EVENT_ROW, rows)
-                await tx.execute(
-                    "INSERT INTO events(seq, id, tenant_id, type, data, idempotency_key, created_at) " + source, params
-                )
+                await tx.execute(_INSERT_EVENTS + source, params)
                 await tx.execute("SELECT pg_notify('tierd_events', ?)", (str(rows[-1][0]),))
-        for event, new in results:
-            if new:
-                self._tail[event.seq] = event
+        return self._stored(results)
+
+    def _stored(self, results: list[tuple[Event, bool]]) -> list[tuple[Event, bool]]:
+        """After a batch's commit: its new events into the tail, counted."""
+        new = [event for event, created in results if created]
+        for event in new:
+            self._tail[event.seq] = event
         while len(self._tail) > self.TAIL_SIZE:
             self._tail.popitem(last=False)
         if self.on_publish is not None:
-            self.on_publish(sum(1 for _, new in results if new))
+            self.on_publish(len(new))
         return results
 
     async def listen(self) -> None:

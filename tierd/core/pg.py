@@ -50,15 +50,14 @@ import asyncpg
 
 from tierd.core.storage import (
     DEFAULT_READERS,
-    FULL_FOR,
-    RECOVERED_AFTER,
     SLICE_BUDGET,
     SLICE_PAUSE,
     Database,
     Params,
     QueryTimeout,
+    SpaceWatch,
     _deadline,
-    is_storage_full,
+    safe_url,
 )
 
 log = logging.getLogger("tierd.storage.pg")
@@ -281,12 +280,16 @@ class MigrationFailed(RuntimeError):
         self.version = version
 
 
-def is_pg_full(exc: BaseException) -> bool:
-    """Whether ``exc`` says PostgreSQL has no space left (SQLSTATE 53100), or the OS said so."""
-    return isinstance(exc, asyncpg.DiskFullError) or is_storage_full(exc)
-
-
 # --- the database -------------------------------------------------------------------
+
+
+async def ensure_migrations_table(conn: asyncpg.Connection) -> None:
+    """The table of applied migrations, as on SQLite (also for ``tierd db copy``)."""
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " namespace TEXT NOT NULL, version INTEGER NOT NULL, applied_at DOUBLE PRECISION NOT NULL,"
+        " PRIMARY KEY (namespace, version))"
+    )
 
 
 def _signed(key: int) -> int:
@@ -295,7 +298,7 @@ def _signed(key: int) -> int:
     return key - (1 << 64) if key >= 1 << 63 else key
 
 
-class PgDatabase:
+class PgDatabase(SpaceWatch):
     """A PostgreSQL database with the calls of :class:`tierd.core.storage.Database`.
 
     ``url`` is libpq's (``postgresql://user@host:port/db``); several objects
@@ -322,14 +325,12 @@ class PgDatabase:
         self._reader_pool: asyncpg.Pool | None = None
         self._lookups: PgLookups | None = None
         self._listener: asyncpg.Connection | None = None
-        #: As Database.full_at: when a write last failed for lack of space.
-        self.full_at: float | None = None
-        self._full_told = False
-        self._full_failed_at = 0.0
 
     def __repr__(self) -> str:
-        # The URL without a password, should one be in it.
-        return f"PgDatabase({re.sub(r':[^:@/]*@', ':***@', self.url)!r})"
+        return f"PgDatabase({safe_url(self.url)!r})"
+
+    def __str__(self) -> str:
+        return safe_url(self.url)
 
     async def open(self) -> PgDatabase:
         # Statements are prepared and cached per connection by asyncpg (its
@@ -474,24 +475,6 @@ class PgDatabase:
 
     # --- writes -----------------------------------------------------------------
 
-    @property
-    def full(self) -> bool:
-        """The last write failed for lack of space (less than FULL_FOR seconds ago)."""
-        return self.full_at is not None and time.monotonic() - self.full_at < FULL_FOR
-
-    def _write_failed(self, exc: BaseException) -> None:
-        if is_pg_full(exc):
-            self.full_at = self._full_failed_at = time.monotonic()
-            if not self._full_told:
-                self._full_told = True
-                log.error("no space left for %r (%s): writes fail until space is freed", self, exc)
-
-    def _write_succeeded(self) -> None:
-        self.full_at = None
-        if self._full_told and time.monotonic() - self._full_failed_at >= RECOVERED_AFTER:
-            self._full_told = False
-            log.info("writes to %r succeed again", self)
-
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
         try:
@@ -531,7 +514,7 @@ class PgDatabase:
     async def migration_status(self, migrations: dict[str, list[str]]) -> list[dict]:
         """For each namespace: applied and available migration numbers (as Database's)."""
         async with self._pool(self._writer_pool).acquire() as conn:
-            await self._ensure_migrations_table(conn)
+            await ensure_migrations_table(conn)
             return await self._status(conn, migrations)
 
     async def _status(self, conn: asyncpg.Connection, migrations: dict[str, list[str]]) -> list[dict]:
@@ -559,7 +542,7 @@ class PgDatabase:
         async with self._pool(self._writer_pool).acquire() as conn:
             await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
             try:
-                await self._ensure_migrations_table(conn)
+                await ensure_migrations_table(conn)
                 for status in await self._status(conn, migrations):
                     ns = status["namespace"]
                     for version in range(status["applied"] + 1, status["available"] + 1):
@@ -580,13 +563,6 @@ class PgDatabase:
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
         return done
-
-    async def _ensure_migrations_table(self, conn: asyncpg.Connection) -> None:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " namespace TEXT NOT NULL, version INTEGER NOT NULL, applied_at DOUBLE PRECISION NOT NULL,"
-            " PRIMARY KEY (namespace, version))"
-        )
 
     # --- pruning and space -----------------------------------------------------------
 

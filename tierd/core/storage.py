@@ -224,7 +224,10 @@ RECOVERED_AFTER = 5.0
 
 
 def is_storage_full(exc: BaseException) -> bool:
-    """Whether ``exc`` says there is no space left for the database (or a file)."""
+    """Whether ``exc`` says there is no space left for the database (or a file):
+    SQLite's SQLITE_FULL, PostgreSQL's SQLSTATE 53100 (disk_full), or the OS's."""
+    if getattr(exc, "sqlstate", None) == "53100":  # asyncpg's DiskFullError, without importing it
+        return True
     if isinstance(exc, sqlite3.Error):
         # The primary code (the low byte) of e.g. "database or disk is full".
         return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF == sqlite3.SQLITE_FULL
@@ -346,7 +349,43 @@ class Lookups:
         return rows[0] if rows else None
 
 
-class Database:
+class SpaceWatch:
+    """Whether writes fail for lack of space, for both backends: a failed write
+    makes the database "full" (the API answers 503 storage_full, /readyz says
+    why) until a write succeeds or FULL_FOR passes; logged once per episode."""
+
+    #: When (time.monotonic()) a write last failed for lack of space; None
+    #: once a write succeeded since.
+    full_at: float | None = None
+    #: Called after each write refused for lack of space (a metric).
+    on_full: Callable[[], None] | None = None
+    _full_told = False
+    _full_failed_at = 0.0
+
+    @property
+    def full(self) -> bool:
+        """The last write failed for lack of space (less than FULL_FOR seconds ago)."""
+        return self.full_at is not None and time.monotonic() - self.full_at < FULL_FOR
+
+    def _write_failed(self, exc: BaseException) -> None:
+        if is_storage_full(exc):
+            self.full_at = self._full_failed_at = time.monotonic()
+            if not self._full_told:
+                self._full_told = True
+                log.error("no space left for the database %s (%s): writes fail until space is freed", self, exc)
+            if self.on_full is not None:
+                self.on_full()
+
+    def _write_succeeded(self) -> None:
+        self.full_at = None
+        # On a nearly full disk small writes succeed between failed ones: the
+        # recovery is told once none has failed for a while.
+        if self._full_told and time.monotonic() - self._full_failed_at >= RECOVERED_AFTER:
+            self._full_told = False
+            log.info("writes to the database %s succeed again", self)
+
+
+class Database(SpaceWatch):
     """SQLite storage (see the module's docstring)."""
 
     #: Which SQL this backend speaks (see :data:`DIALECTS`).
@@ -363,14 +402,10 @@ class Database:
         self._checkpointer: aiosqlite.Connection | None = None
         self._checkpoints_task: asyncio.Future | None = None
         self._lock = asyncio.Lock()
-        #: When (time.monotonic()) a write last failed for lack of space; None
-        #: once a write succeeded since.
-        self.full_at: float | None = None
-        #: Called after each write refused for lack of space (a metric).
-        self.on_full: Callable[[], None] | None = None
-        self._full_told = False
-        self._full_failed_at = 0.0
         self._opened_at = 0.0
+
+    def __str__(self) -> str:
+        return str(self.path)
 
     async def open(self) -> Database:
         if str(self.path) != ":memory:":
@@ -591,28 +626,6 @@ class Database:
             _deadline.reset(token)
 
     # --- writes --------------------------------------------------------------
-
-    @property
-    def full(self) -> bool:
-        """The last write failed for lack of space (less than FULL_FOR seconds ago)."""
-        return self.full_at is not None and time.monotonic() - self.full_at < FULL_FOR
-
-    def _write_failed(self, exc: BaseException) -> None:
-        if is_storage_full(exc):
-            self.full_at = self._full_failed_at = time.monotonic()
-            if not self._full_told:
-                self._full_told = True
-                log.error("no space left for the database %s (%s): writes fail until space is freed", self.path, exc)
-            if self.on_full is not None:
-                self.on_full()
-
-    def _write_succeeded(self) -> None:
-        self.full_at = None
-        # On a nearly full disk small writes succeed between failed ones: the
-        # recovery is told once none has failed for a while.
-        if self._full_told and time.monotonic() - self._full_failed_at >= RECOVERED_AFTER:
-            self._full_told = False
-            log.info("writes to the database %s succeed again", self.path)
 
     async def execute(self, sql: str, params: Params = ()) -> aiosqlite.Cursor:
         """Run one statement on the writer (atomic on its own).

@@ -24,7 +24,6 @@ import types
 from pathlib import Path
 
 import pytest
-from reports_helpers import one_database
 
 from tierd.testing import DaemonProcess, LocalDaemon, eventually
 
@@ -620,14 +619,14 @@ async def test_every_report_runs_in_every_format(tmp_path):
 
 
 async def test_a_run_interrupted_twice_fails_saying_so(tmp_path):
-    async with LocalDaemon(tmp_path, one_database(config(), tmp_path)) as local:
+    async with LocalDaemon(tmp_path, config()) as local:
         acme, _ = await seed(local)
         service = local.daemon.service("reports")
         run_id, _ = await service.create_run("acme", {"events_by_type": {}}, "csv", "api")
         await finished(local, run_id, token=acme)
         # As if the daemon had died during this run's second attempt.
         await local.daemon.db.execute("UPDATE report_runs SET status='running', attempts=2 WHERE id=?", (run_id,))
-    async with LocalDaemon(tmp_path, one_database(config(), tmp_path)) as local:
+    async with LocalDaemon(tmp_path, config()) as local:
         status, run = await local.call("GET", f"/v1/reports/runs/{run_id}")
         assert run["status"] == "failed" and "stopped during this run 2 times" in run["error"], run
 

@@ -26,7 +26,6 @@ from tierd.testing import DaemonProcess, LocalDaemon, Receiver, StepClock, event
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "notifications"))
 from notify_helpers import SmtpServer  # noqa: E402
-from reports_helpers import one_database  # noqa: E402
 
 
 @pytest.fixture
@@ -231,7 +230,7 @@ async def test_a_run_made_again_after_a_crash_sends_nothing_twice(tmp_path, smtp
     schedules = {
         "daily": {"reports": ["events_by_type"], "tenant": "acme", "cron": "0 6 * * *", "format": "csv", "to": ["mail"]}
     }
-    config = one_database(schedule_config(tmp_path, smtp, schedules), tmp_path)
+    config = schedule_config(tmp_path, smtp, schedules)
     async with LocalDaemon(tmp_path, config) as local:
         await seed(local)
         status, run = await local.call("POST", "/v1/reports/schedules/daily/run", {})
@@ -267,7 +266,7 @@ async def test_a_run_due_while_down_is_made_once_at_start(tmp_path):
         }
     }
     clock = StepClock()
-    config = one_database(schedule_config(tmp_path, None, schedules), tmp_path)
+    config = schedule_config(tmp_path, None, schedules)
 
     async def schedule_runs(local):
         status, body = await local.call("GET", "/v1/reports/runs", params={"limit": 500})

@@ -77,18 +77,11 @@ class LocalDaemon(testing.LocalDaemon):
     """``tierd`` started in the test's own loop, with the webhooks test settings
     and a clock the test can move (``tierd.testing.LocalDaemon``)."""
 
-    #: The storage of each workdir used. A daemon made again on one (a restart)
-    #: opens the same database: on SQLite the file is in the workdir, but the
-    #: harness names a PostgreSQL database after the daemon's port, which changes.
-    _storage: dict[str, dict] = {}
-
     def __init__(self, tmp_path, webhooks: dict | None = None, extra: dict | None = None):
-        before = self._storage.get(str(tmp_path))
-        if before is not None:
-            extra = deep_merge({"storage": before}, extra)
+        # A daemon made again on one folder (a restart) opens the same database,
+        # the SQLite file or (TIERD_TEST_STORAGE=postgresql) the folder's database.
         super().__init__(tmp_path, deep_merge({"webhooks": TEST_WEBHOOKS | (webhooks or {})}, extra), clock=StepClock())
         self.tmp_path = tmp_path
-        self._storage.setdefault(str(tmp_path), yaml.safe_load(self.config_path.read_text())["storage"])
 
     @property
     def webhooks(self):
