@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from tierd.core.pg import MigrationFailed, PgDatabase, translate
-from tierd.core.storage import QueryTimeout
+from tierd.core.storage import Database, QueryTimeout
 from tierd.testing import PostgresServer
 
 needs_pg = pytest.mark.skipif(not PostgresServer.available(), reason=PostgresServer.MISSING)
@@ -267,6 +267,33 @@ async def test_two_nodes_see_each_others_commits(pg_url):
             await tx.execute("INSERT INTO items(id, name) VALUES (2, 'from b')")
         assert [r["name"] for r in await b.fetchall("SELECT name FROM items ORDER BY id")] == ["from a", "from b"]
         assert (await a.lookups.fetchone("SELECT name FROM items WHERE id=2"))["name"] == "from b"
+
+
+@needs_pg
+async def test_claims_of_a_node_that_disconnected_are_gone_and_of_a_live_node_are_not(pg_url):
+    a, b = PgDatabase(pg_url, readers=1, node="node-a"), PgDatabase(pg_url, readers=1, node="node-b")
+    async with a:
+        await a.execute("CREATE TABLE claims(id BIGINT, node TEXT)")
+        await a.execute("INSERT INTO claims VALUES (1, 'node-a'), (2, 'node-b'), (3, NULL), (4, 'node-c')")
+        gone = f"SELECT id FROM claims WHERE {a.gone('node')} ORDER BY id"
+        async with b:
+            await b.listen("x", lambda _payload: None)  # a connection held, as a daemon's
+            assert [r["id"] for r in await a.fetchall(gone)] == [3, 4]
+        # b closed its connections (as kill -9 would): its claims are to take over now
+        assert [r["id"] for r in await a.fetchall(gone)] == [2, 3, 4]
+
+
+async def test_on_sqlite_every_claim_but_this_processs_is_gone(tmp_path):
+    db = await Database(tmp_path / "t.db").open()
+    try:
+        await db.execute("CREATE TABLE claims(id INTEGER, node TEXT)")
+        await db.execute("INSERT INTO claims VALUES (1, ?), (2, 'other:1'), (3, NULL)", (db.node,))
+        assert [r["id"] for r in await db.fetchall(f"SELECT id FROM claims WHERE {db.gone('node')} ORDER BY id")] == [
+            2,
+            3,
+        ]
+    finally:
+        await db.close()
 
 
 @needs_pg

@@ -38,9 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from functools import lru_cache
@@ -50,6 +48,7 @@ import asyncpg
 
 from tierd.core.storage import (
     DEFAULT_READERS,
+    NODE_NAME_MAX,
     SLICE_BUDGET,
     SLICE_PAUSE,
     Database,
@@ -57,6 +56,7 @@ from tierd.core.storage import (
     QueryTimeout,
     SpaceWatch,
     _deadline,
+    node_name,
     safe_url,
 )
 
@@ -317,8 +317,8 @@ class PgDatabase(SpaceWatch):
         self.url = url
         #: This node's name, on each of its connections (pg_stat_activity's
         #: application_name): what ``nodes()`` lists.
-        self.node = node or f"{socket.gethostname()}:{os.getpid()}"
-        self._settings = {"application_name": f"tierd {self.node}"[:63]}
+        self.node = (node or node_name())[:NODE_NAME_MAX]
+        self._settings = {"application_name": f"tierd {self.node}"}
         self.readers = readers
         self.writers = writers
         self._writer_pool: asyncpg.Pool | None = None
@@ -395,6 +395,20 @@ class PgDatabase(SpaceWatch):
         conn = self._listener or await asyncpg.connect(self.url, server_settings=self._settings)
         self._listener = conn
         await conn.add_listener(channel, lambda _conn, _pid, _channel, payload: callback(payload))
+
+    def gone(self, column: str) -> str:
+        """An SQL condition: ``column`` (a claim's node) names no node connected
+        to this database now, so its claims are to be taken over.
+
+        A node is live while it has a connection (each keeps one open for
+        ``LISTEN``); ``kill -9`` closes its sockets, and PostgreSQL ends its
+        sessions at once. A node whose host vanishes is seen gone once its
+        server connection times out (TCP keepalive).
+        """
+        return (
+            f"({column} IS NULL OR {column} NOT IN (SELECT substr(application_name, 7) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name LIKE 'tierd %'))"
+        )
 
     async def nodes(self, lock_names: Iterable[str]) -> list[dict]:
         """The live nodes on this database (by their connections' application

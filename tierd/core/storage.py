@@ -31,6 +31,7 @@ import fcntl
 import json
 import logging
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
@@ -176,6 +177,26 @@ def safe_url(url: str) -> str:
 def describe_storage(storage: Mapping[str, Any]) -> str:
     """Where the configured storage is, for logs: ``PostgreSQL at URL`` or the SQLite file."""
     return f"PostgreSQL at {safe_url(storage['url'])}" if storage.get("url") else str(storage["path"])
+
+
+def node_name() -> str:
+    """This process's name among the nodes of one database (``host:pid``).
+
+    A claim (a delivery in flight, a notification being sent) records it, so
+    that a node can tell a claim of a node that is gone (to take over) from
+    one of a node still at work (to leave alone): see ``Database.gone``.
+    """
+    return f"{socket.gethostname()}:{os.getpid()}"[:NODE_NAME_MAX]
+
+
+#: A node's name is its connections' application_name on PostgreSQL, after
+#: "tierd " (63 bytes at most there): names are cut to fit, on both backends.
+NODE_NAME_MAX = 57
+
+
+def sql_string(value: str) -> str:
+    """``value`` as an SQL string literal (for a fragment that takes no parameters)."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 async def open_database(storage: Mapping[str, Any]) -> Any:
@@ -403,6 +424,8 @@ class Database(SpaceWatch):
         self._checkpoints_task: asyncio.Future | None = None
         self._lock = asyncio.Lock()
         self._opened_at = 0.0
+        #: This process among the nodes of the database (see :func:`node_name`).
+        self.node = node_name()
 
     def __str__(self) -> str:
         return str(self.path)
@@ -499,13 +522,19 @@ class Database(SpaceWatch):
     async def listen(self, channel: str, callback: Callable[[str], object]) -> None:
         """No other node writes a SQLite file: nothing to hear."""
 
+    def gone(self, column: str) -> str:
+        """An SQL condition: ``column`` (a claim's node) names no live node.
+
+        One process owns a SQLite file, so any claim but this process's is
+        left from a run that ended (a crash, a ``kill -9``).
+        """
+        return f"({column} IS NULL OR {column} <> {sql_string(self.node)})"
+
     async def nodes(self, lock_names: Iterable[str]) -> list[dict]:
         """This process, the only node of a SQLite file, holding everything."""
-        import socket
-
         return [
             {
-                "node": f"{socket.gethostname()}:{os.getpid()}",
+                "node": self.node,
                 "connected_since": self._opened_at,
                 "connections": 2 + self.readers + 1,
                 "holds": sorted(lock_names),
