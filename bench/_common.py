@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import statistics
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
@@ -30,6 +32,49 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """CPU time (user + system) a process has used so far, in seconds; with
+    ``children``, also that of its children it has waited for (a server's
+    finished workers). 0 for a process that is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the command: state is field 3, utime 14, stime 15, cutime 16, cstime 17.
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (e.g. a PostgreSQL server and its backends)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def pss_mb(pids: Sequence[int]) -> float:
+    """Proportional set size of several processes together, in MB: memory they
+    share (a PostgreSQL server's shared buffers) counted once, not once each."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
 
 
 def third_party_plugins() -> list[str]:
@@ -99,9 +144,17 @@ class BenchDaemon:
 
 
 async def blast(
-    url: str, token: str, count: int, concurrency: int, body_of=lambda i: {"type": "bench.event", "data": {"i": i}}
+    url: str | Sequence[str],
+    token: str,
+    count: int,
+    concurrency: int,
+    body_of=lambda i: {"type": "bench.event", "data": {"i": i}},
 ):
-    """POST ``count`` events with ``concurrency`` workers; return (seconds, statuses, latencies)."""
+    """POST ``count`` events with ``concurrency`` workers; return (seconds, statuses, latencies).
+
+    ``url`` may be a list (several nodes): request ``i`` goes to ``url[i % len(url)]``,
+    a client that round-robins over the nodes."""
+    urls = [url] if isinstance(url, str) else list(url)
     statuses: dict[int, int] = {}
     latencies: list[float] = []
     counter = iter(range(count))
@@ -112,7 +165,7 @@ async def blast(
         async def worker():
             for i in counter:
                 t0 = time.perf_counter()
-                async with session.post(url, json=body_of(i)) as resp:
+                async with session.post(urls[i % len(urls)], json=body_of(i)) as resp:
                     await resp.read()
                     statuses[resp.status] = statuses.get(resp.status, 0) + 1
                 latencies.append(time.perf_counter() - t0)
