@@ -5,6 +5,11 @@ SQLite file and a fake systemd NOTIFY_SOCKET; ``receiver`` starts an aiohttp
 server on loopback that records what it is sent. The logic lives in
 ``tierd.testing`` so that plugin authors test with the same pieces; the names
 below are what test modules import.
+
+Every test runs on SQLite by default, and on PostgreSQL with
+``TIERD_TEST_STORAGE=postgresql`` (``make test`` runs both passes). A test of
+SQLite itself (its file, locking, WAL, ``db compact``...) is marked
+``@pytest.mark.sqlite_only("why")`` and skipped on PostgreSQL with that reason.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from tierd.testing import (  # noqa: F401 (re-exported for test modules)
     deep_merge,
     eventually,
     free_port,
+    on_postgresql,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +36,24 @@ EXAMPLES = ROOT / "examples"
 
 #: The name tierd's tests have always used for :func:`tierd.testing.eventually`.
 until = eventually
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "sqlite_only(reason): a test of SQLite itself (its file, locks, WAL, compact...);"
+        " skipped when the tests run on PostgreSQL (TIERD_TEST_STORAGE=postgresql), with the reason",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if not on_postgresql():
+        return
+    for item in items:
+        marker = item.get_closest_marker("sqlite_only")
+        if marker is not None:
+            reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "a test of SQLite itself")
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {reason}"))
 
 
 @pytest.fixture

@@ -12,6 +12,9 @@ tierd's own tests and third-party plugins' tests use the same pieces:
   and whether each statement reads only its page along an index.
 - :class:`PostgresServer`: a throw-away PostgreSQL server (``initdb`` in a
   temporary directory) for tests of the PostgreSQL storage.
+- :func:`run_sql` / :func:`arun_sql` (and ``DaemonProcess.sql``,
+  ``LocalDaemon.sql``): SQL straight on a test daemon's database, whichever
+  backend the tests run on (:func:`on_postgresql`).
 
 Both daemons take ``plugins=``: plugin modules (or their import names) to load
 without installing them; see ``docs/plugin-api.md``, "Testing your plugin".
@@ -36,6 +39,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -143,6 +147,74 @@ def shared_postgres() -> PostgresServer:
         _shared_postgres = PostgresServer().start()
         atexit.register(_shared_postgres.stop)
     return _shared_postgres
+
+
+def on_postgresql() -> bool:
+    """Whether the test daemons run on PostgreSQL (``$TIERD_TEST_STORAGE`` is ``postgresql``)."""
+    return os.environ.get(TEST_STORAGE_ENV, "sqlite") == "postgresql"
+
+
+async def arun_sql(storage: dict, sql: str, params=(), many: bool = False) -> list[tuple]:
+    """Run ``sql`` (written with SQLite's ``?`` or ``:name`` placeholders) straight on
+    the database of a daemon's ``storage`` section, committed at once; its rows as
+    tuples. The SQLite file at ``storage["path"]``, or the PostgreSQL database of
+    ``storage["url"]`` (the placeholders translated, see :func:`tierd.core.pg.translate`).
+
+    For what a test sees or changes beside the daemon (a row the API does not show,
+    junk an older version left): beside a running daemon or while it is stopped.
+    ``many``: ``params`` is a list of parameter rows (executemany; no rows back).
+    """
+    url = storage.get("url")
+    if not url:
+        return await asyncio.to_thread(_sqlite_sql, storage["path"], sql, params, many)
+    import asyncpg
+
+    from tierd.core.pg import translate
+
+    statement = translate(sql)
+    conn = await asyncpg.connect(url)
+    try:
+        if many:
+            await conn.executemany(statement.sql, [statement.args(p) for p in params])
+            return []
+        return [tuple(r) for r in await conn.fetch(statement.sql, *statement.args(params))]
+    finally:
+        await conn.close()
+
+
+def run_sql(storage: dict, sql: str, params=(), many: bool = False) -> list[tuple]:
+    """:func:`arun_sql` for synchronous tests (PostgreSQL's in a thread with a loop of its own,
+    so it works inside a running event loop too; a :class:`LocalDaemon` in that loop is
+    blocked meanwhile: use its async ``sql`` there)."""
+    if not storage.get("url"):
+        return _sqlite_sql(storage["path"], sql, params, many)
+    result: list[list[tuple]] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            result.append(asyncio.run(arun_sql(storage, sql, params, many)))
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=work, name="tierd-test-sql")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+def _sqlite_sql(path: str | Path, sql: str, params, many: bool) -> list[tuple]:
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        with conn:  # committed, or rolled back on an error
+            if many:
+                conn.executemany(sql, params)
+                return []
+            return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
 
 
 def _plugin_names(plugins) -> list[str]:
@@ -431,6 +503,17 @@ class DaemonProcess:
             ) as resp:
                 return resp.status, _decode(await resp.read())
 
+    # --- its database -----------------------------------------------------------------
+
+    def sql(self, sql: str, params=(), many: bool = False) -> list[tuple]:
+        """Run ``sql`` (SQLite's placeholders) straight on this daemon's database, the
+        SQLite file or its PostgreSQL database: see :func:`run_sql`."""
+        return run_sql(self.config["storage"], sql, params, many)
+
+    async def asql(self, sql: str, params=(), many: bool = False) -> list[tuple]:
+        """The same, for async tests: see :func:`arun_sql`."""
+        return await arun_sql(self.config["storage"], sql, params, many)
+
     def create_tenant(self, name: str) -> str:
         """Create a tenant and return a fresh token for it."""
         status, body = self.request("POST", "/v1/admin/tenants", {"name": name})
@@ -462,7 +545,9 @@ class LocalDaemon:
         self.clock = clock
         self.plugins = tuple(plugins)
         self.config_path = self.workdir / "tierd.yaml"
-        self.config_path.write_text(yaml.safe_dump(daemon_config(self.workdir, self.port, config, shutdown_grace)))
+        #: The config written to ``config_path`` (its ``storage`` is where :meth:`sql` goes).
+        self.config = daemon_config(self.workdir, self.port, config, shutdown_grace)
+        self.config_path.write_text(yaml.safe_dump(self.config))
         self.url = f"http://127.0.0.1:{self.port}"
         self.daemon: Daemon | None = None
         self.session: ClientSession | None = None
@@ -511,6 +596,11 @@ class LocalDaemon:
         ) as resp:
             raw = await resp.read()
             return resp.status, (_decode(raw) if raw else None)
+
+    async def sql(self, sql: str, params=(), many: bool = False) -> list[tuple]:
+        """Run ``sql`` (SQLite's placeholders) straight on this daemon's database, on a
+        connection of its own (not the daemon's): see :func:`arun_sql`."""
+        return await arun_sql(self.config["storage"], sql, params, many)
 
     async def tenant(self, name: str) -> str:
         """Create a tenant; return a token of its own."""
