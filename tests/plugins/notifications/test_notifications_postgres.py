@@ -32,9 +32,15 @@ _names = itertools.count(1)
 #: 2027-01-15T08:00:00Z
 T0 = 1_800_000_000.0
 DAY = 86400.0
-TABLES = ("notifications", "notification_attempts", "notification_groups", "notification_silences")
+TABLES = (
+    "notifications",
+    "notification_attempts",
+    "notification_groups",
+    "notification_silences",
+    "notification_files",
+)
 #: SQLite's declared types and the PostgreSQL types that hold the same values.
-SAME_TYPE = {"INTEGER": "bigint", "REAL": "double precision", "TEXT": "text"}
+SAME_TYPE = {"INTEGER": "bigint", "REAL": "double precision", "TEXT": "text", "BLOB": "bytea"}
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +128,7 @@ def _outcome(notification_id: str, attempt: int, at: float, status: str, **more)
 def test_both_dialects_are_declared_numbered_alike():
     declared = tierd_migrations()["notifications"]
     assert declared["sqlite"] is store.MIGRATIONS  # existing databases applied it: unchanged
-    assert len(declared["postgresql"]) == len(declared["sqlite"]) == 3
+    assert len(declared["postgresql"]) == len(declared["sqlite"]) == 4
 
 
 async def test_postgresql_migrations_build_the_tables_columns_indexes_and_trigger_of_sqlite(pg, lite):
@@ -148,14 +154,14 @@ async def test_postgresql_migrations_build_the_tables_columns_indexes_and_trigge
         for r in await lite.fetchall("SELECT name FROM sqlite_master WHERE type='index'")
         if not r["name"].startswith("sqlite_autoindex")
     }
-    assert len(lite_indexes) == 10 and lite_indexes <= pg_indexes
+    assert len(lite_indexes) == 11 and lite_indexes <= pg_indexes
     # The partial indexes stay partial.
     due = await pg.fetchone("SELECT indexdef FROM pg_indexes WHERE indexname='notifications_due'")
     assert "WHERE (status = 'pending'::text)" in due["indexdef"]
     triggers = await pg.fetchall("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")
     assert [r["tgname"] for r in triggers] == ["notifications_delete_attempts"]
     status = await pg.migration_status(migrations_for(tierd_migrations(), "postgresql"))
-    assert status == [{"namespace": "notifications", "applied": 3, "available": 3, "pending": 0}]
+    assert status == [{"namespace": "notifications", "applied": 4, "available": 4, "pending": 0}]
 
 
 async def test_identity_values_are_never_handed_out_twice(pg):

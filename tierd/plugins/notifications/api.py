@@ -171,6 +171,10 @@ async def _send_now(request, kind: str):
         "next_attempt_at": due,
         "created_at": now,
     }
+    if wait and service.dispatcher.claims:
+        # Several nodes: claimed by this one, so that if it dies mid-send another
+        # takes it over within seconds rather than after the lease.
+        row.update(claimed_by=service.dispatcher.node, claimed_at=now)
     async with daemon.db.transaction() as tx:
         await store.insert_notification(tx, row)
     if wait:

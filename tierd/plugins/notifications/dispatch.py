@@ -8,6 +8,19 @@ call :meth:`Dispatcher.tick` after moving a fake clock instead of sleeping.
 
 Delivery is at least once: a notification is marked after its send, so a
 crash in between sends it again on restart (receivers get a stable id).
+
+Several nodes on one PostgreSQL database: each due row is claimed in the
+database before it is sent (``store.claim_due``: ``FOR UPDATE SKIP LOCKED``,
+``claimed_by`` this node, due again only after :data:`CLAIM_LEASE`), so one
+node sends it; its outcome clears the claim. Every :data:`TAKEOVER_EVERY`
+seconds a node puts back the rows claimed by nodes that are gone (their
+connections closed: ``Database.gone``), so a ``kill -9`` delays those rows by
+seconds, not by the lease; the lease stays as the backstop. At start a node
+takes back the claims under its own name and never another live node's.
+The at-least-once window is then one send: from the moment a node hands a
+message to its channel to the commit of its outcome (a node killed in
+between has it sent again by another). On SQLite (one node) nothing is
+claimed in the database: the rows in flight are kept in memory, as before.
 """
 
 from __future__ import annotations
@@ -35,6 +48,15 @@ log = logging.getLogger("tierd.notifications")
 INLINE_LEASE = 120.0
 #: Upper bound of one channel send; a hung third-party channel must not block a batch forever.
 SEND_TIMEOUT = 300.0
+#: How long a claimed row is hidden from other nodes (PostgreSQL): longer than a
+#: send may take, so a live node's row is never sent twice; a dead node's rows are
+#: taken over sooner (see TAKEOVER_EVERY).
+CLAIM_LEASE = SEND_TIMEOUT + 60.0
+#: How often a node looks for rows claimed by nodes that are gone (PostgreSQL).
+TAKEOVER_EVERY = 2.0
+#: A claim this young is never taken over (a node whose connections are still
+#: being opened, or whose session pg_stat_activity does not show yet).
+TAKEOVER_GRACE = 3.0
 _SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 #: Events a digest carries (in its row, to channels and templates); a larger
 #: burst is still one digest, whose ``count`` says how many it stands for.
@@ -78,15 +100,22 @@ class AttachmentGone(Exception):
     """A file a message was to carry cannot be read (deleted, moved)."""
 
 
-def read_attachments(row) -> list[Attachment]:
+def read_attachments(row, stored: dict[int, bytes] | None = None) -> list[Attachment]:
     """The files of a row's ``attachments`` (see :meth:`NotificationsService.send`), read
-    when the message is sent (in a worker thread: they may be large)."""
+    when the message is sent (in a worker thread: they may be large). An item with
+    ``stored`` has its bytes in the database (``stored``: position -> bytes)."""
     try:
         raw = row["attachments"]
     except (IndexError, KeyError):
         return []
     out = []
-    for item in json.loads(raw) if raw else []:
+    for position, item in enumerate(json.loads(raw) if raw else []):
+        if item.get("stored"):
+            content = (stored or {}).get(position)
+            if content is None:
+                raise AttachmentGone(f"attachment {item.get('filename')!r} is not in the database")
+            out.append(Attachment(item["filename"], content, item.get("media_type") or "application/octet-stream"))
+            continue
         try:
             with open(item["path"], "rb") as f:
                 content = f.read()
@@ -120,6 +149,10 @@ class Dispatcher:
         self._tasks: set[asyncio.Task] = set()
         self._finished: list[dict] = []  # outcomes waiting to be written
         self._next_cleanup = 0.0
+        #: Several nodes may share the database (PostgreSQL): claim rows in it.
+        self.claims = db.dialect == "postgresql"
+        self.node: str = db.node
+        self._next_takeover = 0.0
 
     @property
     def compiled(self):
@@ -130,6 +163,13 @@ class Dispatcher:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """The daemon's loop: never waits for a slow send before starting others."""
+        if self.claims:
+            try:
+                taken = await store.take_back(self.db, self.node, self.clock.time())
+                if taken:
+                    log.info("took back %d notification(s) claimed under this node's name before", taken)
+            except Exception:
+                log.exception("notification dispatcher: taking back this node's claims failed")
         try:
             while not stopping.is_set():
                 self._wake.clear()
@@ -175,6 +215,9 @@ class Dispatcher:
             await store.delete_expired_groups(self.db, now)
             self._next_cleanup = now + 60
         recorded = await self.record_finished()
+        if self.claims and time.monotonic() >= self._next_takeover:
+            self._next_takeover = time.monotonic() + TAKEOVER_EVERY
+            await self.take_over(now)
         started = await self.start_due(now)
         if wait:
             recorded += await self.drain()
@@ -253,20 +296,38 @@ class Dispatcher:
         busy = collections.Counter(self._inflight.values())
         return [channel for channel, n in busy.items() if n >= self.max_per_channel]
 
+    async def take_over(self, now: float) -> int:
+        """Make due again the rows claimed by nodes that are gone; how many."""
+        taken = await store.take_over(self.db, now, TAKEOVER_GRACE)
+        for node, n in sorted(taken.items()):
+            log.info("took over %d notification(s) claimed by node %s, which is gone", n, node)
+        if taken:
+            self._wake.set()
+        return sum(taken.values())
+
     async def start_due(self, now: float) -> int:
         """Start a task for each due row while there are free slots."""
         free = self._free_slots()
         if free <= 0:
             return 0
         busy = collections.Counter(self._inflight.values())
-        rows = []
-        for row in await store.due_notifications(self.db, now, free + len(self._inflight), self._saturated()):
-            if row["id"] in self._inflight or busy[row["channel"]] >= self.max_per_channel:
-                continue
-            busy[row["channel"]] += 1
-            rows.append(row)
-            if len(rows) == free:
-                break
+
+        def pick(due) -> list:
+            rows = []
+            for row in due:
+                if row["id"] in self._inflight or busy[row["channel"]] >= self.max_per_channel:
+                    continue
+                busy[row["channel"]] += 1
+                rows.append(row)
+                if len(rows) == free:
+                    break
+            return rows
+
+        if self.claims:
+            # This node's rows in flight are claimed (not due): ``free`` rows are enough.
+            rows = await store.claim_due(self.db, now, free, self._saturated(), pick, self.node, now + CLAIM_LEASE)
+        else:
+            rows = pick(await store.due_notifications(self.db, now, free + len(self._inflight), self._saturated()))
         for row in rows:
             # A row stays in _inflight until its outcome is written, so that a
             # later tick cannot pick it up (and send it twice) in between.
@@ -292,7 +353,7 @@ class Dispatcher:
             return 0
         try:
             async with self.db.transaction() as tx:
-                await store.record_attempts(tx, done)
+                await store.record_attempts(tx, done, self.node if self.claims else None)
         finally:
             # Even if the write failed the rows are still pending: sending them
             # again is the at-least-once contract.
@@ -313,7 +374,7 @@ class Dispatcher:
         try:
             outcome = await self.attempt(row)
             async with self.db.transaction() as tx:
-                await store.record_attempts(tx, [outcome])
+                await store.record_attempts(tx, [outcome], self.node if self.claims else None)
         finally:
             self._inflight.pop(row["id"], None)
         self._count([outcome])
@@ -328,7 +389,7 @@ class Dispatcher:
             result = SendResult.failed(f"channel {row['channel']!r} is not configured (any more)")
         else:
             try:
-                attachments = await asyncio.to_thread(read_attachments, row) if _has_attachments(row) else []
+                attachments = await self._attachments(row) if _has_attachments(row) else []
                 result = await asyncio.wait_for(channel.send(message_of(row, attachments)), SEND_TIMEOUT)
                 if not isinstance(result, SendResult):
                     raise TypeError(f"send() returned {type(result).__name__}, not SendResult")
@@ -376,6 +437,12 @@ class Dispatcher:
             )
             out.update(status="failed", last_error=detail)
         return out
+
+    async def _attachments(self, row) -> list[Attachment]:
+        stored = {}
+        if any(item.get("stored") for item in json.loads(row["attachments"])):
+            stored = await store.files_of(self.db, row["id"])
+        return await asyncio.to_thread(read_attachments, row, stored)
 
     def _count(self, outcomes: list[dict]) -> None:
         for o in outcomes:

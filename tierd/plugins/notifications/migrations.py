@@ -112,6 +112,26 @@ SQLITE_MIGRATIONS = [
     """
     ALTER TABLE notifications ADD COLUMN attachments TEXT;
     """,
+    # 4: several nodes on one database (issue 15). A row being sent is claimed by
+    # its node (``claimed_by``, a name as ``Database.node``; ``claimed_at`` when),
+    # so that no other node sends it too and a node that dies leaves claims the
+    # others can tell from a live node's (``Database.gone``). Only rows in flight
+    # carry a claim (an outcome clears it), so the partial index stays as small
+    # as what is in flight. ``notification_files`` holds the bytes of a message's
+    # attachments where another node may send it (PostgreSQL): one row per file.
+    # SQLite has one node, which claims nothing and reads attachments from their
+    # paths as before: both stay empty there (made alike for ``tierd db copy``).
+    """
+    ALTER TABLE notifications ADD COLUMN claimed_by TEXT;
+    ALTER TABLE notifications ADD COLUMN claimed_at REAL;
+    CREATE INDEX notifications_claimed ON notifications(claimed_by) WHERE claimed_by IS NOT NULL;
+    CREATE TABLE notification_files (
+        notification_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        content BLOB NOT NULL,
+        PRIMARY KEY (notification_id, position)
+    );
+    """,
 ]
 
 
@@ -208,5 +228,25 @@ POSTGRESQL_MIGRATIONS = [
     # 3: files sent with a message (as SQLite's 3).
     """
     ALTER TABLE notifications ADD COLUMN attachments TEXT;
+    """,
+    # 4: claims of rows in flight and the bytes of attachments (as SQLite's 4); a
+    # purged notification's files go with it, as its attempts do.
+    """
+    ALTER TABLE notifications ADD COLUMN claimed_by TEXT;
+    ALTER TABLE notifications ADD COLUMN claimed_at DOUBLE PRECISION;
+    CREATE INDEX notifications_claimed ON notifications(claimed_by) WHERE claimed_by IS NOT NULL;
+    CREATE TABLE notification_files (
+        notification_id TEXT NOT NULL,
+        position BIGINT NOT NULL,
+        content BYTEA NOT NULL,
+        PRIMARY KEY (notification_id, position)
+    );
+    CREATE OR REPLACE FUNCTION notifications_delete_attempts() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        DELETE FROM notification_attempts WHERE notification_id IN (SELECT id FROM deleted);
+        DELETE FROM notification_files WHERE notification_id IN (SELECT id FROM deleted);
+        RETURN NULL;
+    END
+    $$;
     """,
 ]

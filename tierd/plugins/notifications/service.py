@@ -94,7 +94,8 @@ class NotificationsService(PluginService):
         report's schedule); returns the notification's id.
 
         ``attachments``: files as ``{"filename", "path", "media_type"}``, read when the
-        message is sent (keep them until then): the email channel attaches them, other
+        message is sent (keep them until then; on PostgreSQL, where another node may
+        send it, read now and kept in the database with the message): the email channel attaches them, other
         channels send the text alone, so say in ``body`` what the files hold. ``key``
         makes the call idempotent: a second call with the same key queues nothing and
         returns the first message's id. LookupError for a channel that is not configured.
@@ -103,6 +104,11 @@ class NotificationsService(PluginService):
             known = ", ".join(sorted(self.current.channels)) or "none"
             raise LookupError(f"no notification channel {channel!r} (configured: {known})")
         now = self.daemon.clock.time()
+        contents: list[bytes] = []
+        if attachments and self.daemon.db.dialect == "postgresql":
+            # Another node may send it: the files' bytes go into the database with
+            # the message (SQLite's one node reads them from their paths when it sends).
+            attachments, contents = await asyncio.to_thread(_stored_copies, attachments)
         row = {
             "id": new_id(store.ID_PREFIX),
             "tenant_id": tenant,
@@ -120,6 +126,8 @@ class NotificationsService(PluginService):
         }
         async with self.daemon.db.transaction() as tx:
             inserted = await store.insert_notification(tx, row)
+            if inserted and contents:
+                await store.store_files(tx, str(row["id"]), contents)
             if not inserted and key is not None:
                 found = await store.id_by_dedup_key(tx, key)
                 if found is not None:
@@ -153,3 +161,21 @@ class NotificationsService(PluginService):
             await self.compiled.close()
         if self.http is not None:
             await self.http.close()
+
+
+def _stored_copies(attachments: list[dict]) -> tuple[list[dict], list[bytes]]:
+    """The items of ``attachments`` to keep in the message's row (``stored``: the bytes
+    are in ``notification_files`` at the item's position) and the bytes; a file that
+    cannot be read now keeps its path (the send says it is gone, as on SQLite)."""
+    items, contents = [], []
+    for item in attachments:
+        try:
+            with open(item["path"], "rb") as f:
+                content = f.read()
+        except OSError:
+            items.append(item)
+            contents.append(b"")
+            continue
+        items.append({"filename": item["filename"], "media_type": item.get("media_type"), "stored": True})
+        contents.append(content)
+    return items, contents

@@ -79,6 +79,8 @@ async def insert_notification(tx, row: dict) -> bool:
         "subject": "",
         "body": "",
         "attachments": None,
+        "claimed_by": None,
+        "claimed_at": None,
         **row,
     }
     row.setdefault("event_count", len(row.get("events") or []))
@@ -109,6 +111,8 @@ async def insert_notification(tx, row: dict) -> bool:
         "next_attempt_at",
         "created_at",
         "updated_at",
+        "claimed_by",
+        "claimed_at",
     ]
     cur = await tx.execute(
         f"INSERT INTO notifications({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) ON CONFLICT DO NOTHING",
@@ -279,21 +283,108 @@ async def get(db, notification_id: str, tenant: str | None = None):
     return await db.fetchone(sql, params)
 
 
-async def record_attempts(tx, outcomes: list[dict]) -> None:
-    """Write attempts and the resulting status of each notification, in one go."""
+async def record_attempts(tx, outcomes: list[dict], node: str | None = None) -> None:
+    """Write attempts and the resulting status of each notification, in one go.
+
+    ``node`` (several nodes, PostgreSQL): the outcome also clears the row's claim,
+    and is written only while the row is still this node's (or nobody's): a row
+    another node took over and claimed is that node's to record.
+    """
     await tx.executemany(
         "INSERT INTO notification_attempts(notification_id, attempt, at, outcome, detail, duration_ms)"
         " VALUES (?,?,?,?,?,?)",
         [(o["id"], o["attempt"], o["at"], o["outcome"], o["detail"], o["duration_ms"]) for o in outcomes],
     )
-    await tx.executemany(
-        "UPDATE notifications SET status=?, attempts=?, next_attempt_at=?, last_error=?, updated_at=?,"
-        " sent_at=? WHERE id=?",
-        [
-            (o["status"], o["attempt"], o["next_attempt_at"], o["last_error"], o["at"], o["sent_at"], o["id"])
-            for o in outcomes
-        ],
+    values = [
+        (o["status"], o["attempt"], o["next_attempt_at"], o["last_error"], o["at"], o["sent_at"], o["id"])
+        for o in outcomes
+    ]
+    sql = "UPDATE notifications SET status=?, attempts=?, next_attempt_at=?, last_error=?, updated_at=?, sent_at=?"
+    if node is None:
+        await tx.executemany(sql + " WHERE id=?", values)
+    else:
+        await tx.executemany(
+            sql + ", claimed_by=NULL, claimed_at=NULL WHERE id=? AND (claimed_by=? OR claimed_by IS NULL)",
+            [(*v, node) for v in values],
+        )
+
+
+# --- claims of several nodes (PostgreSQL) ------------------------------------------------
+#
+# SQLite has one node: its dispatcher keeps what it sends in memory and claims
+# nothing in the database (no write more per batch). On PostgreSQL, due rows are
+# claimed in a transaction with FOR UPDATE SKIP LOCKED (two nodes never lock the
+# same row) that marks them ``claimed_by`` this node and moves ``next_attempt_at``
+# past a lease, so once it commits no other node finds them due.
+
+
+async def claim_due(db, now: float, limit: int, exclude_channels, pick, node: str, until: float) -> list:
+    """Claim for ``node``, until ``until``, the due rows ``pick`` chooses among at most
+    ``limit`` (oldest first, no other node's locked rows, skipping saturated channels);
+    the rows chosen (as read, before the claim)."""
+    extra, params = _not_in("channel", exclude_channels)
+    async with db.transaction() as tx:
+        rows = await tx.fetchall(
+            "SELECT * FROM notifications WHERE status='pending' AND next_attempt_at<=?"
+            + extra
+            + " ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED",
+            (now, *params, limit),
+        )
+        chosen = pick(rows)
+        if chosen:
+            values, param = value_list(db.dialect, "bigint", [r["seq"] for r in chosen])
+            await tx.execute(
+                f"UPDATE notifications SET claimed_by=?, claimed_at=?, next_attempt_at=? WHERE seq IN {values}",
+                (node, now, until, param),
+            )
+    return chosen
+
+
+async def take_over(db, now: float, grace: float) -> dict[str, int]:
+    """Put back to due at ``now`` the rows claimed by nodes that are gone (see
+    ``Database.gone``) at least ``grace`` seconds ago; {gone node: rows}."""
+    async with db.transaction() as tx:
+        rows = await tx.fetchall(
+            "SELECT seq, claimed_by FROM notifications WHERE claimed_by IS NOT NULL AND status='pending'"
+            f" AND claimed_at<? AND {db.gone('claimed_by')} FOR UPDATE SKIP LOCKED",
+            (now - grace,),
+        )
+        if rows:
+            values, param = value_list(db.dialect, "bigint", [r["seq"] for r in rows])
+            await tx.execute(
+                f"UPDATE notifications SET claimed_by=NULL, claimed_at=NULL, next_attempt_at=? WHERE seq IN {values}",
+                (now, param),
+            )
+    taken: dict[str, int] = {}
+    for r in rows:
+        taken[r["claimed_by"]] = taken.get(r["claimed_by"], 0) + 1
+    return taken
+
+
+async def take_back(db, node: str, now: float) -> int:
+    """At start: rows still claimed under this node's own name (a run before, with
+    the same name, that ended without recording them) are due again at ``now``."""
+    cur = await db.execute(
+        "UPDATE notifications SET claimed_by=NULL, claimed_at=NULL, next_attempt_at=?"
+        " WHERE claimed_by=? AND status='pending'",
+        (now, node),
     )
+    return int(cur.rowcount)
+
+
+async def store_files(tx, notification_id: str, contents: list[bytes]) -> None:
+    """The bytes of a message's attachments, by position (see ``notification_files``)."""
+    await tx.executemany(
+        "INSERT INTO notification_files(notification_id, position, content) VALUES (?,?,?)",
+        [(notification_id, i, content) for i, content in enumerate(contents)],
+    )
+
+
+async def files_of(db, notification_id: str) -> dict[int, bytes]:
+    rows = await db.fetchall(
+        "SELECT position, content FROM notification_files WHERE notification_id=?", (notification_id,)
+    )
+    return {r["position"]: bytes(r["content"]) for r in rows}
 
 
 # --- history ----------------------------------------------------------------------------
