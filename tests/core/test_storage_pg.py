@@ -283,6 +283,13 @@ async def test_claims_of_a_node_that_disconnected_are_gone_and_of_a_live_node_ar
         assert [r["id"] for r in await a.fetchall(gone)] == [2, 3, 4]
 
 
+@needs_pg
+async def test_the_server_probes_a_nodes_idle_connections_so_a_vanished_host_is_gone_within_a_minute(db):
+    # Every pool and the LISTEN/lock connections share these settings.
+    assert (await db.fetchone("SHOW tcp_keepalives_idle"))[0] == "30"
+    assert (await db.lookups.fetchone("SHOW tcp_keepalives_count"))[0] == "3"
+
+
 async def test_on_sqlite_every_claim_but_this_processs_is_gone(tmp_path):
     db = await Database(tmp_path / "t.db").open()
     try:

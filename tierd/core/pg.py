@@ -318,7 +318,16 @@ class PgDatabase(SpaceWatch):
         #: This node's name, on each of its connections (pg_stat_activity's
         #: application_name): what ``nodes()`` lists.
         self.node = (node or node_name())[:NODE_NAME_MAX]
-        self._settings = {"application_name": f"tierd {self.node}"}
+        self._settings = {
+            "application_name": f"tierd {self.node}",
+            # The server probes an idle connection after 30 s, then every 10 s,
+            # and drops it after 3 unanswered probes: a node whose host vanished
+            # (power, network) loses its locks and claims within about a minute,
+            # not after the operating system's default of two hours.
+            "tcp_keepalives_idle": "30",
+            "tcp_keepalives_interval": "10",
+            "tcp_keepalives_count": "3",
+        }
         self.readers = readers
         self.writers = writers
         self._writer_pool: asyncpg.Pool | None = None
@@ -402,8 +411,8 @@ class PgDatabase(SpaceWatch):
 
         A node is live while it has a connection (each keeps one open for
         ``LISTEN``); ``kill -9`` closes its sockets, and PostgreSQL ends its
-        sessions at once. A node whose host vanishes is seen gone once its
-        server connection times out (TCP keepalive).
+        sessions at once. A node whose host vanishes is seen gone once the
+        server's keepalive probes go unanswered (about a minute, see ``__init__``).
         """
         return (
             f"({column} IS NULL OR {column} NOT IN (SELECT substr(application_name, 7) FROM pg_stat_activity"
