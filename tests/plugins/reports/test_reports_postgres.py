@@ -10,6 +10,7 @@ a fresh database per test; skipped, saying why, where PostgreSQL is missing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import sqlite3
@@ -66,7 +67,7 @@ def test_both_dialects_are_declared_numbered_alike():
 
 
 async def test_postgresql_migrations_build_the_tables_columns_and_indexes_of_sqlite(pg, lite):
-    for table in ("report_runs", "report_schedules"):
+    for table in ("report_runs", "report_schedules", "report_files"):
         pg_columns = [
             r["column_name"]
             for r in await pg.fetchall(
@@ -86,7 +87,7 @@ async def test_postgresql_migrations_build_the_tables_columns_and_indexes_of_sql
     }
     assert lite_indexes <= pg_indexes
     status = await pg.migration_status(migrations_for(tierd_migrations(), "postgresql"))
-    assert status == [{"namespace": "reports", "applied": 1, "available": 1, "pending": 0}]
+    assert status == [{"namespace": "reports", "applied": 2, "available": 2, "pending": 0}]
 
 
 # --- store.py ----------------------------------------------------------------------------
@@ -416,7 +417,13 @@ class _Recording:
     def __init__(self, db) -> None:
         self.db = db
         self.dialect = db.dialect
+        self.node = db.node
         self.statements: list[tuple[str, object]] = []
+
+    @contextlib.asynccontextmanager
+    async def transaction(self):
+        async with self.db.transaction() as tx:
+            yield _RecordingTx(tx, self.statements)
 
     async def fetchall(self, sql, params=()):
         self.statements.append((sql, params))
@@ -429,6 +436,15 @@ class _Recording:
     async def execute(self, sql, params=()):
         self.statements.append((sql, params))
         return await self.db.execute(sql, params)
+
+
+class _RecordingTx:
+    def __init__(self, tx, statements) -> None:
+        self.tx, self.statements = tx, statements
+
+    async def execute(self, sql, params=()):
+        self.statements.append((sql, params))
+        return await self.tx.execute(sql, params)
 
 
 async def test_the_store_reads_and_updates_through_indexes_on_postgresql(pg):
@@ -449,7 +465,7 @@ async def test_the_store_reads_and_updates_through_indexes_on_postgresql(pg):
     await store.get(recording, "rpt_03", "acme")
     await store.claim(recording, "rpt_05", T0)
     await store.delete_runs(recording, ["rpt_07", "rpt_08"])
-    assert len(recording.statements) == 10
+    assert len(recording.statements) == 11  # delete_runs: the runs and their files
     async with pg.transaction() as tx:
         await tx.execute("SET LOCAL enable_seqscan = off")
         await tx.execute("SET LOCAL enable_sort = off")

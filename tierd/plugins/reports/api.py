@@ -284,9 +284,14 @@ async def download_run(request: web.Request) -> web.StreamResponse:
             409, "not_ready", f"report run {row['id']} has no file: {what}", details={"status": row["status"]}
         )
     path = row["file_path"]
+    name = row["file_name"] or os.path.basename(path)
+    if daemon_of(request).db.dialect == "postgresql":
+        # Kept in the database: whichever node made it, any node answers.
+        first = await store.file_part(daemon_of(request).db, row["id"], 0)
+        if first is not None:
+            return await _stream_parts(request, row, name, first)
     if not os.path.isfile(path):
         raise ApiError(410, "file_gone", f"the file of report run {row['id']} was deleted (reports.retention)")
-    name = row["file_name"] or os.path.basename(path)
     return web.FileResponse(
         path,
         headers={
@@ -294,6 +299,28 @@ async def download_run(request: web.Request) -> web.StreamResponse:
             "Content-Disposition": f'attachment; filename="{name}"',
         },
     )
+
+
+async def _stream_parts(request: web.Request, row, name: str, first: bytes) -> web.StreamResponse:
+    """A run's file from ``report_files``, a part at a time."""
+    db = daemon_of(request).db
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": row["media_type"] or "application/octet-stream",
+            "Content-Disposition": f'attachment; filename="{name}"',
+        }
+    )
+    if row["size"] is not None:
+        response.content_length = int(row["size"])
+    await response.prepare(request)
+    part = 0
+    content: bytes | None = first
+    while content is not None:
+        await response.write(content)
+        part += 1
+        content = await store.file_part(db, row["id"], part)
+    await response.write_eof()
+    return response
 
 
 # --- schedules ------------------------------------------------------------------------------

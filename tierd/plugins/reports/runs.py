@@ -22,11 +22,21 @@ A run is a row of ``report_runs`` before anything else happens (see
 Past ``max_rows`` or ``timeout`` the run fails with an error that says so; an
 exporter that raises fails its own run, naming the exporter. A run left
 ``running`` by a crash is made again once at the next start (then failed).
+
+Several nodes on one PostgreSQL database: a run is claimed by the node that
+makes it (``claimed_by``); a node starting up makes again only its own name's
+runs and those of nodes that are gone, and every :data:`TAKEOVER_EVERY`
+seconds a node takes over the runs of nodes that died (``Database.gone``). The
+file is kept in the database (``report_files``, after step 3, before the
+delivery) and the local one removed once the run is recorded, so any node
+answers its download; the notifications plugin keeps its own copy of an
+attachment there too (it reads the file when the message is queued).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -68,6 +78,10 @@ ATTACH_LIMIT = 20 * 1024 * 1024
 STUCK_GRACE = 10.0
 #: How often (rows) the reading thread checks its deadline while the exporter writes.
 DEADLINE_EVERY = 500
+#: How often a node looks for runs of nodes that are gone (PostgreSQL).
+TAKEOVER_EVERY = 5.0
+#: A run started this recently is never taken over (see ``store.recover``).
+TAKEOVER_GRACE = 3.0
 
 
 class RunFailed(Exception):
@@ -173,16 +187,37 @@ class Runner:
     def concurrency(self) -> int:
         return int(self.service.section["concurrency"])
 
+    @property
+    def shared(self) -> bool:
+        """Whether other nodes may share the database (PostgreSQL)."""
+        return bool(self.daemon.db.dialect == "postgresql")
+
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             self._wake.clear()
             try:
+                if self.shared:
+                    await self.take_over()
                 await self.start_waiting()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the loop runs for ever: log and try again
                 log.exception("reports runner: picking runs failed")
-            await wait_any(self._wake, stopping, timeout=60.0)  # runs are made here: they wake it
+            # Runs made here wake it; other nodes' runs (and their deaths) are polled.
+            await wait_any(self._wake, stopping, timeout=TAKEOVER_EVERY if self.shared else 60.0)
+
+    async def take_over(self) -> int:
+        """Make again the runs of nodes that are gone (PostgreSQL); how many."""
+        retried, failed = await store.recover(
+            self.daemon.db, MAX_ATTEMPTS, self.daemon.clock.time(), own=False, grace=TAKEOVER_GRACE
+        )
+        if retried or failed:
+            log.info(
+                "reports: took over %d run(s) of nodes that are gone (%d failed: interrupted twice)",
+                retried + failed,
+                failed,
+            )
+        return int(retried)
 
     async def start_waiting(self) -> int:
         free = self.concurrency - len(self._tasks)
@@ -234,11 +269,22 @@ class Runner:
             row = await store.get(self.daemon.db, run_id)  # after registering: a finish is not missed
             if row is None or row["status"] in store.FINAL_STATUSES:
                 return row is not None
-            try:
-                await asyncio.wait_for(done.wait(), timeout)
-            except TimeoutError:
-                return False
-            return True
+            if not self.shared:
+                try:
+                    await asyncio.wait_for(done.wait(), timeout)
+                except TimeoutError:
+                    return False
+                return True
+            # Another node may be making it: ask the database too, every second.
+            deadline = asyncio.get_running_loop().time() + timeout
+            while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), min(1.0, left))
+                    return True
+                row = await store.get(self.daemon.db, run_id)
+                if row is None or row["status"] in store.FINAL_STATUSES:
+                    return row is not None
+            return False
         finally:
             if not done.is_set() and self._done.get(run_id) is done:
                 del self._done[run_id]
@@ -273,6 +319,8 @@ class Runner:
             return
         status, delivery, error = "delivered", None, ""
         deliver = json.loads(row["deliver"]) if row["deliver"] else None
+        if self.shared:
+            await self._keep_in_database(run_id, Path(result["file"]["file_path"]))
         if deliver is not None:
             await store.set_file(db, run_id, **result["file"])
             try:
@@ -280,6 +328,8 @@ class Runner:
             except RunFailed as exc:
                 status, error = "failed", str(exc)
         await store.finish(db, run_id, status, clock.time(), error=error, delivery=delivery, **result["file"])
+        if self.shared:  # any node answers from the database; retention runs on any node
+            _remove(Path(result["file"]["file_path"]))
         self.finished.labels(status).inc()
         self.seconds.observe(time.monotonic() - started)
         log.info(
@@ -298,6 +348,19 @@ class Runner:
             await self._publish(
                 row, EVENT_GENERATED, {**self._event_data(row), **self._file_data(result), "status": status}
             )
+
+    async def _keep_in_database(self, run_id: str, path: Path) -> None:
+        """Copy the run's file into ``report_files``, a part at a time."""
+
+        async def parts():
+            with open(path, "rb") as f:
+                while content := await asyncio.to_thread(f.read, store.FILE_PART):
+                    yield content
+
+        try:
+            await store.store_file(self.daemon.db, run_id, parts())
+        except OSError as exc:
+            raise RunFailed(f"cannot read the report's file {path}: {exc}") from None
 
     async def _failed(self, row, error: str) -> None:
         await store.finish(self.daemon.db, row["id"], "failed", self.daemon.clock.time(), error=error)

@@ -63,6 +63,24 @@ MIGRATIONS = [
         known_since REAL NOT NULL
     );
     """,
+    # 2: several nodes on one database (issue 15). ``claimed_by``: the node making a
+    # running run (``Database.node``), so that a node starting up makes again only
+    # the runs of nodes that are gone, never those a live node is making, and the
+    # others take a dead node's runs over. ``report_files``: a run's file in the
+    # database, in parts of ``FILE_PART`` bytes, where any node may be asked for it
+    # (PostgreSQL). SQLite has one node, which keeps its files in
+    # ``reports.directory`` as before (a file's bytes in the one SQLite file would
+    # hold its single writer, and intake, for the time of the copy): the table
+    # stays empty there, made alike for ``tierd db copy``.
+    """
+    ALTER TABLE report_runs ADD COLUMN claimed_by TEXT;
+    CREATE TABLE report_files (
+        run_id TEXT NOT NULL,
+        part INTEGER NOT NULL,
+        content BLOB NOT NULL,
+        PRIMARY KEY (run_id, part)
+    );
+    """,
 ]
 
 #: The same tables for PostgreSQL: times DOUBLE PRECISION, counts BIGINT, the
@@ -104,6 +122,16 @@ POSTGRESQL_MIGRATIONS = [
     CREATE TABLE report_schedules (
         name TEXT PRIMARY KEY,
         known_since DOUBLE PRECISION NOT NULL
+    );
+    """,
+    # 2: the node making a run, and the files in the database (as SQLite's 2).
+    """
+    ALTER TABLE report_runs ADD COLUMN claimed_by TEXT;
+    CREATE TABLE report_files (
+        run_id TEXT NOT NULL,
+        part BIGINT NOT NULL,
+        content BYTEA NOT NULL,
+        PRIMARY KEY (run_id, part)
     );
     """,
 ]
@@ -190,10 +218,11 @@ async def waiting(db, limit: int):
 
 
 async def claim(db, run_id: str, now: float) -> bool:
-    """pending -> running; False if somebody else took it (or it is gone)."""
+    """pending -> running, by this node; False if somebody else took it (or it is gone)."""
     cur = await db.execute(
-        "UPDATE report_runs SET status='running', started_at=?, attempts=attempts+1 WHERE id=? AND status='pending'",
-        (now, run_id),
+        "UPDATE report_runs SET status='running', started_at=?, attempts=attempts+1, claimed_by=?"
+        " WHERE id=? AND status='pending'",
+        (now, db.node, run_id),
     )
     return bool(cur.rowcount == 1)
 
@@ -225,16 +254,29 @@ async def set_file(db, run_id: str, **fields: Any) -> None:
     await db.execute(f"UPDATE report_runs SET {sets} WHERE id=?", (*fields.values(), run_id))
 
 
-async def recover(db, max_attempts: int, now: float) -> tuple[int, int]:
+async def recover(db, max_attempts: int, now: float, own: bool = True, grace: float = 0.0) -> tuple[int, int]:
     """Runs left ``running`` by a crash: back to pending if they have attempts
-    left, else failed; (retried, failed)."""
+    left, else failed; (retried, failed).
+
+    Only the runs of nodes that are gone (``Database.gone``: on SQLite any run
+    but this process's) and, with ``own``, those under this node's own name (a
+    run before with the same name), started ``grace`` seconds ago or more: a
+    node never takes a live node's runs.
+    """
+    whose = f"status='running' AND started_at<=? AND ({db.gone('claimed_by')}"
+    whose += " OR claimed_by=?)" if own else ")"
+    params: tuple = (now - grace, db.node) if own else (now - grace,)
     retried = await db.execute(
-        "UPDATE report_runs SET status='pending', started_at=NULL WHERE status='running' AND attempts<?",
-        (max_attempts,),
+        f"UPDATE report_runs SET status='pending', started_at=NULL, claimed_by=NULL WHERE {whose} AND attempts<?",
+        (*params, max_attempts),
     )
     failed = await db.execute(
-        "UPDATE report_runs SET status='failed', finished_at=?, error=? WHERE status='running'",
-        (now, f"the daemon stopped during this run {max_attempts} times (killed, or out of memory?); not retried"),
+        f"UPDATE report_runs SET status='failed', finished_at=?, error=?, claimed_by=NULL WHERE {whose}",
+        (
+            now,
+            f"the daemon stopped during this run {max_attempts} times (killed, or out of memory?); not retried",
+            *params,
+        ),
     )
     return retried.rowcount, failed.rowcount
 
@@ -252,8 +294,42 @@ async def delete_runs(db, ids: list[str]) -> int:
     if not ids:
         return 0
     # One placeholder per id: the same statement on both backends.
-    cur = await db.execute(f"DELETE FROM report_runs WHERE id IN ({', '.join('?' * len(ids))})", ids)
+    marks = ", ".join("?" * len(ids))
+    async with db.transaction() as tx:
+        await tx.execute(f"DELETE FROM report_files WHERE run_id IN ({marks})", ids)
+        cur = await tx.execute(f"DELETE FROM report_runs WHERE id IN ({marks})", ids)
     return int(cur.rowcount)
+
+
+# --- files in the database (PostgreSQL: any node is asked for them) -------------------------
+
+#: Bytes per row of ``report_files``: a download streams a part at a time, and a
+#: large file is never read whole into memory.
+FILE_PART = 1024 * 1024
+
+
+async def store_file(db, run_id: str, parts) -> int:
+    """Keep a run's file in the database from ``parts`` (an async iterator of
+    bytes, each at most :data:`FILE_PART`), in one transaction: a reader sees all
+    of it or none (a run made again replaces it); the number of parts."""
+    count = 0
+    async with db.transaction() as tx:
+        await tx.execute("DELETE FROM report_files WHERE run_id=?", (run_id,))
+        async for content in parts:
+            await tx.execute(
+                "INSERT INTO report_files(run_id, part, content) VALUES (?, ?, ?)", (run_id, count, content)
+            )
+            count += 1
+        if count == 0:  # an empty file is still a file
+            await tx.execute("INSERT INTO report_files(run_id, part, content) VALUES (?, 0, ?)", (run_id, b""))
+            count = 1
+    return count
+
+
+async def file_part(db, run_id: str, part: int) -> bytes | None:
+    """Part ``part`` of a run's file in the database (None: no such part)."""
+    row = await db.fetchone("SELECT content FROM report_files WHERE run_id=? AND part=?", (run_id, part))
+    return None if row is None else bytes(row["content"])
 
 
 async def schedule_known_since(db, name: str, now: float) -> float:
