@@ -154,6 +154,21 @@ def on_postgresql() -> bool:
     return os.environ.get(TEST_STORAGE_ENV, "sqlite") == "postgresql"
 
 
+async def open_test_database(workdir: Path, name: str = "tierd.db", readers: int | None = None):
+    """The database a test daemon in ``workdir`` would have, opened (not migrated):
+    the SQLite file ``workdir/name``, or (``$TIERD_TEST_STORAGE=postgresql``) the
+    folder's PostgreSQL database. For tests of core pieces (the bus, the
+    scheduler) without a daemon, on the backend the tests run on; close it."""
+    from tierd.core.storage import DEFAULT_READERS, Database
+
+    storage = daemon_config(Path(workdir), 0)["storage"]
+    if storage.get("url"):
+        from tierd.core.pg import PgDatabase
+
+        return await PgDatabase(storage["url"], readers=readers or DEFAULT_READERS).open()
+    return await Database(Path(workdir) / name, readers=readers or DEFAULT_READERS).open()
+
+
 async def arun_sql(storage: dict, sql: str, params=(), many: bool = False) -> list[tuple]:
     """Run ``sql`` (written with SQLite's ``?`` or ``:name`` placeholders) straight on
     the database of a daemon's ``storage`` section, committed at once; its rows as

@@ -14,6 +14,10 @@ from tierd.testing import ADMIN_TOKEN
 
 from .conftest import api, publish, sign_in, wait_until
 
+#: Browser tests check the console's HTML and scripts, which do not depend on the storage:
+#: they run in the SQLite pass only.
+pytestmark = pytest.mark.sqlite_only("browser tests check HTML, not storage")
+
 #: Enough for every kind of page, few enough to stay quick.
 MOST_PAGES = 60
 

@@ -8,9 +8,15 @@ site, refused with nothing changed.
 
 from __future__ import annotations
 
+import pytest
+
 from tierd.testing import ADMIN_TOKEN
 
 from .conftest import sign_in
+
+#: Browser tests check the console's HTML and scripts, which do not depend on the storage:
+#: they run in the SQLite pass only.
+pytestmark = pytest.mark.sqlite_only("browser tests check HTML, not storage")
 
 
 def test_sign_in_shows_the_overview_and_sign_out_ends_the_session(page, daemon):

@@ -8,9 +8,15 @@ what the pages show and, after a click, what the API and the receiver saw.
 
 from __future__ import annotations
 
+import pytest
+
 from tierd.testing import ADMIN_TOKEN
 
 from .conftest import api, publish, reload_until, sign_in, wait_until
+
+#: Browser tests check the console's HTML and scripts, which do not depend on the storage:
+#: they run in the SQLite pass only.
+pytestmark = pytest.mark.sqlite_only("browser tests check HTML, not storage")
 
 
 def statuses(page) -> dict[str, str]:

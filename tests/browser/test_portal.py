@@ -7,9 +7,15 @@ for them, then revoked there, which ends the customer's session.
 
 from __future__ import annotations
 
+import pytest
+
 from tierd.plugins.webhooks import verify
 
 from .conftest import api, publish, reload_until, sign_in, wait_until
+
+#: Browser tests check the console's HTML and scripts, which do not depend on the storage:
+#: they run in the SQLite pass only.
+pytestmark = pytest.mark.sqlite_only("browser tests check HTML, not storage")
 
 
 def test_a_customer_adds_an_endpoint_through_a_portal_link(page, new_page, daemon, receiver):

@@ -58,6 +58,10 @@ class Hook(BaseHTTPRequestHandler):
 HTTPServer(("127.0.0.1", int(sys.argv[2])), Hook).serve_forever()
 """
 
+#: The daemon runs in a network namespace of its own: the tests' PostgreSQL server on
+#: loopback is out of its reach, so it fuzzes a SQLite daemon (the API is the same on both).
+pytestmark = pytest.mark.sqlite_only("the daemon's network namespace cannot reach the test PostgreSQL server")
+
 
 def _sandbox_ok() -> bool:
     if not (shutil.which("unshare") and shutil.which("ip")):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import sqlite3
 import time
 
 import pytest
@@ -18,8 +17,7 @@ from tierd.core.jsonbody import MAX_DEPTH, JsonError, loads
 
 
 def count_events(d) -> int:
-    with sqlite3.connect(d.config["storage"]["path"]) as conn:
-        return conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    return d.sql("SELECT COUNT(*) FROM events")[0][0]
 
 
 def raw_request(d, head: bytes, timeout: float = 10.0) -> tuple[int, dict | str]:

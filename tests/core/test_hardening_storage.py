@@ -23,7 +23,8 @@ from conftest import ADMIN_TOKEN, free_port, until
 
 from tierd.core.clock import Clock
 from tierd.core.events import Consumer, EventBus
-from tierd.core.storage import CORE_MIGRATIONS, Database
+from tierd.core.storage import CORE, CORE_MIGRATIONS, Database, migrations_for
+from tierd.testing import daemon_config, open_test_database
 
 LOG_ROUTE = {
     "notifications": {
@@ -34,8 +35,16 @@ LOG_ROUTE = {
 
 
 async def open_db(path) -> Database:
+    """A migrated SQLite database at ``path``."""
     db = await Database(path).open()
     await db.migrate({"core": CORE_MIGRATIONS})
+    return db
+
+
+async def open_test_db(folder):
+    """The test backend's database of ``folder`` (SQLite, or PostgreSQL under TIERD_TEST_STORAGE), migrated."""
+    db = await open_test_database(folder)
+    await db.migrate(migrations_for({"core": CORE}, db.dialect))
     return db
 
 
@@ -52,6 +61,7 @@ def wait_sync(predicate, timeout: float = 30.0, what: str = "condition"):
 # --- the reader ------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only("text that is not UTF-8 in a SQLite file (PostgreSQL stores no such text)")
 async def test_a_failed_read_leaves_the_reader_usable_and_current(tmp_path):
     """A read of text that is not UTF-8 fails; the reader then still sees every later write
     (it used to stay on the snapshot of the failed read: revoked tokens kept working,
@@ -115,7 +125,7 @@ class FlakyDb:
 
 
 async def test_a_consumer_survives_any_exception_counts_it_and_resumes(tmp_path):
-    db = await open_db(tmp_path / "t.db")
+    db = await open_test_db(tmp_path)
     flaky = FlakyDb(db)
     errors: list[str] = []
     bus = EventBus(flaky, Clock(), on_consumer_error=errors.append)
@@ -164,6 +174,7 @@ async def test_a_consumer_survives_any_exception_counts_it_and_resumes(tmp_path)
     await db.close()
 
 
+@pytest.mark.sqlite_only("text that is not UTF-8 in a SQLite file (PostgreSQL stores no such text)")
 def test_events_stored_as_invalid_utf8_by_an_older_tierd_are_read_and_consumed(tierd_daemon):
     """An event row holding text that is not UTF-8 (a lone surrogate stored before intake
     refused them) no longer stops the consumers or the listing."""
@@ -203,14 +214,7 @@ async def test_readyz_and_metrics_show_a_consumer_that_has_work_and_does_not_adv
     from tierd.core.daemon import Daemon, prepare
 
     config_path = tmp_path / "tierd.yaml"
-    config_path.write_text(
-        json.dumps(
-            {
-                "server": {"listen": f"127.0.0.1:{free_port()}", "admin_token": ADMIN_TOKEN},
-                "storage": {"path": str(tmp_path / "tierd.db")},
-            }
-        )
-    )
+    config_path.write_text(json.dumps(daemon_config(tmp_path, free_port())))
     pm, registries, config = prepare(config_path)
     daemon = Daemon(pm, registries, config, consumer_stall_after=0.3)
     await daemon.start()
@@ -306,6 +310,7 @@ def call(d, method, path, body=None, token=None):
         return status, answer_headers, raw.decode(errors="replace")
 
 
+@pytest.mark.sqlite_only("a full disk under a SQLite file (PostgreSQL's: test_storage_pg.py's space tests)")
 def test_a_full_disk_answers_503_loses_nothing_acknowledged_and_everything_resumes(tierd_daemon, small_disk):
     d = tierd_daemon(LOG_ROUTE | {"storage": {"path": str(small_disk / "tierd.db")}})
     acme = d.create_tenant("acme")

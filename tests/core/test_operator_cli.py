@@ -13,6 +13,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import ADMIN_TOKEN, ROOT, DaemonProcess
 
@@ -284,6 +285,7 @@ def test_run_on_a_taken_port_fails_before_creating_anything(tierd_daemon, tmp_pa
     assert sorted(p.name for p in second.iterdir()) == ["tierd.yaml"]  # no var/, no database, no admin.token
 
 
+@pytest.mark.sqlite_only("`tierd db backup` writes a SQLite file (on PostgreSQL it names pg_dump: test_daemon_pg.py)")
 def test_db_backup_into_a_missing_directory_fails_and_creates_nothing(tierd_daemon, tmp_path):
     d = tierd_daemon()
     target = tmp_path / "backups" / "nightly" / "tierd.db"
