@@ -5,6 +5,7 @@ retention deletes in slices and the file shrinks after."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import threading
@@ -113,7 +114,9 @@ async def test_every_page_of_the_event_log_walks_an_index_and_matches_the_filter
             (None, "order.created"),
             (None, "invoice.*"),
         ]
-        async with recorded_reads(db) as statements:
+        # The statements run, for SQLite's plans below (PostgreSQL's reads are not traced).
+        recording = contextlib.nullcontext([]) if on_postgresql() else recorded_reads(db)
+        async with recording as statements:
             for tenant, pattern in cases:
                 params = {"limit": "37"} | ({"type": pattern} if pattern else {})
                 if tenant is not None:

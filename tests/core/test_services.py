@@ -49,7 +49,8 @@ def counter_plugin(log: list[str]):
 
     @hookimpl
     def tierd_migrations():
-        return {"counter": ["CREATE TABLE counter_log (value INTEGER NOT NULL)"]}
+        table = "CREATE TABLE counter_log (value INTEGER NOT NULL)"
+        return {"counter": {"sqlite": [table], "postgresql": [table]}}
 
     @hookimpl
     def tierd_services(daemon):
