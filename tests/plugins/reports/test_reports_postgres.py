@@ -90,6 +90,53 @@ async def test_postgresql_migrations_build_the_tables_columns_and_indexes_of_sql
     assert status == [{"namespace": "reports", "applied": 2, "available": 2, "pending": 0}]
 
 
+# --- several nodes ------------------------------------------------------------------------
+
+
+async def test_a_node_makes_again_only_the_runs_of_nodes_that_are_gone(pg, pg_server):
+    """At start (and every few seconds) a node takes over the running runs of nodes
+    that are gone and of its own name, never those of a node still connected."""
+    other = await PgDatabase(pg.url, readers=1, node="live-node:1").open()
+    try:
+        for run_id in ("rpt_mine", "rpt_live", "rpt_dead"):
+            assert await store.insert_run(pg, _run(run_id))
+        assert await store.claim(pg, "rpt_mine", T0)
+        assert await store.claim(other, "rpt_live", T0)
+        assert await store.claim(pg, "rpt_dead", T0)
+        await pg.execute("UPDATE report_runs SET claimed_by='dead-node:2' WHERE id='rpt_dead'")
+        # Every few seconds: a gone node's run only, once its grace is over.
+        assert await store.recover(pg, 2, T0 + 1, own=False, grace=3) == (0, 0)
+        assert await store.recover(pg, 2, T0 + 5, own=False, grace=3) == (1, 0)
+        assert (await store.get(pg, "rpt_dead"))["status"] == "pending"
+        assert (await store.get(pg, "rpt_mine"))["status"] == "running"
+        # At start: this node's own name too; the live node's run is left alone.
+        assert await store.recover(pg, 2, T0 + 5) == (1, 0)
+        statuses = {r["id"]: r["status"] for r in await store.page(pg, None, None, 10)}
+        assert statuses == {"rpt_mine": "pending", "rpt_live": "running", "rpt_dead": "pending"}
+    finally:
+        await other.close()
+
+
+async def test_a_file_is_kept_in_parts_and_read_back_whole(pg):
+    content = bytes(range(256)) * (store.FILE_PART * 5 // 2 // 256)  # 2.5 parts
+
+    async def parts(data: bytes):
+        for at in range(0, len(data), store.FILE_PART):
+            yield data[at : at + store.FILE_PART]
+
+    assert await store.insert_run(pg, _run("rpt_f"))
+    assert await store.store_file(pg, "rpt_f", parts(b"an older attempt")) == 1
+    assert await store.store_file(pg, "rpt_f", parts(content)) == 3  # made again: replaced
+    back, part = b"", 0
+    while (chunk := await store.file_part(pg, "rpt_f", part)) is not None:
+        back, part = back + chunk, part + 1
+    assert back == content
+    assert await store.store_file(pg, "rpt_f", parts(b"")) == 1  # an empty file is a file
+    assert await store.file_part(pg, "rpt_f", 0) == b""
+    assert await store.delete_runs(pg, ["rpt_f"]) == 1
+    assert await store.file_part(pg, "rpt_f", 0) is None  # gone with its run
+
+
 # --- store.py ----------------------------------------------------------------------------
 
 
