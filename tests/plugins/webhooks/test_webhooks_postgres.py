@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 
 import pytest
 
@@ -21,7 +22,7 @@ from tierd.plugins.webhooks.console import overview_numbers
 from tierd.plugins.webhooks.migrations import MIGRATIONS, POSTGRESQL_MIGRATIONS
 from tierd.plugins.webhooks.records import Outcome
 from tierd.plugins.webhooks.reports import SOURCES
-from tierd.plugins.webhooks.store import Store, for_postgresql
+from tierd.plugins.webhooks.store import Store, TakenBack, for_postgresql
 from tierd.testing import PostgresServer
 
 needs_pg = pytest.mark.skipif(not PostgresServer.available(), reason=PostgresServer.MISSING)
@@ -189,13 +190,89 @@ async def test_two_nodes_claiming_at_once_never_get_the_same_delivery(stores, pg
         taken: list[int] = []
         for claim_id in range(40):
             a, b = await asyncio.gather(
-                first.claim(NOW + 10, limit=20, cap=50, room={}, claim_id=claim_id),
-                second.claim(NOW + 10, limit=20, cap=50, room={}, claim_id=claim_id),
+                first.claim(NOW + 10, limit=20, cap=1000, room={}, claim_id=claim_id),
+                second.claim(NOW + 10, limit=20, cap=1000, room={}, claim_id=claim_id),
             )
             taken += [r["seq"] for r in a] + [r["seq"] for r in b]
         assert len(taken) == len(set(taken)) == 600
     finally:
         await second.db.close()
+
+
+async def test_an_endpoints_cap_holds_across_nodes_claiming_at_once(stores):
+    """Two nodes claim side by side with a cap of 7 per endpoint: the rows in
+    flight of an endpoint, all nodes together, never pass 7, and new rows the
+    consumer would hand over at once are stored pending while it is full."""
+    first = await stores("postgresql")
+    second = Store(await PgDatabase(first.db.url, readers=1).open())
+    try:
+        await first.create_deliveries(rows(300, endpoints=3), NOW)
+        for claim_id in range(10):
+            await asyncio.gather(
+                first.claim(NOW + 10, limit=50, cap=7, room={}, claim_id=claim_id),
+                second.claim(NOW + 10, limit=50, cap=7, room={}, claim_id=claim_id),
+            )
+        in_flight = await first.db.fetchall(
+            "SELECT endpoint_id, COUNT(*) AS n FROM webhook_deliveries WHERE status='inflight' GROUP BY endpoint_id"
+        )
+        assert {r["endpoint_id"]: r["n"] for r in in_flight} == {"ep_0": 7, "ep_1": 7, "ep_2": 7}
+
+        # ep_0 is full: rows for it that would go at once are stored pending; ep_3 has room.
+        new = [
+            [f"msg_new{i}", "acme", ep, f"evt_new{i}", "invoice.paid", "{}", NOW, NOW, True]
+            for i, ep in enumerate(["ep_0", "ep_0", "ep_1", "ep_3", "ep_3"])
+        ]
+        made = await second.create_deliveries(new, NOW, cap=7)
+        assert len(made) == 5
+        assert [row[8] for row in new] == [False, False, False, True, True]
+        status = dict(await first.db.fetchall("SELECT id, status FROM webhook_deliveries WHERE id LIKE 'msg_new%'"))
+        assert status == {
+            "msg_new0": "pending",
+            "msg_new1": "pending",
+            "msg_new2": "pending",
+            "msg_new3": "inflight",
+            "msg_new4": "inflight",
+        }
+    finally:
+        await second.db.close()
+
+
+async def test_a_node_takes_back_the_claims_of_gone_nodes_never_a_live_ones(stores, pg_server):
+    """Rows in flight on a node with no session (gone) go back to pending once
+    their claim is older than the grace; a live node's (a session named
+    ``tierd <node>``) and this node's own stay, unless at startup (own)."""
+    import asyncpg
+
+    store = await stores("postgresql")
+    await store.create_deliveries(rows(8, endpoints=2), NOW)
+    claimed = await store.claim(NOW + 1, limit=8, cap=10, room={}, claim_id=1)
+    assert {r["seq"] for r in claimed} == set(range(1, 9))
+    now = time.time()
+    live = await asyncpg.connect(store.db.url, server_settings={"application_name": "tierd live-host:42"})
+    try:
+        for seqs, node, at in (
+            ((1, 2), "gone-host:7", NOW),  # long ago
+            ((3,), "gone-host:7", now),  # just now: within the grace
+            ((4, 5), "live-host:42", NOW),
+        ):
+            for seq in seqs:
+                await store.db.execute(
+                    "UPDATE webhook_deliveries SET claimed_by=?, claimed_at=? WHERE seq=?", (node, at, seq)
+                )
+        assert await store.take_back(now=now, grace=3.0) == [TakenBack("gone-host:7", 2)]
+        assert await store.take_back(now=now, grace=3.0) == []  # taken once
+        status = dict(await store.db.fetchall("SELECT seq, status FROM webhook_deliveries ORDER BY seq"))
+        assert status == {1: "pending", 2: "pending"} | dict.fromkeys(range(3, 9), "inflight")
+        # Later, the grace past: the last one of the gone node too.
+        assert await store.take_back(now=now + 5, grace=3.0) == [TakenBack("gone-host:7", 1)]
+        # At startup this node takes back its own name's (a restart), still not the live node's.
+        assert await store.take_back(own=True, now=now, grace=3.0) == [TakenBack(store.db.node, 3)]
+        left = await store.db.fetchall("SELECT seq, claimed_by FROM webhook_deliveries WHERE status='inflight'")
+        assert sorted(tuple(r) for r in left) == [(4, "live-host:42"), (5, "live-host:42")]
+    finally:
+        await live.close()
+    # The live node is gone now: its rows go too.
+    assert await store.take_back(now=now, grace=3.0) == [TakenBack("live-host:42", 2)]
 
 
 async def test_fifo_heads_are_claimed_one_at_a_time_in_event_order(store):

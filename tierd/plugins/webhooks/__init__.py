@@ -102,7 +102,14 @@ def tierd_jobs(daemon):
         # its braces, so retries that came due are picked up whatever happens.
         dispatcher.wake()
 
-    return [
+    from .dispatch import TAKEOVER_INTERVAL
+
+    takeover = []
+    if daemon.db.dialect == "postgresql":
+        # Deliveries in flight on a node that is gone: every node looks (the pass
+        # takes each row once); on SQLite the pass at startup is enough.
+        takeover = [Job("webhooks.takeover", dispatcher.take_over, interval=TAKEOVER_INTERVAL, scope="node")]
+    return takeover + [
         Job("webhooks.wake_due", wake_due, interval=10, scope="node"),  # this node's dispatcher
         Job("webhooks.disable_failing", service.disabler.disable_failing, interval=60),
         Job("webhooks.retention", service.retention.prune, interval=3600),

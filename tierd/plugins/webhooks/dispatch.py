@@ -6,6 +6,13 @@ call (``attempt.py``), decides what follows (``outcome.py``) and hands the
 outcome to the batched writer (``recorder.py``). The event consumer hands
 new deliveries over directly when they may go at once (:meth:`reserve`,
 :meth:`launch`): no claim query, no wait for the loop.
+
+Several nodes on one PostgreSQL database: each claim records its node, and
+:meth:`Dispatcher.take_over` (every ``TAKEOVER_INTERVAL`` seconds there, a
+node-scoped job) puts back to pending what nodes that are gone had in flight,
+so another node sends it within seconds of a ``kill -9``, never what a live
+node is sending. On SQLite the pass at startup is all it takes (one process
+owns the file).
 """
 
 from __future__ import annotations
@@ -33,6 +40,11 @@ TICK = 1.0
 #: A claimed delivery that could not be prepared (its endpoint's row is
 #: unusable, a bug) is tried again this much later, not in a tight loop.
 BROKEN_RETRY = 60.0
+#: PostgreSQL: how often (seconds) a node looks for deliveries in flight on a
+#: node that is gone, and how old (seconds) such a claim must be first (a node
+#: that has just connected may not be in the sessions read yet).
+TAKEOVER_INTERVAL = 2.0
+TAKEOVER_GRACE = 3.0
 
 
 class Dispatcher:
@@ -72,9 +84,14 @@ class Dispatcher:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        released = await self.store.requeue_inflight()
-        if released:
-            log.info("%d webhook deliveries were in flight when tierd stopped; sending them again", released)
+        # This node's own name (a restart) and nodes that are gone (on SQLite:
+        # every claim, the previous run's); never another live node's claims.
+        now = self.clock.time()
+        for taken in await self.store.take_back(own=True, now=now, grace=TAKEOVER_GRACE):
+            if taken.node == self.store.db.node or taken.node is None or self.store.db.dialect == "sqlite":
+                log.info("%d webhook deliveries were in flight when tierd stopped; sending them again", taken.rows)
+            else:
+                self._took_over(taken.rows, taken.node)
         self.sender.open()
         self.daemon.spawn(self._loop(), name="webhooks.dispatch")
         self.daemon.spawn(self.recorder.run(self._stopping), name="webhooks.results")
@@ -95,6 +112,24 @@ class Dispatcher:
     def wake(self) -> None:
         """New work may be due (called by the consumer and the API)."""
         self.wakeup.set()
+
+    async def take_over(self) -> int:
+        """Put back to pending the deliveries in flight on nodes that are gone
+        (PostgreSQL's node job, every ``TAKEOVER_INTERVAL``); how many."""
+        total = 0
+        for taken in await self.store.take_back(now=self.clock.time(), grace=TAKEOVER_GRACE):
+            self._took_over(taken.rows, taken.node)
+            total += taken.rows
+        if total:
+            self.wakeup.set()
+        return total
+
+    def _took_over(self, count: int, node: str | None) -> None:
+        log.info(
+            "took over %d webhook deliveries in flight on node %s, which is gone; sending them again",
+            count,
+            node or "(unknown)",
+        )
 
     # --- claiming ------------------------------------------------------------------------
 

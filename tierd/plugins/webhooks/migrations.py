@@ -312,6 +312,17 @@ MIGRATIONS.append(
 )
 
 
+# 7: several nodes on one database (issue 15): a claim records the node that
+# made it (``Database.node``), so that a node takes over the deliveries in
+# flight on a node that is gone, and leaves those of a live node alone. Set by
+# every claim and kept after the attempt (the node that sent it last); only
+# read together with status='inflight' (the partial index of migration 3).
+CLAIMED_BY = """
+    ALTER TABLE webhook_deliveries ADD COLUMN claimed_by TEXT;
+    """
+MIGRATIONS.append(CLAIMED_BY)
+
+
 # --- PostgreSQL (issue 15) ---------------------------------------------------------------------
 #
 # The same six migrations for PostgreSQL: version N builds the tables, columns and
@@ -576,4 +587,6 @@ POSTGRESQL_MIGRATIONS = [
     );
     CREATE INDEX webhook_portal_links_tenant ON webhook_portal_links(tenant_id, id);
     """,
+    # 7: the node of a claim (see SQLite's migration 7).
+    CLAIMED_BY,
 ]

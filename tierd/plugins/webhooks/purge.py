@@ -46,8 +46,20 @@ class Purger:
 
     async def run_once(self) -> int:
         """Purge every queued endpoint; the rows of history removed."""
+        queued = await self.store.purges()
+        if not queued:
+            return 0
+        # Several nodes on one PostgreSQL database: one purges at a time (the
+        # others would delete the same slices and log the same endpoints);
+        # a node that finds the lock held leaves the queue to its holder.
+        once = asyncio.Event()
+        once.set()  # ask for the lock once, never wait for it
+        async with self.daemon.db.exclusive("tierd.webhooks.purge", until=once) as held:
+            return await self._purge(queued) if held else 0
+
+    async def _purge(self, queued: list[str]) -> int:
         removed = 0
-        for endpoint_id in await self.store.purges():
+        for endpoint_id in queued:
             counts = await self.store.purge(endpoint_id)
             total = sum(counts.values())
             log.info(

@@ -20,7 +20,7 @@ from .outcome import FollowUps
 from .purge import Purger
 from .records import Claimed
 from .retention import Retention
-from .store import Store
+from .store import ENDPOINTS_CHANNEL, Store
 
 #: Events read from the log per statement when replaying.
 REPLAY_PAGE = 1000
@@ -54,6 +54,8 @@ class WebhooksService(PluginService):
         return self.daemon.config["webhooks"]
 
     async def start(self) -> None:
+        # Other nodes' changes to endpoints (PostgreSQL's NOTIFY; nothing on SQLite).
+        await self.daemon.db.listen(ENDPOINTS_CHANNEL, self._changed_elsewhere)
         await self.dispatcher.start()
         self.purger.start()  # goes on with what a stop or crash cut short
 
@@ -92,14 +94,18 @@ class WebhooksService(PluginService):
         for row, send_now in zip(rows, granted, strict=True):
             row[8] = send_now
         try:
-            inserted = await self.store.create_deliveries(rows, now)
+            # On PostgreSQL the store may make a granted row pending after all
+            # (its endpoint's cap is reached across the nodes): row[8] says.
+            inserted = await self.store.create_deliveries(rows, now, cap=dispatcher.slots.cap)
         except BaseException:
-            for row in rows:
-                if row[8]:
+            for row, send_now in zip(rows, granted, strict=True):
+                if send_now:
                     dispatcher.release(row[2])
             raise
-        for row, endpoint in zip(rows, targets, strict=True):
+        for row, endpoint, send_now in zip(rows, targets, granted, strict=True):
             if not row[8]:
+                if send_now:
+                    dispatcher.release(row[2])
                 continue
             seq = inserted.get(row[0])
             if seq is None:  # a duplicate of a delivery made before: not sent again
@@ -160,6 +166,7 @@ class WebhooksService(PluginService):
         (a URL that changes is where events would leak to). Never a secret.
         """
         self.endpoints.forget(endpoint["id"])
+        await self.store.announce_endpoint(endpoint["id"])  # the other nodes' caches
         self.dispatcher.wake()  # e.g. re-enabled: its pending deliveries are due
         if change == "deleted":
             self.purger.wake()  # its history is queued
@@ -174,6 +181,11 @@ class WebhooksService(PluginService):
             }
             | details,
         )
+
+    def _changed_elsewhere(self, endpoint_id: str) -> None:
+        """Another node (or this one) changed an endpoint: reload it before its next use."""
+        self.endpoints.forget(endpoint_id)
+        self.dispatcher.wake()
 
     async def _failed(self, o) -> None:
         """Tell operators (through notifications) that a delivery gave up."""

@@ -10,8 +10,13 @@ serves both (bulk inserts numbered by ``lastrowid``, the claims, which take
 
 Delivery status: ``pending`` (waiting for ``due_at``) -> ``inflight``
 (claimed by the dispatcher; ``claimed_at`` set) -> ``succeeded`` | ``failed``
-| back to ``pending`` with a later ``due_at``. At startup ``inflight`` rows
-left by a crash go back to ``pending`` (at-least-once delivery).
+| back to ``pending`` with a later ``due_at``. A claim records its node
+(``claimed_by``, ``Database.node``). At startup a node takes back the rows in
+flight under its own name (a restart) and those of nodes that are gone
+(``Database.gone``: on SQLite, any other; on PostgreSQL, no longer connected),
+never a live node's; on PostgreSQL every node does the latter every few
+seconds too (:meth:`Store.take_back`). Rows taken back are sent again (at
+least once).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import json
 import re
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import NamedTuple
 
 from tierd.core.ids import new_id
 from tierd.core.storage import bulk_rows, json_columns, value_list
@@ -47,6 +53,8 @@ _CLAIMED_COLUMNS = "seq, id, tenant_id, endpoint_id, event_type, payload, attemp
 #: Id prefixes: endpoints, and deliveries (also the ``webhook-id`` header: unique
 #: per delivery, stable across retries).
 ENDPOINT_ID, DELIVERY_ID = "ep_", "msg_"
+#: PostgreSQL: the channel on which a node says an endpoint changed (its id).
+ENDPOINTS_CHANNEL = "tierd_webhook_endpoints"
 #: The index a delivery list walks for a status filter (migration 3): the
 #: selective states have a partial index each in list order. ``succeeded`` (most
 #: rows) and no filter walk the endpoint's index, the status checked on the way.
@@ -76,6 +84,21 @@ _HEAD = (
     "SELECT h.seq FROM webhook_deliveries h INDEXED BY webhook_deliveries_pending"
     " WHERE h.endpoint_id={endpoint} AND h.status='pending' ORDER BY h.created_at, h.seq LIMIT 1"
 )
+
+
+#: PostgreSQL: the advisory lock every claim of deliveries (and the consumer's
+#: insert of rows already in flight) holds until it commits, so that each counts
+#: the in-flight rows of the others (see :meth:`Store._claim_pg`).
+_CLAIM_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('tierd.webhooks.claims', 0))"
+
+
+class TakenBack(NamedTuple):
+    """Deliveries in flight that :meth:`Store.take_back` put back to pending:
+    how many, per node that had claimed them (None: a row claimed before nodes
+    were recorded)."""
+
+    node: str | None
+    rows: int
 
 
 #: SQLite's planner hints, which PostgreSQL has no use for (see :func:`for_postgresql`).
@@ -268,13 +291,17 @@ class Store:
         values, param = value_list(self.db.dialect, "text", ids)
         return await self.db.fetchall(f"SELECT * FROM webhook_endpoints WHERE id IN {values}", (param,))
 
-    async def create_deliveries(self, rows: list[tuple], now: float) -> dict[str, int]:
+    async def create_deliveries(self, rows: list, now: float, cap: int | None = None) -> dict[str, int]:
         """Insert deliveries ``(id, tenant, endpoint_id, event_id, event_type,
         payload, due_at, created_at, inflight)``; return ``{id: seq}`` of those
         inserted.
 
-        Rows with ``inflight`` true are stored already claimed (the dispatcher
-        sends them at once, without a claim query); the others are pending.
+        Rows with ``inflight`` true are stored already claimed by this node
+        (the dispatcher sends them at once, without a claim query); the others
+        are pending. On PostgreSQL, given the per-endpoint ``cap``, the rows
+        (lists) whose endpoint has that many in flight across the nodes are
+        made pending instead: their ``inflight`` is set to False here, so the
+        caller sees which it may send (see :meth:`_claim_pg`).
         One statement, so atomic without a transaction around it. Idempotent:
         a re-delivered event hits UNIQUE(endpoint_id, event_id) and is
         ignored (and not returned). Rows of an endpoint deleted since the
@@ -284,16 +311,16 @@ class Store:
         if not rows:
             return {}
         if self.pg:
-            return await self._create_deliveries_pg(rows, now)
+            return await self._create_deliveries_pg(rows, now, cap)
         cur = await self.db.execute(
             "INSERT OR IGNORE INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload,"
-            " status, claimed_at, due_at, created_at)"
+            " status, claimed_at, due_at, created_at, claimed_by)"
             f" SELECT {json_columns(6)},"
             " CASE WHEN json_extract(value, '$[8]') THEN 'inflight' ELSE 'pending' END,"
             " CASE WHEN json_extract(value, '$[8]') THEN ? END,"
-            f" {json_columns(2, 6)} FROM json_each(?)"
+            f" {json_columns(2, 6)}, CASE WHEN json_extract(value, '$[8]') THEN ? END FROM json_each(?)"
             " WHERE EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id=json_extract(value, '$[2]'))",
-            (now, json.dumps(rows)),
+            (now, self.db.node, json.dumps(rows)),
         )
         # One statement numbers the rows it inserts one after the other (each
         # takes the largest seq + 1), in array order, ending at lastrowid.
@@ -310,23 +337,40 @@ class Store:
         )
         return {r["id"]: r["seq"] for r in found}
 
-    async def _create_deliveries_pg(self, rows: list[tuple], now: float) -> dict[str, int]:
+    async def _create_deliveries_pg(self, rows: list, now: float, cap: int | None) -> dict[str, int]:
         """:meth:`create_deliveries` on PostgreSQL: the seqs from RETURNING (identity
         values of concurrent inserts interleave, so they are not a range there)."""
-        source, params = bulk_rows("postgresql", _NEW_DELIVERY, [(*row, i) for i, row in enumerate(rows)])
         async with self.db.transaction() as tx:
+            claimed = sorted({row[2] for row in rows if row[8]})
+            if claimed and cap is not None:
+                # Rows handed to this node's dispatcher at once count against the
+                # endpoint's cap across the nodes, as a claim does (same lock).
+                await tx.fetchone(_CLAIM_LOCK)
+                busy = await tx.fetchall(
+                    "SELECT endpoint_id, COUNT(*) AS n FROM webhook_deliveries"
+                    " WHERE endpoint_id=ANY(?::text[]) AND status='inflight' GROUP BY endpoint_id",
+                    (claimed,),
+                )
+                room = {ep: cap for ep in claimed} | {r["endpoint_id"]: cap - r["n"] for r in busy}
+                for row in rows:
+                    if row[8]:
+                        if room[row[2]] > 0:
+                            room[row[2]] -= 1
+                        else:
+                            row[8] = False  # pending: a claim takes it when the endpoint has room
+            source, params = bulk_rows("postgresql", _NEW_DELIVERY, [(*row, i) for i, row in enumerate(rows)])
             found = await tx.fetchall(
                 "INSERT INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload,"
-                " status, claimed_at, due_at, created_at)"
+                " status, claimed_at, due_at, created_at, claimed_by)"
                 " SELECT r.id, r.tenant_id, r.endpoint_id, r.event_id, r.event_type, r.payload,"
                 " CASE WHEN r.inflight THEN 'inflight' ELSE 'pending' END, CASE WHEN r.inflight THEN ?::float8 END,"
-                f" r.due_at, r.created_at FROM ({source}) AS r"
+                f" r.due_at, r.created_at, CASE WHEN r.inflight THEN ?::text END FROM ({source}) AS r"
                 " WHERE EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id=r.endpoint_id)"
                 # Seqs in the rows' order, as SQLite numbers them: the events of one
                 # batch share their time, and (created_at, seq) is event order (fifo).
                 # Without ORDER BY a hash join may hand the rows over in another.
                 " ORDER BY r.position ON CONFLICT DO NOTHING RETURNING id, seq",
-                (now, *params),
+                (now, self.db.node, *params),
             )
         seqs = {r["id"]: r["seq"] for r in found}
         return {row[0]: seqs[row[0]] for row in rows if row[0] in seqs}  # in the rows' order, as on SQLite
@@ -335,9 +379,19 @@ class Store:
         """A ``webhook.test`` delivery, claimed at once (the API sends it itself)."""
         sql = (
             "INSERT INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload, status,"
-            " claimed_at, created_at) VALUES (?,?,?,?,?,?,'inflight',?,?)"
+            " claimed_at, created_at, claimed_by) VALUES (?,?,?,?,?,?,'inflight',?,?,?)"
         )
-        params = (new_id(DELIVERY_ID), tenant, endpoint_id, new_id("test_"), "webhook.test", payload, now, now)
+        params = (
+            new_id(DELIVERY_ID),
+            tenant,
+            endpoint_id,
+            new_id("test_"),
+            "webhook.test",
+            payload,
+            now,
+            now,
+            self.db.node,
+        )
         if self.pg:  # no lastrowid there
             async with self.db.transaction() as tx:
                 row = await tx.fetchone(sql + " RETURNING seq", params)
@@ -348,12 +402,49 @@ class Store:
     # --- deliveries: the dispatcher's side ---------------------------------------------------
 
     async def requeue_inflight(self) -> int:
-        """Deliveries a crash left in flight go back to pending (sent again: at least once)."""
-        cur = await self.db.execute(
-            "UPDATE webhook_deliveries SET status='pending', claimed_at=NULL,"
-            " due_at=COALESCE(due_at, created_at) WHERE status='inflight'"
+        """At startup: the deliveries left in flight by a crash (of this node,
+        or of nodes that are gone) go back to pending; how many."""
+        return sum(t.rows for t in await self.take_back(own=True))
+
+    async def take_back(self, own: bool = False, now: float | None = None, grace: float = 0.0) -> list[TakenBack]:
+        """Put the deliveries in flight on nodes that are gone back to pending
+        (sent again: at least once), and with ``own`` those claimed under this
+        node's name too (at startup: a restart with the same name); how many
+        per node. Never a live node's.
+
+        On PostgreSQL, given ``now``, only gone nodes' claims made before
+        ``now - grace``: a node that has just connected may not be in the list
+        of sessions read yet. Rows are taken with ``SKIP LOCKED``: two nodes
+        taking over at once take each row once. A fifo endpoint's head in
+        flight goes back to pending as its oldest unfinished delivery, so it
+        is its head again: the order holds. One walk of the in-flight partial
+        index (rows in flight are few) and one read of the sessions.
+        """
+        gone = self.db.gone("claimed_by")
+        if self.pg and now is not None:
+            gone = f"({gone} AND COALESCE(claimed_at, 0) < :before)"
+        where = f"status='inflight' AND (claimed_by=:node OR {gone})" if own else f"status='inflight' AND {gone}"
+        params = {"node": self.db.node, "before": (now or 0.0) - grace}
+        back = (
+            "UPDATE webhook_deliveries AS d SET status='pending', claimed_at=NULL, claim_id=NULL, claimed_by=NULL,"
+            " due_at=COALESCE(d.due_at, d.created_at)"
         )
-        return cur.rowcount
+        if self.pg:
+            async with self.db.transaction() as tx:
+                rows = await tx.fetchall(
+                    f"WITH t AS (SELECT seq, claimed_by FROM webhook_deliveries WHERE {where} FOR UPDATE SKIP LOCKED)"
+                    f" {back} FROM t WHERE d.seq=t.seq RETURNING t.claimed_by AS node",
+                    params,
+                )
+        else:  # one process owns the file: the claims of runs that ended
+            async with self.db.transaction() as tx:
+                rows = await tx.fetchall(f"SELECT claimed_by AS node FROM webhook_deliveries WHERE {where}", params)
+                if rows:
+                    await tx.execute(f"{back} WHERE {where}", params)
+        counts: dict[str | None, int] = {}
+        for r in rows:
+            counts[r["node"]] = counts.get(r["node"], 0) + 1
+        return [TakenBack(node, n) for node, n in sorted(counts.items(), key=lambda kv: kv[0] or "")]
 
     async def claim(self, now: float, limit: int, cap: int, room: dict[str, int], claim_id: int) -> list:
         """Take up to ``limit`` due deliveries, oldest due first; return their rows.
@@ -370,7 +461,7 @@ class Store:
         if self.pg:
             return await self._claim_pg(now, limit, cap, room, claim_id)
         cur = await self.db.execute(
-            "UPDATE webhook_deliveries SET status='inflight', claimed_at=?, claim_id=? WHERE seq IN ("
+            "UPDATE webhook_deliveries SET status='inflight', claimed_at=?, claim_id=?, claimed_by=? WHERE seq IN ("
             " SELECT seq FROM ("
             "  SELECT d.seq, d.due_at, d.endpoint_id,"
             "   ROW_NUMBER() OVER (PARTITION BY d.endpoint_id ORDER BY d.due_at) AS rn"
@@ -383,7 +474,7 @@ class Store:
             "  WHERE e.enabled=1)"
             " WHERE rn <= COALESCE(json_extract(?, '$.\"' || endpoint_id || '\"'), ?)"
             " ORDER BY due_at LIMIT ?)",
-            (now, claim_id, now, cap, json.dumps(room), cap, limit),
+            (now, claim_id, self.db.node, now, cap, json.dumps(room), cap, limit),
         )
         if cur.rowcount == 0:
             return []
@@ -400,23 +491,36 @@ class Store:
         transaction has locked (``FOR UPDATE SKIP LOCKED``): two nodes claiming
         together get different rows, neither waits. The UPDATE re-checks
         ``status='pending'`` on the row it locks, and answers the rows claimed
-        (RETURNING: claim ids are per node, so no SELECT by claim id).
+        (RETURNING: claim ids are per node, so no SELECT by claim id). The
+        rows record this node (``claimed_by``).
 
-        Not yet across nodes: ``cap`` and ``room`` are this node's slots (each
-        node caps its own requests to an endpoint), and no lease: a node that
-        dies leaves its rows in flight until ``requeue_inflight`` (next slice).
+        The endpoint's ``cap`` holds for the cluster: each endpoint takes at
+        most ``cap`` minus its rows in flight on every node (and at most its
+        ``room`` on this node: its slots here and its rate tokens). For those
+        counts to be right, claims (and the consumer's insert of rows already
+        in flight) take turns on one advisory lock held until commit: the
+        UPDATE's snapshot, taken after the lock, sees every other claim. What
+        it costs: one more seek per enabled endpoint (a count over the
+        in-flight partial index, at most ``cap`` entries each), and one claim
+        transaction at a time across the cluster (a few ms each; a claim takes
+        up to ``limit`` rows, and the sending runs side by side on every node).
         """
         async with self.db.transaction() as tx:
+            await tx.fetchone(_CLAIM_LOCK)
             rows = await tx.fetchall(
-                "UPDATE webhook_deliveries SET status='inflight', claimed_at=?, claim_id=? WHERE seq IN ("
+                "UPDATE webhook_deliveries SET status='inflight', claimed_at=?, claim_id=?, claimed_by=?"
+                " WHERE seq IN ("
                 " SELECT c.seq FROM webhook_endpoints e CROSS JOIN LATERAL ("
                 "  SELECT x.seq, x.due_at FROM webhook_deliveries x"
                 "  WHERE x.endpoint_id=e.id AND x.status='pending' AND x.due_at<=?"
-                "  ORDER BY x.due_at LIMIT GREATEST(0, LEAST(?::bigint, COALESCE((?::json->>e.id)::bigint, ?::bigint)))"
+                "  ORDER BY x.due_at LIMIT GREATEST(0, LEAST("
+                "   ?::bigint - (SELECT COUNT(*) FROM webhook_deliveries i"
+                "    WHERE i.endpoint_id=e.id AND i.status='inflight'),"
+                "   COALESCE((?::json->>e.id)::bigint, ?::bigint)))"
                 "  FOR UPDATE SKIP LOCKED) c"
                 " WHERE e.enabled=1 ORDER BY c.due_at LIMIT ?) AND status='pending'"
                 f" RETURNING {_CLAIMED_COLUMNS}, due_at",
-                (now, claim_id, now, cap, json.dumps(room), cap, limit),
+                (now, claim_id, self.db.node, now, cap, json.dumps(room), cap, limit),
             )
         return sorted(rows, key=lambda r: r["due_at"])
 
@@ -448,7 +552,7 @@ class Store:
             return []
         ids, param = value_list(self.db.dialect, "text", endpoint_ids)
         sql = self._q(
-            "UPDATE webhook_deliveries SET status='inflight', claimed_at=?, claim_id=? WHERE seq IN ("
+            "UPDATE webhook_deliveries SET status='inflight', claimed_at=?, claim_id=?, claimed_by=? WHERE seq IN ("
             " SELECT d.seq FROM webhook_endpoints e CROSS JOIN webhook_deliveries d"
             f" ON d.seq=({_HEAD.format(endpoint='e.id')})"
             f" WHERE e.id IN {ids} AND e.enabled=1 AND d.due_at<=? AND NOT EXISTS ("
@@ -456,7 +560,7 @@ class Store:
             "  WHERE i.endpoint_id=e.id AND i.status='inflight')"
             " ORDER BY d.due_at LIMIT ?) AND status='pending'"
         )
-        params = (now, claim_id, param, now, limit)
+        params = (now, claim_id, self.db.node, param, now, limit)
         if self.pg:
             # No SKIP LOCKED here: skipping a head another node holds would claim
             # the delivery after it, out of order. The UPDATE waits for that
@@ -514,6 +618,13 @@ class Store:
     async def count_blocked(self) -> int:
         row = await self.db.fetchone("SELECT COUNT(*) AS n FROM webhook_endpoints WHERE blocked_since IS NOT NULL")
         return row["n"]
+
+    async def announce_endpoint(self, endpoint_id: str) -> None:
+        """Tell the other nodes that an endpoint changed (PostgreSQL's NOTIFY on
+        ``ENDPOINTS_CHANNEL``), so that they reload it into their cache: a
+        disabled one stops, a new one gets events. Nothing on SQLite."""
+        if self.pg:
+            await self.db.execute("SELECT pg_notify(?, ?)", (ENDPOINTS_CHANNEL, endpoint_id))
 
     async def next_due(self) -> float | None:
         """The earliest due time of any pending delivery (one index seek)."""
