@@ -258,6 +258,7 @@ def test_only_event_type_objects_are_accepted_and_one_plugin_cannot_declare_twic
         collect_registries(pm)
 
 
+@pytest.mark.sqlite_only("SQLite's plan of the scan (a SQLite Database; the catalogue on PostgreSQL: its API tests)")
 async def test_seen_types_are_every_type_of_the_log_found_one_seek_each(tmp_path):
     """The query the catalogue sends seeks each next type along (tenant, type, seq)
     and its newest event, never a walk of the events: a type used once, long
