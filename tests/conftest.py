@@ -110,3 +110,17 @@ def example_plugin(folder: str) -> Path:
     """The folder of the example project ``examples/FOLDER``: put it on a
     daemon's ``pythonpath`` (with its module in ``plugins``) to load it by path."""
     return EXAMPLES / folder
+
+
+def sqlite_only_plugin(tmp_path: Path) -> dict:
+    """A third-party plugin ``olden`` whose migrations are SQLite's only (a
+    bare list, as before PostgreSQL): the DaemonProcess arguments that load it."""
+    folder = tmp_path / "olden-plugin"
+    folder.mkdir(exist_ok=True)
+    (folder / "olden.py").write_text(
+        "from tierd.core.plugins import hookimpl\n\n\n"
+        "@hookimpl\n"
+        "def tierd_migrations():\n"
+        "    return {'olden': ['CREATE TABLE olden_notes (id INTEGER PRIMARY KEY AUTOINCREMENT, note TEXT)']}\n"
+    )
+    return {"plugins": ["olden"], "pythonpath": [folder]}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import example_plugin
+from conftest import sqlite_only_plugin
 
 from tierd.testing import DaemonProcess, PostgresServer
 
@@ -83,13 +83,13 @@ def test_a_password_in_the_url_is_never_shown(pg, tmp_path):
 
 def test_a_plugin_without_postgresql_migrations_is_refused_by_name(pg, tmp_path):
     url = pg.create_database("refused")
-    d = on_pg(tmp_path, url, plugins=["tierd_hello"], pythonpath=[example_plugin("tierd-hello")])
+    d = on_pg(tmp_path, url, **sqlite_only_plugin(tmp_path))
     d.start(wait=False)
     deadline = time.monotonic() + 20
     while d.process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert d.process.returncode == 1
-    assert "'hello' has no postgresql migrations" in d.logs()
+    assert "'olden' has no postgresql migrations" in d.logs()
     assert "disable the plugin that provides it (plugins.disabled)" in d.logs()
     status = d.cli("db", "status")
-    assert status.returncode == 1 and "'hello' has no postgresql migrations" in status.stderr
+    assert status.returncode == 1 and "'olden' has no postgresql migrations" in status.stderr

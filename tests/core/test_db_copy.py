@@ -12,7 +12,7 @@ import sqlite3
 import time
 
 import pytest
-from conftest import example_plugin
+from conftest import sqlite_only_plugin
 
 from tierd.core.dbcopy import CopyRefused, check_versions
 from tierd.testing import TEST_STORAGE_ENV, DaemonProcess, PostgresServer, eventually
@@ -245,14 +245,13 @@ def test_a_bad_url_is_refused_with_the_reason(pg, tmp_path):
 
 
 def test_a_plugin_without_postgresql_migrations_is_named(pg, tmp_path):
-    hello = {"plugins": ["tierd_hello"], "pythonpath": [example_plugin("tierd-hello")]}
-    d = DaemonProcess(tmp_path, {"plugins": {"disabled": BUILTINS}}, **hello)
+    d = DaemonProcess(tmp_path, {"plugins": {"disabled": BUILTINS}}, **sqlite_only_plugin(tmp_path))
     with d:
         pass
-    out = copy(d, pg.create_database("hello"))
-    assert out.returncode == 1 and "'hello' has no postgresql migrations" in out.stderr
+    out = copy(d, pg.create_database("olden"))
+    assert out.returncode == 1 and "'olden' has no postgresql migrations" in out.stderr
     assert "disable the plugin that provides it" in out.stderr
-    assert tables_in(pg, "hello") == ""
+    assert tables_in(pg, "olden") == ""
 
 
 def test_a_value_postgresql_refuses_leaves_the_target_empty(pg, tmp_path):

@@ -12,29 +12,30 @@ from tierd.core.plugins import hookimpl
 from tierd.core.ui import UiApiError, UiPage, UiSection
 
 
+#: Plain SQL that both backends take; a plugin whose SQL differs gives each
+#: backend its own list, numbered alike.
+HELLO_SEEN = """
+    CREATE TABLE hello_seen (
+        tenant_id TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, event_id)
+    );
+"""
+
+
 @hookimpl
 def tierd_migrations():
-    return {
-        "hello": [
-            """
-        CREATE TABLE hello_seen (
-            tenant_id TEXT NOT NULL,
-            event_id TEXT NOT NULL,
-            type TEXT NOT NULL,
-            PRIMARY KEY (tenant_id, event_id)
-        );
-    """
-        ]
-    }
+    return {"hello": {"sqlite": [HELLO_SEEN], "postgresql": [HELLO_SEEN]}}
 
 
 @hookimpl
 def tierd_event_consumers(daemon):
     async def handle(events):
-        # INSERT OR IGNORE: a re-delivered event is not counted twice.
+        # ON CONFLICT DO NOTHING: a re-delivered event is not counted twice.
         async with daemon.db.transaction() as tx:
             await tx.executemany(
-                "INSERT OR IGNORE INTO hello_seen(tenant_id, event_id, type) VALUES (?,?,?)",
+                "INSERT INTO hello_seen(tenant_id, event_id, type) VALUES (?,?,?) ON CONFLICT DO NOTHING",
                 [(e.tenant, e.id, e.type) for e in events],
             )
 
