@@ -11,7 +11,6 @@ from tierd.core.events import Consumer
 from tierd.core.plugins import hookimpl
 from tierd.core.ui import UiApiError, UiPage, UiSection
 
-
 #: Plain SQL that both backends take; a plugin whose SQL differs gives each
 #: backend its own list, numbered alike.
 HELLO_SEEN = """
