@@ -6,7 +6,6 @@ text, everything else is kept, and the API answers the very strings it
 answered before.
 """
 
-import os
 import sqlite3
 
 import pytest
@@ -186,6 +185,7 @@ def snapshot(path) -> dict:
         con.close()
 
 
+@pytest.mark.sqlite_only("a SQLite migration of rows an older tierd wrote")
 async def test_rows_written_by_the_old_code_become_unix_seconds_and_nothing_else_changes(tmp_path):
     path = tmp_path / "old.db"
     await old_database(path)
@@ -229,6 +229,7 @@ async def test_rows_written_by_the_old_code_become_unix_seconds_and_nothing_else
         con.close()
 
 
+@pytest.mark.sqlite_only("a SQLite migration of rows an older tierd wrote")
 async def test_times_in_another_form_sqlite_can_read_are_converted_to_the_millisecond(tmp_path):
     db = await Database(tmp_path / "odd.db").open()
     try:
@@ -244,10 +245,7 @@ async def test_times_in_another_form_sqlite_can_read_are_converted_to_the_millis
         await db.close()
 
 
-@pytest.mark.skipif(
-    os.environ.get("TIERD_TEST_STORAGE") == "postgresql",
-    reason="an old SQLite file migrated by the daemon: SQLite's own (PostgreSQL databases start at today's tables)",
-)
+@pytest.mark.sqlite_only("an old SQLite file migrated by the daemon (PostgreSQL databases start at today's tables)")
 async def test_the_api_answers_the_same_times_after_the_migration_and_stores_new_ones_as_reals(tierd_daemon):
     d = tierd_daemon({"plugins": {"disabled": ["webhooks", "notifications"]}}, start=False)
     db_path = d.workdir / "tierd.db"
