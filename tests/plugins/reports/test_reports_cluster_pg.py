@@ -4,6 +4,8 @@ Real daemon processes on one throw-away PostgreSQL server:
 
 * a run made on one node is downloaded from another, byte for byte (its file
   is kept in the database, not in the folder of the node that made it);
+* a schedule's email, queued by the node that made the run, is sent by another
+  with the file attached (notifications keeps the bytes in the database);
 * a schedule due every minute makes one run per due time across three nodes,
   and still fires after the node running the cluster's timers is killed.
 """
@@ -12,13 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
+import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
 from test_reports_runs import DEFINITIONS
 
-from tierd.testing import DaemonProcess, PostgresServer
+from tierd.testing import DaemonProcess, PostgresServer, eventually
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "notifications"))
+from notify_helpers import SmtpServer  # noqa: E402
 
 OTHERS = ["webhooks", "notifications", "reconciliation"]
 
@@ -89,6 +97,69 @@ async def test_a_run_made_on_one_node_is_downloaded_from_another_byte_for_byte(p
     finally:
         a.stop()
         b.stop()
+
+
+async def test_a_schedules_email_is_sent_by_another_node_with_the_file_attached(pg, tmp_path):
+    """Node A makes the run and queues its email; A's mail server never answers
+    (a socket that accepts and stays silent), so the email reaches the real one
+    through node B: claimed by B at once, or taken over from A once A is killed.
+    The attachment is the run's file, which A no longer has in its folder."""
+    smtp = SmtpServer(None, "plain").start()
+    silent = socket.create_server(("127.0.0.1", 0))
+    url = pg.create_database("reports_mail")
+    nodes: list[DaemonProcess] = []
+    try:
+        schedules = {
+            "weekly": {
+                "reports": ["events_by_type"],
+                "tenant": "acme",
+                "cron": "0 6 * * 1",
+                "format": "csv",
+                "to": ["mail"],
+            }
+        }
+        for name, port in (("a", silent.getsockname()[1]), ("b", smtp.port)):
+            workdir = tmp_path / name
+            workdir.mkdir()
+            config = {
+                "storage": {"url": url},
+                "plugins": {"disabled": ["webhooks", "reconciliation"]},
+                "reports": {"definitions": DEFINITIONS, "schedules": schedules},
+                "notifications": {"channels": {"mail": smtp.channel_config(port=port, timeout="60s")}},
+            }
+            nodes.append(DaemonProcess(workdir, config))
+        a, b = nodes
+        await asyncio.gather(asyncio.to_thread(a.start), asyncio.to_thread(b.start))
+        token = await asyncio.to_thread(a.create_tenant, "acme")
+        for i in range(6):
+            status, _ = await a.arequest("POST", "/v1/events", {"type": f"order.t{i % 2}"}, token=token)
+            assert status == 202
+        status, run = await a.arequest("POST", "/v1/reports/schedules/weekly/run", {})
+        assert status == 202, run
+
+        async def made():
+            status, body = await a.arequest("GET", f"/v1/reports/runs/{run['id']}")
+            return body if body["status"] in ("delivered", "failed") else None
+
+        done = await eventually(made, 30, what="the run made")
+        assert done["status"] == "delivered", done
+        assert f"report run {run['id']}" in a.logs()  # made by A
+        assert not list((tmp_path / "a").rglob(f"{run['id']}.*"))
+        try:
+            await eventually(lambda: smtp.messages, 5, what="the email through B")
+        except AssertionError:
+            a.kill9()  # A claimed it and hangs on its silent server: B takes it over
+            await eventually(lambda: smtp.messages, 30, what="the email taken over by B")
+        (mail,) = smtp.messages
+        (attachment,) = list(mail.iter_attachments())
+        assert attachment.get_filename() == done["file_name"]
+        assert attachment.get_content().encode() == await download(b, run["id"], token)
+        assert "order.t0,3" in attachment.get_content()
+    finally:
+        for n in nodes:
+            n.stop()
+        silent.close()
+        smtp.stop()
 
 
 def runs_of(node: DaemonProcess) -> list[dict]:
