@@ -65,6 +65,7 @@ class CountingReceiver(Receiver):
         self.now = self.most = 0
 
     async def _handle(self, request: web.Request):
+        await request.read()  # kept for the record (a killed sender's request ends here)
         self.ids.append(request.headers["webhook-id"])
         self.now += 1
         self.most = max(self.most, self.now)
@@ -181,10 +182,11 @@ async def test_kill_9_of_one_of_three_nodes_under_load_loses_nothing_and_sends_n
         # Every acknowledged event is delivered to each endpoint it matches; every due delivery succeeds.
         expected = len(acked) + sum(1 for t in acked.values() if t == "order.created")
 
+        # (An event the killed node stored without answering may be delivered too: it is not counted.)
         async def all_delivered():
-            rows = await sql(alive[0], "SELECT status, COUNT(*) FROM webhook_deliveries GROUP BY status")
-            counts = dict(rows)
-            return counts.get("succeeded", 0) == expected and sum(counts.values()) == expected
+            rows = await sql(alive[0], "SELECT event_id, status FROM webhook_deliveries", ())
+            made = [event_id for event_id, _ in rows if event_id in acked]
+            return len(made) == expected and all(status == "succeeded" for _, status in rows)
 
         try:
             await eventually(all_delivered, timeout=120, what=f"{expected} deliveries succeeded")
@@ -200,7 +202,7 @@ async def test_kill_9_of_one_of_three_nodes_under_load_loses_nothing_and_sends_n
         by_event: dict[str, set[str]] = {}
         for _, event_id, endpoint_id in rows:
             by_event.setdefault(event_id, set()).add(endpoint_id)
-        assert set(by_event) == set(acked)  # no acknowledged event lost
+        assert set(by_event) >= set(acked)  # no acknowledged event lost
         for event_id, event_type in acked.items():
             assert by_event[event_id] == ({unordered, fifo} if event_type == "order.created" else {unordered})
         received = set(receiver.ids)
