@@ -231,6 +231,56 @@ async def test_of_two_flushes_of_one_group_one_makes_the_digest(pg):
 # --- store.py, on both backends ------------------------------------------------------------------
 
 
+async def test_claims_of_several_nodes(pg):
+    """Due rows claimed by one node are not due for another; a claim is taken over
+    only from a node that is gone (and after its grace), never from a connected
+    one; an outcome is written only by the row's claimant; a node starting again
+    takes back its own name's claims; a purged row's files go with it."""
+    live = await PgDatabase(pg.url, readers=1, node="live-node:1").open()
+    try:
+        await _insert(pg, *[_row(n) for n in ("n1", "n2", "n3")])
+        lease = T0 + 360
+
+        def first(k):
+            return lambda rows: list(rows)[:k]
+
+        taken = await store.claim_due(live, T0, 10, (), first(1), live.node, lease)
+        assert [r["id"] for r in taken] == ["ntf_n1"]
+        taken = await store.claim_due(pg, T0, 10, (), first(5), pg.node, lease)
+        assert [r["id"] for r in taken] == ["ntf_n2", "ntf_n3"]  # n1 is the other node's
+        assert await store.claim_due(live, T0 + 300, 10, (), first(5), live.node, lease) == []
+        await pg.execute("UPDATE notifications SET claimed_by='dead-node:2' WHERE id='ntf_n3'")
+
+        assert await store.take_over(pg, T0 + 2, 3.0) == {}  # claimed 2s ago: within the grace
+        assert await store.take_over(live, T0 + 10, 3.0) == {"dead-node:2": 1}
+        rows = {r["id"]: r for r in await pg.fetchall("SELECT * FROM notifications")}
+        assert (rows["ntf_n3"]["claimed_by"], rows["ntf_n3"]["next_attempt_at"]) == (None, T0 + 10)
+        assert rows["ntf_n1"]["claimed_by"] == live.node and rows["ntf_n2"]["claimed_by"] == pg.node
+
+        # The live node's outcome for pg's row is not written; pg's own is, and clears the claim.
+        async with live.transaction() as tx:
+            await store.record_attempts(tx, [_outcome("ntf_n2", 1, T0 + 11, "delivered")], live.node)
+        assert (await store.get(pg, "ntf_n2"))["status"] == "pending"
+        async with pg.transaction() as tx:
+            await store.record_attempts(tx, [_outcome("ntf_n1", 1, T0 + 11, "delivered")], pg.node)
+        assert (await store.get(pg, "ntf_n1"))["status"] == "pending"  # n1 is live's
+        async with live.transaction() as tx:
+            await store.record_attempts(tx, [_outcome("ntf_n1", 1, T0 + 11, "delivered")], live.node)
+        n1 = await store.get(pg, "ntf_n1")
+        assert (n1["status"], n1["claimed_by"]) == ("delivered", None)
+
+        assert await store.take_back(pg, pg.node, T0 + 12) == 1  # n2: a restart under the same name
+        assert (await store.get(pg, "ntf_n2"))["claimed_by"] is None
+
+        async with pg.transaction() as tx:
+            await store.store_files(tx, "ntf_n1", [b"\x00bytes", b""])
+        assert await store.files_of(pg, "ntf_n1") == {0: b"\x00bytes", 1: b""}
+        assert await store.purge(pg, T0 + 1) == 1  # n1, delivered
+        assert await store.files_of(pg, "ntf_n1") == {}
+    finally:
+        await live.close()
+
+
 async def test_intake_is_idempotent_and_reads_what_it_wrote(db):
     async with db.transaction() as tx:
         assert await store.insert_notification(tx, _row("1"))
