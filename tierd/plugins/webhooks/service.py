@@ -141,6 +141,7 @@ class WebhooksService(PluginService):
         per page; the rows are pending and due now, so the dispatcher sends
         them within the endpoint's limits.
         """
+        self.endpoints.forget(endpoint["id"])  # as stored now (made or changed through another node a moment ago)
         await self.endpoints.refresh()
         info = self.endpoints.by_id[endpoint["id"]]
         scanned = queued = 0

@@ -518,7 +518,10 @@ class Store:
                 "    WHERE i.endpoint_id=e.id AND i.status='inflight'),"
                 "   COALESCE((?::json->>e.id)::bigint, ?::bigint)))"
                 "  FOR UPDATE SKIP LOCKED) c"
-                " WHERE e.enabled=1 ORDER BY c.due_at LIMIT ?) AND status='pending'"
+                # Fifo endpoints' heads are claimed apart (claim_heads): said here too, not
+                # only by their room of 0, as this node's cache may not know yet of a
+                # change made through another node a moment ago.
+                " WHERE e.enabled=1 AND e.ordering<>'fifo' ORDER BY c.due_at LIMIT ?) AND status='pending'"
                 f" RETURNING {_CLAIMED_COLUMNS}, due_at",
                 (now, claim_id, self.db.node, now, cap, json.dumps(room), cap, limit),
             )
