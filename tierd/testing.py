@@ -572,7 +572,15 @@ class LocalDaemon:
 
         pm, registries, config = prepare(self.config_path, plugins=self.plugins)
         self.daemon = daemon = Daemon(pm, registries, config, clock=self.clock)
-        await daemon.start()
+        try:
+            await daemon.start()
+        except BaseException:
+            # Close what the start opened (the database's connection threads would
+            # otherwise keep the test process from exiting), then fail.
+            self.daemon = None
+            with contextlib.suppress(Exception):
+                await daemon.stop()
+            raise
         self.session = ClientSession()
         return self
 

@@ -219,8 +219,8 @@ async def test_readyz_and_metrics_show_a_consumer_that_has_work_and_does_not_adv
     config_path.write_text(json.dumps(daemon_config(tmp_path, free_port())))
     pm, registries, config = prepare(config_path)
     daemon = Daemon(pm, registries, config, consumer_stall_after=0.3)
-    await daemon.start()
     try:
+        await daemon.start()  # inside: a start that fails half-way still closes what it opened
         broken = [True]
 
         async def handle(events):
