@@ -357,11 +357,17 @@ class Console:
         now = time.time()
         start = (int(now) // 60 - 59) * 60
         per_minute = [0] * 60
+        # The minute of the hour: SQLite's CAST truncates (the floor, the values
+        # being >= 0), PostgreSQL's would round half of each minute into the next.
+        minute = (
+            "CAST((created_at - ?) / 60 AS INTEGER)"
+            if self.daemon.db.dialect == "sqlite"
+            else "FLOOR((created_at - ?) / 60)::bigint"
+        )
         for one in [tenant] if tenant else all_tenants:
             # One range of the (tenant_id, created_at) index per tenant.
             rows = await self.daemon.db.fetchall(
-                "SELECT CAST((created_at - ?) / 60 AS INTEGER) AS m, COUNT(*) AS n FROM events"
-                " WHERE tenant_id=? AND created_at >= ? GROUP BY m",
+                f"SELECT {minute} AS m, COUNT(*) AS n FROM events WHERE tenant_id=? AND created_at >= ? GROUP BY m",
                 (start, one, start),
             )
             for row in rows:
