@@ -1,7 +1,7 @@
 """Shared test fixtures over tierd's own harness, ``tierd/testing.py``.
 
 ``tierd_daemon`` starts ``python -m tierd run`` on a free port with a real
-SQLite file and a fake systemd NOTIFY_SOCKET; ``receiver`` starts an aiohttp
+database and a fake systemd NOTIFY_SOCKET; ``receiver`` starts an aiohttp
 server on loopback that records what it is sent. The logic lives in
 ``tierd.testing`` so that plugin authors test with the same pieces; the names
 below are what test modules import.

@@ -3,7 +3,7 @@
 tierd's own tests and third-party plugins' tests use the same pieces:
 
 - :class:`LocalDaemon`: the daemon started in the test's own event loop, on a
-  temporary config and SQLite file (swap its clock, call a plugin's service).
+  temporary config and database (swap its clock, call a plugin's service).
 - :class:`DaemonProcess`: ``tierd run`` as a subprocess with a fake systemd
   ``NOTIFY_SOCKET`` (kill it, restart it, run the CLI against it).
 - :class:`Receiver`: an HTTP server on loopback that records every request.
@@ -14,7 +14,12 @@ tierd's own tests and third-party plugins' tests use the same pieces:
   temporary directory) for tests of the PostgreSQL storage.
 - :func:`run_sql` / :func:`arun_sql` (and ``DaemonProcess.sql``,
   ``LocalDaemon.sql``): SQL straight on a test daemon's database, whichever
-  backend the tests run on (:func:`on_postgresql`).
+  backend the tests run on (:func:`on_postgresql`); :func:`open_test_database`:
+  that backend's database of a folder, without a daemon.
+
+The test daemons' database is a SQLite file in their folder, or with
+``TIERD_TEST_STORAGE=postgresql`` a database of a throw-away PostgreSQL server
+(one per folder, so a daemon started again on its folder finds its data).
 
 Both daemons take ``plugins=``: plugin modules (or their import names) to load
 without installing them; see ``docs/plugin-api.md``, "Testing your plugin".
@@ -539,7 +544,7 @@ class DaemonProcess:
 
 
 class LocalDaemon:
-    """The daemon started in the test's own event loop (real SQLite file, real API socket).
+    """The daemon started in the test's own event loop (real database, real API socket).
 
     ``config`` is merged into a test config in ``workdir``; ``plugins``
     (modules or import names) are loaded besides the installed ones; ``clock``
