@@ -21,6 +21,7 @@ from tierd.core.dbcopy import copy_database
 from tierd.core.pg import PgDatabase
 from tierd.core.storage import Database, migrations_for
 from tierd.plugins.notifications import store, tierd_migrations
+from tierd.plugins.notifications.intake import throttled
 from tierd.plugins.notifications.reports import MESSAGES, NOTIFICATION_ACTIVITY
 from tierd.plugins.reports import pgread
 from tierd.plugins.reports.builder import build_report, stream
@@ -279,6 +280,35 @@ async def test_claims_of_several_nodes(pg):
         assert await store.files_of(pg, "ntf_n1") == {}
     finally:
         await live.close()
+
+
+async def test_a_throttle_counts_what_another_writer_let_through(pg):
+    """Two writers (two nodes' flushes) each let one through a throttle of one: the
+    second counts under the throttle's lock, so it waits for the first to commit
+    and sees its row."""
+    settings = {"throttle": {"max": 1, "per": 3600.0}}
+    first_counted, go_on = asyncio.Event(), asyncio.Event()
+
+    async def writer(n: str, hold: bool) -> bool:
+        async with pg.transaction() as tx:
+            if await throttled(tx, settings, "invoices", "journal", T0, "postgresql"):
+                return False
+            if hold:
+                first_counted.set()
+                await go_on.wait()
+            assert await store.insert_notification(tx, _row(n))
+            return True
+
+    first = asyncio.ensure_future(writer("a", hold=True))
+    await first_counted.wait()
+    second = asyncio.ensure_future(writer("b", hold=False))
+    try:
+        await asyncio.sleep(0.3)
+        waited = not second.done()  # waiting for the throttle's lock
+    finally:
+        go_on.set()
+    assert await first and not await second
+    assert waited
 
 
 async def test_intake_is_idempotent_and_reads_what_it_wrote(db):

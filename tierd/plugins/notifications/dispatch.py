@@ -267,7 +267,7 @@ class Dispatcher:
                 "event_count": len(items),
                 "severity": severity,
             }
-            if settings and await throttled(tx, settings, group["route"], group["channel"], now):
+            if settings and await throttled(tx, settings, group["route"], group["channel"], now, self.db.dialect):
                 digest.update(status="throttled", reason=throttle_reason(settings))
                 self.metrics.throttled.labels(group["channel"]).inc()
             else:

@@ -156,15 +156,18 @@ class _Batch:
         if not throttle:
             return False
         if (route, channel) not in self.recent:
+            await store.lock_throttle(tx, route, channel, self.dialect)
             self.recent[route, channel] = await store.count_recent(tx, route, channel, self.now - throttle["per"])
         return self.recent[route, channel] >= throttle["max"]
 
 
-async def throttled(tx, settings: dict, route: str, channel: str, now: float) -> bool:
-    """True when (route, channel) already sent ``throttle.max`` within ``throttle.per``."""
+async def throttled(tx, settings: dict, route: str, channel: str, now: float, dialect: str = "sqlite") -> bool:
+    """True when (route, channel) already sent ``throttle.max`` within ``throttle.per``
+    (counted under the throttle's lock on PostgreSQL: see ``store.lock_throttle``)."""
     throttle = settings.get("throttle")
     if not throttle:
         return False
+    await store.lock_throttle(tx, route, channel, dialect)
     return await store.count_recent(tx, route, channel, now - throttle["per"]) >= throttle["max"]
 
 

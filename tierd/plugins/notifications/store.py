@@ -137,6 +137,17 @@ async def count_recent(tx, route: str, channel: str, since: float) -> int:
     return row["n"]
 
 
+async def lock_throttle(tx, route: str, channel: str, dialect: str) -> None:
+    """On PostgreSQL, hold the throttle of (route, channel) until the transaction
+    ends: the count and the rows it lets through are one step, so two nodes (two
+    groups' flushes, or a flush and intake) cannot both pass the last free slot.
+    SQLite's single writer already runs one such transaction at a time."""
+    if dialect == "postgresql":
+        await tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"tierd.notifications.throttle:{route}|{channel}",)
+        )
+
+
 def _for_update(dialect: str) -> str:
     """`` FOR UPDATE`` on PostgreSQL: the row stays locked until the transaction
     ends. SQLite has no row locks and needs none: its single writer runs one
