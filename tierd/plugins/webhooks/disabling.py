@@ -34,10 +34,10 @@ class Disabler:
         self.endpoints.forget(endpoint_id)
         if endpoint is None:
             return False
-        await self.store.announce_endpoint(endpoint_id)  # the other nodes' caches
         log.warning("webhook endpoint %s of tenant %s disabled: %s", endpoint_id, endpoint["_tenant_id"], reason)
         if self.on_disabled is not None:
             await self.on_disabled(endpoint, reason)
+        await self.store.announce_endpoint(endpoint_id)  # the other nodes' caches
         return True
 
     async def disable_failing(self) -> int:

@@ -304,8 +304,12 @@ class Dispatcher:
 
     async def _recorded(self, batch: list[Outcome]) -> None:
         soon = self.clock.time() + TICK
-        if any(o.due_at is not None and o.due_at < soon for o in batch):
-            self.wakeup.set()  # a retry due before the loop's next tick
+        if self.store.pg or any(o.due_at is not None and o.due_at < soon for o in batch):
+            # A retry due before the loop's next tick; on PostgreSQL, also rows
+            # out of flight in the database now: an endpoint's cap counts them
+            # there (across the nodes), so its slots freed here before they were
+            # written let no claim through until now.
+            self.wakeup.set()
         await self.follow_ups.handle(batch)
         if self.endpoints.fifo:
             await self._ordered(batch)
