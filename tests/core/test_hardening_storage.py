@@ -7,10 +7,12 @@ once space returns."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import errno
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import time
@@ -382,5 +384,8 @@ def test_a_full_disk_answers_503_loses_nothing_acknowledged_and_everything_resum
         stored = {row[0] for row in conn.execute("SELECT id FROM events")}
     assert set(acked) <= stored
     assert "unhandled error" not in d.logs() and "internal_error" not in d.logs()
+    # A send whose outcome could not be written is not sent again and again
+    # while the disk is full: each notification reached the channel once.
+    sent = collections.Counter(re.findall(r"\[journal\] (ntf_\w+):", d.logs()))
+    assert sent and max(sent.values()) == 1, sent.most_common(3)
     assert d.proc.poll() is None
-    print(d.logs())

@@ -46,6 +46,9 @@ log = logging.getLogger("tierd.notifications")
 
 #: How long a row sent inline (test, manual send) is hidden from the dispatcher.
 INLINE_LEASE = 120.0
+#: The dispatcher's pause after a failed tick (a database that refuses writes),
+#: doubled up to RETRY_MAX while it keeps failing.
+RETRY_FIRST, RETRY_MAX = 0.5, 30.0
 #: Upper bound of one channel send; a hung third-party channel must not block a batch forever.
 SEND_TIMEOUT = 300.0
 #: How long a claimed row is hidden from other nodes (PostgreSQL): longer than a
@@ -148,6 +151,7 @@ class Dispatcher:
         self._inflight: dict[str, str] = {}  # id -> channel, being sent or not yet recorded
         self._tasks: set[asyncio.Task] = set()
         self._finished: list[dict] = []  # outcomes waiting to be written
+        self._recording = asyncio.Lock()
         self._next_cleanup = 0.0
         #: Several nodes may share the database (PostgreSQL): claim rows in it.
         self.claims = db.dialect == "postgresql"
@@ -170,16 +174,22 @@ class Dispatcher:
                     log.info("took back %d notification(s) claimed under this node's name before", taken)
             except Exception:
                 log.exception("notification dispatcher: taking back this node's claims failed")
+        backoff = RETRY_FIRST
         try:
             while not stopping.is_set():
                 self._wake.clear()
                 try:
                     busy = await self.tick(wait=False)
+                    backoff = RETRY_FIRST
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception("notification dispatcher tick failed")
-                    busy = 0
+                    # A failing database (a full disk) must not turn the loop into
+                    # a busy one: pause, doubling, as event consumers do.
+                    log.exception("notification dispatcher tick failed; retrying in %gs", backoff)
+                    await wait_any(stopping, timeout=backoff)
+                    backoff = min(backoff * 2, RETRY_MAX)
+                    continue
                 if busy and self._free_slots():
                     continue  # more may be due right away
                 await wait_any(self._wake, stopping, timeout=await self._idle_timeout())
@@ -347,16 +357,27 @@ class Dispatcher:
             self._wake.set()
 
     async def record_finished(self) -> int:
-        """Write the outcomes of finished sends in one transaction."""
-        done, self._finished = self._finished, []
-        if not done:
-            return 0
-        try:
-            async with self.db.transaction() as tx:
-                await store.record_attempts(tx, done, self.node if self.claims else None)
-        finally:
-            # Even if the write failed the rows are still pending: sending them
-            # again is the at-least-once contract.
+        """Write the outcomes of finished sends in one transaction.
+
+        One write at a time: a caller (``drain``, a test's ``tick``) that comes
+        while the loop is writing waits for that write, so once it returns every
+        outcome finished before it is in the database.
+        """
+        async with self._recording:
+            done, self._finished = self._finished, []
+            if not done:
+                return 0
+            try:
+                async with self.db.transaction() as tx:
+                    await store.record_attempts(tx, done, self.node if self.claims else None)
+            except BaseException:
+                # Not written (a full disk): keep the outcomes, and their rows out of
+                # the next claims, and write them at the next tick. Sending again
+                # what was sent would spam the receivers for as long as the disk is
+                # full; if the process ends first, the rows are still pending and
+                # are sent again after a restart (at least once).
+                self._finished[:0] = done
+                raise
             for o in done:
                 self._inflight.pop(o["id"], None)
         self._count(done)
