@@ -352,7 +352,7 @@ async def run_setup(kind: str, args, pg: BenchPostgres | None, receiver: Receive
             "accepted_per_s": args.events / seconds,
             "statuses": statuses,
             "cpu_ms_tierd": (cpu1[0] - cpu0[0]) * 1000 / max(1, stats["unique"]),
-            "cpu_ms_postgres": (cpu1[1] - cpu0[1]) * 1000 / max(1, stats["unique"]),
+            "cpu_ms_postgres": (cpu1[1] - cpu0[1]) * 1000 / max(1, stats["unique"]) if pg else None,
         }
         steady = await _steady(http, urls, token, receiver, args.rate, args.seconds, args.endpoints)
 
@@ -373,7 +373,7 @@ async def run_setup(kind: str, args, pg: BenchPostgres | None, receiver: Receive
             "p50_ms": pct(lat, 50) * 1000,
             "p99_ms": pct(lat, 99) * 1000,
             "cpu_ms_tierd": (cpu1[0] - cpu0[0]) * 1000 / args.count,
-            "cpu_ms_postgres": (cpu1[1] - cpu0[1]) * 1000 / args.count,
+            "cpu_ms_postgres": (cpu1[1] - cpu0[1]) * 1000 / args.count if pg else None,
         }
         rss = [rss_mb(d.proc.pid) for d in daemons]
     finally:
@@ -457,6 +457,19 @@ def table(summary: dict, setups: list[str]) -> str:
         cells = [fmt.format(medians[k][label]) if label in medians[k] else "-" for k in setups]
         cells += [f"{ratios[r][label]:.2f}" if label in ratios[r] else "-" for r in ratios]
         lines.append(f"{label:<{width}}" + "".join(f"{c:>16}" for c in cells))
+    return "\n".join(lines)
+
+
+def markdown(summary: dict, setups: list[str]) -> str:
+    """The table of :func:`table` in Markdown (for the README)."""
+    medians, ratios = summary["medians"], summary["ratios"]
+    names = {"pg1/sqlite": "PG / SQLite", "pg3/pg1": "3 nodes / 1"}
+    head = ["median of the rounds"] + [SETUPS[k][0] for k in setups] + [names.get(r, r) for r in ratios]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for label, _, fmt, _ in ROWS:
+        cells = [fmt.format(medians[k][label]) if label in medians[k] else "-" for k in setups]
+        cells += [f"{ratios[r][label]:.2f}" if label in ratios[r] else "-" for r in ratios]
+        lines.append("| " + " | ".join([label] + cells) + " |")
     return "\n".join(lines)
 
 
@@ -557,6 +570,7 @@ def parse_args(argv=None):
         "--json", action="store_true", help="print the figures as JSON (every round); the table goes to stderr"
     )
     parser.add_argument("--from-json", metavar="FILE", help="print the table of figures saved with --json (no run)")
+    parser.add_argument("--markdown", action="store_true", help="with --from-json: the table in Markdown")
     args = parser.parse_args(argv)
     if unknown := [k for k in args.setups if k not in SETUPS]:
         parser.error(f"unknown set-up(s): {', '.join(unknown)}")
@@ -574,7 +588,7 @@ if __name__ == "__main__":
     if arguments.from_json:
         figures = json.loads(Path(arguments.from_json).read_text())
         arguments.__dict__.update({k: v for k, v in figures["args"].items() if k not in ("from_json", "json")})
-        print(report(figures, arguments))
+        print(markdown(figures, arguments.setups) if arguments.markdown else report(figures, arguments))
         raise SystemExit(0)
     figures = asyncio.run(main(arguments))
     if arguments.json:
