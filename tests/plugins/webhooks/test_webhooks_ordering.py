@@ -125,7 +125,12 @@ async def test_retry_never_jumps_the_queue(local, hook_receiver):
     for i in (1, 2, 3):
         await d.publish("acme", "order.created", {"i": i})
     await r.wait_for(1)
-    rows = {x["payload"]["data"]["i"]: x for x in await d.deliveries("acme", ep["id"])}
+
+    async def made():  # the consumer may take the three events in more than one batch
+        found = {x["payload"]["data"]["i"]: x for x in await d.deliveries("acme", ep["id"])}
+        return found if len(found) == 3 else None
+
+    rows = await eventually(made, what="the three deliveries made")
 
     # Retrying a later one queues it in its place: it waits for the head.
     status, body = await d.call("POST", f"/v1/deliveries/{rows[3]['id']}/retry", tenant="acme")
