@@ -37,10 +37,11 @@ def pg():
         yield server
 
 
-def make_nodes(tmp_path, url: str, count: int, webhooks: dict | None = None) -> list[DaemonProcess]:
-    settings = TEST_WEBHOOKS | {"timeout": "10s"} | (webhooks or {})
+def make_nodes(tmp_path, url: str, count: int, webhooks: dict | None = None, each=None) -> list[DaemonProcess]:
+    """``count`` nodes on ``url``; ``each``: settings of each node (a list) over ``webhooks``."""
     out = []
     for i in range(count):
+        settings = TEST_WEBHOOKS | {"timeout": "10s"} | (webhooks or {}) | (each[i] if each else {})
         workdir = tmp_path / f"node{i}"
         workdir.mkdir()
         config = {"storage": {"url": url}, "plugins": {"disabled": OTHERS}, "webhooks": settings}
@@ -274,7 +275,9 @@ async def test_a_node_starting_leaves_the_deliveries_a_live_node_is_sending(pg, 
 
 async def test_an_endpoints_in_flight_cap_holds_across_nodes(pg, tmp_path):
     url = pg.create_database("wh_cap")
-    nodes = make_nodes(tmp_path, url, 2, {"endpoint_max_in_flight": 3})
+    # Node 0 may hold 2 of the endpoint's requests, node 1 3: both send (node 0
+    # cannot take every slot), and together they hold at most 3, not 2 + 3.
+    nodes = make_nodes(tmp_path, url, 2, each=[{"endpoint_max_in_flight": 2}, {"endpoint_max_in_flight": 3}])
     for n in nodes:
         await asyncio.to_thread(n.start)
     receiver = await CountingReceiver(delay=0.3).start()
@@ -298,7 +301,7 @@ async def test_an_endpoints_in_flight_cap_holds_across_nodes(pg, tmp_path):
         await eventually(done, timeout=90, what="60 deliveries succeeded")
         senders = await sql(nodes[0], "SELECT DISTINCT claimed_by FROM webhook_deliveries")
         assert len(senders) == 2  # both nodes sent
-        assert receiver.most == 3, receiver.most  # the cap, reached and never passed by the two nodes together
+        assert 2 <= receiver.most <= 3, receiver.most  # never more than the larger cap, both nodes together
     finally:
         await receiver.close()
         stop_all(nodes)
