@@ -26,8 +26,9 @@ run: install
 # PostgreSQL's binaries the second pass says so and is skipped; .ci/run installs them.
 # Time: the PostgreSQL pass took 25 min on a machine shared by four test runs (8.5 min of CPU);
 # there tests/core took 6.1 min on SQLite and 6.6 on PostgreSQL, so the pass costs about what
-# the SQLite one does. The tests that touch no storage are quick: leaving them out saves little. Tests that start a PostgreSQL server of their own (*_pg.py,
-# *_postgres.py, db copy: ~5 min there) run in both passes alike.
+# the SQLite one does. The tests that touch no storage are quick: leaving them out saves
+# little. Tests that start a PostgreSQL server of their own (*_pg.py, *_postgres.py, db copy:
+# ~5 min there) run in both passes alike.
 # One backend: `make test BACKENDS=sqlite` (or postgresql); some tests: `make test ARGS=tests/core`.
 BACKENDS ?= sqlite postgresql
 ARGS ?=
