@@ -10,6 +10,10 @@ Every test runs on SQLite by default, and on PostgreSQL with
 ``TIERD_TEST_STORAGE=postgresql`` (``make test`` runs both passes). A test of
 SQLite itself (its file, locking, WAL, ``db compact``...) is marked
 ``@pytest.mark.sqlite_only("why")`` and skipped on PostgreSQL with that reason.
+A module named ``*_pg.py`` or ``*_postgres.py`` starts a PostgreSQL server of
+its own (``tierd.testing.PostgresServer``) whatever the pass: its tests are
+marked ``own_postgres``, so that ``make test`` runs them once, in the
+PostgreSQL pass.
 """
 
 from __future__ import annotations
@@ -44,9 +48,17 @@ def pytest_configure(config):
         "sqlite_only(reason): a test of SQLite itself (its file, locks, WAL, compact...);"
         " skipped when the tests run on PostgreSQL (TIERD_TEST_STORAGE=postgresql), with the reason",
     )
+    config.addinivalue_line(
+        "markers",
+        "own_postgres: the test starts a PostgreSQL server of its own (a module named *_pg.py or"
+        " *_postgres.py), whichever backend the other tests run on",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.stem.endswith(("_pg", "_postgres")):
+            item.add_marker(pytest.mark.own_postgres)
     if not on_postgresql():
         return
     for item in items:
