@@ -477,9 +477,10 @@ def note(args) -> str:
     cores = os.cpu_count()
     return (
         f"This machine has {cores} cores. Three nodes, PostgreSQL, the receiver and the client all share them,\n"
-        "so three nodes cannot deliver more than one here: the 3-nodes/1 column shows what coordinating\n"
-        "costs (the event log's advisory lock, SKIP LOCKED claims, LISTEN/NOTIFY wake-ups, three\n"
-        "connection pools), not scale-out. What carries over to bigger machines is the CPU per delivery\n"
+        "so three nodes cannot add CPU here: the 3-nodes/1 column shows what coordinating costs (the\n"
+        "event log's advisory lock, the claims, LISTEN/NOTIFY wake-ups, three connection pools), not\n"
+        "scale-out (where one node waits on locks rather than computing, three overlap their waits and\n"
+        "may do more). What carries over to bigger machines is the CPU per delivery\n"
         "(tierd's and PostgreSQL's): nodes on machines of their own add tierd's share of it, until\n"
         "PostgreSQL's share (and the event log's one-writer-at-a-time lock) is the limit."
     )
@@ -587,7 +588,9 @@ if __name__ == "__main__":
             raise SystemExit(PostgresServer.MISSING)
     if arguments.from_json:
         figures = json.loads(Path(arguments.from_json).read_text())
-        arguments.__dict__.update({k: v for k, v in figures["args"].items() if k not in ("from_json", "json")})
+        arguments.__dict__.update(
+            {k: v for k, v in figures["args"].items() if k not in ("from_json", "json", "markdown")}
+        )
         print(markdown(figures, arguments.setups) if arguments.markdown else report(figures, arguments))
         raise SystemExit(0)
     figures = asyncio.run(main(arguments))
