@@ -26,6 +26,7 @@ from tierd.testing import (  # noqa: F401 (re-exported for test modules)
     ADMIN_TOKEN,
     DaemonProcess,
     NotifySocket,
+    PostgresServer,
     Receiver,
     deep_merge,
     eventually,
@@ -66,6 +67,16 @@ def pytest_collection_modifyitems(config, items):
         if marker is not None:
             reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "a test of SQLite itself")
             item.add_marker(pytest.mark.skip(reason=f"SQLite only: {reason}"))
+
+
+@pytest.fixture(scope="module")
+def pg():
+    """A throw-away PostgreSQL server for a module's tests (``pg.create_database(name)``
+    gives the URL of a new empty database); skips where PostgreSQL is not installed."""
+    if not PostgresServer.available():
+        pytest.skip(PostgresServer.MISSING)
+    with PostgresServer() as server:
+        yield server
 
 
 @pytest.fixture

@@ -12,9 +12,7 @@ import asyncio
 import textwrap
 import time
 
-import pytest
-
-from tierd.testing import DaemonProcess, PostgresServer
+from tierd.testing import DaemonProcess
 
 BUILTINS = ["webhooks", "notifications", "reconciliation", "reports"]
 
@@ -45,14 +43,6 @@ def tierd_event_consumers(daemon):
 
     return [Consumer("witness", handle, batch_size=50)]
 '''
-
-
-@pytest.fixture(scope="module")
-def pg():
-    if not PostgresServer.available():
-        pytest.skip(PostgresServer.MISSING)
-    with PostgresServer() as server:
-        yield server
 
 
 def nodes(tmp_path, url: str, count: int, witness: bool = False) -> list[DaemonProcess]:

@@ -10,20 +10,11 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from conftest import sqlite_only_plugin
 
-from tierd.testing import DaemonProcess, PostgresServer
+from tierd.testing import DaemonProcess
 
 BUILTINS = ["webhooks", "notifications", "reconciliation", "reports"]
-
-
-@pytest.fixture(scope="module")
-def pg():
-    if not PostgresServer.available():
-        pytest.skip(PostgresServer.MISSING)
-    with PostgresServer() as server:
-        yield server
 
 
 def on_pg(tmp_path, url: str, **kwargs) -> DaemonProcess:

@@ -22,14 +22,6 @@ BASE = "/v1/reconciliation/accounts/main-eur"
 COLUMNS = ("booking_date", "amount", "currency", "counterparty_name", "remittance", "bank_reference")
 
 
-@pytest.fixture(scope="module")
-def pg():
-    if not PostgresServer.available():
-        pytest.skip(PostgresServer.MISSING)
-    with PostgresServer() as server:
-        yield server
-
-
 @pytest.fixture(autouse=True)
 def on_sqlite(monkeypatch):
     """The source daemons run on SQLite whatever ``TIERD_TEST_STORAGE`` says."""

@@ -17,20 +17,11 @@ import collections
 import json
 import time
 
-import pytest
 from aiohttp import web
 
-from tierd.testing import DaemonProcess, PostgresServer, Receiver
+from tierd.testing import DaemonProcess, Receiver
 
 OTHERS = ["webhooks", "reconciliation", "reports"]
-
-
-@pytest.fixture(scope="module")
-def pg():
-    if not PostgresServer.available():
-        pytest.skip(PostgresServer.MISSING)
-    with PostgresServer() as server:
-        yield server
 
 
 def make_nodes(tmp_path, url: str, receiver: Receiver, count: int, **notifications) -> list[DaemonProcess]:

@@ -20,23 +20,14 @@ import time
 from pathlib import Path
 
 import aiohttp
-import pytest
 from test_reports_runs import DEFINITIONS
 
-from tierd.testing import DaemonProcess, PostgresServer, eventually
+from tierd.testing import DaemonProcess, eventually
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "notifications"))
 from notify_helpers import SmtpServer  # noqa: E402
 
 OTHERS = ["webhooks", "notifications", "reconciliation"]
-
-
-@pytest.fixture(scope="module")
-def pg():
-    if not PostgresServer.available():
-        pytest.skip(PostgresServer.MISSING)
-    with PostgresServer() as server:
-        yield server
 
 
 def make_nodes(tmp_path, url: str, count: int, reports: dict | None = None) -> list[DaemonProcess]:

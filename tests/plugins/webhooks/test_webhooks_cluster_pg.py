@@ -19,22 +19,13 @@ import random
 import socket
 import time
 
-import pytest
 from aiohttp import web
 from webhook_helpers import TEST_WEBHOOKS, raw_sql
 
-from tierd.testing import DaemonProcess, PostgresServer, Receiver, eventually
+from tierd.testing import DaemonProcess, Receiver, eventually
 
 #: The other built-in plugins stay off: the nodes do webhooks only (two cores).
 OTHERS = ["notifications", "reconciliation", "reports"]
-
-
-@pytest.fixture(scope="module")
-def pg():
-    if not PostgresServer.available():
-        pytest.skip(PostgresServer.MISSING)
-    with PostgresServer() as server:
-        yield server
 
 
 def make_nodes(tmp_path, url: str, count: int, webhooks: dict | None = None, each=None) -> list[DaemonProcess]:
