@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import time
 
 import pytest
@@ -42,26 +41,7 @@ async def raw_sql(daemon, sql: str, params=(), many: bool = False) -> list[tuple
         config = daemon
     else:
         config = getattr(daemon, "config", None) or yaml.safe_load(daemon.config_path.read_text())
-    storage = config["storage"]
-    if storage.get("url"):
-        import asyncpg
-
-        from tierd.core.pg import translate
-
-        statement = translate(sql)
-        conn = await asyncpg.connect(storage["url"])
-        try:
-            if many:
-                await conn.executemany(statement.sql, [statement.args(p) for p in params])
-                return []
-            return [tuple(r) for r in await conn.fetch(statement.sql, *statement.args(params))]
-        finally:
-            await conn.close()
-    with sqlite3.connect(storage["path"], timeout=30) as conn:
-        if many:
-            conn.executemany(sql, params)
-            return []
-        return conn.execute(sql, params).fetchall()
+    return await testing.arun_sql(config["storage"], sql, params, many)
 
 
 #: Short schedule and loopback allowed: what every delivery test runs with.
