@@ -338,7 +338,9 @@ async def claim_due(db, now: float, limit: int, exclude_channels, pick, node: st
         rows = await tx.fetchall(
             "SELECT * FROM notifications WHERE status='pending' AND next_attempt_at<=?"
             + extra
-            + " ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED",
+            # seq breaks ties: rows made by one batch of events are due at the same
+            # instant, and go out in the order of their events, as on SQLite.
+            + " ORDER BY next_attempt_at, seq LIMIT ? FOR UPDATE SKIP LOCKED",
             (now, *params, limit),
         )
         chosen = pick(rows)
