@@ -48,7 +48,7 @@ log = logging.getLogger("tierd.notifications")
 INLINE_LEASE = 120.0
 #: The dispatcher's pause after a failed tick (a database that refuses writes),
 #: doubled up to RETRY_MAX while it keeps failing.
-RETRY_FIRST, RETRY_MAX = 0.5, 30.0
+RETRY_FIRST, RETRY_MAX = 0.5, 5.0
 #: Upper bound of one channel send; a hung third-party channel must not block a batch forever.
 SEND_TIMEOUT = 300.0
 #: How long a claimed row is hidden from other nodes (PostgreSQL): longer than a
@@ -187,7 +187,9 @@ class Dispatcher:
                     # A failing database (a full disk) must not turn the loop into
                     # a busy one: pause, doubling, as event consumers do.
                     log.exception("notification dispatcher tick failed; retrying in %gs", backoff)
-                    await wait_any(stopping, timeout=backoff)
+                    # New rows (intake wrote them: the database takes writes again)
+                    # end the pause early, as a new event does for event consumers.
+                    await wait_any(self._wake, stopping, timeout=backoff)
                     backoff = min(backoff * 2, RETRY_MAX)
                     continue
                 if busy and self._free_slots():
