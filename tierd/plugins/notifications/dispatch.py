@@ -370,20 +370,34 @@ class Dispatcher:
             if not done:
                 return 0
             try:
-                async with self.db.transaction() as tx:
-                    await store.record_attempts(tx, done, self.node if self.claims else None)
-            except BaseException:
+                await self._write(done)
+                written = done
+            except Exception:
                 # Not written (a full disk): keep the outcomes, and their rows out of
-                # the next claims, and write them at the next tick. Sending again
-                # what was sent would spam the receivers for as long as the disk is
-                # full; if the process ends first, the rows are still pending and
-                # are sent again after a restart (at least once).
-                self._finished[:0] = done
-                raise
-            for o in done:
+                # the next claims, and write them later. Sending again what was sent
+                # would spam the receivers for as long as the disk is full; if the
+                # process ends first, the rows are still pending and are sent again
+                # after a restart (at least once). A batch may not fit where a
+                # single outcome does (each rewrites its notification's row, body
+                # included, on a nearly full disk): then one at a time.
+                written, kept = [], []
+                for o in done if len(done) > 1 else []:
+                    try:
+                        await self._write([o])
+                        written.append(o)
+                    except Exception:
+                        kept.append(o)
+                self._finished[:0] = kept if written else done
+                if not written:
+                    raise
+            for o in written:
                 self._inflight.pop(o["id"], None)
-        self._count(done)
-        return len(done)
+        self._count(written)
+        return len(written)
+
+    async def _write(self, outcomes: list[dict]) -> None:
+        async with self.db.transaction() as tx:
+            await store.record_attempts(tx, outcomes, self.node if self.claims else None)
 
     async def drain(self) -> int:
         """Wait for every send in flight, then record them all."""
