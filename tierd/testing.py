@@ -841,6 +841,22 @@ class ConsoleSession:
         return await self.post("/ui/login", {"token": token})
 
 
+#: Run by :meth:`PostgresServer._watch`: wait for the test process (argv 1) to be
+#: gone, then stop the server (argv 3...) and remove its folder (argv 2).
+_PG_WATCHER = """
+import os, shutil, subprocess, sys, time
+owner, folder, stop = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+while True:
+    try:
+        os.kill(owner, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(1)
+subprocess.run(stop, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+shutil.rmtree(folder, ignore_errors=True)
+"""
+
+
 class PostgresServer:
     """A throw-away PostgreSQL server for tests: ``initdb`` and ``postgres`` in
     a temporary directory, on a free port of 127.0.0.1, trust authentication
@@ -893,6 +909,8 @@ class PostgresServer:
     def database_url(self, name: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
+    _watcher: subprocess.Popen | None = None
+
     def _run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run one of PostgreSQL's programs, as the server's user when we are root."""
         assert self.bin is not None
@@ -937,13 +955,32 @@ class PostgresServer:
             )  # fmt: skip
             if started.returncode == 0:
                 self._started = True
+                self._watch(data)
                 return self
         log_text = (self.dir / "server.log").read_text(errors="replace")[-2000:]
         self.stop()
         raise RuntimeError(f"PostgreSQL did not start: {started.stderr}\n{log_text}")
 
+    def _watch(self, data: Path) -> None:
+        """A watcher that stops the server and removes its folder once this process is
+        gone, however it ends: a test run killed (a CI timeout, ``kill -9``) runs no
+        ``stop()`` nor atexit, and would leave a server running for ever."""
+        assert self.bin is not None
+        stop = [str(self.bin / "pg_ctl"), "stop", "-m", "immediate", "-D", str(data)]
+        if os.geteuid() == 0:
+            stop = ["runuser", "-u", self.os_user, "--", *stop]
+        self._watcher = subprocess.Popen(
+            [sys.executable, "-c", _PG_WATCHER, str(os.getpid()), str(self.dir), *stop],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # not killed with the test run's process group
+        )  # fmt: skip
+
     def stop(self) -> None:
         """Stop the server (fast: its sessions are ended) and remove its directory."""
+        if self._watcher is not None:
+            self._watcher.kill()
+            self._watcher.wait()
+            self._watcher = None
         if self.dir is None:
             return
         if self._started:

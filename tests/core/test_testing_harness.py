@@ -4,7 +4,13 @@ serves, whichever backend the tests run on (``TIERD_TEST_STORAGE``)."""
 
 from __future__ import annotations
 
-from tierd.testing import LocalDaemon, on_postgresql, open_test_database, run_sql
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tierd.testing import LocalDaemon, PostgresServer, eventually, on_postgresql, open_test_database, run_sql
 
 
 async def test_sql_on_a_local_daemon_sees_and_changes_what_its_api_serves(tmp_path):
@@ -53,3 +59,22 @@ async def test_a_test_database_is_the_one_a_daemon_of_that_folder_opens(tmp_path
         await db.close()
     async with LocalDaemon(tmp_path, {"plugins": {"disabled": ["webhooks", "notifications", "reconciliation"]}}) as d:
         assert await d.sql("SELECT x FROM harness_mark") == [("here",)]
+
+
+async def test_a_killed_test_run_leaves_no_postgresql_running(tmp_path):
+    """The throw-away server goes with the process that started it, even after kill -9."""
+    if not PostgresServer.available():
+        pytest.skip(PostgresServer.MISSING)
+    code = "from tierd.testing import PostgresServer; print(PostgresServer().start().dir, flush=True); input()"
+    run = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert run.stdout is not None
+    folder = run.stdout.readline().strip()
+    assert os.path.isdir(folder)
+    run.kill()
+    run.wait()
+
+    def server_gone():
+        running = subprocess.run(["pgrep", "-f", f"postgres -D {folder}/data"], capture_output=True).returncode == 0
+        return not running and not os.path.exists(folder)
+
+    await eventually(server_gone, timeout=20, what="the server stopped and its folder removed")
