@@ -24,9 +24,8 @@ run: install
 # itself (marked sqlite_only: its file, locks, compact, backup), the browser tests (HTML, not
 # storage) and the API fuzzer (its network namespace cannot reach the test server). Without
 # PostgreSQL's binaries the second pass says so and is skipped; .ci/run installs them.
-# Time: the PostgreSQL pass took 25 min on a machine shared by four test runs (8.5 min of CPU);
-# there tests/core took 6.1 min on SQLite and 6.6 on PostgreSQL, so the pass costs about what
-# the SQLite one does. The tests that touch no storage are quick: leaving them out saves
+# Time, in fresh-clone CI runs on the 2-core machine: SQLite pass 11 min, PostgreSQL pass 14 min
+# (the PostgreSQL pass costs about what the SQLite one does). The tests that touch no storage are quick: leaving them out saves
 # little. Tests that start a PostgreSQL server of their own (modules *_pg.py, *_postgres.py,
 # marked own_postgres: ~5 min) run once, in the PostgreSQL pass (in the SQLite pass when it
 # is the only one).
