@@ -16,7 +16,7 @@ import time
 from webhook_helpers import TEST_WEBHOOKS, LocalDaemon, hook_receiver, local, raw_sql  # noqa: F401 - fixtures
 
 from tierd.plugins.webhooks.records import Outcome
-from tierd.testing import assert_index_walk, eventually
+from tierd.testing import assert_index_walk, eventually, on_postgresql
 
 CONFIG = {"webhooks": TEST_WEBHOOKS}
 
@@ -52,7 +52,10 @@ def history_rows(endpoint_id: str, tenant: str, n: int, now: float) -> list[tupl
 
 
 async def rows_of(daemon, endpoint_id: str) -> dict[str, int]:
-    """The endpoint's rows in each history table, read straight from the daemon's database."""
+    """The endpoint's rows in each history table, read straight from the daemon's database
+    (on PostgreSQL with the counters' changes folded first: its migration 8)."""
+    if on_postgresql():
+        await raw_sql(daemon, "SELECT webhook_counts_fold()")
     counts = {}
     for table in (*HISTORY, "webhook_purges"):
         [(counts[table],)] = await raw_sql(daemon, f"SELECT COUNT(*) FROM {table} WHERE endpoint_id=?", (endpoint_id,))

@@ -103,13 +103,16 @@ def tierd_jobs(daemon):
         dispatcher.wake()
 
     from .dispatch import TAKEOVER_INTERVAL
+    from .store import FOLD_INTERVAL
 
-    takeover = []
+    several_nodes = []
     if daemon.db.dialect == "postgresql":
         # Deliveries in flight on a node that is gone: every node looks (the pass
         # takes each row once); on SQLite the pass at startup is enough.
-        takeover = [Job("webhooks.takeover", dispatcher.take_over, interval=TAKEOVER_INTERVAL, scope="node")]
-    return takeover + [
+        several_nodes = [Job("webhooks.takeover", dispatcher.take_over, interval=TAKEOVER_INTERVAL, scope="node")]
+        # The counters' changes (migration 8), folded by one node of the cluster.
+        several_nodes.append(Job("webhooks.fold", service.store.fold_counts, interval=FOLD_INTERVAL))
+    return several_nodes + [
         Job("webhooks.wake_due", wake_due, interval=10, scope="node"),  # this node's dispatcher
         Job("webhooks.disable_failing", service.disabler.disable_failing, interval=60),
         Job("webhooks.retention", service.retention.prune, interval=3600),

@@ -204,7 +204,7 @@ async def hourly_health(ctx: UiContext, endpoint_id: str, now: float) -> dict[st
     first_hour = int(now // 3600) - HOURS + 1
     rows = await store(ctx).db.fetchall(
         "SELECT m.minute / 60 AS hour, m.outcome = 'success' AS ok, m.bucket, SUM(m.n) AS n"
-        " FROM webhook_endpoints e JOIN webhook_attempt_minutes m ON m.endpoint_id=e.id AND m.minute>=?"
+        " FROM webhook_endpoints e JOIN webhook_attempt_minutes_now m ON m.endpoint_id=e.id AND m.minute>=?"
         " WHERE e.tenant_id=? AND e.id=? GROUP BY 1, 2, 3",
         (first_hour * 60, ctx.tenant, endpoint_id),
     )
@@ -327,7 +327,7 @@ async def overview_numbers(db, tenant: str | None, now: float) -> dict[str, Any]
         "SELECT COALESCE(SUM(c.pending), 0) AS pending,"
         " MIN((SELECT MIN(d.due_at) FROM webhook_deliveries d WHERE d.endpoint_id=e.id AND d.status='pending'))"
         " AS oldest_due"
-        f" FROM webhook_endpoints e LEFT JOIN webhook_delivery_counts c ON c.endpoint_id=e.id"
+        f" FROM webhook_endpoints e LEFT JOIN webhook_delivery_counts_now c ON c.endpoint_id=e.id"
         f" WHERE e.enabled=1 AND {scope}",
         params,
     )
@@ -347,7 +347,7 @@ async def overview_numbers(db, tenant: str | None, now: float) -> dict[str, Any]
     not_delivering = (
         "SELECT e.id, e.tenant_id, e.url, e.disabled_reason, e.disabled_at, e.blocked_since,"
         " COALESCE(c.pending, 0) AS pending, COUNT(*) OVER () AS total"
-        " FROM webhook_endpoints e LEFT JOIN webhook_delivery_counts c ON c.endpoint_id=e.id"
+        " FROM webhook_endpoints e LEFT JOIN webhook_delivery_counts_now c ON c.endpoint_id=e.id"
         " WHERE {where} AND " + scope + " ORDER BY {order} DESC LIMIT :rows"
     )
     disabled = await db.fetchall(not_delivering.format(where="e.enabled=0", order="e.disabled_at"), params)

@@ -323,6 +323,21 @@ CLAIMED_BY = """
 MIGRATIONS.append(CLAIMED_BY)
 
 
+# 8: the counters are read through views, ``webhook_delivery_counts_now`` and
+# ``webhook_attempt_minutes_now``, so that PostgreSQL can keep them its own way
+# (its migration 8: changes appended, folded every second). On SQLite, where
+# one writer keeps the counters exact, they are the tables themselves (simple
+# views, which SQLite flattens into the query: the same plans).
+MIGRATIONS.append(
+    """
+    CREATE VIEW webhook_delivery_counts_now AS
+        SELECT endpoint_id, pending, inflight, succeeded, failed FROM webhook_delivery_counts;
+    CREATE VIEW webhook_attempt_minutes_now AS
+        SELECT endpoint_id, minute, outcome, bucket, n FROM webhook_attempt_minutes;
+    """
+)
+
+
 # --- PostgreSQL (issue 15) ---------------------------------------------------------------------
 #
 # The same six migrations for PostgreSQL: version N builds the tables, columns and
@@ -590,3 +605,135 @@ POSTGRESQL_MIGRATIONS = [
     # 7: the node of a claim (see SQLite's migration 7).
     CLAIMED_BY,
 ]
+
+
+def _pg_statement_trigger(name: str, event: str, transition: str, body: str) -> str:
+    """A statement trigger ``name`` that sees the rows of its statement as the
+    transition tables named in ``transition`` (``REFERENCING ...``)."""
+    return f"""
+    CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    BEGIN
+        {body}
+        RETURN NULL;
+    END
+    $fn$;
+    CREATE TRIGGER {name} {event} REFERENCING {transition} FOR EACH STATEMENT EXECUTE FUNCTION {name}();
+    """
+
+
+def _status_counts(sign: str = "") -> str:
+    """The rows of each status (``sign`` ``-``: taken away), for a SELECT grouped by endpoint."""
+    return ", ".join(f"{sign}COUNT(*) FILTER (WHERE status='{status}')" for status in _COUNT_COLUMNS)
+
+
+def _status_moves() -> str:
+    """The rows that came into each status less those that left it (``now`` and
+    ``was``, an UPDATE's rows after and before), for a SELECT grouped by endpoint."""
+    return ", ".join(f"SUM((now.status='{s}')::int - (was.status='{s}')::int)" for s in _COUNT_COLUMNS)
+
+
+_CHANGE_COLUMNS = "endpoint_id, " + ", ".join(_COUNT_COLUMNS)
+
+POSTGRESQL_MIGRATIONS.append(
+    # 8: counters without a hot row (issue 15). The triggers of migration 3 updated
+    # one row per endpoint on every delivery made, claimed, recorded or deleted, and
+    # one row per endpoint and minute on every attempt: several nodes' (and one
+    # node's) intake, claims and recorder waited on each other's row locks, and
+    # deadlocked a few times a run. Now each statement appends its changes, one row
+    # per endpoint (and minute), to a table no one updates; ``webhook_counts_fold``
+    # (every second, on one node: the ``webhooks.fold`` job) moves them into the counters of
+    # migration 3 in one transaction; the ``_now`` views add what is not folded yet,
+    # so a read is exact at any time. The triggers are per statement: a batch of
+    # 500 deliveries appends one row per endpoint, not 500.
+    """
+    CREATE TABLE webhook_delivery_count_changes (
+        endpoint_id TEXT NOT NULL,
+        pending BIGINT NOT NULL,
+        inflight BIGINT NOT NULL,
+        succeeded BIGINT NOT NULL,
+        failed BIGINT NOT NULL
+    );
+    CREATE INDEX webhook_delivery_count_changes_endpoint ON webhook_delivery_count_changes(endpoint_id);
+    CREATE TABLE webhook_attempt_minute_changes (
+        endpoint_id TEXT NOT NULL,
+        minute BIGINT NOT NULL,
+        outcome TEXT NOT NULL,
+        bucket BIGINT NOT NULL,
+        n BIGINT NOT NULL
+    );
+    CREATE INDEX webhook_attempt_minute_changes_endpoint ON webhook_attempt_minute_changes(endpoint_id, minute);
+    DROP TRIGGER webhook_delivery_counted ON webhook_deliveries;
+    DROP FUNCTION webhook_delivery_counted();
+    DROP TRIGGER webhook_delivery_recounted ON webhook_deliveries;
+    DROP FUNCTION webhook_delivery_recounted();
+    DROP TRIGGER webhook_delivery_uncounted ON webhook_deliveries;
+    DROP FUNCTION webhook_delivery_uncounted();
+    DROP TRIGGER webhook_attempt_counted ON webhook_attempts;
+    DROP FUNCTION webhook_attempt_counted();
+    """
+    + _pg_statement_trigger(
+        "webhook_deliveries_counted",
+        "AFTER INSERT ON webhook_deliveries",
+        "NEW TABLE AS made",
+        f"""INSERT INTO webhook_delivery_count_changes({_CHANGE_COLUMNS})
+        SELECT endpoint_id, {_status_counts()} FROM made GROUP BY endpoint_id;""",
+    )
+    + _pg_statement_trigger(
+        "webhook_deliveries_recounted",
+        "AFTER UPDATE ON webhook_deliveries",
+        "OLD TABLE AS was NEW TABLE AS now",
+        # Transition tables cannot go with UPDATE OF status: the join keeps the
+        # rows whose status changed (a statement that changes none appends none).
+        f"""INSERT INTO webhook_delivery_count_changes({_CHANGE_COLUMNS})
+        SELECT now.endpoint_id, {_status_moves()}
+        FROM now JOIN was ON was.seq=now.seq WHERE was.status IS DISTINCT FROM now.status
+        GROUP BY now.endpoint_id;""",
+    )
+    + _pg_statement_trigger(
+        "webhook_deliveries_uncounted",
+        "AFTER DELETE ON webhook_deliveries",
+        "OLD TABLE AS gone",
+        f"""INSERT INTO webhook_delivery_count_changes({_CHANGE_COLUMNS})
+        SELECT endpoint_id, {_status_counts("-")} FROM gone GROUP BY endpoint_id;""",
+    )
+    + _pg_statement_trigger(
+        "webhook_attempts_counted",
+        "AFTER INSERT ON webhook_attempts",
+        "NEW TABLE AS made",
+        f"""INSERT INTO webhook_attempt_minute_changes(endpoint_id, minute, outcome, bucket, n)
+        SELECT endpoint_id, FLOOR(attempted_at / 60)::bigint, outcome, {latency_bucket_sql("latency_ms")}, COUNT(*)
+        FROM made GROUP BY 1, 2, 3, 4;""",
+    )
+    + f"""
+    CREATE VIEW webhook_delivery_counts_now AS
+        SELECT c.endpoint_id, {", ".join(f"c.{s} + x.{s} AS {s}" for s in _COUNT_COLUMNS)}
+        FROM webhook_delivery_counts c CROSS JOIN LATERAL (
+            SELECT {", ".join(f"COALESCE(SUM(d.{s}), 0)::bigint AS {s}" for s in _COUNT_COLUMNS)}
+            FROM webhook_delivery_count_changes d WHERE d.endpoint_id=c.endpoint_id
+        ) x;
+    CREATE VIEW webhook_attempt_minutes_now AS
+        SELECT endpoint_id, minute, outcome, bucket, n FROM webhook_attempt_minutes
+        UNION ALL SELECT endpoint_id, minute, outcome, bucket, n FROM webhook_attempt_minute_changes;
+    -- One fold at a time (the cluster's job, a purge); each moves the changes
+    -- committed when it starts. A deleted endpoint's delivery changes go, with no
+    -- counter to add to (its counters row went with the endpoint); its minutes are
+    -- folded for its purge to remove (which folds first).
+    CREATE FUNCTION webhook_counts_fold() RETURNS void LANGUAGE plpgsql AS $fn$
+    BEGIN
+        PERFORM pg_advisory_xact_lock(hashtextextended('tierd.webhooks.fold', 0));
+        WITH moved AS (DELETE FROM webhook_delivery_count_changes RETURNING *),
+        total AS (
+            SELECT endpoint_id, {", ".join(f"SUM({s}) AS {s}" for s in _COUNT_COLUMNS)}
+            FROM moved GROUP BY endpoint_id
+        )
+        UPDATE webhook_delivery_counts c SET {", ".join(f"{s}=c.{s}+total.{s}" for s in _COUNT_COLUMNS)}
+        FROM total WHERE c.endpoint_id=total.endpoint_id;
+        WITH moved AS (DELETE FROM webhook_attempt_minute_changes RETURNING *)
+        INSERT INTO webhook_attempt_minutes AS m (endpoint_id, minute, outcome, bucket, n)
+        SELECT endpoint_id, minute, outcome, bucket, SUM(n) FROM moved GROUP BY 1, 2, 3, 4
+        ORDER BY 1, 2, 3, 4
+        ON CONFLICT (endpoint_id, minute, outcome, bucket) DO UPDATE SET n=m.n+excluded.n;
+    END
+    $fn$;
+    """
+)

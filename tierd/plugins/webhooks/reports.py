@@ -84,7 +84,7 @@ ENDPOINTS = ReportSource(
         e.enabled AS enabled, {_STATE} AS state, e.disabled_reason AS disabled_reason, e.disabled_at AS disabled_at,
         e.failing_since AS failing_since, e.created_at AS created_at, COALESCE(c.pending, 0) AS pending,
         COALESCE(c.inflight, 0) AS inflight, COALESCE(c.succeeded, 0) AS succeeded, COALESCE(c.failed, 0) AS failed
-    FROM webhook_endpoints e LEFT JOIN webhook_delivery_counts c ON c.endpoint_id = e.id""",
+    FROM webhook_endpoints e LEFT JOIN webhook_delivery_counts_now c ON c.endpoint_id = e.id""",
     columns=(
         Column("endpoint_id", "text", "The endpoint's id"),
         Column("url", "text", "Its URL"),

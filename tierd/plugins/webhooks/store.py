@@ -69,6 +69,8 @@ STATUS_INDEX = {
 MAX_MERGED_TYPES = 16
 #: Minutes: attempts are counted per minute (``webhook_attempt_minutes``).
 MINUTE = 60
+#: How often (seconds) PostgreSQL's counter changes are folded (``fold_counts``).
+FOLD_INTERVAL = 1.0
 #: The condition that a delivery ``d`` is shown and changed through the API:
 #: its endpoint still exists (a deleted one's history waits for its purge).
 #: One seek of the endpoints' primary key.
@@ -634,12 +636,20 @@ class Store:
         row = await self.db.fetchone("SELECT MIN(due_at) AS t FROM webhook_deliveries WHERE status='pending'")
         return row["t"] if row else None
 
+    async def fold_counts(self) -> None:
+        """Move the counters' changes into the counters (PostgreSQL's migration 8,
+        the ``webhooks.fold`` job, every ``FOLD_INTERVAL`` seconds on one node).
+        Reads are exact either way (the ``_now`` views); folding keeps the changes
+        few. Nothing on SQLite, whose triggers update the counters in place."""
+        if self.pg:
+            await self.db.execute("SELECT webhook_counts_fold()")
+
     async def record(self, outcomes: list[Outcome]) -> None:
         """Write a batch of attempt results: one INSERT; the trigger of
         migration 2 moves each delivery (and its endpoint's failure window)."""
         if self.pg:
-            # Rows locked in one order by every node (the endpoint's counters, its
-            # minute rows): two nodes' batches cannot deadlock. Stable: an
+            # Rows locked in one order by every node (the deliveries, the endpoints'
+            # failure windows): two nodes' batches cannot deadlock. Stable: an
             # endpoint's attempts keep their order (its failure window follows it).
             outcomes = sorted(outcomes, key=lambda o: o.endpoint_id)
         source, params = bulk_rows(
@@ -850,14 +860,14 @@ class Store:
         """
         row = await self.db.fetchone(
             "SELECT c.pending, c.inflight, c.succeeded, c.failed FROM webhook_endpoints e"
-            " JOIN webhook_delivery_counts c ON c.endpoint_id=e.id WHERE e.tenant_id=? AND e.id=?",
+            " JOIN webhook_delivery_counts_now c ON c.endpoint_id=e.id WHERE e.tenant_id=? AND e.id=?",
             (tenant, endpoint_id),
         )
         by_status = {status: row[status] if row else 0 for status in DELIVERY_STATUSES}
         first_minute = int(since // MINUTE)
         rows = await self.db.fetchall(
             "SELECT m.outcome, m.bucket, SUM(m.n) AS n FROM webhook_endpoints e"
-            " JOIN webhook_attempt_minutes m ON m.endpoint_id=e.id AND m.minute>=?"
+            " JOIN webhook_attempt_minutes_now m ON m.endpoint_id=e.id AND m.minute>=?"
             " WHERE e.tenant_id=? AND e.id=? GROUP BY m.outcome, m.bucket",
             (first_minute, tenant, endpoint_id),
         )
@@ -955,6 +965,7 @@ class Store:
         """
         deliveries, minutes = self.purge_statements(endpoint_id)
         await self.db.delete_in_slices(*deliveries)
+        await self.fold_counts()  # its minutes not folded yet, into the table purged next
         removed_minutes = await self.db.delete_in_slices(*minutes)
         async with self.db.transaction() as tx:
             row = await tx.fetchone(
@@ -979,6 +990,7 @@ class Store:
         """
         attempts, deliveries, minutes = self.prune_statements(cutoff)
         removed = await self.db.delete_in_slices(*attempts) + await self.db.delete_in_slices(*deliveries)
+        await self.fold_counts()  # minutes not folded yet, into the table pruned next
         await self.db.delete_in_slices(*minutes)  # counts, not history: not in the total
         return removed
 
