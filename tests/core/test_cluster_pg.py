@@ -12,6 +12,10 @@ import asyncio
 import textwrap
 import time
 
+from tierd.core.clock import Clock
+from tierd.core.events import Event, EventBus
+from tierd.core.pg import PgDatabase
+from tierd.core.storage import CORE, migrations_for
 from tierd.testing import DaemonProcess
 
 BUILTINS = ["webhooks", "notifications", "reconciliation", "reports"]
@@ -73,16 +77,17 @@ def test_nodes_share_one_log_numbered_once_and_one_set_of_keys(pg, tmp_path):
         token = a.create_tenant("acme")
 
         async def burst():
-            # The same 60 keys sent to every node at once: each key makes one event.
-            bodies = [{"type": "order.created", "id": f"key-{i}", "data": {"i": i}} for i in range(60)]
+            # The same 60 keys sent to every node at once, each twice (so that
+            # a node's batch holds repeats too): each key makes one event.
+            bodies = [{"type": "order.created", "id": f"key-{i % 60}", "data": {"i": i % 60}} for i in range(120)]
             return await asyncio.gather(*[post_all(n, token, bodies) for n in (a, b, c)])
 
         answers = [r for per_node in asyncio.run(burst()) for r in per_node]
         assert {s for s, _ in answers} <= {200, 202}
         assert sum(1 for s, _ in answers if s == 202) == 60
         by_key: dict[str, set[str]] = {}
-        for (_, event), i in zip(answers, list(range(60)) * 3, strict=True):
-            by_key.setdefault(f"key-{i}", set()).add(event["id"])
+        for (_, event), i in zip(answers, list(range(120)) * 3, strict=True):
+            by_key.setdefault(f"key-{i % 60}", set()).add(event["id"])
         assert all(len(ids) == 1 for ids in by_key.values())  # every node answered the same event
 
         events, cursor = [], None
@@ -97,6 +102,90 @@ def test_nodes_share_one_log_numbered_once_and_one_set_of_keys(pg, tmp_path):
     finally:
         for n in (a, b, c):
             n.stop()
+
+
+async def test_buses_of_two_nodes_publishing_at_once_number_each_event_once_in_commit_order(pg):
+    """Intake's batches from two nodes at once (two EventBuses, each on a
+    PgDatabase of its own, as two daemons): every new event has its own seq,
+    the seqs have no gap and commit in their order (a reader following the log
+    by ``seq > cursor`` while they are written skips none; the NOTIFYs come in
+    seq order), and a key, whether repeated on the other node, in a later
+    batch or in the same batch, answers its first event (created False)."""
+    url = pg.create_database("two_buses")
+    a, b = PgDatabase(url, readers=1, node="node-a"), PgDatabase(url, readers=1, node="node-b")
+    async with a, b:
+        await a.migrate(migrations_for({"core": CORE}, a.dialect))
+        notified: list[int] = []
+        await a.listen("tierd_events", lambda payload: notified.append(int(payload)))
+        buses = [EventBus(a, Clock()), EventBus(b, Clock())]
+
+        followed: list[int] = []
+        done = asyncio.Event()
+
+        async def follow() -> None:
+            cursor = 0
+            while True:
+                last = done.is_set()  # one more read after the publishers are done
+                for row in await a.fetchall("SELECT seq FROM events WHERE seq > ? ORDER BY seq", (cursor,)):
+                    followed.append(row["seq"])
+                    cursor = row["seq"]
+                if last:
+                    return
+
+        async def publish(bus: EventBus, node: str) -> list[tuple[str, str | None, Event, bool]]:
+            out = []
+            for wave in range(15):
+                # A batch of 20 keys of the wave, each twice; 10 events without
+                # a key; a key of the first wave; a key of another tenant.
+                calls = [
+                    (t, k, {"node": node, "wave": wave, "n": n})
+                    for n, (t, k) in enumerate(
+                        [("acme", f"w{wave}-{i % 20}") for i in range(40)]
+                        + [("acme", None)] * 10
+                        + [("acme", "w0-0"), ("other", f"w{wave}-0")]
+                    )
+                ]
+                answers = await asyncio.gather(*(bus.publish_ex(t, "order.created", d, key=k) for t, k, d in calls))
+                out += [(t, k, event, created) for (t, k, _), (event, created) in zip(calls, answers, strict=True)]
+                # And a batch without any key (the function's other path).
+                plain = await asyncio.gather(*(bus.publish_ex("acme", "order.noted", {"n": n}) for n in range(10)))
+                out += [("acme", None, event, created) for event, created in plain]
+            return out
+
+        follower = asyncio.create_task(follow())
+        results = await asyncio.gather(publish(buses[0], "a"), publish(buses[1], "b"))
+        done.set()
+        await follower
+
+        answers = [r for per_node in results for r in per_node]
+        new = [event for _, _, event, created in answers if created]
+        total = 2 * 15 * 20 + 15 * 20 + 15  # keyless + keys of acme + keys of other
+        assert sorted(e.seq for e in new) == list(range(1, total + 1))  # each once, no gap
+        assert len({e.id for e in new}) == total
+        assert followed == list(range(1, total + 1))  # committed in seq order: none skipped
+        deadline = time.monotonic() + 10
+        while (not notified or notified[-1] != total) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert notified == sorted(set(notified)) and notified[-1] == total
+
+        firsts: dict[tuple[str, str], Event] = {}
+        for tenant, key, event, created in answers:
+            if key is not None and created:
+                assert (tenant, key) not in firsts
+                firsts[(tenant, key)] = event
+        assert len(firsts) == 15 * 20 + 15
+        for tenant, key, event, _created in answers:
+            if key is not None:
+                assert event == firsts[(tenant, key)]  # the same event, on either node
+                assert event.tenant == tenant
+        repeats = [(event, created) for _, key, event, created in answers if key is not None]
+        assert sum(1 for _, created in repeats if not created) == len(repeats) - len(firsts)
+
+        # What each bus answered is what is stored (a repeat read back from the log).
+        stored = {e.seq: e for e in await buses[1].list(None, 0, total + 1)}
+        assert len(stored) == total
+        for event in new:
+            assert stored[event.seq] == event
 
 
 def test_a_consumer_runs_on_one_node_and_another_takes_over_when_it_is_killed(pg, tmp_path):

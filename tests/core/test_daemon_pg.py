@@ -50,10 +50,10 @@ def test_operator_commands_say_what_they_do_on_postgresql(pg, tmp_path):
     url = pg.create_database("operator")
     d = on_pg(tmp_path, url)
     migrated = d.cli("migrate")
-    assert migrated.returncode == 0 and "applied core 3" in migrated.stdout
+    assert migrated.returncode == 0 and "applied core 4" in migrated.stdout
     status = d.cli("db", "status")
     assert status.returncode == 0 and f"database: PostgreSQL at {url}" in status.stdout
-    assert "core       3        3          0" in status.stdout
+    assert "core       4        4          0" in status.stdout
     backup = d.cli("db", "backup", str(tmp_path / "b.dump"))
     assert backup.returncode == 1 and "pg_dump --format=custom" in backup.stderr
     assert not (tmp_path / "b.dump").exists()

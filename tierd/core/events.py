@@ -24,7 +24,7 @@ import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tierd.core.clock import Clock, iso
 from tierd.core.ids import new_ids
@@ -37,6 +37,9 @@ from tierd.core.storage import (
     is_storage_full,
     value_list,
 )
+
+if TYPE_CHECKING:
+    from tierd.core.pg import PgDatabase
 
 log = logging.getLogger("tierd.events")
 
@@ -268,19 +271,52 @@ class EventBus:
         (a consumer reading ``seq > cursor`` never skips one that commits later
         under a lower number), and a key is checked against every node's events.
         The commit notifies the other nodes, whose consumers wake at once.
+
+        Why one call: the time the lock is held bounds the cluster's intake,
+        and each round trip made while holding it counts. So the whole batch
+        is one call of ``tierd_publish`` (core's PostgreSQL migration 4) in
+        autocommit: the lock, the numbering read after it, the key lookup, the
+        insert and the NOTIFY run in the server, and the lock is held for one
+        round trip instead of six (the lock, MAX(seq), the keys, INSERT,
+        NOTIFY, COMMIT). The answers are ``_numbered``'s: new events numbered
+        in batch order, a key seen before answers its stored event, a key
+        repeated in the batch the batch's first.
         """
         now = self.clock.time()
-        async with self.db.transaction() as tx:
-            await tx.execute("SELECT pg_advisory_xact_lock(hashtextextended('tierd.events', 0))")
-            top = await tx.fetchone("SELECT COALESCE(MAX(seq), 0) AS m FROM events")
-            assert top is not None
-            keys = {(args[0], args[3]) for args, _ in batch if args[3] is not None}
-            known = await self._known_keys(keys, reader=tx)
-            results, rows = _numbered(batch, known, top["m"] + 1, now)
-            if rows:
-                source, params = bulk_rows(self.db.dialect, _EVENT_ROW, rows)
-                await tx.execute(_INSERT_EVENTS + source, params)
-                await tx.execute("SELECT pg_notify('tierd_events', ?)", (str(rows[-1][0]),))
+        created_at = iso(now)
+        tenants, types, texts, keys = [], [], [], []
+        for (tenant, type_, _data, key, text), _ in batch:
+            tenants.append(tenant)
+            types.append(type_)
+            texts.append(text)
+            keys.append(key)
+        db = cast("PgDatabase", self.db)
+        # None for a batch without keys: the function skips their lookup.
+        keyed = keys if any(key is not None for key in keys) else None
+        rows = await db.intake_fetchall(
+            "SELECT o_seq, o_id, o_new, o_tenant, o_type, o_data, o_created_at"
+            " FROM tierd_publish(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::float8) ORDER BY o_pos",
+            (tenants, types, texts, keyed, new_ids("evt_", len(batch)), now),
+        )
+        results: list[tuple[Event, bool]] = []
+        # Events by seq: a repeat of a key answers the same Event as its first.
+        events: dict[int, Event] = {}
+        for ((tenant, type_, data, _key, _text), _), row in zip(batch, rows, strict=True):
+            seq = row["o_seq"]
+            if row["o_new"]:
+                events[seq] = Event(seq, row["o_id"], tenant, type_, data, created_at)
+                results.append((events[seq], True))
+                continue
+            if seq not in events:  # stored by an earlier batch
+                events[seq] = Event(
+                    seq,
+                    row["o_id"],
+                    row["o_tenant"],
+                    row["o_type"],
+                    json.loads(row["o_data"]),
+                    iso(row["o_created_at"]),
+                )
+            results.append((events[seq], False))
         return self._stored(results)
 
     def _stored(self, results: list[tuple[Event, bool]]) -> list[tuple[Event, bool]]:
@@ -298,7 +334,7 @@ class EventBus:
         """Wake this node's consumers when another node stores events (PostgreSQL)."""
         await self.db.listen("tierd_events", lambda _payload: self._wake())
 
-    async def _known_keys(self, keys: set[tuple[str, str]], reader: Any = None) -> dict[tuple[str, str], Event]:
+    async def _known_keys(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Event]:
         """The stored events of these (tenant, idempotency key) pairs."""
         if not keys:
             return {}
@@ -308,7 +344,7 @@ class EventBus:
             f"SELECT {{columns}} FROM ({source}) AS k JOIN events e"
             " ON e.tenant_id=k.tenant AND e.idempotency_key=k.key",
             params,
-            reader=reader or self.db.lookups,
+            reader=self.db.lookups,
         )
         return {(r["tenant_id"], r["idempotency_key"]): _row_to_event(r) for r in rows}
 

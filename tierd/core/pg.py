@@ -15,8 +15,9 @@ the rest of issue 15 (see ``docs/postgresql.md``). What there is:
 
 Connections: a pool of writers (PostgreSQL takes concurrent writers, unlike
 SQLite, so no lock serialises them), a pool of read-only readers (reads run
-side by side and honour :meth:`Database.budget`), and one connection for the
-hot path's point lookups, so a long report never holds up intake.
+side by side and honour :meth:`Database.budget`), one connection for the
+hot path's point lookups, so a long report never holds up intake, and one for
+intake's own call (:meth:`PgDatabase.intake_fetchall`).
 
 Differences a plugin author meets (see also ``docs/postgresql.md``):
 
@@ -292,6 +293,10 @@ async def ensure_migrations_table(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A pool's reset that sends nothing (see ``PgDatabase.open``)."""
+
+
 def _signed(key: int) -> int:
     """An advisory lock's 64-bit key, put together from pg_locks' two 32-bit
     halves, as the signed bigint that hashtextextended answered."""
@@ -333,6 +338,7 @@ class PgDatabase(SpaceWatch):
         self._writer_pool: asyncpg.Pool | None = None
         self._reader_pool: asyncpg.Pool | None = None
         self._lookups: PgLookups | None = None
+        self._intake_pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
 
     def __repr__(self) -> str:
@@ -359,6 +365,16 @@ class PgDatabase(SpaceWatch):
             self.url, min_size=1, max_size=1, server_settings={"default_transaction_read_only": "on"} | self._settings
         )
         self._lookups = PgLookups(lookups)
+        # asyncpg resets a pool's connection on every release, one more round
+        # trip (pg_advisory_unlock_all, CLOSE ALL, UNLISTEN *, RESET ALL) after
+        # each batch of intake. This connection runs intake_fetchall's
+        # statements only, which leave nothing of the kind in the session, so
+        # it is released as it is (asyncpg still rolls back a transaction left
+        # open and drops listeners; a connection whose statement was cancelled
+        # waits for the cancel first).
+        self._intake_pool = await asyncpg.create_pool(
+            self.url, min_size=1, max_size=1, server_settings=self._settings, reset=_keep_session
+        )
         return self
 
     async def close(self) -> None:
@@ -366,11 +382,16 @@ class PgDatabase(SpaceWatch):
             with contextlib.suppress(Exception):
                 await self._listener.close()
             self._listener = None
-        pools = [self._writer_pool, self._reader_pool, self._lookups._pool if self._lookups else None]
+        pools = [
+            self._writer_pool,
+            self._reader_pool,
+            self._lookups._pool if self._lookups else None,
+            self._intake_pool,
+        ]
         for pool in pools:
             if pool is not None:
                 await pool.close()
-        self._writer_pool = self._reader_pool = self._lookups = None
+        self._writer_pool = self._reader_pool = self._lookups = self._intake_pool = None
 
     # --- several nodes on one database --------------------------------------------
 
@@ -512,6 +533,21 @@ class PgDatabase(SpaceWatch):
         with self._writing():
             async with self._pool(self._writer_pool).acquire() as conn:
                 return await _execute(conn, sql, params)
+
+    async def intake_fetchall(self, sql: str, params: Params = ()) -> list[Any]:
+        """The rows of intake's statement that writes (a call of
+        ``tierd_publish``, see ``EventBus._insert_shared``), in autocommit on
+        the connection kept for it: one round trip, atomic on its own (no BEGIN
+        and COMMIT around it), and none to reset the connection afterwards.
+
+        Only for a statement that leaves nothing in the session: no ``SET``,
+        no session advisory lock, no ``LISTEN``, no cursor left open (its
+        connection is not reset on release). Everything else goes to
+        :meth:`execute`, :meth:`transaction` or :meth:`fetchall`.
+        """
+        with self._writing():
+            async with self._pool(self._intake_pool).acquire() as conn:
+                return await _fetch(conn, sql, params)
 
     async def executemany(self, sql: str, seq: Iterable[Params]) -> Result:
         """One statement for each parameter set, all in one transaction."""

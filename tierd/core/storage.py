@@ -103,6 +103,10 @@ CORE_MIGRATIONS = [
     CREATE INDEX ui_sessions_expiry ON ui_sessions(expires_at);
     CREATE INDEX ui_sessions_subject ON ui_sessions(kind, subject);
     """,
+    # 4: nothing on SQLite. PostgreSQL's 4 is intake's function (several nodes
+    # share its log); this one keeps both dialects at the same version, as
+    # migrations_for and ``tierd db copy`` require.
+    "SELECT 1;",
 ]
 
 
@@ -158,6 +162,82 @@ CORE_MIGRATIONS_POSTGRESQL = [
     );
     CREATE INDEX ui_sessions_expiry ON ui_sessions(expires_at);
     CREATE INDEX ui_sessions_subject ON ui_sessions(kind, subject);
+    """,
+    # 4: intake's batch in one call (tierd.core.events.EventBus._insert_shared).
+    # Nodes store batches one at a time under the log's lock, so the round
+    # trips made while it is held bound the cluster's intake: here the lock,
+    # the numbering, the key lookup, the insert and the NOTIFY are one call,
+    # run in autocommit (the lock goes with that call's commit). Each statement
+    # of a VOLATILE PL/pgSQL function takes a new snapshot (READ COMMITTED), so
+    # the statements after the lock see every batch committed before it took
+    # the lock; one plain SQL statement would read MAX(seq) and the keys in the
+    # snapshot it took before waiting for the lock, and number events twice.
+    # Per input position (o_pos, from 1), in order: the event's seq and id,
+    # whether it is new, and for an event stored by an earlier batch its
+    # stored columns (NULL for the batch's own events, which the caller has).
+    # A key seen before answers its stored event; a key repeated in the batch
+    # answers the batch's first. New events are numbered top+1.. in batch order
+    # and take the ids given in that order (the n-th new event the n-th id).
+    # p_keys NULL (not an array): the batch has no key, every event is new.
+    # A key is looked up with the unique index (a LATERAL seek per keyed event),
+    # never by a join the planner might make a scan of the whole log.
+    """
+    CREATE FUNCTION tierd_publish(
+        p_tenants TEXT[], p_types TEXT[], p_data TEXT[], p_keys TEXT[], p_ids TEXT[], p_now DOUBLE PRECISION
+    ) RETURNS TABLE (
+        o_pos BIGINT, o_seq BIGINT, o_id TEXT, o_new BOOLEAN,
+        o_tenant TEXT, o_type TEXT, o_data TEXT, o_created_at DOUBLE PRECISION
+    ) LANGUAGE plpgsql VOLATILE AS $fn$
+    DECLARE
+        v_top BIGINT;
+        v_count BIGINT;
+    BEGIN
+        PERFORM pg_advisory_xact_lock(hashtextextended('tierd.events', 0));
+        SELECT COALESCE(MAX(e.seq), 0) INTO v_top FROM events e;
+        IF p_keys IS NULL THEN
+            INSERT INTO events(seq, id, tenant_id, type, data, idempotency_key, created_at)
+            SELECT v_top + b.pos, p_ids[b.pos], b.tenant, b.type, b.data, NULL, p_now
+            FROM unnest(p_tenants, p_types, p_data) WITH ORDINALITY AS b(tenant, type, data, pos);
+            GET DIAGNOSTICS v_count = ROW_COUNT;
+            RETURN QUERY
+            SELECT s.pos, v_top + s.pos, p_ids[s.pos], TRUE, NULL::TEXT, NULL::TEXT, NULL::TEXT, NULL::DOUBLE PRECISION
+            FROM generate_series(1::BIGINT, v_count) AS s(pos);
+        ELSE
+            RETURN QUERY
+            WITH batch AS (
+                SELECT b.pos, b.tenant, b.type, b.data, b.key,
+                    CASE WHEN b.key IS NULL THEN b.pos
+                         ELSE MIN(b.pos) OVER (PARTITION BY b.tenant, b.key) END AS first_pos
+                FROM unnest(p_tenants, p_types, p_data, p_keys) WITH ORDINALITY AS b(tenant, type, data, key, pos)
+            ), known AS (
+                SELECT b.pos, e.seq, e.id, e.tenant_id, e.type, e.data, e.created_at
+                FROM batch b CROSS JOIN LATERAL (
+                    SELECT s.seq, s.id, s.tenant_id, s.type, s.data, s.created_at FROM events s
+                    WHERE s.tenant_id = b.tenant AND s.idempotency_key = b.key LIMIT 1
+                ) e
+                WHERE b.key IS NOT NULL
+            ), fresh AS (
+                SELECT b.pos, b.tenant, b.type, b.data, b.key, ROW_NUMBER() OVER (ORDER BY b.pos) AS n
+                FROM batch b
+                WHERE b.first_pos = b.pos AND NOT EXISTS (SELECT 1 FROM known k WHERE k.pos = b.pos)
+            ), inserted AS (
+                INSERT INTO events(seq, id, tenant_id, type, data, idempotency_key, created_at)
+                SELECT v_top + f.n, p_ids[f.n], f.tenant, f.type, f.data, f.key, p_now FROM fresh f
+                RETURNING 1
+            )
+            SELECT b.pos, COALESCE(k.seq, v_top + f.n), COALESCE(k.id, p_ids[f.n]),
+                k.pos IS NULL AND f.pos = b.pos, k.tenant_id, k.type, k.data, k.created_at
+            FROM batch b
+            LEFT JOIN known k ON k.pos = b.pos
+            LEFT JOIN fresh f ON f.pos = b.first_pos
+            ORDER BY b.pos;
+            SELECT MAX(e.seq) - v_top INTO v_count FROM events e;
+        END IF;
+        IF v_count > 0 THEN
+            PERFORM pg_notify('tierd_events', (v_top + v_count)::TEXT);
+        END IF;
+    END
+    $fn$;
     """,
 ]
 #: Core's migrations as ``tierd_migrations`` declares a plugin's (per dialect).
