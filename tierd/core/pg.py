@@ -32,6 +32,9 @@ Differences a plugin author meets (see also ``docs/postgresql.md``):
   booleans ``BIGINT`` 0/1, as on SQLite.
 - A failed statement inside a transaction aborts the whole transaction (on
   SQLite only the statement fails): catch-and-go-on needs a ``SAVEPOINT``.
+- ``write_fetchall`` (PostgreSQL only): the rows of one statement that writes,
+  in autocommit on a writer (``fetchall`` runs on the read-only readers), e.g.
+  a call of a PL/pgSQL function that takes a lock and writes in one round trip.
 """
 
 from __future__ import annotations
@@ -533,6 +536,15 @@ class PgDatabase(SpaceWatch):
         with self._writing():
             async with self._pool(self._writer_pool).acquire() as conn:
                 return await _execute(conn, sql, params)
+
+    async def write_fetchall(self, sql: str, params: Params = ()) -> list[Any]:
+        """The rows of one statement that writes (``INSERT ... RETURNING``, a
+        call of a function that stores), in autocommit on a writer: one round
+        trip, atomic on its own (no BEGIN and COMMIT around it); ``fetchall``
+        runs on the read-only readers."""
+        with self._writing():
+            async with self._pool(self._writer_pool).acquire() as conn:
+                return await _fetch(conn, sql, params)
 
     async def intake_fetchall(self, sql: str, params: Params = ()) -> list[Any]:
         """The rows of intake's statement that writes (a call of

@@ -645,6 +645,9 @@ POSTGRESQL_MIGRATIONS.append(
     # migration 3 in one transaction; the ``_now`` views add what is not folded yet,
     # so a read is exact at any time. The triggers are per statement: a batch of
     # 500 deliveries appends one row per endpoint, not 500.
+    # Also the write path in fewer round trips: a batch of attempts applied by one
+    # statement trigger, and the consumer's insert and the claims one call each
+    # (webhook_make_deliveries, webhook_claim_due).
     """
     CREATE TABLE webhook_delivery_count_changes (
         endpoint_id TEXT NOT NULL,
@@ -696,6 +699,45 @@ POSTGRESQL_MIGRATIONS.append(
         f"""INSERT INTO webhook_delivery_count_changes({_CHANGE_COLUMNS})
         SELECT endpoint_id, {_status_counts("-")} FROM gone GROUP BY endpoint_id;""",
     )
+    # An attempt row's next state (migration 2), applied per statement too: one
+    # UPDATE for a batch of attempts instead of one (and its counter changes)
+    # per attempt. A delivery has one attempt in flight, so one row of a batch;
+    # should two come, the last is applied, both counted. An endpoint's failure
+    # window: cleared by a success, and then started by the first failure after
+    # its last success in the batch (none: a window already open stays).
+    + """
+    DROP TRIGGER webhook_attempt_applied ON webhook_attempts;
+    DROP FUNCTION webhook_attempt_applied();
+    """
+    + _pg_statement_trigger(
+        "webhook_attempts_applied",
+        "AFTER INSERT ON webhook_attempts",
+        "NEW TABLE AS made",
+        """
+        UPDATE webhook_deliveries d SET status=a.next_status, due_at=a.next_due_at, claimed_at=NULL,
+            claim_id=NULL, attempts=d.attempts+a.n, last_attempt_at=a.attempted_at,
+            last_status_code=a.status_code, last_error=a.error,
+            finished_at=CASE WHEN a.next_status IN ('succeeded', 'failed') THEN a.attempted_at END
+        FROM (
+            SELECT DISTINCT ON (delivery_seq) *, COUNT(*) OVER (PARTITION BY delivery_seq) AS n
+            FROM made WHERE next_status IS NOT NULL ORDER BY delivery_seq, id DESC
+        ) a
+        WHERE d.seq=a.delivery_seq;
+        UPDATE webhook_endpoints e
+        SET failing_since=CASE WHEN o.last_ok IS NULL THEN COALESCE(e.failing_since, w.failed) ELSE w.failed END
+        FROM (
+            SELECT endpoint_id, MAX(id) FILTER (WHERE outcome='success') AS last_ok
+            FROM made WHERE next_status IS NOT NULL GROUP BY endpoint_id
+        ) o
+        CROSS JOIN LATERAL (
+            SELECT MIN(f.attempted_at) AS failed FROM made f
+            WHERE f.endpoint_id=o.endpoint_id AND f.next_status IS NOT NULL AND f.outcome<>'success'
+                AND f.id>COALESCE(o.last_ok, 0)
+        ) w
+        WHERE e.id=o.endpoint_id AND e.failing_since IS DISTINCT FROM
+            CASE WHEN o.last_ok IS NULL THEN COALESCE(e.failing_since, w.failed) ELSE w.failed END;
+        """,
+    )
     + _pg_statement_trigger(
         "webhook_attempts_counted",
         "AFTER INSERT ON webhook_attempts",
@@ -714,6 +756,71 @@ POSTGRESQL_MIGRATIONS.append(
     CREATE VIEW webhook_attempt_minutes_now AS
         SELECT endpoint_id, minute, outcome, bucket, n FROM webhook_attempt_minutes
         UNION ALL SELECT endpoint_id, minute, outcome, bucket, n FROM webhook_attempt_minute_changes;
+    -- The consumer's insert of deliveries, and a claim of due ones, each in one
+    -- call: both hold the claims' lock (tierd.webhooks.claims) till they commit,
+    -- and a round trip made while holding it is one that every claim of the
+    -- cluster waits for. A statement of a PL/pgSQL function takes its snapshot
+    -- when it starts, after the lock: it sees every claim committed before.
+    CREATE FUNCTION webhook_make_deliveries(
+        r_id TEXT[], r_tenant TEXT[], r_endpoint TEXT[], r_event TEXT[], r_type TEXT[], r_payload TEXT[],
+        r_due DOUBLE PRECISION[], r_created DOUBLE PRECISION[], r_inflight BOOLEAN[],
+        p_now DOUBLE PRECISION, p_node TEXT, p_cap BIGINT
+    ) RETURNS TABLE (o_id TEXT, o_seq BIGINT, o_inflight BOOLEAN) LANGUAGE plpgsql AS $fn$
+    BEGIN
+        -- Rows handed to the caller's dispatcher at once count against their
+        -- endpoint's cap across the nodes (its rows in flight), as a claim does.
+        IF p_cap IS NOT NULL AND true = ANY(r_inflight) THEN
+            PERFORM pg_advisory_xact_lock(hashtextextended('tierd.webhooks.claims', 0));
+        END IF;
+        RETURN QUERY
+        WITH r AS (
+            SELECT * FROM unnest(r_id, r_tenant, r_endpoint, r_event, r_type, r_payload, r_due, r_created, r_inflight)
+                WITH ORDINALITY AS u(id, tenant_id, endpoint_id, event_id, event_type, payload, due_at, created_at,
+                    inflight, position)
+        ), busy AS (
+            SELECT d.endpoint_id, COUNT(*) AS n FROM webhook_deliveries d
+            WHERE d.endpoint_id IN (SELECT r.endpoint_id FROM r WHERE r.inflight) AND d.status='inflight'
+            GROUP BY d.endpoint_id
+        ), decided AS (
+            -- In flight while the endpoint has room (cap less its rows in flight), in the rows' order.
+            SELECT r.*, r.inflight AND (p_cap IS NULL OR ROW_NUMBER() OVER (
+                PARTITION BY r.endpoint_id, r.inflight ORDER BY r.position) <= p_cap - COALESCE(b.n, 0)) AS sent
+            FROM r LEFT JOIN busy b ON b.endpoint_id=r.endpoint_id
+        ), made AS (
+            INSERT INTO webhook_deliveries AS d (id, tenant_id, endpoint_id, event_id, event_type, payload,
+                status, claimed_at, due_at, created_at, claimed_by)
+            SELECT x.id, x.tenant_id, x.endpoint_id, x.event_id, x.event_type, x.payload,
+                CASE WHEN x.sent THEN 'inflight' ELSE 'pending' END, CASE WHEN x.sent THEN p_now END,
+                x.due_at, x.created_at, CASE WHEN x.sent THEN p_node END
+            FROM decided x WHERE EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id=x.endpoint_id)
+            -- Seqs in the rows' order, as SQLite numbers them: (created_at, seq) is event order.
+            ORDER BY x.position
+            ON CONFLICT DO NOTHING RETURNING d.id, d.seq, d.status='inflight'
+        ) SELECT * FROM made;
+    END
+    $fn$;
+    CREATE FUNCTION webhook_claim_due(
+        p_now DOUBLE PRECISION, p_claim_id BIGINT, p_node TEXT, p_cap BIGINT, p_room JSON, p_limit BIGINT
+    ) RETURNS SETOF webhook_deliveries LANGUAGE plpgsql AS $fn$
+    BEGIN
+        PERFORM pg_advisory_xact_lock(hashtextextended('tierd.webhooks.claims', 0));
+        RETURN QUERY
+        UPDATE webhook_deliveries SET status='inflight', claimed_at=p_now, claim_id=p_claim_id, claimed_by=p_node
+        WHERE seq IN (
+            SELECT c.seq FROM webhook_endpoints e CROSS JOIN LATERAL (
+                SELECT x.seq, x.due_at FROM webhook_deliveries x
+                WHERE x.endpoint_id=e.id AND x.status='pending' AND x.due_at<=p_now
+                ORDER BY x.due_at LIMIT GREATEST(0, LEAST(
+                    p_cap - (SELECT COUNT(*) FROM webhook_deliveries i
+                        WHERE i.endpoint_id=e.id AND i.status='inflight'),
+                    COALESCE((p_room->>e.id)::bigint, p_cap)))
+                FOR UPDATE SKIP LOCKED
+            ) c
+            WHERE e.enabled=1 AND e.ordering<>'fifo' ORDER BY c.due_at LIMIT p_limit
+        ) AND status='pending'
+        RETURNING webhook_deliveries.*;
+    END
+    $fn$;
     -- One fold at a time (the cluster's job, a purge); each moves the changes
     -- committed when it starts. A deleted endpoint's delivery changes go, with no
     -- counter to add to (its counters row went with the endpoint); its minutes are

@@ -88,12 +88,6 @@ _HEAD = (
 )
 
 
-#: PostgreSQL: the advisory lock every claim of deliveries (and the consumer's
-#: insert of rows already in flight) holds until it commits, so that each counts
-#: the in-flight rows of the others (see :meth:`Store._claim_pg`).
-_CLAIM_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('tierd.webhooks.claims', 0))"
-
-
 class TakenBack(NamedTuple):
     """Deliveries in flight that :meth:`Store.take_back` put back to pending:
     how many, per node that had claimed them (None: a row claimed before nodes
@@ -106,19 +100,6 @@ class TakenBack(NamedTuple):
 #: SQLite's planner hints, which PostgreSQL has no use for (see :func:`for_postgresql`).
 _INDEX_HINT = re.compile(r"\s+INDEXED BY \w+")
 _CROSS_JOIN_ON = re.compile(r"\bCROSS JOIN\b(?! LATERAL)")
-#: The rows of :meth:`Store.create_deliveries` and their PostgreSQL types (``bulk_rows``).
-_NEW_DELIVERY = {
-    "id": "text",
-    "tenant_id": "text",
-    "endpoint_id": "text",
-    "event_id": "text",
-    "event_type": "text",
-    "payload": "text",
-    "due_at": "float8",
-    "created_at": "float8",
-    "inflight": "bool",
-    "position": "bigint",  # PostgreSQL's only: the row's place in the list, for the seqs' order
-}
 #: The rows of :meth:`Store.record` (an attempt and the delivery's next state).
 _ATTEMPT = {
     "delivery_seq": "bigint",
@@ -340,42 +321,23 @@ class Store:
         return {r["id"]: r["seq"] for r in found}
 
     async def _create_deliveries_pg(self, rows: list, now: float, cap: int | None) -> dict[str, int]:
-        """:meth:`create_deliveries` on PostgreSQL: the seqs from RETURNING (identity
-        values of concurrent inserts interleave, so they are not a range there)."""
-        async with self.db.transaction() as tx:
-            claimed = sorted({row[2] for row in rows if row[8]})
-            if claimed and cap is not None:
-                # Rows handed to this node's dispatcher at once count against the
-                # endpoint's cap across the nodes, as a claim does (same lock).
-                await tx.fetchone(_CLAIM_LOCK)
-                busy = await tx.fetchall(
-                    "SELECT endpoint_id, COUNT(*) AS n FROM webhook_deliveries"
-                    " WHERE endpoint_id=ANY(?::text[]) AND status='inflight' GROUP BY endpoint_id",
-                    (claimed,),
-                )
-                room = {ep: cap for ep in claimed} | {r["endpoint_id"]: cap - r["n"] for r in busy}
-                for row in rows:
-                    if row[8]:
-                        if room[row[2]] > 0:
-                            room[row[2]] -= 1
-                        else:
-                            row[8] = False  # pending: a claim takes it when the endpoint has room
-            source, params = bulk_rows("postgresql", _NEW_DELIVERY, [(*row, i) for i, row in enumerate(rows)])
-            found = await tx.fetchall(
-                "INSERT INTO webhook_deliveries(id, tenant_id, endpoint_id, event_id, event_type, payload,"
-                " status, claimed_at, due_at, created_at, claimed_by)"
-                " SELECT r.id, r.tenant_id, r.endpoint_id, r.event_id, r.event_type, r.payload,"
-                " CASE WHEN r.inflight THEN 'inflight' ELSE 'pending' END, CASE WHEN r.inflight THEN ?::float8 END,"
-                f" r.due_at, r.created_at, CASE WHEN r.inflight THEN ?::text END FROM ({source}) AS r"
-                " WHERE EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id=r.endpoint_id)"
-                # Seqs in the rows' order, as SQLite numbers them: the events of one
-                # batch share their time, and (created_at, seq) is event order (fifo).
-                # Without ORDER BY a hash join may hand the rows over in another.
-                " ORDER BY r.position ON CONFLICT DO NOTHING RETURNING id, seq",
-                (now, self.db.node, *params),
-            )
-        seqs = {r["id"]: r["seq"] for r in found}
-        return {row[0]: seqs[row[0]] for row in rows if row[0] in seqs}  # in the rows' order, as on SQLite
+        """:meth:`create_deliveries` on PostgreSQL: one call of
+        ``webhook_make_deliveries`` (migration 8), which takes the claims' lock
+        when rows go in flight at once and ``cap`` is given (they count against
+        their endpoint's cap across the nodes, as a claim does). The seqs come
+        from RETURNING (identity values of concurrent inserts interleave, so they
+        are not a range there)."""
+        columns = list(zip(*rows, strict=True))
+        found = await self.db.write_fetchall(
+            "SELECT o_id, o_seq, o_inflight FROM webhook_make_deliveries(?::text[], ?::text[], ?::text[], ?::text[],"
+            " ?::text[], ?::text[], ?::float8[], ?::float8[], ?::bool[], ?::float8, ?::text, ?::bigint)",
+            (*(list(c) for c in columns), now, self.db.node, cap),
+        )
+        made = {r["o_id"]: r for r in found}
+        for row in rows:
+            if row[8] and row[0] in made and not made[row[0]]["o_inflight"]:
+                row[8] = False  # pending: a claim takes it when the endpoint has room
+        return {row[0]: made[row[0]]["o_seq"] for row in rows if row[0] in made}  # in the rows' order, as on SQLite
 
     async def create_test_delivery(self, tenant: str, endpoint_id: str, payload: str, now: float) -> int:
         """A ``webhook.test`` delivery, claimed at once (the API sends it itself)."""
@@ -500,33 +462,20 @@ class Store:
         most ``cap`` minus its rows in flight on every node (and at most its
         ``room`` on this node: its slots here and its rate tokens). For those
         counts to be right, claims (and the consumer's insert of rows already
-        in flight) take turns on one advisory lock held until commit: the
-        UPDATE's snapshot, taken after the lock, sees every other claim. What
-        it costs: one more seek per enabled endpoint (a count over the
-        in-flight partial index, at most ``cap`` entries each), and one claim
-        transaction at a time across the cluster (a few ms each; a claim takes
-        up to ``limit`` rows, and the sending runs side by side on every node).
+        in flight) take turns on one advisory lock held until commit
+        (``tierd.webhooks.claims``): the UPDATE's snapshot, taken after the
+        lock, sees every other claim. What it costs: one more seek per enabled
+        endpoint (a count over the in-flight partial index, at most ``cap``
+        entries each), and one claim at a time across the cluster. So the
+        claim is one call of ``webhook_claim_due`` (migration 8): the lock is
+        held for no round trip (a claim takes up to ``limit`` rows, and the
+        sending runs side by side on every node).
         """
-        async with self.db.transaction() as tx:
-            await tx.fetchone(_CLAIM_LOCK)
-            rows = await tx.fetchall(
-                "UPDATE webhook_deliveries SET status='inflight', claimed_at=?, claim_id=?, claimed_by=?"
-                " WHERE seq IN ("
-                " SELECT c.seq FROM webhook_endpoints e CROSS JOIN LATERAL ("
-                "  SELECT x.seq, x.due_at FROM webhook_deliveries x"
-                "  WHERE x.endpoint_id=e.id AND x.status='pending' AND x.due_at<=?"
-                "  ORDER BY x.due_at LIMIT GREATEST(0, LEAST("
-                "   ?::bigint - (SELECT COUNT(*) FROM webhook_deliveries i"
-                "    WHERE i.endpoint_id=e.id AND i.status='inflight'),"
-                "   COALESCE((?::json->>e.id)::bigint, ?::bigint)))"
-                "  FOR UPDATE SKIP LOCKED) c"
-                # Fifo endpoints' heads are claimed apart (claim_heads): said here too, not
-                # only by their room of 0, as this node's cache may not know yet of a
-                # change made through another node a moment ago.
-                " WHERE e.enabled=1 AND e.ordering<>'fifo' ORDER BY c.due_at LIMIT ?) AND status='pending'"
-                f" RETURNING {_CLAIMED_COLUMNS}, due_at",
-                (now, claim_id, self.db.node, now, cap, json.dumps(room), cap, limit),
-            )
+        rows = await self.db.write_fetchall(
+            f"SELECT {_CLAIMED_COLUMNS}, due_at FROM webhook_claim_due(?::float8, ?::bigint, ?::text, ?::bigint,"
+            " ?::json, ?::bigint)",
+            (now, claim_id, self.db.node, cap, json.dumps(room), limit),
+        )
         return sorted(rows, key=lambda r: r["due_at"])
 
     async def claimed_row(self, seq: int):
