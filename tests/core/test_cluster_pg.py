@@ -13,10 +13,10 @@ import textwrap
 import time
 
 from tierd.core.clock import Clock
-from tierd.core.events import Event, EventBus
+from tierd.core.events import Consumer, Event, EventBus
 from tierd.core.pg import PgDatabase
 from tierd.core.storage import CORE, migrations_for
-from tierd.testing import DaemonProcess
+from tierd.testing import DaemonProcess, eventually
 
 BUILTINS = ["webhooks", "notifications", "reconciliation", "reports"]
 
@@ -186,6 +186,53 @@ async def test_buses_of_two_nodes_publishing_at_once_number_each_event_once_in_c
         assert len(stored) == total
         for event in new:
             assert stored[event.seq] == event
+
+
+async def test_a_consumer_gets_every_nodes_events_once_in_order_even_without_their_notify(pg):
+    """A node's consumer reads its own events from its memory and the other
+    node's from the log, when their NOTIFY says they are there: every event
+    once, in seq order, the two nodes' batches interleaved (the node's own
+    events stop at the other's, which it has not seen). A node that hears no
+    NOTIFY (its listening connection lost) still reads the log now and then:
+    the other node's events reach its consumer, later."""
+    url = pg.create_database("consumers")
+    a = PgDatabase(url, readers=1, node="node-a")
+    b = PgDatabase(url, readers=1, node="node-b")
+    deaf = PgDatabase(url, readers=1, node="node-deaf")
+    async with a, b, deaf:
+        await a.migrate(migrations_for({"core": CORE}, a.dialect))
+        bus_a, bus_b, bus_deaf = EventBus(a, Clock()), EventBus(b, Clock()), EventBus(deaf, Clock())
+        await bus_b.listen()  # the deaf node does not listen
+        seen: dict[str, list[int]] = {"b": [], "deaf": []}
+        stopping = asyncio.Event()
+
+        def consumer(name: str) -> Consumer:
+            async def handle(events: list[Event]) -> None:
+                seen[name] += [e.seq for e in events]
+
+            return Consumer(f"c-{name}", handle, batch_size=7)
+
+        running = [
+            asyncio.create_task(bus_b.run_consumer(consumer("b"), stopping)),
+            asyncio.create_task(bus_deaf.run_consumer(consumer("deaf"), stopping)),
+        ]
+        try:
+            for wave in range(12):
+                await asyncio.gather(
+                    *(bus_a.publish("acme", "order.created", {"wave": wave, "n": n}) for n in range(5)),
+                    *(bus_b.publish("acme", "order.created", {"wave": wave, "n": n}) for n in range(3)),
+                )
+            total = 12 * 8
+
+            async def all_seen() -> bool:
+                return len(seen["b"]) >= total and len(seen["deaf"]) >= total
+
+            await eventually(all_seen, timeout=20, what=f"{total} events seen by both consumers")
+            assert seen["b"] == list(range(1, total + 1))
+            assert seen["deaf"] == list(range(1, total + 1))
+        finally:
+            stopping.set()
+            await asyncio.gather(*running)
 
 
 def test_a_consumer_runs_on_one_node_and_another_takes_over_when_it_is_killed(pg, tmp_path):

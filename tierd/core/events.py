@@ -158,6 +158,10 @@ class EventBus:
     CURSOR_INTERVAL = 1.0
     #: Pauses before a failed consumer tries again: doubling, up to the last.
     RETRY_FIRST, RETRY_MAX = 0.5, 30.0
+    #: PostgreSQL: a consumer at the known end of the log reads it anyway after
+    #: this many seconds, so a NOTIFY lost with a dropped connection delays
+    #: another node's events by about this much, not for ever.
+    END_CHECK = 1.0
 
     def __init__(
         self,
@@ -185,6 +189,13 @@ class EventBus:
         # writes the log, so the tail has no gaps.
         self._tail: collections.OrderedDict[int, Event] = collections.OrderedDict()
         self._next_seq: int | None = None
+        # Where nodes share the log (PostgreSQL), the end of it as this node
+        # knows it: the last seq of its own batches and of the other nodes'
+        # (their NOTIFY's payload), and when a read of the log last looked
+        # (time.monotonic()). A consumer at that end does not ask the database
+        # again within END_CHECK seconds of that read.
+        self._known_end = 0
+        self._end_checked_at = -self.END_CHECK
 
     # --- publishing -------------------------------------------------------------
 
@@ -324,6 +335,8 @@ class EventBus:
         new = [event for event, created in results if created]
         for event in new:
             self._tail[event.seq] = event
+        if new:
+            self._known_end = max(self._known_end, new[-1].seq)
         while len(self._tail) > self.TAIL_SIZE:
             self._tail.popitem(last=False)
         if self.on_publish is not None:
@@ -332,7 +345,14 @@ class EventBus:
 
     async def listen(self) -> None:
         """Wake this node's consumers when another node stores events (PostgreSQL)."""
-        await self.db.listen("tierd_events", lambda _payload: self._wake())
+        await self.db.listen("tierd_events", self._notified)
+
+    def _notified(self, payload: str) -> None:
+        """A batch committed (on any node, this one's too): its last seq is the
+        payload (``tierd_publish``)."""
+        with contextlib.suppress(ValueError):
+            self._known_end = max(self._known_end, int(payload))
+        self._wake()
 
     async def _known_keys(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Event]:
         """The stored events of these (tenant, idempotency key) pairs."""
@@ -598,8 +618,20 @@ class EventBus:
                 events.append(self._tail[seq])
                 seq += 1
             return events
+        shared = self.db.dialect != "sqlite"
+        if shared and cursor >= self._known_end and time.monotonic() - self._end_checked_at < self.END_CHECK:
+            # Nodes share the log: nothing after the end this node knows of, and
+            # a read reached the end a moment ago (each batch wakes every consumer
+            # twice, at its commit and at its NOTIFY: without this, each would
+            # read the log for nothing once a batch).
+            return []
         rows = await self._rows("SELECT {columns} FROM events e WHERE seq>? ORDER BY seq LIMIT ?", (cursor, limit))
-        return [_row_to_event(r) for r in rows]
+        events = [_row_to_event(r) for r in rows]
+        if shared and len(events) < limit:  # the end of the log (a full batch may have more after it)
+            self._end_checked_at = time.monotonic()
+            if events:
+                self._known_end = max(self._known_end, events[-1].seq)
+        return events
 
     async def _save_cursor(self, name: str, cursor: int) -> None:
         await self.db.execute(
