@@ -354,8 +354,17 @@ class PgDatabase(SpaceWatch):
         # Statements are prepared and cached per connection by asyncpg (its
         # default cache of 100 per connection): a plugin's hot statements are
         # parsed once per connection, as SQLite's statement cache does.
+        # asyncpg resets a pool's connection on every release: one more round
+        # trip (pg_advisory_unlock_all, CLOSE ALL, UNLISTEN *, RESET ALL) after
+        # every statement or transaction. tierd leaves nothing of the kind in a
+        # pooled session (LISTEN and session locks have connections of their own,
+        # ``listen`` and ``exclusive``; the migrations' lock is released; SET is
+        # SET LOCAL; cursors close with their transaction), and the plugin API
+        # says so (docs/plugin-api.md), so connections go back as they are.
+        # asyncpg still rolls back a transaction left open and drops listeners,
+        # and waits for a cancelled statement's cancel first.
         self._writer_pool = await asyncpg.create_pool(
-            self.url, min_size=1, max_size=self.writers, server_settings=self._settings
+            self.url, min_size=1, max_size=self.writers, server_settings=self._settings, reset=_keep_session
         )
         self._reader_pool = await asyncpg.create_pool(
             self.url,
@@ -363,18 +372,18 @@ class PgDatabase(SpaceWatch):
             max_size=self.readers,
             # As SQLite's query_only readers: a write on them is an error, not a surprise.
             server_settings={"default_transaction_read_only": "on"} | self._settings,
+            reset=_keep_session,
         )
         lookups = await asyncpg.create_pool(
-            self.url, min_size=1, max_size=1, server_settings={"default_transaction_read_only": "on"} | self._settings
+            self.url,
+            min_size=1,
+            max_size=1,
+            server_settings={"default_transaction_read_only": "on"} | self._settings,
+            reset=_keep_session,
         )
         self._lookups = PgLookups(lookups)
-        # asyncpg resets a pool's connection on every release, one more round
-        # trip (pg_advisory_unlock_all, CLOSE ALL, UNLISTEN *, RESET ALL) after
-        # each batch of intake. This connection runs intake_fetchall's
-        # statements only, which leave nothing of the kind in the session, so
-        # it is released as it is (asyncpg still rolls back a transaction left
-        # open and drops listeners; a connection whose statement was cancelled
-        # waits for the cancel first).
+        # Intake's statement on a connection of its own: it does not wait
+        # behind the writers' work (intake_fetchall).
         self._intake_pool = await asyncpg.create_pool(
             self.url, min_size=1, max_size=1, server_settings=self._settings, reset=_keep_session
         )
