@@ -32,9 +32,9 @@ Differences a plugin author meets (see also ``docs/postgresql.md``):
   booleans ``BIGINT`` 0/1, as on SQLite.
 - A failed statement inside a transaction aborts the whole transaction (on
   SQLite only the statement fails): catch-and-go-on needs a ``SAVEPOINT``.
-- ``write_fetchall`` (PostgreSQL only): the rows of one statement that writes,
-  in autocommit on a writer (``fetchall`` runs on the read-only readers), e.g.
-  a call of a PL/pgSQL function that takes a lock and writes in one round trip.
+- ``write_fetchall``: the rows of one statement that writes, in autocommit on a
+  writer (``fetchall`` runs on the read-only readers), e.g. a call of a
+  PL/pgSQL function that takes a lock and writes in one round trip.
 """
 
 from __future__ import annotations

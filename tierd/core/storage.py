@@ -760,6 +760,13 @@ class Database(SpaceWatch):
         self._write_succeeded()
         return cursor
 
+    async def write_fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        """The rows of one statement that writes (``INSERT ... RETURNING``),
+        atomic on its own; PostgreSQL's ``write_fetchall`` runs it in autocommit
+        on a writer, where ``fetchall`` would go to a read-only reader."""
+        async with self.transaction() as tx:
+            return await tx.fetchall(sql, params)
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         async with self._lock:
