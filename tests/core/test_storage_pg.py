@@ -260,10 +260,11 @@ async def test_lookups_answer_while_long_reads_hold_every_reader(db):
 @needs_pg
 async def test_connections_go_back_without_a_reset_and_keep_nothing_of_a_transaction(db):
     """Pooled connections are released without asyncpg's reset query (one round
-    trip fewer per statement), and nothing of a transaction outlives it: a
-    failed one's writes and its SET LOCAL are gone on every writer, whose next
-    statements work. intake_fetchall answers a writing statement's rows,
-    committed on its own."""
+    trip fewer per statement: the last assertion, which held the other way
+    before). What a transaction leaves is gone without it: a failed one's writes
+    and its SET LOCAL (``db.transaction`` rolls back whatever the pool does; this
+    guards that the writers still work after it). intake_fetchall answers a
+    writing statement's rows, committed on its own."""
     await _table(db)
     rows = await db.intake_fetchall("INSERT INTO items(id, name) VALUES (?, ?) RETURNING id", (1, "one"))
     assert [r["id"] for r in rows] == [1]

@@ -551,23 +551,17 @@ class PgDatabase(SpaceWatch):
         call of a function that stores), in autocommit on a writer: one round
         trip, atomic on its own (no BEGIN and COMMIT around it); ``fetchall``
         runs on the read-only readers."""
-        with self._writing():
-            async with self._pool(self._writer_pool).acquire() as conn:
-                return await _fetch(conn, sql, params)
+        return await self._write_fetch(self._writer_pool, sql, params)
 
     async def intake_fetchall(self, sql: str, params: Params = ()) -> list[Any]:
-        """The rows of intake's statement that writes (a call of
-        ``tierd_publish``, see ``EventBus._insert_shared``), in autocommit on
-        the connection kept for it: one round trip, atomic on its own (no BEGIN
-        and COMMIT around it), and none to reset the connection afterwards.
+        """:meth:`write_fetchall` on the connection kept for intake's call of
+        ``tierd_publish`` (see ``EventBus._insert_shared``), so that a batch of
+        events never waits for a writer busy with other work."""
+        return await self._write_fetch(self._intake_pool, sql, params)
 
-        Only for a statement that leaves nothing in the session: no ``SET``,
-        no session advisory lock, no ``LISTEN``, no cursor left open (its
-        connection is not reset on release). Everything else goes to
-        :meth:`execute`, :meth:`transaction` or :meth:`fetchall`.
-        """
+    async def _write_fetch(self, pool: asyncpg.Pool | None, sql: str, params: Params) -> list[Any]:
         with self._writing():
-            async with self._pool(self._intake_pool).acquire() as conn:
+            async with self._pool(pool).acquire() as conn:
                 return await _fetch(conn, sql, params)
 
     async def executemany(self, sql: str, seq: Iterable[Params]) -> Result:

@@ -358,11 +358,14 @@ MIGRATIONS.append(
 # - No WITHOUT ROWID: PostgreSQL's tables are heaps with a primary-key index.
 
 
-def _pg_trigger(name: str, event: str, body: str, when: str = "", declare: str = "") -> str:
-    """A row trigger ``name`` and the PL/pgSQL function (same name) that runs ``body``.
+def _pg_trigger(name: str, event: str, body: str, when: str = "", declare: str = "", referencing: str = "") -> str:
+    """A trigger ``name`` and the PL/pgSQL function (same name) that runs ``body``:
+    for each row, or with ``referencing`` (``NEW TABLE AS x``...) for each
+    statement, which sees the statement's rows as those transition tables.
 
     AFTER triggers return NULL (ignored); a BEFORE trigger's body returns itself."""
     returns = "" if event.startswith("BEFORE") else "RETURN NULL;"
+    each = f"REFERENCING {referencing} FOR EACH STATEMENT" if referencing else "FOR EACH ROW"
     return f"""
     CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $fn$
     {f"DECLARE {declare}" if declare else ""}
@@ -371,7 +374,7 @@ def _pg_trigger(name: str, event: str, body: str, when: str = "", declare: str =
         {returns}
     END
     $fn$;
-    CREATE TRIGGER {name} {event} FOR EACH ROW {f"WHEN ({when})" if when else ""} EXECUTE FUNCTION {name}();
+    CREATE TRIGGER {name} {event} {each} {f"WHEN ({when})" if when else ""} EXECUTE FUNCTION {name}();
     """
 
 
@@ -607,20 +610,6 @@ POSTGRESQL_MIGRATIONS = [
 ]
 
 
-def _pg_statement_trigger(name: str, event: str, transition: str, body: str) -> str:
-    """A statement trigger ``name`` that sees the rows of its statement as the
-    transition tables named in ``transition`` (``REFERENCING ...``)."""
-    return f"""
-    CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $fn$
-    BEGIN
-        {body}
-        RETURN NULL;
-    END
-    $fn$;
-    CREATE TRIGGER {name} {event} REFERENCING {transition} FOR EACH STATEMENT EXECUTE FUNCTION {name}();
-    """
-
-
 def _status_counts(sign: str = "") -> str:
     """The rows of each status (``sign`` ``-``: taken away), for a SELECT grouped by endpoint."""
     return ", ".join(f"{sign}COUNT(*) FILTER (WHERE status='{status}')" for status in _COUNT_COLUMNS)
@@ -674,29 +663,29 @@ POSTGRESQL_MIGRATIONS.append(
     DROP TRIGGER webhook_attempt_counted ON webhook_attempts;
     DROP FUNCTION webhook_attempt_counted();
     """
-    + _pg_statement_trigger(
+    + _pg_trigger(
         "webhook_deliveries_counted",
         "AFTER INSERT ON webhook_deliveries",
-        "NEW TABLE AS made",
-        f"""INSERT INTO webhook_delivery_count_changes({_CHANGE_COLUMNS})
+        referencing="NEW TABLE AS made",
+        body=f"""INSERT INTO webhook_delivery_count_changes({_CHANGE_COLUMNS})
         SELECT endpoint_id, {_status_counts()} FROM made GROUP BY endpoint_id;""",
     )
-    + _pg_statement_trigger(
+    + _pg_trigger(
         "webhook_deliveries_recounted",
         "AFTER UPDATE ON webhook_deliveries",
-        "OLD TABLE AS was NEW TABLE AS now",
+        referencing="OLD TABLE AS was NEW TABLE AS now",
         # Transition tables cannot go with UPDATE OF status: the join keeps the
         # rows whose status changed (a statement that changes none appends none).
-        f"""INSERT INTO webhook_delivery_count_changes({_CHANGE_COLUMNS})
+        body=f"""INSERT INTO webhook_delivery_count_changes({_CHANGE_COLUMNS})
         SELECT now.endpoint_id, {_status_moves()}
         FROM now JOIN was ON was.seq=now.seq WHERE was.status IS DISTINCT FROM now.status
         GROUP BY now.endpoint_id;""",
     )
-    + _pg_statement_trigger(
+    + _pg_trigger(
         "webhook_deliveries_uncounted",
         "AFTER DELETE ON webhook_deliveries",
-        "OLD TABLE AS gone",
-        f"""INSERT INTO webhook_delivery_count_changes({_CHANGE_COLUMNS})
+        referencing="OLD TABLE AS gone",
+        body=f"""INSERT INTO webhook_delivery_count_changes({_CHANGE_COLUMNS})
         SELECT endpoint_id, {_status_counts("-")} FROM gone GROUP BY endpoint_id;""",
     )
     # An attempt row's next state (migration 2), applied per statement too: one
@@ -709,11 +698,11 @@ POSTGRESQL_MIGRATIONS.append(
     DROP TRIGGER webhook_attempt_applied ON webhook_attempts;
     DROP FUNCTION webhook_attempt_applied();
     """
-    + _pg_statement_trigger(
+    + _pg_trigger(
         "webhook_attempts_applied",
         "AFTER INSERT ON webhook_attempts",
-        "NEW TABLE AS made",
-        """
+        referencing="NEW TABLE AS made",
+        body="""
         UPDATE webhook_deliveries d SET status=a.next_status, due_at=a.next_due_at, claimed_at=NULL,
             claim_id=NULL, attempts=d.attempts+a.n, last_attempt_at=a.attempted_at,
             last_status_code=a.status_code, last_error=a.error,
@@ -738,11 +727,11 @@ POSTGRESQL_MIGRATIONS.append(
             CASE WHEN o.last_ok IS NULL THEN COALESCE(e.failing_since, w.failed) ELSE w.failed END;
         """,
     )
-    + _pg_statement_trigger(
+    + _pg_trigger(
         "webhook_attempts_counted",
         "AFTER INSERT ON webhook_attempts",
-        "NEW TABLE AS made",
-        f"""INSERT INTO webhook_attempt_minute_changes(endpoint_id, minute, outcome, bucket, n)
+        referencing="NEW TABLE AS made",
+        body=f"""INSERT INTO webhook_attempt_minute_changes(endpoint_id, minute, outcome, bucket, n)
         SELECT endpoint_id, FLOOR(attempted_at / 60)::bigint, outcome, {latency_bucket_sql("latency_ms")}, COUNT(*)
         FROM made GROUP BY 1, 2, 3, 4;""",
     )
